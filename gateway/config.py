@@ -1,0 +1,40 @@
+"""Gateway configuration, read once from the environment at start."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    storage_address: str = "127.0.0.1:50051"
+    vision_address: str = "127.0.0.1:50052"
+    search_address: str = "127.0.0.1:50053"
+    # Writes need one of these as a Bearer token when any is set.
+    api_keys: frozenset[str] = field(default_factory=frozenset)
+    rpc_timeout_s: float = 10.0
+    max_upload_bytes: int = 50 * 1024 * 1024
+    threads: int = 8
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> GatewayConfig:
+        keys = frozenset(
+            k.strip() for k in env.get("IMAGEREPO_API_KEYS", "").split(",") if k.strip()
+        )
+        return cls(
+            host=env.get("GATEWAY_HOST", cls.host),
+            port=int(env.get("GATEWAY_PORT", cls.port)),
+            storage_address=env.get("GATEWAY_STORAGE_ADDR", cls.storage_address),
+            vision_address=env.get("GATEWAY_VISION_ADDR", cls.vision_address),
+            search_address=env.get("GATEWAY_SEARCH_ADDR", cls.search_address),
+            api_keys=keys,
+            rpc_timeout_s=float(env.get("GATEWAY_RPC_TIMEOUT_S", cls.rpc_timeout_s)),
+            max_upload_bytes=int(env.get("GATEWAY_MAX_UPLOAD_BYTES", cls.max_upload_bytes)),
+            threads=int(env.get("GATEWAY_THREADS", cls.threads)),
+            log_level=env.get("LOG_LEVEL", cls.log_level),
+        )

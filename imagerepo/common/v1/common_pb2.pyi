@@ -1,0 +1,61 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class AnalysisStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ANALYSIS_STATUS_UNSPECIFIED: _ClassVar[AnalysisStatus]
+    ANALYSIS_STATUS_PENDING: _ClassVar[AnalysisStatus]
+    ANALYSIS_STATUS_READY: _ClassVar[AnalysisStatus]
+    ANALYSIS_STATUS_FAILED: _ClassVar[AnalysisStatus]
+ANALYSIS_STATUS_UNSPECIFIED: AnalysisStatus
+ANALYSIS_STATUS_PENDING: AnalysisStatus
+ANALYSIS_STATUS_READY: AnalysisStatus
+ANALYSIS_STATUS_FAILED: AnalysisStatus
+
+class Label(_message.Message):
+    __slots__ = ("name", "probability", "synonyms", "class_index")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    SYNONYMS_FIELD_NUMBER: _ClassVar[int]
+    CLASS_INDEX_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    probability: float
+    synonyms: _containers.RepeatedScalarFieldContainer[str]
+    class_index: int
+    def __init__(self, name: _Optional[str] = ..., probability: _Optional[float] = ..., synonyms: _Optional[_Iterable[str]] = ..., class_index: _Optional[int] = ...) -> None: ...
+
+class Point(_message.Message):
+    __slots__ = ("x", "y")
+    X_FIELD_NUMBER: _ClassVar[int]
+    Y_FIELD_NUMBER: _ClassVar[int]
+    x: float
+    y: float
+    def __init__(self, x: _Optional[float] = ..., y: _Optional[float] = ...) -> None: ...
+
+class TextBox(_message.Message):
+    __slots__ = ("text", "confidence", "box")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    BOX_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    confidence: float
+    box: _containers.RepeatedCompositeFieldContainer[Point]
+    def __init__(self, text: _Optional[str] = ..., confidence: _Optional[float] = ..., box: _Optional[_Iterable[_Union[Point, _Mapping]]] = ...) -> None: ...
+
+class LabelFeedback(_message.Message):
+    __slots__ = ("label", "comment", "reported_by", "created_at_unix_ms")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    REPORTED_BY_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    comment: str
+    reported_by: str
+    created_at_unix_ms: int
+    def __init__(self, label: _Optional[str] = ..., comment: _Optional[str] = ..., reported_by: _Optional[str] = ..., created_at_unix_ms: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,298 @@
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
+from imagerepo.common.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ThumbnailSize(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    THUMBNAIL_SIZE_UNSPECIFIED: _ClassVar[ThumbnailSize]
+    THUMBNAIL_SIZE_SMALL: _ClassVar[ThumbnailSize]
+    THUMBNAIL_SIZE_PREVIEW: _ClassVar[ThumbnailSize]
+THUMBNAIL_SIZE_UNSPECIFIED: ThumbnailSize
+THUMBNAIL_SIZE_SMALL: ThumbnailSize
+THUMBNAIL_SIZE_PREVIEW: ThumbnailSize
+
+class PutImageHeader(_message.Message):
+    __slots__ = ("filename", "content_type", "owner", "expected_size")
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_SIZE_FIELD_NUMBER: _ClassVar[int]
+    filename: str
+    content_type: str
+    owner: str
+    expected_size: int
+    def __init__(self, filename: _Optional[str] = ..., content_type: _Optional[str] = ..., owner: _Optional[str] = ..., expected_size: _Optional[int] = ...) -> None: ...
+
+class PutImageRequest(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: PutImageHeader
+    chunk: bytes
+    def __init__(self, header: _Optional[_Union[PutImageHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class PutImageResponse(_message.Message):
+    __slots__ = ("image", "duplicate_of")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_OF_FIELD_NUMBER: _ClassVar[int]
+    image: ImageMetadata
+    duplicate_of: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, image: _Optional[_Union[ImageMetadata, _Mapping]] = ..., duplicate_of: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ImageMetadata(_message.Message):
+    __slots__ = ("id", "filename", "owner", "content_type", "created_at_unix_ms", "sha256", "byte_size", "width", "height", "exif", "labels", "moderation_score", "ocr_text", "tags", "status", "feature_vector", "has_feature_vector", "feedback", "status_detail", "format")
+    class ExifEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    BYTE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    EXIF_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    MODERATION_SCORE_FIELD_NUMBER: _ClassVar[int]
+    OCR_TEXT_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_VECTOR_FIELD_NUMBER: _ClassVar[int]
+    HAS_FEATURE_VECTOR_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_FIELD_NUMBER: _ClassVar[int]
+    STATUS_DETAIL_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    filename: str
+    owner: str
+    content_type: str
+    created_at_unix_ms: int
+    sha256: str
+    byte_size: int
+    width: int
+    height: int
+    exif: _containers.ScalarMap[str, str]
+    labels: _containers.RepeatedCompositeFieldContainer[_common_pb2.Label]
+    moderation_score: float
+    ocr_text: str
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    status: _common_pb2.AnalysisStatus
+    feature_vector: _containers.RepeatedScalarFieldContainer[float]
+    has_feature_vector: bool
+    feedback: _containers.RepeatedCompositeFieldContainer[_common_pb2.LabelFeedback]
+    status_detail: str
+    format: str
+    def __init__(self, id: _Optional[str] = ..., filename: _Optional[str] = ..., owner: _Optional[str] = ..., content_type: _Optional[str] = ..., created_at_unix_ms: _Optional[int] = ..., sha256: _Optional[str] = ..., byte_size: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., exif: _Optional[_Mapping[str, str]] = ..., labels: _Optional[_Iterable[_Union[_common_pb2.Label, _Mapping]]] = ..., moderation_score: _Optional[float] = ..., ocr_text: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., status: _Optional[_Union[_common_pb2.AnalysisStatus, str]] = ..., feature_vector: _Optional[_Iterable[float]] = ..., has_feature_vector: _Optional[bool] = ..., feedback: _Optional[_Iterable[_Union[_common_pb2.LabelFeedback, _Mapping]]] = ..., status_detail: _Optional[str] = ..., format: _Optional[str] = ...) -> None: ...
+
+class GetImageRequest(_message.Message):
+    __slots__ = ("image_id", "include_data", "include_feature_vector")
+    IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_DATA_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_FEATURE_VECTOR_FIELD_NUMBER: _ClassVar[int]
+    image_id: str
+    include_data: bool
+    include_feature_vector: bool
+    def __init__(self, image_id: _Optional[str] = ..., include_data: _Optional[bool] = ..., include_feature_vector: _Optional[bool] = ...) -> None: ...
+
+class GetImageResponse(_message.Message):
+    __slots__ = ("image", "data")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    image: ImageMetadata
+    data: bytes
+    def __init__(self, image: _Optional[_Union[ImageMetadata, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class ReadImageDataRequest(_message.Message):
+    __slots__ = ("image_id", "chunk_size")
+    IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    image_id: str
+    chunk_size: int
+    def __init__(self, image_id: _Optional[str] = ..., chunk_size: _Optional[int] = ...) -> None: ...
+
+class ReadImageDataResponse(_message.Message):
+    __slots__ = ("chunk", "offset", "total_size", "content_type")
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    chunk: bytes
+    offset: int
+    total_size: int
+    content_type: str
+    def __init__(self, chunk: _Optional[bytes] = ..., offset: _Optional[int] = ..., total_size: _Optional[int] = ..., content_type: _Optional[str] = ...) -> None: ...
+
+class GetThumbnailRequest(_message.Message):
+    __slots__ = ("image_id", "size")
+    IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    image_id: str
+    size: ThumbnailSize
+    def __init__(self, image_id: _Optional[str] = ..., size: _Optional[_Union[ThumbnailSize, str]] = ...) -> None: ...
+
+class GetThumbnailResponse(_message.Message):
+    __slots__ = ("data", "content_type", "width", "height")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    content_type: str
+    width: int
+    height: int
+    def __init__(self, data: _Optional[bytes] = ..., content_type: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
+
+class FindByFilenameRequest(_message.Message):
+    __slots__ = ("filename", "limit")
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    filename: str
+    limit: int
+    def __init__(self, filename: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class FindByFilenameResponse(_message.Message):
+    __slots__ = ("images",)
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    images: _containers.RepeatedCompositeFieldContainer[ImageMetadata]
+    def __init__(self, images: _Optional[_Iterable[_Union[ImageMetadata, _Mapping]]] = ...) -> None: ...
+
+class ListImagesRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "owner", "include_feature_vectors", "status")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_FEATURE_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    owner: str
+    include_feature_vectors: bool
+    status: _common_pb2.AnalysisStatus
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., owner: _Optional[str] = ..., include_feature_vectors: _Optional[bool] = ..., status: _Optional[_Union[_common_pb2.AnalysisStatus, str]] = ...) -> None: ...
+
+class ListImagesResponse(_message.Message):
+    __slots__ = ("images", "next_page_token", "total_count")
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_COUNT_FIELD_NUMBER: _ClassVar[int]
+    images: _containers.RepeatedCompositeFieldContainer[ImageMetadata]
+    next_page_token: str
+    total_count: int
+    def __init__(self, images: _Optional[_Iterable[_Union[ImageMetadata, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_count: _Optional[int] = ...) -> None: ...
+
+class Annotations(_message.Message):
+    __slots__ = ("labels", "feature_vector", "moderation_score", "ocr_text", "tags", "status", "status_detail")
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_VECTOR_FIELD_NUMBER: _ClassVar[int]
+    MODERATION_SCORE_FIELD_NUMBER: _ClassVar[int]
+    OCR_TEXT_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_DETAIL_FIELD_NUMBER: _ClassVar[int]
+    labels: _containers.RepeatedCompositeFieldContainer[_common_pb2.Label]
+    feature_vector: _containers.RepeatedScalarFieldContainer[float]
+    moderation_score: float
+    ocr_text: str
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    status: _common_pb2.AnalysisStatus
+    status_detail: str
+    def __init__(self, labels: _Optional[_Iterable[_Union[_common_pb2.Label, _Mapping]]] = ..., feature_vector: _Optional[_Iterable[float]] = ..., moderation_score: _Optional[float] = ..., ocr_text: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., status: _Optional[_Union[_common_pb2.AnalysisStatus, str]] = ..., status_detail: _Optional[str] = ...) -> None: ...
+
+class UpdateAnnotationsRequest(_message.Message):
+    __slots__ = ("image_id", "annotations", "update_mask", "add_tags", "remove_tags", "add_feedback")
+    IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATIONS_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    ADD_TAGS_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_TAGS_FIELD_NUMBER: _ClassVar[int]
+    ADD_FEEDBACK_FIELD_NUMBER: _ClassVar[int]
+    image_id: str
+    annotations: Annotations
+    update_mask: _field_mask_pb2.FieldMask
+    add_tags: _containers.RepeatedScalarFieldContainer[str]
+    remove_tags: _containers.RepeatedScalarFieldContainer[str]
+    add_feedback: _containers.RepeatedCompositeFieldContainer[_common_pb2.LabelFeedback]
+    def __init__(self, image_id: _Optional[str] = ..., annotations: _Optional[_Union[Annotations, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., add_tags: _Optional[_Iterable[str]] = ..., remove_tags: _Optional[_Iterable[str]] = ..., add_feedback: _Optional[_Iterable[_Union[_common_pb2.LabelFeedback, _Mapping]]] = ...) -> None: ...
+
+class UpdateAnnotationsResponse(_message.Message):
+    __slots__ = ("image",)
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    image: ImageMetadata
+    def __init__(self, image: _Optional[_Union[ImageMetadata, _Mapping]] = ...) -> None: ...
+
+class DeleteImageRequest(_message.Message):
+    __slots__ = ("image_id",)
+    IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    image_id: str
+    def __init__(self, image_id: _Optional[str] = ...) -> None: ...
+
+class DeleteImageResponse(_message.Message):
+    __slots__ = ("image",)
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    image: ImageMetadata
+    def __init__(self, image: _Optional[_Union[ImageMetadata, _Mapping]] = ...) -> None: ...
+
+class GetStatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ColumnStats(_message.Message):
+    __slots__ = ("name", "raw_bytes", "stored_bytes")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    RAW_BYTES_FIELD_NUMBER: _ClassVar[int]
+    STORED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    raw_bytes: int
+    stored_bytes: int
+    def __init__(self, name: _Optional[str] = ..., raw_bytes: _Optional[int] = ..., stored_bytes: _Optional[int] = ...) -> None: ...
+
+class GetStatsResponse(_message.Message):
+    __slots__ = ("image_count", "deleted_count", "segment_count", "disk_bytes", "raw_image_bytes", "wal_bytes", "memtable_rows", "columns")
+    IMAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    DELETED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    DISK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RAW_IMAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    WAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEMTABLE_ROWS_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    image_count: int
+    deleted_count: int
+    segment_count: int
+    disk_bytes: int
+    raw_image_bytes: int
+    wal_bytes: int
+    memtable_rows: int
+    columns: _containers.RepeatedCompositeFieldContainer[ColumnStats]
+    def __init__(self, image_count: _Optional[int] = ..., deleted_count: _Optional[int] = ..., segment_count: _Optional[int] = ..., disk_bytes: _Optional[int] = ..., raw_image_bytes: _Optional[int] = ..., wal_bytes: _Optional[int] = ..., memtable_rows: _Optional[int] = ..., columns: _Optional[_Iterable[_Union[ColumnStats, _Mapping]]] = ...) -> None: ...
+
+class CompactRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CompactResponse(_message.Message):
+    __slots__ = ("segments_before", "segments_after", "bytes_before", "bytes_after", "rows_dropped")
+    SEGMENTS_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_AFTER_FIELD_NUMBER: _ClassVar[int]
+    BYTES_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    BYTES_AFTER_FIELD_NUMBER: _ClassVar[int]
+    ROWS_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    segments_before: int
+    segments_after: int
+    bytes_before: int
+    bytes_after: int
+    rows_dropped: int
+    def __init__(self, segments_before: _Optional[int] = ..., segments_after: _Optional[int] = ..., bytes_before: _Optional[int] = ..., bytes_after: _Optional[int] = ..., rows_dropped: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,1 @@
+"""What every imagerepo gRPC service shares: JSON logs, health, reflection, graceful shutdown."""

@@ -1,0 +1,1 @@
+"""Runs the whole imagerepo stack on loopback as local processes (what `make run` starts)."""

@@ -1,0 +1,31 @@
+"""Storage service configuration, read once from the environment at start."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    host: str = "127.0.0.1"
+    port: int = 50051
+    data_dir: Path = Path("data/storage")
+    max_image_bytes: int = 50 * 1024 * 1024
+    max_workers: int = 16
+    grace_s: float = 5.0
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> StorageConfig:
+        return cls(
+            host=env.get("STORAGE_HOST", cls.host),
+            port=int(env.get("STORAGE_PORT", cls.port)),
+            data_dir=Path(env.get("STORAGE_DATA_DIR", str(cls.data_dir))),
+            max_image_bytes=int(env.get("STORAGE_MAX_IMAGE_BYTES", cls.max_image_bytes)),
+            max_workers=int(env.get("STORAGE_MAX_WORKERS", cls.max_workers)),
+            grace_s=float(env.get("STORAGE_GRACE_S", cls.grace_s)),
+            log_level=env.get("LOG_LEVEL", cls.log_level),
+        )

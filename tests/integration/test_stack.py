@@ -1,0 +1,75 @@
+"""`make run`'s launcher brings up four processes that answer, and stops them on Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from service_runtime.probe import is_serving
+from tests.conftest import REPO_ROOT
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def test_stack_starts_four_serving_processes_and_stops_on_ctrl_c(tmp_path: Path):
+    storage, vision, search, gateway = free_ports(4)
+    env = dict(
+        os.environ,
+        IMAGEREPO_DATA_DIR=str(tmp_path / "data"),
+        STORAGE_PORT=str(storage),
+        VISION_PORT=str(vision),
+        SEARCH_PORT=str(search),
+        GATEWAY_PORT=str(gateway),
+        SEARCH_VISION_ADDR=f"127.0.0.1:{vision}",
+        GATEWAY_STORAGE_ADDR=f"127.0.0.1:{storage}",
+        GATEWAY_VISION_ADDR=f"127.0.0.1:{vision}",
+        GATEWAY_SEARCH_ADDR=f"127.0.0.1:{search}",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stack"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        banner = ""
+        while "imagerepo is up" not in banner and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line or proc.poll() is None, f"launcher exited early with {proc.returncode}"
+            banner += line
+
+        serving = [is_serving(f"127.0.0.1:{p}") for p in (storage, vision, search)]
+        with urllib.request.urlopen(f"http://127.0.0.1:{gateway}/api/health", timeout=10) as r:
+            health = json.load(r)
+
+        assert f"http://127.0.0.1:{gateway}/" in banner
+        assert serving == [True, True, True]
+        assert health["services"] == {
+            "storage": "SERVING",
+            "vision": "SERVING",
+            "search": "SERVING",
+        }
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=60)
+
+    assert code == 0
+    assert not any(is_serving(f"127.0.0.1:{p}", timeout_s=1) for p in (storage, vision, search))

@@ -1,0 +1,3 @@
+"""The vision service: pretrained ONNX models for labels, features, moderation, OCR, text."""
+
+SERVICE_NAME = "imagerepo.vision.v1.VisionService"
