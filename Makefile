@@ -38,8 +38,8 @@ proto: setup ## regenerate the Python gRPC code under imagerepo/ from protos/
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. \
 		$$(find protos -name '*.proto' | sort)
 
-bench: setup ## benchmarks with baselines measured in the same run (storage, vision, search, e2e)
-	$(PY) -m benchmarks
+bench: setup ## benchmarks against baselines measured in the same run (PART=storage|vision|search|e2e)
+	$(PY) -m benchmarks $(PART)
 
 soak: setup ## many rounds of kill -9 crash recovery against the storage service
 	$(PY) -m pytest -q -m soak tests/storage_service

@@ -1,0 +1,1 @@
+"""Benchmarks: each part measures imagerepo against a baseline in the same run."""
