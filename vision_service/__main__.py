@@ -1,13 +1,17 @@
-"""`python -m vision_service`: run the vision service until SIGTERM."""
+"""`python -m vision_service`: load and verify the models, serve until SIGTERM."""
 
 from __future__ import annotations
 
 import logging
+import sys
 
 from service_runtime.logs import configure_logging
 from service_runtime.serve import serve_until_signalled
 from vision_service.config import VisionConfig
+from vision_service.engine import VisionEngine
+from vision_service.errors import ModelFileError
 from vision_service.server import build_server
+from vision_service.servicer import EngineSlot
 
 log = logging.getLogger("vision_service")
 
@@ -15,11 +19,19 @@ log = logging.getLogger("vision_service")
 def main() -> None:
     config = VisionConfig.from_env()
     configure_logging("vision", config.log_level)
-    server, port, health = build_server(f"{config.host}:{config.port}", config.max_workers)
+    slot = EngineSlot()
+    server, port, health = build_server(f"{config.host}:{config.port}", config, slot)
     server.start()
+    log.info("started; loading models", extra={"port": port, "models_dir": str(config.models_dir)})
+    try:
+        slot.set(VisionEngine.load(config))
+    except ModelFileError as exc:
+        log.error("refusing to serve: %s", exc)
+        server.stop(grace=None)
+        sys.exit(1)
     health.set_serving(True)
-    log.info("serving", extra={"port": port, "models_dir": str(config.models_dir)})
-    serve_until_signalled(server, health, grace_s=config.grace_s)
+    log.info("serving", extra={"port": port, "models": [m.name for m in slot.get().models]})
+    serve_until_signalled(server, health, grace_s=config.grace_s, on_stop=slot.close)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,18 @@ class VisionConfig:
     max_workers: int = 16
     grace_s: float = 5.0
     log_level: str = "INFO"
+    # onnxruntime threads for the classifier, moderation and text models. The machine has
+    # 2 cores: intra-op 2 lets one batched run use both; inter-op 1 stops graph-level
+    # parallelism from oversubscribing them.
+    intra_op_threads: int = 2
+    inter_op_threads: int = 1
+    # The OCR models run in the request thread, one intra-op thread each.
+    ocr_threads: int = 1
+    # Micro-batching of concurrent Analyze calls.
+    batch_max_size: int = 8
+    batch_max_wait_ms: float = 10.0
+    # Decompression-bomb guard: images above this many pixels are refused.
+    max_image_pixels: int = 40_000_000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> VisionConfig:
@@ -26,4 +38,10 @@ class VisionConfig:
             max_workers=int(env.get("VISION_MAX_WORKERS", cls.max_workers)),
             grace_s=float(env.get("VISION_GRACE_S", cls.grace_s)),
             log_level=env.get("LOG_LEVEL", cls.log_level),
+            intra_op_threads=int(env.get("VISION_INTRA_OP_THREADS", cls.intra_op_threads)),
+            inter_op_threads=int(env.get("VISION_INTER_OP_THREADS", cls.inter_op_threads)),
+            ocr_threads=int(env.get("VISION_OCR_THREADS", cls.ocr_threads)),
+            batch_max_size=int(env.get("VISION_BATCH_MAX_SIZE", cls.batch_max_size)),
+            batch_max_wait_ms=float(env.get("VISION_BATCH_MAX_WAIT_MS", cls.batch_max_wait_ms)),
+            max_image_pixels=int(env.get("VISION_MAX_IMAGE_PIXELS", cls.max_image_pixels)),
         )

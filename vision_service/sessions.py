@@ -1,0 +1,32 @@
+"""The runtime that runs a model: onnxruntime sessions on CPU with configured thread counts.
+
+What a model computes lives in `vision_service.models`; this module only knows how to open an
+ONNX file so that one process does not fight itself for the machine's cores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnxruntime as ort
+
+_PROVIDER = "CPUExecutionProvider"
+
+
+@dataclass(frozen=True)
+class SessionThreads:
+    intra_op: int = 2
+    inter_op: int = 1
+
+
+def open_session(path: Path, threads: SessionThreads) -> ort.InferenceSession:
+    """An InferenceSession on the CPU provider (the only one installed here), with graph
+    optimisations on and a fixed thread budget."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads.intra_op
+    options.inter_op_num_threads = threads.inter_op
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=options, providers=[_PROVIDER])
