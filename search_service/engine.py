@@ -1,0 +1,418 @@
+"""The search index as one object: documents, keyword index, concept space, vectors, filters.
+
+Documents get dense numbers in arrival order; every component is a column over those numbers.
+Removing marks the number dead; an update is a removal plus an add under a new number. When
+too many numbers are dead the engine rebuilds itself from its live documents (compaction).
+Not thread-safe on its own: DurableIndex serialises access.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from search_service.document import Document, Status
+from search_service.duplicates import DuplicateGroup, exact_groups, near_groups
+from search_service.errors import (
+    ImageNotFoundError,
+    InvalidDocumentError,
+    NoFeatureVectorError,
+)
+from search_service.fusion import reciprocal_rank_fusion
+from search_service.growable import GrowableArray
+from search_service.inverted_index import BM25Params, InvertedIndex, Reason
+from search_service.semantic import LABEL_TEMPLATE, ConceptSpace
+from search_service.vector_index import AnnParams, VectorIndex
+
+log = logging.getLogger(__name__)
+
+# Texts in, one L2-normalised embedding per text out (the vision service's EmbedText).
+TextEmbedder = Callable[[list[str]], npt.NDArray[np.float32]]
+
+_QUERY_EMBEDDING_CACHE = 1024
+_COMPACT_MIN_DEAD = 1000
+
+
+@dataclass(frozen=True)
+class EngineParams:
+    bm25: BM25Params = field(default_factory=BM25Params)
+    ann: AnnParams = field(default_factory=AnnParams)
+    vector_dim: int = 1280
+    # Images at or above this moderation score are hidden unless a search asks for them.
+    moderation_threshold: float = 0.8
+    near_duplicate_threshold: float = 0.95
+    # Concept-vector cosine a semantic-only hit needs (below it the hit is noise).
+    semantic_min_similarity: float = 0.5
+    semantic_weight: float = 1.0
+    compact_dead_fraction: float = 0.3
+
+
+@dataclass(frozen=True)
+class Filters:
+    owner: str = ""
+    include_moderated: bool = False
+    statuses: tuple[Status, ...] = ()
+
+
+@dataclass(frozen=True)
+class Hit:
+    image_id: str
+    score: float
+    reasons: tuple[Reason, ...]
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    hits: list[Hit]
+    total: int
+    fell_back_to_or: bool
+    semantic_used: bool
+
+
+@dataclass(frozen=True)
+class SimilarResult:
+    hits: list[tuple[str, float]]
+    approximate: bool
+
+
+@dataclass(frozen=True)
+class Duplicates:
+    exact: list[tuple[list[str], str]]
+    near: list[tuple[list[str], float]]
+
+
+class SearchIndex:
+    def __init__(self, params: EngineParams | None = None) -> None:
+        self.params = params or EngineParams()
+        self._docs: list[Document | None] = []
+        self._ids: dict[str, int] = {}
+        self._alive = GrowableArray(np.bool_)
+        self._owner_codes: dict[str, int] = {}
+        self._owner = GrowableArray(np.int32)
+        self._moderation = GrowableArray(np.float32)
+        self._status = GrowableArray(np.int8)
+        self.keywords = InvertedIndex(self.params.bm25)
+        self.vectors = VectorIndex(self.params.vector_dim, self.params.ann)
+        self.concepts: ConceptSpace | None = None
+        self._embedder: TextEmbedder | None = None
+        self._query_embeddings: OrderedDict[str, npt.NDArray[np.float32]] = OrderedDict()
+        # Concept weights and the labels they were computed with, from a snapshot.
+        self._saved_concepts: tuple[dict[str, Any] | None, list[str] | None] = (None, None)
+
+    # ---- semantic expansion wiring ----------------------------------------------------------
+
+    def attach_semantic(self, concepts: ConceptSpace, embedder: TextEmbedder) -> None:
+        """Use `concepts` for semantic expansion; computes every document's concept weights
+        unless `concepts` already holds them (restored from a snapshot)."""
+        if len(concepts) != len(self._docs):
+            concepts.clear_docs()
+            for docno, doc in enumerate(self._docs):
+                concepts.add(docno, doc.labels if doc else ())
+        self.concepts = concepts
+        self._embedder = embedder
+
+    @property
+    def semantic_ready(self) -> bool:
+        return self.concepts is not None and self._embedder is not None
+
+    # ---- writes -----------------------------------------------------------------------------
+
+    def put(self, doc: Document) -> None:
+        """Add `doc`, replacing any earlier document of the same image."""
+        self.validate(doc)
+        self.remove(doc.image_id)
+        docno = len(self._docs)
+        self.keywords.add(docno, doc)
+        self.vectors.add(docno, doc.feature_vector)
+        if self.concepts is not None:
+            self.concepts.add(docno, doc.labels)
+        self._docs.append(doc)
+        self._ids[doc.image_id] = docno
+        self._alive.append(True)
+        code = self._owner_codes.setdefault(doc.owner, len(self._owner_codes))
+        self._owner.append(code)
+        self._moderation.append(doc.moderation_score)
+        self._status.append(int(doc.status))
+
+    def remove(self, image_id: str) -> bool:
+        docno = self._ids.pop(image_id, None)
+        if docno is None:
+            return False
+        doc = self._docs[docno]
+        assert doc is not None
+        self.keywords.remove(docno, doc)
+        self.vectors.remove(docno)
+        if self.concepts is not None:
+            self.concepts.remove(docno)
+        self._docs[docno] = None
+        self._alive[docno] = False
+        return True
+
+    def needs_compaction(self) -> bool:
+        dead = len(self._docs) - len(self._ids)
+        return dead >= _COMPACT_MIN_DEAD and dead > self.params.compact_dead_fraction * len(
+            self._docs
+        )
+
+    def compacted(self) -> SearchIndex:
+        """A fresh index holding only the live documents, renumbered densely."""
+        fresh = SearchIndex(self.params)
+        fresh.extend(d for d in self._docs if d is not None)
+        if self.concepts is not None and self._embedder is not None:
+            space = ConceptSpace(self.concepts.label_names, self.concepts.embeddings)
+            fresh.attach_semantic(space, self._embedder)
+        return fresh
+
+    def extend(self, docs: Iterable[Document]) -> int:
+        count = 0
+        for doc in docs:
+            self.put(doc)
+            count += 1
+        return count
+
+    def validate(self, doc: Document) -> None:
+        if not doc.image_id:
+            raise InvalidDocumentError("image_id is required")
+        v = doc.feature_vector
+        if v is not None and len(v) != self.params.vector_dim:
+            raise InvalidDocumentError(
+                f"feature_vector must have {self.params.vector_dim} values, got {len(v)}"
+            )
+        if not 0.0 <= doc.moderation_score <= 1.0:
+            raise InvalidDocumentError("moderation_score must be within 0..1")
+        for label in doc.labels:
+            if not 0.0 <= label.probability <= 1.0:
+                raise InvalidDocumentError(f"label {label.name!r} probability outside 0..1")
+
+    # ---- reads ------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, image_id: str) -> bool:
+        return image_id in self._ids
+
+    def get(self, image_id: str) -> Document:
+        docno = self._ids.get(image_id)
+        if docno is None:
+            raise ImageNotFoundError(image_id)
+        doc = self._docs[docno]
+        assert doc is not None
+        return doc
+
+    def allowed(self, filters: Filters) -> npt.NDArray[np.bool_]:
+        mask = self._alive.view().copy()
+        if filters.owner:
+            code = self._owner_codes.get(filters.owner)
+            if code is None:
+                return np.zeros_like(mask)
+            mask &= self._owner.view() == code
+        if not filters.include_moderated:
+            mask &= self._moderation.view() < self.params.moderation_threshold
+        if filters.statuses:
+            mask &= np.isin(self._status.view(), [int(s) for s in filters.statuses])
+        return mask
+
+    def search(
+        self,
+        query: str,
+        filters: Filters | None = None,
+        limit: int = 20,
+        offset: int = 0,
+        semantic: bool = True,
+    ) -> SearchResult:
+        filters = filters or Filters()
+        terms = self.keywords.query_terms(query)
+        allowed = self.allowed(filters)
+        matches = self.keywords.match(terms, allowed)
+        keyword_rank = matches.docs[np.argsort(-matches.scores, kind="stable")]
+
+        semantic_rank = np.zeros(0, np.int64)
+        semantic_best: dict[int, tuple[str, float]] = {}
+        embedding = self._query_embedding(query) if semantic else None
+        if embedding is not None and self.concepts is not None:
+            found = self.concepts.search(embedding, allowed, self.params.semantic_min_similarity)
+            order = np.argsort(-found.similarities, kind="stable")
+            semantic_rank = found.docs[order]
+            names = self.concepts.label_names
+            for i in order[: offset + limit]:
+                best = names[int(found.best_labels[i])]
+                semantic_best[int(found.docs[i])] = (best, float(found.similarities[i]))
+
+        fused, scores = reciprocal_rank_fusion(
+            [keyword_rank, semantic_rank], [1.0, self.params.semantic_weight]
+        )
+        hits = []
+        for docno, score in zip(
+            fused[offset : offset + limit], scores[offset : offset + limit], strict=True
+        ):
+            doc = self._docs[int(docno)]
+            assert doc is not None
+            reasons = self.keywords.explain(int(docno), doc, terms)
+            if int(docno) in semantic_best:
+                label, sim = semantic_best[int(docno)]
+                reasons.append(Reason("semantic", label, sim))
+            hits.append(Hit(doc.image_id, float(score), tuple(reasons)))
+        return SearchResult(hits, int(fused.size), matches.fell_back_to_or, embedding is not None)
+
+    def _query_embedding(self, query: str) -> npt.NDArray[np.float32] | None:
+        if self._embedder is None or self.concepts is None:
+            return None
+        key = " ".join(self.keywords.query_words(query))
+        if not key:
+            return None
+        cached = self._query_embeddings.get(key)
+        if cached is not None:
+            self._query_embeddings.move_to_end(key)
+            return cached
+        try:
+            embedding = np.asarray(self._embedder([LABEL_TEMPLATE.format(key)])[0], np.float32)
+        except Exception as exc:  # the vision service is down: keyword search still answers
+            log.warning("semantic expansion unavailable, keyword search only: %s", exc)
+            return None
+        self._query_embeddings[key] = embedding
+        if len(self._query_embeddings) > _QUERY_EMBEDDING_CACHE:
+            self._query_embeddings.popitem(last=False)
+        return embedding
+
+    def similar(
+        self,
+        image_id: str = "",
+        vector: npt.ArrayLike | None = None,
+        k: int = 10,
+        filters: Filters | None = None,
+        exact: bool = False,
+    ) -> SimilarResult:
+        allowed = self.allowed(filters or Filters())
+        if image_id:
+            docno = self._ids.get(image_id)
+            if docno is None:
+                raise ImageNotFoundError(image_id)
+            query = self.vectors.vector(docno)
+            if query is None:
+                raise NoFeatureVectorError(image_id)
+            allowed[docno] = False
+        else:
+            query = np.asarray(vector, dtype=np.float32)
+            if query.shape != (self.params.vector_dim,):
+                raise InvalidDocumentError(
+                    f"vector must have {self.params.vector_dim} values, got {query.size}"
+                )
+            if not np.isfinite(query).all() or not query.any():
+                raise InvalidDocumentError("vector must be finite and not all zeros")
+        found = self.vectors.search(query, k, allowed, exact=exact)
+        hits = []
+        for d, s in zip(found.docs, found.similarities, strict=True):
+            doc = self._docs[int(d)]
+            assert doc is not None
+            hits.append((doc.image_id, float(s)))
+        return SimilarResult(hits, found.approximate)
+
+    def duplicates(self, near_threshold: float = 0.0, image_id: str = "") -> Duplicates:
+        threshold = near_threshold or self.params.near_duplicate_threshold
+        if not 0.0 < threshold <= 1.0:
+            raise InvalidDocumentError("near_threshold must be within (0, 1]")
+        if image_id and image_id not in self._ids:
+            raise ImageNotFoundError(image_id)
+        live = sorted(self._ids.values())
+        docs = [(d, self._doc(d).sha256) for d in live]
+        exact = exact_groups(docs)
+        # One representative per sha256 (the first copy), so exact copies count once.
+        representative: dict[int, int] = {}
+        for group in exact:
+            for d in group.docs:
+                representative[d] = group.docs[0]
+        present = self.vectors.present()
+        reps = np.asarray(
+            [d for d in live if representative.get(d, d) == d and present[d]], np.int64
+        )
+        near = near_groups(reps, self.vectors, threshold)
+        if image_id:
+            me = self._ids[image_id]
+            mine = representative.get(me, me)
+            exact = [g for g in exact if me in g.docs]
+            near = [g for g in near if mine in g.docs]
+        return Duplicates(
+            exact=[(self._image_ids(g), g.sha256) for g in exact],
+            near=[(self._image_ids(g), g.min_similarity) for g in near],
+        )
+
+    def suggest(self, prefix: str, limit: int = 10) -> list[tuple[str, int, str]]:
+        return self.keywords.suggest(prefix, limit)
+
+    def _doc(self, docno: int) -> Document:
+        doc = self._docs[docno]
+        assert doc is not None
+        return doc
+
+    def _image_ids(self, group: DuplicateGroup) -> list[str]:
+        return [self._doc(d).image_id for d in group.docs]
+
+    def warm(self) -> None:
+        """Touch everything a first query needs, so it is as fast as the rest."""
+        self.keywords.warm()
+        if len(self._docs):
+            self.search("warm", semantic=False)
+            if self.vectors.approximate or len(self.vectors):
+                q = np.ones(self.params.vector_dim, np.float32)
+                self.vectors.search(q, 1, self._alive.view())
+
+    # ---- persistence ------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        docs = [d.to_json() if d is not None else None for d in self._docs]
+        state: dict[str, Any] = {
+            "docs": docs,
+            "owners": list(self._owner_codes),
+            "alive": self._alive.view(),
+            "owner": self._owner.view(),
+            "moderation": self._moderation.view(),
+            "status": self._status.view(),
+            "vectors": self.vectors.matrix(),
+            "vectors_present": self.vectors.present(),
+            "ann": self.vectors.ann_bytes(),
+            "keywords": self.keywords.state(),
+        }
+        if self.concepts is not None:
+            state["concepts"] = self.concepts.state()
+            state["concept_labels"] = self.concepts.label_names
+        return state
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], params: EngineParams | None = None) -> SearchIndex:
+        index = cls(params)
+        vectors = state["vectors"]
+        if vectors.shape[1] != index.params.vector_dim:
+            raise ValueError(f"saved vectors have {vectors.shape[1]} dimensions")
+        index.vectors = VectorIndex.restore(
+            vectors, state["vectors_present"], index.params.ann, state["ann"]
+        )
+        index.keywords = InvertedIndex.from_state(state["keywords"], index.params.bm25)
+        for docno, data in enumerate(state["docs"]):
+            if data is None:
+                index._docs.append(None)
+                continue
+            present = state["vectors_present"][docno]
+            doc = Document.from_json(data, vectors[docno] if present else None)
+            index._docs.append(doc)
+            index._ids[doc.image_id] = docno
+        index._owner_codes = {o: i for i, o in enumerate(state["owners"])}
+        index._alive = GrowableArray.from_array(state["alive"])
+        index._owner = GrowableArray.from_array(state["owner"])
+        index._moderation = GrowableArray.from_array(state["moderation"])
+        index._status = GrowableArray.from_array(state["status"])
+        index._saved_concepts = state.get("concepts"), state.get("concept_labels")
+        return index
+
+    def restore_semantic(self, concepts: ConceptSpace, embedder: TextEmbedder) -> None:
+        """attach_semantic, reusing saved concept weights when they match these labels."""
+        saved, labels = self._saved_concepts
+        if saved is not None and labels == concepts.label_names:
+            concepts.restore_docs(saved)
+        self.attach_semantic(concepts, embedder)

@@ -1,0 +1,54 @@
+"""A numpy array that grows by appending, with amortised doubling of its capacity."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+
+class GrowableArray:
+    """Rows of a fixed shape and dtype; `view()` is the filled part (no copy)."""
+
+    def __init__(self, dtype: Any, row_shape: tuple[int, ...] = (), capacity: int = 1024) -> None:
+        self._data = np.zeros((capacity, *row_shape), dtype=dtype)
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def append(self, row: Any) -> int:
+        self._reserve(self._size + 1)
+        self._data[self._size] = row
+        self._size += 1
+        return self._size - 1
+
+    def extend(self, rows: npt.ArrayLike) -> None:
+        arr = np.asarray(rows, dtype=self._data.dtype)
+        self._reserve(self._size + len(arr))
+        self._data[self._size : self._size + len(arr)] = arr
+        self._size += len(arr)
+
+    def view(self) -> npt.NDArray[Any]:
+        return self._data[: self._size]
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.view()[index]
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        self.view()[index] = value
+
+    def _reserve(self, size: int) -> None:
+        if size <= len(self._data):
+            return
+        capacity = max(size, 2 * len(self._data), 1024)
+        grown = np.zeros((capacity, *self._data.shape[1:]), dtype=self._data.dtype)
+        grown[: self._size] = self._data[: self._size]
+        self._data = grown
+
+    @classmethod
+    def from_array(cls, arr: npt.NDArray[Any]) -> GrowableArray:
+        out = cls(arr.dtype, arr.shape[1:], capacity=max(1024, len(arr)))
+        out.extend(arr)
+        return out

@@ -1,0 +1,380 @@
+"""Our inverted index: per-field posting lists, BM25 with per-field weights, AND/OR matching,
+prefix completion and the explanations ("why did this match") the UI shows.
+
+Documents are numbered by the caller in ascending order (an update is a removal plus an add
+under a new number), so every posting list only ever appends. Removal does not touch posting
+lists: the caller's `allowed` mask hides dead numbers, and statistics (field lengths, document
+frequencies for suggestions) are corrected at once. The engine compacts when too many numbers
+are dead.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from search_service.document import Document
+from search_service.growable import GrowableArray
+from search_service.postings import PostingList, quantise_weight
+from search_service.tokenizer import Tokenizer
+
+FIELDS = ("labels", "tags", "ocr_text", "filename", "owner")
+_FIELD_NO = {name: i for i, name in enumerate(FIELDS)}
+# Decoded posting lists kept ready (a hot term is decoded once, not per query).
+_DECODED_CACHE_ENTRIES = 4096
+
+
+@dataclass(frozen=True)
+class BM25Params:
+    k1: float = 1.2
+    # Per-field weight and length normalisation b. Labels carry no length (b=0): their
+    # "term frequency" is the model's probability, scaled by label_tf_scale.
+    weights: dict[str, float] = field(
+        default_factory=lambda: {
+            "labels": 3.0,
+            "tags": 2.5,
+            "filename": 2.0,
+            "ocr_text": 1.0,
+            "owner": 0.5,
+        }
+    )
+    b: dict[str, float] = field(
+        default_factory=lambda: {
+            "labels": 0.0,
+            "tags": 0.5,
+            "filename": 0.5,
+            "ocr_text": 0.75,
+            "owner": 0.0,
+        }
+    )
+    label_tf_scale: float = 3.0
+    # Labels below this probability are noise for keyword search (the semantic side still
+    # sees them): indexing them is how "search returns everything" starts.
+    min_label_probability: float = 0.05
+
+
+@dataclass
+class KeywordMatches:
+    """Every allowed document that matched, unsorted, with its BM25 score."""
+
+    docs: npt.NDArray[np.int64]
+    scores: npt.NDArray[np.float32]
+    fell_back_to_or: bool
+
+
+@dataclass(frozen=True)
+class Reason:
+    field: str
+    term: str
+    score: float
+
+
+@dataclass
+class Analysis:
+    """A document broken into what the index stores."""
+
+    # field -> stem -> quantised weight (1..255)
+    weights: dict[str, dict[str, int]]
+    lengths: dict[str, float]
+    # surface word or label phrase -> fields it appears in (for suggestions)
+    surface: dict[str, set[str]]
+
+
+class InvertedIndex:
+    def __init__(self, params: BM25Params | None = None) -> None:
+        self.params = params or BM25Params()
+        self._tokenizer = Tokenizer()
+        self._postings: dict[tuple[int, str], PostingList] = {}
+        self._lengths = {f: GrowableArray(np.float32) for f in FIELDS}
+        self._length_sums = dict.fromkeys(FIELDS, 0.0)
+        self._live = 0
+        # surface form -> [documents holding it, Counter(field)]
+        self._surface: dict[str, list[Any]] = {}
+        self._sorted_surface: list[str] | None = None
+        self._decoded: OrderedDict[tuple[int, str], tuple[npt.NDArray[np.int64], Any]] = (
+            OrderedDict()
+        )
+
+    # ---- analysis -------------------------------------------------------------------------
+
+    def analyse(self, doc: Document) -> Analysis:
+        tok = self._tokenizer
+        weights: dict[str, dict[str, int]] = {}
+        lengths: dict[str, float] = {}
+        surface: dict[str, set[str]] = {}
+
+        label_weight: dict[str, float] = {}
+        for label in doc.labels:
+            if label.probability < self.params.min_label_probability:
+                continue
+            for phrase in (label.name, *label.synonyms):
+                words = tok.words(phrase)
+                if not words:
+                    continue
+                surface.setdefault(" ".join(words), set()).add("labels")
+                for word, stem in zip(words, tok.stem(words), strict=True):
+                    surface.setdefault(word, set()).add("labels")
+                    label_weight[stem] = max(label_weight.get(stem, 0.0), label.probability)
+        weights["labels"] = {s: quantise_weight(p, 1.0) for s, p in label_weight.items()}
+        lengths["labels"] = float(len(label_weight))
+
+        texts = {
+            "tags": list(doc.tags),
+            "ocr_text": [doc.ocr_text],
+            "filename": [doc.filename.replace("\\", "/").rsplit("/", 1)[-1]],
+            "owner": [doc.owner],
+        }
+        for name, parts in texts.items():
+            words = [w for part in parts for w in tok.words(part)]
+            counts = Counter(tok.stem(words))
+            weights[name] = {s: min(c, 255) for s, c in counts.items()}
+            lengths[name] = float(len(words))
+            for word in words:
+                surface.setdefault(word, set()).add(name)
+            if name == "tags":
+                for part in parts:
+                    phrase = " ".join(tok.words(part))
+                    if " " in phrase:
+                        surface.setdefault(phrase, set()).add(name)
+        return Analysis(weights, lengths, surface)
+
+    # ---- writes -----------------------------------------------------------------------------
+
+    def add(self, docno: int, doc: Document) -> None:
+        """Index `doc` under `docno`, which must be higher than every number added before."""
+        if docno != len(self._lengths["labels"]):
+            raise ValueError(f"document numbers must be dense: got {docno}")
+        analysis = self.analyse(doc)
+        for name, stems in analysis.weights.items():
+            fno = _FIELD_NO[name]
+            for stem, weight_q in stems.items():
+                key = (fno, stem)
+                plist = self._postings.get(key)
+                if plist is None:
+                    plist = self._postings[key] = PostingList()
+                plist.append(docno, weight_q)
+                self._decoded.pop(key, None)
+        for name in FIELDS:
+            self._lengths[name].append(analysis.lengths[name])
+            self._length_sums[name] += analysis.lengths[name]
+        self._live += 1
+        self._count_surface(analysis, +1)
+
+    def add_dead(self) -> None:
+        """Reserve a number for a document that no longer exists (keeps numbering dense)."""
+        for name in FIELDS:
+            self._lengths[name].append(0.0)
+
+    def remove(self, docno: int, doc: Document) -> None:
+        """Forget `doc`'s statistics; its postings stay but the caller no longer allows it."""
+        analysis = self.analyse(doc)
+        for name in FIELDS:
+            self._length_sums[name] -= analysis.lengths[name]
+            self._lengths[name][docno] = 0.0
+        self._live -= 1
+        self._count_surface(analysis, -1)
+
+    def _count_surface(self, analysis: Analysis, delta: int) -> None:
+        for text, fields in analysis.surface.items():
+            entry = self._surface.get(text)
+            if entry is None:
+                entry = self._surface[text] = [0, Counter()]
+                self._sorted_surface = None
+            entry[0] += delta
+            for name in fields:
+                entry[1][name] += delta
+            if entry[0] <= 0:
+                del self._surface[text]
+                self._sorted_surface = None
+
+    # ---- reads ------------------------------------------------------------------------------
+
+    def query_terms(self, query: str) -> list[str]:
+        """Distinct stems of a query, in query order."""
+        return list(dict.fromkeys(self._tokenizer.terms(query)))
+
+    def query_words(self, query: str) -> list[str]:
+        return self._tokenizer.words(query)
+
+    def match(self, terms: list[str], allowed: npt.NDArray[np.bool_]) -> KeywordMatches:
+        """Documents holding every term (AND); if none, those holding any term (OR)."""
+        n = len(self._lengths["labels"])
+        scores = np.zeros(n, dtype=np.float32)
+        hits = np.zeros(n, dtype=np.int16)
+        for term in terms:
+            present = np.zeros(n, dtype=np.bool_)
+            for fno in range(len(FIELDS)):
+                found = self._term_scores(fno, term)
+                if found is None:
+                    continue
+                ids, contrib = found
+                scores[ids] += contrib
+                present[ids] = True
+            hits += present
+        allowed = allowed[:n]
+        docs = np.flatnonzero((hits == len(terms)) & allowed) if terms else np.zeros(0, np.int64)
+        fell_back = False
+        if docs.size == 0 and len(terms) > 1:
+            docs = np.flatnonzero((hits > 0) & allowed)
+            fell_back = docs.size > 0
+        return KeywordMatches(docs.astype(np.int64), scores[docs], fell_back)
+
+    def explain(self, docno: int, doc: Document, terms: list[str]) -> list[Reason]:
+        """Which query term matched in which field of `doc`, with its share of the score."""
+        reasons: list[Reason] = []
+        for term in terms:
+            for fno, name in enumerate(FIELDS):
+                found = self._term_scores(fno, term)
+                if found is None:
+                    continue
+                ids, contrib = found
+                at = int(np.searchsorted(ids, docno))
+                if at < ids.size and ids[at] == docno:
+                    word = self._surface_word(doc, name, term)
+                    reasons.append(Reason(name, word, float(contrib[at])))
+        reasons.sort(key=lambda r: -r.score)
+        return reasons
+
+    def suggest(self, prefix: str, limit: int) -> list[tuple[str, int, str]]:
+        """(completion, documents holding it, field it is most used in), most common first."""
+        wanted = " ".join(self._tokenizer.words(prefix))
+        if prefix[-1:].isspace() and wanted:
+            wanted += " "
+        if not wanted:
+            return []
+        if self._sorted_surface is None:
+            self._sorted_surface = sorted(self._surface)
+        keys = self._sorted_surface
+        found = []
+        for i in range(bisect.bisect_left(keys, wanted), len(keys)):
+            text = keys[i]
+            if not text.startswith(wanted):
+                break
+            count, fields = self._surface[text]
+            found.append((text, count, fields.most_common(1)[0][0]))
+        found.sort(key=lambda s: (-s[1], len(s[0]), s[0]))
+        return found[:limit]
+
+    # ---- internals --------------------------------------------------------------------------
+
+    def _decoded_postings(self, key: tuple[int, str]) -> tuple[Any, Any] | None:
+        cached = self._decoded.get(key)
+        if cached is not None:
+            self._decoded.move_to_end(key)
+            return cached
+        plist = self._postings.get(key)
+        if plist is None:
+            return None
+        ids, weights_q = plist.decode()
+        name = FIELDS[key[0]]
+        if name == "labels":
+            tf = weights_q.astype(np.float32) * (self.params.label_tf_scale / 255.0)
+        else:
+            tf = weights_q.astype(np.float32)
+        self._decoded[key] = (ids, tf)
+        if len(self._decoded) > _DECODED_CACHE_ENTRIES:
+            self._decoded.popitem(last=False)
+        return ids, tf
+
+    def _term_scores(self, fno: int, term: str) -> tuple[Any, Any] | None:
+        decoded = self._decoded_postings((fno, term))
+        if decoded is None:
+            return None
+        ids, tf = decoded
+        name = FIELDS[fno]
+        p = self.params
+        live = max(self._live, 1)
+        df = min(ids.size, live)
+        idf = math.log(1.0 + (live - df + 0.5) / (df + 0.5))
+        b = p.b[name]
+        if b > 0:
+            avg = max(self._length_sums[name] / live, 1e-6)
+            norm = p.k1 * (1.0 - b + b * self._lengths[name][ids] / avg)
+        else:
+            norm = p.k1
+        contrib = (p.weights[name] * idf) * tf * (p.k1 + 1.0) / (tf + norm)
+        return ids, contrib.astype(np.float32)
+
+    def _surface_word(self, doc: Document, name: str, stem: str) -> str:
+        tok = self._tokenizer
+        if name == "labels":
+            for label in doc.labels:
+                for phrase in (label.name, *label.synonyms):
+                    if stem in tok.terms(phrase):
+                        return phrase
+            return stem
+        text = {
+            "tags": " ".join(doc.tags),
+            "ocr_text": doc.ocr_text,
+            "filename": doc.filename,
+            "owner": doc.owner,
+        }[name]
+        words = tok.words(text)
+        for word, word_stem in zip(words, tok.stem(words), strict=True):
+            if word_stem == stem:
+                return word
+        return stem
+
+    # ---- statistics and persistence -------------------------------------------------------
+
+    @property
+    def term_count(self) -> int:
+        return len({term for _, term in self._postings})
+
+    @property
+    def posting_bytes(self) -> int:
+        return sum(p.nbytes for p in self._postings.values())
+
+    def state(self) -> dict[str, Any]:
+        """Everything needed to restore the index, as arrays, bytes and JSON-ready values."""
+        keys = list(self._postings)
+        ids_parts, weight_parts, lasts = [], [], []
+        for key in keys:
+            ids_b, w_b = self._postings[key].raw()
+            ids_parts.append(ids_b)
+            weight_parts.append(w_b)
+            lasts.append(self._postings[key].last)
+        return {
+            "meta": {
+                "terms": [[fno, term] for fno, term in keys],
+                "length_sums": self._length_sums,
+                "live": self._live,
+                "surface": {t: [c, dict(f)] for t, (c, f) in self._surface.items()},
+            },
+            "ids_blob": b"".join(ids_parts),
+            "ids_offsets": np.cumsum([0] + [len(b) for b in ids_parts]).astype(np.int64),
+            "weights_blob": b"".join(weight_parts),
+            "weights_offsets": np.cumsum([0] + [len(b) for b in weight_parts]).astype(np.int64),
+            "lasts": np.asarray(lasts, dtype=np.int64),
+            "lengths": np.stack([self._lengths[f].view() for f in FIELDS]),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], params: BM25Params | None = None) -> InvertedIndex:
+        index = cls(params)
+        meta = state["meta"]
+        ids_blob, w_blob = state["ids_blob"], state["weights_blob"]
+        io, wo, lasts = state["ids_offsets"], state["weights_offsets"], state["lasts"]
+        for i, (fno, term) in enumerate(meta["terms"]):
+            index._postings[(fno, term)] = PostingList.from_raw(
+                ids_blob[io[i] : io[i + 1]], w_blob[wo[i] : wo[i + 1]], int(lasts[i])
+            )
+        for i, name in enumerate(FIELDS):
+            index._lengths[name] = GrowableArray.from_array(state["lengths"][i])
+        index._length_sums = {k: float(v) for k, v in meta["length_sums"].items()}
+        index._live = int(meta["live"])
+        index._surface = {t: [c, Counter(f)] for t, (c, f) in meta["surface"].items()}
+        return index
+
+    def warm(self) -> None:
+        """Decode the most used posting lists and sort the suggestion keys before serving."""
+        biggest = sorted(self._postings, key=lambda k: -self._postings[k].count)
+        for key in biggest[: _DECODED_CACHE_ENTRIES // 2]:
+            self._decoded_postings(key)
+        self._sorted_surface = sorted(self._surface)

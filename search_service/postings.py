@@ -1,0 +1,132 @@
+"""Posting lists: sorted document numbers stored as delta + varint bytes, weights as one byte.
+
+Byte layout of one posting list (two growable buffers, appended to in document order):
+
+    ids:     varint(d0) varint(d1 - d0) varint(d2 - d1) ...   7 bits per byte, low bits first,
+                                                              high bit set = more bytes follow
+    weights: q0 q1 q2 ...                                     one byte per posting, 1..255
+
+Document numbers only ever grow (an update gets a fresh number), so adding a posting appends a
+few bytes. Decoding is vectorised with numpy: a 100k-entry list decodes in well under a
+millisecond, which is why postings stay compressed in memory instead of as Python lists.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+WEIGHT_LEVELS = 255
+
+
+def encode_varints(values: npt.ArrayLike) -> bytes:
+    """Little-endian base-128 varints of non-negative integers (vectorised)."""
+    v = np.asarray(values, dtype=np.uint64)
+    if v.size == 0:
+        return b""
+    # Bytes each value needs: 1 + number of further 7-bit groups.
+    widths = np.ones(v.shape, dtype=np.int64)
+    rest = v >> np.uint64(7)
+    while rest.any():
+        widths += rest > 0
+        rest >>= np.uint64(7)
+    ends = np.cumsum(widths)
+    starts = ends - widths
+    out = np.zeros(int(ends[-1]), dtype=np.uint8)
+    for k in range(int(widths.max())):
+        has = widths > k
+        chunk = (v[has] >> np.uint64(7 * k)) & np.uint64(0x7F)
+        more = (widths[has] > k + 1).astype(np.uint8) << 7
+        out[starts[has] + k] = chunk.astype(np.uint8) | more
+    return out.tobytes()
+
+
+def decode_varints(data: bytes | bytearray | memoryview) -> npt.NDArray[np.int64]:
+    """Inverse of encode_varints."""
+    b = np.frombuffer(data, dtype=np.uint8)
+    if b.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    last = (b & 0x80) == 0
+    ends = np.flatnonzero(last)
+    starts = np.empty_like(ends)
+    starts[0] = 0
+    starts[1:] = ends[:-1] + 1
+    group = np.repeat(np.arange(ends.size), ends - starts + 1)
+    shift = (np.arange(b.size) - starts[group]) * 7
+    parts = (b & 0x7F).astype(np.int64) << shift
+    return np.add.reduceat(parts, starts)
+
+
+def encode_varint(value: int) -> bytes:
+    """One varint, for the append path (plain Python is faster than numpy for one value)."""
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def quantise_weight(weight: float, scale: float) -> int:
+    """A weight in (0, scale] as one byte 1..255 (never 0: a posting always counts)."""
+    return max(1, min(WEIGHT_LEVELS, round(weight / scale * WEIGHT_LEVELS)))
+
+
+class PostingList:
+    """The documents holding one term in one field, with a per-document weight."""
+
+    __slots__ = ("_ids", "_weights", "_last", "count")
+
+    def __init__(self) -> None:
+        self._ids = bytearray()
+        self._weights = bytearray()
+        self._last = -1
+        self.count = 0
+
+    def append(self, doc: int, weight_q: int) -> None:
+        if doc <= self._last:
+            raise ValueError(f"postings must be added in order: {doc} after {self._last}")
+        self._ids += encode_varint(doc - self._last if self._last >= 0 else doc)
+        self._weights.append(weight_q)
+        self._last = doc
+        self.count += 1
+
+    def decode(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]]:
+        """Document numbers (ascending) and their quantised weights."""
+        ids = np.cumsum(decode_varints(self._ids))
+        return ids, np.frombuffer(bytes(self._weights), dtype=np.uint8)
+
+    @property
+    def nbytes(self) -> int:
+        return len(self._ids) + len(self._weights)
+
+    def raw(self) -> tuple[bytes, bytes]:
+        return bytes(self._ids), bytes(self._weights)
+
+    @classmethod
+    def from_arrays(cls, ids: npt.ArrayLike, weights_q: npt.ArrayLike) -> PostingList:
+        """Bulk build from ascending document numbers (the fast path for loads and rebuilds)."""
+        ids_arr = np.asarray(ids, dtype=np.int64)
+        plist = cls()
+        if ids_arr.size:
+            deltas = np.diff(ids_arr, prepend=0)
+            if (deltas[1:] <= 0).any() or deltas[0] < 0:
+                raise ValueError("document numbers must be strictly ascending")
+            plist._ids = bytearray(encode_varints(deltas))
+            plist._last = int(ids_arr[-1])
+        plist._weights = bytearray(np.asarray(weights_q, dtype=np.uint8).tobytes())
+        plist.count = int(ids_arr.size)
+        return plist
+
+    @classmethod
+    def from_raw(cls, ids_bytes: bytes, weights: bytes, last: int) -> PostingList:
+        plist = cls()
+        plist._ids = bytearray(ids_bytes)
+        plist._weights = bytearray(weights)
+        plist._last = last
+        plist.count = len(weights)
+        return plist
+
+    @property
+    def last(self) -> int:
+        return self._last

@@ -1,0 +1,136 @@
+"""The on-disk snapshot format of the search index: one file, written whole or not at all.
+
+Byte layout (little-endian):
+
+    header   magic b"IRSEARCH" | u32 format version | u32 section count
+    section  u16 name length | name (utf-8) | u8 kind | u64 payload length | u32 crc32(payload)
+             | payload
+    kind     0 raw bytes, 1 numpy array (.npy bytes), 2 JSON (zstd-compressed), 3 absent (None)
+
+A reader that finds another version raises IndexFormatError before reading any section, so a
+changed format is detected rather than misread; a bad checksum raises it too. Writes go to a
+temporary file that is fsynced and renamed over the old one, then the directory is fsynced.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+import zlib
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import zstandard
+
+from search_service.errors import IndexFormatError
+
+MAGIC = b"IRSEARCH"
+FORMAT_VERSION = 1
+_HEADER = struct.Struct("<8sII")
+_SECTION = struct.Struct("<BQI")
+_RAW, _ARRAY, _JSON, _NONE = 0, 1, 2, 3
+
+
+def write_snapshot(path: Path, sections: dict[str, Any], version: int = FORMAT_VERSION) -> int:
+    """Write `sections` (name -> bytes, ndarray, JSON-ready value or None); returns file size."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as f:
+        f.write(_HEADER.pack(MAGIC, version, len(sections)))
+        for name, value in sections.items():
+            _write_section(f, name, value)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+    fsync_dir(path.parent)
+    return path.stat().st_size
+
+
+def read_snapshot(path: Path) -> dict[str, Any]:
+    with path.open("rb") as f:
+        head = f.read(_HEADER.size)
+        if len(head) < _HEADER.size:
+            raise IndexFormatError(f"{path} is truncated")
+        magic, version, count = _HEADER.unpack(head)
+        if magic != MAGIC:
+            raise IndexFormatError(f"{path} is not a search index snapshot")
+        if version != FORMAT_VERSION:
+            raise IndexFormatError(
+                f"{path} has format version {version}; this build reads version {FORMAT_VERSION}"
+            )
+        return dict(_read_section(f, path) for _ in range(count))
+
+
+def _write_section(f: BinaryIO, name: str, value: Any) -> None:
+    if value is None:
+        kind, payload = _NONE, b""
+    elif isinstance(value, bytes | bytearray | memoryview):
+        kind, payload = _RAW, bytes(value)
+    elif isinstance(value, np.ndarray):
+        buf = io.BytesIO()
+        np.save(buf, value, allow_pickle=False)
+        kind, payload = _ARRAY, buf.getvalue()
+    else:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+        kind, payload = _JSON, zstandard.ZstdCompressor(level=3).compress(text)
+    encoded = name.encode()
+    f.write(struct.pack("<H", len(encoded)) + encoded)
+    f.write(_SECTION.pack(kind, len(payload), zlib.crc32(payload)))
+    f.write(payload)
+
+
+def _read_section(f: BinaryIO, path: Path) -> tuple[str, Any]:
+    try:
+        (name_len,) = struct.unpack("<H", f.read(2))
+        name = f.read(name_len).decode()
+        kind, length, crc = _SECTION.unpack(f.read(_SECTION.size))
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise IndexFormatError(f"{path} is truncated or damaged") from exc
+    payload = f.read(length)
+    if len(payload) != length or zlib.crc32(payload) != crc:
+        raise IndexFormatError(f"{path}: section {name!r} is damaged (checksum mismatch)")
+    if kind == _NONE:
+        return name, None
+    if kind == _RAW:
+        return name, payload
+    if kind == _ARRAY:
+        return name, np.load(io.BytesIO(payload), allow_pickle=False)
+    if kind == _JSON:
+        return name, json.loads(zstandard.ZstdDecompressor().decompress(payload))
+    raise IndexFormatError(f"{path}: section {name!r} has unknown kind {kind}")
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def flatten(state: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested state dicts as flat snapshot sections ("keywords.ids_blob"); JSON-ready leaves
+    (dicts of plain values) stay one JSON section."""
+    out: dict[str, Any] = {}
+    for key, value in state.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and any(
+            isinstance(v, np.ndarray | bytes | dict) for v in value.values()
+        ):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def unflatten(sections: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in sections.items():
+        node = out
+        *parents, leaf = name.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out

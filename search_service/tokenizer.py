@@ -1,0 +1,76 @@
+"""Text to index terms: unicode-normalised, case-folded words with light (Snowball) stemming.
+
+The same analysis runs on documents and queries, so "Kittens", "kitten" and "KITTEN" meet on
+one term. Filenames are split further: separators, camelCase, letter/digit boundaries and the
+extension each start a new word ("IMG_2041-BeachDay.jpeg" -> img 2041 beach day jpeg).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+
+import Stemmer
+
+# A word is a run of letters/digits (any script); apostrophes inside words are dropped first.
+_WORD = re.compile(r"[^\W_]+")
+_APOSTROPHE = re.compile(r"(?<=\w)['’](?=\w)")
+
+
+def normalise(text: str) -> str:
+    """NFKC (full-width letters, ligatures, compatibility forms) then case folding."""
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
+class Tokenizer:
+    """Turns text into stemmed terms; one instance per thread (the stemmer is not thread-safe)."""
+
+    def __init__(self, language: str = "english") -> None:
+        self._stemmer = Stemmer.Stemmer(language)
+        self._stemmer.maxCacheSize = 50_000
+
+    def words(self, text: str) -> list[str]:
+        """Normalised surface words, unstemmed (for suggestions and match explanations).
+
+        camelCase humps and letter/digit switches split words here too, so a query typed
+        like a filename ("BeachDay2024") meets the filename's words.
+        """
+        nfkc = _APOSTROPHE.sub("", unicodedata.normalize("NFKC", text))
+        return [part.casefold() for chunk in _WORD.findall(nfkc) for part in _split_humps(chunk)]
+
+    def stem(self, words: Iterable[str]) -> list[str]:
+        return self._stemmer.stemWords(list(words))
+
+    def terms(self, text: str) -> list[str]:
+        """Index terms of free text, in order, repeats kept (they count as term frequency)."""
+        return self.stem(self.words(text))
+
+    def filename_words(self, filename: str) -> list[str]:
+        """Words of a filename's last path part: separators, humps, digits, the extension."""
+        return self.words(filename.replace("\\", "/").rsplit("/", 1)[-1])
+
+    def filename_terms(self, filename: str) -> list[str]:
+        return self.stem(self.filename_words(filename))
+
+
+def _split_humps(word: str) -> list[str]:
+    """Split one word at camelCase humps and letter/digit switches, in any script.
+
+    "BeachDay2024" -> Beach, Day, 2024; "HTTPServer" -> HTTP, Server; "café" stays whole.
+    """
+    parts: list[str] = []
+    start = 0
+    for i in range(1, len(word)):
+        prev, cur = word[i - 1], word[i]
+        digit_switch = prev.isdigit() != cur.isdigit()
+        hump = prev.islower() and cur.isupper()
+        # The last capital of a run starts the next word: "HTTPServer" -> "HTTP" + "Server".
+        acronym_end = (
+            prev.isupper() and cur.isupper() and i + 1 < len(word) and word[i + 1].islower()
+        )
+        if digit_switch or hump or acronym_end:
+            parts.append(word[start:i])
+            start = i
+    parts.append(word[start:])
+    return parts
