@@ -1,17 +1,34 @@
-"""gRPC stubs of the three services, sharing one channel each; every call gets a deadline."""
+"""gRPC stubs of the three services, sharing one channel each; every call gets a deadline.
+
+Every method turns a failed call into `ServiceError` (service, method, status code, details),
+which `gateway.errors` maps to an HTTP status in one place.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import grpc
+from google.protobuf import field_mask_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.config import GatewayConfig
+from gateway.errors import ServiceError
+from imagerepo.common.v1 import common_pb2
+from imagerepo.search.v1 import search_service_pb2 as search_pb
 from imagerepo.search.v1 import search_service_pb2_grpc as search_grpc
+from imagerepo.storage.v1 import storage_service_pb2 as storage_pb
 from imagerepo.storage.v1 import storage_service_pb2_grpc as storage_grpc
+from imagerepo.vision.v1 import vision_service_pb2 as vision_pb
 from imagerepo.vision.v1 import vision_service_pb2_grpc as vision_grpc
 from service_runtime.grpc_server import channel_options
+
+# The storage contract caps each streamed chunk at 1 MiB.
+CHUNK_BYTES = 1024 * 1024
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -21,6 +38,8 @@ class ServiceClients:
     search: search_grpc.SearchServiceStub
     channels: dict[str, grpc.Channel]
     timeout_s: float
+    # Vision runs models (OCR on a large page takes seconds on a busy CPU): a longer deadline.
+    analyze_timeout_s: float = 30.0
 
     @classmethod
     def connect(cls, config: GatewayConfig) -> ServiceClients:
@@ -35,6 +54,7 @@ class ServiceClients:
             search=search_grpc.SearchServiceStub(channels["search"]),
             channels=channels,
             timeout_s=config.rpc_timeout_s,
+            analyze_timeout_s=config.analyze_timeout_s,
         )
 
     def health(self, timeout_s: float = 2.0) -> dict[str, str]:
@@ -52,3 +72,195 @@ class ServiceClients:
     def close(self) -> None:
         for channel in self.channels.values():
             channel.close()
+
+    # --- one wrapper for every unary call --------------------------------------------------
+
+    def _call(
+        self,
+        service: str,
+        method: str,
+        invoke: Callable[..., T],
+        request: Any,
+        timeout_s: float | None = None,
+    ) -> T:
+        try:
+            return invoke(request, timeout=timeout_s or self.timeout_s)
+        except grpc.RpcError as exc:
+            raise ServiceError(service, method, exc.code(), exc.details() or "") from exc
+
+    # --- storage ----------------------------------------------------------------------------
+
+    def put_image(
+        self, filename: str, data: bytes, owner: str, content_type: str = ""
+    ) -> storage_pb.PutImageResponse:
+        def messages() -> Iterator[storage_pb.PutImageRequest]:
+            yield storage_pb.PutImageRequest(
+                header=storage_pb.PutImageHeader(
+                    filename=filename,
+                    content_type=content_type,
+                    owner=owner,
+                    expected_size=len(data),
+                )
+            )
+            view = memoryview(data)
+            for start in range(0, len(data), CHUNK_BYTES):
+                yield storage_pb.PutImageRequest(chunk=bytes(view[start : start + CHUNK_BYTES]))
+
+        return self._call(
+            "storage", "PutImage", self.storage.PutImage, messages(), self.analyze_timeout_s
+        )
+
+    def get_image(
+        self, image_id: str, include_feature_vector: bool = False
+    ) -> storage_pb.ImageMetadata:
+        request = storage_pb.GetImageRequest(
+            image_id=image_id, include_feature_vector=include_feature_vector
+        )
+        return self._call("storage", "GetImage", self.storage.GetImage, request).image
+
+    def read_image_chunks(self, image_id: str) -> Iterator[storage_pb.ReadImageDataResponse]:
+        """The original bytes as chunks; a failure mid-stream raises ServiceError too."""
+        request = storage_pb.ReadImageDataRequest(image_id=image_id)
+        try:
+            yield from self.storage.ReadImageData(request, timeout=self.analyze_timeout_s)
+        except grpc.RpcError as exc:
+            raise ServiceError("storage", "ReadImageData", exc.code(), exc.details() or "") from exc
+
+    def read_image_bytes(self, image_id: str) -> bytes:
+        return b"".join(chunk.chunk for chunk in self.read_image_chunks(image_id))
+
+    def get_thumbnail(self, image_id: str, size: int) -> storage_pb.GetThumbnailResponse:
+        request = storage_pb.GetThumbnailRequest(image_id=image_id, size=size)  # type: ignore[arg-type]
+        return self._call("storage", "GetThumbnail", self.storage.GetThumbnail, request)
+
+    def find_by_filename(self, filename: str, limit: int = 0) -> list[storage_pb.ImageMetadata]:
+        request = storage_pb.FindByFilenameRequest(filename=filename, limit=limit)
+        reply = self._call("storage", "FindByFilename", self.storage.FindByFilename, request)
+        return list(reply.images)
+
+    def list_images(
+        self,
+        page_size: int = 50,
+        page_token: str = "",
+        owner: str = "",
+        status: int = common_pb2.ANALYSIS_STATUS_UNSPECIFIED,
+        include_feature_vectors: bool = False,
+    ) -> storage_pb.ListImagesResponse:
+        request = storage_pb.ListImagesRequest(
+            page_size=page_size,
+            page_token=page_token,
+            owner=owner,
+            status=status,  # type: ignore[arg-type]
+            include_feature_vectors=include_feature_vectors,
+        )
+        return self._call("storage", "ListImages", self.storage.ListImages, request)
+
+    def iter_images(self, status: int = 0, page_size: int = 200) -> Iterator[Any]:
+        """Every live image (optionally of one status), newest first, across pages."""
+        token = ""
+        while True:
+            reply = self.list_images(page_size=page_size, page_token=token, status=status)
+            yield from reply.images
+            token = reply.next_page_token
+            if not token:
+                return
+
+    def update_annotations(
+        self,
+        image_id: str,
+        annotations: storage_pb.Annotations | None = None,
+        fields: Sequence[str] = (),
+        add_tags: Iterable[str] = (),
+        remove_tags: Iterable[str] = (),
+        add_feedback: Iterable[common_pb2.LabelFeedback] = (),
+    ) -> storage_pb.ImageMetadata:
+        request = storage_pb.UpdateAnnotationsRequest(
+            image_id=image_id,
+            annotations=annotations or storage_pb.Annotations(),
+            update_mask=field_mask_pb2.FieldMask(paths=list(fields)),
+            add_tags=list(add_tags),
+            remove_tags=list(remove_tags),
+            add_feedback=list(add_feedback),
+        )
+        reply = self._call("storage", "UpdateAnnotations", self.storage.UpdateAnnotations, request)
+        return reply.image
+
+    def delete_image(self, image_id: str) -> storage_pb.ImageMetadata:
+        request = storage_pb.DeleteImageRequest(image_id=image_id)
+        return self._call("storage", "DeleteImage", self.storage.DeleteImage, request).image
+
+    def storage_stats(self) -> storage_pb.GetStatsResponse:
+        return self._call(
+            "storage", "GetStats", self.storage.GetStats, storage_pb.GetStatsRequest()
+        )
+
+    # --- vision -----------------------------------------------------------------------------
+
+    def analyze(
+        self,
+        data: bytes,
+        tasks: Sequence[int] = (),
+        top_k: int = 5,
+        ocr_mode: int = vision_pb.OCR_MODE_AUTO,
+    ) -> vision_pb.AnalyzeResponse:
+        request = vision_pb.AnalyzeRequest(
+            image_data=data,
+            tasks=list(tasks),  # type: ignore[arg-type]
+            top_k=top_k,
+            ocr_mode=ocr_mode,  # type: ignore[arg-type]
+        )
+        return self._call("vision", "Analyze", self.vision.Analyze, request, self.analyze_timeout_s)
+
+    def list_models(self) -> list[vision_pb.ModelInfo]:
+        reply = self._call(
+            "vision", "ListModels", self.vision.ListModels, vision_pb.ListModelsRequest()
+        )
+        return list(reply.models)
+
+    # --- search -----------------------------------------------------------------------------
+
+    def index_image(self, document: search_pb.SearchDocument) -> None:
+        request = search_pb.IndexImageRequest(document=document)
+        self._call("search", "IndexImage", self.search.IndexImage, request)
+
+    def remove_from_index(self, image_id: str) -> bool:
+        request = search_pb.RemoveImageRequest(image_id=image_id)
+        return self._call("search", "RemoveImage", self.search.RemoveImage, request).removed
+
+    def search_images(
+        self, query: str, page_size: int = 20, page_token: str = ""
+    ) -> search_pb.SearchResponse:
+        # The gateway blurs moderated images instead of hiding them, so it asks for all.
+        request = search_pb.SearchRequest(
+            query=query,
+            page_size=page_size,
+            page_token=page_token,
+            filters=search_pb.SearchFilters(include_moderated=True),
+        )
+        return self._call("search", "Search", self.search.Search, request)
+
+    def similar_images(
+        self, image_id: str = "", vector: Sequence[float] = (), k: int = 10
+    ) -> list[search_pb.SimilarHit]:
+        filters = search_pb.SearchFilters(include_moderated=True)
+        if image_id:
+            request = search_pb.SimilarImagesRequest(image_id=image_id, k=k, filters=filters)
+        else:
+            request = search_pb.SimilarImagesRequest(
+                vector=search_pb.FeatureVector(values=list(vector)), k=k, filters=filters
+            )
+        reply = self._call("search", "SimilarImages", self.search.SimilarImages, request)
+        return list(reply.hits)
+
+    def find_duplicates(
+        self, image_id: str = "", near_threshold: float = 0.0
+    ) -> search_pb.FindDuplicatesResponse:
+        request = search_pb.FindDuplicatesRequest(image_id=image_id, near_threshold=near_threshold)
+        return self._call("search", "FindDuplicates", self.search.FindDuplicates, request)
+
+    def suggest(self, prefix: str, limit: int = 8) -> list[search_pb.Suggestion]:
+        request = search_pb.SuggestRequest(prefix=prefix, limit=limit)
+        return list(self._call("search", "Suggest", self.search.Suggest, request).suggestions)
+
+    def search_stats(self) -> search_pb.GetStatsResponse:
+        return self._call("search", "GetStats", self.search.GetStats, search_pb.GetStatsRequest())

@@ -20,6 +20,19 @@ class GatewayConfig:
     max_upload_bytes: int = 50 * 1024 * 1024
     threads: int = 8
     log_level: str = "INFO"
+    # Vision runs models: its calls get their own, longer deadline.
+    analyze_timeout_s: float = 30.0
+    # Signs sessions and CSRF tokens; empty means a random key per process.
+    secret_key: str = ""
+    # How often the reconciler looks for images still pending; 0 turns it off.
+    reconcile_interval_s: float = 5.0
+    # Failed analysis attempts (other than "service unavailable") before an image is FAILED.
+    max_analysis_attempts: int = 5
+    # Images whose moderation score is above this are blurred until the viewer reveals them.
+    moderation_threshold: float = 0.8
+    gallery_page_size: int = 24
+    # The mosaic draws its tiles from at most this many of the newest images.
+    mosaic_max_images: int = 500
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> GatewayConfig:
@@ -37,4 +50,17 @@ class GatewayConfig:
             max_upload_bytes=int(env.get("GATEWAY_MAX_UPLOAD_BYTES", cls.max_upload_bytes)),
             threads=int(env.get("GATEWAY_THREADS", cls.threads)),
             log_level=env.get("LOG_LEVEL", cls.log_level),
+            analyze_timeout_s=float(env.get("GATEWAY_ANALYZE_TIMEOUT_S", cls.analyze_timeout_s)),
+            secret_key=env.get("GATEWAY_SECRET_KEY", cls.secret_key),
+            reconcile_interval_s=float(
+                env.get("GATEWAY_RECONCILE_INTERVAL_S", cls.reconcile_interval_s)
+            ),
+            max_analysis_attempts=int(
+                env.get("GATEWAY_MAX_ANALYSIS_ATTEMPTS", cls.max_analysis_attempts)
+            ),
+            moderation_threshold=float(
+                env.get("GATEWAY_MODERATION_THRESHOLD", cls.moderation_threshold)
+            ),
+            gallery_page_size=int(env.get("GATEWAY_PAGE_SIZE", cls.gallery_page_size)),
+            mosaic_max_images=int(env.get("GATEWAY_MOSAIC_MAX_IMAGES", cls.mosaic_max_images)),
         )

@@ -1,0 +1,164 @@
+"""Every error the gateway reports, and the one place gRPC status codes become HTTP statuses.
+
+Two kinds of failure reach a request: the gateway's own refusals (`ApiError` and its
+subclasses, each carrying its HTTP status), and a service answering with a gRPC status
+(`ServiceError`, raised by `ServiceClients` around every stub call). `register_error_handlers`
+renders both, as JSON for `/api/...` and as an HTML page elsewhere.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+import grpc
+from flask import Flask, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+# What a caller of the gateway should see when a service answers with each code. A service's
+# own failure (INTERNAL, UNKNOWN, DATA_LOSS) is the gateway's upstream failing: 502, not 500.
+HTTP_STATUS_BY_GRPC_CODE: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 413,
+    grpc.StatusCode.CANCELLED: 503,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.INTERNAL: 502,
+    grpc.StatusCode.UNKNOWN: 502,
+    grpc.StatusCode.DATA_LOSS: 502,
+}
+
+# Codes that say "the service is not there right now", as opposed to "this request is wrong".
+TRANSIENT_CODES = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+)
+
+
+def http_status_for(code: grpc.StatusCode) -> int:
+    return HTTP_STATUS_BY_GRPC_CODE.get(code, 502)
+
+
+class ApiError(Exception):
+    """A refusal by the gateway itself; subclasses fix the HTTP status."""
+
+    status = 400
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+
+
+class BadRequestError(ApiError):
+    status = 400
+
+
+class UnauthorizedError(ApiError):
+    status = 401
+
+
+class ForbiddenError(ApiError):
+    status = 403
+
+
+class NotFoundError(ApiError):
+    status = 404
+
+
+class PayloadTooLargeError(ApiError):
+    status = 413
+
+
+class UnsupportedMediaTypeError(ApiError):
+    status = 415
+
+
+class ServiceError(Exception):
+    """A gRPC call to one of the services failed with a status code."""
+
+    def __init__(self, service: str, method: str, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{service}.{method}: {code.name}: {details}")
+        self.service = service
+        self.method = method
+        self.code = code
+        self.details = details
+
+    @property
+    def status(self) -> int:
+        return http_status_for(self.code)
+
+    @property
+    def transient(self) -> bool:
+        return self.code in TRANSIENT_CODES
+
+    @property
+    def message(self) -> str:
+        if self.code == grpc.StatusCode.UNAVAILABLE:
+            return f"the {self.service} service is unavailable; try again shortly"
+        if self.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return f"the {self.service} service did not answer in time"
+        return self.details or f"{self.service} failed with {self.code.name}"
+
+
+def error_body(status: int, message: str) -> dict[str, Any]:
+    return {
+        "error": {
+            "status": status,
+            "code": HTTPStatus(status).phrase.lower().replace(" ", "_")
+            if status in HTTPStatus._value2member_map_
+            else "error",
+            "message": message,
+        }
+    }
+
+
+def _wants_json() -> bool:
+    return request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
+
+
+def render_error(status: int, message: str) -> Any:
+    if _wants_json():
+        return jsonify(error_body(status, message)), status
+    return render_template("error.html", status=status, message=message), status
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError) -> Any:
+        response, status = render_error(exc.status, exc.message)
+        if exc.status == 401 and _wants_json():
+            response.headers["WWW-Authenticate"] = 'Bearer realm="imagerepo"'
+        return response, status
+
+    @app.errorhandler(ServiceError)
+    def _service_error(exc: ServiceError) -> Any:
+        if exc.status >= 500:
+            log.warning(
+                "service call failed",
+                extra={"service": exc.service, "method": exc.method, "code": exc.code.name},
+            )
+        return render_error(exc.status, exc.message)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Any:
+        status = exc.code or 500
+        if status == 413:
+            message = (
+                f"the upload is larger than the limit of {app.config['MAX_CONTENT_LENGTH']} bytes"
+            )
+        else:
+            message = exc.description or HTTPStatus(status).phrase
+        return render_error(status, message)

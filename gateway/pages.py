@@ -1,0 +1,199 @@
+"""The server-rendered gallery: gallery, upload, image, search, mosaic, duplicates, status."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Response,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from PIL import Image
+
+from gateway import api as api_helpers
+from gateway.errors import BadRequestError, NotFoundError, ServiceError
+from gateway.image_json import image_json
+from gateway.mosaic import MAX_COLUMNS, render_mosaic
+from gateway.mosaic_tiles import NoTilesError
+from gateway.state import state
+
+pages = Blueprint("pages", __name__)
+
+
+def _threshold() -> float:
+    return state().config.moderation_threshold
+
+
+@pages.get("/")
+def gallery() -> Any:
+    st = state()
+    token = request.args.get("page", "")
+    reply = st.clients.list_images(page_size=st.config.gallery_page_size, page_token=token)
+    images = [image_json(i, _threshold()) for i in reply.images]
+    return render_template(
+        "gallery.html",
+        images=images,
+        total=reply.total_count,
+        next_page=reply.next_page_token,
+        first_page=not token,
+    )
+
+
+@pages.route("/upload", methods=["GET", "POST"])
+def upload() -> Any:
+    results: list[dict[str, Any]] = []
+    if request.method == "POST":
+        owner = state().access.require_form_writer()
+        results = [api_helpers.ingest_file(f, owner) for f in api_helpers.uploaded_files()]
+    return render_template("upload.html", results=results)
+
+
+@pages.get("/images/<image_id>")
+def image_page(image_id: str) -> Any:
+    st = state()
+    image = image_json(st.clients.get_image(image_id), _threshold())
+    similar: list[dict[str, Any]] = []
+    duplicates: list[dict[str, Any]] = []
+    related_error = ""
+    if image["status"] == "ready":
+        try:
+            similar = api_helpers.similar_results(image_id=image_id, k=8)
+            groups = api_helpers.duplicate_groups(image_id=image_id)
+            duplicates = [
+                {**member, "kind": group["kind"]}
+                for group in (*groups["exact_groups"], *groups["near_groups"])
+                for member in group["images"]
+                if member["id"] != image_id
+            ]
+        except ServiceError as exc:
+            related_error = exc.message
+    return render_template(
+        "image.html",
+        image=image,
+        similar=similar,
+        duplicates=duplicates,
+        related_error=related_error,
+    )
+
+
+@pages.post("/images/<image_id>/delete")
+def delete_image(image_id: str) -> Any:
+    state().access.require_form_writer()
+    api_helpers.delete_image(image_id)
+    return redirect(url_for("pages.gallery", deleted=image_id), 303)
+
+
+@pages.post("/images/<image_id>/tags")
+def change_tags(image_id: str) -> Any:
+    state().access.require_form_writer()
+    add = [t for t in request.form.get("add", "").split(",") if t.strip()]
+    remove = request.form.getlist("remove")
+    api_helpers.set_tags(image_id, add, remove)
+    return redirect(url_for("pages.image_page", image_id=image_id), 303)
+
+
+@pages.post("/images/<image_id>/feedback")
+def label_feedback(image_id: str) -> Any:
+    state().access.require_form_writer()
+    api_helpers.add_feedback(
+        image_id, request.form.get("label", ""), request.form.get("comment", "")
+    )
+    return redirect(url_for("pages.image_page", image_id=image_id, thanks=1), 303)
+
+
+@pages.get("/search")
+def search() -> Any:
+    query = request.args.get("q", "").strip()
+    results: dict[str, Any] | None = None
+    by_filename: list[dict[str, Any]] = []
+    if query:
+        results = api_helpers.search_results(query, 40, request.args.get("page", ""))
+        by_filename = [
+            image_json(i, _threshold()) for i in state().clients.find_by_filename(query, 20)
+        ]
+    return render_template("search.html", query=query, results=results, by_filename=by_filename)
+
+
+@pages.post("/search/similar")
+def search_similar() -> Any:
+    filename, analysis = api_helpers.analyse_upload()
+    similar = api_helpers.similar_results(vector=list(analysis.feature_vector), k=24)
+    return render_template(
+        "search.html",
+        query="",
+        results=None,
+        by_filename=[],
+        similar_to=filename,
+        similar=similar,
+        labels=[api_helpers.label_json(label) for label in analysis.labels],
+    )
+
+
+@pages.get("/images/<image_id>/mosaic")
+def mosaic_page(image_id: str) -> Any:
+    image = image_json(state().clients.get_image(image_id), _threshold())
+    columns = _columns()
+    return render_template("mosaic.html", image=image, columns=columns, max_columns=MAX_COLUMNS)
+
+
+@pages.get("/images/<image_id>/mosaic.jpg")
+def mosaic_image(image_id: str) -> Any:
+    st = state()
+    columns = _columns()
+    thumb = st.clients.get_thumbnail(image_id, api_helpers.THUMBNAIL_SIZES["preview"])
+    try:
+        tile_set = st.tiles.tile_set()
+    except NoTilesError as exc:
+        raise NotFoundError(str(exc)) from exc
+    with Image.open(io.BytesIO(thumb.data)) as target:
+        mosaic = render_mosaic(target, tile_set, columns=columns)
+    out = io.BytesIO()
+    mosaic.save(out, "JPEG", quality=85)
+    response = Response(out.getvalue(), mimetype="image/jpeg")
+    response.headers["Cache-Control"] = "private, max-age=60"
+    return response
+
+
+def _columns() -> int:
+    raw = request.args.get("columns", "48")
+    if not raw.isdigit() or not 8 <= int(raw) <= MAX_COLUMNS:
+        raise BadRequestError(f"columns must be a whole number from 8 to {MAX_COLUMNS}")
+    return int(raw)
+
+
+@pages.get("/duplicates")
+def duplicates() -> Any:
+    return render_template("duplicates.html", groups=api_helpers.duplicate_groups())
+
+
+@pages.get("/status")
+def status() -> Any:
+    return render_template("status.html", report=api_helpers.status_report())
+
+
+@pages.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    st = state()
+    error = ""
+    if request.method == "POST":
+        st.access.check_csrf()
+        owner = st.access.check_key(request.form.get("key", "").strip())
+        if owner is None:
+            error = "that key is not valid"
+        else:
+            session["owner"] = owner
+            return redirect(url_for("pages.gallery"), 303)
+    return render_template("login.html", error=error), (401 if error else 200)
+
+
+@pages.post("/logout")
+def logout() -> Any:
+    state().access.check_csrf()
+    session.pop("owner", None)
+    return redirect(url_for("pages.gallery"), 303)

@@ -1,0 +1,83 @@
+"""The background reconciler: finishes images left PENDING while vision or search was away.
+
+Every `interval_s` it lists PENDING images from storage (newest first) and hands each to the
+ingest pipeline, and retries search removals of deleted images. A pass stops early when a
+service is unavailable, since every other image would fail the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+import grpc
+
+from gateway.clients import ServiceClients
+from gateway.errors import ServiceError
+from gateway.ingest import PENDING, READY, IngestPipeline
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReconcilePass:
+    completed: int = 0
+    failed: int = 0
+    still_pending: int = 0
+    removals_retried: int = 0
+
+
+class Reconciler:
+    def __init__(
+        self, clients: ServiceClients, pipeline: IngestPipeline, interval_s: float
+    ) -> None:
+        self._clients = clients
+        self._pipeline = pipeline
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="reconciler", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            try:
+                report = self.run_once()
+            except ServiceError as exc:
+                log.info("reconciler pass skipped", extra={"why": str(exc)})
+                continue
+            except Exception:  # the thread must outlive any one bad pass
+                log.exception("reconciler pass crashed")
+                continue
+            if report.completed or report.failed:
+                log.info("reconciler pass", extra=report.__dict__)
+
+    def run_once(self) -> ReconcilePass:
+        """One pass over pending work; ServiceError only when storage cannot list images."""
+        report = ReconcilePass()
+        for image_id in sorted(self._pipeline.pending_removals):
+            report.removals_retried += 1
+            if not self._pipeline.remove_from_index(image_id):
+                break
+        for image in list(self._clients.iter_images(status=PENDING)):
+            if self._stop.is_set():
+                break
+            outcome = self._pipeline.finish(image)
+            if outcome.image.status == READY:
+                report.completed += 1
+            elif outcome.image.status == PENDING:
+                report.still_pending += 1
+                error = outcome.error
+                if error is not None and error.code == grpc.StatusCode.UNAVAILABLE:
+                    break
+            else:
+                report.failed += 1
+        return report
