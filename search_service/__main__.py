@@ -1,11 +1,15 @@
-"""`python -m search_service`: run the search service until SIGTERM."""
+"""`python -m search_service`: load the index, link to vision, warm up, serve until SIGTERM."""
 
 from __future__ import annotations
 
 import logging
+import threading
 
 from search_service.config import SearchConfig
+from search_service.durable_index import DurableIndex
+from search_service.semantic_link import connect_semantic, keep_trying
 from search_service.server import build_server
+from search_service.vision_client import VisionClient
 from service_runtime.logs import configure_logging
 from service_runtime.serve import serve_until_signalled
 
@@ -15,11 +19,29 @@ log = logging.getLogger("search_service")
 def main() -> None:
     config = SearchConfig.from_env()
     configure_logging("search", config.log_level)
-    server, port, health = build_server(f"{config.host}:{config.port}", config.max_workers)
+    index = DurableIndex.open(config.data_dir, config.engine_params(), config.snapshot_every)
+    server, port, health = build_server(f"{config.host}:{config.port}", config.max_workers, index)
+    # Started NOT_SERVING: probes wait while semantic expansion links up and caches warm.
     server.start()
+    client = VisionClient(config.vision_address, config.vision_timeout_s)
+    stop_retrying = threading.Event()
+    if not connect_semantic(index, client, config.data_dir):
+        keep_trying(index, client, config.data_dir, config.vision_retry_s, stop_retrying)
+    index.warm()
+    if index.needs_rebuild:
+        log.warning("index is empty because its saved format is unusable: call Rebuild")
     health.set_serving(True)
-    log.info("serving", extra={"port": port, "data_dir": str(config.data_dir)})
-    serve_until_signalled(server, health, grace_s=config.grace_s)
+    log.info(
+        "serving",
+        extra={"port": port, "data_dir": str(config.data_dir), "documents": len(index)},
+    )
+
+    def on_stop() -> None:
+        stop_retrying.set()
+        index.close()
+        client.close()
+
+    serve_until_signalled(server, health, grace_s=config.grace_s, on_stop=on_stop)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from search_service.engine import EngineParams
+from search_service.vector_index import AnnParams
+
 
 @dataclass(frozen=True)
 class SearchConfig:
@@ -17,6 +20,18 @@ class SearchConfig:
     max_workers: int = 16
     grace_s: float = 5.0
     log_level: str = "INFO"
+    # Past this many feature vectors similar-image search uses the approximate index.
+    ann_threshold: int = 20_000
+    # Images at or above this open_nsfw score are hidden unless a search asks for them.
+    moderation_threshold: float = 0.8
+    near_duplicate_threshold: float = 0.95
+    semantic_min_similarity: float = 0.65
+    # Journal entries between two snapshots of the whole index.
+    snapshot_every: int = 1000
+    # Deadline of each call to the vision service, and the pause between retries while it is
+    # not reachable at start.
+    vision_timeout_s: float = 10.0
+    vision_retry_s: float = 5.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> SearchConfig:
@@ -28,4 +43,25 @@ class SearchConfig:
             max_workers=int(env.get("SEARCH_MAX_WORKERS", cls.max_workers)),
             grace_s=float(env.get("SEARCH_GRACE_S", cls.grace_s)),
             log_level=env.get("LOG_LEVEL", cls.log_level),
+            ann_threshold=int(env.get("SEARCH_ANN_THRESHOLD", cls.ann_threshold)),
+            moderation_threshold=float(
+                env.get("SEARCH_MODERATION_THRESHOLD", cls.moderation_threshold)
+            ),
+            near_duplicate_threshold=float(
+                env.get("SEARCH_NEAR_DUPLICATE_THRESHOLD", cls.near_duplicate_threshold)
+            ),
+            semantic_min_similarity=float(
+                env.get("SEARCH_SEMANTIC_MIN_SIMILARITY", cls.semantic_min_similarity)
+            ),
+            snapshot_every=int(env.get("SEARCH_SNAPSHOT_EVERY", cls.snapshot_every)),
+            vision_timeout_s=float(env.get("SEARCH_VISION_TIMEOUT_S", cls.vision_timeout_s)),
+            vision_retry_s=float(env.get("SEARCH_VISION_RETRY_S", cls.vision_retry_s)),
+        )
+
+    def engine_params(self) -> EngineParams:
+        return EngineParams(
+            ann=AnnParams(threshold=self.ann_threshold),
+            moderation_threshold=self.moderation_threshold,
+            near_duplicate_threshold=self.near_duplicate_threshold,
+            semantic_min_similarity=self.semantic_min_similarity,
         )

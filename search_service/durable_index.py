@@ -280,7 +280,7 @@ class DurableIndex:
                 index_disk_bytes=disk,
                 vector_count=len(index.vectors),
                 approximate_index=approximate,
-                vector_backend="usearch" if approximate else "exact",
+                vector_backend="hnswlib" if approximate else "exact",
                 load_time_s=self.load_time_s,
                 semantic_ready=index.semantic_ready,
             )

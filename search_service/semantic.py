@@ -96,8 +96,10 @@ class ConceptSpace:
         query_embedding: npt.NDArray[np.float32],
         allowed: npt.NDArray[np.bool_],
         min_similarity: float,
+        margin: float = 1.0,
     ) -> SemanticHits:
-        """Allowed documents whose concept vector is at least min_similarity from the query."""
+        """Allowed documents whose concept vector is at least min_similarity from the query
+        and within `margin` of the best one (weak concept matches are noise, not results)."""
         q = np.asarray(query_embedding, dtype=np.float32)
         q = q / max(float(np.linalg.norm(q)), 1e-12)
         label_sims = self.embeddings @ q
@@ -107,6 +109,8 @@ class ConceptSpace:
         with np.errstate(divide="ignore", invalid="ignore"):
             sims = np.where(norms > 0, weighted.sum(axis=1) / norms, 0.0).astype(np.float32)
         keep = np.flatnonzero((sims >= min_similarity) & allowed[: sims.size])
+        if keep.size:
+            keep = keep[sims[keep] >= sims[keep].max() - margin]
         best = classes[keep, np.argmax(weighted[keep], axis=1)] if keep.size else keep
         return SemanticHits(keep.astype(np.int64), sims[keep], np.asarray(best, np.int64))
 

@@ -1,5 +1,9 @@
 """Top-k cosine search over L2-normalised feature vectors: exact with numpy, approximate
-(usearch HNSW) once the collection passes a configurable size.
+(hnswlib HNSW) once the collection passes a configurable size.
+
+hnswlib rather than usearch: usearch's compiled module crashes the process (SIGSEGV) when
+onnxruntime is imported after it, and the vision models share processes with this index in
+tests and tools.
 
 Rows are document numbers; a document without a vector, or a removed one, simply is never
 allowed. The approximate index is asked for more than k and filtered, and falls back to exact
@@ -9,12 +13,14 @@ search when filters leave too few hits, so filters never make results silently s
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from dataclasses import dataclass
 from typing import Any
 
+import hnswlib
 import numpy as np
 import numpy.typing as npt
-from usearch.index import Index
 
 from search_service.growable import GrowableArray
 
@@ -32,11 +38,10 @@ class VectorHits:
 class AnnParams:
     # Past this many vectors searches use the approximate index (unless exact is asked for).
     threshold: int = 20_000
+    # HNSW graph degree (M), build-time and search-time candidate list sizes (ef).
     connectivity: int = 16
-    expansion_add: int = 128
-    expansion_search: int = 128
-    # Storage precision inside the approximate index; exact search keeps float32.
-    dtype: str = "f16"
+    expansion_add: int = 100
+    expansion_search: int = 96
 
 
 class VectorIndex:
@@ -45,7 +50,7 @@ class VectorIndex:
         self.ann_params = ann or AnnParams()
         self._vectors = GrowableArray(np.float32, (dim,))
         self._present = GrowableArray(np.bool_)
-        self._ann: Index | None = None
+        self._ann: hnswlib.Index | None = None
 
     def __len__(self) -> int:
         return int(self._present.view().sum())
@@ -68,7 +73,7 @@ class VectorIndex:
         self._vectors.append(v / norm if norm > 0 else v)
         self._present.append(norm > 0)
         if self._ann is not None and norm > 0:
-            self._ann.add(docno, self._vectors[docno])
+            self._ann_add(np.asarray([docno]), self._vectors.view()[docno : docno + 1])
         elif self._ann is None and len(self) >= self.ann_params.threshold:
             self.build_ann()
 
@@ -76,7 +81,7 @@ class VectorIndex:
         if docno < len(self._present) and self._present[docno]:
             self._present[docno] = False
             if self._ann is not None:
-                self._ann.remove(docno)
+                self._ann.mark_deleted(docno)
 
     def vector(self, docno: int) -> npt.NDArray[np.float32] | None:
         if docno < len(self._present) and self._present[docno]:
@@ -89,22 +94,29 @@ class VectorIndex:
     def matrix(self) -> npt.NDArray[np.float32]:
         return self._vectors.view()
 
-    def build_ann(self, progress: bool = False) -> None:
+    def build_ann(self) -> None:
         """(Re)build the approximate index over every present vector."""
         p = self.ann_params
-        index = Index(
-            ndim=self.dim,
-            metric="cos",
-            dtype=p.dtype,
-            connectivity=p.connectivity,
-            expansion_add=p.expansion_add,
-            expansion_search=p.expansion_search,
-        )
-        keys = np.flatnonzero(self._present.view()).astype(np.uint64)
+        keys = np.flatnonzero(self._present.view())
         log.info("building approximate vector index", extra={"vectors": int(keys.size)})
-        if keys.size:
-            index.add(keys, self._vectors.view()[keys.astype(np.int64)], log=progress)
+        index = hnswlib.Index(space="ip", dim=self.dim)
+        index.init_index(
+            max_elements=max(1024, 2 * keys.size),
+            ef_construction=p.expansion_add,
+            M=p.connectivity,
+            allow_replace_deleted=True,
+        )
+        index.set_ef(p.expansion_search)
         self._ann = index
+        if keys.size:
+            self._ann_add(keys, self._vectors.view()[keys])
+
+    def _ann_add(self, keys: npt.NDArray[np.int64], rows: npt.NDArray[np.float32]) -> None:
+        assert self._ann is not None
+        needed = self._ann.element_count + len(keys)
+        if needed > self._ann.max_elements:
+            self._ann.resize_index(max(2 * self._ann.max_elements, needed))
+        self._ann.add_items(rows, keys, replace_deleted=True)
 
     def search(
         self,
@@ -141,21 +153,30 @@ class VectorIndex:
         assert self._ann is not None
         available = int(mask.sum())
         for factor in (2, 16):
-            count = min(k * factor + 8, len(self._ann))
-            found = self._ann.search(q, count)
-            keys = np.asarray(found.keys, dtype=np.int64)
-            sims = 1.0 - np.asarray(found.distances, dtype=np.float32)
+            count = min(k * factor + 8, len(self))
+            self._ann.set_ef(max(self.ann_params.expansion_search, count))
+            try:
+                labels, distances = self._ann.knn_query(q, k=count)
+            except RuntimeError:  # fewer reachable points than asked for
+                return None
+            keys = labels[0].astype(np.int64)
+            # "ip" distance is 1 - inner product; vectors are unit length, so this is cosine.
+            sims = 1.0 - distances[0].astype(np.float32)
             keep = mask[keys]
             if keep.sum() >= min(k, available):
-                keys, sims = keys[keep][:k], sims[keep][:k]
-                return VectorHits(keys, sims.astype(np.float32), True)
+                return VectorHits(keys[keep][:k], sims[keep][:k], True)
         return None
 
     # ---- persistence --------------------------------------------------------------------
 
     def ann_bytes(self) -> bytes | None:
-        blob = self._ann.save() if self._ann is not None else None
-        return bytes(blob) if blob is not None else None
+        if self._ann is None:
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "ann.bin")
+            self._ann.save_index(path)
+            with open(path, "rb") as f:
+                return f.read()
 
     @classmethod
     def restore(
@@ -169,10 +190,13 @@ class VectorIndex:
         index._vectors = GrowableArray.from_array(vectors)
         index._present = GrowableArray.from_array(present)
         if ann_blob is not None:
-            restored = Index.restore(bytearray(ann_blob))
-            if restored is not None:
-                # usearch declares the setter apart from the property; mypy misses it.
-                restored.expansion_search = ann.expansion_search  # type: ignore[misc]
+            restored = hnswlib.Index(space="ip", dim=index.dim)
+            with tempfile.TemporaryDirectory() as tmp:
+                path = os.path.join(tmp, "ann.bin")
+                with open(path, "wb") as f:
+                    f.write(ann_blob)
+                restored.load_index(path, allow_replace_deleted=True)
+            restored.set_ef(ann.expansion_search)
             index._ann = restored
         if index._ann is None and len(index) >= ann.threshold:
             index.build_ann()
