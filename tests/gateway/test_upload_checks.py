@@ -1,0 +1,78 @@
+"""Upload checks: names, sizes and content sniffed from bytes, before anything is stored."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from gateway.errors import BadRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
+from gateway.upload_checks import check_upload, clean_filename, sniff_image_type
+
+
+def _encoded(photo: bytes, fmt: str) -> bytes:
+    out = io.BytesIO()
+    with Image.open(io.BytesIO(photo)) as im:
+        im.convert("RGB").save(out, fmt)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "content_type"),
+    [
+        ("JPEG", "image/jpeg"),
+        ("PNG", "image/png"),
+        ("GIF", "image/gif"),
+        ("WEBP", "image/webp"),
+        ("BMP", "image/bmp"),
+        ("TIFF", "image/tiff"),
+    ],
+)
+def test_sniff_recognises_real_encoded_photo(photo_jpegs, fmt, content_type):
+    assert sniff_image_type(_encoded(photo_jpegs["coffee"], fmt)) == content_type
+
+
+def test_sniff_ignores_text_named_like_an_image():
+    assert sniff_image_type(b"#!/bin/sh\necho not a picture\n") is None
+
+
+def test_check_upload_refuses_text_with_jpg_name():
+    with pytest.raises(UnsupportedMediaTypeError, match="not an image"):
+        check_upload("holiday.jpg", b"just some text", 1000)
+
+
+def test_check_upload_refuses_empty_file():
+    with pytest.raises(BadRequestError, match="empty"):
+        check_upload("empty.jpg", b"", 1000)
+
+
+def test_check_upload_refuses_file_over_limit(photo_jpegs):
+    data = photo_jpegs["rocket"]
+
+    with pytest.raises(PayloadTooLargeError, match="over the upload limit"):
+        check_upload("rocket.jpg", data, len(data) - 1)
+
+
+def test_check_upload_returns_sniffed_type_of_png_named_jpg(photo_jpegs):
+    assert check_upload("really-a-png.jpg", _encoded(photo_jpegs["coffee"], "PNG"), 10**8) == (
+        "image/png"
+    )
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["../../etc/passwd.jpg", "..\\boot.ini.png", "a/b.jpg", "..", "", "   ", "<script>x.jpg"],
+)
+def test_clean_filename_refuses_hostile_names(name):
+    with pytest.raises(BadRequestError):
+        clean_filename(name)
+
+
+def test_clean_filename_refuses_control_characters():
+    with pytest.raises(BadRequestError, match="control"):
+        clean_filename("evil\x00.jpg")
+
+
+def test_clean_filename_keeps_ordinary_names():
+    assert clean_filename("  Bob's café & co (1).JPG ") == "Bob's café & co (1).JPG"
