@@ -1,0 +1,168 @@
+"""The index survives restarts: snapshot + journal, atomic files, format version checks."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+
+from search_service.durable_index import JOURNAL_NAME, SNAPSHOT_NAME, DurableIndex
+from search_service.engine import EngineParams
+from search_service.errors import IndexFormatError
+from search_service.snapshot import FORMAT_VERSION, read_snapshot, write_snapshot
+from search_service.vector_index import AnnParams
+from tests.search_service.documents import DIM, doc, unit
+
+PARAMS = EngineParams(vector_dim=DIM)
+
+
+def _fill(index: DurableIndex) -> None:
+    index.put(doc("cat", (("tiger cat", 0.9),), vector=unit(1), sha256="a", tags=("pets",)))
+    index.put(doc("coffee", (("espresso", 0.95),), vector=unit(2), ocr_text="Menu"))
+    index.put(doc("gone", (("tiger cat", 0.7),), vector=unit(3)))
+    index.remove("gone")
+
+
+def _ids(index: DurableIndex, query: str) -> list[str]:
+    return [h.image_id for h in index.search(query).hits]
+
+
+def test_snapshot_round_trips_every_section_kind(tmp_path):
+    path = tmp_path / "x.snap"
+    sections = {
+        "raw": b"\x00\x01",
+        "arr": np.arange(5, dtype=np.int16),
+        "js": {"a": [1]},
+        "n": None,
+    }
+
+    write_snapshot(path, sections)
+    loaded = read_snapshot(path)
+
+    assert loaded["raw"] == b"\x00\x01"
+    assert loaded["arr"].tolist() == [0, 1, 2, 3, 4] and loaded["arr"].dtype == np.int16
+    assert loaded["js"] == {"a": [1]} and loaded["n"] is None
+    assert not (tmp_path / "x.snap.tmp").exists()
+
+
+def test_snapshot_of_another_format_version_is_refused(tmp_path):
+    path = tmp_path / "x.snap"
+    write_snapshot(path, {"a": b"1"}, version=FORMAT_VERSION + 1)
+
+    with pytest.raises(IndexFormatError, match="version"):
+        read_snapshot(path)
+
+
+def test_damaged_snapshot_is_detected_by_its_checksum(tmp_path):
+    path = tmp_path / "x.snap"
+    write_snapshot(path, {"a": b"hello world"})
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+    with pytest.raises(IndexFormatError, match="checksum"):
+        read_snapshot(path)
+
+
+def test_closed_index_reopens_with_the_same_answers(tmp_path):
+    index = DurableIndex.open(tmp_path, PARAMS)
+    _fill(index)
+    index.close()
+
+    reopened = DurableIndex.open(tmp_path, PARAMS)
+
+    assert _ids(reopened, "cat") == ["cat"]
+    assert _ids(reopened, "menu") == ["coffee"]
+    assert _ids(reopened, "pets") == ["cat"]
+    assert [i for i, _ in reopened.similar(vector=unit(1), k=1).hits] == ["cat"]
+    assert reopened.suggest("tig") == [("tiger", 1, "labels"), ("tiger cat", 1, "labels")]
+    assert len(reopened) == 2
+
+
+def test_changes_after_the_snapshot_are_replayed_from_the_journal(tmp_path):
+    index = DurableIndex.open(tmp_path, PARAMS)
+    _fill(index)
+    index.snapshot()
+    index.put(doc("moped", (("moped", 0.8),)))
+    index.remove("coffee")
+    # No close(): the process dies here; only the fsynced journal holds the last two changes.
+
+    reopened = DurableIndex.open(tmp_path, PARAMS)
+
+    assert _ids(reopened, "moped") == ["moped"]
+    assert _ids(reopened, "espresso") == []
+    assert _ids(reopened, "cat") == ["cat"]
+
+
+def test_torn_last_journal_line_is_ignored(tmp_path):
+    index = DurableIndex.open(tmp_path, PARAMS)
+    _fill(index)
+    with (tmp_path / JOURNAL_NAME).open("ab") as f:
+        f.write(b'0000abcd {"seq": 99, "op": "del", "id": "ca')
+
+    reopened = DurableIndex.open(tmp_path, PARAMS)
+
+    assert _ids(reopened, "cat") == ["cat"]
+
+
+def test_unreadable_format_starts_empty_and_asks_for_rebuild(tmp_path):
+    index = DurableIndex.open(tmp_path, PARAMS)
+    _fill(index)
+    index.close()
+    path = tmp_path / SNAPSHOT_NAME
+    data = bytearray(path.read_bytes())
+    data[8:12] = struct.pack("<I", FORMAT_VERSION + 1)
+    path.write_bytes(bytes(data))
+
+    reopened = DurableIndex.open(tmp_path, PARAMS)
+
+    assert len(reopened) == 0
+    assert reopened.needs_rebuild
+
+
+def test_rebuild_replaces_the_index_and_persists_it(tmp_path):
+    index = DurableIndex.open(tmp_path, PARAMS)
+    _fill(index)
+
+    count = index.rebuild([doc("new", (("moped", 0.8),)), doc("new2", (("moped", 0.6),))])
+
+    assert count == 2
+    assert _ids(index, "cat") == []
+    assert DurableIndex.open(tmp_path, PARAMS).search("moped").total == 2
+
+
+def test_rebuild_with_a_bad_document_leaves_the_old_index(tmp_path):
+    index = DurableIndex.open(tmp_path, PARAMS)
+    _fill(index)
+    bad = doc("bad", vector=np.ones(DIM + 3, np.float32))
+
+    with pytest.raises(ValueError):
+        index.rebuild([doc("new", (("moped", 0.8),)), bad])
+
+    assert _ids(index, "cat") == ["cat"]
+    assert _ids(index, "moped") == []
+
+
+def test_approximate_vector_index_is_saved_and_loaded(tmp_path):
+    params = EngineParams(vector_dim=DIM, ann=AnnParams(threshold=20))
+    index = DurableIndex.open(tmp_path, params)
+    for i in range(60):
+        index.put(doc(f"img{i}", vector=unit(i)))
+    index.close()
+
+    reopened = DurableIndex.open(tmp_path, params)
+
+    result = reopened.similar(vector=unit(42), k=1)
+    assert result.approximate
+    assert result.hits[0][0] == "img42"
+    assert reopened.stats().vector_backend == "hnswlib"
+
+
+def test_snapshot_is_taken_every_n_changes(tmp_path):
+    index = DurableIndex.open(tmp_path, PARAMS, snapshot_every=3)
+
+    _fill(index)  # three puts and a remove
+
+    assert (tmp_path / SNAPSHOT_NAME).exists()
+    assert (tmp_path / JOURNAL_NAME).stat().st_size > 0  # the remove came after the snapshot

@@ -1,0 +1,85 @@
+"""Semantic expansion on the domain level: concept vectors from label probabilities, fused with
+BM25. The label embeddings here are built by hand so each case is exact; the quality tests do
+the same with the real MiniLM embeddings of the vision service."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from search_service.engine import EngineParams, SearchIndex
+from search_service.fusion import reciprocal_rank_fusion
+from search_service.semantic import ConceptSpace
+from tests.search_service.documents import DIM, doc
+
+LABELS = ["tiger cat", "espresso", "moped"]
+CLASSES = {name: i for i, name in enumerate(LABELS)}
+# Orthogonal label embeddings; a query "kitten" lands close to "tiger cat" only.
+EMBEDDINGS = np.eye(3, 8, dtype=np.float32)
+QUERIES = {
+    "a photo of a kitten": np.array([0.9, 0.1, 0, 0, 0, 0, 0.42, 0], np.float32),
+    "a photo of a dog": np.array([0.3, 0.3, 0.3, 0, 0, 0, 0.85, 0], np.float32),
+}
+
+
+def _embed(texts: list[str]) -> np.ndarray:
+    return np.stack([QUERIES[t] / np.linalg.norm(QUERIES[t]) for t in texts])
+
+
+def _index() -> SearchIndex:
+    ix = SearchIndex(EngineParams(vector_dim=DIM))
+    ix.attach_semantic(ConceptSpace(LABELS, EMBEDDINGS), _embed)
+    ix.put(doc("cat", (("tiger cat", 0.6), ("moped", 0.05)), class_indexes=CLASSES))
+    ix.put(doc("coffee", (("espresso", 0.95),), class_indexes=CLASSES))
+    ix.put(doc("bike", (("moped", 0.7),), class_indexes=CLASSES))
+    return ix
+
+
+def test_query_without_keyword_match_finds_image_through_its_labels():
+    result = _index().search("kitten")
+
+    assert [h.image_id for h in result.hits] == ["cat"]
+    (reason,) = result.hits[0].reasons
+    assert (reason.field, reason.term) == ("semantic", "tiger cat")
+    assert result.semantic_used
+
+
+def test_weak_concept_matches_are_not_results():
+    assert _index().search("dog").hits == []
+
+
+def test_semantic_can_be_switched_off_per_query():
+    result = _index().search("kitten", semantic=False)
+
+    assert result.hits == []
+    assert not result.semantic_used
+
+
+def test_vision_outage_degrades_to_keyword_search():
+    ix = SearchIndex(EngineParams(vector_dim=DIM))
+
+    def down(texts: list[str]) -> np.ndarray:
+        raise ConnectionError("vision service unreachable")
+
+    ix.attach_semantic(ConceptSpace(LABELS, EMBEDDINGS), down)
+    ix.put(doc("coffee", (("espresso", 0.95),), class_indexes=CLASSES))
+
+    result = ix.search("espresso")
+
+    assert [h.image_id for h in result.hits] == ["coffee"]
+    assert not result.semantic_used
+
+
+def test_documents_indexed_before_semantic_attached_get_concepts():
+    ix = SearchIndex(EngineParams(vector_dim=DIM))
+    ix.put(doc("cat", (("tiger cat", 0.6),), class_indexes=CLASSES))
+
+    ix.attach_semantic(ConceptSpace(LABELS, EMBEDDINGS), _embed)
+
+    assert [h.image_id for h in ix.search("kitten").hits] == ["cat"]
+
+
+def test_rrf_rewards_documents_both_rankings_agree_on():
+    docs, scores = reciprocal_rank_fusion([np.array([1, 2, 3]), np.array([3, 4])])
+
+    assert docs.tolist() == [3, 1, 2, 4]
+    assert scores[0] > scores[1]

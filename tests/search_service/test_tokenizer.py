@@ -1,0 +1,40 @@
+"""Text analysis: the same words meet whatever their case, width, inflection or separators."""
+
+from __future__ import annotations
+
+from search_service.tokenizer import Tokenizer
+
+
+def test_terms_are_case_folded_and_stemmed():
+    tok = Tokenizer()
+
+    assert tok.terms("Kittens KITTEN kitten") == ["kitten"] * 3
+    assert tok.terms("running runs") == tok.terms("run run")
+
+
+def test_terms_normalise_unicode_compatibility_forms():
+    tok = Tokenizer()
+
+    assert tok.terms("Ｃａｔ") == tok.terms("cat")
+    assert tok.terms("ﬁsh") == tok.terms("fish")
+    assert tok.terms("STRASSE") == tok.terms("straße")
+
+
+def test_filename_splits_on_separators_humps_digits_and_extension():
+    tok = Tokenizer()
+
+    words = tok.filename_words("holidays/IMG_2041-BeachDay.jpeg")
+
+    assert words == ["img", "2041", "beach", "day", "jpeg"]
+
+
+def test_filename_keeps_acronyms_and_accented_words_whole():
+    tok = Tokenizer()
+
+    assert tok.filename_words("HTTPServer café.PNG") == ["http", "server", "café", "png"]
+
+
+def test_apostrophes_inside_words_do_not_split_them():
+    tok = Tokenizer()
+
+    assert tok.words("don't") == ["dont"]

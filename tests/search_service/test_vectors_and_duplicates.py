@@ -1,0 +1,125 @@
+"""Similar images (exact and approximate) and duplicate groups."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from search_service.engine import EngineParams, Filters, SearchIndex
+from search_service.errors import ImageNotFoundError, InvalidDocumentError, NoFeatureVectorError
+from search_service.vector_index import AnnParams, VectorIndex
+from tests.search_service.documents import DIM, doc, unit
+
+
+def _near(v: np.ndarray, seed: int, noise: float) -> np.ndarray:
+    w = v + noise * np.random.default_rng(seed).normal(size=v.size).astype(np.float32)
+    return w / np.linalg.norm(w)
+
+
+@pytest.fixture
+def index() -> SearchIndex:
+    """Ten images with random vectors; img1 is a slightly changed copy of img0."""
+    ix = SearchIndex(EngineParams(vector_dim=DIM))
+    base = unit(0)
+    ix.put(doc("img0", vector=base, sha256="aaa"))
+    ix.put(doc("img1", vector=_near(base, 1, 0.05), sha256="bbb"))
+    for i in range(2, 10):
+        ix.put(doc(f"img{i}", vector=unit(i), sha256=f"s{i}"))
+    return ix
+
+
+def test_similar_by_id_ranks_the_near_copy_first_and_excludes_itself(index):
+    result = index.similar("img0", k=3)
+
+    ids = [i for i, _ in result.hits]
+    assert ids[0] == "img1"
+    assert "img0" not in ids
+    assert result.hits[0][1] > 0.95
+    assert not result.approximate
+
+
+def test_similar_by_vector_finds_the_image_itself(index):
+    result = index.similar(vector=unit(5), k=1)
+
+    assert result.hits[0][0] == "img5"
+    assert result.hits[0][1] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_similar_respects_filters(index):
+    index.put(doc("hidden", vector=unit(0), moderation=0.99))
+
+    ids = [i for i, _ in index.similar(vector=unit(0), k=5).hits]
+    ids_all = [
+        i
+        for i, _ in index.similar(vector=unit(0), k=5, filters=Filters(include_moderated=True)).hits
+    ]
+
+    assert "hidden" not in ids
+    assert "hidden" in ids_all
+
+
+def test_similar_to_unknown_or_unanalysed_image_is_an_error(index):
+    index.put(doc("no-vector"))
+
+    with pytest.raises(ImageNotFoundError):
+        index.similar("missing")
+    with pytest.raises(NoFeatureVectorError):
+        index.similar("no-vector")
+    with pytest.raises(InvalidDocumentError):
+        index.similar(vector=np.zeros(DIM, np.float32))
+    with pytest.raises(InvalidDocumentError):
+        index.similar(vector=np.ones(DIM + 1, np.float32))
+
+
+def test_approximate_index_recall_against_exact_search():
+    rng = np.random.default_rng(7)
+    centres = rng.normal(size=(50, 64)).astype(np.float32)
+    points = centres[rng.integers(0, 50, 4000)] + 0.5 * rng.normal(size=(4000, 64))
+    vi = VectorIndex(64, AnnParams(threshold=1000))
+    for i, p in enumerate(points.astype(np.float32)):
+        vi.add(i, p)
+    allowed = np.ones(4000, np.bool_)
+
+    recall = []
+    for q in rng.normal(size=(50, 64)).astype(np.float32):
+        approx = vi.search(q, 10, allowed)
+        exact = vi.search(q, 10, allowed, exact=True)
+        assert approx.approximate and not exact.approximate
+        recall.append(len(set(approx.docs) & set(exact.docs)) / 10)
+
+    assert np.mean(recall) >= 0.95
+
+
+def test_approximate_index_forgets_removed_vectors():
+    vi = VectorIndex(DIM, AnnParams(threshold=10))
+    for i in range(50):
+        vi.add(i, unit(i))
+
+    vi.remove(3)
+
+    hits = vi.search(unit(3), 5, np.ones(50, np.bool_))
+    assert hits.approximate
+    assert 3 not in hits.docs.tolist()
+
+
+def test_exact_copies_group_by_sha256_and_count_once_among_near_duplicates(index):
+    index.put(doc("img0-copy", vector=unit(0), sha256="aaa"))
+
+    found = index.duplicates(near_threshold=0.95)
+
+    assert found.exact == [(["img0", "img0-copy"], "aaa")]
+    assert len(found.near) == 1
+    ids, min_similarity = found.near[0]
+    assert ids == ["img0", "img1"]
+    assert min_similarity >= 0.95
+
+
+def test_near_duplicates_need_the_threshold(index):
+    assert index.duplicates(near_threshold=0.9999).near == []
+
+
+def test_duplicates_of_one_image_only(index):
+    assert index.duplicates(image_id="img5").near == []
+    assert index.duplicates(image_id="img1").near[0][0] == ["img0", "img1"]
+    with pytest.raises(ImageNotFoundError):
+        index.duplicates(image_id="missing")
