@@ -7,6 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from storage_service.columnstore.image_check import DEFAULT_MAX_PIXELS
+from storage_service.columnstore.store import StoreOptions
+
 
 @dataclass(frozen=True)
 class StorageConfig:
@@ -14,6 +17,9 @@ class StorageConfig:
     port: int = 50051
     data_dir: Path = Path("data/storage")
     max_image_bytes: int = 50 * 1024 * 1024
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
+    memtable_bytes: int = StoreOptions.memtable_bytes
+    compact_min_segments: int = StoreOptions.compact_min_segments
     max_workers: int = 16
     grace_s: float = 5.0
     log_level: str = "INFO"
@@ -25,7 +31,17 @@ class StorageConfig:
             port=int(env.get("STORAGE_PORT", cls.port)),
             data_dir=Path(env.get("STORAGE_DATA_DIR", str(cls.data_dir))),
             max_image_bytes=int(env.get("STORAGE_MAX_IMAGE_BYTES", cls.max_image_bytes)),
+            max_image_pixels=int(env.get("STORAGE_MAX_IMAGE_PIXELS", cls.max_image_pixels)),
+            memtable_bytes=int(env.get("STORAGE_MEMTABLE_BYTES", cls.memtable_bytes)),
+            compact_min_segments=int(
+                env.get("STORAGE_COMPACT_MIN_SEGMENTS", cls.compact_min_segments)
+            ),
             max_workers=int(env.get("STORAGE_MAX_WORKERS", cls.max_workers)),
             grace_s=float(env.get("STORAGE_GRACE_S", cls.grace_s)),
             log_level=env.get("LOG_LEVEL", cls.log_level),
+        )
+
+    def store_options(self) -> StoreOptions:
+        return StoreOptions(
+            memtable_bytes=self.memtable_bytes, compact_min_segments=self.compact_min_segments
         )

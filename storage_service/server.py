@@ -1,4 +1,4 @@
-"""Server factory: the storage servicer, health and reflection on one gRPC server."""
+"""Server factory: the storage servicer over an open store, health and reflection."""
 
 from __future__ import annotations
 
@@ -8,12 +8,26 @@ from imagerepo.storage.v1 import storage_service_pb2_grpc as pb_grpc
 from service_runtime.grpc_server import new_server
 from service_runtime.health import ServiceHealth, enable_reflection
 from storage_service import SERVICE_NAME
+from storage_service.columnstore.image_check import DEFAULT_MAX_PIXELS
+from storage_service.columnstore.store import ColumnStore
 from storage_service.servicer import StorageServicer
 
 
-def build_server(address: str, max_workers: int = 16) -> tuple[grpc.Server, int, ServiceHealth]:
+def build_server(
+    store: ColumnStore,
+    address: str,
+    *,
+    max_workers: int = 16,
+    max_image_bytes: int = 50 * 1024 * 1024,
+    max_image_pixels: int = DEFAULT_MAX_PIXELS,
+) -> tuple[grpc.Server, int, ServiceHealth]:
+    """A server (not started, health NOT_SERVING) and the port it bound; the caller owns
+    `store` and closes it after the server stops."""
     server = new_server(max_workers)
-    pb_grpc.add_StorageServiceServicer_to_server(StorageServicer(), server)
+    servicer = StorageServicer(
+        store, max_image_bytes=max_image_bytes, max_image_pixels=max_image_pixels
+    )
+    pb_grpc.add_StorageServiceServicer_to_server(servicer, server)
     health = ServiceHealth(server, SERVICE_NAME)
     enable_reflection(server, [SERVICE_NAME])
     return server, server.add_insecure_port(address), health

@@ -79,12 +79,21 @@ def contract_server(request, tmp_path) -> Iterator[tuple[str, grpc.Channel]]:
     """Each real service's server factory, bound to port 0 (fixtures in each package's tests
     give the fully wired servers; this one checks the contract every service keeps)."""
     name = request.param
-    server, port, health = _build(name)("127.0.0.1:0")
+    store = None
+    if name == "storage":
+        from storage_service.columnstore.store import ColumnStore
+
+        store = ColumnStore.open(tmp_path / "storage")
+        server, port, health = _build(name)(store, "127.0.0.1:0")
+    else:
+        server, port, health = _build(name)("127.0.0.1:0")
     server.start()
     health.set_serving(True)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         yield name, channel
     server.stop(grace=None)
+    if store is not None:
+        store.close()
 
 
 def test_each_service_reflects_its_contract_and_health(contract_server):

@@ -1,0 +1,33 @@
+"""What can go wrong in the column store, one class per cause (the servicer maps each to a code)."""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """Base class of every column-store error."""
+
+
+class ImageNotFoundError(StoreError):
+    def __init__(self, image_id: str) -> None:
+        super().__init__(f"no image with id {image_id!r}")
+        self.image_id = image_id
+
+
+class InvalidImageError(StoreError):
+    """The bytes are not an image we accept (empty, not an image, truncated, too large, bomb)."""
+
+
+class InvalidRequestError(StoreError):
+    """An argument the store cannot act on (a bad page token, an unknown field name)."""
+
+
+class DataLossError(StoreError):
+    """Stored bytes failed their checksum: they are never returned."""
+
+    def __init__(self, segment: str, detail: str) -> None:
+        super().__init__(f"checksum failure in {segment}: {detail}")
+        self.segment = segment
+
+
+class StoreClosedError(StoreError):
+    """The store was closed, or a log write failed and it refuses further writes."""

@@ -1,0 +1,154 @@
+"""The values the column store holds and returns: plain dataclasses, no gRPC."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class AnalysisStatus(enum.IntEnum):
+    """Where an image is in the ingest pipeline (numbers match the proto enum)."""
+
+    UNSPECIFIED = 0
+    PENDING = 1
+    READY = 2
+    FAILED = 3
+
+
+class ThumbnailSize(enum.IntEnum):
+    SMALL = 1
+    PREVIEW = 2
+
+
+@dataclass(frozen=True)
+class Label:
+    name: str
+    probability: float
+    synonyms: tuple[str, ...] = ()
+    class_index: int = -1
+
+
+@dataclass(frozen=True)
+class Feedback:
+    label: str
+    comment: str = ""
+    reported_by: str = ""
+    created_at_ms: int = 0
+
+
+@dataclass(frozen=True)
+class ImageMeta:
+    """Every small column of one image (not its bytes, thumbnails or feature vector)."""
+
+    id: str
+    filename: str
+    owner: str
+    content_type: str
+    format: str
+    created_at_ms: int
+    sha256: str
+    byte_size: int
+    width: int
+    height: int
+    exif: dict[str, str] = field(default_factory=dict)
+    labels: tuple[Label, ...] = ()
+    moderation_score: float = 0.0
+    ocr_text: str = ""
+    tags: tuple[str, ...] = ()
+    status: AnalysisStatus = AnalysisStatus.PENDING
+    status_detail: str = ""
+    feedback: tuple[Feedback, ...] = ()
+    has_feature_vector: bool = False
+    thumb_content_type: str = ""
+    thumb_small_size: tuple[int, int] = (0, 0)
+    # (0, 0) when the original is small enough to serve as its own preview.
+    thumb_preview_size: tuple[int, int] = (0, 0)
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """A validated image with everything computed at put time (see image_check, thumbnails)."""
+
+    data: bytes
+    content_type: str
+    format: str
+    sha256: str
+    width: int
+    height: int
+    exif: dict[str, str]
+    thumb_content_type: str
+    thumb_small: bytes
+    thumb_small_size: tuple[int, int]
+    thumb_preview: bytes
+    thumb_preview_size: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class AnnotationUpdate:
+    """Fields named in `fields` are replaced; tag edits and feedback are applied after."""
+
+    fields: frozenset[str] = frozenset()
+    labels: tuple[Label, ...] = ()
+    feature_vector: tuple[float, ...] | None = None
+    moderation_score: float = 0.0
+    ocr_text: str = ""
+    tags: tuple[str, ...] = ()
+    status: AnalysisStatus = AnalysisStatus.UNSPECIFIED
+    status_detail: str = ""
+    add_tags: tuple[str, ...] = ()
+    remove_tags: tuple[str, ...] = ()
+    add_feedback: tuple[Feedback, ...] = ()
+
+
+ANNOTATION_FIELDS = frozenset(
+    {"labels", "feature_vector", "moderation_score", "ocr_text", "tags", "status", "status_detail"}
+)
+
+
+@dataclass(frozen=True)
+class PutResult:
+    image: ImageMeta
+    duplicate_of: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Thumbnail:
+    data: bytes
+    content_type: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class Page:
+    images: tuple[ImageMeta, ...]
+    next_page_token: str
+    total_count: int
+
+
+@dataclass(frozen=True)
+class ColumnStat:
+    name: str
+    raw_bytes: int
+    stored_bytes: int
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    image_count: int
+    deleted_count: int
+    segment_count: int
+    disk_bytes: int
+    raw_image_bytes: int
+    wal_bytes: int
+    memtable_rows: int
+    columns: tuple[ColumnStat, ...]
+
+
+@dataclass(frozen=True)
+class CompactionReport:
+    segments_before: int
+    segments_after: int
+    bytes_before: int
+    bytes_after: int
+    rows_dropped: int

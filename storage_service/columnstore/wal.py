@@ -1,0 +1,182 @@
+"""The write-ahead log: every change is appended here and fsynced before it is acknowledged.
+
+Files are `wal/000007.log`; each holds records
+
+    payload_length u32 | crc32 u32 (of seq and payload) | seq u64 | payload
+
+Group commit: writers append under a short lock, then call `sync(position)`. The first writer
+to need an fsync becomes the leader and fsyncs everything written so far; writers whose records
+that fsync covered return without one of their own, so concurrent writers share fsyncs.
+
+On start, `read_log` replays a file. A torn tail (a record cut short by a crash, or whose
+checksum fails) is dropped and reported, never applied. A damaged record in the middle of a
+file is skipped alone when the record after it checks out, so one flipped byte costs one record.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import threading
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from storage_service.columnstore.errors import StoreClosedError
+
+log = logging.getLogger(__name__)
+
+RECORD_HEADER = struct.Struct("<IIQ")
+_SEQ = struct.Struct("<Q")
+# A record longer than this is damage, not data (images are capped far below it).
+MAX_RECORD_BYTES = 1 << 30
+
+LogPosition = tuple[int, int]  # (file number, end offset)
+
+
+def log_path(wal_dir: Path, number: int) -> Path:
+    return wal_dir / f"{number:06d}.log"
+
+
+def log_numbers(wal_dir: Path) -> list[int]:
+    return sorted(int(p.stem) for p in wal_dir.glob("*.log") if p.stem.isdigit())
+
+
+def _record_crc(seq: int, *parts: bytes | memoryview) -> int:
+    crc = zlib.crc32(_SEQ.pack(seq))
+    for part in parts:
+        crc = zlib.crc32(part, crc)
+    return crc & 0xFFFFFFFF
+
+
+def encode_record_header(seq: int, parts: Sequence[bytes]) -> bytes:
+    length = sum(len(p) for p in parts)
+    return RECORD_HEADER.pack(length, _record_crc(seq, *parts), seq)
+
+
+@dataclass(frozen=True)
+class Damage:
+    """A stretch of a log file that was not replayed."""
+
+    path: Path
+    offset: int
+    length: int
+    reason: str
+
+
+def _valid_at(data: bytes, pos: int) -> int | None:
+    """End offset of a whole, checksum-valid record starting at `pos`, else None."""
+    if pos + RECORD_HEADER.size > len(data):
+        return None
+    length, crc, seq = RECORD_HEADER.unpack_from(data, pos)
+    end = pos + RECORD_HEADER.size + length
+    if length > MAX_RECORD_BYTES or end > len(data):
+        return None
+    payload = memoryview(data)[pos + RECORD_HEADER.size : end]
+    return end if _record_crc(seq, payload) == crc else None
+
+
+def read_log(path: Path) -> tuple[list[tuple[int, bytes]], list[Damage]]:
+    """All intact (seq, payload) records of one log file, and what was dropped."""
+    data = path.read_bytes()
+    records: list[tuple[int, bytes]] = []
+    damage: list[Damage] = []
+    pos = 0
+    while pos < len(data):
+        end = _valid_at(data, pos)
+        if end is not None:
+            _length, _crc, seq = RECORD_HEADER.unpack_from(data, pos)
+            records.append((seq, data[pos + RECORD_HEADER.size : end]))
+            pos = end
+            continue
+        # Damaged here. If its length field still leads to a valid record (or exactly to the
+        # end of the file after a whole record), only this record is lost; otherwise the tail.
+        skip_to = None
+        if pos + RECORD_HEADER.size <= len(data):
+            (length,) = struct.unpack_from("<I", data, pos)
+            candidate = pos + RECORD_HEADER.size + length
+            if (
+                length <= MAX_RECORD_BYTES
+                and candidate < len(data)
+                and _valid_at(data, candidate) is not None
+            ):
+                skip_to = candidate
+        if skip_to is None:
+            damage.append(Damage(path, pos, len(data) - pos, "torn or corrupt tail dropped"))
+            break
+        damage.append(Damage(path, pos, skip_to - pos, "corrupt record skipped"))
+        pos = skip_to
+    return records, damage
+
+
+class WriteAheadLog:
+    """The log file currently appended to, with group commit and rotation."""
+
+    def __init__(self, wal_dir: Path, number: int) -> None:
+        self._dir = wal_dir
+        self._append_lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        self._failed: OSError | None = None
+        self._open(number)
+        self._synced: LogPosition = (number, 0)
+
+    def _open(self, number: int) -> None:
+        self.number = number
+        self._fd = os.open(log_path(self._dir, number), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        self._offset = os.fstat(self._fd).st_size
+        dir_fd = os.open(self._dir, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def append(self, seq: int, parts: Sequence[bytes]) -> LogPosition:
+        """Write one record whose payload is `parts` joined (not yet durable); returns the
+        position `sync` must reach."""
+        header = encode_record_header(seq, parts)
+        with self._append_lock:
+            if self._failed is not None or self._fd < 0:
+                raise StoreClosedError(f"the log is closed or failed: {self._failed}")
+            for part in (header, *parts):
+                view = memoryview(part)
+                while view:
+                    written = os.write(self._fd, view)
+                    view = view[written:]
+                self._offset += len(part)
+            return (self.number, self._offset)
+
+    def sync(self, position: LogPosition) -> None:
+        """Return once `position` is on disk, sharing one fsync among concurrent callers."""
+        if self._synced >= position:
+            return
+        with self._sync_lock:
+            if self._synced >= position:
+                return
+            with self._append_lock:
+                target = (self.number, self._offset)
+                fd = self._fd
+            try:
+                os.fdatasync(fd)
+            except OSError as e:
+                # After a failed fsync the page cache may have dropped our writes: refuse more.
+                self._failed = e
+                raise StoreClosedError(f"log fsync failed: {e}") from e
+            self._synced = target
+
+    def rotate(self) -> int:
+        """Make the current file durable and start the next; returns the new file number."""
+        with self._sync_lock, self._append_lock:
+            os.fdatasync(self._fd)
+            os.close(self._fd)
+            self._synced = (self.number, self._offset)
+            self._open(self.number + 1)
+            return self.number
+
+    def close(self) -> None:
+        with self._sync_lock, self._append_lock:
+            if self._fd >= 0:
+                os.fdatasync(self._fd)
+                os.close(self._fd)
+                self._fd = -1
