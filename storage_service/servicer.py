@@ -64,7 +64,7 @@ def to_proto(meta: ImageMeta, vector: list[float] | None = None) -> pb.ImageMeta
         moderation_score=meta.moderation_score,
         ocr_text=meta.ocr_text,
         tags=meta.tags,
-        status=int(meta.status),
+        status=int(meta.status),  # type: ignore[arg-type]
         feature_vector=vector or [],
         has_feature_vector=meta.has_feature_vector,
         feedback=[
@@ -100,6 +100,7 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
         first = next(messages, None)
         if first is None or first.WhichOneof("part") != "header":
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be a header")
+        assert first is not None
         header = first.header
         if not header.filename:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "header.filename is required")

@@ -1,0 +1,124 @@
+"""Fixtures for the storage service: a bare column store, and the real gRPC service over one."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from PIL import Image
+
+from imagerepo.storage.v1 import storage_service_pb2 as pb
+from imagerepo.storage.v1 import storage_service_pb2_grpc as pb_grpc
+from service_runtime.grpc_server import channel_options
+from storage_service.columnstore.store import ColumnStore, StoreOptions
+from storage_service.server import build_server
+
+# Small enough that a handful of photos already makes the store flush to segments; no
+# background compaction, so tests decide when it happens.
+SMALL_MEMTABLE = StoreOptions(
+    memtable_bytes=400_000, compact_min_segments=1000, compact_dead_fraction=2.0
+)
+
+
+@pytest.fixture
+def bare_store(tmp_path: Path) -> Iterator[ColumnStore]:
+    """A column store over a throwaway directory, flushing after a few photos."""
+    store = ColumnStore.open(tmp_path / "store", SMALL_MEMTABLE)
+    yield store
+    store.close()
+
+
+@dataclass
+class StorageService:
+    stub: pb_grpc.StorageServiceStub
+    store: ColumnStore
+    data_dir: Path
+
+
+class ServiceRunner:
+    """Starts the real storage service over a data dir; can restart it over the same dir."""
+
+    def __init__(self, data_dir: Path, max_image_bytes: int = 50 * 1024 * 1024) -> None:
+        self.data_dir = data_dir
+        self.max_image_bytes = max_image_bytes
+        self._server: grpc.Server | None = None
+        self._channel: grpc.Channel | None = None
+        self._store: ColumnStore | None = None
+
+    def start(self) -> StorageService:
+        self._store = ColumnStore.open(self.data_dir, SMALL_MEMTABLE)
+        self._server, port, health = build_server(
+            self._store,
+            "127.0.0.1:0",
+            max_image_bytes=self.max_image_bytes,
+            max_image_pixels=4_000_000,
+        )
+        self._server.start()
+        health.set_serving(True)
+        self._channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=channel_options())
+        return StorageService(pb_grpc.StorageServiceStub(self._channel), self._store, self.data_dir)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop(grace=None)
+        if self._channel is not None:
+            self._channel.close()
+        if self._store is not None:
+            self._store.close()
+        self._server = self._channel = self._store = None
+
+    def restart(self) -> StorageService:
+        self.stop()
+        return self.start()
+
+
+@pytest.fixture
+def storage_runner(tmp_path: Path) -> Iterator[ServiceRunner]:
+    """The storage service over tmp_path; `restart()` reopens the same data dir."""
+    runner = ServiceRunner(tmp_path / "storage")
+    yield runner
+    runner.stop()
+
+
+@pytest.fixture
+def storage(storage_runner: ServiceRunner) -> StorageService:
+    """A running storage service (real gRPC on port 0) over a throwaway data dir."""
+    return storage_runner.start()
+
+
+def upload_requests(
+    data: bytes, filename: str, owner: str = "", chunk: int = 256 * 1024, expected_size: int = 0
+) -> Iterator[pb.PutImageRequest]:
+    header = pb.PutImageHeader(filename=filename, owner=owner, expected_size=expected_size)
+    yield pb.PutImageRequest(header=header)
+    for offset in range(0, len(data), chunk):
+        yield pb.PutImageRequest(chunk=data[offset : offset + chunk])
+
+
+def put(
+    stub: pb_grpc.StorageServiceStub, data: bytes, filename: str, owner: str = ""
+) -> pb.PutImageResponse:
+    response: pb.PutImageResponse = stub.PutImage(
+        upload_requests(data, filename, owner), timeout=30
+    )
+    return response
+
+
+def read_all(stub: pb_grpc.StorageServiceStub, image_id: str) -> bytes:
+    return b"".join(
+        r.chunk for r in stub.ReadImageData(pb.ReadImageDataRequest(image_id=image_id), timeout=30)
+    )
+
+
+def jpeg_variant(data: bytes, seed: int) -> bytes:
+    """A distinct JPEG made from a photo: cropped and re-encoded (a different sha256)."""
+    with Image.open(io.BytesIO(data)) as im:
+        w, h = im.size
+        crop = im.convert("RGB").crop((seed % 7, seed % 5, w - seed % 3, h - seed % 11))
+        buf = io.BytesIO()
+        crop.save(buf, "JPEG", quality=80 + seed % 15)
+        return buf.getvalue()
