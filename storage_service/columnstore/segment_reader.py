@@ -28,6 +28,7 @@ class SegmentReader:
             self._directory = self._read_directory()
         except BaseException:
             os.close(self._fd)
+            self._fd = -1
             raise
         self.row_count: int = self._directory["rows"]
         self._columns: dict[str, dict[str, Any]] = self._directory["columns"]

@@ -119,6 +119,8 @@ class WriteAheadLog:
         self._append_lock = threading.Lock()
         self._sync_lock = threading.Lock()
         self._failed: OSError | None = None
+        # fsyncs done by sync(): fewer than synced writes when writers share them.
+        self.fsyncs = 0
         self._open(number)
         self._synced: LogPosition = (number, 0)
 
@@ -163,6 +165,7 @@ class WriteAheadLog:
                 # After a failed fsync the page cache may have dropped our writes: refuse more.
                 self._failed = e
                 raise StoreClosedError(f"log fsync failed: {e}") from e
+            self.fsyncs += 1
             self._synced = target
 
     def rotate(self) -> int:

@@ -1,0 +1,83 @@
+"""Upload validation and what is computed at put time: type, EXIF, orientation, thumbnails."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from storage_service.columnstore.errors import InvalidImageError
+from storage_service.columnstore.image_check import prepare_image
+
+
+def _with_exif(photo: bytes, orientation: int) -> bytes:
+    with Image.open(io.BytesIO(photo)) as im:
+        exif = Image.Exif()
+        exif[0x010F] = "Canon"  # Make
+        exif[0x0110] = "EOS 5D"  # Model
+        exif[0x0112] = orientation
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=90, exif=exif)
+        return buf.getvalue()
+
+
+def test_exif_orientation_is_applied_to_size_and_thumbnails(photo_jpegs):
+    rotated = _with_exif(photo_jpegs["china"], orientation=6)  # stored 640x427, shown 427x640
+
+    image = prepare_image(rotated)
+
+    assert (image.width, image.height) == (427, 640)
+    assert image.thumb_small_size == (171, 256)
+    assert image.thumb_preview_size == (427, 640)
+    assert image.exif["camera_make"] == "Canon"
+    assert image.exif["camera_model"] == "EOS 5D"
+    with Image.open(io.BytesIO(image.thumb_small)) as thumb:
+        assert (thumb.format, thumb.size) == ("WEBP", (171, 256))
+
+
+def test_large_photo_gets_a_1024_preview_and_small_one_reuses_the_original(photo_jpegs):
+    with Image.open(io.BytesIO(photo_jpegs["astronaut"])) as im:
+        buf = io.BytesIO()
+        im.resize((2048, 2048)).save(buf, "JPEG", quality=85)
+
+    large = prepare_image(buf.getvalue())
+    small = prepare_image(photo_jpegs["astronaut"])
+
+    assert large.thumb_preview_size == (1024, 1024)
+    assert len(large.thumb_preview) < len(large.data)
+    assert (small.thumb_preview, small.thumb_preview_size) == (b"", (0, 0))
+
+
+def test_content_type_is_sniffed_from_the_bytes(photo_paths):
+    png = prepare_image(photo_paths["coffee"].read_bytes())
+
+    assert (png.content_type, png.format) == ("image/png", "PNG")
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (b"", "empty"),
+        (b"GIF89a but not really", "not an image"),
+        (b"plain text, not a photo at all", "not an image"),
+    ],
+)
+def test_bytes_that_are_no_image_are_refused_with_a_reason(payload, message):
+    with pytest.raises(InvalidImageError, match=message):
+        prepare_image(payload)
+
+
+def test_truncated_photo_is_refused(photo_jpegs):
+    data = photo_jpegs["coffee"]
+
+    with pytest.raises(InvalidImageError, match="truncated"):
+        prepare_image(data[: len(data) * 2 // 3])
+
+
+def test_decompression_bomb_is_refused_before_decoding():
+    buf = io.BytesIO()
+    Image.new("1", (12000, 12000)).save(buf, "PNG")
+
+    with pytest.raises(InvalidImageError, match="bomb"):
+        prepare_image(buf.getvalue(), max_pixels=50_000_000)

@@ -1,0 +1,201 @@
+"""The column store used directly: recovery, log damage, compaction, index consistency."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+
+import pytest
+
+from storage_service.columnstore import wal
+from storage_service.columnstore.errors import ImageNotFoundError, StoreClosedError
+from storage_service.columnstore.image_check import prepare_image
+from storage_service.columnstore.model import AnnotationUpdate, Label
+from storage_service.columnstore.store import ColumnStore, StoreOptions
+from tests.storage_service.conftest import SMALL_MEMTABLE, jpeg_variant
+
+
+@pytest.fixture(scope="module")
+def prepared(photo_jpegs):
+    """Validated photos with thumbnails, ready for put (made once: Pillow work is slow)."""
+    return [prepare_image(jpeg_variant(data, i)) for i, data in enumerate(photo_jpegs.values())]
+
+
+def _crash_copy(store: ColumnStore, tmp_path, name: str = "crashed"):
+    """The data dir as a kill -9 would leave it now: every acknowledged write is in a file."""
+    target = tmp_path / name
+    shutil.copytree(store.data_dir, target)
+    return target
+
+
+def test_unflushed_writes_are_replayed_from_the_log(tmp_path, prepared):
+    store = ColumnStore.open(tmp_path / "s", StoreOptions(memtable_bytes=1 << 30))
+    ids = [store.put(f"{i}.jpg", "", p).image.id for i, p in enumerate(prepared[:4])]
+    store.delete(ids[0])
+    store.update_annotations(
+        ids[1], AnnotationUpdate(fields=frozenset({"ocr_text"}), ocr_text="hello")
+    )
+
+    reopened = ColumnStore.open(_crash_copy(store, tmp_path))
+
+    assert [m.id for m in reopened.list_images().images] == ids[:0:-1]
+    assert reopened.get(ids[1]).ocr_text == "hello"
+    assert reopened.read_data(ids[3])[1] == prepared[3].data
+    with pytest.raises(ImageNotFoundError):
+        reopened.get(ids[0])
+    reopened.close()
+    store.close()
+
+
+def test_torn_log_tail_is_dropped_with_a_log_line(tmp_path, prepared, caplog):
+    store = ColumnStore.open(tmp_path / "s", StoreOptions(memtable_bytes=1 << 30))
+    ids = [store.put(f"{i}.jpg", "", p).image.id for i, p in enumerate(prepared[:3])]
+    crashed = _crash_copy(store, tmp_path)
+    (log_file,) = (crashed / "wal").glob("*.log")
+    log_file.write_bytes(log_file.read_bytes()[:-100])
+
+    with caplog.at_level(logging.ERROR):
+        reopened = ColumnStore.open(crashed)
+
+    assert [m.id for m in reopened.list_images().images] == ids[1::-1]
+    assert any("write-ahead log damage" in r.message for r in caplog.records)
+    reopened.close()
+    store.close()
+
+
+def test_flipped_byte_in_the_log_drops_that_record_and_keeps_the_rest(tmp_path, prepared, caplog):
+    store = ColumnStore.open(tmp_path / "s", StoreOptions(memtable_bytes=1 << 30))
+    ids = [store.put(f"{i}.jpg", "", p).image.id for i, p in enumerate(prepared[:3])]
+    crashed = _crash_copy(store, tmp_path)
+    (log_file,) = (crashed / "wal").glob("*.log")
+    records, _ = wal.read_log(log_file)
+    raw = bytearray(log_file.read_bytes())
+    second_record_middle = wal.RECORD_HEADER.size * 2 + len(records[0][1]) + 5000
+    raw[second_record_middle] ^= 0x01
+    log_file.write_bytes(bytes(raw))
+
+    with caplog.at_level(logging.ERROR):
+        reopened = ColumnStore.open(crashed)
+
+    assert [m.id for m in reopened.list_images().images] == [ids[2], ids[0]]
+    assert reopened.read_data(ids[2])[1] == prepared[2].data
+    assert any("write-ahead log damage" in r.message for r in caplog.records)
+    reopened.close()
+    store.close()
+
+
+def test_flush_moves_rows_to_a_segment_and_retires_the_log(bare_store, prepared):
+    ids = [bare_store.put(f"{i}.jpg", "", p).image.id for i, p in enumerate(prepared)]
+
+    bare_store.flush()
+    stats = bare_store.stats()
+
+    assert stats.memtable_rows == 0
+    assert stats.segment_count >= 1
+    assert stats.wal_bytes == 0
+    assert [bare_store.read_data(i)[1] for i in ids] == [p.data for p in prepared]
+
+
+def test_filename_index_stays_consistent_through_delete_compaction_and_restart(tmp_path, prepared):
+    store = ColumnStore.open(tmp_path / "s", SMALL_MEMTABLE)
+    ids = [store.put("same.jpg", "", p).image.id for p in prepared[:5]]
+    store.flush()
+    store.delete(ids[1])
+    store.delete(ids[3])
+    store.flush()
+
+    store.compact()
+    after_compaction = [m.id for m in store.find_by_filename("same.jpg")]
+    store.close()
+    reopened = ColumnStore.open(tmp_path / "s", SMALL_MEMTABLE)
+
+    expected = [ids[4], ids[2], ids[0]]
+    assert after_compaction == expected
+    assert [m.id for m in reopened.find_by_filename("same.jpg")] == expected
+    assert reopened.find_by_filename("missing.jpg") == []
+    reopened.close()
+
+
+def test_annotations_survive_compaction_with_their_vector(tmp_path, prepared):
+    store = ColumnStore.open(tmp_path / "s", SMALL_MEMTABLE)
+    image_id = store.put("a.jpg", "", prepared[0]).image.id
+    store.update_annotations(
+        image_id,
+        AnnotationUpdate(
+            fields=frozenset({"labels", "feature_vector"}),
+            labels=(Label("tabby", 0.5),),
+            feature_vector=(1.0, 2.0, 3.0),
+        ),
+    )
+    store.flush()
+    store.update_annotations(image_id, AnnotationUpdate(add_tags=("x",)))
+    store.flush()
+
+    store.compact()
+    store.close()
+    reopened = ColumnStore.open(tmp_path / "s")
+
+    meta = reopened.get(image_id)
+    assert meta.labels == (Label("tabby", 0.5),)
+    assert meta.tags == ("x",)
+    assert reopened.feature_vector(image_id) == [1.0, 2.0, 3.0]
+    assert reopened.stats().segment_count == 1
+    reopened.close()
+
+
+def test_background_policy_compacts_when_segments_pile_up(tmp_path, prepared):
+    store = ColumnStore.open(tmp_path / "s", StoreOptions(memtable_bytes=1, compact_min_segments=3))
+    ids = [store.put(f"{i}.jpg", "", p).image.id for i, p in enumerate(prepared)]
+
+    deadline = time.monotonic() + 30
+    while store.stats().segment_count >= 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    assert store.stats().segment_count < 3
+    assert [store.read_data(i)[1] for i in ids] == [p.data for p in prepared]
+    store.close()
+
+
+def test_readers_keep_reading_while_compaction_swaps_segments(tmp_path, prepared):
+    store = ColumnStore.open(tmp_path / "s", SMALL_MEMTABLE)
+    ids = [store.put(f"{i}.jpg", "", p).image.id for i, p in enumerate(prepared)]
+    store.flush()
+    expected = dict(zip(ids, (p.data for p in prepared), strict=True))
+    stop = threading.Event()
+    failures: list[BaseException] = []
+    reads = [0]
+
+    def reader() -> None:
+        while not stop.is_set():
+            for image_id, data in expected.items():
+                try:
+                    assert store.read_data(image_id)[1] == data
+                    reads[0] += 1
+                except BaseException as e:  # noqa: BLE001 - reported below
+                    failures.append(e)
+
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for _ in range(3):
+        store.put("more.jpg", "", prepared[0])
+        store.flush()
+        store.compact()
+    stop.set()
+    for t in threads:
+        t.join()
+
+    assert failures == []
+    assert reads[0] > 0
+    assert len(list((store.data_dir / "segments").glob("*.seg"))) == 1
+    store.close()
+
+
+def test_writes_after_close_are_refused(tmp_path, prepared):
+    store = ColumnStore.open(tmp_path / "s")
+    store.close()
+
+    with pytest.raises(StoreClosedError):
+        store.put("a.jpg", "", prepared[0])
