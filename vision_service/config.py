@@ -23,6 +23,8 @@ class VisionConfig:
     inter_op_threads: int = 1
     # The OCR models run in the request thread, one intra-op thread each.
     ocr_threads: int = 1
+    # Let onnxruntime threads spin-wait between ops (faster alone, worse when sharing cores).
+    ort_spin: bool = False
     # Micro-batching of concurrent Analyze calls.
     batch_max_size: int = 8
     batch_max_wait_ms: float = 10.0
@@ -41,6 +43,7 @@ class VisionConfig:
             intra_op_threads=int(env.get("VISION_INTRA_OP_THREADS", cls.intra_op_threads)),
             inter_op_threads=int(env.get("VISION_INTER_OP_THREADS", cls.inter_op_threads)),
             ocr_threads=int(env.get("VISION_OCR_THREADS", cls.ocr_threads)),
+            ort_spin=env.get("VISION_ORT_SPIN", "0").lower() in ("1", "true", "yes"),
             batch_max_size=int(env.get("VISION_BATCH_MAX_SIZE", cls.batch_max_size)),
             batch_max_wait_ms=float(env.get("VISION_BATCH_MAX_WAIT_MS", cls.batch_max_wait_ms)),
             max_image_pixels=int(env.get("VISION_MAX_IMAGE_PIXELS", cls.max_image_pixels)),

@@ -115,7 +115,7 @@ class VisionEngine:
         is missing or its checksum does not match."""
         started = time.perf_counter()
         registry = load_registry(config.models_dir)
-        threads = SessionThreads(config.intra_op_threads, config.inter_op_threads)
+        threads = SessionThreads(config.intra_op_threads, config.inter_op_threads, config.ort_spin)
         steps = tqdm(total=4, desc="loading vision models", unit="model", disable=None)
         classifier = ImageClassifier.load(registry[CLASSIFIER], threads)
         steps.update()
