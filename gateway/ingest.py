@@ -84,17 +84,33 @@ class IngestPipeline:
         self._busy: set[str] = set()
         self._busy_changed = threading.Condition()
         self._attempts: dict[str, int] = {}
+        self._uploads_started_ms: dict[object, float] = {}
         # Deleted from storage while search was down: the reconciler retries these.
         self.pending_removals: set[str] = set()
 
     def ingest(self, filename: str, data: bytes, owner: str, content_type: str) -> IngestOutcome:
         """Store the upload (ServiceError if that fails), then carry it as far as possible."""
         timings: dict[str, float] = {}
-        with timed(timings, "storage_put"):
-            put = self._clients.put_image(filename, data, owner, content_type)
-        duplicate_of = list(put.duplicate_of)
-        finished = self.finish(put.image, data, timings, duplicate_of, wait=True)
+        token = object()
+        with self._busy_changed:
+            self._uploads_started_ms[token] = time.time() * 1000
+        try:
+            with timed(timings, "storage_put"):
+                put = self._clients.put_image(filename, data, owner, content_type)
+            duplicate_of = list(put.duplicate_of)
+            finished = self.finish(put.image, data, timings, duplicate_of, wait=True)
+        finally:
+            with self._busy_changed:
+                del self._uploads_started_ms[token]
         return IngestOutcome(finished.image, duplicate_of, finished.pending_reason, timings)
+
+    def uploads_in_flight_since_ms(self) -> float | None:
+        """When the oldest upload still being carried through started (None when idle).
+
+        Images created after that are left to their uploads: the reconciler skips them.
+        """
+        with self._busy_changed:
+            return min(self._uploads_started_ms.values(), default=None)
 
     def finish(
         self,

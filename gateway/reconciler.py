@@ -19,6 +19,9 @@ from gateway.ingest import PENDING, READY, IngestPipeline
 
 log = logging.getLogger(__name__)
 
+# Storage stamps created_at with its own clock; allow for a little skew against ours.
+CLOCK_SLACK_MS = 1000
+
 
 @dataclass
 class ReconcilePass:
@@ -67,9 +70,15 @@ class Reconciler:
             report.removals_retried += 1
             if not self._pipeline.remove_from_index(image_id):
                 break
+        in_flight_ms = self._pipeline.uploads_in_flight_since_ms()
         for image in list(self._clients.iter_images(status=PENDING)):
             if self._stop.is_set():
                 break
+            if (
+                in_flight_ms is not None
+                and image.created_at_unix_ms >= in_flight_ms - CLOCK_SLACK_MS
+            ):
+                continue  # its upload is still carrying it through
             outcome = self._pipeline.finish(image)
             if outcome.image.status == READY:
                 report.completed += 1

@@ -30,7 +30,6 @@ from search_service.semantic_link import connect_semantic
 from search_service.server import build_server as build_search
 from search_service.vision_client import VisionClient
 from service_runtime.grpc_server import channel_options
-from storage_service.server import build_server as build_storage
 from tests.conftest import REPO_ROOT
 from vision_service.config import VisionConfig
 from vision_service.engine import VisionEngine
@@ -97,9 +96,7 @@ class Stack:
             data.mkdir(parents=True, exist_ok=True)
             index = DurableIndex.open(data, SearchConfig().engine_params())
             self.extras["index"] = index
-        server, port, health = build_search(
-            f"127.0.0.1:{self.ports.get('search', 0)}", 8, index
-        )
+        server, port, health = build_search(f"127.0.0.1:{self.ports.get('search', 0)}", 8, index)
         self._started("search", server, port, health)
         if "vision_client" not in self.extras:
             client = VisionClient(f"127.0.0.1:{self.ports['vision']}", 30.0)

@@ -1,0 +1,317 @@
+"""End to end through the gateway's HTTP API with all four services running on free ports."""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+
+import grpc
+import pytest
+from PIL import Image
+
+from imagerepo.search.v1 import search_service_pb2 as search_pb
+from imagerepo.storage.v1 import storage_service_pb2 as storage_pb
+
+
+def upload(http, url: str, *files: tuple[str, bytes], headers=None):
+    parts = [("files", (name, data)) for name, data in files]
+    return http.post(f"{url}/api/images", files=parts, headers=headers or {}, timeout=120)
+
+
+def unique(name: str) -> str:
+    stem, _, ext = name.rpartition(".")
+    return f"{stem}-{uuid.uuid4().hex[:8]}.{ext}"
+
+
+def variant(data: bytes) -> bytes:
+    """The same photo rotated a little, shrunk and brightened: a near duplicate."""
+    with Image.open(io.BytesIO(data)) as im:
+        out = im.rotate(8, expand=False).resize((im.width * 6 // 10, im.height * 6 // 10))
+        out = Image.eval(out, lambda v: min(255, int(v * 1.3)))
+        buf = io.BytesIO()
+        out.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def photos(stack, gateway_url, photo_jpegs):
+    """Four real photos uploaded in one request; their results by short name."""
+    import requests
+
+    names = ["chelsea", "coffee", "rocket", "motorcycle"]
+    with requests.Session() as http:
+        reply = upload(http, gateway_url, *[(f"{n}.jpg", photo_jpegs[n]) for n in names])
+    assert reply.status_code == 201, reply.text
+    return dict(zip(names, reply.json()["results"], strict=True))
+
+
+def test_upload_of_several_photos_stores_analyses_and_indexes_each(photos):
+    for result in photos.values():
+        assert result["result"] == "stored", result
+        assert result["image"]["status"] == "ready", result
+        assert result["image"]["labels"], result
+        assert set(result["timings_ms"]) >= {"storage_put", "vision_analyze", "search_index"}, (
+            result
+        )
+    assert photos["coffee"]["image"]["best_label"] == "espresso"
+    cat_labels = [label["name"] for label in photos["chelsea"]["image"]["labels"][:3]]
+    assert {"tiger cat", "Egyptian cat", "tabby"} & set(cat_labels), cat_labels
+
+
+def test_upload_reports_stage_timings_in_server_timing_header(http, gateway_url, photo_jpegs):
+    reply = upload(http, gateway_url, (unique("flower.jpg"), photo_jpegs["flower"]))
+
+    assert reply.status_code == 201
+    assert "vision_analyze;dur=" in reply.headers["Server-Timing"]
+    assert reply.headers["Location"].startswith("/api/images/")
+
+
+def test_uploaded_photos_are_listed_newest_first(photos, http, gateway_url):
+    reply = http.get(f"{gateway_url}/api/images", params={"page_size": 1000})
+
+    listed = [image["id"] for image in reply.json()["images"]]
+    ours = [photos[n]["image"]["id"] for n in ["chelsea", "coffee", "rocket", "motorcycle"]]
+    assert set(ours) <= set(listed)
+    times = [image["created_at_unix_ms"] for image in reply.json()["images"]]
+    assert times == sorted(times, reverse=True)
+    assert reply.json()["total_count"] >= 4
+
+
+def test_listing_is_paginated(photos, http, gateway_url):
+    first = http.get(f"{gateway_url}/api/images", params={"page_size": 2}).json()
+    second = http.get(
+        f"{gateway_url}/api/images",
+        params={"page_size": 2, "page_token": first["next_page_token"]},
+    ).json()
+
+    assert len(first["images"]) == 2 and first["next_page_token"]
+    assert not {i["id"] for i in first["images"]} & {i["id"] for i in second["images"]}
+
+
+def test_search_finds_photo_by_what_is_in_it_and_says_why(photos, http, gateway_url):
+    reply = http.get(f"{gateway_url}/api/search", params={"q": "espresso"})
+
+    hits = reply.json()["hits"]
+    assert hits[0]["image"]["id"] == photos["coffee"]["image"]["id"]
+    assert {"field": "labels", "term": "espresso"}.items() <= hits[0]["reasons"][0].items()
+
+
+def test_search_finds_cat_by_a_word_not_in_its_labels(photos, http, gateway_url):
+    reply = http.get(f"{gateway_url}/api/search", params={"q": "kitten"})
+
+    ids = [hit["image"]["id"] for hit in reply.json()["hits"]]
+    assert ids and ids[0] == photos["chelsea"]["image"]["id"]
+
+
+def test_search_without_words_is_400(http, gateway_url):
+    reply = http.get(f"{gateway_url}/api/search", params={"q": "  "})
+
+    assert reply.status_code == 400
+    assert "words" in reply.json()["error"]["message"]
+
+
+def test_suggest_completes_a_label_prefix(photos, http, gateway_url):
+    reply = http.get(f"{gateway_url}/api/suggest", params={"q": "espr"})
+
+    assert "espresso" in [s["text"] for s in reply.json()["suggestions"]]
+
+
+def test_filename_lookup_finds_the_upload(http, gateway_url, photo_jpegs):
+    name = unique("china.jpg")
+    stored = upload(http, gateway_url, (name, photo_jpegs["china"])).json()["results"][0]
+
+    reply = http.get(f"{gateway_url}/api/images/by-filename/{name}")
+
+    assert [i["id"] for i in reply.json()["images"]] == [stored["image"]["id"]]
+
+
+def test_similar_images_put_a_near_copy_first(photos, http, gateway_url, photo_jpegs):
+    copy = upload(http, gateway_url, (unique("cat-edit.jpg"), variant(photo_jpegs["chelsea"])))
+    copy_id = copy.json()["results"][0]["image"]["id"]
+    chelsea_id = photos["chelsea"]["image"]["id"]
+
+    by_id = http.get(f"{gateway_url}/api/images/{chelsea_id}/similar").json()
+    by_upload = http.post(
+        f"{gateway_url}/api/similar",
+        files={"file": ("query.jpg", variant(photo_jpegs["chelsea"]))},
+    ).json()
+    near = http.get(
+        f"{gateway_url}/api/duplicates", params={"image_id": chelsea_id, "near_threshold": 0.85}
+    ).json()
+
+    assert by_id["similar"][0]["image"]["id"] == copy_id
+    assert by_id["similar"][0]["similarity"] > 0.8
+    assert by_upload["similar"][0]["image"]["id"] in {copy_id, chelsea_id}
+    assert any({copy_id, chelsea_id} <= {i["id"] for i in g["images"]} for g in near["near_groups"])
+
+
+def test_exact_duplicate_is_reported_to_the_uploader(photos, http, gateway_url, photo_jpegs):
+    reply = upload(http, gateway_url, ("coffee-again.jpg", photo_jpegs["coffee"]))
+
+    result = reply.json()["results"][0]
+    original = photos["coffee"]["image"]["id"]
+    assert reply.status_code == 201
+    assert result["result"] == "duplicate"
+    assert result["duplicate_of"] == [original]
+    # The copy reuses the original's analysis instead of running the models again.
+    assert "vision_analyze" not in result["timings_ms"]
+    assert result["image"]["labels"] == photos["coffee"]["image"]["labels"]
+    groups = http.get(f"{gateway_url}/api/duplicates").json()["exact_groups"]
+    assert any({original, result["image"]["id"]} == {i["id"] for i in g["images"]} for g in groups)
+
+
+def test_predict_labels_a_photo_without_storing_it(http, gateway_url, photo_jpegs):
+    before = http.get(f"{gateway_url}/api/images", params={"page_size": 1}).json()["total_count"]
+
+    reply = http.post(
+        f"{gateway_url}/api/predict", files={"file": ("x.jpg", photo_jpegs["coffee"])}
+    )
+
+    after = http.get(f"{gateway_url}/api/images", params={"page_size": 1}).json()["total_count"]
+    assert reply.json()["labels"][0]["name"] == "espresso"
+    assert "efficientnet-lite0" in reply.json()["model_versions"]
+    assert after == before
+
+
+def test_tags_can_be_added_searched_and_removed(photos, http, gateway_url):
+    image_id = photos["rocket"]["image"]["id"]
+    tag = "wintertrip"
+
+    added = http.post(f"{gateway_url}/api/images/{image_id}/tags", json={"add": [tag]})
+    found = http.get(f"{gateway_url}/api/search", params={"q": tag}).json()["hits"]
+    removed = http.post(f"{gateway_url}/api/images/{image_id}/tags", json={"remove": [tag]})
+    gone = http.get(f"{gateway_url}/api/search", params={"q": tag}).json()["hits"]
+
+    assert tag in added.json()["tags"]
+    assert found[0]["image"]["id"] == image_id
+    assert found[0]["reasons"][0] == {
+        "field": "tags",
+        "term": tag,
+        "score": pytest.approx(found[0]["reasons"][0]["score"]),
+    }
+    assert tag not in removed.json()["tags"]
+    assert not [
+        h
+        for h in gone
+        if h["image"]["id"] == image_id and "tags" in {r["field"] for r in h["reasons"]}
+    ]
+
+
+def test_feedback_lands_in_the_csv(photos, http, gateway_url):
+    image = photos["motorcycle"]["image"]
+    label = image["labels"][0]["name"]
+
+    reply = http.post(
+        f"{gateway_url}/api/images/{image['id']}/feedback",
+        json={"label": label, "comment": "=HYPERLINK(it is a motorbike)"},
+    )
+    rows = list(csv.DictReader(io.StringIO(http.get(f"{gateway_url}/api/feedback.csv").text)))
+
+    assert reply.status_code == 201
+    ours = [r for r in rows if r["image_id"] == image["id"]]
+    assert ours[0]["label"] == label
+    assert ours[0]["reported_by"] == "local"
+    # A spreadsheet must not run the comment as a formula.
+    assert ours[0]["comment"] == "'=HYPERLINK(it is a motorbike)"
+
+
+def test_feedback_on_a_label_the_image_lacks_is_400(photos, http, gateway_url):
+    image_id = photos["motorcycle"]["image"]["id"]
+
+    reply = http.post(f"{gateway_url}/api/images/{image_id}/feedback", json={"label": "giraffe"})
+
+    assert reply.status_code == 400
+    assert "no label 'giraffe'" in reply.json()["error"]["message"]
+
+
+def test_original_and_thumbnails_are_served_with_cache_headers(
+    photos, http, gateway_url, photo_jpegs
+):
+    image = photos["rocket"]["image"]
+
+    original = http.get(f"{gateway_url}{image['links']['original']}")
+    thumb = http.get(f"{gateway_url}{image['links']['thumbnail']}")
+    again = http.get(
+        f"{gateway_url}{image['links']['thumbnail']}",
+        headers={"If-None-Match": thumb.headers["ETag"]},
+    )
+
+    assert original.content == photo_jpegs["rocket"]
+    assert original.headers["Content-Type"] == "image/jpeg"
+    assert "immutable" in thumb.headers["Cache-Control"]
+    with Image.open(io.BytesIO(thumb.content)) as small:
+        assert max(small.size) <= 256
+    assert again.status_code == 304
+
+
+def test_original_bytes_are_the_uploaded_bytes(http, gateway_url, photo_jpegs):
+    data = photo_jpegs["astronaut"]
+    stored = upload(http, gateway_url, (unique("astronaut.jpg"), data)).json()["results"][0]
+
+    reply = http.get(f"{gateway_url}{stored['image']['links']['original']}")
+
+    assert reply.content == data
+
+
+def test_unknown_image_is_404(http, gateway_url):
+    reply = http.get(f"{gateway_url}/api/images/{'0' * 32}")
+
+    assert reply.status_code == 404
+    assert reply.json()["error"]["status"] == 404
+
+
+def test_delete_removes_the_image_everywhere(stack, http, gateway_url, photo_jpegs):
+    name = unique("camera.jpg")
+    image_id = upload(http, gateway_url, (name, photo_jpegs["camera"])).json()["results"][0][
+        "image"
+    ]["id"]
+    assert http.get(f"{gateway_url}/api/search", params={"q": name}).json()["hits"]
+
+    reply = http.delete(f"{gateway_url}/api/images/{image_id}")
+
+    assert reply.status_code == 200
+    assert http.get(f"{gateway_url}/api/images/{image_id}").status_code == 404
+    assert http.get(f"{gateway_url}/api/images/by-filename/{name}").json()["images"] == []
+    listed = http.get(f"{gateway_url}/api/images", params={"page_size": 1000}).json()["images"]
+    assert image_id not in {i["id"] for i in listed}
+    with pytest.raises(grpc.RpcError) as info:
+        stack.storage_stub().GetImage(storage_pb.GetImageRequest(image_id=image_id), timeout=5)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    hits = stack.search_stub().Search(search_pb.SearchRequest(query=name), timeout=5).hits
+    assert image_id not in {h.image_id for h in hits}
+    assert http.delete(f"{gateway_url}/api/images/{image_id}").status_code == 404
+
+
+def test_status_reports_counts_sizes_and_models(photos, http, gateway_url):
+    report = http.get(f"{gateway_url}/api/status").json()
+
+    assert report["health"] == {"storage": "SERVING", "vision": "SERVING", "search": "SERVING"}
+    assert report["storage"]["image_count"] >= 4
+    assert report["storage"]["by_status"]["ready"] >= 4
+    assert report["search"]["document_count"] >= 4
+    assert "efficientnet-lite0" in {m["name"] for m in report["models"]}
+
+
+def test_mosaic_rebuilds_a_photo_from_repository_tiles(photos, http, gateway_url):
+    image_id = photos["coffee"]["image"]["id"]
+
+    reply = http.get(f"{gateway_url}/images/{image_id}/mosaic.jpg", params={"columns": 30})
+
+    with Image.open(io.BytesIO(reply.content)) as mosaic:
+        assert mosaic.width == 30 * 24
+    assert http.get(f"{gateway_url}/images/{image_id}/mosaic").status_code == 200
+
+
+def test_pages_render_with_the_uploaded_photos(photos, http, gateway_url):
+    coffee = photos["coffee"]["image"]
+
+    gallery = http.get(f"{gateway_url}/").text
+    page = http.get(f"{gateway_url}/images/{coffee['id']}").text
+    results = http.get(f"{gateway_url}/search", params={"q": "espresso"}).text
+    status = http.get(f"{gateway_url}/status").text
+
+    assert coffee["links"]["thumbnail"] in gallery
+    assert "espresso" in page and "this label is wrong" in page and "Similar images" in page
+    assert coffee["links"]["page"] in results and "matched:" in results
+    assert "efficientnet-lite0" in status
