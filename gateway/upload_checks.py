@@ -47,14 +47,14 @@ def clean_filename(raw: str | None) -> str:
         raise BadRequestError("the file has no filename")
     if len(name) > MAX_FILENAME_CHARS:
         raise BadRequestError(f"the filename is longer than {MAX_FILENAME_CHARS} characters")
+    if any(ch in "<>" for ch in name):
+        raise BadRequestError("the filename holds '<' or '>', which filenames here may not use")
+    if any(unicodedata.category(ch) in {"Cc", "Cf"} for ch in name):
+        raise BadRequestError("the filename holds control characters")
     if "/" in name or "\\" in name or name in {".", ".."} or name.startswith(".."):
         raise BadRequestError(
             f"the filename {name!r} holds a path; send the file's name only, without folders"
         )
-    if any(unicodedata.category(ch) in {"Cc", "Cf"} for ch in name):
-        raise BadRequestError("the filename holds control characters")
-    if any(ch in "<>" for ch in name):
-        raise BadRequestError("the filename holds '<' or '>', which filenames here may not use")
     return name
 
 

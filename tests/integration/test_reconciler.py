@@ -1,0 +1,105 @@
+"""Uploads while vision or search is away succeed as PENDING and are finished on their return."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+from PIL import Image
+
+from .conftest import Stack, build_stack
+
+
+@pytest.fixture
+def own_stack(tmp_path, vision_engine) -> Iterator[Stack]:
+    """A stack of its own (services get stopped here), reconciling every 0.3 s."""
+    built = build_stack(tmp_path, vision_engine, reconcile_interval_s=0.3)
+    yield built
+    built.close()
+
+
+def _upload(url: str, name: str, data: bytes) -> dict:
+    reply = requests.post(f"{url}/api/images", files={"file": (name, data)}, timeout=120)
+    assert reply.status_code == 201, reply.text
+    return reply.json()["results"][0]
+
+
+def _wait_for_status(url: str, image_id: str, status: str, timeout_s: float = 60) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        image = requests.get(f"{url}/api/images/{image_id}", timeout=10).json()
+        if image["status"] == status or time.monotonic() > deadline:
+            return image
+        time.sleep(0.2)
+
+
+def test_upload_with_vision_stopped_is_finished_after_it_restarts(own_stack, photo_jpegs):
+    url = own_stack.gateway.url
+    own_stack.stop("vision")
+
+    result = _upload(url, "waiting-cat.jpg", photo_jpegs["chelsea"])
+    image_id = result["image"]["id"]
+    time.sleep(1.0)  # a few reconciler passes while vision is still away
+    still = requests.get(f"{url}/api/images/{image_id}", timeout=10).json()
+    own_stack.start("vision")
+    done = _wait_for_status(url, image_id, "ready")
+
+    assert result["image"]["status"] == "pending"
+    assert result["pending_reason"] == "waiting for vision: UNAVAILABLE"
+    assert still["status"] == "pending"
+    assert done["status"] == "ready"
+    assert done["status_detail"] == ""
+    assert any("cat" in label["name"] for label in done["labels"])
+    hits = requests.get(f"{url}/api/search", params={"q": "cat"}, timeout=10).json()["hits"]
+    assert image_id in [h["image"]["id"] for h in hits]
+
+
+def test_upload_with_search_stopped_keeps_analysis_and_is_indexed_later(own_stack, photo_jpegs):
+    url = own_stack.gateway.url
+    own_stack.stop("search")
+
+    result = _upload(url, "waiting-coffee.jpg", photo_jpegs["coffee"])
+    own_stack.start("search")
+    done = _wait_for_status(url, result["image"]["id"], "ready")
+
+    assert result["image"]["status"] == "pending"
+    assert result["pending_reason"] == "waiting for search: UNAVAILABLE"
+    # Analysis was saved at upload: the reconciler only had to index it.
+    assert result["image"]["best_label"] == "espresso"
+    assert done["status"] == "ready"
+    hits = requests.get(f"{url}/api/search", params={"q": "espresso"}, timeout=10).json()["hits"]
+    assert [h["image"]["id"] for h in hits] == [result["image"]["id"]]
+
+
+def test_delete_while_search_stopped_is_removed_from_index_later(own_stack, photo_jpegs):
+    url = own_stack.gateway.url
+    image_id = _upload(url, "rocket.jpg", photo_jpegs["rocket"])["image"]["id"]
+    own_stack.stop("search")
+
+    deleted = requests.delete(f"{url}/api/images/{image_id}", timeout=10)
+    own_stack.start("search")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        report = requests.get(f"{url}/api/status", timeout=10).json()
+        if report["storage"]["pending_removals"] == 0:
+            break
+        time.sleep(0.2)
+
+    assert deleted.status_code == 200
+    assert report["search"]["document_count"] == 0
+    assert report["storage"]["pending_removals"] == 0
+
+
+def test_image_the_models_cannot_read_is_marked_failed_not_left_pending(own_stack):
+    # 49 megapixels: storage accepts it (its limit is 100), vision refuses (its limit is 40).
+    buf = io.BytesIO()
+    Image.new("L", (7000, 7000), 128).save(buf, "PNG")
+
+    result = _upload(own_stack.gateway.url, "huge-grey.png", buf.getvalue())
+
+    assert result["image"]["status"] == "failed"
+    assert result["image"]["status_detail"].startswith("vision could not process this image")
+    assert result["pending_reason"] == ""
