@@ -678,11 +678,11 @@ class ColumnStore:
                     entry.image = (segment, i)
                 if entry.vector is not None and entry.vector[0] is row:
                     entry.vector = (segment, i)
+            for number in wal_mod.log_numbers(self.data_dir / "wal"):
+                if number < job.wal_min:
+                    wal_mod.log_path(self.data_dir / "wal", number).unlink(missing_ok=True)
             self._frozen.pop(0)
             self._cond.notify_all()
-        for number in wal_mod.log_numbers(self.data_dir / "wal"):
-            if number < job.wal_min:
-                wal_mod.log_path(self.data_dir / "wal", number).unlink(missing_ok=True)
         log.info("memtable flushed", extra={"segment": segment.name, "rows": len(job.rows)})
 
     def _wants_compaction(self) -> bool:
@@ -769,6 +769,10 @@ class ColumnStore:
         self._compactor.join()
         with self._lock:
             self._wal.close()
+            if not self._memtable and not self._frozen:
+                # Every record is in a segment now: the next open starts with an empty log.
+                for number in wal_mod.log_numbers(self.data_dir / "wal"):
+                    wal_mod.log_path(self.data_dir / "wal", number).unlink()
             self._closed = True
             self._cond.notify_all()
         log.info("column store closed", extra={"data_dir": str(self.data_dir)})

@@ -28,7 +28,11 @@ def test_log_replays_every_record_in_order(tmp_path):
 def test_torn_tail_is_dropped_and_reported(tmp_path):
     _write(tmp_path, [b"one", b"two", b"three" * 100]).close()
     path = tmp_path / "000007.log"
-    path.write_bytes(path.read_bytes()[:-50])  # the crash cut the last record short
+    records, _ = wal.read_log(path)
+    end = sum(wal.RECORD_HEADER.size + len(p) for _s, p in records)
+    raw = bytearray(path.read_bytes())
+    raw[end - 50 : end] = bytes(50)  # the crash left the last record's end unwritten
+    path.write_bytes(bytes(raw))
 
     records, damage = wal.read_log(path)
 
@@ -48,6 +52,16 @@ def test_flipped_byte_in_a_middle_record_drops_only_that_record(tmp_path):
 
     assert [p for _s, p in records] == [b"first" * 10, b"third" * 10]
     assert len(damage) == 1 and damage[0].reason == "corrupt record skipped"
+
+
+def test_preallocated_space_after_the_last_record_is_not_damage(tmp_path):
+    _write(tmp_path, [b"only"]).close()
+
+    records, damage = wal.read_log(tmp_path / "000007.log")
+
+    assert (tmp_path / "000007.log").stat().st_size == wal.PREALLOCATE_BYTES
+    assert records == [(1, b"only")]
+    assert damage == []
 
 
 def test_one_fsync_covers_every_record_written_before_it(tmp_path):

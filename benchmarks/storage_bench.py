@@ -1,0 +1,449 @@
+"""Storage benchmark: our column store against SQLite (WAL mode, synchronous=FULL), same rows.
+
+Both stores are driven directly from Python in this process (not over gRPC), with the same
+prepared rows: real photos from scikit-image / scikit-learn plus cropped, rescaled and
+re-encoded variants, each with its thumbnails, then annotated with labels, tags, OCR text and a
+1280-d feature vector as the vision service would. Every put and update is durable before it
+returns in both (our log is fsynced per write or per group commit; SQLite commits each row with
+synchronous=FULL).
+
+Printed: ingest and annotate throughput, get-by-id and get-by-filename latency (p50, p99),
+on-disk bytes over raw image bytes, the compression ratio of the metadata columns, the zstd level
+measurement behind format.SMALL_COLUMN_LEVEL, and each figure's ratio against SQLite.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import shutil
+import sqlite3
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zstandard
+from PIL import Image
+from tqdm import tqdm
+
+from storage_service.columnstore import format as fmt
+from storage_service.columnstore.image_check import prepare_image
+from storage_service.columnstore.model import (
+    AnalysisStatus,
+    AnnotationUpdate,
+    Label,
+    PreparedImage,
+)
+from storage_service.columnstore.schema import BY_NAME, METADATA_COLUMNS
+from storage_service.columnstore.segment_reader import SegmentReader
+from storage_service.columnstore.store import ColumnStore, StoreOptions, directory_bytes
+
+IMAGES = 300
+LOOKUPS = 2000
+THREADS = 4
+ROUNDS = 6
+VECTOR_DIM = 1280
+SEED = 7
+
+LABELS = [
+    ("tabby", ["tabby cat"]),
+    ("Egyptian cat", []),
+    ("tiger cat", []),
+    ("espresso", []),
+    ("cup", ["coffee mug"]),
+    ("space shuttle", []),
+    ("daisy", []),
+    ("palace", []),
+    ("monastery", []),
+    ("mountain bike", ["all-terrain bike", "off-roader"]),
+]
+
+
+def _photo_paths() -> list[Path]:
+    import skimage
+    import sklearn
+
+    sk = Path(skimage.__file__).parent / "data"
+    skl = Path(sklearn.__file__).parent / "datasets" / "images"
+    names = [
+        "chelsea.png",
+        "coffee.png",
+        "rocket.jpg",
+        "astronaut.png",
+        "motorcycle_left.png",
+        "camera.png",
+        "text.png",
+        "page.png",
+    ]
+    return [sk / n for n in names] + [skl / "china.jpg", skl / "flower.jpg"]
+
+
+def make_images(count: int) -> list[bytes]:
+    """Real photos and variants of them: cropped, rescaled (up to 2x) and re-encoded."""
+    rng = random.Random(SEED)
+    bases = []
+    for path in _photo_paths():
+        with Image.open(path) as im:
+            bases.append(im.convert("RGB"))
+    out = []
+    for i in range(count):
+        im = bases[i % len(bases)]
+        w, h = im.size
+        left, top = rng.randrange(0, w // 8), rng.randrange(0, h // 8)
+        crop = im.crop((left, top, w - rng.randrange(0, w // 8), h - rng.randrange(0, h // 8)))
+        scale = rng.choice([1.0, 1.0, 1.5, 2.0])
+        if scale != 1.0:
+            crop = crop.resize((int(crop.width * scale), int(crop.height * scale)))
+        buf = io.BytesIO()
+        crop.save(buf, "JPEG", quality=rng.randrange(80, 96))
+        out.append(buf.getvalue())
+    return out
+
+
+def annotations(rng: random.Random) -> AnnotationUpdate:
+    picks = rng.sample(LABELS, 5)
+    probs = sorted((rng.random() for _ in picks), reverse=True)
+    return AnnotationUpdate(
+        fields=frozenset({"labels", "feature_vector", "moderation_score", "ocr_text", "status"}),
+        labels=tuple(
+            Label(name, round(p, 4), tuple(syn), LABELS.index((name, syn)))
+            for (name, syn), p in zip(picks, probs, strict=True)
+        ),
+        feature_vector=tuple(
+            np.random.default_rng(rng.randrange(1 << 30)).random(VECTOR_DIM, "float32")
+        ),
+        moderation_score=round(rng.random() * 0.1, 4),
+        ocr_text=rng.choice(["", "", "EXIT", "Coffee shop open 7am-5pm", "page 3 of 12"]),
+        status=AnalysisStatus.READY,
+        add_tags=tuple(rng.sample(["holiday", "family", "cat", "work", "2024"], 2)),
+    )
+
+
+# --- SQLite baseline ---------------------------------------------------------------------------
+
+SQLITE_SCHEMA = """
+CREATE TABLE images (
+  id TEXT PRIMARY KEY, filename TEXT, owner TEXT, content_type TEXT, format TEXT,
+  created_at_ms INTEGER, sha256 TEXT, byte_size INTEGER, width INTEGER, height INTEGER,
+  exif TEXT, thumb_content_type TEXT, thumb_small BLOB, thumb_preview BLOB, data BLOB,
+  labels TEXT, feature_vector BLOB, moderation_score REAL, ocr_text TEXT, tags TEXT,
+  status INTEGER, status_detail TEXT, feedback TEXT
+);
+CREATE INDEX images_filename ON images(filename, created_at_ms);
+CREATE INDEX images_sha256 ON images(sha256);
+"""
+META_COLS = (
+    "id, filename, owner, content_type, format, created_at_ms, sha256, byte_size, "
+    "width, height, exif, labels, moderation_score, ocr_text, tags, status, "
+    "status_detail, feedback"
+)
+
+
+def sqlite_connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=60)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    return db
+
+
+class SqliteStore:
+    """The same table in SQLite; each write its own committed transaction."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.db = sqlite_connect(path)
+        self.db.executescript(SQLITE_SCHEMA)
+        self._local = threading.local()
+        self._n = 0
+        self._lock = threading.Lock()
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = sqlite_connect(self.path)
+        return conn
+
+    def put(self, filename: str, owner: str, image: PreparedImage) -> str:
+        with self._lock:
+            self._n += 1
+            image_id = f"{int(time.time() * 1000):012x}{self._n:020x}"
+        db = self._conn()
+        db.execute("SELECT id FROM images WHERE sha256 = ?", (image.sha256,)).fetchall()
+        db.execute(
+            "INSERT INTO images VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                image_id,
+                filename,
+                owner,
+                image.content_type,
+                image.format,
+                int(time.time() * 1000),
+                image.sha256,
+                len(image.data),
+                image.width,
+                image.height,
+                json.dumps(image.exif),
+                image.thumb_content_type,
+                image.thumb_small,
+                image.thumb_preview,
+                image.data,
+                "[]",
+                b"",
+                0.0,
+                "",
+                "[]",
+                1,
+                "",
+                "[]",
+            ),
+        )
+        return image_id
+
+    def annotate(self, image_id: str, update: AnnotationUpdate) -> None:
+        labels = json.dumps(
+            [
+                {
+                    "name": lb.name,
+                    "p": lb.probability,
+                    "syn": list(lb.synonyms),
+                    "ci": lb.class_index,
+                }
+                for lb in update.labels
+            ]
+        )
+        vector = np.asarray(update.feature_vector, dtype="<f4").tobytes()
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        (tags,) = db.execute("SELECT tags FROM images WHERE id = ?", (image_id,)).fetchone()
+        tags = json.dumps(sorted(set(json.loads(tags)) | set(update.add_tags)))
+        db.execute(
+            "UPDATE images SET labels=?, feature_vector=?, moderation_score=?, ocr_text=?, "
+            "status=?, tags=? WHERE id=?",
+            (
+                labels,
+                vector,
+                update.moderation_score,
+                update.ocr_text,
+                int(update.status),
+                tags,
+                image_id,
+            ),
+        )
+        db.execute("COMMIT")
+
+    def get(self, image_id: str) -> tuple[Any, ...]:
+        return self.db.execute(
+            f"SELECT {META_COLS}, data FROM images WHERE id = ?", (image_id,)
+        ).fetchone()
+
+    def find_by_filename(self, filename: str) -> list[tuple[Any, ...]]:
+        return self.db.execute(
+            f"SELECT {META_COLS} FROM images WHERE filename = ? ORDER BY created_at_ms DESC",
+            (filename,),
+        ).fetchall()
+
+    def disk_bytes(self) -> int:
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return directory_bytes(self.path.parent)
+
+
+# --- measuring ---------------------------------------------------------------------------------
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def timed_calls(fn: Callable[[Any], Any], args: list[Any]) -> list[float]:
+    out = []
+    for a in args:
+        t = time.perf_counter()
+        fn(a)
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def run_threads(fn: Callable[[int], None], n: int) -> float:
+    threads = [threading.Thread(target=fn, args=(k,)) for k in range(n)]
+    t = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return time.perf_counter() - t
+
+
+def level_table(store_dir: Path) -> list[tuple[int, float, float]]:
+    """(level, ratio, MB/s) of zstd on our metadata columns' plain bytes."""
+    raws = []
+    for path in sorted((store_dir / "segments").glob("*.seg")):
+        seg = SegmentReader(path)
+        for name in METADATA_COLUMNS:
+            kind = BY_NAME[name].kind
+            raw, width = fmt.encode_values(kind, seg.column(name))
+            raws.append(fmt.shuffle(raw, width))
+    total = sum(len(r) for r in raws)
+    rows = []
+    for level in (1, 3, 6, 9, 15, 19):
+        t = time.perf_counter()
+        stored = sum(len(zstandard.ZstdCompressor(level=level).compress(r)) for r in raws)
+        rows.append((level, total / stored, total / (time.perf_counter() - t) / 1e6))
+    return rows
+
+
+def main() -> None:
+    rng = random.Random(SEED)
+    work = Path(tempfile.mkdtemp(prefix="storage-bench-"))
+    try:
+        _run(work, rng)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(work: Path, rng: random.Random) -> None:
+    print(
+        f"images: {IMAGES} real photos and variants; stores driven directly (not over gRPC);"
+        " every write durable before it returns in both",
+        flush=True,
+    )
+    datas = make_images(IMAGES)
+    started = time.perf_counter()
+    prepared = [prepare_image(d) for d in tqdm(datas, desc="validate + thumbnails", leave=False)]
+    prepare_s = time.perf_counter() - started
+    raw_bytes = sum(len(d) for d in datas)
+    print(
+        f"raw image bytes: {raw_bytes / 1e6:.1f} MB; validate + thumbnails (same for both, "
+        f"not in the timings below): {prepare_s / IMAGES * 1e3:.1f} ms/image"
+    )
+    filenames = [f"IMG_{i % 100:04d}.JPG" for i in range(IMAGES)]
+    updates = [annotations(rng) for _ in range(IMAGES)]
+
+    ours = ColumnStore.open(work / "ours")
+    (work / "sqlite").mkdir()
+    theirs = SqliteStore(work / "sqlite" / "images.db")
+    results: dict[str, tuple[float, float]] = {}
+
+    # Ingest, one writer: each put durable before the next. Rounds alternate between the two
+    # stores so that load from other processes on the machine hits both alike.
+    our_ids: list[str] = []
+    sql_ids: list[str] = []
+    ours_s = sql_s = 0.0
+    for start in range(0, IMAGES, IMAGES // ROUNDS):
+        batch = range(start, min(start + IMAGES // ROUNDS, IMAGES))
+        t = time.perf_counter()
+        our_ids += [ours.put(filenames[i], "bench", prepared[i]).image.id for i in batch]
+        ours_s += time.perf_counter() - t
+        t = time.perf_counter()
+        sql_ids += [theirs.put(filenames[i], "bench", prepared[i]) for i in batch]
+        sql_s += time.perf_counter() - t
+    results["ingest, 1 writer (images/s)"] = (IMAGES / ours_s, IMAGES / sql_s)
+
+    # Annotate every image, as the vision service does after ingest.
+    t = time.perf_counter()
+    for image_id, update in zip(our_ids, updates, strict=True):
+        ours.update_annotations(image_id, update)
+    ours_annotate = IMAGES / (time.perf_counter() - t)
+    t = time.perf_counter()
+    for image_id, update in zip(sql_ids, updates, strict=True):
+        theirs.annotate(image_id, update)
+    results["annotate, 1 writer (updates/s)"] = (ours_annotate, IMAGES / (time.perf_counter() - t))
+
+    # Ingest, several writers at once (our group commit shares fsyncs; SQLite serialises).
+    fsyncs_before = ours._wal.fsyncs
+    per = IMAGES // THREADS
+
+    def ours_writer(k: int) -> None:
+        for i in range(k * per, (k + 1) * per):
+            ours.put(filenames[i], "bench2", prepared[i])
+
+    def sql_writer(k: int) -> None:
+        for i in range(k * per, (k + 1) * per):
+            theirs.put(filenames[i], "bench2", prepared[i])
+
+    ours_s = run_threads(ours_writer, THREADS)
+    fsync_share = (ours._wal.fsyncs - fsyncs_before) / (per * THREADS)
+    sql_s = run_threads(sql_writer, THREADS)
+    results[f"ingest, {THREADS} writers (images/s)"] = (
+        per * THREADS / ours_s,
+        per * THREADS / sql_s,
+    )
+
+    ours.flush()  # lookups below read from segment files, not the memtable
+    lookup_rng = random.Random(SEED + 1)
+    picks = [lookup_rng.randrange(IMAGES) for _ in range(LOOKUPS)]
+    ours_get = timed_calls(ours.read_data, [our_ids[i] for i in picks])
+    sql_get = timed_calls(theirs.get, [sql_ids[i] for i in picks])
+    names = [filenames[i] for i in picks]
+    ours_find = timed_calls(ours.find_by_filename, names)
+    sql_find = timed_calls(theirs.find_by_filename, names)
+    assert ours.read_data(our_ids[5])[1] == datas[5]
+    assert theirs.get(sql_ids[5])[-1] == datas[5]
+
+    ours.compact()
+    stats = ours.stats()
+    levels = level_table(work / "ours")
+    ours.close()  # both measured at rest: our log is empty, SQLite's is checkpointed
+    ours_disk = directory_bytes(work / "ours")
+    sql_disk = theirs.disk_bytes()
+    all_raw = raw_bytes * 2  # every image was ingested twice (1-writer and N-writer runs)
+    columns = {c.name: c for c in stats.columns}
+    meta_raw = sum(columns[n].raw_bytes for n in METADATA_COLUMNS)
+    meta_stored = sum(columns[n].stored_bytes for n in METADATA_COLUMNS)
+    thumbs = sum(columns[n].stored_bytes for n in ("thumb_small", "thumb_preview"))
+
+    print(f"\n{'':38s} {'ours':>12s} {'SQLite':>12s} {'ours/SQLite':>12s}")
+    for name, (a, b) in results.items():
+        print(f"{name:38s} {a:12.1f} {b:12.1f} {a / b:11.2f}x")
+    for name, a_s, b_s in (
+        ("get by id + bytes", ours_get, sql_get),
+        ("get by filename", ours_find, sql_find),
+    ):
+        for q in (0.5, 0.99):
+            a, b = percentile(a_s, q) * 1e6, percentile(b_s, q) * 1e6
+            label = f"{name} p{int(q * 100)} (us)"
+            print(f"{label:38s} {a:12.1f} {b:12.1f} {a / b:11.2f}x  (lower is better)")
+    print(
+        f"{'on-disk bytes / raw image bytes':38s} {ours_disk / all_raw:12.4f} "
+        f"{sql_disk / all_raw:12.4f} {ours_disk / sql_disk:11.3f}x  (lower is better)"
+    )
+    print(f"\nour group commit: {fsync_share:.2f} fsyncs per write with {THREADS} writers")
+    print(
+        f"our disk: {ours_disk / 1e6:.2f} MB = image bytes {columns['data'].stored_bytes / 1e6:.2f}"
+        f" MB (stored raw: {columns['data'].stored_bytes == columns['data'].raw_bytes}) + "
+        f"thumbnails {thumbs / 1e6:.2f} MB + vectors "
+        f"{columns['feature_vector'].stored_bytes / 1e6:.2f} MB + metadata "
+        f"{meta_stored / 1e6:.3f} MB"
+    )
+    without_thumbs = (ours_disk - thumbs) / all_raw
+    print(f"on-disk / raw image bytes without thumbnails: {without_thumbs:.4f}")
+    print(
+        f"metadata columns: {meta_raw / 1e3:.1f} kB raw -> {meta_stored / 1e3:.1f} kB stored "
+        f"= {meta_raw / meta_stored:.2f}x smaller"
+    )
+    print(
+        "zstd level on our metadata blocks (level, ratio, MB/s): "
+        + ", ".join(f"{lv}: {r:.2f}x {s:.0f}" for lv, r, s in levels)
+        + f"; we use {fmt.SMALL_COLUMN_LEVEL}"
+    )
+    goals = {
+        "ingest at least as fast as SQLite": results["ingest, 1 writer (images/s)"][0]
+        >= results["ingest, 1 writer (images/s)"][1],
+        "get by id at least as fast (p50)": statistics.median(ours_get)
+        <= statistics.median(sql_get),
+        "get by filename at least as fast (p50)": statistics.median(ours_find)
+        <= statistics.median(sql_find),
+        "on-disk within 3% of raw image bytes": ours_disk <= all_raw * 1.03,
+        "metadata at least 3x smaller": meta_raw >= 3 * meta_stored,
+    }
+    print("\ngoals: " + "; ".join(f"{g}: {'met' if ok else 'MISSED'}" for g, ok in goals.items()))
+
+
+if __name__ == "__main__":
+    main()
