@@ -21,7 +21,7 @@ import io
 import multiprocessing
 import threading
 import time
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -71,16 +71,17 @@ def _photos() -> list[bytes]:
     return out
 
 
-def _rate(work: Callable[[], int], seconds: float) -> float:
-    """Items per second of calling `work` (which returns items done) for about `seconds`."""
-    done = 0
-    started = time.perf_counter()
-    while (elapsed := time.perf_counter() - started) < seconds:
-        done += work()
-    return done / elapsed
+@dataclass(frozen=True)
+class Rate:
+    images_per_s: float
+    # CPU time of this process (all its threads) per image: the bare model's cost, or the
+    # service's whole cost (gRPC, decoding, preprocessing, model). Clients run elsewhere.
+    cpu_ms_per_image: float
 
 
-def bare_throughput(config: VisionConfig, tensors: np.ndarray, batch: int) -> float:
+def bare_throughput(config: VisionConfig, tensors: np.ndarray, batch: int, streams: int) -> Rate:
+    """The classifier alone on ready-made tensors, with the service's session settings, run
+    by `streams` threads at once (the service's batch workers) on one shared session."""
     entry = load_registry(config.models_dir)[CLASSIFIER]
     session = open_session(
         entry.path(),
@@ -88,16 +89,34 @@ def bare_throughput(config: VisionConfig, tensors: np.ndarray, batch: int) -> fl
     )
     inputs = np.ascontiguousarray(np.resize(tensors, (batch, *tensors.shape[1:])))
     session.run(None, {"input": inputs})  # warm-up
+    stop = threading.Event()
+    counts = [0] * streams
 
-    def run() -> int:
-        session.run(None, {"input": inputs})
-        return batch
+    def stream(i: int) -> None:
+        while not stop.is_set():
+            session.run(None, {"input": inputs})
+            counts[i] += batch
 
-    return _rate(run, ROUND_S)
+    threads = [threading.Thread(target=stream, args=(i,)) for i in range(streams)]
+    cpu_started = time.process_time()
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    time.sleep(ROUND_S)
+    done = sum(counts)
+    elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
+    stop.set()
+    for t in threads:
+        t.join()
+    return Rate(done / elapsed, 1000.0 * cpu / max(done, 1))
 
 
-def _client_process(port: int, photos: list[bytes], clients: int, tasks: list[int], out) -> None:  # noqa: ANN001
-    """Runs in its own process: `clients` threads calling Analyze for ROUND_S seconds."""
+def _client_process(
+    port: int, photos: list[bytes], clients: int, tasks: list[int], started_event, out
+) -> None:
+    """Runs in its own process: `clients` threads calling Analyze for ROUND_S seconds; puts
+    (calls completed, seconds) on `out`."""
     stop = threading.Event()
     counts = [0] * clients
     start = threading.Barrier(clients + 1)
@@ -122,26 +141,33 @@ def _client_process(port: int, photos: list[bytes], clients: int, tasks: list[in
     for t in threads:
         t.start()
     start.wait()
+    started_event.set()
     started = time.perf_counter()
     time.sleep(ROUND_S)
-    done_at_stop = sum(counts)
+    done = sum(counts)
     elapsed = time.perf_counter() - started
+    out.put((done, elapsed))
     stop.set()
     for t in threads:
         t.join()
-    out.put(done_at_stop / elapsed)
 
 
-def service_throughput(port: int, photos: list[bytes], clients: int, tasks: list[int]) -> float:
+def service_throughput(port: int, photos: list[bytes], clients: int, tasks: list[int]) -> Rate:
     """Calls per second from `clients` concurrent clients in a separate process, as the
-    gateway or the ingest pipeline would call: the service process does only service work."""
+    gateway or the ingest pipeline would call: this process does only the service's work."""
     context = multiprocessing.get_context("spawn")
-    out = context.Queue()
-    process = context.Process(target=_client_process, args=(port, photos, clients, tasks, out))
+    started, out = context.Event(), context.Queue()
+    process = context.Process(
+        target=_client_process, args=(port, photos, clients, tasks, started, out)
+    )
     process.start()
-    rate = float(out.get(timeout=ROUND_S + 120))
+    if not started.wait(timeout=120):
+        raise RuntimeError("benchmark clients did not start")
+    cpu_started = time.process_time()
+    done, elapsed = out.get(timeout=ROUND_S + 120)
+    cpu = time.process_time() - cpu_started
     process.join()
-    return rate
+    return Rate(done / elapsed, 1000.0 * cpu / max(done, 1))
 
 
 def main() -> None:
@@ -152,43 +178,54 @@ def main() -> None:
     )
     print(
         f"onnxruntime threads: intra-op {config.intra_op_threads}, inter-op "
-        f"{config.inter_op_threads}; service batch <= {config.batch_max_size}, wait <= "
-        f"{config.batch_max_wait_ms} ms; {len(photos)} real photos as JPEG; {ROUND_S:.0f} s rounds",
+        f"{config.inter_op_threads}, spinning {'on' if config.ort_spin else 'off'}; "
+        f"{config.batch_workers} batch workers; batch <= {config.batch_max_size}, "
+        f"wait <= {config.batch_max_wait_ms} ms; "
+        f"{len(photos)} real photos as JPEG; {ROUND_S:.0f} s rounds",
         flush=True,
     )
     engine = VisionEngine.load(config)
     server, port, health = build_server("127.0.0.1:0", config, EngineSlot(engine))
     server.start()
     health.set_serving(True)
-    try:
-        bare1 = bare_throughput(config, tensors, 1)
-        print(f"bare classifier, batch 1:                {bare1:7.1f} img/s", flush=True)
-        svc1 = service_throughput(port, photos, 1, IMAGE_ONLY)
-        print(f"service over gRPC, 1 client:             {svc1:7.1f} img/s", flush=True)
-        bare8 = svc8 = 0.0
-        for round_no in range(1, ROUNDS + 1):
-            b = bare_throughput(config, tensors, 8)
-            s = service_throughput(port, photos, CLIENTS, IMAGE_ONLY)
-            print(
-                f"round {round_no}: bare batch 8 {b:6.1f} img/s | service {CLIENTS} clients "
-                f"{s:6.1f} img/s",
-                flush=True,
-            )
-            bare8, svc8 = max(bare8, b), max(svc8, s)
-        sizes = list(engine.classifier_batches.batch_sizes)[-500:]
-        print(f"bare classifier, batch 8 (best):         {bare8:7.1f} img/s")
-        print(f"service over gRPC, {CLIENTS} clients (best):   {svc8:7.1f} img/s")
-        print(f"mean classifier batch in the service (8 clients): {np.mean(sizes):.1f}")
-        print(f"ratio service 1 client / bare batch 1:   {svc1 / bare1:7.2f}")
+
+    def show(what: str, rate: Rate) -> None:
         print(
-            f"ratio service {CLIENTS} clients / bare batch 8:  {svc8 / bare8:7.2f}  (goal >= 0.85)"
-        )
-        full = service_throughput(port, photos, CLIENTS, [])
-        print(
-            f"service default tasks (labels+features+moderation+OCR auto), {CLIENTS} clients: "
-            f"{full:.1f} img/s",
+            f"{what:<42} {rate.images_per_s:7.1f} img/s  {rate.cpu_ms_per_image:6.2f} CPU ms/img",
             flush=True,
         )
+
+    try:
+        bare1 = bare_throughput(config, tensors, 1, streams=1)
+        show("bare classifier, batch 1", bare1)
+        svc1 = service_throughput(port, photos, 1, IMAGE_ONLY)
+        show("service over gRPC, 1 client", svc1)
+        best_bare8: Rate | None = None
+        best_svc8: Rate | None = None
+        for round_no in range(1, ROUNDS + 1):
+            bare8 = bare_throughput(config, tensors, 8, streams=config.batch_workers)
+            show(f"round {round_no}: bare, batch 8 x {config.batch_workers} streams", bare8)
+            svc8 = service_throughput(port, photos, CLIENTS, IMAGE_ONLY)
+            show(f"round {round_no}: service, {CLIENTS} clients", svc8)
+            if best_bare8 is None or bare8.images_per_s > best_bare8.images_per_s:
+                best_bare8 = bare8
+            if best_svc8 is None or svc8.images_per_s > best_svc8.images_per_s:
+                best_svc8 = svc8
+        assert best_bare8 is not None and best_svc8 is not None
+        sizes = list(engine.classifier_batches.batch_sizes)[-500:]
+        print(f"mean classifier batch in the service with {CLIENTS} clients: {np.mean(sizes):.1f}")
+        show("best bare classifier, batch 8", best_bare8)
+        show(f"best service, {CLIENTS} clients", best_svc8)
+        print(
+            f"ratio service 1 client / bare batch 1: {svc1.images_per_s / bare1.images_per_s:.2f}"
+        )
+        ratio = best_svc8.images_per_s / best_bare8.images_per_s
+        print(f"RATIO service {CLIENTS} clients / bare batch 8: {ratio:.2f}  (goal >= 0.85)")
+        cpu_ratio = best_bare8.cpu_ms_per_image / best_svc8.cpu_ms_per_image
+        print(f"CPU cost per image, bare / service: {cpu_ratio:.2f} (less sensitive to load)")
+        full = service_throughput(port, photos, CLIENTS, [])
+        show(f"service, default tasks, {CLIENTS} clients", full)
+        print("  (default tasks = labels + features + moderation + OCR where text is likely)")
     finally:
         server.stop(grace=None)
         engine.close()

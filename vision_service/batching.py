@@ -1,8 +1,9 @@
 """Micro-batching: concurrent requests share one model run instead of one run each.
 
 Each request thread first takes a `Ticket` (it is on its way: decoding, preprocessing), then
-submits its input and waits on a future. One worker thread per model takes up to
-`max_size` queued inputs and runs them as one batch. It waits for more — at most `max_wait_s`
+submits its input and waits on a future. A worker thread takes up to `max_size` queued inputs
+and runs them as one batch; with several workers (one per core, each running the model on one
+thread), one batch runs while the next one forms, and the cores stay busy. It waits for more — at most `max_wait_s`
 after the first input arrived — only while other tickets are still on their way; a lone
 request is never held back, so batching costs a single client nothing.
 """
@@ -42,6 +43,7 @@ class MicroBatcher(Generic[In, Out]):
         max_size: int,
         max_wait_s: float,
         name: str,
+        workers: int = 1,
     ) -> None:
         if max_size < 1:
             raise ValueError("max_size must be at least 1")
@@ -54,8 +56,12 @@ class MicroBatcher(Generic[In, Out]):
         self._cond = threading.Condition()
         # Sizes of the most recent batches run, for tests, logs and benchmarks.
         self.batch_sizes: deque[int] = deque(maxlen=10_000)
-        self._worker = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
-        self._worker.start()
+        self._workers = [
+            threading.Thread(target=self._loop, name=f"batcher-{name}-{i}", daemon=True)
+            for i in range(workers)
+        ]
+        for worker in self._workers:
+            worker.start()
 
     def ticket(self) -> Ticket[In, Out]:
         """Announce an input that will be submitted soon; use as a context manager."""
@@ -69,7 +75,8 @@ class MicroBatcher(Generic[In, Out]):
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        self._worker.join(timeout=5)
+        for worker in self._workers:
+            worker.join(timeout=5)
 
     def _announce(self) -> None:
         with self._cond:
@@ -94,23 +101,29 @@ class MicroBatcher(Generic[In, Out]):
 
     def _next_batch(self) -> list[_Pending[In, Out]] | None:
         with self._cond:
-            while not self._queue and not self._closed:
-                self._cond.wait()
-            if self._closed:
-                closed = BatcherClosedError("the model batcher is shut down")
-                for pending in self._queue:
-                    pending.future.set_exception(closed)
-                self._queue.clear()
-                return None
-            deadline = time.monotonic() + self._max_wait_s
-            while len(self._queue) < self._max_size and self._incoming > 0 and not self._closed:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._cond.wait(remaining)
-            batch = self._queue[: self._max_size]
-            del self._queue[: self._max_size]
-            return batch
+            while True:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    closed = BatcherClosedError("the model batcher is shut down")
+                    for pending in self._queue:
+                        pending.future.set_exception(closed)
+                    self._queue.clear()
+                    return None
+                deadline = time.monotonic() + self._max_wait_s
+                while (
+                    0 < len(self._queue) < self._max_size
+                    and self._incoming > 0
+                    and not self._closed
+                ):
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+                if self._queue:  # another worker may have taken everything meanwhile
+                    batch = self._queue[: self._max_size]
+                    del self._queue[: self._max_size]
+                    return batch
 
     def _loop(self) -> None:
         while (batch := self._next_batch()) is not None:

@@ -101,12 +101,14 @@ class VisionEngine:
             max_size=config.batch_max_size,
             max_wait_s=wait_s,
             name="classifier",
+            workers=config.batch_workers,
         )
         self.moderation_batches: MicroBatcher[np.ndarray, float] = MicroBatcher(
             lambda xs: moderation.nsfw_scores(np.stack(xs)),
             max_size=config.batch_max_size,
             max_wait_s=wait_s,
             name="moderation",
+            workers=config.batch_workers,
         )
 
     @classmethod

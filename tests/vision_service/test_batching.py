@@ -84,3 +84,27 @@ def test_submit_after_close_fails_clearly():
 
     with pytest.raises(BatcherClosedError):
         batcher.submit(1).result(timeout=5)
+
+
+def test_several_workers_answer_every_request_without_empty_batches():
+    seen: list[int] = []
+
+    def record(xs: list[int]) -> list[int]:
+        seen.append(len(xs))
+        return [x + 1 for x in xs]
+
+    batcher: MicroBatcher[int, int] = MicroBatcher(
+        record, max_size=4, max_wait_s=0.005, name="t", workers=2
+    )
+
+    def request(x: int) -> int:
+        with batcher.ticket() as ticket:
+            future = ticket.submit(x)
+        return future.result(timeout=LONG_WAIT_S)
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(request, range(200)))
+    batcher.close()
+
+    assert answers == [x + 1 for x in range(200)]
+    assert sum(seen) == 200 and min(seen) >= 1
