@@ -3,9 +3,10 @@
 Each request thread first takes a `Ticket` (it is on its way: decoding, preprocessing), then
 submits its input and waits on a future. A worker thread takes up to `max_size` queued inputs
 and runs them as one batch; with several workers (one per core, each running the model on one
-thread), one batch runs while the next one forms, and the cores stay busy. It waits for more — at most `max_wait_s`
-after the first input arrived — only while other tickets are still on their way; a lone
-request is never held back, so batching costs a single client nothing.
+thread), one batch runs while the next one forms, and the cores stay busy. A worker waits
+for more inputs — at most `max_wait_s` after the first one arrived — only while other tickets
+are still on their way; a lone request is never held back, so batching costs a single client
+nothing.
 """
 
 from __future__ import annotations
