@@ -39,6 +39,20 @@ from vision_service.servicer import EngineSlot
 from .storage_factory import open_storage
 
 
+def fresh_jpeg(data: bytes) -> bytes:
+    """The same picture as new bytes (a unique JPEG comment): stored, never an exact duplicate
+    of what another test uploaded to the shared stack."""
+    import io
+    import uuid
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        out = io.BytesIO()
+        im.convert("RGB").save(out, "JPEG", quality=92, comment=uuid.uuid4().hex.encode())
+    return out.getvalue()
+
+
 @pytest.fixture(scope="session")
 def vision_engine() -> Iterator[VisionEngine]:
     """Every real vision model, loaded once for the integration tests."""

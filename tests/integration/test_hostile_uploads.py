@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from PIL import Image
 
-from .conftest import GatewayServer, Stack
+from .conftest import GatewayServer, Stack, fresh_jpeg
 
 
 def _upload(http, url: str, name: str, data: bytes):
@@ -98,7 +98,7 @@ def test_oversized_upload_is_413_and_not_stored(stack, http, small_limit_gateway
 
 def test_mixed_batch_stores_good_files_and_reports_bad_ones(stack, http, gateway_url, photo_jpegs):
     files = [
-        ("files", ("good-flower.jpg", photo_jpegs["flower"])),
+        ("files", ("good-flower.jpg", fresh_jpeg(photo_jpegs["flower"]))),
         ("files", ("fake.png", b"GIF? no, text")),
     ]
 
