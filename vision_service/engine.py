@@ -17,7 +17,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from vision_service.batching import MicroBatcher
@@ -25,9 +24,14 @@ from vision_service.config import VisionConfig
 from vision_service.errors import InvalidTextError
 from vision_service.models.classifier import Classification, ImageClass, ImageClassifier, Label
 from vision_service.models.moderation import ModerationModel, moderation_input
-from vision_service.models.ocr import OcrResult, TextLine, TextReader
+from vision_service.models.ocr import PROBE_MAX_SIDE, OcrResult, TextLine, TextReader
 from vision_service.models.text_embedder import EMBEDDING_DIM, TextEmbedder
-from vision_service.preprocess import classifier_input, decode_image
+from vision_service.preprocess import (
+    CLASSIFIER_RESIZE,
+    DecodedImage,
+    classifier_input,
+    decode_image,
+)
 from vision_service.registry import ModelEntry, load_registry
 from vision_service.sessions import SessionThreads
 
@@ -183,17 +187,20 @@ class VisionEngine:
             mod_ticket = (
                 stack.enter_context(self.moderation_batches.ticket()) if wants_moderation else None
             )
-            image = decode_image(request.image_data, max_pixels=self._max_pixels)
+            # Decoded only as large as labels, moderation and the OCR probe need.
+            image = decode_image(
+                request.image_data,
+                max_pixels=self._max_pixels,
+                min_long_side=PROBE_MAX_SIDE,
+                min_short_side=CLASSIFIER_RESIZE,
+            )
             if clf_ticket is not None:
                 classified = clf_ticket.submit(classifier_input(image.rgb))
             if mod_ticket is not None:
                 moderated = mod_ticket.submit(moderation_input(image.rgb))
 
         versions: dict[str, str] = {}
-        ocr = self._read_text(image.rgb, request, versions)
-        scale = (image.width / image.rgb.width, image.height / image.rgb.height)
-        if ocr is not None:
-            ocr = _scaled(ocr, scale)
+        ocr = self._read_text(image, request, versions)
 
         labels: list[Label] = []
         features = None
@@ -220,17 +227,20 @@ class VisionEngine:
         )
 
     def _read_text(
-        self, rgb: Image.Image, request: AnalysisRequest, versions: dict[str, str]
+        self, image: DecodedImage, request: AnalysisRequest, versions: dict[str, str]
     ) -> OcrResult | None:
         if request.ocr_mode is OcrMode.NEVER:
             return None
         if Task.OCR not in request.tasks and request.ocr_mode is not OcrMode.ALWAYS:
             return None
         versions[OCR_DET] = self._entries[OCR_DET].version
-        if request.ocr_mode is OcrMode.AUTO and not self._reader.likely_has_text(rgb):
+        if request.ocr_mode is OcrMode.AUTO and not self._reader.likely_has_text(image.rgb):
             return None
         versions[OCR_REC] = self._entries[OCR_REC].version
-        return self._reader.read(rgb)
+        if image.reduced:  # text needs the detail the reduced decode left out
+            image = decode_image(request.image_data, max_pixels=self._max_pixels)
+        ocr = self._reader.read(image.rgb)
+        return _scaled(ocr, (image.width / image.rgb.width, image.height / image.rgb.height))
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """float32[len(texts), 384], unit rows; InvalidTextError for an empty list, a blank

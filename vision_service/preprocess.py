@@ -9,6 +9,7 @@ truncated file, a decompression bomb — raises `InvalidImageError` with a messa
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -39,10 +40,20 @@ class DecodedImage:
     width: int
     height: int
     format: str
+    # True when libjpeg decoded at a reduced scale for a caller that needed less than the
+    # full working copy: a caller that then needs detail (OCR) decodes again.
+    reduced: bool = False
 
 
-def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
-    """Decode `data` to an upright RGB image; InvalidImageError on anything unreadable."""
+def decode_image(
+    data: bytes, *, max_pixels: int, min_long_side: int = WORKING_MAX_SIDE, min_short_side: int = 0
+) -> DecodedImage:
+    """Decode `data` to an upright RGB image; InvalidImageError on anything unreadable.
+
+    A JPEG much larger than `min_long_side` x `min_short_side` is decoded at a reduced scale
+    by libjpeg itself (1/2, 1/4 or 1/8, never below those sides): a 12 MP photo needed only
+    for labels decodes ~20x faster than in full.
+    """
     if not data:
         raise InvalidImageError("image data is empty")
     try:
@@ -51,7 +62,7 @@ def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
             # decides, so a warning here is noise.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-            return _decode_opened(image, max_pixels)
+            return _decode_opened(image, max_pixels, min_long_side, min_short_side)
     except InvalidImageError:
         raise
     except Image.DecompressionBombError as exc:
@@ -64,7 +75,9 @@ def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
         raise InvalidImageError(f"corrupt or truncated image: {exc}") from exc
 
 
-def _decode_opened(image: Image.Image, max_pixels: int) -> DecodedImage:
+def _decode_opened(
+    image: Image.Image, max_pixels: int, min_long_side: int, min_short_side: int
+) -> DecodedImage:
     fmt = (image.format or "").upper()
     if fmt not in SUPPORTED_FORMATS:
         raise InvalidImageError(f"unsupported image format {fmt or 'unknown'!r}")
@@ -79,16 +92,24 @@ def _decode_opened(image: Image.Image, max_pixels: int) -> DecodedImage:
     orientation = image.getexif().get(_EXIF_ORIENTATION_TAG, 1)
     if orientation in _SWAPPING_ORIENTATIONS:
         width, height = height, width
+    stored_size = image.size
     if fmt == "JPEG" and image.mode in ("RGB", "L", "CMYK"):
-        # Let libjpeg decode at a reduced scale (1/2, 1/4, 1/8) when the photo is far larger
-        # than anything downstream needs: a big speed-up for camera-sized JPEGs.
-        image.draft(image.mode, (WORKING_MAX_SIDE, WORKING_MAX_SIDE))
+        image.draft(image.mode, _draft_size(image.size, min_long_side, min_short_side))
     image.seek(0)  # first frame of an animated GIF/WebP/TIFF
     image.load()
+    reduced = image.size != stored_size and min_long_side < WORKING_MAX_SIDE
     image = ImageOps.exif_transpose(image)
     rgb = to_rgb(image)
     rgb.thumbnail((WORKING_MAX_SIDE, WORKING_MAX_SIDE), Image.Resampling.BICUBIC, reducing_gap=3.0)
-    return DecodedImage(rgb=rgb, width=width, height=height, format=fmt)
+    return DecodedImage(rgb=rgb, width=width, height=height, format=fmt, reduced=reduced)
+
+
+def _draft_size(size: tuple[int, int], min_long: int, min_short: int) -> tuple[int, int]:
+    """The smallest size, same aspect, whose long and short sides reach the minimums (draft
+    then picks the largest DCT reduction that stays at or above it)."""
+    w, h = size
+    scale = min(1.0, max(min_long / max(w, h), min_short / min(w, h)))
+    return (math.ceil(w * scale), math.ceil(h * scale))
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -84,6 +84,18 @@ def test_edited_copy_is_similar_while_unrelated_photos_are_not(engine, photo_pat
         assert float(features[a] @ features[b]) < 0.5, (a, b)
 
 
+def test_large_camera_sized_photo_gets_the_same_labels_and_features(engine, photo_paths, features):
+    with Image.open(photo_paths["chelsea"]) as im:
+        big = im.convert("RGB").resize((451 * 8, 300 * 8), Image.Resampling.BICUBIC)
+
+    analysis = _analyze(engine, _jpeg(big), tasks=IMAGE_ONLY, top_k=3)
+
+    assert (analysis.width, analysis.height) == (3608, 2400)
+    assert CAT_CLASSES & {label.name for label in analysis.labels}
+    assert analysis.features is not None
+    assert float(analysis.features @ features["chelsea"]) > 0.9
+
+
 def test_safe_photos_score_low_on_moderation(engine, photo_jpegs):
     for name, data in photo_jpegs.items():
         analysis = _analyze(engine, data, tasks=frozenset({Task.MODERATION}))

@@ -129,6 +129,22 @@ def test_large_photo_keeps_its_size_but_works_on_a_smaller_copy(chelsea):
     assert max(decoded.rgb.size) <= WORKING_MAX_SIDE
 
 
+def test_large_jpeg_is_decoded_only_as_large_as_asked(chelsea):
+    big = chelsea.resize((4510, 3000))
+
+    decoded = decode_image(
+        _encode(big, "JPEG", quality=85),
+        max_pixels=MAX_PIXELS,
+        min_long_side=480,
+        min_short_side=256,
+    )
+
+    assert (decoded.width, decoded.height) == (4510, 3000)
+    assert decoded.reduced
+    assert max(decoded.rgb.size) >= 480 and min(decoded.rgb.size) >= 256
+    assert max(decoded.rgb.size) < 1200
+
+
 def test_classifier_input_is_a_normalised_centre_crop(chelsea):
     tensor = classifier_input(chelsea)
 
