@@ -106,9 +106,7 @@ class ServiceClients:
             for start in range(0, len(data), CHUNK_BYTES):
                 yield storage_pb.PutImageRequest(chunk=bytes(view[start : start + CHUNK_BYTES]))
 
-        return self._call(
-            "storage", "PutImage", self.storage.PutImage, messages(), self.analyze_timeout_s
-        )
+        return self._call("storage", "PutImage", self.storage.PutImage, messages())
 
     def get_image(
         self, image_id: str, include_feature_vector: bool = False
@@ -122,7 +120,7 @@ class ServiceClients:
         """The original bytes as chunks; a failure mid-stream raises ServiceError too."""
         request = storage_pb.ReadImageDataRequest(image_id=image_id)
         try:
-            yield from self.storage.ReadImageData(request, timeout=self.analyze_timeout_s)
+            yield from self.storage.ReadImageData(request, timeout=self.timeout_s)
         except grpc.RpcError as exc:
             raise ServiceError("storage", "ReadImageData", exc.code(), exc.details() or "") from exc
 

@@ -219,7 +219,8 @@ class IngestPipeline:
             updated = self._clients.update_annotations(image.id, annotations, fields)
         if index_error is not None:
             return self._record_failure(updated, index_error, already_saved=True)
-        self._attempts.pop(image.id, None)
+        with self._busy_changed:
+            self._attempts.pop(image.id, None)
         return FinishOutcome(updated)
 
     def _copied_analysis(
@@ -259,10 +260,11 @@ class IngestPipeline:
     ) -> FinishOutcome:
         """Leave the image PENDING for the reconciler, or mark it FAILED for good."""
         permanent = exc.service == "vision" and exc.code in _PERMANENT_VISION_CODES
-        if exc.code != grpc.StatusCode.UNAVAILABLE:
-            # A service that is down says nothing about the image; anything else counts.
-            self._attempts[image.id] = self._attempts.get(image.id, 0) + 1
-        attempts = self._attempts.get(image.id, 0)
+        with self._busy_changed:
+            if exc.code != grpc.StatusCode.UNAVAILABLE:
+                # A service that is down says nothing about the image; anything else counts.
+                self._attempts[image.id] = self._attempts.get(image.id, 0) + 1
+            attempts = self._attempts.get(image.id, 0)
         if permanent or attempts >= self._max_attempts:
             detail = (
                 f"{exc.service} could not process this image"
@@ -276,7 +278,8 @@ class IngestPipeline:
                 )
             except ServiceError:
                 return FinishOutcome(image, "storage unavailable", exc)
-            self._attempts.pop(image.id, None)
+            with self._busy_changed:
+                self._attempts.pop(image.id, None)
             log.warning("analysis failed for good", extra={"image_id": image.id, "why": detail})
             return FinishOutcome(failed, "", exc)
         reason = _waiting_detail(exc)

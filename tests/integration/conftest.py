@@ -8,6 +8,7 @@ port to show what the gateway does while it is away.
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from imagerepo.search.v1 import search_service_pb2_grpc as search_grpc
 from imagerepo.storage.v1 import storage_service_pb2_grpc as storage_grpc
 from search_service.config import SearchConfig
 from search_service.durable_index import DurableIndex
+from search_service.label_embeddings import CACHE_NAME
 from search_service.semantic_link import connect_semantic
 from search_service.server import build_server as build_search
 from search_service.vision_client import VisionClient
@@ -59,6 +61,9 @@ def vision_engine() -> Iterator[VisionEngine]:
     engine = VisionEngine.load(VisionConfig(models_dir=REPO_ROOT / "models"))
     yield engine
     engine.close()
+
+
+_LABEL_CACHE: list[Path] = []
 
 
 class GatewayServer:
@@ -115,7 +120,12 @@ class Stack:
         if "vision_client" not in self.extras:
             client = VisionClient(f"127.0.0.1:{self.ports['vision']}", 30.0)
             self.extras["vision_client"] = client
-            assert connect_semantic(index, client, self.data_dir / "search")
+            search_dir = self.data_dir / "search"
+            # Label embeddings are the same for every stack: embed them once per session.
+            if _LABEL_CACHE and not (search_dir / CACHE_NAME).exists():
+                shutil.copy(_LABEL_CACHE[0], search_dir / CACHE_NAME)
+            assert connect_semantic(index, client, search_dir)
+            _LABEL_CACHE[:] = [search_dir / CACHE_NAME]
             index.warm()
 
     def _started(self, name: str, server: grpc.Server, port: int, health: Any) -> None:

@@ -103,3 +103,29 @@ def test_image_the_models_cannot_read_is_marked_failed_not_left_pending(own_stac
     assert result["image"]["status"] == "failed"
     assert result["image"]["status_detail"].startswith("vision could not process this image")
     assert result["pending_reason"] == ""
+
+
+def test_image_vision_keeps_timing_out_on_is_failed_after_max_attempts(tmp_path, vision_engine):
+    # A deadline no analysis can meet: every attempt ends in DEADLINE_EXCEEDED.
+    slow = build_stack(
+        tmp_path,
+        vision_engine,
+        reconcile_interval_s=0.3,
+        analyze_timeout_s=0.001,
+        max_analysis_attempts=3,
+    )
+    try:
+        url = slow.gateway.url
+        buf = io.BytesIO()
+        Image.new("RGB", (64, 48), (200, 30, 30)).save(buf, "PNG")
+
+        result = _upload(url, "red.png", buf.getvalue())
+        done = _wait_for_status(url, result["image"]["id"], "failed", timeout_s=30)
+    finally:
+        slow.close()
+
+    assert result["image"]["status"] == "pending"
+    assert result["pending_reason"] == "waiting for vision: DEADLINE_EXCEEDED"
+    assert done["status"] == "failed"
+    assert done["status_detail"].endswith("after 3 attempts")
+    assert "DEADLINE_EXCEEDED" in done["status_detail"]
