@@ -70,3 +70,11 @@ def test_openapi_is_3_1_with_resolvable_refs_and_responses(offline_app):
             assert op["operationId"]
             params = {p["name"] for p in op.get("parameters", []) if p["in"] == "path"}
             assert params == set(re.findall(r"{([a-z_]+)}", path)), (path, method)
+
+
+def test_openapi_document_passes_the_openapi_validator(offline_app):
+    from openapi_spec_validator import validate
+
+    doc = offline_app.test_client().get("/api/openapi.json").json
+
+    validate(doc)
