@@ -19,7 +19,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.conftest import REPO_ROOT
 
-from .conftest import GatewayServer, Stack
+from .conftest import GatewayServer, Stack, fresh_jpeg
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -201,3 +201,43 @@ def photos_present(http, gateway_url, photo_jpegs) -> None:
         f"{gateway_url}/api/images", files={"file": ("blur-me.jpg", photo_jpegs["flower"])}
     )
     assert reply.status_code == 201
+
+
+def test_drag_and_drop_uploads_with_progress(page: Page, gateway_url: str, photo_jpegs):
+    data = list(fresh_jpeg(photo_jpegs["motorcycle"]))
+
+    page.goto(f"{gateway_url}/upload")
+    # What a browser does when a file is dropped: a drop event carrying a DataTransfer.
+    page.evaluate(
+        """bytes => {
+            const file = new File([new Uint8Array(bytes)], "dropped.jpg", {type: "image/jpeg"});
+            const transfer = new DataTransfer();
+            transfer.items.add(file);
+            const zone = document.getElementById("dropzone");
+            zone.dispatchEvent(new DragEvent("drop", {dataTransfer: transfer, bubbles: true}));
+        }""",
+        data,
+    )
+
+    row = page.locator("#upload-list li", has_text="dropped.jpg")
+    expect(row).to_have_class(re.compile("stored"))
+    assert row.locator("progress").get_attribute("value") == "100"
+
+
+def test_find_similar_from_an_uploaded_picture(page: Page, gateway_url: str, tmp_path, photo_jpegs):
+    stored = _photo_files(tmp_path, photo_jpegs, ["chelsea"])
+    page.goto(f"{gateway_url}/upload")
+    page.set_input_files("#files", [str(p) for p in stored])
+    expect(page.locator("#upload-list li.stored")).to_have_count(1)
+    query = tmp_path / "query-cat.jpg"
+    with Image.open(io.BytesIO(photo_jpegs["chelsea"])) as im:
+        im.rotate(5).resize((im.width // 2, im.height // 2)).save(query, "JPEG")
+
+    page.goto(f"{gateway_url}/search")
+    page.set_input_files(".similar-form input[type=file]", str(query))
+    page.click(".similar-form button")
+
+    expect(page.locator("h2", has_text="Images similar to query-cat.jpg")).to_be_visible()
+    expect(page.locator("#similar figure.tile").first).to_be_visible()
+    assert "cat" in page.locator("p.muted", has_text="It looks like").inner_text()
+    _screenshot(page, "similar")

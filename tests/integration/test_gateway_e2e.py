@@ -330,3 +330,76 @@ def test_pages_render_with_the_uploaded_photos(photos, http, gateway_url):
     assert "espresso" in page and "this label is wrong" in page and "Similar images" in page
     assert coffee["links"]["page"] in results and "matched:" in results
     assert "efficientnet-lite0" in status
+
+
+@pytest.fixture(scope="module")
+def keyed_gateway(stack):
+    """A second gateway over the same services that requires API keys for writes."""
+    server = stack.start_gateway(api_keys=frozenset({"alice:wonderland"}), reconcile_interval_s=0.0)
+    yield server
+    server.stop()
+
+
+def test_upload_with_api_key_records_its_owner(http, keyed_gateway, photo_jpegs):
+    url = keyed_gateway.url
+    data = fresh_jpeg(photo_jpegs["flower"])
+
+    refused = upload(http, url, ("alice.jpg", data))
+    accepted = upload(
+        http, url, ("alice.jpg", data), headers={"Authorization": "Bearer alice:wonderland"}
+    )
+
+    assert refused.status_code == 401
+    assert accepted.status_code == 201
+    image_id = accepted.json()["results"][0]["image"]["id"]
+    assert http.get(f"{url}/api/images/{image_id}").json()["owner"] == "alice"
+    mine = http.get(f"{url}/api/images", params={"owner": "alice"}).json()["images"]
+    assert [i["id"] for i in mine] == [image_id]
+
+
+def test_content_type_comes_from_the_bytes_not_the_name(http, gateway_url, photo_jpegs):
+    buf = io.BytesIO()
+    with Image.open(io.BytesIO(photo_jpegs["coffee"])) as im:
+        im.save(buf, "PNG")
+
+    result = upload(http, gateway_url, (unique("really-png.jpg"), buf.getvalue())).json()
+
+    image = result["results"][0]["image"]
+    assert (image["content_type"], image["format"]) == ("image/png", "PNG")
+    original = http.get(f"{gateway_url}{image['links']['original']}")
+    assert original.headers["Content-Type"] == "image/png"
+
+
+def test_camera_details_from_exif_show_on_the_image_page(http, gateway_url, photo_jpegs):
+    with Image.open(io.BytesIO(photo_jpegs["china"])) as im:
+        exif = Image.Exif()
+        exif[0x010F] = "Fujifilm"  # Make
+        exif[0x0110] = "X100V <special>"  # Model
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", exif=exif)
+
+    image = upload(http, gateway_url, (unique("exif.jpg"), buf.getvalue())).json()["results"][0]
+    page = http.get(f"{gateway_url}/images/{image['image']['id']}").text
+
+    assert "Fujifilm" in image["image"]["exif"].values()
+    assert "Camera" in page and "X100V &lt;special&gt;" in page
+
+
+def test_search_page_lists_exact_filename_matches(http, gateway_url, photo_jpegs):
+    name = unique("IMG_2024.jpg")
+    image = upload(http, gateway_url, (name, fresh_jpeg(photo_jpegs["rocket"]))).json()
+
+    page = http.get(f"{gateway_url}/search", params={"q": name}).text
+
+    assert "Files named" in page
+    assert image["results"][0]["image"]["links"]["page"] in page
+
+
+def test_duplicates_page_shows_the_exact_copies(photos, http, gateway_url):
+    copy = upload(http, gateway_url, ("rocket-copy.jpg", photos["rocket"]["sent_bytes"])).json()
+
+    page = http.get(f"{gateway_url}/duplicates").text
+
+    assert "Exact copies" in page
+    assert copy["results"][0]["image"]["links"]["page"] in page
+    assert photos["rocket"]["image"]["links"]["page"] in page
