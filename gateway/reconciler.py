@@ -40,6 +40,7 @@ class Reconciler:
         self._interval_s = interval_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._storage_away = False
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="reconciler", daemon=True)
@@ -55,11 +56,14 @@ class Reconciler:
             try:
                 report = self.run_once()
             except ServiceError as exc:
-                log.info("reconciler pass skipped", extra={"why": str(exc)})
+                if not self._storage_away:  # once per outage, not every pass
+                    log.warning("reconciler waiting for storage", extra={"why": str(exc)})
+                self._storage_away = True
                 continue
             except Exception:  # the thread must outlive any one bad pass
                 log.exception("reconciler pass crashed")
                 continue
+            self._storage_away = False
             if report.completed or report.failed:
                 log.info("reconciler pass", extra=report.__dict__)
 
