@@ -558,6 +558,8 @@ def status_report() -> dict[str, Any]:
             if code
         }
         disk = stats.disk_bytes
+        column_raw = sum(c.raw_bytes for c in stats.columns)
+        column_stored = sum(c.stored_bytes for c in stats.columns)
         return {
             "image_count": stats.image_count,
             "deleted_count": stats.deleted_count,
@@ -565,7 +567,12 @@ def status_report() -> dict[str, Any]:
             "disk_bytes": disk,
             "raw_image_bytes": stats.raw_image_bytes,
             "wal_bytes": stats.wal_bytes,
+            # Originals over everything on disk (log included), and what the segments'
+            # column encoding alone achieves.
             "compression_ratio": round(stats.raw_image_bytes / disk, 3) if disk else None,
+            "segment_compression_ratio": (
+                round(column_raw / column_stored, 3) if column_stored else None
+            ),
             "by_status": counts,
             "pending_removals": len(st.pipeline.pending_removals),
             "columns": [
