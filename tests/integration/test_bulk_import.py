@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import subprocess
+import sys
 import uuid
 
 from PIL import Image
 
 from gateway.cli import main
+from tests.conftest import REPO_ROOT
 
 
 def _fresh_photo(data: bytes, seed: int) -> bytes:
@@ -112,3 +116,24 @@ def test_import_run_again_skips_everything(tmp_path, gateway_url, photo_jpegs, c
         f"stored 0, duplicate 0, rejected 0, failed 0 (skipped {photos + 2} already imported)"
         in capsys.readouterr().out
     )
+
+
+def test_import_as_a_command_shows_progress_and_summary(tmp_path, gateway_url, photo_jpegs):
+    folder = tmp_path / "few"
+    folder.mkdir()
+    for i, name in enumerate(["rocket", "china"]):
+        (folder / f"{name}.jpg").write_bytes(_fresh_photo(photo_jpegs[name], 50 + i))
+
+    run = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "import", str(folder), "--url", gateway_url],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+
+    assert run.returncode == 0, run.stderr
+    assert "stored 2, duplicate 0, rejected 0, failed 0" in run.stdout
+    assert "import: 100%" in run.stderr
+    assert list(tmp_path.glob(".imagerepo-import-*.jsonl"))

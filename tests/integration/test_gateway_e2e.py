@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import uuid
 
 import grpc
@@ -403,3 +404,29 @@ def test_duplicates_page_shows_the_exact_copies(photos, http, gateway_url):
     assert "Exact copies" in page
     assert copy["results"][0]["image"]["links"]["page"] in page
     assert photos["rocket"]["image"]["links"]["page"] in page
+
+
+def test_upload_form_without_javascript_stores_and_lists_results(http, gateway_url, photo_jpegs):
+    form_page = http.get(f"{gateway_url}/upload").text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form_page).group(1)
+
+    reply = http.post(
+        f"{gateway_url}/upload",
+        data={"csrf_token": token},
+        files=[
+            ("files", (unique("form.jpg"), fresh_jpeg(photo_jpegs["coffee"]))),
+            ("files", ("form.txt.jpg", b"words")),
+        ],
+    )
+
+    assert reply.status_code == 200
+    assert 'class="stored"' in reply.text
+    assert 'class="rejected"' in reply.text and "not an image" in reply.text
+
+
+def test_upload_form_without_token_is_refused(http, gateway_url, photo_jpegs):
+    reply = http.post(
+        f"{gateway_url}/upload", files={"files": ("x.jpg", fresh_jpeg(photo_jpegs["coffee"]))}
+    )
+
+    assert reply.status_code == 403
