@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -615,7 +614,3 @@ def status_report() -> dict[str, Any]:
     attempt("search", search_stats)
     attempt("models", models)
     return report
-
-
-def openapi_document() -> dict[str, Any]:
-    return json.loads(OPENAPI_PATH.read_text(encoding="utf-8"))  # type: ignore[no-any-return]

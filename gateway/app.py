@@ -43,7 +43,6 @@ def create_app(config: GatewayConfig, clients: ServiceClients | None = None) -> 
         if config.reconcile_interval_s > 0
         else None
     )
-    app.extensions["imagerepo.clients"] = services
     app.extensions["imagerepo"] = GatewayState(
         config=config,
         clients=services,

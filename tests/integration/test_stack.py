@@ -12,6 +12,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import requests
+
 from service_runtime.probe import is_serving
 from tests.conftest import REPO_ROOT
 
@@ -26,7 +28,7 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
-def test_stack_starts_four_serving_processes_and_stops_on_ctrl_c(tmp_path: Path):
+def test_stack_starts_four_serving_processes_and_stops_on_ctrl_c(tmp_path: Path, photo_jpegs):
     storage, vision, search, gateway = free_ports(4)
     env = dict(
         os.environ,
@@ -60,6 +62,19 @@ def test_stack_starts_four_serving_processes_and_stops_on_ctrl_c(tmp_path: Path)
         with urllib.request.urlopen(f"http://127.0.0.1:{gateway}/api/health", timeout=10) as r:
             health = json.load(r)
 
+        # The launched gateway carries an upload through all three services.
+        upload = requests.post(
+            f"http://127.0.0.1:{gateway}/api/images",
+            files={"file": ("coffee.jpg", photo_jpegs["coffee"])},
+            timeout=120,
+        )
+        found = requests.get(
+            f"http://127.0.0.1:{gateway}/api/search", params={"q": "espresso"}, timeout=30
+        )
+
+        assert upload.status_code == 201
+        assert upload.json()["results"][0]["image"]["status"] == "ready"
+        assert [h["image"]["filename"] for h in found.json()["hits"]] == ["coffee.jpg"]
         assert f"http://127.0.0.1:{gateway}/" in banner
         assert serving == [True, True, True]
         assert health["services"] == {
