@@ -430,3 +430,19 @@ def test_upload_form_without_token_is_refused(http, gateway_url, photo_jpegs):
     )
 
     assert reply.status_code == 403
+
+
+def test_gallery_pages_follow_newest_first(stack, photos, http):
+    small_pages = stack.start_gateway(gallery_page_size=2, reconcile_interval_s=0.0)
+    try:
+        first = http.get(f"{small_pages.url}/").text
+        older = re.search(r'href="(/\?page=[^"]+)" rel="next"', first).group(1)
+        second = http.get(f"{small_pages.url}{older.replace('&amp;', '&')}").text
+    finally:
+        small_pages.stop()
+
+    first_ids = re.findall(r'data-id="([0-9a-f]+)"', first)
+    second_ids = re.findall(r'data-id="([0-9a-f]+)"', second)
+    assert len(first_ids) == 2 and len(second_ids) == 2
+    assert not set(first_ids) & set(second_ids)
+    assert "« Newest" in second and "« Newest" not in first
