@@ -15,7 +15,7 @@ from werkzeug.datastructures import FileStorage
 
 from gateway.errors import ApiError, BadRequestError, ServiceError, error_body
 from gateway.image_json import STATUS_NAMES, image_json, iso_time, label_json
-from gateway.ingest import PENDING, READY
+from gateway.ingest import PENDING, READY, bytes_for_analysis
 from gateway.state import state
 from gateway.upload_checks import check_upload, clean_filename
 from imagerepo.common.v1 import common_pb2
@@ -149,7 +149,7 @@ def analyse_upload(tasks: tuple[int, ...] = ()) -> tuple[str, vision_pb.AnalyzeR
     filename = clean_filename(upload.filename)
     data = upload.read()
     check_upload(filename, data, st.config.max_upload_bytes)
-    return filename, st.clients.analyze(data, tasks=tasks)
+    return filename, st.clients.analyze(bytes_for_analysis(data), tasks=tasks)
 
 
 def duplicate_groups(image_id: str = "", near_threshold: float = 0.0) -> dict[str, Any]:

@@ -14,6 +14,7 @@ pending forever. Each stage is timed so uploads can report where their time went
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 import time
@@ -22,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import grpc
+from PIL import Image, ImageOps
 
 from gateway.clients import ServiceClients
 from gateway.errors import ServiceError
@@ -37,9 +39,36 @@ FAILED = common_pb2.ANALYSIS_STATUS_FAILED
 
 # Vision answers these when the bytes are no image it can read: retrying will not help.
 _PERMANENT_VISION_CODES = frozenset(
-    {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION}
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
 )
+# Larger files go to vision as a smaller copy (see bytes_for_analysis).
+ANALYZE_MAX_BYTES = 8 * 1024 * 1024
+ANALYZE_MAX_SIDE_PX = 2048
 _ANALYSIS_FIELDS = ("labels", "feature_vector", "moderation_score", "ocr_text")
+
+
+def bytes_for_analysis(data: bytes) -> bytes:
+    """What to send to vision: the image itself, or for a large file a 2048 px JPEG copy.
+
+    A gRPC message is capped at 16 MiB and the models look at 224 px (OCR at up to 960 px),
+    so a large upload is analysed from a smaller copy instead of failing.
+    """
+    if len(data) <= ANALYZE_MAX_BYTES:
+        return data
+    try:
+        with Image.open(io.BytesIO(data)) as picture:
+            picture.draft("RGB", (ANALYZE_MAX_SIDE_PX, ANALYZE_MAX_SIDE_PX))  # JPEG: decode small
+            copy = ImageOps.exif_transpose(picture).convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return data  # not readable here: vision gives the verdict
+    copy.thumbnail((ANALYZE_MAX_SIDE_PX, ANALYZE_MAX_SIDE_PX), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    copy.save(out, "JPEG", quality=92)
+    return out.getvalue()
 
 
 @contextmanager
@@ -246,6 +275,9 @@ class IngestPipeline:
         if data is None:
             with timed(timings, "storage_read"):
                 data = self._clients.read_image_bytes(image_id)
+        if len(data) > ANALYZE_MAX_BYTES:
+            with timed(timings, "gateway_downscale"):
+                data = bytes_for_analysis(data)
         with timed(timings, "vision_analyze"):
             reply = self._clients.analyze(data, top_k=self._top_k)
         return Analysis(

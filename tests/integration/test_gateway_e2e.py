@@ -8,6 +8,7 @@ import re
 import uuid
 
 import grpc
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -446,3 +447,23 @@ def test_gallery_pages_follow_newest_first(stack, photos, http):
     assert len(first_ids) == 2 and len(second_ids) == 2
     assert not set(first_ids) & set(second_ids)
     assert "« Newest" in second and "« Newest" not in first
+
+
+def test_large_upload_is_analysed_from_a_smaller_copy(http, gateway_url, photo_jpegs):
+    # A 20 MB PNG: too large for one gRPC message to vision, fine to store.
+    with Image.open(io.BytesIO(photo_jpegs["coffee"])) as im:
+        big = im.resize((im.width * 6, im.height * 6))
+    noise = np.random.default_rng(1).integers(0, 64, (big.height, big.width, 3), dtype=np.uint8)
+    big = Image.fromarray(np.asarray(big, dtype=np.uint8) ^ noise)
+    buf = io.BytesIO()
+    big.save(buf, "PNG", compress_level=1)
+    assert len(buf.getvalue()) > 16 * 1024 * 1024
+
+    reply = upload(http, gateway_url, (unique("huge-coffee.png"), buf.getvalue()))
+
+    result = reply.json()["results"][0]
+    assert reply.status_code == 201
+    assert result["image"]["status"] == "ready"
+    assert result["image"]["byte_size"] == len(buf.getvalue())
+    assert "gateway_downscale" in result["timings_ms"]
+    assert "espresso" in [label["name"] for label in result["image"]["labels"]]
