@@ -42,12 +42,13 @@ from storage_service.columnstore.model import (
 )
 from storage_service.columnstore.schema import BY_NAME, METADATA_COLUMNS
 from storage_service.columnstore.segment_reader import SegmentReader
-from storage_service.columnstore.store import ColumnStore, StoreOptions, directory_bytes
+from storage_service.columnstore.store import ColumnStore, directory_bytes
 
 IMAGES = 300
 LOOKUPS = 2000
 THREADS = 4
 ROUNDS = 6
+CAMERA_IMAGES = 12
 VECTOR_DIM = 1280
 SEED = 7
 
@@ -104,6 +105,49 @@ def make_images(count: int) -> list[bytes]:
         crop.save(buf, "JPEG", quality=rng.randrange(80, 96))
         out.append(buf.getvalue())
     return out
+
+
+def make_camera_images(count: int) -> list[bytes]:
+    """Camera-sized JPEGs (12 Mpx, with sensor-like noise so they weigh what phone photos
+    weigh): the photos upscaled to 4000x3000."""
+    noise = np.random.default_rng(SEED).normal(0, 5, (3000, 4000, 3)).astype(np.int16)
+    paths = _photo_paths()
+    out = []
+    for i in range(count):
+        with Image.open(paths[i % len(paths)]) as im:
+            big = im.convert("RGB").resize((4000, 3000), Image.Resampling.BICUBIC)
+        pixels = np.asarray(big, dtype=np.int16) + np.roll(noise, i * 7, axis=1)
+        buf = io.BytesIO()
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=92)
+        out.append(buf.getvalue())
+    return out
+
+
+def camera_disk_ratio(work: Path) -> tuple[float, float, float, float]:
+    """(ours, SQLite) on-disk bytes over raw bytes for camera-sized photos, and both ingest
+    rates in MB/s."""
+    datas = make_camera_images(CAMERA_IMAGES)
+    prepared = [prepare_image(d) for d in tqdm(datas, desc="camera-sized photos", leave=False)]
+    raw = sum(len(d) for d in datas)
+    ours = ColumnStore.open(work / "camera-ours")
+    (work / "camera-sqlite").mkdir()
+    theirs = SqliteStore(work / "camera-sqlite" / "images.db")
+    t = time.perf_counter()
+    for i, p in enumerate(prepared):
+        ours.put(f"DSC_{i:04d}.JPG", "bench", p)
+    ours_mb_s = raw / (time.perf_counter() - t) / 1e6
+    t = time.perf_counter()
+    for i, p in enumerate(prepared):
+        theirs.put(f"DSC_{i:04d}.JPG", "bench", p)
+    sql_mb_s = raw / (time.perf_counter() - t) / 1e6
+    ours.close()
+    print(f"camera-sized photos: {CAMERA_IMAGES} x {raw / CAMERA_IMAGES / 1e6:.2f} MB on average")
+    return (
+        directory_bytes(work / "camera-ours") / raw,
+        theirs.disk_bytes() / raw,
+        ours_mb_s,
+        sql_mb_s,
+    )
 
 
 def annotations(rng: random.Random) -> AnnotationUpdate:
@@ -413,6 +457,15 @@ def _run(work: Path, rng: random.Random) -> None:
         f"{'on-disk bytes / raw image bytes':38s} {ours_disk / all_raw:12.4f} "
         f"{sql_disk / all_raw:12.4f} {ours_disk / sql_disk:11.3f}x  (lower is better)"
     )
+    camera_ours, camera_sql, camera_ours_mb, camera_sql_mb = camera_disk_ratio(work)
+    print(
+        f"{'camera photos: ingest (MB/s)':38s} {camera_ours_mb:12.1f} {camera_sql_mb:12.1f} "
+        f"{camera_ours_mb / camera_sql_mb:11.2f}x"
+    )
+    print(
+        f"{'camera photos: on-disk / raw bytes':38s} {camera_ours:12.4f} {camera_sql:12.4f} "
+        f"{camera_ours / camera_sql:11.3f}x  (lower is better)"
+    )
     print(f"\nour group commit: {fsync_share:.2f} fsyncs per write with {THREADS} writers")
     print(
         f"our disk: {ours_disk / 1e6:.2f} MB = image bytes {columns['data'].stored_bytes / 1e6:.2f}"
@@ -439,7 +492,8 @@ def _run(work: Path, rng: random.Random) -> None:
         <= statistics.median(sql_get),
         "get by filename at least as fast (p50)": statistics.median(ours_find)
         <= statistics.median(sql_find),
-        "on-disk within 3% of raw image bytes": ours_disk <= all_raw * 1.03,
+        "on-disk within 3% of raw image bytes (web-sized set)": ours_disk <= all_raw * 1.03,
+        "on-disk within 3% of raw image bytes (camera-sized set)": camera_ours <= 1.03,
         "metadata at least 3x smaller": meta_raw >= 3 * meta_stored,
     }
     print("\ngoals: " + "; ".join(f"{g}: {'met' if ok else 'MISSED'}" for g, ok in goals.items()))

@@ -93,7 +93,7 @@ def prepare_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Prepa
                 raise InvalidImageError(f"the image is truncated or corrupt: {e}") from e
             exif = exif_summary(image)
             try:
-                thumbs = make_thumbnails(image, format_name)
+                thumbs = make_thumbnails(image, format_name, len(data))
             except Exception as e:  # noqa: BLE001
                 raise InvalidImageError(f"the image cannot be rendered: {e}") from e
     return PreparedImage(

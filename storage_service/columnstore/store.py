@@ -69,6 +69,8 @@ BlobSource = Row | SegmentReader
 BlobRef = tuple[BlobSource, int]
 
 MAX_PAGE_SIZE = 1000
+# The first log file is written with zeros up to this size at open (see wal.py).
+WAL_ZERO_FILL = 32 * 1024 * 1024
 DEFAULT_PAGE_SIZE = 50
 
 
@@ -294,7 +296,9 @@ class ColumnStore:
             for number in numbers:
                 wal_mod.log_path(wal_dir, number).unlink()
         next_log = max([self._manifest.wal_min, *[n + 1 for n in numbers]])
-        self._wal = wal_mod.WriteAheadLog(wal_dir, next_log)
+        self._wal = wal_mod.WriteAheadLog(
+            wal_dir, next_log, zero_fill_bytes=min(self.options.memtable_bytes, WAL_ZERO_FILL)
+        )
         self._flusher = threading.Thread(target=self._flush_loop, name="store-flusher", daemon=True)
         self._flusher.start()
         self._compactor = threading.Thread(
@@ -595,7 +599,7 @@ class ColumnStore:
                 if name in columns:
                     columns[name][0] += raw_b
                     columns[name][1] += stored_b
-        wal_bytes = sum(p.stat().st_size for p in (self.data_dir / "wal").glob("*.log"))
+        wal_bytes = sum(p.stat().st_size for p in (self.data_dir / "wal").iterdir())
         manifest = self.data_dir / "MANIFEST"
         manifest_bytes = manifest.stat().st_size if manifest.exists() else 0
         return StoreStats(
@@ -680,7 +684,7 @@ class ColumnStore:
                     entry.vector = (segment, i)
             for number in wal_mod.log_numbers(self.data_dir / "wal"):
                 if number < job.wal_min:
-                    wal_mod.log_path(self.data_dir / "wal", number).unlink(missing_ok=True)
+                    self._wal.recycle(wal_mod.log_path(self.data_dir / "wal", number))
             self._frozen.pop(0)
             self._cond.notify_all()
         log.info("memtable flushed", extra={"segment": segment.name, "rows": len(job.rows)})
@@ -771,8 +775,8 @@ class ColumnStore:
             self._wal.close()
             if not self._memtable and not self._frozen:
                 # Every record is in a segment now: the next open starts with an empty log.
-                for number in wal_mod.log_numbers(self.data_dir / "wal"):
-                    wal_mod.log_path(self.data_dir / "wal", number).unlink()
+                for path in (self.data_dir / "wal").iterdir():
+                    path.unlink()
             self._closed = True
             self._cond.notify_all()
         log.info("column store closed", extra={"data_dir": str(self.data_dir)})

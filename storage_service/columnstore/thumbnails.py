@@ -17,6 +17,7 @@ PREVIEW_PX = 1024
 THUMB_FORMAT = "WEBP"
 THUMB_CONTENT_TYPE = "image/webp"
 THUMB_QUALITY = 80
+PREVIEW_MIN_SAVING = 3
 BROWSER_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF"})
 
 
@@ -39,7 +40,7 @@ def _encode(image: Image.Image, max_px: int) -> tuple[bytes, tuple[int, int]]:
     return buf.getvalue(), copy.size
 
 
-def make_thumbnails(image: Image.Image, format_name: str) -> Thumbnails:
+def make_thumbnails(image: Image.Image, format_name: str, original_bytes: int) -> Thumbnails:
     """Thumbnails of a fully loaded image; `width`/`height` are as displayed (oriented)."""
     oriented = ImageOps.exif_transpose(image)
     has_alpha = oriented.mode in ("RGBA", "LA", "PA") or "transparency" in oriented.info
@@ -48,8 +49,12 @@ def make_thumbnails(image: Image.Image, format_name: str) -> Thumbnails:
         oriented = oriented.convert(mode)
     small, small_size = _encode(oriented, SMALL_PX)
     rotated = oriented.size != image.size or image.getexif().get(0x0112, 1) not in (0, 1)
-    needs_preview = max(oriented.size) > PREVIEW_PX or format_name not in BROWSER_FORMATS or rotated
-    preview, preview_size = _encode(oriented, PREVIEW_PX) if needs_preview else (b"", (0, 0))
+    must = format_name not in BROWSER_FORMATS or rotated
+    preview, preview_size = b"", (0, 0)
+    if must or max(oriented.size) > PREVIEW_PX:
+        preview, preview_size = _encode(oriented, PREVIEW_PX)
+        if not must and original_bytes < PREVIEW_MIN_SAVING * len(preview):
+            preview, preview_size = b"", (0, 0)
     return Thumbnails(
         width=oriented.width,
         height=oriented.height,

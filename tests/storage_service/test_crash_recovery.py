@@ -41,6 +41,8 @@ class Acknowledged:
     images: dict[str, bytes] = field(default_factory=dict)
     deleted: set[str] = field(default_factory=set)
     tags: dict[str, set[str]] = field(default_factory=dict)
+    # Deletes cut off by the kill: durable or not, both outcomes are right.
+    maybe_deleted: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -113,6 +115,8 @@ def _write_until_killed(
                     acked.tags.setdefault(image_id, set()).add(tag)
             else:
                 image_id = rng.choice(live)
+                with acked.lock:
+                    acked.maybe_deleted.add(image_id)
                 stub.DeleteImage(pb.DeleteImageRequest(image_id=image_id), timeout=10)
                 with acked.lock:
                     acked.deleted.add(image_id)
@@ -127,6 +131,14 @@ def _verify(stub: pb_grpc.StorageServiceStub, acked: Acknowledged) -> None:
             with pytest.raises(grpc.RpcError) as info:
                 stub.GetImage(pb.GetImageRequest(image_id=image_id), timeout=10)
             assert info.value.code() == grpc.StatusCode.NOT_FOUND, image_id
+            continue
+        if image_id in acked.maybe_deleted:
+            try:
+                data_now = read_all(stub, image_id)
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.NOT_FOUND, image_id
+                continue
+            assert data_now == data, image_id
             continue
         assert read_all(stub, image_id) == data, image_id
         meta = stub.GetImage(pb.GetImageRequest(image_id=image_id), timeout=10).image
