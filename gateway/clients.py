@@ -28,6 +28,14 @@ from service_runtime.grpc_server import channel_options
 # The storage contract caps each streamed chunk at 1 MiB.
 CHUNK_BYTES = 1024 * 1024
 
+# gRPC's reconnect backoff grows to 2 minutes by default: after a long outage a service that
+# is back would wait that long for traffic (and its pending images for the reconciler).
+RECONNECT_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 500),
+    ("grpc.min_reconnect_backoff_ms", 500),
+    ("grpc.max_reconnect_backoff_ms", 5000),
+]
+
 T = TypeVar("T")
 
 
@@ -43,10 +51,11 @@ class ServiceClients:
 
     @classmethod
     def connect(cls, config: GatewayConfig) -> ServiceClients:
+        options = [*channel_options(), *RECONNECT_OPTIONS]
         channels = {
-            "storage": grpc.insecure_channel(config.storage_address, options=channel_options()),
-            "vision": grpc.insecure_channel(config.vision_address, options=channel_options()),
-            "search": grpc.insecure_channel(config.search_address, options=channel_options()),
+            "storage": grpc.insecure_channel(config.storage_address, options=options),
+            "vision": grpc.insecure_channel(config.vision_address, options=options),
+            "search": grpc.insecure_channel(config.search_address, options=options),
         }
         return cls(
             storage=storage_grpc.StorageServiceStub(channels["storage"]),
