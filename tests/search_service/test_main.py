@@ -1,0 +1,127 @@
+"""`python -m search_service` as a real process: loads its index, links to vision, serves,
+and keeps its index across a SIGTERM restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
+
+from imagerepo.common.v1 import common_pb2
+from imagerepo.search.v1 import search_service_pb2 as pb
+from imagerepo.search.v1 import search_service_pb2_grpc as search_grpc
+from search_service.label_embeddings import CACHE_NAME
+from service_runtime.probe import is_serving
+from tests.conftest import REPO_ROOT
+
+
+class Service:
+    def __init__(self, proc: subprocess.Popen[str], port: int, logs: list[dict]) -> None:
+        self.proc, self.port, self.logs = proc, port, logs
+
+    def messages(self) -> list[str]:
+        return [line.get("message", "") for line in self.logs]
+
+
+@contextmanager
+def running(data_dir: Path, vision_address: str) -> Iterator[Service]:
+    env = {
+        **os.environ,
+        "SEARCH_PORT": "0",
+        "SEARCH_DATA_DIR": str(data_dir),
+        "SEARCH_VISION_ADDR": vision_address,
+        "SEARCH_VISION_TIMEOUT_S": "5",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "search_service"],
+        cwd=REPO_ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    logs: list[dict] = []
+    port = 0
+    for line in proc.stderr:
+        record = json.loads(line) if line.startswith("{") else {"message": line}
+        logs.append(record)
+        if record.get("message") == "serving":
+            port = int(record["port"])
+            break
+    assert port, f"search service did not start: {logs}"
+    # Keep draining stderr so the child never blocks on a full pipe.
+    drain = threading.Thread(
+        target=lambda: logs.extend(
+            json.loads(x) if x.startswith("{") else {"message": x} for x in proc.stderr or []
+        ),
+        daemon=True,
+    )
+    drain.start()
+    try:
+        yield Service(proc, port, logs)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+        drain.join(timeout=5)
+
+
+def _stub(service: Service) -> tuple[grpc.Channel, search_grpc.SearchServiceStub]:
+    channel = grpc.insecure_channel(f"127.0.0.1:{service.port}")
+    return channel, search_grpc.SearchServiceStub(channel)
+
+
+def test_index_survives_a_sigterm_restart_with_semantic_search(
+    tmp_path, vision_address, analysed_photos
+):
+    chelsea = analysed_photos["chelsea"]
+    doc = pb.SearchDocument(
+        image_id="chelsea",
+        filename="IMG_0001.jpg",
+        labels=chelsea.labels,
+        feature_vector=chelsea.feature_vector,
+        status=common_pb2.ANALYSIS_STATUS_READY,
+    )
+    with running(tmp_path, vision_address) as first:
+        assert is_serving(f"127.0.0.1:{first.port}")
+        channel, stub = _stub(first)
+        stub.IndexImage(pb.IndexImageRequest(document=doc), timeout=10)
+        channel.close()
+        first.proc.send_signal(signal.SIGTERM)
+
+        assert first.proc.wait(timeout=30) == 0
+
+    with running(tmp_path, vision_address) as second:
+        channel, stub = _stub(second)
+        reply = stub.Search(pb.SearchRequest(query="kitten"), timeout=10)
+        stats = stub.GetStats(pb.GetStatsRequest(), timeout=10)
+        channel.close()
+
+    assert [h.image_id for h in reply.hits] == ["chelsea"]
+    assert stats.document_count == 1 and stats.index_disk_bytes > 0
+    assert (tmp_path / CACHE_NAME).exists()
+    assert "semantic expansion ready" in second.messages()
+
+
+def test_serves_keyword_search_when_vision_is_down(tmp_path):
+    doc = pb.SearchDocument(
+        image_id="a",
+        filename="BeachDay.jpg",
+        labels=[common_pb2.Label(name="seashore", probability=0.8, class_index=978)],
+    )
+    with running(tmp_path, "127.0.0.1:9") as service:
+        channel, stub = _stub(service)
+        stub.IndexImage(pb.IndexImageRequest(document=doc), timeout=10)
+        reply = stub.Search(pb.SearchRequest(query="beach seashore"), timeout=10)
+        channel.close()
+
+    assert [h.image_id for h in reply.hits] == ["a"]
+    assert any("keyword search only" in m for m in service.messages())
