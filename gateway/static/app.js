@@ -70,6 +70,9 @@ function setupUpload() {
   const input = document.getElementById("files");
   const zone = document.getElementById("dropzone");
   const list = document.getElementById("upload-list");
+  // With this script, files upload as soon as they are chosen or dropped: no button needed.
+  const button = document.getElementById("upload-button");
+  if (button) button.hidden = true;
   form.addEventListener("submit", (e) => {
     e.preventDefault();
     if (input.files.length) uploadAll(input.files, list).then(() => { input.value = ""; });

@@ -401,10 +401,13 @@ def test_duplicates_page_shows_the_exact_copies(photos, http, gateway_url):
     copy = upload(http, gateway_url, ("rocket-copy.jpg", photos["rocket"]["sent_bytes"])).json()
 
     page = http.get(f"{gateway_url}/duplicates").text
+    original_page = http.get(f"{gateway_url}{photos['rocket']['image']['links']['page']}").text
 
     assert "Exact copies" in page
     assert copy["results"][0]["image"]["links"]["page"] in page
     assert photos["rocket"]["image"]["links"]["page"] in page
+    assert "<h2>Duplicates</h2>" in original_page
+    assert copy["results"][0]["image"]["links"]["page"] in original_page
 
 
 def test_upload_form_without_javascript_stores_and_lists_results(http, gateway_url, photo_jpegs):
