@@ -119,6 +119,11 @@ class SegmentReader:
         assert index is not None
         return int(index[row]["offset"]), int(index[row]["stored"])
 
+    def block_location(self, name: str) -> tuple[int, int]:
+        """(file offset, stored length) of a column's block."""
+        entry = self._columns[name]
+        return int(entry["offset"]), int(entry["length"])
+
     def column_bytes(self) -> dict[str, tuple[int, int]]:
         """Per column: (raw bytes, stored bytes)."""
         out: dict[str, tuple[int, int]] = {}

@@ -218,6 +218,7 @@ class ColumnStore:
         self._shas = FilenameIndex()
         self._raw_image_bytes = 0
         self._segments: list[SegmentReader] = []
+        self._unreadable: list[int] = []
         # Per segment: (tombstones, rows that compaction would drop or merge).
         self._segment_dead: dict[int, tuple[int, int]] = {}
         self._memtable: list[Row] = []
@@ -261,6 +262,8 @@ class ColumnStore:
             segment = self._load_segment(seg_dir / f"{segment_id:06d}.seg", versions)
             if segment is not None:
                 self._segments.append(segment)
+            else:
+                self._unreadable.append(segment_id)
         max_seq = max((v[0] for v in versions), default=0)
         replayed = 0
         numbers = [n for n in wal_mod.log_numbers(wal_dir) if n >= self._manifest.wal_min]
@@ -654,6 +657,10 @@ class ColumnStore:
             except Exception:  # noqa: BLE001 - keep serving; the next flush asks again
                 log.exception("background compaction failed")
 
+    def _manifest_segments(self) -> tuple[int, ...]:
+        # Unreadable segments stay listed, so their files are kept for inspection or repair.
+        return tuple(s.segment_id for s in self._segments) + tuple(self._unreadable)
+
     def _allocate_segment_path(self) -> Path:
         with self._lock:
             segment_id = self._manifest.next_segment_id
@@ -668,9 +675,7 @@ class ColumnStore:
             self._segments.append(segment)
             self._segment_dead[segment.segment_id] = _dead_counts(r.kind for r in job.rows)
             self._manifest = Manifest(
-                tuple(s.segment_id for s in self._segments),
-                self._manifest.next_segment_id,
-                job.wal_min,
+                self._manifest_segments(), self._manifest.next_segment_id, job.wal_min
             )
             self._manifest.save(self.data_dir)
             for i, row in enumerate(job.rows):
@@ -737,7 +742,7 @@ class ColumnStore:
                         ):
                             entry.vector = (new_segment, i)
                 self._manifest = dataclasses.replace(
-                    self._manifest, segments=tuple(s.segment_id for s in self._segments)
+                    self._manifest, segments=self._manifest_segments()
                 )
                 self._manifest.save(self.data_dir)
                 segments_after = len(self._segments)

@@ -10,9 +10,14 @@ import time
 import pytest
 
 from storage_service.columnstore import wal
-from storage_service.columnstore.errors import ImageNotFoundError, StoreClosedError
+from storage_service.columnstore.errors import (
+    DataLossError,
+    ImageNotFoundError,
+    StoreClosedError,
+)
 from storage_service.columnstore.image_check import prepare_image
 from storage_service.columnstore.model import AnnotationUpdate, Label
+from storage_service.columnstore.segment_reader import SegmentReader
 from storage_service.columnstore.store import ColumnStore, StoreOptions
 from tests.storage_service.conftest import SMALL_MEMTABLE, jpeg_variant
 
@@ -202,3 +207,26 @@ def test_writes_after_close_are_refused(tmp_path, prepared):
 
     with pytest.raises(StoreClosedError):
         store.put("a.jpg", "", prepared[0])
+
+
+def test_segment_with_a_damaged_column_answers_data_loss_and_the_rest_serves(tmp_path, prepared):
+    store = ColumnStore.open(tmp_path / "s", SMALL_MEMTABLE)
+    first = [store.put(f"a{i}.jpg", "", p).image.id for i, p in enumerate(prepared[:2])]
+    store.flush()
+    second = [store.put(f"b{i}.jpg", "", p).image.id for i, p in enumerate(prepared[2:4])]
+    store.close()
+    damaged = sorted((tmp_path / "s" / "segments").glob("*.seg"))[0]
+    offset, length = SegmentReader(damaged).block_location("filename")
+    raw = bytearray(damaged.read_bytes())
+    raw[offset + length // 2] ^= 0x10
+    damaged.write_bytes(bytes(raw))
+
+    reopened = ColumnStore.open(tmp_path / "s", SMALL_MEMTABLE)
+
+    with pytest.raises(DataLossError, match=damaged.name):
+        reopened.get(first[0])
+    assert reopened.read_data(second[1])[1] == prepared[3].data
+    reopened.put("c.jpg", "", prepared[4])
+    reopened.flush()
+    reopened.close()
+    assert damaged.exists()
