@@ -401,3 +401,26 @@ def test_flipped_byte_in_a_segment_is_data_loss_naming_it_and_others_still_serve
     for name, image_id in ids.items():
         if image_id != victim:
             assert read_all(storage.stub, image_id) == datas[name]
+
+
+def test_list_images_filters_by_status_for_the_reconciler(storage, photo_jpegs):
+    ids = [
+        put(storage.stub, jpeg_variant(photo_jpegs["coffee"], i), f"{i}.jpg").image.id
+        for i in range(3)
+    ]
+    storage.stub.UpdateAnnotations(
+        pb.UpdateAnnotationsRequest(
+            image_id=ids[1],
+            annotations=pb.Annotations(status=common_pb2.ANALYSIS_STATUS_READY),
+            update_mask=FieldMask(paths=["status"]),
+        )
+    )
+
+    pending = storage.stub.ListImages(
+        pb.ListImagesRequest(status=common_pb2.ANALYSIS_STATUS_PENDING)
+    )
+    ready = storage.stub.ListImages(pb.ListImagesRequest(status=common_pb2.ANALYSIS_STATUS_READY))
+
+    assert [m.id for m in pending.images] == [ids[2], ids[0]]
+    assert [m.id for m in ready.images] == [ids[1]]
+    assert (pending.total_count, ready.total_count) == (2, 1)
