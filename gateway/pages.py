@@ -16,9 +16,10 @@ from flask import (
 )
 from PIL import Image
 
-from gateway import api as api_helpers
+from gateway import operations as ops
+from gateway.api import THUMBNAIL_SIZES
 from gateway.errors import BadRequestError, NotFoundError, ServiceError
-from gateway.image_json import image_json
+from gateway.image_json import image_json, label_json
 from gateway.mosaic import MAX_COLUMNS, render_mosaic
 from gateway.mosaic_tiles import NoTilesError
 from gateway.state import state
@@ -50,7 +51,7 @@ def upload() -> Any:
     results: list[dict[str, Any]] = []
     if request.method == "POST":
         owner = state().access.require_form_writer()
-        results = [api_helpers.ingest_file(f, owner) for f in api_helpers.uploaded_files()]
+        results = [ops.ingest_file(f, owner) for f in ops.uploaded_files()]
     return render_template("upload.html", results=results)
 
 
@@ -63,8 +64,8 @@ def image_page(image_id: str) -> Any:
     related_error = ""
     if image["status"] == "ready":
         try:
-            similar = api_helpers.similar_results(image_id=image_id, k=8)
-            groups = api_helpers.duplicate_groups(image_id=image_id)
+            similar = ops.similar_results(image_id=image_id, k=8)
+            groups = ops.duplicate_groups(image_id=image_id)
             duplicates = [
                 {**member, "kind": group["kind"]}
                 for group in (*groups["exact_groups"], *groups["near_groups"])
@@ -85,7 +86,7 @@ def image_page(image_id: str) -> Any:
 @pages.post("/images/<image_id>/delete")
 def delete_image(image_id: str) -> Any:
     state().access.require_form_writer()
-    api_helpers.delete_image(image_id)
+    ops.delete_image(image_id)
     return redirect(url_for("pages.gallery", deleted=image_id), 303)
 
 
@@ -94,16 +95,14 @@ def change_tags(image_id: str) -> Any:
     state().access.require_form_writer()
     add = [t for t in request.form.get("add", "").split(",") if t.strip()]
     remove = request.form.getlist("remove")
-    api_helpers.set_tags(image_id, add, remove)
+    ops.set_tags(image_id, add, remove)
     return redirect(url_for("pages.image_page", image_id=image_id), 303)
 
 
 @pages.post("/images/<image_id>/feedback")
 def label_feedback(image_id: str) -> Any:
     state().access.require_form_writer()
-    api_helpers.add_feedback(
-        image_id, request.form.get("label", ""), request.form.get("comment", "")
-    )
+    ops.add_feedback(image_id, request.form.get("label", ""), request.form.get("comment", ""))
     return redirect(url_for("pages.image_page", image_id=image_id, thanks=1), 303)
 
 
@@ -113,7 +112,7 @@ def search() -> Any:
     results: dict[str, Any] | None = None
     by_filename: list[dict[str, Any]] = []
     if query:
-        results = api_helpers.search_results(query, 40, request.args.get("page", ""))
+        results = ops.search_results(query, 40, request.args.get("page", ""))
         by_filename = [
             image_json(i, _threshold()) for i in state().clients.find_by_filename(query, 20)
         ]
@@ -122,8 +121,8 @@ def search() -> Any:
 
 @pages.post("/search/similar")
 def search_similar() -> Any:
-    filename, analysis = api_helpers.analyse_upload()
-    similar = api_helpers.similar_results(vector=list(analysis.feature_vector), k=24)
+    filename, analysis = ops.analyse_upload()
+    similar = ops.similar_results(vector=list(analysis.feature_vector), k=24)
     return render_template(
         "search.html",
         query="",
@@ -131,7 +130,7 @@ def search_similar() -> Any:
         by_filename=[],
         similar_to=filename,
         similar=similar,
-        labels=[api_helpers.label_json(label) for label in analysis.labels],
+        labels=[label_json(label) for label in analysis.labels],
     )
 
 
@@ -146,7 +145,7 @@ def mosaic_page(image_id: str) -> Any:
 def mosaic_image(image_id: str) -> Any:
     st = state()
     columns = _columns()
-    thumb = st.clients.get_thumbnail(image_id, api_helpers.THUMBNAIL_SIZES["preview"])
+    thumb = st.clients.get_thumbnail(image_id, THUMBNAIL_SIZES["preview"])
     try:
         tile_set = st.tiles.tile_set()
     except NoTilesError as exc:
@@ -169,12 +168,12 @@ def _columns() -> int:
 
 @pages.get("/duplicates")
 def duplicates() -> Any:
-    return render_template("duplicates.html", groups=api_helpers.duplicate_groups())
+    return render_template("duplicates.html", groups=ops.duplicate_groups())
 
 
 @pages.get("/status")
 def status() -> Any:
-    return render_template("status.html", report=api_helpers.status_report())
+    return render_template("status.html", report=ops.status_report())
 
 
 @pages.route("/login", methods=["GET", "POST"])

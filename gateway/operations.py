@@ -1,0 +1,309 @@
+"""What the API and the pages both do: ingest uploads, search, similar, duplicates, tags,
+feedback, delete and the status report, over the service clients."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import grpc
+from flask import request
+from werkzeug.datastructures import FileStorage
+
+from gateway.errors import ApiError, BadRequestError, ServiceError
+from gateway.image_json import STATUS_NAMES, image_json
+from gateway.ingest import PENDING, READY, bytes_for_analysis
+from gateway.state import state
+from gateway.upload_checks import check_upload, clean_filename
+from imagerepo.common.v1 import common_pb2
+from imagerepo.storage.v1 import storage_service_pb2 as storage_pb
+from imagerepo.vision.v1 import vision_service_pb2 as vision_pb
+
+MAX_TAG_CHARS = 64
+MAX_TAGS_PER_REQUEST = 50
+MAX_COMMENT_CHARS = 1000
+
+
+def uploaded_files() -> list[FileStorage]:
+    files = [f for _name, f in request.files.items(multi=True)]
+    if not files:
+        raise BadRequestError("send one or more image files as multipart/form-data")
+    return files
+
+
+def ingest_file(upload: FileStorage, owner: str) -> dict[str, Any]:
+    """Store and process one uploaded file; a result entry, never an exception."""
+    st = state()
+    raw_name = upload.filename or ""
+    try:
+        filename = clean_filename(raw_name)
+        data = upload.read()
+        content_type = check_upload(filename, data, st.config.max_upload_bytes)
+        outcome = st.pipeline.ingest(filename, data, owner, content_type)
+    except (ApiError, ServiceError) as exc:
+        return {
+            "filename": raw_name,
+            "result": "rejected",
+            "http_status": exc.status,
+            "error": exc.message,
+        }
+    image = image_json(outcome.image, st.config.moderation_threshold)
+    return {
+        "filename": filename,
+        "result": "duplicate" if outcome.duplicate_of else "stored",
+        "http_status": 201,
+        "image": image,
+        "duplicate_of": outcome.duplicate_of,
+        "pending_reason": outcome.pending_reason,
+        "timings_ms": {k: round(v, 2) for k, v in outcome.timings_ms.items()},
+    }
+
+
+def upload_status(results: list[dict[str, Any]]) -> int:
+    statuses = {r["http_status"] for r in results}
+    if statuses == {201}:
+        return 201
+    if 201 in statuses:
+        return 207
+    return statuses.pop() if len(statuses) == 1 else 400
+
+
+def server_timing(results: list[dict[str, Any]]) -> str:
+    totals: dict[str, float] = {}
+    for result in results:
+        for stage, ms in result.get("timings_ms", {}).items():
+            totals[stage] = totals.get(stage, 0.0) + ms
+    return ", ".join(f"{stage};dur={ms:.1f}" for stage, ms in totals.items())
+
+
+def images_by_id(ids: list[str]) -> dict[str, storage_pb.ImageMetadata]:
+    """Metadata of the ids that still exist (an index may briefly lag a delete)."""
+    found: dict[str, storage_pb.ImageMetadata] = {}
+    for image_id in ids:
+        try:
+            found[image_id] = state().clients.get_image(image_id)
+        except ServiceError as exc:
+            if exc.code != grpc.StatusCode.NOT_FOUND:
+                raise
+    return found
+
+
+def search_results(query: str, page_size: int, page_token: str) -> dict[str, Any]:
+    st = state()
+    reply = st.clients.search_images(query, page_size=page_size, page_token=page_token)
+    images = images_by_id([hit.image_id for hit in reply.hits])
+    hits = [
+        {
+            "image": image_json(images[hit.image_id], st.config.moderation_threshold),
+            "score": round(hit.score, 4),
+            "reasons": [
+                {"field": r.field, "term": r.term, "score": round(r.score, 4)} for r in hit.reasons
+            ],
+        }
+        for hit in reply.hits
+        if hit.image_id in images
+    ]
+    return {
+        "query": query,
+        "hits": hits,
+        "total_hits": reply.total_hits,
+        "next_page_token": reply.next_page_token,
+        "fell_back_to_or": reply.fell_back_to_or,
+    }
+
+
+def similar_results(image_id: str = "", vector: list[float] | None = None, k: int = 10) -> list:
+    st = state()
+    hits = st.clients.similar_images(image_id=image_id, vector=vector or [], k=k)
+    images = images_by_id([hit.image_id for hit in hits])
+    return [
+        {
+            "image": image_json(images[hit.image_id], st.config.moderation_threshold),
+            "similarity": round(float(hit.similarity), 4),
+        }
+        for hit in hits
+        if hit.image_id in images
+    ]
+
+
+def analyse_upload(tasks: tuple[int, ...] = ()) -> tuple[str, vision_pb.AnalyzeResponse]:
+    """Analyse one uploaded image without storing it."""
+    st = state()
+    upload = uploaded_files()[0]
+    filename = clean_filename(upload.filename)
+    data = upload.read()
+    check_upload(filename, data, st.config.max_upload_bytes)
+    return filename, st.clients.analyze(bytes_for_analysis(data), tasks=tasks)
+
+
+def duplicate_groups(image_id: str = "", near_threshold: float = 0.0) -> dict[str, Any]:
+    st = state()
+    reply = st.clients.find_duplicates(image_id=image_id, near_threshold=near_threshold)
+    ids = {i for g in (*reply.exact_groups, *reply.near_groups) for i in g.image_ids}
+    images = images_by_id(sorted(ids))
+
+    def group(g: Any, kind: str) -> dict[str, Any]:
+        members = [
+            image_json(images[i], st.config.moderation_threshold)
+            for i in g.image_ids
+            if i in images
+        ]
+        return {
+            "kind": kind,
+            "sha256": g.sha256,
+            "min_similarity": round(float(g.min_similarity), 4),
+            "images": members,
+        }
+
+    exact = [group(g, "exact") for g in reply.exact_groups]
+    near = [group(g, "near") for g in reply.near_groups]
+    return {
+        "exact_groups": [g for g in exact if len(g["images"]) > 1],
+        "near_groups": [g for g in near if len(g["images"]) > 1],
+    }
+
+
+def set_tags(image_id: str, add: list[str], remove: list[str]) -> storage_pb.ImageMetadata:
+    """Change an image's tags in storage, then re-index it (or leave it to the reconciler)."""
+    st = state()
+    add, remove = clean_tags(add), clean_tags(remove)
+    if not add and not remove:
+        raise BadRequestError("give tags to add or remove")
+    image = st.clients.update_annotations(image_id, add_tags=add, remove_tags=remove)
+    reindex(image)
+    return image
+
+
+def reindex(image: storage_pb.ImageMetadata) -> None:
+    """Send a READY image's new tags to search; if search is away the reconciler does it."""
+    st = state()
+    if image.status != READY:
+        return
+    pending = storage_pb.Annotations(status=PENDING, status_detail="re-indexing")
+    image = st.clients.update_annotations(image.id, pending, ("status", "status_detail"))
+    st.pipeline.finish(image)
+
+
+def clean_tags(tags: list[Any]) -> list[str]:
+    if len(tags) > MAX_TAGS_PER_REQUEST:
+        raise BadRequestError(f"at most {MAX_TAGS_PER_REQUEST} tags per request")
+    cleaned: list[str] = []
+    for tag in tags:
+        if not isinstance(tag, str):
+            raise BadRequestError("tags must be strings")
+        text = " ".join(tag.split()).lower()
+        if len(text) > MAX_TAG_CHARS:
+            raise BadRequestError(f"a tag is at most {MAX_TAG_CHARS} characters")
+        if text and text not in cleaned:
+            cleaned.append(text)
+    return cleaned
+
+
+def add_feedback(image_id: str, label: str, comment: str) -> storage_pb.ImageMetadata:
+    st = state()
+    label, comment = label.strip(), comment.strip()
+    if not label:
+        raise BadRequestError("name the label that is wrong")
+    if len(comment) > MAX_COMMENT_CHARS:
+        raise BadRequestError(f"a comment is at most {MAX_COMMENT_CHARS} characters")
+    image = st.clients.get_image(image_id)
+    if label not in {lab.name for lab in image.labels}:
+        raise BadRequestError(f"the image has no label {label!r}")
+    feedback = common_pb2.LabelFeedback(
+        label=label,
+        comment=comment,
+        reported_by=st.access.viewer(),
+        created_at_unix_ms=_now_ms(),
+    )
+    return st.clients.update_annotations(image_id, add_feedback=[feedback])
+
+
+def delete_image(image_id: str) -> storage_pb.ImageMetadata:
+    """Delete from storage, then from search (retried by the reconciler if search is away)."""
+    st = state()
+    deleted = st.clients.delete_image(image_id)
+    st.pipeline.remove_from_index(image_id)
+    st.tiles.forget(image_id)
+    return deleted
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def status_report() -> dict[str, Any]:
+    """Counts, sizes and versions from every service; a service that is away shows its error."""
+    st = state()
+    report: dict[str, Any] = {"health": st.clients.health()}
+
+    def attempt(name: str, build: Any) -> None:
+        try:
+            report[name] = build()
+        except ServiceError as exc:
+            report[name] = {"error": exc.message}
+
+    def storage() -> dict[str, Any]:
+        stats = st.clients.storage_stats()
+        counts = {
+            name: st.clients.list_images(page_size=1, status=code).total_count
+            for code, name in STATUS_NAMES.items()
+            if code
+        }
+        disk = stats.disk_bytes
+        column_raw = sum(c.raw_bytes for c in stats.columns)
+        column_stored = sum(c.stored_bytes for c in stats.columns)
+        return {
+            "image_count": stats.image_count,
+            "deleted_count": stats.deleted_count,
+            "segment_count": stats.segment_count,
+            "disk_bytes": disk,
+            "raw_image_bytes": stats.raw_image_bytes,
+            "wal_bytes": stats.wal_bytes,
+            # Originals over everything on disk (log included), and what the segments'
+            # column encoding alone achieves.
+            "compression_ratio": round(stats.raw_image_bytes / disk, 3) if disk else None,
+            "segment_compression_ratio": (
+                round(column_raw / column_stored, 3) if column_stored else None
+            ),
+            "by_status": counts,
+            "pending_removals": len(st.pipeline.pending_removals),
+            "columns": [
+                {
+                    "name": c.name,
+                    "raw_bytes": c.raw_bytes,
+                    "stored_bytes": c.stored_bytes,
+                    "ratio": round(c.raw_bytes / c.stored_bytes, 3) if c.stored_bytes else None,
+                }
+                for c in stats.columns
+            ],
+        }
+
+    def search_stats() -> dict[str, Any]:
+        stats = st.clients.search_stats()
+        return {
+            "document_count": stats.document_count,
+            "term_count": stats.term_count,
+            "posting_bytes": stats.posting_bytes,
+            "index_disk_bytes": stats.index_disk_bytes,
+            "vector_count": stats.vector_count,
+            "vector_backend": stats.vector_backend,
+            "approximate_index": stats.approximate_index,
+        }
+
+    def models() -> list[dict[str, Any]]:
+        return [
+            {
+                "name": m.name,
+                "version": m.version,
+                "task": m.task,
+                "license": m.license,
+                "sha256": m.sha256,
+                "loaded": m.loaded,
+            }
+            for m in st.clients.list_models()
+        ]
+
+    attempt("storage", storage)
+    attempt("search", search_stats)
+    attempt("models", models)
+    return report
