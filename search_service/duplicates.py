@@ -40,7 +40,10 @@ def exact_groups(shas: Sequence[tuple[int, str]]) -> list[DuplicateGroup]:
 
 
 def near_groups(
-    representatives: npt.NDArray[np.int64], vectors: VectorIndex, threshold: float
+    representatives: npt.NDArray[np.int64],
+    vectors: VectorIndex,
+    threshold: float,
+    exact_pairs_limit: int = _EXACT_PAIRS_LIMIT,
 ) -> list[DuplicateGroup]:
     """Connected groups of representatives whose vectors are at least `threshold` alike."""
     reps = np.asarray(representatives, np.int64)
@@ -52,31 +55,30 @@ def near_groups(
             x = parent[x]
         return x
 
-    for a, b in _close_pairs(reps, vectors, threshold):
+    for a, b in _close_pairs(reps, vectors, threshold, exact_pairs_limit):
         ra, rb = find(a), find(b)
         if ra != rb:
             parent[max(ra, rb)] = min(ra, rb)
     members: dict[int, list[int]] = {}
     for d in reps:
         members.setdefault(find(int(d)), []).append(int(d))
-    matrix = vectors.matrix()
     groups = []
     for docs in members.values():
         if len(docs) < 2:
             continue
         docs.sort()
-        sims = matrix[docs[1:]] @ matrix[docs[0]]
-        groups.append(DuplicateGroup(tuple(docs), "", float(sims.min())))
+        member_vectors = vectors.vectors_of(np.asarray(docs, np.int64))
+        sims = member_vectors[1:] @ member_vectors[0]
+        groups.append(DuplicateGroup(tuple(docs), "", min(1.0, float(sims.min()))))
     return sorted(groups, key=lambda g: (-len(g.docs), g.docs))
 
 
 def _close_pairs(
-    reps: npt.NDArray[np.int64], vectors: VectorIndex, threshold: float
+    reps: npt.NDArray[np.int64], vectors: VectorIndex, threshold: float, exact_pairs_limit: int
 ) -> list[tuple[int, int]]:
-    matrix = vectors.matrix()
     pairs: list[tuple[int, int]] = []
-    if reps.size <= _EXACT_PAIRS_LIMIT or not vectors.approximate:
-        rep_vectors = matrix[reps]
+    rep_vectors = vectors.vectors_of(reps)
+    if reps.size <= exact_pairs_limit or not vectors.approximate:
         for start in range(0, reps.size, _BLOCK):
             block = rep_vectors[start : start + _BLOCK] @ rep_vectors.T
             rows, cols = np.nonzero(block >= threshold)
@@ -84,10 +86,10 @@ def _close_pairs(
                 if r < c:
                     pairs.append((int(reps[r]), int(reps[c])))
         return pairs
-    allowed = np.zeros(matrix.shape[0], np.bool_)
+    allowed = np.zeros(int(reps.max()) + 1, np.bool_)
     allowed[reps] = True
-    for d in reps:
-        hits = vectors.search(matrix[d], _NEIGHBOURS, allowed)
+    for d, v in zip(reps, rep_vectors, strict=True):
+        hits = vectors.search(v, _NEIGHBOURS, allowed)
         for other, sim in zip(hits.docs, hits.similarities, strict=True):
             if other != d and sim >= threshold:
                 pairs.append((int(d), int(other)))

@@ -24,7 +24,7 @@ from search_service.errors import (
     InvalidDocumentError,
     NoFeatureVectorError,
 )
-from search_service.fusion import reciprocal_rank_fusion
+from search_service.fusion import RRF_K, reciprocal_rank_fusion
 from search_service.growable import GrowableArray
 from search_service.inverted_index import BM25Params, InvertedIndex, Reason
 from search_service.semantic import LABEL_TEMPLATE, ConceptSpace
@@ -234,7 +234,6 @@ class SearchIndex:
         terms = self.keywords.query_terms(query)
         allowed = self.allowed(filters)
         matches = self.keywords.match(terms, allowed)
-        keyword_rank = matches.docs[np.argsort(-matches.scores, kind="stable")]
 
         semantic_rank = np.zeros(0, np.int64)
         semantic_best: dict[int, tuple[str, float]] = {}
@@ -253,21 +252,29 @@ class SearchIndex:
                 best = names[int(found.best_labels[i])]
                 semantic_best[int(found.docs[i])] = (best, float(found.similarities[i]))
 
-        fused, scores = reciprocal_rank_fusion(
-            [keyword_rank, semantic_rank], [1.0, self.params.semantic_weight]
-        )
+        if semantic_rank.size:
+            keyword_rank = _best_first(matches.docs, matches.scores, matches.docs.size)
+            fused, scores = reciprocal_rank_fusion(
+                [keyword_rank, semantic_rank], [1.0, self.params.semantic_weight]
+            )
+            total = int(fused.size)
+        else:
+            # Keyword hits only: rank just the ones this page needs, not every match.
+            fused = _best_first(matches.docs, matches.scores, offset + limit)
+            scores = 1.0 / (RRF_K + np.arange(1, fused.size + 1, dtype=np.float64))
+            total = int(matches.docs.size)
         hits = []
         for docno, score in zip(
             fused[offset : offset + limit], scores[offset : offset + limit], strict=True
         ):
             doc = self._docs[int(docno)]
             assert doc is not None
-            reasons = self.keywords.explain(int(docno), doc, terms)
+            reasons = self.keywords.explain(int(docno), doc, matches)
             if int(docno) in semantic_best:
                 label, sim = semantic_best[int(docno)]
                 reasons.append(Reason("semantic", label, sim))
             hits.append(Hit(doc.image_id, float(score), tuple(reasons)))
-        return SearchResult(hits, int(fused.size), matches.fell_back_to_or, embedding is not None)
+        return SearchResult(hits, total, matches.fell_back_to_or, embedding is not None)
 
     def _query_embedding(self, query: str) -> npt.NDArray[np.float32] | None:
         if self._embedder is None or self.concepts is None:
@@ -382,9 +389,7 @@ class SearchIndex:
             "owner": self._owner.view(),
             "moderation": self._moderation.view(),
             "status": self._status.view(),
-            "vectors": self.vectors.matrix(),
-            "vectors_present": self.vectors.present(),
-            "ann": self.vectors.ann_bytes(),
+            "vectors": self.vectors.state(),
             "keywords": self.keywords.state(),
         }
         if self.concepts is not None:
@@ -395,19 +400,15 @@ class SearchIndex:
     @classmethod
     def from_state(cls, state: dict[str, Any], params: EngineParams | None = None) -> SearchIndex:
         index = cls(params)
-        vectors = state["vectors"]
-        if vectors.shape[1] != index.params.vector_dim:
-            raise ValueError(f"saved vectors have {vectors.shape[1]} dimensions")
         index.vectors = VectorIndex.restore(
-            vectors, state["vectors_present"], index.params.ann, state["ann"]
+            state["vectors"], index.params.vector_dim, index.params.ann
         )
         index.keywords = InvertedIndex.from_state(state["keywords"], index.params.bm25)
         for docno, data in enumerate(state["docs"]):
             if data is None:
                 index._docs.append(None)
                 continue
-            present = state["vectors_present"][docno]
-            doc = Document.from_json(data, vectors[docno] if present else None)
+            doc = Document.from_json(data, index.vectors.vector(docno))
             index._docs.append(doc)
             index._ids[doc.image_id] = docno
         index._owner_codes = {o: i for i, o in enumerate(state["owners"])}
@@ -424,3 +425,18 @@ class SearchIndex:
         if saved is not None and labels == concepts.label_names:
             concepts.restore_docs(saved)
         self.attach_semantic(concepts, embedder)
+
+
+def _best_first(
+    docs: npt.NDArray[np.int64], scores: npt.NDArray[np.float32], count: int
+) -> npt.NDArray[np.int64]:
+    """The `count` best of `docs` (ascending numbers) by score, ties by number: deterministic,
+    so consecutive pages never overlap even when only a page's worth is sorted."""
+    if count <= 0:
+        return docs[:0]
+    if count < docs.size:
+        part = np.argpartition(-scores, count - 1)[:count]
+        keep = np.flatnonzero(scores >= scores[part].min())
+        docs, scores = docs[keep], scores[keep]
+    order = np.lexsort((docs, -scores))
+    return docs[order][:count]

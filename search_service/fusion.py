@@ -21,10 +21,13 @@ def reciprocal_rank_fusion(
     keep the order of the first ranking that holds the documents.
     """
     weights = weights or [1.0] * len(rankings)
-    nonempty = [r for r in rankings if r.size]
+    nonempty = [(r, w) for r, w in zip(rankings, weights, strict=True) if r.size]
     if not nonempty:
         return np.zeros(0, np.int64), np.zeros(0, np.float64)
-    docs = np.unique(np.concatenate(nonempty))
+    if len(nonempty) == 1:  # nothing to fuse: keep the ranking, score it the same way
+        ranking, weight = nonempty[0]
+        return ranking, weight / (k + np.arange(1, ranking.size + 1, dtype=np.float64))
+    docs = np.unique(np.concatenate([r for r, _ in nonempty]))
     scores = np.zeros(docs.size, np.float64)
     first_seen = np.full(docs.size, np.iinfo(np.int64).max, np.int64)
     offset = 0

@@ -66,6 +66,9 @@ class KeywordMatches:
     docs: npt.NDArray[np.int64]
     scores: npt.NDArray[np.float32]
     fell_back_to_or: bool
+    # (field, term, document numbers, their share of the score) per posting list used,
+    # kept so explaining a page of hits needs no second pass over the postings.
+    parts: list[tuple[str, str, Any, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,7 @@ class InvertedIndex:
         # surface form -> [documents holding it, Counter(field)]
         self._surface: dict[str, list[Any]] = {}
         self._sorted_surface: list[str] | None = None
+        self._label_stems: dict[str, frozenset[str]] = {}
         self._decoded: OrderedDict[tuple[int, str], tuple[npt.NDArray[np.int64], Any]] = (
             OrderedDict()
         )
@@ -207,6 +211,7 @@ class InvertedIndex:
         n = len(self._lengths["labels"])
         scores = np.zeros(n, dtype=np.float32)
         hits = np.zeros(n, dtype=np.int16)
+        parts = []
         for term in terms:
             present = np.zeros(n, dtype=np.bool_)
             for fno in range(len(FIELDS)):
@@ -216,6 +221,7 @@ class InvertedIndex:
                 ids, contrib = found
                 scores[ids] += contrib
                 present[ids] = True
+                parts.append((FIELDS[fno], term, ids, contrib))
             hits += present
         allowed = allowed[:n]
         docs = np.flatnonzero((hits == len(terms)) & allowed) if terms else np.zeros(0, np.int64)
@@ -223,21 +229,16 @@ class InvertedIndex:
         if docs.size == 0 and len(terms) > 1:
             docs = np.flatnonzero((hits > 0) & allowed)
             fell_back = docs.size > 0
-        return KeywordMatches(docs.astype(np.int64), scores[docs], fell_back)
+        return KeywordMatches(docs.astype(np.int64), scores[docs], fell_back, parts)
 
-    def explain(self, docno: int, doc: Document, terms: list[str]) -> list[Reason]:
+    def explain(self, docno: int, doc: Document, matches: KeywordMatches) -> list[Reason]:
         """Which query term matched in which field of `doc`, with its share of the score."""
         reasons: list[Reason] = []
-        for term in terms:
-            for fno, name in enumerate(FIELDS):
-                found = self._term_scores(fno, term)
-                if found is None:
-                    continue
-                ids, contrib = found
-                at = int(np.searchsorted(ids, docno))
-                if at < ids.size and ids[at] == docno:
-                    word = self._surface_word(doc, name, term)
-                    reasons.append(Reason(name, word, float(contrib[at])))
+        for name, term, ids, contrib in matches.parts:
+            at = int(np.searchsorted(ids, docno))
+            if at < ids.size and ids[at] == docno:
+                word = self._surface_word(doc, name, term)
+                reasons.append(Reason(name, word, float(contrib[at])))
         reasons.sort(key=lambda r: -r.score)
         return reasons
 
@@ -302,11 +303,10 @@ class InvertedIndex:
         return ids, contrib.astype(np.float32)
 
     def _surface_word(self, doc: Document, name: str, stem: str) -> str:
-        tok = self._tokenizer
         if name == "labels":
             for label in doc.labels:
                 for phrase in (label.name, *label.synonyms):
-                    if stem in tok.terms(phrase):
+                    if stem in self._phrase_stems(phrase):
                         return phrase
             return stem
         text = {
@@ -315,11 +315,20 @@ class InvertedIndex:
             "filename": doc.filename,
             "owner": doc.owner,
         }[name]
-        words = tok.words(text)
-        for word, word_stem in zip(words, tok.stem(words), strict=True):
+        words = self._tokenizer.words(text)
+        for word, word_stem in zip(words, self._tokenizer.stem(words), strict=True):
             if word_stem == stem:
                 return word
         return stem
+
+    def _phrase_stems(self, phrase: str) -> frozenset[str]:
+        """Stems of a label phrase; label names repeat across images, so they are cached."""
+        stems = self._label_stems.get(phrase)
+        if stems is None:
+            if len(self._label_stems) > 50_000:
+                self._label_stems.clear()
+            stems = self._label_stems[phrase] = frozenset(self._tokenizer.terms(phrase))
+        return stems
 
     # ---- statistics and persistence -------------------------------------------------------
 

@@ -45,59 +45,75 @@ class AnnParams:
 
 
 class VectorIndex:
+    """Vectors stored as rows in arrival order; a document without a vector takes no row."""
+
     def __init__(self, dim: int = 1280, ann: AnnParams | None = None) -> None:
         self.dim = dim
         self.ann_params = ann or AnnParams()
-        self._vectors = GrowableArray(np.float32, (dim,))
-        self._present = GrowableArray(np.bool_)
+        self._row_of = GrowableArray(np.int64)  # per document number; -1 = no vector
+        self._vectors = GrowableArray(np.float32, (dim,))  # per row
+        self._row_doc = GrowableArray(np.int64)  # per row: its document number
+        self._row_live = GrowableArray(np.bool_)  # per row: not removed
+        self._live = 0
         self._ann: hnswlib.Index | None = None
 
     def __len__(self) -> int:
-        return int(self._present.view().sum())
+        return self._live
 
     @property
     def approximate(self) -> bool:
         return self._ann is not None
 
     def add(self, docno: int, vector: npt.NDArray[np.float32] | None) -> None:
-        if docno != len(self._present):
+        if docno != len(self._row_of):
             raise ValueError(f"document numbers must be dense: got {docno}")
-        if vector is None:
-            self._vectors.append(np.zeros(self.dim, np.float32))
-            self._present.append(False)
-            return
-        v = np.asarray(vector, dtype=np.float32)
-        if v.shape != (self.dim,):
+        v = None if vector is None else np.asarray(vector, dtype=np.float32)
+        if v is not None and v.shape != (self.dim,):
             raise ValueError(f"feature vector must have {self.dim} values, got {v.size}")
-        norm = float(np.linalg.norm(v))
-        self._vectors.append(v / norm if norm > 0 else v)
-        self._present.append(norm > 0)
-        if self._ann is not None and norm > 0:
-            self._ann_add(np.asarray([docno]), self._vectors.view()[docno : docno + 1])
-        elif self._ann is None and len(self) >= self.ann_params.threshold:
+        norm = float(np.linalg.norm(v)) if v is not None else 0.0
+        if v is None or norm == 0:
+            self._row_of.append(-1)
+            return
+        row = self._vectors.append(v / norm)
+        self._row_of.append(row)
+        self._row_doc.append(docno)
+        self._row_live.append(True)
+        self._live += 1
+        if self._ann is not None:
+            self._ann_add(np.asarray([docno]), self._vectors.view()[row : row + 1])
+        elif self._live >= self.ann_params.threshold:
             self.build_ann()
 
     def remove(self, docno: int) -> None:
-        if docno < len(self._present) and self._present[docno]:
-            self._present[docno] = False
+        row = int(self._row_of[docno]) if docno < len(self._row_of) else -1
+        if row >= 0 and self._row_live[row]:
+            self._row_live[row] = False
+            self._live -= 1
             if self._ann is not None:
                 self._ann.mark_deleted(docno)
 
     def vector(self, docno: int) -> npt.NDArray[np.float32] | None:
-        if docno < len(self._present) and self._present[docno]:
-            return np.asarray(self._vectors[docno])
+        row = int(self._row_of[docno]) if docno < len(self._row_of) else -1
+        if row >= 0 and self._row_live[row]:
+            return np.asarray(self._vectors[row])
         return None
 
     def present(self) -> npt.NDArray[np.bool_]:
-        return self._present.view()
+        """Per document number: has a live vector."""
+        rows = self._row_of.view()
+        out = rows >= 0
+        out[out] = self._row_live.view()[rows[out]]
+        return out
 
-    def matrix(self) -> npt.NDArray[np.float32]:
-        return self._vectors.view()
+    def vectors_of(self, docs: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+        """Rows of the given document numbers (which must have vectors)."""
+        return self._vectors.view()[self._row_of.view()[docs]]
 
     def build_ann(self) -> None:
         """(Re)build the approximate index over every present vector."""
         p = self.ann_params
-        keys = np.flatnonzero(self._present.view())
+        rows = np.flatnonzero(self._row_live.view())
+        keys = self._row_doc.view()[rows]
         log.info("building approximate vector index", extra={"vectors": int(keys.size)})
         index = hnswlib.Index(space="ip", dim=self.dim)
         index.init_index(
@@ -109,7 +125,7 @@ class VectorIndex:
         index.set_ef(p.expansion_search)
         self._ann = index
         if keys.size:
-            self._ann_add(keys, self._vectors.view()[keys])
+            self._ann_add(keys, self._vectors.view()[rows])
 
     def _ann_add(self, keys: npt.NDArray[np.int64], rows: npt.NDArray[np.float32]) -> None:
         assert self._ann is not None
@@ -132,22 +148,27 @@ class VectorIndex:
         if norm == 0:
             raise ValueError("query vector is all zeros")
         q = q / norm
-        mask = allowed[: len(self._present)] & self._present.view()
+        n = len(self._row_of)
+        if allowed.size < n:  # numbers past the mask's end are not allowed
+            allowed = np.concatenate([allowed, np.zeros(n - allowed.size, np.bool_)])
+        allowed = allowed[:n]
         if self._ann is not None and not exact:
-            hits = self._search_ann(q, k, mask)
+            hits = self._search_ann(q, k, allowed & self.present())
             if hits is not None:
                 return hits
-        return self._search_exact(q, k, mask)
+        row_mask = self._row_live.view() & allowed[self._row_doc.view()]
+        return self._search_exact(q, k, row_mask)
 
-    def _search_exact(self, q: Any, k: int, mask: Any) -> VectorHits:
+    def _search_exact(self, q: Any, k: int, row_mask: Any) -> VectorHits:
         sims = self._vectors.view() @ q
-        sims[~mask] = -np.inf
-        k = min(k, int(mask.sum()))
-        if k == 0:
+        sims[~row_mask] = -np.inf
+        k = min(k, int(row_mask.sum()))
+        if k <= 0:
             return VectorHits(np.zeros(0, np.int64), np.zeros(0, np.float32), False)
         top = np.argpartition(-sims, k - 1)[:k]
         top = top[np.argsort(-sims[top], kind="stable")]
-        return VectorHits(top.astype(np.int64), sims[top].astype(np.float32), False)
+        docs = self._row_doc.view()[top]
+        return VectorHits(docs.astype(np.int64), sims[top].astype(np.float32), False)
 
     def _search_ann(self, q: Any, k: int, mask: Any) -> VectorHits | None:
         assert self._ann is not None
@@ -178,23 +199,33 @@ class VectorIndex:
             with open(path, "rb") as f:
                 return f.read()
 
+    def state(self) -> dict[str, Any]:
+        return {
+            "row_of": self._row_of.view(),
+            "rows": self._vectors.view(),
+            "row_doc": self._row_doc.view(),
+            "row_live": self._row_live.view(),
+            "ann": self.ann_bytes(),
+        }
+
     @classmethod
-    def restore(
-        cls,
-        vectors: npt.NDArray[np.float32],
-        present: npt.NDArray[np.bool_],
-        ann: AnnParams,
-        ann_blob: bytes | None,
-    ) -> VectorIndex:
-        index = cls(vectors.shape[1], ann)
-        index._vectors = GrowableArray.from_array(vectors)
-        index._present = GrowableArray.from_array(present)
-        if ann_blob is not None:
-            restored = hnswlib.Index(space="ip", dim=index.dim)
+    def restore(cls, state: dict[str, Any], dim: int, ann: AnnParams) -> VectorIndex:
+        rows = state["rows"]
+        if rows.ndim != 2 or rows.shape[1] != dim:
+            raise ValueError(f"saved vectors do not have {dim} dimensions")
+        index = cls(dim, ann)
+        index._row_of = GrowableArray.from_array(state["row_of"])
+        index._vectors = GrowableArray.from_array(rows)
+        index._row_doc = GrowableArray.from_array(state["row_doc"])
+        index._row_live = GrowableArray.from_array(state["row_live"])
+        index._live = int(state["row_live"].sum())
+        blob = state["ann"]
+        if blob is not None:
+            restored = hnswlib.Index(space="ip", dim=dim)
             with tempfile.TemporaryDirectory() as tmp:
                 path = os.path.join(tmp, "ann.bin")
                 with open(path, "wb") as f:
-                    f.write(ann_blob)
+                    f.write(blob)
                 restored.load_index(path, allow_replace_deleted=True)
             restored.set_ef(ann.expansion_search)
             index._ann = restored

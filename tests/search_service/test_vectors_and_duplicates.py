@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from search_service.duplicates import near_groups
 from search_service.engine import EngineParams, Filters, SearchIndex
 from search_service.errors import ImageNotFoundError, InvalidDocumentError, NoFeatureVectorError
 from search_service.vector_index import AnnParams, VectorIndex
@@ -123,3 +124,18 @@ def test_duplicates_of_one_image_only(index):
     assert index.duplicates(image_id="img1").near[0][0] == ["img0", "img1"]
     with pytest.raises(ImageNotFoundError):
         index.duplicates(image_id="missing")
+
+
+def test_near_duplicates_through_the_approximate_index_match_exact_pairs():
+    vi = VectorIndex(DIM, AnnParams(threshold=100))
+    for i in range(300):
+        vi.add(i, unit(i) if i % 3 else None)
+    vi.add(300, _near(unit(1), 5, 0.02))
+    vi.add(301, _near(unit(2), 6, 0.02))
+    reps = np.flatnonzero(vi.present())
+
+    via_ann = near_groups(reps, vi, 0.95, exact_pairs_limit=0)
+    exact = near_groups(reps, vi, 0.95)
+
+    assert vi.approximate
+    assert [g.docs for g in via_ann] == [g.docs for g in exact] == [(1, 300), (2, 301)]
