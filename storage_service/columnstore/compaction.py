@@ -1,14 +1,24 @@
-"""Merging segments: one row per live image, with its newest annotations; deleted rows and
+"""Merging segments: one row per image, with its newest annotations; deleted rows and
 superseded versions dropped.
 
-Only a merge of *all* segments listed in the manifest at one moment is done. Everything older
-than any row in them is then among them, so a tombstone can be dropped together with the rows
-it deletes. Rows written meanwhile (memtable, newer segments) all have higher sequence numbers
-and keep winning over the merged rows.
+Any set of segments can be merged, because every row carries its sequence number and the newest
+wins everywhere (at open, in the in-memory view, here). Within the merged set, per image:
+
+- its PUT row and a tombstone: both dropped (ids are never reused, so nothing older remains);
+- its PUT row, live: one PUT row with the newest annotations found in the set;
+- only a tombstone (the PUT is in a segment outside the set): the tombstone is kept;
+- only annotation rows: the newest one is kept.
+
+Rows outside the set that are newer keep winning over the merged rows; older annotation rows
+outside the set lose to the merged PUT, which carries the newest sequence number in the set.
+`pick_tier` chooses what the background merges: segments of similar size (size-tiered), so each
+byte is rewritten a logarithmic number of times, not at every compaction.
 """
 
 from __future__ import annotations
 
+import math
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +34,7 @@ class MergedRow:
     """A row of the merged segment; its blobs are read from the old segments when written."""
 
     values: dict[str, Any]
-    image: BlobRef
+    image: BlobRef | None
     vector: BlobRef | None
 
     def value(self, column: str) -> Any:
@@ -33,7 +43,7 @@ class MergedRow:
     def blob(self, column: str) -> bytes:
         if column == "feature_vector":
             return self.vector[0].blob(column, self.vector[1]) if self.vector else b""
-        return self.image[0].blob(column, self.image[1])
+        return self.image[0].blob(column, self.image[1]) if self.image else b""
 
 
 @dataclass
@@ -49,31 +59,54 @@ def segment_rows(segment: SegmentReader) -> list[dict[str, Any]]:
 
 
 def merge_segments(segments: Sequence[SegmentReader]) -> tuple[list[MergedRow], int]:
-    """The rows of one segment replacing all of `segments`, and how many rows that drops."""
-    versions: list[tuple[int, int, _Version]] = []
-    total = 0
+    """The rows of one segment replacing `segments`, and how many rows that drops."""
+    versions: list[_Version] = []
     for segment in segments:
         for i, values in enumerate(segment_rows(segment)):
-            versions.append((values["seq"], values["kind"], _Version(values, (segment, i))))
-            total += 1
-    versions.sort(key=lambda v: v[0])
-    live: dict[str, tuple[_Version, _Version]] = {}
-    for _seq, kind, version in versions:
-        image_id = version.values["id"]
+            versions.append(_Version(values, (segment, i)))
+    versions.sort(key=lambda v: v.values["seq"])
+    base: dict[str, _Version] = {}
+    newest: dict[str, _Version] = {}
+    tombstones: dict[str, _Version] = {}
+    for version in versions:
+        image_id, kind = version.values["id"], version.values["kind"]
         if kind == RowKind.PUT:
-            live[image_id] = (version, version)
-        elif kind == RowKind.ANNOTATE and image_id in live:
-            live[image_id] = (live[image_id][0], version)
-        elif kind == RowKind.DELETE:
-            live.pop(image_id, None)
+            base[image_id] = newest[image_id] = version
+        elif kind == RowKind.ANNOTATE:
+            newest[image_id] = version
+        else:
+            tombstones[image_id] = version
     merged: list[MergedRow] = []
-    for base, newest in sorted(live.values(), key=lambda bn: bn[0].values["id"]):
-        values = dict(base.values)
+    for image_id in sorted(set(newest) | set(tombstones)):
+        if image_id in tombstones:
+            if image_id not in base:  # what it deletes is in another segment: keep it
+                merged.append(MergedRow(dict(tombstones[image_id].values), None, None))
+            continue
+        top = newest[image_id]
+        vector = top.where if top.values["has_feature_vector"] else None
+        if image_id not in base:
+            merged.append(MergedRow(dict(top.values), None, vector))
+            continue
+        values = dict(base[image_id].values)
         for name in ANNOTATION_COLUMNS:
-            if name in newest.values:
-                values[name] = newest.values[name]
-        values["seq"] = newest.values["seq"]
+            if name in top.values:
+                values[name] = top.values[name]
+        values["seq"] = top.values["seq"]
         values["kind"] = int(RowKind.PUT)
-        vector = newest.where if newest.values["has_feature_vector"] else None
-        merged.append(MergedRow(values, base.where, vector))
-    return merged, total - len(merged)
+        merged.append(MergedRow(values, base[image_id].where, vector))
+    return merged, len(versions) - len(merged)
+
+
+def pick_tier(
+    segments: Sequence[SegmentReader], base_bytes: int, fanout: int
+) -> list[SegmentReader]:
+    """The smallest size tier holding `fanout` segments (tier k: about base * 4**k bytes), or
+    nothing when no tier is full."""
+    tiers: dict[int, list[SegmentReader]] = defaultdict(list)
+    for segment in segments:
+        ratio = max(segment.file_bytes, 1) / max(base_bytes, 1)
+        tiers[max(0, int(math.log(ratio, 4))) if ratio > 1 else 0].append(segment)
+    for tier in sorted(tiers):
+        if len(tiers[tier]) >= fanout:
+            return tiers[tier]
+    return []

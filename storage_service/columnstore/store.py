@@ -25,7 +25,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from storage_service.columnstore import wal as wal_mod
-from storage_service.columnstore.compaction import merge_segments, segment_rows
+from storage_service.columnstore.compaction import merge_segments, pick_tier, segment_rows
 from storage_service.columnstore.errors import (
     DataLossError,
     ImageNotFoundError,
@@ -78,8 +78,8 @@ DEFAULT_PAGE_SIZE = 50
 class StoreOptions:
     # The memtable is written to a segment once its rows hold this many bytes.
     memtable_bytes: int = 64 * 1024 * 1024
-    # Background compaction merges all segments once there are this many.
-    compact_min_segments: int = 8
+    # Background compaction merges the segments of one size tier once there are this many.
+    compact_min_segments: int = 4
     # ...or once this fraction of segment rows are tombstones or superseded versions.
     compact_dead_fraction: float = 0.3
     # Writers wait when this many frozen memtables are still being flushed.
@@ -640,7 +640,7 @@ class ColumnStore:
                 log.exception("memtable flush failed; will retry")
                 time.sleep(1.0)
                 continue
-            if self._wants_compaction():
+            if self._pick_compaction():
                 self._compact_wanted.set()
 
     def _compact_loop(self) -> None:
@@ -651,7 +651,7 @@ class ColumnStore:
             if self._closing or self._closed:
                 return
             try:
-                self.compact()
+                self.compact(background=True)
             except StoreClosedError:
                 return
             except Exception:  # noqa: BLE001 - keep serving; the next flush asks again
@@ -694,21 +694,38 @@ class ColumnStore:
             self._cond.notify_all()
         log.info("memtable flushed", extra={"segment": segment.name, "rows": len(job.rows)})
 
-    def _wants_compaction(self) -> bool:
+    def _pick_compaction(self) -> list[SegmentReader]:
+        """What the background policy merges now: every segment when many rows are dead,
+        else a full size tier, else nothing."""
         with self._lock:
-            count = len(self._segments)
-            rows = sum(s.row_count for s in self._segments)
-            dead = sum(self._segment_dead.get(s.segment_id, (0, 0))[1] for s in self._segments)
-        if count >= self.options.compact_min_segments:
-            return True
-        return count > 1 and rows > 0 and dead / rows >= self.options.compact_dead_fraction
+            segments = list(self._segments)
+            rows = sum(s.row_count for s in segments)
+            dead = sum(self._segment_dead.get(s.segment_id, (0, 0))[1] for s in segments)
+        if len(segments) > 1 and rows > 0 and dead / rows >= self.options.compact_dead_fraction:
+            return segments
+        return pick_tier(
+            segments, self.options.memtable_bytes, max(2, self.options.compact_min_segments)
+        )
 
-    def compact(self) -> CompactionReport:
-        """Merge every segment into one, dropping deleted rows and old versions."""
+    def compact(
+        self, segment_ids: Collection[int] | None = None, *, background: bool = False
+    ) -> CompactionReport:
+        """Merge segments, dropping deleted rows and old versions: all of them (the Compact
+        call), those named, or what the background policy picks."""
         with self._compaction_lock:
             with self._lock:
                 self._check_writable()
-                old = list(self._segments)
+                if background:
+                    old = self._pick_compaction()
+                else:
+                    old = [
+                        s
+                        for s in self._segments
+                        if segment_ids is None or s.segment_id in segment_ids
+                    ]
+                segments_before = len(self._segments)
+            if background and not old:
+                return CompactionReport(segments_before, segments_before, 0, 0, 0)
             bytes_before = sum(s.file_bytes for s in old)
             if not old:
                 return CompactionReport(0, 0, 0, 0, 0)
@@ -725,7 +742,9 @@ class ColumnStore:
                 for s in old:
                     self._segment_dead.pop(s.segment_id, None)
                 if new_segment is not None:
-                    self._segment_dead[new_segment.segment_id] = (0, 0)
+                    self._segment_dead[new_segment.segment_id] = _dead_counts(
+                        r.values["kind"] for r in merged
+                    )
                     for i, row in enumerate(merged):
                         entry = self._entries.get(row.values["id"])
                         if entry is None:
@@ -759,7 +778,7 @@ class ColumnStore:
                 },
             )
             return CompactionReport(
-                len(old) + len(keep), segments_after, bytes_before, bytes_after, dropped
+                segments_before, segments_after, bytes_before, bytes_after, dropped
             )
 
     # --- closing -------------------------------------------------------------------------------

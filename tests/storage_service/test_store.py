@@ -153,17 +153,51 @@ def test_annotations_survive_compaction_with_their_vector(tmp_path, prepared):
     reopened.close()
 
 
-def test_background_policy_compacts_when_segments_pile_up(tmp_path, prepared):
+def test_background_policy_merges_segments_of_a_size_tier(tmp_path, prepared):
+    # Every put fills the memtable: ten flushes, ten segments of about the same size.
     store = ColumnStore.open(tmp_path / "s", StoreOptions(memtable_bytes=1, compact_min_segments=3))
     ids = [store.put(f"{i}.jpg", "", p).image.id for i, p in enumerate(prepared)]
 
     deadline = time.monotonic() + 30
-    while store.stats().segment_count >= 3 and time.monotonic() < deadline:
+    while store.stats().segment_count > 4 and time.monotonic() < deadline:
         time.sleep(0.05)
 
-    assert store.stats().segment_count < 3
+    assert len(ids) == 10
+    assert store.stats().segment_count <= 4
     assert [store.read_data(i)[1] for i in ids] == [p.data for p in prepared]
     store.close()
+
+
+def test_partial_merge_keeps_tombstones_and_annotations_of_rows_outside_it(tmp_path, prepared):
+    store = ColumnStore.open(tmp_path / "s", SMALL_MEMTABLE)
+    ids = [store.put(f"{i}.jpg", "", p).image.id for i, p in enumerate(prepared[:3])]
+    store.flush()  # segment A: three puts
+    store.delete(ids[0])
+    store.update_annotations(
+        ids[1], AnnotationUpdate(fields=frozenset({"ocr_text"}), ocr_text="kept")
+    )
+    store.flush()  # segment B: a tombstone and an annotation whose puts are in A
+    store.put("new.jpg", "", prepared[3])
+    store.flush()  # segment C
+    a, b, c = sorted(int(p.stem) for p in (store.data_dir / "segments").glob("*.seg"))
+
+    partial = store.compact([b, c])
+    after_partial = (store.get(ids[1]).ocr_text, store.stats().deleted_count)
+    store.close()
+    reopened = ColumnStore.open(tmp_path / "s", SMALL_MEMTABLE)
+    reopened_view = (reopened.get(ids[1]).ocr_text, [m.id for m in reopened.list_images().images])
+    reopened.compact()
+
+    assert (partial.segments_before, partial.segments_after, partial.rows_dropped) == (3, 2, 0)
+    assert after_partial == ("kept", 1)
+    assert reopened_view[0] == "kept"
+    assert ids[0] not in reopened_view[1]
+    assert len(reopened_view[1]) == 3
+    assert reopened.stats().deleted_count == 0
+    with pytest.raises(ImageNotFoundError):
+        reopened.get(ids[0])
+    assert reopened.get(ids[1]).ocr_text == "kept"
+    reopened.close()
 
 
 def test_readers_keep_reading_while_compaction_swaps_segments(tmp_path, prepared):
