@@ -111,12 +111,25 @@ def search() -> Any:
     query = request.args.get("q", "").strip()
     results: dict[str, Any] | None = None
     by_filename: list[dict[str, Any]] = []
+    search_error = ""
     if query:
-        results = ops.search_results(query, 40, request.args.get("page", ""))
         by_filename = [
             image_json(i, _threshold()) for i in state().clients.find_by_filename(query, 20)
         ]
-    return render_template("search.html", query=query, results=results, by_filename=by_filename)
+        try:
+            results = ops.search_results(query, 40, request.args.get("page", ""))
+        except ServiceError as exc:
+            if exc.service != "search":
+                raise
+            # Exact filenames come from storage: still worth showing while search is away.
+            search_error = exc.message
+    return render_template(
+        "search.html",
+        query=query,
+        results=results,
+        by_filename=by_filename,
+        search_error=search_error,
+    )
 
 
 @pages.post("/search/similar")

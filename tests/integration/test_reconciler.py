@@ -129,3 +129,18 @@ def test_image_vision_keeps_timing_out_on_is_failed_after_max_attempts(tmp_path,
     assert done["status"] == "failed"
     assert done["status_detail"].endswith("after 3 attempts")
     assert "DEADLINE_EXCEEDED" in done["status_detail"]
+
+
+def test_search_page_still_finds_filenames_while_search_is_away(own_stack, photo_jpegs):
+    url = own_stack.gateway.url
+    stored = _upload(url, "IMG_0042.jpg", photo_jpegs["flower"])
+    own_stack.stop("search")
+
+    page = requests.get(f"{url}/search", params={"q": "IMG_0042.jpg"}, timeout=30)
+    api = requests.get(f"{url}/api/search", params={"q": "flower"}, timeout=30)
+
+    assert page.status_code == 200
+    assert "Searching by content is unavailable" in page.text
+    assert stored["image"]["links"]["page"] in page.text
+    assert api.status_code == 503
+    assert api.json()["error"]["message"] == "the search service is unavailable; try again shortly"
