@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
+import time
 from typing import Any
 
-from flask import Flask, Response
+from flask import Flask, Response, g, request
 
 from gateway.access import CSRF_FIELD, Access
 from gateway.api import api
@@ -17,6 +19,8 @@ from gateway.mosaic_tiles import TileCache
 from gateway.pages import pages
 from gateway.reconciler import Reconciler
 from gateway.state import GatewayState, state
+
+log = logging.getLogger("gateway.access")
 
 # Pages load scripts and styles from /static only; inline styles draw the probability bars.
 CONTENT_SECURITY_POLICY = (
@@ -63,6 +67,33 @@ def create_app(config: GatewayConfig, clients: ServiceClients | None = None) -> 
             "csrf_token": st.access.csrf_token,
             "keys_required": st.access.keys_required,
         }
+
+    @app.before_request
+    def _start_timer() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _access_log(response: Response) -> Response:
+        elapsed_ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+        writes = request.method not in ("GET", "HEAD", "OPTIONS")
+        level = (
+            logging.WARNING
+            if response.status_code >= 500
+            else logging.INFO
+            if writes
+            else logging.DEBUG
+        )
+        log.log(
+            level,
+            "request",
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "ms": round(elapsed_ms, 1),
+            },
+        )
+        return response
 
     @app.after_request
     def _security_headers(response: Response) -> Response:
