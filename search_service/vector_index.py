@@ -40,7 +40,7 @@ class AnnParams:
     threshold: int = 20_000
     # HNSW graph degree (M), build-time and search-time candidate list sizes (ef).
     connectivity: int = 16
-    expansion_add: int = 100
+    expansion_add: int = 64
     expansion_search: int = 96
 
 

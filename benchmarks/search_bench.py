@@ -1,0 +1,271 @@
+"""Search benchmark: our inverted index against SQLite FTS5 on the same synthetic documents,
+and similar-image search (exact numpy vs the hnswlib approximate index) at 100k x 1280-d.
+
+Documents are drawn from the ImageNet label vocabulary of the vision service's class-name file
+(models/imagenet_classes.json): five labels each with Dirichlet probabilities (popular classes
+drawn more often, Zipf-like), 0-3 tags from the label words, a camera- or descriptive filename
+and one of 50 owners. Both engines index the same text fields and rank by BM25 with the same
+field weights; both return the top 20 for the same queries (one- and two-word, AND).
+Run with `make bench PART=search`.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sqlite3
+import time
+from pathlib import Path
+
+import numpy as np
+
+from search_service.document import Document, Label
+from search_service.engine import EngineParams, SearchIndex
+from search_service.tokenizer import Tokenizer
+from search_service.vector_index import AnnParams, VectorIndex
+
+CLASSES_FILE = Path(__file__).resolve().parent.parent / "models" / "imagenet_classes.json"
+SIZES = (10_000, 100_000)
+QUERIES = 400
+TOP = 20
+VECTORS = 100_000
+DIM = 1280
+VECTOR_QUERIES = 200
+SEED = 20261123
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * resource.getpagesize() / 2**20
+
+
+def _pct(samples: list[float]) -> tuple[float, float]:
+    ms = np.asarray(samples) * 1000
+    return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
+
+
+def load_vocabulary() -> list[tuple[str, list[str]]]:
+    classes = json.loads(CLASSES_FILE.read_text())
+    return [(c["name"], list(c["synonyms"])) for c in sorted(classes, key=lambda c: c["index"])]
+
+
+def make_documents(n: int, vocab: list[tuple[str, list[str]]], rng) -> list[Document]:
+    words = sorted({w for name, _ in vocab for w in Tokenizer().words(name) if len(w) > 3})
+    popularity = 1.0 / np.arange(1, len(vocab) + 1) ** 0.8
+    popularity = rng.permutation(popularity / popularity.sum())
+    docs = []
+    for i in range(n):
+        classes = rng.choice(len(vocab), size=5, replace=False, p=popularity)
+        probs = np.sort(rng.dirichlet(np.full(5, 0.5)))[::-1]
+        labels = tuple(
+            Label(vocab[c][0], float(p), tuple(vocab[c][1]), int(c))
+            for c, p in zip(classes, probs, strict=True)
+        )
+        tags = tuple(rng.choice(words, size=int(rng.integers(0, 4))).tolist())
+        if rng.random() < 0.5:
+            filename = f"IMG_{i:06d}.jpg"
+        else:
+            a, b = rng.choice(words, size=2)
+            filename = f"{a.title()}{b.title()}_{int(rng.integers(2000, 2026))}.jpeg"
+        docs.append(
+            Document(
+                image_id=f"img-{i:07d}",
+                filename=filename,
+                owner=f"user{int(rng.integers(50))}",
+                labels=labels,
+                tags=tags,
+            )
+        )
+    return docs
+
+
+def make_queries(docs: list[Document], rng) -> list[str]:
+    """Words users would type: label words of random documents, one or two per query."""
+    tok = Tokenizer()
+    queries = []
+    for d in rng.choice(len(docs), size=QUERIES, replace=False):
+        doc = docs[int(d)]
+        words = tok.words(doc.labels[0].name) + tok.words(doc.labels[1].name)
+        words = [w for w in words if len(w) > 2] or ["cat"]
+        k = 1 if rng.random() < 0.6 else 2
+        queries.append(" ".join(rng.choice(words, size=min(k, len(words)), replace=False)))
+    return queries
+
+
+# ---- our index --------------------------------------------------------------------------
+
+
+def bench_ours(docs: list[Document], queries: list[str]) -> dict[str, float]:
+    before = _rss_mb()
+    started = time.perf_counter()
+    index = SearchIndex(EngineParams())
+    index.extend(docs)
+    index.warm()
+    build_s = time.perf_counter() - started
+    memory = _rss_mb() - before
+    latencies, hits = [], 0
+    for q in queries:
+        t = time.perf_counter()
+        result = index.search(q, limit=TOP, semantic=False)
+        latencies.append(time.perf_counter() - t)
+        hits += len(result.hits)
+    p50, p99 = _pct(latencies)
+    return {
+        "build_s": build_s,
+        "memory_mb": memory,
+        "p50": p50,
+        "p99": p99,
+        "hits": hits,
+        "posting_mb": index.keywords.posting_bytes / 2**20,
+    }
+
+
+# ---- SQLite FTS5 baseline ----------------------------------------------------------------
+
+
+def bench_fts5(docs: list[Document], queries: list[str]) -> dict[str, float]:
+    tok = Tokenizer()
+    db = sqlite3.connect(":memory:")
+    # Same fields, Porter stemming, unicode folding; labels as text (FTS5 has no weights per
+    # term, so a label's probability cannot count, one of the things our index adds).
+    db.execute(
+        "CREATE VIRTUAL TABLE docs USING fts5(labels, tags, ocr_text, filename, owner,"
+        " tokenize='porter unicode61')"
+    )
+    started = time.perf_counter()
+    rows = [
+        (
+            " ; ".join(
+                f"{lb.name} {' '.join(lb.synonyms)}" for lb in d.labels if lb.probability >= 0.05
+            ),
+            " ".join(d.tags),
+            d.ocr_text,
+            " ".join(tok.filename_words(d.filename)),
+            d.owner,
+        )
+        for d in docs
+    ]
+    with db:
+        db.executemany("INSERT INTO docs VALUES (?, ?, ?, ?, ?)", rows)
+    db.execute("INSERT INTO docs(docs) VALUES ('optimize')")
+    build_s = time.perf_counter() - started
+    pages = db.execute("PRAGMA page_count").fetchone()[0]
+    page_size = db.execute("PRAGMA page_size").fetchone()[0]
+    sql = (
+        "SELECT rowid FROM docs WHERE docs MATCH ? "
+        "ORDER BY bm25(docs, 3.0, 2.5, 1.0, 2.0, 0.5) LIMIT ?"
+    )
+    latencies, hits = [], 0
+    for q in queries:
+        match = " ".join(f'"{w}"' for w in q.split())
+        t = time.perf_counter()
+        found = db.execute(sql, (match, TOP)).fetchall()
+        latencies.append(time.perf_counter() - t)
+        hits += len(found)
+    p50, p99 = _pct(latencies)
+    db.close()
+    return {
+        "build_s": build_s,
+        "memory_mb": pages * page_size / 2**20,
+        "p50": p50,
+        "p99": p99,
+        "hits": hits,
+    }
+
+
+# ---- similar images ------------------------------------------------------------------------
+
+
+def clustered_vectors(n: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """n unit vectors around 2000 random centres (like photos of the same kinds of things),
+    plus held-out queries drawn the same way. With noise 1.2 per dimension two members of a
+    cluster have cosine ~0.4 and strangers ~0, close to what EfficientNet features show for
+    related vs unrelated photos."""
+    centres = rng.standard_normal((2000, DIM), dtype=np.float32)
+
+    def draw(count: int) -> np.ndarray:
+        out = np.empty((count, DIM), np.float32)
+        for start in range(0, count, 10_000):
+            m = min(10_000, count - start)
+            pts = centres[rng.integers(0, len(centres), m)]
+            pts += 1.2 * rng.standard_normal((m, DIM), dtype=np.float32)
+            out[start : start + m] = pts / np.linalg.norm(pts, axis=1, keepdims=True)
+        return out
+
+    return draw(n), draw(VECTOR_QUERIES)
+
+
+def bench_vectors(rng) -> dict[str, float]:
+    data, queries = clustered_vectors(VECTORS, rng)
+    index = VectorIndex(DIM, AnnParams(threshold=VECTORS + 1))  # exact until built below
+    for i, v in enumerate(data):
+        index.add(i, v)
+    del data
+    allowed = np.ones(VECTORS, np.bool_)
+    exact_lat, exact_ids = [], []
+    for q in queries:
+        t = time.perf_counter()
+        hits = index.search(q, 10, allowed, exact=True)
+        exact_lat.append(time.perf_counter() - t)
+        exact_ids.append(set(hits.docs.tolist()))
+    before = _rss_mb()
+    started = time.perf_counter()
+    index.build_ann()
+    build_s = time.perf_counter() - started
+    ann_memory = _rss_mb() - before
+    ann_lat, recall = [], []
+    for q, truth in zip(queries, exact_ids, strict=True):
+        t = time.perf_counter()
+        hits = index.search(q, 10, allowed)
+        ann_lat.append(time.perf_counter() - t)
+        assert hits.approximate
+        recall.append(len(truth & set(hits.docs.tolist())) / 10)
+    e50, e99 = _pct(exact_lat)
+    a50, a99 = _pct(ann_lat)
+    return {
+        "exact_p50": e50,
+        "exact_p99": e99,
+        "ann_p50": a50,
+        "ann_p99": a99,
+        "recall": float(np.mean(recall)),
+        "build_s": build_s,
+        "ann_memory_mb": ann_memory,
+    }
+
+
+def main() -> None:
+    rng = np.random.default_rng(SEED)
+    vocab = load_vocabulary()
+    print(f"vocabulary: {len(vocab)} ImageNet classes from {CLASSES_FILE.name}")
+    for n in SIZES:
+        docs = make_documents(n, vocab, rng)
+        queries = make_queries(docs, rng)
+        ours = bench_ours(docs, queries)
+        fts = bench_fts5(docs, queries)
+        print(f"\n-- text search, {n:,} documents, {len(queries)} queries, top {TOP} --")
+        print(f"{'':14}{'build s':>9}{'memory MB':>11}{'p50 ms':>9}{'p99 ms':>9}{'hits':>8}")
+        for name, r in (("ours", ours), ("sqlite fts5", fts)):
+            print(
+                f"{name:14}{r['build_s']:9.2f}{r['memory_mb']:11.1f}"
+                f"{r['p50']:9.3f}{r['p99']:9.3f}{int(r['hits']):8d}"
+            )
+        print(
+            f"ours vs fts5: p50 {fts['p50'] / ours['p50']:.2f}x faster, "
+            f"p99 {fts['p99'] / ours['p99']:.2f}x faster, "
+            f"build {ours['build_s'] / fts['build_s']:.2f}x the time; "
+            f"compressed postings {ours['posting_mb']:.1f} MB"
+        )
+        del docs
+    print(f"\n-- similar images, {VECTORS:,} x {DIM}-d, {VECTOR_QUERIES} queries, top 10 --")
+    v = bench_vectors(rng)
+    print(f"exact numpy   p50 {v['exact_p50']:.2f} ms  p99 {v['exact_p99']:.2f} ms")
+    print(
+        f"hnswlib       p50 {v['ann_p50']:.2f} ms  p99 {v['ann_p99']:.2f} ms  "
+        f"recall@10 {v['recall']:.3f}  build {v['build_s']:.1f} s  +{v['ann_memory_mb']:.0f} MB"
+    )
+    print(f"hnswlib vs exact: p50 {v['exact_p50'] / v['ann_p50']:.1f}x faster")
+
+
+if __name__ == "__main__":
+    main()
