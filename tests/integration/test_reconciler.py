@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -144,3 +145,21 @@ def test_search_page_still_finds_filenames_while_search_is_away(own_stack, photo
     assert stored["image"]["links"]["page"] in page.text
     assert api.status_code == 503
     assert api.json()["error"]["message"] == "the search service is unavailable; try again shortly"
+
+
+def test_concurrent_uploads_are_finished_by_their_own_requests(
+    tmp_path, vision_engine, photo_jpegs
+):
+    # A reconciler looking every 50 ms must leave images whose upload is still under way alone.
+    busy = build_stack(tmp_path, vision_engine, reconcile_interval_s=0.05)
+    try:
+        names = ["chelsea", "coffee", "rocket", "astronaut", "motorcycle", "china"]
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            results = list(
+                pool.map(lambda n: _upload(busy.gateway.url, f"{n}.jpg", photo_jpegs[n]), names)
+            )
+    finally:
+        busy.close()
+
+    assert [r["image"]["status"] for r in results] == ["ready"] * len(names)
+    assert all("vision_analyze" in r["timings_ms"] for r in results)
