@@ -244,8 +244,13 @@ class IngestPipeline:
             status_detail="" if index_error is None else _waiting_detail(index_error),
         )
         fields.extend(("status", "status_detail"))
-        with timed(timings, "storage_annotate"):
-            updated = self._clients.update_annotations(image.id, annotations, fields)
+        try:
+            with timed(timings, "storage_annotate"):
+                updated = self._clients.update_annotations(image.id, annotations, fields)
+        except ServiceError as exc:
+            if exc.code == grpc.StatusCode.NOT_FOUND and index_error is None:
+                self.remove_from_index(image.id)  # deleted meanwhile: leave no orphan behind
+            raise
         if index_error is not None:
             return self._record_failure(updated, index_error, already_saved=True)
         with self._busy_changed:
