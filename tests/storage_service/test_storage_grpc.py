@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import logging
+import shutil
 import threading
 
 import grpc
@@ -12,7 +14,13 @@ from PIL import Image
 
 from imagerepo.common.v1 import common_pb2
 from imagerepo.storage.v1 import storage_service_pb2 as pb
-from tests.storage_service.conftest import jpeg_variant, put, read_all, upload_requests
+from tests.storage_service.conftest import (
+    ServiceRunner,
+    jpeg_variant,
+    put,
+    read_all,
+    upload_requests,
+)
 
 
 def _code(call) -> grpc.StatusCode:
@@ -424,3 +432,31 @@ def test_list_images_filters_by_status_for_the_reconciler(storage, photo_jpegs):
     assert [m.id for m in pending.images] == [ids[2], ids[0]]
     assert [m.id for m in ready.images] == [ids[1]]
     assert (pending.total_count, ready.total_count) == (2, 1)
+
+
+def test_flipped_byte_in_the_log_drops_that_write_with_a_log_line_and_serves_the_rest(
+    storage, photo_jpegs, tmp_path, caplog
+):
+    datas = [photo_jpegs["chelsea"], photo_jpegs["coffee"], photo_jpegs["rocket"]]
+    ids = [put(storage.stub, data, f"{i}.jpg").image.id for i, data in enumerate(datas)]
+    # The data dir as a kill -9 would leave it now: the puts are only in the log.
+    crashed = tmp_path / "crashed"
+    shutil.copytree(storage.data_dir, crashed)
+    (log_file,) = (crashed / "wal").glob("*.log")
+    raw = bytearray(log_file.read_bytes())
+    raw[raw.find(datas[1][1000:1100]) + 50] ^= 0x08
+    log_file.write_bytes(bytes(raw))
+
+    with caplog.at_level(logging.ERROR):
+        runner = ServiceRunner(crashed)
+        reopened = runner.start()
+    try:
+        with pytest.raises(grpc.RpcError) as info:
+            reopened.stub.GetImage(pb.GetImageRequest(image_id=ids[1]))
+        served = [read_all(reopened.stub, ids[0]), read_all(reopened.stub, ids[2])]
+    finally:
+        runner.stop()
+
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert served == [datas[0], datas[2]]
+    assert any("write-ahead log damage" in r.message for r in caplog.records)
