@@ -148,10 +148,13 @@ class IngestPipeline:
         timings: dict[str, float] | None = None,
         duplicate_of: list[str] | None = None,
         wait: bool = False,
+        reindex: bool = False,
     ) -> FinishOutcome:
         """Analyse, index and mark READY an image that is PENDING; never raises ServiceError.
 
-        With wait=False an image another thread is already finishing is left to it.
+        With wait=False an image another thread is already finishing is left to it. With
+        reindex=True (after a tag change) an analysed image is indexed again from its current
+        metadata even if another thread marked it READY meanwhile, from older metadata.
         """
         timings = timings if timings is not None else {}
         with self._claim(image.id, wait) as claim:
@@ -161,9 +164,9 @@ class IngestPipeline:
                 if claim == "waited":
                     # Another thread (the reconciler) had it: see what it left.
                     image = self._clients.get_image(image.id)
-                    if image.status != PENDING:
+                    if image.status != PENDING and not (reindex and image.has_feature_vector):
                         return FinishOutcome(image)
-                return self._finish_claimed(image, data, timings, duplicate_of or [])
+                return self._finish_claimed(image, data, timings, duplicate_of or [], reindex)
             except ServiceError as exc:
                 return self._record_failure(image, exc)
 
@@ -195,13 +198,15 @@ class IngestPipeline:
         data: bytes | None,
         timings: dict[str, float],
         duplicate_of: list[str],
+        reindex: bool = False,
     ) -> FinishOutcome:
         fields: list[str] = []
         if image.has_feature_vector:
-            # Analysed on an earlier attempt (search was down then): only indexing is left.
+            # Analysed on an earlier attempt (search was down then), or re-indexed after a tag
+            # change: only indexing is left, from the current metadata.
             with timed(timings, "storage_read"):
                 image = self._clients.get_image(image.id, include_feature_vector=True)
-            if image.status != PENDING:
+            if image.status != PENDING and not reindex:
                 return FinishOutcome(image)
             analysis = Analysis(
                 list(image.labels),

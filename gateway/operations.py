@@ -12,7 +12,7 @@ from werkzeug.datastructures import FileStorage
 
 from gateway.errors import ApiError, BadRequestError, ServiceError
 from gateway.image_json import STATUS_NAMES, image_json
-from gateway.ingest import PENDING, READY, bytes_for_analysis
+from gateway.ingest import FAILED, PENDING, READY, bytes_for_analysis
 from gateway.state import state
 from gateway.upload_checks import check_upload, clean_filename
 from imagerepo.common.v1 import common_pb2
@@ -175,13 +175,18 @@ def set_tags(image_id: str, add: list[str], remove: list[str]) -> storage_pb.Ima
 
 
 def reindex(image: storage_pb.ImageMetadata) -> None:
-    """Send a READY image's new tags to search; if search is away the reconciler does it."""
+    """Send an image's new tags to search; if search is away the reconciler does it.
+
+    A PENDING image may be in the reconciler's hands right now, indexed from metadata read
+    before this change: waiting for it and indexing again keeps the new tags.
+    """
     st = state()
-    if image.status != READY:
+    if image.status == FAILED:
         return
-    pending = storage_pb.Annotations(status=PENDING, status_detail="re-indexing")
-    image = st.clients.update_annotations(image.id, pending, ("status", "status_detail"))
-    st.pipeline.finish(image)
+    if image.status == READY:
+        pending = storage_pb.Annotations(status=PENDING, status_detail="re-indexing")
+        image = st.clients.update_annotations(image.id, pending, ("status", "status_detail"))
+    st.pipeline.finish(image, wait=True, reindex=True)
 
 
 def clean_tags(tags: list[Any]) -> list[str]:

@@ -163,3 +163,22 @@ def test_concurrent_uploads_are_finished_by_their_own_requests(
 
     assert [r["image"]["status"] for r in results] == ["ready"] * len(names)
     assert all("vision_analyze" in r["timings_ms"] for r in results)
+
+
+def test_tags_added_while_pending_are_searchable_once_finished(own_stack, photo_jpegs):
+    url = own_stack.gateway.url
+    own_stack.stop("vision")
+    image_id = _upload(url, "tag-me-later.jpg", photo_jpegs["rocket"])["image"]["id"]
+
+    tagged = requests.post(
+        f"{url}/api/images/{image_id}/tags", json={"add": ["launchpad"]}, timeout=30
+    )
+    own_stack.start("vision")
+    done = _wait_for_status(url, image_id, "ready")
+    hits = requests.get(f"{url}/api/search", params={"q": "launchpad"}, timeout=10).json()["hits"]
+
+    assert tagged.status_code == 200
+    assert tagged.json()["status"] == "pending"
+    assert done["tags"] == ["launchpad"]
+    assert hits[0]["image"]["id"] == image_id
+    assert "tags" in {r["field"] for r in hits[0]["reasons"]}
