@@ -194,6 +194,14 @@ def delete(image_id: str) -> Any:
     return jsonify(deleted=image_json(deleted, st.config.moderation_threshold))
 
 
+@api.post("/images/<image_id>/retry")
+def retry(image_id: str) -> Any:
+    st = state()
+    st.access.require_api_writer()
+    image = ops.retry_analysis(image_id)
+    return jsonify(image_json(image, st.config.moderation_threshold))
+
+
 @api.get("/search")
 def search() -> Any:
     query = request.args.get("q", "").strip()

@@ -78,6 +78,10 @@ class NotFoundError(ApiError):
     status = 404
 
 
+class ConflictError(ApiError):
+    status = 409
+
+
 class PayloadTooLargeError(ApiError):
     status = 413
 

@@ -333,6 +333,10 @@ class IngestPipeline:
                 pass
         return FinishOutcome(image, reason, exc)
 
+    def forget_attempts(self, image_id: str) -> None:
+        with self._busy_changed:
+            self._attempts.pop(image_id, None)
+
     def remove_from_index(self, image_id: str) -> bool:
         """Remove a deleted image from search; remember it for the reconciler if search is down."""
         try:

@@ -10,7 +10,7 @@ import grpc
 from flask import request
 from werkzeug.datastructures import FileStorage
 
-from gateway.errors import ApiError, BadRequestError, ServiceError
+from gateway.errors import ApiError, BadRequestError, ConflictError, ServiceError
 from gateway.image_json import STATUS_NAMES, image_json
 from gateway.ingest import FAILED, PENDING, READY, bytes_for_analysis
 from gateway.state import state
@@ -230,6 +230,18 @@ def delete_image(image_id: str) -> storage_pb.ImageMetadata:
     st.pipeline.remove_from_index(image_id)
     st.tiles.forget(image_id)
     return deleted
+
+
+def retry_analysis(image_id: str) -> storage_pb.ImageMetadata:
+    """Run the pipeline again for a FAILED image (after vision was fixed or given more time)."""
+    st = state()
+    image = st.clients.get_image(image_id)
+    if image.status != FAILED:
+        raise ConflictError("only an image whose analysis failed can be retried")
+    pending = storage_pb.Annotations(status=PENDING, status_detail="retrying")
+    image = st.clients.update_annotations(image_id, pending, ("status", "status_detail"))
+    st.pipeline.forget_attempts(image_id)
+    return st.pipeline.finish(image, wait=True).image
 
 
 def _now_ms() -> int:

@@ -90,6 +90,13 @@ def delete_image(image_id: str) -> Any:
     return redirect(url_for("pages.gallery", deleted=image_id), 303)
 
 
+@pages.post("/images/<image_id>/retry")
+def retry_analysis(image_id: str) -> Any:
+    state().access.require_form_writer()
+    ops.retry_analysis(image_id)
+    return redirect(url_for("pages.image_page", image_id=image_id), 303)
+
+
 @pages.post("/images/<image_id>/tags")
 def change_tags(image_id: str) -> Any:
     state().access.require_form_writer()

@@ -106,7 +106,9 @@ def test_image_the_models_cannot_read_is_marked_failed_not_left_pending(own_stac
     assert result["pending_reason"] == ""
 
 
-def test_image_vision_keeps_timing_out_on_is_failed_after_max_attempts(tmp_path, vision_engine):
+def test_image_vision_keeps_timing_out_on_is_failed_after_max_attempts_and_can_be_retried(
+    tmp_path, vision_engine
+):
     # A deadline no analysis can meet: every attempt ends in DEADLINE_EXCEEDED.
     slow = build_stack(
         tmp_path,
@@ -122,6 +124,13 @@ def test_image_vision_keeps_timing_out_on_is_failed_after_max_attempts(tmp_path,
 
         result = _upload(url, "red.png", buf.getvalue())
         done = _wait_for_status(url, result["image"]["id"], "failed", timeout_s=30)
+        # A gateway that gives vision enough time can retry it (the impatient one's
+        # reconciler is stopped first so it does not race the retry).
+        slow.gateway.app.extensions["imagerepo"].reconciler.stop()
+        patient = slow.start_gateway(reconcile_interval_s=0.0)
+        retried = requests.post(f"{patient.url}/api/images/{result['image']['id']}/retry")
+        again = requests.post(f"{patient.url}/api/images/{result['image']['id']}/retry")
+        patient.stop()
     finally:
         slow.close()
 
@@ -130,6 +139,10 @@ def test_image_vision_keeps_timing_out_on_is_failed_after_max_attempts(tmp_path,
     assert done["status"] == "failed"
     assert done["status_detail"].endswith("after 3 attempts")
     assert "DEADLINE_EXCEEDED" in done["status_detail"]
+    assert retried.status_code == 200
+    assert retried.json()["status"] == "ready"
+    assert retried.json()["labels"]
+    assert again.status_code == 409
 
 
 def test_search_page_still_finds_filenames_while_search_is_away(own_stack, photo_jpegs):
