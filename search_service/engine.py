@@ -263,15 +263,15 @@ class SearchIndex:
             fused = _best_first(matches.docs, matches.scores, offset + limit)
             scores = 1.0 / (RRF_K + np.arange(1, fused.size + 1, dtype=np.float64))
             total = int(matches.docs.size)
+        page = [int(d) for d in fused[offset : offset + limit]]
+        page_docs = [self._doc(d) for d in page]
+        explained = self.keywords.explain(page, page_docs, matches)
         hits = []
-        for docno, score in zip(
-            fused[offset : offset + limit], scores[offset : offset + limit], strict=True
+        for docno, doc, reasons, score in zip(
+            page, page_docs, explained, scores[offset : offset + limit], strict=True
         ):
-            doc = self._docs[int(docno)]
-            assert doc is not None
-            reasons = self.keywords.explain(int(docno), doc, matches)
-            if int(docno) in semantic_best:
-                label, sim = semantic_best[int(docno)]
+            if docno in semantic_best:
+                label, sim = semantic_best[docno]
                 reasons.append(Reason("semantic", label, sim))
             hits.append(Hit(doc.image_id, float(score), tuple(reasons)))
         return SearchResult(hits, total, matches.fell_back_to_or, embedding is not None)

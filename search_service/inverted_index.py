@@ -231,15 +231,20 @@ class InvertedIndex:
             fell_back = docs.size > 0
         return KeywordMatches(docs.astype(np.int64), scores[docs], fell_back, parts)
 
-    def explain(self, docno: int, doc: Document, matches: KeywordMatches) -> list[Reason]:
-        """Which query term matched in which field of `doc`, with its share of the score."""
-        reasons: list[Reason] = []
+    def explain(
+        self, docnos: list[int], docs: list[Document], matches: KeywordMatches
+    ) -> list[list[Reason]]:
+        """For each of a page of hits: which query term matched in which field, with its share
+        of the score, strongest first."""
+        reasons: list[list[Reason]] = [[] for _ in docnos]
+        page = np.asarray(docnos, dtype=np.int64)
         for name, term, ids, contrib in matches.parts:
-            at = int(np.searchsorted(ids, docno))
-            if at < ids.size and ids[at] == docno:
-                word = self._surface_word(doc, name, term)
-                reasons.append(Reason(name, word, float(contrib[at])))
-        reasons.sort(key=lambda r: -r.score)
+            at = np.minimum(np.searchsorted(ids, page), ids.size - 1)
+            for i in np.flatnonzero(ids[at] == page):
+                word = self._surface_word(docs[i], name, term)
+                reasons[i].append(Reason(name, word, float(contrib[at[i]])))
+        for found in reasons:
+            found.sort(key=lambda r: -r.score)
         return reasons
 
     def suggest(self, prefix: str, limit: int) -> list[tuple[str, int, str]]:

@@ -59,6 +59,8 @@ def _split_humps(word: str) -> list[str]:
 
     "BeachDay2024" -> Beach, Day, 2024; "HTTPServer" -> HTTP, Server; "café" stays whole.
     """
+    if word.isdigit() or (word.isalpha() and (word.islower() or word[1:].islower())):
+        return [word]  # the common case: nothing to split
     parts: list[str] = []
     start = 0
     for i in range(1, len(word)):
