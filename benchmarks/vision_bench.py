@@ -161,8 +161,9 @@ def service_throughput(port: int, photos: list[bytes], clients: int, tasks: list
         target=_client_process, args=(port, photos, clients, tasks, started, out)
     )
     process.start()
-    if not started.wait(timeout=120):
-        raise RuntimeError("benchmark clients did not start")
+    while not started.wait(timeout=0.5):
+        if not process.is_alive():
+            raise RuntimeError("benchmark clients failed to start (see their error above)")
     cpu_started = time.process_time()
     done, elapsed = out.get(timeout=ROUND_S + 120)
     cpu = time.process_time() - cpu_started
