@@ -18,6 +18,8 @@ from scipy.spatial import cKDTree
 
 DEFAULT_TILE_PX = 24
 MAX_COLUMNS = 160
+# How much farther (RGB distance) than the nearest tile a varied choice may be.
+VARIETY_TOLERANCE = 18.0
 
 
 @dataclass(frozen=True)
@@ -77,14 +79,36 @@ def cell_colours(target: Image.Image, columns: int) -> np.ndarray:
     return np.asarray(small, dtype=np.float32)
 
 
-def nearest_tiles(colours: np.ndarray, tile_set: TileSet) -> np.ndarray:
-    """Index of the tile whose mean colour is nearest (Euclidean, RGB) to each colour."""
-    _, index = cKDTree(tile_set.means).query(colours.reshape(-1, 3), k=1)
-    return np.asarray(index, dtype=np.intp).reshape(colours.shape[:-1])
+def nearest_tiles(
+    colours: np.ndarray,
+    tile_set: TileSet,
+    variety: int = 1,
+    tolerance: float = VARIETY_TOLERANCE,
+    seed: int = 0,
+) -> np.ndarray:
+    """Index of the tile whose mean colour is nearest (Euclidean, RGB) to each colour.
+
+    With variety > 1, each cell takes one of its `variety` nearest tiles at random, if that
+    tile is within `tolerance` of the nearest: flat areas stop repeating one tile.
+    """
+    flat = colours.reshape(-1, 3)
+    k = max(1, min(variety, len(tile_set)))
+    distance, index = cKDTree(tile_set.means).query(flat, k=k)
+    if k == 1:
+        return np.asarray(index, dtype=np.intp).reshape(colours.shape[:-1])
+    rows = np.arange(len(flat))
+    pick = np.random.default_rng(seed).integers(0, k, size=len(flat))
+    close_enough = distance[rows, pick] <= distance[:, 0] + tolerance
+    chosen = np.where(close_enough, index[rows, pick], index[:, 0])
+    return np.asarray(chosen, dtype=np.intp).reshape(colours.shape[:-1])
 
 
 def render_mosaic(
-    target: Image.Image, tile_set: TileSet, columns: int = 48, tint: float = 0.25
+    target: Image.Image,
+    tile_set: TileSet,
+    columns: int = 48,
+    tint: float = 0.25,
+    variety: int = 1,
 ) -> Image.Image:
     """The target rebuilt from tiles: (rows * tile_px) x (columns * tile_px) pixels."""
     if not 1 <= columns <= MAX_COLUMNS:
@@ -93,7 +117,7 @@ def render_mosaic(
         raise ValueError("tint must be between 0 and 1")
     colours = cell_colours(target, columns)
     rows, cols = colours.shape[:2]
-    index = nearest_tiles(colours, tile_set)
+    index = nearest_tiles(colours, tile_set, variety)
     chosen = tile_set.tiles[index].astype(np.float32)  # (rows, cols, t, t, 3)
     if tint:
         shift = colours - tile_set.means[index]

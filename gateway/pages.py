@@ -171,7 +171,7 @@ def mosaic_image(image_id: str) -> Any:
     except NoTilesError as exc:
         raise NotFoundError(str(exc)) from exc
     with Image.open(io.BytesIO(thumb.data)) as target:
-        mosaic = render_mosaic(target, tile_set, columns=columns)
+        mosaic = render_mosaic(target, tile_set, columns=columns, variety=4)
     out = io.BytesIO()
     mosaic.save(out, "JPEG", quality=85)
     response = Response(out.getvalue(), mimetype="image/jpeg")

@@ -90,3 +90,19 @@ def test_render_mosaic_rejects_bad_columns(photo_tiles, photo_jpegs):
 def test_build_tile_set_needs_a_tile():
     with pytest.raises(ValueError):
         build_tile_set([np.zeros((0, 8, 8, 3), np.uint8)])
+
+
+def test_variety_uses_more_tiles_while_staying_close_in_colour(photo_tiles, photo_jpegs):
+    with Image.open(io.BytesIO(photo_jpegs["coffee"])) as target:
+        colours = cell_colours(target, 40)
+
+    plain = nearest_tiles(colours, photo_tiles)
+    varied = nearest_tiles(colours, photo_tiles, variety=4, tolerance=18.0)
+
+    flat = colours.reshape(-1, 3)
+
+    def distance(index: np.ndarray) -> np.ndarray:
+        return np.linalg.norm(flat - photo_tiles.means[index.reshape(-1)], axis=1)
+
+    assert len(np.unique(varied)) > len(np.unique(plain))
+    assert np.all(distance(varied) <= distance(plain) + 18.0 + 1e-3)
