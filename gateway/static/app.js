@@ -42,7 +42,12 @@ function uploadOne(file, list) {
         row.className = result.result;
         const link = el("a", { href: result.image.links.page }, result.result === "duplicate" ? "stored (duplicate)" : "stored");
         status.append(link);
+        if (result.duplicate_of && result.duplicate_of.length) {
+          status.append(el("span", { class: "muted" }, " · same bytes as "));
+          status.append(el("a", { href: `/images/${encodeURIComponent(result.duplicate_of[0])}`, class: "original" }, "this earlier upload"));
+        }
         if (result.image.status === "pending") status.append(el("span", { class: "muted" }, " · analysis pending"));
+        if (result.image.status === "failed") status.append(el("span", { class: "error" }, ` · ${result.image.status_detail}`));
       } else {
         row.className = "rejected";
         const message = result ? result.error : (body && body.error ? body.error.message : `HTTP ${xhr.status}`);

@@ -241,3 +241,21 @@ def test_find_similar_from_an_uploaded_picture(page: Page, gateway_url: str, tmp
     expect(page.locator("#similar figure.tile").first).to_be_visible()
     assert "cat" in page.locator("p.muted", has_text="It looks like").inner_text()
     _screenshot(page, "similar")
+
+
+def test_duplicate_upload_links_to_the_earlier_copy(
+    page: Page, gateway_url: str, tmp_path, photo_jpegs
+):
+    (first,) = _photo_files(tmp_path, photo_jpegs, ["china"])
+    again = tmp_path / "china-again.jpg"
+    again.write_bytes(first.read_bytes())
+
+    page.goto(f"{gateway_url}/upload")
+    page.set_input_files("#files", [str(first)])
+    expect(page.locator("#upload-list li.stored")).to_have_count(1)
+    original = page.locator("#upload-list li.stored a").get_attribute("href")
+    page.set_input_files("#files", [str(again)])
+
+    row = page.locator("#upload-list li.duplicate")
+    expect(row).to_contain_text("stored (duplicate)")
+    assert row.locator("a.original").get_attribute("href") == original
