@@ -135,3 +135,19 @@ def test_pages_send_security_headers(offline_app):
 
     assert "script-src 'self'" in reply.headers["Content-Security-Policy"]
     assert reply.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_page_script_upload_uses_session_login_when_keys_set(keyed_app):
+    client = keyed_app.test_client()
+    token = _csrf_token(client)
+    photo = {"file": (io.BytesIO(b"\xff\xd8\xff\xe0 jpeg"), "a.jpg")}
+
+    before_login = client.post("/api/images", data=dict(photo), headers={"X-CSRF-Token": token})
+    client.post("/login", data={"csrf_token": token, "key": "alice:s3cret"})
+    photo = {"file": (io.BytesIO(b"\xff\xd8\xff\xe0 jpeg"), "a.jpg")}
+    after_login = client.post("/api/images", data=photo, headers={"X-CSRF-Token": token})
+
+    assert before_login.status_code == 401
+    # Logged in, the upload is let through to storage (down in this test).
+    assert after_login.status_code == 503
+    assert after_login.json["results"][0]["error"].startswith("the storage service")
