@@ -6,7 +6,7 @@ Measured in one run, on the same machine, with the same onnxruntime thread setti
 - service: `Analyze` over gRPC on loopback with tasks LABELS+FEATURES and OCR off, from 1 and
   from 8 concurrent clients sending real photos as JPEG. Each call includes JPEG decoding,
   preprocessing, micro-batched classification, top-k labels, the 1280-d feature vector and
-  protobuf encoding both ways. Moderation (a ResNet-50, about twice the classifier's cost) is
+  protobuf encoding both ways. Moderation (a ResNet-50, ~7x the classifier's CPU cost) is
   not in these figures; a last line measures the service's default task set (labels +
   features + moderation + OCR where text is likely) for information.
 
