@@ -195,3 +195,18 @@ def test_tags_added_while_pending_are_searchable_once_finished(own_stack, photo_
     assert done["tags"] == ["launchpad"]
     assert hits[0]["image"]["id"] == image_id
     assert "tags" in {r["field"] for r in hits[0]["reasons"]}
+
+
+def test_status_page_reports_a_stopped_service_and_still_renders(own_stack):
+    url = own_stack.gateway.url
+    own_stack.stop("vision")
+
+    page = requests.get(f"{url}/status", timeout=30)
+    health = requests.get(f"{url}/api/health", timeout=30)
+
+    assert page.status_code == 200
+    assert "the vision service is unavailable" in page.text
+    assert "efficientnet" not in page.text
+    assert health.status_code == 503
+    assert health.json()["services"]["vision"] == "UNAVAILABLE"
+    assert health.json()["services"]["storage"] == "SERVING"
