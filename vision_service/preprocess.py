@@ -84,17 +84,21 @@ def _decode_opened(
     width, height = image.size
     if width <= 0 or height <= 0:
         raise InvalidImageError(f"image has no pixels ({width}x{height})")
-    if width * height > max_pixels:
+    stored_size = image.size
+    if fmt == "JPEG" and image.mode in ("RGB", "L", "CMYK"):
+        image.draft(image.mode, _draft_size(image.size, min_long_side, min_short_side))
+    # The limit is on the pixels that will actually be decoded: a 48 MP phone JPEG decodes at
+    # 1/8 scale and is fine, a PNG that inflates to 48 MP is not. Checked from the header,
+    # before anything is decompressed.
+    decoded_w, decoded_h = image.size
+    if decoded_w * decoded_h > max_pixels:
         raise InvalidImageError(
-            f"image of {width}x{height} pixels exceeds the limit of {max_pixels} pixels "
-            "(decompression bomb guard)"
+            f"image of {width}x{height} pixels would decode to {decoded_w * decoded_h} pixels, "
+            f"over the limit of {max_pixels} (decompression bomb guard)"
         )
     orientation = image.getexif().get(_EXIF_ORIENTATION_TAG, 1)
     if orientation in _SWAPPING_ORIENTATIONS:
         width, height = height, width
-    stored_size = image.size
-    if fmt == "JPEG" and image.mode in ("RGB", "L", "CMYK"):
-        image.draft(image.mode, _draft_size(image.size, min_long_side, min_short_side))
     image.seek(0)  # first frame of an animated GIF/WebP/TIFF
     image.load()
     reduced = image.size != stored_size and min_long_side < WORKING_MAX_SIDE

@@ -194,6 +194,18 @@ def test_decompression_bomb_is_refused(side):
         decode_image(_png_header_only(side, side), max_pixels=MAX_PIXELS)
 
 
+def test_phone_jpeg_over_the_pixel_limit_decodes_at_reduced_scale():
+    buf = io.BytesIO()
+    Image.new("L", (8000, 6000), 120).save(buf, "JPEG", quality=50)  # 48 MP, as phones take
+
+    decoded = decode_image(
+        buf.getvalue(), max_pixels=40_000_000, min_long_side=480, min_short_side=256
+    )
+
+    assert (decoded.width, decoded.height) == (8000, 6000)
+    assert decoded.rgb.size == (1000, 750)
+
+
 def test_unsupported_container_is_refused(chelsea):
     with pytest.raises(InvalidImageError, match="unsupported image format 'PPM'"):
         decode_image(_encode(chelsea, "PPM"), max_pixels=MAX_PIXELS)
