@@ -22,6 +22,7 @@ import numpy as np
 
 from search_service.document import Document, Label
 from search_service.engine import EngineParams, SearchIndex
+from search_service.gc_control import collector_paused
 from search_service.snapshot import flatten, read_snapshot, unflatten, write_snapshot
 from search_service.tokenizer import Tokenizer
 from search_service.vector_index import AnnParams, VectorIndex
@@ -102,8 +103,9 @@ def bench_ours(docs: list[Document], queries: list[str]) -> dict[str, float]:
     before = _rss_mb()
     started = time.perf_counter()
     index = SearchIndex(EngineParams())
-    index.extend(docs)
-    index.warm()
+    with collector_paused():  # as DurableIndex.rebuild does
+        index.extend(docs)
+        index.warm()
     build_s = time.perf_counter() - started
     memory = _rss_mb() - before
     latencies, hits = [], 0
@@ -133,11 +135,14 @@ def _restart(index: SearchIndex, query: str) -> tuple[float, float, float, float
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "index.snap"
         started = time.perf_counter()
-        write_snapshot(path, flatten({"seq": 0, "engine": index.state()}))
+        with collector_paused():  # as DurableIndex does
+            write_snapshot(path, flatten({"seq": 0, "engine": index.state()}))
         save_s = time.perf_counter() - started
         started = time.perf_counter()
-        loaded = SearchIndex.from_state(unflatten(read_snapshot(path))["engine"], index.params)
-        loaded.warm()
+        with collector_paused():
+            state = unflatten(read_snapshot(path))["engine"]
+            loaded = SearchIndex.from_state(state, index.params)
+            loaded.warm()
         load_s = time.perf_counter() - started
         t = time.perf_counter()
         loaded.search(query, limit=TOP, semantic=False)

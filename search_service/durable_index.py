@@ -31,6 +31,7 @@ from search_service.engine import (
     TextEmbedder,
 )
 from search_service.errors import IndexFormatError
+from search_service.gc_control import collector_paused
 from search_service.journal import Journal, replay
 from search_service.semantic import ConceptSpace
 from search_service.snapshot import flatten, read_snapshot, unflatten, write_snapshot
@@ -85,7 +86,8 @@ class DurableIndex:
         started = time.perf_counter()
         if data_dir is not None:
             data_dir.mkdir(parents=True, exist_ok=True)
-            durable._load(data_dir)
+            with collector_paused():
+                durable._load(data_dir)
             durable._journal = Journal(data_dir / JOURNAL_NAME)
         durable.load_time_s = time.perf_counter() - started
         log.info(
@@ -177,12 +179,13 @@ class DurableIndex:
             names, embeddings, embedder = self._semantic
             fresh.attach_semantic(ConceptSpace(names, embeddings), embedder)
         count = 0
-        for doc in docs:
-            fresh.put(doc)
-            count += 1
-            if count % _PROGRESS_EVERY == 0:
-                log.info("rebuild progress", extra={"indexed": count})
-        fresh.warm()
+        with collector_paused():
+            for doc in docs:
+                fresh.put(doc)
+                count += 1
+                if count % _PROGRESS_EVERY == 0:
+                    log.info("rebuild progress", extra={"indexed": count})
+            fresh.warm()
         with self._lock:
             self._index = fresh
             self._seq += 1
@@ -200,8 +203,10 @@ class DurableIndex:
             return
         with self._lock:
             started = time.perf_counter()
-            state = {"seq": self._seq, "engine": self._index.state()}
-            size = write_snapshot(self.data_dir / SNAPSHOT_NAME, flatten(state))
+            with collector_paused():
+                state = {"seq": self._seq, "engine": self._index.state()}
+                size = write_snapshot(self.data_dir / SNAPSHOT_NAME, flatten(state))
+                del state
             if self._journal is not None:
                 self._journal.reset()
             log.info(
