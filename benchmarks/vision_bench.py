@@ -40,7 +40,7 @@ from vision_service.servicer import EngineSlot
 from vision_service.sessions import SessionThreads, open_session
 
 ROUND_S = 8.0
-ROUNDS = 2
+ROUNDS = 3
 CLIENTS = 8
 IMAGE_ONLY = [pb.ANALYSIS_TASK_LABELS, pb.ANALYSIS_TASK_FEATURES]
 
