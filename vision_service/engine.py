@@ -173,7 +173,8 @@ class VisionEngine:
         return f"{TEXT_EMBEDDER}@{self._entries[TEXT_EMBEDDER].version}"
 
     def analyze(self, request: AnalysisRequest) -> Analysis:
-        """InvalidImageError if the bytes are not a readable image; nothing else is kept."""
+        """Analyse one image. Raises InvalidImageError if the bytes are not a readable image;
+        nothing of a request is kept after it returns."""
         wants_classifier = bool(request.tasks & {Task.LABELS, Task.FEATURES})
         wants_moderation = Task.MODERATION in request.tasks
         classified: Future[Classification] | None = None

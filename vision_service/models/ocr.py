@@ -97,7 +97,8 @@ class TextReader:
                 to_bgr_array(thumb), use_det=True, use_cls=False, use_rec=False
             )
         boxes = result.boxes if result.boxes is not None else []
-        scores = list(getattr(result, "scores", None) or [1.0] * len(boxes))
+        raw_scores = getattr(result, "scores", None)
+        scores = [float(x) for x in raw_scores] if raw_scores is not None else [1.0] * len(boxes)
         return len(scores) >= PROBE_MIN_BOXES or max(scores, default=0.0) >= PROBE_STRONG_BOX_SCORE
 
     def read(self, rgb: Image.Image) -> OcrResult:
