@@ -100,7 +100,8 @@ class InvertedIndex:
         # surface form -> [documents holding it, Counter(field)]
         self._surface: dict[str, list[Any]] = {}
         self._sorted_surface: list[str] | None = None
-        self._label_stems: dict[str, frozenset[str]] = {}
+        # Label phrase -> (words, stems): label names repeat across images (1000 classes).
+        self._phrases: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self._decoded: OrderedDict[tuple[int, str], tuple[npt.NDArray[np.int64], Any]] = (
             OrderedDict()
         )
@@ -118,11 +119,11 @@ class InvertedIndex:
             if label.probability < self.params.min_label_probability:
                 continue
             for phrase in (label.name, *label.synonyms):
-                words = tok.words(phrase)
+                words, stems = self._phrase(phrase)
                 if not words:
                     continue
                 surface.setdefault(" ".join(words), set()).add("labels")
-                for word, stem in zip(words, tok.stem(words), strict=True):
+                for word, stem in zip(words, stems, strict=True):
                     surface.setdefault(word, set()).add("labels")
                     label_weight[stem] = max(label_weight.get(stem, 0.0), label.probability)
         weights["labels"] = {s: quantise_weight(p, 1.0) for s, p in label_weight.items()}
@@ -135,11 +136,11 @@ class InvertedIndex:
             "owner": [doc.owner],
         }
         for name, parts in texts.items():
-            words = [w for part in parts for w in tok.words(part)]
-            counts = Counter(tok.stem(words))
+            field_words = [w for part in parts for w in tok.words(part)]
+            counts = Counter(tok.stem(field_words))
             weights[name] = {s: min(c, 255) for s, c in counts.items()}
-            lengths[name] = float(len(words))
-            for word in words:
+            lengths[name] = float(len(field_words))
+            for word in field_words:
                 surface.setdefault(word, set()).add(name)
             if name == "tags":
                 for part in parts:
@@ -311,7 +312,7 @@ class InvertedIndex:
         if name == "labels":
             for label in doc.labels:
                 for phrase in (label.name, *label.synonyms):
-                    if stem in self._phrase_stems(phrase):
+                    if stem in self._phrase(phrase)[1]:
                         return phrase
             return stem
         text = {
@@ -326,14 +327,15 @@ class InvertedIndex:
                 return word
         return stem
 
-    def _phrase_stems(self, phrase: str) -> frozenset[str]:
-        """Stems of a label phrase; label names repeat across images, so they are cached."""
-        stems = self._label_stems.get(phrase)
-        if stems is None:
-            if len(self._label_stems) > 50_000:
-                self._label_stems.clear()
-            stems = self._label_stems[phrase] = frozenset(self._tokenizer.terms(phrase))
-        return stems
+    def _phrase(self, phrase: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Words and stems of a label phrase, cached."""
+        found = self._phrases.get(phrase)
+        if found is None:
+            if len(self._phrases) > 100_000:
+                self._phrases.clear()
+            words = self._tokenizer.words(phrase)
+            found = self._phrases[phrase] = (tuple(words), tuple(self._tokenizer.stem(words)))
+        return found
 
     # ---- statistics and persistence -------------------------------------------------------
 
