@@ -60,7 +60,7 @@ class SearchConfig:
 
     def engine_params(self) -> EngineParams:
         return EngineParams(
-            ann=AnnParams(threshold=self.ann_threshold),
+            ann=AnnParams(threshold=self.ann_threshold, build_in_background=True),
             moderation_threshold=self.moderation_threshold,
             near_duplicate_threshold=self.near_duplicate_threshold,
             semantic_min_similarity=self.semantic_min_similarity,

@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +44,10 @@ class AnnParams:
     connectivity: int = 16
     expansion_add: int = 64
     expansion_search: int = 96
+    # Build the approximate index in a background thread when the threshold is crossed (the
+    # service), so the write that crosses it does not stall every query for the build; exact
+    # search answers meanwhile. Off by default: a caller that builds explicitly waits.
+    build_in_background: bool = False
 
 
 class VectorIndex:
@@ -56,6 +62,9 @@ class VectorIndex:
         self._row_live = GrowableArray(np.bool_)  # per row: not removed
         self._live = 0
         self._ann: hnswlib.Index | None = None
+        # Guards _ann against the background builder swapping it in mid-call.
+        self._lock = threading.RLock()
+        self._builder: threading.Thread | None = None
 
     def __len__(self) -> int:
         return self._live
@@ -74,23 +83,28 @@ class VectorIndex:
         if v is None or norm == 0:
             self._row_of.append(-1)
             return
-        row = self._vectors.append(v / norm)
-        self._row_of.append(row)
-        self._row_doc.append(docno)
-        self._row_live.append(True)
-        self._live += 1
-        if self._ann is not None:
-            self._ann_add(np.asarray([docno]), self._vectors.view()[row : row + 1])
-        elif self._live >= self.ann_params.threshold:
-            self.build_ann()
+        with self._lock:
+            row = self._vectors.append(v / norm)
+            self._row_of.append(row)
+            self._row_doc.append(docno)
+            self._row_live.append(True)
+            self._live += 1
+            if self._ann is not None:
+                _ann_add(self._ann, np.asarray([docno]), self._vectors.view()[row : row + 1])
+            elif self._live >= self.ann_params.threshold and self._builder is None:
+                if self.ann_params.build_in_background:
+                    self._build_in_background()
+                else:
+                    self.build_ann()
 
     def remove(self, docno: int) -> None:
-        row = int(self._row_of[docno]) if docno < len(self._row_of) else -1
-        if row >= 0 and self._row_live[row]:
-            self._row_live[row] = False
-            self._live -= 1
-            if self._ann is not None:
-                self._ann.mark_deleted(docno)
+        with self._lock:
+            row = int(self._row_of[docno]) if docno < len(self._row_of) else -1
+            if row >= 0 and self._row_live[row]:
+                self._row_live[row] = False
+                self._live -= 1
+                if self._ann is not None:
+                    self._ann.mark_deleted(docno)
 
     def vector(self, docno: int) -> npt.NDArray[np.float32] | None:
         row = int(self._row_of[docno]) if docno < len(self._row_of) else -1
@@ -110,11 +124,16 @@ class VectorIndex:
         return self._vectors.view()[self._row_of.view()[docs]]
 
     def build_ann(self) -> None:
-        """(Re)build the approximate index over every present vector."""
+        """(Re)build the approximate index over every live vector, in this thread."""
+        with self._lock:
+            rows = np.flatnonzero(self._row_live.view())
+            keys = self._row_doc.view()[rows]
+            self._ann = self._new_ann(keys, self._vectors.view()[rows])
+
+    def _new_ann(self, keys: npt.NDArray[np.int64], data: npt.NDArray[np.float32]) -> Any:
         p = self.ann_params
-        rows = np.flatnonzero(self._row_live.view())
-        keys = self._row_doc.view()[rows]
         log.info("building approximate vector index", extra={"vectors": int(keys.size)})
+        started = time.perf_counter()
         index = hnswlib.Index(space="ip", dim=self.dim)
         index.init_index(
             max_elements=max(1024, 2 * keys.size),
@@ -123,16 +142,43 @@ class VectorIndex:
             allow_replace_deleted=True,
         )
         index.set_ef(p.expansion_search)
-        self._ann = index
         if keys.size:
-            self._ann_add(keys, self._vectors.view()[rows])
+            _ann_add(index, keys, data)
+        log.info(
+            "approximate vector index built",
+            extra={"vectors": int(keys.size), "elapsed_s": round(time.perf_counter() - started, 2)},
+        )
+        return index
 
-    def _ann_add(self, keys: npt.NDArray[np.int64], rows: npt.NDArray[np.float32]) -> None:
-        assert self._ann is not None
-        needed = self._ann.element_count + len(keys)
-        if needed > self._ann.max_elements:
-            self._ann.resize_index(max(2 * self._ann.max_elements, needed))
-        self._ann.add_items(rows, keys, replace_deleted=True)
+    def _build_in_background(self) -> None:
+        """Build from the rows there are now; then, under the lock, catch up with the rows added
+        and removed meanwhile and swap the index in."""
+        seen = len(self._row_live)
+        live_then = self._row_live.view()[:seen].copy()
+        rows = np.flatnonzero(live_then)
+        keys = self._row_doc.view()[rows].copy()
+        data = self._vectors.view()[rows]  # fancy indexing copies: later appends cannot race
+
+        def run() -> None:
+            index = self._new_ann(keys, data)
+            with self._lock:
+                live_now = self._row_live.view()
+                for row in np.flatnonzero(live_then & ~live_now[:seen]):
+                    index.mark_deleted(int(self._row_doc[row]))
+                added = np.flatnonzero(live_now[seen:]) + seen
+                if added.size:
+                    _ann_add(index, self._row_doc.view()[added], self._vectors.view()[added])
+                self._ann = index
+
+        self._builder = threading.Thread(target=run, name="ann-build", daemon=True)
+        self._builder.start()
+
+    def wait_for_ann(self, timeout_s: float | None = None) -> bool:
+        """Wait for a background build; True once the approximate index is in use."""
+        builder = self._builder
+        if builder is not None:
+            builder.join(timeout_s)
+        return self._ann is not None
 
     def search(
         self,
@@ -152,10 +198,11 @@ class VectorIndex:
         if allowed.size < n:  # numbers past the mask's end are not allowed
             allowed = np.concatenate([allowed, np.zeros(n - allowed.size, np.bool_)])
         allowed = allowed[:n]
-        if self._ann is not None and not exact:
-            hits = self._search_ann(q, k, allowed & self.present())
-            if hits is not None:
-                return hits
+        with self._lock:
+            if self._ann is not None and not exact:
+                hits = self._search_ann(q, k, allowed & self.present())
+                if hits is not None:
+                    return hits
         row_mask = self._row_live.view() & allowed[self._row_doc.view()]
         return self._search_exact(q, k, row_mask)
 
@@ -191,9 +238,9 @@ class VectorIndex:
     # ---- persistence --------------------------------------------------------------------
 
     def ann_bytes(self) -> bytes | None:
-        if self._ann is None:
-            return None
-        with tempfile.TemporaryDirectory() as tmp:
+        with self._lock, tempfile.TemporaryDirectory() as tmp:
+            if self._ann is None:
+                return None
             path = os.path.join(tmp, "ann.bin")
             self._ann.save_index(path)
             with open(path, "rb") as f:
@@ -232,3 +279,10 @@ class VectorIndex:
         if index._ann is None and len(index) >= ann.threshold:
             index.build_ann()
         return index
+
+
+def _ann_add(index: Any, keys: npt.NDArray[np.int64], rows: npt.NDArray[np.float32]) -> None:
+    needed = index.element_count + len(keys)
+    if needed > index.max_elements:
+        index.resize_index(max(2 * index.max_elements, needed))
+    index.add_items(rows, keys, replace_deleted=True)

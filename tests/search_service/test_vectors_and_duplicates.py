@@ -139,3 +139,18 @@ def test_near_duplicates_through_the_approximate_index_match_exact_pairs():
 
     assert vi.approximate
     assert [g.docs for g in via_ann] == [g.docs for g in exact] == [(1, 300), (2, 301)]
+
+
+def test_background_build_catches_up_with_changes_made_during_it():
+    vi = VectorIndex(DIM, AnnParams(threshold=200, build_in_background=True))
+    for i in range(200):
+        vi.add(i, unit(i))
+    # The build started at the 200th vector; these land while it runs (or just after).
+    vi.add(200, unit(1000))
+    vi.remove(7)
+
+    assert vi.wait_for_ann(timeout_s=30)
+    everything = np.ones(201, np.bool_)
+    assert vi.search(unit(1000), 1, everything).docs.tolist() == [200]
+    assert 7 not in vi.search(unit(7), 5, everything).docs.tolist()
+    assert vi.search(unit(7), 5, everything).approximate
