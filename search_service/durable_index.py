@@ -236,8 +236,13 @@ class DurableIndex:
         offset: int = 0,
         semantic: bool = True,
     ) -> SearchResult:
+        # Outside the lock: this may wait on the vision service.
+        embedding = self._index.query_embedding(query) if semantic else None
         with self._lock:
-            return self._index.search(query, filters, limit, offset, semantic)
+            # semantic only with an embedding in hand: never a second try at a failing vision.
+            return self._index.search(
+                query, filters, limit, offset, embedding is not None, embedding
+            )
 
     def similar(
         self,

@@ -9,6 +9,9 @@ Not thread-safe on its own: DurableIndex serialises access.
 from __future__ import annotations
 
 import logging
+import math
+import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -37,6 +40,8 @@ TextEmbedder = Callable[[list[str]], npt.NDArray[np.float32]]
 
 _QUERY_EMBEDDING_CACHE = 1024
 _COMPACT_MIN_DEAD = 1000
+# While the vision service is down, say so in the log at most this often.
+_EMBED_WARNING_EVERY_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,8 @@ class SearchIndex:
         self.concepts: ConceptSpace | None = None
         self._embedder: TextEmbedder | None = None
         self._query_embeddings: OrderedDict[str, npt.NDArray[np.float32]] = OrderedDict()
+        self._embedding_lock = threading.Lock()
+        self._last_embed_warning = -math.inf
         # Concept weights and the labels they were computed with, from a snapshot.
         self._saved_concepts: tuple[dict[str, Any] | None, list[str] | None] = (None, None)
 
@@ -229,7 +236,10 @@ class SearchIndex:
         limit: int = 20,
         offset: int = 0,
         semantic: bool = True,
+        embedding: npt.NDArray[np.float32] | None = None,
     ) -> SearchResult:
+        """Ranked hits for `query`. With `semantic`, the query's embedding (given, or fetched
+        through the embedder) adds concept matches fused with the keyword ranking."""
         filters = filters or Filters()
         terms = self.keywords.query_terms(query)
         allowed = self.allowed(filters)
@@ -237,7 +247,10 @@ class SearchIndex:
 
         semantic_rank = np.zeros(0, np.int64)
         semantic_best: dict[int, tuple[str, float]] = {}
-        embedding = self._query_embedding(query) if semantic else None
+        if not semantic:
+            embedding = None
+        elif embedding is None:
+            embedding = self.query_embedding(query)
         if embedding is not None and self.concepts is not None:
             found = self.concepts.search(
                 embedding,
@@ -276,24 +289,35 @@ class SearchIndex:
             hits.append(Hit(doc.image_id, float(score), tuple(reasons)))
         return SearchResult(hits, total, matches.fell_back_to_or, embedding is not None)
 
-    def _query_embedding(self, query: str) -> npt.NDArray[np.float32] | None:
-        if self._embedder is None or self.concepts is None:
+    def query_embedding(self, query: str) -> npt.NDArray[np.float32] | None:
+        """The query's embedding (cached), or None when semantic expansion is unavailable.
+
+        Thread-safe and meant to be called outside the index lock: it may call the vision
+        service, and a slow vision service must not stall other searches.
+        """
+        embedder = self._embedder
+        if embedder is None or self.concepts is None:
             return None
         key = " ".join(self.keywords.query_words(query))
         if not key:
             return None
-        cached = self._query_embeddings.get(key)
-        if cached is not None:
-            self._query_embeddings.move_to_end(key)
-            return cached
+        with self._embedding_lock:
+            cached = self._query_embeddings.get(key)
+            if cached is not None:
+                self._query_embeddings.move_to_end(key)
+                return cached
         try:
-            embedding = np.asarray(self._embedder([LABEL_TEMPLATE.format(key)])[0], np.float32)
+            embedding = np.asarray(embedder([LABEL_TEMPLATE.format(key)])[0], np.float32)
         except Exception as exc:  # the vision service is down: keyword search still answers
-            log.warning("semantic expansion unavailable, keyword search only: %s", exc)
+            now = time.monotonic()
+            if now - self._last_embed_warning > _EMBED_WARNING_EVERY_S:
+                self._last_embed_warning = now
+                log.warning("semantic expansion unavailable, keyword search only: %s", exc)
             return None
-        self._query_embeddings[key] = embedding
-        if len(self._query_embeddings) > _QUERY_EMBEDDING_CACHE:
-            self._query_embeddings.popitem(last=False)
+        with self._embedding_lock:
+            self._query_embeddings[key] = embedding
+            if len(self._query_embeddings) > _QUERY_EMBEDDING_CACHE:
+                self._query_embeddings.popitem(last=False)
         return embedding
 
     def similar(
