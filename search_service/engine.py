@@ -194,6 +194,8 @@ class SearchIndex:
             raise InvalidDocumentError(
                 f"feature_vector must have {self.params.vector_dim} values, got {len(v)}"
             )
+        if v is not None and not np.isfinite(v).all():
+            raise InvalidDocumentError("feature_vector holds NaN or infinity")
         if not 0.0 <= doc.moderation_score <= 1.0:
             raise InvalidDocumentError("moderation_score must be within 0..1")
         for label in doc.labels:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from search_service.document import Status
 from search_service.engine import EngineParams, Filters, SearchIndex
+from search_service.errors import InvalidDocumentError
 from tests.search_service.documents import DIM, doc
 
 
@@ -158,3 +160,20 @@ def test_compaction_keeps_live_documents_searchable():
     assert len(compacted) == 1500
     assert compacted.search("cat", limit=200).total == 1500
     assert compacted.search("espresso").total == 0
+
+
+def test_bad_documents_are_refused_and_leave_the_index_unchanged(index):
+    bad = [
+        doc("", (("tiger cat", 0.9),)),
+        doc("x", (("tiger cat", 1.5),)),
+        doc("x", moderation=float("nan")),
+        doc("x", vector=np.full(DIM, np.nan, np.float32)),
+        doc("x", vector=np.ones(DIM + 1, np.float32)),
+    ]
+
+    for d in bad:
+        with pytest.raises(InvalidDocumentError):
+            index.put(d)
+
+    assert len(index) == 4
+    assert "x" not in index
