@@ -104,20 +104,21 @@ def test_search_finds_photo_by_what_is_in_it_and_says_why(photos, http, gateway_
     # above anything else, and ours is among them.
     hits = reply.json()["hits"]
     coffee = photos["coffee"]["image"]["id"]
-    ours = next(h for h in hits if h["image"]["id"] == coffee)
-    espressos = [h["image"]["best_label"] == "espresso" for h in hits]
-    assert espressos == sorted(espressos, reverse=True)
-    assert {"field": "labels", "term": "espresso"}.items() <= ours["reasons"][0].items()
+    rank = [h["image"]["id"] for h in hits].index(coffee)
+    for hit in hits[: rank + 1]:
+        assert "espresso" in [label["name"] for label in hit["image"]["labels"]], hit
+    assert {"field": "labels", "term": "espresso"}.items() <= hits[rank]["reasons"][0].items()
 
 
 def test_search_finds_cat_by_a_word_not_in_its_labels(photos, http, gateway_url):
     reply = http.get(f"{gateway_url}/api/search", params={"q": "kitten"})
 
     hits = reply.json()["hits"]
-    cats = ["cat" in h["image"]["best_label"] or h["image"]["best_label"] == "tabby" for h in hits]
-    assert photos["chelsea"]["image"]["id"] in [h["image"]["id"] for h in hits]
-    assert cats[0] and cats == sorted(cats, reverse=True)
-    assert "semantic" in {r["field"] for h in hits[:1] for r in h["reasons"]}
+    rank = [h["image"]["id"] for h in hits].index(photos["chelsea"]["image"]["id"])
+    for hit in hits[: rank + 1]:
+        names = [label["name"] for label in hit["image"]["labels"]]
+        assert {"tiger cat", "Egyptian cat", "tabby"} & set(names), hit
+    assert "semantic" in {r["field"] for r in hits[rank]["reasons"]}
 
 
 def test_search_without_words_is_400(http, gateway_url):
@@ -149,7 +150,7 @@ def test_similar_images_put_a_near_copy_first(photos, http, gateway_url, photo_j
     copy_id = copy.json()["results"][0]["image"]["id"]
     chelsea_id = photos["chelsea"]["image"]["id"]
 
-    by_id = http.get(f"{gateway_url}/api/images/{chelsea_id}/similar").json()
+    by_id = http.get(f"{gateway_url}/api/images/{chelsea_id}/similar", params={"k": 50}).json()
     by_upload = http.post(
         f"{gateway_url}/api/similar",
         files={"file": ("query.jpg", variant(photo_jpegs["chelsea"]))},
@@ -158,12 +159,13 @@ def test_similar_images_put_a_near_copy_first(photos, http, gateway_url, photo_j
         f"{gateway_url}/api/duplicates", params={"image_id": chelsea_id, "near_threshold": 0.85}
     ).json()
 
-    # Other tests upload crops of the same cat to the shared stack: the copy is among the
-    # closest, far above an unrelated photo.
+    # Other tests upload crops of the same cat to the shared stack: only those may rank above
+    # the edited copy, and an unrelated photo is far below.
     similarity = {hit["image"]["id"]: hit["similarity"] for hit in by_id["similar"]}
     assert similarity[copy_id] > 0.8
     assert similarity.get(photos["coffee"]["image"]["id"], 0.0) < 0.5
-    assert copy_id in [hit["image"]["id"] for hit in by_id["similar"][:5]]
+    above = [h["image"] for h in by_id["similar"] if h["similarity"] > similarity[copy_id]]
+    assert all("cat" in i["best_label"] or i["best_label"] == "tabby" for i in above), above
     assert by_upload["similar"][0]["similarity"] > 0.8
     assert "cat" in by_upload["similar"][0]["image"]["best_label"] or (
         by_upload["similar"][0]["image"]["best_label"] == "tabby"
