@@ -227,14 +227,18 @@ def suggest() -> Any:
 @api.get("/images/<image_id>/similar")
 def similar(image_id: str) -> Any:
     k = _int_arg("k", 10, 1, 100)
-    return jsonify(image_id=image_id, similar=ops.similar_results(image_id=image_id, k=k))
+    cutoff = _float_arg("min_similarity", 0.0, 0.0, 1.0)
+    found = ops.similar_results(image_id=image_id, k=k, min_similarity=cutoff)
+    return jsonify(image_id=image_id, similar=found)
 
 
 @api.post("/similar")
 def similar_to_upload() -> Any:
     k = _int_arg("k", 10, 1, 100)
+    cutoff = _float_arg("min_similarity", 0.0, 0.0, 1.0)
     _name, analysis = ops.analyse_upload((vision_pb.ANALYSIS_TASK_FEATURES,))
-    return jsonify(similar=ops.similar_results(vector=list(analysis.feature_vector), k=k))
+    vector = list(analysis.feature_vector)
+    return jsonify(similar=ops.similar_results(vector=vector, k=k, min_similarity=cutoff))
 
 
 @api.post("/predict")

@@ -33,6 +33,9 @@ class GatewayConfig:
     gallery_page_size: int = 24
     # The mosaic draws its tiles from at most this many of the newest images.
     mosaic_max_images: int = 500
+    # The image and "find similar" pages leave out hits less similar than this (cosine): unrelated
+    # photos score about 0.1-0.3 on the classifier's features, copies and crops above 0.8.
+    similar_min_similarity: float = 0.35
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> GatewayConfig:
@@ -63,4 +66,7 @@ class GatewayConfig:
             ),
             gallery_page_size=int(env.get("GATEWAY_PAGE_SIZE", cls.gallery_page_size)),
             mosaic_max_images=int(env.get("GATEWAY_MOSAIC_MAX_IMAGES", cls.mosaic_max_images)),
+            similar_min_similarity=float(
+                env.get("GATEWAY_SIMILAR_MIN_SIMILARITY", cls.similar_min_similarity)
+            ),
         )

@@ -112,9 +112,15 @@ def search_results(query: str, page_size: int, page_token: str) -> dict[str, Any
     }
 
 
-def similar_results(image_id: str = "", vector: list[float] | None = None, k: int = 10) -> list:
+def similar_results(
+    image_id: str = "",
+    vector: list[float] | None = None,
+    k: int = 10,
+    min_similarity: float = 0.0,
+) -> list:
     st = state()
     hits = st.clients.similar_images(image_id=image_id, vector=vector or [], k=k)
+    hits = [hit for hit in hits if hit.similarity >= min_similarity]
     images = images_by_id([hit.image_id for hit in hits])
     return [
         {

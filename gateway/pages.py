@@ -64,7 +64,9 @@ def image_page(image_id: str) -> Any:
     related_error = ""
     if image["status"] == "ready":
         try:
-            similar = ops.similar_results(image_id=image_id, k=8)
+            similar = ops.similar_results(
+                image_id=image_id, k=8, min_similarity=st.config.similar_min_similarity
+            )
             groups = ops.duplicate_groups(image_id=image_id)
             duplicates = [
                 {**member, "kind": group["kind"]}
@@ -142,7 +144,11 @@ def search() -> Any:
 @pages.post("/search/similar")
 def search_similar() -> Any:
     filename, analysis = ops.analyse_upload()
-    similar = ops.similar_results(vector=list(analysis.feature_vector), k=24)
+    similar = ops.similar_results(
+        vector=list(analysis.feature_vector),
+        k=24,
+        min_similarity=state().config.similar_min_similarity,
+    )
     return render_template(
         "search.html",
         query="",

@@ -84,11 +84,16 @@ def test_upload_search_open_tag_report_and_delete_in_browser(
     page: Page, gateway_url: str, tmp_path: Path, photo_jpegs
 ):
     files = _photo_files(tmp_path, photo_jpegs, ["coffee", "rocket"])
+    # A close-up of the same cup, so the coffee photo has a similar image to show.
+    with Image.open(io.BytesIO(photo_jpegs["coffee"])) as im:
+        closeup = im.crop((im.width // 8, im.height // 8, im.width * 7 // 8, im.height * 7 // 8))
+        files.append(tmp_path / "coffee-closeup.jpg")
+        closeup.save(files[-1], "JPEG", quality=90)
 
-    # Upload two photos at once through the page (the file input's change starts the XHRs).
+    # Upload three photos at once through the page (the file input's change starts the XHRs).
     page.goto(f"{gateway_url}/upload")
     page.set_input_files("#files", [str(p) for p in files])
-    expect(page.locator("#upload-list li.stored")).to_have_count(2)
+    expect(page.locator("#upload-list li.stored")).to_have_count(3)
     _screenshot(page, "upload")
     coffee_href = (
         page.locator("#upload-list li", has_text="coffee-browser.jpg")
@@ -96,6 +101,12 @@ def test_upload_search_open_tag_report_and_delete_in_browser(
         .get_attribute("href")
     )
     image_id = coffee_href.rsplit("/", 1)[1]
+    closeup_href = (
+        page.locator("#upload-list li", has_text="coffee-closeup.jpg")
+        .locator("a")
+        .get_attribute("href")
+    )
+    closeup_id = closeup_href.rsplit("/", 1)[1]
 
     # The gallery shows its thumbnail, newest first, with its best label.
     page.goto(f"{gateway_url}/")
@@ -122,7 +133,7 @@ def test_upload_search_open_tag_report_and_delete_in_browser(
     expect(page.locator("#filename")).to_have_text("coffee-browser.jpg")
     expect(page.locator(".labels li").first).to_contain_text("espresso")
     assert _image_loaded(page, "#preview")
-    expect(page.locator("#similar figure.tile").first).to_be_visible()
+    expect(page.locator(f'#similar figure.tile[data-id="{closeup_id}"]')).to_be_visible()
     _screenshot(page, "image")
 
     # Tag it, and report a label as wrong.

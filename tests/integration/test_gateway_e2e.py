@@ -173,6 +173,46 @@ def test_similar_images_put_a_near_copy_first(photos, http, gateway_url, photo_j
     assert any({copy_id, chelsea_id} <= {i["id"] for i in g["images"]} for g in near["near_groups"])
 
 
+def test_similar_images_leave_out_unrelated_photos(photos, http, gateway_url, photo_jpegs):
+    copy = upload(http, gateway_url, (unique("cat-edit.jpg"), variant(photo_jpegs["chelsea"])))
+    copy_id = copy.json()["results"][0]["image"]["id"]
+    chelsea_id = photos["chelsea"]["image"]["id"]
+    unrelated = {photos[n]["image"]["id"] for n in ("coffee", "rocket", "motorcycle")}
+
+    everything = http.get(f"{gateway_url}/api/images/{chelsea_id}/similar", params={"k": 100})
+    close = http.get(
+        f"{gateway_url}/api/images/{chelsea_id}/similar", params={"k": 100, "min_similarity": 0.5}
+    )
+    page = http.get(f"{gateway_url}/images/{chelsea_id}").text
+    bad = http.get(f"{gateway_url}/api/images/{chelsea_id}/similar", params={"min_similarity": 2})
+
+    # Without a cutoff the API ranks every image; with one it keeps only the close ones.
+    assert unrelated <= {h["image"]["id"] for h in everything.json()["similar"]}
+    kept = {h["image"]["id"]: h["similarity"] for h in close.json()["similar"]}
+    assert copy_id in kept and not unrelated & kept.keys()
+    assert all(s >= 0.5 for s in kept.values())
+    # The image page lists the edited copy under "Similar images", and no unrelated photo.
+    section = page.split("<h2>Similar images</h2>", 1)[1]
+    assert f'data-id="{copy_id}"' in section
+    assert not any(f'data-id="{i}"' in section for i in unrelated)
+    assert bad.status_code == 400 and "min_similarity" in bad.json()["error"]["message"]
+
+
+def test_image_page_says_when_nothing_looks_alike(stack, http, gateway_url):
+    # A plain test card: no photo in the repository is like it.
+    card = Image.new("RGB", (320, 240), (30, 90, 200))
+    card.paste((250, 220, 40), (40, 40, 280, 200))
+    buf = io.BytesIO()
+    card.save(buf, "PNG")
+    stored = upload(http, gateway_url, (unique("test-card.png"), buf.getvalue())).json()
+    card_id = stored["results"][0]["image"]["id"]
+
+    page = http.get(f"{gateway_url}/images/{card_id}").text
+
+    assert "<h2>Similar images</h2>" in page
+    assert "Nothing else in the repository looks like this yet." in page
+
+
 def test_exact_duplicate_is_reported_to_the_uploader(photos, http, gateway_url, photo_jpegs):
     reply = upload(http, gateway_url, ("coffee-again.jpg", photos["coffee"]["sent_bytes"]))
 
