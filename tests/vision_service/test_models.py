@@ -161,6 +161,23 @@ def test_ocr_always_runs_when_asked_and_never_when_told_not_to(engine, photo_jpe
     assert never.ocr is None
 
 
+@pytest.mark.parametrize("name", ["coffee", "motorcycle", "chelsea"])
+def test_ocr_finds_no_text_in_a_photo_without_any(engine, photo_jpegs, name):
+    analysis = _analyze(engine, photo_jpegs[name], ocr_mode=OcrMode.ALWAYS)
+
+    assert analysis.ocr is not None
+    assert analysis.ocr.text == ""
+
+
+def test_ocr_keeps_a_short_word_read_clearly(engine):
+    data = _text_image(["EXIT", "OK"])
+
+    analysis = _analyze(engine, data, ocr_mode=OcrMode.ALWAYS)
+
+    assert analysis.ocr is not None
+    assert [line.text for line in analysis.ocr.lines] == ["EXIT", "OK"]
+
+
 def test_analysis_reports_size_format_and_model_versions(engine, photo_paths):
     analysis = _analyze(engine, photo_paths["coffee"].read_bytes(), ocr_mode=OcrMode.NEVER)
 
