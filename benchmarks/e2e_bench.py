@@ -18,7 +18,6 @@ from __future__ import annotations
 import io
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from imagerepo.storage.v1 import storage_service_pb2_grpc as storage_grpc
 from imagerepo.vision.v1 import vision_service_pb2 as vision_pb
 from imagerepo.vision.v1 import vision_service_pb2_grpc as vision_grpc
 from service_runtime.grpc_server import channel_options
+from tests.support import free_ports, real_photo_paths
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STAGE_SERVICE = {
@@ -46,26 +46,6 @@ STAGE_SERVICE = {
     "vision_analyze": "vision",
     "search_index": "search",
 }
-
-
-def photo_sources() -> dict[str, Path]:
-    import skimage
-    import sklearn
-
-    sk = Path(skimage.__file__).parent / "data"
-    skl = Path(sklearn.__file__).parent / "datasets" / "images"
-    return {
-        "chelsea": sk / "chelsea.png",
-        "coffee": sk / "coffee.png",
-        "rocket": sk / "rocket.jpg",
-        "astronaut": sk / "astronaut.png",
-        "motorcycle": sk / "motorcycle_left.png",
-        "camera": sk / "camera.png",
-        "text": sk / "text.png",
-        "page": sk / "page.png",
-        "china": skl / "china.jpg",
-        "flower": skl / "flower.jpg",
-    }
 
 
 def variants(path: Path) -> list[bytes]:
@@ -86,16 +66,6 @@ def variants(path: Path) -> list[bytes]:
             edit.save(buf, "JPEG", quality=90)
             out.append(buf.getvalue())
     return out
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def start_stack(data_dir: Path) -> tuple[subprocess.Popen[str], dict[str, int]]:
@@ -183,7 +153,7 @@ def write_folder(root: Path, photos: list[bytes]) -> None:
 
 
 def main() -> None:
-    sources = photo_sources()
+    sources = real_photo_paths()
     all_photos = [v for path in sources.values() for v in variants(path)]  # 120 new images
     # Interleaved, so every set holds every photo (OCR-heavy pages and plain photos alike).
     latency_set = all_photos[0::3]

@@ -43,6 +43,7 @@ from storage_service.columnstore.model import (
 from storage_service.columnstore.schema import BY_NAME, METADATA_COLUMNS
 from storage_service.columnstore.segment_reader import SegmentReader
 from storage_service.columnstore.store import ColumnStore, directory_bytes
+from tests.support import real_photo_paths
 
 IMAGES = 300
 LOOKUPS = 2000
@@ -67,22 +68,7 @@ LABELS = [
 
 
 def _photo_paths() -> list[Path]:
-    import skimage
-    import sklearn
-
-    sk = Path(skimage.__file__).parent / "data"
-    skl = Path(sklearn.__file__).parent / "datasets" / "images"
-    names = [
-        "chelsea.png",
-        "coffee.png",
-        "rocket.jpg",
-        "astronaut.png",
-        "motorcycle_left.png",
-        "camera.png",
-        "text.png",
-        "page.png",
-    ]
-    return [sk / n for n in names] + [skl / "china.jpg", skl / "flower.jpg"]
+    return list(real_photo_paths().values())
 
 
 def make_images(count: int) -> list[bytes]:

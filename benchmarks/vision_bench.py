@@ -22,7 +22,6 @@ import multiprocessing
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -31,6 +30,7 @@ from PIL import Image
 from imagerepo.vision.v1 import vision_service_pb2 as pb
 from imagerepo.vision.v1 import vision_service_pb2_grpc as pb_grpc
 from service_runtime.grpc_server import channel_options
+from tests.support import real_photo_paths
 from vision_service.config import VisionConfig
 from vision_service.engine import CLASSIFIER, VisionEngine
 from vision_service.preprocess import classifier_input, decode_image
@@ -47,21 +47,9 @@ IMAGE_ONLY = [pb.ANALYSIS_TASK_LABELS, pb.ANALYSIS_TASK_FEATURES]
 
 def _photos() -> list[bytes]:
     """Real photos from installed packages, as JPEG uploads (quality 90)."""
-    import skimage
-    import sklearn
-
-    sk = Path(skimage.__file__).parent / "data"
-    skl = Path(sklearn.__file__).parent / "datasets" / "images"
-    paths = [
-        sk / "chelsea.png",
-        sk / "coffee.png",
-        sk / "rocket.jpg",
-        sk / "astronaut.png",
-        sk / "motorcycle_left.png",
-        skl / "china.jpg",
-        skl / "flower.jpg",
-        sk / "camera.png",
-    ]
+    photos = real_photo_paths()
+    names = ["chelsea", "coffee", "rocket", "astronaut", "motorcycle", "china", "flower", "camera"]
+    paths = [photos[name] for name in names]
     out = []
     for path in paths:
         with Image.open(path) as im:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 
 import pytest
@@ -10,13 +9,12 @@ from flask import Flask
 
 from gateway.app import create_app, stop_app
 from gateway.config import GatewayConfig
+from tests.support import free_port
 
 
 def closed_address() -> str:
     """A loopback address nothing listens on (bound once, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{s.getsockname()[1]}"
+    return f"127.0.0.1:{free_port()}"
 
 
 def offline_config(**overrides: object) -> GatewayConfig:

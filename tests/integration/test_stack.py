@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,16 +15,7 @@ import requests
 
 from service_runtime.probe import is_serving
 from tests.conftest import REPO_ROOT
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
+from tests.support import free_ports
 
 
 def test_stack_starts_four_serving_processes_and_stops_on_ctrl_c(tmp_path: Path, photo_jpegs):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,12 +25,7 @@ from imagerepo.storage.v1 import storage_service_pb2_grpc as pb_grpc
 from service_runtime.probe import is_serving
 from tests.conftest import REPO_ROOT
 from tests.storage_service.conftest import jpeg_variant, put, read_all
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support import free_port
 
 
 @dataclass
@@ -54,7 +48,7 @@ class StorageProcess:
         self.address = ""
 
     def start(self) -> pb_grpc.StorageServiceStub:
-        port = _free_port()
+        port = free_port()
         self.address = f"127.0.0.1:{port}"
         env = dict(
             os.environ,

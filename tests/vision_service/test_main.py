@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,14 +13,9 @@ from pathlib import Path
 
 from service_runtime.probe import is_serving
 from tests.conftest import REPO_ROOT
+from tests.support import free_port
 
 START_TIMEOUT_S = 60.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _start(models_dir: Path, port: int) -> subprocess.Popen[str]:
@@ -42,7 +36,7 @@ def _start(models_dir: Path, port: int) -> subprocess.Popen[str]:
 
 
 def test_service_process_serves_after_loading_and_stops_on_sigterm(models_dir):
-    port = _free_port()
+    port = free_port()
     process = _start(models_dir, port)
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -69,7 +63,7 @@ def test_service_process_refuses_to_start_on_a_tampered_model(models_dir, tmp_pa
     data = rec.read_bytes()
     rec.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
 
-    process = _start(tampered, _free_port())
+    process = _start(tampered, free_port())
     output, _ = process.communicate(timeout=60)
 
     assert process.returncode == 1
