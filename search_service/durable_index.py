@@ -73,6 +73,9 @@ class DurableIndex:
         self._semantic: tuple[list[str], Any, TextEmbedder] | None = None
         self.load_time_s = 0.0
         self.needs_rebuild = False
+        # One list per Rebuild in progress: the writes the live index took meanwhile, replayed
+        # onto the fresh index before it is swapped in so that none is lost.
+        self._writes_during_rebuild: list[list[Document | str]] = []
 
     @classmethod
     def open(
@@ -148,6 +151,8 @@ class DurableIndex:
             if self._journal is not None:
                 self._journal.append_put(self._seq, doc)
             self._index.put(doc)
+            for writes in self._writes_during_rebuild:
+                writes.append(doc)
             self._after_change()
 
     def remove(self, image_id: str) -> bool:
@@ -158,6 +163,8 @@ class DurableIndex:
             if self._journal is not None:
                 self._journal.append_remove(self._seq, image_id)
             self._index.remove(image_id)
+            for writes in self._writes_during_rebuild:
+                writes.append(image_id)
             self._after_change()
             return True
 
@@ -171,6 +178,8 @@ class DurableIndex:
     def rebuild(self, docs: Iterable[Document]) -> int:
         """Replace the whole index with `docs`; the old one serves until the new one is whole.
 
+        Puts and removes that reach the index while the documents stream in are applied to the
+        fresh index too, after the streamed documents (they are the newer word on those images).
         Raises InvalidDocumentError (leaving the old index untouched) on a bad document.
         """
         started = time.perf_counter()
@@ -179,21 +188,39 @@ class DurableIndex:
             names, embeddings, embedder = self._semantic
             fresh.attach_semantic(ConceptSpace(names, embeddings), embedder)
         count = 0
-        with collector_paused():
-            for doc in docs:
-                fresh.put(doc)
-                count += 1
-                if count % _PROGRESS_EVERY == 0:
-                    log.info("rebuild progress", extra={"indexed": count})
-            fresh.warm()
+        writes: list[Document | str] = []
         with self._lock:
-            self._index = fresh
-            self._seq += 1
-            self.needs_rebuild = False
-            self.snapshot()
+            self._writes_during_rebuild.append(writes)
+        try:
+            with collector_paused():
+                for doc in docs:
+                    fresh.put(doc)
+                    count += 1
+                    if count % _PROGRESS_EVERY == 0:
+                        log.info("rebuild progress", extra={"indexed": count})
+                fresh.warm()
+            with self._lock:
+                for write in writes:
+                    if isinstance(write, str):
+                        fresh.remove(write)
+                    else:
+                        fresh.put(write)
+                self._index = fresh
+                self._seq += 1
+                self.needs_rebuild = False
+                self.snapshot()
+        finally:
+            with self._lock:
+                self._writes_during_rebuild = [
+                    w for w in self._writes_during_rebuild if w is not writes
+                ]
         log.info(
             "rebuild done",
-            extra={"indexed": count, "elapsed_s": round(time.perf_counter() - started, 3)},
+            extra={
+                "indexed": count,
+                "writes_during_rebuild": len(writes),
+                "elapsed_s": round(time.perf_counter() - started, 3),
+            },
         )
         return count
 

@@ -132,6 +132,29 @@ def test_rebuild_replaces_the_index_and_persists_it(tmp_path):
     assert DurableIndex.open(tmp_path, PARAMS).search("moped").total == 2
 
 
+def test_writes_made_while_a_rebuild_streams_in_are_kept(tmp_path):
+    index = DurableIndex.open(tmp_path, PARAMS)
+    _fill(index)
+
+    def streamed():
+        yield doc("cat", (("tiger cat", 0.9),), vector=unit(1), sha256="a")
+        # Meanwhile the gateway indexes a new upload, re-tags the cat and deletes the coffee.
+        index.put(doc("moped", (("moped", 0.8),), vector=unit(4)))
+        index.put(doc("cat", (("tiger cat", 0.9),), vector=unit(1), sha256="a", tags=("sofa",)))
+        index.remove("coffee")
+        yield doc("coffee", (("espresso", 0.95),), vector=unit(2))
+
+    count = index.rebuild(streamed())
+    reopened = DurableIndex.open(tmp_path, PARAMS)
+
+    assert count == 2
+    for searched in (index, reopened):
+        assert _ids(searched, "moped") == ["moped"]
+        assert _ids(searched, "sofa") == ["cat"]
+        assert _ids(searched, "espresso") == []
+        assert len(searched) == 2
+
+
 def test_rebuild_with_a_bad_document_leaves_the_old_index(tmp_path):
     index = DurableIndex.open(tmp_path, PARAMS)
     _fill(index)
