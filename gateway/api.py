@@ -11,7 +11,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from gateway import operations as ops
-from gateway.errors import BadRequestError, error_body
+from gateway.errors import BadRequestError, ConflictError, error_body
 from gateway.image_json import STATUS_NAMES, image_json, iso_time, label_json
 from gateway.state import state
 from imagerepo.storage.v1 import storage_service_pb2 as storage_pb
@@ -333,3 +333,17 @@ def duplicates() -> Any:
 @api.get("/status")
 def status() -> Any:
     return jsonify(ops.status_report())
+
+
+@api.post("/index/rebuild")
+def start_index_rebuild() -> Any:
+    st = state()
+    st.access.require_api_writer()
+    if not st.index_rebuild.start("asked for through the API"):
+        raise ConflictError("a search index rebuild is already running")
+    return jsonify(st.index_rebuild.progress.as_json()), 202
+
+
+@api.get("/index/rebuild")
+def index_rebuild_progress() -> Any:
+    return jsonify(state().index_rebuild.progress.as_json())

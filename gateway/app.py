@@ -18,6 +18,7 @@ from gateway.ingest import IngestPipeline
 from gateway.mosaic_tiles import TileCache
 from gateway.pages import pages
 from gateway.reconciler import Reconciler
+from gateway.reindex import IndexRebuild
 from gateway.state import GatewayState, state
 
 log = logging.getLogger("gateway.access")
@@ -42,8 +43,9 @@ def create_app(config: GatewayConfig, clients: ServiceClients | None = None) -> 
 
     services = clients or ServiceClients.connect(config)
     pipeline = IngestPipeline(services, max_attempts=config.max_analysis_attempts)
+    index_rebuild = IndexRebuild(services)
     reconciler = (
-        Reconciler(services, pipeline, config.reconcile_interval_s)
+        Reconciler(services, pipeline, config.reconcile_interval_s, index_rebuild)
         if config.reconcile_interval_s > 0
         else None
     )
@@ -54,6 +56,7 @@ def create_app(config: GatewayConfig, clients: ServiceClients | None = None) -> 
         access=Access(config.api_keys, app.config["SECRET_KEY"]),
         tiles=TileCache(services, config.mosaic_max_images, config.moderation_threshold),
         reconciler=reconciler,
+        index_rebuild=index_rebuild,
     )
     app.register_blueprint(api)
     app.register_blueprint(pages)

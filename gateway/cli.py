@@ -1,4 +1,5 @@
-"""`imagerepo import DIR` (or `python -m gateway.cli import DIR`): bulk import over the REST API.
+"""`imagerepo import DIR` (or `python -m gateway.cli import DIR`): bulk import over the REST API;
+`imagerepo reindex`: rebuild the search index from storage, with a progress bar.
 
 Walks a folder tree for image files and uploads them through `POST /api/images` with a few
 concurrent workers and a progress bar. Every finished file is appended to a state file (one
@@ -228,6 +229,32 @@ def run_import(
     return ImportSummary(counts, skipped, time.perf_counter() - started, failures)
 
 
+def run_reindex(
+    base_url: str, api_key: str = "", progress: bool = True, poll_s: float = 0.5
+) -> dict[str, Any]:
+    """Start a rebuild of the search index from storage and follow it to the end."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    url = f"{base_url.rstrip('/')}/api/index/rebuild"
+    reply = requests.post(url, headers=headers, timeout=30)
+    if reply.status_code not in (202, 409):  # 409: one is running already; follow that one
+        raise RuntimeError(_error_message(reply))
+    with tqdm(unit="image", disable=not progress, desc="reindex") as bar:
+        while True:
+            status = requests.get(url, timeout=30).json()
+            bar.total = status["total"] or None
+            bar.update(status["streamed"] - bar.n)
+            if status["state"] != "running":
+                return dict(status)
+            time.sleep(poll_s)
+
+
+def _error_message(reply: requests.Response) -> str:
+    try:
+        return str(reply.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {reply.status_code}"
+
+
 def default_state_path(root: Path) -> Path:
     digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
     return Path.cwd() / f".imagerepo-import-{digest}.jsonl"
@@ -238,18 +265,24 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     imp = commands.add_parser("import", help="upload every image under a folder")
     imp.add_argument("directory", type=Path)
-    imp.add_argument(
-        "--url", default=os.environ.get("IMAGEREPO_URL", "http://127.0.0.1:8080"), help="gateway"
-    )
-    imp.add_argument(
-        "--api-key",
-        default=os.environ.get("IMAGEREPO_API_KEY", ""),
-        help="sent as a Bearer token (default: $IMAGEREPO_API_KEY)",
-    )
     imp.add_argument("--workers", type=int, default=4, help="concurrent uploads (default 4)")
     imp.add_argument("--state", type=Path, help="state file for resuming (default: in cwd)")
-    imp.add_argument("--no-progress", action="store_true")
+    reindex = commands.add_parser("reindex", help="rebuild the search index from storage")
+    for command in (imp, reindex):
+        command.add_argument(
+            "--url",
+            default=os.environ.get("IMAGEREPO_URL", "http://127.0.0.1:8080"),
+            help="gateway",
+        )
+        command.add_argument(
+            "--api-key",
+            default=os.environ.get("IMAGEREPO_API_KEY", ""),
+            help="sent as a Bearer token (default: $IMAGEREPO_API_KEY)",
+        )
+        command.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    if args.command == "reindex":
+        return _reindex_command(args)
 
     root: Path = args.directory
     if not root.is_dir():
@@ -273,6 +306,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  failed: {failure.path}: {failure.detail}", file=sys.stderr)
     print(f"state: {state_path}")
     return 1 if summary.failures else 0
+
+
+def _reindex_command(args: argparse.Namespace) -> int:
+    try:
+        status = run_reindex(args.url, args.api_key, progress=not args.no_progress)
+    except (RuntimeError, requests.RequestException) as exc:
+        print(f"imagerepo: reindex not started: {exc}", file=sys.stderr)
+        return 1
+    if status["state"] != "done":
+        print(f"imagerepo: reindex failed: {status['error']}", file=sys.stderr)
+        return 1
+    print(f"reindexed {status['indexed']} images in {status['elapsed_s']:.1f} s")
+    return 0
 
 
 if __name__ == "__main__":

@@ -162,11 +162,18 @@ class ServiceClients:
         )
         return self._call("storage", "ListImages", self.storage.ListImages, request)
 
-    def iter_images(self, status: int = 0, page_size: int = 200) -> Iterator[Any]:
+    def iter_images(
+        self, status: int = 0, page_size: int = 200, include_feature_vectors: bool = False
+    ) -> Iterator[Any]:
         """Every live image (optionally of one status), newest first, across pages."""
         token = ""
         while True:
-            reply = self.list_images(page_size=page_size, page_token=token, status=status)
+            reply = self.list_images(
+                page_size=page_size,
+                page_token=token,
+                status=status,
+                include_feature_vectors=include_feature_vectors,
+            )
             yield from reply.images
             token = reply.next_page_token
             if not token:
@@ -229,6 +236,12 @@ class ServiceClients:
     def index_image(self, document: search_pb.SearchDocument) -> None:
         request = search_pb.IndexImageRequest(document=document)
         self._call("search", "IndexImage", self.search.IndexImage, request)
+
+    def rebuild_index(
+        self, documents: Iterator[search_pb.SearchDocument], timeout_s: float
+    ) -> search_pb.RebuildResponse:
+        requests = (search_pb.RebuildRequest(document=d) for d in documents)
+        return self._call("search", "Rebuild", self.search.Rebuild, requests, timeout_s)
 
     def remove_from_index(self, image_id: str) -> bool:
         request = search_pb.RemoveImageRequest(image_id=image_id)

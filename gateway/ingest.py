@@ -89,6 +89,32 @@ class Analysis:
     ocr_text: str
 
 
+def stored_analysis(image: storage_pb.ImageMetadata) -> Analysis:
+    """The analysis storage holds for an image (read with its feature vector)."""
+    return Analysis(
+        list(image.labels), list(image.feature_vector), image.moderation_score, image.ocr_text
+    )
+
+
+def search_document(
+    image: storage_pb.ImageMetadata, analysis: Analysis
+) -> search_pb.SearchDocument:
+    """What search indexes for an analysed image."""
+    return search_pb.SearchDocument(
+        image_id=image.id,
+        filename=image.filename,
+        owner=image.owner,
+        labels=analysis.labels,
+        tags=list(image.tags),
+        ocr_text=analysis.ocr_text,
+        moderation_score=analysis.moderation_score,
+        status=READY,
+        feature_vector=analysis.feature_vector,
+        sha256=image.sha256,
+        created_at_unix_ms=image.created_at_unix_ms,
+    )
+
+
 @dataclass
 class FinishOutcome:
     image: storage_pb.ImageMetadata
@@ -208,31 +234,14 @@ class IngestPipeline:
                 image = self._clients.get_image(image.id, include_feature_vector=True)
             if image.status != PENDING and not reindex:
                 return FinishOutcome(image)
-            analysis = Analysis(
-                list(image.labels),
-                list(image.feature_vector),
-                image.moderation_score,
-                image.ocr_text,
-            )
+            analysis = stored_analysis(image)
         else:
             analysis = self._copied_analysis(duplicate_of, timings) or self._analyse(
                 image.id, data, timings
             )
             fields.extend(_ANALYSIS_FIELDS)
 
-        document = search_pb.SearchDocument(
-            image_id=image.id,
-            filename=image.filename,
-            owner=image.owner,
-            labels=analysis.labels,
-            tags=list(image.tags),
-            ocr_text=analysis.ocr_text,
-            moderation_score=analysis.moderation_score,
-            status=READY,
-            feature_vector=analysis.feature_vector,
-            sha256=image.sha256,
-            created_at_unix_ms=image.created_at_unix_ms,
-        )
+        document = search_document(image, analysis)
         index_error: ServiceError | None = None
         try:
             with timed(timings, "search_index"):

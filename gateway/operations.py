@@ -328,5 +328,6 @@ def status_report() -> dict[str, Any]:
 
     attempt("storage", storage)
     attempt("search", search_stats)
+    report["index_rebuild"] = st.index_rebuild.progress.as_json()
     attempt("models", models)
     return report

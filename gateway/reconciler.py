@@ -3,6 +3,10 @@
 Every `interval_s` it lists PENDING images from storage (newest first) and hands each to the
 ingest pipeline, and retries search removals of deleted images. A pass stops early when a
 service is unavailable, since every other image would fail the same way.
+
+Once, as soon as search answers, it also checks that search has not lost its index: an empty
+index while storage holds analysed images (a wiped volume, a new index format) starts a
+rebuild from storage.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import grpc
 from gateway.clients import ServiceClients
 from gateway.errors import ServiceError
 from gateway.ingest import PENDING, READY, IngestPipeline
+from gateway.reindex import IndexRebuild
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +38,16 @@ class ReconcilePass:
 
 class Reconciler:
     def __init__(
-        self, clients: ServiceClients, pipeline: IngestPipeline, interval_s: float
+        self,
+        clients: ServiceClients,
+        pipeline: IngestPipeline,
+        interval_s: float,
+        index_rebuild: IndexRebuild | None = None,
     ) -> None:
         self._clients = clients
         self._pipeline = pipeline
+        self._index_rebuild = index_rebuild
+        self._index_checked = index_rebuild is None
         self._interval_s = interval_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -70,6 +81,8 @@ class Reconciler:
     def run_once(self) -> ReconcilePass:
         """One pass over pending work; ServiceError only when storage cannot list images."""
         report = ReconcilePass()
+        if not self._index_checked:
+            self._rebuild_a_lost_index()
         for image_id in sorted(self._pipeline.pending_removals):
             report.removals_retried += 1
             if not self._pipeline.remove_from_index(image_id):
@@ -94,3 +107,18 @@ class Reconciler:
             else:
                 report.failed += 1
         return report
+
+    def _rebuild_a_lost_index(self) -> None:
+        assert self._index_rebuild is not None
+        try:
+            documents = self._clients.search_stats().document_count
+        except ServiceError:
+            return  # search is away: look again on the next pass
+        analysed = self._clients.list_images(page_size=1, status=READY).total_count
+        self._index_checked = True
+        if documents == 0 and analysed > 0:
+            log.warning(
+                "search index is empty while storage holds analysed images: rebuilding it",
+                extra={"analysed_images": analysed},
+            )
+            self._index_rebuild.start(f"search index empty, {analysed} analysed images stored")

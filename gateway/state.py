@@ -12,6 +12,7 @@ from gateway.config import GatewayConfig
 from gateway.ingest import IngestPipeline
 from gateway.mosaic_tiles import TileCache
 from gateway.reconciler import Reconciler
+from gateway.reindex import IndexRebuild
 
 
 @dataclass
@@ -22,6 +23,7 @@ class GatewayState:
     access: Access
     tiles: TileCache
     reconciler: Reconciler | None
+    index_rebuild: IndexRebuild
 
 
 def state() -> GatewayState:

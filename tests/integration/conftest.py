@@ -128,6 +128,15 @@ class Stack:
             _LABEL_CACHE[:] = [search_dir / CACHE_NAME]
             index.warm()
 
+    def lose_search_index(self) -> None:
+        """Restart search with its index files gone (a wiped volume), label cache kept."""
+        self.stop("search")
+        self.extras.pop("index").close()
+        self.extras.pop("vision_client").close()
+        for name in ("index.snap", "journal.log"):
+            (self.data_dir / "search" / name).unlink(missing_ok=True)
+        self.start_search()
+
     def _started(self, name: str, server: grpc.Server, port: int, health: Any) -> None:
         assert port, f"{name} could not bind its port"
         server.start()
