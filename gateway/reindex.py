@@ -52,7 +52,6 @@ class IndexRebuild:
         self._clients = clients
         self._lock = threading.Lock()
         self._progress = RebuildProgress()
-        self._thread: threading.Thread | None = None
 
     @property
     def progress(self) -> RebuildProgress:
@@ -67,15 +66,8 @@ class IndexRebuild:
             self._progress = RebuildProgress(
                 state="running", reason=reason, started_at_unix_ms=int(time.time() * 1000)
             )
-            self._thread = threading.Thread(target=self._run, name="index-rebuild", daemon=True)
-            self._thread.start()
+            threading.Thread(target=self._run, name="index-rebuild", daemon=True).start()
         return True
-
-    def wait(self, timeout_s: float | None = None) -> RebuildProgress:
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout_s)
-        return self.progress
 
     def _run(self) -> None:
         started = time.perf_counter()
