@@ -31,3 +31,16 @@ class DataLossError(StoreError):
 
 class StoreClosedError(StoreError):
     """The store was closed, or a log write failed and it refuses further writes."""
+
+
+class StorageFullError(StoreError):
+    """The disk is full (ENOSPC): writes are refused until space is freed; reads go on."""
+
+
+class BackgroundError(StoreError):
+    """A background flush, compaction or log rotation failed; the first such error is latched
+    and every later write fails fast with it until the store has recovered by itself."""
+
+
+class DataDirLockedError(StoreError):
+    """Another process holds the data directory's LOCK file."""

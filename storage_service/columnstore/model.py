@@ -124,6 +124,8 @@ class Page:
     images: tuple[ImageMeta, ...]
     next_page_token: str
     total_count: int
+    # Rows the store acknowledged once but cannot read now (damaged segments); never hidden.
+    unreadable_count: int = 0
 
 
 @dataclass(frozen=True)
@@ -152,3 +154,27 @@ class CompactionReport:
     bytes_before: int
     bytes_after: int
     rows_dropped: int
+
+
+@dataclass(frozen=True)
+class DamagedItem:
+    """One thing a verify (scrub) found damaged: a file, and the image ids it affects."""
+
+    path: str
+    detail: str
+    image_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What `ColumnStore.verify` checked and what it found damaged."""
+
+    files_checked: int
+    blocks_checked: int
+    bytes_checked: int
+    damaged: tuple[DamagedItem, ...]
+    finished_at_ms: int
+
+    @property
+    def ok(self) -> bool:
+        return not self.damaged
