@@ -109,6 +109,9 @@ ANNOTATION_FIELDS = frozenset(
 class PutResult:
     image: ImageMeta
     duplicate_of: tuple[str, ...]
+    # True when the same bytes were already stored for this owner and nothing new was written
+    # (`image` is then the existing one).
+    already_stored: bool = False
 
 
 @dataclass(frozen=True)
