@@ -19,16 +19,18 @@ THUMBNAIL_SIZE_SMALL: ThumbnailSize
 THUMBNAIL_SIZE_PREVIEW: ThumbnailSize
 
 class PutImageHeader(_message.Message):
-    __slots__ = ("filename", "content_type", "owner", "expected_size")
+    __slots__ = ("filename", "content_type", "owner", "expected_size", "keep_duplicate")
     FILENAME_FIELD_NUMBER: _ClassVar[int]
     CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_SIZE_FIELD_NUMBER: _ClassVar[int]
+    KEEP_DUPLICATE_FIELD_NUMBER: _ClassVar[int]
     filename: str
     content_type: str
     owner: str
     expected_size: int
-    def __init__(self, filename: _Optional[str] = ..., content_type: _Optional[str] = ..., owner: _Optional[str] = ..., expected_size: _Optional[int] = ...) -> None: ...
+    keep_duplicate: bool
+    def __init__(self, filename: _Optional[str] = ..., content_type: _Optional[str] = ..., owner: _Optional[str] = ..., expected_size: _Optional[int] = ..., keep_duplicate: _Optional[bool] = ...) -> None: ...
 
 class PutImageRequest(_message.Message):
     __slots__ = ("header", "chunk")
@@ -39,12 +41,14 @@ class PutImageRequest(_message.Message):
     def __init__(self, header: _Optional[_Union[PutImageHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
 class PutImageResponse(_message.Message):
-    __slots__ = ("image", "duplicate_of")
+    __slots__ = ("image", "duplicate_of", "already_stored")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_OF_FIELD_NUMBER: _ClassVar[int]
+    ALREADY_STORED_FIELD_NUMBER: _ClassVar[int]
     image: ImageMetadata
     duplicate_of: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, image: _Optional[_Union[ImageMetadata, _Mapping]] = ..., duplicate_of: _Optional[_Iterable[str]] = ...) -> None: ...
+    already_stored: bool
+    def __init__(self, image: _Optional[_Union[ImageMetadata, _Mapping]] = ..., duplicate_of: _Optional[_Iterable[str]] = ..., already_stored: _Optional[bool] = ...) -> None: ...
 
 class ImageMetadata(_message.Message):
     __slots__ = ("id", "filename", "owner", "content_type", "created_at_unix_ms", "sha256", "byte_size", "width", "height", "exif", "labels", "moderation_score", "ocr_text", "tags", "status", "feature_vector", "has_feature_vector", "feedback", "status_detail", "format")
@@ -184,14 +188,16 @@ class ListImagesRequest(_message.Message):
     def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., owner: _Optional[str] = ..., include_feature_vectors: _Optional[bool] = ..., status: _Optional[_Union[_common_pb2.AnalysisStatus, str]] = ...) -> None: ...
 
 class ListImagesResponse(_message.Message):
-    __slots__ = ("images", "next_page_token", "total_count")
+    __slots__ = ("images", "next_page_token", "total_count", "unreadable_count")
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     TOTAL_COUNT_FIELD_NUMBER: _ClassVar[int]
+    UNREADABLE_COUNT_FIELD_NUMBER: _ClassVar[int]
     images: _containers.RepeatedCompositeFieldContainer[ImageMetadata]
     next_page_token: str
     total_count: int
-    def __init__(self, images: _Optional[_Iterable[_Union[ImageMetadata, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_count: _Optional[int] = ...) -> None: ...
+    unreadable_count: int
+    def __init__(self, images: _Optional[_Iterable[_Union[ImageMetadata, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_count: _Optional[int] = ..., unreadable_count: _Optional[int] = ...) -> None: ...
 
 class Annotations(_message.Message):
     __slots__ = ("labels", "feature_vector", "moderation_score", "ocr_text", "tags", "status", "status_detail")
@@ -260,7 +266,7 @@ class ColumnStats(_message.Message):
     def __init__(self, name: _Optional[str] = ..., raw_bytes: _Optional[int] = ..., stored_bytes: _Optional[int] = ...) -> None: ...
 
 class GetStatsResponse(_message.Message):
-    __slots__ = ("image_count", "deleted_count", "segment_count", "disk_bytes", "raw_image_bytes", "wal_bytes", "memtable_rows", "columns")
+    __slots__ = ("image_count", "deleted_count", "segment_count", "disk_bytes", "raw_image_bytes", "wal_bytes", "memtable_rows", "columns", "unreadable_count", "background_error", "last_verify", "storage_full")
     IMAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
     DELETED_COUNT_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -269,6 +275,10 @@ class GetStatsResponse(_message.Message):
     WAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     MEMTABLE_ROWS_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    UNREADABLE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    BACKGROUND_ERROR_FIELD_NUMBER: _ClassVar[int]
+    LAST_VERIFY_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_FULL_FIELD_NUMBER: _ClassVar[int]
     image_count: int
     deleted_count: int
     segment_count: int
@@ -277,7 +287,11 @@ class GetStatsResponse(_message.Message):
     wal_bytes: int
     memtable_rows: int
     columns: _containers.RepeatedCompositeFieldContainer[ColumnStats]
-    def __init__(self, image_count: _Optional[int] = ..., deleted_count: _Optional[int] = ..., segment_count: _Optional[int] = ..., disk_bytes: _Optional[int] = ..., raw_image_bytes: _Optional[int] = ..., wal_bytes: _Optional[int] = ..., memtable_rows: _Optional[int] = ..., columns: _Optional[_Iterable[_Union[ColumnStats, _Mapping]]] = ...) -> None: ...
+    unreadable_count: int
+    background_error: str
+    last_verify: VerifyReport
+    storage_full: bool
+    def __init__(self, image_count: _Optional[int] = ..., deleted_count: _Optional[int] = ..., segment_count: _Optional[int] = ..., disk_bytes: _Optional[int] = ..., raw_image_bytes: _Optional[int] = ..., wal_bytes: _Optional[int] = ..., memtable_rows: _Optional[int] = ..., columns: _Optional[_Iterable[_Union[ColumnStats, _Mapping]]] = ..., unreadable_count: _Optional[int] = ..., background_error: _Optional[str] = ..., last_verify: _Optional[_Union[VerifyReport, _Mapping]] = ..., storage_full: _Optional[bool] = ...) -> None: ...
 
 class CompactRequest(_message.Message):
     __slots__ = ()
@@ -296,3 +310,95 @@ class CompactResponse(_message.Message):
     bytes_after: int
     rows_dropped: int
     def __init__(self, segments_before: _Optional[int] = ..., segments_after: _Optional[int] = ..., bytes_before: _Optional[int] = ..., bytes_after: _Optional[int] = ..., rows_dropped: _Optional[int] = ...) -> None: ...
+
+class VerifyRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class VerifyProgress(_message.Message):
+    __slots__ = ("files_checked", "files_total", "bytes_checked", "bytes_total")
+    FILES_CHECKED_FIELD_NUMBER: _ClassVar[int]
+    FILES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    BYTES_CHECKED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    files_checked: int
+    files_total: int
+    bytes_checked: int
+    bytes_total: int
+    def __init__(self, files_checked: _Optional[int] = ..., files_total: _Optional[int] = ..., bytes_checked: _Optional[int] = ..., bytes_total: _Optional[int] = ...) -> None: ...
+
+class DamagedItem(_message.Message):
+    __slots__ = ("path", "detail", "image_ids")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_IDS_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    detail: str
+    image_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, path: _Optional[str] = ..., detail: _Optional[str] = ..., image_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class VerifyReport(_message.Message):
+    __slots__ = ("files_checked", "blocks_checked", "bytes_checked", "damaged", "finished_at_unix_ms", "ok", "damaged_image_ids")
+    FILES_CHECKED_FIELD_NUMBER: _ClassVar[int]
+    BLOCKS_CHECKED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_CHECKED_FIELD_NUMBER: _ClassVar[int]
+    DAMAGED_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    DAMAGED_IMAGE_IDS_FIELD_NUMBER: _ClassVar[int]
+    files_checked: int
+    blocks_checked: int
+    bytes_checked: int
+    damaged: _containers.RepeatedCompositeFieldContainer[DamagedItem]
+    finished_at_unix_ms: int
+    ok: bool
+    damaged_image_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, files_checked: _Optional[int] = ..., blocks_checked: _Optional[int] = ..., bytes_checked: _Optional[int] = ..., damaged: _Optional[_Iterable[_Union[DamagedItem, _Mapping]]] = ..., finished_at_unix_ms: _Optional[int] = ..., ok: _Optional[bool] = ..., damaged_image_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class VerifyResponse(_message.Message):
+    __slots__ = ("progress", "report")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    REPORT_FIELD_NUMBER: _ClassVar[int]
+    progress: VerifyProgress
+    report: VerifyReport
+    def __init__(self, progress: _Optional[_Union[VerifyProgress, _Mapping]] = ..., report: _Optional[_Union[VerifyReport, _Mapping]] = ...) -> None: ...
+
+class FindBySha256Request(_message.Message):
+    __slots__ = ("sha256", "owner")
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    sha256: _containers.RepeatedScalarFieldContainer[str]
+    owner: str
+    def __init__(self, sha256: _Optional[_Iterable[str]] = ..., owner: _Optional[str] = ...) -> None: ...
+
+class Sha256Match(_message.Message):
+    __slots__ = ("sha256", "images")
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    images: _containers.RepeatedCompositeFieldContainer[ImageMetadata]
+    def __init__(self, sha256: _Optional[str] = ..., images: _Optional[_Iterable[_Union[ImageMetadata, _Mapping]]] = ...) -> None: ...
+
+class FindBySha256Response(_message.Message):
+    __slots__ = ("matches",)
+    MATCHES_FIELD_NUMBER: _ClassVar[int]
+    matches: _containers.RepeatedCompositeFieldContainer[Sha256Match]
+    def __init__(self, matches: _Optional[_Iterable[_Union[Sha256Match, _Mapping]]] = ...) -> None: ...
+
+class BatchGetImagesRequest(_message.Message):
+    __slots__ = ("image_ids", "include_feature_vectors")
+    IMAGE_IDS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_FEATURE_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    image_ids: _containers.RepeatedScalarFieldContainer[str]
+    include_feature_vectors: bool
+    def __init__(self, image_ids: _Optional[_Iterable[str]] = ..., include_feature_vectors: _Optional[bool] = ...) -> None: ...
+
+class BatchGetImagesResponse(_message.Message):
+    __slots__ = ("images", "not_found_ids", "unreadable_ids")
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    NOT_FOUND_IDS_FIELD_NUMBER: _ClassVar[int]
+    UNREADABLE_IDS_FIELD_NUMBER: _ClassVar[int]
+    images: _containers.RepeatedCompositeFieldContainer[ImageMetadata]
+    not_found_ids: _containers.RepeatedScalarFieldContainer[str]
+    unreadable_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, images: _Optional[_Iterable[_Union[ImageMetadata, _Mapping]]] = ..., not_found_ids: _Optional[_Iterable[str]] = ..., unreadable_ids: _Optional[_Iterable[str]] = ...) -> None: ...

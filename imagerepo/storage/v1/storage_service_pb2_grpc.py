@@ -84,6 +84,21 @@ class StorageServiceStub:
                 request_serializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.CompactRequest.SerializeToString,
                 response_deserializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.CompactResponse.FromString,
                 _registered_method=True)
+        self.Verify = channel.unary_stream(
+                '/imagerepo.storage.v1.StorageService/Verify',
+                request_serializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.VerifyRequest.SerializeToString,
+                response_deserializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.VerifyResponse.FromString,
+                _registered_method=True)
+        self.FindBySha256 = channel.unary_unary(
+                '/imagerepo.storage.v1.StorageService/FindBySha256',
+                request_serializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.FindBySha256Request.SerializeToString,
+                response_deserializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.FindBySha256Response.FromString,
+                _registered_method=True)
+        self.BatchGetImages = channel.unary_unary(
+                '/imagerepo.storage.v1.StorageService/BatchGetImages',
+                request_serializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.BatchGetImagesRequest.SerializeToString,
+                response_deserializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.BatchGetImagesResponse.FromString,
+                _registered_method=True)
 
 
 class StorageServiceServicer:
@@ -161,6 +176,31 @@ class StorageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Verify(self, request, context):
+        """Reads every stored block and checks it against its checksum (a scrub). Streams progress
+        messages while it runs, then exactly one message carrying the report (damaged files and the
+        image ids they affect). The last report is also in GetStats.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FindBySha256(self, request, context):
+        """Which live images hold these bytes, looked up by sha256 in a batch: lets a client ask
+        before it sends the bytes (an import that never stores a photo twice).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchGetImages(self, request, context):
+        """Metadata of many images in one call (a page of search hits). Ids that are not found, or
+        whose rows cannot be read, are listed rather than failing the call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StorageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -213,6 +253,21 @@ def add_StorageServiceServicer_to_server(servicer, server):
                     servicer.Compact,
                     request_deserializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.CompactRequest.FromString,
                     response_serializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.CompactResponse.SerializeToString,
+            ),
+            'Verify': grpc.unary_stream_rpc_method_handler(
+                    servicer.Verify,
+                    request_deserializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.VerifyRequest.FromString,
+                    response_serializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.VerifyResponse.SerializeToString,
+            ),
+            'FindBySha256': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindBySha256,
+                    request_deserializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.FindBySha256Request.FromString,
+                    response_serializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.FindBySha256Response.SerializeToString,
+            ),
+            'BatchGetImages': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchGetImages,
+                    request_deserializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.BatchGetImagesRequest.FromString,
+                    response_serializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.BatchGetImagesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -485,6 +540,87 @@ class StorageService:
             '/imagerepo.storage.v1.StorageService/Compact',
             imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.CompactRequest.SerializeToString,
             imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.CompactResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Verify(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/imagerepo.storage.v1.StorageService/Verify',
+            imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.VerifyRequest.SerializeToString,
+            imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.VerifyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindBySha256(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagerepo.storage.v1.StorageService/FindBySha256',
+            imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.FindBySha256Request.SerializeToString,
+            imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.FindBySha256Response.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchGetImages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagerepo.storage.v1.StorageService/BatchGetImages',
+            imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.BatchGetImagesRequest.SerializeToString,
+            imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.BatchGetImagesResponse.FromString,
             options,
             channel_credentials,
             insecure,
