@@ -432,7 +432,13 @@ class ColumnStore:
 
     # --- writes --------------------------------------------------------------------------------
 
-    def put(self, filename: str, owner: str, image: PreparedImage) -> PutResult:
+    def put(
+        self, filename: str, owner: str, image: PreparedImage, *, keep_duplicate: bool = True
+    ) -> PutResult:
+        """Store one image. With `keep_duplicate=False`, when an image with the same sha256 and
+        the same owner is live, nothing is written and that image is returned with
+        `already_stored=True` (decided under the store lock, so two identical concurrent puts
+        keep exactly one copy)."""
         values: dict[str, Any] = {
             "filename": filename,
             "owner": owner,
@@ -464,6 +470,11 @@ class ColumnStore:
         }
         with self._lock:
             self._check_writable()
+            if not keep_duplicate:
+                for other in self._shas.lookup(image.sha256):
+                    existing = self._entries[other].meta
+                    if existing.owner == owner:
+                        return PutResult(existing, (), already_stored=True)
             image_id, created_ms = self._new_id()
             values["id"] = image_id
             values["created_at_ms"] = created_ms
@@ -525,6 +536,23 @@ class ColumnStore:
     def get(self, image_id: str) -> ImageMeta:
         with self._lock:
             return self._entry(image_id).meta
+
+    def get_many(self, image_ids: Iterable[str]) -> list[ImageMeta | None]:
+        """Metadata of each id in order; None for ids not stored (damaged ones raise)."""
+        with self._lock:
+            out: list[ImageMeta | None] = []
+            for image_id in image_ids:
+                entry = self._entries.get(image_id)
+                if entry is None and image_id in self._damaged:
+                    self._entry(image_id)
+                out.append(entry.meta if entry is not None else None)
+            return out
+
+    def find_by_sha256(self, sha256: str, owner: str | None = None) -> list[ImageMeta]:
+        """Live images with these bytes (newest first), only `owner`'s when it is given."""
+        with self._lock:
+            metas = [self._entries[i].meta for i in self._shas.lookup(sha256)]
+        return [m for m in metas if owner is None or m.owner == owner]
 
     def read_data(self, image_id: str) -> tuple[ImageMeta, bytes]:
         with self._lock:

@@ -264,3 +264,31 @@ def test_segment_with_a_damaged_column_answers_data_loss_and_the_rest_serves(tmp
     reopened.flush()
     reopened.close()
     assert damaged.exists()
+
+
+def test_one_copy_per_photo_and_owner_even_when_two_identical_puts_race(tmp_path, prepared):
+    store = ColumnStore.open(tmp_path / "s", SMALL_MEMTABLE)
+    results = []
+    barrier = threading.Barrier(6)
+
+    def put_same(owner: str) -> None:
+        barrier.wait()
+        results.append(store.put("a.jpg", owner, prepared[0], keep_duplicate=False))
+
+    threads = [threading.Thread(target=put_same, args=(o,)) for o in ("ann",) * 4 + ("bob",) * 2]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stored = [r for r in results if not r.already_stored]
+    assert sorted(r.image.owner for r in stored) == ["ann", "bob"]
+    by_owner = {r.image.owner: r.image.id for r in stored}
+    assert all(r.image.id == by_owner[r.image.owner] for r in results)
+    assert len(store.find_by_sha256(prepared[0].sha256)) == 2
+    assert [m.id for m in store.find_by_sha256(prepared[0].sha256, "bob")] == [by_owner["bob"]]
+    # The default keeps today's behaviour: a second copy, naming the first as a duplicate.
+    again = store.put("b.jpg", "ann", prepared[0])
+    assert not again.already_stored and by_owner["ann"] in again.duplicate_of
+    got = store.get_many([by_owner["ann"], "nope", again.image.id])
+    assert [m.id if m else None for m in got] == [by_owner["ann"], None, again.image.id]
+    store.close()
