@@ -36,6 +36,8 @@ class GatewayConfig:
     # The image and "find similar" pages leave out hits less similar than this (cosine): unrelated
     # photos score about 0.1-0.3 on the classifier's features, copies and crops above 0.8.
     similar_min_similarity: float = 0.35
+    # Served originals keep their GPS position only when this is set (GATEWAY_KEEP_GPS=1).
+    keep_gps: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> GatewayConfig:
@@ -69,4 +71,5 @@ class GatewayConfig:
             similar_min_similarity=float(
                 env.get("GATEWAY_SIMILAR_MIN_SIMILARITY", cls.similar_min_similarity)
             ),
+            keep_gps=env.get("GATEWAY_KEEP_GPS", "").lower() in ("1", "true", "yes"),
         )
