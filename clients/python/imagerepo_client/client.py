@@ -1,0 +1,307 @@
+"""`ImageRepoClient`: the high-level client of an imagerepo installation over gRPC.
+
+    with ImageRepoClient() as repo:                 # make run's default addresses
+        up = repo.upload("holiday/beach.jpg", tags=["beach"])
+        repo.wait_until_analysed(up.image.id)       # the gateway analyses and indexes it
+        for hit in repo.search("beach"):
+            print(hit.image.filename, hit.score)
+
+An upload is stored by the storage service and analysed (labels, OCR, features) and indexed
+by the gateway's background reconciler, so `make run` (or the gateway) must be up for search
+and similar images to see it. By default the same bytes are stored once per owner: uploading
+them again answers with the image already stored (`UploadResult.already_stored`).
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import os
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import grpc
+
+from imagerepo.common.v1 import common_pb2
+from imagerepo.storage.v1 import storage_service_pb2 as storage_pb
+from imagerepo.vision.v1 import vision_service_pb2 as vision_pb
+from imagerepo_client.calls import RetryPolicy
+from imagerepo_client.errors import DeadlineExceededError
+from imagerepo_client.services import SearchClient, StorageClient, VisionClient
+
+DEFAULT_STORAGE = os.environ.get("IMAGEREPO_STORAGE_ADDR", "127.0.0.1:50051")
+DEFAULT_VISION = os.environ.get("IMAGEREPO_VISION_ADDR", "127.0.0.1:50052")
+DEFAULT_SEARCH = os.environ.get("IMAGEREPO_SEARCH_ADDR", "127.0.0.1:50053")
+# The gateway records local uploads under this owner when no API keys are set.
+DEFAULT_OWNER = "local"
+# Digests per FindBySha256 call (the service takes up to 1000).
+SHA256_BATCH = 500
+
+READY = common_pb2.ANALYSIS_STATUS_READY
+FAILED = common_pb2.ANALYSIS_STATUS_FAILED
+PENDING = common_pb2.ANALYSIS_STATUS_PENDING
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    image: storage_pb.ImageMetadata
+    # True when these bytes were already stored for the owner: `image` is that copy.
+    already_stored: bool
+    # Other images with the same bytes (kept on purpose with keep_duplicate=True).
+    duplicate_of: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    image: storage_pb.ImageMetadata
+    score: float
+    # (field, term) pairs: why it matched ("labels", "tabby"), ("ocr_text", "coffee"), ...
+    reasons: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class SimilarResult:
+    image: storage_pb.ImageMetadata
+    similarity: float
+
+
+@dataclass
+class Page:
+    images: list[storage_pb.ImageMetadata]
+    next_page_token: str
+    total_count: int
+
+
+@dataclass
+class ImageRepoClient:
+    """Storage, search and vision behind one object; one channel per service."""
+
+    storage_address: str = DEFAULT_STORAGE
+    search_address: str = DEFAULT_SEARCH
+    vision_address: str = DEFAULT_VISION
+    owner: str = DEFAULT_OWNER
+    timeout_s: float = 10.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def __post_init__(self) -> None:
+        self.storage = StorageClient(self.storage_address, self.timeout_s, self.retry)
+        self.search_service = SearchClient(self.search_address, self.timeout_s, self.retry)
+        self.vision = VisionClient(self.vision_address, max(30.0, self.timeout_s), self.retry)
+
+    def close(self) -> None:
+        for client in (self.storage, self.search_service, self.vision):
+            client.close()
+
+    def __enter__(self) -> ImageRepoClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # --- writing ----------------------------------------------------------------------------
+
+    def upload(
+        self,
+        source: str | os.PathLike[str] | bytes | BinaryIO,
+        filename: str | None = None,
+        tags: Sequence[str] = (),
+        keep_duplicate: bool = False,
+    ) -> UploadResult:
+        """Store one image (a path, bytes or a binary file), streamed in 1 MiB chunks.
+
+        The same bytes already stored for this owner are not stored again unless
+        keep_duplicate=True; the answer then names the existing image. Tags are added after.
+        """
+        data, name = _read_source(source, filename)
+        reply = self.storage.put_image(data, name, owner=self.owner, keep_duplicate=keep_duplicate)
+        image = reply.image
+        if tags:
+            image = self.storage.update_tags(image.id, add=tags)
+        return UploadResult(
+            image=image,
+            already_stored=reply.already_stored,
+            duplicate_of=tuple(reply.duplicate_of),
+        )
+
+    def add_tags(self, image_id: str, tags: Iterable[str]) -> storage_pb.ImageMetadata:
+        return self.storage.update_tags(image_id, add=tags)
+
+    def delete(self, image_id: str) -> storage_pb.ImageMetadata:
+        """Delete one image from storage (the gateway removes it from search too)."""
+        return self.storage.delete_image(image_id)
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def get(self, image_id: str) -> storage_pb.ImageMetadata:
+        return self.storage.get_image(image_id)
+
+    def download(self, image_id: str, dest: str | os.PathLike[str] | None = None) -> bytes:
+        """The original bytes; with dest, also written there (whole, or not at all)."""
+        data = b"".join(part.chunk for part in self.storage.read_image_data(image_id))
+        if dest is not None:
+            target = Path(dest)
+            partial = target.with_name(target.name + ".part")
+            partial.write_bytes(data)
+            partial.replace(target)
+        return data
+
+    def list(
+        self, page_size: int = 100, owner: str | None = None, status: int = 0
+    ) -> Iterator[storage_pb.ImageMetadata]:
+        """Every image, newest first, fetched a page at a time as the iteration goes."""
+        for page in self.pages(page_size, owner, status):
+            yield from page.images
+
+    def pages(
+        self, page_size: int = 100, owner: str | None = None, status: int = 0
+    ) -> Iterator[Page]:
+        """The listing one page at a time (each page one ListImages call)."""
+        token = ""
+        while True:
+            reply = self.storage.list_images(
+                page_size=page_size,
+                page_token=token,
+                owner=self.owner if owner is None else owner,
+                status=status,
+            )
+            yield Page(list(reply.images), reply.next_page_token, reply.total_count)
+            token = reply.next_page_token
+            if not token:
+                return
+
+    def find_by_sha256(
+        self, sha256s: Iterable[str], owner: str | None = None
+    ) -> dict[str, storage_pb.ImageMetadata]:
+        """sha256 -> an image stored with those bytes for this owner, for those that are.
+
+        Asked in batches, so clients can learn what is stored before sending any bytes."""
+        wanted = list(dict.fromkeys(s.lower() for s in sha256s))
+        found: dict[str, storage_pb.ImageMetadata] = {}
+        for start in range(0, len(wanted), SHA256_BATCH):
+            batch = wanted[start : start + SHA256_BATCH]
+            reply = self.storage.find_by_sha256(batch, owner=self.owner if owner is None else owner)
+            for match in reply.matches:
+                if match.images:
+                    found[match.sha256] = match.images[0]
+        return found
+
+    def wait_until_analysed(
+        self, image_id: str, timeout_s: float = 60.0, poll_s: float = 0.25
+    ) -> storage_pb.ImageMetadata:
+        """Poll until the image is READY or FAILED (the gateway analyses new uploads)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            image = self.get(image_id)
+            if image.status in (READY, FAILED):
+                return image
+            if time.monotonic() >= deadline:
+                raise DeadlineExceededError(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"image {image_id} still {common_pb2.AnalysisStatus.Name(image.status)}"
+                    f" after {timeout_s:.0f} s: is the gateway running?",
+                    "wait_until_analysed",
+                )
+            time.sleep(poll_s)
+
+    # --- finding ----------------------------------------------------------------------------
+
+    def search(
+        self, query: str, limit: int = 20, include_moderated: bool = False
+    ) -> builtins.list[SearchResult]:
+        """Up to `limit` images matching the words, best first, with why each matched."""
+        return list(self.iter_search(query, limit, include_moderated=include_moderated))
+
+    def iter_search(
+        self,
+        query: str,
+        limit: int | None = None,
+        page_size: int = 50,
+        include_moderated: bool = False,
+    ) -> Iterator[SearchResult]:
+        """Every match, best first, fetched a page at a time (each page's images in one
+        storage call where BatchGetImages exists)."""
+        token, produced = "", 0
+        while True:
+            reply = self.search_service.search(
+                query,
+                page_size=page_size if limit is None else min(page_size, limit - produced),
+                page_token=token,
+                owner=self.owner,
+                include_moderated=include_moderated,
+            )
+            images = self._images_by_id([hit.image_id for hit in reply.hits])
+            for hit in reply.hits:
+                if hit.image_id in images:
+                    reasons = tuple((r.field, r.term) for r in hit.reasons)
+                    yield SearchResult(images[hit.image_id], hit.score, reasons)
+                    produced += 1
+                    if limit is not None and produced >= limit:
+                        return
+            token = reply.next_page_token
+            if not token or not reply.hits:
+                return
+
+    def similar(
+        self,
+        image: str | os.PathLike[str] | bytes,
+        k: int = 10,
+        include_moderated: bool = False,
+    ) -> builtins.list[SimilarResult]:
+        """Images that look like a stored image (by id) or like a picture (a path or bytes,
+        analysed by vision and not stored)."""
+        if isinstance(image, str) and not os.path.exists(image):
+            hits = self.search_service.similar_images(
+                image_id=image, k=k, owner=self.owner, include_moderated=include_moderated
+            )
+        else:
+            data, _name = _read_source(image, None)
+            analysis = self.vision.analyze(data, tasks=[vision_pb.ANALYSIS_TASK_FEATURES])
+            hits = self.search_service.similar_images(
+                vector=list(analysis.feature_vector),
+                k=k,
+                owner=self.owner,
+                include_moderated=include_moderated,
+            )
+        images = self._images_by_id([hit.image_id for hit in hits])
+        return [
+            SimilarResult(images[hit.image_id], float(hit.similarity))
+            for hit in hits
+            if hit.image_id in images
+        ]
+
+    def analyze(self, image: str | os.PathLike[str] | bytes) -> vision_pb.AnalyzeResponse:
+        """Labels, moderation score and OCR text of a picture, without storing it."""
+        data, _name = _read_source(image, None)
+        return self.vision.analyze(data)
+
+    def _images_by_id(self, ids: Sequence[str]) -> dict[str, storage_pb.ImageMetadata]:
+        return {image.id: image for image in self.storage.batch_get_images(list(ids))}
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _read_source(
+    source: str | os.PathLike[str] | bytes | BinaryIO, filename: str | None
+) -> tuple[bytes, str]:
+    if isinstance(source, bytes | bytearray | memoryview):
+        return bytes(source), filename or "upload"
+    if isinstance(source, str | os.PathLike):
+        path = Path(source)
+        return path.read_bytes(), filename or path.name
+    data = source.read()
+    return data, filename or Path(getattr(source, "name", "upload")).name
+
+
+__all__ = [
+    "ImageRepoClient",
+    "Page",
+    "SearchResult",
+    "SimilarResult",
+    "UploadResult",
+    "sha256_of",
+]

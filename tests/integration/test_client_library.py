@@ -1,0 +1,205 @@
+"""The Python client library (clients/python, `imagerepo_client`) against real services.
+
+The shared stack's gateway analyses what the client stores (its reconciler), so search and
+similar images see client uploads; a storage service of its own is restarted under the client.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import threading
+import time
+import uuid
+
+import grpc
+import pytest
+from imagerepo_client import (
+    ImageRepoClient,
+    InvalidArgumentError,
+    NotFoundError,
+    RetryPolicy,
+    StorageClient,
+    UnavailableError,
+)
+from imagerepo_client.services import CHUNK_BYTES
+from PIL import Image
+
+from tests.support import free_port
+
+from .conftest import fresh_jpeg
+from .storage_factory import open_storage
+
+
+@pytest.fixture
+def repo(stack):
+    """A client of the shared stack under an owner of its own (so listings are this test's)."""
+    client = ImageRepoClient(
+        storage_address=f"127.0.0.1:{stack.ports['storage']}",
+        search_address=f"127.0.0.1:{stack.ports['search']}",
+        vision_address=f"127.0.0.1:{stack.ports['vision']}",
+        owner=f"client-{uuid.uuid4().hex[:8]}",
+    )
+    yield client
+    client.close()
+
+
+def _large_png(path) -> bytes:
+    """A real photo scaled to 3000x2400 and saved uncompressed: about 21 MB, more than one
+    gRPC message may carry, so only a chunked upload gets it there."""
+    with Image.open(path) as im:
+        big = im.convert("RGB").resize((3000, 2400), Image.Resampling.BILINEAR)
+    out = io.BytesIO()
+    big.save(out, "PNG", compress_level=0)
+    return out.getvalue()
+
+
+def test_upload_of_a_large_photo_is_streamed_in_chunks_and_downloads_identical(
+    repo, photo_paths, tmp_path
+):
+    data = _large_png(photo_paths["astronaut"])
+    assert len(data) > 16 * 1024 * 1024 > CHUNK_BYTES
+
+    result = repo.upload(data, filename="astronaut-large.png")
+
+    assert not result.already_stored
+    assert result.image.byte_size == len(data)
+    assert result.image.sha256 == hashlib.sha256(data).hexdigest()
+    assert (result.image.width, result.image.height) == (3000, 2400)
+    saved = tmp_path / "copy.png"
+    assert repo.download(result.image.id, saved) == data
+    assert saved.read_bytes() == data
+
+
+def test_upload_from_a_path_keeps_its_name_and_adds_tags(repo, photo_paths):
+    result = repo.upload(photo_paths["rocket"], tags=["launch", "client-test"])
+
+    image = repo.get(result.image.id)
+    assert image.filename == "rocket.jpg"
+    assert image.owner == repo.owner
+    assert set(image.tags) == {"launch", "client-test"}
+
+
+def test_same_bytes_twice_are_stored_once_unless_asked(repo, photo_jpegs):
+    data = fresh_jpeg(photo_jpegs["coffee"])
+
+    first = repo.upload(data, filename="coffee.jpg")
+    again = repo.upload(data, filename="coffee-again.jpg")
+    kept = repo.upload(data, filename="coffee-kept.jpg", keep_duplicate=True)
+
+    assert not first.already_stored
+    assert again.already_stored and again.image.id == first.image.id
+    assert not kept.already_stored and kept.image.id != first.image.id
+    assert first.image.id in kept.duplicate_of
+    assert sorted(i.id for i in repo.list()) == sorted([first.image.id, kept.image.id])
+
+
+def test_find_by_sha256_names_stored_bytes_and_only_those(repo, photo_jpegs):
+    stored = fresh_jpeg(photo_jpegs["china"])
+    never_sent = fresh_jpeg(photo_jpegs["china"])
+    image = repo.upload(stored, filename="china.jpg").image
+    digests = [hashlib.sha256(d).hexdigest() for d in (stored, never_sent)]
+
+    found = repo.find_by_sha256(digests)
+    other_owner = repo.find_by_sha256(digests, owner="somebody-else")
+
+    assert list(found) == [digests[0]]
+    assert found[digests[0]].id == image.id
+    assert other_owner == {}
+
+
+def test_list_iterates_over_every_page(repo, photo_jpegs):
+    ids = [repo.upload(fresh_jpeg(photo_jpegs["flower"]), f"f{i}.jpg").image.id for i in range(5)]
+
+    pages = list(repo.pages(page_size=2))
+    listed = [image.id for image in repo.list(page_size=2)]
+
+    assert [len(p.images) for p in pages] == [2, 2, 1]
+    assert all(p.total_count == 5 for p in pages)
+    assert listed == list(reversed(ids))  # newest first
+
+
+def test_search_and_similar_find_an_uploaded_photo_once_analysed(repo, photo_jpegs):
+    tag = f"zq{uuid.uuid4().hex[:10]}"
+    cat = repo.upload(fresh_jpeg(photo_jpegs["chelsea"]), "chelsea.jpg", tags=[tag]).image
+    near = repo.upload(fresh_jpeg(photo_jpegs["chelsea"]), "chelsea-2.jpg").image
+
+    analysed = repo.wait_until_analysed(cat.id)
+    repo.wait_until_analysed(near.id)
+    hits = repo.search(tag)
+    by_id = repo.similar(cat.id, k=3)
+    by_picture = repo.similar(photo_jpegs["chelsea"], k=3)
+
+    assert analysed.labels, "the gateway's reconciler analysed the client's upload"
+    assert [h.image.id for h in hits] == [cat.id]
+    assert ("tags", tag) in hits[0].reasons
+    assert by_id[0].image.id == near.id and by_id[0].similarity > 0.9
+    assert {r.image.id for r in by_picture} == {cat.id, near.id}
+
+
+def test_delete_then_get_is_not_found(repo, photo_jpegs):
+    image = repo.upload(fresh_jpeg(photo_jpegs["camera"]), "camera.jpg").image
+
+    repo.delete(image.id)
+
+    with pytest.raises(NotFoundError) as caught:
+        repo.get(image.id)
+    assert caught.value.code == grpc.StatusCode.NOT_FOUND
+    assert image.id in str(caught.value)
+
+
+def test_bytes_that_are_no_image_raise_invalid_argument(repo):
+    with pytest.raises(InvalidArgumentError) as caught:
+        repo.upload(b"this is a text file, not a photo", filename="notes.jpg")
+
+    assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.method == "PutImage"
+
+
+def test_a_service_that_stays_down_raises_unavailable_after_retries():
+    port = free_port()
+    retry = RetryPolicy(attempts=3, first_backoff_s=0.05, max_backoff_s=0.1)
+    with StorageClient(f"127.0.0.1:{port}", timeout_s=2.0, retry=retry) as storage:
+        started = time.monotonic()
+        with pytest.raises(UnavailableError) as caught:
+            storage.get_image("anything")
+
+    assert caught.value.code == grpc.StatusCode.UNAVAILABLE
+    assert time.monotonic() - started < 10
+
+
+def test_calls_are_retried_across_a_restarted_storage_service(tmp_path, photo_jpegs):
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    server, _port, health, close = open_storage(address, tmp_path / "storage")
+    server.start()
+    health.set_serving(True)
+    retry = RetryPolicy(attempts=30, first_backoff_s=0.1, max_backoff_s=0.3)
+    repo = ImageRepoClient(storage_address=address, owner="restart", retry=retry)
+    first = repo.upload(fresh_jpeg(photo_jpegs["rocket"]), "rocket.jpg").image
+    server.stop(grace=None).wait()
+    close()
+
+    restarted: list = []
+
+    def restart_later() -> None:
+        time.sleep(1.5)
+        again, _p, again_health, again_close = open_storage(address, tmp_path / "storage")
+        again.start()
+        again_health.set_serving(True)
+        restarted.extend([again, again_close])
+
+    thread = threading.Thread(target=restart_later)
+    thread.start()
+    try:
+        # Both calls are made while the service is down; they succeed once it is back.
+        image = repo.get(first.id)
+        uploaded = repo.upload(fresh_jpeg(photo_jpegs["china"]), "china.jpg")
+    finally:
+        thread.join()
+        repo.close()
+        restarted[0].stop(grace=None).wait()
+        restarted[1]()
+
+    assert image.id == first.id
+    assert not uploaded.already_stored
