@@ -372,18 +372,22 @@ class FindBySha256Request(_message.Message):
     def __init__(self, sha256: _Optional[_Iterable[str]] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class Sha256Match(_message.Message):
-    __slots__ = ("sha256", "images")
+    __slots__ = ("sha256", "images", "image_ids")
     SHA256_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_IDS_FIELD_NUMBER: _ClassVar[int]
     sha256: str
     images: _containers.RepeatedCompositeFieldContainer[ImageMetadata]
-    def __init__(self, sha256: _Optional[str] = ..., images: _Optional[_Iterable[_Union[ImageMetadata, _Mapping]]] = ...) -> None: ...
+    image_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, sha256: _Optional[str] = ..., images: _Optional[_Iterable[_Union[ImageMetadata, _Mapping]]] = ..., image_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class FindBySha256Response(_message.Message):
-    __slots__ = ("matches",)
+    __slots__ = ("matches", "truncated")
     MATCHES_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     matches: _containers.RepeatedCompositeFieldContainer[Sha256Match]
-    def __init__(self, matches: _Optional[_Iterable[_Union[Sha256Match, _Mapping]]] = ...) -> None: ...
+    truncated: bool
+    def __init__(self, matches: _Optional[_Iterable[_Union[Sha256Match, _Mapping]]] = ..., truncated: _Optional[bool] = ...) -> None: ...
 
 class BatchGetImagesRequest(_message.Message):
     __slots__ = ("image_ids", "include_feature_vectors")
@@ -394,11 +398,13 @@ class BatchGetImagesRequest(_message.Message):
     def __init__(self, image_ids: _Optional[_Iterable[str]] = ..., include_feature_vectors: _Optional[bool] = ...) -> None: ...
 
 class BatchGetImagesResponse(_message.Message):
-    __slots__ = ("images", "not_found_ids", "unreadable_ids")
+    __slots__ = ("images", "not_found_ids", "unreadable_ids", "not_returned_ids")
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     NOT_FOUND_IDS_FIELD_NUMBER: _ClassVar[int]
     UNREADABLE_IDS_FIELD_NUMBER: _ClassVar[int]
+    NOT_RETURNED_IDS_FIELD_NUMBER: _ClassVar[int]
     images: _containers.RepeatedCompositeFieldContainer[ImageMetadata]
     not_found_ids: _containers.RepeatedScalarFieldContainer[str]
     unreadable_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, images: _Optional[_Iterable[_Union[ImageMetadata, _Mapping]]] = ..., not_found_ids: _Optional[_Iterable[str]] = ..., unreadable_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    not_returned_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, images: _Optional[_Iterable[_Union[ImageMetadata, _Mapping]]] = ..., not_found_ids: _Optional[_Iterable[str]] = ..., unreadable_ids: _Optional[_Iterable[str]] = ..., not_returned_ids: _Optional[_Iterable[str]] = ...) -> None: ...
