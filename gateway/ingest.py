@@ -49,6 +49,9 @@ _PERMANENT_VISION_CODES = frozenset(
 ANALYZE_MAX_BYTES = 8 * 1024 * 1024
 ANALYZE_MAX_SIDE_PX = 2048
 _ANALYSIS_FIELDS = ("labels", "feature_vector", "moderation_score", "ocr_text")
+# Labels asked of vision per image: search indexes every one above its probability floor and
+# adds their WordNet hypernyms, and the search tests index the same 20.
+ANALYSIS_TOP_K = 20
 
 
 def bytes_for_analysis(data: bytes) -> bytes:
@@ -112,6 +115,7 @@ def search_document(
         feature_vector=analysis.feature_vector,
         sha256=image.sha256,
         created_at_unix_ms=image.created_at_unix_ms,
+        exif=dict(image.exif),  # search parses the date taken and the camera from it
     )
 
 
@@ -132,7 +136,9 @@ class IngestOutcome:
 
 
 class IngestPipeline:
-    def __init__(self, clients: ServiceClients, max_attempts: int = 5, top_k: int = 5) -> None:
+    def __init__(
+        self, clients: ServiceClients, max_attempts: int = 5, top_k: int = ANALYSIS_TOP_K
+    ) -> None:
         self._clients = clients
         self._max_attempts = max_attempts
         self._top_k = top_k

@@ -6,6 +6,7 @@ import logging
 import threading
 
 from search_service.config import SearchConfig
+from search_service.dir_lock import DataDirLockedError
 from search_service.durable_index import DurableIndex
 from search_service.semantic_link import connect_semantic, keep_trying
 from search_service.server import build_server
@@ -19,7 +20,11 @@ log = logging.getLogger("search_service")
 def main() -> None:
     config = SearchConfig.from_env()
     configure_logging("search", config.log_level)
-    index = DurableIndex.open(config.data_dir, config.engine_params(), config.snapshot_every)
+    try:
+        index = DurableIndex.open(config.data_dir, config.engine_params(), config.snapshot_every)
+    except DataDirLockedError as exc:
+        log.error("search not started: %s", exc)
+        raise SystemExit(f"search not started: {exc}") from None
     server, port, health = build_server(f"{config.host}:{config.port}", config.max_workers, index)
     # Started NOT_SERVING: probes wait while semantic expansion links up and caches warm.
     server.start()

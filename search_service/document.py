@@ -41,6 +41,11 @@ class Document:
     feature_vector: npt.NDArray[np.float32] | None = field(default=None, compare=False)
     sha256: str = ""
     created_at_unix_ms: int = 0
+    # From EXIF (exif.py): when the photo was taken (camera clock read as UTC; 0 = unknown),
+    # and the camera.
+    taken_at_unix_s: int = 0
+    camera_make: str = ""
+    camera_model: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict without the feature vector (vectors are stored as one array)."""
@@ -57,6 +62,9 @@ class Document:
             "st": int(self.status),
             "sh": self.sha256,
             "ct": self.created_at_unix_ms,
+            "ta": self.taken_at_unix_s,
+            "cm": self.camera_make,
+            "cd": self.camera_model,
         }
 
     @classmethod
@@ -75,4 +83,7 @@ class Document:
             feature_vector=vector,
             sha256=data["sh"],
             created_at_unix_ms=data["ct"],
+            taken_at_unix_s=data.get("ta", 0),
+            camera_make=data.get("cm", ""),
+            camera_model=data.get("cd", ""),
         )

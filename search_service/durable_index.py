@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from search_service import dir_lock
 from search_service.document import Document
 from search_service.engine import (
     Duplicates,
@@ -30,7 +31,7 @@ from search_service.engine import (
     SimilarResult,
     TextEmbedder,
 )
-from search_service.errors import IndexFormatError
+from search_service.errors import IndexFormatError, InvalidDocumentError
 from search_service.gc_control import collector_paused
 from search_service.journal import Journal, replay
 from search_service.semantic import ConceptSpace
@@ -41,6 +42,15 @@ log = logging.getLogger(__name__)
 SNAPSHOT_NAME = "index.snap"
 JOURNAL_NAME = "journal.log"
 _PROGRESS_EVERY = 10_000
+_SKIPPED_REPORTED = 20
+
+
+@dataclass(frozen=True)
+class RebuildResult:
+    indexed: int
+    skipped_count: int
+    # The first few skipped documents, "<image id>: <why>".
+    skipped: list[str]
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,7 @@ class DurableIndex:
         # One list per Rebuild in progress: the writes the live index took meanwhile, replayed
         # onto the fresh index before it is swapped in so that none is lost.
         self._writes_during_rebuild: list[list[Document | str]] = []
+        self._lock_key: Path | None = None
 
     @classmethod
     def open(
@@ -84,11 +95,15 @@ class DurableIndex:
         params: EngineParams | None = None,
         snapshot_every: int = 1000,
     ) -> DurableIndex:
-        """Load the snapshot and replay the journal in `data_dir` (created if missing)."""
+        """Load the snapshot and replay the journal in `data_dir` (created if missing).
+
+        Raises DataDirLockedError when another process serves `data_dir`.
+        """
         durable = cls(data_dir, params, snapshot_every)
         started = time.perf_counter()
         if data_dir is not None:
             data_dir.mkdir(parents=True, exist_ok=True)
+            durable._lock_key = dir_lock.acquire(data_dir)
             with collector_paused():
                 durable._load(data_dir)
             durable._journal = Journal(data_dir / JOURNAL_NAME)
@@ -175,12 +190,13 @@ class DurableIndex:
         if self._journal is not None and self._journal.entries >= self.snapshot_every:
             self.snapshot()
 
-    def rebuild(self, docs: Iterable[Document]) -> int:
+    def rebuild(self, docs: Iterable[Document | InvalidDocumentError]) -> RebuildResult:
         """Replace the whole index with `docs`; the old one serves until the new one is whole.
 
         Puts and removes that reach the index while the documents stream in are applied to the
         fresh index too, after the streamed documents (they are the newer word on those images).
-        Raises InvalidDocumentError (leaving the old index untouched) on a bad document.
+        A bad document (or an error standing in for one the caller could not read) is skipped,
+        logged and reported; it never fails the rebuild.
         """
         started = time.perf_counter()
         fresh = SearchIndex(self.params)
@@ -188,13 +204,24 @@ class DurableIndex:
             names, embeddings, embedder = self._semantic
             fresh.attach_semantic(ConceptSpace(names, embeddings), embedder)
         count = 0
+        skipped: list[str] = []
         writes: list[Document | str] = []
         with self._lock:
             self._writes_during_rebuild.append(writes)
         try:
             with collector_paused():
                 for doc in docs:
-                    fresh.put(doc)
+                    try:
+                        if isinstance(doc, InvalidDocumentError):
+                            raise doc
+                        fresh.put(doc)
+                    except InvalidDocumentError as exc:
+                        why = str(exc)
+                        if isinstance(doc, Document) and not why.startswith(doc.image_id):
+                            why = f"{doc.image_id}: {why}"
+                        skipped.append(why)
+                        log.warning("rebuild skipped a bad document", extra={"reason": why})
+                        continue
                     count += 1
                     if count % _PROGRESS_EVERY == 0:
                         log.info("rebuild progress", extra={"indexed": count})
@@ -219,10 +246,11 @@ class DurableIndex:
             extra={
                 "indexed": count,
                 "writes_during_rebuild": len(writes),
+                "skipped": len(skipped),
                 "elapsed_s": round(time.perf_counter() - started, 3),
             },
         )
-        return count
+        return RebuildResult(count, len(skipped), skipped[:_SKIPPED_REPORTED])
 
     def snapshot(self) -> None:
         """Write the whole index to disk and empty the journal."""
@@ -252,6 +280,9 @@ class DurableIndex:
                     self.snapshot()
                 self._journal.close()
                 self._journal = None
+            if self._lock_key is not None:
+                dir_lock.release(self._lock_key)
+                self._lock_key = None
 
     # ---- reads ------------------------------------------------------------------------------
 
@@ -262,13 +293,14 @@ class DurableIndex:
         limit: int = 20,
         offset: int = 0,
         semantic: bool = True,
+        sort: str = "relevance",
     ) -> SearchResult:
         # Outside the lock: this may wait on the vision service.
         embedding = self._index.query_embedding(query) if semantic else None
         with self._lock:
             # semantic only with an embedding in hand: never a second try at a failing vision.
             return self._index.search(
-                query, filters, limit, offset, embedding is not None, embedding
+                query, filters, limit, offset, embedding is not None, embedding, sort
             )
 
     def similar(

@@ -8,11 +8,12 @@ Not thread-safe on its own: DurableIndex serialises access.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import math
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +30,7 @@ from search_service.errors import (
 )
 from search_service.fusion import RRF_K, reciprocal_rank_fusion
 from search_service.growable import GrowableArray
-from search_service.inverted_index import BM25Params, InvertedIndex, Reason
+from search_service.inverted_index import BM25Params, InvertedIndex, KeywordMatches, Reason
 from search_service.semantic import LABEL_TEMPLATE, ConceptSpace
 from search_service.vector_index import AnnParams, VectorIndex
 
@@ -57,8 +58,18 @@ class EngineParams:
     semantic_min_similarity: float = 0.65
     # ...and must be within this of the best semantic hit.
     semantic_margin: float = 0.1
-    semantic_weight: float = 1.0
+    # "score": keyword scores (BM25 over labels weighted by probability, their hypernyms, text)
+    # scaled to the best hit, plus semantic_weight x the concept similarity scaled the same way.
+    # "rrf": reciprocal rank fusion of the two rankings (the ranking before; it ignores how
+    # sure the model was, and one semantic hit could outrank a strong label).
+    fusion: str = "score"
+    # Under 1, so a semantic match alone never outranks the best keyword match.
+    semantic_weight: float = 0.5
     compact_dead_fraction: float = 0.3
+    # When nothing matches: the label classes present in the library closest to the query
+    # (cosine of MiniLM embeddings) at or above this, at most closest_count of them.
+    closest_min_similarity: float = 0.3
+    closest_count: int = 3
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,14 @@ class Filters:
     owner: str = ""
     include_moderated: bool = False
     statuses: tuple[Status, ...] = ()
+    # Date taken (EXIF) within [taken_from, taken_until), seconds; 0 leaves that end open.
+    # Either one set keeps only photos whose date is known.
+    taken_from_unix_s: int = 0
+    taken_until_unix_s: int = 0
+
+
+SORT_RELEVANCE, SORT_TAKEN_NEWEST, SORT_TAKEN_OLDEST = "relevance", "taken_newest", "taken_oldest"
+SORTS = (SORT_RELEVANCE, SORT_TAKEN_NEWEST, SORT_TAKEN_OLDEST)
 
 
 @dataclass(frozen=True)
@@ -81,6 +100,10 @@ class SearchResult:
     total: int
     fell_back_to_or: bool
     semantic_used: bool
+    # Nothing matched the query: these are the nearest concepts of the library, and the hits
+    # are theirs; `note` says so in words a page can show.
+    closest: tuple[str, ...] = ()
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -105,6 +128,7 @@ class SearchIndex:
         self._owner = GrowableArray(np.int32)
         self._moderation = GrowableArray(np.float32)
         self._status = GrowableArray(np.int8)
+        self._taken = GrowableArray(np.int64)
         self.keywords = InvertedIndex(self.params.bm25)
         self.vectors = VectorIndex(self.params.vector_dim, self.params.ann)
         self.concepts: ConceptSpace | None = None
@@ -114,6 +138,9 @@ class SearchIndex:
         self._last_embed_warning = -math.inf
         # Concept weights and the labels they were computed with, from a snapshot.
         self._saved_concepts: tuple[dict[str, Any] | None, list[str] | None] = (None, None)
+        # Label name -> live documents labelled with it (p >= the keyword floor): the
+        # concepts that exist in the library, for "showing the closest".
+        self._label_docs: Counter[str] = Counter()
 
     # ---- semantic expansion wiring ----------------------------------------------------------
 
@@ -149,6 +176,8 @@ class SearchIndex:
         self._owner.append(code)
         self._moderation.append(doc.moderation_score)
         self._status.append(int(doc.status))
+        self._taken.append(doc.taken_at_unix_s)
+        self._count_classes(doc, +1)
 
     def remove(self, image_id: str) -> bool:
         docno = self._ids.pop(image_id, None)
@@ -162,7 +191,16 @@ class SearchIndex:
             self.concepts.remove(docno)
         self._docs[docno] = None
         self._alive[docno] = False
+        self._count_classes(doc, -1)
         return True
+
+    def _count_classes(self, doc: Document, delta: int) -> None:
+        floor = self.params.bm25.min_label_probability
+        for label in doc.labels:
+            if label.probability >= floor:
+                self._label_docs[label.name] += delta
+                if self._label_docs[label.name] <= 0:
+                    del self._label_docs[label.name]
 
     def needs_compaction(self) -> bool:
         dead = len(self._docs) - len(self._ids)
@@ -198,6 +236,8 @@ class SearchIndex:
             raise InvalidDocumentError("feature_vector holds NaN or infinity")
         if not 0.0 <= doc.moderation_score <= 1.0:
             raise InvalidDocumentError("moderation_score must be within 0..1")
+        if doc.taken_at_unix_s < 0:
+            raise InvalidDocumentError("taken_at must not be negative")
         for label in doc.labels:
             if not 0.0 <= label.probability <= 1.0:
                 raise InvalidDocumentError(f"label {label.name!r} probability outside 0..1")
@@ -229,6 +269,13 @@ class SearchIndex:
             mask &= self._moderation.view() < self.params.moderation_threshold
         if filters.statuses:
             mask &= np.isin(self._status.view(), [int(s) for s in filters.statuses])
+        if filters.taken_from_unix_s or filters.taken_until_unix_s:
+            taken = self._taken.view()
+            mask &= taken > 0
+            if filters.taken_from_unix_s:
+                mask &= taken >= filters.taken_from_unix_s
+            if filters.taken_until_unix_s:
+                mask &= taken < filters.taken_until_unix_s
         return mask
 
     def search(
@@ -239,20 +286,26 @@ class SearchIndex:
         offset: int = 0,
         semantic: bool = True,
         embedding: npt.NDArray[np.float32] | None = None,
+        sort: str = SORT_RELEVANCE,
     ) -> SearchResult:
         """Ranked hits for `query`. With `semantic`, the query's embedding (given, or fetched
-        through the embedder) adds concept matches fused with the keyword ranking."""
+        through the embedder) adds concept matches fused with the keyword ranking. When nothing
+        matches, the hits are those of the library's concepts closest to the query."""
         filters = filters or Filters()
+        if sort not in SORTS:
+            raise InvalidDocumentError(f"sort must be one of {', '.join(SORTS)}")
         terms = self.keywords.query_terms(query)
         allowed = self.allowed(filters)
         matches = self.keywords.match(terms, allowed)
 
-        semantic_rank = np.zeros(0, np.int64)
+        semantic_docs = np.zeros(0, np.int64)
+        semantic_sims = np.zeros(0, np.float32)
         semantic_best: dict[int, tuple[str, float]] = {}
         if not semantic:
             embedding = None
         elif embedding is None:
             embedding = self.query_embedding(query)
+        found = None
         if embedding is not None and self.concepts is not None:
             found = self.concepts.search(
                 embedding,
@@ -260,25 +313,34 @@ class SearchIndex:
                 self.params.semantic_min_similarity,
                 self.params.semantic_margin,
             )
-            order = np.argsort(-found.similarities, kind="stable")
-            semantic_rank = found.docs[order]
+            semantic_docs, semantic_sims = found.docs, found.similarities
+
+        closest: tuple[str, ...] = ()
+        note = ""
+        if (
+            matches.docs.size == 0
+            and semantic_docs.size == 0
+            and len(self._ids)
+            and self.params.closest_count > 0
+        ):
+            closest, matches = self._closest(query, embedding, allowed)
+            if closest:
+                note = f"no photo is labelled '{query.strip()}'; showing the closest: " + ", ".join(
+                    closest
+                )
+        fused, scores = self._rank(matches, semantic_docs, semantic_sims, offset + limit)
+        total = int(np.union1d(matches.docs, semantic_docs).size)
+        if sort != SORT_RELEVANCE and fused.size:
+            fused, scores = self._by_date(
+                matches, semantic_docs, semantic_sims, sort == SORT_TAKEN_NEWEST
+            )
+        page = [int(d) for d in fused[offset : offset + limit]]
+        if found is not None and self.concepts is not None:
             names = self.concepts.label_names
-            for i in order[: offset + limit]:
+            on_page = np.isin(found.docs, page)
+            for i in np.flatnonzero(on_page):
                 best = names[int(found.best_labels[i])]
                 semantic_best[int(found.docs[i])] = (best, float(found.similarities[i]))
-
-        if semantic_rank.size:
-            keyword_rank = _best_first(matches.docs, matches.scores, matches.docs.size)
-            fused, scores = reciprocal_rank_fusion(
-                [keyword_rank, semantic_rank], [1.0, self.params.semantic_weight]
-            )
-            total = int(fused.size)
-        else:
-            # Keyword hits only: rank just the ones this page needs, not every match.
-            fused = _best_first(matches.docs, matches.scores, offset + limit)
-            scores = 1.0 / (RRF_K + np.arange(1, fused.size + 1, dtype=np.float64))
-            total = int(matches.docs.size)
-        page = [int(d) for d in fused[offset : offset + limit]]
         page_docs = [self._doc(d) for d in page]
         explained = self.keywords.explain(page, page_docs, matches)
         hits = []
@@ -289,7 +351,98 @@ class SearchIndex:
                 label, sim = semantic_best[docno]
                 reasons.append(Reason("semantic", label, sim))
             hits.append(Hit(doc.image_id, float(score), tuple(reasons)))
-        return SearchResult(hits, total, matches.fell_back_to_or, embedding is not None)
+        return SearchResult(
+            hits, total, matches.fell_back_to_or, embedding is not None, closest, note
+        )
+
+    def _rank(
+        self,
+        matches: KeywordMatches,
+        semantic_docs: npt.NDArray[np.int64],
+        semantic_sims: npt.NDArray[np.float32],
+        needed: int,
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        """Every hit best first (or at least the `needed` best), with its fused score."""
+        if self.params.fusion == "rrf":
+            if semantic_docs.size:
+                keyword_rank = _best_first(matches.docs, matches.scores, matches.docs.size)
+                order = np.argsort(-semantic_sims, kind="stable")
+                return reciprocal_rank_fusion(
+                    [keyword_rank, semantic_docs[order]], [1.0, self.params.semantic_weight]
+                )
+            fused = _best_first(matches.docs, matches.scores, needed)
+            return fused, 1.0 / (RRF_K + np.arange(1, fused.size + 1, dtype=np.float64))
+        # Score fusion: each side scaled to its best hit, the semantic side weighted under 1.
+        keyword = matches.scores.astype(np.float64)
+        if keyword.size:
+            keyword = keyword / max(float(keyword.max()), 1e-12)
+        if not semantic_docs.size:
+            fused = _best_first(matches.docs, keyword.astype(np.float32), needed)
+            at = np.searchsorted(matches.docs, fused)
+            return fused, keyword[at]
+        sem = self.params.semantic_weight * semantic_sims.astype(np.float64)
+        sem = sem / max(float(semantic_sims.max()), 1e-12)
+        docs = np.union1d(matches.docs, semantic_docs)
+        total = np.zeros(docs.size, np.float64)
+        total[np.searchsorted(docs, matches.docs)] += keyword
+        total[np.searchsorted(docs, semantic_docs)] += sem
+        order = np.lexsort((docs, -total))
+        return docs[order], total[order]
+
+    def _by_date(
+        self,
+        matches: KeywordMatches,
+        semantic_docs: npt.NDArray[np.int64],
+        semantic_sims: npt.NDArray[np.float32],
+        newest_first: bool,
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        """Every hit by date taken (unknown dates last), relevance breaking ties."""
+        docs, scores = self._rank(matches, semantic_docs, semantic_sims, 1 << 62)
+        taken = self._taken.view()[docs].astype(np.float64)
+        key = np.where(taken > 0, -taken if newest_first else taken, np.inf)
+        order = np.lexsort((-scores, key))
+        return docs[order], scores[order]
+
+    def _closest(
+        self,
+        query: str,
+        embedding: npt.NDArray[np.float32] | None,
+        allowed: npt.NDArray[np.bool_],
+    ) -> tuple[tuple[str, ...], KeywordMatches]:
+        """Nothing matched `query`: the nearest label classes the library holds (by MiniLM
+        similarity when the query could be embedded, else by spelling), and their hits."""
+        names: list[tuple[str, float]] = []
+        present = np.zeros(0, np.int64)
+        if self.concepts is not None:
+            known = (self.concepts.index_of(name) for name in self._label_docs)
+            present = np.asarray(sorted({c for c in known if c >= 0}), np.int64)
+        if embedding is not None and self.concepts is not None and present.size:
+            q = embedding / max(float(np.linalg.norm(embedding)), 1e-12)
+            sims = self.concepts.embeddings[present] @ q
+            for i in np.argsort(-sims)[: self.params.closest_count]:
+                if sims[i] >= self.params.closest_min_similarity:
+                    names.append((self.concepts.label_names[int(present[i])], float(sims[i])))
+        if not names:
+            wanted = " ".join(self.keywords.query_words(query))
+            vocabulary = self.keywords.label_vocabulary()
+            for word in difflib.get_close_matches(
+                wanted, vocabulary, self.params.closest_count, 0.6
+            ):
+                names.append((word, 1.0))
+        # Hits of each close concept, weighted by how close it is.
+        n = len(self._docs)
+        scores = np.zeros(n, np.float64)
+        for name, weight in names:
+            found = self.keywords.match(self.keywords.query_terms(name), allowed)
+            if found.docs.size:
+                scores[found.docs] += weight * found.scores / max(float(found.scores.max()), 1e-12)
+        docs = np.flatnonzero(scores > 0)
+        terms = list(dict.fromkeys(t for name, _ in names for t in self.keywords.query_terms(name)))
+        parts = self.keywords.match(terms, allowed).parts if terms else []
+        kept = [name for name, _ in names]
+        return tuple(kept), KeywordMatches(
+            docs.astype(np.int64), scores[docs].astype(np.float32), False, parts
+        )
 
     def query_embedding(self, query: str) -> npt.NDArray[np.float32] | None:
         """The query's embedding (cached), or None when semantic expansion is unavailable.
@@ -415,6 +568,7 @@ class SearchIndex:
             "owner": self._owner.view(),
             "moderation": self._moderation.view(),
             "status": self._status.view(),
+            "taken": self._taken.view(),
             "vectors": self.vectors.state(),
             "keywords": self.keywords.state(),
         }
@@ -442,6 +596,10 @@ class SearchIndex:
         index._owner = GrowableArray.from_array(state["owner"])
         index._moderation = GrowableArray.from_array(state["moderation"])
         index._status = GrowableArray.from_array(state["status"])
+        index._taken = GrowableArray.from_array(state["taken"])
+        for kept in index._docs:
+            if kept is not None:
+                index._count_classes(kept, +1)
         index._saved_concepts = state.get("concepts"), state.get("concept_labels")
         return index
 

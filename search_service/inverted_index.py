@@ -11,7 +11,9 @@ are dead.
 from __future__ import annotations
 
 import bisect
+import calendar
 import math
+import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,12 +21,18 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from search_service.concepts import ConceptHierarchy, load_hierarchy
 from search_service.document import Document
 from search_service.growable import GrowableArray
 from search_service.postings import PostingList, quantise_weight
 from search_service.tokenizer import Tokenizer
 
-FIELDS = ("labels", "tags", "ocr_text", "filename", "owner")
+# New fields go at the end (field numbers are stored in snapshots).
+# concepts: hypernyms of the labels (concepts.py); taken: year and month the photo was taken;
+# camera: EXIF make and model words.
+FIELDS = ("labels", "tags", "ocr_text", "filename", "owner", "concepts", "taken", "camera")
+_PROBABILITY_FIELDS = ("labels", "concepts")
+_MONTHS = tuple(calendar.month_name[1:])
 _FIELD_NO = {name: i for i, name in enumerate(FIELDS)}
 # Decoded posting lists kept ready (a hot term is decoded once, not per query).
 _DECODED_CACHE_ENTRIES = 4096
@@ -42,6 +50,9 @@ class BM25Params:
             "filename": 2.0,
             "ocr_text": 1.0,
             "owner": 0.5,
+            "concepts": 2.5,
+            "taken": 2.0,
+            "camera": 2.0,
         }
     )
     b: dict[str, float] = field(
@@ -51,12 +62,18 @@ class BM25Params:
             "filename": 0.5,
             "ocr_text": 0.75,
             "owner": 0.0,
+            "concepts": 0.0,
+            "taken": 0.0,
+            "camera": 0.0,
         }
     )
     label_tf_scale: float = 3.0
     # Labels below this probability are noise for keyword search (the semantic side still
     # sees them): indexing them is how "search returns everything" starts.
     min_label_probability: float = 0.05
+    # Index the labels' hypernyms ("insect" for ladybug) in the concepts field; off gives the
+    # ranking before the hierarchy existed (the benchmark's "before").
+    hierarchy: bool = True
 
 
 @dataclass
@@ -93,6 +110,9 @@ class InvertedIndex:
     def __init__(self, params: BM25Params | None = None) -> None:
         self.params = params or BM25Params()
         self._tokenizer = Tokenizer()
+        self.hierarchy: ConceptHierarchy | None = (
+            load_hierarchy() if self.params.hierarchy else None
+        )
         self._postings: dict[tuple[int, str], PostingList] = {}
         self._lengths = {f: GrowableArray(np.float32) for f in FIELDS}
         self._length_sums = dict.fromkeys(FIELDS, 0.0)
@@ -129,11 +149,27 @@ class InvertedIndex:
         weights["labels"] = {s: quantise_weight(p, 1.0) for s, p in label_weight.items()}
         lengths["labels"] = float(len(label_weight))
 
+        concept_weight: dict[str, float] = {}
+        if self.hierarchy is not None:
+            for cid, w in self.hierarchy.weights(doc.labels).items():
+                if w < self.params.min_label_probability:
+                    continue
+                for phrase in self.hierarchy.phrases(cid):
+                    words, stems = self._phrase(phrase)
+                    surface.setdefault(" ".join(words), set()).add("concepts")
+                    for word, stem in zip(words, stems, strict=True):
+                        surface.setdefault(word, set()).add("concepts")
+                        concept_weight[stem] = max(concept_weight.get(stem, 0.0), w)
+        weights["concepts"] = {s: quantise_weight(p, 1.0) for s, p in concept_weight.items()}
+        lengths["concepts"] = float(len(concept_weight))
+
         texts = {
             "tags": list(doc.tags),
             "ocr_text": [doc.ocr_text],
             "filename": [doc.filename.replace("\\", "/").rsplit("/", 1)[-1]],
             "owner": [doc.owner],
+            "taken": [taken_words(doc.taken_at_unix_s)],
+            "camera": [camera_words(doc.camera_make, doc.camera_model)],
         }
         for name, parts in texts.items():
             field_words = [w for part in parts for w in tok.words(part)]
@@ -142,7 +178,7 @@ class InvertedIndex:
             lengths[name] = float(len(field_words))
             for word in field_words:
                 surface.setdefault(word, set()).add(name)
-            if name == "tags":
+            if name in ("tags", "taken", "camera"):
                 for part in parts:
                     phrase = " ".join(tok.words(part))
                     if " " in phrase:
@@ -268,6 +304,17 @@ class InvertedIndex:
         found.sort(key=lambda s: (-s[1], len(s[0]), s[0]))
         return found[:limit]
 
+    @property
+    def hierarchy_table(self) -> ConceptHierarchy:
+        """The concept table (loaded even when hypernyms are not indexed: it maps names to
+        class numbers)."""
+        return self.hierarchy or load_hierarchy()
+
+    def label_vocabulary(self) -> list[str]:
+        """Label, concept and tag words and phrases the library holds (for spelling help)."""
+        wanted = {"labels", "concepts", "tags"}
+        return [text for text, (_, fields) in self._surface.items() if wanted & set(fields)]
+
     # ---- internals --------------------------------------------------------------------------
 
     def _decoded_postings(self, key: tuple[int, str]) -> tuple[Any, Any] | None:
@@ -280,7 +327,7 @@ class InvertedIndex:
             return None
         ids, weights_q = plist.decode()
         name = FIELDS[key[0]]
-        if name == "labels":
+        if name in _PROBABILITY_FIELDS:
             tf = weights_q.astype(np.float32) * (self.params.label_tf_scale / 255.0)
         else:
             tf = weights_q.astype(np.float32)
@@ -315,11 +362,26 @@ class InvertedIndex:
                     if stem in self._phrase(phrase)[1]:
                         return phrase
             return stem
+        if name == "concepts" and self.hierarchy is not None:
+            # The concept named by this very word ("cat") before one that holds it
+            # ("domestic cat").
+            holding = []
+            for cid in self.hierarchy.weights(doc.labels):
+                for phrase in self.hierarchy.phrases(cid):
+                    stems = self._phrase(phrase)[1]
+                    if stems == (stem,):
+                        return phrase
+                    if stem in stems:
+                        holding.append(phrase)
+            return holding[0] if holding else stem
         text = {
             "tags": " ".join(doc.tags),
             "ocr_text": doc.ocr_text,
             "filename": doc.filename,
             "owner": doc.owner,
+            "concepts": "",
+            "taken": taken_words(doc.taken_at_unix_s),
+            "camera": camera_words(doc.camera_make, doc.camera_model),
         }[name]
         words = self._tokenizer.words(text)
         for word, word_stem in zip(words, self._tokenizer.stem(words), strict=True):
@@ -394,3 +456,18 @@ class InvertedIndex:
         for key in biggest[: _DECODED_CACHE_ENTRIES // 2]:
             self._decoded_postings(key)
         self._sorted_surface = sorted(self._surface)
+
+
+def taken_words(taken_at_unix_s: int) -> str:
+    """The words a photo's date answers to: "june 2019" (month name and year)."""
+    if taken_at_unix_s <= 0:
+        return ""
+    when = time.gmtime(taken_at_unix_s)
+    return f"{_MONTHS[when.tm_mon - 1].lower()} {when.tm_year}"
+
+
+def camera_words(make: str, model: str) -> str:
+    """Make and model, the make said once ("Canon" + "Canon EOS 80D" -> "Canon EOS 80D")."""
+    if make and model.casefold().startswith(make.casefold()):
+        return model
+    return f"{make} {model}".strip()

@@ -62,6 +62,9 @@ class ConceptSpace:
         self._probs = GrowableArray(np.float32, (TOP_LABELS,))
         self._norms = GrowableArray(np.float32)
 
+    def index_of(self, name: str) -> int:
+        return self._by_name.get(normalise(name), -1)
+
     def class_of(self, label: Label) -> int:
         if 0 <= label.class_index < len(self.label_names):
             return label.class_index

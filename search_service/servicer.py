@@ -15,12 +15,18 @@ from imagerepo.search.v1 import search_service_pb2 as pb
 from imagerepo.search.v1 import search_service_pb2_grpc as pb_grpc
 from search_service.document import Document, Label, Status
 from search_service.durable_index import DurableIndex
-from search_service.engine import Filters
+from search_service.engine import (
+    SORT_RELEVANCE,
+    SORT_TAKEN_NEWEST,
+    SORT_TAKEN_OLDEST,
+    Filters,
+)
 from search_service.errors import (
     ImageNotFoundError,
     InvalidDocumentError,
     NoFeatureVectorError,
 )
+from search_service.exif import typed_fields
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +34,12 @@ DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 200
 DEFAULT_K, MAX_K = 10, 100
 DEFAULT_SUGGESTIONS, MAX_SUGGESTIONS = 10, 100
 MAX_QUERY_CHARS = 1000
+_SORTS = {
+    pb.SORT_ORDER_UNSPECIFIED: SORT_RELEVANCE,
+    pb.SORT_ORDER_RELEVANCE: SORT_RELEVANCE,
+    pb.SORT_ORDER_TAKEN_NEWEST: SORT_TAKEN_NEWEST,
+    pb.SORT_ORDER_TAKEN_OLDEST: SORT_TAKEN_OLDEST,
+}
 
 
 class SearchServicer(pb_grpc.SearchServiceServicer):
@@ -58,14 +70,23 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "page_size must not be negative")
         size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         offset = _page_offset(request.page_token, context)
+        sort = _SORTS.get(request.sort)
+        if sort is None:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"unknown sort {request.sort}")
         result = self._index.search(
             query,
             _filters(request.filters, context),
             limit=size,
             offset=offset,
             semantic=not request.disable_semantic,
+            sort=sort,
         )
-        reply = pb.SearchResponse(total_hits=result.total, fell_back_to_or=result.fell_back_to_or)
+        reply = pb.SearchResponse(
+            total_hits=result.total,
+            fell_back_to_or=result.fell_back_to_or,
+            closest=list(result.closest),
+            note=result.note,
+        )
         for hit in result.hits:
             reply.hits.add(
                 image_id=hit.image_id,
@@ -151,16 +172,24 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         )
 
     def Rebuild(self, request_iterator: Iterator[pb.RebuildRequest], context: grpc.ServicerContext):
+        """Every usable document replaces the index; unusable ones are skipped and reported."""
         started = time.perf_counter()
-        try:
-            count = self._index.rebuild(document_from_proto(r.document) for r in request_iterator)
-        except InvalidDocumentError as exc:
-            _abort(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"rebuild abandoned, the previous index is unchanged: {exc}",
-            )
-        return pb.RebuildResponse(indexed_count=count, elapsed_s=time.perf_counter() - started)
+
+        def documents() -> Iterator[Document | InvalidDocumentError]:
+            for number, request in enumerate(request_iterator):
+                try:
+                    yield document_from_proto(request.document)
+                except InvalidDocumentError as exc:
+                    who = request.document.image_id or f"document #{number + 1}"
+                    yield InvalidDocumentError(f"{who}: {exc}")
+
+        result = self._index.rebuild(documents())
+        return pb.RebuildResponse(
+            indexed_count=result.indexed,
+            elapsed_s=time.perf_counter() - started,
+            skipped_count=result.skipped_count,
+            skipped=result.skipped,
+        )
 
 
 def document_from_proto(doc: pb.SearchDocument) -> Document:
@@ -174,6 +203,7 @@ def document_from_proto(doc: pb.SearchDocument) -> Document:
     vector = np.asarray(doc.feature_vector, dtype=np.float32) if doc.feature_vector else None
     if vector is not None and not np.isfinite(vector).all():
         raise InvalidDocumentError("feature_vector holds NaN or infinity")
+    taken, make, model = typed_fields(doc.exif)
     return Document(
         image_id=doc.image_id,
         filename=doc.filename,
@@ -189,6 +219,9 @@ def document_from_proto(doc: pb.SearchDocument) -> Document:
         feature_vector=vector,
         sha256=doc.sha256,
         created_at_unix_ms=doc.created_at_unix_ms,
+        taken_at_unix_s=taken,
+        camera_make=make,
+        camera_model=model,
     )
 
 
@@ -198,10 +231,16 @@ def _filters(filters: pb.SearchFilters, context: grpc.ServicerContext) -> Filter
         if value not in common_pb2.AnalysisStatus.values():
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"unknown status {value}")
         statuses.append(Status(value))
+    if filters.taken_from_unix_s < 0 or filters.taken_until_unix_s < 0:
+        _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "taken_* must not be negative")
+    if 0 < filters.taken_until_unix_s <= filters.taken_from_unix_s:
+        _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "taken_until must be after taken_from")
     return Filters(
         owner=filters.owner,
         include_moderated=filters.include_moderated,
         statuses=tuple(statuses),
+        taken_from_unix_s=filters.taken_from_unix_s,
+        taken_until_unix_s=filters.taken_until_unix_s,
     )
 
 

@@ -28,7 +28,8 @@ import zstandard
 from search_service.errors import IndexFormatError
 
 MAGIC = b"IRSEARCH"
-FORMAT_VERSION = 1
+# 2: concepts, taken and camera fields; date column.
+FORMAT_VERSION = 2
 _HEADER = struct.Struct("<8sII")
 _SECTION = struct.Struct("<BQI")
 _RAW, _ARRAY, _JSON, _NONE = 0, 1, 2, 3

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from search_service.durable_index import JOURNAL_NAME, SNAPSHOT_NAME, DurableIndex
 from search_service.engine import EngineParams
-from search_service.errors import IndexFormatError
+from search_service.errors import IndexFormatError, InvalidDocumentError
 from search_service.snapshot import FORMAT_VERSION, read_snapshot, write_snapshot
 from search_service.vector_index import AnnParams
+from tests.conftest import REPO_ROOT
 from tests.search_service.documents import DIM, doc, unit
 
 PARAMS = EngineParams(vector_dim=DIM)
@@ -125,9 +129,9 @@ def test_rebuild_replaces_the_index_and_persists_it(tmp_path):
     index = DurableIndex.open(tmp_path, PARAMS)
     _fill(index)
 
-    count = index.rebuild([doc("new", (("moped", 0.8),)), doc("new2", (("moped", 0.6),))])
+    result = index.rebuild([doc("new", (("moped", 0.8),)), doc("new2", (("moped", 0.6),))])
 
-    assert count == 2
+    assert (result.indexed, result.skipped_count) == (2, 0)
     assert _ids(index, "cat") == []
     assert DurableIndex.open(tmp_path, PARAMS).search("moped").total == 2
 
@@ -144,7 +148,7 @@ def test_writes_made_while_a_rebuild_streams_in_are_kept(tmp_path):
         index.remove("coffee")
         yield doc("coffee", (("espresso", 0.95),), vector=unit(2))
 
-    count = index.rebuild(streamed())
+    count = index.rebuild(streamed()).indexed
     reopened = DurableIndex.open(tmp_path, PARAMS)
 
     assert count == 2
@@ -155,16 +159,49 @@ def test_writes_made_while_a_rebuild_streams_in_are_kept(tmp_path):
         assert len(searched) == 2
 
 
-def test_rebuild_with_a_bad_document_leaves_the_old_index(tmp_path):
+def test_rebuild_skips_and_reports_a_bad_document_instead_of_failing(tmp_path):
     index = DurableIndex.open(tmp_path, PARAMS)
     _fill(index)
-    bad = doc("bad", vector=np.ones(DIM + 3, np.float32))
+    bad = doc("bad", (("moped", 0.9),), vector=np.ones(DIM + 3, np.float32))
+    unreadable = InvalidDocumentError("#3: unknown status 9")
 
-    with pytest.raises(ValueError):
-        index.rebuild([doc("new", (("moped", 0.8),)), bad])
+    result = index.rebuild([doc("new", (("moped", 0.8),)), bad, unreadable, doc("n2")])
 
-    assert _ids(index, "cat") == ["cat"]
-    assert _ids(index, "moped") == []
+    assert (result.indexed, result.skipped_count) == (2, 2)
+    assert result.skipped == [
+        f"bad: feature_vector must have {DIM} values, got {DIM + 3}",
+        "#3: unknown status 9",
+    ]
+    assert _ids(index, "cat") == []  # the rebuild replaced the index
+    assert _ids(index, "moped") == ["new"]
+
+
+def test_a_second_process_cannot_open_the_same_data_dir(tmp_path):
+    index = DurableIndex.open(tmp_path, PARAMS)
+    _fill(index)
+    script = (
+        "import sys; from pathlib import Path; from search_service.durable_index import "
+        "DurableIndex; from search_service.dir_lock import DataDirLockedError\n"
+        "try:\n    DurableIndex.open(Path(sys.argv[1]))\n"
+        "except DataDirLockedError as e:\n    print(e); sys.exit(3)\n"
+    )
+
+    def other_process() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO_ROOT,
+        )
+
+    refused = other_process()
+    assert refused.returncode == 3, refused.stderr
+    assert f"in use by another search process (pid {os.getpid()})" in refused.stdout
+    assert _ids(index, "cat") == ["cat"]  # nothing of ours was touched
+
+    index.close()
+    assert other_process().returncode == 0  # free once the holder has closed
 
 
 def test_approximate_vector_index_is_saved_and_loaded(tmp_path):

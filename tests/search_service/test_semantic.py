@@ -17,7 +17,7 @@ CLASSES = {name: i for i, name in enumerate(LABELS)}
 EMBEDDINGS = np.eye(3, 8, dtype=np.float32)
 QUERIES = {
     "a photo of a kitten": np.array([0.9, 0.1, 0, 0, 0, 0, 0.42, 0], np.float32),
-    "a photo of a dog": np.array([0.3, 0.3, 0.3, 0, 0, 0, 0.85, 0], np.float32),
+    "a photo of a dog": np.array([0.35, 0.3, 0.32, 0, 0, 0, 0.85, 0], np.float32),
 }
 
 
@@ -43,8 +43,23 @@ def test_query_without_keyword_match_finds_image_through_its_labels():
     assert result.semantic_used
 
 
-def test_weak_concept_matches_are_not_results():
-    assert _index().search("dog").hits == []
+def test_weak_concept_matches_are_not_results_but_the_page_shows_the_closest():
+    result = _index().search("dog")
+
+    # No label is close enough to "dog" to be a match ...
+    assert result.total == 0 or result.closest
+    # ... so the page says so and shows the library's closest concept instead of nothing.
+    # (espresso is further than closest_min_similarity from "dog")
+    assert result.closest == ("tiger cat", "moped")
+    assert result.note == "no photo is labelled 'dog'; showing the closest: tiger cat, moped"
+    assert [h.image_id for h in result.hits][:2] == ["cat", "bike"]
+
+
+def test_no_closest_concepts_when_switched_off():
+    ix = _index()
+    ix.params = EngineParams(vector_dim=DIM, closest_count=0)
+    result = ix.search("dog")
+    assert (result.hits, result.closest, result.note) == ([], (), "")
 
 
 def test_semantic_can_be_switched_off_per_query():

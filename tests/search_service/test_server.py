@@ -48,6 +48,7 @@ def test_indexed_image_is_found_with_reasons(bare_search):
     assert [h.image_id for h in reply.hits] == ["a"]
     assert {(r.field, r.term) for r in reply.hits[0].reasons} == {
         ("labels", "tiger cat"),
+        ("concepts", "cat"),  # WordNet: tiger cat -> domestic cat -> cat
         ("tags", "pets"),
     }
     assert reply.total_hits == 1 and not reply.fell_back_to_or
@@ -158,21 +159,104 @@ def test_rebuild_streams_documents_into_a_fresh_index(bare_search):
     assert not bare_search.Search(pb.SearchRequest(query="espresso"), timeout=5).hits
 
 
-def test_rebuild_with_a_bad_document_keeps_the_old_index(bare_search):
+def test_rebuild_skips_and_reports_bad_documents(bare_search):
     _index(bare_search, _doc("old", "espresso"))
     bad = _doc("bad", "moped", feature_vector=[1.0, 2.0])
+    bad_status = _doc("bad2", "moped")
+    bad_status.status = 42  # type: ignore[assignment]  # an unknown enum value, as on the wire
 
-    code = _code(
-        lambda: bare_search.Rebuild(
-            iter([pb.RebuildRequest(document=_doc("n", "moped")), pb.RebuildRequest(document=bad)]),
-            timeout=10,
-        )
+    reply = bare_search.Rebuild(
+        iter(
+            [
+                pb.RebuildRequest(document=_doc("n", "moped")),
+                pb.RebuildRequest(document=bad),
+                pb.RebuildRequest(document=bad_status),
+                pb.RebuildRequest(document=_doc("n2", "moped")),
+            ]
+        ),
+        timeout=10,
     )
 
-    assert code == grpc.StatusCode.INVALID_ARGUMENT
-    assert [h.image_id for h in bare_search.Search(pb.SearchRequest(query="espresso")).hits] == [
-        "old"
+    assert (reply.indexed_count, reply.skipped_count) == (2, 2)
+    assert reply.skipped == [
+        "bad: feature_vector must have 1280 values, got 2",
+        "bad2: unknown status 42",
     ]
+    found = bare_search.Search(pb.SearchRequest(query="moped"), timeout=5)
+    assert sorted(h.image_id for h in found.hits) == ["n", "n2"]
+
+
+def _taken(image_id: str, label: str, when: str, make: str = "", model: str = ""):
+    exif = {"taken_at": when}
+    if make:
+        exif |= {"camera_make": make, "camera_model": model}
+    return _doc(image_id, label, exif=exif)
+
+
+def test_dates_and_cameras_from_exif_are_searchable_filterable_and_sortable(bare_search):
+    _index(
+        bare_search,
+        _taken("jun19", "daisy", "2019:06:15 10:20:30", "Canon", "Canon EOS 80D"),
+        _taken("dec19", "daisy", "2019:12:24 18:00:00", "NIKON CORPORATION", "NIKON D750"),
+        _taken("jun21", "daisy", "2021:06:01 08:00:00", "Canon", "Canon EOS R5"),
+        _taken("broken", "daisy", "0000:00:00 00:00:00"),
+        _doc("nodate", "daisy"),
+    )
+
+    def ids(query: str, **request) -> list[str]:
+        reply = bare_search.Search(pb.SearchRequest(query=query, **request), timeout=5)
+        return [h.image_id for h in reply.hits]
+
+    assert sorted(ids("2019")) == ["dec19", "jun19"]
+    assert ids("june 2019") == ["jun19"]
+    assert sorted(ids("june")) == ["jun19", "jun21"]
+    assert sorted(ids("canon")) == ["jun19", "jun21"]
+    assert ids("nikon d750") == ["dec19"]
+    reply = bare_search.Search(pb.SearchRequest(query="canon eos"), timeout=5)
+    assert {(r.field, r.term) for r in reply.hits[0].reasons} >= {("camera", "canon")}
+
+    newest = ids("daisy", sort=pb.SORT_ORDER_TAKEN_NEWEST)
+    assert newest[:3] == ["jun21", "dec19", "jun19"]
+    assert sorted(newest[3:]) == ["broken", "nodate"]  # no usable date: last
+    assert ids("daisy", sort=pb.SORT_ORDER_TAKEN_OLDEST)[:3] == ["jun19", "dec19", "jun21"]
+
+    in_2019 = pb.SearchFilters(taken_from_unix_s=1546300800, taken_until_unix_s=1577836800)
+    assert sorted(ids("daisy", filters=in_2019)) == ["dec19", "jun19"]
+    since_2020 = pb.SearchFilters(taken_from_unix_s=1577836800)
+    assert ids("daisy", filters=since_2020) == ["jun21"]
+    backwards = pb.SearchFilters(taken_from_unix_s=1577836800, taken_until_unix_s=1546300800)
+    assert _code(lambda: ids("daisy", filters=backwards)) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_general_words_find_specific_labels_ranked_by_confidence(bare_search):
+    _index(
+        bare_search,
+        _doc("ladybird", "ladybug", p=0.82),
+        _doc("leaf", "ladybug", p=0.28),
+        _doc("daisy", "daisy", p=0.9),
+        _doc("cup", "espresso", p=0.95),
+    )
+
+    def ids(query: str) -> list[str]:
+        return [h.image_id for h in bare_search.Search(pb.SearchRequest(query=query)).hits]
+
+    assert ids("beetle") == ["ladybird", "leaf"]
+    assert ids("insect") == ["ladybird", "leaf"]
+    assert ids("flower") == ["daisy"]
+    assert ids("beverage") == ids("coffee") == ["cup"]
+    reply = bare_search.Search(pb.SearchRequest(query="insect"), timeout=5)
+    assert ("concepts", "insect") in {(r.field, r.term) for r in reply.hits[0].reasons}
+
+
+def test_nothing_matches_shows_the_closest_words_of_the_library(bare_search):
+    _index(bare_search, _doc("ladybird", "ladybug", p=0.82), _doc("cup", "espresso"))
+
+    reply = bare_search.Search(pb.SearchRequest(query="ladybugg"), timeout=5)
+
+    # Without the vision service (no query embedding) the closest are found by spelling.
+    assert list(reply.closest) == ["ladybug"]
+    assert reply.note == "no photo is labelled 'ladybugg'; showing the closest: ladybug"
+    assert [h.image_id for h in reply.hits] == ["ladybird"]
 
 
 @pytest.mark.parametrize(

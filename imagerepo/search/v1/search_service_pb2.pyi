@@ -1,5 +1,6 @@
 from imagerepo.common.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -7,8 +8,26 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class SortOrder(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SORT_ORDER_UNSPECIFIED: _ClassVar[SortOrder]
+    SORT_ORDER_RELEVANCE: _ClassVar[SortOrder]
+    SORT_ORDER_TAKEN_NEWEST: _ClassVar[SortOrder]
+    SORT_ORDER_TAKEN_OLDEST: _ClassVar[SortOrder]
+SORT_ORDER_UNSPECIFIED: SortOrder
+SORT_ORDER_RELEVANCE: SortOrder
+SORT_ORDER_TAKEN_NEWEST: SortOrder
+SORT_ORDER_TAKEN_OLDEST: SortOrder
+
 class SearchDocument(_message.Message):
-    __slots__ = ("image_id", "filename", "owner", "labels", "tags", "ocr_text", "moderation_score", "status", "feature_vector", "sha256", "created_at_unix_ms")
+    __slots__ = ("image_id", "filename", "owner", "labels", "tags", "ocr_text", "moderation_score", "status", "feature_vector", "sha256", "created_at_unix_ms", "exif")
+    class ExifEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
     FILENAME_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
@@ -20,6 +39,7 @@ class SearchDocument(_message.Message):
     FEATURE_VECTOR_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    EXIF_FIELD_NUMBER: _ClassVar[int]
     image_id: str
     filename: str
     owner: str
@@ -31,7 +51,8 @@ class SearchDocument(_message.Message):
     feature_vector: _containers.RepeatedScalarFieldContainer[float]
     sha256: str
     created_at_unix_ms: int
-    def __init__(self, image_id: _Optional[str] = ..., filename: _Optional[str] = ..., owner: _Optional[str] = ..., labels: _Optional[_Iterable[_Union[_common_pb2.Label, _Mapping]]] = ..., tags: _Optional[_Iterable[str]] = ..., ocr_text: _Optional[str] = ..., moderation_score: _Optional[float] = ..., status: _Optional[_Union[_common_pb2.AnalysisStatus, str]] = ..., feature_vector: _Optional[_Iterable[float]] = ..., sha256: _Optional[str] = ..., created_at_unix_ms: _Optional[int] = ...) -> None: ...
+    exif: _containers.ScalarMap[str, str]
+    def __init__(self, image_id: _Optional[str] = ..., filename: _Optional[str] = ..., owner: _Optional[str] = ..., labels: _Optional[_Iterable[_Union[_common_pb2.Label, _Mapping]]] = ..., tags: _Optional[_Iterable[str]] = ..., ocr_text: _Optional[str] = ..., moderation_score: _Optional[float] = ..., status: _Optional[_Union[_common_pb2.AnalysisStatus, str]] = ..., feature_vector: _Optional[_Iterable[float]] = ..., sha256: _Optional[str] = ..., created_at_unix_ms: _Optional[int] = ..., exif: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class IndexImageRequest(_message.Message):
     __slots__ = ("document",)
@@ -56,28 +77,34 @@ class RemoveImageResponse(_message.Message):
     def __init__(self, removed: _Optional[bool] = ...) -> None: ...
 
 class SearchFilters(_message.Message):
-    __slots__ = ("owner", "include_moderated", "statuses")
+    __slots__ = ("owner", "include_moderated", "statuses", "taken_from_unix_s", "taken_until_unix_s")
     OWNER_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_MODERATED_FIELD_NUMBER: _ClassVar[int]
     STATUSES_FIELD_NUMBER: _ClassVar[int]
+    TAKEN_FROM_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    TAKEN_UNTIL_UNIX_S_FIELD_NUMBER: _ClassVar[int]
     owner: str
     include_moderated: bool
     statuses: _containers.RepeatedScalarFieldContainer[_common_pb2.AnalysisStatus]
-    def __init__(self, owner: _Optional[str] = ..., include_moderated: _Optional[bool] = ..., statuses: _Optional[_Iterable[_Union[_common_pb2.AnalysisStatus, str]]] = ...) -> None: ...
+    taken_from_unix_s: int
+    taken_until_unix_s: int
+    def __init__(self, owner: _Optional[str] = ..., include_moderated: _Optional[bool] = ..., statuses: _Optional[_Iterable[_Union[_common_pb2.AnalysisStatus, str]]] = ..., taken_from_unix_s: _Optional[int] = ..., taken_until_unix_s: _Optional[int] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("query", "filters", "page_size", "page_token", "disable_semantic")
+    __slots__ = ("query", "filters", "page_size", "page_token", "disable_semantic", "sort")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     FILTERS_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     DISABLE_SEMANTIC_FIELD_NUMBER: _ClassVar[int]
+    SORT_FIELD_NUMBER: _ClassVar[int]
     query: str
     filters: SearchFilters
     page_size: int
     page_token: str
     disable_semantic: bool
-    def __init__(self, query: _Optional[str] = ..., filters: _Optional[_Union[SearchFilters, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., disable_semantic: _Optional[bool] = ...) -> None: ...
+    sort: SortOrder
+    def __init__(self, query: _Optional[str] = ..., filters: _Optional[_Union[SearchFilters, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., disable_semantic: _Optional[bool] = ..., sort: _Optional[_Union[SortOrder, str]] = ...) -> None: ...
 
 class MatchReason(_message.Message):
     __slots__ = ("field", "term", "score")
@@ -100,16 +127,20 @@ class SearchHit(_message.Message):
     def __init__(self, image_id: _Optional[str] = ..., score: _Optional[float] = ..., reasons: _Optional[_Iterable[_Union[MatchReason, _Mapping]]] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("hits", "next_page_token", "total_hits", "fell_back_to_or")
+    __slots__ = ("hits", "next_page_token", "total_hits", "fell_back_to_or", "closest", "note")
     HITS_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     TOTAL_HITS_FIELD_NUMBER: _ClassVar[int]
     FELL_BACK_TO_OR_FIELD_NUMBER: _ClassVar[int]
+    CLOSEST_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[SearchHit]
     next_page_token: str
     total_hits: int
     fell_back_to_or: bool
-    def __init__(self, hits: _Optional[_Iterable[_Union[SearchHit, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_hits: _Optional[int] = ..., fell_back_to_or: _Optional[bool] = ...) -> None: ...
+    closest: _containers.RepeatedScalarFieldContainer[str]
+    note: str
+    def __init__(self, hits: _Optional[_Iterable[_Union[SearchHit, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_hits: _Optional[int] = ..., fell_back_to_or: _Optional[bool] = ..., closest: _Optional[_Iterable[str]] = ..., note: _Optional[str] = ...) -> None: ...
 
 class FeatureVector(_message.Message):
     __slots__ = ("values",)
@@ -228,9 +259,13 @@ class RebuildRequest(_message.Message):
     def __init__(self, document: _Optional[_Union[SearchDocument, _Mapping]] = ...) -> None: ...
 
 class RebuildResponse(_message.Message):
-    __slots__ = ("indexed_count", "elapsed_s")
+    __slots__ = ("indexed_count", "elapsed_s", "skipped_count", "skipped")
     INDEXED_COUNT_FIELD_NUMBER: _ClassVar[int]
     ELAPSED_S_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
     indexed_count: int
     elapsed_s: float
-    def __init__(self, indexed_count: _Optional[int] = ..., elapsed_s: _Optional[float] = ...) -> None: ...
+    skipped_count: int
+    skipped: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, indexed_count: _Optional[int] = ..., elapsed_s: _Optional[float] = ..., skipped_count: _Optional[int] = ..., skipped: _Optional[_Iterable[str]] = ...) -> None: ...
