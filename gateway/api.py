@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+import re
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify, request, stream_with_context
 
+from gateway import library
 from gateway import operations as ops
 from gateway.errors import BadRequestError, ConflictError, error_body
 from gateway.image_json import STATUS_NAMES, image_json, iso_time, label_json
@@ -25,6 +26,8 @@ THUMBNAIL_SIZES = {
     "small": storage_pb.THUMBNAIL_SIZE_SMALL,
     "preview": storage_pb.THUMBNAIL_SIZE_PREVIEW,
 }
+MAX_SHA256_LOOKUP = 1000
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 # Spreadsheet programs run a cell starting with these as a formula.
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
@@ -84,10 +87,14 @@ def openapi() -> Any:
 @api.post("/images")
 def upload_images() -> Any:
     owner = state().access.require_api_writer()
-    results = [ops.ingest_file(f, owner) for f in ops.uploaded_files()]
+    # One copy per photo unless asked: bytes already in the owner's library are answered
+    # with that image (200, already_stored) instead of being stored again.
+    keep = request.values.get("keep_duplicate", "").lower() in ("1", "true", "yes", "on")
+    results = [ops.ingest_file(f, owner, keep) for f in ops.uploaded_files()]
     body = {
         "results": results,
         "stored": sum(r["result"] == "stored" for r in results),
+        "already_stored": sum(r["result"] == "already_stored" for r in results),
         "duplicates": sum(r["result"] == "duplicate" for r in results),
         "rejected": sum(r["result"] == "rejected" for r in results),
     }
@@ -132,6 +139,37 @@ def get_image(image_id: str) -> Any:
     return jsonify(image_json(st.clients.get_image(image_id), st.config.moderation_threshold))
 
 
+def _sha256_matches(digests: list[str]) -> list[dict[str, Any]]:
+    """Per digest, in order: the caller's images holding those bytes, newest first."""
+    if len(digests) > MAX_SHA256_LOOKUP:
+        raise BadRequestError(f"ask for at most {MAX_SHA256_LOOKUP} sha256 digests at a time")
+    wanted = [d.strip().lower() if isinstance(d, str) else "" for d in digests]
+    for raw, digest in zip(digests, wanted, strict=True):
+        if not _SHA256_HEX.fullmatch(digest):
+            raise BadRequestError(f"{str(raw)[:80]!r} is not a sha256 (64 hex digits)")
+    if not wanted:
+        return []
+    st = state()
+    found = st.clients.find_by_sha256(wanted, owner=st.access.viewer())
+    return [
+        {"sha256": sha, "images": [image_json(i, st.config.moderation_threshold) for i in images]}
+        for sha, images in found
+    ]
+
+
+@api.get("/images/by-sha256/<sha256>")
+def images_by_sha256(sha256: str) -> Any:
+    return jsonify(_sha256_matches([sha256])[0])
+
+
+@api.post("/images/lookup")
+def lookup_images() -> Any:
+    digests = _json_body().get("sha256")
+    if not isinstance(digests, list):
+        raise BadRequestError('send {"sha256": ["<64 hex digits>", ...]}')
+    return jsonify(matches=_sha256_matches(digests))
+
+
 @api.get("/images/by-filename/<path:filename>")
 def images_by_filename(filename: str) -> Any:
     st = state()
@@ -141,27 +179,40 @@ def images_by_filename(filename: str) -> Any:
 
 @api.get("/images/<image_id>/original")
 def original(image_id: str) -> Any:
-    st = state()
-    etag = f"orig-{image_id}"
+    etag = library.original_etag(image_id)
     if request.if_none_match.contains(etag):
         return _not_modified(etag)
-    image = st.clients.get_image(image_id)
-    chunks = st.clients.read_image_chunks(image_id)
-    first = next(chunks, None)  # errors (not found, unavailable) surface before headers go out
+    image = state().clients.get_image(image_id)
+    return library.serve_original(image, as_attachment=bool(request.args.get("download")))
 
-    def body() -> Iterator[bytes]:
-        if first is not None:
-            yield first.chunk
-        for chunk in chunks:
-            yield chunk.chunk
 
-    response = Response(body(), mimetype=image.content_type or "application/octet-stream")
-    response.headers["Content-Length"] = str(image.byte_size)
-    disposition = "attachment" if request.args.get("download") else "inline"
-    response.headers.set("Content-Disposition", disposition, filename=image.filename)
-    response.headers["Cache-Control"] = IMMUTABLE
-    response.set_etag(etag)
+@api.get("/images/zip")
+def zip_download() -> Any:
+    ids = library.selection(request.args.getlist("ids"))
+    response = Response(stream_with_context(library.zip_stream(ids)), mimetype="application/zip")
+    name = f"imagerepo-{len(ids)}-photos.zip"
+    response.headers.set("Content-Disposition", "attachment", filename=name)
+    response.headers["Cache-Control"] = "no-store"
     return response
+
+
+@api.post("/images/bulk-delete")
+def bulk_delete() -> Any:
+    state().access.require_api_writer()
+    return jsonify(library.delete_many(library.selection(_json_body().get("ids", []))))
+
+
+@api.post("/images/bulk-tags")
+def bulk_tags() -> Any:
+    st = state()
+    st.access.require_api_writer()
+    body = _json_body()
+    add, remove = body.get("add", []), body.get("remove", [])
+    if not isinstance(add, list) or not isinstance(remove, list):
+        raise BadRequestError("'add' and 'remove' must be lists of strings")
+    images = library.tag_many(library.selection(body.get("ids", [])), add, remove)
+    threshold = st.config.moderation_threshold
+    return jsonify(images=[image_json(image, threshold) for image in images])
 
 
 @api.get("/images/<image_id>/thumbnail")
@@ -173,7 +224,7 @@ def thumbnail(image_id: str) -> Any:
     if request.if_none_match.contains(etag):
         return _not_modified(etag)
     thumb = state().clients.get_thumbnail(image_id, THUMBNAIL_SIZES[size_name])
-    response = Response(thumb.data, mimetype=thumb.content_type or "image/jpeg")
+    response = Response(thumb.data, mimetype=thumb.content_type or "image/webp")
     response.headers["Cache-Control"] = IMMUTABLE
     response.set_etag(etag)
     return response
@@ -327,7 +378,26 @@ def _csv_safe(row: list[str]) -> list[str]:
 @api.get("/duplicates")
 def duplicates() -> Any:
     threshold = _float_arg("near_threshold", 0.0, 0.0, 1.0)
-    return jsonify(ops.duplicate_groups(request.args.get("image_id", ""), threshold))
+    groups = ops.duplicate_groups(request.args.get("image_id", ""), threshold)
+    return jsonify(library.readable_groups(groups))
+
+
+@api.post("/duplicates/resolve")
+def resolve_duplicates() -> Any:
+    state().access.require_api_writer()
+    body = _json_body()
+    keep, remove = body.get("keep", ""), body.get("remove", [])
+    if not isinstance(keep, str) or not isinstance(remove, list):
+        raise BadRequestError("'keep' must be an image id and 'remove' a list of ids")
+    return jsonify(library.resolve_group(keep, library.selection(remove)))
+
+
+@api.post("/duplicates/resolve-exact")
+def resolve_exact_duplicates() -> Any:
+    state().access.require_api_writer()
+    body = request.get_json(silent=True) or {}
+    keep = body.get("keep", "oldest") if isinstance(body, dict) else "oldest"
+    return jsonify(library.resolve_exact_groups(str(keep)))
 
 
 @api.get("/status")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway.exif_display import describe, taken_at
 from imagerepo.common.v1 import common_pb2
 from imagerepo.storage.v1 import storage_service_pb2 as storage_pb
 
@@ -14,6 +16,52 @@ STATUS_NAMES = {
     common_pb2.ANALYSIS_STATUS_READY: "ready",
     common_pb2.ANALYSIS_STATUS_FAILED: "failed",
 }
+
+
+# A caption names what the model sees only when it is this sure; otherwise the filename.
+CONFIDENT_LABEL = 0.6
+# Labels this likely go into an image's alt text.
+ALT_LABEL = 0.25
+_WAITING = re.compile(r"waiting for (\w+): (\w+)")
+_FAILED = re.compile(r"(\w+) could not process this image \((\w+):")
+_SERVICE_WORDS = {"vision": "the analyser", "search": "the search index", "storage": "storage"}
+_REASON_WORDS = {
+    "labels": "looks like",
+    "concepts": "looks like",
+    "semantic": "close in meaning to",
+    "tags": "tagged",
+    "ocr_text": "text in the picture:",
+    "filename": "file name:",
+    "owner": "uploaded by",
+    "taken": "taken",
+    "camera": "camera:",
+}
+
+
+def status_text(status: str, detail: str) -> str:
+    """The state of an image's analysis in plain words (never a gRPC code)."""
+    if status == "ready":
+        return "analysed"
+    if status == "failed":
+        failed = _FAILED.search(detail)
+        code = failed.group(2) if failed else ""
+        if code in ("INVALID_ARGUMENT", "FAILED_PRECONDITION"):
+            return "could not analyse: the file is damaged or not readable by the analyser"
+        if code == "RESOURCE_EXHAUSTED":
+            return "could not analyse: the picture is too large for the analyser"
+        return "could not analyse: it failed several times; you can retry"
+    waiting = _WAITING.search(detail)
+    if waiting:
+        who = _SERVICE_WORDS.get(waiting.group(1), waiting.group(1))
+        if waiting.group(2) == "UNAVAILABLE":
+            return f"analysing: waiting for {who} to come back"
+        return f"analysing: {who} is busy, it will be tried again"
+    return "analysing"
+
+
+def reason_text(field: str, term: str) -> str:
+    """Why a search hit matched, in words: "looks like espresso", "tagged morning"."""
+    return f"{_REASON_WORDS.get(field, field + ':')} {term}"
 
 
 def iso_time(unix_ms: int) -> str:
@@ -28,8 +76,17 @@ def label_json(label: common_pb2.Label) -> dict[str, Any]:
     }
 
 
+def _alt(filename: str, labels: list[common_pb2.Label]) -> str:
+    seen = [label.name for label in labels if label.probability >= ALT_LABEL][:3]
+    return f"photo: {', '.join(seen)}" if seen else filename
+
+
 def image_json(image: storage_pb.ImageMetadata, moderation_threshold: float) -> dict[str, Any]:
     labels = sorted(image.labels, key=lambda label: label.probability, reverse=True)
+    exif = dict(image.exif)
+    taken = taken_at(exif.get("taken_at"))
+    status = STATUS_NAMES.get(image.status, "pending")
+    confident = labels[0].name if labels and labels[0].probability >= CONFIDENT_LABEL else None
     return {
         "id": image.id,
         "filename": image.filename,
@@ -42,15 +99,27 @@ def image_json(image: storage_pb.ImageMetadata, moderation_threshold: float) -> 
         "byte_size": image.byte_size,
         "width": image.width,
         "height": image.height,
-        "exif": dict(sorted(image.exif.items())),
+        "exif": dict(sorted(exif.items())),
+        "exif_readable": dict(describe(exif).rows()),
+        # When the camera says it was taken (its own clock, no zone), else None.
+        "taken_at": taken.isoformat(timespec="seconds") if taken else None,
+        # What the timeline orders and groups by: date taken, else upload time.
+        "date": taken.isoformat(timespec="seconds")
+        if taken
+        else iso_time(image.created_at_unix_ms),
         "labels": [label_json(label) for label in labels],
         "best_label": labels[0].name if labels else None,
+        # The gallery caption: the label only when the model is sure, else the filename.
+        "caption": confident or image.filename,
+        "confident_label": confident,
+        "alt": _alt(image.filename, labels),
         "moderation_score": round(float(image.moderation_score), 4),
         "moderated": float(image.moderation_score) > moderation_threshold,
         "ocr_text": image.ocr_text,
         "tags": list(image.tags),
-        "status": STATUS_NAMES.get(image.status, "pending"),
+        "status": status,
         "status_detail": image.status_detail,
+        "status_text": status_text(status, image.status_detail),
         "feedback": [
             {
                 "label": fb.label,
@@ -63,6 +132,7 @@ def image_json(image: storage_pb.ImageMetadata, moderation_threshold: float) -> 
         "links": {
             "self": f"/api/images/{image.id}",
             "original": f"/api/images/{image.id}/original",
+            "download": f"/api/images/{image.id}/original?download=1",
             "thumbnail": f"/api/images/{image.id}/thumbnail",
             "preview": f"/api/images/{image.id}/thumbnail?size=preview",
             "page": f"/images/{image.id}",

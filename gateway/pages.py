@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+from datetime import UTC, datetime
+from itertools import groupby
 from typing import Any
 
 from flask import (
@@ -16,10 +18,11 @@ from flask import (
 )
 from PIL import Image
 
+from gateway import library
 from gateway import operations as ops
 from gateway.api import THUMBNAIL_SIZES
 from gateway.errors import BadRequestError, NotFoundError, ServiceError
-from gateway.image_json import image_json, label_json
+from gateway.image_json import image_json, label_json, reason_text
 from gateway.mosaic import MAX_COLUMNS, render_mosaic
 from gateway.mosaic_tiles import NoTilesError
 from gateway.state import state
@@ -31,19 +34,86 @@ def _threshold() -> float:
     return state().config.moderation_threshold
 
 
+# How far a year jump walks the newest-first listing before it gives up.
+MAX_JUMP_PAGES = 2000
+
+
+def months(images: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A page of images grouped by month of their date (taken, else uploaded), newest first."""
+    ordered = sorted(images, key=lambda image: image["date"], reverse=True)
+    grouped = []
+    for key, members in groupby(ordered, key=lambda image: image["date"][:7]):
+        moment = datetime.strptime(key, "%Y-%m")
+        grouped.append({"key": key, "title": f"{moment:%B %Y}", "images": list(members)})
+    return grouped
+
+
+def _year_page(year: int, page_size: int) -> tuple[Any, str]:
+    """The first listing page holding an image dated in `year` or earlier, and its token.
+
+    Storage lists by upload time: this walks it page by page (no date index yet)."""
+    st = state()
+    token = ""
+    for _ in range(MAX_JUMP_PAGES):
+        reply = st.clients.list_images(page_size=page_size, page_token=token)
+        shown = [image_json(i, _threshold()) for i in reply.images]
+        if any(int(image["date"][:4]) <= year for image in shown) or not reply.next_page_token:
+            return reply, token
+        token = reply.next_page_token
+    return reply, token
+
+
 @pages.get("/")
 def gallery() -> Any:
     st = state()
     token = request.args.get("page", "")
-    reply = st.clients.list_images(page_size=st.config.gallery_page_size, page_token=token)
+    size = st.config.gallery_page_size
+    year_arg = request.args.get("year", "").strip()
+    year = int(year_arg) if year_arg.isdigit() and 1000 <= int(year_arg) <= 9999 else None
+    if year_arg and year is None:
+        raise BadRequestError("year must be a four-digit year")
+    if year is not None:
+        reply, token = _year_page(year, size)
+    else:
+        reply = st.clients.list_images(page_size=size, page_token=token)
     images = [image_json(i, _threshold()) for i in reply.images]
+    if year is not None:
+        images = [image for image in images if int(image["date"][:4]) <= year]
     return render_template(
         "gallery.html",
+        months=months(images),
         images=images,
         total=reply.total_count,
         next_page=reply.next_page_token,
-        first_page=not token,
+        first_page=not token and year is None,
+        page_size=size,
+        year=year,
+        this_year=datetime.now(UTC).year,
+        notice=request.args.get("notice", ""),
     )
+
+
+@pages.post("/bulk")
+def bulk() -> Any:
+    """The selection bar without JavaScript: delete or tag the checked images."""
+    state().access.require_form_writer()
+    ids = library.selection(request.form.getlist("ids"))
+    action = request.form.get("action", "")
+    if action == "delete":
+        done = library.delete_many(ids)
+        notice = f"Deleted {len(done['deleted'])} image{'' if len(done['deleted']) == 1 else 's'}."
+    elif action == "tag":
+        tags = [t for t in request.form.get("tags", "").split(",") if t.strip()]
+        library.tag_many(ids, tags, [])
+        notice = f"Tagged {len(ids)} image{'' if len(ids) == 1 else 's'}: {', '.join(tags)}."
+    else:
+        raise BadRequestError("action must be delete or tag")
+    page = (
+        "pages.duplicates"
+        if request.form.get("back", "").startswith("/duplicates")
+        else "pages.gallery"
+    )
+    return redirect(url_for(page, notice=notice), 303)
 
 
 @pages.route("/upload", methods=["GET", "POST"])
@@ -59,6 +129,7 @@ def upload() -> Any:
 def image_page(image_id: str) -> Any:
     st = state()
     image = image_json(st.clients.get_image(image_id), _threshold())
+    where = library.location(image_id)
     similar: list[dict[str, Any]] = []
     duplicates: list[dict[str, Any]] = []
     related_error = ""
@@ -67,7 +138,7 @@ def image_page(image_id: str) -> Any:
             similar = ops.similar_results(
                 image_id=image_id, k=8, min_similarity=st.config.similar_min_similarity
             )
-            groups = ops.duplicate_groups(image_id=image_id)
+            groups = library.readable_groups(ops.duplicate_groups(image_id=image_id))
             duplicates = [
                 {**member, "kind": group["kind"]}
                 for group in (*groups["exact_groups"], *groups["near_groups"])
@@ -79,6 +150,8 @@ def image_page(image_id: str) -> Any:
     return render_template(
         "image.html",
         image=image,
+        location=where,
+        gps_served=st.config.keep_gps,
         similar=similar,
         duplicates=duplicates,
         related_error=related_error,
@@ -194,7 +267,32 @@ def _columns() -> int:
 
 @pages.get("/duplicates")
 def duplicates() -> Any:
-    return render_template("duplicates.html", groups=ops.duplicate_groups())
+    groups = library.readable_groups(ops.duplicate_groups())
+    return render_template("duplicates.html", groups=groups, notice=request.args.get("notice", ""))
+
+
+@pages.post("/duplicates/resolve")
+def resolve_duplicates() -> Any:
+    """Keep the chosen image of one group, delete the group's others."""
+    state().access.require_form_writer()
+    keep = request.form.get("keep", "")
+    members = library.selection(request.form.getlist("members"))
+    done = library.resolve_group(keep, [m for m in members if m != keep])
+    count = len(done["deleted"])
+    notice = f"Kept one, deleted {count} cop{'y' if count == 1 else 'ies'}."
+    return redirect(url_for("pages.duplicates", notice=notice), 303)
+
+
+@pages.post("/duplicates/resolve-exact")
+def resolve_exact_duplicates() -> Any:
+    state().access.require_form_writer()
+    done = library.resolve_exact_groups(request.form.get("keep", "oldest"))
+    count = len(done["deleted"])
+    notice = (
+        f"Kept the {request.form.get('keep', 'oldest')} of each of {done['groups']} groups, "
+        f"deleted {count} exact cop{'y' if count == 1 else 'ies'}."
+    )
+    return redirect(url_for("pages.duplicates", notice=notice), 303)
 
 
 @pages.get("/status")
@@ -222,3 +320,8 @@ def logout() -> Any:
     state().access.check_csrf()
     session.pop("owner", None)
     return redirect(url_for("pages.gallery"), 303)
+
+
+@pages.app_context_processor
+def _page_helpers() -> dict[str, Any]:
+    return {"reason_text": reason_text}

@@ -1,5 +1,7 @@
-// imagerepo pages: upload with progress, search suggestions, reveal of moderated images,
-// confirmation before delete. Everything also works without this script, only less smoothly.
+// imagerepo pages: upload with progress, summary, cancel and retry; an accessible suggestion
+// box; the viewer (lightbox); selecting many photos; infinite scroll; reveal of moderated
+// images; confirmation before delete. Everything also works without this script, only less
+// smoothly: links, forms and the "Older" link do the same job.
 "use strict";
 
 function csrfToken() {
@@ -14,59 +16,139 @@ function el(tag, attrs, text) {
   return node;
 }
 
-function uploadOne(file, list) {
-  const row = el("li", { class: "uploading" });
-  row.append(el("span", { class: "name" }, file.name));
-  const bar = el("progress", { max: "100", value: "0" });
-  row.append(bar);
-  const status = el("span", { class: "status" }, "waiting");
-  row.append(status);
-  list.prepend(row);
-  return new Promise((resolve) => {
-    const form = new FormData();
-    form.append("file", file, file.name);
-    const xhr = new XMLHttpRequest();
-    xhr.open("POST", "/api/images");
-    xhr.setRequestHeader("X-CSRF-Token", csrfToken());
-    xhr.upload.onprogress = (e) => {
-      if (e.lengthComputable) { bar.value = Math.round((e.loaded / e.total) * 100); status.textContent = "uploading"; }
-    };
-    xhr.upload.onload = () => { status.textContent = "analysing"; };
-    xhr.onload = () => {
-      bar.value = 100;
-      let body = null;
-      try { body = JSON.parse(xhr.responseText); } catch (_) { body = null; }
-      const result = body && body.results ? body.results[0] : null;
-      status.textContent = "";
-      if (result && result.result !== "rejected") {
-        row.className = result.result;
-        const link = el("a", { href: result.image.links.page }, result.result === "duplicate" ? "stored (duplicate)" : "stored");
-        status.append(link);
-        if (result.duplicate_of && result.duplicate_of.length) {
-          status.append(el("span", { class: "muted" }, " · same bytes as "));
-          status.append(el("a", { href: `/images/${encodeURIComponent(result.duplicate_of[0])}`, class: "original" }, "this earlier upload"));
-        }
-        if (result.image.status === "pending") status.append(el("span", { class: "muted" }, " · analysis pending"));
-        if (result.image.status === "failed") status.append(el("span", { class: "error" }, ` · ${result.image.status_detail}`));
-      } else {
-        row.className = "rejected";
-        const message = result ? result.error : (body && body.error ? body.error.message : `HTTP ${xhr.status}`);
-        status.append(el("span", { class: "error" }, message));
-      }
-      resolve();
-    };
-    xhr.onerror = () => { row.className = "rejected"; status.textContent = "network error"; resolve(); };
-    xhr.send(form);
-  });
-}
+// --- upload ------------------------------------------------------------------------------------
 
-async function uploadAll(files, list) {
-  // Two at a time: keeps the progress readable and the services busy without flooding them.
-  const queue = Array.from(files);
-  const workers = [0, 1].map(async () => {
-    while (queue.length) await uploadOne(queue.shift(), list);
+const RESULT_WORDS = { stored: "stored", duplicate: "stored (duplicate)" };
+
+function makeUploader(list) {
+  const summary = document.getElementById("upload-summary");
+  const text = document.getElementById("summary-text");
+  const overall = document.getElementById("summary-bar");
+  const cancel = document.getElementById("upload-cancel");
+  const retry = document.getElementById("upload-retry");
+  const state = { total: 0, done: 0, stored: 0, duplicates: 0, failed: 0, cancelled: 0, queue: [], active: new Set(), retryable: [] };
+
+  function render() {
+    if (!summary) return;
+    summary.hidden = state.total === 0;
+    const parts = [`${state.done} of ${state.total} done`];
+    parts.push(`${state.stored} stored`);
+    if (state.duplicates) parts.push(`${state.duplicates} already there`);
+    if (state.failed) parts.push(`${state.failed} failed`);
+    if (state.cancelled) parts.push(`${state.cancelled} cancelled`);
+    text.textContent = parts.join(" · ");
+    overall.value = state.total ? Math.round((state.done / state.total) * 100) : 0;
+    const busy = state.active.size > 0 || state.queue.length > 0;
+    cancel.hidden = !busy;
+    retry.hidden = busy || state.retryable.length === 0;
+  }
+
+  function finishRow(job, kind, fill) {
+    job.row.className = kind;
+    job.status.textContent = "";
+    if (kind !== "stored" && kind !== "duplicate") job.bar.remove();  // no full bar on a refusal
+    else job.bar.value = 100;
+    fill(job.status);
+    state.done += 1;
+    render();
+  }
+
+  function send(job) {
+    return new Promise((resolve) => {
+      const form = new FormData();
+      form.append("file", job.file, job.file.name);
+      const xhr = new XMLHttpRequest();
+      job.xhr = xhr;
+      state.active.add(job);
+      xhr.open("POST", "/api/images");
+      xhr.setRequestHeader("X-CSRF-Token", csrfToken());
+      xhr.upload.onprogress = (e) => {
+        if (e.lengthComputable) { job.bar.value = Math.round((e.loaded / e.total) * 95); job.status.textContent = "uploading"; }
+      };
+      xhr.upload.onload = () => { job.status.textContent = "analysing"; };
+      const done = () => { state.active.delete(job); resolve(); };
+      xhr.onload = () => {
+        let body = null;
+        try { body = JSON.parse(xhr.responseText); } catch (_) { body = null; }
+        const result = body && body.results ? body.results[0] : null;
+        if (result && result.result !== "rejected" && result.image) {
+          const kind = result.result === "stored" ? "stored" : "duplicate";
+          if (kind === "stored") state.stored += 1; else state.duplicates += 1;
+          finishRow(job, kind, (status) => {
+            status.append(el("a", { href: result.image.links.page }, result.message || RESULT_WORDS[result.result] || result.result));
+            if (result.duplicate_of && result.duplicate_of.length) {
+              status.append(el("span", { class: "muted" }, " · same bytes as "));
+              status.append(el("a", { href: `/images/${encodeURIComponent(result.duplicate_of[0])}`, class: "original" }, "this earlier upload"));
+            }
+            if (result.image.status !== "ready") status.append(el("span", { class: "muted" }, ` · ${result.image.status_text || "analysing"}`));
+          });
+        } else {
+          state.failed += 1;
+          const message = result ? result.error : (body && body.error ? body.error.message : `the server answered ${xhr.status}`);
+          if (xhr.status >= 500 || xhr.status === 0) state.retryable.push(job);
+          finishRow(job, "rejected", (status) => status.append(el("span", { class: "error" }, message)));
+        }
+        done();
+      };
+      xhr.onerror = () => {
+        state.failed += 1;
+        state.retryable.push(job);
+        finishRow(job, "rejected", (status) => status.append(el("span", { class: "error" }, "the connection failed")));
+        done();
+      };
+      xhr.onabort = () => {
+        state.cancelled += 1;
+        finishRow(job, "cancelled", (status) => status.append(el("span", { class: "muted" }, "cancelled")));
+        done();
+      };
+      xhr.send(form);
+    });
+  }
+
+  async function pump() {
+    // Two at a time: keeps the progress readable and the services busy without flooding them.
+    const worker = async () => { while (state.queue.length) await send(state.queue.shift()); };
+    await Promise.all([worker(), worker()]);
+    render();
+  }
+
+  function add(files) {
+    for (const file of Array.from(files)) {
+      const row = el("li", { class: "uploading" });
+      row.append(el("span", { class: "name" }, file.name));
+      const bar = el("progress", { max: "100", value: "0" });
+      const status = el("span", { class: "status" }, "waiting");
+      row.append(bar, status);
+      list.prepend(row);
+      state.queue.push({ file, row, bar, status });
+      state.total += 1;
+    }
+    render();
+    return pump();
+  }
+
+  if (cancel) cancel.addEventListener("click", () => {
+    for (const job of state.queue.splice(0)) {
+      state.cancelled += 1;
+      finishRow(job, "cancelled", (status) => status.append(el("span", { class: "muted" }, "cancelled")));
+    }
+    for (const job of Array.from(state.active)) job.xhr.abort();
+    render();
   });
-  await Promise.all(workers);
+  if (retry) retry.addEventListener("click", () => {
+    const again = state.retryable.splice(0);
+    for (const job of again) {
+      state.failed -= 1; state.done -= 1;
+      job.row.className = "uploading";
+      job.status.textContent = "waiting";
+      job.bar.value = 0;
+      job.row.insertBefore(job.bar, job.status);
+      state.queue.push(job);
+    }
+    render();
+    pump();
+  });
+  return add;
 }
 
 function setupUpload() {
@@ -74,46 +156,300 @@ function setupUpload() {
   if (!form) return;
   const input = document.getElementById("files");
   const zone = document.getElementById("dropzone");
-  const list = document.getElementById("upload-list");
+  const add = makeUploader(document.getElementById("upload-list"));
   // With this script, files upload as soon as they are chosen or dropped: no button needed.
   const button = document.getElementById("upload-button");
   if (button) button.hidden = true;
-  form.addEventListener("submit", (e) => {
-    e.preventDefault();
-    if (input.files.length) uploadAll(input.files, list).then(() => { input.value = ""; });
-  });
-  input.addEventListener("change", () => { if (input.files.length) uploadAll(input.files, list).then(() => { input.value = ""; }); });
+  const take = (files) => { if (files.length) add(files); input.value = ""; };
+  form.addEventListener("submit", (e) => { e.preventDefault(); take(input.files); });
+  input.addEventListener("change", () => take(input.files));
   ["dragenter", "dragover"].forEach((t) => zone.addEventListener(t, (e) => { e.preventDefault(); zone.classList.add("over"); }));
   ["dragleave", "drop"].forEach((t) => zone.addEventListener(t, (e) => { e.preventDefault(); zone.classList.remove("over"); }));
-  zone.addEventListener("drop", (e) => { if (e.dataTransfer.files.length) uploadAll(e.dataTransfer.files, list); });
+  zone.addEventListener("drop", (e) => { if (e.dataTransfer.files.length) add(e.dataTransfer.files); });
 }
+
+// --- suggestions: an ARIA 1.2 combobox with a listbox popup --------------------------------------
 
 function setupSuggestions() {
   const box = document.getElementById("q");
   const list = document.getElementById("suggestions");
   if (!box || !list) return;
   let timer = null;
+  let active = -1;
+  const options = () => Array.from(list.querySelectorAll("[role=option]"));
+  const close = () => { list.hidden = true; box.setAttribute("aria-expanded", "false"); box.removeAttribute("aria-activedescendant"); active = -1; };
+  const highlight = (i) => {
+    const all = options();
+    all.forEach((o, j) => o.setAttribute("aria-selected", j === i ? "true" : "false"));
+    active = i;
+    if (i >= 0 && all[i]) box.setAttribute("aria-activedescendant", all[i].id); else box.removeAttribute("aria-activedescendant");
+  };
+  const choose = (text) => { box.value = text; close(); box.form.submit(); };
   box.addEventListener("input", () => {
     clearTimeout(timer);
     const prefix = box.value.trim();
-    if (!prefix) return;
+    if (!prefix) { close(); return; }
     timer = setTimeout(async () => {
       try {
         const reply = await fetch(`/api/suggest?q=${encodeURIComponent(prefix)}`);
         if (!reply.ok) return;
         const body = await reply.json();
-        list.replaceChildren(...body.suggestions.map((s) => el("option", { value: s.text }, `${s.text} (${s.document_count})`)));
+        if (box.value.trim() !== prefix) return;  // the user typed on meanwhile
+        list.replaceChildren(...body.suggestions.map((s, i) => {
+          const li = el("li", { role: "option", id: `suggestion-${i}`, "data-value": s.text, "aria-selected": "false" });
+          li.append(el("span", {}, s.text), el("span", { class: "count" }, `${s.document_count}`));
+          li.addEventListener("mousedown", (e) => { e.preventDefault(); choose(s.text); });
+          return li;
+        }));
+        const any = body.suggestions.length > 0;
+        list.hidden = !any;
+        box.setAttribute("aria-expanded", any ? "true" : "false");
+        active = -1;
       } catch (_) { /* suggestions are a nicety */ }
     }, 150);
   });
+  box.addEventListener("keydown", (e) => {
+    const all = options();
+    if (list.hidden || !all.length) return;
+    if (e.key === "ArrowDown") { e.preventDefault(); highlight((active + 1) % all.length); }
+    else if (e.key === "ArrowUp") { e.preventDefault(); highlight(active <= 0 ? all.length - 1 : active - 1); }
+    else if (e.key === "Enter" && active >= 0) { e.preventDefault(); choose(all[active].dataset.value); }
+    else if (e.key === "Escape") { e.preventDefault(); close(); }
+  });
+  box.addEventListener("blur", () => setTimeout(close, 100));
 }
 
-function setupReveal() {
-  document.querySelectorAll(".reveal").forEach((button) => {
+// --- viewer ------------------------------------------------------------------------------------
+
+function viewerItems() {
+  return Array.from(document.querySelectorAll("section.preview[data-id], figure.tile[data-id]"));
+}
+
+function setupViewer() {
+  if (!viewerItems().length) return;
+  const box = el("div", { class: "lightbox", id: "lightbox", role: "dialog", "aria-modal": "true", "aria-label": "photo viewer", hidden: "" });
+  const stage = el("div", { class: "lb-stage" });
+  const img = el("img", { id: "lb-image", alt: "" });
+  stage.append(img);
+  const bar = el("div", { class: "lb-bar" });
+  const caption = el("span", { class: "lb-caption", id: "lb-caption" });
+  const position = el("span", { class: "lb-position", id: "lb-position" });
+  const zoom = el("button", { type: "button", id: "lb-zoom" }, "Full size");
+  const details = el("a", { id: "lb-details" }, "Details");
+  const download = el("a", { id: "lb-download" }, "Download");
+  const remove = el("button", { type: "button", id: "lb-delete" }, "Delete");
+  const closer = el("button", { type: "button", id: "lb-close", "aria-label": "close the viewer" }, "✕");
+  bar.append(caption, position, zoom, details, download, remove, closer);
+  const prev = el("button", { type: "button", class: "lb-prev", id: "lb-prev", "aria-label": "previous photo" }, "‹");
+  const next = el("button", { type: "button", class: "lb-next", id: "lb-next", "aria-label": "next photo" }, "›");
+  box.append(bar, stage, prev, next);
+  document.body.append(box);
+
+  let current = -1;
+  let opener = null;
+  const items = () => {
+    // One entry per image: the image page's own preview and its tiles may share an id.
+    const seen = new Set();
+    return viewerItems().filter((node) => !seen.has(node.dataset.id) && seen.add(node.dataset.id));
+  };
+
+  function show(index, push) {
+    const all = items();
+    if (!all.length) { close(); return; }
+    current = (index + all.length) % all.length;
+    const item = all[current];
+    box.classList.remove("zoomed");
+    zoom.textContent = "Full size";
+    img.src = item.dataset.preview;
+    img.alt = (item.querySelector("img") || {}).alt || item.dataset.caption || "";
+    caption.textContent = item.dataset.caption || "";
+    position.textContent = `${current + 1} of ${all.length}`;
+    details.href = item.dataset.page;
+    download.href = item.dataset.download;
+    if (box.hidden) {
+      opener = document.activeElement;
+      box.hidden = false;
+      document.body.classList.add("viewing");
+    }
+    const hash = `#view=${encodeURIComponent(item.dataset.id)}`;
+    if (location.hash !== hash) history[push ? "pushState" : "replaceState"](null, "", hash);
+    closer.focus();
+  }
+
+  function close(fromHistory) {
+    if (box.hidden) return;
+    box.hidden = true;
+    document.body.classList.remove("viewing");
+    img.removeAttribute("src");
+    if (!fromHistory && location.hash.startsWith("#view=")) history.pushState(null, "", location.pathname + location.search);
+    if (opener && opener.focus) opener.focus();
+  }
+
+  function toggleZoom() {
+    const item = items()[current];
+    if (!item) return;
+    const zoomed = box.classList.toggle("zoomed");
+    zoom.textContent = zoomed ? "Fit" : "Full size";
+    img.src = zoomed ? item.dataset.original : item.dataset.preview;
+  }
+
+  async function deleteCurrent() {
+    const item = items()[current];
+    if (!item || !window.confirm(`Delete ${item.dataset.caption || "this photo"} for good?`)) return;
+    const reply = await fetch(`/api/images/${encodeURIComponent(item.dataset.id)}`, { method: "DELETE", headers: { "X-CSRF-Token": csrfToken() } });
+    if (!reply.ok && reply.status !== 404) { caption.textContent = `Could not delete: the server answered ${reply.status}`; return; }
+    if (item.matches("section.preview")) { location.href = "/?deleted=" + encodeURIComponent(item.dataset.id); return; }
+    document.querySelectorAll(`figure.tile[data-id="${CSS.escape(item.dataset.id)}"]`).forEach((n) => n.remove());
+    if (items().length) show(current, false); else close();
+  }
+
+  function openFor(node, e) {
+    const id = node.dataset.id;
+    const index = items().findIndex((n) => n.dataset.id === id);
+    if (index < 0) return;
+    if (e) e.preventDefault();
+    show(index, true);
+  }
+
+  document.addEventListener("click", (e) => {
+    const link = e.target.closest("figure.tile .thumb-link, .open-viewer");
+    if (!link || e.ctrlKey || e.metaKey || e.shiftKey || e.button !== 0) return;
+    if (document.body.classList.contains("selecting")) return;  // selection handles the click
+    const node = link.closest("figure.tile") || document.querySelector("section.preview[data-id]");
+    if (node) openFor(node, e);
+  });
+  prev.addEventListener("click", () => show(current - 1, false));
+  next.addEventListener("click", () => show(current + 1, false));
+  closer.addEventListener("click", () => close());
+  zoom.addEventListener("click", toggleZoom);
+  img.addEventListener("click", toggleZoom);
+  remove.addEventListener("click", deleteCurrent);
+  document.addEventListener("keydown", (e) => {
+    if (box.hidden) return;
+    if (e.key === "ArrowRight") { e.preventDefault(); show(current + 1, false); }
+    else if (e.key === "ArrowLeft") { e.preventDefault(); show(current - 1, false); }
+    else if (e.key === "Escape") { e.preventDefault(); close(); }
+    else if (e.key === "Delete") { e.preventDefault(); deleteCurrent(); }
+    else if (e.key === "Tab") {
+      // Keep focus inside the dialog.
+      const focusable = Array.from(box.querySelectorAll("button, a[href]"));
+      const at = focusable.indexOf(document.activeElement);
+      if (e.shiftKey && at <= 0) { e.preventDefault(); focusable[focusable.length - 1].focus(); }
+      else if (!e.shiftKey && at === focusable.length - 1) { e.preventDefault(); focusable[0].focus(); }
+    }
+  });
+  let touchX = null;
+  stage.addEventListener("touchstart", (e) => { touchX = e.touches.length === 1 ? e.touches[0].clientX : null; }, { passive: true });
+  stage.addEventListener("touchend", (e) => {
+    if (touchX === null || box.classList.contains("zoomed")) return;
+    const dx = e.changedTouches[0].clientX - touchX;
+    touchX = null;
+    if (Math.abs(dx) > 50) show(current + (dx < 0 ? 1 : -1), false);
+  });
+  const fromHash = () => {
+    const match = location.hash.match(/^#view=(.+)$/);
+    if (!match) { close(true); return; }
+    const id = decodeURIComponent(match[1]);
+    const index = items().findIndex((n) => n.dataset.id === id);
+    if (index >= 0) show(index, false);
+  };
+  window.addEventListener("popstate", fromHash);
+  fromHash();
+}
+
+// --- selecting many ----------------------------------------------------------------------------
+
+function setupSelection() {
+  const form = document.getElementById("bulk-form");
+  if (!form) return;
+  const count = document.getElementById("selected-count");
+  const all = document.getElementById("select-all");
+  const none = document.getElementById("select-none");
+  all.hidden = false;
+  let last = null;
+  const boxes = () => Array.from(document.querySelectorAll("figure.tile .pick"));
+  const update = () => {
+    const picked = boxes().filter((b) => b.checked);
+    boxes().forEach((b) => b.closest("figure.tile").classList.toggle("selected", b.checked));
+    const n = picked.length;
+    count.textContent = n ? `${n} selected` : "Select photos to act on several at once";
+    form.classList.toggle("idle", n === 0);
+    none.hidden = n === 0;
+    document.body.classList.toggle("selecting", n > 0);
+  };
+  const toggle = (box, shift) => {
+    const list = boxes();
+    const target = !box.checked;
+    if (shift && last && list.includes(last)) {
+      const [a, b] = [list.indexOf(last), list.indexOf(box)].sort((x, y) => x - y);
+      list.slice(a, b + 1).forEach((x) => { x.checked = target; });
+    } else box.checked = target;
+    last = box;
+    update();
+  };
+  document.addEventListener("click", (e) => {
+    const pick = e.target.closest("figure.tile .pick");
+    if (pick) {
+      // Let the checkbox toggle itself, then apply a shift-click range.
+      if (e.shiftKey && last && last !== pick) { e.preventDefault(); pick.checked = !pick.checked; toggle(pick, true); }
+      else { last = pick; setTimeout(update); }
+      return;
+    }
+    if (!document.body.classList.contains("selecting")) return;
+    const tile = e.target.closest("figure.tile");
+    const box = tile && tile.querySelector(".pick");
+    if (!box || e.target.closest(".reveal")) return;
+    e.preventDefault();
+    toggle(box, e.shiftKey);
+  });
+  all.addEventListener("click", () => { boxes().forEach((b) => { b.checked = true; }); update(); });
+  none.addEventListener("click", () => { boxes().forEach((b) => { b.checked = false; }); update(); });
+  form.addEventListener("submit", (e) => {
+    const action = e.submitter ? e.submitter.value : "";
+    const n = boxes().filter((b) => b.checked).length;
+    if (!n) { e.preventDefault(); count.textContent = "Select at least one photo first"; return; }
+    if (action === "delete" && !window.confirm(`Delete ${n} photo${n === 1 ? "" : "s"} for good?`)) e.preventDefault();
+  });
+  update();
+}
+
+// --- infinite scroll ---------------------------------------------------------------------------
+
+function setupInfiniteScroll() {
+  const gallery = document.getElementById("gallery");
+  if (!gallery || !("IntersectionObserver" in window)) return;
+  let loading = false;
+  const observer = new IntersectionObserver(async (entries) => {
+    const older = document.getElementById("older");
+    if (!older || loading || !entries.some((e) => e.isIntersecting)) return;
+    loading = true;
+    try {
+      const reply = await fetch(older.href);
+      if (!reply.ok) return;
+      const doc = new DOMParser().parseFromString(await reply.text(), "text/html");
+      for (const month of doc.querySelectorAll("#gallery section.month")) {
+        const same = gallery.querySelector(`section.month[data-month="${CSS.escape(month.dataset.month)}"]`);
+        const grid = same && same === gallery.lastElementChild ? same.querySelector(".grid") : null;
+        if (grid) grid.append(...Array.from(month.querySelectorAll("figure.tile")).map((t) => document.adoptNode(t)));
+        else gallery.append(document.adoptNode(month));
+      }
+      const newer = doc.getElementById("older");
+      if (newer) older.href = newer.href; else older.remove();
+      bindReveal(gallery);
+    } finally { loading = false; }
+  }, { rootMargin: "800px" });
+  const pager = document.querySelector(".pager");
+  if (pager) observer.observe(pager);
+}
+
+// --- small things ------------------------------------------------------------------------------
+
+function bindReveal(root) {
+  (root || document).querySelectorAll(".reveal:not([data-bound])").forEach((button) => {
+    button.dataset.bound = "1";
     button.addEventListener("click", () => {
       const scope = button.closest(".tile, .preview") || document;
       scope.querySelectorAll(".blurred").forEach((img) => img.classList.remove("blurred"));
-      if (scope === document) document.querySelectorAll(".blurred").forEach((img) => img.classList.remove("blurred"));
       button.remove();
     });
   });
@@ -126,5 +462,6 @@ function setupConfirm() {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
-  setupUpload(); setupSuggestions(); setupReveal(); setupConfirm();
+  setupUpload(); setupSuggestions(); bindReveal(); setupConfirm();
+  setupViewer(); setupSelection(); setupInfiniteScroll();
 });

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from gateway.image_json import image_json
+import pytest
+
+from gateway.image_json import image_json, reason_text
 from imagerepo.common.v1 import common_pb2
 from imagerepo.storage.v1 import storage_service_pb2 as storage_pb
 
@@ -38,6 +40,7 @@ def test_links_point_at_the_api_and_the_page():
     assert links == {
         "self": "/api/images/x9",
         "original": "/api/images/x9/original",
+        "download": "/api/images/x9/original?download=1",
         "thumbnail": "/api/images/x9/thumbnail",
         "preview": "/api/images/x9/thumbnail?size=preview",
         "page": "/images/x9",
@@ -48,3 +51,56 @@ def test_created_at_is_iso_utc():
     shown = image_json(storage_pb.ImageMetadata(id="t", created_at_unix_ms=1_700_000_000_000), 0.8)
 
     assert shown["created_at"] == "2023-11-14T22:13:20+00:00"
+
+
+@pytest.mark.parametrize(
+    ("status", "detail", "words"),
+    [
+        (common_pb2.ANALYSIS_STATUS_PENDING, "", "analysing"),
+        (
+            common_pb2.ANALYSIS_STATUS_PENDING,
+            "waiting for vision: DEADLINE_EXCEEDED",
+            "analysing: the analyser is busy, it will be tried again",
+        ),
+        (
+            common_pb2.ANALYSIS_STATUS_PENDING,
+            "waiting for search: UNAVAILABLE",
+            "analysing: waiting for the search index to come back",
+        ),
+        (
+            common_pb2.ANALYSIS_STATUS_FAILED,
+            "vision could not process this image (INVALID_ARGUMENT: cannot identify image file)",
+            "could not analyse: the file is damaged or not readable by the analyser",
+        ),
+        (common_pb2.ANALYSIS_STATUS_READY, "", "analysed"),
+    ],
+)
+def test_every_state_reads_in_plain_words(status, detail, words):
+    shown = image_json(storage_pb.ImageMetadata(id="s", status=status, status_detail=detail), 0.8)
+
+    assert shown["status_text"] == words
+    assert "DEADLINE_EXCEEDED" not in shown["status_text"]
+
+
+def test_search_reasons_read_as_words():
+    assert reason_text("labels", "espresso") == "looks like espresso"
+    assert reason_text("semantic", "fox squirrel") == "close in meaning to fox squirrel"
+    assert reason_text("tags", "morning") == "tagged morning"
+
+
+def test_exif_is_readable_and_date_taken_drives_the_date():
+    shown = image_json(
+        storage_pb.ImageMetadata(
+            id="e",
+            created_at_unix_ms=1_700_000_000_000,
+            exif={"taken_at": "2019:07:14 18:22:05", "exposure_time": "0.004", "iso": "200"},
+        ),
+        0.8,
+    )
+
+    assert shown["exif_readable"] == {
+        "Taken": "14 July 2019, 18:22",
+        "Exposure": "1/250 s, ISO 200",
+    }
+    assert shown["taken_at"] == "2019-07-14T18:22:05"
+    assert shown["date"] == "2019-07-14T18:22:05"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import render_template
 
 from gateway.image_json import image_json
+from gateway.pages import months
 from imagerepo.common.v1 import common_pb2
 from imagerepo.storage.v1 import storage_service_pb2 as storage_pb
 
@@ -46,7 +47,7 @@ def test_gallery_escapes_filenames_and_labels(offline_app):
 
     with offline_app.test_request_context("/"):
         html = render_template(
-            "gallery.html", images=[image], total=1, next_page="", first_page=True
+            "gallery.html", months=months([image]), total=1, next_page="", first_page=True
         )
 
     assert "<script>alert" not in html
@@ -58,7 +59,7 @@ def test_moderated_image_is_blurred_with_reveal_button(offline_app):
 
     with offline_app.test_request_context("/"):
         html = render_template(
-            "gallery.html", images=[image], total=1, next_page="", first_page=True
+            "gallery.html", months=months([image]), total=1, next_page="", first_page=True
         )
 
     assert image["moderated"]
@@ -71,7 +72,65 @@ def test_image_below_threshold_is_not_blurred(offline_app):
 
     with offline_app.test_request_context("/"):
         html = render_template(
-            "gallery.html", images=[image], total=1, next_page="", first_page=True
+            "gallery.html", months=months([image]), total=1, next_page="", first_page=True
         )
 
     assert "blurred" not in html
+
+
+def test_gallery_tiles_keep_aspect_offer_2x_sources_and_alt_from_labels(offline_app):
+    image = image_json(
+        storage_pb.ImageMetadata(
+            id="w1",
+            filename="IMG_0001.jpg",
+            width=1200,
+            height=800,
+            created_at_unix_ms=1_700_000_000_000,
+            labels=[common_pb2.Label(name="espresso", probability=0.91)],
+        ),
+        0.8,
+    )
+
+    with offline_app.test_request_context("/"):
+        html = render_template(
+            "gallery.html", months=months([image]), total=1, next_page="", first_page=True
+        )
+
+    assert "--ar: 1.500" in html
+    assert "/api/images/w1/thumbnail?size=preview 1024w" in html
+    assert 'alt="photo: espresso"' in html
+    assert '<h2 class="month-title">November 2023</h2>' in html
+
+
+def test_an_unsure_label_is_not_the_caption(offline_app):
+    image = image_json(
+        storage_pb.ImageMetadata(
+            id="u1",
+            filename="retina.png",
+            labels=[common_pb2.Label(name="lampshade", probability=0.31)],
+        ),
+        0.8,
+    )
+
+    assert image["caption"] == "retina.png"
+    assert image["alt"] == "photo: lampshade"
+
+
+def test_months_group_by_date_taken_else_upload_time():
+    def make(image_id: str, uploaded_ms: int, taken: str = "") -> dict:
+        exif = {"taken_at": taken} if taken else {}
+        meta = storage_pb.ImageMetadata(id=image_id, created_at_unix_ms=uploaded_ms, exif=exif)
+        return image_json(meta, 0.8)
+
+    grouped = months(
+        [
+            make("new-upload-old-photo", 1_700_000_000_000, "2019:07:14 18:22:05"),
+            make("november", 1_700_000_000_000),
+            make("july-2019-too", 1_690_000_000_000, "2019:07:01 08:00:00"),
+        ]
+    )
+
+    assert [(m["title"], [i["id"] for i in m["images"]]) for m in grouped] == [
+        ("November 2023", ["november"]),
+        ("July 2019", ["new-upload-old-photo", "july-2019-too"]),
+    ]

@@ -1,0 +1,247 @@
+"""What the gallery does to many images at once, and how originals leave the gateway.
+
+- Originals are served by werkzeug's `send_file`: RFC 6266/5987 filenames (any Unicode name,
+  control characters replaced), Range requests and conditional GET; GPS blanked unless the
+  owner keeps it (`GatewayConfig.keep_gps`).
+- A selection downloads as a zip written to the response as it is built (ZIP_STORED: photos
+  do not compress), one photo in memory at a time, never the whole archive.
+- Bulk delete and tag, and duplicate clean-up (keep one, delete the rest), per group or for
+  every exact group at once.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import unicodedata
+import zipfile
+from collections.abc import Iterable, Iterator
+from typing import Any
+from urllib.parse import quote
+
+import grpc
+from flask import Response, send_file
+
+from gateway import operations as ops
+from gateway.errors import BadRequestError, ServiceError
+from gateway.exif_privacy import Coordinates, gps_coordinates, strip_gps
+from gateway.state import state
+from imagerepo.storage.v1 import storage_service_pb2 as storage_pb
+
+MAX_SELECTION = 500
+IMMUTABLE_MAX_AGE_S = 31536000
+_EXTENSIONS = {
+    "JPEG": ".jpg",
+    "PNG": ".png",
+    "GIF": ".gif",
+    "WEBP": ".webp",
+    "BMP": ".bmp",
+    "TIFF": ".tif",
+    "HEIF": ".heic",
+    "AVIF": ".avif",
+}
+
+
+# --- names -------------------------------------------------------------------------------------
+
+
+def download_name(filename: str, image_id: str, fmt: str = "") -> str:
+    """A filename safe in a header and a zip: control characters (CR, LF, ...) become spaces,
+    path separators become "_"; never empty."""
+    cleaned = "".join(
+        " " if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") else ch for ch in filename
+    )
+    cleaned = " ".join(cleaned.replace("/", "_").replace("\\", "_").split()).strip(". ")
+    if not cleaned:
+        cleaned = f"image-{image_id[:12]}{_EXTENSIONS.get(fmt, '')}"
+    return cleaned
+
+
+def content_disposition(kind: str, name: str, image_id: str) -> dict[str, str]:
+    """Content-Disposition parameters: an ASCII `filename` every client reads, and the exact
+    name as RFC 5987 `filename*` when it is not ASCII."""
+    try:
+        name.encode("ascii")
+    except UnicodeEncodeError:
+        simple = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+        stem, dot, ext = simple.rpartition(".")
+        if not (stem if dot else simple).strip(" ._-"):
+            simple = f"image-{image_id[:12]}{dot}{ext if dot else ''}"
+        quoted = quote(name, safe="!#$&+-.^_`|~")
+        return {"filename": simple, "filename*": f"UTF-8''{quoted}"}
+    return {"filename": name}
+
+
+# --- originals ---------------------------------------------------------------------------------
+
+
+def original_etag(image_id: str) -> str:
+    return f"orig-{image_id}" if state().config.keep_gps else f"orig-{image_id}-nogps"
+
+
+def serve_original(image: storage_pb.ImageMetadata, as_attachment: bool) -> Response:
+    st = state()
+    data = st.clients.read_image_bytes(image.id)
+    if not st.config.keep_gps:
+        data = strip_gps(data)
+    name = download_name(image.filename, image.id, image.format)
+    response = send_file(
+        io.BytesIO(data),
+        mimetype=image.content_type or "application/octet-stream",
+        as_attachment=as_attachment,
+        download_name=name,
+        conditional=True,
+        etag=original_etag(image.id),
+        max_age=IMMUTABLE_MAX_AGE_S,
+    )
+    kind = "attachment" if as_attachment else "inline"
+    response.headers.set("Content-Disposition", kind, **content_disposition(kind, name, image.id))
+    response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
+    return response
+
+
+def location(image_id: str) -> Coordinates | None:
+    """Where the photo was taken, from the EXIF at the start of the original (first chunk:
+    storage's EXIF summary does not keep GPS)."""
+    request = storage_pb.ReadImageDataRequest(image_id=image_id)
+    st = state()
+    try:
+        call = st.clients.storage.ReadImageData(request, timeout=st.clients.timeout_s)
+        try:
+            first = next(call, None)
+        finally:
+            call.cancel()
+    except grpc.RpcError:
+        return None
+    return gps_coordinates(first.chunk) if first is not None else None
+
+
+# --- selections --------------------------------------------------------------------------------
+
+
+def selection(raw: Iterable[Any]) -> list[str]:
+    """Image ids from a request (a list, repeated fields or comma-separated), in order."""
+    ids: list[str] = []
+    for item in raw:
+        if not isinstance(item, str):
+            raise BadRequestError("ids must be strings")
+        for part in item.split(","):
+            part = part.strip()
+            if part and part not in ids:
+                ids.append(part)
+    if not ids:
+        raise BadRequestError("select at least one image (ids)")
+    if len(ids) > MAX_SELECTION:
+        raise BadRequestError(f"select at most {MAX_SELECTION} images at once")
+    return ids
+
+
+def delete_many(ids: list[str]) -> dict[str, list[str]]:
+    """Delete each image; ids already gone are reported, not an error."""
+    deleted: list[str] = []
+    missing: list[str] = []
+    for image_id in ids:
+        try:
+            ops.delete_image(image_id)
+            deleted.append(image_id)
+        except ServiceError as exc:
+            if exc.code != grpc.StatusCode.NOT_FOUND:
+                raise
+            missing.append(image_id)
+    return {"deleted": deleted, "missing": missing}
+
+
+def tag_many(ids: list[str], add: list[str], remove: list[str]) -> list[storage_pb.ImageMetadata]:
+    return [ops.set_tags(image_id, add, remove) for image_id in ids]
+
+
+class _Pipe(io.RawIOBase):
+    """A write-only stream whose bytes the zip generator hands to the response."""
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._chunks.append(bytes(data))
+        return len(data)
+
+    def drain(self) -> bytes:
+        out = b"".join(self._chunks)
+        self._chunks.clear()
+        return out
+
+
+def zip_stream(ids: list[str]) -> Iterator[bytes]:
+    """A zip of the originals, produced as it is written (ids gone meanwhile are skipped)."""
+    st = state()
+    images = ops.images_by_id(ids)
+    pipe = _Pipe()
+    names: set[str] = set()
+    with zipfile.ZipFile(pipe, "w", zipfile.ZIP_STORED) as archive:  # type: ignore[arg-type]
+        for image_id in ids:
+            image = images.get(image_id)
+            if image is None:
+                continue
+            name = _unique(download_name(image.filename, image.id, image.format), names)
+            moment = time.gmtime(image.created_at_unix_ms / 1000)[:6]
+            info = zipfile.ZipInfo(name, date_time=moment)  # type: ignore[arg-type]
+            with archive.open(info, "w", force_zip64=image.byte_size > 2**31 - 1) as entry:
+                if st.config.keep_gps:
+                    for chunk in st.clients.read_image_chunks(image.id):
+                        entry.write(chunk.chunk)
+                        yield pipe.drain()
+                else:
+                    entry.write(strip_gps(st.clients.read_image_bytes(image.id)))
+            yield pipe.drain()
+    yield pipe.drain()
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    stem, dot, ext = name.rpartition(".")
+    if not dot:
+        stem, ext = name, ""
+    candidate, n = name, 2
+    while candidate.lower() in taken:
+        candidate = f"{stem} ({n}){dot}{ext}"
+        n += 1
+    taken.add(candidate.lower())
+    return candidate
+
+
+# --- duplicates --------------------------------------------------------------------------------
+
+
+def readable_groups(groups: dict[str, Any]) -> dict[str, Any]:
+    """Duplicate groups as shown: a near group whose images are all one exact copy is left
+    out (it is already listed as an exact group)."""
+    near = [g for g in groups["near_groups"] if len({image["sha256"] for image in g["images"]}) > 1]
+    return {"exact_groups": groups["exact_groups"], "near_groups": near}
+
+
+def resolve_group(keep: str, remove: list[str]) -> dict[str, list[str]]:
+    """Keep one image of a duplicate group and delete the others."""
+    if not keep:
+        raise BadRequestError("say which image to keep (keep)")
+    if keep in remove:
+        raise BadRequestError("the image to keep cannot also be removed")
+    state().clients.get_image(keep)  # 404 before anything is deleted
+    return delete_many(remove)
+
+
+def resolve_exact_groups(keep: str = "oldest") -> dict[str, Any]:
+    """In every exact group keep the oldest (or newest) upload and delete the rest."""
+    if keep not in ("oldest", "newest"):
+        raise BadRequestError("keep must be oldest or newest")
+    groups = ops.duplicate_groups()["exact_groups"]
+    kept: list[str] = []
+    deleted: list[str] = []
+    for group in groups:
+        members = sorted(group["images"], key=lambda image: image["created_at_unix_ms"])
+        keeper = members[0] if keep == "oldest" else members[-1]
+        kept.append(keeper["id"])
+        rest = [image["id"] for image in members if image["id"] != keeper["id"]]
+        deleted.extend(delete_many(rest)["deleted"])
+    return {"groups": len(groups), "kept": kept, "deleted": deleted}
