@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 from service_runtime.logs import configure_logging
 from service_runtime.serve import serve_until_signalled
+from storage_service.columnstore.errors import DataDirLockedError
 from storage_service.columnstore.store import ColumnStore
 from storage_service.config import StorageConfig
 from storage_service.server import build_server
@@ -16,13 +18,24 @@ log = logging.getLogger("storage_service")
 def main() -> None:
     config = StorageConfig.from_env()
     configure_logging("storage", config.log_level)
-    store = ColumnStore.open(config.data_dir, config.store_options())
+    try:
+        store = ColumnStore.open(config.data_dir, config.store_options())
+    except DataDirLockedError as e:
+        # Another storage process serves this directory: two would destroy each other's data.
+        print(
+            f"storage: cannot start: {e or 'the data directory is locked'} "
+            f"({config.data_dir}); stop the other storage process or set STORAGE_DATA_DIR "
+            "to another directory",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     server, port, health = build_server(
         store,
         f"{config.host}:{config.port}",
         max_workers=config.max_workers,
         max_image_bytes=config.max_image_bytes,
         max_image_pixels=config.max_image_pixels,
+        decode_memory_bytes=config.decode_memory_bytes,
     )
     server.start()
     # SERVING only now: the log has been replayed and every acknowledged write is readable.

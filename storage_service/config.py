@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from storage_service.columnstore.image_check import DEFAULT_MAX_PIXELS
+from storage_service.columnstore import policy
 from storage_service.columnstore.store import StoreOptions
 
 
@@ -16,8 +16,10 @@ class StorageConfig:
     host: str = "127.0.0.1"
     port: int = 50051
     data_dir: Path = Path("data/storage")
-    max_image_bytes: int = 50 * 1024 * 1024
-    max_image_pixels: int = DEFAULT_MAX_PIXELS
+    max_image_bytes: int = policy.DEFAULT_MAX_IMAGE_BYTES
+    max_image_pixels: int = policy.DEFAULT_MAX_PIXELS
+    # Memory all concurrent upload decodes may use together; sets the per-mode pixel limit.
+    decode_memory_bytes: int = policy.DEFAULT_DECODE_MEMORY_BYTES
     memtable_bytes: int = StoreOptions.memtable_bytes
     compact_min_segments: int = StoreOptions.compact_min_segments
     max_workers: int = 16
@@ -32,6 +34,9 @@ class StorageConfig:
             data_dir=Path(env.get("STORAGE_DATA_DIR", str(cls.data_dir))),
             max_image_bytes=int(env.get("STORAGE_MAX_IMAGE_BYTES", cls.max_image_bytes)),
             max_image_pixels=int(env.get("STORAGE_MAX_IMAGE_PIXELS", cls.max_image_pixels)),
+            decode_memory_bytes=int(
+                env.get("STORAGE_DECODE_MEMORY_BYTES", cls.decode_memory_bytes)
+            ),
             memtable_bytes=int(env.get("STORAGE_MEMTABLE_BYTES", cls.memtable_bytes)),
             compact_min_segments=int(
                 env.get("STORAGE_COMPACT_MIN_SEGMENTS", cls.compact_min_segments)

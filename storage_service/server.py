@@ -8,7 +8,7 @@ from imagerepo.storage.v1 import storage_service_pb2_grpc as pb_grpc
 from service_runtime.grpc_server import new_server
 from service_runtime.health import ServiceHealth, enable_reflection
 from storage_service import SERVICE_NAME
-from storage_service.columnstore.image_check import DEFAULT_MAX_PIXELS
+from storage_service.columnstore import policy
 from storage_service.columnstore.store import ColumnStore
 from storage_service.servicer import StorageServicer
 
@@ -18,14 +18,18 @@ def build_server(
     address: str,
     *,
     max_workers: int = 16,
-    max_image_bytes: int = 50 * 1024 * 1024,
-    max_image_pixels: int = DEFAULT_MAX_PIXELS,
+    max_image_bytes: int = policy.DEFAULT_MAX_IMAGE_BYTES,
+    max_image_pixels: int = policy.DEFAULT_MAX_PIXELS,
+    decode_memory_bytes: int = policy.DEFAULT_DECODE_MEMORY_BYTES,
 ) -> tuple[grpc.Server, int, ServiceHealth]:
     """A server (not started, health NOT_SERVING) and the port it bound; the caller owns
     `store` and closes it after the server stops."""
     server = new_server(max_workers)
     servicer = StorageServicer(
-        store, max_image_bytes=max_image_bytes, max_image_pixels=max_image_pixels
+        store,
+        max_image_bytes=max_image_bytes,
+        max_image_pixels=max_image_pixels,
+        decode_memory_bytes=decode_memory_bytes,
     )
     pb_grpc.add_StorageServiceServicer_to_server(servicer, server)
     health = ServiceHealth(server, SERVICE_NAME)

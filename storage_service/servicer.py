@@ -1,16 +1,26 @@
-"""StorageService: translates gRPC requests to column-store calls and errors to status codes."""
+"""StorageService: translates gRPC requests to column-store calls and errors to status codes.
+
+Requests are checked against the shared policy (`columnstore.policy`) before the store sees
+them; every reply is kept under gRPC's default 4 MiB message limit (pages and batches are cut,
+and say so); every failure is a precise status (see `storage_service.errors`).
+"""
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import grpc
 
 from imagerepo.common.v1 import common_pb2
 from imagerepo.storage.v1 import storage_service_pb2 as pb
 from imagerepo.storage.v1 import storage_service_pb2_grpc as pb_grpc
-from storage_service.columnstore.image_check import DEFAULT_MAX_PIXELS, prepare_image
+from storage_service.columnstore import policy
+from storage_service.columnstore.errors import DataLossError, ImageNotFoundError
+from storage_service.columnstore.image_check import DEFAULT_MAX_PIXELS, DecodeBudget, prepare_image
 from storage_service.columnstore.model import (
     AnalysisStatus,
     AnnotationUpdate,
@@ -18,18 +28,84 @@ from storage_service.columnstore.model import (
     ImageMeta,
     Label,
     ThumbnailSize,
+    VerifyReport,
 )
 from storage_service.columnstore.store import ColumnStore
-from storage_service.errors import store_errors
+from storage_service.errors import abort, store_errors, with_status_codes
 
 MAX_CHUNK_BYTES = 1024 * 1024
-# GetImage carries the bytes inline only below this; larger images stream via ReadImageData.
-MAX_INLINE_BYTES = 8 * 1024 * 1024
+# GetImage carries the bytes inline only below this (the reply must stay under 4 MiB);
+# larger images stream via ReadImageData.
+MAX_INLINE_BYTES = 3 * 1024 * 1024
+# How often Verify streams a progress message at most.
+PROGRESS_INTERVAL_S = 0.2
 
 
 def _require_id(image_id: str, context: grpc.ServicerContext) -> None:
     if not image_id:
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, "image_id is required")
+
+
+def _check_batch(count: int, what: str, context: grpc.ServicerContext) -> None:
+    if count > policy.MAX_BATCH:
+        abort(
+            context,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"{count} {what} in one call, over the limit of {policy.MAX_BATCH}",
+            policy.POLICY_VIOLATION,
+            limit="batch_size",
+        )
+
+
+def _fit(
+    images: list[pb.ImageMetadata], budget: int = policy.MAX_REPLY_BYTES
+) -> tuple[list[pb.ImageMetadata], int]:
+    """The leading images whose serialized size fits in `budget`, and the bytes they take."""
+    used = 0
+    for i, image in enumerate(images):
+        size = image.ByteSize() + 8
+        if used + size > budget:
+            return images[:i], used
+        used += size
+    return images, used
+
+
+def _verify_to_proto(report: VerifyReport) -> pb.VerifyReport:
+    damaged_ids: list[str] = []
+    for item in report.damaged:
+        for image_id in item.image_ids:
+            if image_id not in damaged_ids:
+                damaged_ids.append(image_id)
+    return pb.VerifyReport(
+        files_checked=report.files_checked,
+        blocks_checked=report.blocks_checked,
+        bytes_checked=report.bytes_checked,
+        damaged=[
+            pb.DamagedItem(path=d.path, detail=d.detail, image_ids=list(d.image_ids))
+            for d in report.damaged
+        ],
+        finished_at_unix_ms=report.finished_at_ms,
+        ok=report.ok,
+        damaged_image_ids=damaged_ids,
+    )
+
+
+def _progress_message(args: tuple[Any, ...], kwargs: dict[str, Any]) -> pb.VerifyProgress:
+    """A progress message from whatever the store's verify reports: an object with
+    files/bytes attributes, keyword counts, or (done, total) positional counts."""
+    names = ("files_checked", "files_total", "bytes_checked", "bytes_total")
+    values: dict[str, int] = {}
+    source: Any = args[0] if len(args) == 1 and not isinstance(args[0], int) else None
+    for name in names:
+        if name in kwargs:
+            values[name] = int(kwargs[name])
+        elif source is not None and hasattr(source, name):
+            values[name] = int(getattr(source, name))
+    if not values and args and all(isinstance(a, int) for a in args):
+        values["files_checked"] = int(args[0])
+        if len(args) > 1:
+            values["files_total"] = int(args[1])
+    return pb.VerifyProgress(**values)
 
 
 def _status(value: int, context: grpc.ServicerContext) -> AnalysisStatus:
@@ -81,17 +157,21 @@ def to_proto(meta: ImageMeta, vector: list[float] | None = None) -> pb.ImageMeta
     )
 
 
+@with_status_codes
 class StorageServicer(pb_grpc.StorageServiceServicer):
     def __init__(
         self,
         store: ColumnStore,
         *,
-        max_image_bytes: int = 50 * 1024 * 1024,
+        max_image_bytes: int = policy.DEFAULT_MAX_IMAGE_BYTES,
         max_image_pixels: int = DEFAULT_MAX_PIXELS,
+        decode_memory_bytes: int = policy.DEFAULT_DECODE_MEMORY_BYTES,
     ) -> None:
         self._store = store
         self._max_image_bytes = max_image_bytes
         self._max_image_pixels = max_image_pixels
+        self._budget = DecodeBudget(decode_memory_bytes)
+        self._verify_lock = threading.Lock()
 
     def PutImage(
         self, request_iterator: Iterable[pb.PutImageRequest], context: grpc.ServicerContext
@@ -105,11 +185,10 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
         if not header.filename:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "header.filename is required")
         limit = self._max_image_bytes
-        if header.expected_size > limit:
-            context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"expected_size {header.expected_size} is over the limit of {limit} bytes",
-            )
+        with store_errors(context):
+            filename = policy.clean_filename(header.filename)
+            policy.check_owner(header.owner)
+            policy.check_byte_size(header.expected_size, limit)
         data = bytearray()
         for message in messages:
             if message.WhichOneof("part") != "chunk":
@@ -124,15 +203,24 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
             data += message.chunk
             if len(data) > limit:
                 # Refused as soon as it is known, before the rest is received.
-                context.abort(
+                abort(
+                    context,
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"the image is over the limit of {limit} bytes",
+                    policy.IMAGE_TOO_LARGE,
+                    limit="max_image_bytes",
                 )
         with store_errors(context):
-            image = prepare_image(bytes(data), max_pixels=self._max_image_pixels)
-            result = self._store.put(header.filename, header.owner, image)
+            image = prepare_image(
+                bytes(data), max_pixels=self._max_image_pixels, budget=self._budget
+            )
+            result = self._store.put(
+                filename, header.owner, image, keep_duplicate=header.keep_duplicate
+            )
         return pb.PutImageResponse(
-            image=to_proto(result.image), duplicate_of=list(result.duplicate_of)
+            image=to_proto(result.image),
+            duplicate_of=list(result.duplicate_of),
+            already_stored=result.already_stored,
         )
 
     def GetImage(
@@ -198,30 +286,41 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
         if request.limit < 0:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "limit must not be negative")
         with store_errors(context):
-            found = self._store.find_by_filename(request.filename, request.limit)
-        return pb.FindByFilenameResponse(images=[to_proto(m) for m in found])
+            filename = policy.check_lookup_filename(request.filename)
+            found = self._store.find_by_filename(filename, request.limit)
+        images, _ = _fit([to_proto(m) for m in found])
+        return pb.FindByFilenameResponse(images=images)
 
     def ListImages(
         self, request: pb.ListImagesRequest, context: grpc.ServicerContext
     ) -> pb.ListImagesResponse:
         if request.page_size < 0:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_size must not be negative")
+        status = _status(request.status, context)
+        size = request.page_size
         with store_errors(context):
-            page = self._store.list_images(
-                request.page_size,
-                request.page_token,
-                request.owner,
-                _status(request.status, context),
-            )
-            images = [
-                to_proto(
-                    m,
-                    self._store.feature_vector(m.id) if request.include_feature_vectors else None,
-                )
-                for m in page.images
-            ]
+            policy.check_owner(request.owner)
+            while True:
+                page = self._store.list_images(size, request.page_token, request.owner, status)
+                images = [
+                    to_proto(
+                        m,
+                        self._store.feature_vector(m.id)
+                        if request.include_feature_vectors
+                        else None,
+                    )
+                    for m in page.images
+                ]
+                fitting, _ = _fit(images)
+                if len(fitting) == len(images) or len(fitting) == 0:
+                    break
+                # Too large for one reply: ask for the page that fits, so the token is right.
+                size = len(fitting)
         return pb.ListImagesResponse(
-            images=images, next_page_token=page.next_page_token, total_count=page.total_count
+            images=images,
+            next_page_token=page.next_page_token,
+            total_count=page.total_count,
+            unreadable_count=page.unreadable_count,
         )
 
     def UpdateAnnotations(
@@ -236,6 +335,8 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
                 "or add_feedback",
             )
         a = request.annotations
+        with store_errors(context):
+            self._check_annotations(request, fields)
         now_ms = int(time.time() * 1000)
         update = AnnotationUpdate(
             fields=fields,
@@ -248,7 +349,7 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
             ocr_text=a.ocr_text,
             tags=tuple(a.tags),
             status=_status(a.status, context),
-            status_detail=a.status_detail,
+            status_detail=policy.clip_status_detail(a.status_detail),
             add_tags=tuple(request.add_tags),
             remove_tags=tuple(request.remove_tags),
             add_feedback=tuple(
@@ -259,6 +360,37 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
         with store_errors(context):
             meta = self._store.update_annotations(request.image_id, update)
         return pb.UpdateAnnotationsResponse(image=to_proto(meta))
+
+    def _check_annotations(
+        self, request: pb.UpdateAnnotationsRequest, fields: frozenset[str]
+    ) -> None:
+        """Policy checks of an annotation update; PolicyError names the limit."""
+        a = request.annotations
+        if "labels" in fields:
+            policy.check_label_count(len(a.labels))
+            for label in a.labels:
+                policy.check_label(label.name, label.probability, label.synonyms)
+        if "feature_vector" in fields:
+            policy.check_feature_vector(a.feature_vector)
+        if "moderation_score" in fields:
+            policy.check_moderation_score(a.moderation_score)
+        if "ocr_text" in fields:
+            policy.check_ocr_text(a.ocr_text)
+        if "tags" in fields:
+            policy.check_tags(a.tags)
+        policy.check_tags(request.add_tags, "add_tags")
+        if len(request.remove_tags) > policy.MAX_BATCH:
+            policy.check_tags(request.remove_tags, "remove_tags")
+        for f in request.add_feedback:
+            policy.check_feedback(f.label, f.comment, f.reported_by)
+        if request.add_tags or request.add_feedback:
+            # Limits on what the image holds after the update (tags and feedback accumulate).
+            current = self._store.get(request.image_id)
+            tags = list(a.tags) if "tags" in fields else list(current.tags)
+            removed = set(request.remove_tags)
+            after = {t for t in [*tags, *request.add_tags] if t not in removed}
+            policy.check_tag_count(len(after))
+            policy.check_feedback_count(len(current.feedback) + len(request.add_feedback))
 
     def DeleteImage(
         self, request: pb.DeleteImageRequest, context: grpc.ServicerContext
@@ -273,7 +405,9 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
     ) -> pb.GetStatsResponse:
         with store_errors(context):
             stats = self._store.stats()
-        return pb.GetStatsResponse(
+            last_verify: VerifyReport | None = getattr(self._store, "last_verify", None)
+        background = getattr(stats, "background_error", None)
+        reply = pb.GetStatsResponse(
             image_count=stats.image_count,
             deleted_count=stats.deleted_count,
             segment_count=stats.segment_count,
@@ -285,7 +419,13 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
                 pb.ColumnStats(name=c.name, raw_bytes=c.raw_bytes, stored_bytes=c.stored_bytes)
                 for c in stats.columns
             ],
+            unreadable_count=int(getattr(stats, "unreadable_count", 0) or 0),
+            background_error=str(background) if background else "",
+            storage_full=bool(getattr(stats, "storage_full", False)),
         )
+        if last_verify is not None:
+            reply.last_verify.CopyFrom(_verify_to_proto(last_verify))
+        return reply
 
     def Compact(
         self, request: pb.CompactRequest, context: grpc.ServicerContext
@@ -299,3 +439,136 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
             bytes_after=report.bytes_after,
             rows_dropped=report.rows_dropped,
         )
+
+    def Verify(
+        self, request: pb.VerifyRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.VerifyResponse]:
+        """Runs the store's verify in a worker thread and streams its progress (at most every
+        PROGRESS_INTERVAL_S), then the report. One verify at a time."""
+        if not self._verify_lock.acquire(blocking=False):
+            abort(
+                context,
+                grpc.StatusCode.ABORTED,
+                "a verify is already running; its report will be in GetStats.last_verify",
+                "VERIFY_RUNNING",
+            )
+        try:
+            yield from self._run_verify(context)
+        finally:
+            self._verify_lock.release()
+
+    def _run_verify(self, context: grpc.ServicerContext) -> Iterator[pb.VerifyResponse]:
+        events: queue.Queue[tuple[str, Any]] = queue.Queue()
+        last_sent = [0.0]
+
+        def on_progress(*args: Any, **kwargs: Any) -> None:
+            now = time.monotonic()
+            if now - last_sent[0] >= PROGRESS_INTERVAL_S:
+                last_sent[0] = now
+                events.put(("progress", _progress_message(args, kwargs)))
+
+        def work() -> None:
+            try:
+                report = self._store.verify(progress=on_progress)  # type: ignore[attr-defined]
+                events.put(("report", report))
+            except BaseException as e:  # noqa: BLE001 - handed to the RPC thread
+                events.put(("error", e))
+
+        worker = threading.Thread(target=work, name="storage-verify", daemon=True)
+        worker.start()
+        yield pb.VerifyResponse(progress=pb.VerifyProgress())
+        while True:
+            kind, value = events.get()
+            if kind == "progress":
+                yield pb.VerifyResponse(progress=value)
+            elif kind == "report":
+                yield pb.VerifyResponse(report=_verify_to_proto(value))
+                return
+            else:
+                with store_errors(context):
+                    raise value
+
+    def FindBySha256(
+        self, request: pb.FindBySha256Request, context: grpc.ServicerContext
+    ) -> pb.FindBySha256Response:
+        _check_batch(len(request.sha256), "sha256 digests", context)
+        owner = request.owner if request.HasField("owner") else None
+        with store_errors(context):
+            digests = [policy.check_sha256(d) for d in request.sha256]
+            if owner is not None:
+                policy.check_owner(owner)
+            found = [self._store.find_by_sha256(d, owner) for d in digests]
+        reply = pb.FindBySha256Response()
+        used = 0
+        for digest, metas in zip(digests, found, strict=True):
+            match = reply.matches.add(sha256=digest, image_ids=[m.id for m in metas])
+            images = [to_proto(m) for m in metas]
+            fitting, size = _fit(images, policy.MAX_REPLY_BYTES - used)
+            if len(fitting) < len(images):
+                reply.truncated = True
+            match.images.extend(fitting)
+            used += size + 200
+        return reply
+
+    def BatchGetImages(
+        self, request: pb.BatchGetImagesRequest, context: grpc.ServicerContext
+    ) -> pb.BatchGetImagesResponse:
+        _check_batch(len(request.image_ids), "image ids", context)
+        ids = list(dict.fromkeys(request.image_ids))
+        for image_id in ids:
+            if not image_id or len(image_id) > policy.MAX_ID_CHARS:
+                abort(
+                    context,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"image id {policy.short_id(image_id)!r} is empty or over "
+                    f"{policy.MAX_ID_CHARS} characters",
+                    policy.POLICY_VIOLATION,
+                    limit="image_id",
+                )
+        reply = pb.BatchGetImagesResponse()
+        with store_errors(context):
+            images = self._batch_metas(ids, reply)
+        used = 0
+        for meta in images:
+            try:
+                vector = (
+                    self._store.feature_vector(meta.id) if request.include_feature_vectors else None
+                )
+            except DataLossError:
+                reply.unreadable_ids.append(meta.id)
+                continue
+            except ImageNotFoundError:
+                reply.not_found_ids.append(meta.id)
+                continue
+            proto = to_proto(meta, vector)
+            size = proto.ByteSize() + 8
+            if used + size > policy.MAX_REPLY_BYTES:
+                reply.not_returned_ids.append(meta.id)
+                continue
+            used += size
+            reply.images.append(proto)
+        return reply
+
+    def _batch_metas(self, ids: list[str], reply: pb.BatchGetImagesResponse) -> list[ImageMeta]:
+        """Metadata of the ids found; the others go to reply.not_found_ids/unreadable_ids."""
+        try:
+            metas = self._store.get_many(ids)
+        except DataLossError:
+            # Some row is damaged: find which, one at a time.
+            metas = []
+            for image_id in ids:
+                try:
+                    metas.append(self._store.get(image_id))
+                except ImageNotFoundError:
+                    metas.append(None)
+                except DataLossError:
+                    reply.unreadable_ids.append(image_id)
+            unreadable = set(reply.unreadable_ids)
+            ids = [i for i in ids if i not in unreadable]
+        found: list[ImageMeta] = []
+        for image_id, meta in zip(ids, metas, strict=True):
+            if meta is None:
+                reply.not_found_ids.append(image_id)
+            else:
+                found.append(meta)
+        return found

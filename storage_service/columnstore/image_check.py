@@ -1,23 +1,35 @@
 """Validates uploaded bytes as an image and computes what is stored with it.
 
-Every image is decoded in full (so truncated files fail here, not in the gallery), its pixel
-count is checked before decoding (decompression bombs), its content type is sniffed from the
-bytes (never trusted from the client), and a short EXIF summary is taken.
+Every image is decoded through to its last byte (so truncated files fail here, not in the
+gallery), its format is checked against the policy and its content type taken from what
+decoded (never trusted from the client), and a short EXIF summary is taken.
+
+Memory is bounded before anything is decompressed: the header gives the size and mode, a JPEG
+is decoded at the smallest DCT scale that still covers the 1024 px preview (libjpeg draft mode:
+a 48 MP photo decodes as 6 MP or less), and what that decode costs (`policy.decode_cost`) is
+reserved from a `DecodeBudget` shared by all requests: one image over the budget is refused as
+a decompression bomb, several large ones take turns instead of all decoding at once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import threading
+import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from PIL import ExifTags, Image, UnidentifiedImageError
 
-from storage_service.columnstore.errors import InvalidImageError
+from storage_service.columnstore import policy
+from storage_service.columnstore.errors import StoreError
 from storage_service.columnstore.model import PreparedImage
+from storage_service.columnstore.policy import ImageRefusedError
 from storage_service.columnstore.thumbnails import make_thumbnails
 
-DEFAULT_MAX_PIXELS = 100_000_000
+DEFAULT_MAX_PIXELS = policy.DEFAULT_MAX_PIXELS
 
 _EXIF_BASE = {
     ExifTags.Base.Make: "camera_make",
@@ -59,43 +71,100 @@ def exif_summary(image: Image.Image) -> dict[str, str]:
     return out
 
 
-def prepare_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> PreparedImage:
-    """Decode, check and summarise `data`; InvalidImageError says what is wrong with it."""
+class DecodeBusyError(StoreError):
+    """Other large images took the decode budget for longer than a request may wait."""
+
+
+class DecodeBudget:
+    """A semaphore weighted by bytes: decodes reserve their cost and wait while the budget is
+    spent (any one decode may run when nothing else does)."""
+
+    def __init__(self, memory_bytes: int, *, wait_s: float = 60.0) -> None:
+        self.memory_bytes = memory_bytes
+        self._wait_s = wait_s
+        self._used = 0
+        self._cond = threading.Condition()
+
+    @property
+    def in_use(self) -> int:
+        with self._cond:
+            return self._used
+
+    @contextmanager
+    def reserve(self, cost: int) -> Iterator[None]:
+        deadline = time.monotonic() + self._wait_s
+        with self._cond:
+            while self._used and self._used + cost > self.memory_bytes:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise DecodeBusyError(
+                        "storage is busy decoding other large images; try again shortly"
+                    )
+                self._cond.wait(left)
+            self._used += cost
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._used -= cost
+                self._cond.notify_all()
+
+
+_SHARED_BUDGET = DecodeBudget(policy.DEFAULT_DECODE_MEMORY_BYTES)
+
+
+def prepare_image(
+    data: bytes,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    budget: DecodeBudget | None = None,
+) -> PreparedImage:
+    """Decode, check and summarise `data`; ImageRefusedError (an InvalidImageError) says what
+    is wrong with it, with the policy reason."""
     if not data:
-        raise InvalidImageError("the image is empty")
+        raise ImageRefusedError("the image is empty")
+    budget = budget or _SHARED_BUDGET
     with warnings.catch_warnings():
         # Our own pixel limit is authoritative; Pillow's bomb warning is an error here.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             image = Image.open(io.BytesIO(data))
         except UnidentifiedImageError as e:
-            raise InvalidImageError("the bytes are not an image format we can read") from e
+            raise ImageRefusedError(
+                "the bytes are not an image format we can read "
+                f"(accepted: {policy.ACCEPTED_FORMAT_NAMES})",
+                reason=policy.UNSUPPORTED_FORMAT,
+            ) from e
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise InvalidImageError(f"decompression bomb refused: {e}") from e
+            raise ImageRefusedError(
+                f"decompression bomb refused: {e}", reason=policy.IMAGE_TOO_LARGE
+            ) from e
         except Exception as e:  # noqa: BLE001 - any decoder failure means bad input
-            raise InvalidImageError(f"the image header cannot be read: {e}") from e
+            raise ImageRefusedError(f"the image header cannot be read: {e}") from e
         with image:
-            pixels = image.width * image.height
-            if pixels > max_pixels:
-                raise InvalidImageError(
-                    f"decompression bomb refused: {image.width}x{image.height} is {pixels} "
-                    f"pixels, over the limit of {max_pixels}"
-                )
-            if pixels == 0:
-                raise InvalidImageError("the image has no pixels")
             format_name = image.format or ""
-            content_type = Image.MIME.get(format_name, "application/octet-stream")
-            try:
-                image.load()
-            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-                raise InvalidImageError(f"decompression bomb refused: {e}") from e
-            except Exception as e:  # noqa: BLE001
-                raise InvalidImageError(f"the image is truncated or corrupt: {e}") from e
-            exif = exif_summary(image)
-            try:
-                thumbs = make_thumbnails(image, format_name, len(data))
-            except Exception as e:  # noqa: BLE001
-                raise InvalidImageError(f"the image cannot be rendered: {e}") from e
+            content_type = policy.check_format(format_name)
+            policy.check_pixels(image.width, image.height, max_pixels)
+            stored_size = image.size
+            if format_name in ("JPEG", "MPO") and image.mode in ("RGB", "L", "CMYK"):
+                image.draft(image.mode, policy.draft_size(stored_size))
+            cost = policy.check_decode_cost(
+                image.size, image.mode, format_name, budget.memory_bytes
+            )
+            with budget.reserve(cost):
+                try:
+                    image.load()
+                except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+                    raise ImageRefusedError(
+                        f"decompression bomb refused: {e}", reason=policy.IMAGE_TOO_LARGE
+                    ) from e
+                except Exception as e:  # noqa: BLE001
+                    raise ImageRefusedError(f"the image is truncated or corrupt: {e}") from e
+                exif = exif_summary(image)
+                try:
+                    thumbs = make_thumbnails(image, format_name, len(data), stored_size)
+                except Exception as e:  # noqa: BLE001
+                    raise ImageRefusedError(f"the image cannot be rendered: {e}") from e
     return PreparedImage(
         data=data,
         content_type=content_type,

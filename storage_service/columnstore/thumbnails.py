@@ -3,14 +3,21 @@
 SMALL fits in 256x256. PREVIEW fits in 1024x1024; when the original already fits and is a
 format every browser shows, the original itself is the preview and nothing extra is stored,
 which keeps the store's size close to the images' own size.
+
+Memory: the decoded image is never copied at full size when that can be avoided. It is shrunk
+first (an integer `reduce`, channel by channel for images with alpha, whose resize would
+otherwise make a premultiplied full-size copy), then resampled, then turned upright and
+converted: rotation and mode conversion happen on the 1024 px preview, not on the original.
+`policy.bytes_per_pixel` is the peak this costs per decoded pixel, by mode.
 """
 
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 
-from PIL import Image, ImageOps
+from PIL import Image
 
 SMALL_PX = 256
 PREVIEW_PX = 1024
@@ -19,6 +26,23 @@ THUMB_CONTENT_TYPE = "image/webp"
 THUMB_QUALITY = 80
 PREVIEW_MIN_SAVING = 3
 BROWSER_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF"})
+# The last resampling step shrinks by at most this much (Pillow's thumbnail default).
+REDUCING_GAP = 2.0
+
+EXIF_ORIENTATION = 0x0112
+# EXIF orientation -> the transpose that makes the image upright (as ImageOps.exif_transpose).
+_UPRIGHT: dict[int, Image.Transpose] = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_SWAPS_SIDES = frozenset({5, 6, 7, 8})
+# Modes Pillow resamples directly; anything else is converted to RGB(A) first.
+_RESIZABLE = frozenset({"L", "RGB", "RGBA", "LA"})
 
 
 @dataclass(frozen=True)
@@ -32,35 +56,103 @@ class Thumbnails:
     preview_size: tuple[int, int]
 
 
-def _encode(image: Image.Image, max_px: int) -> tuple[bytes, tuple[int, int]]:
-    copy = image.copy()
-    copy.thumbnail((max_px, max_px), Image.Resampling.LANCZOS)
+def fit(size: tuple[int, int], max_px: int) -> tuple[int, int]:
+    """The size that fits in max_px x max_px keeping the aspect (as Image.thumbnail rounds);
+    `size` itself when it already fits."""
+    width, height = size
+    if width <= max_px and height <= max_px:
+        return size
+    aspect = width / height
+
+    def round_aspect(number: float, key: object) -> int:
+        return max(min(math.floor(number), math.ceil(number), key=key), 1)  # type: ignore[call-overload]
+
+    x = y = max_px
+    if x / y >= aspect:
+        x = round_aspect(y * aspect, key=lambda n: abs(aspect - n / y))
+    else:
+        y = round_aspect(x / aspect, key=lambda n: 0 if n == 0 else abs(aspect - x / n))
+    return x, y
+
+
+def _reduce(image: Image.Image, factor: int) -> Image.Image:
+    """An integer box reduction with no full-size temporary: alpha images channel by channel."""
+    if image.mode in ("RGBA", "LA"):
+        bands = [image.getchannel(i).reduce(factor) for i in range(len(image.getbands()))]
+        return Image.merge(image.mode, bands)
+    return image.reduce(factor)
+
+
+def _shrink(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """`image` resampled to `size` (Lanczos), cheaply reduced first when much larger."""
+    if image.size == size:
+        return image
+    factor = int(min(image.width / size[0], image.height / size[1]) / REDUCING_GAP)
+    if factor > 1:
+        image = _reduce(image, factor)
+    return image.resize(size, Image.Resampling.LANCZOS)
+
+
+def _resizable(image: Image.Image, has_alpha: bool) -> Image.Image:
+    if image.mode in _RESIZABLE:
+        return image
+    if image.mode == "1":
+        return image.convert("L")
+    return image.convert("RGBA" if has_alpha else "RGB")
+
+
+def _encode(image: Image.Image) -> bytes:
     buf = io.BytesIO()
-    copy.save(buf, THUMB_FORMAT, quality=THUMB_QUALITY, method=4)
-    return buf.getvalue(), copy.size
+    image.save(buf, THUMB_FORMAT, quality=THUMB_QUALITY, method=4)
+    return buf.getvalue()
 
 
-def make_thumbnails(image: Image.Image, format_name: str, original_bytes: int) -> Thumbnails:
-    """Thumbnails of a fully loaded image; `width`/`height` are as displayed (oriented)."""
-    oriented = ImageOps.exif_transpose(image)
-    has_alpha = oriented.mode in ("RGBA", "LA", "PA") or "transparency" in oriented.info
+def make_thumbnails(
+    image: Image.Image,
+    format_name: str,
+    original_bytes: int,
+    original_size: tuple[int, int] | None = None,
+) -> Thumbnails:
+    """Thumbnails of a loaded image; `width`/`height` are the original's as displayed (upright).
+
+    `image` may have been decoded at a reduced scale (JPEG draft mode): `original_size` is then
+    the size stored in the file, before that reduction.
+    """
+    stored = original_size or image.size
+    orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+    swap = orientation in _SWAPS_SIDES
+    shown = (stored[1], stored[0]) if swap else stored
+    has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
     mode = "RGBA" if has_alpha else "RGB"
-    if oriented.mode != mode:
-        oriented = oriented.convert(mode)
-    small, small_size = _encode(oriented, SMALL_PX)
-    rotated = oriented.size != image.size or image.getexif().get(0x0112, 1) not in (0, 1)
+
+    def upright(im: Image.Image, target: tuple[int, int]) -> Image.Image:
+        """`im` resampled so that, once turned upright, it is `target`."""
+        before = (target[1], target[0]) if swap else target
+        out = _shrink(im, before)
+        if orientation in _UPRIGHT:
+            out = out.transpose(_UPRIGHT[orientation])
+        return out.convert(mode) if out.mode != mode else out
+
+    source = _resizable(image, has_alpha)
+    preview_size = fit(shown, PREVIEW_PX)
+    preview_image = upright(source, preview_size)
+    small_size = fit(shown, SMALL_PX)
+    small_image = _shrink(preview_image, small_size)
+    small = _encode(small_image)
+
+    rotated = orientation not in (0, 1)
     must = format_name not in BROWSER_FORMATS or rotated
-    preview, preview_size = b"", (0, 0)
-    if must or max(oriented.size) > PREVIEW_PX:
-        preview, preview_size = _encode(oriented, PREVIEW_PX)
+    preview, stored_preview_size = b"", (0, 0)
+    if must or max(shown) > PREVIEW_PX:
+        preview, stored_preview_size = _encode(preview_image), preview_image.size
         if not must and original_bytes < PREVIEW_MIN_SAVING * len(preview):
-            preview, preview_size = b"", (0, 0)
+            preview, stored_preview_size = b"", (0, 0)
     return Thumbnails(
-        width=oriented.width,
-        height=oriented.height,
+        width=shown[0],
+        height=shown[1],
         content_type=THUMB_CONTENT_TYPE,
         small=small,
-        small_size=small_size,
+        small_size=small_image.size,
         preview=preview,
-        preview_size=preview_size,
+        preview_size=stored_preview_size,
     )

@@ -22,6 +22,9 @@ from tests.storage_service.conftest import (
     upload_requests,
 )
 
+# A feature vector of the image model's dimension (1280), exactly representable as float32.
+VECTOR = [0.5, -1.25, 2.0, 0.0] * 320
+
 
 def _code(call) -> grpc.StatusCode:
     with pytest.raises(grpc.RpcError) as info:
@@ -60,13 +63,20 @@ def test_put_sniffs_type_and_reports_size_exif_and_thumbnails(storage, photo_pat
         assert thumb.size == (small.width, small.height)
 
 
-def test_duplicate_upload_names_the_earlier_copy(storage, photo_jpegs):
-    first = put(storage.stub, photo_jpegs["coffee"], "a.jpg")
+def _put_keeping_duplicates(stub, data: bytes, filename: str) -> pb.PutImageResponse:
+    header = pb.PutImageHeader(filename=filename, keep_duplicate=True)
+    return stub.PutImage(iter([pb.PutImageRequest(header=header), pb.PutImageRequest(chunk=data)]))
 
-    second = put(storage.stub, photo_jpegs["coffee"], "b.jpg")
+
+def test_duplicate_upload_kept_on_request_names_the_earlier_copy(storage, photo_jpegs):
+    first = _put_keeping_duplicates(storage.stub, photo_jpegs["coffee"], "a.jpg")
+
+    second = _put_keeping_duplicates(storage.stub, photo_jpegs["coffee"], "b.jpg")
 
     assert list(second.duplicate_of) == [first.image.id]
     assert list(first.duplicate_of) == []
+    assert second.image.id != first.image.id
+    assert not second.already_stored
 
 
 def test_find_by_filename_returns_newest_first_across_flush_and_restart(
@@ -134,7 +144,7 @@ def test_update_annotations_sets_masked_fields_and_survives_restart(
                     name="tabby", probability=0.8, synonyms=["tabby cat"], class_index=281
                 )
             ],
-            feature_vector=[0.5, -1.25, 2.0],
+            feature_vector=VECTOR,
             ocr_text="ignored: not in the mask",
             status=common_pb2.ANALYSIS_STATUS_READY,
         ),
@@ -156,7 +166,7 @@ def test_update_annotations_sets_masked_fields_and_survives_restart(
     assert [
         (lb.name, round(lb.probability, 3), list(lb.synonyms), lb.class_index) for lb in got.labels
     ] == [("tabby", 0.8, ["tabby cat"], 281)]
-    assert list(got.feature_vector) == [0.5, -1.25, 2.0]
+    assert list(got.feature_vector) == VECTOR
     assert got.has_feature_vector
     assert got.ocr_text == ""
     assert list(got.tags) == ["cats"]
@@ -260,7 +270,8 @@ def test_sixteen_concurrent_writers_and_readers_see_only_whole_images(storage, p
 
     def writer(k: int) -> None:
         for round_ in range(4):
-            image_id = put(storage.stub, sources[k], f"w{k}-{round_}.jpg").image.id
+            reply = _put_keeping_duplicates(storage.stub, sources[k], f"w{k}-{round_}.jpg")
+            image_id = reply.image.id
             with lock:
                 written[image_id] = sources[k]
 
