@@ -1,4 +1,5 @@
-"""An exact-match secondary index: key (a filename, or a sha256) -> image ids, newest first.
+"""An exact-match secondary index: key (a filename, a sha256, an owner, a status) -> image ids,
+kept sorted, so lookups, counts and pages cost O(page), never a scan of every image.
 
 Ids start with their creation time in hex, so sorting ids sorts by age. The index lives in
 memory and is rebuilt from the segments' filename and sha256 columns at every open, so it can
@@ -35,6 +36,13 @@ class FilenameIndex:
         ids = self._ids.get(key, [])
         newest_first = ids[::-1]
         return newest_first[:limit] if limit > 0 else newest_first
+
+    def ids(self, key: str) -> list[str]:
+        """The ids under `key`, oldest first (the index's own list: do not modify)."""
+        return self._ids.get(key, [])
+
+    def count(self, key: str) -> int:
+        return len(self._ids.get(key, ()))
 
     def __len__(self) -> int:
         return sum(len(v) for v in self._ids.values())

@@ -26,7 +26,10 @@ integers are little-endian.
 
     BlobEntry: offset u64 (from segment start) | stored u32 | raw u32 | crc32 u32 | flags u8
 
-Flags: bit 0 = zstd-compressed, bit 1 = byte-shuffled before compression. A column missing from
+Flags: bit 0 = zstd-compressed, bit 1 = byte-shuffled before compression, bit 2 (blob values)
+= lost before this segment was written (a compaction copied a damaged value as damaged).
+The directory also names the segment (segment_id, seq_min, seq_max, covers, replaces) and
+holds a second copy of the id block (`id_backup`): see segment_writer.py. A column missing from
 the directory (added to the schema after the segment was written) reads as its default.
 """
 
@@ -49,6 +52,9 @@ TRAILER = struct.Struct("<QIIHH8s")
 
 FLAG_COMPRESSED = 1
 FLAG_SHUFFLED = 2
+# A blob value that could not be read when this segment was written (a damaged value in a
+# segment a compaction merged): no bytes are stored, reads answer data loss.
+FLAG_DAMAGED = 4
 
 BLOB_ENTRY = np.dtype(
     [("offset", "<u8"), ("stored", "<u4"), ("raw", "<u4"), ("crc", "<u4"), ("flags", "u1")]

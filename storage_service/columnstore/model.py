@@ -148,6 +148,14 @@ class StoreStats:
     wal_bytes: int
     memtable_rows: int
     columns: tuple[ColumnStat, ...]
+    # Rows acknowledged once but unreadable now (damaged or missing segments).
+    unreadable_rows: int = 0
+    # The latched background error ("" when writes are accepted).
+    background_error: str = ""
+    # Files start-up or log retirement moved to quarantine/ in this run.
+    quarantined_files: int = 0
+    # Damaged log records found at open (not replayed; the log is kept in quarantine).
+    damaged_log_records: int = 0
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,7 @@ import numpy as np
 
 from storage_service.columnstore import format as fmt
 from storage_service.columnstore.errors import DataLossError
+from storage_service.columnstore.fs import FileSystem, OsFileSystem
 from storage_service.columnstore.schema import BY_NAME, Kind
 
 
@@ -18,48 +19,61 @@ class SegmentReader:
     """An open segment file. Readers may outlive `retire()`: the descriptor stays valid after
     the file is unlinked and is closed when the last reference goes."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, fs: FileSystem | None = None) -> None:
         self.path = path
         self.name = f"{path.parent.name}/{path.name}"
         self.segment_id = int(path.stem)
-        self._fd = os.open(path, os.O_RDONLY)
+        self._fs = fs or OsFileSystem()
+        self._file = self._fs.open_read(path)
         try:
-            self.file_bytes = os.fstat(self._fd).st_size
+            self.file_bytes = self._file.size()
             self._directory = self._read_directory()
         except BaseException:
-            os.close(self._fd)
-            self._fd = -1
+            self._file.close()
             raise
         self.row_count: int = self._directory["rows"]
         self._columns: dict[str, dict[str, Any]] = self._directory["columns"]
         self._blob_index: dict[str, np.ndarray] = {}
+        # What the segment says of itself (absent in segments written before they did).
+        self.described = "segment_id" in self._directory
+        self.seq_min: int = self._directory.get("seq_min", 0)
+        self.seq_max: int = self._directory.get("seq_max", 0)
+        self.covers: list[tuple[int, int]] = [
+            (int(a), int(b)) for a, b in self._directory.get("covers", ())
+        ]
+        self.replaces: list[int] = [int(i) for i in self._directory.get("replaces", ())]
 
     def _read_directory(self) -> dict[str, Any]:
         if self.file_bytes < fmt.TRAILER.size:
             raise DataLossError(self.name, "file too short for a segment")
-        trailer = os.pread(self._fd, fmt.TRAILER.size, self.file_bytes - fmt.TRAILER.size)
+        trailer = self._file.pread(fmt.TRAILER.size, self.file_bytes - fmt.TRAILER.size)
         try:
             dir_offset, dir_length, dir_crc, _version = fmt.decode_trailer(trailer)
         except ValueError as e:
             raise DataLossError(self.name, str(e)) from e
-        encoded = os.pread(self._fd, dir_length, dir_offset)
+        if dir_offset + dir_length > self.file_bytes:
+            raise DataLossError(self.name, "directory out of bounds (truncated file?)")
+        encoded = self._file.pread(dir_length, dir_offset)
         if len(encoded) != dir_length or fmt.checksum(encoded) != dir_crc:
             raise DataLossError(self.name, "directory checksum mismatch")
         directory: dict[str, Any] = json.loads(encoded)
         return directory
 
     def __del__(self) -> None:
-        fd = getattr(self, "_fd", -1)
-        if fd >= 0:
-            os.close(fd)
-            self._fd = -1
+        f = getattr(self, "_file", None)
+        if f is not None:
+            f.close()
 
     def retire(self) -> None:
         """Remove the file; open readers keep working until they drop this object."""
-        self.path.unlink(missing_ok=True)
+        if self._fs.exists(self.path):
+            self._fs.unlink(self.path)
 
     def _pread(self, length: int, offset: int) -> bytes:
-        data = os.pread(self._fd, length, offset)
+        try:
+            data = self._file.pread(length, offset)
+        except OSError as e:
+            raise DataLossError(self.name, f"read failed at offset {offset}: {e}") from e
         if len(data) != length:
             raise DataLossError(self.name, f"short read at offset {offset}")
         return data
@@ -82,6 +96,55 @@ class SegmentReader:
         except Exception as e:  # noqa: BLE001 - any decode failure of verified bytes is loss
             raise DataLossError(self.name, f"column {name!r} does not decode: {e}") from e
 
+    def ids(self) -> list[str]:
+        """The id column, from its backup copy when the first copy is damaged."""
+        try:
+            return self.column("id")
+        except DataLossError:
+            if "id_backup" not in self._columns:
+                raise
+        return self._column_block("id_backup", Kind.STR)
+
+    def _column_block(self, name: str, kind: Kind) -> list[Any]:
+        entry = self._columns[name]
+        stored = self._pread(entry["length"], entry["offset"])
+        if fmt.checksum(stored) != entry["crc"]:
+            raise DataLossError(self.name, f"column {name!r} block checksum mismatch")
+        try:
+            return fmt.decode_block(kind, stored, entry["raw"], entry["flags"], self.row_count)
+        except Exception as e:  # noqa: BLE001 - any decode failure of verified bytes is loss
+            raise DataLossError(self.name, f"column {name!r} does not decode: {e}") from e
+
+    def verify(self, progress: Callable[[int], None] | None = None) -> list[tuple[str, int, str]]:
+        """Read and check every block and every blob value: (column, row or -1, detail) of
+        each one that fails. `progress(bytes)` is called as bytes are checked."""
+        problems: list[tuple[str, int, str]] = []
+        for name, entry in self._columns.items():
+            if "index_offset" not in entry:
+                try:
+                    self._column_block(name, Kind(entry["kind"]))
+                except DataLossError as e:
+                    problems.append((name, -1, str(e)))
+                if progress:
+                    progress(int(entry["length"]))
+                continue
+            try:
+                index = self._index(name)
+            except DataLossError as e:
+                problems.append((name, -1, str(e)))
+                if progress:
+                    progress(int(entry["length"]))
+                continue
+            assert index is not None
+            for row in range(self.row_count):
+                try:
+                    self.blob(name, row)
+                except DataLossError as e:
+                    problems.append((name, row, str(e)))
+                if progress:
+                    progress(int(index[row]["stored"]))
+        return problems
+
     def _index(self, name: str) -> np.ndarray | None:
         index = self._blob_index.get(name)
         if index is None:
@@ -101,6 +164,10 @@ class SegmentReader:
         if index is None:
             return bytes(BY_NAME[name].default)
         offset, stored_length, raw_length, crc, flags = index[row].tolist()
+        if flags & fmt.FLAG_DAMAGED:
+            raise DataLossError(
+                self.name, f"column {name!r} row {row} was already damaged when merged here"
+            )
         stored = self._pread(stored_length, offset)
         if fmt.checksum(stored) != crc:
             raise DataLossError(self.name, f"column {name!r} row {row} checksum mismatch")

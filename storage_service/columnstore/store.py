@@ -1,17 +1,24 @@
 """ColumnStore: the image table on disk (segments + log + manifest) and its in-memory view.
 
-Write path: validate under the store lock, append the record to the log, apply it to the
-in-memory view (an index of every live image: its small columns, and where its bytes live, in
-the memtable or in a segment), release the lock, then wait for the log's group commit. A write
-is acknowledged only once its record is fsynced. Readers take the lock only to look up where
-things are; they read blob bytes from immutable segments (or memtable rows) without it, so they
-never see half a write and never wait for disk behind a writer.
+Write path: validate under the store lock and append the record to the log (not yet visible),
+release the lock, wait for the log's group commit, then apply every record that fsync made
+durable to the in-memory view (an index of every live image: its small columns, and where its
+bytes live, in the memtable or in a segment), in sequence order. So a row is visible only once
+it is durable, and a failed fsync leaves nothing visible. Readers take the lock only to look up
+where things are; they read blob bytes from immutable segments (or memtable rows) without it.
 
 Background: when the memtable passes `memtable_bytes`, the log rotates and a flusher thread
-writes the frozen rows to a new segment, installs it in the MANIFEST and deletes the log files
-it covered. When there are `compact_min_segments` segments (or many tombstones), the same thread
-merges all of them into one (compaction.py); readers keep using the old files until they are
-done with them.
+writes the frozen rows to a new segment, installs it in the MANIFEST and retires the log files
+whose every record (by sequence number) a segment now holds. When there are
+`compact_min_segments` segments (or many tombstones), a compactor thread merges them
+(compaction.py); readers keep using the old files until they are done with them.
+
+Failures (see docs/storage.md): the first failed flush, compaction, log rotation or log fsync
+is latched; every later write fails fast with it (StorageFullError for ENOSPC, else
+BackgroundError) while reads go on; the flusher retries with backoff and clears the latch when
+the work succeeds. The data dir is held with an exclusive LOCK. Start-up never deletes a file
+it cannot account for: such files go to `quarantine/`. All file access goes through a
+`FileSystem` (fs.py), so tests can inject faults and crashes.
 """
 
 from __future__ import annotations
@@ -21,12 +28,14 @@ import binascii
 import bisect
 import contextlib
 import dataclasses
+import errno
 import logging
+import os
 import secrets
 import threading
 import time
-from collections.abc import Collection, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,19 +44,25 @@ import numpy as np
 from storage_service.columnstore import wal as wal_mod
 from storage_service.columnstore.compaction import merge_segments, pick_tier, segment_rows
 from storage_service.columnstore.errors import (
+    BackgroundError,
+    DataDirLockedError,
     DataLossError,
     ImageNotFoundError,
     InvalidRequestError,
+    StorageFullError,
     StoreClosedError,
+    StoreError,
 )
 from storage_service.columnstore.filename_index import FilenameIndex
-from storage_service.columnstore.manifest import Manifest
+from storage_service.columnstore.fs import File, FileSystem, OsFileSystem, read_file
+from storage_service.columnstore.manifest import Manifest, ManifestDamagedError
 from storage_service.columnstore.model import (
     ANNOTATION_FIELDS,
     AnalysisStatus,
     AnnotationUpdate,
     ColumnStat,
     CompactionReport,
+    DamagedItem,
     Feedback,
     ImageMeta,
     Label,
@@ -57,6 +72,7 @@ from storage_service.columnstore.model import (
     StoreStats,
     Thumbnail,
     ThumbnailSize,
+    VerifyReport,
 )
 from storage_service.columnstore.row import Row
 from storage_service.columnstore.schema import COLUMNS, RowKind
@@ -84,6 +100,11 @@ class StoreOptions:
     compact_dead_fraction: float = 0.3
     # Writers wait when this many frozen memtables are still being flushed.
     max_frozen_memtables: int = 2
+    # A failed background flush/compaction/rotation is retried after this, doubling up to max.
+    retry_initial_s: float = 0.2
+    retry_max_s: float = 5.0
+    # close() waits at most this long for the background threads (SIGTERM must not hang).
+    close_timeout_s: float = 10.0
 
 
 @dataclass
@@ -98,6 +119,19 @@ class _Frozen:
     rows: list[Row]
     # Every record of these rows is in log files numbered below this.
     wal_min: int
+    # The sequence ranges the segment made of these rows accounts for.
+    covers: list[tuple[int, int]] = field(default_factory=list)
+    # Chosen at the first attempt, so retries do not use up new ids.
+    segment_id: int | None = None
+
+
+@dataclass
+class _Pending:
+    """A row written to the log whose fsync has not yet been seen."""
+
+    row: Row
+    position: wal_mod.LogPosition
+    state: str = "pending"  # -> "applied" | "failed"
 
 
 def _dead_counts(kinds: Iterable[int]) -> tuple[int, int]:
@@ -205,30 +239,57 @@ def _decode_token(token: str) -> str:
 class ColumnStore:
     """The durable, thread-safe image table. Open with `ColumnStore.open(data_dir)`."""
 
-    def __init__(self, data_dir: Path, options: StoreOptions) -> None:
+    def __init__(self, data_dir: Path, options: StoreOptions, fs: FileSystem | None = None) -> None:
         self.data_dir = data_dir
         self.options = options
+        self._fs: FileSystem = fs or OsFileSystem()
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._compaction_lock = threading.Lock()
+        self._lock_file: File | None = None
         self._entries: dict[str, _Entry] = {}
+        # Image ids whose rows are in a damaged segment: id -> what is damaged.
         self._damaged: dict[str, str] = {}
+        self._damaged_filenames = FilenameIndex()
+        # Rows of segments so damaged that not even their ids can be read.
+        self._unreadable_rows = 0
         self._order: list[str] = []
         self._filenames = FilenameIndex()
         self._shas = FilenameIndex()
+        self._by_status = FilenameIndex()
+        self._by_owner = FilenameIndex()
+        self._by_owner_status = FilenameIndex()
         self._raw_image_bytes = 0
         self._segments: list[SegmentReader] = []
-        self._unreadable: list[int] = []
+        # Segments the manifest names that cannot be read at all: id -> reason.
+        self._unreadable: dict[int, str] = {}
+        # Readable segments with a damaged small column: left out of compaction.
+        self._damaged_segments: set[int] = set()
         # Per segment: (tombstones, rows that compaction would drop or merge).
         self._segment_dead: dict[int, tuple[int, int]] = {}
+        # Per segment id: the sequence ranges it accounts for (see segment_writer.py).
+        self._covers: dict[int, list[tuple[int, int]]] = {}
         self._memtable: list[Row] = []
         self._memtable_bytes = 0
         self._frozen: list[_Frozen] = []
+        # Written to the log, not yet durable: invisible to readers until their fsync.
+        self._pending: list[_Pending] = []
+        self._pending_ids: dict[str, int] = {}
+        self._pending_puts: dict[tuple[str, str], str] = {}
+        # Sequence numbers of the records in each live log file: (lowest, highest).
+        self._log_seqs: dict[int, tuple[int, int]] = {}
+        self._damaged_logs: set[int] = set()
+        self._damaged_log_records = 0
+        self._freeze_from = 1
         self._next_seq = 1
         self._last_id_ms = 0
         self._id_counter = 0
         self._closing = False
         self._closed = False
+        self._bg_error: tuple[str, BaseException] | None = None
+        self._quarantined = 0
+        self._damaged_blobs_copied = 0
+        self._last_verify: VerifyReport | None = None
         self._manifest = Manifest()
         self._wal: wal_mod.WriteAheadLog
         self._flusher: threading.Thread
@@ -238,40 +299,123 @@ class ColumnStore:
     # --- opening -------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, data_dir: Path | str, options: StoreOptions | None = None) -> ColumnStore:
-        """Open (or create) the store in `data_dir`: load segments, replay the log."""
-        store = cls(Path(data_dir), options or StoreOptions())
-        store._recover()
+    def open(
+        cls,
+        data_dir: Path | str,
+        options: StoreOptions | None = None,
+        *,
+        fs: FileSystem | None = None,
+    ) -> ColumnStore:
+        """Open (or create) the store in `data_dir`: take its LOCK, load segments, replay the
+        log. DataDirLockedError when another process has it open."""
+        store = cls(Path(data_dir), options or StoreOptions(), fs)
+        store._take_lock()
+        try:
+            store._recover()
+        except BaseException:
+            store._release_lock()
+            raise
         return store
+
+    def _take_lock(self) -> None:
+        self._fs.mkdir(self.data_dir)
+        path = self.data_dir / "LOCK"
+        try:
+            self._lock_file = self._fs.lock(path)
+        except BlockingIOError as e:
+            holder = ""
+            with contextlib.suppress(OSError, ValueError):
+                holder = f" (pid {int(read_file(self._fs, path).split()[0])})"
+            raise DataDirLockedError(
+                f"data directory {self.data_dir} is in use by another process{holder}: "
+                "stop that process first, or give this one another data directory"
+            ) from e
+        pid = f"{os.getpid()}\n".encode()
+        self._lock_file.truncate(0)
+        self._lock_file.pwrite(pid, 0)
+
+    def _release_lock(self) -> None:
+        if self._lock_file is not None:
+            with contextlib.suppress(OSError):
+                self._lock_file.close()
+            self._lock_file = None
+
+    def _quarantine(self, path: Path, why: str) -> None:
+        """Move a file the store cannot account for out of the way, never deleting it."""
+        qdir = self.data_dir / "quarantine"
+        self._fs.mkdir(qdir)
+        target = qdir / f"{path.parent.name}-{path.name}.{int(time.time() * 1000)}"
+        self._fs.rename(path, target)
+        self._fs.sync_dir(qdir)
+        self._fs.sync_dir(path.parent)
+        self._quarantined += 1
+        log.warning(
+            "file moved to quarantine", extra={"path": str(path), "to": str(target), "why": why}
+        )
+
+    def _rebuild_manifest(self, seg_dir: Path, why: str) -> Manifest:
+        """A manifest made from the segment files' own footers."""
+        log.warning("rebuilding MANIFEST from the segment files", extra={"why": why})
+        found: dict[int, SegmentReader | None] = {}
+        for name in self._fs.listdir(seg_dir):
+            if name.endswith(".seg") and name[:-4].isdigit():
+                try:
+                    found[int(name[:-4])] = SegmentReader(seg_dir / name, self._fs)
+                except (DataLossError, OSError) as e:
+                    log.error("segment unreadable while rebuilding", extra={"error": str(e)})
+                    found[int(name[:-4])] = None
+        replaced = {r for s in found.values() if s is not None for r in s.replaces}
+        for segment_id in sorted(replaced & set(found)):
+            # A compaction's input whose output is here: its rows are in the output.
+            found.pop(segment_id)
+            self._quarantine(seg_dir / f"{segment_id:06d}.seg", "replaced by a compaction")
+        rows = {i: s.row_count for i, s in found.items() if s is not None}
+        return Manifest(tuple(sorted(found)), max([0, *found, *replaced]) + 1, 1, rows)
 
     def _recover(self) -> None:
         started = time.perf_counter()
+        fs = self._fs
         seg_dir = self.data_dir / "segments"
         wal_dir = self.data_dir / "wal"
-        seg_dir.mkdir(parents=True, exist_ok=True)
-        wal_dir.mkdir(parents=True, exist_ok=True)
-        self._manifest = Manifest.load(self.data_dir)
-        live = set(self._manifest.segments)
-        for path in list(seg_dir.iterdir()):
-            # Leftovers of a flush or compaction a crash interrupted before the manifest named them.
-            if path.suffix == ".tmp" or (path.suffix == ".seg" and int(path.stem) not in live):
-                log.info("removing unreferenced file", extra={"path": str(path)})
-                path.unlink()
-        versions: list[tuple[int, int, dict[str, Any], BlobSource, int]] = []
-        for segment_id in sorted(self._manifest.segments):
-            segment = self._load_segment(seg_dir / f"{segment_id:06d}.seg", versions)
-            if segment is not None:
-                self._segments.append(segment)
+        fs.mkdir(seg_dir)
+        fs.mkdir(wal_dir)
+        # Partial outputs of a flush, compaction or manifest swap a crash interrupted.
+        for directory in (seg_dir, self.data_dir):
+            for name in fs.listdir(directory):
+                if name.endswith(".tmp"):
+                    log.info("removing a partial output", extra={"path": str(directory / name)})
+                    fs.unlink(directory / name)
+        rebuilt = False
+        try:
+            manifest = Manifest.load(self.data_dir, fs)
+        except ManifestDamagedError as e:
+            self._quarantine(self.data_dir / "MANIFEST", str(e))
+            manifest, rebuilt = self._rebuild_manifest(seg_dir, str(e)), True
+        if manifest is None:
+            if any(n.endswith(".seg") for n in fs.listdir(seg_dir)):
+                manifest = self._rebuild_manifest(seg_dir, "MANIFEST missing")
+                rebuilt = True
             else:
-                self._unreadable.append(segment_id)
-        max_seq = max((v[0] for v in versions), default=0)
+                manifest = Manifest()
+        self._manifest = manifest
+        live = set(manifest.segments)
+        for name in fs.listdir(seg_dir):
+            stem = name[:-4]
+            if not (name.endswith(".seg") and stem.isdigit() and int(stem) in live):
+                # Most often a segment a crash left before the manifest named it (its rows
+                # are still in the log); kept for inspection all the same.
+                self._quarantine(seg_dir / name, "not named by the MANIFEST")
+        versions: list[tuple[int, int, dict[str, Any], BlobSource, int]] = []
+        for segment_id in sorted(manifest.segments):
+            self._load_segment(seg_dir / f"{segment_id:06d}.seg", versions)
+        covered = self._covered()
         replayed = 0
-        numbers = [n for n in wal_mod.log_numbers(wal_dir) if n >= self._manifest.wal_min]
-        for number in wal_mod.log_numbers(wal_dir):
-            if number < self._manifest.wal_min:
-                wal_mod.log_path(wal_dir, number).unlink()
+        numbers = wal_mod.log_numbers(wal_dir)
+        uncovered_min: int | None = None
+        max_seq = max((v[0] for v in versions), default=0)
         for number in numbers:
-            records, damage = wal_mod.read_log(wal_mod.log_path(wal_dir, number))
+            path = wal_mod.log_path(wal_dir, number)
+            records, damage = wal_mod.read_log(path, fs)
             for d in damage:
                 log.error(
                     "write-ahead log damage: records not replayed",
@@ -282,26 +426,44 @@ class ColumnStore:
                         "reason": d.reason,
                     },
                 )
+                if not d.is_tail:
+                    self._damaged_logs.add(number)
+                    self._damaged_log_records += 1
+            if records:
+                seqs = [seq for seq, _ in records]
+                self._log_seqs[number] = (min(seqs), max(seqs))
             for seq, payload in records:
-                if seq <= max_seq:
+                max_seq = max(max_seq, seq)
+                if _is_covered(covered, seq):
                     continue
-                row = Row.decode(seq, payload)
+                try:
+                    row = Row.decode(seq, payload)
+                except (ValueError, KeyError) as e:
+                    log.error("log record does not decode", extra={"seq": seq, "error": str(e)})
+                    self._damaged_logs.add(number)
+                    self._damaged_log_records += 1
+                    continue
+                uncovered_min = seq if uncovered_min is None else min(uncovered_min, seq)
                 self._memtable.append(row)
                 self._memtable_bytes += row.size_bytes
                 versions.append((seq, int(row.kind), row.values, row, 0))
                 replayed += 1
+        self._memtable.sort(key=lambda r: r.seq)
         versions.sort(key=lambda v: v[0])
-        for seq, kind, values, source, index in versions:
+        for _seq, kind, values, source, index in versions:
             self._apply(RowKind(kind), values, source, index)
-            self._next_seq = max(self._next_seq, seq + 1)
-        if not self._memtable:
-            # Nothing in the old logs is missing from the segments: start clean.
-            for number in numbers:
-                wal_mod.log_path(wal_dir, number).unlink()
-        next_log = max([self._manifest.wal_min, *[n + 1 for n in numbers]])
+        self._next_seq = max(self._next_seq, max_seq + 1)
+        self._freeze_from = uncovered_min if uncovered_min is not None else self._next_seq
+        next_log = max([manifest.wal_min, *[n + 1 for n in numbers]])
         self._wal = wal_mod.WriteAheadLog(
-            wal_dir, next_log, zero_fill_bytes=min(self.options.memtable_bytes, WAL_ZERO_FILL)
+            wal_dir,
+            next_log,
+            zero_fill_bytes=min(self.options.memtable_bytes, WAL_ZERO_FILL),
+            fs=fs,
         )
+        if rebuilt:
+            self._save_manifest()
+        self._retire_logs()
         self._flusher = threading.Thread(target=self._flush_loop, name="store-flusher", daemon=True)
         self._flusher.start()
         self._compactor = threading.Thread(
@@ -315,40 +477,82 @@ class ColumnStore:
                 "segments": len(self._segments),
                 "images": len(self._entries),
                 "replayed_records": replayed,
+                "unreadable_rows": self._unreadable_count(),
+                "damaged_log_records": self._damaged_log_records,
                 "open_s": round(time.perf_counter() - started, 3),
             },
         )
 
     def _load_segment(
         self, path: Path, versions: list[tuple[int, int, dict[str, Any], BlobSource, int]]
-    ) -> SegmentReader | None:
+    ) -> None:
+        segment_id = int(path.stem)
         try:
-            segment = SegmentReader(path)
+            segment = SegmentReader(path, self._fs)
         except (DataLossError, OSError) as e:
-            log.error("segment unreadable, its rows are not served", extra={"error": str(e)})
-            return None
+            reason = str(e) if self._fs.exists(path) else f"{path.name} is missing"
+            log.error("segment unreadable, its rows answer data loss", extra={"error": reason})
+            self._unreadable[segment_id] = reason
+            self._unreadable_rows += self._manifest.rows.get(segment_id, 0)
+            self._covers[segment_id] = []
+            return
+        self._segments.append(segment)
+        self._covers[segment_id] = segment.covers if segment.described else [(1, segment.seq_max)]
         try:
             rows = segment_rows(segment)
         except DataLossError as e:
             log.error("segment column damaged", extra={"error": str(e)})
-            self._mark_damaged(segment)
-            return segment
+            self._mark_damaged(segment, str(e))
+            return
+        if not segment.described:
+            self._covers[segment_id] = [(1, max((v["seq"] for v in rows), default=0))]
         for i, values in enumerate(rows):
             versions.append((values["seq"], values["kind"], values, segment, i))
         self._segment_dead[segment.segment_id] = _dead_counts(v["kind"] for v in rows)
-        return segment
 
-    def _mark_damaged(self, segment: SegmentReader) -> None:
-        """A segment whose small columns fail: its ids (if readable) answer DATA_LOSS."""
+    def _mark_damaged(self, segment: SegmentReader, detail: str) -> None:
+        """A segment whose small columns fail: its ids (from either copy) answer DATA_LOSS;
+        when neither copy reads, its rows are counted as unreadable."""
+        self._damaged_segments.add(segment.segment_id)
         try:
-            ids = segment.column("id")
+            ids = segment.ids()
         except DataLossError:
             log.error("segment ids unreadable", extra={"segment": segment.name})
+            self._unreadable_rows += segment.row_count
             return
-        for image_id in ids:
-            self._damaged[image_id] = segment.name
+        try:
+            filenames: list[str] = segment.column("filename")
+        except DataLossError:
+            filenames = [""] * len(ids)
+        for image_id, filename in zip(ids, filenames, strict=False):
+            self._damaged[image_id] = f"{segment.name}: {detail}"
+            if filename:
+                self._damaged_filenames.add(filename, image_id)
+
+    def _covered(self) -> list[tuple[int, int]]:
+        """The union of every segment's covered sequence ranges, merged and sorted."""
+        ranges = sorted(r for rs in self._covers.values() for r in rs)
+        merged: list[tuple[int, int]] = []
+        for lo, hi in ranges:
+            if merged and lo <= merged[-1][1] + 1:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+            else:
+                merged.append((lo, hi))
+        return merged
 
     # --- applying changes to the in-memory view -------------------------------------------------
+
+    def _index_add(self, meta: ImageMeta) -> None:
+        status = str(int(meta.status))
+        self._by_status.add(status, meta.id)
+        self._by_owner.add(meta.owner, meta.id)
+        self._by_owner_status.add(f"{meta.owner}\0{status}", meta.id)
+
+    def _index_remove(self, meta: ImageMeta) -> None:
+        status = str(int(meta.status))
+        self._by_status.remove(status, meta.id)
+        self._by_owner.remove(meta.owner, meta.id)
+        self._by_owner_status.remove(f"{meta.owner}\0{status}", meta.id)
 
     def _apply(self, kind: RowKind, values: dict[str, Any], source: BlobSource, index: int) -> None:
         image_id = values["id"]
@@ -361,6 +565,7 @@ class ColumnStore:
             self._entries[image_id] = _Entry(meta, (source, index), vector)
             self._filenames.add(meta.filename, image_id)
             self._shas.add(meta.sha256, image_id)
+            self._index_add(meta)
             bisect.insort(self._order, image_id)
             self._raw_image_bytes += meta.byte_size
         elif kind is RowKind.ANNOTATE:
@@ -368,7 +573,9 @@ class ColumnStore:
             if entry is None:
                 return
             full = {c.name: values.get(c.name, c.default) for c in COLUMNS}
+            self._index_remove(entry.meta)
             entry.meta = dataclasses.replace(entry.meta, **_annotations_of(full))
+            self._index_add(entry.meta)
             entry.vector = (source, index) if entry.meta.has_feature_vector else None
         else:
             gone = self._entries.pop(image_id, None)
@@ -376,35 +583,170 @@ class ColumnStore:
                 return
             self._filenames.remove(gone.meta.filename, image_id)
             self._shas.remove(gone.meta.sha256, image_id)
+            self._index_remove(gone.meta)
             i = bisect.bisect_left(self._order, image_id)
             if i < len(self._order) and self._order[i] == image_id:
                 del self._order[i]
             self._raw_image_bytes -= gone.meta.byte_size
 
-    def _write(self, row: Row) -> wal_mod.LogPosition:
-        """Log and apply `row`; call with the lock held, then `sync` the position unlocked."""
-        position = self._wal.append(row.seq, row.encode())
-        self._apply(row.kind, row.values, row, 0)
-        self._memtable.append(row)
-        self._memtable_bytes += row.size_bytes
-        if self._memtable_bytes >= self.options.memtable_bytes:
-            self._freeze()
-        return position
+    # --- the write path: log, fsync, then apply -------------------------------------------------
 
-    def _freeze(self) -> None:
-        if not self._memtable:
+    def _submit(self, row: Row, owner_sha: tuple[str, str] | None = None) -> _Pending:
+        """Append `row` to the log (lock held). It becomes visible only in `_commit`, once
+        its record is durable."""
+        try:
+            position = self._wal.append(row.seq, row.encode())
+        except StorageFullError:
+            raise
+        except OSError as e:
+            self._latch("log write", e)
+            self._check_writable()
+            raise
+        pending = _Pending(row, position)
+        self._pending.append(pending)
+        self._pending_ids[row.image_id] = self._pending_ids.get(row.image_id, 0) + 1
+        if owner_sha is not None:
+            self._pending_puts[owner_sha] = row.image_id
+        lo, hi = self._log_seqs.get(position[0], (row.seq, row.seq))
+        self._log_seqs[position[0]] = (min(lo, row.seq), max(hi, row.seq))
+        return pending
+
+    def _commit(self, pending: _Pending) -> None:
+        """Wait for the record's group fsync, then make it (and every record before it)
+        visible. A failed fsync leaves it invisible and latches the error."""
+        try:
+            self._wal.sync(pending.position)
+        except OSError as e:
+            with self._lock:
+                self._latch("log fsync", e)
+                self._drop_unsynced()
+            raise self._error_for("log fsync", e) from e
+        with self._lock:
+            self._apply_synced()
+            if pending.state != "applied":
+                raise BackgroundError(f"the write was not made durable: {self._bg_error}")
+            if self._memtable_bytes >= self.options.memtable_bytes:
+                self._freeze(wait=True)
+
+    def _forget_pending(self, pending: _Pending) -> None:
+        image_id = pending.row.image_id
+        left = self._pending_ids.get(image_id, 1) - 1
+        if left:
+            self._pending_ids[image_id] = left
+        else:
+            self._pending_ids.pop(image_id, None)
+        if pending.row.kind is RowKind.PUT:
+            key = (pending.row.values["sha256"], pending.row.values["owner"])
+            if self._pending_puts.get(key) == image_id:
+                del self._pending_puts[key]
+
+    def _apply_synced(self) -> None:
+        """Apply, in sequence order, every pending row whose record is durable."""
+        synced = self._wal.synced
+        done = 0
+        for pending in self._pending:
+            if pending.position > synced:
+                break
+            row = pending.row
+            self._apply(row.kind, row.values, row, 0)
+            self._memtable.append(row)
+            self._memtable_bytes += row.size_bytes
+            pending.state = "applied"
+            self._forget_pending(pending)
+            done += 1
+        if done:
+            del self._pending[:done]
+            self._cond.notify_all()
+
+    def _drop_unsynced(self) -> None:
+        """After a failed fsync: rows not known durable are never applied."""
+        synced = self._wal.synced
+        keep = []
+        for pending in self._pending:
+            if pending.position > synced:
+                pending.state = "failed"
+                self._forget_pending(pending)
+            else:
+                keep.append(pending)
+        self._pending = keep
+        self._apply_synced()
+        self._cond.notify_all()
+
+    def _wait_not_pending(self, image_id: str) -> None:
+        """Read-modify-write of one image waits until its earlier writes are settled."""
+        while image_id in self._pending_ids:
+            self._cond.wait(timeout=1.0)
+
+    def _freeze(self, *, wait: bool = False, recovering: bool = False) -> None:
+        """Rotate the log and hand the memtable to the flusher. A rotation failure is latched
+        (raised only when `recovering`): the writes already made stay durable and visible."""
+        if not self._memtable and not self._pending and self._wal.failed is None:
             return
-        new_log = self._wal.rotate()
-        self._frozen.append(_Frozen(self._memtable, new_log))
+        if self._wal.failed is not None:
+            self._drop_unsynced()
+        try:
+            new_log = self._wal.rotate()
+        except OSError as e:
+            self._latch("log rotation", e)
+            if recovering:
+                raise
+            return
+        self._apply_synced()
+        last = self._next_seq - 1
+        if self._memtable or last >= self._freeze_from:
+            self._frozen.append(
+                _Frozen(
+                    self._memtable,
+                    new_log,
+                    [(self._freeze_from, last)] if last >= self._freeze_from else [],
+                )
+            )
+        self._freeze_from = last + 1
         self._memtable = []
         self._memtable_bytes = 0
         self._cond.notify_all()
-        while len(self._frozen) > self.options.max_frozen_memtables and not self._closed:
+        while (
+            wait
+            and len(self._frozen) > self.options.max_frozen_memtables
+            and not self._closed
+            and self._bg_error is None
+        ):
             self._cond.wait(timeout=1.0)
+
+    def _latch(self, what: str, error: BaseException) -> None:
+        """Keep the first background failure; writes fail fast with it until it clears."""
+        if self._bg_error is None:
+            self._bg_error = (what, error)
+            log.error(
+                "background error latched: writes are refused until it clears",
+                extra={"what": what, "error": str(error)},
+            )
+        self._cond.notify_all()
+
+    def _clear_latch(self) -> None:
+        if self._bg_error is not None:
+            log.warning(
+                "background error cleared: writes resume", extra={"what": self._bg_error[0]}
+            )
+            self._bg_error = None
+            self._cond.notify_all()
+
+    @staticmethod
+    def _error_for(what: str, error: BaseException) -> StoreError:
+        if isinstance(error, StorageFullError) or (
+            isinstance(error, OSError) and error.errno == errno.ENOSPC
+        ):
+            return StorageFullError(f"storage is full ({what} failed); free space to resume")
+        return BackgroundError(
+            f"{what} failed ({error}); writes are refused until it succeeds again "
+            "(retried in the background)"
+        )
 
     def _check_writable(self) -> None:
         if self._closing or self._closed:
             raise StoreClosedError("the store is closed")
+        if self._bg_error is not None:
+            raise self._error_for(*self._bg_error)
 
     def _entry(self, image_id: str) -> _Entry:
         entry = self._entries.get(image_id)
@@ -471,18 +813,22 @@ class ColumnStore:
         with self._lock:
             self._check_writable()
             if not keep_duplicate:
+                # An identical put still in flight decides first.
+                while (image.sha256, owner) in self._pending_puts:
+                    self._cond.wait(timeout=1.0)
                 for other in self._shas.lookup(image.sha256):
                     existing = self._entries[other].meta
                     if existing.owner == owner:
                         return PutResult(existing, (), already_stored=True)
+                self._check_writable()
             image_id, created_ms = self._new_id()
             values["id"] = image_id
             values["created_at_ms"] = created_ms
             duplicates = tuple(self._shas.lookup(image.sha256))
             row = Row(self._take_seq(), RowKind.PUT, values, blobs)
-            position = self._write(row)
-            meta = self._entries[image_id].meta
-        self._wal.sync(position)
+            meta = _meta_from(values)
+            pending = self._submit(row, (image.sha256, owner))
+        self._commit(pending)
         return PutResult(meta, duplicates)
 
     def update_annotations(self, image_id: str, update: AnnotationUpdate) -> ImageMeta:
@@ -496,6 +842,7 @@ class ColumnStore:
             raise InvalidRequestError("status must be PENDING, READY or FAILED")
         with self._lock:
             self._check_writable()
+            self._wait_not_pending(image_id)
             entry = self._entry(image_id)
             meta = entry.meta
             changes: dict[str, Any] = {}
@@ -517,18 +864,18 @@ class ColumnStore:
             new_meta = dataclasses.replace(meta, **changes)
             values = {"id": image_id, **_annotation_values(new_meta)}
             row = Row(self._take_seq(), RowKind.ANNOTATE, values, {"feature_vector": vector})
-            position = self._write(row)
-            result = self._entries[image_id].meta
-        self._wal.sync(position)
-        return result
+            pending = self._submit(row)
+        self._commit(pending)
+        return new_meta
 
     def delete(self, image_id: str) -> ImageMeta:
         with self._lock:
             self._check_writable()
+            self._wait_not_pending(image_id)
             meta = self._entry(image_id).meta
             row = Row(self._take_seq(), RowKind.DELETE, {"id": image_id})
-            position = self._write(row)
-        self._wal.sync(position)
+            pending = self._submit(row)
+        self._commit(pending)
         return meta
 
     # --- reads ---------------------------------------------------------------------------------
@@ -580,8 +927,22 @@ class ColumnStore:
         return Thumbnail(_read(ref, "thumb_small"), meta.thumb_content_type, w, h)
 
     def find_by_filename(self, filename: str, limit: int = 0) -> list[ImageMeta]:
+        """Live images with this filename, newest first. DataLossError when an image of that
+        name is in a damaged segment (it is never silently left out)."""
         with self._lock:
+            damaged = [
+                i for i in self._damaged_filenames.lookup(filename) if i not in self._entries
+            ]
+            if damaged:
+                raise DataLossError(
+                    self._damaged[damaged[0]],
+                    f"{len(damaged)} image(s) named {filename[:200]!r} are damaged "
+                    f"(ids {', '.join(d[:40] for d in damaged[:5])})",
+                )
             return [self._entries[i].meta for i in self._filenames.lookup(filename, limit)]
+
+    def _unreadable_count(self) -> int:
+        return self._unreadable_rows + sum(1 for i in self._damaged if i not in self._entries)
 
     def list_images(
         self,
@@ -590,31 +951,29 @@ class ColumnStore:
         owner: str = "",
         status: AnalysisStatus = AnalysisStatus.UNSPECIFIED,
     ) -> Page:
+        """Newest first; O(page) for every filter (per-owner and per-status id lists are
+        kept as rows are applied). `unreadable_count` says how many acknowledged rows cannot
+        be read now (damaged segments), so they are never silently missing."""
         size = DEFAULT_PAGE_SIZE if page_size <= 0 else min(page_size, MAX_PAGE_SIZE)
         after = _decode_token(page_token) if page_token else None
-
-        def wanted(meta: ImageMeta) -> bool:
-            return (not owner or meta.owner == owner) and (
-                status is AnalysisStatus.UNSPECIFIED or meta.status == status
-            )
-
         with self._lock:
-            end = bisect.bisect_left(self._order, after) if after is not None else len(self._order)
-            found: list[ImageMeta] = []
-            i = end - 1
-            while i >= 0 and len(found) <= size:
-                meta = self._entries[self._order[i]].meta
-                if wanted(meta):
-                    found.append(meta)
-                i -= 1
-            if owner or status is not AnalysisStatus.UNSPECIFIED:
-                total = sum(1 for e in self._entries.values() if wanted(e.meta))
+            if owner and status is not AnalysisStatus.UNSPECIFIED:
+                ids = self._by_owner_status.ids(f"{owner}\0{int(status)}")
+            elif owner:
+                ids = self._by_owner.ids(owner)
+            elif status is not AnalysisStatus.UNSPECIFIED:
+                ids = self._by_status.ids(str(int(status)))
             else:
-                total = len(self._order)
+                ids = self._order
+            end = bisect.bisect_left(ids, after) if after is not None else len(ids)
+            chosen = ids[max(0, end - size - 1) : end][::-1]
+            found = [self._entries[i].meta for i in chosen]
+            total = len(ids)
+            unreadable = self._unreadable_count()
         more = len(found) > size
         page = found[:size]
         token = _encode_token(page[-1].id) if more and page else ""
-        return Page(tuple(page), token, total)
+        return Page(tuple(page), token, total, unreadable)
 
     def stats(self) -> StoreStats:
         with self._lock:
@@ -624,13 +983,19 @@ class ColumnStore:
             memtable_rows = len(pending)
             deleted = tombstones + sum(1 for r in pending if r.kind is RowKind.DELETE)
             images, raw = len(self._entries), self._raw_image_bytes
+            unreadable = self._unreadable_count()
+            bg = f"{self._bg_error[0]}: {self._bg_error[1]}" if self._bg_error else ""
         columns: dict[str, list[int]] = {c.name: [0, 0] for c in COLUMNS}
         for segment in segments:
             for name, (raw_b, stored_b) in segment.column_bytes().items():
                 if name in columns:
                     columns[name][0] += raw_b
                     columns[name][1] += stored_b
-        wal_bytes = sum(p.stat().st_size for p in (self.data_dir / "wal").iterdir())
+        wal_dir = self.data_dir / "wal"
+        wal_bytes = 0
+        for name in self._fs.listdir(wal_dir):
+            with contextlib.suppress(OSError):
+                wal_bytes += (wal_dir / name).stat().st_size
         manifest = self.data_dir / "MANIFEST"
         manifest_bytes = manifest.stat().st_size if manifest.exists() else 0
         return StoreStats(
@@ -642,7 +1007,96 @@ class ColumnStore:
             wal_bytes=wal_bytes,
             memtable_rows=memtable_rows,
             columns=tuple(ColumnStat(n, r, s) for n, (r, s) in columns.items()),
+            unreadable_rows=unreadable,
+            background_error=bg,
+            quarantined_files=self._quarantined,
+            damaged_log_records=self._damaged_log_records,
         )
+
+    def count(self, owner: str = "", status: AnalysisStatus = AnalysisStatus.UNSPECIFIED) -> int:
+        """How many live images match, without a scan."""
+        return self.list_images(1, "", owner, status).total_count
+
+    # --- verify (scrub) ------------------------------------------------------------------------
+
+    @property
+    def last_verify(self) -> VerifyReport | None:
+        return self._last_verify
+
+    def verify(self, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
+        """Read and check every block of every segment, the MANIFEST and the log files;
+        `progress(done, total)` in bytes. Reports what is damaged and the image ids affected.
+        Runs without the store lock (segments are immutable; readers keep going)."""
+        with self._lock:
+            segments = list(self._segments)
+            unreadable = dict(self._unreadable)
+            damaged_known = dict(self._damaged)
+        wal_dir = self.data_dir / "wal"
+        logs = [wal_mod.log_path(wal_dir, n) for n in wal_mod.log_numbers(wal_dir)]
+        manifest_path = self.data_dir / "MANIFEST"
+        total = sum(s.file_bytes for s in segments)
+        for path in [*logs, manifest_path]:
+            with contextlib.suppress(OSError):
+                total += path.stat().st_size
+        done = 0
+        blocks = 0
+        found: list[DamagedItem] = []
+
+        def advance(n: int) -> None:
+            nonlocal done
+            done += n
+            if progress is not None:
+                progress(min(done, total), total)
+
+        for segment_id, reason in sorted(unreadable.items()):
+            lost = tuple(i for i, why in damaged_known.items() if f"{segment_id:06d}.seg" in why)
+            found.append(DamagedItem(f"segments/{segment_id:06d}.seg", reason, lost))
+        for segment in segments:
+            problems = segment.verify(lambda n: advance(n))
+            blocks += len(segment.column_bytes()) + segment.row_count * 4
+            if not problems:
+                continue
+            ids: list[str] = []
+            with contextlib.suppress(DataLossError):
+                ids = segment.ids()
+            for _column, row, detail in problems:
+                affected = ((ids[row],) if row < len(ids) else ()) if row >= 0 else tuple(ids)
+                found.append(DamagedItem(segment.name, detail, affected))
+        try:
+            Manifest.load(self.data_dir, self._fs)
+        except ManifestDamagedError as e:
+            found.append(DamagedItem("MANIFEST", str(e)))
+        with contextlib.suppress(OSError):
+            advance(manifest_path.stat().st_size)
+        for path in logs:
+            try:
+                _records, damage = wal_mod.read_log(path, self._fs)
+            except OSError as e:
+                found.append(DamagedItem(f"wal/{path.name}", f"unreadable: {e}"))
+                continue
+            for d in damage:
+                if not d.is_tail:
+                    found.append(
+                        DamagedItem(
+                            f"wal/{path.name}", f"{d.reason} at offset {d.offset} ({d.length} B)"
+                        )
+                    )
+            with contextlib.suppress(OSError):
+                advance(path.stat().st_size)
+            blocks += 1
+        report = VerifyReport(
+            files_checked=len(segments) + len(unreadable) + len(logs) + 1,
+            blocks_checked=blocks,
+            bytes_checked=done,
+            damaged=tuple(found),
+            finished_at_ms=int(time.time() * 1000),
+        )
+        self._last_verify = report
+        log.info(
+            "verify finished",
+            extra={"damaged": len(found), "bytes": done, "files": report.files_checked},
+        )
+        return report
 
     # --- flushing and compaction ---------------------------------------------------------------
 
@@ -650,24 +1104,52 @@ class ColumnStore:
         """Write the memtable to a segment now and wait until it is installed."""
         with self._lock:
             self._check_writable()
-            self._freeze()
+            try:
+                self._freeze(recovering=True)
+            except OSError as e:
+                raise self._error_for("log rotation", e) from e
             while self._frozen:
+                self._check_writable()
                 self._cond.wait(timeout=1.0)
 
     def _flush_loop(self) -> None:
+        delay = self.options.retry_initial_s
         while True:
             with self._lock:
-                while not self._frozen and not self._closing:
+                while not self._frozen and not self._closing and self._bg_error is None:
                     self._cond.wait()
-                if not self._frozen:
+                if self._closing and not self._frozen:
+                    # Shut down; when a flush fails then, the log keeps its rows.
                     return
-                job = self._frozen[0]
+                failed = self._bg_error
             try:
-                self._flush_one(job)
-            except Exception:  # noqa: BLE001 - keep the log; retry rather than lose the rows
-                log.exception("memtable flush failed; will retry")
-                time.sleep(1.0)
+                if failed is not None and failed[0] in ("log fsync", "log rotation", "log write"):
+                    with self._lock:
+                        self._freeze(recovering=True)
+                with self._lock:
+                    job = self._frozen[0] if self._frozen else None
+                if job is not None:
+                    self._flush_one(job)
+                if failed is not None and failed[0] == "compaction":
+                    self.compact(background=True, _recovering=True)
+            except Exception as e:  # noqa: BLE001 - latched; retried with backoff
+                with self._lock:
+                    if failed is None or failed[0] != "compaction":
+                        self._latch("flush" if failed is None else failed[0], e)
+                    if self._closing:
+                        log.error("flush failed at shutdown; the log keeps its rows")
+                        return
+                    log.warning(
+                        "background work failed; retrying",
+                        extra={"error": str(e), "retry_in_s": delay},
+                    )
+                    self._cond.wait(timeout=delay)
+                delay = min(delay * 2, self.options.retry_max_s)
                 continue
+            delay = self.options.retry_initial_s
+            with self._lock:
+                if self._bg_error is not None and self._bg_error is failed:
+                    self._clear_latch()
             if self._pick_compaction():
                 self._compact_wanted.set()
 
@@ -682,30 +1164,53 @@ class ColumnStore:
                 self.compact(background=True)
             except StoreClosedError:
                 return
-            except Exception:  # noqa: BLE001 - keep serving; the next flush asks again
-                log.exception("background compaction failed")
+            except StoreError:
+                pass  # latched (or writes refused): the flusher retries it
+            except Exception as e:  # noqa: BLE001 - latched; the flusher retries it
+                with self._lock:
+                    self._latch("compaction", e)
 
     def _manifest_segments(self) -> tuple[int, ...]:
         # Unreadable segments stay listed, so their files are kept for inspection or repair.
         return tuple(s.segment_id for s in self._segments) + tuple(self._unreadable)
 
-    def _allocate_segment_path(self) -> Path:
+    def _save_manifest(self, wal_min: int | None = None) -> None:
+        rows = {s.segment_id: s.row_count for s in self._segments}
+        rows.update({i: self._manifest.rows.get(i, 0) for i in self._unreadable})
+        self._manifest = Manifest(
+            self._manifest_segments(),
+            self._manifest.next_segment_id,
+            self._manifest.wal_min if wal_min is None else wal_min,
+            rows,
+        )
+        self._manifest.save(self.data_dir, self._fs)
+
+    def _allocate_segment_id(self) -> int:
         with self._lock:
             segment_id = self._manifest.next_segment_id
             self._manifest = dataclasses.replace(self._manifest, next_segment_id=segment_id + 1)
+        return segment_id
+
+    def _segment_path(self, segment_id: int) -> Path:
         return self.data_dir / "segments" / f"{segment_id:06d}.seg"
 
     def _flush_one(self, job: _Frozen) -> None:
-        path = self._allocate_segment_path()
-        write_segment(path, job.rows)
-        segment = SegmentReader(path)
+        if job.segment_id is None:
+            # One id per job, however often it is retried.
+            job.segment_id = self._allocate_segment_id()
+        path = self._segment_path(job.segment_id)
+        write_segment(path, job.rows, fs=self._fs, covers=job.covers)
+        segment = SegmentReader(path, self._fs)
         with self._lock:
             self._segments.append(segment)
+            self._covers[segment.segment_id] = list(job.covers)
             self._segment_dead[segment.segment_id] = _dead_counts(r.kind for r in job.rows)
-            self._manifest = Manifest(
-                self._manifest_segments(), self._manifest.next_segment_id, job.wal_min
-            )
-            self._manifest.save(self.data_dir)
+            try:
+                self._save_manifest(job.wal_min)
+            except BaseException:
+                self._segments.remove(segment)
+                self._covers.pop(segment.segment_id, None)
+                raise
             for i, row in enumerate(job.rows):
                 entry = self._entries.get(row.image_id)
                 if entry is None:
@@ -715,18 +1220,41 @@ class ColumnStore:
                     entry.image = (segment, i)
                 if entry.vector is not None and entry.vector[0] is row:
                     entry.vector = (segment, i)
-            for number in wal_mod.log_numbers(self.data_dir / "wal"):
-                if number < job.wal_min:
-                    self._wal.recycle(wal_mod.log_path(self.data_dir / "wal", number))
             self._frozen.pop(0)
             self._cond.notify_all()
+            self._retire_logs()
         log.info("memtable flushed", extra={"segment": segment.name, "rows": len(job.rows)})
+
+    def _retire_logs(self) -> None:
+        """Remove (recycle) every older log file all of whose records the segments cover,
+        by sequence number; a damaged one goes to quarantine instead. Lock held."""
+        covered = self._covered()
+        wal_dir = self.data_dir / "wal"
+        for number in wal_mod.log_numbers(wal_dir):
+            if number >= self._wal.number:
+                continue
+            seqs = self._log_seqs.get(number)
+            if seqs is not None and not _range_covered(covered, *seqs):
+                continue
+            path = wal_mod.log_path(wal_dir, number)
+            try:
+                if number in self._damaged_logs:
+                    self._quarantine(path, "log with damaged records")
+                    self._damaged_logs.discard(number)
+                else:
+                    self._wal.recycle(path)
+            except OSError as e:
+                log.warning(
+                    "could not retire a log file", extra={"path": str(path), "error": str(e)}
+                )
+                continue
+            self._log_seqs.pop(number, None)
 
     def _pick_compaction(self) -> list[SegmentReader]:
         """What the background policy merges now: every segment when many rows are dead,
-        else a full size tier, else nothing."""
+        else a full size tier, else nothing. Damaged segments are left out."""
         with self._lock:
-            segments = list(self._segments)
+            segments = [s for s in self._segments if s.segment_id not in self._damaged_segments]
             rows = sum(s.row_count for s in segments)
             dead = sum(self._segment_dead.get(s.segment_id, (0, 0))[1] for s in segments)
         if len(segments) > 1 and rows > 0 and dead / rows >= self.options.compact_dead_fraction:
@@ -736,20 +1264,30 @@ class ColumnStore:
         )
 
     def compact(
-        self, segment_ids: Collection[int] | None = None, *, background: bool = False
+        self,
+        segment_ids: Collection[int] | None = None,
+        *,
+        background: bool = False,
+        _recovering: bool = False,
     ) -> CompactionReport:
         """Merge segments, dropping deleted rows and old versions: all of them (the Compact
-        call), those named, or what the background policy picks."""
+        call), those named, or what the background policy picks. Segments with a damaged
+        small column are left out; a damaged blob value is copied as damaged (its row kept,
+        reads of that value answer data loss)."""
         with self._compaction_lock:
             with self._lock:
-                self._check_writable()
+                if self._closing or self._closed:
+                    raise StoreClosedError("the store is closed")
+                if not _recovering:
+                    self._check_writable()
                 if background:
                     old = self._pick_compaction()
                 else:
                     old = [
                         s
                         for s in self._segments
-                        if segment_ids is None or s.segment_id in segment_ids
+                        if (segment_ids is None or s.segment_id in segment_ids)
+                        and s.segment_id not in self._damaged_segments
                     ]
                 segments_before = len(self._segments)
             if background and not old:
@@ -758,18 +1296,35 @@ class ColumnStore:
             if not old:
                 return CompactionReport(0, 0, 0, 0, 0)
             merged, dropped = merge_segments(old)
+            old_ids = {s.segment_id for s in old}
+            with self._lock:
+                covers = [r for s in old for r in self._covers.get(s.segment_id, [])]
             new_segment: SegmentReader | None = None
             if merged:
-                path = self._allocate_segment_path()
-                write_segment(path, merged)
-                new_segment = SegmentReader(path)
+                segment_id = self._allocate_segment_id()
+                path = self._segment_path(segment_id)
+                damaged = write_segment(
+                    path, merged, fs=self._fs, covers=covers, replaces=sorted(old_ids)
+                )
+                for index, column, detail in damaged:
+                    log.error(
+                        "compaction copied a damaged value as damaged",
+                        extra={
+                            "id": merged[index].values["id"],
+                            "column": column,
+                            "detail": detail,
+                        },
+                    )
+                self._damaged_blobs_copied += len(damaged)
+                new_segment = SegmentReader(path, self._fs)
             with self._lock:
-                old_ids = {s.segment_id for s in old}
                 keep = [s for s in self._segments if s.segment_id not in old_ids]
                 self._segments = ([new_segment] if new_segment else []) + keep
                 for s in old:
                     self._segment_dead.pop(s.segment_id, None)
+                    self._covers.pop(s.segment_id, None)
                 if new_segment is not None:
+                    self._covers[new_segment.segment_id] = covers
                     self._segment_dead[new_segment.segment_id] = _dead_counts(
                         r.values["kind"] for r in merged
                     )
@@ -788,13 +1343,18 @@ class ColumnStore:
                             and vec[0].segment_id in old_ids
                         ):
                             entry.vector = (new_segment, i)
-                self._manifest = dataclasses.replace(
-                    self._manifest, segments=self._manifest_segments()
-                )
-                self._manifest.save(self.data_dir)
+                else:
+                    # Nothing left: the covered ranges must not be forgotten.
+                    self._covers[-min(old_ids)] = covers
+                try:
+                    self._save_manifest()
+                except BaseException:
+                    self._segments = [s for s in self._segments if s is not new_segment] + old
+                    raise
                 segments_after = len(self._segments)
             for s in old:
-                s.retire()
+                with contextlib.suppress(OSError):
+                    s.retire()
             bytes_after = new_segment.file_bytes if new_segment else 0
             log.info(
                 "compacted",
@@ -812,25 +1372,30 @@ class ColumnStore:
     # --- closing -------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Flush the memtable, stop the flusher and close the log. Idempotent."""
+        """Flush the memtable, stop the background threads and close the log. Idempotent and
+        bounded: if the disk keeps failing, the rows stay in the log for the next open."""
         with self._lock:
             if self._closed or self._closing:
                 return
-            with contextlib.suppress(StoreClosedError):
-                self._freeze()
+            if self._bg_error is None:
+                with contextlib.suppress(StoreError, OSError):
+                    self._freeze()
             self._closing = True
             self._cond.notify_all()
-        self._flusher.join()
+        timeout = self.options.close_timeout_s
+        self._flusher.join(timeout)
         self._compact_wanted.set()
-        self._compactor.join()
+        self._compactor.join(timeout)
         with self._lock:
-            self._wal.close()
-            if not self._memtable and not self._frozen:
-                # Every record is in a segment now: the next open starts with an empty log.
-                for path in (self.data_dir / "wal").iterdir():
-                    path.unlink()
+            if self._flusher.is_alive():
+                log.error("flusher did not stop in time; the log keeps the unflushed rows")
+            with contextlib.suppress(OSError):
+                self._retire_logs()
+            with contextlib.suppress(OSError):
+                self._wal.close()
             self._closed = True
             self._cond.notify_all()
+        self._release_lock()
         log.info("column store closed", extra={"data_dir": str(self.data_dir)})
 
     def __enter__(self) -> ColumnStore:
@@ -838,6 +1403,16 @@ class ColumnStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _range_covered(ranges: list[tuple[int, int]], lo: int, hi: int) -> bool:
+    """True when every sequence number in lo..hi lies in the merged, sorted `ranges`."""
+    i = bisect.bisect_right(ranges, (lo, float("inf"))) - 1
+    return i >= 0 and ranges[i][0] <= lo and hi <= ranges[i][1]
+
+
+def _is_covered(ranges: list[tuple[int, int]], seq: int) -> bool:
+    return _range_covered(ranges, seq, seq)
 
 
 def directory_bytes(path: Path) -> int:

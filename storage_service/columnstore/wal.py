@@ -1,10 +1,22 @@
 """The write-ahead log: every change is appended here and fsynced before it is acknowledged.
 
-Files are `wal/000007.log`; each holds records
+Files are `wal/000007.log`. Format 2 (written now) is LevelDB's block format, in its
+"recyclable" variant: the file starts with the 8-byte magic `IRWAL002`, then is a sequence of
+32 KiB blocks; a logical record (seq u64 | row payload) is cut into fragments that never cross
+a block boundary, each with an 11-byte header
 
-    payload_length u32 | crc32 u32 | seq u64 | log_number u32 | payload
+    crc32 u32 | length u16 | type u8 (FULL 1, FIRST 2, MIDDLE 3, LAST 4) | log_number u32
 
-where the CRC covers seq, log_number and payload.
+where the CRC covers type, log_number and the fragment's bytes. A block's last < 11 bytes are
+zero padding. Because every block starts a fragment, a reader that meets a damaged fragment
+skips to the next block and resynchronises there: one flipped byte costs the records touching
+that block, never the rest of the file. Damage is counted and reported; a stretch that is
+followed by intact records of the same log is damage, a stretch after the last one is the torn
+tail a crash leaves (the write it held was never acknowledged).
+
+Format 1 (records back to back, `payload_length u32 | crc32 u32 | seq u64 | log_number u32 |
+payload`) is still read, so data dirs written before keep working; new records are always
+format 2, and a format-1 file is never appended to.
 
 Group commit: writers append under a short lock, then call `sync(position)`. The first writer
 to need an fsync becomes the leader and fsyncs everything written so far; writers whose records
@@ -13,19 +25,15 @@ that fsync covered return without one of their own, so concurrent writers share 
 Cheap fsyncs: an fsync after appending to a growing file must also commit the new size and
 block allocation to the file system journal, which costs about as much again as the data. So
 log files are written in place over blocks that already exist: the first one is zero-filled
-when the store opens, and a log file the flusher no longer needs is kept as `recycle.wal` and
-becomes the next log file. Old records left in a recycled file carry another log number, so
-replay stops at them (as at zeros) rather than taking them for data or for damage.
-
-On start, `read_log` replays a file. A torn tail (a record cut short by a crash, or whose
-checksum fails) is dropped and reported, never applied. A damaged record in the middle of a
-file is skipped alone when the record after it checks out, so one flipped byte costs one record.
+when the store opens (when the disk has room for it), and a log file the store no longer needs
+is kept as `recycle.wal` and becomes the next log file. Old fragments left in a recycled file
+carry another log number, so they are never taken for this log's records.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
-import os
 import struct
 import threading
 import zlib
@@ -33,14 +41,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from storage_service.columnstore.errors import StoreClosedError
+from storage_service.columnstore.errors import StorageFullError, StoreClosedError
+from storage_service.columnstore.fs import File, FileSystem, OsFileSystem, read_file
 
 log = logging.getLogger(__name__)
 
+# Format 1 record header (read only).
 RECORD_HEADER = struct.Struct("<IIQI")
 _SEQ_AND_NUMBER = struct.Struct("<QI")
 # A record longer than this is damage, not data (images are capped far below it).
 MAX_RECORD_BYTES = 1 << 30
+
+MAGIC = b"IRWAL002"
+BLOCK_SIZE = 32 * 1024
+FRAGMENT_HEADER = struct.Struct("<IHBI")
+_SEQ = struct.Struct("<Q")
+FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
+
 PREALLOCATE_BYTES = 4 * 1024 * 1024
 RECYCLE_NAME = "recycle.wal"
 _ZEROS = bytes(1024 * 1024)
@@ -63,9 +80,40 @@ def _record_crc(seq: int, number: int, *parts: bytes | memoryview) -> int:
     return crc & 0xFFFFFFFF
 
 
-def encode_record_header(seq: int, number: int, parts: Sequence[bytes]) -> bytes:
-    length = sum(len(p) for p in parts)
-    return RECORD_HEADER.pack(length, _record_crc(seq, number, *parts), seq, number)
+def encode_v1_record(seq: int, number: int, payload: bytes) -> bytes:
+    """One format-1 record (only tests write format 1 now: to check it is still read)."""
+    crc = _record_crc(seq, number, payload)
+    return RECORD_HEADER.pack(len(payload), crc, seq, number) + payload
+
+
+def _fragment_crc(kind: int, number: int, data: bytes | memoryview) -> int:
+    return zlib.crc32(data, zlib.crc32(bytes([kind]) + number.to_bytes(4, "little"))) & 0xFFFFFFFF
+
+
+def encode_record(seq: int, number: int, parts: Sequence[bytes], offset: int) -> bytes:
+    """The bytes of one logical record written at file `offset` (fragments and padding)."""
+    payload = b"".join([_SEQ.pack(seq), *parts])
+    out = bytearray()
+    view = memoryview(payload)
+    pos = offset
+    first = True
+    while True:
+        left = BLOCK_SIZE - pos % BLOCK_SIZE
+        if left < FRAGMENT_HEADER.size:
+            out += bytes(left)
+            pos += left
+            continue
+        take = min(left - FRAGMENT_HEADER.size, len(view))
+        last = take == len(view)
+        kind = (FULL if last else FIRST) if first else (LAST if last else MIDDLE)
+        chunk = view[:take]
+        out += FRAGMENT_HEADER.pack(_fragment_crc(kind, number, chunk), take, kind, number)
+        out += chunk
+        pos += FRAGMENT_HEADER.size + take
+        view = view[take:]
+        first = False
+        if last:
+            return bytes(out)
 
 
 @dataclass(frozen=True)
@@ -77,8 +125,12 @@ class Damage:
     length: int
     reason: str
 
+    @property
+    def is_tail(self) -> bool:
+        return "tail" in self.reason
 
-def _valid_at(data: bytes, pos: int, number: int) -> int | None:
+
+def _v1_valid_at(data: bytes, pos: int, number: int) -> int | None:
     """End offset of a whole, checksum-valid record of log `number` at `pos`, else None."""
     if pos + RECORD_HEADER.size > len(data):
         return None
@@ -90,7 +142,7 @@ def _valid_at(data: bytes, pos: int, number: int) -> int | None:
     return end if _record_crc(seq, number, payload) == crc else None
 
 
-def _unused_from(data: bytes, pos: int, number: int) -> bool:
+def _v1_unused_from(data: bytes, pos: int, number: int) -> bool:
     """True when nothing of log `number` was ever written at `pos`: zeros, or the old records
     of a recycled file (another log number)."""
     if not any(data[pos : pos + RECORD_HEADER.size]):
@@ -100,21 +152,19 @@ def _unused_from(data: bytes, pos: int, number: int) -> bool:
     return bool(RECORD_HEADER.unpack_from(data, pos)[3] != number)
 
 
-def read_log(path: Path) -> tuple[list[tuple[int, bytes]], list[Damage]]:
-    """All intact (seq, payload) records of one log file, and what was dropped."""
-    number = int(path.stem)
-    data = path.read_bytes()
+def _read_v1(path: Path, number: int, data: bytes) -> tuple[list[tuple[int, bytes]], list[Damage]]:
+    """Format 1 (before block framing): records back to back."""
     records: list[tuple[int, bytes]] = []
     damage: list[Damage] = []
     pos = 0
     while pos < len(data):
-        end = _valid_at(data, pos, number)
+        end = _v1_valid_at(data, pos, number)
         if end is not None:
             seq = RECORD_HEADER.unpack_from(data, pos)[2]
             records.append((seq, data[pos + RECORD_HEADER.size : end]))
             pos = end
             continue
-        if _unused_from(data, pos, number):
+        if _v1_unused_from(data, pos, number):
             break
         # Damaged here. If its length field still leads to a valid record, only this record
         # is lost; otherwise everything from here on (a torn tail).
@@ -125,7 +175,7 @@ def read_log(path: Path) -> tuple[list[tuple[int, bytes]], list[Damage]]:
             if (
                 length <= MAX_RECORD_BYTES
                 and candidate < len(data)
-                and _valid_at(data, candidate, number) is not None
+                and _v1_valid_at(data, candidate, number) is not None
             ):
                 skip_to = candidate
         if skip_to is None:
@@ -136,107 +186,292 @@ def read_log(path: Path) -> tuple[list[tuple[int, bytes]], list[Damage]]:
     return records, damage
 
 
+def _fragment_at(data: bytes, pos: int, number: int) -> tuple[int, int, int] | None:
+    """(type, start, end) of a checksum-valid fragment of log `number` at `pos`, else None."""
+    block_end = (pos // BLOCK_SIZE + 1) * BLOCK_SIZE
+    if pos + FRAGMENT_HEADER.size > min(block_end, len(data)):
+        return None
+    crc, length, kind, record_number = FRAGMENT_HEADER.unpack_from(data, pos)
+    start = pos + FRAGMENT_HEADER.size
+    end = start + length
+    if record_number != number or kind not in (FULL, FIRST, MIDDLE, LAST):
+        return None
+    if end > min(block_end, len(data)):
+        return None
+    if _fragment_crc(kind, number, memoryview(data)[start:end]) != crc:
+        return None
+    return kind, start, end
+
+
+def _read_v2(path: Path, number: int, data: bytes) -> tuple[list[tuple[int, bytes]], list[Damage]]:
+    records: list[tuple[int, bytes]] = []
+    damage: list[Damage] = []
+    pos = len(MAGIC)
+    pending: list[memoryview] = []
+    pending_start = -1
+    bad_from = -1  # start of a stretch not yet accounted for (damage, or the unused end)
+    view = memoryview(data)
+
+    def account(end: int) -> None:
+        nonlocal bad_from
+        if bad_from >= 0:
+            damage.append(Damage(path, bad_from, end - bad_from, "corrupt record skipped"))
+            bad_from = -1
+
+    while pos < len(data):
+        block_end = (pos // BLOCK_SIZE + 1) * BLOCK_SIZE
+        if block_end - pos < FRAGMENT_HEADER.size:
+            pos = block_end
+            continue
+        found = _fragment_at(data, pos, number)
+        if found is None:
+            # Damage, zeros (unused), or another log's old fragments (a recycled file). If the
+            # length field still leads to a valid fragment in this block, skip only this one;
+            # else resynchronise at the next block. What it was is known once we see whether
+            # any valid fragment of this log follows.
+            if bad_from < 0:
+                bad_from = pending_start if pending else pos
+            pending = []
+            skip_to = block_end
+            if pos + FRAGMENT_HEADER.size <= len(data):
+                length = FRAGMENT_HEADER.unpack_from(data, pos)[1]
+                candidate = pos + FRAGMENT_HEADER.size + length
+                if candidate < block_end and _fragment_at(data, candidate, number) is not None:
+                    skip_to = candidate
+            pos = skip_to
+            continue
+        kind, start, end = found
+        if kind in (FULL, FIRST):
+            if pending:  # a record whose LAST never came
+                if bad_from < 0:
+                    bad_from = pending_start
+                pending = []
+            account(pos)
+            pending_start = pos
+            pending = [view[start:end]]
+        elif not pending:
+            # MIDDLE or LAST of a record whose start was damaged: part of that damage.
+            if bad_from < 0:
+                bad_from = pos
+            pos = end
+            continue
+        else:
+            pending.append(view[start:end])
+        pos = end
+        if kind in (FULL, LAST):
+            account(pending_start)
+            payload = b"".join(pending)
+            pending = []
+            if len(payload) < _SEQ.size:
+                damage.append(Damage(path, pending_start, end - pending_start, "short record"))
+                continue
+            records.append((_SEQ.unpack_from(payload)[0], payload[_SEQ.size :]))
+    if pending and bad_from < 0:
+        bad_from = pending_start
+    if bad_from >= 0:
+        # Nothing of this log follows: zeros or old fragments are the unused end; anything
+        # else is the torn tail of a write a crash cut short (never acknowledged).
+        rest = data[bad_from:]
+        if any(rest[: FRAGMENT_HEADER.size]) and _looks_like_ours(data, bad_from, number):
+            damage.append(
+                Damage(path, bad_from, len(data) - bad_from, "torn or corrupt tail dropped")
+            )
+    return records, damage
+
+
+def _looks_like_ours(data: bytes, pos: int, number: int) -> bool:
+    """True when the bytes at `pos` claim to be a fragment of log `number` (a torn write),
+    not zeros or another log's leftovers."""
+    if pos + FRAGMENT_HEADER.size > len(data):
+        return any(data[pos:])
+    _crc, _length, kind, record_number = FRAGMENT_HEADER.unpack_from(data, pos)
+    return record_number == number or kind not in (0, FULL, FIRST, MIDDLE, LAST)
+
+
+def read_log(
+    path: Path, fs: FileSystem | None = None
+) -> tuple[list[tuple[int, bytes]], list[Damage]]:
+    """All intact (seq, payload) records of one log file (either format), and what was
+    dropped."""
+    number = int(path.stem)
+    data = read_file(fs or OsFileSystem(), path)
+    if data[: len(MAGIC)] == MAGIC:
+        return _read_v2(path, number, data)
+    if not any(data[: RECORD_HEADER.size]) and not any(data[:BLOCK_SIZE]):
+        return [], []  # created, never written
+    return _read_v1(path, number, data)
+
+
 class WriteAheadLog:
     """The log file currently appended to, with group commit and rotation."""
 
-    def __init__(self, wal_dir: Path, number: int, *, zero_fill_bytes: int = 0) -> None:
+    def __init__(
+        self,
+        wal_dir: Path,
+        number: int,
+        *,
+        zero_fill_bytes: int = 0,
+        fs: FileSystem | None = None,
+    ) -> None:
         """Start log file `number`; with `zero_fill_bytes`, write that much of it with zeros
-        first (unless a recycled file is at hand) so early fsyncs are cheap too."""
+        first (unless a recycled file is at hand, or the disk is short of room) so early
+        fsyncs are cheap too."""
         self._dir = wal_dir
+        self._fs: FileSystem = fs or OsFileSystem()
         self._append_lock = threading.Lock()
         self._sync_lock = threading.Lock()
         self._failed: OSError | None = None
+        self._file: File | None = None
         # fsyncs done by sync(): fewer than synced writes when writers share them.
         self.fsyncs = 0
         self._open(number, zero_fill_bytes)
         self._synced: LogPosition = (number, 0)
 
+    @property
+    def failed(self) -> OSError | None:
+        return self._failed
+
     def _open(self, number: int, zero_fill_bytes: int = 0) -> None:
-        self.number = number
+        """Create log `number` and make its name and magic durable; on failure the previous
+        file (if any) stays current."""
         path = log_path(self._dir, number)
         spare = self._dir / RECYCLE_NAME
-        self._offset = 0
-        if spare.exists():
-            spare.replace(path)
-            self._fd = os.open(path, os.O_WRONLY)
-            self._allocated = os.fstat(self._fd).st_size
+        fs = self._fs
+        if fs.exists(spare):
+            fs.rename(spare, path)
+            f = fs.open_write(path)
+            allocated = f.size()
         else:
-            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-            self._allocated = 0
-            for offset in range(0, zero_fill_bytes, len(_ZEROS)):
-                os.pwrite(self._fd, _ZEROS, offset)
-            if zero_fill_bytes > 0:
-                self._allocated = os.fstat(self._fd).st_size
-                os.fdatasync(self._fd)
-        self._reserve(0)
-        dir_fd = os.open(self._dir, os.O_RDONLY)
+            f = fs.open_write(path, create=True, truncate=True)
+            allocated = 0
+            # Zero-fill only with room to spare: a nearly full disk must still open.
+            if zero_fill_bytes > 0 and fs.free_bytes(self._dir) > 4 * zero_fill_bytes:
+                try:
+                    for offset in range(0, zero_fill_bytes, len(_ZEROS)):
+                        f.pwrite(_ZEROS, offset)
+                    allocated = f.size()
+                except OSError as e:
+                    if e.errno != errno.ENOSPC:
+                        f.close()
+                        raise
+                    log.warning("disk short of space: log file not zero-filled")
+                    f.truncate(0)
+                    allocated = 0
         try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+            f.pwrite(MAGIC, 0)
+            f.sync()
+            fs.sync_dir(self._dir)
+        except BaseException:
+            f.close()
+            raise
+        if self._file is not None:
+            self._file.close()
+        self._file = f
+        self.number = number
+        self._offset = len(MAGIC)
+        self._allocated = allocated
+        try:
+            self._reserve(0)
+        except StorageFullError:
+            log.warning("disk full: log file not preallocated")
 
     def _reserve(self, length: int) -> None:
+        assert self._file is not None
         if self._offset + length > self._allocated or self._allocated == 0:
             grow = max(PREALLOCATE_BYTES, self._offset + length - self._allocated)
-            os.posix_fallocate(self._fd, self._allocated, grow)
+            try:
+                self._file.allocate(self._allocated, grow)
+            except OSError as e:
+                if e.errno == errno.ENOSPC:
+                    raise StorageFullError("storage is full: the log cannot grow") from e
+                raise
             self._allocated += grow
 
     def append(self, seq: int, parts: Sequence[bytes]) -> LogPosition:
         """Write one record whose payload is `parts` joined (not yet durable); returns the
-        position `sync` must reach."""
+        position `sync` must reach. StorageFullError when the disk has no room for it (the
+        log is unchanged and stays usable)."""
         with self._append_lock:
-            header = encode_record_header(seq, self.number, parts)
-            if self._failed is not None or self._fd < 0:
+            if self._failed is not None or self._file is None:
                 raise StoreClosedError(f"the log is closed or failed: {self._failed}")
-            self._reserve(len(header) + sum(len(p) for p in parts))
-            for part in (header, *parts):
-                view = memoryview(part)
+            encoded = encode_record(seq, self.number, parts, self._offset)
+            self._reserve(len(encoded))
+            view = memoryview(encoded)
+            offset = self._offset
+            try:
                 while view:
-                    written = os.pwrite(self._fd, view, self._offset)
+                    written = self._file.pwrite(view, offset)
                     view = view[written:]
-                    self._offset += written
+                    offset += written
+            except OSError as e:
+                # Nothing past self._offset counts: the next record is written over it.
+                if e.errno == errno.ENOSPC:
+                    raise StorageFullError("storage is full: the log write failed") from e
+                self._failed = e
+                raise
+            self._offset = offset
             return (self.number, self._offset)
 
     def sync(self, position: LogPosition) -> None:
-        """Return once `position` is on disk, sharing one fsync among concurrent callers."""
+        """Return once `position` is on disk, sharing one fsync among concurrent callers.
+        After a failed fsync the log refuses every later write (the page cache may have
+        dropped what it held) and raises OSError."""
         if self._synced >= position:
             return
         with self._sync_lock:
             if self._synced >= position:
                 return
+            if self._failed is not None:
+                raise self._failed
             with self._append_lock:
                 target = (self.number, self._offset)
-                fd = self._fd
+                f = self._file
+            assert f is not None
             try:
-                os.fdatasync(fd)
+                f.sync()
             except OSError as e:
-                # After a failed fsync the page cache may have dropped our writes: refuse more.
                 self._failed = e
-                raise StoreClosedError(f"log fsync failed: {e}") from e
+                raise
             self.fsyncs += 1
             self._synced = target
 
+    @property
+    def synced(self) -> LogPosition:
+        return self._synced
+
     def rotate(self) -> int:
-        """Make the current file durable and start the next; returns the new file number."""
+        """Make the current file durable and start the next; returns the new file number.
+        On failure nothing changes (a failed fsync leaves the log failed)."""
         with self._sync_lock, self._append_lock:
-            os.fdatasync(self._fd)
-            os.close(self._fd)
-            self._synced = (self.number, self._offset)
+            assert self._file is not None
+            if self._failed is None:
+                try:
+                    self._file.sync()
+                except OSError as e:
+                    self._failed = e
+                    raise
+                self._synced = (self.number, self._offset)
             self._open(self.number + 1)
+            self._failed = None
+            self._synced = (self.number, self._offset)
             return self.number
 
     def recycle(self, path: Path) -> None:
         """Keep an obsolete log file as the next one to write over, or delete it."""
         with self._append_lock:
             spare = self._dir / RECYCLE_NAME
-            if spare.exists() or not path.exists():
-                path.unlink(missing_ok=True)
+            if self._fs.exists(spare) or not self._fs.exists(path):
+                if self._fs.exists(path):
+                    self._fs.unlink(path)
             else:
-                path.replace(spare)
+                self._fs.rename(path, spare)
 
     def close(self) -> None:
         with self._sync_lock, self._append_lock:
-            if self._fd >= 0:
-                os.fdatasync(self._fd)
-                os.close(self._fd)
-                self._fd = -1
+            if self._file is not None:
+                try:
+                    if self._failed is None:
+                        self._file.sync()
+                finally:
+                    self._file.close()
+                    self._file = None
