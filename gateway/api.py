@@ -157,9 +157,9 @@ def _sha256_matches(digests: list[str]) -> list[dict[str, Any]]:
     ]
 
 
-@api.get("/images/by-sha256/<sha256>")
-def images_by_sha256(sha256: str) -> Any:
-    return jsonify(_sha256_matches([sha256])[0])
+@api.get("/images/by-sha256/<digest>")
+def images_by_sha256(digest: str) -> Any:
+    return jsonify(_sha256_matches([digest])[0])
 
 
 @api.post("/images/lookup")

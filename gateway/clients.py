@@ -100,8 +100,16 @@ class ServiceClients:
     # --- storage ----------------------------------------------------------------------------
 
     def put_image(
-        self, filename: str, data: bytes, owner: str, content_type: str = ""
+        self,
+        filename: str,
+        data: bytes,
+        owner: str,
+        content_type: str = "",
+        keep_duplicate: bool = False,
     ) -> storage_pb.PutImageResponse:
+        """Store one upload; bytes already stored for the owner come back as that image with
+        already_stored set, unless keep_duplicate."""
+
         def messages() -> Iterator[storage_pb.PutImageRequest]:
             yield storage_pb.PutImageRequest(
                 header=storage_pb.PutImageHeader(
@@ -109,6 +117,7 @@ class ServiceClients:
                     content_type=content_type,
                     owner=owner,
                     expected_size=len(data),
+                    keep_duplicate=keep_duplicate,
                 )
             )
             view = memoryview(data)
@@ -144,6 +153,35 @@ class ServiceClients:
         request = storage_pb.FindByFilenameRequest(filename=filename, limit=limit)
         reply = self._call("storage", "FindByFilename", self.storage.FindByFilename, request)
         return list(reply.images)
+
+    def find_by_sha256(
+        self, sha256s: Sequence[str], owner: str
+    ) -> list[tuple[str, list[storage_pb.ImageMetadata]]]:
+        """(sha256, this owner's live images with those bytes, newest first) per digest, in
+        order; at most 1000 digests."""
+        request = storage_pb.FindBySha256Request(sha256=list(sha256s), owner=owner)
+        reply = self._call("storage", "FindBySha256", self.storage.FindBySha256, request)
+        missing = [i for m in reply.matches for i in m.image_ids[len(m.images) :]]
+        extra = {image.id: image for image in self.batch_get_images(missing)}
+        return [
+            (m.sha256, [*m.images, *(extra[i] for i in m.image_ids[len(m.images) :] if i in extra)])
+            for m in reply.matches
+        ]
+
+    def batch_get_images(self, image_ids: Sequence[str]) -> list[storage_pb.ImageMetadata]:
+        """Metadata of the ids that exist, in order, one call per 1000 ids."""
+        found: list[storage_pb.ImageMetadata] = []
+        ids = list(dict.fromkeys(image_ids))
+        for start in range(0, len(ids), 1000):
+            batch = ids[start : start + 1000]
+            while batch:
+                request = storage_pb.BatchGetImagesRequest(image_ids=batch)
+                reply = self._call(
+                    "storage", "BatchGetImages", self.storage.BatchGetImages, request
+                )
+                found.extend(reply.images)
+                batch = list(reply.not_returned_ids) if reply.images else []
+        return found
 
     def list_images(
         self,

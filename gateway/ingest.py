@@ -133,6 +133,9 @@ class IngestOutcome:
     duplicate_of: list[str]
     pending_reason: str
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # True when the owner's library held these bytes already: nothing new was stored and
+    # `image` is the copy stored earlier.
+    already_stored: bool = False
 
 
 class IngestPipeline:
@@ -149,16 +152,32 @@ class IngestPipeline:
         # Deleted from storage while search was down: the reconciler retries these.
         self.pending_removals: set[str] = set()
 
-    def ingest(self, filename: str, data: bytes, owner: str, content_type: str) -> IngestOutcome:
-        """Store the upload (ServiceError if that fails), then carry it as far as possible."""
+    def ingest(
+        self,
+        filename: str,
+        data: bytes,
+        owner: str,
+        content_type: str,
+        keep_duplicate: bool = False,
+    ) -> IngestOutcome:
+        """Store the upload (ServiceError if that fails), then carry it as far as possible.
+
+        One copy per photo: bytes the owner has stored already are not stored again (storage
+        decides, atomically, so concurrent identical uploads keep one copy) and the outcome
+        names the existing image, unless keep_duplicate asks for a second copy."""
         timings: dict[str, float] = {}
         token = object()
         with self._busy_changed:
             self._uploads_started_ms[token] = time.time() * 1000
         try:
             with timed(timings, "storage_put"):
-                put = self._clients.put_image(filename, data, owner, content_type)
+                put = self._clients.put_image(
+                    filename, data, owner, content_type, keep_duplicate=keep_duplicate
+                )
             duplicate_of = list(put.duplicate_of)
+            if put.already_stored:
+                # Its own upload (or the reconciler) carries the existing image along.
+                return IngestOutcome(put.image, [], "", timings, already_stored=True)
             finished = self.finish(put.image, data, timings, duplicate_of, wait=True)
         finally:
             with self._busy_changed:

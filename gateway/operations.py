@@ -31,15 +31,16 @@ def uploaded_files() -> list[FileStorage]:
     return files
 
 
-def ingest_file(upload: FileStorage, owner: str) -> dict[str, Any]:
-    """Store and process one uploaded file; a result entry, never an exception."""
+def ingest_file(upload: FileStorage, owner: str, keep_duplicate: bool = False) -> dict[str, Any]:
+    """Store and process one uploaded file; a result entry, never an exception. Bytes the
+    owner has stored already are answered with that image ("already_stored", 200)."""
     st = state()
     raw_name = upload.filename or ""
     try:
         filename = clean_filename(raw_name)
         data = upload.read()
         content_type = check_upload(filename, data, st.config.max_upload_bytes)
-        outcome = st.pipeline.ingest(filename, data, owner, content_type)
+        outcome = st.pipeline.ingest(filename, data, owner, content_type, keep_duplicate)
     except (ApiError, ServiceError) as exc:
         return {
             "filename": raw_name,
@@ -48,10 +49,15 @@ def ingest_file(upload: FileStorage, owner: str) -> dict[str, Any]:
             "error": exc.message,
         }
     image = image_json(outcome.image, st.config.moderation_threshold)
+    if outcome.already_stored:
+        result = "already_stored"
+    else:
+        result = "duplicate" if outcome.duplicate_of else "stored"
     return {
         "filename": filename,
-        "result": "duplicate" if outcome.duplicate_of else "stored",
-        "http_status": 201,
+        "result": result,
+        "http_status": 200 if outcome.already_stored else 201,
+        "already_stored": outcome.already_stored,
         "image": image,
         "duplicate_of": outcome.duplicate_of,
         "pending_reason": outcome.pending_reason,
@@ -60,10 +66,14 @@ def ingest_file(upload: FileStorage, owner: str) -> dict[str, Any]:
 
 
 def upload_status(results: list[dict[str, Any]]) -> int:
+    """201 when something new was stored, 200 when every file was in the library already,
+    207 when some were refused and others not, else the refusals' status."""
     statuses = {r["http_status"] for r in results}
-    if statuses == {201}:
+    if statuses == {200}:
+        return 200
+    if statuses <= {200, 201}:
         return 201
-    if 201 in statuses:
+    if statuses & {200, 201}:
         return 207
     return statuses.pop() if len(statuses) == 1 else 400
 

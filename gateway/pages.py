@@ -121,7 +121,8 @@ def upload() -> Any:
     results: list[dict[str, Any]] = []
     if request.method == "POST":
         owner = state().access.require_form_writer()
-        results = [ops.ingest_file(f, owner) for f in ops.uploaded_files()]
+        keep = request.form.get("keep_duplicate") == "1"
+        results = [ops.ingest_file(f, owner, keep) for f in ops.uploaded_files()]
     return render_template("upload.html", results=results)
 
 

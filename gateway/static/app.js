@@ -18,7 +18,7 @@ function el(tag, attrs, text) {
 
 // --- upload ------------------------------------------------------------------------------------
 
-const RESULT_WORDS = { stored: "stored", duplicate: "stored (duplicate)" };
+const RESULT_WORDS = { stored: "stored", duplicate: "stored (duplicate)", already_stored: "already in your library" };
 
 function makeUploader(list) {
   const summary = document.getElementById("upload-summary");
@@ -57,6 +57,8 @@ function makeUploader(list) {
     return new Promise((resolve) => {
       const form = new FormData();
       form.append("file", job.file, job.file.name);
+      const keep = document.getElementById("keep-duplicate");
+      if (keep && keep.checked) form.append("keep_duplicate", "1");
       const xhr = new XMLHttpRequest();
       job.xhr = xhr;
       state.active.add(job);
