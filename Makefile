@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test lint proto proto-check bench soak compose-check clean
+.PHONY: help setup run stop test lint lock proto proto-check bench loadtest soak compose-check clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -22,16 +22,28 @@ $(STAMP): pyproject.toml
 setup: $(STAMP) ## create .venv and install imagerepo with its dev tools
 	@echo "setup done: $(VENV)"
 
-run: setup ## start all four services on loopback; gallery on http://127.0.0.1:8080
+run: setup ## start all four services on loopback (restarts crashed ones); gallery on http://127.0.0.1:8080
 	$(PY) -m stack
+
+stop: ## stop a `make run` started in the background (its pid file is in the data dir)
+	$(PY) -m stack stop
 
 test: setup ## run the whole test suite
 	$(PY) -m pytest -q
 
-lint: setup ## ruff (lint + format check) and mypy
+lint: setup ## ruff (lint + format check), mypy, hadolint, docker-compose config
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy service_runtime storage_service vision_service search_service gateway stack
+	$(VENV)/bin/hadolint Dockerfile
+	docker-compose -f docker-compose.yml config --quiet
+
+lock: setup ## pin every runtime dependency: requirements.lock, requirements-gateway.lock
+	$(VENV)/bin/uv pip compile pyproject.toml -q --no-header --annotation-style line \
+		--python-version 3.11 --python-platform x86_64-manylinux_2_28 -o requirements.lock
+	$(VENV)/bin/uv pip compile requirements-gateway.in -c requirements.lock -q --no-header \
+		--annotation-style line --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+		-o requirements-gateway.lock
 
 proto: setup ## regenerate the Python gRPC code under imagerepo/ from protos/
 	rm -rf imagerepo
@@ -40,6 +52,9 @@ proto: setup ## regenerate the Python gRPC code under imagerepo/ from protos/
 
 bench: setup ## benchmarks against baselines measured in the same run (PART=storage|vision|search|e2e)
 	$(PY) -m benchmarks $(PART)
+
+loadtest: setup ## locust against the local stack, headless and bounded (USERS, TIME, LOADTEST_URL)
+	$(PY) -m benchmarks.loadtest --users $${USERS:-8} --time $${TIME:-60} --host "$${LOADTEST_URL:-}"
 
 soak: setup ## many rounds of kill -9 crash recovery against the storage service
 	$(PY) -m pytest -q -m soak tests/storage_service
