@@ -70,10 +70,8 @@ class SegmentReader:
             self._fs.unlink(self.path)
 
     def _pread(self, length: int, offset: int) -> bytes:
-        try:
-            data = self._file.pread(length, offset)
-        except OSError as e:
-            raise DataLossError(self.name, f"read failed at offset {offset}: {e}") from e
+        # An OSError (EIO...) propagates as it is: it may pass, unlike a checksum failure.
+        data = self._file.pread(length, offset)
         if len(data) != length:
             raise DataLossError(self.name, f"short read at offset {offset}")
         return data

@@ -14,6 +14,8 @@ from PIL import Image
 from imagerepo.storage.v1 import storage_service_pb2 as pb
 from imagerepo.storage.v1 import storage_service_pb2_grpc as pb_grpc
 from service_runtime.grpc_server import channel_options
+from storage_service.columnstore.image_check import prepare_image
+from storage_service.columnstore.model import PreparedImage
 from storage_service.columnstore.store import ColumnStore, StoreOptions
 from storage_service.server import build_server
 
@@ -122,3 +124,17 @@ def jpeg_variant(data: bytes, seed: int) -> bytes:
         buf = io.BytesIO()
         crop.save(buf, "JPEG", quality=80 + seed % 15)
         return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def small_images(photo_jpegs: dict[str, bytes]) -> list[PreparedImage]:
+    """Distinct small photos (a few KB each), so many writes fit in a short test."""
+    out = []
+    for i, data in enumerate(list(photo_jpegs.values()) * 2):
+        with Image.open(io.BytesIO(jpeg_variant(data, i))) as im:
+            im = im.convert("RGB")
+            im.thumbnail((160, 160))
+            buf = io.BytesIO()
+            im.save(buf, "JPEG", quality=70 + i)
+            out.append(prepare_image(buf.getvalue()))
+    return out
