@@ -200,8 +200,8 @@ def main() -> None:
             seq_dir, par_dir = tmp_path / "seq", tmp_path / "par"
             write_folder(seq_dir, import_seq)
             write_folder(par_dir, import_par)
-            seq = run_import(seq_dir, url, tmp_path / "seq.jsonl", workers=1, progress=False)
-            par = run_import(par_dir, url, tmp_path / "par.jsonl", workers=4, progress=False)
+            seq = run_import(seq_dir, url, workers=1, progress=False)
+            par = run_import(par_dir, url, workers=4, progress=False)
         finally:
             proc.send_signal(signal.SIGINT)
             proc.wait(timeout=60)

@@ -1,232 +1,234 @@
-"""`imagerepo import DIR` (or `python -m gateway.cli import DIR`): bulk import over the REST API;
-`imagerepo reindex`: rebuild the search index from storage, with a progress bar.
-
-Walks a folder tree for image files and uploads them through `POST /api/images` with a few
-concurrent workers and a progress bar. Every finished file is appended to a state file (one
-JSON line: path, size, mtime, sha256, result), so an interrupted import started again skips
-what is done; a file whose content changed is uploaded again. Transient failures (the gateway
-or a service unavailable) are retried and, if they persist, left out of the state file so the
-next run retries them. Prints a summary of stored, duplicate and rejected files.
-"""
+"""The `imagerepo` command (also `python -m gateway.cli`): `import` uploads photos through the
+gateway's REST API without ever storing one twice (gateway.importer); `reindex` rebuilds the
+search index from storage with a progress bar."""
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import os
+import signal
 import sys
-import threading
+import textwrap
 import time
-from collections import Counter
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import requests
 from tqdm import tqdm
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
-RETRIES = 3
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
+from gateway.importer import (
+    DEFAULT_MAX_BYTES,
+    IMAGE_SUFFIXES,
+    FileOutcome,
+    Gateway,
+    Importer,
+    ImportSummary,
+)
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+IMPORT_DESCRIPTION = textwrap.dedent(
+    """\
+    Upload image files, and every image file under folders, through the gateway.
+
+    Before sending anything the importer asks the gateway which of the files it already
+    holds (by sha256, in batches), so an interrupted or repeated import, started from any
+    directory or machine, never stores a photo twice; two importers on the same folder at
+    once do not either. No local state file is kept. Hidden files and folders are
+    skipped, and so is every file without an image extension, over --max-size, empty or
+    unreadable, each listed with its reason.
+    Image extensions: {suffixes}.
+
+    Ctrl-C stops new uploads at once, waits up to --grace seconds for the ones in flight,
+    prints the summary and exits with status 130; run the same command again to finish.
+    A gateway that cannot be reached stops the run early with one message.
+    """
+).format(suffixes=" ".join(sorted(IMAGE_SUFFIXES)))
+
+IMPORT_EPILOG = textwrap.dedent(
+    """\
+    exit status:
+      0    every image file is in the library (stored now or before)
+      1    some files were refused (not an image, too large, unreadable) or failed
+      2    bad arguments
+      3    the gateway could not be reached or stopped answering (nothing more was sent)
+      130  interrupted (Ctrl-C or SIGTERM)
+
+    examples:
+      imagerepo import ~/Pictures
+      imagerepo import holiday/ best-of.jpg --workers 8
+      imagerepo import ~/Pictures --dry-run
+      IMAGEREPO_API_KEY=alice:secret imagerepo import photos --url http://nas:8080
+    """
+)
 
 
-@dataclass(frozen=True)
-class FileResult:
-    path: str
-    sha256: str
-    # "stored", "duplicate", "rejected", or "failed" (not recorded: retried next run).
-    result: str
-    detail: str = ""
-    image_id: str = ""
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "reindex":
+        return _reindex_command(args)
+    return _import_command(args)
 
 
-def find_images(root: Path) -> list[Path]:
-    """Image files under root (by suffix), in a stable order; hidden files and folders skipped."""
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES:
-                found.append(Path(dirpath) / name)
-    return found
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-class ImportState:
-    """The append-only record of finished files; a torn last line (a kill mid-write) is
-    ignored."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.done: dict[str, str] = {}  # relative path -> sha256
-        self._lock = threading.Lock()
-        if path.exists():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(entry, dict) and "path" in entry and "sha256" in entry:
-                    self.done[entry["path"]] = entry["sha256"]
-
-    def is_done(self, rel_path: str, sha256: str) -> bool:
-        return self.done.get(rel_path) == sha256
-
-    def record(self, result: FileResult) -> None:
-        line = json.dumps(
-            {
-                "path": result.path,
-                "sha256": result.sha256,
-                "result": result.result,
-                "image_id": result.image_id,
-                "detail": result.detail,
-            }
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imagerepo",
+        description="Command-line tools of imagerepo, a self-hosted image repository.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    imp = commands.add_parser(
+        "import",
+        help="upload files and folder trees, never storing a photo twice",
+        description=IMPORT_DESCRIPTION,
+        epilog=IMPORT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    imp.add_argument(
+        "paths",
+        nargs="+",
+        type=Path,
+        metavar="PATH",
+        help="image files and folders to import (folders are walked recursively)",
+    )
+    imp.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=4,
+        help="uploads running at once (default: 4)",
+    )
+    imp.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="find the files and ask the gateway which it already holds, list what would be"
+        " uploaded and skipped, and upload nothing",
+    )
+    imp.add_argument(
+        "--max-size",
+        type=_size,
+        default=DEFAULT_MAX_BYTES,
+        metavar="BYTES",
+        help="skip files larger than this, e.g. 20M or 1G (default: 50M, the gateway's"
+        " default limit)",
+    )
+    imp.add_argument(
+        "--grace",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="after Ctrl-C, how long to wait for uploads in flight (default: 5)",
+    )
+    imp.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="deadline of each HTTP request (default: 120)",
+    )
+    reindex = commands.add_parser(
+        "reindex",
+        help="rebuild the search index from storage",
+        description="Rebuild the search index from what storage holds, following its progress.",
+    )
+    for command in (imp, reindex):
+        command.add_argument(
+            "--url",
+            default=os.environ.get("IMAGEREPO_URL", DEFAULT_URL),
+            help=f"the gateway (default: $IMAGEREPO_URL or {DEFAULT_URL})",
         )
-        with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8") as f:
-                f.write(line + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            self.done[result.path] = result.sha256
+        command.add_argument(
+            "--api-key",
+            default=os.environ.get("IMAGEREPO_API_KEY", ""),
+            help="sent as 'Authorization: Bearer KEY'; needed when the gateway has API keys"
+            " set, and decides whose library the files go to (default: $IMAGEREPO_API_KEY)",
+        )
+        command.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    return parser
 
 
-class Uploader:
-    def __init__(self, base_url: str, api_key: str, timeout_s: float) -> None:
-        self._base = base_url.rstrip("/")
-        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._timeout_s = timeout_s
-        self._local = threading.local()
-
-    def _session(self) -> requests.Session:
-        if not hasattr(self._local, "session"):
-            self._local.session = requests.Session()
-        return self._local.session  # type: ignore[no-any-return]
-
-    def upload(self, path: Path, rel_path: str, sha256: str) -> FileResult:
-        last_error = ""
-        for attempt in range(RETRIES):
-            if attempt:
-                time.sleep(0.5 * 2**attempt)
-            try:
-                with path.open("rb") as f:
-                    reply = self._session().post(
-                        f"{self._base}/api/images",
-                        files={"file": (path.name, f)},
-                        headers=self._headers,
-                        timeout=self._timeout_s,
-                    )
-            except requests.RequestException as exc:
-                last_error = f"{type(exc).__name__}: {exc}"
-                continue
-            if reply.status_code in RETRY_STATUSES:
-                last_error = f"HTTP {reply.status_code}: {_message(reply)}"
-                continue
-            return _result_of(reply, rel_path, sha256)
-        return FileResult(rel_path, sha256, "failed", last_error)
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
 
 
-def _message(reply: requests.Response) -> str:
+def _size(text: str) -> int:
+    units = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+    number, unit = text.strip().upper().rstrip("B"), ""
+    if number and number[-1] in units:
+        number, unit = number[:-1], number[-1]
     try:
-        body = reply.json()
+        return int(float(number) * units[unit])
     except ValueError:
-        return reply.text[:200]
-    if isinstance(body, dict):
-        if body.get("results"):
-            return str(body["results"][0].get("error", ""))
-        if isinstance(body.get("error"), dict):
-            return str(body["error"].get("message", ""))
-    return reply.text[:200]
-
-
-def _result_of(reply: requests.Response, rel_path: str, sha256: str) -> FileResult:
-    if reply.status_code in (401, 403):
-        raise PermissionError(f"the gateway refused the upload: {_message(reply)}")
-    try:
-        body: Any = reply.json()
-        entry = body["results"][0]
-    except (ValueError, KeyError, IndexError, TypeError):
-        return FileResult(
-            rel_path, sha256, "rejected", f"HTTP {reply.status_code}: {_message(reply)}"
-        )
-    if entry.get("result") in ("stored", "duplicate"):
-        return FileResult(rel_path, sha256, entry["result"], "", entry["image"]["id"])
-    return FileResult(rel_path, sha256, "rejected", str(entry.get("error", "")))
-
-
-@dataclass
-class ImportSummary:
-    counts: Counter[str]
-    skipped: int
-    elapsed_s: float
-    failures: list[FileResult]
-
-    def describe(self) -> str:
-        done = sum(self.counts.values())
-        rate = done / self.elapsed_s if self.elapsed_s > 0 else 0.0
-        return (
-            f"stored {self.counts['stored']}, duplicate {self.counts['duplicate']}, "
-            f"rejected {self.counts['rejected']}, failed {self.counts['failed']}"
-            f" (skipped {self.skipped} already imported) in {self.elapsed_s:.1f} s"
-            f" ({rate:.1f} files/s)"
-        )
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 20M)") from None
 
 
 def run_import(
-    root: Path,
+    paths: Path | list[Path],
     base_url: str,
-    state_path: Path,
     api_key: str = "",
     workers: int = 4,
     timeout_s: float = 120.0,
     progress: bool = True,
 ) -> ImportSummary:
-    started = time.perf_counter()
-    state = ImportState(state_path)
-    uploader = Uploader(base_url, api_key, timeout_s)
-    paths = find_images(root)
-    counts: Counter[str] = Counter()
-    failures: list[FileResult] = []
-    skipped = 0
+    """Import files and folders from Python (benchmarks, scripts): the command without its
+    signal handling and printing."""
+    importer = Importer(Gateway(base_url, api_key, timeout_s), workers=workers)
+    with tqdm(unit="file", desc="import", disable=not progress) as bar:
+        importer.on_start = lambda total: setattr(bar, "total", total)
+        importer.on_file = lambda _outcome: bar.update(1)
+        return importer.run(paths if isinstance(paths, list) else [paths])
 
-    def todo() -> Iterator[tuple[Path, str, str]]:
-        nonlocal skipped
-        for path in paths:
-            rel_path = path.relative_to(root).as_posix()
-            sha256 = file_sha256(path)
-            if state.is_done(rel_path, sha256):
-                skipped += 1
-                bar.update(1)
-                continue
-            yield path, rel_path, sha256
 
-    with (
-        tqdm(total=len(paths), unit="file", disable=not progress, desc="import") as bar,
-        ThreadPoolExecutor(max_workers=workers) as pool,
-    ):
-        futures = [pool.submit(uploader.upload, *job) for job in todo()]
-        for future in as_completed(futures):
-            result = future.result()
-            counts[result.result] += 1
-            if result.result == "failed":
-                failures.append(result)
-            else:
-                state.record(result)
-            bar.update(1)
-            bar.set_postfix(
-                stored=counts["stored"], dup=counts["duplicate"], rej=counts["rejected"]
-            )
-    return ImportSummary(counts, skipped, time.perf_counter() - started, failures)
+def _import_command(args: argparse.Namespace) -> int:
+    importer = Importer(
+        Gateway(args.url, args.api_key, args.timeout),
+        workers=args.workers,
+        max_bytes=args.max_size,
+        dry_run=args.dry_run,
+        grace_s=args.grace,
+    )
+    bar = tqdm(unit="file", desc="import", disable=args.no_progress or args.dry_run)
+
+    def started(total: int) -> None:
+        bar.total = total
+        bar.refresh()
+
+    def file_done(outcome: FileOutcome) -> None:
+        bar.update(1)
+
+    importer.on_start = started
+    importer.on_file = file_done
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        if importer.stop.is_set():  # a second Ctrl-C: leave now
+            os._exit(130)
+        importer.stop.set()
+        print(
+            f"\nimagerepo: stopping: no new uploads; waiting up to {args.grace:g} s"
+            " for those in flight (Ctrl-C again to leave now)",
+            file=sys.stderr,
+        )
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        summary = importer.run(args.paths)
+    finally:
+        bar.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    _report(summary)
+    return summary.exit_status
+
+
+def _report(summary: ImportSummary) -> None:
+    for line in summary.details():
+        print(line)
+    if summary.stopped:
+        print(f"imagerepo: stopped early: {summary.stopped}", file=sys.stderr)
+    print(summary.describe())
 
 
 def run_reindex(
@@ -253,59 +255,6 @@ def _error_message(reply: requests.Response) -> str:
         return str(reply.json()["error"]["message"])
     except (ValueError, KeyError, TypeError):
         return f"HTTP {reply.status_code}"
-
-
-def default_state_path(root: Path) -> Path:
-    digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
-    return Path.cwd() / f".imagerepo-import-{digest}.jsonl"
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="imagerepo", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    imp = commands.add_parser("import", help="upload every image under a folder")
-    imp.add_argument("directory", type=Path)
-    imp.add_argument("--workers", type=int, default=4, help="concurrent uploads (default 4)")
-    imp.add_argument("--state", type=Path, help="state file for resuming (default: in cwd)")
-    reindex = commands.add_parser("reindex", help="rebuild the search index from storage")
-    for command in (imp, reindex):
-        command.add_argument(
-            "--url",
-            default=os.environ.get("IMAGEREPO_URL", "http://127.0.0.1:8080"),
-            help="gateway",
-        )
-        command.add_argument(
-            "--api-key",
-            default=os.environ.get("IMAGEREPO_API_KEY", ""),
-            help="sent as a Bearer token (default: $IMAGEREPO_API_KEY)",
-        )
-        command.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    if args.command == "reindex":
-        return _reindex_command(args)
-
-    root: Path = args.directory
-    if not root.is_dir():
-        print(f"imagerepo: {root} is not a folder", file=sys.stderr)
-        return 2
-    state_path = args.state or default_state_path(root)
-    try:
-        summary = run_import(
-            root,
-            args.url,
-            state_path,
-            api_key=args.api_key,
-            workers=max(1, args.workers),
-            progress=not args.no_progress,
-        )
-    except PermissionError as exc:
-        print(f"imagerepo: {exc}", file=sys.stderr)
-        return 1
-    print(summary.describe())
-    for failure in summary.failures[:10]:
-        print(f"  failed: {failure.path}: {failure.detail}", file=sys.stderr)
-    print(f"state: {state_path}")
-    return 1 if summary.failures else 0
 
 
 def _reindex_command(args: argparse.Namespace) -> int:

@@ -1,60 +1,143 @@
-"""The bulk importer's file discovery and resumable state (uploads: tests/integration)."""
+"""The `imagerepo` command line: file discovery with a reason for every skipped file, the
+arguments and the complete help (uploads against a real stack: tests/integration)."""
 
 from __future__ import annotations
 
-import json
+import os
+import subprocess
+import sys
 
-from gateway.cli import FileResult, ImportState, file_sha256, find_images, main
+import pytest
+
+from gateway.cli import build_parser, main
+from gateway.importer import Importer, ImportSummary, Skipped, discover
+from tests.conftest import REPO_ROOT
 
 
-def test_find_images_walks_tree_by_suffix_skipping_hidden(tmp_path):
+def test_discover_walks_folders_in_order_and_takes_single_files(tmp_path):
     (tmp_path / "a" / "b").mkdir(parents=True)
-    (tmp_path / ".cache").mkdir()
-    for rel in ["x.JPG", "a/y.png", "a/b/z.webp", "notes.txt", ".hidden.jpg", ".cache/c.jpg"]:
+    for rel in ["x.JPG", "a/y.png", "a/b/z.webp", "single.jpeg"]:
         (tmp_path / rel).write_bytes(b"data")
 
-    found = [p.relative_to(tmp_path).as_posix() for p in find_images(tmp_path)]
+    found, skipped = discover([tmp_path / "a", tmp_path / "x.JPG", tmp_path / "single.jpeg"])
 
-    assert found == ["x.JPG", "a/y.png", "a/b/z.webp"]
-
-
-def test_state_survives_a_torn_last_line(tmp_path):
-    state_path = tmp_path / "state.jsonl"
-    state = ImportState(state_path)
-    state.record(FileResult("a.jpg", "1" * 64, "stored", "", "id1"))
-    state.record(FileResult("b.jpg", "2" * 64, "duplicate", "", "id2"))
-    with state_path.open("a") as f:
-        f.write('{"path": "c.jpg", "sha2')  # killed mid-write
-
-    reloaded = ImportState(state_path)
-
-    assert reloaded.is_done("a.jpg", "1" * 64)
-    assert reloaded.is_done("b.jpg", "2" * 64)
-    assert not reloaded.is_done("c.jpg", "3" * 64)
+    assert [c.path.relative_to(tmp_path).as_posix() for c in found] == [
+        "a/y.png",
+        "a/b/z.webp",
+        "x.JPG",
+        "single.jpeg",
+    ]
+    assert skipped == []
 
 
-def test_state_redoes_a_file_whose_content_changed(tmp_path):
-    photo = tmp_path / "p.jpg"
-    photo.write_bytes(b"first")
-    state = ImportState(tmp_path / "s.jsonl")
-    state.record(FileResult("p.jpg", file_sha256(photo), "stored"))
+def test_discover_gives_every_skipped_file_its_reason(tmp_path):
+    (tmp_path / ".cache").mkdir()
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "README").write_text("hello")
+    (tmp_path / ".hidden.jpg").write_bytes(b"data")
+    (tmp_path / ".cache" / "c.jpg").write_bytes(b"data")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "big.png").write_bytes(b"x" * 2048)
+    (tmp_path / "ok.jpg").write_bytes(b"data")
+    (tmp_path / "dangling.jpg").symlink_to(tmp_path / "nowhere.jpg")
 
-    photo.write_bytes(b"second")
+    found, skipped = discover([tmp_path, tmp_path / "gone.jpg"], max_bytes=1024)
 
-    assert not ImportState(tmp_path / "s.jsonl").is_done("p.jpg", file_sha256(photo))
+    reasons = {os.path.relpath(s.path, tmp_path): s.reason for s in skipped}
+    assert [c.path.name for c in found] == ["ok.jpg"]
+    assert reasons == {
+        "notes.txt": "unsupported extension .txt",
+        "README": "unsupported no extension",
+        ".hidden.jpg": "hidden file",
+        ".cache": "hidden folder",
+        "empty.jpg": "empty file",
+        "big.png": "too large (0.0 MiB over the 0.0 MiB limit)",
+        "gone.jpg": "not found",
+        "dangling.jpg": "unreadable (No such file or directory)",
+    }
 
 
-def test_state_lines_are_json_with_result(tmp_path):
-    state = ImportState(tmp_path / "s.jsonl")
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file")
+def test_discover_reports_an_unreadable_file(tmp_path):
+    locked = tmp_path / "locked.jpg"
+    locked.write_bytes(b"data")
+    locked.chmod(0)
 
-    state.record(FileResult("r.jpg", "9" * 64, "rejected", "not an image"))
+    found, skipped = discover([tmp_path])
 
-    line = json.loads((tmp_path / "s.jsonl").read_text())
-    assert line["result"] == "rejected" and line["detail"] == "not an image"
+    assert found == []
+    assert skipped == [Skipped(str(locked), "unreadable (permission denied)")]
 
 
-def test_import_of_missing_folder_exits_2(tmp_path, capsys):
-    code = main(["import", str(tmp_path / "nope")])
+def test_a_file_counted_twice_is_imported_once(tmp_path):
+    (tmp_path / "p.jpg").write_bytes(b"data")
 
-    assert code == 2
-    assert "is not a folder" in capsys.readouterr().err
+    found, _ = discover([tmp_path, tmp_path / "p.jpg"])
+
+    assert len(found) == 1
+
+
+def test_summary_exit_status_reflects_failures_and_interruption():
+    assert ImportSummary().exit_status == 0
+    assert ImportSummary(skipped=[Skipped("a.txt", "unsupported extension .txt")]).exit_status == 0
+    assert ImportSummary(skipped=[Skipped("b.jpg", "too large (60 MiB)")]).exit_status == 1
+    assert ImportSummary(stopped="gateway away").exit_status == 3
+    assert ImportSummary(interrupted=True).exit_status == 130
+
+
+def test_help_documents_every_import_option_in_full():
+    run = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "import", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO_ROOT,
+        env={**os.environ, "COLUMNS": "80"},
+    )
+
+    assert run.returncode == 0
+    actions = build_parser()._subparsers._group_actions[0].choices["import"]._actions  # type: ignore[union-attr]
+    for action in actions:
+        assert action.help, action.dest
+        for flag in action.option_strings:
+            assert flag in run.stdout
+    for phrase in ["never stores a photo twice", "--dry-run", "exit status:", "130", "Ctrl-C"]:
+        assert phrase in run.stdout
+    assert "\n" + "examples:" in run.stdout  # ends with its examples, not cut off
+
+
+def test_import_without_paths_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["import"])
+
+    assert exit_info.value.code == 2
+    assert "PATH" in capsys.readouterr().err
+
+
+def test_import_against_a_gateway_that_is_down_stops_with_one_message(tmp_path, capsys):
+    for i in range(5):
+        (tmp_path / f"p{i}.jpg").write_bytes(b"data %d" % i)
+    from tests.support import free_port
+
+    code = main(
+        ["import", str(tmp_path), "--url", f"http://127.0.0.1:{free_port()}", "--no-progress"]
+    )
+
+    out, err = capsys.readouterr()
+    assert code == 3
+    assert err.count("not answering") == 1
+    assert "cannot connect" in err
+    assert "stored 0" in out and "5 not started" in out
+
+
+def test_importer_that_is_asked_to_stop_sends_nothing(tmp_path):
+    (tmp_path / "p.jpg").write_bytes(b"data")
+    from gateway.importer import Gateway
+
+    importer = Importer(Gateway("http://127.0.0.1:9", "", 1.0))
+    importer.stop.set()
+
+    summary = importer.run([tmp_path])
+
+    assert summary.interrupted and summary.exit_status == 130
+    assert summary.not_started == 1

@@ -1,47 +1,62 @@
-"""`imagerepo import DIR` against the running stack: summary, concurrency and resumption."""
+"""`imagerepo import PATH...` against the running stack: summary, reasons, dry run, files and
+folders, and repeated runs that find everything already in the library."""
 
 from __future__ import annotations
 
+import hashlib
 import io
-import json
 import os
-import re
 import subprocess
 import sys
 import uuid
 
+import requests
 from PIL import Image
 
 from gateway.cli import main
 from tests.conftest import REPO_ROOT
 
 
-def _fresh_photo(data: bytes, seed: int) -> bytes:
-    """A crop of a real photo that no earlier test uploaded (so it is stored, not a duplicate)."""
+def fresh_photo(data: bytes, seed: int, side: int = 0) -> bytes:
+    """A crop of a real photo that no earlier test uploaded (so it is stored, not found)."""
     with Image.open(io.BytesIO(data)) as im:
-        crop = im.crop((seed * 7 % 40, seed * 3 % 30, im.width - 5, im.height - 5))
+        crop = im.convert("RGB").crop((seed * 7 % 40, seed * 3 % 30, im.width - 5, im.height - 5))
+        if side:
+            crop.thumbnail((side, side))
         buf = io.BytesIO()
         crop.save(buf, "JPEG", quality=80 + seed % 10, comment=uuid.uuid4().hex.encode())
     return buf.getvalue()
 
 
-def _photo_tree(root, photo_jpegs) -> int:
+NAMES = ["chelsea", "coffee", "rocket", "flower", "china", "motorcycle"]
+
+
+def photo_tree(root, photo_jpegs) -> list:
+    """Six fresh photos in a small tree, a copy of one, a text file posing as a photo and a
+    file that is no image by its name. Returns the six photos' paths."""
     (root / "2024" / "summer").mkdir(parents=True)
-    names = ["chelsea", "coffee", "rocket", "flower", "china", "motorcycle"]
-    for i, name in enumerate(names):
-        folder = root / ("2024/summer" if i % 2 else "")
-        data = _fresh_photo(photo_jpegs[name], i)
-        (folder / f"{name}.jpg").write_bytes(data)
-    # A copy of one photo, a text file pretending to be a photo, and a file that is skipped.
-    (root / "2024" / "copy-of-motorcycle.jpg").write_bytes(data)
+    paths = []
+    for i, name in enumerate(NAMES):
+        path = root / ("2024/summer" if i % 2 else "") / f"{name}.jpg"
+        path.write_bytes(fresh_photo(photo_jpegs[name], i))
+        paths.append(path)
+    (root / "2024" / "copy-of-motorcycle.jpg").write_bytes(paths[-1].read_bytes())
     (root / "2024" / "broken.jpg").write_bytes(b"this is not a jpeg")
-    (root / "notes.txt").write_text("not uploaded: no image suffix")
-    return len(names)
+    (root / "notes.txt").write_text("not uploaded: no image extension")
+    return paths
 
 
-def test_import_uploads_tree_and_summarises(tmp_path, gateway_url, photo_jpegs, capsys):
-    photos = _photo_tree(tmp_path / "photos", photo_jpegs)
-    state = tmp_path / "state.jsonl"
+def copies_in_library(gateway_url: str, path) -> int:
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    reply = requests.get(f"{gateway_url}/api/images/by-sha256/{digest}", timeout=30)
+    assert reply.status_code == 200, reply.text
+    return len(reply.json()["images"])
+
+
+def test_import_uploads_tree_and_reports_every_file_left_out(
+    tmp_path, gateway_url, photo_jpegs, capsys
+):
+    photos = photo_tree(tmp_path / "photos", photo_jpegs)
 
     code = main(
         [
@@ -49,8 +64,6 @@ def test_import_uploads_tree_and_summarises(tmp_path, gateway_url, photo_jpegs, 
             str(tmp_path / "photos"),
             "--url",
             gateway_url,
-            "--state",
-            str(state),
             "--workers",
             "3",
             "--no-progress",
@@ -58,71 +71,70 @@ def test_import_uploads_tree_and_summarises(tmp_path, gateway_url, photo_jpegs, 
     )
 
     out = capsys.readouterr().out
-    assert code == 0
-    assert f"stored {photos}, duplicate 1, rejected 1, failed 0 (skipped 0" in out
-    entries = [json.loads(line) for line in state.read_text().splitlines()]
-    assert len(entries) == photos + 2
-    assert {e["path"] for e in entries if e["result"] == "rejected"} == {"2024/broken.jpg"}
+    assert code == 1  # the text file posing as a photo was refused
+    assert "stored 6, already in the library 1, rejected 1, failed 0, skipped 1 in" in out
+    assert f"skipped {tmp_path / 'photos' / 'notes.txt'}: unsupported extension .txt" in out
+    assert f"rejected {tmp_path / 'photos' / '2024' / 'broken.jpg'}: " in out
+    assert all(copies_in_library(gateway_url, p) == 1 for p in photos)
 
 
-def test_import_resumes_after_interruption(tmp_path, gateway_url, photo_jpegs, capsys):
-    photos = _photo_tree(tmp_path / "photos", photo_jpegs)
-    state = tmp_path / "state.jsonl"
-    args = [
-        "import",
-        str(tmp_path / "photos"),
-        "--url",
-        gateway_url,
-        "--state",
-        str(state),
-        "--no-progress",
-    ]
+def test_import_run_again_finds_everything_in_the_library(
+    tmp_path, gateway_url, photo_jpegs, capsys
+):
+    photos = photo_tree(tmp_path / "photos", photo_jpegs)
+    (tmp_path / "photos" / "2024" / "broken.jpg").unlink()
+    args = ["import", str(tmp_path / "photos"), "--url", gateway_url, "--no-progress"]
     assert main(args) == 0
     capsys.readouterr()
-    # An interruption: only the first three files were recorded, the last line torn.
-    lines = state.read_text().splitlines()
-    state.write_text("\n".join(lines[:3]) + "\n" + lines[3][:10])
 
     code = main(args)
+
+    assert code == 0
+    assert "stored 0, already in the library 7, rejected 0" in capsys.readouterr().out
+    assert all(copies_in_library(gateway_url, p) == 1 for p in photos)
+
+
+def test_import_takes_single_files_and_folders_together(tmp_path, gateway_url, photo_jpegs, capsys):
+    (tmp_path / "album").mkdir()
+    (tmp_path / "album" / "a.jpg").write_bytes(fresh_photo(photo_jpegs["rocket"], 31))
+    single = tmp_path / "best.jpg"
+    single.write_bytes(fresh_photo(photo_jpegs["china"], 32))
+
+    code = main(
+        ["import", str(tmp_path / "album"), str(single), "--url", gateway_url, "--no-progress"]
+    )
+
+    assert code == 0
+    assert "stored 2, already in the library 0" in capsys.readouterr().out
+    assert copies_in_library(gateway_url, single) == 1
+
+
+def test_dry_run_lists_what_would_be_uploaded_and_stores_nothing(
+    tmp_path, gateway_url, photo_jpegs, capsys
+):
+    photos = photo_tree(tmp_path / "photos", photo_jpegs)
+    (tmp_path / "photos" / "2024" / "broken.jpg").unlink()
+    main(["import", str(photos[0]), "--url", gateway_url, "--no-progress"])
+    capsys.readouterr()
+
+    code = main(["import", str(tmp_path / "photos"), "--url", gateway_url, "--dry-run"])
 
     out = capsys.readouterr().out
     assert code == 0
-    counts = {k: int(v) for k, v in re.findall(r"(\w+) (\d+)", out.split(" in ")[0])}
-    # Only the five unrecorded files went again; none was stored twice (same bytes as the first
-    # run, so the gateway reports them as duplicates).
-    assert counts["skipped"] == 3
-    assert counts["stored"] == 0
-    assert counts["duplicate"] + counts["rejected"] == photos + 2 - 3
+    assert "dry run: would upload 5 " in out
+    # chelsea.jpg is in the library; copy-of-motorcycle.jpg repeats motorcycle.jpg.
+    assert "2 already in the library, skipped 1" in out
+    assert sum(line.startswith("  would upload ") for line in out.splitlines()) == 5
+    assert [copies_in_library(gateway_url, p) for p in photos] == [1, 0, 0, 0, 0, 0]
 
 
-def test_import_run_again_skips_everything(tmp_path, gateway_url, photo_jpegs, capsys):
-    photos = _photo_tree(tmp_path / "photos", photo_jpegs)
-    args = [
-        "import",
-        str(tmp_path / "photos"),
-        "--url",
-        gateway_url,
-        "--state",
-        str(tmp_path / "s.jsonl"),
-        "--no-progress",
-    ]
-    main(args)
-    capsys.readouterr()
-
-    code = main(args)
-
-    assert code == 0
-    assert (
-        f"stored 0, duplicate 0, rejected 0, failed 0 (skipped {photos + 2} already imported)"
-        in capsys.readouterr().out
-    )
-
-
-def test_import_as_a_command_shows_progress_and_summary(tmp_path, gateway_url, photo_jpegs):
+def test_import_as_a_command_shows_progress_and_leaves_no_state_file(
+    tmp_path, gateway_url, photo_jpegs
+):
     folder = tmp_path / "few"
     folder.mkdir()
     for i, name in enumerate(["rocket", "china"]):
-        (folder / f"{name}.jpg").write_bytes(_fresh_photo(photo_jpegs[name], 50 + i))
+        (folder / f"{name}.jpg").write_bytes(fresh_photo(photo_jpegs[name], 50 + i))
 
     run = subprocess.run(
         [sys.executable, "-m", "gateway.cli", "import", str(folder), "--url", gateway_url],
@@ -134,6 +146,6 @@ def test_import_as_a_command_shows_progress_and_summary(tmp_path, gateway_url, p
     )
 
     assert run.returncode == 0, run.stderr
-    assert "stored 2, duplicate 0, rejected 0, failed 0" in run.stdout
+    assert "stored 2, already in the library 0, rejected 0, failed 0" in run.stdout
     assert "import: 100%" in run.stderr
-    assert list(tmp_path.glob(".imagerepo-import-*.jsonl"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["few"]
