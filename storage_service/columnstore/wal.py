@@ -370,10 +370,7 @@ class WriteAheadLog:
         self.number = number
         self._offset = len(MAGIC)
         self._allocated = allocated
-        try:
-            self._reserve(0)
-        except StorageFullError:
-            log.warning("disk full: log file not preallocated")
+        self._reserve(0)
 
     def _reserve(self, length: int) -> None:
         assert self._file is not None
@@ -382,9 +379,11 @@ class WriteAheadLog:
             try:
                 self._file.allocate(self._allocated, grow)
             except OSError as e:
-                if e.errno == errno.ENOSPC:
-                    raise StorageFullError("storage is full: the log cannot grow") from e
-                raise
+                if e.errno != errno.ENOSPC:
+                    raise
+                # No room to preallocate: plain appends may still fit (a nearly full disk);
+                # the write itself says when they do not.
+                return
             self._allocated += grow
 
     def append(self, seq: int, parts: Sequence[bytes]) -> LogPosition:
