@@ -213,8 +213,16 @@ def test_image_page_says_when_nothing_looks_alike(stack, http, gateway_url):
     assert "Nothing else in the repository looks like this yet." in page
 
 
-def test_exact_duplicate_is_reported_to_the_uploader(photos, http, gateway_url, photo_jpegs):
-    reply = upload(http, gateway_url, ("coffee-again.jpg", photos["coffee"]["sent_bytes"]))
+def test_exact_duplicate_kept_on_request_is_reported_to_the_uploader(
+    photos, http, gateway_url, photo_jpegs
+):
+    # One copy per photo is the default (tests/integration/test_one_copy.py); this asks for two.
+    reply = http.post(
+        f"{gateway_url}/api/images",
+        files=[("files", ("coffee-again.jpg", photos["coffee"]["sent_bytes"]))],
+        data={"keep_duplicate": "1"},
+        timeout=120,
+    )
 
     result = reply.json()["results"][0]
     original = photos["coffee"]["image"]["id"]
