@@ -14,6 +14,8 @@ from typing import Any
 
 import grpc
 from flask import Flask, jsonify, render_template, request
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -46,8 +48,35 @@ TRANSIENT_CODES = frozenset(
 )
 
 
-def http_status_for(code: grpc.StatusCode) -> int:
+# 507 Insufficient Storage: storage answered RESOURCE_EXHAUSTED (its disk is full).
+INSUFFICIENT_STORAGE = 507
+STORAGE_FULL_MESSAGE = (
+    "storage is full: nothing was stored; free disk space on the server, then try again "
+    "(viewing and downloading still work)"
+)
+
+
+def http_status_for(code: grpc.StatusCode, service: str = "") -> int:
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and service == "storage":
+        return INSUFFICIENT_STORAGE
     return HTTP_STATUS_BY_GRPC_CODE.get(code, 502)
+
+
+def error_reason(error: BaseException | None) -> str:
+    """The google.rpc ErrorInfo reason a failed gRPC call carries ("" when none)."""
+    if not isinstance(error, grpc.Call):
+        return ""
+    try:
+        status = rpc_status.from_call(error)
+    except (ValueError, TypeError):
+        return ""
+    if status is None:
+        return ""
+    for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Is(info.DESCRIPTOR) and detail.Unpack(info):
+            return str(info.reason)
+    return ""
 
 
 class ApiError(Exception):
@@ -102,7 +131,13 @@ class ServiceError(Exception):
 
     @property
     def status(self) -> int:
-        return http_status_for(self.code)
+        return http_status_for(self.code, self.service)
+
+    @property
+    def reason(self) -> str:
+        """The ErrorInfo reason of the failed call (STORAGE_FULL, IMAGE_TOO_LARGE, ...), read
+        from the gRPC error this was raised from; "" when it carries none."""
+        return error_reason(self.__cause__)
 
     @property
     def transient(self) -> bool:
@@ -114,6 +149,8 @@ class ServiceError(Exception):
             return f"the {self.service} service is unavailable; try again shortly"
         if self.code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return f"the {self.service} service did not answer in time"
+        if self.status == INSUFFICIENT_STORAGE:
+            return STORAGE_FULL_MESSAGE
         return self.details or f"{self.service} failed with {self.code.name}"
 
 

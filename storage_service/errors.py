@@ -160,9 +160,10 @@ def store_errors(context: grpc.ServicerContext) -> Iterator[None]:
         log.warning("storage I/O error", extra={"error": str(e)})
         abort(context, code, message, reason)
     except MemoryError:
+        # Not RESOURCE_EXHAUSTED: clients read that as "the disk is full".
         abort(
             context,
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            grpc.StatusCode.UNAVAILABLE,
             "storage ran out of memory for this request",
             BUSY,
         )
