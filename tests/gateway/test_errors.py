@@ -80,3 +80,20 @@ def test_health_reports_each_service_down(offline_app):
         "status": "degraded",
         "services": {"storage": "UNAVAILABLE", "vision": "UNAVAILABLE", "search": "UNAVAILABLE"},
     }
+
+
+def test_a_full_storage_is_507_with_a_clear_message():
+    error = ServiceError(
+        "storage", "PutImage", grpc.StatusCode.RESOURCE_EXHAUSTED, "storage is full"
+    )
+
+    assert error.status == 507
+    assert "storage is full" in error.message
+    assert "free disk space" in error.message
+    assert not error.transient
+
+
+def test_resource_exhausted_from_another_service_keeps_its_status():
+    error = ServiceError("vision", "Analyze", grpc.StatusCode.RESOURCE_EXHAUSTED, "too big")
+
+    assert error.status == 413

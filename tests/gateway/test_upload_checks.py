@@ -76,3 +76,30 @@ def test_clean_filename_refuses_control_characters():
 
 def test_clean_filename_keeps_ordinary_names():
     assert clean_filename("  Bob's café & co (1).JPG ") == "Bob's café & co (1).JPG"
+
+
+@pytest.mark.parametrize(("fmt", "content_type"), [("HEIF", "image/heif"), ("AVIF", "image/avif")])
+def test_sniff_recognises_heic_and_avif_photos(photo_jpegs, fmt, content_type):
+    assert sniff_image_type(_encoded(photo_jpegs["coffee"], fmt)) == content_type
+
+
+@pytest.mark.parametrize("name", ["fleur été 🌸.jpg", "ракета.jpg", "東京タワー.png"])
+def test_clean_filename_keeps_names_in_any_script(name):
+    assert clean_filename(name) == name
+
+
+def test_clean_filename_composes_a_decomposed_name():
+    assert clean_filename("cafe\u0301.jpg") == "café.jpg"
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("two\r\nlines.jpg", "control character"),
+        ("\u202egpj.exe", "control character"),
+        ("ж" * 130 + ".jpg", "over the limit of 255 bytes"),
+    ],
+)
+def test_clean_filename_refuses_what_storage_refuses(name, message):
+    with pytest.raises(BadRequestError, match=message):
+        clean_filename(name)
