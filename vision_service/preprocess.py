@@ -16,9 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from storage_service.columnstore import policy
 from vision_service.errors import InvalidImageError
 
-SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO")
+# The formats storage accepts (the shared policy; importing it registers the HEIC/HEIF opener).
+SUPPORTED_FORMATS = tuple(policy.ACCEPTED_FORMATS)
 
 CLASSIFIER_SIZE = 224
 CLASSIFIER_RESIZE = 256
@@ -80,7 +82,10 @@ def _decode_opened(
 ) -> DecodedImage:
     fmt = (image.format or "").upper()
     if fmt not in SUPPORTED_FORMATS:
-        raise InvalidImageError(f"unsupported image format {fmt or 'unknown'!r}")
+        raise InvalidImageError(
+            f"unsupported image format {fmt or 'unknown'!r} (accepted: "
+            f"{policy.ACCEPTED_FORMAT_NAMES})"
+        )
     width, height = image.size
     if width <= 0 or height <= 0:
         raise InvalidImageError(f"image has no pixels ({width}x{height})")

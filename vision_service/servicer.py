@@ -10,6 +10,7 @@ import grpc
 from imagerepo.common.v1 import common_pb2
 from imagerepo.vision.v1 import vision_service_pb2 as pb
 from imagerepo.vision.v1 import vision_service_pb2_grpc as pb_grpc
+from storage_service.columnstore import policy
 from vision_service.engine import (
     DEFAULT_TASKS,
     DEFAULT_TOP_K,
@@ -164,7 +165,8 @@ def _analysis_to_proto(analysis: Analysis) -> pb.AnalyzeResponse:
         response.moderation_score = analysis.moderation_score
     if analysis.ocr is not None:
         response.ocr_ran = True
-        response.ocr_text = analysis.ocr.text
+        # Cut to what storage accepts (the shared policy), so a dense page never fails ingest.
+        response.ocr_text = policy.clip_ocr_text(analysis.ocr.text)
         response.text_boxes.extend(
             common_pb2.TextBox(
                 text=line.text,

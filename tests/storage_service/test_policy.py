@@ -265,3 +265,20 @@ def test_pages_stay_under_the_default_4_mib_message_limit(storage, photo_jpegs):
     assert len(batch.images) + len(batch.not_returned_ids) == 60
     assert batch.not_returned_ids
     assert batch.ByteSize() < 4 * 1024 * 1024
+
+
+def test_vision_decodes_what_storage_accepts_and_shares_its_limits(photo_paths):
+    from vision_service.models.classifier import FEATURE_DIM
+    from vision_service.preprocess import decode_image
+
+    buf = io.BytesIO()
+    with Image.open(photo_paths["astronaut"]) as im:
+        im.convert("RGB").save(buf, "HEIF", quality=80)
+
+    decoded = decode_image(buf.getvalue(), max_pixels=40_000_000)
+
+    assert (decoded.format, decoded.width, decoded.height) == ("HEIF", 512, 512)
+    assert FEATURE_DIM == policy.FEATURE_DIM
+    assert len(policy.clip_ocr_text("é" * policy.MAX_OCR_TEXT_BYTES).encode()) <= (
+        policy.MAX_OCR_TEXT_BYTES
+    )
