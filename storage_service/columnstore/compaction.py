@@ -54,7 +54,10 @@ class _Version:
 
 def segment_rows(segment: SegmentReader) -> list[dict[str, Any]]:
     """Every row of a segment as a dict of its small columns (raises DataLossError)."""
-    columns = {c.name: segment.column(c.name) for c in SMALL_COLUMNS}
+    # The ids from their backup copy when the first one is damaged: the rows stay whole.
+    columns = {
+        c.name: segment.ids() if c.name == "id" else segment.column(c.name) for c in SMALL_COLUMNS
+    }
     return [{name: values[i] for name, values in columns.items()} for i in range(segment.row_count)]
 
 

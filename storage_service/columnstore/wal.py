@@ -8,11 +8,11 @@ a block boundary, each with an 11-byte header
     crc32 u32 | length u16 | type u8 (FULL 1, FIRST 2, MIDDLE 3, LAST 4) | log_number u32
 
 where the CRC covers type, log_number and the fragment's bytes. A block's last < 11 bytes are
-zero padding. Because every block starts a fragment, a reader that meets a damaged fragment
-skips to the next block and resynchronises there: one flipped byte costs the records touching
-that block, never the rest of the file. Damage is counted and reported; a stretch that is
-followed by intact records of the same log is damage, a stretch after the last one is the torn
-tail a crash leaves (the write it held was never acknowledged).
+zero padding. A reader that meets a damaged fragment resynchronises at the next valid record
+start (found by searching for a FULL or FIRST fragment header of this log whose CRC checks
+out): one flipped byte costs the record it hit, never the rest of the file. Damage is counted
+and reported; a stretch followed by intact records of the same log is damage, a stretch after
+the last one is the torn tail a crash leaves (the write it held was never acknowledged).
 
 Format 1 (records back to back, `payload_length u32 | crc32 u32 | seq u64 | log_number u32 |
 payload`) is still read, so data dirs written before keep working; new records are always
@@ -203,7 +203,28 @@ def _fragment_at(data: bytes, pos: int, number: int) -> tuple[int, int, int] | N
     return kind, start, end
 
 
-def _read_v2(path: Path, number: int, data: bytes) -> tuple[list[tuple[int, bytes]], list[Damage]]:
+def _next_record_start(data: bytes, pos: int, number: int) -> int:
+    """Where the next valid FULL or FIRST fragment of log `number` starts at or after `pos`
+    (len(data) when none): the resynchronisation point after damage. Searches for the
+    type-and-log-number bytes of a header (a C-speed find), then checks the CRC, so one damaged
+    record costs that record alone, not the rest of its block."""
+    tail = number.to_bytes(4, "little")
+    best = len(data)
+    for kind in (FULL, FIRST):
+        needle = bytes([kind]) + tail
+        at = data.find(needle, pos + 6)
+        while 0 <= at < best:
+            start = at - 6
+            if start >= pos and _fragment_at(data, start, number) is not None:
+                best = start
+                break
+            at = data.find(needle, at + 1)
+    return best
+
+
+def _read_v2(
+    path: Path, number: int, data: bytes, starts: list[int] | None = None
+) -> tuple[list[tuple[int, bytes]], list[Damage]]:
     records: list[tuple[int, bytes]] = []
     damage: list[Damage] = []
     pos = len(MAGIC)
@@ -232,13 +253,7 @@ def _read_v2(path: Path, number: int, data: bytes) -> tuple[list[tuple[int, byte
             if bad_from < 0:
                 bad_from = pending_start if pending else pos
             pending = []
-            skip_to = block_end
-            if pos + FRAGMENT_HEADER.size <= len(data):
-                length = FRAGMENT_HEADER.unpack_from(data, pos)[1]
-                candidate = pos + FRAGMENT_HEADER.size + length
-                if candidate < block_end and _fragment_at(data, candidate, number) is not None:
-                    skip_to = candidate
-            pos = skip_to
+            pos = _next_record_start(data, pos + 1, number)
             continue
         kind, start, end = found
         if kind in (FULL, FIRST):
@@ -266,6 +281,8 @@ def _read_v2(path: Path, number: int, data: bytes) -> tuple[list[tuple[int, byte
                 damage.append(Damage(path, pending_start, end - pending_start, "short record"))
                 continue
             records.append((_SEQ.unpack_from(payload)[0], payload[_SEQ.size :]))
+            if starts is not None:
+                starts.append(pending_start)
     if pending and bad_from < 0:
         bad_from = pending_start
     if bad_from >= 0:
@@ -300,6 +317,15 @@ def read_log(
     if not any(data[: RECORD_HEADER.size]) and not any(data[:BLOCK_SIZE]):
         return [], []  # created, never written
     return _read_v1(path, number, data)
+
+
+def record_offsets(path: Path) -> list[int]:
+    """File offset of each intact record's first fragment header (format 2; for tests that
+    aim damage at a record)."""
+    data = path.read_bytes()
+    starts: list[int] = []
+    _read_v2(path, int(path.stem), data, starts)
+    return starts
 
 
 class WriteAheadLog:
