@@ -9,26 +9,22 @@ import os
 import signal
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import requests
-from tqdm import tqdm
+# requests, tqdm and the importer are imported inside the functions: the command starts (and
+# takes its Ctrl-C handler) before their import time, so an early Ctrl-C ends it quietly too.
+if TYPE_CHECKING:
+    import requests
 
-from gateway.importer import (
-    DEFAULT_MAX_BYTES,
-    IMAGE_SUFFIXES,
-    FileOutcome,
-    Gateway,
-    Importer,
-    ImportSummary,
-)
+    from gateway.importer import ImportSummary
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 
-IMPORT_DESCRIPTION = textwrap.dedent(
+_IMPORT_DESCRIPTION = textwrap.dedent(
     """\
     Upload image files, and every image file under folders, through the gateway.
 
@@ -44,7 +40,7 @@ IMPORT_DESCRIPTION = textwrap.dedent(
     prints the summary and exits with status 130; run the same command again to finish.
     A gateway that cannot be reached stops the run early with one message.
     """
-).format(suffixes=" ".join(sorted(IMAGE_SUFFIXES)))
+)
 
 IMPORT_EPILOG = textwrap.dedent(
     """\
@@ -65,14 +61,34 @@ IMPORT_EPILOG = textwrap.dedent(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command == "reindex":
-        return _reindex_command(args)
-    return _import_command(args)
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        if stop.is_set():  # a second Ctrl-C: leave now
+            os._exit(130)
+        stop.set()
+        print(
+            "\nimagerepo: stopping: no new uploads; waiting briefly for those in flight"
+            " (Ctrl-C again to leave now)",
+            file=sys.stderr,
+        )
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "reindex":
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            return _reindex_command(args)
+        return _import_command(args, stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from gateway.importer import DEFAULT_MAX_BYTES, IMAGE_SUFFIXES
+
     parser = argparse.ArgumentParser(
         prog="imagerepo",
         description="Command-line tools of imagerepo, a self-hosted image repository.",
@@ -81,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp = commands.add_parser(
         "import",
         help="upload files and folder trees, never storing a photo twice",
-        description=IMPORT_DESCRIPTION,
+        description=_IMPORT_DESCRIPTION.format(suffixes=" ".join(sorted(IMAGE_SUFFIXES))),
         epilog=IMPORT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -175,6 +191,10 @@ def run_import(
 ) -> ImportSummary:
     """Import files and folders from Python (benchmarks, scripts): the command without its
     signal handling and printing."""
+    from tqdm import tqdm
+
+    from gateway.importer import Gateway, Importer
+
     importer = Importer(Gateway(base_url, api_key, timeout_s), workers=workers)
     with tqdm(unit="file", desc="import", disable=not progress) as bar:
         importer.on_start = lambda total: setattr(bar, "total", total)
@@ -182,43 +202,23 @@ def run_import(
         return importer.run(paths if isinstance(paths, list) else [paths])
 
 
-def _import_command(args: argparse.Namespace) -> int:
+def _import_command(args: argparse.Namespace, stop: threading.Event) -> int:
+    from tqdm import tqdm
+
+    from gateway.importer import Gateway, Importer
+
     importer = Importer(
         Gateway(args.url, args.api_key, args.timeout),
         workers=args.workers,
         max_bytes=args.max_size,
         dry_run=args.dry_run,
         grace_s=args.grace,
+        stop=stop,
     )
-    bar = tqdm(unit="file", desc="import", disable=args.no_progress or args.dry_run)
-
-    def started(total: int) -> None:
-        bar.total = total
-        bar.refresh()
-
-    def file_done(outcome: FileOutcome) -> None:
-        bar.update(1)
-
-    importer.on_start = started
-    importer.on_file = file_done
-
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        if importer.stop.is_set():  # a second Ctrl-C: leave now
-            os._exit(130)
-        importer.stop.set()
-        print(
-            f"\nimagerepo: stopping: no new uploads; waiting up to {args.grace:g} s"
-            " for those in flight (Ctrl-C again to leave now)",
-            file=sys.stderr,
-        )
-
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with tqdm(unit="file", desc="import", disable=args.no_progress or args.dry_run) as bar:
+        importer.on_start = lambda total: setattr(bar, "total", total)
+        importer.on_file = lambda _outcome: bar.update(1)
         summary = importer.run(args.paths)
-    finally:
-        bar.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     _report(summary)
     return summary.exit_status
 
@@ -235,6 +235,9 @@ def run_reindex(
     base_url: str, api_key: str = "", progress: bool = True, poll_s: float = 0.5
 ) -> dict[str, Any]:
     """Start a rebuild of the search index from storage and follow it to the end."""
+    import requests
+    from tqdm import tqdm
+
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     url = f"{base_url.rstrip('/')}/api/index/rebuild"
     reply = requests.post(url, headers=headers, timeout=30)
@@ -258,6 +261,8 @@ def _error_message(reply: requests.Response) -> str:
 
 
 def _reindex_command(args: argparse.Namespace) -> int:
+    import requests
+
     try:
         status = run_reindex(args.url, args.api_key, progress=not args.no_progress)
     except (RuntimeError, requests.RequestException) as exc:
