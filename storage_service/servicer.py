@@ -102,9 +102,10 @@ def _progress_message(args: tuple[Any, ...], kwargs: dict[str, Any]) -> pb.Verif
         elif source is not None and hasattr(source, name):
             values[name] = int(getattr(source, name))
     if not values and args and all(isinstance(a, int) for a in args):
-        values["files_checked"] = int(args[0])
+        # ColumnStore.verify reports (done, total) in bytes.
+        values["bytes_checked"] = int(args[0])
         if len(args) > 1:
-            values["files_total"] = int(args[1])
+            values["bytes_total"] = int(args[1])
     return pb.VerifyProgress(**values)
 
 
@@ -405,8 +406,7 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
     ) -> pb.GetStatsResponse:
         with store_errors(context):
             stats = self._store.stats()
-            last_verify: VerifyReport | None = getattr(self._store, "last_verify", None)
-        background = getattr(stats, "background_error", None)
+            last_verify = self._store.last_verify
         reply = pb.GetStatsResponse(
             image_count=stats.image_count,
             deleted_count=stats.deleted_count,
@@ -419,9 +419,11 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
                 pb.ColumnStats(name=c.name, raw_bytes=c.raw_bytes, stored_bytes=c.stored_bytes)
                 for c in stats.columns
             ],
-            unreadable_count=int(getattr(stats, "unreadable_count", 0) or 0),
-            background_error=str(background) if background else "",
+            unreadable_count=stats.unreadable_rows,
+            background_error=stats.background_error,
             storage_full=bool(getattr(stats, "storage_full", False)),
+            quarantined_files=stats.quarantined_files,
+            damaged_log_records=stats.damaged_log_records,
         )
         if last_verify is not None:
             reply.last_verify.CopyFrom(_verify_to_proto(last_verify))
@@ -469,7 +471,7 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
 
         def work() -> None:
             try:
-                report = self._store.verify(progress=on_progress)  # type: ignore[attr-defined]
+                report = self._store.verify(progress=on_progress)
                 events.put(("report", report))
             except BaseException as e:  # noqa: BLE001 - handed to the RPC thread
                 events.put(("error", e))

@@ -266,7 +266,7 @@ class ColumnStats(_message.Message):
     def __init__(self, name: _Optional[str] = ..., raw_bytes: _Optional[int] = ..., stored_bytes: _Optional[int] = ...) -> None: ...
 
 class GetStatsResponse(_message.Message):
-    __slots__ = ("image_count", "deleted_count", "segment_count", "disk_bytes", "raw_image_bytes", "wal_bytes", "memtable_rows", "columns", "unreadable_count", "background_error", "last_verify", "storage_full")
+    __slots__ = ("image_count", "deleted_count", "segment_count", "disk_bytes", "raw_image_bytes", "wal_bytes", "memtable_rows", "columns", "unreadable_count", "background_error", "last_verify", "storage_full", "quarantined_files", "damaged_log_records")
     IMAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
     DELETED_COUNT_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -279,6 +279,8 @@ class GetStatsResponse(_message.Message):
     BACKGROUND_ERROR_FIELD_NUMBER: _ClassVar[int]
     LAST_VERIFY_FIELD_NUMBER: _ClassVar[int]
     STORAGE_FULL_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINED_FILES_FIELD_NUMBER: _ClassVar[int]
+    DAMAGED_LOG_RECORDS_FIELD_NUMBER: _ClassVar[int]
     image_count: int
     deleted_count: int
     segment_count: int
@@ -291,7 +293,9 @@ class GetStatsResponse(_message.Message):
     background_error: str
     last_verify: VerifyReport
     storage_full: bool
-    def __init__(self, image_count: _Optional[int] = ..., deleted_count: _Optional[int] = ..., segment_count: _Optional[int] = ..., disk_bytes: _Optional[int] = ..., raw_image_bytes: _Optional[int] = ..., wal_bytes: _Optional[int] = ..., memtable_rows: _Optional[int] = ..., columns: _Optional[_Iterable[_Union[ColumnStats, _Mapping]]] = ..., unreadable_count: _Optional[int] = ..., background_error: _Optional[str] = ..., last_verify: _Optional[_Union[VerifyReport, _Mapping]] = ..., storage_full: _Optional[bool] = ...) -> None: ...
+    quarantined_files: int
+    damaged_log_records: int
+    def __init__(self, image_count: _Optional[int] = ..., deleted_count: _Optional[int] = ..., segment_count: _Optional[int] = ..., disk_bytes: _Optional[int] = ..., raw_image_bytes: _Optional[int] = ..., wal_bytes: _Optional[int] = ..., memtable_rows: _Optional[int] = ..., columns: _Optional[_Iterable[_Union[ColumnStats, _Mapping]]] = ..., unreadable_count: _Optional[int] = ..., background_error: _Optional[str] = ..., last_verify: _Optional[_Union[VerifyReport, _Mapping]] = ..., storage_full: _Optional[bool] = ..., quarantined_files: _Optional[int] = ..., damaged_log_records: _Optional[int] = ...) -> None: ...
 
 class CompactRequest(_message.Message):
     __slots__ = ()
