@@ -25,7 +25,7 @@ class SearchConfig:
     # Images at or above this open_nsfw score are hidden unless a search asks for them.
     moderation_threshold: float = 0.8
     near_duplicate_threshold: float = 0.95
-    semantic_min_similarity: float = 0.65
+    semantic_min_similarity: float = 0.55
     # Journal entries between two snapshots of the whole index.
     snapshot_every: int = 1000
     # Deadline of each call to the vision service, and the pause between retries while it is

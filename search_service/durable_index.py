@@ -30,6 +30,7 @@ from search_service.engine import (
     SearchResult,
     SimilarResult,
     TextEmbedder,
+    is_date_query,
 )
 from search_service.errors import IndexFormatError, InvalidDocumentError
 from search_service.gc_control import collector_paused
@@ -296,7 +297,9 @@ class DurableIndex:
         sort: str = "relevance",
     ) -> SearchResult:
         # Outside the lock: this may wait on the vision service.
-        embedding = self._index.query_embedding(query) if semantic else None
+        embedding = None
+        if semantic and not is_date_query(self._index.keywords.query_words(query)):
+            embedding = self._index.query_embedding(query)
         with self._lock:
             # semantic only with an embedding in hand: never a second try at a failing vision.
             return self._index.search(

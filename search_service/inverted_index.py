@@ -33,6 +33,9 @@ from search_service.tokenizer import Tokenizer
 FIELDS = ("labels", "tags", "ocr_text", "filename", "owner", "concepts", "taken", "camera")
 _PROBABILITY_FIELDS = ("labels", "concepts")
 _MONTHS = tuple(calendar.month_name[1:])
+MONTH_WORDS = frozenset(m.lower() for m in _MONTHS) | frozenset(
+    m.lower() for m in calendar.month_abbr[1:]
+)
 _FIELD_NO = {name: i for i, name in enumerate(FIELDS)}
 # Decoded posting lists kept ready (a hot term is decoded once, not per query).
 _DECODED_CACHE_ENTRIES = 4096

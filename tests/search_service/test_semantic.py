@@ -25,8 +25,8 @@ def _embed(texts: list[str]) -> np.ndarray:
     return np.stack([QUERIES[t] / np.linalg.norm(QUERIES[t]) for t in texts])
 
 
-def _index() -> SearchIndex:
-    ix = SearchIndex(EngineParams(vector_dim=DIM))
+def _index(**params) -> SearchIndex:
+    ix = SearchIndex(EngineParams(vector_dim=DIM, **params))
     ix.attach_semantic(ConceptSpace(LABELS, EMBEDDINGS), _embed)
     ix.put(doc("cat", (("tiger cat", 0.6), ("moped", 0.05)), class_indexes=CLASSES))
     ix.put(doc("coffee", (("espresso", 0.95),), class_indexes=CLASSES))
@@ -44,7 +44,8 @@ def test_query_without_keyword_match_finds_image_through_its_labels():
 
 
 def test_weak_concept_matches_are_not_results_but_the_page_shows_the_closest():
-    result = _index().search("dog")
+    # (these hand-made embeddings are further apart than MiniLM's, so a lower bar)
+    result = _index(closest_min_similarity=0.3, closest_margin=1.0).search("dog")
 
     # No label is close enough to "dog" to be a match ...
     assert result.total == 0 or result.closest
@@ -56,9 +57,7 @@ def test_weak_concept_matches_are_not_results_but_the_page_shows_the_closest():
 
 
 def test_no_closest_concepts_when_switched_off():
-    ix = _index()
-    ix.params = EngineParams(vector_dim=DIM, closest_count=0)
-    result = ix.search("dog")
+    result = _index(closest_min_similarity=0.3, closest_count=0).search("dog")
     assert (result.hits, result.closest, result.note) == ([], (), "")
 
 
