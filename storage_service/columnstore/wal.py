@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import re
 import struct
 import threading
 import zlib
@@ -208,18 +209,12 @@ def _next_record_start(data: bytes, pos: int, number: int) -> int:
     (len(data) when none): the resynchronisation point after damage. Searches for the
     type-and-log-number bytes of a header (a C-speed find), then checks the CRC, so one damaged
     record costs that record alone, not the rest of its block."""
-    tail = number.to_bytes(4, "little")
-    best = len(data)
-    for kind in (FULL, FIRST):
-        needle = bytes([kind]) + tail
-        at = data.find(needle, pos + 6)
-        while 0 <= at < best:
-            start = at - 6
-            if start >= pos and _fragment_at(data, start, number) is not None:
-                best = start
-                break
-            at = data.find(needle, at + 1)
-    return best
+    pattern = re.compile(b"[\x01\x02]" + re.escape(number.to_bytes(4, "little")))
+    for match in pattern.finditer(data, pos + 6):
+        start = match.start() - 6
+        if _fragment_at(data, start, number) is not None:
+            return start
+    return len(data)
 
 
 def _read_v2(
@@ -285,14 +280,14 @@ def _read_v2(
                 starts.append(pending_start)
     if pending and bad_from < 0:
         bad_from = pending_start
-    if bad_from >= 0:
-        # Nothing of this log follows: zeros or old fragments are the unused end; anything
-        # else is the torn tail of a write a crash cut short (never acknowledged).
-        rest = data[bad_from:]
-        if any(rest[: FRAGMENT_HEADER.size]) and _looks_like_ours(data, bad_from, number):
-            damage.append(
-                Damage(path, bad_from, len(data) - bad_from, "torn or corrupt tail dropped")
-            )
+    # Nothing of this log follows: zeros or old fragments are the unused end; anything else
+    # is the torn tail of a write a crash cut short (never acknowledged).
+    if (
+        bad_from >= 0
+        and any(data[bad_from : bad_from + FRAGMENT_HEADER.size])
+        and _looks_like_ours(data, bad_from, number)
+    ):
+        damage.append(Damage(path, bad_from, len(data) - bad_from, "torn or corrupt tail dropped"))
     return records, damage
 
 
