@@ -1,6 +1,7 @@
 """The `imagerepo` command (also `python -m gateway.cli`): `import` uploads photos through the
 gateway's REST API without ever storing one twice (gateway.importer); `reindex` rebuilds the
-search index from storage with a progress bar."""
+search index from storage with a progress bar; `verify` checks every block storage holds
+(gateway.integrity)."""
 
 from __future__ import annotations
 
@@ -76,9 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         args = build_parser().parse_args(argv)
-        if args.command == "reindex":
+        if args.command in ("reindex", "verify"):
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            if args.command == "verify":
+                from gateway.integrity import verify_command
+
+                return verify_command(args)
             return _reindex_command(args)
         return _import_command(args, stop)
     finally:
@@ -160,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
             " set, and decides whose library the files go to (default: $IMAGEREPO_API_KEY)",
         )
         command.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    from gateway.integrity import add_verify_parser
+
+    add_verify_parser(commands)
     return parser
 
 
