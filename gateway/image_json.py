@@ -64,6 +64,21 @@ def reason_text(field: str, term: str) -> str:
     return f"{_REASON_WORDS.get(field, field + ':')} {term}"
 
 
+def reasons_text(reasons: list[dict[str, Any]], limit: int = 4) -> str:
+    """A search hit's reasons as one line, each term once: "looks like cat, tiger cat · tagged
+    pets"."""
+    phrases: dict[str, list[str]] = {}
+    seen: set[str] = set()
+    for reason in reasons:
+        term = str(reason["term"])
+        if term.lower() in seen or len(seen) >= limit:
+            continue
+        seen.add(term.lower())
+        phrase = _REASON_WORDS.get(reason["field"], f"{reason['field']}:")
+        phrases.setdefault(phrase, []).append(term)
+    return " · ".join(f"{phrase} {', '.join(terms)}" for phrase, terms in phrases.items())
+
+
 def iso_time(unix_ms: int) -> str:
     return datetime.fromtimestamp(unix_ms / 1000, tz=UTC).isoformat(timespec="seconds")
 

@@ -46,10 +46,15 @@ _EXTENSIONS = {
 
 
 def download_name(filename: str, image_id: str, fmt: str = "") -> str:
-    """A filename safe in a header and a zip: control characters (CR, LF, ...) become spaces,
-    path separators become "_"; never empty."""
+    """A filename safe in a header and a zip: line breaks and tabs become spaces, other control
+    characters go, path separators become "_"; never empty."""
     cleaned = "".join(
-        " " if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") else ch for ch in filename
+        " "
+        if ch in "\t\n\r\v\f" or unicodedata.category(ch) in ("Zl", "Zp")
+        else ""
+        if unicodedata.category(ch) in ("Cc", "Cf")
+        else ch
+        for ch in filename
     )
     cleaned = " ".join(cleaned.replace("/", "_").replace("\\", "_").split()).strip(". ")
     if not cleaned:

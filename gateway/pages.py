@@ -22,7 +22,7 @@ from gateway import library
 from gateway import operations as ops
 from gateway.api import THUMBNAIL_SIZES
 from gateway.errors import BadRequestError, NotFoundError, ServiceError
-from gateway.image_json import image_json, label_json, reason_text
+from gateway.image_json import image_json, label_json, reasons_text
 from gateway.mosaic import MAX_COLUMNS, render_mosaic
 from gateway.mosaic_tiles import NoTilesError
 from gateway.state import state
@@ -325,4 +325,4 @@ def logout() -> Any:
 
 @pages.app_context_processor
 def _page_helpers() -> dict[str, Any]:
-    return {"reason_text": reason_text}
+    return {"reasons_text": reasons_text}

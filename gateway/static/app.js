@@ -392,9 +392,15 @@ function setupSelection() {
   document.addEventListener("click", (e) => {
     const pick = e.target.closest("figure.tile .pick");
     if (pick) {
-      // Let the checkbox toggle itself, then apply a shift-click range.
-      if (e.shiftKey && last && last !== pick) { e.preventDefault(); pick.checked = !pick.checked; toggle(pick, true); }
-      else { last = pick; setTimeout(update); }
+      // The checkbox has toggled itself (preventDefault would undo it); a shift-click gives
+      // the whole range from the last one clicked the same state.
+      const list = boxes();
+      if (e.shiftKey && last && last !== pick && list.includes(last)) {
+        const [a, b] = [list.indexOf(last), list.indexOf(pick)].sort((x, y) => x - y);
+        list.slice(a, b + 1).forEach((x) => { x.checked = pick.checked; });
+      }
+      last = pick;
+      update();
       return;
     }
     if (!document.body.classList.contains("selecting")) return;

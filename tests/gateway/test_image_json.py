@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.image_json import image_json, reason_text
+from gateway.image_json import image_json, reason_text, reasons_text
 from imagerepo.common.v1 import common_pb2
 from imagerepo.storage.v1 import storage_service_pb2 as storage_pb
 
@@ -104,3 +104,14 @@ def test_exif_is_readable_and_date_taken_drives_the_date():
     }
     assert shown["taken_at"] == "2019-07-14T18:22:05"
     assert shown["date"] == "2019-07-14T18:22:05"
+
+
+def test_a_hit_s_reasons_read_as_one_line_each_term_once():
+    reasons = [
+        {"field": "labels", "term": "cat"},
+        {"field": "labels", "term": "tiger cat"},
+        {"field": "semantic", "term": "tiger cat"},
+        {"field": "tags", "term": "pets"},
+    ]
+
+    assert reasons_text(reasons) == "looks like cat, tiger cat · tagged pets"

@@ -118,17 +118,21 @@ def test_upload_search_open_tag_report_and_delete_in_browser(
 
     # Search as you type offers completions; the results say why each matched.
     page.fill("#q", "espr")
-    expect(page.locator("#suggestions option[value='espresso']")).to_have_count(1)
+    expect(page.locator("#suggestions [role=option][data-value='espresso']")).to_have_count(1)
+    expect(page.locator("#q")).to_have_attribute("aria-expanded", "true")
     page.fill("#q", "espresso")
     page.press("#q", "Enter")
     page.wait_for_url("**/search?q=espresso")
     result = page.locator(f'#results figure.tile[data-id="{image_id}"]')
     expect(result).to_be_visible()
-    expect(page.locator("#results .why").first).to_contain_text("labels: espresso")
+    expect(page.locator("#results .why").first).to_contain_text("looks like espresso")
     _screenshot(page, "search")
 
-    # Open the image: preview, labels with bars, similar images.
+    # A click opens the viewer; its "Details" link opens the image page: preview, labels with
+    # bars, similar images.
     result.locator("a").first.click()
+    expect(page.locator("#lightbox")).to_be_visible()
+    page.click("#lb-details")
     page.wait_for_url(f"**/images/{image_id}")
     expect(page.locator("#filename")).to_have_text("coffee-browser.jpg")
     expect(page.locator(".labels li").first).to_contain_text("espresso")
@@ -254,7 +258,7 @@ def test_find_similar_from_an_uploaded_picture(page: Page, gateway_url: str, tmp
     _screenshot(page, "similar")
 
 
-def test_duplicate_upload_links_to_the_earlier_copy(
+def test_the_same_photo_again_links_to_the_copy_already_stored(
     page: Page, gateway_url: str, tmp_path, photo_jpegs
 ):
     (first,) = _photo_files(tmp_path, photo_jpegs, ["china"])
@@ -267,6 +271,8 @@ def test_duplicate_upload_links_to_the_earlier_copy(
     original = page.locator("#upload-list li.stored a").get_attribute("href")
     page.set_input_files("#files", [str(again)])
 
+    # One copy per photo: the same bytes again are not stored twice, and the row says where
+    # the photo already is.
     row = page.locator("#upload-list li.duplicate")
-    expect(row).to_contain_text("stored (duplicate)")
-    assert row.locator("a.original").get_attribute("href") == original
+    expect(row).to_contain_text("already in your library")
+    assert row.locator("a").first.get_attribute("href") == original

@@ -1,0 +1,68 @@
+"""Names that survive any header and any zip; selections; duplicate groups as shown."""
+
+from __future__ import annotations
+
+import pytest
+from werkzeug.datastructures import Headers
+from werkzeug.http import parse_options_header
+
+from gateway.errors import BadRequestError
+from gateway.library import content_disposition, download_name, readable_groups, selection
+
+
+@pytest.mark.parametrize(
+    ("stored", "served"),
+    [
+        ("fleur été 🌸.jpg", "fleur été 🌸.jpg"),
+        ("ракета.jpg", "ракета.jpg"),
+        ("two\r\nlines.jpg", "two lines.jpg"),
+        ("tab\there\x00.png", "tab here.png"),
+        ("a/b\\c.jpg", "a_b_c.jpg"),
+        ("\r\n", "image-abc123.jpg"),
+    ],
+)
+def test_download_names_keep_the_name_but_never_break_a_header(stored, served):
+    assert download_name(stored, "abc123", "JPEG") == served
+
+
+@pytest.mark.parametrize("name", ["fleur été 🌸.jpg", "ракета.jpg", 'quote".jpg', "plain.jpg"])
+def test_content_disposition_round_trips_the_exact_name(name):
+    headers = Headers()
+    headers.set("Content-Disposition", "attachment", **content_disposition("attachment", name, "x"))
+    value = headers["Content-Disposition"]
+
+    kind, params = parse_options_header(value)
+
+    assert kind == "attachment"
+    assert "\r" not in value and "\n" not in value
+    value.encode("latin-1")  # a header every client can read
+    assert params["filename"] == name  # werkzeug prefers filename* when it is there
+
+
+def test_the_ascii_fallback_is_never_an_empty_stem():
+    params = content_disposition("inline", "ракета.jpg", "0123456789abcdef")
+
+    assert params["filename"] == "image-0123456789ab.jpg"
+    assert params["filename*"] == "UTF-8''%D1%80%D0%B0%D0%BA%D0%B5%D1%82%D0%B0.jpg"
+
+
+def test_selection_accepts_lists_repeats_and_commas_once_each():
+    assert selection(["a,b", "b", " c "]) == ["a", "b", "c"]
+    with pytest.raises(BadRequestError):
+        selection([])
+    with pytest.raises(BadRequestError):
+        selection([",".join(str(i) for i in range(501))])
+
+
+def test_a_near_group_that_is_one_exact_copy_is_not_shown_again():
+    same = [{"id": "a", "sha256": "s1"}, {"id": "b", "sha256": "s1"}]
+    alike = [{"id": "a", "sha256": "s1"}, {"id": "c", "sha256": "s2"}]
+    groups = {
+        "exact_groups": [{"kind": "exact", "images": same}],
+        "near_groups": [{"kind": "near", "images": same}, {"kind": "near", "images": alike}],
+    }
+
+    shown = readable_groups(groups)
+
+    assert shown["exact_groups"] == groups["exact_groups"]
+    assert shown["near_groups"] == [{"kind": "near", "images": alike}]
