@@ -1052,7 +1052,9 @@ class ColumnStore:
             lost = tuple(i for i, why in damaged_known.items() if f"{segment_id:06d}.seg" in why)
             found.append(DamagedItem(f"segments/{segment_id:06d}.seg", reason, lost))
         for segment in segments:
+            before = done
             problems = segment.verify(lambda n: advance(n))
+            advance(max(0, segment.file_bytes - (done - before)))  # index, footer, trailer
             blocks += len(segment.column_bytes()) + segment.row_count * 4
             if not problems:
                 continue

@@ -290,3 +290,24 @@ def test_one_copy_per_photo_and_owner_even_when_two_identical_puts_race(tmp_path
     got = store.get_many([by_owner["ann"], "nope", again.image.id])
     assert [m.id if m else None for m in got] == [by_owner["ann"], None, again.image.id]
     store.close()
+
+
+def test_verify_checks_every_byte_with_progress_and_is_remembered(tmp_path, prepared):
+    store = ColumnStore.open(tmp_path / "s", SMALL_MEMTABLE)
+    for i, p in enumerate(prepared[:6]):
+        store.put(f"{i}.jpg", "", p)
+    store.flush()
+    store.put("log.jpg", "", prepared[6])
+    assert store.last_verify is None
+    seen: list[tuple[int, int]] = []
+
+    report = store.verify(lambda done, total: seen.append((done, total)))
+
+    assert report.ok and report.damaged == ()
+    segments = list((tmp_path / "s" / "segments").glob("*.seg"))
+    assert report.bytes_checked >= sum(p.stat().st_size for p in segments)
+    assert report.files_checked >= len(segments) + 2  # segments, the log, the manifest
+    dones = [d for d, _t in seen]
+    assert dones == sorted(dones) and seen[-1][0] == seen[-1][1]
+    assert store.last_verify is report
+    store.close()
