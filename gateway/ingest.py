@@ -265,6 +265,10 @@ class IngestPipeline:
                 image.id, data, timings
             )
             fields.extend(_ANALYSIS_FIELDS)
+            # Tags set while the models ran (a gRPC client tags right after PutImage) must
+            # reach the index: build the document from the metadata as it is now.
+            with timed(timings, "storage_read"):
+                image = self._clients.get_image(image.id)
 
         document = search_document(image, analysis)
         index_error: ServiceError | None = None

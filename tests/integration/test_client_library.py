@@ -137,8 +137,11 @@ def test_search_and_similar_find_an_uploaded_photo_once_analysed(repo, photo_jpe
     assert {r.image.id for r in by_picture} == {cat.id, near.id}
 
 
-def test_delete_then_get_is_not_found(repo, photo_jpegs):
-    image = repo.upload(fresh_jpeg(photo_jpegs["camera"]), "camera.jpg").image
+def test_delete_removes_the_image_from_storage_and_search(repo, photo_jpegs):
+    tag = "zq" + "".join(chr(ord("a") + int(c, 16)) for c in uuid.uuid4().hex[:10])
+    image = repo.upload(fresh_jpeg(photo_jpegs["camera"]), "camera.jpg", tags=[tag]).image
+    repo.wait_until_analysed(image.id)
+    assert repo.search_service.search(tag, owner=repo.owner).total_hits == 1
 
     repo.delete(image.id)
 
@@ -146,6 +149,17 @@ def test_delete_then_get_is_not_found(repo, photo_jpegs):
         repo.get(image.id)
     assert caught.value.code == grpc.StatusCode.NOT_FOUND
     assert image.id in str(caught.value)
+    assert repo.search_service.search(tag, owner=repo.owner).total_hits == 0
+
+
+def test_tags_added_after_analysis_are_searchable_at_once(repo, photo_jpegs):
+    tag = "zq" + "".join(chr(ord("a") + int(c, 16)) for c in uuid.uuid4().hex[:10])
+    image = repo.upload(fresh_jpeg(photo_jpegs["coffee"]), "coffee.jpg").image
+    repo.wait_until_analysed(image.id)
+
+    repo.add_tags(image.id, [tag])
+
+    assert [hit.image.id for hit in repo.search(tag)] == [image.id]
 
 
 def test_bytes_that_are_no_image_raise_invalid_argument(repo):

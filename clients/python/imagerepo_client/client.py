@@ -26,6 +26,7 @@ from typing import BinaryIO
 import grpc
 
 from imagerepo.common.v1 import common_pb2
+from imagerepo.search.v1 import search_service_pb2 as search_pb
 from imagerepo.storage.v1 import storage_service_pb2 as storage_pb
 from imagerepo.vision.v1 import vision_service_pb2 as vision_pb
 from imagerepo_client.calls import RetryPolicy
@@ -119,7 +120,7 @@ class ImageRepoClient:
         reply = self.storage.put_image(data, name, owner=self.owner, keep_duplicate=keep_duplicate)
         image = reply.image
         if tags:
-            image = self.storage.update_tags(image.id, add=tags)
+            image = self.add_tags(image.id, tags)
         return UploadResult(
             image=image,
             already_stored=reply.already_stored,
@@ -127,11 +128,27 @@ class ImageRepoClient:
         )
 
     def add_tags(self, image_id: str, tags: Iterable[str]) -> storage_pb.ImageMetadata:
-        return self.storage.update_tags(image_id, add=tags)
+        """Tag an image; search sees the tags at once when the image is analysed already
+        (otherwise the gateway indexes them with its analysis)."""
+        self.storage.update_tags(image_id, add=tags)
+        return self._reindex_if_analysed(image_id)
+
+    def remove_tags(self, image_id: str, tags: Iterable[str]) -> storage_pb.ImageMetadata:
+        self.storage.update_tags(image_id, remove=tags)
+        return self._reindex_if_analysed(image_id)
+
+    def _reindex_if_analysed(self, image_id: str) -> storage_pb.ImageMetadata:
+        image = self.storage.get_image(image_id, include_feature_vector=True)
+        if image.status == READY and image.has_feature_vector:
+            self.search_service.index_image(_search_document(image))
+        image.ClearField("feature_vector")
+        return image
 
     def delete(self, image_id: str) -> storage_pb.ImageMetadata:
-        """Delete one image from storage (the gateway removes it from search too)."""
-        return self.storage.delete_image(image_id)
+        """Delete one image from storage, then from the search index."""
+        deleted = self.storage.delete_image(image_id)
+        self.search_service.remove_image(image_id)
+        return deleted
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -183,9 +200,14 @@ class ImageRepoClient:
         for start in range(0, len(wanted), SHA256_BATCH):
             batch = wanted[start : start + SHA256_BATCH]
             reply = self.storage.find_by_sha256(batch, owner=self.owner if owner is None else owner)
+            cut: dict[str, str] = {}
             for match in reply.matches:
                 if match.images:
                     found[match.sha256] = match.images[0]
+                elif match.image_ids:  # left out of a reply that grew too large
+                    cut[match.image_ids[0]] = match.sha256
+            for image in self.storage.batch_get_images(builtins.list(cut)):
+                found[cut[image.id]] = image
         return found
 
     def wait_until_analysed(
@@ -279,6 +301,24 @@ class ImageRepoClient:
 
     def _images_by_id(self, ids: Sequence[str]) -> dict[str, storage_pb.ImageMetadata]:
         return {image.id: image for image in self.storage.batch_get_images(list(ids))}
+
+
+def _search_document(image: storage_pb.ImageMetadata) -> search_pb.SearchDocument:
+    """What search indexes for an analysed image (the same document the gateway builds)."""
+    return search_pb.SearchDocument(
+        image_id=image.id,
+        filename=image.filename,
+        owner=image.owner,
+        labels=image.labels,
+        tags=list(image.tags),
+        ocr_text=image.ocr_text,
+        moderation_score=image.moderation_score,
+        status=image.status,
+        feature_vector=image.feature_vector,
+        sha256=image.sha256,
+        created_at_unix_ms=image.created_at_unix_ms,
+        exif=dict(image.exif),
+    )
 
 
 def sha256_of(data: bytes) -> str:

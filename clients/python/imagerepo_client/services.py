@@ -123,8 +123,14 @@ class StorageClient(_ServiceClient):
             return []
         found: list[storage_pb.ImageMetadata] = []
         for start in range(0, len(ids), BATCH_LIMIT):
-            found.extend(self._batch_get(ids[start : start + BATCH_LIMIT]).images)
-        return found
+            batch = ids[start : start + BATCH_LIMIT]
+            while batch:
+                reply = self._batch_get(batch)
+                found.extend(reply.images)
+                # Ids left out to keep a reply under the message limit are asked for again.
+                batch = list(reply.not_returned_ids) if reply.images else []
+        by_id = {image.id: image for image in found}
+        return [by_id[i] for i in dict.fromkeys(ids) if i in by_id]
 
     def _batch_get(self, ids: list[str]) -> storage_pb.BatchGetImagesResponse:
         request = storage_pb.BatchGetImagesRequest(image_ids=ids)
@@ -258,6 +264,21 @@ class SearchClient(_ServiceClient):
         return self._caller.call(
             "Search", lambda t: self.stub.Search(request, timeout=t), idempotent=True
         )
+
+    def index_image(self, document: search_pb.SearchDocument) -> None:
+        """Adds or replaces one image's document (replacing is idempotent: safe to retry)."""
+        request = search_pb.IndexImageRequest(document=document)
+        self._caller.call(
+            "IndexImage", lambda t: self.stub.IndexImage(request, timeout=t), idempotent=True
+        )
+
+    def remove_image(self, image_id: str) -> bool:
+        """Removes one image's document; False when the index did not hold it."""
+        request = search_pb.RemoveImageRequest(image_id=image_id)
+        reply = self._caller.call(
+            "RemoveImage", lambda t: self.stub.RemoveImage(request, timeout=t), idempotent=True
+        )
+        return reply.removed
 
     def similar_images(
         self,
