@@ -23,6 +23,7 @@ from gateway import operations as ops
 from gateway.api import THUMBNAIL_SIZES
 from gateway.errors import BadRequestError, NotFoundError, ServiceError
 from gateway.image_json import image_json, label_json, reasons_text
+from gateway.integrity import integrity_summary
 from gateway.mosaic import MAX_COLUMNS, render_mosaic
 from gateway.mosaic_tiles import NoTilesError
 from gateway.state import state
@@ -298,7 +299,15 @@ def resolve_exact_duplicates() -> Any:
 
 @pages.get("/status")
 def status() -> Any:
-    return render_template("status.html", report=ops.status_report())
+    return render_template("status.html", report=ops.status_report(), integrity=_integrity())
+
+
+def _integrity() -> dict[str, Any]:
+    """Unreadable images, a latched background error and the last verify, from storage."""
+    try:
+        return integrity_summary(state().clients.storage_stats())
+    except ServiceError as exc:
+        return {"error": exc.message}
 
 
 @pages.route("/login", methods=["GET", "POST"])

@@ -1,0 +1,170 @@
+"""Verify (scrub) over real gRPC: progress then a report, damage named with the image ids it
+affects, the last report in GetStats, the `imagerepo verify` command with its exit status, and
+the gateway's status page showing the result."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from gateway.app import create_app, stop_app
+from imagerepo.storage.v1 import storage_service_pb2 as pb
+from storage_service.columnstore.store import ColumnStore
+from storage_service.server import build_server
+from tests.gateway.conftest import offline_config
+from tests.storage_service.conftest import jpeg_variant, put
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _verify(stub) -> tuple[list[pb.VerifyProgress], pb.VerifyReport]:
+    progress: list[pb.VerifyProgress] = []
+    reports: list[pb.VerifyReport] = []
+    for message in stub.Verify(pb.VerifyRequest(), timeout=60):
+        assert not reports, "the report is the last message"
+        if message.HasField("report"):
+            reports.append(message.report)
+        else:
+            progress.append(message.progress)
+    assert len(reports) == 1
+    return progress, reports[0]
+
+
+def _stored(storage, photo_jpegs, count: int = 6) -> list[str]:
+    ids = [
+        put(storage.stub, jpeg_variant(photo_jpegs["astronaut"], i), f"a{i}.jpg").image.id
+        for i in range(count)
+    ]
+    storage.store.flush()
+    return ids
+
+
+def _damage_one_image(storage_runner, storage) -> tuple[str, str]:
+    """Flip a byte inside the stored bytes of row 1 of the first segment; (its id, segment)."""
+    segment = storage.store._segments[0]
+    victim = segment.ids()[1]
+    offset, length = segment.blob_location("data", 1)
+    path = storage.data_dir / segment.name
+    storage_runner.stop()
+    raw = bytearray(path.read_bytes())
+    raw[offset + length // 2] ^= 0x40
+    path.write_bytes(bytes(raw))
+    return victim, segment.name
+
+
+@pytest.fixture
+def address_of() -> Iterator:
+    """Serve a store on a second real server (port 0) and give its address."""
+    servers: list[grpc.Server] = []
+
+    def serve(store: ColumnStore) -> str:
+        server, port, _ = build_server(store, "127.0.0.1:0")
+        server.start()
+        servers.append(server)
+        return f"127.0.0.1:{port}"
+
+    yield serve
+    for server in servers:
+        server.stop(grace=None)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "verify", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_verify_of_a_healthy_store_streams_progress_then_a_clean_report(storage, photo_jpegs):
+    _stored(storage, photo_jpegs)
+    before = storage.stub.GetStats(pb.GetStatsRequest())
+
+    progress, report = _verify(storage.stub)
+    after = storage.stub.GetStats(pb.GetStatsRequest())
+
+    assert not before.HasField("last_verify")
+    assert progress
+    done = [p.bytes_checked for p in progress]
+    assert done == sorted(done)
+    assert report.ok
+    assert list(report.damaged) == [] and list(report.damaged_image_ids) == []
+    assert report.files_checked >= 2
+    assert report.bytes_checked >= after.disk_bytes - after.wal_bytes
+    assert after.last_verify == report
+    assert after.unreadable_count == 0
+
+
+def test_verify_names_the_damaged_image_and_the_others_still_read(
+    storage_runner, storage, photo_jpegs
+):
+    ids = _stored(storage, photo_jpegs)
+    victim, segment_name = _damage_one_image(storage_runner, storage)
+    storage = storage_runner.start()
+
+    _, report = _verify(storage.stub)
+    stats = storage.stub.GetStats(pb.GetStatsRequest())
+
+    assert not report.ok
+    assert list(report.damaged_image_ids) == [victim]
+    assert any(segment_name in d.path and victim in d.image_ids for d in report.damaged)
+    assert stats.last_verify.damaged_image_ids == [victim]
+    for image_id in ids:
+        if image_id != victim:
+            reply = storage.stub.GetImage(pb.GetImageRequest(image_id=image_id, include_data=True))
+            assert reply.data
+
+
+def test_imagerepo_verify_prints_the_result_and_exits_by_it(
+    storage_runner, storage, photo_jpegs, address_of
+):
+    _stored(storage, photo_jpegs)
+    clean = _cli("--storage", address_of(storage.store))
+    victim, _ = _damage_one_image(storage_runner, storage)
+    storage = storage_runner.start()
+    damaged = _cli("--storage", address_of(storage.store))
+
+    assert clean.returncode == 0, clean.stderr
+    assert "no damage found" in clean.stdout
+    assert "verify" in clean.stderr  # the progress bar
+    assert damaged.returncode == 1
+    assert "DAMAGE FOUND" in damaged.stdout
+    assert victim in damaged.stdout
+
+
+def test_imagerepo_verify_with_storage_down_says_so_and_exits_3():
+    from tests.support import free_port
+
+    result = _cli("--storage", f"127.0.0.1:{free_port()}", "--no-progress")
+
+    assert result.returncode == 3
+    assert "cannot be reached" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_status_page_shows_the_last_verify_and_the_damaged_images(
+    storage_runner, storage, photo_jpegs, address_of
+):
+    _stored(storage, photo_jpegs)
+    victim, _ = _damage_one_image(storage_runner, storage)
+    storage = storage_runner.start()
+    app = create_app(offline_config(storage_address=address_of(storage.store)))
+    try:
+        client = app.test_client()
+        before = client.get("/status").get_data(as_text=True)
+        _verify(storage.stub)
+        after = client.get("/status").get_data(as_text=True)
+    finally:
+        stop_app(app)
+
+    assert "imagerepo verify" in before
+    assert 'id="last-verify"' in after
+    assert "damage in 1 place" in after
+    assert f'href="/images/{victim}"' in after
