@@ -25,6 +25,11 @@ class VisionConfig:
     batch_workers: int = 2
     # The OCR models run in the request thread, one intra-op thread each.
     ocr_threads: int = 1
+    # RapidOCR engines in the reader's pool: this many requests read text at once.
+    ocr_engines: int = 2
+    # Run the int8 CNNs where the manifest has one (adopted by models/quantize.py after an
+    # agreement check); 0 runs the float originals (its "reference" files).
+    quantized: bool = True
     # Let onnxruntime threads spin-wait between ops (faster alone, worse when sharing cores).
     ort_spin: bool = False
     # Micro-batching of concurrent Analyze calls.
@@ -46,6 +51,8 @@ class VisionConfig:
             inter_op_threads=int(env.get("VISION_INTER_OP_THREADS", cls.inter_op_threads)),
             batch_workers=int(env.get("VISION_BATCH_WORKERS", cls.batch_workers)),
             ocr_threads=int(env.get("VISION_OCR_THREADS", cls.ocr_threads)),
+            ocr_engines=int(env.get("VISION_OCR_ENGINES", cls.ocr_engines)),
+            quantized=env.get("VISION_QUANTIZED", "1").lower() in ("1", "true", "yes"),
             ort_spin=env.get("VISION_ORT_SPIN", "0").lower() in ("1", "true", "yes"),
             batch_max_size=int(env.get("VISION_BATCH_MAX_SIZE", cls.batch_max_size)),
             batch_max_wait_ms=float(env.get("VISION_BATCH_MAX_WAIT_MS", cls.batch_max_wait_ms)),

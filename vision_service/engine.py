@@ -17,6 +17,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 from vision_service.batching import MicroBatcher
@@ -24,7 +25,7 @@ from vision_service.config import VisionConfig
 from vision_service.errors import InvalidTextError
 from vision_service.models.classifier import Classification, ImageClass, ImageClassifier, Label
 from vision_service.models.moderation import ModerationModel, moderation_input
-from vision_service.models.ocr import PROBE_MAX_SIDE, OcrResult, TextLine, TextReader
+from vision_service.models.ocr import PROBE_MAX_SIDE, OcrResult, TextLine, TextProbe, TextReader
 from vision_service.models.text_embedder import EMBEDDING_DIM, TextEmbedder
 from vision_service.preprocess import (
     CLASSIFIER_RESIZE,
@@ -90,13 +91,18 @@ class VisionEngine:
         classifier: ImageClassifier,
         moderation: ModerationModel,
         reader: TextReader,
+        probe: TextProbe,
         embedder: TextEmbedder,
         config: VisionConfig,
     ) -> None:
         self._entries = entries
+        self._versions = {
+            name: entry.run_version(config.quantized) for name, entry in entries.items()
+        }
         self._classifier = classifier
         self._moderation = moderation
         self._reader = reader
+        self._probe = probe
         self._embedder = embedder
         self._max_pixels = config.max_image_pixels
         wait_s = config.batch_max_wait_ms / 1000.0
@@ -123,18 +129,26 @@ class VisionEngine:
         registry = load_registry(config.models_dir)
         threads = SessionThreads(config.intra_op_threads, config.inter_op_threads, config.ort_spin)
         steps = tqdm(total=4, desc="loading vision models", unit="model", disable=None)
-        classifier = ImageClassifier.load(registry[CLASSIFIER], threads)
+        classifier = ImageClassifier.load(registry[CLASSIFIER], threads, config.quantized)
         steps.update()
-        moderation = ModerationModel.load(registry[MODERATION], threads)
+        moderation = ModerationModel.load(registry[MODERATION], threads, config.quantized)
         steps.update()
         reader = TextReader(
-            registry[OCR_DET].path(), registry[OCR_REC].path(), threads=config.ocr_threads
+            registry[OCR_DET].path(),
+            registry[OCR_REC].path(),
+            threads=config.ocr_threads,
+            engines=config.ocr_engines,
+        )
+        probe = TextProbe(
+            registry[OCR_DET].path(), SessionThreads(config.ocr_threads, 1, config.ort_spin)
         )
         steps.update()
         embedder = TextEmbedder.load(registry[TEXT_EMBEDDER], threads)
         steps.update()
         steps.close()
-        engine = cls(dict(registry.entries), classifier, moderation, reader, embedder, config)
+        engine = cls(
+            dict(registry.entries), classifier, moderation, reader, probe, embedder, config
+        )
         engine._warm_up()
         log.info(
             "vision models loaded and verified",
@@ -151,6 +165,7 @@ class VisionEngine:
         self._classifier.classify(grey)
         self._moderation.nsfw_scores(np.zeros((1, 224, 224, 3), dtype=np.float32))
         self._embedder.embed(["warm up"])
+        self._probe.likely_has_text(Image.new("RGB", (64, 64), "white"))
 
     def close(self) -> None:
         self.classifier_batches.close()
@@ -166,11 +181,11 @@ class VisionEngine:
 
     @property
     def classifier_name(self) -> str:
-        return f"{CLASSIFIER}@{self._entries[CLASSIFIER].version}"
+        return f"{CLASSIFIER}@{self._versions[CLASSIFIER]}"
 
     @property
     def text_model_name(self) -> str:
-        return f"{TEXT_EMBEDDER}@{self._entries[TEXT_EMBEDDER].version}"
+        return f"{TEXT_EMBEDDER}@{self._versions[TEXT_EMBEDDER]}"
 
     def analyze(self, request: AnalysisRequest) -> Analysis:
         """Analyse one image. Raises InvalidImageError if the bytes are not a readable image;
@@ -207,7 +222,7 @@ class VisionEngine:
         features = None
         if classified is not None:
             classification = classified.result()
-            versions[CLASSIFIER] = self._entries[CLASSIFIER].version
+            versions[CLASSIFIER] = self._versions[CLASSIFIER]
             if Task.LABELS in request.tasks:
                 labels = self._classifier.top_labels(classification.probabilities, request.top_k)
             if Task.FEATURES in request.tasks:
@@ -215,7 +230,7 @@ class VisionEngine:
         moderation_score = None
         if moderated is not None:
             moderation_score = moderated.result()
-            versions[MODERATION] = self._entries[MODERATION].version
+            versions[MODERATION] = self._versions[MODERATION]
         return Analysis(
             width=image.width,
             height=image.height,
@@ -234,14 +249,18 @@ class VisionEngine:
             return None
         if Task.OCR not in request.tasks and request.ocr_mode is not OcrMode.ALWAYS:
             return None
-        versions[OCR_DET] = self._entries[OCR_DET].version
-        if request.ocr_mode is OcrMode.AUTO and not self._reader.likely_has_text(image.rgb):
+        versions[OCR_DET] = self._versions[OCR_DET]
+        if request.ocr_mode is OcrMode.AUTO and not self.likely_has_text(image.rgb):
             return None
-        versions[OCR_REC] = self._entries[OCR_REC].version
+        versions[OCR_REC] = self._versions[OCR_REC]
         if image.reduced:  # text needs the detail the reduced decode left out
             image = decode_image(request.image_data, max_pixels=self._max_pixels)
         ocr = self._reader.read(image.rgb)
         return _scaled(ocr, (image.width / image.rgb.width, image.height / image.rgb.height))
+
+    def likely_has_text(self, rgb: Image.Image) -> bool:
+        """The cheap text probe (OCR_MODE_AUTO runs OCR only where it says yes)."""
+        return self._probe.likely_has_text(rgb)
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """float32[len(texts), 384], unit rows; InvalidTextError for an empty list, a blank

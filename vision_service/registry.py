@@ -10,8 +10,9 @@ way the bytes are hashed at start and a mismatch refuses the model: nothing unve
                  "input_spec": ..., "source": ...,
                  "files": {"<role>": {"file": ..., "sha256": ..., ["package": ...]}}}]}
 
-The role "onnx" is the model graph itself; other roles are its companions ("labels",
-"tokenizer").
+The role "onnx" is the model graph that runs; other roles are its companions ("labels",
+"tokenizer") and, for a quantized model, "reference": the float original it was quantized
+from and checked against (models/quantize.py), which VISION_QUANTIZED=0 runs instead.
 """
 
 from __future__ import annotations
@@ -50,6 +51,17 @@ class ModelEntry:
 
     def path(self, role: str = "onnx") -> Path:
         return self.files[role].path
+
+    def model_role(self, quantized: bool = True) -> str:
+        """The graph to run: "onnx" (the adopted one, int8 where quantization was adopted), or
+        its float original "reference" when `quantized` is False and the model has one."""
+        return "onnx" if quantized or "reference" not in self.files else "reference"
+
+    def run_version(self, quantized: bool = True) -> str:
+        """The version string of the graph `model_role(quantized)` runs."""
+        if self.model_role(quantized) == "onnx":
+            return self.version
+        return self.version.removesuffix("-int8") + "-float"
 
     @property
     def sha256(self) -> str:

@@ -66,8 +66,11 @@ class ImageClassifier:
         self.classes = classes
 
     @classmethod
-    def load(cls, entry: ModelEntry, threads: SessionThreads) -> ImageClassifier:
-        return cls(open_session(entry.path("onnx"), threads), load_classes(entry.path("labels")))
+    def load(
+        cls, entry: ModelEntry, threads: SessionThreads, quantized: bool = True
+    ) -> ImageClassifier:
+        session = open_session(entry.path(entry.model_role(quantized)), threads)
+        return cls(session, load_classes(entry.path("labels")))
 
     def classify(self, batch: np.ndarray) -> list[Classification]:
         """`batch` is float32[N,3,224,224] from `preprocess.classifier_input`."""

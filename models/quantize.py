@@ -1,0 +1,176 @@
+"""Quantize the two image CNNs to int8 with onnxruntime's static quantization, calibrated on
+real photos, and measure how closely each int8 model follows its float original.
+
+    .venv/bin/pip install onnx==1.23.2 sympy   # build-time only; run time and CI need neither
+    .venv/bin/python models/quantize.py [--model efficientnet-lite0|open-nsfw] [--out models]
+
+For each model: the float graph is prepared (`quant_pre_process`: shape inference and graph
+optimisation; open_nsfw is first converted from opset 9 to 13, which per-channel QDQ needs),
+then `quantize_static` writes a QDQ model with per-channel int8 weights and uint8 activations,
+calibrated (MinMax) by a CalibrationDataReader over crops, flips and darker copies of every
+real photo shipped in the installed packages (tests/vision_service/photo_sets.py). Agreement is
+then measured on *other* inputs: each photo, its mirror image and two different crops. An int8
+model is adopted only if top-1 label agreement is >= 98% (classifier) or every moderation score
+is within 0.02 of the float model's (open_nsfw); the script prints the verdict, the figures and
+the sha256 that belongs in models/manifest.json, and writes models/quantization.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from onnxruntime.quantization import (  # noqa: E402
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
+
+from tests.vision_service.photo_sets import (  # noqa: E402
+    calibration_variants,
+    model_inputs,
+    photo_variants,
+    real_photos,
+)
+from vision_service.agreement import classifier_agreement, moderation_agreement  # noqa: E402
+from vision_service.registry import load_registry, sha256_of  # noqa: E402
+from vision_service.sessions import SessionThreads, open_session  # noqa: E402
+
+MODELS = {
+    # name in the manifest: (int8 file written, index of its tensor in model_inputs)
+    "efficientnet-lite0": ("efficientnet_lite0_int8.onnx", 0),
+    "open-nsfw": ("open_nsfw_int8.onnx", 1),
+}
+
+
+class PhotoReader(CalibrationDataReader):
+    """Feeds calibration tensors one at a time (batch 1) under the model's input name."""
+
+    def __init__(self, input_name: str, tensors: np.ndarray) -> None:
+        self._items: Iterator[dict[str, np.ndarray]] = iter({input_name: t[None]} for t in tensors)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._items, None)
+
+
+def _float_path(name: str, models_dir: Path) -> Path:
+    """The float original: the manifest's "reference" file once an int8 model is adopted,
+    its "onnx" file before."""
+    entry = load_registry(models_dir)[name]
+    return entry.path("reference") if "reference" in entry.files else entry.path("onnx")
+
+
+def _prepared(float_path: Path, work: Path) -> Path:
+    import onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    model = onnx.load(str(float_path))
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    if opset < 13:
+        from onnx import version_converter
+
+        model = version_converter.convert_version(model, 13)
+        converted = work / "converted.onnx"
+        onnx.save(model, str(converted))
+        float_path = converted
+    prepared = work / "prepared.onnx"
+    quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=False)
+    return prepared
+
+
+def quantize(name: str, models_dir: Path, calibration: np.ndarray) -> tuple[Path, Path]:
+    float_path = _float_path(name, models_dir)
+    out = models_dir / MODELS[name][0]
+    session = open_session(float_path, SessionThreads())
+    input_name = session.get_inputs()[0].name
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = _prepared(float_path, Path(tmp))
+        quantize_static(
+            str(prepared),
+            str(out),
+            PhotoReader(input_name, calibration),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+    return float_path, out
+
+
+def _cpu_ms(session, tensors: np.ndarray, batch: int = 8, rounds: int = 3) -> float:
+    name = session.get_inputs()[0].name
+    x = np.ascontiguousarray(tensors[:batch])
+    session.run(None, {name: x})
+    started = time.process_time()
+    for _ in range(rounds):
+        session.run(None, {name: x})
+    return 1000.0 * (time.process_time() - started) / (rounds * len(x))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=sorted(MODELS), action="append")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "models")
+    args = parser.parse_args(argv)
+    names = args.model or sorted(MODELS)
+    photos = real_photos()
+    print(f"{len(photos)} real photos: {', '.join(photos)}", flush=True)
+    calibration = model_inputs(calibration_variants(photos))
+    evaluation = model_inputs(photo_variants(photos))
+    print(
+        f"calibration inputs: {len(calibration[0])}; agreement inputs: {len(evaluation[0])}",
+        flush=True,
+    )
+    report_path = args.out / "quantization.json"
+    report = json.loads(report_path.read_text()) if report_path.exists() else {}
+    threads = SessionThreads(intra_op=1, inter_op=1)
+    for name in names:
+        index = MODELS[name][1]
+        started = time.perf_counter()
+        float_path, int8_path = quantize(name, args.out, calibration[index])
+        reference = open_session(float_path, threads)
+        candidate = open_session(int8_path, threads)
+        if name == "open-nsfw":
+            agreement = moderation_agreement(reference, candidate, evaluation[index])
+        else:
+            agreement = classifier_agreement(reference, candidate, evaluation[index])
+        figures = {
+            "file": int8_path.name,
+            "sha256": sha256_of(int8_path),
+            "float_file": float_path.name,
+            "float_sha256": sha256_of(float_path),
+            "adopted": agreement.holds,
+            "agreement": {k: round(v, 5) for k, v in vars(agreement).items()},
+            "cpu_ms_per_image_batch8": {
+                "float": round(_cpu_ms(reference, evaluation[index]), 2),
+                "int8": round(_cpu_ms(candidate, evaluation[index]), 2),
+            },
+            "calibration_inputs": len(calibration[index]),
+            "method": "quantize_static QDQ, per-channel int8 weights, uint8 activations, MinMax",
+        }
+        report[name] = figures
+        verdict = "ADOPTED" if agreement.holds else "NOT adopted (keep the float model)"
+        print(
+            f"{name}: {verdict} in {time.perf_counter() - started:.0f} s\n"
+            f"{json.dumps(figures, indent=1)}",
+            flush=True,
+        )
+    report_path.write_text(json.dumps(report, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,189 @@
+"""Real-photo sets for the vision tests, the vision benchmark and the quantization script.
+
+- `real_photos()`: every real photograph shipped in the installed packages (scikit-image,
+  scikit-learn, matplotlib when installed), as upright RGB images, by name.
+- `photo_variants()`: those photos plus crops and mirror images, to reach a few dozen inputs
+  for calibration and agreement figures. `calibration_variants()` gives different crops, so a
+  model is never judged on the exact inputs it was calibrated on.
+- `text_photos()` / `textless_photos()`: photos that hold text (skimage's scanned page and
+  handwritten text, and real photos carrying a sign: a rendered sign board pasted into the
+  photo at the size a sign has in a snapshot) and photos that hold none. The text-likelihood
+  probe is tuned and tested on these.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+# Photographs (not drawings, charts or synthetic patterns) in skimage.data.
+_SKIMAGE_PHOTOS = (
+    "astronaut.png",
+    "brick.png",
+    "camera.png",
+    "cell.png",
+    "chelsea.png",
+    "clock_motion.png",
+    "coffee.png",
+    "coins.png",
+    "grass.png",
+    "gravel.png",
+    "hubble_deep_field.jpg",
+    "ihc.png",
+    "moon.png",
+    "motorcycle_left.png",
+    "motorcycle_right.png",
+    "retina.jpg",
+    "rocket.jpg",
+)
+_SKIMAGE_TEXT = ("page.png", "text.png")
+_SKLEARN_PHOTOS = ("china.jpg", "flower.jpg")
+_MATPLOTLIB_PHOTOS = ("grace_hopper.jpg",)
+
+# Words on the pasted signs, and where they go: (photo, text, height as a fraction of the
+# photo's height, left and top as fractions, board colour, ink colour).
+_SIGNS = (
+    ("chelsea", "CAFE", 0.14, 0.05, 0.70, "white", "black"),
+    ("coffee", "Espresso 2.50", 0.10, 0.40, 0.05, "black", "white"),
+    ("china", "NO PARKING", 0.09, 0.30, 0.10, "white", "red"),
+    ("motorcycle_left", "Garage open", 0.08, 0.05, 0.05, "yellow", "black"),
+    ("rocket", "LAUNCH PAD 39A", 0.07, 0.20, 0.85, "white", "black"),
+    ("camera", "EXIT", 0.10, 0.65, 0.15, "black", "white"),
+    ("flower", "Garden shop", 0.10, 0.05, 0.80, "white", "darkgreen"),
+    ("astronaut", "NASA", 0.08, 0.55, 0.05, "white", "navy"),
+    ("grass", "Keep off the grass", 0.08, 0.10, 0.45, "white", "black"),
+    ("brick", "Main Street", 0.09, 0.25, 0.40, "darkgreen", "white"),
+)
+
+
+def _package_dir(name: str) -> Path | None:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _open_rgb(path: Path) -> Image.Image:
+    with Image.open(path) as im:
+        return ImageOps.exif_transpose(im).convert("RGB")
+
+
+def _photo_files(names: tuple[str, ...], base: Path | None) -> dict[str, Path]:
+    if base is None:
+        return {}
+    return {Path(n).stem: base / n for n in names if (base / n).is_file()}
+
+
+def real_photos() -> dict[str, Image.Image]:
+    """Every real photograph available offline, without text, as RGB, by name."""
+    skimage_dir = _package_dir("skimage")
+    sklearn_dir = _package_dir("sklearn")
+    mpl_dir = _package_dir("matplotlib")
+    files = {
+        **_photo_files(_SKIMAGE_PHOTOS, skimage_dir / "data" if skimage_dir else None),
+        **_photo_files(
+            _SKLEARN_PHOTOS, sklearn_dir / "datasets" / "images" if sklearn_dir else None
+        ),
+        **_photo_files(
+            _MATPLOTLIB_PHOTOS, mpl_dir / "mpl-data" / "sample_data" if mpl_dir else None
+        ),
+    }
+    return {name: _open_rgb(path) for name, path in sorted(files.items())}
+
+
+def _crops(name: str, image: Image.Image, boxes: tuple[tuple[float, float, float, float], ...]):
+    w, h = image.size
+    out = {}
+    for i, (left, top, right, bottom) in enumerate(boxes):
+        out[f"{name}-crop{i}"] = image.crop(
+            (int(left * w), int(top * h), int(right * w), int(bottom * h))
+        )
+    return out
+
+
+def photo_variants(photos: dict[str, Image.Image] | None = None) -> dict[str, Image.Image]:
+    """Each photo, its mirror image and two off-centre crops (4 inputs per photo)."""
+    photos = real_photos() if photos is None else photos
+    out: dict[str, Image.Image] = {}
+    for name, image in photos.items():
+        out[name] = image
+        out[f"{name}-mirror"] = ImageOps.mirror(image)
+        out.update(_crops(name, image, ((0.0, 0.0, 0.8, 0.8), (0.2, 0.15, 1.0, 0.95))))
+    return out
+
+
+def calibration_variants(photos: dict[str, Image.Image] | None = None) -> dict[str, Image.Image]:
+    """Inputs for calibrating a quantized model: crops other than `photo_variants`' ones, a
+    flipped and a darker copy, so calibration and evaluation inputs differ."""
+    photos = real_photos() if photos is None else photos
+    out: dict[str, Image.Image] = {}
+    for name, image in photos.items():
+        out.update(_crops(name, image, ((0.1, 0.1, 0.9, 0.9), (0.0, 0.3, 0.7, 1.0))))
+        out[f"{name}-flip"] = ImageOps.flip(image)
+        out[f"{name}-dark"] = image.point(lambda v: int(v * 0.7))
+    return out
+
+
+def _sign(text: str, height: int, board: str, ink: str) -> Image.Image:
+    font = ImageFont.load_default(size=max(8, int(height * 0.62)))
+    left, top, right, bottom = font.getbbox(text)
+    pad = max(2, height // 6)
+    sign = Image.new("RGB", (right - left + 2 * pad, height), board)
+    ImageDraw.Draw(sign).text(
+        (pad - left, (height - (bottom - top)) // 2 - top), text, fill=ink, font=font
+    )
+    return sign
+
+
+def text_photos() -> dict[str, Image.Image]:
+    """Photos that hold text: skimage's scanned page and handwritten text, and real photos
+    with a sign in them."""
+    skimage_dir = _package_dir("skimage")
+    if skimage_dir is None:
+        raise FileNotFoundError("scikit-image is not installed")
+    out = {Path(n).stem: _open_rgb(skimage_dir / "data" / n) for n in _SKIMAGE_TEXT}
+    photos = real_photos()
+    for name, text, height, left, top, board, ink in _SIGNS:
+        photo = photos[name].copy()
+        w, h = photo.size
+        sign = _sign(text, max(12, int(h * height)), board, ink)
+        x = min(int(left * w), max(0, w - sign.width))
+        photo.paste(sign, (x, int(top * h)))
+        out[f"{name}-sign"] = photo
+    return out
+
+
+def textless_photos() -> dict[str, Image.Image]:
+    """Real photos without text, with their mirror images and crops."""
+    return photo_variants()
+
+
+def jpeg_bytes(image: Image.Image, quality: int = 90) -> bytes:
+    """An image as the JPEG a camera or phone would upload."""
+    buf = io.BytesIO()
+    image.convert("RGB").save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def model_inputs(images: dict[str, Image.Image]) -> tuple[np.ndarray, np.ndarray]:
+    """The classifier and moderation input tensors the service makes from these images sent
+    as JPEG: (float32[N,3,224,224], float32[N,224,224,3])."""
+    from vision_service.models.moderation import moderation_input
+    from vision_service.models.ocr import PROBE_MAX_SIDE
+    from vision_service.preprocess import CLASSIFIER_RESIZE, classifier_input, decode_image
+
+    clf, mod = [], []
+    for image in images.values():
+        decoded = decode_image(
+            jpeg_bytes(image),
+            max_pixels=40_000_000,
+            min_long_side=PROBE_MAX_SIDE,
+            min_short_side=CLASSIFIER_RESIZE,
+        )
+        clf.append(classifier_input(decoded.rgb))
+        mod.append(moderation_input(decoded.rgb))
+    return np.stack(clf), np.stack(mod)
