@@ -6,10 +6,11 @@ import ctypes
 import ctypes.util
 import logging
 import sys
+from typing import NoReturn
 
 from service_runtime.logs import configure_logging
 from service_runtime.serve import serve_until_signalled
-from storage_service.columnstore.errors import DataDirLockedError
+from storage_service.columnstore.errors import DataDirLockedError, StoreError
 from storage_service.columnstore.store import ColumnStore
 from storage_service.config import StorageConfig
 from storage_service.server import build_server
@@ -40,6 +41,11 @@ def return_large_buffers_to_the_os() -> None:
         return
 
 
+def _refuse_to_start(message: str) -> NoReturn:
+    print(f"storage: not started: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def main() -> None:
     config = StorageConfig.from_env()
     configure_logging("storage", config.log_level)
@@ -48,13 +54,11 @@ def main() -> None:
         store = ColumnStore.open(config.data_dir, config.store_options())
     except DataDirLockedError as e:
         # Another storage process serves this directory: two would destroy each other's data.
-        print(
-            f"storage: cannot start: {e or 'the data directory is locked'} "
-            f"({config.data_dir}); stop the other storage process or set STORAGE_DATA_DIR "
-            "to another directory",
-            file=sys.stderr,
-        )
-        sys.exit(2)
+        _refuse_to_start(f"{e} (STORAGE_DATA_DIR chooses the directory)")
+    except (StoreError, OSError) as e:
+        # A store that cannot be opened safely (a damaged manifest, an unreadable directory)
+        # says what is wrong in one line; nothing is served and nothing is changed.
+        _refuse_to_start(f"cannot open {config.data_dir}: {e}")
     server, port, health = build_server(
         store,
         f"{config.host}:{config.port}",

@@ -49,8 +49,13 @@ def _memory(pid: int) -> dict[str, int]:
 
 
 class StorageProcess:
-    def __init__(self, proc: subprocess.Popen[bytes], stub: pb_grpc.StorageServiceStub) -> None:
-        self.proc, self.stub = proc, stub
+    def __init__(
+        self,
+        proc: subprocess.Popen[bytes],
+        stub: pb_grpc.StorageServiceStub,
+        env: dict[str, str],
+    ) -> None:
+        self.proc, self.stub, self.env = proc, stub, env
 
 
 @pytest.fixture
@@ -80,7 +85,7 @@ def storage_process(tmp_path: Path) -> Iterator[StorageProcess]:
         assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
         assert time.monotonic() < deadline, "storage did not start"
         time.sleep(0.1)
-    yield StorageProcess(proc, pb_grpc.StorageServiceStub(channel))
+    yield StorageProcess(proc, pb_grpc.StorageServiceStub(channel), env)
     channel.close()
     proc.terminate()
     proc.wait(timeout=30)
