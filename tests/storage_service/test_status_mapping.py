@@ -204,3 +204,22 @@ def test_a_full_disk_is_http_507_at_the_gateway(faulty, photo_jpegs):
     assert reply.json["error"]["status"] == 507
     assert "storage is full" in reply.json["error"]["message"]
     assert reply.json["results"][0]["http_status"] == 507
+
+
+def test_the_gateway_client_reads_the_reason_a_client_branches_on(faulty, photo_jpegs):
+    from gateway.clients import ServiceClients
+    from gateway.errors import ServiceError
+
+    faulty.store.fault = StorageFullError("storage is full")
+    clients = ServiceClients.connect(offline_config(storage_address=f"127.0.0.1:{faulty.port}"))
+    try:
+        with pytest.raises(ServiceError) as info:
+            clients.put_image("x.jpg", photo_jpegs["coffee"], owner="")
+        with pytest.raises(ServiceError) as missing:
+            clients.get_image("f" * 5000)
+    finally:
+        clients.close()
+
+    assert (info.value.reason, info.value.status) == ("STORAGE_FULL", 507)
+    assert (missing.value.reason, missing.value.status) == ("NOT_FOUND", 404)
+    assert len(missing.value.message) < 200
