@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from service_runtime.ports import Ports
+from service_runtime.security import TransportSecurity
 
 
 @dataclass(frozen=True)
@@ -14,16 +18,28 @@ class GatewayConfig:
     storage_address: str = "127.0.0.1:50051"
     vision_address: str = "127.0.0.1:50052"
     search_address: str = "127.0.0.1:50053"
-    # Writes need one of these as a Bearer token when any is set.
+    # Writes need one of these as a Bearer token when any is set ("owner:secret" ties the
+    # images a key uploads to that owner; only the owner or an admin key changes them).
     api_keys: frozenset[str] = field(default_factory=frozenset)
+    # Keys that may change every owner's images (and rebuild the index); also valid keys.
+    admin_keys: frozenset[str] = field(default_factory=frozenset)
+    # Reads need a key or a login too. None: on exactly when keys are configured.
+    private: bool | None = None
+    # Failed logins (and wrong API keys) one client may try per minute before a 429.
+    login_attempts_per_minute: int = 5
     rpc_timeout_s: float = 10.0
     max_upload_bytes: int = 50 * 1024 * 1024
     threads: int = 8
     log_level: str = "INFO"
     # Vision runs models: its calls get their own, longer deadline.
     analyze_timeout_s: float = 30.0
-    # Signs sessions and CSRF tokens; empty means a random key per process.
+    # Signs sessions and CSRF tokens. Empty: read from secret_key_file, else created once in
+    # data_dir (so logins survive a restart), else (neither set, as in tests) random.
     secret_key: str = ""
+    secret_key_file: Path | None = None
+    data_dir: Path | None = None
+    # TLS and the service token for the calls to the services (service_runtime.security).
+    security: TransportSecurity = field(default_factory=TransportSecurity)
     # How often the reconciler looks for images still pending; 0 turns it off.
     reconcile_interval_s: float = 5.0
     # Failed analysis attempts (other than "service unavailable") before an image is FAILED.
@@ -41,16 +57,31 @@ class GatewayConfig:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> GatewayConfig:
-        keys = frozenset(
-            k.strip() for k in env.get("IMAGEREPO_API_KEYS", "").split(",") if k.strip()
+        admin_keys = _keys(env, "IMAGEREPO_ADMIN_KEYS")
+        keys = _keys(env, "IMAGEREPO_API_KEYS") | admin_keys
+        private = env.get("IMAGEREPO_PRIVATE", "").strip().lower()
+        # Every address from the same ports `python -m stack` starts the services on.
+        ports = Ports.from_env(env)
+        addresses = ports.addresses(env)
+        secret_file = env.get("GATEWAY_SECRET_KEY_FILE", "").strip()
+        data_dir = env.get("GATEWAY_DATA_DIR", "").strip() or str(
+            Path(env.get("IMAGEREPO_DATA_DIR", "data")) / "gateway"
         )
         return cls(
             host=env.get("GATEWAY_HOST", cls.host),
-            port=int(env.get("GATEWAY_PORT", cls.port)),
-            storage_address=env.get("GATEWAY_STORAGE_ADDR", cls.storage_address),
-            vision_address=env.get("GATEWAY_VISION_ADDR", cls.vision_address),
-            search_address=env.get("GATEWAY_SEARCH_ADDR", cls.search_address),
+            port=ports.ports["gateway"],
+            storage_address=addresses["GATEWAY_STORAGE_ADDR"],
+            vision_address=addresses["GATEWAY_VISION_ADDR"],
+            search_address=addresses["GATEWAY_SEARCH_ADDR"],
             api_keys=keys,
+            admin_keys=admin_keys,
+            private=None if not private else private in ("1", "true", "yes", "on"),
+            login_attempts_per_minute=int(
+                env.get("GATEWAY_LOGIN_ATTEMPTS_PER_MINUTE", cls.login_attempts_per_minute)
+            ),
+            secret_key_file=Path(secret_file) if secret_file else None,
+            data_dir=Path(data_dir),
+            security=TransportSecurity.from_env(env),
             rpc_timeout_s=float(env.get("GATEWAY_RPC_TIMEOUT_S", cls.rpc_timeout_s)),
             max_upload_bytes=int(env.get("GATEWAY_MAX_UPLOAD_BYTES", cls.max_upload_bytes)),
             threads=int(env.get("GATEWAY_THREADS", cls.threads)),
@@ -73,3 +104,15 @@ class GatewayConfig:
             ),
             keep_gps=env.get("GATEWAY_KEEP_GPS", "").lower() in ("1", "true", "yes"),
         )
+
+
+def _keys(env: Mapping[str, str], name: str) -> frozenset[str]:
+    """Keys from NAME (comma-separated) and from the file NAME_FILE (one per line, # comments)."""
+    keys = {k.strip() for k in env.get(name, "").split(",") if k.strip()}
+    path = env.get(f"{name}_FILE", "").strip()
+    if path:
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                keys.add(line)
+    return frozenset(keys)

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 # Health checks answer without the token: probes (docker, the supervisor) learn only
 # SERVING or not, and load balancers need them.
 TOKEN_EXEMPT_SERVICES = frozenset({"grpc.health.v1.Health"})
+# Codes that mean the service itself failed: logged as warnings (the rest at debug level).
+SERVER_FAULTS = frozenset({"INTERNAL", "UNKNOWN", "DATA_LOSS"})
 
 
 def _split(full_method: str) -> tuple[str, str]:
@@ -107,8 +109,15 @@ def _instrumented(
     behaviour = getattr(handler, kind)
 
     def finish(context: grpc.ServicerContext, started: float, failed: bool) -> None:
-        GRPC_HANDLED.labels(service, method, _code_name(context, failed)).inc()
-        GRPC_LATENCY.labels(service, method).observe(time.perf_counter() - started)
+        code = _code_name(context, failed)
+        elapsed = time.perf_counter() - started
+        GRPC_HANDLED.labels(service, method, code).inc()
+        GRPC_LATENCY.labels(service, method).observe(elapsed)
+        log.log(
+            logging.WARNING if code in SERVER_FAULTS else logging.DEBUG,
+            "rpc",
+            extra={"rpc": method, "code": code, "ms": round(elapsed * 1000, 1)},
+        )
 
     def unary_response(request: Any, context: grpc.ServicerContext) -> Any:
         GRPC_STARTED.labels(service, method).inc()

@@ -1,112 +1,199 @@
-"""`python -m stack`: start storage, vision, search and gateway; stop all on Ctrl-C.
+"""`python -m stack [run]`: start storage, vision, search and the gateway on loopback, restart
+any that crashes, stop all on Ctrl-C or SIGTERM. `python -m stack stop`: stop a running one.
 
-Each service is its own process with its data under one local directory. The launcher waits
-for every gRPC health check to answer SERVING and for the gateway to answer HTTP, prints where
-the gallery is, and on Ctrl-C or SIGTERM sends SIGTERM to each child and waits for it.
+Settings (environment): IMAGEREPO_DATA_DIR (data of every service, and the pid file),
+IMAGEREPO_BASE_PORT (moves every port, see service_runtime.ports), the per-service variables
+of the README (which win over the derived ones), IMAGEREPO_LOG_FORMAT (text or json; text when
+the output is a terminal). Before starting anything it checks that every port it will use is
+free and names the one that is not.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
-import subprocess
+import socket
 import sys
 import time
-import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from service_runtime.ports import GRPC_ROLES, Ports
+from service_runtime.probe import http_ok, is_serving
+from service_runtime.security import SecurityConfigError, TransportSecurity
+from stack.output import Output
+from stack.supervisor import Child, GaveUpError, Supervisor, pid_alive
 
-SERVICES = ("storage_service", "vision_service", "search_service")
+MODULES = {
+    "storage": "storage_service",
+    "vision": "vision_service",
+    "search": "search_service",
+    "gateway": "gateway",
+}
 STARTUP_TIMEOUT_S = 180.0
+PID_FILE = "stack.pid"
 
 
-def stack_env(data_dir: Path, base: dict[str, str]) -> dict[str, str]:
-    env = dict(base)
-    env.setdefault("STORAGE_DATA_DIR", str(data_dir / "storage"))
-    env.setdefault("SEARCH_DATA_DIR", str(data_dir / "search"))
-    return env
+def stack_env(data_dir: Path, base: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """The environment of each service: one set of ports and addresses for all, derived from
+    IMAGEREPO_BASE_PORT unless set explicitly, data under `data_dir`, and each gRPC service's
+    own metrics port."""
+    ports = Ports.from_env(base)
+    shared = dict(base)
+    shared.setdefault("STORAGE_DATA_DIR", str(data_dir / "storage"))
+    shared.setdefault("SEARCH_DATA_DIR", str(data_dir / "search"))
+    shared.setdefault("GATEWAY_DATA_DIR", str(data_dir / "gateway"))
+    for role, port in ports.ports.items():
+        shared[f"{role.upper()}_PORT"] = str(port)
+    shared.update(ports.addresses(base))
+    envs = {}
+    for role in MODULES:
+        env = dict(shared)
+        if role in GRPC_ROLES:
+            env["IMAGEREPO_METRICS_PORT"] = str(ports.metrics[role])
+        envs[role] = env
+    return envs
 
 
-def wait_serving(address: str, deadline: float) -> bool:
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return True
-            except grpc.RpcError:
-                pass
-            time.sleep(0.3)
-    return False
+def listen_ports(envs: Mapping[str, Mapping[str, str]]) -> list[tuple[str, str, int]]:
+    """(what, host, port) of every socket the stack will listen on."""
+    found = []
+    for role, env in envs.items():
+        host = env.get(f"{role.upper()}_HOST", "127.0.0.1")
+        found.append((role, host, int(env[f"{role.upper()}_PORT"])))
+        if "IMAGEREPO_METRICS_PORT" in env:
+            metrics_host = env.get("IMAGEREPO_METRICS_HOST", "127.0.0.1")
+            found.append((f"{role} metrics", metrics_host, int(env["IMAGEREPO_METRICS_PORT"])))
+    return found
 
 
-def wait_http(url: str, deadline: float) -> bool:
-    while time.monotonic() < deadline:
+def port_in_use(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # The servers set SO_REUSEADDR too: a port held only by TIME_WAIT connections is free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            with urllib.request.urlopen(url, timeout=2):
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
                 return True
-        except OSError:
-            time.sleep(0.3)
+            raise
     return False
 
 
-def main() -> int:
-    data_dir = Path(os.environ.get("IMAGEREPO_DATA_DIR", "data")).resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    env = stack_env(data_dir, dict(os.environ))
-    procs: dict[str, subprocess.Popen[bytes]] = {}
-    stopping = False
+def _probe(role: str, env: Mapping[str, str], security: TransportSecurity):  # type: ignore[no-untyped-def]
+    if role == "gateway":
+        host = env.get("GATEWAY_HOST", "127.0.0.1")
+        host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        url = f"http://{host}:{env['GATEWAY_PORT']}/api/health"
+        return lambda: http_ok(url, timeout_s=2.0)
+    # What the gateway dials is what must answer.
+    address = env[f"GATEWAY_{role.upper()}_ADDR"]
+    return lambda: is_serving(address, timeout_s=1.0, security=security)
 
-    def stop(_signum: int = 0, _frame: object = None) -> None:
-        nonlocal stopping
-        stopping = True
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+def run(env: Mapping[str, str], out: Output) -> int:
+    data_dir = Path(env.get("IMAGEREPO_DATA_DIR", "data")).resolve()
     try:
-        for name in (*SERVICES, "gateway"):
-            procs[name] = subprocess.Popen([sys.executable, "-m", name], env=env)
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        ports = {
-            "storage_service": env.get("STORAGE_PORT", "50051"),
-            "vision_service": env.get("VISION_PORT", "50052"),
-            "search_service": env.get("SEARCH_PORT", "50053"),
-        }
-        for name, port in ports.items():
-            if not wait_serving(f"127.0.0.1:{port}", deadline) and not stopping:
-                print(f"imagerepo: {name} did not become SERVING in time", file=sys.stderr)
-                return 1
-        gateway_port = env.get("GATEWAY_PORT", "8080")
-        if not wait_http(f"http://127.0.0.1:{gateway_port}/api/health", deadline) and not stopping:
-            print("imagerepo: the gateway did not answer in time", file=sys.stderr)
-            return 1
-        if not stopping:
-            print(
-                f"\nimagerepo is up: open http://127.0.0.1:{gateway_port}/ "
-                f"(data in {data_dir}). Ctrl-C stops everything.\n",
-                flush=True,
+        envs = stack_env(data_dir, env)
+        security = TransportSecurity.from_env(env)
+    except (ValueError, SecurityConfigError) as exc:
+        out.event(f"bad setting: {exc}", level="ERROR")
+        return 2
+    busy = [(w, host, port) for w, host, port in listen_ports(envs) if port_in_use(host, port)]
+    if busy:
+        for what, host, port in busy:
+            out.event(
+                f"port {port} ({what}) on {host} is in use: stop what holds it, or move every "
+                "port with IMAGEREPO_BASE_PORT",
+                level="ERROR",
+                port=port,
             )
-        while not stopping:
-            for name, proc in procs.items():
-                if proc.poll() is not None:
-                    print(f"imagerepo: {name} exited with {proc.returncode}", file=sys.stderr)
-                    return 1
-            time.sleep(0.5)
+        return 1
+    data_dir.mkdir(parents=True, exist_ok=True)
+    pid_file = data_dir / PID_FILE
+    other = _running_pid(pid_file)
+    if other is not None:
+        out.event(f"imagerepo already runs from {data_dir} (pid {other})", level="ERROR")
+        return 1
+    pid_file.write_text(f"{os.getpid()}\n")
+
+    children = [
+        Child(role, module, envs[role], _probe(role, envs[role], security))
+        for role, module in MODULES.items()
+    ]
+    supervisor = Supervisor(children, out)
+
+    def request_stop(signum: int, _frame: object) -> None:
+        supervisor.stopping.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        supervisor.start_all()
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        announced = False
+        while not supervisor.stopping.is_set():
+            supervisor.tick()
+            if not announced and supervisor.all_serving():
+                announced = True
+                url = f"http://127.0.0.1:{envs['gateway']['GATEWAY_PORT']}/"
+                out.event(
+                    f"imagerepo is up: open {url} (data in {data_dir}). Ctrl-C stops everything.",
+                    url=url,
+                )
+            if not announced and time.monotonic() > deadline:
+                late = ", ".join(supervisor.not_serving())
+                out.event(f"not serving after {STARTUP_TIMEOUT_S:g}s: {late}", level="ERROR")
+                return 1
+            supervisor.stopping.wait(0.5)
         return 0
+    except GaveUpError:
+        return 1
     finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for name, proc in procs.items():
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                print(f"imagerepo: {name} did not stop, killing it", file=sys.stderr)
-                proc.kill()
+        out.event("stopping")
+        supervisor.stop_all()
+        pid_file.unlink(missing_ok=True)
+        out.event("stopped")
+
+
+def _running_pid(pid_file: Path) -> int | None:
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if pid != os.getpid() and pid_alive(pid) else None
+
+
+def stop(env: Mapping[str, str], out: Output, timeout_s: float = 60.0) -> int:
+    """SIGTERM the supervisor whose pid file is in the data dir and wait for it to finish."""
+    data_dir = Path(env.get("IMAGEREPO_DATA_DIR", "data")).resolve()
+    pid = _running_pid(data_dir / PID_FILE)
+    if pid is None:
+        out.event(f"imagerepo is not running from {data_dir}")
+        return 0
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if pid_alive(pid):
+        out.event(f"imagerepo (pid {pid}) did not stop within {timeout_s:g}s", level="ERROR")
+        return 1
+    out.event(f"imagerepo stopped (pid {pid})")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    out = Output(fmt=os.environ.get("IMAGEREPO_LOG_FORMAT", ""))
+    command = argv[0] if argv else "run"
+    if command == "run":
+        return run(os.environ, out)
+    if command == "stop":
+        return stop(os.environ, out)
+    print("usage: python -m stack [run|stop]", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -1,12 +1,18 @@
-"""`make run`'s launcher brings up four processes that answer, and stops them on Ctrl-C."""
+"""`make run`'s launcher: four processes that answer on ports derived from one base port, a
+crashed service restarted, metrics that count the traffic, a request id in every service's
+log lines, and `python -m stack stop` stopping it all."""
 
 from __future__ import annotations
 
 import json
 import os
+import queue
+import random
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -15,66 +21,153 @@ import requests
 
 from service_runtime.probe import is_serving
 from tests.conftest import REPO_ROOT
-from tests.support import free_ports
+
+OFFSETS = (0, 1, 2, 3, 11, 12, 13)  # gateway, storage, vision, search, and their metrics
 
 
-def test_stack_starts_four_serving_processes_and_stops_on_ctrl_c(tmp_path: Path, photo_jpegs):
-    storage, vision, search, gateway = free_ports(4)
-    env = dict(
-        os.environ,
-        IMAGEREPO_DATA_DIR=str(tmp_path / "data"),
-        STORAGE_PORT=str(storage),
-        VISION_PORT=str(vision),
-        SEARCH_PORT=str(search),
-        GATEWAY_PORT=str(gateway),
-        SEARCH_VISION_ADDR=f"127.0.0.1:{vision}",
-        GATEWAY_STORAGE_ADDR=f"127.0.0.1:{storage}",
-        GATEWAY_VISION_ADDR=f"127.0.0.1:{vision}",
-        GATEWAY_SEARCH_ADDR=f"127.0.0.1:{search}",
-    )
+def _free_base() -> int:
+    """A base port whose derived ports are all free right now."""
+    for _ in range(200):
+        base = random.randrange(20000, 60000, 20)
+        socks = []
+        try:
+            for offset in OFFSETS:
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", base + offset))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free block of ports")
+
+
+class Lines:
+    """The launcher's JSON output lines, read in a thread."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.all: list[dict] = []
+        self._queue: queue.Queue[dict] = queue.Queue()
+        threading.Thread(target=self._read, args=(proc,), daemon=True).start()
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                record = {"service": "?", "message": raw.rstrip()}
+            self.all.append(record)
+            self._queue.put(record)
+
+    def wait_for(self, predicate, timeout_s: float) -> dict:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                record = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if predicate(record):
+                return record
+        raise AssertionError(f"not seen in {timeout_s}s; last lines: {self.all[-15:]}")
+
+
+def _metric(url: str, name: str, **labels: str) -> float:
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        text = reply.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_stack_heals_counts_traces_and_stops(tmp_path: Path, photo_jpegs):
+    base = _free_base()
+    gateway = f"http://127.0.0.1:{base}"
+    data_dir = tmp_path / "data"
+    env = dict(os.environ, IMAGEREPO_DATA_DIR=str(data_dir), IMAGEREPO_BASE_PORT=str(base))
+    env["LOG_LEVEL"] = "DEBUG"  # the services log every RPC at debug level
+    for name in [k for k in env if k.endswith(("_PORT", "_ADDR")) and k != "IMAGEREPO_BASE_PORT"]:
+        del env[name]
     proc = subprocess.Popen(
         [sys.executable, "-m", "stack"],
         cwd=REPO_ROOT,
         env=env,
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
         text=True,
     )
+    lines = Lines(proc)
     try:
-        deadline = time.monotonic() + 240
-        banner = ""
-        while "imagerepo is up" not in banner and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            assert line or proc.poll() is None, f"launcher exited early with {proc.returncode}"
-            banner += line
+        banner = lines.wait_for(lambda r: "imagerepo is up" in r.get("message", ""), 240)
+        storage_pid = next(
+            r["pid"] for r in lines.all if r.get("message") == "storage started" and "pid" in r
+        )
+        storage_metrics = f"http://127.0.0.1:{base + 11}/metrics"
+        before = _metric(storage_metrics, "grpc_server_handled_total", grpc_method="PutImage")
 
-        serving = [is_serving(f"127.0.0.1:{p}") for p in (storage, vision, search)]
-        with urllib.request.urlopen(f"http://127.0.0.1:{gateway}/api/health", timeout=10) as r:
-            health = json.load(r)
-
-        # The launched gateway carries an upload through all three services.
+        # Traffic through every service, with a request id of our own.
         upload = requests.post(
-            f"http://127.0.0.1:{gateway}/api/images",
+            f"{gateway}/api/images",
             files={"file": ("coffee.jpg", photo_jpegs["coffee"])},
+            headers={"X-Request-Id": "trace-me-42"},
             timeout=120,
         )
-        found = requests.get(
-            f"http://127.0.0.1:{gateway}/api/search", params={"q": "espresso"}, timeout=30
+        found = requests.get(f"{gateway}/api/search", params={"q": "espresso"}, timeout=30)
+        after = _metric(storage_metrics, "grpc_server_handled_total", grpc_method="PutImage")
+        gateway_count = _metric(
+            f"{gateway}/metrics", "http_requests_total", route="/api/images", status="201"
+        )
+        vision_calls = _metric(
+            f"http://127.0.0.1:{base + 12}/metrics",
+            "grpc_server_handled_total",
+            grpc_method="Analyze",
+            grpc_code="OK",
+        )
+        traced = lines.wait_for(
+            lambda r: r.get("request_id") == "trace-me-42" and r.get("service") == "storage", 10
         )
 
+        # A crashed service comes back by itself, on the same port.
+        os.kill(storage_pid, signal.SIGKILL)
+        crash = lines.wait_for(lambda r: "storage exited with SIGKILL" in r.get("message", ""), 30)
+        back = lines.wait_for(lambda r: r.get("message") == "storage is back and serving", 60)
+        image_url = f"{gateway}/api/images/{upload.json()['results'][0]['image']['id']}"
+        deadline = time.monotonic() + 15  # the gateway's channel reconnects within 5 s
+        again = requests.get(image_url, timeout=10)
+        while again.status_code == 503 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            again = requests.get(image_url, timeout=10)
+
         assert upload.status_code == 201
-        assert upload.json()["results"][0]["image"]["status"] == "ready"
+        assert upload.headers["X-Request-Id"] == "trace-me-42"
         assert [h["image"]["filename"] for h in found.json()["hits"]] == ["coffee.jpg"]
-        assert f"http://127.0.0.1:{gateway}/" in banner
-        assert serving == [True, True, True]
-        assert health["services"] == {
-            "storage": "SERVING",
-            "vision": "SERVING",
-            "search": "SERVING",
-        }
+        assert banner["url"] == f"{gateway}/"
+        assert after == before + 1
+        assert gateway_count >= 1
+        assert vision_calls >= 1
+        assert traced["request_id"] == "trace-me-42"
+        assert crash["level"] == "WARNING"
+        assert back["restarts"] == 1
+        assert again.status_code == 200
+        assert is_serving(f"127.0.0.1:{base + 1}")
     finally:
-        proc.send_signal(signal.SIGINT)
+        stop = subprocess.run(
+            [sys.executable, "-m", "stack", "stop"],
+            cwd=REPO_ROOT,
+            env=dict(env, IMAGEREPO_LOG_FORMAT="json"),
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
         code = proc.wait(timeout=60)
 
+    assert stop.returncode == 0, stop.stdout
     assert code == 0
-    assert not any(is_serving(f"127.0.0.1:{p}", timeout_s=1) for p in (storage, vision, search))
+    assert not (data_dir / "stack.pid").exists()
+    assert not any(is_serving(f"127.0.0.1:{base + i}", timeout_s=1) for i in (1, 2, 3))

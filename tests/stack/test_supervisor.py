@@ -1,0 +1,173 @@
+"""The supervisor's settings and output: one base port moves every address consistently, a
+port in use stops it before anything starts, and its lines suit a person or a program."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from gateway.config import GatewayConfig
+from service_runtime.ports import Ports
+from stack.__main__ import listen_ports, stack_env
+from stack.output import Output
+from tests.conftest import REPO_ROOT
+
+
+def test_base_port_moves_every_port_and_address():
+    envs = stack_env(Path("/d"), {"IMAGEREPO_BASE_PORT": "19000"})
+
+    assert [envs["gateway"][f"{r}_PORT"] for r in ("GATEWAY", "STORAGE", "VISION", "SEARCH")] == [
+        "19000",
+        "19001",
+        "19002",
+        "19003",
+    ]
+    assert envs["gateway"]["GATEWAY_STORAGE_ADDR"] == "127.0.0.1:19001"
+    assert envs["gateway"]["GATEWAY_VISION_ADDR"] == "127.0.0.1:19002"
+    assert envs["gateway"]["GATEWAY_SEARCH_ADDR"] == "127.0.0.1:19003"
+    assert envs["search"]["SEARCH_VISION_ADDR"] == "127.0.0.1:19002"
+    assert [envs[r]["IMAGEREPO_METRICS_PORT"] for r in ("storage", "vision", "search")] == [
+        "19011",
+        "19012",
+        "19013",
+    ]
+    assert "IMAGEREPO_METRICS_PORT" not in envs["gateway"]
+
+
+def test_a_service_port_set_alone_moves_what_the_gateway_dials():
+    envs = stack_env(Path("/d"), {"STORAGE_PORT": "6001"})
+
+    assert envs["gateway"]["GATEWAY_STORAGE_ADDR"] == "127.0.0.1:6001"
+    assert envs["gateway"]["GATEWAY_VISION_ADDR"] == "127.0.0.1:50052"
+    assert envs["storage"]["IMAGEREPO_METRICS_PORT"] == "6011"
+
+
+def test_explicit_settings_win_over_the_base_port():
+    envs = stack_env(
+        Path("/d"),
+        {"IMAGEREPO_BASE_PORT": "19000", "VISION_PORT": "7000", "GATEWAY_SEARCH_ADDR": "h:1"},
+    )
+
+    assert envs["vision"]["VISION_PORT"] == "7000"
+    assert envs["search"]["SEARCH_VISION_ADDR"] == "127.0.0.1:7000"
+    assert envs["gateway"]["GATEWAY_SEARCH_ADDR"] == "h:1"
+    assert envs["gateway"]["GATEWAY_PORT"] == "19000"
+
+
+def test_the_gateway_alone_derives_the_same_addresses():
+    config = GatewayConfig.from_env({"IMAGEREPO_BASE_PORT": "19000"})
+
+    assert (config.port, config.storage_address, config.search_address) == (
+        19000,
+        "127.0.0.1:19001",
+        "127.0.0.1:19003",
+    )
+
+
+def test_defaults_are_the_historical_ports():
+    ports = Ports.from_env({})
+
+    assert ports.ports == {"storage": 50051, "vision": 50052, "search": 50053, "gateway": 8080}
+    assert ports.metrics == {"storage": 50061, "vision": 50062, "search": 50063}
+
+
+def test_listen_ports_include_the_metrics_ports():
+    found = {what: port for what, _host, port in listen_ports(stack_env(Path("/d"), {}))}
+
+    assert found["storage"] == 50051 and found["search metrics"] == 50063
+
+
+def test_a_port_in_use_is_named_and_nothing_starts(tmp_path: Path):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "stack"],
+            cwd=REPO_ROOT,
+            env=dict(
+                os.environ,
+                IMAGEREPO_DATA_DIR=str(tmp_path / "data"),
+                IMAGEREPO_BASE_PORT=str(taken - 2),  # vision lands on the taken port
+                IMAGEREPO_LOG_FORMAT="json",
+            ),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert result.returncode != 0
+    # (Another port of the block may be busy too on a shared machine: each is named.)
+    assert (
+        f"port {taken} (vision) on 127.0.0.1 is in use: stop what holds it, or move every port "
+        "with IMAGEREPO_BASE_PORT"
+    ) in [line["message"] for line in lines if line["level"] == "ERROR"]
+    assert "imagerepo is up" not in result.stdout
+    assert not any("started" in line["message"] for line in lines)
+    assert not (tmp_path / "data" / "stack.pid").exists()
+
+
+def test_stop_without_a_running_stack_says_so(tmp_path: Path):
+    result = subprocess.run(
+        [sys.executable, "-m", "stack", "stop"],
+        cwd=REPO_ROOT,
+        env=dict(os.environ, IMAGEREPO_DATA_DIR=str(tmp_path), IMAGEREPO_LOG_FORMAT="text"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 0
+    assert "imagerepo is not running" in result.stdout
+
+
+SERVICE_LINE = json.dumps(
+    {
+        "time": "2026-11-30 04:16:34,123",
+        "level": "WARNING",
+        "name": "storage_service",
+        "message": "slow flush",
+        "service": "storage",
+        "ms": 812,
+        "request_id": "abc123",
+    }
+)
+
+
+def test_text_output_is_one_short_prefixed_line_per_log_line():
+    stream = io.StringIO()
+    out = Output(stream, fmt="text")
+
+    out.child_line("storage", SERVICE_LINE + "\n")
+    out.child_line("vision", "Traceback (most recent call last):\n")
+    out.event("storage exited with SIGKILL; restarting in 1s", level="WARNING")
+
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "storage | 04:16:34 WARNING slow flush ms=812 request_id=abc123"
+    assert lines[1] == "vision  | Traceback (most recent call last):"
+    assert lines[2].startswith("stack   | ")
+    assert lines[2].endswith("WARNING storage exited with SIGKILL; restarting in 1s")
+
+
+def test_json_output_keeps_service_lines_and_tags_everything_with_a_service():
+    stream = io.StringIO()
+    out = Output(stream, fmt="json")
+
+    out.child_line("storage", SERVICE_LINE)
+    out.child_line("vision", "a plain line")
+    out.event("imagerepo is up", url="http://127.0.0.1:8080/")
+
+    records = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert records[0] == json.loads(SERVICE_LINE)
+    assert records[1] == {"service": "vision", "level": "INFO", "message": "a plain line"}
+    assert records[2]["service"] == "stack" and records[2]["url"] == "http://127.0.0.1:8080/"
+
+
+def test_output_is_json_when_not_a_terminal():
+    assert Output(io.StringIO()).json
