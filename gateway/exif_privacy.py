@@ -17,7 +17,11 @@ import warnings
 import zlib
 from dataclasses import dataclass
 
+import pillow_heif
 from PIL import ExifTags, Image
+
+# HEIC/HEIF photos (phones) carry their EXIF, GPS included, like any other.
+pillow_heif.register_heif_opener()
 
 GPS_IFD_TAG = 0x8825
 # Bytes per value of each TIFF field type.

@@ -632,3 +632,40 @@ def test_screenshots_of_the_main_pages(browser: Browser, url, library, tmp_path,
                 assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
             context.close()
     assert len(taken) == 2 * 2 * len(pages)
+
+
+# --- HEIC and AVIF -----------------------------------------------------------------------------
+
+
+def _encoded(photo: bytes, fmt: str) -> bytes:
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    with Image.open(io.BytesIO(photo)) as im:
+        out = io.BytesIO()
+        im.convert("RGB").save(out, fmt, quality=80)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(("fmt", "name"), [("HEIF", "phone-photo.heic"), ("AVIF", "web.avif")])
+def test_heic_and_avif_photos_are_uploaded_and_shown(
+    page: Page, url, tmp_path, photo_jpegs, fmt, name
+):
+    path = tmp_path / name
+    path.write_bytes(_encoded(photo_jpegs["chelsea"], fmt))
+
+    page.goto(f"{url}/upload")
+    page.set_input_files("#files", [str(path)])
+    stored = page.locator("#upload-list li.stored")
+    expect(stored).to_have_count(1)
+    href = stored.locator("a").first.get_attribute("href")
+    assert href is not None
+
+    page.goto(f"{url}/")
+    tile = page.locator(f'figure.tile[data-id="{href.rsplit("/", 1)[1]}"]')
+    expect(tile).to_be_visible()
+    assert tile.locator("img").evaluate("img => img.complete && img.naturalWidth > 0")
+    page.goto(url + href)
+    expect(page.locator("#filename")).to_have_text(name)
+    page.wait_for_function("document.querySelector('#preview').naturalWidth > 0")
+    expect(page.locator(".labels li").first).to_contain_text("cat")
