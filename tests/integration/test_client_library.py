@@ -6,6 +6,7 @@ similar images see client uploads; a storage service of its own is restarted und
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import threading
@@ -18,13 +19,18 @@ from imagerepo_client import (
     ImageRepoClient,
     InvalidArgumentError,
     NotFoundError,
+    ResourceExhaustedError,
     RetryPolicy,
     StorageClient,
+    StorageFullError,
     UnavailableError,
 )
 from imagerepo_client.services import CHUNK_BYTES
 from PIL import Image
 
+from storage_service.columnstore.fs import Fault, FaultInjectingFileSystem
+from storage_service.columnstore.store import ColumnStore
+from storage_service.server import build_server as build_storage_server
 from tests.support import free_port
 
 from .conftest import fresh_jpeg
@@ -148,6 +154,7 @@ def test_delete_removes_the_image_from_storage_and_search(repo, photo_jpegs):
     with pytest.raises(NotFoundError) as caught:
         repo.get(image.id)
     assert caught.value.code == grpc.StatusCode.NOT_FOUND
+    assert caught.value.reason == "NOT_FOUND"  # from the status's google.rpc.ErrorInfo
     assert image.id in str(caught.value)
     assert repo.search_service.search(tag, owner=repo.owner).total_hits == 0
 
@@ -167,6 +174,7 @@ def test_bytes_that_are_no_image_raise_invalid_argument(repo):
         repo.upload(b"this is a text file, not a photo", filename="notes.jpg")
 
     assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.reason in ("UNSUPPORTED_FORMAT", "INVALID_IMAGE")
     assert caught.value.method == "PutImage"
 
 
@@ -217,3 +225,29 @@ def test_calls_are_retried_across_a_restarted_storage_service(tmp_path, photo_jp
 
     assert image.id == first.id
     assert not uploaded.already_stored
+
+
+def test_a_full_disk_raises_storage_full_and_reads_go_on(tmp_path, photo_jpegs):
+    fs = FaultInjectingFileSystem()
+    store = ColumnStore.open(tmp_path / "storage", fs=fs)
+    server, port, health = build_storage_server(store, "127.0.0.1:0")
+    server.start()
+    health.set_serving(True)
+    retry = RetryPolicy(attempts=2, first_backoff_s=0.05, max_backoff_s=0.1)
+    repo = ImageRepoClient(storage_address=f"127.0.0.1:{port}", retry=retry)
+    try:
+        kept = repo.upload(fresh_jpeg(photo_jpegs["rocket"]), "rocket.jpg").image
+        fs.faults.append(Fault("write", errno.ENOSPC, path_part="wal"))
+
+        with pytest.raises(StorageFullError) as caught:
+            repo.upload(fresh_jpeg(photo_jpegs["china"]), "china.jpg")
+        still_there = repo.get(kept.id)
+    finally:
+        repo.close()
+        server.stop(grace=None).wait()
+        store.close()
+
+    assert caught.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert caught.value.reason == "STORAGE_FULL"
+    assert isinstance(caught.value, ResourceExhaustedError)
+    assert still_there.id == kept.id
