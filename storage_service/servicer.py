@@ -7,6 +7,7 @@ and say so); every failure is a precise status (see `storage_service.errors`).
 
 from __future__ import annotations
 
+import errno
 import queue
 import threading
 import time
@@ -31,7 +32,12 @@ from storage_service.columnstore.model import (
     VerifyReport,
 )
 from storage_service.columnstore.store import ColumnStore
-from storage_service.errors import abort, store_errors, with_status_codes
+from storage_service.errors import (
+    STORAGE_FULL_MESSAGE,
+    abort,
+    store_errors,
+    with_status_codes,
+)
 
 MAX_CHUNK_BYTES = 1024 * 1024
 # GetImage carries the bytes inline only below this (the reply must stay under 4 MiB);
@@ -55,6 +61,13 @@ def _check_batch(count: int, what: str, context: grpc.ServicerContext) -> None:
             policy.POLICY_VIOLATION,
             limit="batch_size",
         )
+
+
+def _disk_full(background_error: str) -> bool:
+    """Whether the store's latched background error is a full disk (ENOSPC)."""
+    return f"[Errno {errno.ENOSPC}]" in background_error or (
+        STORAGE_FULL_MESSAGE in background_error
+    )
 
 
 def _fit(
@@ -421,7 +434,7 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
             ],
             unreadable_count=stats.unreadable_rows,
             background_error=stats.background_error,
-            storage_full=bool(getattr(stats, "storage_full", False)),
+            storage_full=_disk_full(stats.background_error),
             quarantined_files=stats.quarantined_files,
             damaged_log_records=stats.damaged_log_records,
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import io
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,10 +24,11 @@ from imagerepo.storage.v1 import storage_service_pb2 as pb
 from imagerepo.storage.v1 import storage_service_pb2_grpc as pb_grpc
 from service_runtime.grpc_server import channel_options
 from storage_service.columnstore.errors import BackgroundError, StorageFullError
-from storage_service.columnstore.store import ColumnStore
+from storage_service.columnstore.fs import Fault, FaultInjectingFileSystem
+from storage_service.columnstore.store import ColumnStore, StoreOptions
 from storage_service.server import build_server
 from tests.gateway.conftest import offline_config
-from tests.storage_service.conftest import SMALL_MEMTABLE, put
+from tests.storage_service.conftest import SMALL_MEMTABLE, jpeg_variant, put
 
 
 class FaultyStore(ColumnStore):
@@ -223,3 +225,56 @@ def test_the_gateway_client_reads_the_reason_a_client_branches_on(faulty, photo_
     assert (info.value.reason, info.value.status) == ("STORAGE_FULL", 507)
     assert (missing.value.reason, missing.value.status) == ("NOT_FOUND", 404)
     assert len(missing.value.message) < 200
+
+
+def test_a_real_full_disk_under_the_server_is_reported_and_clears(tmp_path, photo_jpegs):
+    """ENOSPC from the file layer (fault-injecting, under the real store and server): puts
+    answer RESOURCE_EXHAUSTED with STORAGE_FULL, GetStats says the disk is full, reads go on,
+    and writes resume by themselves once space is back."""
+    fs = FaultInjectingFileSystem()
+    options = StoreOptions(
+        memtable_bytes=60_000, compact_min_segments=1000, retry_initial_s=0.05, retry_max_s=0.2
+    )
+    store = ColumnStore.open(tmp_path / "storage", options, fs=fs)
+    server, port, _ = build_server(store, "127.0.0.1:0")
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=channel_options())
+    stub = pb_grpc.StorageServiceStub(channel)
+    try:
+        first = put(stub, photo_jpegs["coffee"], "first.jpg").image
+        fs.faults.append(Fault("write", errno.ENOSPC, path_part="segments"))
+        failure = None
+        for i in range(40):  # until the memtable flush hits the full disk
+            try:
+                put(stub, jpeg_variant(photo_jpegs["astronaut"], i), f"{i}.jpg")
+            except grpc.RpcError:
+                failure = _failure(
+                    lambda: put(stub, jpeg_variant(photo_jpegs["rocket"], 99), "x.jpg")
+                )
+                break
+        full = stub.GetStats(pb.GetStatsRequest())
+        read = stub.GetImage(pb.GetImageRequest(image_id=first.id, include_data=True))
+
+        fs.faults.clear()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                put(stub, jpeg_variant(photo_jpegs["rocket"], 100), "after.jpg")
+                break
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert time.monotonic() < deadline, "writes did not resume"
+                time.sleep(0.05)
+        cleared = stub.GetStats(pb.GetStatsRequest())
+    finally:
+        server.stop(grace=None)
+        channel.close()
+        store.close()
+
+    assert failure is not None
+    code, details, reason, _ = failure
+    assert (code, reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "STORAGE_FULL")
+    assert "storage is full" in details
+    assert full.storage_full and full.background_error
+    assert read.data == photo_jpegs["coffee"]
+    assert not cleared.storage_full and cleared.background_error == ""
