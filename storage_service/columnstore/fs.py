@@ -254,8 +254,9 @@ class FaultInjectingFileSystem:
     """A test file system over the real one that can lose what was never made durable.
 
     `crash()` closes every file it opened (releasing locks), restores each file to its state at
-    its last fsync, and undoes creates and renames whose directory was not fsynced since; every
-    file object opened before then fails with EIO afterwards. `sync_enabled=False` turns every
+    its last fsync, and undoes creates and renames whose directory was not fsynced since; after
+    it every operation fails with EIO (the crashed process does nothing more), so a test
+    reopens the directory with a new file system. `sync_enabled=False` turns every
     fsync into a no-op (so a crash loses everything: the control experiment). `faults` fail
     operations with an errno.
     """
@@ -271,8 +272,12 @@ class FaultInjectingFileSystem:
         # Per directory: undo actions for entries changed since its last fsync, oldest first.
         self._dir_undo: dict[Path, list[Callable[[], None]]] = {}
         self.on_op: Callable[[str, Path], None] | None = None
+        # After crash(): every operation fails, as nothing runs after a power cut.
+        self.dead = False
 
     def check(self, op: str, path: Path) -> None:
+        if self.dead:
+            raise OSError(errno.EIO, "file system crashed (simulated)", str(path))
         if self.on_op is not None:
             self.on_op(op, path)
         for fault in list(self.faults):
@@ -293,9 +298,6 @@ class FaultInjectingFileSystem:
     def _track(self, inner: OsFile, path: Path) -> _FaultFile:
         self.opened.add(inner)
         return _FaultFile(self, inner, self._state(path))
-
-    def _live(self) -> None:
-        pass
 
     def open_read(self, path: Path) -> File:
         with self.mutex:
@@ -356,12 +358,15 @@ class FaultInjectingFileSystem:
             self._states.pop(path, None)
 
     def listdir(self, path: Path) -> list[str]:
+        self.check("listdir", path)
         return self.real.listdir(path)
 
     def mkdir(self, path: Path) -> None:
+        self.check("mkdir", path)
         self.real.mkdir(path)
 
     def exists(self, path: Path) -> bool:
+        self.check("exists", path)
         return path.exists()
 
     def sync_dir(self, path: Path) -> None:
@@ -379,6 +384,7 @@ class FaultInjectingFileSystem:
 
     def lock(self, path: Path) -> File:
         with self.mutex:
+            self.check("lock", path)
             inner = self.real.lock(path)
             assert isinstance(inner, OsFile)
             return self._track(inner, path)
@@ -386,6 +392,7 @@ class FaultInjectingFileSystem:
     def crash(self) -> None:
         """Lose everything not durable, as a power cut would; old file objects go dead."""
         with self.mutex:
+            self.dead = True
             self.generation += 1
             for inner in list(self.opened):
                 inner.close()
