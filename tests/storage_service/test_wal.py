@@ -93,8 +93,7 @@ def test_zeroed_block_in_the_middle_is_damage_not_the_end(tmp_path):
 def test_format_1_logs_written_before_are_still_read(tmp_path):
     path = tmp_path / "000005.log"
     path.write_bytes(
-        b"".join(wal.encode_v1_record(s, 5, f"old {s}".encode()) for s in (1, 2, 3))
-        + bytes(4096)
+        b"".join(wal.encode_v1_record(s, 5, f"old {s}".encode()) for s in (1, 2, 3)) + bytes(4096)
     )
     records, damage = wal.read_log(path)
     assert records == [(1, b"old 1"), (2, b"old 2"), (3, b"old 3")] and damage == []
