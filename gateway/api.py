@@ -259,7 +259,14 @@ def search() -> Any:
     if not query:
         raise BadRequestError("give words to search for with ?q=")
     page_size = _int_arg("page_size", 20, 1, 200)
-    return jsonify(ops.search_results(query, page_size, request.args.get("page_token", "")))
+    token = request.args.get("page_token", "")
+    sort = request.args.get("sort", "")
+    period = request.args.get("taken_from", ""), request.args.get("taken_until", "")
+    if sort or any(period):
+        return jsonify(
+            library.search_by_date(query, page_size, token, sort or "relevance", *period)
+        )
+    return jsonify(ops.search_results(query, page_size, token))
 
 
 @api.get("/suggest")

@@ -7,6 +7,7 @@
   do not compress), one photo in memory at a time, never the whole archive.
 - Bulk delete and tag, and duplicate clean-up (keep one, delete the rest), per group or for
   every exact group at once.
+- Search ordered by date taken, or limited to a period of it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 import unicodedata
 import zipfile
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -25,7 +27,9 @@ from flask import Response, send_file
 from gateway import operations as ops
 from gateway.errors import BadRequestError, ServiceError
 from gateway.exif_privacy import Coordinates, gps_coordinates, strip_gps
+from gateway.image_json import image_json
 from gateway.state import state
+from imagerepo.search.v1 import search_service_pb2 as search_pb
 from imagerepo.storage.v1 import storage_service_pb2 as storage_pb
 
 MAX_SELECTION = 500
@@ -250,3 +254,86 @@ def resolve_exact_groups(keep: str = "oldest") -> dict[str, Any]:
         rest = [image["id"] for image in members if image["id"] != keeper["id"]]
         deleted.extend(delete_many(rest)["deleted"])
     return {"groups": len(groups), "kept": kept, "deleted": deleted}
+
+
+# --- search by date taken ----------------------------------------------------------------------
+
+SORTS = {
+    "relevance": search_pb.SORT_ORDER_RELEVANCE,
+    "taken_newest": search_pb.SORT_ORDER_TAKEN_NEWEST,
+    "taken_oldest": search_pb.SORT_ORDER_TAKEN_OLDEST,
+}
+
+
+def taken_bound(raw: str, end: bool) -> int:
+    """Seconds since the epoch for a date taken bound: "2019", "2019-07" or "2019-07-14" (the
+    camera's clock read as UTC, as search stores it); an end bound covers its whole period.
+    0 for an empty value."""
+    raw = raw.strip()
+    if not raw:
+        return 0
+    for fmt, unit in (("%Y-%m-%d", "day"), ("%Y-%m", "month"), ("%Y", "year")):
+        try:
+            start = datetime.strptime(raw, fmt).replace(tzinfo=UTC)
+        except ValueError:
+            continue
+        if not end:
+            return int(start.timestamp())
+        if unit == "day":
+            after = start + timedelta(days=1)
+        elif unit == "month":
+            after = start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
+        else:
+            after = start.replace(year=start.year + 1)
+        return int(after.timestamp()) - 1
+    raise BadRequestError(f"{raw!r} is not a date: use YYYY, YYYY-MM or YYYY-MM-DD")
+
+
+def search_by_date(
+    query: str,
+    page_size: int,
+    page_token: str = "",
+    sort: str = "relevance",
+    taken_from: str = "",
+    taken_until: str = "",
+) -> dict[str, Any]:
+    """Search ordered by date taken and/or limited to a period; the same shape as
+    `operations.search_results`."""
+    if sort not in SORTS:
+        raise BadRequestError("sort must be relevance, taken_newest or taken_oldest")
+    st = state()
+    request = search_pb.SearchRequest(
+        query=query,
+        page_size=page_size,
+        page_token=page_token,
+        sort=SORTS[sort],
+        filters=search_pb.SearchFilters(
+            include_moderated=True,
+            taken_from_unix_s=taken_bound(taken_from, end=False),
+            taken_until_unix_s=taken_bound(taken_until, end=True),
+        ),
+    )
+    try:
+        reply = st.clients.search.Search(request, timeout=st.clients.timeout_s)
+    except grpc.RpcError as exc:
+        raise ServiceError("search", "Search", exc.code(), exc.details() or "") from exc
+    images = ops.images_by_id([hit.image_id for hit in reply.hits])
+    threshold = st.config.moderation_threshold
+    return {
+        "query": query,
+        "hits": [
+            {
+                "image": image_json(images[hit.image_id], threshold),
+                "score": round(hit.score, 4),
+                "reasons": [
+                    {"field": r.field, "term": r.term, "score": round(r.score, 4)}
+                    for r in hit.reasons
+                ],
+            }
+            for hit in reply.hits
+            if hit.image_id in images
+        ],
+        "total_hits": reply.total_hits,
+        "next_page_token": reply.next_page_token,
+        "fell_back_to_or": reply.fell_back_to_or,
+    }

@@ -200,8 +200,15 @@ def search() -> Any:
         by_filename = [
             image_json(i, _threshold()) for i in state().clients.find_by_filename(query, 20)
         ]
+        sort = request.args.get("sort", "")
+        period = request.args.get("taken_from", ""), request.args.get("taken_until", "")
         try:
-            results = ops.search_results(query, 40, request.args.get("page", ""))
+            if sort not in ("", "relevance") or any(period):
+                results = library.search_by_date(
+                    query, 40, request.args.get("page", ""), sort or "relevance", *period
+                )
+            else:
+                results = ops.search_results(query, 40, request.args.get("page", ""))
         except ServiceError as exc:
             if exc.service != "search":
                 raise

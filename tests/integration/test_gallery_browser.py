@@ -669,3 +669,35 @@ def test_heic_and_avif_photos_are_uploaded_and_shown(
     expect(page.locator("#filename")).to_have_text(name)
     page.wait_for_function("document.querySelector('#preview').naturalWidth > 0")
     expect(page.locator(".labels li").first).to_contain_text("cat")
+
+
+# --- search by date taken ----------------------------------------------------------------------
+
+
+def test_the_api_sorts_and_filters_search_by_date_taken(url, library):
+    by_key = {library[k]["id"]: k for k in ("paris", "rocket", "china")}
+
+    def ids(**params) -> list[str]:
+        """The dated Canon photos in the order search gave (others may match the word)."""
+        reply = requests.get(f"{url}/api/search", params={"q": "canon", **params}, timeout=30)
+        assert reply.status_code == 200, reply.text
+        return [hit["image"]["id"] for hit in reply.json()["hits"] if hit["image"]["taken_at"]]
+
+    assert [by_key[i] for i in ids(sort="taken_oldest")] == ["paris", "rocket", "china"]
+    assert [by_key[i] for i in ids(sort="taken_newest")] == ["china", "rocket", "paris"]
+    assert [by_key[i] for i in ids(sort="taken_oldest", taken_from="2021")] == ["rocket", "china"]
+    assert [by_key[i] for i in ids(taken_from="2021-08-01", taken_until="2021-08-10")] == ["rocket"]
+    assert [by_key[i] for i in ids(taken_until="2019")] == ["paris"]
+    bad = requests.get(f"{url}/api/search", params={"q": "canon", "taken_from": "soon"})
+    assert bad.status_code == 400 and "YYYY" in bad.json()["error"]["message"]
+
+
+def test_search_page_orders_by_date_taken(page: Page, url, library):
+    page.goto(f"{url}/search?q=canon")
+    page.select_option("#sort", "taken_oldest")
+    page.fill("#taken-from", "2019")
+    page.click(".search-order button")
+
+    page.wait_for_url("**/search?q=canon&sort=taken_oldest&taken_from=2019&taken_until=")
+    shown = page.locator("#results figure.tile").evaluate_all("ts => ts.map(t => t.dataset.id)")
+    assert shown[:3] == [library[k]["id"] for k in ("paris", "rocket", "china")]
