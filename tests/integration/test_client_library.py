@@ -77,6 +77,24 @@ def test_upload_of_a_large_photo_is_streamed_in_chunks_and_downloads_identical(
     assert saved.read_bytes() == data
 
 
+def test_a_large_photo_already_stored_is_not_sent_again(repo, photo_paths):
+    data = _large_png(photo_paths["chelsea"])
+    first = repo.upload(data, filename="chelsea-large.png")
+    real_put, puts = repo.storage.stub.PutImage, []
+
+    def counting_put(messages, **kwargs):
+        puts.append(1)
+        return real_put(messages, **kwargs)
+
+    repo.storage.stub.PutImage = counting_put
+
+    again = repo.upload(data, filename="chelsea-large-again.png", tags=["again"])
+
+    assert again.already_stored and again.image.id == first.image.id
+    assert puts == []  # asked by sha256 first: no bytes went over the wire
+    assert "again" in repo.get(first.image.id).tags
+
+
 def test_upload_from_a_path_keeps_its_name_and_adds_tags(repo, photo_paths):
     result = repo.upload(photo_paths["rocket"], tags=["launch", "client-test"])
 

@@ -38,6 +38,8 @@ DEFAULT_VISION = os.environ.get("IMAGEREPO_VISION_ADDR", "127.0.0.1:50052")
 DEFAULT_SEARCH = os.environ.get("IMAGEREPO_SEARCH_ADDR", "127.0.0.1:50053")
 # The gateway records local uploads under this owner when no API keys are set.
 DEFAULT_OWNER = "local"
+# Uploads at least this large first ask whether the bytes are stored already.
+ASK_FIRST_BYTES = 256 * 1024
 # Digests per FindBySha256 call (the service takes up to 1000).
 SHA256_BATCH = 500
 
@@ -117,6 +119,13 @@ class ImageRepoClient:
         keep_duplicate=True; the answer then names the existing image. Tags are added after.
         """
         data, name = _read_source(source, filename)
+        if not keep_duplicate and len(data) >= ASK_FIRST_BYTES:
+            # Ask before sending megabytes the library already holds.
+            digest = sha256_of(data)
+            known = self.find_by_sha256([digest]).get(digest)
+            if known is not None:
+                image = self.add_tags(known.id, tags) if tags else known
+                return UploadResult(image=image, already_stored=True)
         reply = self.storage.put_image(data, name, owner=self.owner, keep_duplicate=keep_duplicate)
         image = reply.image
         if tags:
