@@ -15,6 +15,10 @@ integers are little-endian.
     |                  index: n x BlobEntry (21 bytes)            |  its own frame, raw when it
     | block "thumb_small", "thumb_preview", "feature_vector" ...  |  does not shrink (JPEG...)
     +-------------------------------------------------------------+
+    | backup directory b"IRCOLDIR" | length u32 | crc32 u32 |      |
+    |                  | the same JSON as below (read when the    |
+    |                  | directory or trailer is damaged)         |
+    +-------------------------------------------------------------+
     | directory        UTF-8 JSON: rows, and per column: kind,    |
     |                  offset, length, raw, crc32, flags,         |
     |                  (blob columns) index_offset, stored        |
@@ -177,6 +181,29 @@ def decode_blob(stored: bytes, raw_length: int, flags: int, shuffle_width: int =
 
 def encode_directory(directory: dict[str, Any]) -> bytes:
     return json.dumps(directory, separators=(",", ":")).encode()
+
+
+BACKUP_MAGIC = b"IRCOLDIR"
+BACKUP_HEADER = struct.Struct("<8sII")  # magic, directory length, directory crc32
+
+
+def encode_backup_directory(directory: bytes) -> bytes:
+    """The framed second copy of the directory, written just before the first."""
+    return BACKUP_HEADER.pack(BACKUP_MAGIC, len(directory), checksum(directory)) + directory
+
+
+def find_backup_directory(data: bytes) -> bytes | None:
+    """The last intact backup directory in a segment's bytes, or None."""
+    at = data.rfind(BACKUP_MAGIC)
+    while at >= 0:
+        if at + BACKUP_HEADER.size <= len(data):
+            _magic, length, crc = BACKUP_HEADER.unpack_from(data, at)
+            start = at + BACKUP_HEADER.size
+            body = data[start : start + length]
+            if len(body) == length and checksum(body) == crc:
+                return body
+        at = data.rfind(BACKUP_MAGIC, 0, at)
+    return None
 
 
 def encode_trailer(dir_offset: int, directory: bytes) -> bytes:

@@ -44,6 +44,21 @@ class SegmentReader:
         self.replaces: list[int] = [int(i) for i in self._directory.get("replaces", ())]
 
     def _read_directory(self) -> dict[str, Any]:
+        """The directory; from its backup copy when the footer is damaged (then
+        `footer_damage` says what was wrong)."""
+        self.footer_damage = ""
+        try:
+            return self._read_main_directory()
+        except DataLossError as e:
+            data = self._file.pread(self.file_bytes, 0)
+            backup = fmt.find_backup_directory(data)
+            if backup is None:
+                raise
+            self.footer_damage = str(e)
+            directory: dict[str, Any] = json.loads(backup)
+            return directory
+
+    def _read_main_directory(self) -> dict[str, Any]:
         if self.file_bytes < fmt.TRAILER.size:
             raise DataLossError(self.name, "file too short for a segment")
         trailer = self._file.pread(fmt.TRAILER.size, self.file_bytes - fmt.TRAILER.size)
@@ -56,7 +71,10 @@ class SegmentReader:
         encoded = self._file.pread(dir_length, dir_offset)
         if len(encoded) != dir_length or fmt.checksum(encoded) != dir_crc:
             raise DataLossError(self.name, "directory checksum mismatch")
-        directory: dict[str, Any] = json.loads(encoded)
+        try:
+            directory: dict[str, Any] = json.loads(encoded)
+        except ValueError as e:
+            raise DataLossError(self.name, f"directory does not parse: {e}") from e
         return directory
 
     def __del__(self) -> None:
@@ -117,6 +135,8 @@ class SegmentReader:
         """Read and check every block and every blob value: (column, row or -1, detail) of
         each one that fails. `progress(bytes)` is called as bytes are checked."""
         problems: list[tuple[str, int, str]] = []
+        if self.footer_damage:
+            problems.append(("footer", -2, f"{self.footer_damage} (read from its backup copy)"))
         for name, entry in self._columns.items():
             if "index_offset" not in entry:
                 try:

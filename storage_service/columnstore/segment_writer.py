@@ -5,7 +5,8 @@ rebuilt from the files: `segment_id`, `seq_min`/`seq_max` of its rows, `covers` 
 sequence numbers whose every log record this segment accounts for: flushed here, or dropped by
 a merge), and `replaces` (the segments a compaction merged into it). The id column is written
 twice (`id` and `id_backup`, separate checksums), so one damaged block cannot hide which images
-a segment holds.
+a segment holds. A second copy of the directory (framed, with its own CRC) precedes the
+first, so a damaged footer or trailer does not make the segment unreadable.
 """
 
 from __future__ import annotations
@@ -134,6 +135,7 @@ def write_segment(
                 "flags": 0,
             }
         encoded = fmt.encode_directory(directory)
+        out.write(fmt.encode_backup_directory(encoded))
         dir_offset = out.tell()
         out.write(encoded)
         out.write(fmt.encode_trailer(dir_offset, encoded))

@@ -1062,7 +1062,12 @@ class ColumnStore:
             with contextlib.suppress(DataLossError):
                 ids = segment.ids()
             for _column, row, detail in problems:
-                affected = ((ids[row],) if row < len(ids) else ()) if row >= 0 else tuple(ids)
+                if row == -2:  # the footer, read from its backup: no image lost
+                    affected: tuple[str, ...] = ()
+                elif row >= 0:
+                    affected = (ids[row],) if row < len(ids) else ()
+                else:
+                    affected = tuple(ids)
                 found.append(DamagedItem(segment.name, detail, affected))
         try:
             Manifest.load(self.data_dir, self._fs)

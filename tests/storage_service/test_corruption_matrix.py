@@ -189,17 +189,37 @@ def test_both_id_copies_damaged_counts_the_rows_as_unreadable(layout):
     store.close()
 
 
-@pytest.mark.parametrize("where", ["magic", "directory", "truncate", "missing"])
+@pytest.mark.parametrize("where", ["magic", "trailer offset", "directory", "zeroed footer"])
+def test_a_damaged_footer_is_read_from_its_backup_copy(layout, where):
+    seg = layout.segment(0)
+    size = seg.stat().st_size
+    dir_offset, dir_length = fmt.TRAILER.unpack(seg.read_bytes()[-fmt.TRAILER.size :])[:2]
+    if where == "magic":
+        _flip(seg, size - 3)
+    elif where == "trailer offset":
+        _flip(seg, size - fmt.TRAILER.size + 1)
+    elif where == "directory":
+        _flip(seg, dir_offset + 10)
+    else:
+        _zero(seg, dir_offset, size - dir_offset)
+
+    store = ColumnStore.open(layout.data_dir, OPTS)
+
+    assert _readable(store, layout.all) == layout.all
+    report = store.verify()
+    assert [(d.path, d.image_ids) for d in report.damaged] == [(f"segments/{seg.name}", ())]
+    assert "backup" in report.damaged[0].detail
+    store.close()
+
+
+@pytest.mark.parametrize("where", ["truncate", "garbage", "missing"])
 def test_an_unreadable_or_missing_segment_is_counted_never_hidden_or_deleted(layout, where):
     seg = layout.segment(0)
     size = seg.stat().st_size
-    if where == "magic":
-        _flip(seg, size - 3)
-    elif where == "directory":
-        dir_offset = fmt.TRAILER.unpack(seg.read_bytes()[-fmt.TRAILER.size :])[0]
-        _flip(seg, dir_offset + 10)
-    elif where == "truncate":
+    if where == "truncate":
         seg.write_bytes(seg.read_bytes()[: size // 2])
+    elif where == "garbage":
+        seg.write_bytes(bytes(range(256)) * (size // 256))
     else:
         seg.unlink()
 
