@@ -47,7 +47,8 @@ IMPORT_EPILOG = textwrap.dedent(
     """\
     exit status:
       0    every image file is in the library (stored now or before)
-      1    some files were refused (not an image, too large, unreadable) or failed
+      1    some files were refused (not an image, too large, unreadable) or failed, or
+           the gateway refused the importer (a missing or wrong API key)
       2    bad arguments
       3    the gateway could not be reached or stopped answering (nothing more was sent)
       130  interrupted (Ctrl-C or SIGTERM)

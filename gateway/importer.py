@@ -251,6 +251,8 @@ class ImportSummary:
     interrupted: bool = False
     # Why the run stopped early (the gateway away, the importer refused), or "".
     stopped: str = ""
+    # True when the gateway refused the importer itself (a missing or wrong API key).
+    refused: bool = False
     dry_run: bool = False
     would_upload: list[Candidate] = field(default_factory=list)
     # Image files never sent because the run stopped first.
@@ -300,7 +302,7 @@ class ImportSummary:
         if self.interrupted:
             return 130
         if self.stopped:
-            return 3
+            return 1 if self.refused else 3
         refused = ("unreadable", "too large", "not found")
         if self.problems or any(s.reason.startswith(refused) for s in self.skipped):
             return 1
@@ -333,6 +335,7 @@ class Importer:
             summary.stopped = f"the gateway at {self.gateway.base_url} is not answering ({exc})"
         except ImportRefusedError as exc:
             summary.stopped = str(exc)
+            summary.refused = True
         summary.elapsed_s = time.perf_counter() - started
         summary.interrupted = self.stop.is_set() and not summary.stopped
         unreadable_now = len(summary.skipped) - skipped_before

@@ -149,3 +149,28 @@ def test_import_as_a_command_shows_progress_and_leaves_no_state_file(
     assert "stored 2, already in the library 0, rejected 0, failed 0" in run.stdout
     assert "import: 100%" in run.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["few"]
+
+
+def test_import_refused_for_want_of_an_api_key_stops_with_one_message(
+    stack, tmp_path, photo_jpegs, capsys
+):
+    keyed = stack.start_gateway(api_keys=frozenset({"kim:secret"}), reconcile_interval_s=0.0)
+    (tmp_path / "a.jpg").write_bytes(fresh_photo(photo_jpegs["coffee"], 61))
+    (tmp_path / "b.jpg").write_bytes(fresh_photo(photo_jpegs["rocket"], 62))
+    try:
+        refused = main(["import", str(tmp_path), "--url", keyed.url, "--no-progress"])
+        refused_out = capsys.readouterr()
+        accepted = main(
+            ["import", str(tmp_path), "--url", keyed.url, "--api-key", "kim:secret"]
+            + ["--no-progress"]
+        )
+        accepted_out = capsys.readouterr().out
+    finally:
+        keyed.stop()
+
+    assert refused == 1
+    assert refused_out.err.count("stopped early: the gateway refused to ") == 1
+    assert "'Authorization: Bearer <key>'" in refused_out.err
+    assert "2 not started" in refused_out.out
+    assert accepted == 0
+    assert "stored 2, already in the library 0" in accepted_out
