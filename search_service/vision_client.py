@@ -5,20 +5,22 @@ This is the only module besides the servicer that speaks gRPC; the index sees pl
 
 from __future__ import annotations
 
-import grpc
 import numpy as np
 import numpy.typing as npt
 
 from imagerepo.vision.v1 import vision_service_pb2 as vision_pb
 from imagerepo.vision.v1 import vision_service_pb2_grpc as vision_grpc
+from service_runtime.channels import open_channel
 from service_runtime.grpc_server import channel_options
+from service_runtime.security import TransportSecurity
 
 
 class VisionClient:
     def __init__(self, address: str, timeout_s: float = 10.0) -> None:
         self.address = address
         self.timeout_s = timeout_s
-        self._channel = grpc.insecure_channel(address, options=channel_options())
+        # TLS and the service token as configured for every service (service_runtime.security).
+        self._channel = open_channel(address, channel_options(), TransportSecurity.from_env())
         self._stub = vision_grpc.VisionServiceStub(self._channel)
 
     def list_labels(self) -> tuple[list[str], str]:

@@ -1,6 +1,7 @@
 """`make run`'s launcher: four processes that answer on ports derived from one base port, a
 crashed service restarted, metrics that count the traffic, a request id in every service's
-log lines, and `python -m stack stop` stopping it all."""
+log lines, and `python -m stack stop` stopping it all. The run is the most locked-down one:
+mutual TLS and a service token between the services, API keys at the gateway (private)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ from pathlib import Path
 import requests
 
 from service_runtime.probe import is_serving
+from service_runtime.security import TransportSecurity
 from tests.conftest import REPO_ROOT
+from tests.service_runtime.certs import issue, make_ca
 
 OFFSETS = (0, 1, 2, 3, 11, 12, 13)  # gateway, storage, vision, search, and their metrics
 
@@ -74,8 +77,9 @@ class Lines:
         raise AssertionError(f"not seen in {timeout_s}s; last lines: {self.all[-15:]}")
 
 
-def _metric(url: str, name: str, **labels: str) -> float:
-    with urllib.request.urlopen(url, timeout=10) as reply:
+def _metric(url: str, name: str, headers: dict[str, str] | None = None, **labels: str) -> float:
+    request = urllib.request.Request(url, headers=headers or {})
+    with urllib.request.urlopen(request, timeout=10) as reply:
         text = reply.read().decode()
     total = 0.0
     for line in text.splitlines():
@@ -92,6 +96,21 @@ def test_stack_heals_counts_traces_and_stops(tmp_path: Path, photo_jpegs):
     data_dir = tmp_path / "data"
     env = dict(os.environ, IMAGEREPO_DATA_DIR=str(data_dir), IMAGEREPO_BASE_PORT=str(base))
     env["LOG_LEVEL"] = "DEBUG"  # the services log every RPC at debug level
+    ca, ca_key = make_ca()
+    cert = issue(ca, ca_key)
+    for name, data in (("ca.pem", ca.cert), ("cert.pem", cert.cert), ("key.pem", cert.key)):
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / "token").write_text("service-token-for-the-test\n")
+    env.update(
+        IMAGEREPO_TLS_CA=str(tmp_path / "ca.pem"),
+        IMAGEREPO_TLS_CERT=str(tmp_path / "cert.pem"),
+        IMAGEREPO_TLS_KEY=str(tmp_path / "key.pem"),
+        IMAGEREPO_TLS_CLIENT_AUTH="1",
+        IMAGEREPO_SERVICE_TOKEN_FILE=str(tmp_path / "token"),
+        IMAGEREPO_API_KEYS="alice:s3cret",
+    )
+    security = TransportSecurity.from_env(env)
+    key = {"Authorization": "Bearer alice:s3cret"}
     for name in [k for k in env if k.endswith(("_PORT", "_ADDR")) and k != "IMAGEREPO_BASE_PORT"]:
         del env[name]
     proc = subprocess.Popen(
@@ -109,19 +128,27 @@ def test_stack_heals_counts_traces_and_stops(tmp_path: Path, photo_jpegs):
             r["pid"] for r in lines.all if r.get("message") == "storage started" and "pid" in r
         )
         storage_metrics = f"http://127.0.0.1:{base + 11}/metrics"
+        anonymous = requests.get(f"{gateway}/api/images", timeout=10)
+        plain_text = is_serving(f"127.0.0.1:{base + 1}")
         before = _metric(storage_metrics, "grpc_server_handled_total", grpc_method="PutImage")
 
         # Traffic through every service, with a request id of our own.
         upload = requests.post(
             f"{gateway}/api/images",
             files={"file": ("coffee.jpg", photo_jpegs["coffee"])},
-            headers={"X-Request-Id": "trace-me-42"},
+            headers={"X-Request-Id": "trace-me-42", **key},
             timeout=120,
         )
-        found = requests.get(f"{gateway}/api/search", params={"q": "espresso"}, timeout=30)
+        found = requests.get(
+            f"{gateway}/api/search", params={"q": "espresso"}, headers=key, timeout=30
+        )
         after = _metric(storage_metrics, "grpc_server_handled_total", grpc_method="PutImage")
         gateway_count = _metric(
-            f"{gateway}/metrics", "http_requests_total", route="/api/images", status="201"
+            f"{gateway}/metrics",
+            "http_requests_total",
+            route="/api/images",
+            status="201",
+            headers=key,
         )
         vision_calls = _metric(
             f"http://127.0.0.1:{base + 12}/metrics",
@@ -139,10 +166,10 @@ def test_stack_heals_counts_traces_and_stops(tmp_path: Path, photo_jpegs):
         back = lines.wait_for(lambda r: r.get("message") == "storage is back and serving", 60)
         image_url = f"{gateway}/api/images/{upload.json()['results'][0]['image']['id']}"
         deadline = time.monotonic() + 15  # the gateway's channel reconnects within 5 s
-        again = requests.get(image_url, timeout=10)
+        again = requests.get(image_url, headers=key, timeout=10)
         while again.status_code == 503 and time.monotonic() < deadline:
             time.sleep(0.5)
-            again = requests.get(image_url, timeout=10)
+            again = requests.get(image_url, headers=key, timeout=10)
 
         assert upload.status_code == 201
         assert upload.headers["X-Request-Id"] == "trace-me-42"
@@ -155,7 +182,11 @@ def test_stack_heals_counts_traces_and_stops(tmp_path: Path, photo_jpegs):
         assert crash["level"] == "WARNING"
         assert back["restarts"] == 1
         assert again.status_code == 200
-        assert is_serving(f"127.0.0.1:{base + 1}")
+        assert is_serving(f"127.0.0.1:{base + 1}", security=security)
+        assert anonymous.status_code == 401
+        # Every service reached the others (search calls vision) with the token, over TLS.
+        assert not [r for r in lines.all if "service token" in r.get("message", "")]
+        assert not plain_text  # storage speaks only TLS
     finally:
         stop = subprocess.run(
             [sys.executable, "-m", "stack", "stop"],
@@ -170,4 +201,6 @@ def test_stack_heals_counts_traces_and_stops(tmp_path: Path, photo_jpegs):
     assert stop.returncode == 0, stop.stdout
     assert code == 0
     assert not (data_dir / "stack.pid").exists()
-    assert not any(is_serving(f"127.0.0.1:{base + i}", timeout_s=1) for i in (1, 2, 3))
+    assert not any(
+        is_serving(f"127.0.0.1:{base + i}", timeout_s=1, security=security) for i in (1, 2, 3)
+    )
