@@ -91,30 +91,55 @@ def _fragment_crc(kind: int, number: int, data: bytes | memoryview) -> int:
     return zlib.crc32(data, zlib.crc32(bytes([kind]) + number.to_bytes(4, "little"))) & 0xFFFFFFFF
 
 
-def encode_record(seq: int, number: int, parts: Sequence[bytes], offset: int) -> bytes:
-    """The bytes of one logical record written at file `offset` (fragments and padding)."""
-    payload = b"".join([_SEQ.pack(seq), *parts])
-    out = bytearray()
-    view = memoryview(payload)
-    pos = offset
-    first = True
+def _layout(length: int, offset: int) -> list[tuple[int, int, int]]:
+    """(padding before, fragment length, type) of each fragment of a `length`-byte record
+    written at file `offset`."""
+    out: list[tuple[int, int, int]] = []
+    pos, left_to_write, first = offset, length, True
     while True:
-        left = BLOCK_SIZE - pos % BLOCK_SIZE
-        if left < FRAGMENT_HEADER.size:
-            out += bytes(left)
-            pos += left
-            continue
-        take = min(left - FRAGMENT_HEADER.size, len(view))
-        last = take == len(view)
+        pad = 0
+        room = BLOCK_SIZE - pos % BLOCK_SIZE
+        if room < FRAGMENT_HEADER.size:
+            pad, pos, room = room, pos + room, BLOCK_SIZE
+        take = min(room - FRAGMENT_HEADER.size, left_to_write)
+        last = take == left_to_write
         kind = (FULL if last else FIRST) if first else (LAST if last else MIDDLE)
-        chunk = view[:take]
-        out += FRAGMENT_HEADER.pack(_fragment_crc(kind, number, chunk), take, kind, number)
-        out += chunk
+        out.append((pad, take, kind))
         pos += FRAGMENT_HEADER.size + take
-        view = view[take:]
+        left_to_write -= take
         first = False
         if last:
-            return bytes(out)
+            return out
+
+
+def encode_record(seq: int, number: int, parts: Sequence[bytes], offset: int) -> bytearray:
+    """The bytes of one logical record written at file `offset` (fragments and padding),
+    built with one copy of the payload (images are megabytes)."""
+    pieces = [memoryview(_SEQ.pack(seq)), *(memoryview(p).cast("B") for p in parts)]
+    length = sum(len(p) for p in pieces)
+    layout = _layout(length, offset)
+    out = bytearray(sum(pad + FRAGMENT_HEADER.size + take for pad, take, _ in layout))
+    view = memoryview(out)
+    dst = 0
+    piece, piece_pos = 0, 0
+    for pad, take, kind in layout:
+        dst += pad
+        header_at = dst
+        dst += FRAGMENT_HEADER.size
+        start = dst
+        need = take
+        while need:
+            src = pieces[piece]
+            n = min(need, len(src) - piece_pos)
+            view[dst : dst + n] = src[piece_pos : piece_pos + n]
+            dst += n
+            need -= n
+            piece_pos += n
+            if piece_pos == len(src):
+                piece, piece_pos = piece + 1, 0
+        crc = _fragment_crc(kind, number, view[start:dst])
+        FRAGMENT_HEADER.pack_into(out, header_at, crc, take, kind, number)
+    return out
 
 
 @dataclass(frozen=True)
