@@ -168,3 +168,35 @@ def test_the_status_page_shows_the_last_verify_and_the_damaged_images(
     assert 'id="last-verify"' in after
     assert "damage in 1 place" in after
     assert f'href="/images/{victim}"' in after
+
+
+def test_unreadable_rows_are_counted_in_listings_stats_and_batches(
+    storage_runner, storage, photo_jpegs
+):
+    """A damaged small-column block: its images are never hidden; the listing, the stats and
+    a batch get say how many and which, and verify names them."""
+    from storage_service.columnstore.segment_reader import SegmentReader
+
+    first = _stored(storage, photo_jpegs, count=3)
+    later = put(storage.stub, photo_jpegs["coffee"], "later.jpg").image.id
+    segment = storage.store._segments[0]
+    path = storage.data_dir / segment.name
+    storage_runner.stop()
+    offset, length = SegmentReader(path).block_location("filename")
+    raw = bytearray(path.read_bytes())
+    raw[offset + length // 2] ^= 0x10
+    path.write_bytes(bytes(raw))
+    storage = storage_runner.start()
+
+    page = storage.stub.ListImages(pb.ListImagesRequest(page_size=100))
+    stats = storage.stub.GetStats(pb.GetStatsRequest())
+    batch = storage.stub.BatchGetImages(pb.BatchGetImagesRequest(image_ids=[*first, later]))
+    _, report = _verify(storage.stub)
+
+    assert [m.id for m in page.images] == [later]
+    assert page.unreadable_count == 3
+    assert stats.unreadable_count == 3
+    assert [m.id for m in batch.images] == [later]
+    assert sorted(batch.unreadable_ids) == sorted(first)
+    assert not report.ok
+    assert sorted(report.damaged_image_ids) == sorted(first)
