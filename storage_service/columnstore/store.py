@@ -380,11 +380,14 @@ class ColumnStore:
         fs.mkdir(seg_dir)
         fs.mkdir(wal_dir)
         # Partial outputs of a flush, compaction or manifest swap a crash interrupted.
-        for directory in (seg_dir, self.data_dir):
-            for name in fs.listdir(directory):
-                if name.endswith(".tmp"):
-                    log.info("removing a partial output", extra={"path": str(directory / name)})
-                    fs.unlink(directory / name)
+        partial = [
+            seg_dir / n for n in fs.listdir(seg_dir) if n[:-4].isdigit() and n.endswith(".tmp")
+        ]
+        if fs.exists(self.data_dir / "MANIFEST.tmp"):
+            partial.append(self.data_dir / "MANIFEST.tmp")
+        for path in partial:
+            log.info("removing a partial output", extra={"path": str(path)})
+            fs.unlink(path)
         rebuilt = False
         try:
             manifest = Manifest.load(self.data_dir, fs)
