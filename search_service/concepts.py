@@ -32,6 +32,8 @@ class ConceptHierarchy:
         self._chains = tuple(
             tuple((cid, DECAY**depth) for cid, depth in chain) for chain in classes
         )
+        # (label name, class number) -> class: label names repeat (1000 classes).
+        self._class_cache: dict[tuple[str, int], int] = {}
 
     def __len__(self) -> int:
         return len(self._chains)
@@ -39,9 +41,15 @@ class ConceptHierarchy:
     def class_of(self, label: Label) -> int:
         """The ImageNet class of a label: by its name (the model's class names), else by its
         class number."""
-        found = self._by_name.get(normalise(label.name), -1)
-        if found < 0 and not label.name and 0 <= label.class_index < len(self._chains):
-            return label.class_index
+        key = (label.name, label.class_index)
+        found = self._class_cache.get(key)
+        if found is None:
+            found = self._by_name.get(normalise(label.name), -1)
+            if found < 0 and not label.name and 0 <= label.class_index < len(self._chains):
+                found = label.class_index
+            if len(self._class_cache) > 100_000:
+                self._class_cache.clear()
+            self._class_cache[key] = found
         return found
 
     def chain(self, class_index: int) -> tuple[tuple[int, float], ...]:
@@ -50,12 +58,29 @@ class ConceptHierarchy:
     def weights(self, labels: Sequence[Label]) -> dict[int, float]:
         """Concept id -> weight in 0..1 for an image with these labels."""
         out: dict[int, float] = {}
+        get = out.get
+        chains = self._chains
         for label in labels:
-            if label.probability <= 0:
+            p = label.probability
+            if p <= 0:
                 continue
-            for cid, factor in self.chain(self.class_of(label)):
-                out[cid] = out.get(cid, 0.0) + label.probability * factor
-        return {cid: min(w, 1.0) for cid, w in out.items()}
+            cls = self.class_of(label)
+            if cls < 0:
+                continue
+            for cid, factor in chains[cls]:
+                out[cid] = get(cid, 0.0) + p * factor
+        for cid, w in out.items():
+            if w > 1.0:
+                out[cid] = 1.0
+        return out
+
+    def held(self, labels: Sequence[Label]) -> list[int]:
+        """Concept ids an image with these labels holds at all, nearest first."""
+        found: dict[int, None] = {}
+        for label in sorted(labels, key=lambda lb: -lb.probability):
+            for cid, _ in self.chain(self.class_of(label)):
+                found[cid] = None
+        return list(found)
 
     def phrases(self, concept_id: int) -> list[str]:
         """The words naming a concept ("animal", "animate being")."""

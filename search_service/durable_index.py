@@ -30,7 +30,6 @@ from search_service.engine import (
     SearchResult,
     SimilarResult,
     TextEmbedder,
-    is_date_query,
 )
 from search_service.errors import IndexFormatError, InvalidDocumentError
 from search_service.gc_control import collector_paused
@@ -298,7 +297,7 @@ class DurableIndex:
     ) -> SearchResult:
         # Outside the lock: this may wait on the vision service.
         embedding = None
-        if semantic and not is_date_query(self._index.keywords.query_words(query)):
+        if semantic and not self._index.is_date_query(query):
             embedding = self._index.query_embedding(query)
         with self._lock:
             # semantic only with an embedding in hand: never a second try at a failing vision.

@@ -80,6 +80,8 @@ class EngineParams:
     closest_count: int = 3
     # ...and within this of the closest one.
     closest_margin: float = 0.1
+    # Queries of only years and months ("june 2019") skip semantic expansion.
+    dates_skip_semantic: bool = True
 
 
 @dataclass(frozen=True)
@@ -311,7 +313,7 @@ class SearchIndex:
         semantic_docs = np.zeros(0, np.int64)
         semantic_sims = np.zeros(0, np.float32)
         semantic_best: dict[int, tuple[str, float]] = {}
-        if not semantic or is_date_query(self.keywords.query_words(query)):
+        if not semantic or self.is_date_query(query):
             embedding = None  # a date is not a concept: MiniLM would match anything to "2019"
         elif embedding is None:
             embedding = self.query_embedding(query)
@@ -334,12 +336,25 @@ class SearchIndex:
             and self.params.closest_count > 0
         ):
             closest, matches = self._closest(query, embedding, allowed)
-            if closest:
-                note = f"no photo is labelled '{query.strip()}'; showing the closest: " + ", ".join(
-                    closest
-                )
+        elif (
+            matches.docs.size == 0
+            and found is not None
+            and self.concepts is not None
+            and self.params.closest_count > 0
+        ):
+            # Only semantic expansion answered: name the labels that brought the best hits.
+            order = np.argsort(-found.similarities, kind="stable")
+            named = dict.fromkeys(
+                self.concepts.label_names[int(found.best_labels[i])] for i in order
+            )
+            closest = tuple(list(named)[: self.params.closest_count])
+        if closest:
+            shown = ", ".join(closest)
+            note = f"no photo is labelled '{query.strip()}'; showing the closest: {shown}"
         fused, scores = self._rank(matches, semantic_docs, semantic_sims, offset + limit)
-        total = int(np.union1d(matches.docs, semantic_docs).size)
+        total = int(matches.docs.size)
+        if semantic_docs.size:
+            total = int(np.union1d(matches.docs, semantic_docs).size)
         if sort != SORT_RELEVANCE and fused.size:
             fused, scores = self._by_date(
                 matches, semantic_docs, semantic_sims, sort == SORT_TAKEN_NEWEST
@@ -459,6 +474,9 @@ class SearchIndex:
         return tuple(kept), KeywordMatches(
             docs.astype(np.int64), scores[docs].astype(np.float32), False, parts
         )
+
+    def is_date_query(self, query: str) -> bool:
+        return self.params.dates_skip_semantic and is_date_query(self.keywords.query_words(query))
 
     def query_embedding(self, query: str) -> npt.NDArray[np.float32] | None:
         """The query's embedding (cached), or None when semantic expansion is unavailable.

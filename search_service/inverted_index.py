@@ -124,6 +124,7 @@ class InvertedIndex:
         self._surface: dict[str, list[Any]] = {}
         self._sorted_surface: list[str] | None = None
         # Label phrase -> (words, stems): label names repeat across images (1000 classes).
+        self._concepts_cache: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self._phrases: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self._decoded: OrderedDict[tuple[int, str], tuple[npt.NDArray[np.int64], Any]] = (
             OrderedDict()
@@ -154,15 +155,16 @@ class InvertedIndex:
 
         concept_weight: dict[str, float] = {}
         if self.hierarchy is not None:
+            floor = self.params.min_label_probability
             for cid, w in self.hierarchy.weights(doc.labels).items():
-                if w < self.params.min_label_probability:
+                if w < floor:
                     continue
-                for phrase in self.hierarchy.phrases(cid):
-                    words, stems = self._phrase(phrase)
-                    surface.setdefault(" ".join(words), set()).add("concepts")
-                    for word, stem in zip(words, stems, strict=True):
-                        surface.setdefault(word, set()).add("concepts")
-                        concept_weight[stem] = max(concept_weight.get(stem, 0.0), w)
+                concept_texts, concept_stems = self._concept_terms(cid)
+                for text in concept_texts:
+                    surface.setdefault(text, set()).add("concepts")
+                for stem in concept_stems:
+                    if w > concept_weight.get(stem, 0.0):
+                        concept_weight[stem] = w
         weights["concepts"] = {s: quantise_weight(p, 1.0) for s, p in concept_weight.items()}
         lengths["concepts"] = float(len(concept_weight))
 
@@ -369,7 +371,7 @@ class InvertedIndex:
             # The concept named by this very word ("cat") before one that holds it
             # ("domestic cat").
             holding = []
-            for cid in self.hierarchy.weights(doc.labels):
+            for cid in self.hierarchy.held(doc.labels):
                 for phrase in self.hierarchy.phrases(cid):
                     stems = self._phrase(phrase)[1]
                     if stems == (stem,):
@@ -391,6 +393,23 @@ class InvertedIndex:
             if word_stem == stem:
                 return word
         return stem
+
+    def _concept_terms(self, cid: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Surface texts (phrases and their words) and distinct stems of a concept, cached."""
+        found = self._concepts_cache.get(cid)
+        if found is None:
+            assert self.hierarchy is not None
+            texts: dict[str, None] = {}
+            stems: dict[str, None] = {}
+            for phrase in self.hierarchy.phrases(cid):
+                words, phrase_stems = self._phrase(phrase)
+                if not words:
+                    continue
+                texts[" ".join(words)] = None
+                texts.update(dict.fromkeys(words))
+                stems.update(dict.fromkeys(phrase_stems))
+            found = self._concepts_cache[cid] = (tuple(texts), tuple(stems))
+        return found
 
     def _phrase(self, phrase: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """Words and stems of a label phrase, cached."""

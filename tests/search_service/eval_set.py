@@ -269,6 +269,7 @@ def engine_params(mode: str = AFTER):  # -> EngineParams
         semantic_weight=1.0,
         semantic_min_similarity=0.65,
         closest_count=0,
+        dates_skip_semantic=False,
     )
 
 

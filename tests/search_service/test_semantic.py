@@ -41,6 +41,8 @@ def test_query_without_keyword_match_finds_image_through_its_labels():
     (reason,) = result.hits[0].reasons
     assert (reason.field, reason.term) == ("semantic", "tiger cat")
     assert result.semantic_used
+    # No label says kitten: the page says which labels stand in for it.
+    assert result.note == "no photo is labelled 'kitten'; showing the closest: tiger cat"
 
 
 def test_weak_concept_matches_are_not_results_but_the_page_shows_the_closest():

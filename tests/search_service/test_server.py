@@ -313,3 +313,14 @@ def test_duplicates_and_suggest_validate_arguments(bare_search):
     assert _code(lambda: stub.Suggest(pb.SuggestRequest(prefix=" "))) == (
         grpc.StatusCode.INVALID_ARGUMENT
     )
+
+
+def test_suggestions_offer_general_words_the_library_holds(bare_search):
+    _index(bare_search, _doc("ladybird", "ladybug", p=0.82), _doc("cup", "espresso"))
+
+    reply = bare_search.Suggest(pb.SuggestRequest(prefix="ins"), timeout=5)
+
+    assert [(s.text, s.document_count, s.field) for s in reply.suggestions] == [
+        ("insect", 1, "concepts")
+    ]
+    assert not bare_search.Suggest(pb.SuggestRequest(prefix="mamm"), timeout=5).suggestions
