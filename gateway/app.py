@@ -7,6 +7,7 @@ import secrets
 import time
 from typing import Any
 
+import grpc
 from flask import Flask, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -14,8 +15,8 @@ from gateway.access import CSRF_FIELD, Access, Policy, load_or_create_secret
 from gateway.api import api
 from gateway.clients import RECONNECT_OPTIONS, ServiceClients
 from gateway.config import GatewayConfig
-from gateway.errors import register_error_handlers
-from gateway.ingest import IngestPipeline
+from gateway.errors import ServiceError, register_error_handlers
+from gateway.ingest import PENDING, IngestPipeline
 from gateway.mosaic_tiles import TileCache
 from gateway.pages import pages
 from gateway.reconciler import Reconciler
@@ -32,7 +33,7 @@ from service_runtime.logs import (
     sane_request_id,
     set_request_id,
 )
-from service_runtime.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from service_runtime.metrics import HTTP_LATENCY, HTTP_REQUESTS, PENDING_IMAGES
 
 log = logging.getLogger("gateway.access")
 
@@ -132,14 +133,26 @@ def create_app(config: GatewayConfig, clients: ServiceClients | None = None) -> 
         g.request_id = sane_request_id(request.headers.get(REQUEST_ID_HEADER))
         g.request_id_token = set_request_id(g.request_id)
 
-    policy = Policy(
-        state_of(app).access, lambda image_id: state().clients.get_image(image_id).owner
-    )
+    def image_owner(image_id: str) -> str | None:
+        try:
+            return str(state().clients.get_image(image_id).owner)
+        except ServiceError as exc:
+            if exc.code == grpc.StatusCode.NOT_FOUND:
+                return None  # the route answers 404 (or reports it per image) itself
+            raise
+
+    policy = Policy(state_of(app).access, image_owner)
     app.before_request(policy.authorize)
     app.after_request(policy.after)
 
     @app.get("/metrics")
     def metrics() -> Response:
+        # Consumer lag: images stored but not yet analysed and indexed (the reconciler's queue).
+        try:
+            pending = state().clients.list_images(page_size=1, status=PENDING).total_count
+            PENDING_IMAGES.set(pending)
+        except ServiceError:
+            PENDING_IMAGES.set(float("nan"))
         return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
 
     @app.after_request

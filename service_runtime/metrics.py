@@ -14,7 +14,7 @@ import threading
 from collections.abc import Mapping
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,10 @@ HTTP_LATENCY = Histogram(
     "Time the gateway took to answer, by route (until the body started for streamed ones).",
     ["method", "route"],
     buckets=LATENCY_BUCKETS,
+)
+PENDING_IMAGES = Gauge(
+    "imagerepo_pending_images",
+    "Images stored but not yet analysed and indexed (NaN when storage does not answer).",
 )
 
 

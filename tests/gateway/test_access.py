@@ -424,3 +424,16 @@ def test_a_logged_in_page_changes_only_its_owner_images(owned_gateway):
 
     assert other.status_code == 403
     assert own.status_code == 303
+
+
+def test_ids_already_gone_are_left_to_the_bulk_route(owned_gateway):
+    client, ids = owned_gateway
+
+    reply = client.post(
+        "/api/images/bulk-delete",
+        json={"ids": ["no-such-image", ids["alice"]]},
+        headers=_as("alice"),
+    )
+
+    assert reply.status_code == 200
+    assert reply.json == {"deleted": [ids["alice"]], "missing": ["no-such-image"]}

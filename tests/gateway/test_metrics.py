@@ -32,6 +32,7 @@ def test_metrics_count_requests_by_route_and_status(offline_app):
         _count(text, "/api/openapi.json", "200") - _count(before, "/api/openapi.json", "200") == 1
     )
     assert 'http_request_duration_seconds_count{method="GET",route="/api/health"}' in text
+    assert "imagerepo_pending_images NaN" in text  # storage is down: the lag is unknown
 
 
 def test_every_answer_carries_a_request_id(offline_app):
