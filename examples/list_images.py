@@ -26,7 +26,9 @@ def main() -> int:
     parser.add_argument("--owner", default="local", help="whose library (default: local)")
     args = parser.parse_args()
 
-    with imagerepo_client.ImageRepoClient(owner=args.owner) as repo:
+    with imagerepo_client.ImageRepoClient(
+        owner=args.owner, credentials=imagerepo_client.Credentials.from_env()
+    ) as repo:
         shown = 0
         for number, page in enumerate(repo.pages(page_size=args.page_size), start=1):
             print(f"page {number} ({len(page.images)} of {page.total_count} images)")

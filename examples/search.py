@@ -30,7 +30,9 @@ def main() -> int:
     if not args.query and not args.like:
         parser.error("give words to search for, or --like PICTURE")
 
-    with imagerepo_client.ImageRepoClient(owner=args.owner) as repo:
+    with imagerepo_client.ImageRepoClient(
+        owner=args.owner, credentials=imagerepo_client.Credentials.from_env()
+    ) as repo:
         if args.query:
             hits = repo.search(args.query, limit=args.limit)
             print(f"{len(hits)} images match {args.query!r}")

@@ -32,7 +32,9 @@ def main() -> int:
 
     files = sorted(p for p in args.folder.rglob("*") if p.suffix.lower() in SUFFIXES)
     digests = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
-    with imagerepo_client.ImageRepoClient(owner=args.owner) as repo:
+    with imagerepo_client.ImageRepoClient(
+        owner=args.owner, credentials=imagerepo_client.Credentials.from_env()
+    ) as repo:
         stored = repo.find_by_sha256(digests.values())
         failed = 0
         for path in files:

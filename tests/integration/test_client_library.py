@@ -6,6 +6,7 @@ similar images see client uploads; a storage service of its own is restarted und
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import io
@@ -16,6 +17,7 @@ import uuid
 import grpc
 import pytest
 from imagerepo_client import (
+    Credentials,
     ImageRepoClient,
     InvalidArgumentError,
     NotFoundError,
@@ -23,6 +25,7 @@ from imagerepo_client import (
     RetryPolicy,
     StorageClient,
     StorageFullError,
+    UnauthenticatedError,
     UnavailableError,
 )
 from imagerepo_client.services import CHUNK_BYTES
@@ -31,6 +34,7 @@ from PIL import Image
 from storage_service.columnstore.fs import Fault, FaultInjectingFileSystem
 from storage_service.columnstore.store import ColumnStore
 from storage_service.server import build_server as build_storage_server
+from tests.service_runtime.certs import issue, make_ca
 from tests.support import free_port
 
 from .conftest import fresh_jpeg
@@ -269,3 +273,52 @@ def test_a_full_disk_raises_storage_full_and_reads_go_on(tmp_path, photo_jpegs):
     assert caught.value.reason == "STORAGE_FULL"
     assert isinstance(caught.value, ResourceExhaustedError)
     assert still_there.id == kept.id
+
+
+def test_a_service_behind_mutual_tls_and_a_token_needs_the_credentials(
+    tmp_path, monkeypatch, photo_jpegs
+):
+    ca, ca_key = make_ca()
+    server_pem, client_pem = issue(ca, ca_key), issue(ca, ca_key, "client")
+    files = {
+        "IMAGEREPO_TLS_CA": ca.cert,
+        "IMAGEREPO_TLS_CERT": server_pem.cert,
+        "IMAGEREPO_TLS_KEY": server_pem.key,
+        "IMAGEREPO_SERVICE_TOKEN_FILE": b"s3cret\n",
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        monkeypatch.setenv(name, str(tmp_path / name))
+    monkeypatch.setenv("IMAGEREPO_TLS_CLIENT_AUTH", "1")
+    store = ColumnStore.open(tmp_path / "storage")
+    server, port, health = build_storage_server(store, "127.0.0.1:0")  # TLS, from the env
+    server.start()
+    health.set_serving(True)
+    (tmp_path / "client.pem").write_bytes(client_pem.cert)
+    (tmp_path / "client.key").write_bytes(client_pem.key)
+    client_env = {
+        "IMAGEREPO_TLS_CA": str(tmp_path / "IMAGEREPO_TLS_CA"),
+        "IMAGEREPO_TLS_CERT": str(tmp_path / "client.pem"),
+        "IMAGEREPO_TLS_KEY": str(tmp_path / "client.key"),
+        "IMAGEREPO_SERVICE_TOKEN_FILE": str(tmp_path / "IMAGEREPO_SERVICE_TOKEN_FILE"),
+    }
+    address = f"127.0.0.1:{port}"
+    no_retry = RetryPolicy(attempts=1)
+    try:
+        with ImageRepoClient(
+            storage_address=address, credentials=Credentials.from_env(client_env)
+        ) as repo:
+            stored = repo.upload(fresh_jpeg(photo_jpegs["rocket"]), "rocket.jpg").image
+            fetched = repo.get(stored.id)
+        without_token = dataclasses.replace(Credentials.from_env(client_env), service_token="")
+        tokenless = ImageRepoClient(storage_address=address, credentials=without_token)
+        plain = ImageRepoClient(storage_address=address, retry=no_retry, timeout_s=3)
+        with tokenless, pytest.raises(UnauthenticatedError):
+            tokenless.get(stored.id)
+        with plain, pytest.raises(UnavailableError):  # plain text to a TLS port
+            plain.get(stored.id)
+    finally:
+        server.stop(grace=None).wait()
+        store.close()
+
+    assert fetched.id == stored.id

@@ -2,7 +2,7 @@
 and `ImageRepoClient`, the high-level one (upload, get, download, list, search, similar,
 delete, find_by_sha256). Installs with only grpcio and protobuf."""
 
-from imagerepo_client.calls import RetryPolicy
+from imagerepo_client.calls import Credentials, RetryPolicy
 from imagerepo_client.client import (
     ImageRepoClient,
     Page,
@@ -28,6 +28,7 @@ from imagerepo_client.errors import (
 from imagerepo_client.services import SearchClient, StorageClient, VisionClient
 
 __all__ = [
+    "Credentials",
     "DataLossError",
     "DeadlineExceededError",
     "FailedPreconditionError",

@@ -7,10 +7,13 @@ sha256. Nothing is retried after a deadline passes, since the first attempt may 
 
 from __future__ import annotations
 
+import os
 import random
 import time
-from collections.abc import Callable
+from collections import namedtuple
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -20,6 +23,7 @@ from imagerepo_client.errors import error_from_rpc
 T = TypeVar("T")
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+TOKEN_METADATA_KEY = "x-service-token"
 
 # Reconnect quickly to a restarted service (gRPC's default backoff grows to 2 minutes).
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [
@@ -48,8 +52,96 @@ class RetryPolicy:
 NO_RETRY = RetryPolicy(attempts=1)
 
 
-def open_channel(address: str) -> grpc.Channel:
-    return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+@dataclass(frozen=True)
+class Credentials:
+    """How to reach services that require TLS and/or the shared service token (see the
+    services' IMAGEREPO_TLS_* and IMAGEREPO_SERVICE_TOKEN_FILE settings)."""
+
+    # PEM of the CA that signed the services' certificates; None means plain text.
+    root_certificates: bytes | None = None
+    # This client's certificate and key (PEM), for services that require client certificates.
+    certificate_chain: bytes | None = None
+    private_key: bytes | None = None
+    # The name to check in server certificates instead of the dialled host.
+    server_name: str = ""
+    # Sent as `x-service-token` metadata on every call.
+    service_token: str = ""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Credentials:
+        """The same files the services read: IMAGEREPO_TLS_CA, IMAGEREPO_TLS_CERT,
+        IMAGEREPO_TLS_KEY, IMAGEREPO_TLS_SERVER_NAME, IMAGEREPO_SERVICE_TOKEN_FILE."""
+
+        def read(name: str) -> bytes | None:
+            path = env.get(name, "").strip()
+            return Path(path).read_bytes() if path else None
+
+        token = read("IMAGEREPO_SERVICE_TOKEN_FILE")
+        return cls(
+            root_certificates=read("IMAGEREPO_TLS_CA"),
+            certificate_chain=read("IMAGEREPO_TLS_CERT"),
+            private_key=read("IMAGEREPO_TLS_KEY"),
+            server_name=env.get("IMAGEREPO_TLS_SERVER_NAME", "").strip(),
+            service_token=token.decode().strip() if token else "",
+        )
+
+
+def open_channel(address: str, credentials: Credentials | None = None) -> grpc.Channel:
+    creds = credentials or Credentials()
+    options = list(CHANNEL_OPTIONS)
+    if creds.server_name:
+        options.append(("grpc.ssl_target_name_override", creds.server_name))
+    if creds.root_certificates is not None:
+        tls = grpc.ssl_channel_credentials(
+            creds.root_certificates, creds.private_key, creds.certificate_chain
+        )
+        channel = grpc.secure_channel(address, tls, options=options)
+    else:
+        channel = grpc.insecure_channel(address, options=options)
+    if creds.service_token:
+        channel = grpc.intercept_channel(channel, _TokenInterceptor(creds.service_token))
+    return channel
+
+
+class _CallDetails(
+    namedtuple("_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready")),
+    grpc.ClientCallDetails,
+):
+    pass
+
+
+class _TokenInterceptor(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Adds the service token to every call's metadata."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def _with_token(self, details: grpc.ClientCallDetails) -> _CallDetails:
+        metadata = [*(details.metadata or ()), (TOKEN_METADATA_KEY, self._token)]
+        return _CallDetails(
+            details.method,
+            details.timeout,
+            metadata,
+            details.credentials,
+            getattr(details, "wait_for_ready", None),
+        )
+
+    def intercept_unary_unary(self, continuation, details, request):  # type: ignore[no-untyped-def]
+        return continuation(self._with_token(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):  # type: ignore[no-untyped-def]
+        return continuation(self._with_token(details), request)
+
+    def intercept_stream_unary(self, continuation, details, requests):  # type: ignore[no-untyped-def]
+        return continuation(self._with_token(details), requests)
+
+    def intercept_stream_stream(self, continuation, details, requests):  # type: ignore[no-untyped-def]
+        return continuation(self._with_token(details), requests)
 
 
 @dataclass

@@ -29,7 +29,7 @@ from imagerepo.common.v1 import common_pb2
 from imagerepo.search.v1 import search_service_pb2 as search_pb
 from imagerepo.storage.v1 import storage_service_pb2 as storage_pb
 from imagerepo.vision.v1 import vision_service_pb2 as vision_pb
-from imagerepo_client.calls import RetryPolicy
+from imagerepo_client.calls import Credentials, RetryPolicy
 from imagerepo_client.errors import DeadlineExceededError
 from imagerepo_client.services import SearchClient, StorageClient, VisionClient
 
@@ -88,11 +88,16 @@ class ImageRepoClient:
     owner: str = DEFAULT_OWNER
     timeout_s: float = 10.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # TLS and the service token, when the services require them (Credentials.from_env()).
+    credentials: Credentials | None = None
 
     def __post_init__(self) -> None:
-        self.storage = StorageClient(self.storage_address, self.timeout_s, self.retry)
-        self.search_service = SearchClient(self.search_address, self.timeout_s, self.retry)
-        self.vision = VisionClient(self.vision_address, max(30.0, self.timeout_s), self.retry)
+        creds = self.credentials
+        self.storage = StorageClient(self.storage_address, self.timeout_s, self.retry, creds)
+        self.search_service = SearchClient(self.search_address, self.timeout_s, self.retry, creds)
+        self.vision = VisionClient(
+            self.vision_address, max(30.0, self.timeout_s), self.retry, creds
+        )
 
     def close(self) -> None:
         for client in (self.storage, self.search_service, self.vision):

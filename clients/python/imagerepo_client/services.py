@@ -17,7 +17,7 @@ from imagerepo.storage.v1 import storage_service_pb2 as storage_pb
 from imagerepo.storage.v1 import storage_service_pb2_grpc as storage_grpc
 from imagerepo.vision.v1 import vision_service_pb2 as vision_pb
 from imagerepo.vision.v1 import vision_service_pb2_grpc as vision_grpc
-from imagerepo_client.calls import Caller, RetryPolicy, open_channel
+from imagerepo_client.calls import Caller, Credentials, RetryPolicy, open_channel
 from imagerepo_client.errors import error_from_rpc
 
 # The storage contract caps each streamed upload chunk at 1 MiB.
@@ -36,9 +36,10 @@ class _ServiceClient:
         target: str | grpc.Channel,
         timeout_s: float = 10.0,
         retry: RetryPolicy | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self._owns_channel = isinstance(target, str)
-        self.channel = open_channel(target) if isinstance(target, str) else target
+        self.channel = open_channel(target, credentials) if isinstance(target, str) else target
         self._caller = Caller(self.service, timeout_s, retry or RetryPolicy())
 
     def close(self) -> None:
@@ -62,8 +63,9 @@ class StorageClient(_ServiceClient):
         target: str | grpc.Channel,
         timeout_s: float = 10.0,
         retry: RetryPolicy | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
-        super().__init__(target, timeout_s, retry)
+        super().__init__(target, timeout_s, retry, credentials)
         self.stub = storage_grpc.StorageServiceStub(self.channel)
 
     def put_image(
@@ -243,8 +245,9 @@ class SearchClient(_ServiceClient):
         target: str | grpc.Channel,
         timeout_s: float = 10.0,
         retry: RetryPolicy | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
-        super().__init__(target, timeout_s, retry)
+        super().__init__(target, timeout_s, retry, credentials)
         self.stub = search_grpc.SearchServiceStub(self.channel)
 
     def search(
@@ -336,8 +339,9 @@ class VisionClient(_ServiceClient):
         target: str | grpc.Channel,
         timeout_s: float = 30.0,
         retry: RetryPolicy | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
-        super().__init__(target, timeout_s, retry)
+        super().__init__(target, timeout_s, retry, credentials)
         self.stub = vision_grpc.VisionServiceStub(self.channel)
 
     def analyze(
