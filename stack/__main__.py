@@ -1,5 +1,6 @@
 """`python -m stack [run]`: start storage, vision, search and the gateway on loopback, restart
 any that crashes, stop all on Ctrl-C or SIGTERM. `python -m stack stop`: stop a running one.
+`python -m stack init-secrets [DIR] [--tls]`: the secret files docker-compose.yml mounts.
 
 Settings (environment): IMAGEREPO_DATA_DIR (data of every service, and the pid file),
 IMAGEREPO_BASE_PORT (moves every port, see service_runtime.ports), the per-service variables
@@ -191,7 +192,11 @@ def main(argv: list[str]) -> int:
         return run(os.environ, out)
     if command == "stop":
         return stop(os.environ, out)
-    print("usage: python -m stack [run|stop]", file=sys.stderr)
+    if command == "init-secrets":
+        from stack.secrets import main as init_secrets
+
+        return init_secrets(argv[1:])
+    print("usage: python -m stack [run | stop | init-secrets [DIR] [--tls]]", file=sys.stderr)
     return 2
 
 

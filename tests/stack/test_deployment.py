@@ -285,3 +285,26 @@ def test_runtime_only_install_starts_every_service(tmp_path: Path):
         codes = {name: proc.wait(timeout=60) for name, proc in procs.items()}
 
     assert codes == dict.fromkeys(procs, 0)
+
+
+def test_the_tls_override_gives_every_service_its_certificate_files():
+    result = subprocess.run(
+        [
+            "docker-compose",
+            "-f",
+            "docker-compose.yml",
+            "-f",
+            "deploy/docker-compose.tls.yml",
+            "config",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+
+    for name, service in services.items():
+        assert service["environment"]["IMAGEREPO_TLS_CLIENT_AUTH"] == "1", name
+        assert {s["source"] for s in service["secrets"]} >= {"tls_ca", "tls_cert", "tls_key"}
+    assert {s["source"] for s in services["gateway"]["secrets"]} >= {"api_keys", "session_secret"}
