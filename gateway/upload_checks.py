@@ -9,6 +9,11 @@ truncated files, decompression bombs and anything else outside the policy.
 
 from __future__ import annotations
 
+import io
+import warnings
+
+from PIL import Image
+
 from gateway.errors import BadRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
 from storage_service.columnstore import policy
 
@@ -44,8 +49,26 @@ def check_upload(filename: str, data: bytes, max_bytes: int) -> str:
         )
     content_type = sniff_image_type(data)
     if content_type is None:
+        other = _other_image_format(data)
+        if other:
+            raise UnsupportedMediaTypeError(
+                f"{filename}: the {other} format is not accepted "
+                f"(accepted: {policy.ACCEPTED_FORMAT_NAMES})"
+            )
         raise UnsupportedMediaTypeError(
             f"{filename}: the content is not an image ({policy.ACCEPTED_FORMAT_NAMES}), "
             "whatever its name says"
         )
     return content_type
+
+
+def _other_image_format(data: bytes) -> str:
+    """The name of an image format Pillow recognises from the header but the policy does not
+    accept (ICO, PSD, PCX, ...), so the refusal can name it; "" for anything else."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as image:  # reads the header only
+                return str(image.format or "")
+    except Exception:  # noqa: BLE001 - not an image Pillow knows: the generic message
+        return ""

@@ -103,3 +103,9 @@ def test_clean_filename_composes_a_decomposed_name():
 def test_clean_filename_refuses_what_storage_refuses(name, message):
     with pytest.raises(BadRequestError, match=message):
         clean_filename(name)
+
+
+@pytest.mark.parametrize("fmt", ["ICO", "PCX", "TGA"])
+def test_check_upload_names_an_image_format_that_is_not_accepted(photo_jpegs, fmt):
+    with pytest.raises(UnsupportedMediaTypeError, match=f"the {fmt} format is not accepted"):
+        check_upload(f"logo.{fmt.lower()}", _encoded(photo_jpegs["coffee"], fmt), 10**8)
