@@ -224,10 +224,19 @@ def _import_command(args: argparse.Namespace, stop: threading.Event) -> int:
         grace_s=args.grace,
         stop=stop,
     )
-    with tqdm(unit="file", desc="import", disable=args.no_progress or args.dry_run) as bar:
-        importer.on_start = lambda total: setattr(bar, "total", total)
-        importer.on_file = lambda _outcome: bar.update(1)
+    bars: list[tqdm] = []  # made once the files are counted, so it starts with its total
+
+    def started(total: int) -> None:
+        bars.append(tqdm(total=total, unit="file", desc="import", disable=quiet))
+
+    quiet = args.no_progress or args.dry_run
+    importer.on_start = started
+    importer.on_file = lambda _outcome: bars[0].update(1)
+    try:
         summary = importer.run(args.paths)
+    finally:
+        for bar in bars:
+            bar.close()
     _report(summary)
     return summary.exit_status
 

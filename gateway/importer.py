@@ -202,7 +202,7 @@ class Gateway:
                     **kwargs,
                 )
             except requests.ConnectionError:
-                last = f"cannot connect to {self.base_url}"
+                last = f"cannot connect to {self.base_url} (is it running? `make run` starts it)"
                 continue
             except requests.Timeout:
                 last = f"no answer from {self.base_url} within {self._timeout_s:.0f} s"
@@ -332,7 +332,7 @@ class Importer:
         try:
             self._import(candidates, summary)
         except GatewayUnreachableError as exc:
-            summary.stopped = f"the gateway at {self.gateway.base_url} is not answering ({exc})"
+            summary.stopped = f"the gateway is not answering: {exc}"
         except ImportRefusedError as exc:
             summary.stopped = str(exc)
             summary.refused = True
