@@ -1403,6 +1403,21 @@ class ColumnStore:
                 self._retire_logs()
             with contextlib.suppress(OSError):
                 self._wal.close()
+            if (
+                not self._memtable
+                and not self._frozen
+                and not self._pending
+                and self._bg_error is None
+                and self._wal.number not in self._log_seqs
+            ):
+                # Every row is in a segment and the current log holds no record: leave no
+                # log behind (the next open zero-fills a fresh one), so an idle store's data
+                # dir is its segments.
+                wal_dir = self.data_dir / "wal"
+                for path in (wal_mod.log_path(wal_dir, self._wal.number), wal_dir / "recycle.wal"):
+                    with contextlib.suppress(OSError):
+                        if self._fs.exists(path):
+                            self._fs.unlink(path)
             self._closed = True
             self._cond.notify_all()
         self._release_lock()
