@@ -20,7 +20,8 @@ import grpc
 
 from imagerepo.storage.v1 import storage_service_pb2 as storage_pb
 from imagerepo.storage.v1 import storage_service_pb2_grpc as storage_grpc
-from service_runtime.grpc_server import channel_options
+from service_runtime.channels import open_channel
+from service_runtime.security import SecurityConfigError, TransportSecurity
 
 DEFAULT_STORAGE_ADDRESS = "127.0.0.1:50051"
 # Exit statuses of `imagerepo verify`.
@@ -63,10 +64,12 @@ def verify_storage(
     address: str,
     on_progress: Callable[[storage_pb.VerifyProgress], None] | None = None,
     timeout_s: float | None = None,
+    security: TransportSecurity | None = None,
 ) -> storage_pb.VerifyReport:
-    """Run a verify on the storage service at `address` and return its report; grpc.RpcError
-    when storage cannot be reached or the verify fails."""
-    with grpc.insecure_channel(address, options=channel_options()) as channel:
+    """Run a verify on the storage service at `address` (with the services' TLS and token
+    when `security` has them) and return its report; grpc.RpcError when storage cannot be
+    reached or the verify fails."""
+    with open_channel(address, security=security) as channel:
         stub = storage_grpc.StorageServiceStub(channel)
         for message in stub.Verify(storage_pb.VerifyRequest(), timeout=timeout_s):
             if message.HasField("report"):
@@ -103,9 +106,11 @@ def add_verify_parser(commands: Any) -> argparse.ArgumentParser:
         "verify",
         help="check every block storage holds against its checksum (a scrub)",
         description=(
-            "Ask the storage service to read every segment block, the MANIFEST and the log "
-            "and check each against its checksum, with a progress bar. Prints what is "
-            "damaged and the image ids affected; the status page shows the last result."
+            "Ask the storage service to read every segment block, the MANIFEST and the log\n"
+            "and check each against its checksum, with a progress bar. Prints what is\n"
+            "damaged and the image ids affected; the status page shows the last result.\n"
+            "Uses the services' TLS and token files when IMAGEREPO_TLS_* and\n"
+            "IMAGEREPO_SERVICE_TOKEN_FILE are set."
         ),
         epilog=(
             "exit status:\n  0    no damage\n  1    damage found (listed)\n"
@@ -127,6 +132,13 @@ def add_verify_parser(commands: Any) -> argparse.ArgumentParser:
 def verify_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    try:
+        # The same TLS and service-token files the services use (IMAGEREPO_TLS_*, ...).
+        security = TransportSecurity.from_env()
+    except (SecurityConfigError, OSError) as exc:
+        print(f"imagerepo: verify not started: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+
     with tqdm(
         unit="B", unit_scale=True, desc="verify", disable=args.no_progress, file=sys.stderr
     ) as bar:
@@ -137,7 +149,7 @@ def verify_command(args: argparse.Namespace) -> int:
             bar.update(progress.bytes_checked - bar.n)
 
         try:
-            report = verify_storage(args.storage, on_progress)
+            report = verify_storage(args.storage, on_progress, security=security)
         except grpc.RpcError as exc:
             bar.close()
             code = exc.code()  # type: ignore[attr-defined]
