@@ -121,7 +121,13 @@ def run(env: Mapping[str, str], out: Output) -> int:
     pid_file.write_text(f"{os.getpid()}\n")
 
     children = [
-        Child(role, module, envs[role], _probe(role, envs[role], security))
+        Child(
+            role,
+            module,
+            envs[role],
+            _probe(role, envs[role], security),
+            needs=GRPC_ROLES if role == "gateway" else (),
+        )
         for role, module in MODULES.items()
     ]
     supervisor = Supervisor(children, out)

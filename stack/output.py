@@ -45,7 +45,8 @@ class Output:
             }
             self._write(json.dumps(record))
         else:
-            extras = " ".join(f"{k}={v}" for k, v in fields.items())
+            # Values the message already shows (the banner's URL) are not repeated.
+            extras = " ".join(f"{k}={v}" for k, v in fields.items() if str(v) not in message)
             self._write(self._short("stack", time.strftime("%H:%M:%S"), level, message, extras))
 
     def child_line(self, service: str, raw: str) -> None:

@@ -43,6 +43,9 @@ class Child:
     module: str
     env: dict[str, str]
     probe: Callable[[], bool]
+    # Services that must answer before this one is probed (the gateway's health check says
+    # 503 until every service answers: no point asking, and logging, before).
+    needs: tuple[str, ...] = ()
     proc: subprocess.Popen[str] | None = None
     started_at: float = 0.0
     serving: bool = False
@@ -117,7 +120,7 @@ class Supervisor:
             code = proc.poll()
             if code is not None:
                 self._crashed(child, code, now)
-            elif not child.serving and child.probe():
+            elif not child.serving and self._ready_to_probe(child) and child.probe():
                 child.serving = True
                 child.failed_starts = 0
                 if child.restarts:
@@ -144,6 +147,10 @@ class Supervisor:
             level="WARNING",
             exit_code=code,
         )
+
+    def _ready_to_probe(self, child: Child) -> bool:
+        serving = {c.name for c in self.children if c.serving}
+        return set(child.needs) <= serving
 
     def all_serving(self) -> bool:
         return all(c.serving for c in self.children)
