@@ -54,7 +54,7 @@ bench: setup ## benchmarks against baselines measured in the same run (PART=stor
 	$(PY) -m benchmarks $(PART)
 
 loadtest: setup ## locust against the local stack, headless and bounded (USERS, TIME, LOADTEST_URL)
-	$(PY) -m benchmarks.loadtest --users $${USERS:-8} --time $${TIME:-60} --host "$${LOADTEST_URL:-}"
+	$(PY) -m benchmarks.loadtest --users $(or $(USERS),8) --time $(or $(TIME),60) --host "$(LOADTEST_URL)"
 
 soak: setup ## many rounds of kill -9 crash recovery against the storage service
 	$(PY) -m pytest -q -m soak tests/storage_service
