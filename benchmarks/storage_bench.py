@@ -418,6 +418,10 @@ def _run(work: Path, rng: random.Random) -> None:
     assert theirs.get(sql_ids[5])[-1] == datas[5]
 
     ours.compact()
+    t = time.perf_counter()
+    scrub = ours.verify()
+    scrub_s = time.perf_counter() - t
+    assert scrub.ok, scrub.damaged
     stats = ours.stats()
     levels = level_table(work / "ours")
     ours.close()  # both measured at rest: our log is empty, SQLite's is checkpointed
@@ -460,6 +464,10 @@ def _run(work: Path, rng: random.Random) -> None:
         f"thumbnails {thumbs / 1e6:.2f} MB + vectors "
         f"{columns['feature_vector'].stored_bytes / 1e6:.2f} MB + metadata "
         f"{meta_stored / 1e6:.3f} MB"
+    )
+    print(
+        f"verify (scrub, every block and value checked): {scrub.bytes_checked / 1e6:.1f} MB in "
+        f"{scrub_s:.2f} s = {scrub.bytes_checked / 1e6 / scrub_s:.0f} MB/s"
     )
     without_thumbs = (ours_disk - thumbs) / all_raw
     print(f"on-disk / raw image bytes without thumbnails: {without_thumbs:.4f}")
