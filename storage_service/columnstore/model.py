@@ -152,7 +152,7 @@ class StoreStats:
     unreadable_rows: int = 0
     # The latched background error ("" when writes are accepted).
     background_error: str = ""
-    # Files start-up or log retirement moved to quarantine/ in this run.
+    # Files in quarantine/ (moved there by start-up or log retirement, never deleted).
     quarantined_files: int = 0
     # Damaged log records found at open (not replayed; the log is kept in quarantine).
     damaged_log_records: int = 0

@@ -1012,9 +1012,17 @@ class ColumnStore:
             columns=tuple(ColumnStat(n, r, s) for n, (r, s) in columns.items()),
             unreadable_rows=unreadable,
             background_error=bg,
-            quarantined_files=self._quarantined,
+            quarantined_files=self._quarantine_count(),
             damaged_log_records=self._damaged_log_records,
         )
+
+    def _quarantine_count(self) -> int:
+        """Files in quarantine/ now (kept there until an operator removes them)."""
+        qdir = self.data_dir / "quarantine"
+        try:
+            return len(self._fs.listdir(qdir)) if self._fs.exists(qdir) else 0
+        except OSError:
+            return self._quarantined
 
     def count(self, owner: str = "", status: AnalysisStatus = AnalysisStatus.UNSPECIFIED) -> int:
         """How many live images match, without a scan."""

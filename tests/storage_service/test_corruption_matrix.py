@@ -265,6 +265,7 @@ def test_an_unknown_file_among_the_segments_goes_to_quarantine(layout):
     assert [p.read_bytes() for p in (layout.data_dir / "quarantine").iterdir()] == [
         b"not named by the manifest"
     ]
+    assert store.stats().quarantined_files == 1
     assert _readable(store, layout.all) == layout.all
     store.close()
 
