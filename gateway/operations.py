@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import grpc
 from flask import request
 from werkzeug.datastructures import FileStorage
 
@@ -87,15 +86,9 @@ def server_timing(results: list[dict[str, Any]]) -> str:
 
 
 def images_by_id(ids: list[str]) -> dict[str, storage_pb.ImageMetadata]:
-    """Metadata of the ids that still exist (an index may briefly lag a delete)."""
-    found: dict[str, storage_pb.ImageMetadata] = {}
-    for image_id in ids:
-        try:
-            found[image_id] = state().clients.get_image(image_id)
-        except ServiceError as exc:
-            if exc.code != grpc.StatusCode.NOT_FOUND:
-                raise
-    return found
+    """Metadata of the ids that still exist (an index may briefly lag a delete), in one
+    BatchGetImages call for a page of hits rather than one GetImage per hit."""
+    return {image.id: image for image in state().clients.batch_get_images(ids)}
 
 
 def search_results(query: str, page_size: int, page_token: str) -> dict[str, Any]:
