@@ -701,3 +701,40 @@ def test_search_page_orders_by_date_taken(page: Page, url, library):
     page.wait_for_url("**/search?q=canon&sort=taken_oldest&taken_from=2019&taken_until=")
     shown = page.locator("#results figure.tile").evaluate_all("ts => ts.map(t => t.dataset.id)")
     assert shown[:3] == [library[k]["id"] for k in ("paris", "rocket", "china")]
+
+
+def test_upload_failures_can_be_retried_and_a_queue_cancelled(
+    page: Page, url, tmp_path, photo_jpegs
+):
+    files = []
+    for i, name in enumerate(["coffee", "rocket", "chelsea", "china", "flower", "camera"]):
+        path = tmp_path / f"queue-{i}.jpg"
+        path.write_bytes(_jpeg(photo_jpegs[name]))
+        files.append(path)
+    calls: list[str] = []
+
+    def first_fails(route) -> None:
+        calls.append(route.request.method)
+        if len(calls) == 1:  # the gateway is briefly away for the first file
+            route.fulfill(status=503, json={"error": {"status": 503, "message": "try again"}})
+        else:
+            route.continue_()
+
+    page.route("**/api/images", first_fails)
+    page.goto(f"{url}/upload")
+    page.set_input_files("#files", [str(files[0])])
+    expect(page.locator("#summary-text")).to_have_text("1 of 1 done · 0 stored · 1 failed")
+    expect(page.locator("#upload-retry")).to_be_visible()
+
+    page.click("#upload-retry")
+    expect(page.locator("#summary-text")).to_have_text("1 of 1 done · 1 stored")
+    expect(page.locator("#upload-list li.stored")).to_have_count(1)
+    expect(page.locator("#upload-retry")).to_be_hidden()
+
+    # Five more, two at a time: cancel while they go; what had not finished is cancelled.
+    page.set_input_files("#files", [str(p) for p in files[1:]])
+    page.click("#upload-cancel")
+    expect(page.locator("#summary-text")).to_contain_text("6 of 6 done")
+    expect(page.locator("#summary-text")).to_contain_text("cancelled")
+    assert page.locator("#upload-list li.cancelled").count() >= 3
+    expect(page.locator("#upload-cancel")).to_be_hidden()
