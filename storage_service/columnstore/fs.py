@@ -209,6 +209,7 @@ class _FaultFile:
             self._live()
             self._fs.check("write", self._state.path)
             size = self._inner.size()
+            self._fs.check_quota(offset + len(data) - size, self._state.path)
             overlap = min(size, offset + len(data)) - offset
             if overlap > 0:
                 self._state.undo.append((offset, self._inner.pread(overlap, offset)))
@@ -228,6 +229,7 @@ class _FaultFile:
         with self._fs.mutex:
             self._live()
             self._fs.check("allocate", self._state.path)
+            self._fs.check_quota(offset + length - self._inner.size(), self._state.path)
             self._inner.allocate(offset, length)
 
     def size(self) -> int:
@@ -261,8 +263,11 @@ class FaultInjectingFileSystem:
     operations with an errno.
     """
 
-    def __init__(self, *, sync_enabled: bool = True) -> None:
+    def __init__(self, *, sync_enabled: bool = True, quota: tuple[Path, int] | None = None) -> None:
+        """`quota` (root, bytes): a small disk: growing the files under root past that many
+        bytes fails with ENOSPC (the stand-in for a small tmpfs where none can be mounted)."""
         self.real = OsFileSystem()
+        self.quota = quota
         self.sync_enabled = sync_enabled
         self.mutex = threading.RLock()
         self.generation = 0
@@ -287,6 +292,14 @@ class FaultInjectingFileSystem:
                     if fault.times == 0:
                         self.faults.remove(fault)
                 raise OSError(fault.error, f"{os.strerror(fault.error)} (injected)", str(path))
+
+    def quota_used(self) -> int:
+        assert self.quota is not None
+        return sum(f.stat().st_size for f in self.quota[0].rglob("*") if f.is_file())
+
+    def check_quota(self, growth: int, path: Path) -> None:
+        if self.quota is not None and growth > 0 and self.quota_used() + growth > self.quota[1]:
+            raise OSError(errno.ENOSPC, "No space left on device (quota)", str(path))
 
     def _state(self, path: Path) -> _FileState:
         state = self._states.get(path)
@@ -377,6 +390,8 @@ class FaultInjectingFileSystem:
                 self._dir_undo.pop(path, None)
 
     def free_bytes(self, path: Path) -> int:
+        if self.quota is not None:
+            return max(0, self.quota[1] - self.quota_used())
         for fault in self.faults:
             if fault.error == errno.ENOSPC:
                 return 0
