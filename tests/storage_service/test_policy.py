@@ -18,6 +18,7 @@ from PIL import Image
 from imagerepo.common.v1 import common_pb2
 from imagerepo.storage.v1 import storage_service_pb2 as pb
 from imagerepo.storage.v1 import storage_service_pb2_grpc as pb_grpc
+from service_runtime.grpc_server import channel_options
 from storage_service.columnstore import policy
 from storage_service.server import build_server
 from tests.storage_service.conftest import put, read_all, upload_requests
@@ -282,3 +283,36 @@ def test_vision_decodes_what_storage_accepts_and_shares_its_limits(photo_paths):
     assert len(policy.clip_ocr_text("é" * policy.MAX_OCR_TEXT_BYTES).encode()) <= (
         policy.MAX_OCR_TEXT_BYTES
     )
+
+
+def test_the_decode_budget_refuses_what_would_not_fit_and_jpeg_decodes_reduced(
+    storage, photo_paths
+):
+    """With a 16 MiB decode budget: a 12 MP JPEG is taken (decoded at half scale, 12 MB), the
+    same pixels as PNG are refused naming the budget (48 MB), a 4 MP PNG (16 MB) is taken."""
+    server, port, _ = build_server(storage.store, "127.0.0.1:0", decode_memory_bytes=16 * 2**20)
+    server.start()
+    with Image.open(photo_paths["coffee"]) as im:
+        big = im.convert("RGB").resize((4000, 3000))
+    encoded = {}
+    for name, fmt, image in (
+        ("big.jpg", "JPEG", big),
+        ("big.png", "PNG", big),
+        ("fits.png", "PNG", big.resize((2000, 2000))),
+    ):
+        buf = io.BytesIO()
+        image.save(buf, fmt, **({"compress_level": 1} if fmt == "PNG" else {"quality": 85}))
+        encoded[name] = buf.getvalue()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}", options=channel_options()) as channel:
+            stub = pb_grpc.StorageServiceStub(channel)
+            jpeg = put(stub, encoded["big.jpg"], "big.jpg").image
+            refused = _refusal(lambda: put(stub, encoded["big.png"], "big.png"))
+            fits = put(stub, encoded["fits.png"], "fits.png").image
+    finally:
+        server.stop(grace=None)
+
+    assert (jpeg.width, jpeg.height) == (4000, 3000)
+    assert (refused[0], refused[2]) == (grpc.StatusCode.INVALID_ARGUMENT, "IMAGE_TOO_LARGE")
+    assert "16 MiB decode budget" in refused[1]
+    assert (fits.width, fits.height) == (2000, 2000)
