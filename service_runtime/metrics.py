@@ -48,6 +48,24 @@ HTTP_LATENCY = Histogram(
     ["method", "route"],
     buckets=LATENCY_BUCKETS,
 )
+# Hooks for the services' own work (each observed where the work happens).
+MODEL_BATCH_SIZE = Histogram(
+    "vision_model_batch_size",
+    "Inputs per model run of the vision micro-batcher, by model.",
+    ["model"],
+    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32),
+)
+# Ready for the column store (log fsync, memtable flush); not observed yet.
+STORAGE_FSYNC_SECONDS = Histogram(
+    "storage_wal_fsync_seconds",
+    "Time of one fsync of the storage write-ahead log.",
+    buckets=LATENCY_BUCKETS,
+)
+STORAGE_FLUSH_SECONDS = Histogram(
+    "storage_memtable_flush_seconds",
+    "Time to write one frozen memtable to a segment.",
+    buckets=LATENCY_BUCKETS,
+)
 PENDING_IMAGES = Gauge(
     "imagerepo_pending_images",
     "Images stored but not yet analysed and indexed (NaN when storage does not answer).",

@@ -20,6 +20,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from service_runtime.metrics import MODEL_BATCH_SIZE
+
 log = logging.getLogger(__name__)
 
 In = TypeVar("In")
@@ -57,6 +59,7 @@ class MicroBatcher(Generic[In, Out]):
         self._cond = threading.Condition()
         # Sizes of the most recent batches run, for tests, logs and benchmarks.
         self.batch_sizes: deque[int] = deque(maxlen=10_000)
+        self._batch_size_metric = MODEL_BATCH_SIZE.labels(name)
         self._workers = [
             threading.Thread(target=self._loop, name=f"batcher-{name}-{i}", daemon=True)
             for i in range(workers)
@@ -138,6 +141,7 @@ class MicroBatcher(Generic[In, Out]):
                     pending.future.set_exception(exc)
                 continue
             self.batch_sizes.append(len(batch))
+            self._batch_size_metric.observe(len(batch))
             for pending, output in zip(batch, outputs, strict=True):
                 pending.future.set_result(output)
 

@@ -156,6 +156,11 @@ def test_stack_heals_counts_traces_and_stops(tmp_path: Path, photo_jpegs):
             grpc_method="Analyze",
             grpc_code="OK",
         )
+        classifier_batches = _metric(
+            f"http://127.0.0.1:{base + 12}/metrics",
+            "vision_model_batch_size_count",
+            model="classifier",
+        )
         traced = lines.wait_for(
             lambda r: r.get("request_id") == "trace-me-42" and r.get("service") == "storage", 10
         )
@@ -178,6 +183,7 @@ def test_stack_heals_counts_traces_and_stops(tmp_path: Path, photo_jpegs):
         assert after == before + 1
         assert gateway_count >= 1
         assert vision_calls >= 1
+        assert classifier_batches >= 1
         assert traced["request_id"] == "trace-me-42"
         assert crash["level"] == "WARNING"
         assert back["restarts"] == 1
