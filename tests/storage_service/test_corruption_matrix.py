@@ -384,3 +384,29 @@ def test_a_torn_log_tail_drops_only_the_unacknowledged_end(layout):
 
     assert _readable(store, layout.all) == layout.all[:-1]
     store.close()
+
+
+def test_a_rebuilt_manifest_leaves_out_segments_a_compaction_replaced(tmp_path, small_images):
+    # A crash after a compaction installed its output but before it unlinked every input,
+    # and then the MANIFEST is lost: the leftover input must not bring a deleted image back.
+    data_dir = tmp_path / "s"
+    store = ColumnStore.open(data_dir, OPTS)
+    gone = store.put("gone.jpg", "", small_images[0]).image.id
+    kept = store.put("kept.jpg", "", small_images[1]).image.id
+    store.flush()
+    first = sorted((data_dir / "segments").glob("*.seg"))[0]
+    leftover = first.read_bytes()
+    store.delete(gone)
+    store.flush()
+    store.compact()
+    store.close()
+    first.write_bytes(leftover)
+    (data_dir / "MANIFEST").unlink()
+
+    reopened = ColumnStore.open(data_dir, OPTS)
+
+    with pytest.raises(ImageNotFoundError):
+        reopened.get(gone)
+    assert reopened.read_data(kept)[1] == small_images[1].data
+    assert not first.exists() and reopened.stats().quarantined_files == 1
+    reopened.close()
