@@ -527,8 +527,10 @@ class ColumnStore:
             filenames: list[str] = segment.column("filename")
         except DataLossError:
             filenames = [""] * len(ids)
+        # "checksum failure in segments/000001.seg: column 'x' ..." -> "column 'x' ...".
+        detail = detail.split(f"{segment.name}: ", 1)[-1]
         for image_id, filename in zip(ids, filenames, strict=False):
-            self._damaged[image_id] = f"{segment.name}: {detail}"
+            self._damaged[image_id] = f"{segment.name}\0{detail}"
             if filename:
                 self._damaged_filenames.add(filename, image_id)
 
@@ -755,7 +757,8 @@ class ColumnStore:
         entry = self._entries.get(image_id)
         if entry is None:
             if image_id in self._damaged:
-                raise DataLossError(self._damaged[image_id], f"metadata of {image_id!r} lost")
+                name, detail = self._damaged[image_id].split("\0", 1)
+                raise DataLossError(name, f"{detail}: metadata of {image_id!r} lost")
             raise ImageNotFoundError(image_id)
         return entry
 
@@ -938,7 +941,7 @@ class ColumnStore:
             ]
             if damaged:
                 raise DataLossError(
-                    self._damaged[damaged[0]],
+                    self._damaged[damaged[0]].split("\0", 1)[0],
                     f"{len(damaged)} image(s) named {filename[:200]!r} are damaged "
                     f"(ids {', '.join(d[:40] for d in damaged[:5])})",
                 )
