@@ -394,8 +394,11 @@ def test_pages_render_with_the_uploaded_photos(photos, http, gateway_url):
 
 @pytest.fixture(scope="module")
 def keyed_gateway(stack):
-    """A second gateway over the same services that requires API keys for writes."""
-    server = stack.start_gateway(api_keys=frozenset({"alice:wonderland"}), reconcile_interval_s=0.0)
+    """A second gateway over the same services that requires API keys for writes (reads stay
+    public: private=False)."""
+    server = stack.start_gateway(
+        api_keys=frozenset({"alice:wonderland"}), private=False, reconcile_interval_s=0.0
+    )
     yield server
     server.stop()
 

@@ -61,7 +61,7 @@ def test_reindex_brings_back_a_lost_index_with_tags_and_without_deleted_images(
 
 
 def test_rebuild_needs_an_api_key_when_keys_are_set(own_stack):
-    keyed = own_stack.start_gateway(api_keys=frozenset({"alice:wonderland"}))
+    keyed = own_stack.start_gateway(api_keys=frozenset({"alice:wonderland"}), private=False)
     try:
         refused = requests.post(f"{keyed.url}/api/index/rebuild", timeout=30)
         progress = requests.get(f"{keyed.url}/api/index/rebuild", timeout=30)
