@@ -74,13 +74,15 @@ class ConceptHierarchy:
                 out[cid] = 1.0
         return out
 
-    def held(self, labels: Sequence[Label]) -> list[int]:
-        """Concept ids an image with these labels holds at all, nearest first."""
-        found: dict[int, None] = {}
-        for label in sorted(labels, key=lambda lb: -lb.probability):
-            for cid, _ in self.chain(self.class_of(label)):
-                found[cid] = None
-        return list(found)
+    def held(self, labels: Sequence[Label]) -> set[int]:
+        """Concept ids an image with these labels holds at all."""
+        found: set[int] = set()
+        chains = self._chains
+        for label in labels:
+            cls = self.class_of(label)
+            if cls >= 0:
+                found.update(cid for cid, _ in chains[cls])
+        return found
 
     def phrases(self, concept_id: int) -> list[str]:
         """The words naming a concept ("animal", "animate being")."""

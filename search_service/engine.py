@@ -150,6 +150,9 @@ class SearchIndex:
         self._last_embed_warning = -math.inf
         # Concept weights and the labels they were computed with, from a snapshot.
         self._saved_concepts: tuple[dict[str, Any] | None, list[str] | None] = (None, None)
+        # Bumped by every put and remove (keys the cached filter mask).
+        self._writes = 0
+        self._allowed_cache: tuple[tuple[Filters, int], npt.NDArray[np.bool_]] | None = None
         # Label name -> live documents labelled with it (p >= the keyword floor): the
         # concepts that exist in the library, for "showing the closest".
         self._label_docs: Counter[str] = Counter()
@@ -176,6 +179,7 @@ class SearchIndex:
         """Add `doc`, replacing any earlier document of the same image."""
         self.validate(doc)
         self.remove(doc.image_id)
+        self._writes += 1
         docno = len(self._docs)
         self.keywords.add(docno, doc)
         self.vectors.add(docno, doc.feature_vector)
@@ -195,6 +199,7 @@ class SearchIndex:
         docno = self._ids.pop(image_id, None)
         if docno is None:
             return False
+        self._writes += 1
         doc = self._docs[docno]
         assert doc is not None
         self.keywords.remove(docno, doc)
@@ -271,6 +276,16 @@ class SearchIndex:
         return doc
 
     def allowed(self, filters: Filters) -> npt.NDArray[np.bool_]:
+        """Documents a query with these filters may return (a fresh array the caller owns).
+        The mask of the most common filters is cached until the next write."""
+        cached = self._allowed_cache
+        if cached is not None and cached[0] == (filters, self._writes):
+            return cached[1].copy()
+        mask = self._allowed(filters)
+        self._allowed_cache = ((filters, self._writes), mask)
+        return mask.copy()
+
+    def _allowed(self, filters: Filters) -> npt.NDArray[np.bool_]:
         mask = self._alive.view().copy()
         if filters.owner:
             code = self._owner_codes.get(filters.owner)

@@ -125,6 +125,7 @@ class InvertedIndex:
         self._sorted_surface: list[str] | None = None
         # Label phrase -> (words, stems): label names repeat across images (1000 classes).
         self._concepts_cache: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        self._stem_concepts_cache: dict[str, list[tuple[int, str]]] = {}
         self._phrases: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self._decoded: OrderedDict[tuple[int, str], tuple[npt.NDArray[np.int64], Any]] = (
             OrderedDict()
@@ -368,17 +369,11 @@ class InvertedIndex:
                         return phrase
             return stem
         if name == "concepts" and self.hierarchy is not None:
-            # The concept named by this very word ("cat") before one that holds it
-            # ("domestic cat").
-            holding = []
-            for cid in self.hierarchy.held(doc.labels):
-                for phrase in self.hierarchy.phrases(cid):
-                    stems = self._phrase(phrase)[1]
-                    if stems == (stem,):
-                        return phrase
-                    if stem in stems:
-                        holding.append(phrase)
-            return holding[0] if holding else stem
+            held = self.hierarchy.held(doc.labels)
+            for cid, phrase in self._stem_concepts(stem):
+                if cid in held:
+                    return phrase
+            return stem
         text = {
             "tags": " ".join(doc.tags),
             "ocr_text": doc.ocr_text,
@@ -393,6 +388,25 @@ class InvertedIndex:
             if word_stem == stem:
                 return word
         return stem
+
+    def _stem_concepts(self, stem: str) -> list[tuple[int, str]]:
+        """(concept, phrase) holding a stem: those named by this very word ("cat") before those
+        holding it ("domestic cat"), cached."""
+        found = self._stem_concepts_cache.get(stem)
+        if found is None:
+            assert self.hierarchy is not None
+            exact, holding = [], []
+            for cid, phrases in enumerate(self.hierarchy.concepts):
+                for phrase in phrases:
+                    stems = self._phrase(phrase)[1]
+                    if stems == (stem,):
+                        exact.append((cid, phrase))
+                    elif stem in stems:
+                        holding.append((cid, phrase))
+            if len(self._stem_concepts_cache) > 10_000:
+                self._stem_concepts_cache.clear()
+            found = self._stem_concepts_cache[stem] = exact + holding
+        return found
 
     def _concept_terms(self, cid: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """Surface texts (phrases and their words) and distinct stems of a concept, cached."""
