@@ -16,6 +16,7 @@ import urllib.request
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from service_runtime.channels import open_channel
 from service_runtime.security import TransportSecurity
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
@@ -24,8 +25,6 @@ DEFAULT_ADDRESS = "127.0.0.1:50051"
 def is_serving(
     address: str, timeout_s: float = 3.0, security: TransportSecurity | None = None
 ) -> bool:
-    from service_runtime.channels import open_channel
-
     with open_channel(address, security=security) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
