@@ -10,6 +10,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from gateway.ingest import ANALYSIS_TOP_K
 from imagerepo.search.v1 import search_service_pb2_grpc as search_grpc
 from imagerepo.vision.v1 import vision_service_pb2 as vision_pb
 from imagerepo.vision.v1 import vision_service_pb2_grpc as vision_grpc
@@ -60,10 +61,12 @@ def vision_stub(vision_address: str) -> Iterator[vision_grpc.VisionServiceStub]:
 def analysed_photos(
     vision_stub: vision_grpc.VisionServiceStub, photo_jpegs: dict[str, bytes]
 ) -> dict[str, vision_pb.AnalyzeResponse]:
-    """Each quality photo analysed once by the real vision service (20 labels)."""
+    """Each quality photo analysed once by the real vision service, with as many labels as
+    the gateway asks for."""
     return {
         name: vision_stub.Analyze(
-            vision_pb.AnalyzeRequest(image_data=photo_jpegs[name], top_k=20), timeout=120
+            vision_pb.AnalyzeRequest(image_data=photo_jpegs[name], top_k=ANALYSIS_TOP_K),
+            timeout=120,
         )
         for name in QUALITY_PHOTOS
     }
