@@ -171,3 +171,23 @@ def test_json_output_keeps_service_lines_and_tags_everything_with_a_service():
 
 def test_output_is_json_when_not_a_terminal():
     assert Output(io.StringIO()).json
+
+
+def test_a_bad_port_setting_is_named_and_nothing_starts(tmp_path: Path):
+    result = subprocess.run(
+        [sys.executable, "-m", "stack"],
+        cwd=REPO_ROOT,
+        env=dict(
+            os.environ,
+            IMAGEREPO_DATA_DIR=str(tmp_path),
+            IMAGEREPO_BASE_PORT="eighty",
+            IMAGEREPO_LOG_FORMAT="text",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 2
+    assert "IMAGEREPO_BASE_PORT must be a port number, not 'eighty'" in result.stdout
+    assert "started" not in result.stdout
