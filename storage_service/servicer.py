@@ -8,6 +8,7 @@ and say so); every failure is a precise status (see `storage_service.errors`).
 from __future__ import annotations
 
 import errno
+import logging
 import queue
 import threading
 import time
@@ -38,6 +39,8 @@ from storage_service.errors import (
     store_errors,
     with_status_codes,
 )
+
+log = logging.getLogger(__name__)
 
 MAX_CHUNK_BYTES = 1024 * 1024
 # GetImage carries the bytes inline only below this (the reply must stay under 4 MiB);
@@ -318,10 +321,7 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
                 page = self._store.list_images(size, request.page_token, request.owner, status)
                 images = [
                     to_proto(
-                        m,
-                        self._store.feature_vector(m.id)
-                        if request.include_feature_vectors
-                        else None,
+                        m, self._vector_or_none(m) if request.include_feature_vectors else None
                     )
                     for m in page.images
                 ]
@@ -336,6 +336,16 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
             total_count=page.total_count,
             unreadable_count=page.unreadable_count,
         )
+
+    def _vector_or_none(self, meta: ImageMeta) -> list[float] | None:
+        """The image's vector for a listing; None when it cannot be read (a damaged value: the
+        listing goes on, the image says has_feature_vector with no values, and GetImage
+        answers DATA_LOSS for it)."""
+        try:
+            return self._store.feature_vector(meta.id)
+        except (DataLossError, ImageNotFoundError):
+            log.warning("feature vector unreadable, left out of a listing", extra={"id": meta.id})
+            return None
 
     def UpdateAnnotations(
         self, request: pb.UpdateAnnotationsRequest, context: grpc.ServicerContext

@@ -200,3 +200,47 @@ def test_unreadable_rows_are_counted_in_listings_stats_and_batches(
     assert sorted(batch.unreadable_ids) == sorted(first)
     assert not report.ok
     assert sorted(report.damaged_image_ids) == sorted(first)
+
+
+def test_a_damaged_vector_does_not_break_a_listing_with_vectors(
+    storage_runner, storage, photo_jpegs
+):
+    """The search rebuild lists every image with its vector: one damaged vector must leave
+    that image without values, not fail the listing (GetImage answers DATA_LOSS for it)."""
+    from google.protobuf.field_mask_pb2 import FieldMask
+
+    ids = [
+        put(storage.stub, jpeg_variant(photo_jpegs["rocket"], i), f"r{i}.jpg").image.id
+        for i in range(3)
+    ]
+    for k, image_id in enumerate(ids):
+        storage.stub.UpdateAnnotations(
+            pb.UpdateAnnotationsRequest(
+                image_id=image_id,
+                annotations=pb.Annotations(feature_vector=[0.25 * (k + 1)] * 1280),
+                update_mask=FieldMask(paths=["feature_vector"]),
+            )
+        )
+    storage.store.flush()
+    # The newest segment holding the image: the row its vector was written with.
+    segment = [s for s in storage.store._segments if ids[1] in s.ids()][-1]
+    rows = [r for r, i in enumerate(segment.ids()) if i == ids[1]]
+    offset, length = segment.blob_location("feature_vector", rows[-1])
+    assert length > 0
+    path = storage.data_dir / segment.name
+    storage_runner.stop()
+    raw = bytearray(path.read_bytes())
+    raw[offset + length // 2] ^= 0x40
+    path.write_bytes(bytes(raw))
+    storage = storage_runner.start()
+
+    page = storage.stub.ListImages(pb.ListImagesRequest(include_feature_vectors=True))
+    by_id = {m.id: m for m in page.images}
+
+    assert set(by_id) == set(ids)
+    assert list(by_id[ids[0]].feature_vector) == [0.25] * 1280
+    assert list(by_id[ids[2]].feature_vector) == [0.75] * 1280
+    assert by_id[ids[1]].has_feature_vector and list(by_id[ids[1]].feature_vector) == []
+    with pytest.raises(grpc.RpcError) as info:
+        storage.stub.GetImage(pb.GetImageRequest(image_id=ids[1], include_feature_vector=True))
+    assert info.value.code() == grpc.StatusCode.DATA_LOSS
