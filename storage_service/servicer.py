@@ -469,7 +469,8 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
         self, request: pb.VerifyRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.VerifyResponse]:
         """Runs the store's verify in a worker thread and streams its progress (at most every
-        PROGRESS_INTERVAL_S), then the report. One verify at a time."""
+        PROGRESS_INTERVAL_S), then the report. One verify at a time: the worker holds the lock
+        to its end, so a client that goes away early does not let a second one start."""
         if not self._verify_lock.acquire(blocking=False):
             abort(
                 context,
@@ -477,10 +478,7 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
                 "a verify is already running; its report will be in GetStats.last_verify",
                 "VERIFY_RUNNING",
             )
-        try:
-            yield from self._run_verify(context)
-        finally:
-            self._verify_lock.release()
+        yield from self._run_verify(context)
 
     def _run_verify(self, context: grpc.ServicerContext) -> Iterator[pb.VerifyResponse]:
         events: queue.Queue[tuple[str, Any]] = queue.Queue()
@@ -498,9 +496,15 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
                 events.put(("report", report))
             except BaseException as e:  # noqa: BLE001 - handed to the RPC thread
                 events.put(("error", e))
+            finally:
+                self._verify_lock.release()
 
         worker = threading.Thread(target=work, name="storage-verify", daemon=True)
-        worker.start()
+        try:
+            worker.start()
+        except BaseException:
+            self._verify_lock.release()
+            raise
         yield pb.VerifyResponse(progress=pb.VerifyProgress())
         while True:
             kind, value = events.get()
