@@ -8,6 +8,7 @@ and say so); every failure is a precise status (see `storage_service.errors`).
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import queue
 import threading
@@ -228,6 +229,14 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
                     limit="max_image_bytes",
                 )
         with store_errors(context):
+            if not header.keep_duplicate:
+                # Fast path: bytes this owner already stored are not decoded again (the store
+                # decides under its lock in put, for puts racing each other).
+                existing = self._store.find_by_sha256(
+                    hashlib.sha256(data).hexdigest(), header.owner
+                )
+                if existing:
+                    return pb.PutImageResponse(image=to_proto(existing[0]), already_stored=True)
             image = prepare_image(
                 bytes(data), max_pixels=self._max_image_pixels, budget=self._budget
             )
