@@ -10,6 +10,7 @@ import grpc
 import pytest
 
 from imagerepo.storage.v1 import storage_service_pb2 as pb
+from imagerepo.storage.v1 import storage_service_pb2_grpc as pb_grpc
 from tests.storage_service.conftest import jpeg_variant, put
 
 
@@ -135,3 +136,26 @@ def test_batch_get_images_refuses_oversized_batches_and_ids(storage):
             storage.stub.BatchGetImages(pb.BatchGetImagesRequest(image_ids=ids))
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert len(info.value.details()) < 300
+
+
+def test_an_already_stored_photo_is_not_decoded_again(storage, photo_jpegs):
+    """The second server over the same store has a decode budget too small for this photo: it
+    can still answer the re-upload, because it recognises the bytes before decoding them."""
+    from service_runtime.grpc_server import channel_options
+    from storage_service.server import build_server
+
+    data = photo_jpegs["astronaut"]
+    first = _put(storage.stub, data, "astronaut.jpg", owner="alice").image
+    server, port, _ = build_server(storage.store, "127.0.0.1:0", decode_memory_bytes=1024)
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}", options=channel_options()) as channel:
+            stub = pb_grpc.StorageServiceStub(channel)
+            again = _put(stub, data, "astronaut.jpg", owner="alice")
+            with pytest.raises(grpc.RpcError) as info:
+                _put(stub, data, "astronaut.jpg", owner="bob")
+    finally:
+        server.stop(grace=None)
+
+    assert again.already_stored and again.image.id == first.id
+    assert "decode budget" in info.value.details()
