@@ -435,11 +435,16 @@ function setupInfiniteScroll() {
       const reply = await fetch(older.href);
       if (!reply.ok) return;
       const doc = new DOMParser().parseFromString(await reply.text(), "text/html");
+      // One section per month, newest month first, whatever page a photo came on.
       for (const month of doc.querySelectorAll("#gallery section.month")) {
-        const same = gallery.querySelector(`section.month[data-month="${CSS.escape(month.dataset.month)}"]`);
-        const grid = same && same === gallery.lastElementChild ? same.querySelector(".grid") : null;
-        if (grid) grid.append(...Array.from(month.querySelectorAll("figure.tile")).map((t) => document.adoptNode(t)));
-        else gallery.append(document.adoptNode(month));
+        const key = month.dataset.month;
+        const same = gallery.querySelector(`section.month[data-month="${CSS.escape(key)}"]`);
+        if (same) {
+          same.querySelector(".grid").append(...Array.from(month.querySelectorAll("figure.tile")).map((t) => document.adoptNode(t)));
+          continue;
+        }
+        const later = Array.from(gallery.querySelectorAll("section.month")).find((s) => s.dataset.month < key);
+        gallery.insertBefore(document.adoptNode(month), later || null);
       }
       const newer = doc.getElementById("older");
       if (newer) older.href = newer.href; else older.remove();
