@@ -1,6 +1,16 @@
-"""Vision benchmark: the bare classifier on onnxruntime vs the whole service over gRPC.
+"""Vision benchmark: what analysis costs per image, and the bare classifier vs the service.
 
-Measured in one run, on the same machine, with the same onnxruntime thread settings:
+Part 1, analysis cost (issue 13's proof): CPU time of the service process per image (process
+CPU time / images analysed) and throughput, with the *default tasks* (labels + features +
+moderation + OCR where the probe says text), over gRPC from 8 clients in another process, for:
+- before: the float CNNs and the earlier text probe (the detector at 480 px through RapidOCR,
+  behind one lock), as the service was;
+- the float CNNs with the new probe (the detector alone at 320 px, no lock);
+- after: the int8 CNNs adopted by models/quantize.py with the new probe (the default).
+Then each step's own CPU cost on one thread, the int8/float agreement measured on the real-photo
+set, how each probe does on the photos with and without text, and every model file's sha256.
+
+Part 2, measured in one run, on the same machine, with the same onnxruntime thread settings:
 - baseline: EfficientNet-Lite0 alone on ready-made input tensors, batch 1 and batch 8
   (no decoding, no preprocessing, no gRPC);
 - service: `Analyze` over gRPC on loopback with tasks LABELS+FEATURES and OCR off, from 1 and
@@ -17,6 +27,7 @@ shared machine skews both sides alike.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import multiprocessing
 import threading
@@ -31,9 +42,23 @@ from imagerepo.vision.v1 import vision_service_pb2 as pb
 from imagerepo.vision.v1 import vision_service_pb2_grpc as pb_grpc
 from service_runtime.grpc_server import channel_options
 from tests.support import real_photo_paths
+from tests.vision_service.photo_sets import (
+    model_inputs,
+    photo_variants,
+    text_photos,
+    textless_photos,
+)
+from vision_service.agreement import (
+    MAX_MODERATION_DIFF,
+    MIN_TOP1_AGREEMENT,
+    classifier_agreement,
+    moderation_agreement,
+)
 from vision_service.config import VisionConfig
-from vision_service.engine import CLASSIFIER, VisionEngine
-from vision_service.preprocess import classifier_input, decode_image
+from vision_service.engine import CLASSIFIER, MODERATION, OCR_DET, OCR_REC, VisionEngine
+from vision_service.models.moderation import moderation_input
+from vision_service.models.ocr import PROBE_MAX_SIDE, TextProbe, _engine_params
+from vision_service.preprocess import CLASSIFIER_RESIZE, classifier_input, decode_image
 from vision_service.registry import load_registry
 from vision_service.server import build_server
 from vision_service.servicer import EngineSlot
@@ -159,6 +184,179 @@ def service_throughput(port: int, photos: list[bytes], clients: int, tasks: list
     return Rate(done / elapsed, 1000.0 * cpu / max(done, 1))
 
 
+class LegacyProbe:
+    """The earlier text probe, for comparison: the detector at 480 px through RapidOCR, behind
+    the one lock its single engine needed; text when >= 2 boxes or one box scoring >= 0.7."""
+
+    def __init__(self, config: VisionConfig) -> None:
+        from rapidocr import RapidOCR
+
+        registry = load_registry(config.models_dir)
+        params = _engine_params(registry[OCR_DET].path(), registry[OCR_REC].path(), 1)
+        self._engine = RapidOCR(params=params)
+        self._lock = threading.Lock()
+
+    def likely_has_text(self, rgb: Image.Image) -> bool:
+        thumb = rgb.copy()
+        thumb.thumbnail((480, 480), Image.Resampling.BILINEAR)
+        bgr = np.ascontiguousarray(np.asarray(thumb)[:, :, ::-1])
+        with self._lock:
+            result = self._engine(bgr, use_det=True, use_cls=False, use_rec=False)
+        boxes = result.boxes if result.boxes is not None else []
+        scores = [float(x) for x in result.scores] if result.scores is not None else []
+        scores = scores or [1.0] * len(boxes)
+        return len(scores) >= 2 or max(scores, default=0.0) >= 0.7
+
+
+def _cpu_ms(fn, items: list, repeat: int = 3) -> float:
+    """Process CPU ms per item of fn over items (one thread), after one warm-up pass."""
+    for item in items:
+        fn(item)
+    started = time.process_time()
+    for _ in range(repeat):
+        for item in items:
+            fn(item)
+    return 1000.0 * (time.process_time() - started) / (repeat * len(items))
+
+
+def _batch_ms(session, tensors: np.ndarray, batch: int = 8) -> float:
+    name = session.get_inputs()[0].name
+    x = np.ascontiguousarray(np.resize(tensors, (batch, *tensors.shape[1:])))
+    return _cpu_ms(lambda _: session.run(None, {name: x}), [0], repeat=5) / batch
+
+
+def analysis_cost(config: VisionConfig, photos: list[bytes]) -> None:
+    """Part 1: default-task CPU per image before/after, step costs, agreement, probes."""
+    registry = load_registry(config.models_dir)
+    threads = SessionThreads(1, 1)
+    print("== analysis cost with the default tasks ==", flush=True)
+    for name in (CLASSIFIER, MODERATION):
+        entry = registry[name]
+        kind = "int8 (adopted)" if "reference" in entry.files else "float (int8 not adopted)"
+        print(f"{name}: runs {entry.path().name} [{kind}] sha256 {entry.sha256}")
+        if "reference" in entry.files:
+            ref = entry.files["reference"]
+            print(f"  float reference {ref.path.name} sha256 {ref.sha256}")
+    for name in (OCR_DET, OCR_REC):
+        print(f"{name}: {registry[name].path().name} sha256 {registry[name].sha256}")
+
+    setups = [
+        ("before: float CNNs, old probe", False, True),
+        ("float CNNs, new probe", False, False),
+        ("after: int8 CNNs, new probe", True, False),
+    ]
+    results = []
+    for label, quantized, legacy in setups:
+        engine = VisionEngine.load(dataclasses.replace(config, quantized=quantized))
+        if legacy:
+            engine._probe = LegacyProbe(config)  # type: ignore[assignment]
+        server, port, health = build_server("127.0.0.1:0", config, EngineSlot(engine))
+        server.start()
+        health.set_serving(True)
+        try:
+            rate = service_throughput(port, photos, CLIENTS, [])
+        finally:
+            server.stop(grace=None)
+            engine.close()
+        results.append((label, rate))
+        print(
+            f"{label:<34} {rate.images_per_s:7.1f} img/s  {rate.cpu_ms_per_image:6.2f} "
+            f"CPU ms/img  ({CLIENTS} clients over gRPC, default tasks)",
+            flush=True,
+        )
+    before, after = results[0][1], results[-1][1]
+    print(
+        f"CPU per image {before.cpu_ms_per_image:.1f} -> {after.cpu_ms_per_image:.1f} ms "
+        f"({before.cpu_ms_per_image / after.cpu_ms_per_image:.2f}x less; goal <= 30 ms), "
+        f"throughput {before.images_per_s:.1f} -> {after.images_per_s:.1f} img/s"
+    )
+
+    print("-- each step's CPU per image, one thread --", flush=True)
+    decoded = [
+        decode_image(
+            p,
+            max_pixels=config.max_image_pixels,
+            min_long_side=PROBE_MAX_SIDE,
+            min_short_side=CLASSIFIER_RESIZE,
+        ).rgb
+        for p in photos
+    ]
+    legacy = LegacyProbe(config)
+    probe = TextProbe(registry[OCR_DET].path(), threads)
+    clf_x = np.stack([classifier_input(rgb) for rgb in decoded])
+    mod_x = np.stack([moderation_input(rgb) for rgb in decoded])
+    steps = [
+        (
+            "decode (reduced-scale JPEG)",
+            _cpu_ms(
+                lambda p: decode_image(
+                    p,
+                    max_pixels=config.max_image_pixels,
+                    min_long_side=PROBE_MAX_SIDE,
+                    min_short_side=CLASSIFIER_RESIZE,
+                ),
+                photos,
+            ),
+        ),
+        ("classifier input", _cpu_ms(classifier_input, decoded)),
+        ("moderation input", _cpu_ms(moderation_input, decoded)),
+        ("old text probe (480 px, RapidOCR)", _cpu_ms(legacy.likely_has_text, decoded)),
+        ("new text probe (320 px, detector alone)", _cpu_ms(probe.likely_has_text, decoded)),
+    ]
+    for name in (CLASSIFIER, MODERATION):
+        entry = registry[name]
+        x = clf_x if name == CLASSIFIER else mod_x
+        steps.append(
+            (
+                f"{name} float, batch 8",
+                _batch_ms(open_session(entry.path(entry.model_role(False)), threads), x),
+            )
+        )
+        if "reference" in entry.files:
+            steps.append(
+                (f"{name} int8, batch 8", _batch_ms(open_session(entry.path(), threads), x))
+            )
+    for what, ms in steps:
+        print(f"  {what:<42} {ms:6.2f} CPU ms")
+
+    print("-- int8 vs float agreement on the real-photo set --", flush=True)
+    variants = photo_variants()
+    clf_all, mod_all = model_inputs(variants)
+    print(f"  {len(variants)} inputs: every real photo, its mirror image and two crops")
+    for name in (CLASSIFIER, MODERATION):
+        entry = registry[name]
+        if "reference" not in entry.files:
+            print(f"  {name}: no int8 model adopted (see models/quantization.json)")
+            continue
+        ref = open_session(entry.path("reference"), threads)
+        cand = open_session(entry.path(), threads)
+        if name == CLASSIFIER:
+            a = classifier_agreement(ref, cand, clf_all)
+            print(
+                f"  {name}: top-1 agreement {a.top1_agreement:.1%} (goal >= "
+                f"{MIN_TOP1_AGREEMENT:.0%}), top-5 overlap {a.top5_overlap:.1%}, feature "
+                f"cosine mean {a.mean_feature_cosine:.4f} min {a.min_feature_cosine:.4f}"
+            )
+        else:
+            m = moderation_agreement(ref, cand, mod_all)
+            print(
+                f"  {name}: score difference max {m.max_score_diff:.4f} mean "
+                f"{m.mean_score_diff:.4f} (goal <= {MAX_MODERATION_DIFF}); highest float "
+                f"score in the set {m.max_float_score:.3f}"
+            )
+
+    print("-- text probes on photos with and without text --", flush=True)
+    with_text = list(text_photos().values())
+    without = list(textless_photos().values())
+    for what, fn in (("old", legacy.likely_has_text), ("new", probe.likely_has_text)):
+        missed = sum(not fn(im) for im in with_text)
+        flagged = sum(fn(im) for im in without)
+        print(
+            f"  {what} probe: missed {missed} of {len(with_text)} photos with text, "
+            f"flagged {flagged} of {len(without)} without"
+        )
+
+
 def main() -> None:
     config = VisionConfig.from_env()
     photos = _photos()
@@ -173,6 +371,8 @@ def main() -> None:
         f"{len(photos)} real photos as JPEG; {ROUND_S:.0f} s rounds",
         flush=True,
     )
+    analysis_cost(config, photos)
+    print("== bare classifier vs the service (labels + features, OCR off) ==", flush=True)
     engine = VisionEngine.load(config)
     server, port, health = build_server("127.0.0.1:0", config, EngineSlot(engine))
     server.start()

@@ -61,7 +61,7 @@ class ModelEntry:
         """The version string of the graph `model_role(quantized)` runs."""
         if self.model_role(quantized) == "onnx":
             return self.version
-        return self.version.removesuffix("-int8") + "-float"
+        return self.version.removesuffix("-int8")
 
     @property
     def sha256(self) -> str:

@@ -47,6 +47,8 @@ _DET_STRIDE = 32
 # Detector normalisation (ImageNet mean/std on 0..1 BGR pixels, as RapidOCR feeds it).
 _DET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 _DET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+_DET_SCALE = 1.0 / (255.0 * _DET_STD)
+_DET_OFFSET = -_DET_MEAN / _DET_STD
 # Lines read with less confidence than this are dropped as noise.
 MIN_LINE_CONFIDENCE = 0.5
 # A line of one or two characters is kept only when read with this much confidence: on text-free
@@ -117,10 +119,12 @@ class TextProbe:
         w, h = rgb.size
         scale = max_side / max(w, h)
         size = (_stride(w * scale), _stride(h * scale))
-        thumb = rgb.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
-        bgr = np.asarray(thumb, dtype=np.float32)[:, :, ::-1]
-        x = (bgr * (1.0 / 255.0) - _DET_MEAN) / _DET_STD
-        (out,) = self._session.run(None, {self._input: x.transpose(2, 0, 1)[None].copy()})
+        thumb = np.asarray(rgb.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0))
+        x = np.empty((1, 3, size[1], size[0]), dtype=np.float32)
+        for channel in range(3):  # BGR planes, (v / 255 - mean) / std
+            np.multiply(thumb[:, :, 2 - channel], _DET_SCALE[channel], out=x[0, channel])
+            x[0, channel] += _DET_OFFSET[channel]
+        (out,) = self._session.run(None, {self._input: x})
         return np.asarray(out[0, 0], dtype=np.float32)
 
     def likely_has_text(self, rgb: Image.Image) -> bool:

@@ -1,0 +1,87 @@
+"""The int8 CNNs that models/quantize.py adopted must keep agreeing with their float originals
+on the real-photo set (issue 13's thresholds), and VISION_QUANTIZED=0 must run the originals."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.vision_service.photo_sets import model_inputs, photo_variants
+from vision_service.agreement import classifier_agreement, moderation_agreement
+from vision_service.config import VisionConfig
+from vision_service.engine import CLASSIFIER, MODERATION
+from vision_service.models.classifier import ImageClassifier
+from vision_service.models.moderation import ModerationModel
+from vision_service.registry import load_registry
+from vision_service.sessions import SessionThreads, open_session
+
+THREADS = SessionThreads(intra_op=1, inter_op=1)
+
+
+@pytest.fixture(scope="module")
+def registry(models_dir):
+    return load_registry(models_dir)
+
+
+@pytest.fixture(scope="module")
+def inputs() -> tuple[np.ndarray, np.ndarray]:
+    return model_inputs(photo_variants())
+
+
+def _adopted(registry, name):
+    entry = registry[name]
+    if "reference" not in entry.files:
+        pytest.skip(f"no int8 model adopted for {name}")
+    return entry
+
+
+def test_the_manifest_matches_the_quantization_report(models_dir, registry):
+    report = json.loads((models_dir / "quantization.json").read_text())
+    for name in (CLASSIFIER, MODERATION):
+        entry = registry[name]
+        figures = report[name]
+        if figures["adopted"]:
+            assert entry.path().name == figures["file"]
+            assert entry.sha256 == figures["sha256"]
+            assert entry.files["reference"].sha256 == figures["float_sha256"]
+        else:
+            assert "reference" not in entry.files
+            assert entry.sha256 == figures["float_sha256"]
+
+
+def test_int8_classifier_agrees_with_the_float_one(registry, inputs):
+    entry = _adopted(registry, CLASSIFIER)
+    agreement = classifier_agreement(
+        open_session(entry.path("reference"), THREADS),
+        open_session(entry.path(), THREADS),
+        inputs[0],
+    )
+
+    assert agreement.inputs >= 60
+    assert agreement.holds, agreement
+    assert agreement.min_feature_cosine > 0.9
+
+
+def test_int8_moderation_agrees_with_the_float_one(registry, inputs):
+    entry = _adopted(registry, MODERATION)
+    agreement = moderation_agreement(
+        open_session(entry.path("reference"), THREADS),
+        open_session(entry.path(), THREADS),
+        inputs[1],
+    )
+
+    assert agreement.inputs >= 60
+    assert agreement.holds, agreement
+
+
+def test_quantized_off_runs_the_float_originals(registry):
+    config = VisionConfig.from_env({"VISION_QUANTIZED": "0"})
+    assert config.quantized is False
+    for name, model in ((CLASSIFIER, ImageClassifier), (MODERATION, ModerationModel)):
+        entry = registry[name]
+        float_role = entry.model_role(quantized=False)
+        assert float_role == ("reference" if "reference" in entry.files else "onnx")
+        assert entry.run_version(quantized=False) != entry.version or float_role == "onnx"
+        assert model.load(entry, THREADS, quantized=False) is not None
