@@ -264,6 +264,8 @@ function setupViewer() {
     zoom.textContent = "Full size";
     img.src = item.dataset.preview;
     img.alt = (item.querySelector("img") || {}).alt || item.dataset.caption || "";
+    // A photo blurred on the page stays blurred here until revealed (a click reveals it).
+    img.classList.toggle("blurred", !!item.querySelector("img.blurred"));
     caption.textContent = item.dataset.caption || "";
     position.textContent = `${current + 1} of ${all.length}`;
     details.href = item.dataset.page;
@@ -290,6 +292,12 @@ function setupViewer() {
   function toggleZoom() {
     const item = items()[current];
     if (!item) return;
+    if (img.classList.contains("blurred")) {
+      img.classList.remove("blurred");
+      item.querySelectorAll(".blurred").forEach((n) => n.classList.remove("blurred"));
+      item.querySelectorAll(".reveal").forEach((n) => n.remove());
+      return;
+    }
     const zoomed = box.classList.toggle("zoomed");
     zoom.textContent = zoomed ? "Fit" : "Full size";
     img.src = zoomed ? item.dataset.original : item.dataset.preview;

@@ -755,3 +755,23 @@ def test_a_refused_format_is_named_on_the_upload_page(page: Page, url, tmp_path,
     refused = page.locator("#upload-list li.rejected")
     expect(refused).to_contain_text("the ICO format is not accepted")
     expect(refused.locator("progress")).to_have_count(0)
+
+
+def test_a_sensitive_photo_stays_blurred_in_the_viewer_until_revealed(
+    page: Page, own_stack: Stack, library
+):
+    # Every photo over the threshold (a score can be exactly 0): no explicit photo needed.
+    strict = own_stack.start_gateway(moderation_threshold=-1.0, reconcile_interval_s=0)
+    try:
+        page.goto(f"{strict.url}/#view={library['cat']['id']}")
+        shown = page.locator("#lb-image")
+        expect(shown).to_have_class(re.compile("blurred"))
+        assert "blur" in shown.evaluate("img => getComputedStyle(img).filter")
+
+        shown.click()  # the first click reveals, it does not load the original
+        expect(shown).not_to_have_class(re.compile("blurred"))
+        expect(shown).to_have_attribute("src", re.compile("size=preview"))
+        tile = page.locator(f'figure.tile[data-id="{library["cat"]["id"]}"] img')
+        expect(tile).not_to_have_class(re.compile("blurred"))
+    finally:
+        strict.stop()
