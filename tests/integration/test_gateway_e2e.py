@@ -388,7 +388,7 @@ def test_pages_render_with_the_uploaded_photos(photos, http, gateway_url):
 
     assert coffee["links"]["thumbnail"] in gallery
     assert "espresso" in page and "this label is wrong" in page and "Similar images" in page
-    assert coffee["links"]["page"] in results and "matched:" in results
+    assert coffee["links"]["page"] in results and "looks like espresso" in results
     assert "efficientnet-lite0" in status
 
 
