@@ -9,12 +9,16 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 from gateway.config import GatewayConfig
 from service_runtime.ports import Ports
 from stack.__main__ import listen_ports, stack_env
 from stack.output import Output
+from stack.supervisor import MAX_FAILED_STARTS, Child, GaveUpError, Supervisor
 from tests.conftest import REPO_ROOT
 
 
@@ -191,3 +195,30 @@ def test_a_bad_port_setting_is_named_and_nothing_starts(tmp_path: Path):
     assert result.returncode == 2
     assert "IMAGEREPO_BASE_PORT must be a port number, not 'eighty'" in result.stdout
     assert "started" not in result.stdout
+
+
+def test_a_service_that_keeps_failing_is_restarted_with_growing_delays_then_given_up(tmp_path):
+    stream = io.StringIO()
+    broken = Child(
+        "broken",
+        "imagerepo_no_such_module",  # python -m fails at once with status 1
+        dict(os.environ),
+        probe=lambda: False,
+        backoff_s=0.05,
+    )
+    supervisor = Supervisor([broken], Output(stream, fmt="json"))
+    supervisor.start_all()
+    deadline = time.monotonic() + 30
+    with pytest.raises(GaveUpError):
+        while time.monotonic() < deadline:
+            supervisor.tick()
+            time.sleep(0.02)
+    supervisor.stop_all()
+
+    messages = [json.loads(line)["message"] for line in stream.getvalue().splitlines()]
+    exits = [m for m in messages if m.startswith("broken exited")]
+    assert exits == [
+        f"broken exited with code 1; restarting in {d:g}s" for d in (0.05, 0.1, 0.2, 0.4)
+    ]
+    assert messages.count("broken restarted") == MAX_FAILED_STARTS - 1
+    assert messages[-1] == "broken failed to start 5 times in a row; giving up"
