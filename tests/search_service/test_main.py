@@ -125,3 +125,20 @@ def test_serves_keyword_search_when_vision_is_down(tmp_path):
 
     assert [h.image_id for h in reply.hits] == ["a"]
     assert any("keyword search only" in m for m in service.messages())
+
+
+def test_a_second_service_on_the_same_data_dir_refuses_to_start(tmp_path):
+    with running(tmp_path, "127.0.0.1:9") as first:
+        second = subprocess.run(
+            [sys.executable, "-m", "search_service"],
+            cwd=REPO_ROOT,
+            env={**os.environ, "SEARCH_PORT": "0", "SEARCH_DATA_DIR": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert first.proc.poll() is None  # the first one keeps serving
+
+    assert second.returncode != 0
+    assert f"is in use by another search process (pid {first.proc.pid})" in second.stderr
+    assert "SEARCH_DATA_DIR" in second.stderr
