@@ -14,7 +14,7 @@ import errno
 import fcntl
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -26,6 +26,9 @@ class File(Protocol):
     def pread(self, length: int, offset: int) -> bytes: ...
 
     def pwrite(self, data: bytes | memoryview, offset: int) -> int: ...
+
+    def pwritev(self, buffers: Sequence[bytes | memoryview], offset: int) -> int:
+        """Write the buffers back to back at `offset` (one syscall); bytes written."""
 
     def sync(self) -> None:
         """fdatasync: the file's bytes (and size) are durable when it returns."""
@@ -74,6 +77,9 @@ class OsFile:
     def pwrite(self, data: bytes | memoryview, offset: int) -> int:
         return os.pwrite(self.fd, data, offset)
 
+    def pwritev(self, buffers: Sequence[bytes | memoryview], offset: int) -> int:
+        return os.pwritev(self.fd, buffers, offset)
+
     def sync(self) -> None:
         os.fdatasync(self.fd)
 
@@ -93,7 +99,10 @@ class OsFile:
 
     def __del__(self) -> None:
         if getattr(self, "fd", -1) >= 0:
-            self.close()
+            try:  # noqa: SIM105 - contextlib may be torn down at interpreter exit too
+                self.close()
+            except Exception:  # noqa: BLE001 - at interpreter exit `os` may be torn down
+                pass
 
 
 class OsFileSystem:
@@ -214,6 +223,9 @@ class _FaultFile:
             if overlap > 0:
                 self._state.undo.append((offset, self._inner.pread(overlap, offset)))
             return self._inner.pwrite(data, offset)
+
+    def pwritev(self, buffers: Sequence[bytes | memoryview], offset: int) -> int:
+        return self.pwrite(b"".join(buffers), offset)
 
     def sync(self) -> None:
         with self._fs.mutex:

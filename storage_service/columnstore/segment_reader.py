@@ -80,7 +80,10 @@ class SegmentReader:
     def __del__(self) -> None:
         f = getattr(self, "_file", None)
         if f is not None:
-            f.close()
+            try:  # noqa: SIM105 - contextlib may be torn down at interpreter exit too
+                f.close()
+            except Exception:  # noqa: BLE001 - at interpreter exit `os` may be torn down
+                pass
 
     def retire(self) -> None:
         """Remove the file; open readers keep working until they drop this object."""

@@ -132,6 +132,8 @@ class _Pending:
     row: Row
     position: wal_mod.LogPosition
     state: str = "pending"  # -> "applied" | "failed"
+    # A put's metadata, built once.
+    meta: ImageMeta | None = None
 
 
 def _dead_counts(kinds: Iterable[int]) -> tuple[int, int]:
@@ -559,10 +561,17 @@ class ColumnStore:
         self._by_owner.remove(meta.owner, meta.id)
         self._by_owner_status.remove(f"{meta.owner}\0{status}", meta.id)
 
-    def _apply(self, kind: RowKind, values: dict[str, Any], source: BlobSource, index: int) -> None:
+    def _apply(
+        self,
+        kind: RowKind,
+        values: dict[str, Any],
+        source: BlobSource,
+        index: int,
+        meta: ImageMeta | None = None,
+    ) -> None:
         image_id = values["id"]
         if kind is RowKind.PUT:
-            meta = _meta_from(values)
+            meta = meta or _meta_from(values)
             vector = (source, index) if meta.has_feature_vector else None
             old = self._entries.get(image_id)
             if old is not None:  # a merged row replacing its versions: keep the newest
@@ -653,7 +662,7 @@ class ColumnStore:
             if pending.position > synced:
                 break
             row = pending.row
-            self._apply(row.kind, row.values, row, 0)
+            self._apply(row.kind, row.values, row, 0, pending.meta)
             self._memtable.append(row)
             self._memtable_bytes += row.size_bytes
             pending.state = "applied"
@@ -834,6 +843,7 @@ class ColumnStore:
             row = Row(self._take_seq(), RowKind.PUT, values, blobs)
             meta = _meta_from(values)
             pending = self._submit(row, (image.sha256, owner))
+            pending.meta = meta
         self._commit(pending)
         return PutResult(meta, duplicates)
 

@@ -60,6 +60,7 @@ _SEQ = struct.Struct("<Q")
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
 
 PREALLOCATE_BYTES = 4 * 1024 * 1024
+_IOV_MAX = 512
 RECYCLE_NAME = "recycle.wal"
 _ZEROS = bytes(1024 * 1024)
 
@@ -112,34 +113,42 @@ def _layout(length: int, offset: int) -> list[tuple[int, int, int]]:
             return out
 
 
-def encode_record(seq: int, number: int, parts: Sequence[bytes], offset: int) -> bytearray:
-    """The bytes of one logical record written at file `offset` (fragments and padding),
-    built with one copy of the payload (images are megabytes)."""
-    pieces = [memoryview(_SEQ.pack(seq)), *(memoryview(p).cast("B") for p in parts)]
-    length = sum(len(p) for p in pieces)
-    layout = _layout(length, offset)
-    out = bytearray(sum(pad + FRAGMENT_HEADER.size + take for pad, take, _ in layout))
-    view = memoryview(out)
-    dst = 0
+def encode_record_buffers(
+    seq: int, number: int, parts: Sequence[bytes], offset: int
+) -> tuple[list[bytes | memoryview], int]:
+    """One logical record written at file `offset` as a list of buffers (padding, fragment
+    headers, and slices of the payload parts, never copied: images are megabytes) for one
+    vectored write, and its length."""
+    pieces = [memoryview(_SEQ.pack(seq)), *(memoryview(p) for p in parts if len(p))]
+    length = sum(p.nbytes for p in pieces)
+    out: list[bytes | memoryview] = []
+    total = 0
     piece, piece_pos = 0, 0
-    for pad, take, kind in layout:
-        dst += pad
-        header_at = dst
-        dst += FRAGMENT_HEADER.size
-        start = dst
+    for pad, take, kind in _layout(length, offset):
+        if pad:
+            out.append(bytes(pad))
+        header_at = len(out)
+        out.append(b"")
+        crc = zlib.crc32(bytes([kind]) + number.to_bytes(4, "little"))
         need = take
         while need:
             src = pieces[piece]
-            n = min(need, len(src) - piece_pos)
-            view[dst : dst + n] = src[piece_pos : piece_pos + n]
-            dst += n
+            n = min(need, src.nbytes - piece_pos)
+            chunk = src[piece_pos : piece_pos + n]
+            crc = zlib.crc32(chunk, crc)
+            out.append(chunk)
             need -= n
             piece_pos += n
-            if piece_pos == len(src):
+            if piece_pos == src.nbytes:
                 piece, piece_pos = piece + 1, 0
-        crc = _fragment_crc(kind, number, view[start:dst])
-        FRAGMENT_HEADER.pack_into(out, header_at, crc, take, kind, number)
-    return out
+        out[header_at] = FRAGMENT_HEADER.pack(crc & 0xFFFFFFFF, take, kind, number)
+        total += pad + FRAGMENT_HEADER.size + take
+    return out, total
+
+
+def encode_record(seq: int, number: int, parts: Sequence[bytes], offset: int) -> bytes:
+    """The bytes of one logical record written at file `offset` (fragments and padding)."""
+    return b"".join(encode_record_buffers(seq, number, parts, offset)[0])
 
 
 @dataclass(frozen=True)
@@ -348,6 +357,23 @@ def record_offsets(path: Path) -> list[int]:
     return starts
 
 
+def _write_all(f: File, buffers: list[bytes | memoryview], length: int, offset: int) -> int:
+    """Write `buffers` back to back at `offset` with vectored writes; returns `length`."""
+    done = 0
+    for i in range(0, len(buffers), _IOV_MAX):
+        group = buffers[i : i + _IOV_MAX]
+        size = sum(len(b) for b in group)
+        written = f.pwritev(group, offset + done)
+        if written < size:  # a short write: finish this group plainly
+            rest = memoryview(b"".join(group))[written:]
+            while rest:
+                n = f.pwrite(rest, offset + done + size - len(rest))
+                rest = rest[n:]
+        done += size
+    assert done == length
+    return done
+
+
 class WriteAheadLog:
     """The log file currently appended to, with group commit and rotation."""
 
@@ -439,15 +465,11 @@ class WriteAheadLog:
         with self._append_lock:
             if self._failed is not None or self._file is None:
                 raise StoreClosedError(f"the log is closed or failed: {self._failed}")
-            encoded = encode_record(seq, self.number, parts, self._offset)
-            self._reserve(len(encoded))
-            view = memoryview(encoded)
+            buffers, length = encode_record_buffers(seq, self.number, parts, self._offset)
+            self._reserve(length)
             offset = self._offset
             try:
-                while view:
-                    written = self._file.pwrite(view, offset)
-                    view = view[written:]
-                    offset += written
+                offset += _write_all(self._file, buffers, length, offset)
             except OSError as e:
                 # Nothing past self._offset counts: the next record is written over it.
                 if e.errno == errno.ENOSPC:
