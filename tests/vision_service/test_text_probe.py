@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from PIL import Image
 
 from tests.vision_service.photo_sets import jpeg_bytes, text_photos, textless_photos
 from vision_service.engine import AnalysisRequest, OcrMode, Task, VisionEngine
@@ -100,3 +101,8 @@ def test_concurrent_ocr_requests_each_get_their_own_text(engine, with_text):
         "grass-sign": "Keep off the grass",
         "brick-sign": "Main Street",
     }
+
+
+@pytest.mark.parametrize("size", [(1, 1), (12, 3000), (3000, 12), (4000, 3000)])
+def test_probe_takes_any_shape_and_finds_nothing_on_a_blank_image(engine, size):
+    assert engine.likely_has_text(Image.new("RGB", size, "white")) is False
