@@ -324,3 +324,22 @@ def test_suggestions_offer_general_words_the_library_holds(bare_search):
         ("insect", 1, "concepts")
     ]
     assert not bare_search.Suggest(pb.SuggestRequest(prefix="mamm"), timeout=5).suggestions
+
+
+def test_the_gateways_document_carries_storages_exif_into_typed_fields(bare_search):
+    from gateway.ingest import Analysis, search_document
+    from imagerepo.storage.v1 import storage_service_pb2 as storage_pb
+
+    image = storage_pb.ImageMetadata(
+        id="img-1",
+        filename="IMG_0001.jpg",
+        exif={"taken_at": "2008:04:20 19:12:06", "camera_make": "Canon", "camera_model": "X"},
+    )
+    label = common_pb2.Label(name="daisy", probability=0.9, class_index=985)
+    document = search_document(image, Analysis([label], [], 0.0, ""))
+
+    _index(bare_search, document)
+
+    reply = bare_search.Search(pb.SearchRequest(query="april 2008 canon"), timeout=5)
+    assert [h.image_id for h in reply.hits] == ["img-1"]
+    assert {r.field for r in reply.hits[0].reasons} == {"taken", "camera"}
