@@ -240,10 +240,11 @@ def analysis_cost(config: VisionConfig, photos: list[bytes]) -> None:
     for name in (OCR_DET, OCR_REC):
         print(f"{name}: {registry[name].path().name} sha256 {registry[name].sha256}")
 
+    adopted = [n for n in (CLASSIFIER, MODERATION) if "reference" in registry[n].files]
     setups = [
         ("before: float CNNs, old probe", False, True),
         ("float CNNs, new probe", False, False),
-        ("after: int8 CNNs, new probe", True, False),
+        (f"after: int8 {'+'.join(adopted) or 'none'}, new probe", True, False),
     ]
     results = []
     for label, quantized, legacy in setups:
@@ -260,7 +261,7 @@ def analysis_cost(config: VisionConfig, photos: list[bytes]) -> None:
             engine.close()
         results.append((label, rate))
         print(
-            f"{label:<34} {rate.images_per_s:7.1f} img/s  {rate.cpu_ms_per_image:6.2f} "
+            f"{label:<38} {rate.images_per_s:7.1f} img/s  {rate.cpu_ms_per_image:6.2f} "
             f"CPU ms/img  ({CLIENTS} clients over gRPC, default tasks)",
             flush=True,
         )
