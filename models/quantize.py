@@ -6,8 +6,10 @@ real photos, and measure how closely each int8 model follows its float original.
 
 For each model: the float graph is prepared (`quant_pre_process`: shape inference and graph
 optimisation; open_nsfw is first converted from opset 9 to 13, which per-channel QDQ needs),
-then `quantize_static` writes a QDQ model with per-channel int8 weights and uint8 activations,
-calibrated (MinMax) by a CalibrationDataReader over crops, flips and darker copies of every
+then `quantize_static` writes a QDQ model with per-channel int8 weights and uint8 activations
+(calibration method and the convs kept in float per model: SETTINGS below, chosen by a search
+whose figures are recorded there), calibrated by a CalibrationDataReader over crops, flips and
+darker copies of every
 real photo shipped in the installed packages (tests/vision_service/photo_sets.py). Agreement is
 then measured on *other* inputs: each photo, its mirror image and two different crops. An int8
 model is adopted only if top-1 label agreement is >= 98% (classifier) or every moderation score
