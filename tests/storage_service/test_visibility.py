@@ -100,3 +100,28 @@ def test_status_and_owner_listings_and_counts_come_from_kept_indexes(tmp_path, s
     reopened = ColumnStore.open(tmp_path / "s", FAST_RETRY)
     assert reopened.count(owner="bob", status=AnalysisStatus.PENDING) == 1
     reopened.close()
+
+
+class _NoScans(dict):
+    """The store's entry map, refusing to be walked: a listing or count that scans every image
+    under the lock fails here."""
+
+    def _refuse(self, *args, **kwargs):
+        raise AssertionError("walked every image")
+
+    values = items = keys = __iter__ = _refuse
+
+
+def test_filtered_listings_and_totals_never_walk_every_image(tmp_path, small_images):
+    store = ColumnStore.open(tmp_path / "s", FAST_RETRY)
+    ids = [store.put(f"{i}.jpg", "ann", im).image.id for i, im in enumerate(small_images[:4])]
+    store.update_annotations(
+        ids[0], AnnotationUpdate(fields=frozenset({"status"}), status=AnalysisStatus.FAILED)
+    )
+    store._entries = _NoScans(store._entries)
+
+    assert store.list_images(status=AnalysisStatus.FAILED).total_count == 1
+    assert store.list_images(owner="ann", status=AnalysisStatus.PENDING).total_count == 3
+    assert store.list_images(owner="ann", page_size=2).total_count == 4
+    assert store.stats().image_count == 4
+    store.close()
