@@ -1349,6 +1349,10 @@ class ColumnStore:
                 self._damaged_blobs_copied += len(damaged)
                 new_segment = SegmentReader(path, self._fs)
             with self._lock:
+                if self._closed:
+                    # close() stopped waiting for this merge: install nothing (the output is
+                    # unnamed; the next open moves it to quarantine).
+                    raise StoreClosedError("the store closed during compaction")
                 keep = [s for s in self._segments if s.segment_id not in old_ids]
                 self._segments = ([new_segment] if new_segment else []) + keep
                 for s in old:
