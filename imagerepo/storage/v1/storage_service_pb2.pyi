@@ -14,9 +14,20 @@ class ThumbnailSize(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     THUMBNAIL_SIZE_UNSPECIFIED: _ClassVar[ThumbnailSize]
     THUMBNAIL_SIZE_SMALL: _ClassVar[ThumbnailSize]
     THUMBNAIL_SIZE_PREVIEW: _ClassVar[ThumbnailSize]
+
+class ChangeKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CHANGE_KIND_UNSPECIFIED: _ClassVar[ChangeKind]
+    CHANGE_KIND_PUT: _ClassVar[ChangeKind]
+    CHANGE_KIND_ANNOTATE: _ClassVar[ChangeKind]
+    CHANGE_KIND_DELETE: _ClassVar[ChangeKind]
 THUMBNAIL_SIZE_UNSPECIFIED: ThumbnailSize
 THUMBNAIL_SIZE_SMALL: ThumbnailSize
 THUMBNAIL_SIZE_PREVIEW: ThumbnailSize
+CHANGE_KIND_UNSPECIFIED: ChangeKind
+CHANGE_KIND_PUT: ChangeKind
+CHANGE_KIND_ANNOTATE: ChangeKind
+CHANGE_KIND_DELETE: ChangeKind
 
 class PutImageHeader(_message.Message):
     __slots__ = ("filename", "content_type", "owner", "expected_size", "keep_duplicate")
@@ -51,7 +62,7 @@ class PutImageResponse(_message.Message):
     def __init__(self, image: _Optional[_Union[ImageMetadata, _Mapping]] = ..., duplicate_of: _Optional[_Iterable[str]] = ..., already_stored: _Optional[bool] = ...) -> None: ...
 
 class ImageMetadata(_message.Message):
-    __slots__ = ("id", "filename", "owner", "content_type", "created_at_unix_ms", "sha256", "byte_size", "width", "height", "exif", "labels", "moderation_score", "ocr_text", "tags", "status", "feature_vector", "has_feature_vector", "feedback", "status_detail", "format")
+    __slots__ = ("id", "filename", "owner", "content_type", "created_at_unix_ms", "sha256", "byte_size", "width", "height", "exif", "labels", "moderation_score", "ocr_text", "tags", "status", "feature_vector", "has_feature_vector", "feedback", "status_detail", "format", "analysis")
     class ExifEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +90,7 @@ class ImageMetadata(_message.Message):
     FEEDBACK_FIELD_NUMBER: _ClassVar[int]
     STATUS_DETAIL_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
+    ANALYSIS_FIELD_NUMBER: _ClassVar[int]
     id: str
     filename: str
     owner: str
@@ -99,7 +111,8 @@ class ImageMetadata(_message.Message):
     feedback: _containers.RepeatedCompositeFieldContainer[_common_pb2.LabelFeedback]
     status_detail: str
     format: str
-    def __init__(self, id: _Optional[str] = ..., filename: _Optional[str] = ..., owner: _Optional[str] = ..., content_type: _Optional[str] = ..., created_at_unix_ms: _Optional[int] = ..., sha256: _Optional[str] = ..., byte_size: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., exif: _Optional[_Mapping[str, str]] = ..., labels: _Optional[_Iterable[_Union[_common_pb2.Label, _Mapping]]] = ..., moderation_score: _Optional[float] = ..., ocr_text: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., status: _Optional[_Union[_common_pb2.AnalysisStatus, str]] = ..., feature_vector: _Optional[_Iterable[float]] = ..., has_feature_vector: _Optional[bool] = ..., feedback: _Optional[_Iterable[_Union[_common_pb2.LabelFeedback, _Mapping]]] = ..., status_detail: _Optional[str] = ..., format: _Optional[str] = ...) -> None: ...
+    analysis: AnalysisState
+    def __init__(self, id: _Optional[str] = ..., filename: _Optional[str] = ..., owner: _Optional[str] = ..., content_type: _Optional[str] = ..., created_at_unix_ms: _Optional[int] = ..., sha256: _Optional[str] = ..., byte_size: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., exif: _Optional[_Mapping[str, str]] = ..., labels: _Optional[_Iterable[_Union[_common_pb2.Label, _Mapping]]] = ..., moderation_score: _Optional[float] = ..., ocr_text: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., status: _Optional[_Union[_common_pb2.AnalysisStatus, str]] = ..., feature_vector: _Optional[_Iterable[float]] = ..., has_feature_vector: _Optional[bool] = ..., feedback: _Optional[_Iterable[_Union[_common_pb2.LabelFeedback, _Mapping]]] = ..., status_detail: _Optional[str] = ..., format: _Optional[str] = ..., analysis: _Optional[_Union[AnalysisState, _Mapping]] = ...) -> None: ...
 
 class GetImageRequest(_message.Message):
     __slots__ = ("image_id", "include_data", "include_feature_vector")
@@ -188,16 +201,18 @@ class ListImagesRequest(_message.Message):
     def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., owner: _Optional[str] = ..., include_feature_vectors: _Optional[bool] = ..., status: _Optional[_Union[_common_pb2.AnalysisStatus, str]] = ...) -> None: ...
 
 class ListImagesResponse(_message.Message):
-    __slots__ = ("images", "next_page_token", "total_count", "unreadable_count")
+    __slots__ = ("images", "next_page_token", "total_count", "unreadable_count", "snapshot_seq")
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     TOTAL_COUNT_FIELD_NUMBER: _ClassVar[int]
     UNREADABLE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_SEQ_FIELD_NUMBER: _ClassVar[int]
     images: _containers.RepeatedCompositeFieldContainer[ImageMetadata]
     next_page_token: str
     total_count: int
     unreadable_count: int
-    def __init__(self, images: _Optional[_Iterable[_Union[ImageMetadata, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_count: _Optional[int] = ..., unreadable_count: _Optional[int] = ...) -> None: ...
+    snapshot_seq: int
+    def __init__(self, images: _Optional[_Iterable[_Union[ImageMetadata, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_count: _Optional[int] = ..., unreadable_count: _Optional[int] = ..., snapshot_seq: _Optional[int] = ...) -> None: ...
 
 class Annotations(_message.Message):
     __slots__ = ("labels", "feature_vector", "moderation_score", "ocr_text", "tags", "status", "status_detail")
@@ -266,7 +281,7 @@ class ColumnStats(_message.Message):
     def __init__(self, name: _Optional[str] = ..., raw_bytes: _Optional[int] = ..., stored_bytes: _Optional[int] = ...) -> None: ...
 
 class GetStatsResponse(_message.Message):
-    __slots__ = ("image_count", "deleted_count", "segment_count", "disk_bytes", "raw_image_bytes", "wal_bytes", "memtable_rows", "columns", "unreadable_count", "background_error", "last_verify", "storage_full", "quarantined_files", "damaged_log_records")
+    __slots__ = ("image_count", "deleted_count", "segment_count", "disk_bytes", "raw_image_bytes", "wal_bytes", "memtable_rows", "columns", "unreadable_count", "background_error", "last_verify", "storage_full", "quarantined_files", "damaged_log_records", "head_seq", "horizon_seq", "pending_count", "oldest_pending_age_ms")
     IMAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
     DELETED_COUNT_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -281,6 +296,10 @@ class GetStatsResponse(_message.Message):
     STORAGE_FULL_FIELD_NUMBER: _ClassVar[int]
     QUARANTINED_FILES_FIELD_NUMBER: _ClassVar[int]
     DAMAGED_LOG_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    HEAD_SEQ_FIELD_NUMBER: _ClassVar[int]
+    HORIZON_SEQ_FIELD_NUMBER: _ClassVar[int]
+    PENDING_COUNT_FIELD_NUMBER: _ClassVar[int]
+    OLDEST_PENDING_AGE_MS_FIELD_NUMBER: _ClassVar[int]
     image_count: int
     deleted_count: int
     segment_count: int
@@ -295,7 +314,11 @@ class GetStatsResponse(_message.Message):
     storage_full: bool
     quarantined_files: int
     damaged_log_records: int
-    def __init__(self, image_count: _Optional[int] = ..., deleted_count: _Optional[int] = ..., segment_count: _Optional[int] = ..., disk_bytes: _Optional[int] = ..., raw_image_bytes: _Optional[int] = ..., wal_bytes: _Optional[int] = ..., memtable_rows: _Optional[int] = ..., columns: _Optional[_Iterable[_Union[ColumnStats, _Mapping]]] = ..., unreadable_count: _Optional[int] = ..., background_error: _Optional[str] = ..., last_verify: _Optional[_Union[VerifyReport, _Mapping]] = ..., storage_full: _Optional[bool] = ..., quarantined_files: _Optional[int] = ..., damaged_log_records: _Optional[int] = ...) -> None: ...
+    head_seq: int
+    horizon_seq: int
+    pending_count: int
+    oldest_pending_age_ms: int
+    def __init__(self, image_count: _Optional[int] = ..., deleted_count: _Optional[int] = ..., segment_count: _Optional[int] = ..., disk_bytes: _Optional[int] = ..., raw_image_bytes: _Optional[int] = ..., wal_bytes: _Optional[int] = ..., memtable_rows: _Optional[int] = ..., columns: _Optional[_Iterable[_Union[ColumnStats, _Mapping]]] = ..., unreadable_count: _Optional[int] = ..., background_error: _Optional[str] = ..., last_verify: _Optional[_Union[VerifyReport, _Mapping]] = ..., storage_full: _Optional[bool] = ..., quarantined_files: _Optional[int] = ..., damaged_log_records: _Optional[int] = ..., head_seq: _Optional[int] = ..., horizon_seq: _Optional[int] = ..., pending_count: _Optional[int] = ..., oldest_pending_age_ms: _Optional[int] = ...) -> None: ...
 
 class CompactRequest(_message.Message):
     __slots__ = ()
@@ -412,3 +435,117 @@ class BatchGetImagesResponse(_message.Message):
     unreadable_ids: _containers.RepeatedScalarFieldContainer[str]
     not_returned_ids: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, images: _Optional[_Iterable[_Union[ImageMetadata, _Mapping]]] = ..., not_found_ids: _Optional[_Iterable[str]] = ..., unreadable_ids: _Optional[_Iterable[str]] = ..., not_returned_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Change(_message.Message):
+    __slots__ = ("seq", "kind", "image_id", "image")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    kind: ChangeKind
+    image_id: str
+    image: ImageMetadata
+    def __init__(self, seq: _Optional[int] = ..., kind: _Optional[_Union[ChangeKind, str]] = ..., image_id: _Optional[str] = ..., image: _Optional[_Union[ImageMetadata, _Mapping]] = ...) -> None: ...
+
+class WatchChangesRequest(_message.Message):
+    __slots__ = ("after_seq", "follow", "include_feature_vector", "max_batch")
+    AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_FEATURE_VECTOR_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
+    after_seq: int
+    follow: bool
+    include_feature_vector: bool
+    max_batch: int
+    def __init__(self, after_seq: _Optional[int] = ..., follow: _Optional[bool] = ..., include_feature_vector: _Optional[bool] = ..., max_batch: _Optional[int] = ...) -> None: ...
+
+class WatchChangesResponse(_message.Message):
+    __slots__ = ("changes", "head_seq", "horizon_seq")
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    HEAD_SEQ_FIELD_NUMBER: _ClassVar[int]
+    HORIZON_SEQ_FIELD_NUMBER: _ClassVar[int]
+    changes: _containers.RepeatedCompositeFieldContainer[Change]
+    head_seq: int
+    horizon_seq: int
+    def __init__(self, changes: _Optional[_Iterable[_Union[Change, _Mapping]]] = ..., head_seq: _Optional[int] = ..., horizon_seq: _Optional[int] = ...) -> None: ...
+
+class AnalysisState(_message.Message):
+    __slots__ = ("attempts", "last_error", "generation", "lease_owner", "lease_expires_unix_ms", "next_attempt_unix_ms")
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    LEASE_OWNER_FIELD_NUMBER: _ClassVar[int]
+    LEASE_EXPIRES_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_ATTEMPT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    attempts: int
+    last_error: str
+    generation: int
+    lease_owner: str
+    lease_expires_unix_ms: int
+    next_attempt_unix_ms: int
+    def __init__(self, attempts: _Optional[int] = ..., last_error: _Optional[str] = ..., generation: _Optional[int] = ..., lease_owner: _Optional[str] = ..., lease_expires_unix_ms: _Optional[int] = ..., next_attempt_unix_ms: _Optional[int] = ...) -> None: ...
+
+class ClaimAnalysisRequest(_message.Message):
+    __slots__ = ("worker_id", "max_images", "lease_ms", "include_feature_vector")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    MAX_IMAGES_FIELD_NUMBER: _ClassVar[int]
+    LEASE_MS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_FEATURE_VECTOR_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    max_images: int
+    lease_ms: int
+    include_feature_vector: bool
+    def __init__(self, worker_id: _Optional[str] = ..., max_images: _Optional[int] = ..., lease_ms: _Optional[int] = ..., include_feature_vector: _Optional[bool] = ...) -> None: ...
+
+class ClaimedImage(_message.Message):
+    __slots__ = ("image", "generation")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    image: ImageMetadata
+    generation: int
+    def __init__(self, image: _Optional[_Union[ImageMetadata, _Mapping]] = ..., generation: _Optional[int] = ...) -> None: ...
+
+class ClaimAnalysisResponse(_message.Message):
+    __slots__ = ("images",)
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    images: _containers.RepeatedCompositeFieldContainer[ClaimedImage]
+    def __init__(self, images: _Optional[_Iterable[_Union[ClaimedImage, _Mapping]]] = ...) -> None: ...
+
+class CompleteAnalysisRequest(_message.Message):
+    __slots__ = ("image_id", "generation", "result", "failure")
+    IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    image_id: str
+    generation: int
+    result: AnalysisResult
+    failure: AnalysisFailure
+    def __init__(self, image_id: _Optional[str] = ..., generation: _Optional[int] = ..., result: _Optional[_Union[AnalysisResult, _Mapping]] = ..., failure: _Optional[_Union[AnalysisFailure, _Mapping]] = ...) -> None: ...
+
+class AnalysisResult(_message.Message):
+    __slots__ = ("labels", "moderation_score", "ocr_text", "feature_vector")
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    MODERATION_SCORE_FIELD_NUMBER: _ClassVar[int]
+    OCR_TEXT_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_VECTOR_FIELD_NUMBER: _ClassVar[int]
+    labels: _containers.RepeatedCompositeFieldContainer[_common_pb2.Label]
+    moderation_score: float
+    ocr_text: str
+    feature_vector: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, labels: _Optional[_Iterable[_Union[_common_pb2.Label, _Mapping]]] = ..., moderation_score: _Optional[float] = ..., ocr_text: _Optional[str] = ..., feature_vector: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class AnalysisFailure(_message.Message):
+    __slots__ = ("reason", "permanent")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    PERMANENT_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    permanent: bool
+    def __init__(self, reason: _Optional[str] = ..., permanent: _Optional[bool] = ...) -> None: ...
+
+class CompleteAnalysisResponse(_message.Message):
+    __slots__ = ("image",)
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    image: ImageMetadata
+    def __init__(self, image: _Optional[_Union[ImageMetadata, _Mapping]] = ...) -> None: ...

@@ -99,6 +99,21 @@ class StorageServiceStub:
                 request_serializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.BatchGetImagesRequest.SerializeToString,
                 response_deserializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.BatchGetImagesResponse.FromString,
                 _registered_method=True)
+        self.WatchChanges = channel.unary_stream(
+                '/imagerepo.storage.v1.StorageService/WatchChanges',
+                request_serializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.WatchChangesRequest.SerializeToString,
+                response_deserializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.WatchChangesResponse.FromString,
+                _registered_method=True)
+        self.ClaimAnalysis = channel.unary_unary(
+                '/imagerepo.storage.v1.StorageService/ClaimAnalysis',
+                request_serializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.ClaimAnalysisRequest.SerializeToString,
+                response_deserializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.ClaimAnalysisResponse.FromString,
+                _registered_method=True)
+        self.CompleteAnalysis = channel.unary_unary(
+                '/imagerepo.storage.v1.StorageService/CompleteAnalysis',
+                request_serializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.CompleteAnalysisRequest.SerializeToString,
+                response_deserializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.CompleteAnalysisResponse.FromString,
+                _registered_method=True)
 
 
 class StorageServiceServicer:
@@ -201,6 +216,31 @@ class StorageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchChanges(self, request, context):
+        """The change feed: every put, annotate and delete in sequence order, from any point still
+        retained, then new ones live (server-streaming, never ends unless the client cancels or
+        follow=false). A request older than the retention horizon fails with OUT_OF_RANGE and a
+        google.rpc.ErrorInfo reason "COMPACTED" (metadata "horizon_seq"): resynchronise from
+        ListImages (its snapshot_seq) and then watch from there. While idle the stream sends a
+        heartbeat (a message with no changes, carrying head_seq) every few seconds.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClaimAnalysis(self, request, context):
+        """Analysis work queue kept in storage (leases, attempts, generation, last error).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompleteAnalysis(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StorageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -268,6 +308,21 @@ def add_StorageServiceServicer_to_server(servicer, server):
                     servicer.BatchGetImages,
                     request_deserializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.BatchGetImagesRequest.FromString,
                     response_serializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.BatchGetImagesResponse.SerializeToString,
+            ),
+            'WatchChanges': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchChanges,
+                    request_deserializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.WatchChangesRequest.FromString,
+                    response_serializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.WatchChangesResponse.SerializeToString,
+            ),
+            'ClaimAnalysis': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClaimAnalysis,
+                    request_deserializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.ClaimAnalysisRequest.FromString,
+                    response_serializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.ClaimAnalysisResponse.SerializeToString,
+            ),
+            'CompleteAnalysis': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteAnalysis,
+                    request_deserializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.CompleteAnalysisRequest.FromString,
+                    response_serializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.CompleteAnalysisResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -621,6 +676,87 @@ class StorageService:
             '/imagerepo.storage.v1.StorageService/BatchGetImages',
             imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.BatchGetImagesRequest.SerializeToString,
             imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.BatchGetImagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/imagerepo.storage.v1.StorageService/WatchChanges',
+            imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.WatchChangesRequest.SerializeToString,
+            imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.WatchChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClaimAnalysis(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagerepo.storage.v1.StorageService/ClaimAnalysis',
+            imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.ClaimAnalysisRequest.SerializeToString,
+            imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.ClaimAnalysisResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteAnalysis(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagerepo.storage.v1.StorageService/CompleteAnalysis',
+            imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.CompleteAnalysisRequest.SerializeToString,
+            imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.CompleteAnalysisResponse.FromString,
             options,
             channel_credentials,
             insecure,
