@@ -638,6 +638,10 @@ class ColumnStore:
                 self._latch("log fsync", e)
                 self._drop_unsynced()
             raise self._error_for("log fsync", e) from e
+        if pending.state == "applied":
+            # Another writer of the same group commit applied it (and checked the memtable
+            # size): no second trip through the lock.
+            return
         with self._lock:
             self._apply_synced()
             if pending.state != "applied":
