@@ -1,8 +1,18 @@
 """Client channels to imagerepo services: TLS when configured, and every call carrying the
-service token and the current request id in its metadata."""
+service token and the current request id in its metadata.
+
+An address may name several replicas of a service: a comma-separated list
+(`10.0.0.5:50052,10.0.0.6:50052`), or a `dns:///vision:50052` name whose A records are the
+replicas (docker-compose `--scale vision=3`). Every channel uses gRPC's `round_robin` policy,
+so calls spread over the replicas that are up, and retries calls that are safe to repeat
+(reads, and vision's pure functions) when a replica answers UNAVAILABLE.
+"""
 
 from __future__ import annotations
 
+import ipaddress
+import json
+import socket
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -64,15 +74,123 @@ class _OutgoingMetadata(
         return continuation(self._details(details), requests)
 
 
+# Calls that change nothing (or compute a pure function of their request): retried on another
+# replica when one answers UNAVAILABLE. Writes are not, as a write may have been applied
+# before the replica went away (gRPC still retries transparently a call no server ever saw).
+IDEMPOTENT_METHODS: dict[str, tuple[str, ...]] = {
+    "imagerepo.storage.v1.StorageService": (
+        "GetImage",
+        "ReadImageData",
+        "GetThumbnail",
+        "FindByFilename",
+        "ListImages",
+        "GetStats",
+        "FindBySha256",
+        "BatchGetImages",
+        "WatchChanges",
+    ),
+    "imagerepo.vision.v1.VisionService": (
+        "Analyze",
+        "AnalyzeBatch",
+        "EmbedText",
+        "ListModels",
+        "ListLabels",
+    ),
+    "imagerepo.search.v1.SearchService": (
+        "Search",
+        "SimilarImages",
+        "FindDuplicates",
+        "Suggest",
+        "GetStats",
+    ),
+    "grpc.health.v1.Health": ("Check",),
+}
+
+RETRY_POLICY: dict[str, Any] = {
+    "maxAttempts": 3,
+    "initialBackoff": "0.05s",
+    "maxBackoff": "0.5s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE"],
+}
+
+
+def service_config() -> str:
+    """The channel's service config: round_robin over every resolved address, and the retry
+    policy for the idempotent methods."""
+    names = [
+        {"service": service, "method": method}
+        for service, methods in IDEMPOTENT_METHODS.items()
+        for method in methods
+    ]
+    config = {
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "methodConfig": [{"name": names, "retryPolicy": RETRY_POLICY}],
+    }
+    return json.dumps(config)
+
+
+def channel_target(address: str) -> str:
+    """The gRPC target for an address, a comma-separated list of them, or a resolver URI.
+
+    `host:port` and `dns:///name:port` pass through (gRPC's DNS resolver finds every replica
+    behind a name). A list becomes an `ipv4:`/`ipv6:` target of every address; host names in
+    a list are resolved here, once (use a `dns:///` name for replicas that come and go).
+    """
+    address = address.strip()
+    parts = [part.strip() for part in address.split(",") if part.strip()]
+    if len(parts) <= 1:
+        return parts[0] if parts else address
+    if "://" in address or address.startswith(("ipv4:", "ipv6:", "unix:")):
+        return address  # already a URI of gRPC's own
+    v4: list[str] = []
+    v6: list[str] = []
+    for part in parts:
+        host, sep, port = part.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ValueError(f"address {part!r} in {address!r} needs host:port")
+        host = host.strip("[]")
+        for ip in _ips(host, int(port)):
+            if ipaddress.ip_address(ip).version == 4:
+                v4.append(f"{ip}:{port}")
+            else:
+                v6.append(f"[{ip}]:{port}")
+    if v4 and v6:
+        raise ValueError(f"address list {address!r} mixes IPv4 and IPv6 replicas")
+    return "ipv4:" + ",".join(v4) if v4 else "ipv6:" + ",".join(v6)
+
+
+def _ips(host: str, port: int) -> list[str]:
+    """The addresses of one replica named in a list (IPv4 first when it has both)."""
+    try:
+        return [str(ipaddress.ip_address(host))]
+    except ValueError:
+        pass
+    found: list[str] = []
+    for *_info, sockaddr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        ip = str(sockaddr[0])
+        if ip not in found:
+            found.append(ip)
+    v4 = [ip for ip in found if ipaddress.ip_address(ip).version == 4]
+    return v4[:1] or found[:1]
+
+
 def open_channel(
     address: str,
     options: Sequence[tuple[str, Any]] | None = None,
     security: TransportSecurity | None = None,
 ) -> grpc.Channel:
-    """A channel to `address` with the project's message limits (or `options`), TLS when
-    `security` has a CA, and the token and request id on every call."""
+    """A channel to `address` (one replica, a comma-separated list, or a `dns:///` name) with
+    the project's message limits (or `options`), round_robin over the replicas, retries of
+    idempotent calls, TLS when `security` has a CA, and the token and request id on every
+    call."""
     security = security or NO_SECURITY
+    address = channel_target(address)
     opts = list(options if options is not None else channel_options())
+    if not any(name == "grpc.service_config" for name, _ in opts):
+        opts.append(("grpc.service_config", service_config()))
+        # The service config is ours: a DNS TXT record must not replace it.
+        opts.append(("grpc.service_config_disable_resolution", 1))
     if security.tls:
         if security.server_name:
             opts.append(("grpc.ssl_target_name_override", security.server_name))
