@@ -1,5 +1,6 @@
 # imagerepo images, one build file with two targets:
-#   --target service   storage, vision and search (onnxruntime, OpenCV, the models); CMD picks one
+#   --target service   storage, vision, search and the analysis worker (onnxruntime, OpenCV, the
+#                      models); CMD picks one
 #   --target gateway   the web gateway only (no onnxruntime, OpenCV, tokenizers or models)
 # Dependencies come from the lock files in their own layer, before any source is copied, so
 # an edit to the code rebuilds only the last, small layer. docker-compose.yml builds both.
@@ -33,6 +34,7 @@ COPY service_runtime ./service_runtime
 COPY storage_service ./storage_service
 COPY vision_service ./vision_service
 COPY search_service ./search_service
+COPY analysis_service ./analysis_service
 COPY gateway ./gateway
 COPY stack ./stack
 RUN /opt/venv/bin/pip install --no-cache-dir --no-deps /src
@@ -77,8 +79,8 @@ ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
     VISION_MODELS_DIR=/app/models STORAGE_HOST=0.0.0.0 VISION_HOST=0.0.0.0 SEARCH_HOST=0.0.0.0 \
     IMAGEREPO_PROBE_ADDR=127.0.0.1:50051
 USER 10001
-# gRPC ports of storage, vision and search; the metrics port of whichever runs.
-EXPOSE 50051 50052 50053 9100
+# gRPC ports of storage, vision, search and the analysis worker's health; the metrics port.
+EXPOSE 50051 50052 50053 50054 9100
 # Probes IMAGEREPO_PROBE_ADDR with the gRPC health protocol (compose sets it per service).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=10 \
   CMD ["python", "-m", "service_runtime.probe"]

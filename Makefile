@@ -34,7 +34,7 @@ test: setup ## run the whole test suite
 lint: setup ## ruff (lint + format check), mypy, hadolint, docker-compose config
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy service_runtime storage_service vision_service search_service gateway stack
+	$(VENV)/bin/mypy service_runtime storage_service vision_service search_service analysis_service gateway stack
 	$(VENV)/bin/hadolint Dockerfile
 	docker-compose -f docker-compose.yml config --quiet
 

@@ -1,4 +1,5 @@
-"""`python -m stack [run]`: start storage, vision, search and the gateway on loopback, restart
+"""`python -m stack [run]`: start storage, vision, search, the analysis worker and the gateway on
+loopback, restart
 any that crashes, stop all on Ctrl-C or SIGTERM. `python -m stack stop`: stop a running one.
 `python -m stack init-secrets [DIR] [--tls]`: the secret files docker-compose.yml mounts.
 
@@ -30,8 +31,12 @@ MODULES = {
     "storage": "storage_service",
     "vision": "vision_service",
     "search": "search_service",
+    "analysis": "analysis_service",
     "gateway": "gateway",
 }
+# The analysis worker's health port (base port + 4, like the others; its metrics on + 10).
+ANALYSIS_DEFAULT_PORT = 50054
+ANALYSIS_BASE_OFFSET = 4
 STARTUP_TIMEOUT_S = 180.0
 PID_FILE = "stack.pid"
 
@@ -48,13 +53,38 @@ def stack_env(data_dir: Path, base: Mapping[str, str]) -> dict[str, dict[str, st
     for role, port in ports.ports.items():
         shared[f"{role.upper()}_PORT"] = str(port)
     shared.update(ports.addresses(base))
+    analysis_port, analysis_metrics = _analysis_ports(base)
+    shared["ANALYSIS_PORT"] = str(analysis_port)
+    shared.setdefault("ANALYSIS_STORAGE_ADDR", ports.dial("storage", base))
+    shared.setdefault("ANALYSIS_VISION_ADDR", ports.dial("vision", base))
     envs = {}
     for role in MODULES:
         env = dict(shared)
         if role in GRPC_ROLES:
             env["IMAGEREPO_METRICS_PORT"] = str(ports.metrics[role])
+        elif role == "analysis":
+            env["IMAGEREPO_METRICS_PORT"] = str(analysis_metrics)
         envs[role] = env
     return envs
+
+
+def _analysis_ports(env: Mapping[str, str]) -> tuple[int, int]:
+    """(health port, metrics port) of the analysis worker: ANALYSIS_PORT, else base + 4, else
+    50054; metrics ANALYSIS_METRICS_PORT, else its port + 10."""
+
+    def number(name: str) -> int | None:
+        raw = env.get(name, "").strip()
+        if not raw:
+            return None
+        if not raw.isdigit() or not 0 < int(raw) < 65536:
+            raise ValueError(f"{name} must be a port number, not {raw!r}")
+        return int(raw)
+
+    base = number("IMAGEREPO_BASE_PORT")
+    port = number("ANALYSIS_PORT") or (
+        base + ANALYSIS_BASE_OFFSET if base is not None else ANALYSIS_DEFAULT_PORT
+    )
+    return port, number("ANALYSIS_METRICS_PORT") or port + 10
 
 
 def listen_ports(envs: Mapping[str, Mapping[str, str]]) -> list[tuple[str, str, int]]:
@@ -89,6 +119,9 @@ def _probe(role: str, env: Mapping[str, str], security: TransportSecurity):  # t
         host = "127.0.0.1" if host in ("0.0.0.0", "") else host
         url = f"http://{host}:{env['GATEWAY_PORT']}/api/health"
         return lambda: http_ok(url, timeout_s=2.0)
+    if role == "analysis":
+        worker = f"127.0.0.1:{env['ANALYSIS_PORT']}"
+        return lambda: is_serving(worker, timeout_s=1.0, security=security)
     # What the gateway dials is what must answer.
     address = env[f"GATEWAY_{role.upper()}_ADDR"]
     return lambda: is_serving(address, timeout_s=1.0, security=security)

@@ -1,4 +1,4 @@
-"""Starts the four services as child processes, restarts one that crashes (with backoff), and
+"""Starts the services as child processes, restarts one that crashes (with backoff), and
 stops them all on request.
 
 A service that exits on its own is started again after 1 s, then 2, 4, ... up to 30 s while it

@@ -1,0 +1,67 @@
+"""`python -m analysis_service`: analyse pending images until SIGTERM.
+
+Connects to storage and vision, serves health on ANALYSIS_PORT (SERVING while the worker
+runs) and metrics on the metrics port, claims and analyses batches, and on SIGTERM finishes
+or gives back the batches in flight within ANALYSIS_GRACE_S.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from analysis_service.clients import StorageClient, VisionClient
+from analysis_service.config import AnalysisConfig, AnalysisConfigError
+from analysis_service.server import build_server
+from analysis_service.worker import Worker
+from service_runtime.channels import open_channel
+from service_runtime.logs import configure_logging
+from service_runtime.security import SecurityConfigError, TransportSecurity
+from service_runtime.serve import serve_until_signalled
+
+log = logging.getLogger("analysis_service")
+
+
+def main() -> None:
+    try:
+        config = AnalysisConfig.from_env()
+        security = TransportSecurity.from_env()
+    except (AnalysisConfigError, SecurityConfigError, ValueError) as exc:
+        print(f"analysis: not started: {exc}", file=sys.stderr)
+        sys.exit(2)
+    configure_logging("analysis", config.log_level)
+    storage_channel = open_channel(config.storage_address, security=security)
+    vision_channel = open_channel(config.vision_address, security=security)
+    metrics_address = (
+        (config.metrics_host, config.metrics_port) if config.metrics_port is not None else None
+    )
+    server, port, health = build_server(f"{config.host}:{config.port}", metrics_address)
+    server.start()
+    worker = Worker(
+        config,
+        StorageClient(storage_channel, config.rpc_timeout_s),
+        VisionClient(vision_channel, config.call_timeout_s, config.top_k),
+    )
+    worker.start()
+    health.set_serving(True)
+    log.info(
+        "serving",
+        extra={
+            "port": port,
+            "worker_id": config.worker_id,
+            "storage": config.storage_address,
+            "vision": config.vision_address,
+        },
+    )
+
+    def stop_worker() -> None:
+        worker.stop()
+        storage_channel.close()
+        vision_channel.close()
+
+    # Health says NOT_SERVING first, then the batches in flight finish (or are given back).
+    serve_until_signalled(server, health, grace_s=1.0, on_stop=stop_worker)
+
+
+if __name__ == "__main__":
+    main()

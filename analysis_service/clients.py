@@ -1,0 +1,194 @@
+"""The worker's calls to storage and vision: deadlines on every call, failed calls turned into
+`CallFailedError`, so the worker's loop knows nothing of gRPC.
+
+Vision's Analyze calls of a batch go out at once (gRPC futures, no thread per call), so the
+service's micro-batcher sees the whole batch together and runs its models full.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from analysis_service.failures import CallFailedError
+from imagerepo.storage.v1 import storage_service_pb2 as storage_pb
+from imagerepo.storage.v1 import storage_service_pb2_grpc as storage_grpc
+from imagerepo.vision.v1 import vision_service_pb2 as vision_pb
+from imagerepo.vision.v1 import vision_service_pb2_grpc as vision_grpc
+
+log = logging.getLogger(__name__)
+
+PENDING = 1  # imagerepo.common.v1.ANALYSIS_STATUS_PENDING
+CHANGE_PUT = storage_pb.CHANGE_KIND_PUT
+CHANGE_ANNOTATE = storage_pb.CHANGE_KIND_ANNOTATE
+
+
+def _reason(error: grpc.RpcError) -> str:
+    if not isinstance(error, grpc.Call):
+        return ""
+    try:
+        status = rpc_status.from_call(error)
+    except (ValueError, TypeError):
+        return ""
+    for detail in status.details if status is not None else ():
+        info = error_details_pb2.ErrorInfo()
+        if detail.Is(info.DESCRIPTOR) and detail.Unpack(info):
+            return str(info.reason)
+    return ""
+
+
+def call_failed(service: str, error: grpc.RpcError) -> CallFailedError:
+    code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
+    details = (error.details() if isinstance(error, grpc.Call) else str(error)) or ""
+    name = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+    return CallFailedError(service, name, details, _reason(error))
+
+
+@dataclass(frozen=True)
+class Claim:
+    image_id: str
+    generation: int
+    attempts: int
+
+
+@dataclass(frozen=True)
+class FeedMessage:
+    head_seq: int
+    # (seq, whether the change may mean new work: a put, or a pending image free to claim)
+    changes: list[tuple[int, bool]]
+
+
+class StorageClient:
+    def __init__(self, channel: grpc.Channel, timeout_s: float) -> None:
+        self._stub = storage_grpc.StorageServiceStub(channel)
+        self._timeout_s = timeout_s
+
+    def claim(self, worker_id: str, max_images: int, lease_ms: int) -> list[Claim]:
+        request = storage_pb.ClaimAnalysisRequest(
+            worker_id=worker_id, max_images=max_images, lease_ms=lease_ms
+        )
+        try:
+            reply = self._stub.ClaimAnalysis(request, timeout=self._timeout_s)
+        except grpc.RpcError as exc:
+            raise call_failed("storage", exc) from None
+        return [Claim(c.image.id, c.generation, c.image.analysis.attempts) for c in reply.images]
+
+    def read_image(self, image_id: str) -> bytes:
+        request = storage_pb.ReadImageDataRequest(image_id=image_id)
+        try:
+            chunks = self._stub.ReadImageData(request, timeout=self._timeout_s)
+            return b"".join(reply.chunk for reply in chunks)
+        except grpc.RpcError as exc:
+            raise call_failed("storage", exc) from None
+
+    def complete(self, image_id: str, generation: int, analysis: vision_pb.AnalyzeResponse) -> None:
+        result = storage_pb.AnalysisResult(
+            labels=analysis.labels,
+            moderation_score=analysis.moderation_score,
+            ocr_text=analysis.ocr_text,
+            feature_vector=analysis.feature_vector,
+        )
+        self._complete(
+            storage_pb.CompleteAnalysisRequest(
+                image_id=image_id, generation=generation, result=result
+            )
+        )
+
+    def fail(self, image_id: str, generation: int, reason: str, permanent: bool) -> None:
+        failure = storage_pb.AnalysisFailure(reason=reason, permanent=permanent)
+        self._complete(
+            storage_pb.CompleteAnalysisRequest(
+                image_id=image_id, generation=generation, failure=failure
+            )
+        )
+
+    def _complete(self, request: storage_pb.CompleteAnalysisRequest) -> None:
+        try:
+            self._stub.CompleteAnalysis(request, timeout=self._timeout_s)
+        except grpc.RpcError as exc:
+            raise call_failed("storage", exc) from None
+
+    def stats(self) -> storage_pb.GetStatsResponse:
+        try:
+            return self._stub.GetStats(storage_pb.GetStatsRequest(), timeout=self._timeout_s)
+        except grpc.RpcError as exc:
+            raise call_failed("storage", exc) from None
+
+    def watch(self, after_seq: int) -> FeedWatch:
+        request = storage_pb.WatchChangesRequest(after_seq=after_seq, follow=True)
+        return FeedWatch(self._stub.WatchChanges(request))
+
+
+class FeedWatch:
+    """One live WatchChanges stream; `cancel()` (from another thread) ends the iteration."""
+
+    def __init__(self, call: grpc.Call) -> None:
+        self._call = call
+
+    def __iter__(self) -> Iterator[FeedMessage]:
+        try:
+            for reply in self._call:  # type: ignore[attr-defined]
+                yield FeedMessage(reply.head_seq, [(c.seq, _may_be_work(c)) for c in reply.changes])
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.CANCELLED:  # type: ignore[attr-defined]
+                return
+            raise call_failed("storage", exc) from None
+
+    def cancel(self) -> None:
+        self._call.cancel()
+
+
+def _may_be_work(change: storage_pb.Change) -> bool:
+    if change.kind == CHANGE_PUT:
+        return True
+    # An image made PENDING again (a retry asked for), free to claim now.
+    return (
+        change.kind == CHANGE_ANNOTATE
+        and change.image.status == PENDING
+        and not change.image.analysis.lease_owner
+        and change.image.analysis.next_attempt_unix_ms == 0
+    )
+
+
+class VisionClient:
+    def __init__(self, channel: grpc.Channel, timeout_s: float, top_k: int) -> None:
+        self._stub = vision_grpc.VisionServiceStub(channel)
+        self._timeout_s = timeout_s
+        self._top_k = top_k
+
+    def analyse_batch(
+        self, images: Sequence[bytes], abandon: threading.Event
+    ) -> list[vision_pb.AnalyzeResponse | CallFailedError]:
+        """Analyze every image at once (labels, features, moderation, OCR where there is
+        text); per image its answer or why it failed. Setting `abandon` cancels what is left
+        (those fail with CANCELLED)."""
+        futures = [
+            self._stub.Analyze.future(
+                vision_pb.AnalyzeRequest(image_data=data, top_k=self._top_k),
+                timeout=self._timeout_s,
+            )
+            for data in images
+        ]
+        remaining = threading.Semaphore(0)
+        for future in futures:
+            future.add_done_callback(lambda _f: remaining.release())
+        for _ in futures:
+            while not remaining.acquire(timeout=0.2):
+                if abandon.is_set():
+                    for future in futures:
+                        future.cancel()
+        results: list[vision_pb.AnalyzeResponse | CallFailedError] = []
+        for future in futures:
+            try:
+                results.append(future.result())
+            except grpc.FutureCancelledError:
+                results.append(CallFailedError("vision", "CANCELLED", "the worker is stopping"))
+            except grpc.RpcError as exc:
+                results.append(call_failed("vision", exc))
+        return results
