@@ -1,4 +1,5 @@
-"""`python -m search_service`: load the index, link to vision, warm up, serve until SIGTERM."""
+"""`python -m search_service`: load the index, follow storage's change feed, link to vision,
+warm up, serve until SIGTERM."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import threading
 from search_service.config import SearchConfig
 from search_service.dir_lock import DataDirLockedError
 from search_service.durable_index import DurableIndex
+from search_service.feed_consumer import FeedConsumer
 from search_service.semantic_link import connect_semantic, keep_trying
 from search_service.server import build_server
+from search_service.storage_feed import StorageFeed
 from search_service.vision_client import VisionClient
 from service_runtime.logs import configure_logging
 from service_runtime.serve import serve_until_signalled
@@ -21,11 +24,20 @@ def main() -> None:
     config = SearchConfig.from_env()
     configure_logging("search", config.log_level)
     try:
-        index = DurableIndex.open(config.data_dir, config.engine_params(), config.snapshot_every)
+        index = DurableIndex.open(
+            config.data_dir,
+            config.engine_params(),
+            config.snapshot_every,
+            config.snapshot_interval_s,
+        )
     except DataDirLockedError as exc:
         log.error("search not started: %s", exc)
         raise SystemExit(f"search not started: {exc}") from None
-    server, port, health = build_server(f"{config.host}:{config.port}", config.max_workers, index)
+    source = StorageFeed(config.storage_address)
+    feed = FeedConsumer(index, source, config.feed_retry_initial_s, config.feed_retry_max_s)
+    server, port, health = build_server(
+        f"{config.host}:{config.port}", config.max_workers, index, feed
+    )
     # Started NOT_SERVING: probes wait while semantic expansion links up and caches warm.
     server.start()
     client = VisionClient(config.vision_address, config.vision_timeout_s)
@@ -33,16 +45,25 @@ def main() -> None:
     if not connect_semantic(index, client, config.data_dir):
         keep_trying(index, client, config.data_dir, config.vision_retry_s, stop_retrying)
     index.warm()
-    if index.needs_rebuild:
-        log.warning("index is empty because its saved format is unusable: call Rebuild")
+    # Serving starts at once: queries are answered from the index while the feed catches up
+    # (GetStats shows the lag and the replay's progress).
+    feed.start()
     health.set_serving(True)
     log.info(
         "serving",
-        extra={"port": port, "data_dir": str(config.data_dir), "documents": len(index)},
+        extra={
+            "port": port,
+            "data_dir": str(config.data_dir),
+            "documents": len(index),
+            "applied_seq": index.applied_seq,
+            "storage": config.storage_address,
+        },
     )
 
     def on_stop() -> None:
         stop_retrying.set()
+        feed.stop()
+        source.close()
         index.close()
         client.close()
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from search_service.engine import EngineParams
 from search_service.vector_index import AnnParams
+from service_runtime.ports import Ports
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,9 @@ class SearchConfig:
     port: int = 50053
     data_dir: Path = Path("data/search")
     vision_address: str = "127.0.0.1:50052"
+    # Storage, whose change feed search follows (derived from STORAGE_PORT or
+    # IMAGEREPO_BASE_PORT like every address, unless SEARCH_STORAGE_ADDR is set).
+    storage_address: str = "127.0.0.1:50051"
     max_workers: int = 16
     grace_s: float = 5.0
     log_level: str = "INFO"
@@ -26,8 +30,13 @@ class SearchConfig:
     moderation_threshold: float = 0.8
     near_duplicate_threshold: float = 0.95
     semantic_min_similarity: float = 0.55
-    # Journal entries between two snapshots of the whole index.
+    # A snapshot of the whole index (with the feed seq it holds) after this many applied
+    # changes, or this many seconds after the first unsaved one, whichever comes first.
     snapshot_every: int = 1000
+    snapshot_interval_s: float = 60.0
+    # Reconnect backoff while storage is unreachable: from the first to the largest pause.
+    feed_retry_initial_s: float = 0.5
+    feed_retry_max_s: float = 10.0
     # Deadline of each call to the vision service, and the pause between retries while it is
     # not reachable at start.
     vision_timeout_s: float = 10.0
@@ -40,6 +49,8 @@ class SearchConfig:
             port=int(env.get("SEARCH_PORT", cls.port)),
             data_dir=Path(env.get("SEARCH_DATA_DIR", str(cls.data_dir))),
             vision_address=env.get("SEARCH_VISION_ADDR", cls.vision_address),
+            storage_address=env.get("SEARCH_STORAGE_ADDR")
+            or Ports.from_env(env).dial("storage", env),
             max_workers=int(env.get("SEARCH_MAX_WORKERS", cls.max_workers)),
             grace_s=float(env.get("SEARCH_GRACE_S", cls.grace_s)),
             log_level=env.get("LOG_LEVEL", cls.log_level),
@@ -54,6 +65,13 @@ class SearchConfig:
                 env.get("SEARCH_SEMANTIC_MIN_SIMILARITY", cls.semantic_min_similarity)
             ),
             snapshot_every=int(env.get("SEARCH_SNAPSHOT_EVERY", cls.snapshot_every)),
+            snapshot_interval_s=float(
+                env.get("SEARCH_SNAPSHOT_INTERVAL_S", cls.snapshot_interval_s)
+            ),
+            feed_retry_initial_s=float(
+                env.get("SEARCH_FEED_RETRY_INITIAL_S", cls.feed_retry_initial_s)
+            ),
+            feed_retry_max_s=float(env.get("SEARCH_FEED_RETRY_MAX_S", cls.feed_retry_max_s)),
             vision_timeout_s=float(env.get("SEARCH_VISION_TIMEOUT_S", cls.vision_timeout_s)),
             vision_retry_s=float(env.get("SEARCH_VISION_RETRY_S", cls.vision_retry_s)),
         )

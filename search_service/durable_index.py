@@ -1,13 +1,20 @@
 """The search index made durable and safe to share between threads.
 
 On disk (SEARCH_DATA_DIR):
-    index.snap     the whole index (snapshot.py format), replaced atomically
-    journal.log    changes since that snapshot (journal.py), fsynced per change
+    index.snap     the whole index (snapshot.py format) and `applied_seq`, the last storage
+                   change-feed sequence number it holds; replaced atomically, so the two always
+                   agree
 
-Start = read the snapshot, replay the journal, warm caches. A snapshot is taken every
-`snapshot_every` changes, after a Rebuild and at shutdown. A snapshot in another format
-version (or a damaged one) is not misread: the index starts empty and logs that a Rebuild is
-needed. With no data dir the index lives in memory only (tests, the contract check).
+Search follows storage's change feed (feed_consumer.py): storage is the durable history and the
+snapshot is only a checkpoint of it. Start = read the snapshot; the consumer then replays the
+feed from `applied_seq`. A missing, damaged or old-format snapshot is not misread: the index
+starts empty at seq 0 and the feed replays everything. There is no journal of search's own.
+
+A snapshot is taken every `snapshot_every` applied changes or `snapshot_interval_s` seconds
+(whichever comes first, see `maybe_snapshot`), after a rebuild and at shutdown. It is written
+while holding the WRITE lock only: searches keep running while the file is written; writes
+(the consumer) wait. With no data dir the index lives in memory only (tests, benchmarks, the
+contract check), and `put`/`remove` write to it directly.
 """
 
 from __future__ import annotations
@@ -33,14 +40,12 @@ from search_service.engine import (
 )
 from search_service.errors import IndexFormatError, InvalidDocumentError
 from search_service.gc_control import collector_paused
-from search_service.journal import Journal, replay
 from search_service.semantic import ConceptSpace
 from search_service.snapshot import flatten, read_snapshot, unflatten, write_snapshot
 
 log = logging.getLogger(__name__)
 
 SNAPSHOT_NAME = "index.snap"
-JOURNAL_NAME = "journal.log"
 _PROGRESS_EVERY = 10_000
 _SKIPPED_REPORTED = 20
 
@@ -64,6 +69,17 @@ class Stats:
     vector_backend: str
     load_time_s: float
     semantic_ready: bool
+    applied_seq: int
+
+
+@dataclass(frozen=True)
+class FeedChange:
+    """One change of storage's feed as the index applies it: `doc` set = index (upsert) it;
+    `doc` None = the image is not searchable (deleted, or not READY): remove it if present."""
+
+    seq: int
+    image_id: str
+    doc: Document | None = None
 
 
 class DurableIndex:
@@ -72,17 +88,25 @@ class DurableIndex:
         data_dir: Path | None,
         params: EngineParams | None = None,
         snapshot_every: int = 1000,
+        snapshot_interval_s: float = 60.0,
     ) -> None:
         self.data_dir = data_dir
         self.params = params or EngineParams()
         self.snapshot_every = snapshot_every
+        self.snapshot_interval_s = snapshot_interval_s
+        # Readers and the swap of one index for another take `_lock`; every writer (and a
+        # snapshot, which must see no write half done) takes `_write_lock` first.
         self._lock = threading.RLock()
+        self._write_lock = threading.RLock()
         self._index = SearchIndex(self.params)
+        # The last storage feed seq applied (0: none, replay from the start).
         self._seq = 0
-        self._journal: Journal | None = None
+        self._unsaved = 0
+        self._saved_at = time.monotonic()
         self._semantic: tuple[list[str], Any, TextEmbedder] | None = None
         self.load_time_s = 0.0
-        self.needs_rebuild = False
+        # True when a saved index existed but could not be read (the feed replays it all).
+        self.started_empty_from_unusable = False
         # One list per Rebuild in progress: the writes the live index took meanwhile, replayed
         # onto the fresh index before it is swapped in so that none is lost.
         self._writes_during_rebuild: list[list[Document | str]] = []
@@ -94,62 +118,57 @@ class DurableIndex:
         data_dir: Path | None,
         params: EngineParams | None = None,
         snapshot_every: int = 1000,
+        snapshot_interval_s: float = 60.0,
     ) -> DurableIndex:
-        """Load the snapshot and replay the journal in `data_dir` (created if missing).
+        """Load the snapshot in `data_dir` (created if missing).
 
         Raises DataDirLockedError when another process serves `data_dir`.
         """
-        durable = cls(data_dir, params, snapshot_every)
+        durable = cls(data_dir, params, snapshot_every, snapshot_interval_s)
         started = time.perf_counter()
         if data_dir is not None:
             data_dir.mkdir(parents=True, exist_ok=True)
             durable._lock_key = dir_lock.acquire(data_dir)
             with collector_paused():
                 durable._load(data_dir)
-            durable._journal = Journal(data_dir / JOURNAL_NAME)
         durable.load_time_s = time.perf_counter() - started
         log.info(
             "index loaded",
-            extra={"documents": len(durable._index), "load_time_s": round(durable.load_time_s, 3)},
+            extra={
+                "documents": len(durable._index),
+                "applied_seq": durable._seq,
+                "load_time_s": round(durable.load_time_s, 3),
+            },
         )
         return durable
 
     def _load(self, data_dir: Path) -> None:
         path = data_dir / SNAPSHOT_NAME
-        if path.exists():
-            try:
-                state = unflatten(read_snapshot(path))
-                self._index = SearchIndex.from_state(state["engine"], self.params)
-                self._seq = int(state["seq"])
-            except (IndexFormatError, ValueError, KeyError) as exc:
-                log.error(
-                    "saved index unusable, starting empty: run Rebuild to recreate it",
-                    extra={"reason": str(exc), "path": str(path)},
-                )
-                self._index = SearchIndex(self.params)
-                self.needs_rebuild = True
-                # The journal belongs to the unusable snapshot: keep it aside, do not replay.
-                journal = data_dir / JOURNAL_NAME
-                if journal.exists():
-                    journal.replace(data_dir / (JOURNAL_NAME + ".orphaned"))
-                return
-        replayed = 0
-        for entry in replay(data_dir / JOURNAL_NAME, self._seq):
-            if entry.doc is not None:
-                self._index.put(entry.doc)
-            else:
-                self._index.remove(entry.removed_id)
-            self._seq = entry.seq
-            replayed += 1
-        if replayed:
-            log.info("journal replayed", extra={"entries": replayed})
+        if not path.exists():
+            return
+        try:
+            state = unflatten(read_snapshot(path))
+            self._index = SearchIndex.from_state(state["engine"], self.params)
+            self._seq = int(state["seq"])
+        except (IndexFormatError, ValueError, KeyError) as exc:
+            log.error(
+                "saved index unusable, starting empty: the change feed replays it from seq 0",
+                extra={"reason": str(exc), "path": str(path)},
+            )
+            self._index = SearchIndex(self.params)
+            self._seq = 0
+            self.started_empty_from_unusable = True
+
+    @property
+    def applied_seq(self) -> int:
+        return self._seq
 
     # ---- semantic expansion -----------------------------------------------------------------
 
     def attach_semantic(
         self, label_names: list[str], embeddings: Any, embedder: TextEmbedder
     ) -> None:
-        with self._lock:
+        with self._write_lock, self._lock:
             self._semantic = (label_names, embeddings, embedder)
             self._index.restore_semantic(ConceptSpace(label_names, embeddings), embedder)
 
@@ -159,44 +178,94 @@ class DurableIndex:
 
     # ---- writes -----------------------------------------------------------------------------
 
+    def apply(self, changes: Iterable[FeedChange]) -> list[str]:
+        """Apply feed changes in order and advance `applied_seq`; returns the reasons of
+        documents the index could not take (each such image is left out of the index, never
+        fails the batch). Changes at or below `applied_seq` are skipped (already applied)."""
+        rejected: list[str] = []
+        with self._write_lock:
+            for change in changes:
+                if change.seq <= self._seq:
+                    continue
+                with self._lock:
+                    if change.doc is not None:
+                        try:
+                            self._put_locked(change.doc)
+                        except InvalidDocumentError as exc:
+                            rejected.append(f"{change.image_id}: {exc}")
+                            self._remove_locked(change.image_id)
+                    else:
+                        self._remove_locked(change.image_id)
+                    self._seq = change.seq
+                    self._unsaved += 1
+        return rejected
+
+    def advance_to(self, seq: int) -> None:
+        """Record that every change up to `seq` is applied (a resync's listing holds them)."""
+        with self._write_lock:
+            if seq > self._seq:
+                self._seq = seq
+                self._unsaved += 1
+
     def put(self, doc: Document) -> None:
-        with self._lock:
-            self._index.validate(doc)
-            self._seq += 1
-            if self._journal is not None:
-                self._journal.append_put(self._seq, doc)
-            self._index.put(doc)
-            for writes in self._writes_during_rebuild:
-                writes.append(doc)
-            self._after_change()
+        """A direct write (an index with no feed: tests, benchmarks)."""
+        with self._write_lock, self._lock:
+            self._put_locked(doc)
+            self._unsaved += 1
+        self.maybe_snapshot()
 
     def remove(self, image_id: str) -> bool:
-        with self._lock:
-            if image_id not in self._index:
-                return False
-            self._seq += 1
-            if self._journal is not None:
-                self._journal.append_remove(self._seq, image_id)
-            self._index.remove(image_id)
-            for writes in self._writes_during_rebuild:
-                writes.append(image_id)
-            self._after_change()
-            return True
+        with self._write_lock, self._lock:
+            removed = self._remove_locked(image_id)
+            if removed:
+                self._unsaved += 1
+        if removed:
+            self.maybe_snapshot()
+        return removed
 
-    def _after_change(self) -> None:
+    def _put_locked(self, doc: Document) -> None:
+        self._index.validate(doc)
+        self._index.put(doc)
+        for writes in self._writes_during_rebuild:
+            writes.append(doc)
+        self._compact_if_needed()
+
+    def _remove_locked(self, image_id: str) -> bool:
+        if image_id not in self._index:
+            return False
+        self._index.remove(image_id)
+        for writes in self._writes_during_rebuild:
+            writes.append(image_id)
+        self._compact_if_needed()
+        return True
+
+    def _compact_if_needed(self) -> None:
         if self._index.needs_compaction():
             log.info("compacting index", extra={"live_documents": len(self._index)})
             self._index = self._index.compacted()
-        if self._journal is not None and self._journal.entries >= self.snapshot_every:
-            self.snapshot()
 
-    def rebuild(self, docs: Iterable[Document | InvalidDocumentError]) -> RebuildResult:
+    def maybe_snapshot(self) -> bool:
+        """Take a snapshot when `snapshot_every` changes or `snapshot_interval_s` seconds (with
+        at least one change) have passed since the last one; True when one was taken."""
+        if self.data_dir is None or self._unsaved == 0:
+            return False
+        due = self._unsaved >= self.snapshot_every or (
+            time.monotonic() - self._saved_at >= self.snapshot_interval_s
+        )
+        if due:
+            self.snapshot()
+        return due
+
+    def rebuild(
+        self, docs: Iterable[Document | InvalidDocumentError], seq: int | None = None
+    ) -> RebuildResult:
         """Replace the whole index with `docs`; the old one serves until the new one is whole.
 
-        Puts and removes that reach the index while the documents stream in are applied to the
-        fresh index too, after the streamed documents (they are the newer word on those images).
-        A bad document (or an error standing in for one the caller could not read) is skipped,
-        logged and reported; it never fails the rebuild.
+        `seq` (a resync from storage's listing) becomes `applied_seq`. Puts and removes that
+        reach the index while the documents stream in are applied to the fresh index too,
+        after the streamed documents (they are the newer word on those images). A bad document
+        (or an error standing in for one the caller could not read) is skipped, logged and
+        reported; it never fails the rebuild.
         """
         started = time.perf_counter()
         fresh = SearchIndex(self.params)
@@ -214,6 +283,7 @@ class DurableIndex:
                     try:
                         if isinstance(doc, InvalidDocumentError):
                             raise doc
+                        fresh.validate(doc)
                         fresh.put(doc)
                     except InvalidDocumentError as exc:
                         why = str(exc)
@@ -226,16 +296,18 @@ class DurableIndex:
                     if count % _PROGRESS_EVERY == 0:
                         log.info("rebuild progress", extra={"indexed": count})
                 fresh.warm()
-            with self._lock:
+            with self._write_lock, self._lock:
                 for write in writes:
                     if isinstance(write, str):
                         fresh.remove(write)
                     else:
                         fresh.put(write)
                 self._index = fresh
-                self._seq += 1
-                self.needs_rebuild = False
-                self.snapshot()
+                if seq is not None:
+                    self._seq = seq
+                self._unsaved += 1
+                self.started_empty_from_unusable = False
+            self.snapshot()
         finally:
             with self._lock:
                 self._writes_during_rebuild = [
@@ -245,6 +317,7 @@ class DurableIndex:
             "rebuild done",
             extra={
                 "indexed": count,
+                "applied_seq": self._seq,
                 "writes_during_rebuild": len(writes),
                 "skipped": len(skipped),
                 "elapsed_s": round(time.perf_counter() - started, 3),
@@ -253,33 +326,37 @@ class DurableIndex:
         return RebuildResult(count, len(skipped), skipped[:_SKIPPED_REPORTED])
 
     def snapshot(self) -> None:
-        """Write the whole index to disk and empty the journal."""
+        """Write the whole index and its `applied_seq` to disk, atomically.
+
+        Holds the write lock (no write is half applied, seq and index agree) but not the read
+        lock: searches are served while the state is serialised and written. The snapshot
+        reads the live structures, which only writers change.
+        """
         if self.data_dir is None:
             return
-        with self._lock:
+        with self._write_lock:
             started = time.perf_counter()
             with collector_paused():
                 state = {"seq": self._seq, "engine": self._index.state()}
                 size = write_snapshot(self.data_dir / SNAPSHOT_NAME, flatten(state))
                 del state
-            if self._journal is not None:
-                self._journal.reset()
+            self._unsaved = 0
+            self._saved_at = time.monotonic()
             log.info(
                 "snapshot written",
                 extra={
                     "documents": len(self._index),
+                    "applied_seq": self._seq,
                     "bytes": size,
                     "elapsed_s": round(time.perf_counter() - started, 3),
                 },
             )
 
     def close(self) -> None:
-        with self._lock:
-            if self._journal is not None:
-                if self._journal.entries:
-                    self.snapshot()
-                self._journal.close()
-                self._journal = None
+        with self._write_lock:
+            if self._unsaved:
+                self.snapshot()
+            self._unsaved = 0
             if self._lock_key is not None:
                 dir_lock.release(self._lock_key)
                 self._lock_key = None
@@ -332,7 +409,7 @@ class DurableIndex:
         return len(self._index)
 
     def warm(self) -> None:
-        with self._lock:
+        with self._write_lock, self._lock:
             self._index.warm()
 
     def stats(self) -> Stats:
@@ -340,9 +417,8 @@ class DurableIndex:
             index = self._index
             disk = 0
             if self.data_dir is not None:
-                for name in (SNAPSHOT_NAME, JOURNAL_NAME):
-                    path = self.data_dir / name
-                    disk += path.stat().st_size if path.exists() else 0
+                path = self.data_dir / SNAPSHOT_NAME
+                disk = path.stat().st_size if path.exists() else 0
             approximate = index.vectors.approximate
             return Stats(
                 document_count=len(index),
@@ -354,4 +430,5 @@ class DurableIndex:
                 vector_backend="hnswlib" if approximate else "exact",
                 load_time_s=self.load_time_s,
                 semantic_ready=index.semantic_ready,
+                applied_seq=self._seq,
             )

@@ -27,6 +27,7 @@ from search_service.errors import (
     NoFeatureVectorError,
 )
 from search_service.exif import typed_fields
+from search_service.feed_consumer import FeedConsumer
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +43,21 @@ _SORTS = {
 }
 
 
+FOLLOWS_FEED = "search follows storage's change feed; write to storage instead"
+
+
 class SearchServicer(pb_grpc.SearchServiceServicer):
-    def __init__(self, index: DurableIndex) -> None:
+    def __init__(self, index: DurableIndex, feed: FeedConsumer | None = None) -> None:
         self._index = index
+        # With a feed, storage is the only writer: the write RPCs are refused.
+        self._feed = feed
+
+    def _refuse_writes(self, context: grpc.ServicerContext) -> None:
+        if self._feed is not None:
+            _abort(context, grpc.StatusCode.FAILED_PRECONDITION, FOLLOWS_FEED)
 
     def IndexImage(self, request: pb.IndexImageRequest, context: grpc.ServicerContext):
+        self._refuse_writes(context)
         if not request.HasField("document") or not request.document.image_id:
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "document.image_id is required")
         try:
@@ -56,6 +67,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         return pb.IndexImageResponse()
 
     def RemoveImage(self, request: pb.RemoveImageRequest, context: grpc.ServicerContext):
+        self._refuse_writes(context)
         if not request.image_id:
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "image_id is required")
         return pb.RemoveImageResponse(removed=self._index.remove(request.image_id))
@@ -160,7 +172,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
 
     def GetStats(self, request: pb.GetStatsRequest, context: grpc.ServicerContext):
         s = self._index.stats()
-        return pb.GetStatsResponse(
+        reply = pb.GetStatsResponse(
             document_count=s.document_count,
             term_count=s.term_count,
             posting_bytes=s.posting_bytes,
@@ -169,10 +181,23 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
             approximate_index=s.approximate_index,
             vector_backend=s.vector_backend,
             load_time_s=s.load_time_s,
+            applied_seq=s.applied_seq,
+            head_seq=s.applied_seq,
+            replay_progress=1.0,
         )
+        if self._feed is not None:
+            feed = self._feed.status()
+            reply.head_seq = feed.head_seq
+            reply.lag_seqs = feed.lag_seqs
+            reply.replaying = feed.replaying
+            reply.replay_progress = feed.replay_progress
+            reply.following = feed.connected
+            reply.feed_error = feed.last_error
+        return reply
 
     def Rebuild(self, request_iterator: Iterator[pb.RebuildRequest], context: grpc.ServicerContext):
         """Every usable document replaces the index; unusable ones are skipped and reported."""
+        self._refuse_writes(context)
         started = time.perf_counter()
 
         def documents() -> Iterator[Document | InvalidDocumentError]:

@@ -29,7 +29,9 @@ from search_service.errors import IndexFormatError
 
 MAGIC = b"IRSEARCH"
 # 2: concepts, taken and camera fields; date column.
-FORMAT_VERSION = 2
+# 3: "seq" is storage's change-feed seq (issue 12), no longer search's own journal seq: an older
+#    snapshot is not read (its seq means nothing to the feed); the feed replays from 0.
+FORMAT_VERSION = 3
 _HEADER = struct.Struct("<8sII")
 _SECTION = struct.Struct("<BQI")
 _RAW, _ARRAY, _JSON, _NONE = 0, 1, 2, 3

@@ -1,5 +1,5 @@
-"""`python -m search_service` as a real process: loads its index, links to vision, serves,
-and keeps its index across a SIGTERM restart."""
+"""`python -m search_service` as a real process: loads its index, follows a real storage
+service's change feed, links to vision, serves, and keeps its index across a SIGTERM restart."""
 
 from __future__ import annotations
 
@@ -14,13 +14,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
+import pytest
 
-from imagerepo.common.v1 import common_pb2
 from imagerepo.search.v1 import search_service_pb2 as pb
 from imagerepo.search.v1 import search_service_pb2_grpc as search_grpc
 from search_service.label_embeddings import CACHE_NAME
 from service_runtime.probe import is_serving
 from tests.conftest import REPO_ROOT
+from tests.search_service.storage_support import Storage, eventually, label
 
 
 class Service:
@@ -32,10 +33,12 @@ class Service:
 
 
 @contextmanager
-def running(data_dir: Path, vision_address: str) -> Iterator[Service]:
+def running(data_dir: Path, vision_address: str, storage_address: str) -> Iterator[Service]:
     env = {
         **os.environ,
         "SEARCH_PORT": "0",
+        "SEARCH_STORAGE_ADDR": storage_address,
+        "SEARCH_FEED_RETRY_MAX_S": "0.5",
         "SEARCH_DATA_DIR": str(data_dir),
         "SEARCH_VISION_ADDR": vision_address,
         "SEARCH_VISION_TIMEOUT_S": "5",
@@ -79,56 +82,65 @@ def _stub(service: Service) -> tuple[grpc.Channel, search_grpc.SearchServiceStub
     return channel, search_grpc.SearchServiceStub(channel)
 
 
+@pytest.fixture
+def storage(tmp_path: Path) -> Iterator[Storage]:
+    running_storage = Storage(tmp_path / "storage").start()
+    yield running_storage
+    running_storage.stop()
+
+
+def _applied(stub: search_grpc.SearchServiceStub) -> int:
+    return stub.GetStats(pb.GetStatsRequest(), timeout=10).applied_seq
+
+
 def test_index_survives_a_sigterm_restart_with_semantic_search(
-    tmp_path, vision_address, analysed_photos
+    tmp_path, vision_address, analysed_photos, photo_jpegs, storage
 ):
     chelsea = analysed_photos["chelsea"]
-    doc = pb.SearchDocument(
-        image_id="chelsea",
-        filename="IMG_0001.jpg",
-        labels=chelsea.labels,
-        feature_vector=chelsea.feature_vector,
-        status=common_pb2.ANALYSIS_STATUS_READY,
+    cat = storage.put_ready(
+        photo_jpegs["chelsea"],
+        "IMG_0001.jpg",
+        list(chelsea.labels),
+        feature_vector=list(chelsea.feature_vector),
     )
-    with running(tmp_path, vision_address) as first:
+    head = storage.head_seq()
+    with running(tmp_path / "search", vision_address, storage.address) as first:
         assert is_serving(f"127.0.0.1:{first.port}")
         channel, stub = _stub(first)
-        stub.IndexImage(pb.IndexImageRequest(document=doc), timeout=10)
+        eventually(lambda: _applied(stub) >= head, what="the feed applied")
         channel.close()
         first.proc.send_signal(signal.SIGTERM)
 
         assert first.proc.wait(timeout=30) == 0
 
-    with running(tmp_path, vision_address) as second:
+    storage.stop()  # the restarted search answers from its saved index alone
+    with running(tmp_path / "search", vision_address, "127.0.0.1:9") as second:
         channel, stub = _stub(second)
         reply = stub.Search(pb.SearchRequest(query="kitten"), timeout=10)
         stats = stub.GetStats(pb.GetStatsRequest(), timeout=10)
         channel.close()
 
-    assert [h.image_id for h in reply.hits] == ["chelsea"]
+    assert [h.image_id for h in reply.hits] == [cat]
     assert stats.document_count == 1 and stats.index_disk_bytes > 0
-    assert (tmp_path / CACHE_NAME).exists()
+    assert stats.applied_seq == head and not stats.following
+    assert (tmp_path / "search" / CACHE_NAME).exists()
     assert "semantic expansion ready" in second.messages()
 
 
-def test_serves_keyword_search_when_vision_is_down(tmp_path):
-    doc = pb.SearchDocument(
-        image_id="a",
-        filename="BeachDay.jpg",
-        labels=[common_pb2.Label(name="seashore", probability=0.8, class_index=978)],
-    )
-    with running(tmp_path, "127.0.0.1:9") as service:
+def test_serves_keyword_search_when_vision_is_down(tmp_path, photo_jpegs, storage):
+    beach = storage.put_ready(photo_jpegs["coffee"], "BeachDay.jpg", [label("seashore", 0.8)])
+    with running(tmp_path / "search", "127.0.0.1:9", storage.address) as service:
         channel, stub = _stub(service)
-        stub.IndexImage(pb.IndexImageRequest(document=doc), timeout=10)
+        eventually(lambda: _applied(stub) >= storage.head_seq(), what="the feed applied")
         reply = stub.Search(pb.SearchRequest(query="beach seashore"), timeout=10)
         channel.close()
 
-    assert [h.image_id for h in reply.hits] == ["a"]
+    assert [h.image_id for h in reply.hits] == [beach]
     assert any("keyword search only" in m for m in service.messages())
 
 
 def test_a_second_service_on_the_same_data_dir_refuses_to_start(tmp_path):
-    with running(tmp_path, "127.0.0.1:9") as first:
+    with running(tmp_path, "127.0.0.1:9", "127.0.0.1:9") as first:
         second = subprocess.run(
             [sys.executable, "-m", "search_service"],
             cwd=REPO_ROOT,

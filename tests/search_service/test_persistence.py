@@ -1,4 +1,5 @@
-"""The index survives restarts: snapshot + journal, atomic files, format version checks."""
+"""The index survives restarts: a snapshot that holds the feed seq it reflects, atomic files,
+format version checks."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from search_service.durable_index import JOURNAL_NAME, SNAPSHOT_NAME, DurableIndex
+from search_service.durable_index import SNAPSHOT_NAME, DurableIndex, FeedChange
 from search_service.engine import EngineParams
 from search_service.errors import IndexFormatError, InvalidDocumentError
 from search_service.snapshot import FORMAT_VERSION, read_snapshot, write_snapshot
@@ -84,35 +85,78 @@ def test_closed_index_reopens_with_the_same_answers(tmp_path):
     assert len(reopened) == 2
 
 
-def test_changes_after_the_snapshot_are_replayed_from_the_journal(tmp_path):
+def test_snapshot_holds_the_feed_seq_it_reflects_and_nothing_after(tmp_path):
     index = DurableIndex.open(tmp_path, PARAMS)
-    _fill(index)
+    index.apply(
+        [
+            FeedChange(1, "cat", doc("cat", (("tiger cat", 0.9),))),
+            FeedChange(2, "coffee", doc("coffee", (("espresso", 0.95),))),
+            FeedChange(3, "coffee"),
+        ]
+    )
     index.snapshot()
-    index.put(doc("moped", (("moped", 0.8),)))
-    index.remove("coffee")
-    # No close(): the process dies here; only the fsynced journal holds the last two changes.
+    index.apply([FeedChange(4, "moped", doc("moped", (("moped", 0.8),)))])
+    # No close(): the process dies here. Seq 4 is not in the snapshot: the feed replays it.
+    del index
 
     reopened = DurableIndex.open(tmp_path, PARAMS)
 
-    assert _ids(reopened, "moped") == ["moped"]
-    assert _ids(reopened, "espresso") == []
+    assert reopened.applied_seq == 3
     assert _ids(reopened, "cat") == ["cat"]
+    assert _ids(reopened, "espresso") == [] and _ids(reopened, "moped") == []
 
 
-def test_torn_last_journal_line_is_ignored(tmp_path):
+def test_changes_at_or_below_the_applied_seq_are_not_applied_again(tmp_path):
+    index = DurableIndex.open(tmp_path, PARAMS)
+    index.apply([FeedChange(5, "cat", doc("cat", (("tiger cat", 0.9),)))])
+
+    # A replay that starts earlier (a delete of seq 4 that came before the put) is skipped.
+    index.apply([FeedChange(4, "cat"), FeedChange(6, "dog", doc("dog", (("beagle", 0.9),)))])
+
+    assert index.applied_seq == 6
+    assert _ids(index, "cat") == ["cat"] and _ids(index, "beagle") == ["dog"]
+    assert len(index) == 2
+
+
+def test_a_document_the_index_cannot_take_is_left_out_without_stopping_the_feed(tmp_path):
+    index = DurableIndex.open(tmp_path, PARAMS)
+    bad = doc("bad", (("moped", 0.9),), vector=np.ones(DIM + 1, np.float32))
+
+    rejected = index.apply([FeedChange(1, "bad", bad), FeedChange(2, "ok", doc("ok"))])
+
+    assert len(rejected) == 1 and rejected[0].startswith("bad:")
+    assert index.applied_seq == 2 and len(index) == 1
+    assert _ids(index, "moped") == []
+
+
+def test_snapshots_are_taken_every_n_changes(tmp_path):
+    index = DurableIndex.open(tmp_path, PARAMS, snapshot_every=3, snapshot_interval_s=3600)
+    index.apply([FeedChange(1, "a", doc("a")), FeedChange(2, "b", doc("b"))])
+    assert not index.maybe_snapshot() and not (tmp_path / SNAPSHOT_NAME).exists()
+
+    index.apply([FeedChange(3, "c", doc("c"))])
+
+    assert index.maybe_snapshot()
+    assert _read_seq(tmp_path) == 3
+
+
+def test_snapshots_are_taken_after_the_interval_with_a_single_change(tmp_path):
+    index = DurableIndex.open(tmp_path, PARAMS, snapshot_every=1000, snapshot_interval_s=0.0)
+    assert not index.maybe_snapshot()  # nothing unsaved: nothing written
+
+    index.apply([FeedChange(7, "a", doc("a"))])
+
+    assert index.maybe_snapshot() and _read_seq(tmp_path) == 7
+
+
+def _read_seq(directory) -> int:
+    return int(read_snapshot(directory / SNAPSHOT_NAME)["seq"])
+
+
+def test_unreadable_format_starts_empty_at_seq_zero_so_the_feed_replays_it(tmp_path):
     index = DurableIndex.open(tmp_path, PARAMS)
     _fill(index)
-    with (tmp_path / JOURNAL_NAME).open("ab") as f:
-        f.write(b'0000abcd {"seq": 99, "op": "del", "id": "ca')
-
-    reopened = DurableIndex.open(tmp_path, PARAMS)
-
-    assert _ids(reopened, "cat") == ["cat"]
-
-
-def test_unreadable_format_starts_empty_and_asks_for_rebuild(tmp_path):
-    index = DurableIndex.open(tmp_path, PARAMS)
-    _fill(index)
+    index.apply([FeedChange(9, "x", doc("x"))])
     index.close()
     path = tmp_path / SNAPSHOT_NAME
     data = bytearray(path.read_bytes())
@@ -122,7 +166,7 @@ def test_unreadable_format_starts_empty_and_asks_for_rebuild(tmp_path):
     reopened = DurableIndex.open(tmp_path, PARAMS)
 
     assert len(reopened) == 0
-    assert reopened.needs_rebuild
+    assert reopened.applied_seq == 0 and reopened.started_empty_from_unusable
 
 
 def test_rebuild_replaces_the_index_and_persists_it(tmp_path):
@@ -134,6 +178,16 @@ def test_rebuild_replaces_the_index_and_persists_it(tmp_path):
     assert (result.indexed, result.skipped_count) == (2, 0)
     assert _ids(index, "cat") == []
     assert DurableIndex.open(tmp_path, PARAMS).search("moped").total == 2
+
+
+def test_a_resync_rebuild_records_the_listing_seq_with_its_snapshot(tmp_path):
+    index = DurableIndex.open(tmp_path, PARAMS)
+    index.apply([FeedChange(3, "old", doc("old"))])
+
+    index.rebuild([doc("new", (("moped", 0.8),))], seq=42)
+
+    assert index.applied_seq == 42 and _read_seq(tmp_path) == 42
+    assert _ids(index, "moped") == ["new"] and len(index) == 1
 
 
 def test_writes_made_while_a_rebuild_streams_in_are_kept(tmp_path):
@@ -219,10 +273,10 @@ def test_approximate_vector_index_is_saved_and_loaded(tmp_path):
     assert reopened.stats().vector_backend == "hnswlib"
 
 
-def test_snapshot_is_taken_every_n_changes(tmp_path):
-    index = DurableIndex.open(tmp_path, PARAMS, snapshot_every=3)
+def test_direct_writes_snapshot_every_n_changes_too(tmp_path):
+    index = DurableIndex.open(tmp_path, PARAMS, snapshot_every=3, snapshot_interval_s=3600)
 
     _fill(index)  # three puts and a remove
 
     assert (tmp_path / SNAPSHOT_NAME).exists()
-    assert (tmp_path / JOURNAL_NAME).stat().st_size > 0  # the remove came after the snapshot
+    assert DurableIndex.open(tmp_path, PARAMS).search("espresso").total == 1

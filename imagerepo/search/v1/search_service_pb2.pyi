@@ -233,7 +233,7 @@ class GetStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetStatsResponse(_message.Message):
-    __slots__ = ("document_count", "term_count", "posting_bytes", "index_disk_bytes", "vector_count", "approximate_index", "vector_backend", "load_time_s")
+    __slots__ = ("document_count", "term_count", "posting_bytes", "index_disk_bytes", "vector_count", "approximate_index", "vector_backend", "load_time_s", "applied_seq", "head_seq", "lag_seqs", "replaying", "replay_progress", "following", "feed_error")
     DOCUMENT_COUNT_FIELD_NUMBER: _ClassVar[int]
     TERM_COUNT_FIELD_NUMBER: _ClassVar[int]
     POSTING_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -242,6 +242,13 @@ class GetStatsResponse(_message.Message):
     APPROXIMATE_INDEX_FIELD_NUMBER: _ClassVar[int]
     VECTOR_BACKEND_FIELD_NUMBER: _ClassVar[int]
     LOAD_TIME_S_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_SEQ_FIELD_NUMBER: _ClassVar[int]
+    HEAD_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LAG_SEQS_FIELD_NUMBER: _ClassVar[int]
+    REPLAYING_FIELD_NUMBER: _ClassVar[int]
+    REPLAY_PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    FOLLOWING_FIELD_NUMBER: _ClassVar[int]
+    FEED_ERROR_FIELD_NUMBER: _ClassVar[int]
     document_count: int
     term_count: int
     posting_bytes: int
@@ -250,7 +257,14 @@ class GetStatsResponse(_message.Message):
     approximate_index: bool
     vector_backend: str
     load_time_s: float
-    def __init__(self, document_count: _Optional[int] = ..., term_count: _Optional[int] = ..., posting_bytes: _Optional[int] = ..., index_disk_bytes: _Optional[int] = ..., vector_count: _Optional[int] = ..., approximate_index: _Optional[bool] = ..., vector_backend: _Optional[str] = ..., load_time_s: _Optional[float] = ...) -> None: ...
+    applied_seq: int
+    head_seq: int
+    lag_seqs: int
+    replaying: bool
+    replay_progress: float
+    following: bool
+    feed_error: str
+    def __init__(self, document_count: _Optional[int] = ..., term_count: _Optional[int] = ..., posting_bytes: _Optional[int] = ..., index_disk_bytes: _Optional[int] = ..., vector_count: _Optional[int] = ..., approximate_index: _Optional[bool] = ..., vector_backend: _Optional[str] = ..., load_time_s: _Optional[float] = ..., applied_seq: _Optional[int] = ..., head_seq: _Optional[int] = ..., lag_seqs: _Optional[int] = ..., replaying: _Optional[bool] = ..., replay_progress: _Optional[float] = ..., following: _Optional[bool] = ..., feed_error: _Optional[str] = ...) -> None: ...
 
 class RebuildRequest(_message.Message):
     __slots__ = ("document",)

@@ -80,14 +80,15 @@ class SearchServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def IndexImage(self, request, context):
-        """Adds or replaces one image's document.
+        """Adds or replaces one image's document. FAILED_PRECONDITION when following storage's feed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RemoveImage(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """FAILED_PRECONDITION when following storage's feed (delete the image in storage instead).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -127,7 +128,8 @@ class SearchServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Rebuild(self, request_iterator, context):
-        """Replaces the whole index with the streamed documents.
+        """Replaces the whole index with the streamed documents. FAILED_PRECONDITION when following
+        storage's feed: a lost index is replayed from the feed by itself.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

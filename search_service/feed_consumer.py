@@ -1,0 +1,252 @@
+"""Search as a consumer of storage's change feed: tail it and apply every change to the index.
+
+One background thread:
+    watch(after_seq=applied_seq) -> apply each batch (index.apply), snapshot when due
+    storage unreachable        -> retry with exponential backoff; searches keep being served
+    COMPACTED (history gone)   -> resynchronise: rebuild the index from storage's listing (its
+                                  snapshot_seq becomes applied_seq), then watch from there
+A new or lost index is applied_seq 0: the feed replays everything, with progress logged and in
+`status()` (GetStats). Applying a change twice is harmless (a put is an upsert of the image's
+current state, a delete removes what may already be gone) and the index skips seqs at or below
+applied_seq, so a restart never duplicates anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from search_service.document import Document
+from search_service.durable_index import DurableIndex
+from search_service.errors import InvalidDocumentError
+from search_service.storage_feed import (
+    FeedBatch,
+    FeedCompactedError,
+    FeedUnavailableError,
+    Listing,
+)
+
+log = logging.getLogger(__name__)
+
+_PROGRESS_EVERY_S = 5.0
+
+
+class FeedSource(Protocol):
+    def watch(self, after_seq: int) -> Iterator[FeedBatch]: ...
+
+    def list_page(self, page_token: str) -> Listing: ...
+
+    def cancel(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class FeedStatus:
+    applied_seq: int
+    # The store's newest seq as last seen (0 before the first message).
+    head_seq: int
+    lag_seqs: int
+    # True while catching up a backlog (a replay from an old or empty index, or a resync).
+    replaying: bool
+    # Fraction of the current replay done (1.0 when not replaying).
+    replay_progress: float
+    connected: bool
+    last_error: str
+    resyncs: int
+
+
+class FeedConsumer:
+    def __init__(
+        self,
+        index: DurableIndex,
+        source: FeedSource,
+        retry_initial_s: float = 0.5,
+        retry_max_s: float = 10.0,
+        replay_lag: int = 1000,
+    ) -> None:
+        self._index = index
+        self._source = source
+        self._retry_initial_s = retry_initial_s
+        self._retry_max_s = retry_max_s
+        # A lag at least this large on (re)connecting counts as a replay (logged as one).
+        self._replay_lag = replay_lag
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._head = 0
+        self._replay_from: int | None = None
+        self._replay_to = 0
+        self._connected = False
+        self._last_error = ""
+        self._resyncs = 0
+        self._last_progress = 0.0
+        # While a resync lists storage: documents listed so far, of about how many images.
+        self._resync_listed = 0
+        self._resync_total = 0
+        self._caught_up = threading.Event()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="search-feed", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        self._source.cancel()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def wait_caught_up(self, timeout_s: float) -> bool:
+        """Block until the consumer has applied everything storage had when it last said
+        (at least once since start); False on timeout."""
+        return self._caught_up.wait(timeout_s)
+
+    def status(self) -> FeedStatus:
+        applied = self._index.applied_seq
+        head = max(self._head, applied)
+        replaying = self._replay_from is not None or self._resync_total > 0
+        progress = 1.0
+        if self._resync_total:
+            progress = min(1.0, self._resync_listed / self._resync_total)
+        elif self._replay_from is not None:
+            span = max(1, self._replay_to - self._replay_from)
+            progress = min(1.0, max(0.0, (applied - self._replay_from) / span))
+        return FeedStatus(
+            applied_seq=applied,
+            head_seq=head,
+            lag_seqs=head - applied,
+            replaying=replaying,
+            replay_progress=progress,
+            connected=self._connected,
+            last_error=self._last_error,
+            resyncs=self._resyncs,
+        )
+
+    # ---- the loop ---------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        pause = self._retry_initial_s
+        while not self._stop.is_set():
+            try:
+                self._follow()
+            except FeedCompactedError as exc:
+                log.warning(
+                    "change feed compacted past the index: resynchronising from a listing",
+                    extra={"applied_seq": self._index.applied_seq, "reason": str(exc)},
+                )
+                try:
+                    self._resync()
+                    pause = self._retry_initial_s
+                    continue
+                except FeedUnavailableError as exc2:
+                    self._note_down(str(exc2), pause)
+            except FeedUnavailableError as exc:
+                if self._stop.is_set():
+                    break
+                if self._connected:
+                    pause = self._retry_initial_s
+                self._note_down(str(exc), pause)
+            except Exception:  # never let the thread die silently: log and retry
+                log.exception("change feed consumer failed; retrying")
+                self._note_down("internal error", pause)
+            self._stop.wait(pause)
+            pause = min(pause * 2, self._retry_max_s)
+        self._index.maybe_snapshot()
+
+    def _note_down(self, why: str, pause: float) -> None:
+        if self._connected or why != self._last_error:
+            log.warning(
+                "storage change feed unavailable; serving from the index, retrying",
+                extra={"reason": why, "retry_in_s": round(pause, 2)},
+            )
+        self._connected = False
+        self._last_error = why
+
+    def _follow(self) -> None:
+        for batch in self._source.watch(self._index.applied_seq):
+            if self._stop.is_set():
+                return
+            if not self._connected:
+                self._connected = True
+                self._last_error = ""
+                log.info(
+                    "following storage's change feed",
+                    extra={"applied_seq": self._index.applied_seq, "head_seq": batch.head_seq},
+                )
+            self._head = max(self._head, batch.head_seq)
+            self._begin_replay_if_behind()
+            rejected = self._index.apply(batch.changes)
+            for reason in rejected:
+                log.warning("change left out of the index", extra={"reason": reason})
+            self._index.maybe_snapshot()
+            self._report_progress()
+
+    def _begin_replay_if_behind(self) -> None:
+        applied = self._index.applied_seq
+        if self._replay_from is None and self._head - applied >= self._replay_lag:
+            self._replay_from, self._replay_to = applied, self._head
+            self._last_progress = time.monotonic()
+            log.info(
+                "replaying storage's change feed",
+                extra={"from_seq": applied, "to_seq": self._head},
+            )
+
+    def _report_progress(self) -> None:
+        applied = self._index.applied_seq
+        if applied >= self._head:
+            if self._replay_from is not None:
+                log.info(
+                    "replay done",
+                    extra={"applied_seq": applied, "documents": len(self._index)},
+                )
+                self._replay_from = None
+                self._index.snapshot()
+            self._caught_up.set()
+            return
+        if self._replay_from is not None and time.monotonic() - self._last_progress >= (
+            _PROGRESS_EVERY_S
+        ):
+            self._last_progress = time.monotonic()
+            status = self.status()
+            log.info(
+                "replay progress",
+                extra={
+                    "applied_seq": applied,
+                    "head_seq": self._head,
+                    "percent": round(100 * status.replay_progress, 1),
+                },
+            )
+
+    def _resync(self) -> None:
+        """Rebuild the index from storage's listing, then follow from its snapshot_seq."""
+        self._resyncs += 1
+        first = self._source.list_page("")
+        snapshot_seq = first.snapshot_seq
+        self._head = max(self._head, snapshot_seq)
+        self._resync_listed, self._resync_total = 0, max(1, first.total_count)
+        listed = 0
+
+        def documents() -> Iterator[Document | InvalidDocumentError]:
+            nonlocal listed
+            page = first
+            while True:
+                yield from page.docs
+                listed += len(page.docs)
+                self._resync_listed += len(page.docs)
+                if not page.next_page_token:
+                    return
+                if self._stop.is_set():
+                    # Never install a partial listing: the old index stays.
+                    raise FeedUnavailableError("stopped during a resync")
+                log.info("resync progress", extra={"listed_ready": listed})
+                page = self._source.list_page(page.next_page_token)
+
+        try:
+            self._index.rebuild(documents(), seq=snapshot_seq)
+        finally:
+            self._resync_total = 0
+        log.info(
+            "resynchronised from storage's listing",
+            extra={"documents": len(self._index), "applied_seq": snapshot_seq},
+        )

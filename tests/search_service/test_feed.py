@@ -1,0 +1,255 @@
+"""Search as a consumer of storage's change feed, with the real storage service and a real
+search server (both gRPC on local ports) and real photos: no gateway anywhere."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from imagerepo.search.v1 import search_service_pb2 as search_pb
+from imagerepo.search.v1 import search_service_pb2_grpc as search_grpc
+from imagerepo.storage.v1 import storage_service_pb2 as storage_pb
+from search_service.durable_index import DurableIndex
+from search_service.feed_consumer import FeedConsumer
+from search_service.server import build_server as build_search_server
+from search_service.storage_feed import StorageFeed
+from storage_service.columnstore.store import StoreOptions
+from tests.search_service.storage_support import (
+    PENDING,
+    READY,
+    Storage,
+    eventually,
+    label,
+)
+from tests.storage_service.conftest import jpeg_variant, put
+
+
+class Search:
+    """A real search server following `storage_address`'s feed, over a data dir."""
+
+    def __init__(self, data_dir: Path, storage_address: str, snapshot_every: int = 1000) -> None:
+        self.data_dir = data_dir
+        self.storage_address = storage_address
+        self.snapshot_every = snapshot_every
+        self.index: DurableIndex
+        self.feed: FeedConsumer
+        self._source: StorageFeed
+        self._server: grpc.Server | None = None
+        self._channel: grpc.Channel | None = None
+        self.stub: search_grpc.SearchServiceStub
+
+    def start(self) -> Search:
+        self.index = DurableIndex.open(self.data_dir, snapshot_every=self.snapshot_every)
+        self._source = StorageFeed(self.storage_address)
+        self.feed = FeedConsumer(self.index, self._source, retry_initial_s=0.05, retry_max_s=0.3)
+        self._server, port, health = build_search_server("127.0.0.1:0", 4, self.index, self.feed)
+        self._server.start()
+        health.set_serving(True)
+        self.feed.start()
+        self._channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        self.stub = search_grpc.SearchServiceStub(self._channel)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop(grace=None)
+            self.feed.stop()
+            self._source.close()
+            self.index.close()
+        if self._channel is not None:
+            self._channel.close()
+        self._server = self._channel = None
+
+    def ids(self, query: str) -> list[str]:
+        reply = self.stub.Search(
+            search_pb.SearchRequest(query=query, page_size=200, disable_semantic=True), timeout=10
+        )
+        return sorted(h.image_id for h in reply.hits)
+
+    def stats(self) -> search_pb.GetStatsResponse:
+        return self.stub.GetStats(search_pb.GetStatsRequest(), timeout=10)
+
+    def caught_up_with(
+        self, storage: Storage, timeout_s: float = 30.0
+    ) -> search_pb.GetStatsResponse:
+        head = storage.head_seq()
+        eventually(lambda: self.stats().applied_seq >= head, timeout_s, f"applied seq {head}")
+        return self.stats()
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> Iterator[Storage]:
+    running = Storage(tmp_path / "storage").start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def search(tmp_path: Path, storage: Storage) -> Iterator[Search]:
+    running = Search(tmp_path / "search", storage.address).start()
+    yield running
+    running.stop()
+
+
+def test_an_image_made_ready_in_storage_becomes_searchable_and_a_delete_removes_it(
+    storage, search, photo_jpegs, analysed_photos
+):
+    chelsea = analysed_photos["chelsea"]
+    cat = put(storage.stub, photo_jpegs["chelsea"], "IMG_0001.jpg").image.id
+    coffee = storage.put_ready(photo_jpegs["coffee"], "breakfast.jpg", [label("espresso")])
+    # Pending: stored but not analysed, so not searchable by content (nor by filename).
+    eventually(lambda: search.ids("espresso") == [coffee], what="coffee indexed")
+    assert search.ids("IMG_0001") == []
+
+    storage.annotate(
+        cat,
+        labels=list(chelsea.labels),
+        feature_vector=list(chelsea.feature_vector),
+        ocr_text="",
+        status=READY,
+    )
+    eventually(lambda: search.ids("kitten") == [cat], what="the cat indexed once READY")
+    similar = search.stub.SimilarImages(search_pb.SimilarImagesRequest(image_id=cat), timeout=10)
+    assert similar.hits == []  # the only image with a vector: it has no neighbour but exists
+
+    storage.delete(cat)
+    eventually(lambda: search.ids("kitten") == [], what="the deleted cat removed")
+    stats = search.caught_up_with(storage)
+    assert stats.document_count == 1 and stats.lag_seqs == 0 and stats.following
+    assert stats.head_seq == storage.head_seq() == stats.applied_seq
+
+
+def test_an_image_going_back_to_pending_leaves_the_index(storage, search, photo_jpegs):
+    rocket = storage.put_ready(photo_jpegs["rocket"], "launch.jpg", [label("space shuttle")])
+    eventually(lambda: search.ids("shuttle") == [rocket])
+
+    storage.annotate(rocket, status=PENDING)
+
+    eventually(lambda: search.ids("shuttle") == [], what="a pending image is not searchable")
+
+
+def test_search_refuses_direct_writes_while_it_follows_the_feed(search):
+    with pytest.raises(grpc.RpcError) as err:
+        search.stub.IndexImage(
+            search_pb.IndexImageRequest(document=search_pb.SearchDocument(image_id="x")),
+            timeout=10,
+        )
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "change feed" in err.value.details()
+
+
+def test_a_restarted_search_resumes_from_its_snapshot_seq(tmp_path, storage, photo_jpegs):
+    search = Search(tmp_path / "search", storage.address).start()
+    kept = storage.put_ready(photo_jpegs["coffee"], "a.jpg", [label("espresso")])
+    doomed = storage.put_ready(photo_jpegs["rocket"], "b.jpg", [label("space shuttle")])
+    applied = search.caught_up_with(storage).applied_seq
+    search.stop()
+
+    # While search is down: a new image, a delete and a re-tag.
+    added = storage.put_ready(photo_jpegs["camera"], "c.jpg", [label("reflex camera")])
+    storage.delete(doomed)
+    storage.annotate(kept, tags=["breakfast"])
+
+    restarted = Search(tmp_path / "search", storage.address)
+    restarted.start()
+    try:
+        # It loaded the snapshot at the seq it had applied, not from 0.
+        assert restarted.feed.status().applied_seq >= applied > 0
+        stats = restarted.caught_up_with(storage)
+        assert restarted.ids("camera") == [added]
+        assert restarted.ids("shuttle") == []
+        assert restarted.ids("breakfast") == [kept]
+        assert stats.document_count == 2  # nothing duplicated
+    finally:
+        restarted.stop()
+
+
+def test_a_restart_replays_only_what_the_snapshot_lacks(tmp_path, storage, photo_jpegs):
+    search = Search(tmp_path / "search", storage.address).start()
+    storage.put_ready(photo_jpegs["coffee"], "a.jpg", [label("espresso")])
+    applied = search.caught_up_with(storage).applied_seq
+    search.stop()
+
+    reopened = DurableIndex.open(tmp_path / "search")
+    try:
+        assert reopened.applied_seq == applied and len(reopened) == 1
+    finally:
+        reopened.close()
+
+
+def test_a_deleted_index_directory_is_rebuilt_by_replay(tmp_path, storage, photo_jpegs):
+    names = ("coffee", "rocket", "camera", "astronaut")
+    ids = {
+        name: storage.put_ready(photo_jpegs[name], f"{name}.jpg", [label(f"thing{i}")])
+        for i, name in enumerate(names)
+    }
+    storage.delete(ids.pop("camera"))
+    search = Search(tmp_path / "search", storage.address).start()
+    search.caught_up_with(storage)
+    search.stop()
+
+    shutil.rmtree(tmp_path / "search")
+    search = Search(tmp_path / "search", storage.address).start()
+    try:
+        stats = search.caught_up_with(storage)
+        assert stats.document_count == 3
+        for i, name in enumerate(names):
+            expected = [ids[name]] if name in ids else []
+            assert search.ids(f"thing{i}") == expected
+    finally:
+        search.stop()
+
+
+def test_the_consumer_reconnects_when_storage_comes_back(tmp_path, photo_jpegs):
+    storage = Storage(tmp_path / "storage").start()
+    search = Search(tmp_path / "search", storage.address).start()
+    try:
+        coffee = storage.put_ready(photo_jpegs["coffee"], "a.jpg", [label("espresso")])
+        search.caught_up_with(storage)
+
+        storage.stop()
+        eventually(lambda: not search.stats().following, what="search notices storage is down")
+        assert search.stats().feed_error
+        assert search.ids("espresso") == [coffee]  # still answering from its index
+
+        storage.start()
+        rocket = storage.put_ready(photo_jpegs["rocket"], "b.jpg", [label("space shuttle")])
+        eventually(lambda: search.ids("shuttle") == [rocket], what="reconnected and applied")
+        assert search.stats().following and not search.stats().feed_error
+    finally:
+        search.stop()
+        storage.stop()
+
+
+def test_a_compacted_feed_is_resynchronised_from_the_listing(tmp_path, photo_jpegs):
+    options = StoreOptions(feed_retention_seqs=2, compact_min_segments=1000)
+    storage = Storage(tmp_path / "storage", options).start()
+    try:
+        ids = [
+            storage.put_ready(jpeg_variant(photo_jpegs["coffee"], i), f"c{i}.jpg", [label("mug")])
+            for i in range(6)
+        ]
+        storage.delete(ids[0])
+        storage.annotate(ids[1], status=PENDING)
+        storage.stub.Compact(storage_pb.CompactRequest(), timeout=60)
+        horizon = storage.stub.GetStats(storage_pb.GetStatsRequest(), timeout=10).horizon_seq
+        assert horizon > 1  # the feed no longer starts at the beginning
+
+        search = Search(tmp_path / "search", storage.address).start()
+        try:
+            stats = search.caught_up_with(storage)
+            assert search.feed.status().resyncs == 1
+            assert search.ids("mug") == sorted(ids[2:])
+            assert stats.document_count == 4
+
+            # And it follows live changes from the listing's seq on.
+            storage.delete(ids[2])
+            eventually(lambda: search.ids("mug") == sorted(ids[3:]))
+        finally:
+            search.stop()
+    finally:
+        storage.stop()
