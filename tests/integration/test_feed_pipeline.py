@@ -1,0 +1,361 @@
+"""The analysis worker as a real process (`python -m analysis_service`) against a real storage
+service and the real vision models: images put straight into storage over gRPC are analysed
+with no gateway; several workers share the work through storage's leases and none analyses an
+image twice; a worker killed with SIGKILL leaves its images to another once its lease runs
+out; an image vision refuses is FAILED with the reason; while vision is down images wait
+PENDING with their attempts and last error, and are analysed once it is back.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from PIL import Image, ImageEnhance, ImageOps
+from prometheus_client import REGISTRY
+
+from imagerepo.common.v1 import common_pb2
+from imagerepo.storage.v1 import storage_service_pb2 as storage_pb
+from imagerepo.storage.v1 import storage_service_pb2_grpc as storage_grpc
+from service_runtime.grpc_server import channel_options
+from service_runtime.probe import is_serving
+from tests.conftest import REPO_ROOT
+from tests.support import free_port, real_photo_paths
+from vision_service.config import VisionConfig
+from vision_service.engine import VisionEngine
+from vision_service.server import build_server as build_vision
+from vision_service.servicer import EngineSlot
+
+from .storage_factory import open_storage
+
+PENDING = common_pb2.ANALYSIS_STATUS_PENDING
+READY = common_pb2.ANALYSIS_STATUS_READY
+FAILED = common_pb2.ANALYSIS_STATUS_FAILED
+CHUNK_BYTES = 1024 * 1024
+
+
+def photo_variants(count: int) -> list[bytes]:
+    """`count` different JPEGs made from the real test photos (rotated, resized, brightened,
+    mirrored): every one new bytes, so none is an exact duplicate of another."""
+    sources = []
+    for path in real_photo_paths().values():
+        with Image.open(path) as im:
+            sources.append(im.convert("RGB"))
+    out: list[bytes] = []
+    step = 0
+    while len(out) < count:
+        for rgb in sources:
+            if len(out) == count:
+                break
+            angle = (-6, -3, 0, 3, 6)[step % 5]
+            scale = (1.0, 0.85, 0.7)[(step // 5) % 3]
+            edit = rgb.rotate(angle) if angle else rgb
+            if scale != 1.0:
+                edit = edit.resize((int(rgb.width * scale), int(rgb.height * scale)))
+            edit = ImageEnhance.Brightness(edit).enhance(0.9 + 0.02 * (step % 11))
+            if (step // 15) % 2:
+                edit = ImageOps.mirror(edit)
+            buf = io.BytesIO()
+            edit.save(buf, "JPEG", quality=88, comment=f"variant {step}".encode())
+            out.append(buf.getvalue())
+        step += 1
+    return out
+
+
+def analyze_calls_ok() -> float:
+    """Analyze calls the in-process vision servers answered OK (their interceptor's counter)."""
+    value = REGISTRY.get_sample_value(
+        "grpc_server_handled_total",
+        {
+            "grpc_service": "imagerepo.vision.v1.VisionService",
+            "grpc_method": "Analyze",
+            "grpc_code": "OK",
+        },
+    )
+    return value or 0.0
+
+
+@dataclass
+class Pipeline:
+    """Storage and vision as real gRPC servers in this process, workers as real processes."""
+
+    tmp: Path
+    engine: VisionEngine
+    servers: dict[str, Any] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+    workers: dict[str, subprocess.Popen[str]] = field(default_factory=dict)
+    closers: list[Callable[[], None]] = field(default_factory=list)
+    stub: storage_grpc.StorageServiceStub | None = None
+
+    def start_storage(self) -> None:
+        server, port, health, close = open_storage(
+            f"127.0.0.1:{self.ports.get('storage', 0)}", self.tmp / "storage"
+        )
+        server.start()
+        health.set_serving(True)
+        self.servers["storage"], self.ports["storage"] = server, port
+        self.closers.append(close)
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=channel_options())
+        self.closers.append(channel.close)
+        self.stub = storage_grpc.StorageServiceStub(channel)
+
+    def start_vision(self, config: VisionConfig | None = None) -> None:
+        server, port, health = build_vision(
+            f"127.0.0.1:{self.ports.get('vision', 0)}",
+            config or VisionConfig(),
+            EngineSlot(self.engine),
+        )
+        assert port, "vision could not bind its port"
+        server.start()
+        health.set_serving(True)
+        self.servers["vision"], self.ports["vision"] = server, port
+
+    def stop_vision(self) -> None:
+        self.servers.pop("vision").stop(grace=None).wait()
+
+    def start_worker(self, name: str, **settings: str) -> subprocess.Popen[str]:
+        port = free_port()
+        env = dict(
+            os.environ,
+            ANALYSIS_PORT=str(port),
+            ANALYSIS_STORAGE_ADDR=f"127.0.0.1:{self.ports['storage']}",
+            ANALYSIS_VISION_ADDR=f"127.0.0.1:{self.ports['vision']}",
+            ANALYSIS_WORKER_ID=name,
+            ANALYSIS_POLL_INTERVAL_S="0.5",
+            ANALYSIS_STATS_INTERVAL_S="1",
+            IMAGEREPO_METRICS_PORT=str(free_port()),
+            LOG_LEVEL="WARNING",
+        )
+        env.update(settings)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "analysis_service"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.workers[name] = proc
+        deadline = time.monotonic() + 60
+        while not is_serving(f"127.0.0.1:{port}", timeout_s=1.0):
+            assert proc.poll() is None, f"worker {name} exited: {proc.stderr.read()[-3000:]}"  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, f"worker {name} never served"
+            time.sleep(0.1)
+        proc.metrics_port = int(env["IMAGEREPO_METRICS_PORT"])  # type: ignore[attr-defined]
+        return proc
+
+    def kill_worker(self, name: str) -> None:
+        proc = self.workers.pop(name)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def stop_worker(self, name: str) -> int:
+        proc = self.workers.pop(name)
+        proc.send_signal(signal.SIGTERM)
+        return proc.wait(timeout=60)
+
+    # --- storage, seen from outside ------------------------------------------------------------
+
+    @property
+    def storage(self) -> storage_grpc.StorageServiceStub:
+        assert self.stub is not None
+        return self.stub
+
+    def put(self, name: str, data: bytes) -> str:
+        def messages() -> Iterator[storage_pb.PutImageRequest]:
+            yield storage_pb.PutImageRequest(
+                header=storage_pb.PutImageHeader(filename=name, owner="alice")
+            )
+            for start in range(0, len(data), CHUNK_BYTES):
+                yield storage_pb.PutImageRequest(chunk=data[start : start + CHUNK_BYTES])
+
+        reply = self.storage.PutImage(messages(), timeout=60)
+        assert not reply.already_stored
+        return str(reply.image.id)
+
+    def images(self, ids: list[str]) -> dict[str, storage_pb.ImageMetadata]:
+        found: dict[str, storage_pb.ImageMetadata] = {}
+        for start in range(0, len(ids), 500):
+            reply = self.storage.BatchGetImages(
+                storage_pb.BatchGetImagesRequest(image_ids=ids[start : start + 500]), timeout=30
+            )
+            found.update({image.id: image for image in reply.images})
+        return found
+
+    def wait_until(
+        self,
+        ids: list[str],
+        done: Callable[[storage_pb.ImageMetadata], bool],
+        timeout_s: float = 90.0,
+    ) -> dict[str, storage_pb.ImageMetadata]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            images = self.images(ids)
+            if len(images) == len(ids) and all(done(image) for image in images.values()):
+                return images
+            if time.monotonic() > deadline:
+                waiting = {i: (m.status, m.analysis) for i, m in images.items() if not done(m)}
+                raise AssertionError(f"not done after {timeout_s:g}s: {waiting}")
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        for name in list(self.workers):
+            self.kill_worker(name)
+        for server in self.servers.values():
+            server.stop(grace=None).wait()
+        for close in reversed(self.closers):
+            close()
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path, vision_engine: VisionEngine) -> Iterator[Pipeline]:
+    """Storage and vision serving, no worker yet, no gateway at all."""
+    pipe = Pipeline(tmp_path, vision_engine)
+    pipe.start_storage()
+    pipe.start_vision()
+    yield pipe
+    pipe.close()
+
+
+def worker_metric(proc: subprocess.Popen[str], name: str, labels: str) -> float:
+    import urllib.request
+
+    port = proc.metrics_port  # type: ignore[attr-defined]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{{labels}}} "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_an_image_put_over_grpc_is_analysed_with_no_gateway(pipeline: Pipeline):
+    pipeline.start_worker("w1")
+
+    image_id = pipeline.put("chelsea.png", real_photo_paths()["chelsea"].read_bytes())
+    image = pipeline.wait_until([image_id], lambda m: m.status != PENDING)[image_id]
+
+    assert image.status == READY, image.status_detail
+    assert len(image.labels) == 20
+    assert {"tabby", "tiger cat", "Egyptian cat"} & {label.name for label in image.labels}
+    assert image.has_feature_vector
+    assert image.analysis.attempts == 1
+
+
+def test_two_workers_share_the_work_and_analyse_no_image_twice(pipeline: Pipeline):
+    first = pipeline.start_worker("w1", ANALYSIS_BATCH="2")
+    second = pipeline.start_worker("w2", ANALYSIS_BATCH="2")
+    calls_before = analyze_calls_ok()
+
+    ids = [pipeline.put(f"p{i:02d}.jpg", data) for i, data in enumerate(photo_variants(24))]
+    images = pipeline.wait_until(ids, lambda m: m.status != PENDING)
+
+    assert {m.status for m in images.values()} == {READY}
+    # Each image was claimed once (attempts), vision answered once per image, and each
+    # worker wrote its share back.
+    assert [m.analysis.attempts for m in images.values()] == [1] * len(ids)
+    assert analyze_calls_ok() - calls_before == len(ids)
+    done = [
+        worker_metric(proc, "imagerepo_analysis_images_total", 'outcome="ready"')
+        for proc in (first, second)
+    ]
+    assert sum(done) == len(ids)
+    assert min(done) > 0, done
+
+
+def test_a_killed_workers_images_are_finished_by_another_after_its_lease(pipeline: Pipeline):
+    lease_ms = 4000
+    ids = [pipeline.put(f"k{i:02d}.jpg", data) for i, data in enumerate(photo_variants(24))]
+    # One batch of 8 at a time: three in a row, so the kill lands inside one.
+    pipeline.start_worker(
+        "doomed",
+        ANALYSIS_BATCH="8",
+        ANALYSIS_BATCHES_IN_FLIGHT="1",
+        ANALYSIS_LEASE_MS=str(lease_ms),
+    )
+
+    held: dict[str, storage_pb.ImageMetadata] = {}
+    deadline = time.monotonic() + 30
+    while not held and time.monotonic() < deadline:
+        held = {
+            i: m
+            for i, m in pipeline.images(ids).items()
+            if m.status == PENDING and m.analysis.lease_owner == "doomed"
+        }
+    pipeline.kill_worker("doomed")  # mid-batch: it holds leases on images it has not finished
+    killed_at_ms = time.time() * 1000
+    held = {i: m for i, m in pipeline.images(list(held)).items() if m.status == PENDING}
+    assert held, "the worker finished before it could be killed mid-batch"
+
+    pipeline.start_worker("heir", ANALYSIS_LEASE_MS=str(lease_ms))
+    first_seen_ready: dict[str, float] = {}
+
+    def ready(image: storage_pb.ImageMetadata) -> bool:
+        if image.status == READY:
+            first_seen_ready.setdefault(image.id, time.time() * 1000)
+        return image.status == READY
+
+    images = pipeline.wait_until(ids, ready, timeout_s=120)
+
+    for image_id, before in held.items():
+        after = images[image_id]
+        assert after.analysis.attempts == 2  # the dead worker's claim, then the heir's
+        assert after.analysis.generation > before.analysis.generation
+        # Not taken before the dead worker's lease had run out.
+        assert first_seen_ready[image_id] >= before.analysis.lease_expires_unix_ms - 50
+    assert all(m.analysis.attempts == 1 for i, m in images.items() if i not in held)
+    assert killed_at_ms < min(m.analysis.lease_expires_unix_ms for m in held.values()) + 1
+
+
+def test_an_image_vision_refuses_is_failed_with_the_reason(pipeline: Pipeline):
+    # 45 megapixels: storage keeps it (its limit is 100), vision refuses it (40) as a bomb.
+    with Image.open(real_photo_paths()["camera"]) as im:
+        huge = im.convert("L").resize((7500, 6000), Image.Resampling.NEAREST)
+    buf = io.BytesIO()
+    huge.save(buf, "PNG")
+    pipeline.start_worker("w1")
+
+    image_id = pipeline.put("huge.png", buf.getvalue())
+    image = pipeline.wait_until([image_id], lambda m: m.status != PENDING)[image_id]
+
+    assert image.status == FAILED
+    assert image.status_detail.startswith("vision cannot analyse this image: ")
+    assert "pixels" in image.status_detail
+    assert image.analysis.attempts == 1
+
+
+def test_images_wait_pending_while_vision_is_down_and_are_analysed_when_it_returns(
+    pipeline: Pipeline,
+):
+    pipeline.stop_vision()
+    pipeline.start_worker("w1")
+
+    ids = [pipeline.put(f"d{i}.jpg", data) for i, data in enumerate(photo_variants(3))]
+    waiting = pipeline.wait_until(ids, lambda m: m.analysis.attempts >= 2, timeout_s=60)
+
+    for image in waiting.values():
+        assert image.status == PENDING
+        assert "vision unavailable (UNAVAILABLE)" in image.analysis.last_error
+
+    pipeline.start_vision()
+    images = pipeline.wait_until(ids, lambda m: m.status == READY, timeout_s=90)
+
+    assert all(len(m.labels) == 20 for m in images.values())
+
+
+def test_sigterm_stops_the_worker_cleanly(pipeline: Pipeline):
+    pipeline.start_worker("w1")
+    image_id = pipeline.put("a.jpg", photo_variants(1)[0])
+    pipeline.wait_until([image_id], lambda m: m.status == READY)
+
+    assert pipeline.stop_worker("w1") == 0
