@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import dataclasses
 import logging
 import sys
 from typing import NoReturn
 
 from service_runtime.logs import configure_logging
+from service_runtime.metrics import STORAGE_FLUSH_SECONDS, STORAGE_FSYNC_SECONDS
 from service_runtime.serve import serve_until_signalled
 from storage_service.columnstore.errors import DataDirLockedError, StoreError
 from storage_service.columnstore.store import ColumnStore
@@ -51,7 +53,12 @@ def main() -> None:
     configure_logging("storage", config.log_level)
     return_large_buffers_to_the_os()
     try:
-        store = ColumnStore.open(config.data_dir, config.store_options())
+        options = dataclasses.replace(
+            config.store_options(),
+            on_fsync=STORAGE_FSYNC_SECONDS.observe,
+            on_flush=STORAGE_FLUSH_SECONDS.observe,
+        )
+        store = ColumnStore.open(config.data_dir, options)
     except DataDirLockedError as e:
         # Another storage process serves this directory: two would destroy each other's data.
         _refuse_to_start(f"{e} (STORAGE_DATA_DIR chooses the directory)")

@@ -22,6 +22,9 @@ class StorageConfig:
     decode_memory_bytes: int = policy.DEFAULT_DECODE_MEMORY_BYTES
     memtable_bytes: int = StoreOptions.memtable_bytes
     compact_min_segments: int = StoreOptions.compact_min_segments
+    # The change feed keeps at least this many recent seqs (WatchChanges from older ones is
+    # COMPACTED).
+    feed_retention_seqs: int = StoreOptions.feed_retention_seqs
     max_workers: int = 16
     grace_s: float = 5.0
     log_level: str = "INFO"
@@ -41,6 +44,9 @@ class StorageConfig:
             compact_min_segments=int(
                 env.get("STORAGE_COMPACT_MIN_SEGMENTS", cls.compact_min_segments)
             ),
+            feed_retention_seqs=int(
+                env.get("STORAGE_FEED_RETENTION_SEQS", cls.feed_retention_seqs)
+            ),
             max_workers=int(env.get("STORAGE_MAX_WORKERS", cls.max_workers)),
             grace_s=float(env.get("STORAGE_GRACE_S", cls.grace_s)),
             log_level=env.get("LOG_LEVEL", cls.log_level),
@@ -48,5 +54,7 @@ class StorageConfig:
 
     def store_options(self) -> StoreOptions:
         return StoreOptions(
-            memtable_bytes=self.memtable_bytes, compact_min_segments=self.compact_min_segments
+            memtable_bytes=self.memtable_bytes,
+            compact_min_segments=self.compact_min_segments,
+            feed_retention_seqs=self.feed_retention_seqs,
         )

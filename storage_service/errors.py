@@ -28,9 +28,11 @@ from storage_service.columnstore.errors import (
     BackgroundError,
     DataDirLockedError,
     DataLossError,
+    HistoryCompactedError,
     ImageNotFoundError,
     InvalidImageError,
     InvalidRequestError,
+    LeaseLostError,
     StorageFullError,
     StoreClosedError,
     StoreError,
@@ -62,6 +64,8 @@ STATUS_OF: dict[type[StoreError], grpc.StatusCode] = {
     BackgroundError: grpc.StatusCode.UNAVAILABLE,
     DataDirLockedError: grpc.StatusCode.FAILED_PRECONDITION,
     DecodeBusyError: grpc.StatusCode.UNAVAILABLE,
+    LeaseLostError: grpc.StatusCode.ABORTED,
+    HistoryCompactedError: grpc.StatusCode.OUT_OF_RANGE,
 }
 _REASON_OF: dict[type[StoreError], str] = {
     ImageNotFoundError: NOT_FOUND,
@@ -134,6 +138,8 @@ def store_error_status(error: StoreError) -> tuple[grpc.StatusCode, str, str, di
             message = f"{STORAGE_FULL_MESSAGE}: {message}" if message else STORAGE_FULL_MESSAGE
     elif isinstance(error, DataLossError):
         metadata["path"] = error.segment
+    elif isinstance(error, HistoryCompactedError):
+        metadata["horizon_seq"] = str(error.horizon_seq)
     limit = getattr(error, "limit", "")
     if limit:
         metadata["limit"] = limit

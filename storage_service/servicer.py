@@ -25,8 +25,11 @@ from storage_service.columnstore import policy
 from storage_service.columnstore.errors import DataLossError, ImageNotFoundError
 from storage_service.columnstore.image_check import DEFAULT_MAX_PIXELS, DecodeBudget, prepare_image
 from storage_service.columnstore.model import (
+    AnalysisFailure,
+    AnalysisResult,
     AnalysisStatus,
     AnnotationUpdate,
+    Change,
     Feedback,
     ImageMeta,
     Label,
@@ -49,6 +52,14 @@ MAX_CHUNK_BYTES = 1024 * 1024
 MAX_INLINE_BYTES = 3 * 1024 * 1024
 # How often Verify streams a progress message at most.
 PROGRESS_INTERVAL_S = 0.2
+# WatchChanges: changes per message by default and at most; an idle stream's heartbeat period;
+# how often a waiting stream checks that its client and the server are still there.
+DEFAULT_WATCH_BATCH = 256
+MAX_WATCH_BATCH = 1000
+HEARTBEAT_S = 3.0
+WATCH_POLL_S = 0.5
+DEFAULT_LEASE_MS = 60_000
+MAX_LEASE_MS = 24 * 3600 * 1000
 
 
 def _require_id(image_id: str, context: grpc.ServicerContext) -> None:
@@ -172,6 +183,14 @@ def to_proto(meta: ImageMeta, vector: list[float] | None = None) -> pb.ImageMeta
         ],
         status_detail=meta.status_detail,
         format=meta.format,
+        analysis=pb.AnalysisState(
+            attempts=meta.analysis.attempts,
+            last_error=meta.analysis.last_error,
+            generation=meta.analysis.generation,
+            lease_owner=meta.analysis.lease_owner,
+            lease_expires_unix_ms=meta.analysis.lease_expires_ms,
+            next_attempt_unix_ms=meta.analysis.next_attempt_ms,
+        ),
     )
 
 
@@ -184,8 +203,12 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
         max_image_bytes: int = policy.DEFAULT_MAX_IMAGE_BYTES,
         max_image_pixels: int = DEFAULT_MAX_PIXELS,
         decode_memory_bytes: int = policy.DEFAULT_DECODE_MEMORY_BYTES,
+        heartbeat_s: float = HEARTBEAT_S,
     ) -> None:
         self._store = store
+        self._heartbeat_s = heartbeat_s
+        # Set by stop(): open WatchChanges streams end within WATCH_POLL_S.
+        self._stopping = threading.Event()
         self._max_image_bytes = max_image_bytes
         self._max_image_pixels = max_image_pixels
         self._budget = DecodeBudget(decode_memory_bytes)
@@ -344,6 +367,7 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
             next_page_token=page.next_page_token,
             total_count=page.total_count,
             unreadable_count=page.unreadable_count,
+            snapshot_seq=page.snapshot_seq,
         )
 
     def _vector_or_none(self, meta: ImageMeta) -> list[float] | None:
@@ -456,6 +480,10 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
             storage_full=_disk_full(stats.background_error),
             quarantined_files=stats.quarantined_files,
             damaged_log_records=stats.damaged_log_records,
+            head_seq=stats.head_seq,
+            horizon_seq=stats.horizon_seq,
+            pending_count=stats.pending_count,
+            oldest_pending_age_ms=stats.oldest_pending_age_ms,
         )
         if last_verify is not None:
             reply.last_verify.CopyFrom(_verify_to_proto(last_verify))
@@ -610,3 +638,118 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
             else:
                 found.append(meta)
         return found
+
+    # --- the change feed and the analysis queue ------------------------------------------------
+
+    def stop(self) -> None:
+        """End every open WatchChanges stream (within WATCH_POLL_S), so server.stop() and the
+        store's close are never held up by a follower."""
+        self._stopping.set()
+
+    def _change_to_proto(self, change: Change, with_vector: bool) -> pb.Change:
+        reply = pb.Change(seq=change.seq, kind=int(change.kind), image_id=change.image_id)  # type: ignore[arg-type]
+        if change.image is not None:
+            vector = self._vector_or_none(change.image) if with_vector else None
+            reply.image.CopyFrom(to_proto(change.image, vector))
+        return reply
+
+    def WatchChanges(
+        self, request: pb.WatchChangesRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.WatchChangesResponse]:
+        """Changes after request.after_seq in batches; then, with follow, new ones as they
+        become visible, and a heartbeat (no changes, head_seq) every few idle seconds."""
+        if request.after_seq < 0 or request.max_batch < 0:
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "after_seq and max_batch must not be negative"
+            )
+        batch = min(request.max_batch or DEFAULT_WATCH_BATCH, MAX_WATCH_BATCH)
+        after = request.after_seq
+        sent_any = False
+        last_sent = time.monotonic()
+        while not self._stopping.is_set() and context.is_active():
+            with store_errors(context):
+                page = self._store.changes(after, batch)
+            if page.changes:
+                reply = pb.WatchChangesResponse(
+                    head_seq=page.head_seq, horizon_seq=page.horizon_seq
+                )
+                used = 0
+                for change in page.changes:
+                    proto = self._change_to_proto(change, request.include_feature_vector)
+                    size = proto.ByteSize() + 8
+                    if reply.changes and used + size > policy.MAX_REPLY_BYTES:
+                        break  # the rest goes in the next message
+                    used += size
+                    reply.changes.append(proto)
+                after = reply.changes[-1].seq
+                sent_any = True
+                last_sent = time.monotonic()
+                yield reply
+                continue
+            if not request.follow:
+                if not sent_any:
+                    yield pb.WatchChangesResponse(
+                        head_seq=page.head_seq, horizon_seq=page.horizon_seq
+                    )
+                return
+            if time.monotonic() - last_sent >= self._heartbeat_s:
+                last_sent = time.monotonic()
+                sent_any = True
+                yield pb.WatchChangesResponse(head_seq=page.head_seq, horizon_seq=page.horizon_seq)
+            wait = min(WATCH_POLL_S, max(0.0, self._heartbeat_s - (time.monotonic() - last_sent)))
+            if not self._store.wait_for_change(after, wait) and self._store.is_closing:
+                return
+
+    def ClaimAnalysis(
+        self, request: pb.ClaimAnalysisRequest, context: grpc.ServicerContext
+    ) -> pb.ClaimAnalysisResponse:
+        if not request.worker_id or len(request.worker_id) > policy.MAX_ID_CHARS:
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"worker_id is required (at most {policy.MAX_ID_CHARS} characters)",
+            )
+        if request.max_images < 0 or request.lease_ms < 0:
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "max_images and lease_ms must not be negative"
+            )
+        count = min(request.max_images or 1, policy.MAX_BATCH)
+        lease_ms = min(request.lease_ms or DEFAULT_LEASE_MS, MAX_LEASE_MS)
+        with store_errors(context):
+            claimed = self._store.claim_analysis(request.worker_id, count, lease_ms)
+        reply = pb.ClaimAnalysisResponse()
+        for item in claimed:
+            vector = self._vector_or_none(item.image) if request.include_feature_vector else None
+            reply.images.add(image=to_proto(item.image, vector), generation=item.generation)
+        return reply
+
+    def CompleteAnalysis(
+        self, request: pb.CompleteAnalysisRequest, context: grpc.ServicerContext
+    ) -> pb.CompleteAnalysisResponse:
+        _require_id(request.image_id, context)
+        which = request.WhichOneof("outcome")
+        outcome: AnalysisResult | AnalysisFailure
+        with store_errors(context):
+            if which == "result":
+                r = request.result
+                policy.check_label_count(len(r.labels))
+                for label in r.labels:
+                    policy.check_label(label.name, label.probability, label.synonyms)
+                policy.check_feature_vector(r.feature_vector)
+                policy.check_moderation_score(r.moderation_score)
+                policy.check_ocr_text(r.ocr_text)
+                outcome = AnalysisResult(
+                    labels=tuple(
+                        Label(lb.name, lb.probability, tuple(lb.synonyms), lb.class_index)
+                        for lb in r.labels
+                    ),
+                    moderation_score=r.moderation_score,
+                    ocr_text=r.ocr_text,
+                    feature_vector=tuple(r.feature_vector),
+                )
+            elif which == "failure":
+                reason = policy.clip_status_detail(request.failure.reason) or "analysis failed"
+                outcome = AnalysisFailure(reason, request.failure.permanent)
+            else:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "give either a result or a failure")
+            meta = self._store.complete_analysis(request.image_id, request.generation, outcome)
+        return pb.CompleteAnalysisResponse(image=to_proto(meta))

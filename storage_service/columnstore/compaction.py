@@ -11,6 +11,11 @@ wins everywhere (at open, in the in-memory view, here). Within the merged set, p
 
 Rows outside the set that are newer keep winning over the merged rows; older annotation rows
 outside the set lose to the merged PUT, which carries the newest sequence number in the set.
+
+The change feed (feed.py) serves every row at or above its retention horizon, so a merge is
+given `keep_from_seq`: rows with a seq at or above it are copied as they are, and only the older
+ones are merged as above. The store then advances the horizon to `keep_from_seq` when the merge
+dropped anything.
 `pick_tier` chooses what the background merges: segments of similar size (size-tiered), so each
 byte is rewritten a logarithmic number of times, not at every compaction.
 """
@@ -61,12 +66,26 @@ def segment_rows(segment: SegmentReader) -> list[dict[str, Any]]:
     return [{name: values[i] for name, values in columns.items()} for i in range(segment.row_count)]
 
 
-def merge_segments(segments: Sequence[SegmentReader]) -> tuple[list[MergedRow], int]:
-    """The rows of one segment replacing `segments`, and how many rows that drops."""
+def merge_segments(
+    segments: Sequence[SegmentReader], keep_from_seq: int | None = None
+) -> tuple[list[MergedRow], int]:
+    """The rows of one segment replacing `segments`, and how many rows that drops. Rows with a
+    seq at or above `keep_from_seq` are kept unchanged (the feed still serves them)."""
     versions: list[_Version] = []
+    kept: list[MergedRow] = []
     for segment in segments:
         for i, values in enumerate(segment_rows(segment)):
-            versions.append(_Version(values, (segment, i)))
+            if keep_from_seq is not None and values["seq"] >= keep_from_seq:
+                where = (segment, i)
+                kept.append(
+                    MergedRow(
+                        values,
+                        where if values["kind"] == RowKind.PUT else None,
+                        where if values["has_feature_vector"] else None,
+                    )
+                )
+            else:
+                versions.append(_Version(values, (segment, i)))
     versions.sort(key=lambda v: v.values["seq"])
     base: dict[str, _Version] = {}
     newest: dict[str, _Version] = {}
@@ -97,7 +116,9 @@ def merge_segments(segments: Sequence[SegmentReader]) -> tuple[list[MergedRow], 
         values["seq"] = top.values["seq"]
         values["kind"] = int(RowKind.PUT)
         merged.append(MergedRow(values, base[image_id].where, vector))
-    return merged, len(versions) - len(merged)
+    dropped = len(versions) - len(merged)
+    kept.sort(key=lambda r: r.values["seq"])
+    return merged + kept, dropped
 
 
 def pick_tier(

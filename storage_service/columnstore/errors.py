@@ -44,3 +44,23 @@ class BackgroundError(StoreError):
 
 class DataDirLockedError(StoreError):
     """Another process holds the data directory's LOCK file."""
+
+
+class LeaseLostError(StoreError):
+    """A completion for a generation that is no longer the image's (its lease ran out and it
+    was claimed again, or its status was changed by hand): nothing was changed."""
+
+    reason = "LEASE_LOST"
+
+
+class HistoryCompactedError(StoreError):
+    """Changes older than the retention horizon were asked for: resynchronise from a listing."""
+
+    reason = "COMPACTED"
+
+    def __init__(self, after_seq: int, horizon_seq: int) -> None:
+        super().__init__(
+            f"changes after seq {after_seq} are compacted away (the oldest retained is "
+            f"{horizon_seq}): list images, then watch from the listing's snapshot_seq"
+        )
+        self.horizon_seq = horizon_seq

@@ -37,6 +37,9 @@ class Manifest:
     wal_min: int = 1
     # Rows per segment, so a segment that goes missing can still be counted as unreadable.
     rows: dict[int, int] = field(default_factory=dict)
+    # The change feed's retention horizon: every change with a seq at or above it is still in
+    # the segments and the log; compaction advances it when it drops older rows.
+    feed_horizon: int = 0
 
     @classmethod
     def load(cls, data_dir: Path, fs: FileSystem | None = None) -> Manifest | None:
@@ -65,6 +68,7 @@ class Manifest:
                 int(raw["next_segment_id"]),
                 int(raw["wal_min"]),
                 {int(k): int(v) for k, v in raw.get("rows", {}).items()},
+                int(raw.get("feed_horizon", 0)),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             if isinstance(e, ManifestDamagedError):
@@ -80,6 +84,7 @@ class Manifest:
                 "next_segment_id": self.next_segment_id,
                 "wal_min": self.wal_min,
                 "rows": {str(k): v for k, v in self.rows.items() if k in self.segments},
+                "feed_horizon": self.feed_horizon,
             },
             separators=(",", ":"),
         ).encode()

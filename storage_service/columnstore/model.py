@@ -37,6 +37,23 @@ class Feedback:
 
 
 @dataclass(frozen=True)
+class AnalysisState:
+    """An image's place in the analysis queue (see ColumnStore.claim_analysis)."""
+
+    attempts: int = 0
+    last_error: str = ""
+    # Bumped by every claim (and by a manual status change); a completion must present it.
+    generation: int = 0
+    lease_owner: str = ""
+    lease_expires_ms: int = 0
+    # After a transient failure: not claimable before this time.
+    next_attempt_ms: int = 0
+
+
+NO_ANALYSIS = AnalysisState()
+
+
+@dataclass(frozen=True)
 class ImageMeta:
     """Every small column of one image (not its bytes, thumbnails or feature vector)."""
 
@@ -63,6 +80,7 @@ class ImageMeta:
     thumb_small_size: tuple[int, int] = (0, 0)
     # (0, 0) when the original is small enough to serve as its own preview.
     thumb_preview_size: tuple[int, int] = (0, 0)
+    analysis: AnalysisState = NO_ANALYSIS
 
 
 @dataclass(frozen=True)
@@ -105,6 +123,55 @@ ANNOTATION_FIELDS = frozenset(
 )
 
 
+class ChangeKind(enum.IntEnum):
+    """What a change in the feed did (numbers match the proto enum and RowKind)."""
+
+    PUT = 1
+    ANNOTATE = 2
+    DELETE = 3
+
+
+@dataclass(frozen=True)
+class Change:
+    """One entry of the change feed. `image` is the image's CURRENT metadata (not as of the
+    change); None for a delete, and for a put or annotate of an image deleted since (its delete
+    follows later in the feed)."""
+
+    seq: int
+    kind: ChangeKind
+    image_id: str
+    image: ImageMeta | None
+
+
+@dataclass(frozen=True)
+class ChangesPage:
+    changes: tuple[Change, ...]
+    # The newest seq in the feed, and the oldest seq still retained.
+    head_seq: int
+    horizon_seq: int
+
+
+@dataclass(frozen=True)
+class AnalysisResult:
+    labels: tuple[Label, ...] = ()
+    moderation_score: float = 0.0
+    ocr_text: str = ""
+    feature_vector: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class AnalysisFailure:
+    reason: str
+    # True: status FAILED for good; False: retried after a backoff.
+    permanent: bool = False
+
+
+@dataclass(frozen=True)
+class ClaimedImage:
+    image: ImageMeta
+    generation: int
+
+
 @dataclass(frozen=True)
 class PutResult:
     image: ImageMeta
@@ -129,6 +196,8 @@ class Page:
     total_count: int
     # Rows the store acknowledged once but cannot read now (damaged segments); never hidden.
     unreadable_count: int = 0
+    # The feed's head when this page was read: watch changes after it to stay in sync.
+    snapshot_seq: int = 0
 
 
 @dataclass(frozen=True)
@@ -156,6 +225,12 @@ class StoreStats:
     quarantined_files: int = 0
     # Damaged log records found at open (not replayed; the log is kept in quarantine).
     damaged_log_records: int = 0
+    # The change feed: newest seq, oldest retained seq.
+    head_seq: int = 0
+    horizon_seq: int = 0
+    # The analysis queue: PENDING images and the age of the oldest.
+    pending_count: int = 0
+    oldest_pending_age_ms: int = 0
 
 
 @dataclass(frozen=True)

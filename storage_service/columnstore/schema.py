@@ -73,6 +73,16 @@ COLUMNS: tuple[Column, ...] = (
     Column("thumb_small", Kind.BLOB, b""),
     Column("thumb_preview", Kind.BLOB, b""),
     Column("feature_vector", Kind.VECTOR, b""),
+    # The analysis queue's state (see ColumnStore.claim_analysis): carried by every annotation
+    # row, so it is durable before it is visible, like the annotations themselves.
+    Column("attempts", Kind.I32, 0),
+    Column("last_error", Kind.STR, ""),
+    Column("generation", Kind.I64, 0),
+    Column("lease_owner", Kind.STR, ""),
+    Column("lease_expires_ms", Kind.I64, 0),
+    Column("next_attempt_ms", Kind.I64, 0),
+    # 1 on a row that only changes a lease (a claim): not a change the feed reports.
+    Column("lease_only", Kind.U8, 0),
 )
 
 BY_NAME = {c.name: c for c in COLUMNS}
@@ -90,6 +100,22 @@ ANNOTATION_COLUMNS = (
     "feedback",
     "has_feature_vector",
     "feature_vector",
+    "attempts",
+    "last_error",
+    "generation",
+    "lease_owner",
+    "lease_expires_ms",
+    "next_attempt_ms",
+    "lease_only",
+)
+# The analysis-state columns, as ImageMeta.analysis holds them.
+ANALYSIS_COLUMNS = (
+    "attempts",
+    "last_error",
+    "generation",
+    "lease_owner",
+    "lease_expires_ms",
+    "next_attempt_ms",
 )
 # What the metadata compression ratio is reported over: everything but image bytes,
 # thumbnails and the feature vector.

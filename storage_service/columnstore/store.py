@@ -47,19 +47,30 @@ from storage_service.columnstore.errors import (
     BackgroundError,
     DataDirLockedError,
     DataLossError,
+    HistoryCompactedError,
     ImageNotFoundError,
     InvalidRequestError,
+    LeaseLostError,
     StorageFullError,
     StoreClosedError,
     StoreError,
 )
+from storage_service.columnstore.feed import ChangeHistory
 from storage_service.columnstore.filename_index import FilenameIndex
 from storage_service.columnstore.fs import File, FileSystem, OsFileSystem, read_file
 from storage_service.columnstore.manifest import Manifest, ManifestDamagedError
 from storage_service.columnstore.model import (
     ANNOTATION_FIELDS,
+    NO_ANALYSIS,
+    AnalysisFailure,
+    AnalysisResult,
+    AnalysisState,
     AnalysisStatus,
     AnnotationUpdate,
+    Change,
+    ChangeKind,
+    ChangesPage,
+    ClaimedImage,
     ColumnStat,
     CompactionReport,
     DamagedItem,
@@ -105,6 +116,15 @@ class StoreOptions:
     retry_max_s: float = 5.0
     # close() waits at most this long for the background threads (SIGTERM must not hang).
     close_timeout_s: float = 10.0
+    # The change feed keeps at least this many recent seqs: compaction merges away superseded
+    # rows and tombstones only below (head - this), and advances the horizon when it does.
+    feed_retention_seqs: int = 1_000_000
+    # A transient analysis failure is retried after initial * 2**(attempts - 1), capped.
+    analysis_backoff_initial_ms: int = 2_000
+    analysis_backoff_max_ms: int = 300_000
+    # Observers (metrics): seconds of each log fsync, and of each memtable flush.
+    on_fsync: Callable[[float], None] | None = None
+    on_flush: Callable[[float], None] | None = None
 
 
 @dataclass
@@ -143,6 +163,21 @@ def _dead_counts(kinds: Iterable[int]) -> tuple[int, int]:
         tombstones += kind == RowKind.DELETE
         annotations += kind == RowKind.ANNOTATE
     return tombstones, 2 * tombstones + annotations
+
+
+def _dead_seqs(rows: Iterable[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted seqs of a segment's annotation rows and of its tombstones, from (seq, kind):
+    what a merge below a cutoff would drop is counted from them without reading the segment."""
+    annotations: list[int] = []
+    tombstones: list[int] = []
+    for seq, kind in rows:
+        if kind == RowKind.ANNOTATE:
+            annotations.append(seq)
+        elif kind == RowKind.DELETE:
+            tombstones.append(seq)
+    return np.sort(np.asarray(annotations, dtype=np.int64)), np.sort(
+        np.asarray(tombstones, dtype=np.int64)
+    )
 
 
 def _read(ref: BlobRef, column: str) -> bytes:
@@ -187,7 +222,20 @@ def _annotations_of(values: dict[str, Any]) -> dict[str, Any]:
         "status_detail": values["status_detail"],
         "feedback": _feedback_from(values["feedback"]),
         "has_feature_vector": bool(values["has_feature_vector"]),
+        "analysis": _analysis_of(values),
     }
+
+
+def _analysis_of(values: dict[str, Any]) -> AnalysisState:
+    state = AnalysisState(
+        int(values.get("attempts", 0)),
+        values.get("last_error", ""),
+        int(values.get("generation", 0)),
+        values.get("lease_owner", ""),
+        int(values.get("lease_expires_ms", 0)),
+        int(values.get("next_attempt_ms", 0)),
+    )
+    return NO_ANALYSIS if state == NO_ANALYSIS else state
 
 
 def _meta_from(values: dict[str, Any]) -> ImageMeta:
@@ -221,6 +269,13 @@ def _annotation_values(meta: ImageMeta) -> dict[str, Any]:
         "status_detail": meta.status_detail,
         "feedback": _feedback_to(meta.feedback),
         "has_feature_vector": int(meta.has_feature_vector),
+        "attempts": meta.analysis.attempts,
+        "last_error": meta.analysis.last_error,
+        "generation": meta.analysis.generation,
+        "lease_owner": meta.analysis.lease_owner,
+        "lease_expires_ms": meta.analysis.lease_expires_ms,
+        "next_attempt_ms": meta.analysis.next_attempt_ms,
+        "lease_only": 0,
     }
 
 
@@ -272,6 +327,8 @@ class ColumnStore:
         self._damaged_segments: set[int] = set()
         # Per segment: (tombstones, rows that compaction would drop or merge).
         self._segment_dead: dict[int, tuple[int, int]] = {}
+        # Per segment: sorted seqs of its annotation rows and tombstones (see _dead_seqs).
+        self._segment_dead_seqs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         # Per segment id: the sequence ranges it accounts for (see segment_writer.py).
         self._covers: dict[int, list[tuple[int, int]]] = {}
         self._memtable: list[Row] = []
@@ -300,6 +357,13 @@ class ColumnStore:
         self._flusher: threading.Thread
         self._compactor: threading.Thread
         self._compact_wanted = threading.Event()
+        # The change feed: retained changes, newest change seq, retention horizon, and the
+        # readers waiting for a new change (woken only when there are some).
+        self._history = ChangeHistory()
+        self._feed_head = 0
+        self._horizon = 0
+        self._feed_changed = threading.Condition(self._lock)
+        self._feed_waiters = 0
 
     # --- opening -------------------------------------------------------------------------------
 
@@ -458,8 +522,22 @@ class ColumnStore:
                 replayed += 1
         self._memtable.sort(key=lambda r: r.seq)
         versions.sort(key=lambda v: v[0])
-        for _seq, kind, values, source, index in versions:
+        self._horizon = manifest.feed_horizon
+        if rebuilt:
+            # The recorded horizon is lost: treat everything the segments hold as compacted
+            # (consumers resynchronise from a listing), which is always safe.
+            segment_max = max((s.seq_max for s in self._segments), default=0)
+            self._horizon = max(self._horizon, segment_max + 1)
+            self._manifest = dataclasses.replace(self._manifest, feed_horizon=self._horizon)
+        for seq, kind, values, source, index in versions:
             self._apply(RowKind(kind), values, source, index)
+            if (
+                seq >= self._horizon
+                and not values.get("lease_only", 0)
+                and seq > self._history.last_seq
+            ):
+                self._history.append(seq, kind, values["id"])
+        self._feed_head = max(self._history.last_seq, self._horizon - 1, 0)
         self._next_seq = max(self._next_seq, max_seq + 1)
         self._freeze_from = uncovered_min if uncovered_min is not None else self._next_seq
         next_log = max([manifest.wal_min, *[n + 1 for n in numbers]])
@@ -469,6 +547,7 @@ class ColumnStore:
             zero_fill_bytes=min(self.options.memtable_bytes, WAL_ZERO_FILL),
             fs=fs,
         )
+        self._wal.on_fsync = self.options.on_fsync
         if rebuilt:
             self._save_manifest()
         self._retire_logs()
@@ -517,6 +596,9 @@ class ColumnStore:
         for i, values in enumerate(rows):
             versions.append((values["seq"], values["kind"], values, segment, i))
         self._segment_dead[segment.segment_id] = _dead_counts(v["kind"] for v in rows)
+        self._segment_dead_seqs[segment.segment_id] = _dead_seqs(
+            (v["seq"], v["kind"]) for v in rows
+        )
 
     def _mark_damaged(self, segment: SegmentReader, detail: str) -> None:
         """A segment whose small columns fail: its ids (from either copy) answer DATA_LOSS;
@@ -590,9 +672,11 @@ class ColumnStore:
             if entry is None:
                 return
             full = {c.name: values.get(c.name, c.default) for c in COLUMNS}
-            self._index_remove(entry.meta)
-            entry.meta = dataclasses.replace(entry.meta, **_annotations_of(full))
-            self._index_add(entry.meta)
+            old_meta = entry.meta
+            entry.meta = dataclasses.replace(old_meta, **_annotations_of(full))
+            if entry.meta.status != old_meta.status:
+                self._index_remove(old_meta)
+                self._index_add(entry.meta)
             entry.vector = (source, index) if entry.meta.has_feature_vector else None
         else:
             gone = self._entries.pop(image_id, None)
@@ -672,12 +756,17 @@ class ColumnStore:
             self._apply(row.kind, row.values, row, 0, pending.meta)
             self._memtable.append(row)
             self._memtable_bytes += row.size_bytes
+            if not row.values.get("lease_only"):
+                self._history.append(row.seq, int(row.kind), row.image_id)
+                self._feed_head = row.seq
             pending.state = "applied"
             self._forget_pending(pending)
             done += 1
         if done:
             del self._pending[:done]
             self._wake_settle_waiters()
+            if self._feed_waiters:
+                self._feed_changed.notify_all()
 
     def _wake_settle_waiters(self) -> None:
         # Only writers waiting for an image's earlier write are woken: notifying the flusher's
@@ -897,6 +986,15 @@ class ColumnStore:
             else:
                 vector = _read(entry.vector, "feature_vector") if entry.vector else b""
             changes["has_feature_vector"] = bool(vector)
+            if "status" in update.fields:
+                # A status set by hand ends any claim: the claimer's completion is refused
+                # (LEASE_LOST), and PENDING queues the image again from scratch.
+                analysis = meta.analysis
+                changes["analysis"] = AnalysisState(
+                    0 if update.status is AnalysisStatus.PENDING else analysis.attempts,
+                    "" if update.status is AnalysisStatus.PENDING else analysis.last_error,
+                    analysis.generation + 1,
+                )
             new_meta = dataclasses.replace(meta, **changes)
             values = {"id": image_id, **_annotation_values(new_meta)}
             row = Row(self._take_seq(), RowKind.ANNOTATE, values, {"feature_vector": vector})
@@ -913,6 +1011,178 @@ class ColumnStore:
             pending = self._submit(row)
         self._commit(pending)
         return meta
+
+    # --- the analysis queue ----------------------------------------------------------------------
+
+    def _backoff_ms(self, attempts: int) -> int:
+        initial = self.options.analysis_backoff_initial_ms
+        return int(
+            min(initial * 2 ** max(0, min(attempts - 1, 40)), self.options.analysis_backoff_max_ms)
+        )
+
+    def claim_analysis(
+        self, worker_id: str, max_images: int, lease_ms: int, now_ms: int | None = None
+    ) -> list[ClaimedImage]:
+        """Lease up to `max_images` PENDING images to `worker_id`, oldest first: those whose
+        lease is free or expired and whose next attempt time has come. Each claim bumps the
+        image's generation and attempts and sets the lease; it is durable before this returns,
+        and decided under the store lock (an image with a write in flight, such as another
+        worker's claim, is skipped), so two workers never hold the same image at once."""
+        if not worker_id:
+            raise InvalidRequestError("worker_id is required")
+        if max_images <= 0 or lease_ms <= 0:
+            raise InvalidRequestError("max_images and lease_ms must be positive")
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        pendings: list[tuple[_Pending, ImageMeta]] = []
+        with self._lock:
+            self._check_writable()
+            for image_id in self._by_status.ids(str(int(AnalysisStatus.PENDING))):
+                if len(pendings) >= max_images:
+                    break
+                if image_id in self._pending_ids:
+                    continue
+                entry = self._entries[image_id]
+                state = entry.meta.analysis
+                if (state.lease_owner and state.lease_expires_ms > now) or (
+                    state.next_attempt_ms > now
+                ):
+                    continue
+                meta = dataclasses.replace(
+                    entry.meta,
+                    analysis=AnalysisState(
+                        state.attempts + 1,
+                        state.last_error,
+                        state.generation + 1,
+                        worker_id,
+                        now + lease_ms,
+                        0,
+                    ),
+                )
+                vector = _read(entry.vector, "feature_vector") if entry.vector else b""
+                values = {"id": image_id, **_annotation_values(meta), "lease_only": 1}
+                row = Row(self._take_seq(), RowKind.ANNOTATE, values, {"feature_vector": vector})
+                pendings.append((self._submit(row), meta))
+        for pending, _meta in pendings:
+            self._commit(pending)
+        return [ClaimedImage(meta, meta.analysis.generation) for _p, meta in pendings]
+
+    def complete_analysis(
+        self,
+        image_id: str,
+        generation: int,
+        outcome: AnalysisResult | AnalysisFailure,
+        now_ms: int | None = None,
+    ) -> ImageMeta:
+        """Record a claimed image's analysis, only if `generation` is still the image's
+        (LeaseLostError otherwise, and nothing changes). A result makes it READY; a permanent
+        failure FAILED with the reason; a transient one leaves it PENDING with the lease
+        released and the next attempt after a backoff that doubles with each attempt."""
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        with self._lock:
+            self._check_writable()
+            self._wait_not_pending(image_id)
+            entry = self._entry(image_id)
+            meta = entry.meta
+            state = meta.analysis
+            if state.generation != generation or meta.status is not AnalysisStatus.PENDING:
+                raise LeaseLostError(
+                    f"image {image_id[:40]!r} is at generation {state.generation} "
+                    f"({meta.status.name}), not {generation}: its lease was lost; "
+                    "nothing was changed"
+                )
+            vector = _read(entry.vector, "feature_vector") if entry.vector else b""
+            if isinstance(outcome, AnalysisResult):
+                vector = np.asarray(outcome.feature_vector, dtype="<f4").tobytes()
+                new_meta = dataclasses.replace(
+                    meta,
+                    labels=tuple(outcome.labels),
+                    moderation_score=float(outcome.moderation_score),
+                    ocr_text=outcome.ocr_text,
+                    status=AnalysisStatus.READY,
+                    status_detail="",
+                    has_feature_vector=bool(vector),
+                    analysis=AnalysisState(state.attempts, "", state.generation),
+                )
+            elif outcome.permanent:
+                new_meta = dataclasses.replace(
+                    meta,
+                    status=AnalysisStatus.FAILED,
+                    status_detail=outcome.reason,
+                    analysis=AnalysisState(state.attempts, outcome.reason, state.generation),
+                )
+            else:
+                new_meta = dataclasses.replace(
+                    meta,
+                    analysis=AnalysisState(
+                        state.attempts,
+                        outcome.reason,
+                        state.generation,
+                        next_attempt_ms=now + self._backoff_ms(state.attempts),
+                    ),
+                )
+            values = {"id": image_id, **_annotation_values(new_meta)}
+            row = Row(self._take_seq(), RowKind.ANNOTATE, values, {"feature_vector": vector})
+            pending = self._submit(row)
+        self._commit(pending)
+        return new_meta
+
+    # --- the change feed -----------------------------------------------------------------------
+
+    @property
+    def is_closing(self) -> bool:
+        return self._closing or self._closed
+
+    @property
+    def head_seq(self) -> int:
+        """The seq of the newest change in the feed (visible, so durable)."""
+        return self._feed_head
+
+    @property
+    def horizon_seq(self) -> int:
+        """The oldest seq the feed still serves: after_seq >= horizon_seq - 1 is answered."""
+        return self._horizon
+
+    def changes(self, after_seq: int, limit: int = 256) -> ChangesPage:
+        """Up to `limit` changes with seq > after_seq, in seq order, each with the image's
+        current metadata. after_seq 0 means from the oldest retained change;
+        HistoryCompactedError when after_seq is older than the horizon allows."""
+        if after_seq < 0 or limit <= 0:
+            raise InvalidRequestError("after_seq must be >= 0 and limit > 0")
+        with self._lock:
+            if 0 < after_seq < self._horizon - 1:
+                raise HistoryCompactedError(after_seq, self._horizon)
+            found = self._history.after(after_seq, limit)
+            out = []
+            for seq, kind, image_id in found:
+                entry = self._entries.get(image_id) if kind != RowKind.DELETE else None
+                out.append(Change(seq, ChangeKind(kind), image_id, entry.meta if entry else None))
+            return ChangesPage(tuple(out), self._feed_head, self._horizon)
+
+    def wait_for_change(self, after_seq: int, timeout_s: float) -> bool:
+        """Wait until the feed has a change after `after_seq` (True), the timeout passes or the
+        store closes (False). Rows become visible, and wake waiters, only after their fsync."""
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            while self._feed_head <= after_seq:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._closing or self._closed:
+                    return False
+                self._feed_waiters += 1
+                try:
+                    self._feed_changed.wait(timeout=left)
+                finally:
+                    self._feed_waiters -= 1
+            return True
+
+    def feature_vector_of(self, meta: ImageMeta) -> list[float]:
+        """The feature vector of an image the caller already has metadata of ([] if none or
+        deleted since)."""
+        if not meta.has_feature_vector:
+            return []
+        try:
+            return self.feature_vector(meta.id)
+        except ImageNotFoundError:
+            return []
 
     # --- reads ---------------------------------------------------------------------------------
 
@@ -1006,10 +1276,11 @@ class ColumnStore:
             found = [self._entries[i].meta for i in chosen]
             total = len(ids)
             unreadable = self._unreadable_count()
+            snapshot = self._feed_head
         more = len(found) > size
         page = found[:size]
         token = _encode_token(page[-1].id) if more and page else ""
-        return Page(tuple(page), token, total, unreadable)
+        return Page(tuple(page), token, total, unreadable, snapshot)
 
     def stats(self) -> StoreStats:
         with self._lock:
@@ -1021,6 +1292,10 @@ class ColumnStore:
             images, raw = len(self._entries), self._raw_image_bytes
             unreadable = self._unreadable_count()
             bg = f"{self._bg_error[0]}: {self._bg_error[1]}" if self._bg_error else ""
+            pending_ids = self._by_status.ids(str(int(AnalysisStatus.PENDING)))
+            pending_count = len(pending_ids)
+            oldest_ms = self._entries[pending_ids[0]].meta.created_at_ms if pending_ids else 0
+            head, horizon = self._feed_head, self._horizon
         columns: dict[str, list[int]] = {c.name: [0, 0] for c in COLUMNS}
         for segment in segments:
             for name, (raw_b, stored_b) in segment.column_bytes().items():
@@ -1047,6 +1322,10 @@ class ColumnStore:
             background_error=bg,
             quarantined_files=self._quarantine_count(),
             damaged_log_records=self._damaged_log_records,
+            head_seq=head,
+            horizon_seq=horizon,
+            pending_count=pending_count,
+            oldest_pending_age_ms=max(0, int(time.time() * 1000) - oldest_ms) if oldest_ms else 0,
         )
 
     def _quarantine_count(self) -> int:
@@ -1233,6 +1512,7 @@ class ColumnStore:
             self._manifest.next_segment_id,
             self._manifest.wal_min if wal_min is None else wal_min,
             rows,
+            self._horizon,
         )
         self._manifest.save(self.data_dir, self._fs)
 
@@ -1246,6 +1526,12 @@ class ColumnStore:
         return self.data_dir / "segments" / f"{segment_id:06d}.seg"
 
     def _flush_one(self, job: _Frozen) -> None:
+        started = time.perf_counter()
+        self._flush_job(job)
+        if self.options.on_flush is not None:
+            self.options.on_flush(time.perf_counter() - started)
+
+    def _flush_job(self, job: _Frozen) -> None:
         if job.segment_id is None:
             # One id per job, however often it is retried.
             job.segment_id = self._allocate_segment_id()
@@ -1256,6 +1542,9 @@ class ColumnStore:
             self._segments.append(segment)
             self._covers[segment.segment_id] = list(job.covers)
             self._segment_dead[segment.segment_id] = _dead_counts(r.kind for r in job.rows)
+            self._segment_dead_seqs[segment.segment_id] = _dead_seqs(
+                (r.seq, int(r.kind)) for r in job.rows
+            )
             try:
                 self._save_manifest(job.wal_min)
             except BaseException:
@@ -1307,12 +1596,24 @@ class ColumnStore:
         with self._lock:
             segments = [s for s in self._segments if s.segment_id not in self._damaged_segments]
             rows = sum(s.row_count for s in segments)
-            dead = sum(self._segment_dead.get(s.segment_id, (0, 0))[1] for s in segments)
+            cutoff = self._merge_cutoff()
+            dead = 0
+            for s in segments:
+                annotations, tombstones = self._segment_dead_seqs.get(
+                    s.segment_id, (np.empty(0, np.int64), np.empty(0, np.int64))
+                )
+                dead += int(np.searchsorted(annotations, cutoff))
+                dead += 2 * int(np.searchsorted(tombstones, cutoff))
         if len(segments) > 1 and rows > 0 and dead / rows >= self.options.compact_dead_fraction:
             return segments
         return pick_tier(
             segments, self.options.memtable_bytes, max(2, self.options.compact_min_segments)
         )
+
+    def _merge_cutoff(self) -> int:
+        """Rows below this seq may be merged away: the feed keeps the newest
+        `feed_retention_seqs`, and never less than what the horizon already promises. Lock held."""
+        return max(self._horizon, self._next_seq - max(0, self.options.feed_retention_seqs))
 
     def compact(
         self,
@@ -1341,12 +1642,13 @@ class ColumnStore:
                         and s.segment_id not in self._damaged_segments
                     ]
                 segments_before = len(self._segments)
+                cutoff = self._merge_cutoff()
             if background and not old:
                 return CompactionReport(segments_before, segments_before, 0, 0, 0)
             bytes_before = sum(s.file_bytes for s in old)
             if not old:
                 return CompactionReport(0, 0, 0, 0, 0)
-            merged, dropped = merge_segments(old)
+            merged, dropped = merge_segments(old, cutoff)
             old_ids = {s.segment_id for s in old}
             with self._lock:
                 covers = [r for s in old for r in self._covers.get(s.segment_id, [])]
@@ -1377,35 +1679,51 @@ class ColumnStore:
                 self._segments = ([new_segment] if new_segment else []) + keep
                 for s in old:
                     self._segment_dead.pop(s.segment_id, None)
+                    self._segment_dead_seqs.pop(s.segment_id, None)
                     self._covers.pop(s.segment_id, None)
                 if new_segment is not None:
                     self._covers[new_segment.segment_id] = covers
                     self._segment_dead[new_segment.segment_id] = _dead_counts(
                         r.values["kind"] for r in merged
                     )
+                    self._segment_dead_seqs[new_segment.segment_id] = _dead_seqs(
+                        (r.values["seq"], r.values["kind"]) for r in merged
+                    )
+                    # Where each old row's blobs now are: (old segment id, old index) -> new.
+                    moved: dict[tuple[int, int], int] = {}
                     for i, row in enumerate(merged):
+                        for ref in (row.image, row.vector):
+                            if ref is not None:
+                                moved[(ref[0].segment_id, ref[1])] = i
+                    for row in merged:
                         entry = self._entries.get(row.values["id"])
                         if entry is None:
                             continue
-                        if isinstance(entry.image[0], SegmentReader) and (
-                            entry.image[0].segment_id in old_ids
-                        ):
-                            entry.image = (new_segment, i)
+                        src = entry.image
+                        if isinstance(src[0], SegmentReader) and src[0].segment_id in old_ids:
+                            entry.image = (new_segment, moved[(src[0].segment_id, src[1])])
                         vec = entry.vector
                         if (
                             vec is not None
                             and isinstance(vec[0], SegmentReader)
                             and vec[0].segment_id in old_ids
                         ):
-                            entry.vector = (new_segment, i)
+                            entry.vector = (new_segment, moved[(vec[0].segment_id, vec[1])])
                 else:
                     # Nothing left: the covered ranges must not be forgotten.
                     self._covers[-min(old_ids)] = covers
+                horizon_before = self._horizon
+                if dropped and cutoff > self._horizon:
+                    # Rows below the cutoff were merged away: the feed no longer has them.
+                    self._horizon = cutoff
                 try:
                     self._save_manifest()
                 except BaseException:
                     self._segments = [s for s in self._segments if s is not new_segment] + old
+                    self._horizon = horizon_before
                     raise
+                self._history.trim_below(self._horizon)
+                self._feed_head = max(self._feed_head, self._horizon - 1)
                 segments_after = len(self._segments)
             for s in old:
                 with contextlib.suppress(OSError):
@@ -1437,6 +1755,7 @@ class ColumnStore:
                     self._freeze()
             self._closing = True
             self._cond.notify_all()
+            self._feed_changed.notify_all()
         timeout = self.options.close_timeout_s
         self._flusher.join(timeout)
         self._compact_wanted.set()

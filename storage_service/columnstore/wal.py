@@ -38,6 +38,7 @@ import logging
 import re
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -413,6 +414,8 @@ class WriteAheadLog:
         self._file: File | None = None
         # fsyncs done by sync(): fewer than synced writes when writers share them.
         self.fsyncs = 0
+        # Called with the seconds of each fsync sync() does (metrics; no prometheus here).
+        self.on_fsync: Callable[[float], None] | None = None
         self._open(number, zero_fill_bytes)
         self._synced: LogPosition = (number, 0)
 
@@ -511,12 +514,15 @@ class WriteAheadLog:
                 target = (self.number, self._offset)
                 f = self._file
             assert f is not None
+            started = time.perf_counter()
             try:
                 f.sync()
             except OSError as e:
                 self._failed = e
                 raise
             self.fsyncs += 1
+            if self.on_fsync is not None:
+                self.on_fsync(time.perf_counter() - started)
             self._synced = target
 
     @property

@@ -20,9 +20,13 @@ from storage_service.columnstore.store import ColumnStore, StoreOptions
 from storage_service.server import build_server
 
 # Small enough that a handful of photos already makes the store flush to segments; no
-# background compaction, so tests decide when it happens.
+# background compaction, so tests decide when it happens; no change-feed retention, so a
+# compaction drops every superseded row (test_feed.py tests retention).
 SMALL_MEMTABLE = StoreOptions(
-    memtable_bytes=400_000, compact_min_segments=1000, compact_dead_fraction=2.0
+    memtable_bytes=400_000,
+    compact_min_segments=1000,
+    compact_dead_fraction=2.0,
+    feed_retention_seqs=0,
 )
 
 
