@@ -49,8 +49,7 @@ class SearchConfig:
             port=int(env.get("SEARCH_PORT", cls.port)),
             data_dir=Path(env.get("SEARCH_DATA_DIR", str(cls.data_dir))),
             vision_address=env.get("SEARCH_VISION_ADDR", cls.vision_address),
-            storage_address=env.get("SEARCH_STORAGE_ADDR")
-            or Ports.from_env(env).dial("storage", env),
+            storage_address=env.get("SEARCH_STORAGE_ADDR") or _storage_address(env),
             max_workers=int(env.get("SEARCH_MAX_WORKERS", cls.max_workers)),
             grace_s=float(env.get("SEARCH_GRACE_S", cls.grace_s)),
             log_level=env.get("LOG_LEVEL", cls.log_level),
@@ -83,3 +82,11 @@ class SearchConfig:
             near_duplicate_threshold=self.near_duplicate_threshold,
             semantic_min_similarity=self.semantic_min_similarity,
         )
+
+
+def _storage_address(env: Mapping[str, str]) -> str:
+    """Storage's address from the same ports `python -m stack` uses (only the settings that
+    place storage are read: SEARCH_PORT=0, a free port for tests, is no concern here)."""
+    names = ("IMAGEREPO_BASE_PORT", "STORAGE_PORT", "STORAGE_HOST")
+    placing = {name: env[name] for name in names if name in env}
+    return Ports.from_env(placing).dial("storage", placing)

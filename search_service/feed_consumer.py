@@ -164,9 +164,19 @@ class FeedConsumer:
         self._last_error = why
 
     def _follow(self) -> None:
+        first = True
         for batch in self._source.watch(self._index.applied_seq):
             if self._stop.is_set():
                 return
+            if first and self._index.applied_seq < batch.horizon_seq - 1:
+                self._source.cancel()
+                # after_seq=0 means "from the oldest retained change": storage does not call
+                # that COMPACTED, but seqs below the horizon are gone, so it is one for us.
+                raise FeedCompactedError(
+                    f"history before seq {batch.horizon_seq} is compacted; "
+                    f"the index has applied up to {self._index.applied_seq}"
+                )
+            first = False
             if not self._connected:
                 self._connected = True
                 self._last_error = ""

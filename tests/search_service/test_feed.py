@@ -112,12 +112,12 @@ def test_an_image_made_ready_in_storage_becomes_searchable_and_a_delete_removes_
         ocr_text="",
         status=READY,
     )
-    eventually(lambda: search.ids("kitten") == [cat], what="the cat indexed once READY")
+    eventually(lambda: search.ids("cat") == [cat], what="the cat indexed once READY")
     similar = search.stub.SimilarImages(search_pb.SimilarImagesRequest(image_id=cat), timeout=10)
     assert similar.hits == []  # the only image with a vector: it has no neighbour but exists
 
     storage.delete(cat)
-    eventually(lambda: search.ids("kitten") == [], what="the deleted cat removed")
+    eventually(lambda: search.ids("cat") == [], what="the deleted cat removed")
     stats = search.caught_up_with(storage)
     assert stats.document_count == 1 and stats.lag_seqs == 0 and stats.following
     assert stats.head_seq == storage.head_seq() == stats.applied_seq
@@ -182,10 +182,10 @@ def test_a_restart_replays_only_what_the_snapshot_lacks(tmp_path, storage, photo
 
 
 def test_a_deleted_index_directory_is_rebuilt_by_replay(tmp_path, storage, photo_jpegs):
-    names = ("coffee", "rocket", "camera", "astronaut")
+    words = {"coffee": "mug", "rocket": "shuttle", "camera": "reflex", "astronaut": "helmet"}
     ids = {
-        name: storage.put_ready(photo_jpegs[name], f"{name}.jpg", [label(f"thing{i}")])
-        for i, name in enumerate(names)
+        name: storage.put_ready(photo_jpegs[name], f"{name}.jpg", [label(word)])
+        for name, word in words.items()
     }
     storage.delete(ids.pop("camera"))
     search = Search(tmp_path / "search", storage.address).start()
@@ -197,9 +197,8 @@ def test_a_deleted_index_directory_is_rebuilt_by_replay(tmp_path, storage, photo
     try:
         stats = search.caught_up_with(storage)
         assert stats.document_count == 3
-        for i, name in enumerate(names):
-            expected = [ids[name]] if name in ids else []
-            assert search.ids(f"thing{i}") == expected
+        for name, word in words.items():
+            assert search.ids(word) == ([ids[name]] if name in ids else [])
     finally:
         search.stop()
 
@@ -226,7 +225,8 @@ def test_the_consumer_reconnects_when_storage_comes_back(tmp_path, photo_jpegs):
 
 
 def test_a_compacted_feed_is_resynchronised_from_the_listing(tmp_path, photo_jpegs):
-    options = StoreOptions(feed_retention_seqs=2, compact_min_segments=1000)
+    # Small memtables (every few photos flush to a segment) and a short feed history.
+    options = StoreOptions(memtable_bytes=200_000, feed_retention_seqs=2, compact_min_segments=1000)
     storage = Storage(tmp_path / "storage", options).start()
     try:
         ids = [
@@ -253,3 +253,13 @@ def test_a_compacted_feed_is_resynchronised_from_the_listing(tmp_path, photo_jpe
             search.stop()
     finally:
         storage.stop()
+
+
+def test_the_storage_address_comes_from_the_ports_every_service_uses():
+    from search_service.config import SearchConfig
+
+    assert SearchConfig.from_env({"SEARCH_PORT": "0"}).storage_address == "127.0.0.1:50051"
+    assert SearchConfig.from_env({"IMAGEREPO_BASE_PORT": "9000"}).storage_address.endswith(":9001")
+    assert SearchConfig.from_env({"STORAGE_PORT": "7001"}).storage_address.endswith(":7001")
+    explicit = {"SEARCH_STORAGE_ADDR": "dns:///storage:50051", "STORAGE_PORT": "7001"}
+    assert SearchConfig.from_env(explicit).storage_address == "dns:///storage:50051"
