@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import io
 import os
+import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,6 +27,8 @@ from PIL import Image, ImageEnhance, ImageOps
 from prometheus_client import REGISTRY
 
 from imagerepo.common.v1 import common_pb2
+from imagerepo.search.v1 import search_service_pb2 as search_pb
+from imagerepo.search.v1 import search_service_pb2_grpc as search_grpc
 from imagerepo.storage.v1 import storage_service_pb2 as storage_pb
 from imagerepo.storage.v1 import storage_service_pb2_grpc as storage_grpc
 from service_runtime.grpc_server import channel_options
@@ -359,3 +363,204 @@ def test_sigterm_stops_the_worker_cleanly(pipeline: Pipeline):
     pipeline.wait_until([image_id], lambda m: m.status == READY)
 
     assert pipeline.stop_worker("w1") == 0
+
+
+# --- chaos: every consumer killed and restarted during an ingest ----------------------------
+
+
+class ProcessStack:
+    """Storage, vision, search and an analysis worker, each a real `python -m` process on its
+    own port; any can be SIGKILLed and started again on the same port and data."""
+
+    MODULES = {
+        "storage": "storage_service",
+        "vision": "vision_service",
+        "search": "search_service",
+        "analysis": "analysis_service",
+    }
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.ports = {name: free_port() for name in self.MODULES}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.kills: list[str] = []
+        self.channels: list[grpc.Channel] = []
+
+    def env(self, name: str) -> dict[str, str]:
+        addr = {n: f"127.0.0.1:{p}" for n, p in self.ports.items()}
+        return dict(
+            os.environ,
+            LOG_LEVEL="WARNING",
+            STORAGE_PORT=str(self.ports["storage"]),
+            STORAGE_DATA_DIR=str(self.tmp / "storage"),
+            VISION_PORT=str(self.ports["vision"]),
+            SEARCH_PORT=str(self.ports["search"]),
+            SEARCH_DATA_DIR=str(self.tmp / "search"),
+            SEARCH_STORAGE_ADDR=addr["storage"],
+            SEARCH_VISION_ADDR=addr["vision"],
+            SEARCH_FEED_RETRY_MAX_S="1",
+            ANALYSIS_PORT=str(self.ports["analysis"]),
+            ANALYSIS_STORAGE_ADDR=addr["storage"],
+            ANALYSIS_VISION_ADDR=addr["vision"],
+            ANALYSIS_LEASE_MS="3000",
+            ANALYSIS_POLL_INTERVAL_S="0.5",
+            ANALYSIS_WORKER_ID=f"chaos-{len(self.kills)}",
+        )
+
+    def start(self, name: str, wait: bool = True) -> None:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", self.MODULES[name]],
+            cwd=REPO_ROOT,
+            env=self.env(name),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.procs[name] = proc
+        if wait:
+            self.wait_serving(name)
+
+    def wait_serving(self, name: str, timeout_s: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not is_serving(f"127.0.0.1:{self.ports[name]}", timeout_s=1.0):
+            assert self.procs[name].poll() is None, f"{name} exited"
+            assert time.monotonic() < deadline, f"{name} not serving after {timeout_s:g}s"
+            time.sleep(0.1)
+
+    def kill(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        self.kills.append(name)
+
+    def stub(self, name: str) -> Any:
+        channel = grpc.insecure_channel(f"127.0.0.1:{self.ports[name]}", options=channel_options())
+        self.channels.append(channel)
+        if name == "storage":
+            return storage_grpc.StorageServiceStub(channel)
+        return search_grpc.SearchServiceStub(channel)
+
+    def close(self) -> None:
+        for channel in self.channels:
+            channel.close()
+        for name in ("analysis", "search", "vision", "storage"):
+            proc = self.procs.pop(name, None)
+            if proc is not None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+def put_over_grpc(stub: storage_grpc.StorageServiceStub, name: str, data: bytes) -> str:
+    def messages() -> Iterator[storage_pb.PutImageRequest]:
+        yield storage_pb.PutImageRequest(
+            header=storage_pb.PutImageHeader(filename=name, owner="chaos")
+        )
+        yield storage_pb.PutImageRequest(chunk=data)
+
+    return str(stub.PutImage(messages(), timeout=60).image.id)
+
+
+def every_storage_image(stub: storage_grpc.StorageServiceStub) -> list[storage_pb.ImageMetadata]:
+    images: list[storage_pb.ImageMetadata] = []
+    token = ""
+    while True:
+        reply = stub.ListImages(
+            storage_pb.ListImagesRequest(page_size=1000, page_token=token, owner="chaos"),
+            timeout=30,
+        )
+        images.extend(reply.images)
+        token = reply.next_page_token
+        if not token:
+            return images
+
+
+def every_search_hit(stub: search_grpc.SearchServiceStub) -> list[str]:
+    """Every image id search holds (each document carries its owner, "chaos"), in pages."""
+    ids: list[str] = []
+    token = ""
+    while True:
+        reply = stub.Search(
+            search_pb.SearchRequest(
+                query="chaos",
+                filters=search_pb.SearchFilters(owner="chaos", include_moderated=True),
+                page_size=200,
+                page_token=token,
+                disable_semantic=True,
+            ),
+            timeout=30,
+        )
+        ids.extend(hit.image_id for hit in reply.hits)
+        token = reply.next_page_token
+        if not token:
+            return ids
+
+
+@pytest.mark.timeout(600)
+def test_killing_worker_search_and_vision_during_an_ingest_ends_with_storage_and_search_agreeing(
+    tmp_path: Path,
+):
+    rng = random.Random(12)
+    photos = photo_variants(240)
+    stack = ProcessStack(tmp_path)
+    try:
+        for name in ("storage", "vision", "search", "analysis"):
+            stack.start(name)
+        storage = stack.stub("storage")
+        search = stack.stub("search")
+        ids: list[str] = []
+        deleted: list[str] = []
+        ingest_done = threading.Event()
+
+        def ingest() -> None:
+            for i, data in enumerate(photos):
+                ids.append(put_over_grpc(storage, f"chaos-{i:04d}.jpg", data))
+                if i % 25 == 24:  # a few deletes too, some of them while being analysed
+                    victim = ids[rng.randrange(len(ids))]
+                    if victim not in deleted:
+                        storage.DeleteImage(
+                            storage_pb.DeleteImageRequest(image_id=victim), timeout=30
+                        )
+                        deleted.append(victim)
+                time.sleep(0.05)
+            ingest_done.set()
+
+        putter = threading.Thread(target=ingest, daemon=True)
+        putter.start()
+        # Kill a consumer at a random moment, leave it dead a random while, start it again.
+        while not ingest_done.is_set() or len(stack.kills) < 6:
+            time.sleep(rng.uniform(0.5, 2.5))
+            victim = rng.choice(("analysis", "search", "vision"))
+            stack.kill(victim)
+            time.sleep(rng.uniform(0.2, 2.0))
+            stack.start(victim, wait=False)
+            if len(stack.kills) >= 12:
+                break
+        putter.join(120)
+        assert ingest_done.is_set()
+        for name in ("vision", "search", "analysis"):
+            stack.wait_serving(name)
+
+        # Everything analysed, and search has applied the whole feed.
+        deadline = time.monotonic() + 240
+        while True:
+            stats = storage.GetStats(storage_pb.GetStatsRequest(), timeout=10)
+            applied = search.GetStats(search_pb.GetStatsRequest(), timeout=10).applied_seq
+            if stats.pending_count == 0 and applied >= stats.head_seq:
+                break
+            assert time.monotonic() < deadline, (stats.pending_count, applied, stats.head_seq)
+            time.sleep(0.2)
+
+        stored = every_storage_image(storage)
+        in_search = every_search_hit(search)
+    finally:
+        stack.close()
+
+    assert {"analysis", "search", "vision"} <= set(stack.kills)
+    assert {m.status for m in stored} == {READY}
+    assert len(stored) == len(photos) - len(deleted)
+    assert len(in_search) == len(set(in_search))  # no duplicates
+    assert set(in_search) == {m.id for m in stored}
+    assert not set(in_search) & set(deleted)
