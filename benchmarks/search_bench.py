@@ -15,15 +15,22 @@ Dirichlet probabilities (popular classes drawn more often, Zipf-like), 0-3 tags 
 words, a camera- or descriptive filename and one of 50 owners. Both engines index the same text
 (labels above the 0.05 floor and their WordNet hypernyms) and rank by BM25 with the same field
 weights; both return the top 20 for the same queries (one- and two-word, AND).
-Run with `make bench PART=search`.
+Feed (issue 12): how fast a fresh search index replays storage's change feed (a real storage
+service in process, FEED_IMAGES real-photo variants made READY with 20 labels and a vector
+each), and how searches fare while a snapshot is written, before (the snapshot held the lock
+every search takes) and now (it holds only the write lock).
+Run with `make bench PART=search` (`python -m benchmarks.search_bench feed` for the feed part).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import resource
 import sqlite3
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -31,6 +38,7 @@ import numpy as np
 
 from search_service.concepts import load_hierarchy
 from search_service.document import Document, Label
+from search_service.durable_index import DurableIndex
 from search_service.engine import EngineParams, SearchIndex
 from search_service.gc_control import collector_paused
 from search_service.snapshot import flatten, read_snapshot, unflatten, write_snapshot
@@ -46,6 +54,7 @@ DIM = 1280
 VECTOR_QUERIES = 200
 SEED = 20261123
 LABELS_PER_DOC = 20
+FEED_IMAGES = 1000
 
 
 def _rss_mb() -> float:
@@ -159,6 +168,141 @@ def _restart(index: SearchIndex, query: str) -> tuple[float, float, float, float
         loaded.search(query, limit=TOP, semantic=False)
         first_ms = (time.perf_counter() - t) * 1000
         return save_s, load_s, first_ms, path.stat().st_size / 2**20
+
+
+def bench_snapshot_pause(docs: list[Document], queries: list[str]) -> dict[str, dict[str, float]]:
+    """Search latency while a snapshot is written: "before" holds the read lock for the whole
+    write (as the snapshot used to), "after" is DurableIndex.snapshot as it is now."""
+    out: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        index = DurableIndex.open(Path(tmp), EngineParams(), snapshot_every=10**9)
+        index.rebuild(docs)
+        for mode in ("before", "after"):
+            done = threading.Event()
+
+            def snap(mode: str = mode, done: threading.Event = done) -> None:
+                if mode == "before":
+                    with index._lock:  # the old snapshot: every search waits for the write
+                        index.snapshot()
+                else:
+                    index.snapshot()
+                done.set()
+
+            latencies: list[float] = []
+            started = time.perf_counter()
+            writer = threading.Thread(target=snap)
+            writer.start()
+            i = 0
+            while not done.is_set():
+                t = time.perf_counter()
+                index.search(queries[i % len(queries)], limit=TOP, semantic=False)
+                latencies.append(time.perf_counter() - t)
+                i += 1
+            writer.join()
+            p50, p99 = _pct(latencies)
+            out[mode] = {
+                "snapshot_s": time.perf_counter() - started,
+                "searches": len(latencies),
+                "p50": p50,
+                "p99": p99,
+                "max": max(latencies) * 1000,
+            }
+        index.close()
+    return out
+
+
+def bench_feed_replay(images: int = FEED_IMAGES) -> dict[str, float]:
+    """A fresh index replaying a real storage service's change feed to its head."""
+    import grpc
+    from PIL import Image
+
+    from imagerepo.common.v1 import common_pb2
+    from imagerepo.storage.v1 import storage_service_pb2 as spb
+    from imagerepo.storage.v1 import storage_service_pb2_grpc as sgrpc
+    from search_service.feed_consumer import FeedConsumer
+    from search_service.storage_feed import StorageFeed
+    from storage_service.columnstore.store import ColumnStore, StoreOptions
+    from storage_service.server import build_server
+    from tests.support import real_photo_paths
+
+    rng = np.random.default_rng(SEED)
+    vocab = load_vocabulary()
+    with Image.open(real_photo_paths()["coffee"]) as im:
+        photo = im.convert("RGB").resize((160, 120))
+    with tempfile.TemporaryDirectory() as tmp:
+        store = ColumnStore.open(Path(tmp) / "storage", StoreOptions())
+        server, port, health = build_server(store, "127.0.0.1:0")
+        server.start()
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        stub = sgrpc.StorageServiceStub(channel)
+        for n in range(images):
+            buf = io.BytesIO()
+            photo.rotate(n * 360 / images).save(buf, "JPEG", quality=80)
+            header = spb.PutImageHeader(filename=f"IMG_{n:05d}.jpg")
+            reply = stub.PutImage(
+                iter(
+                    [spb.PutImageRequest(header=header), spb.PutImageRequest(chunk=buf.getvalue())]
+                ),
+                timeout=30,
+            )
+            picks = rng.choice(len(vocab), LABELS_PER_DOC, replace=False)
+            probs = rng.dirichlet(np.full(LABELS_PER_DOC, 0.3))
+            vector = rng.standard_normal(DIM).astype(np.float32)
+            vector /= np.linalg.norm(vector)
+            annotations = spb.Annotations(
+                labels=[
+                    common_pb2.Label(name=vocab[c][0], probability=float(p))
+                    for c, p in zip(picks, probs, strict=True)
+                ],
+                feature_vector=vector.tolist(),
+                status=common_pb2.ANALYSIS_STATUS_READY,
+            )
+            stub.UpdateAnnotations(
+                spb.UpdateAnnotationsRequest(
+                    image_id=reply.image.id,
+                    annotations=annotations,
+                    update_mask={"paths": ["labels", "feature_vector", "status"]},
+                ),
+                timeout=30,
+            )
+        head = stub.GetStats(spb.GetStatsRequest(), timeout=30).head_seq
+        index = DurableIndex.open(Path(tmp) / "search", EngineParams())
+        source = StorageFeed(f"127.0.0.1:{port}")
+        consumer = FeedConsumer(index, source)
+        started = time.perf_counter()
+        consumer.start()
+        while index.applied_seq < head:
+            time.sleep(0.01)
+        elapsed = time.perf_counter() - started
+        documents = len(index)
+        consumer.stop()
+        source.close()
+        index.close()
+        channel.close()
+        server.stop(grace=None)
+        store.close()
+    return {"changes": head, "documents": documents, "elapsed_s": elapsed}
+
+
+def main_feed() -> None:
+    r = bench_feed_replay()
+    print(
+        f"\n-- change feed replay, {r['changes']:,} changes ({int(r['documents'])} READY images) --"
+    )
+    print(
+        f"fresh index to storage's head in {r['elapsed_s']:.2f} s: "
+        f"{r['changes'] / r['elapsed_s']:.0f} changes/s"
+    )
+
+
+def print_snapshot_pause(n: int, pause: dict[str, dict[str, float]]) -> None:
+    print(f"searches while a snapshot of {n:,} documents is written:")
+    for mode, r in pause.items():
+        print(
+            f"  {mode:7} snapshot {r['snapshot_s']:.2f} s, "
+            f"{int(r['searches'])} searches meanwhile, p50 {r['p50']:.2f} ms, "
+            f"p99 {r['p99']:.2f} ms, max {r['max']:.0f} ms"
+        )
 
 
 # ---- SQLite FTS5 baseline ----------------------------------------------------------------
@@ -358,6 +502,7 @@ def main() -> None:
             f"loaded + warmed in {ours['load_s']:.2f} s, first query {ours['first_ms']:.2f} ms "
             f"(p50 {ours['p50']:.2f} ms)"
         )
+        print_snapshot_pause(n, bench_snapshot_pause(docs, queries))
         del docs
     print(f"\n-- similar images, {VECTORS:,} x {DIM}-d, {VECTOR_QUERIES} queries, top 10 --")
     v = bench_vectors(rng)
@@ -367,7 +512,15 @@ def main() -> None:
         f"recall@10 {v['recall']:.3f}  build {v['build_s']:.1f} s  +{v['ann_memory_mb']:.0f} MB"
     )
     print(f"hnswlib vs exact: p50 {v['exact_p50'] / v['ann_p50']:.1f}x faster")
+    main_feed()
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["feed"]:
+        rng = np.random.default_rng(SEED)
+        docs = make_documents(SIZES[-1], load_vocabulary(), rng)
+        print_snapshot_pause(len(docs), bench_snapshot_pause(docs, make_queries(docs, rng)))
+        del docs
+        main_feed()
+    else:
+        main()

@@ -244,12 +244,14 @@ class DurableIndex:
             log.info("compacting index", extra={"live_documents": len(self._index)})
             self._index = self._index.compacted()
 
-    def maybe_snapshot(self) -> bool:
-        """Take a snapshot when `snapshot_every` changes or `snapshot_interval_s` seconds (with
-        at least one change) have passed since the last one; True when one was taken."""
+    def maybe_snapshot(self, by_count: bool = True) -> bool:
+        """Take a snapshot when `snapshot_every` changes (unless `by_count` is False: during a
+        replay, where a whole-index snapshot every N changes would rewrite the growing index
+        over and over) or `snapshot_interval_s` seconds (with at least one change) have passed
+        since the last one; True when one was taken."""
         if self.data_dir is None or self._unsaved == 0:
             return False
-        due = self._unsaved >= self.snapshot_every or (
+        due = (by_count and self._unsaved >= self.snapshot_every) or (
             time.monotonic() - self._saved_at >= self.snapshot_interval_s
         )
         if due:

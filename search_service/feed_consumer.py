@@ -189,7 +189,8 @@ class FeedConsumer:
             rejected = self._index.apply(batch.changes)
             for reason in rejected:
                 log.warning("change left out of the index", extra={"reason": reason})
-            self._index.maybe_snapshot()
+            # While replaying a backlog: by time only (and once at its end, _report_progress).
+            self._index.maybe_snapshot(by_count=self._replay_from is None)
             self._report_progress()
 
     def _begin_replay_if_behind(self) -> None:
@@ -206,12 +207,12 @@ class FeedConsumer:
         applied = self._index.applied_seq
         if applied >= self._head:
             if self._replay_from is not None:
+                self._index.snapshot()  # the replay's work is saved before it counts as done
                 log.info(
                     "replay done",
                     extra={"applied_seq": applied, "documents": len(self._index)},
                 )
                 self._replay_from = None
-                self._index.snapshot()
             self._caught_up.set()
             return
         if self._replay_from is not None and time.monotonic() - self._last_progress >= (

@@ -31,8 +31,15 @@ from tests.storage_service.conftest import jpeg_variant, put
 class Search:
     """A real search server following `storage_address`'s feed, over a data dir."""
 
-    def __init__(self, data_dir: Path, storage_address: str, snapshot_every: int = 1000) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        storage_address: str,
+        snapshot_every: int = 1000,
+        replay_lag: int = 1000,
+    ) -> None:
         self.data_dir = data_dir
+        self.replay_lag = replay_lag
         self.storage_address = storage_address
         self.snapshot_every = snapshot_every
         self.index: DurableIndex
@@ -45,7 +52,13 @@ class Search:
     def start(self) -> Search:
         self.index = DurableIndex.open(self.data_dir, snapshot_every=self.snapshot_every)
         self._source = StorageFeed(self.storage_address)
-        self.feed = FeedConsumer(self.index, self._source, retry_initial_s=0.05, retry_max_s=0.3)
+        self.feed = FeedConsumer(
+            self.index,
+            self._source,
+            retry_initial_s=0.05,
+            retry_max_s=0.3,
+            replay_lag=self.replay_lag,
+        )
         self._server, port, health = build_search_server("127.0.0.1:0", 4, self.index, self.feed)
         self._server.start()
         health.set_serving(True)
@@ -199,6 +212,33 @@ def test_a_deleted_index_directory_is_rebuilt_by_replay(tmp_path, storage, photo
         assert stats.document_count == 3
         for name, word in words.items():
             assert search.ids(word) == ([ids[name]] if name in ids else [])
+    finally:
+        search.stop()
+
+
+def test_a_replay_from_zero_reports_progress_and_saves_its_end(
+    tmp_path, storage, photo_jpegs, caplog
+):
+    for i in range(4):
+        storage.put_ready(jpeg_variant(photo_jpegs["rocket"], i), f"r{i}.jpg", [label("shuttle")])
+    head = storage.head_seq()
+    caplog.set_level("INFO", logger="search_service")
+
+    # Any backlog counts as a replay here (the service's default is 1000 seqs behind).
+    search = Search(tmp_path / "search", storage.address, replay_lag=1).start()
+    try:
+        stats = search.caught_up_with(storage)
+        eventually(lambda: not search.stats().replaying, what="the replay ends")
+        assert search.stats().replay_progress == 1.0 and stats.document_count == 4
+        replaying = [
+            r for r in caplog.records if r.getMessage() == "replaying storage's change feed"
+        ]
+        assert [(r.from_seq, r.to_seq) for r in replaying][:1] == [(0, head)]
+        assert any(r.getMessage() == "replay done" for r in caplog.records)
+        # The replay's end is saved at once (no need to wait for N changes or a shutdown).
+        from search_service.snapshot import read_snapshot
+
+        assert int(read_snapshot(tmp_path / "search" / "index.snap")["seq"]) == head
     finally:
         search.stop()
 
