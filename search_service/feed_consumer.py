@@ -3,7 +3,8 @@
 One background thread:
     watch(after_seq=applied_seq) -> apply each batch (index.apply), snapshot when due
     storage unreachable        -> retry with exponential backoff; searches keep being served
-    COMPACTED (history gone)   -> resynchronise: rebuild the index from storage's listing (its
+    COMPACTED (history gone),
+    or storage behind the index -> resynchronise: rebuild the index from storage's listing (its
                                   snapshot_seq becomes applied_seq), then watch from there
 A new or lost index is applied_seq 0: the feed replays everything, with progress logged and in
 `status()` (GetStats). Applying a change twice is harmless (a put is an upsert of the image's
@@ -132,7 +133,7 @@ class FeedConsumer:
                 self._follow()
             except FeedCompactedError as exc:
                 log.warning(
-                    "change feed compacted past the index: resynchronising from a listing",
+                    "change feed cannot continue the index: resynchronising from a listing",
                     extra={"applied_seq": self._index.applied_seq, "reason": str(exc)},
                 )
                 try:
@@ -175,6 +176,14 @@ class FeedConsumer:
                 raise FeedCompactedError(
                     f"history before seq {batch.horizon_seq} is compacted; "
                     f"the index has applied up to {self._index.applied_seq}"
+                )
+            if first and batch.head_seq < self._index.applied_seq:
+                self._source.cancel()
+                # A store restored from an older backup, or replaced: the index holds changes
+                # storage does not know. Only a listing tells what is really there.
+                raise FeedCompactedError(
+                    f"storage's head seq {batch.head_seq} is behind the index's "
+                    f"{self._index.applied_seq} (a restored or replaced store)"
                 )
             first = False
             if not self._connected:

@@ -243,6 +243,30 @@ def test_a_replay_from_zero_reports_progress_and_saves_its_end(
         search.stop()
 
 
+def test_a_store_replaced_by_an_older_one_is_resynchronised(tmp_path, photo_jpegs):
+    first = Storage(tmp_path / "first").start()
+    for i in range(3):
+        first.put_ready(jpeg_variant(photo_jpegs["rocket"], i), f"r{i}.jpg", [label("shuttle")])
+    search = Search(tmp_path / "search", first.address).start()
+    search.caught_up_with(first)
+    search.stop()
+    first.stop()
+
+    # Another store (a restore of an older backup) at the same address, with fewer seqs.
+    second = Storage(tmp_path / "second")
+    second.address = first.address
+    second.start()
+    search = Search(tmp_path / "search", second.address).start()
+    try:
+        mug = second.put_ready(photo_jpegs["coffee"], "c.jpg", [label("mug")])
+        eventually(lambda: search.ids("mug") == [mug], what="the new store's image")
+        assert search.ids("shuttle") == []  # nothing the index knew of the old store
+        assert search.feed.status().resyncs == 1
+    finally:
+        search.stop()
+        second.stop()
+
+
 def test_the_consumer_reconnects_when_storage_comes_back(tmp_path, photo_jpegs):
     storage = Storage(tmp_path / "storage").start()
     search = Search(tmp_path / "search", storage.address).start()
