@@ -36,8 +36,13 @@ def _put_all(store: ColumnStore, images) -> list[str]:
 def test_claims_are_oldest_first_and_bump_generation_attempts_and_lease(tmp_path, small_images):
     store = ColumnStore.open(tmp_path / "s", OPTS)
     ids = _put_all(store, small_images[:5])
+    head = store.head_seq
 
     claimed = store.claim_analysis("w1", 3, 10_000, T0)
+
+    # A claim only changes a lease: durable, but not a change the feed reports.
+    assert store.head_seq == head
+    assert store.changes(head).changes == ()
 
     assert [c.image.id for c in claimed] == ids[:3]
     for c in claimed:
