@@ -104,7 +104,14 @@ class StorageFeed:
     def __init__(self, address: str, list_timeout_s: float = 60.0) -> None:
         self.address = address
         self.list_timeout_s = list_timeout_s
-        self._channel = open_channel(address, channel_options(), TransportSecurity.from_env())
+        # gRPC's own reconnect backoff grows to 2 minutes by default: cap it near the
+        # consumer's, so a storage back after a long outage is followed again within seconds.
+        options = [
+            *channel_options(),
+            ("grpc.initial_reconnect_backoff_ms", 500),
+            ("grpc.max_reconnect_backoff_ms", 10_000),
+        ]
+        self._channel = open_channel(address, options, TransportSecurity.from_env())
         self._stub = storage_grpc.StorageServiceStub(self._channel)
         self._call: grpc.Future | None = None
 
