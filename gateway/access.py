@@ -94,7 +94,8 @@ class AttemptLimiter:
 
 
 def load_or_create_secret(path: Path) -> str:
-    """The session secret stored at `path`, created once (0600) if absent."""
+    """The session secret stored at `path`, created once (0600) if absent. Gateways started at
+    the same moment on one data dir agree: the first link wins, the others read it."""
     try:
         existing = path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
@@ -103,13 +104,18 @@ def load_or_create_secret(path: Path) -> str:
         return existing
     path.parent.mkdir(parents=True, exist_ok=True)
     fresh = secrets.token_hex(32)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(fresh + "\n")
         f.flush()
         os.fsync(f.fileno())
-    tmp.replace(path)
+    try:
+        os.link(tmp, path)  # fails when another process created it first
+    except FileExistsError:
+        return path.read_text(encoding="utf-8").strip()
+    finally:
+        tmp.unlink(missing_ok=True)
     return fresh
 
 

@@ -12,7 +12,7 @@ from flask import Blueprint, Response, jsonify, request, stream_with_context
 
 from gateway import library
 from gateway import operations as ops
-from gateway.errors import BadRequestError, ConflictError, error_body
+from gateway.errors import BadRequestError, error_body
 from gateway.image_json import STATUS_NAMES, image_json, iso_time, label_json
 from gateway.state import state
 from imagerepo.storage.v1 import storage_service_pb2 as storage_pb
@@ -90,7 +90,10 @@ def upload_images() -> Any:
     # One copy per photo unless asked: bytes already in the owner's library are answered
     # with that image (200, already_stored) instead of being stored again.
     keep = request.values.get("keep_duplicate", "").lower() in ("1", "true", "yes", "on")
-    results = [ops.ingest_file(f, owner, keep) for f in ops.uploaded_files()]
+    # By default the answer waits a moment (GATEWAY_ANALYSIS_WAIT_S) for the analysis, so it
+    # can carry labels; wait=0 answers once the image is stored (bulk imports).
+    wait = request.values.get("wait", "1").lower() not in ("0", "false", "no", "off")
+    results = [ops.ingest_file(f, owner, keep, wait) for f in ops.uploaded_files()]
     body = {
         "results": results,
         "stored": sum(r["result"] == "stored" for r in results),
@@ -410,17 +413,3 @@ def resolve_exact_duplicates() -> Any:
 @api.get("/status")
 def status() -> Any:
     return jsonify(ops.status_report())
-
-
-@api.post("/index/rebuild")
-def start_index_rebuild() -> Any:
-    st = state()
-    st.access.require_api_writer()
-    if not st.index_rebuild.start("asked for through the API"):
-        raise ConflictError("a search index rebuild is already running")
-    return jsonify(st.index_rebuild.progress.as_json()), 202
-
-
-@api.get("/index/rebuild")
-def index_rebuild_progress() -> Any:
-    return jsonify(state().index_rebuild.progress.as_json())

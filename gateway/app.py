@@ -16,11 +16,9 @@ from gateway.api import api
 from gateway.clients import RECONNECT_OPTIONS, ServiceClients
 from gateway.config import GatewayConfig
 from gateway.errors import ServiceError, register_error_handlers
-from gateway.ingest import PENDING, IngestPipeline
+from gateway.ingest import IngestPipeline
 from gateway.mosaic_tiles import TileCache
 from gateway.pages import pages
-from gateway.reconciler import Reconciler
-from gateway.reindex import IndexRebuild
 from gateway.state import GatewayState, state
 from imagerepo.search.v1 import search_service_pb2_grpc as search_grpc
 from imagerepo.storage.v1 import storage_service_pb2_grpc as storage_grpc
@@ -80,8 +78,8 @@ def session_secret(config: GatewayConfig) -> str:
 
 
 def create_app(config: GatewayConfig, clients: ServiceClients | None = None) -> Flask:
-    """The gateway app; its reconciler thread runs when config.reconcile_interval_s > 0
-    (stop it with `stop_app`)."""
+    """The gateway app: stateless, so any number can serve side by side (close its channels
+    with `stop_app`)."""
     if config.private and not config.api_keys:
         raise ValueError("IMAGEREPO_PRIVATE=1 needs API keys (IMAGEREPO_API_KEYS or _FILE)")
     app = Flask(__name__)
@@ -92,13 +90,7 @@ def create_app(config: GatewayConfig, clients: ServiceClients | None = None) -> 
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
     services = clients or connect_services(config)
-    pipeline = IngestPipeline(services, max_attempts=config.max_analysis_attempts)
-    index_rebuild = IndexRebuild(services)
-    reconciler = (
-        Reconciler(services, pipeline, config.reconcile_interval_s, index_rebuild)
-        if config.reconcile_interval_s > 0
-        else None
-    )
+    pipeline = IngestPipeline(services, analysis_wait_s=config.analysis_wait_s)
     app.extensions["imagerepo"] = GatewayState(
         config=config,
         clients=services,
@@ -111,8 +103,6 @@ def create_app(config: GatewayConfig, clients: ServiceClients | None = None) -> 
             login_attempts_per_minute=config.login_attempts_per_minute,
         ),
         tiles=TileCache(services, config.mosaic_max_images, config.moderation_threshold),
-        reconciler=reconciler,
-        index_rebuild=index_rebuild,
     )
     app.register_blueprint(api)
     app.register_blueprint(pages)
@@ -147,10 +137,9 @@ def create_app(config: GatewayConfig, clients: ServiceClients | None = None) -> 
 
     @app.get("/metrics")
     def metrics() -> Response:
-        # Consumer lag: images stored but not yet analysed and indexed (the reconciler's queue).
+        # Consumer lag: images stored but not yet analysed (the analysis workers' queue).
         try:
-            pending = state().clients.list_images(page_size=1, status=PENDING).total_count
-            PENDING_IMAGES.set(pending)
+            PENDING_IMAGES.set(state().clients.storage_stats().pending_count)
         except ServiceError:
             PENDING_IMAGES.set(float("nan"))
         return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
@@ -202,8 +191,6 @@ def create_app(config: GatewayConfig, clients: ServiceClients | None = None) -> 
             response.headers.setdefault("X-Frame-Options", "DENY")
         return response
 
-    if reconciler is not None:
-        reconciler.start()
     return app
 
 
@@ -212,8 +199,6 @@ def state_of(app: Flask) -> GatewayState:
 
 
 def stop_app(app: Flask) -> None:
-    """Stop the reconciler and close the service channels."""
+    """Close the service channels."""
     st: GatewayState = app.extensions["imagerepo"]
-    if st.reconciler is not None:
-        st.reconciler.stop()
     st.clients.close()

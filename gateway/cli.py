@@ -1,7 +1,7 @@
 """The `imagerepo` command (also `python -m gateway.cli`): `import` uploads photos through the
-gateway's REST API without ever storing one twice (gateway.importer); `reindex` rebuilds the
-search index from storage with a progress bar; `verify` checks every block storage holds
-(gateway.integrity)."""
+gateway's REST API without ever storing one twice (gateway.importer); `verify` checks every
+block storage holds (gateway.integrity). (There is no `reindex`: search follows storage's change
+feed, so a lost index is rebuilt by replaying the feed when search starts.)"""
 
 from __future__ import annotations
 
@@ -11,16 +11,13 @@ import signal
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 # requests, tqdm and the importer are imported inside the functions: the command starts (and
 # takes its Ctrl-C handler) before their import time, so an early Ctrl-C ends it quietly too.
 if TYPE_CHECKING:
-    import requests
-
     from gateway.importer import ImportSummary
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -78,14 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         args = build_parser().parse_args(argv)
-        if args.command in ("reindex", "verify"):
+        if args.command == "verify":
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            if args.command == "verify":
-                from gateway.integrity import verify_command
+            from gateway.integrity import verify_command
 
-                return verify_command(args)
-            return _reindex_command(args)
+            return verify_command(args)
         return _import_command(args, stop)
     finally:
         for sig, handler in previous.items():
@@ -148,12 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="deadline of each HTTP request (default: 120)",
     )
-    reindex = commands.add_parser(
-        "reindex",
-        help="rebuild the search index from storage",
-        description="Rebuild the search index from what storage holds, following its progress.",
-    )
-    for command in (imp, reindex):
+    for command in (imp,):
         command.add_argument(
             "--url",
             default=os.environ.get("IMAGEREPO_URL", DEFAULT_URL),
@@ -247,50 +237,6 @@ def _report(summary: ImportSummary) -> None:
     if summary.stopped:
         print(f"imagerepo: stopped early: {summary.stopped}", file=sys.stderr)
     print(summary.describe())
-
-
-def run_reindex(
-    base_url: str, api_key: str = "", progress: bool = True, poll_s: float = 0.5
-) -> dict[str, Any]:
-    """Start a rebuild of the search index from storage and follow it to the end."""
-    import requests
-    from tqdm import tqdm
-
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    url = f"{base_url.rstrip('/')}/api/index/rebuild"
-    reply = requests.post(url, headers=headers, timeout=30)
-    if reply.status_code not in (202, 409):  # 409: one is running already; follow that one
-        raise RuntimeError(_error_message(reply))
-    with tqdm(unit="image", disable=not progress, desc="reindex") as bar:
-        while True:
-            status = requests.get(url, timeout=30).json()
-            bar.total = status["total"] or None
-            bar.update(status["streamed"] - bar.n)
-            if status["state"] != "running":
-                return dict(status)
-            time.sleep(poll_s)
-
-
-def _error_message(reply: requests.Response) -> str:
-    try:
-        return str(reply.json()["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        return f"HTTP {reply.status_code}"
-
-
-def _reindex_command(args: argparse.Namespace) -> int:
-    import requests
-
-    try:
-        status = run_reindex(args.url, args.api_key, progress=not args.no_progress)
-    except (RuntimeError, requests.RequestException) as exc:
-        print(f"imagerepo: reindex not started: {exc}", file=sys.stderr)
-        return 1
-    if status["state"] != "done":
-        print(f"imagerepo: reindex failed: {status['error']}", file=sys.stderr)
-        return 1
-    print(f"reindexed {status['indexed']} images in {status['elapsed_s']:.1f} s")
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""gRPC stubs of the three services, sharing one channel each; every call gets a deadline.
+"""gRPC stubs of the three services, sharing one channel each (round_robin over a service's
+replicas); every call gets a deadline.
 
 Every method turns a failed call into `ServiceError` (service, method, status code, details),
 which `gateway.errors` maps to an HTTP status in one place.
@@ -23,13 +24,14 @@ from imagerepo.storage.v1 import storage_service_pb2 as storage_pb
 from imagerepo.storage.v1 import storage_service_pb2_grpc as storage_grpc
 from imagerepo.vision.v1 import vision_service_pb2 as vision_pb
 from imagerepo.vision.v1 import vision_service_pb2_grpc as vision_grpc
+from service_runtime.channels import open_channel
 from service_runtime.grpc_server import channel_options
 
 # The storage contract caps each streamed chunk at 1 MiB.
 CHUNK_BYTES = 1024 * 1024
 
 # gRPC's reconnect backoff grows to 2 minutes by default: after a long outage a service that
-# is back would wait that long for traffic (and its pending images for the reconciler).
+# is back would wait that long for traffic.
 RECONNECT_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 500),
     ("grpc.min_reconnect_backoff_ms", 500),
@@ -53,9 +55,9 @@ class ServiceClients:
     def connect(cls, config: GatewayConfig) -> ServiceClients:
         options = [*channel_options(), *RECONNECT_OPTIONS]
         channels = {
-            "storage": grpc.insecure_channel(config.storage_address, options=options),
-            "vision": grpc.insecure_channel(config.vision_address, options=options),
-            "search": grpc.insecure_channel(config.search_address, options=options),
+            "storage": open_channel(config.storage_address, options, config.security),
+            "vision": open_channel(config.vision_address, options, config.security),
+            "search": open_channel(config.search_address, options, config.security),
         }
         return cls(
             storage=storage_grpc.StorageServiceStub(channels["storage"]),
@@ -270,20 +272,6 @@ class ServiceClients:
         return list(reply.models)
 
     # --- search -----------------------------------------------------------------------------
-
-    def index_image(self, document: search_pb.SearchDocument) -> None:
-        request = search_pb.IndexImageRequest(document=document)
-        self._call("search", "IndexImage", self.search.IndexImage, request)
-
-    def rebuild_index(
-        self, documents: Iterator[search_pb.SearchDocument], timeout_s: float
-    ) -> search_pb.RebuildResponse:
-        requests = (search_pb.RebuildRequest(document=d) for d in documents)
-        return self._call("search", "Rebuild", self.search.Rebuild, requests, timeout_s)
-
-    def remove_from_index(self, image_id: str) -> bool:
-        request = search_pb.RemoveImageRequest(image_id=image_id)
-        return self._call("search", "RemoveImage", self.search.RemoveImage, request).removed
 
     def search_images(
         self, query: str, page_size: int = 20, page_token: str = ""

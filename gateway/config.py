@@ -15,6 +15,8 @@ from service_runtime.security import TransportSecurity
 class GatewayConfig:
     host: str = "127.0.0.1"
     port: int = 8080
+    # Each address may list replicas ("a:1,b:2") or be a dns:/// name: calls spread over them
+    # with round_robin (service_runtime.channels).
     storage_address: str = "127.0.0.1:50051"
     vision_address: str = "127.0.0.1:50052"
     search_address: str = "127.0.0.1:50053"
@@ -40,10 +42,9 @@ class GatewayConfig:
     data_dir: Path | None = None
     # TLS and the service token for the calls to the services (service_runtime.security).
     security: TransportSecurity = field(default_factory=TransportSecurity)
-    # How often the reconciler looks for images still pending; 0 turns it off.
-    reconcile_interval_s: float = 5.0
-    # Failed analysis attempts (other than "service unavailable") before an image is FAILED.
-    max_analysis_attempts: int = 5
+    # How long an upload waits for its analysis (done by the analysis workers) before
+    # answering "being analysed"; 0 answers as soon as the image is stored.
+    analysis_wait_s: float = 3.0
     # Images whose moderation score is above this are blurred until the viewer reveals them.
     moderation_threshold: float = 0.8
     gallery_page_size: int = 24
@@ -88,12 +89,7 @@ class GatewayConfig:
             log_level=env.get("LOG_LEVEL", cls.log_level),
             analyze_timeout_s=float(env.get("GATEWAY_ANALYZE_TIMEOUT_S", cls.analyze_timeout_s)),
             secret_key=env.get("GATEWAY_SECRET_KEY", cls.secret_key),
-            reconcile_interval_s=float(
-                env.get("GATEWAY_RECONCILE_INTERVAL_S", cls.reconcile_interval_s)
-            ),
-            max_analysis_attempts=int(
-                env.get("GATEWAY_MAX_ANALYSIS_ATTEMPTS", cls.max_analysis_attempts)
-            ),
+            analysis_wait_s=float(env.get("GATEWAY_ANALYSIS_WAIT_S", cls.analysis_wait_s)),
             moderation_threshold=float(
                 env.get("GATEWAY_MODERATION_THRESHOLD", cls.moderation_threshold)
             ),

@@ -11,7 +11,7 @@ from werkzeug.datastructures import FileStorage
 
 from gateway.errors import ApiError, BadRequestError, ConflictError, ServiceError
 from gateway.image_json import STATUS_NAMES, image_json
-from gateway.ingest import FAILED, PENDING, READY, bytes_for_analysis
+from gateway.ingest import FAILED, PENDING, bytes_for_analysis
 from gateway.state import state
 from gateway.upload_checks import check_upload, clean_filename
 from imagerepo.common.v1 import common_pb2
@@ -21,6 +21,9 @@ from imagerepo.vision.v1 import vision_service_pb2 as vision_pb
 MAX_TAG_CHARS = 64
 MAX_TAGS_PER_REQUEST = 50
 MAX_COMMENT_CHARS = 1000
+# How long a tag change or delete waits for search to apply it (bulk actions wait per image,
+# so briefly; a search that is away is not waited for at all).
+SEARCH_CATCH_UP_S = 2.0
 
 
 def uploaded_files() -> list[FileStorage]:
@@ -30,16 +33,19 @@ def uploaded_files() -> list[FileStorage]:
     return files
 
 
-def ingest_file(upload: FileStorage, owner: str, keep_duplicate: bool = False) -> dict[str, Any]:
-    """Store and process one uploaded file; a result entry, never an exception. Bytes the
-    owner has stored already are answered with that image ("already_stored", 200)."""
+def ingest_file(
+    upload: FileStorage, owner: str, keep_duplicate: bool = False, wait: bool = True
+) -> dict[str, Any]:
+    """Store one uploaded file and (with `wait`) wait briefly for its analysis; a result
+    entry, never an exception. Bytes the owner has stored already are answered with that
+    image ("already_stored", 200)."""
     st = state()
     raw_name = upload.filename or ""
     try:
         filename = clean_filename(raw_name)
         data = upload.read()
         content_type = check_upload(filename, data, st.config.max_upload_bytes)
-        outcome = st.pipeline.ingest(filename, data, owner, content_type, keep_duplicate)
+        outcome = st.pipeline.ingest(filename, data, owner, content_type, keep_duplicate, wait)
     except (ApiError, ServiceError) as exc:
         return {
             "filename": raw_name,
@@ -173,29 +179,15 @@ def duplicate_groups(image_id: str = "", near_threshold: float = 0.0) -> dict[st
 
 
 def set_tags(image_id: str, add: list[str], remove: list[str]) -> storage_pb.ImageMetadata:
-    """Change an image's tags in storage, then re-index it (or leave it to the reconciler)."""
+    """Change an image's tags in storage; search follows storage's change feed (waited for
+    briefly, so a search right after finds the new tags)."""
     st = state()
     add, remove = clean_tags(add), clean_tags(remove)
     if not add and not remove:
         raise BadRequestError("give tags to add or remove")
     image = st.clients.update_annotations(image_id, add_tags=add, remove_tags=remove)
-    reindex(image)
+    st.pipeline.wait_for_search(SEARCH_CATCH_UP_S)
     return image
-
-
-def reindex(image: storage_pb.ImageMetadata) -> None:
-    """Send an image's new tags to search; if search is away the reconciler does it.
-
-    A PENDING image may be in the reconciler's hands right now, indexed from metadata read
-    before this change: waiting for it and indexing again keeps the new tags.
-    """
-    st = state()
-    if image.status == FAILED:
-        return
-    if image.status == READY:
-        pending = storage_pb.Annotations(status=PENDING, status_detail="re-indexing")
-        image = st.clients.update_annotations(image.id, pending, ("status", "status_detail"))
-    st.pipeline.finish(image, wait=True, reindex=True)
 
 
 def clean_tags(tags: list[Any]) -> list[str]:
@@ -233,24 +225,25 @@ def add_feedback(image_id: str, label: str, comment: str) -> storage_pb.ImageMet
 
 
 def delete_image(image_id: str) -> storage_pb.ImageMetadata:
-    """Delete from storage, then from search (retried by the reconciler if search is away)."""
+    """Delete from storage; search follows storage's change feed and drops it too (waited
+    for briefly, so a search right after no longer finds it)."""
     st = state()
     deleted = st.clients.delete_image(image_id)
-    st.pipeline.remove_from_index(image_id)
     st.tiles.forget(image_id)
+    st.pipeline.wait_for_search(SEARCH_CATCH_UP_S)
     return deleted
 
 
 def retry_analysis(image_id: str) -> storage_pb.ImageMetadata:
-    """Run the pipeline again for a FAILED image (after vision was fixed or given more time)."""
+    """Queue a FAILED image for analysis again (after vision was fixed or given more time);
+    the image as it is after a short wait for the analysis workers."""
     st = state()
     image = st.clients.get_image(image_id)
     if image.status != FAILED:
         raise ConflictError("only an image whose analysis failed can be retried")
     pending = storage_pb.Annotations(status=PENDING, status_detail="retrying")
     image = st.clients.update_annotations(image_id, pending, ("status", "status_detail"))
-    st.pipeline.forget_attempts(image_id)
-    return st.pipeline.finish(image, wait=True).image
+    return st.pipeline.wait_for_analysis(image)
 
 
 def _now_ms() -> int:
@@ -292,7 +285,11 @@ def status_report() -> dict[str, Any]:
                 round(column_raw / column_stored, 3) if column_stored else None
             ),
             "by_status": counts,
-            "pending_removals": len(st.pipeline.pending_removals),
+            # The change feed every consumer follows, and the analysis queue.
+            "head_seq": stats.head_seq,
+            "horizon_seq": stats.horizon_seq,
+            "pending_count": stats.pending_count,
+            "oldest_pending_age_ms": stats.oldest_pending_age_ms,
             "columns": [
                 {
                     "name": c.name,
@@ -306,7 +303,10 @@ def status_report() -> dict[str, Any]:
 
     def search_stats() -> dict[str, Any]:
         stats = st.clients.search_stats()
+        fields = stats.DESCRIPTOR.fields_by_name
         return {
+            # Search follows storage's feed: the last change it applied.
+            "applied_seq": stats.applied_seq if "applied_seq" in fields else None,
             "document_count": stats.document_count,
             "term_count": stats.term_count,
             "posting_bytes": stats.posting_bytes,
@@ -331,6 +331,35 @@ def status_report() -> dict[str, Any]:
 
     attempt("storage", storage)
     attempt("search", search_stats)
-    report["index_rebuild"] = st.index_rebuild.progress.as_json()
+    report["consumers"] = consumer_lag(report)
     attempt("models", models)
     return report
+
+
+def consumer_lag(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """How far each consumer of storage's change feed is behind (from the report's stats).
+
+    search: changes it has not applied yet (storage's head_seq minus its applied_seq).
+    analysis: images still PENDING and how long the oldest has waited (storage's queue).
+    """
+    storage, search = report.get("storage", {}), report.get("search", {})
+    head = storage.get("head_seq")
+    applied = search.get("applied_seq")
+    consumers = [
+        {
+            "consumer": "search",
+            "applied_seq": applied,
+            "head_seq": head,
+            "lag_seqs": max(0, head - applied)
+            if head is not None and applied is not None
+            else None,
+            "error": search.get("error", ""),
+        },
+        {
+            "consumer": "analysis",
+            "pending_count": storage.get("pending_count"),
+            "oldest_pending_age_ms": storage.get("oldest_pending_age_ms"),
+            "error": storage.get("error", ""),
+        },
+    ]
+    return consumers

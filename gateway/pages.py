@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 from datetime import UTC, datetime
 from itertools import groupby
 from typing import Any
@@ -23,6 +24,7 @@ from gateway import operations as ops
 from gateway.api import THUMBNAIL_SIZES
 from gateway.errors import BadRequestError, NotFoundError, ServiceError
 from gateway.image_json import image_json, label_json, reasons_text
+from gateway.ingest import PENDING
 from gateway.integrity import integrity_summary
 from gateway.mosaic import MAX_COLUMNS, render_mosaic
 from gateway.mosaic_tiles import NoTilesError
@@ -130,7 +132,8 @@ def upload() -> Any:
 @pages.get("/images/<image_id>")
 def image_page(image_id: str) -> Any:
     st = state()
-    image = image_json(st.clients.get_image(image_id), _threshold())
+    stored = st.clients.get_image(image_id)
+    image = image_json(stored, _threshold())
     where = library.location(image_id)
     similar: list[dict[str, Any]] = []
     duplicates: list[dict[str, Any]] = []
@@ -157,7 +160,22 @@ def image_page(image_id: str) -> Any:
         similar=similar,
         duplicates=duplicates,
         related_error=related_error,
+        analysis=analysis_view(stored),
     )
+
+
+def analysis_view(image: Any) -> dict[str, Any]:
+    """The image's place in the analysis queue (storage's AnalysisState) in plain words."""
+    state_ = image.analysis
+    now_ms = time.time() * 1000
+    working = bool(state_.lease_owner) and state_.lease_expires_unix_ms > now_ms
+    retry_in_s = max(0.0, (state_.next_attempt_unix_ms - now_ms) / 1000)
+    return {
+        "attempts": int(state_.attempts),
+        "last_error": state_.last_error,
+        "being_worked_on": working and image.status == PENDING,
+        "retry_in_s": round(retry_in_s, 1) if image.status == PENDING else 0.0,
+    }
 
 
 @pages.post("/images/<image_id>/delete")

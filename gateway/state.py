@@ -1,4 +1,6 @@
-"""What every request handler reaches: config, service clients, pipeline, access rules."""
+"""What every request handler reaches: config, service clients, uploads, access rules.
+
+Nothing here is state a second gateway would need to share: storage holds it all."""
 
 from __future__ import annotations
 
@@ -11,8 +13,6 @@ from gateway.clients import ServiceClients
 from gateway.config import GatewayConfig
 from gateway.ingest import IngestPipeline
 from gateway.mosaic_tiles import TileCache
-from gateway.reconciler import Reconciler
-from gateway.reindex import IndexRebuild
 
 
 @dataclass
@@ -22,8 +22,6 @@ class GatewayState:
     pipeline: IngestPipeline
     access: Access
     tiles: TileCache
-    reconciler: Reconciler | None
-    index_rebuild: IndexRebuild
 
 
 def state() -> GatewayState:

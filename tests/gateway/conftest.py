@@ -23,7 +23,6 @@ def offline_config(**overrides: object) -> GatewayConfig:
         "vision_address": closed_address(),
         "search_address": closed_address(),
         "rpc_timeout_s": 2.0,
-        "reconcile_interval_s": 0.0,
         "secret_key": "test-secret",
     }
     settings.update(overrides)

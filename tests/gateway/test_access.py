@@ -400,10 +400,10 @@ def test_a_key_changes_only_its_owner_images(owned_gateway):
     assert delete_own.status_code == 200
 
 
-def test_an_admin_key_changes_anyone_images_and_alone_rebuilds(owned_gateway):
+def test_an_admin_key_changes_anyone_images_and_alone_resolves_every_group(owned_gateway):
     client, ids = owned_gateway
 
-    rebuild_by_owner = client.post("/api/index/rebuild", headers=_as("alice"))
+    rebuild_by_owner = client.post("/api/duplicates/resolve-exact", headers=_as("alice"))
     admin_tags = client.post(
         f"/api/images/{ids['bob']}/tags", json={"add": ["ok"]}, headers=_as("root")
     )

@@ -1,8 +1,9 @@
-"""The whole stack in-process: real storage, vision (real models), search and the gateway.
+"""The whole stack in-process: real storage, vision (real models), search following
+storage's change feed, an analysis worker, and the gateway.
 
 Every gRPC server binds port 0; the gateway is served over real HTTP by werkzeug in a thread.
-The vision models load once per session; a `Stack` can stop and restart one service on its
-port to show what the gateway does while it is away.
+The vision models load once per session; a `Stack` can stop and restart one service (or the
+analysis worker) on its port to show what the others do while it is away.
 """
 
 from __future__ import annotations
@@ -21,16 +22,23 @@ import requests
 from flask import Flask
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from analysis_service.clients import StorageClient as AnalysisStorage
+from analysis_service.clients import VisionClient as AnalysisVision
+from analysis_service.config import AnalysisConfig
+from analysis_service.worker import Worker
 from gateway.app import create_app, stop_app
 from gateway.config import GatewayConfig
 from imagerepo.search.v1 import search_service_pb2_grpc as search_grpc
 from imagerepo.storage.v1 import storage_service_pb2_grpc as storage_grpc
 from search_service.config import SearchConfig
 from search_service.durable_index import DurableIndex
+from search_service.feed_consumer import FeedConsumer
 from search_service.label_embeddings import CACHE_NAME
 from search_service.semantic_link import connect_semantic
 from search_service.server import build_server as build_search
+from search_service.storage_feed import StorageFeed
 from search_service.vision_client import VisionClient
+from service_runtime.channels import open_channel
 from service_runtime.grpc_server import channel_options
 from tests.conftest import REPO_ROOT
 from vision_service.config import VisionConfig
@@ -115,8 +123,14 @@ class Stack:
             data.mkdir(parents=True, exist_ok=True)
             index = DurableIndex.open(data, SearchConfig().engine_params())
             self.extras["index"] = index
-        server, port, health = build_search(f"127.0.0.1:{self.ports.get('search', 0)}", 8, index)
+        # Search follows storage's change feed: nothing else ever writes to its index.
+        feed = FeedConsumer(index, StorageFeed(f"127.0.0.1:{self.ports['storage']}"), 0.1, 1.0)
+        self.extras["feed"] = feed
+        server, port, health = build_search(
+            f"127.0.0.1:{self.ports.get('search', 0)}", 8, index, feed
+        )
         self._started("search", server, port, health)
+        feed.start()
         if "vision_client" not in self.extras:
             client = VisionClient(f"127.0.0.1:{self.ports['vision']}", 30.0)
             self.extras["vision_client"] = client
@@ -127,6 +141,33 @@ class Stack:
             assert connect_semantic(index, client, search_dir)
             _LABEL_CACHE[:] = [search_dir / CACHE_NAME]
             index.warm()
+
+    def start_analysis(self, **overrides: Any) -> None:
+        """An analysis worker (in this process) taking pending images from storage's queue."""
+        settings: dict[str, Any] = {
+            "storage_address": f"127.0.0.1:{self.ports['storage']}",
+            "vision_address": f"127.0.0.1:{self.ports['vision']}",
+            "poll_interval_s": 0.5,
+            "stats_interval_s": 1.0,
+            "grace_s": 2.0,
+        }
+        settings.update(overrides)
+        config = AnalysisConfig(**settings)
+        storage = open_channel(config.storage_address, channel_options())
+        vision = open_channel(config.vision_address, channel_options())
+        worker = Worker(
+            config,
+            AnalysisStorage(storage, config.rpc_timeout_s),
+            AnalysisVision(vision, config.call_timeout_s, config.top_k),
+        )
+        worker.start()
+        self.extras["analysis"] = (worker, storage, vision)
+
+    def stop_analysis(self) -> None:
+        worker, storage, vision = self.extras.pop("analysis")
+        worker.stop()
+        storage.close()
+        vision.close()
 
     def lose_search_index(self) -> None:
         """Restart search with its index files gone (a wiped volume), label cache kept."""
@@ -145,12 +186,20 @@ class Stack:
         self.servers[name] = server
 
     def stop(self, name: str) -> None:
+        if name == "analysis":
+            self.stop_analysis()
+            return
+        if name == "search" and "feed" in self.extras:
+            self.extras.pop("feed").stop()
         self.servers.pop(name).stop(grace=None).wait()
 
     def start(self, name: str) -> None:
-        {"storage": self.start_storage, "vision": self.start_vision, "search": self.start_search}[
-            name
-        ]()
+        {
+            "storage": self.start_storage,
+            "vision": self.start_vision,
+            "search": self.start_search,
+            "analysis": self.start_analysis,
+        }[name]()
 
     def start_gateway(self, **overrides: Any) -> GatewayServer:
         settings: dict[str, Any] = {
@@ -158,7 +207,9 @@ class Stack:
             "vision_address": f"127.0.0.1:{self.ports['vision']}",
             "search_address": f"127.0.0.1:{self.ports['search']}",
             "secret_key": "integration-secret",
-            "reconcile_interval_s": 0.5,
+            # Uploads answer with the analysis done (tests read labels from the answer): the
+            # wait ends as soon as the worker is done, so only a stuck analysis costs this.
+            "analysis_wait_s": 30.0,
             "rpc_timeout_s": 10.0,
         }
         settings.update(overrides)
@@ -185,8 +236,11 @@ class Stack:
             self.gateway.stop()
         for channel in self.channels:
             channel.close()
-        for name in list(self.servers):
-            self.stop(name)
+        if "analysis" in self.extras:
+            self.stop_analysis()
+        for name in ("search", *self.servers):
+            if name in self.servers:
+                self.stop(name)
         if "vision_client" in self.extras:
             self.extras["vision_client"].close()
         if "index" in self.extras:
@@ -200,6 +254,7 @@ def build_stack(data_dir: Path, engine: VisionEngine, **gateway: Any) -> Stack:
     stack.start_storage()
     stack.start_vision()
     stack.start_search()
+    stack.start_analysis()
     stack.gateway = stack.start_gateway(**gateway)
     return stack
 

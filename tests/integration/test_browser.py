@@ -187,7 +187,7 @@ def test_status_and_mosaic_pages_render(page: Page, gateway_url: str, tmp_path, 
 def strict_gateway(stack: Stack) -> Iterator[GatewayServer]:
     """A gateway over the same services that treats every image as over the moderation
     threshold (no explicit photo is needed to see the blur)."""
-    server = stack.start_gateway(moderation_threshold=0.0, reconcile_interval_s=0.0)
+    server = stack.start_gateway(moderation_threshold=0.0)
     yield server
     server.stop()
 

@@ -154,7 +154,7 @@ def test_import_as_a_command_shows_progress_and_leaves_no_state_file(
 def test_import_refused_for_want_of_an_api_key_stops_with_one_message(
     stack, tmp_path, photo_jpegs, capsys
 ):
-    keyed = stack.start_gateway(api_keys=frozenset({"kim:secret"}), reconcile_interval_s=0.0)
+    keyed = stack.start_gateway(api_keys=frozenset({"kim:secret"}))
     (tmp_path / "a.jpg").write_bytes(fresh_photo(photo_jpegs["coffee"], 61))
     (tmp_path / "b.jpg").write_bytes(fresh_photo(photo_jpegs["rocket"], 62))
     try:

@@ -1,7 +1,8 @@
 """The Python client library (clients/python, `imagerepo_client`) against real services.
 
-The shared stack's gateway analyses what the client stores (its reconciler), so search and
-similar images see client uploads; a storage service of its own is restarted under the client.
+The shared stack's analysis worker analyses what the client stores and search follows
+storage's change feed, so search and similar images see client uploads with no gateway
+involved; a storage service of its own is restarted under the client.
 """
 
 from __future__ import annotations
@@ -158,7 +159,7 @@ def test_search_and_similar_find_an_uploaded_photo_once_analysed(repo, photo_jpe
     by_id = repo.similar(cat.id, k=3)
     by_picture = repo.similar(photo_jpegs["chelsea"], k=3)
 
-    assert analysed.labels, "the gateway's reconciler analysed the client's upload"
+    assert analysed.labels, "the analysis worker analysed the client's upload"
     assert [h.image.id for h in hits] == [cat.id]
     assert ("tags", tag) in hits[0].reasons
     assert by_id[0].image.id == near.id and by_id[0].similarity > 0.9

@@ -56,7 +56,9 @@ def test_examples_upload_a_folder_once_then_list_and_search_it(
     first = run_example("upload_folder.py", str(folder), "--tag", tag, "--owner", owner)
     again = run_example("upload_folder.py", str(folder), "--owner", owner)
     with ImageRepoClient(
-        storage_address=f"127.0.0.1:{stack.ports['storage']}", owner=owner
+        storage_address=f"127.0.0.1:{stack.ports['storage']}",
+        search_address=f"127.0.0.1:{stack.ports['search']}",
+        owner=owner,
     ) as repo:
         for image in repo.list():
             repo.wait_until_analysed(image.id)

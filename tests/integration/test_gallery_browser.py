@@ -323,7 +323,7 @@ def test_zip_is_streamed_not_sized_up_front(url, library):
 @pytest.fixture
 def keyed_gateway(own_stack: Stack) -> Iterator[GatewayServer]:
     """The same services behind a gateway with API keys: another owner can upload."""
-    server = own_stack.start_gateway(api_keys=frozenset({"bob:bobkey"}), reconcile_interval_s=0)
+    server = own_stack.start_gateway(api_keys=frozenset({"bob:bobkey"}))
     yield server
     server.stop()
 
@@ -428,7 +428,7 @@ def test_image_page_reads_exif_like_a_photo_app_and_shows_the_place(page: Page, 
 def test_gps_stays_in_originals_only_when_the_owner_keeps_it(own_stack: Stack, url, library):
     image = library["paris"]
     served = requests.get(f"{url}/api/images/{image['id']}/original", timeout=30).content
-    keeper = own_stack.start_gateway(keep_gps=True, reconcile_interval_s=0)
+    keeper = own_stack.start_gateway(keep_gps=True)
     try:
         kept = requests.get(f"{keeper.url}/api/images/{image['id']}/original", timeout=30).content
     finally:
@@ -461,7 +461,7 @@ def test_gallery_groups_by_month_taken_and_jumps_to_a_year(page: Page, url, libr
 def test_the_older_link_works_without_script_and_pages_scroll_in_with_it(
     browser: Browser, own_stack: Stack, library
 ):
-    small = own_stack.start_gateway(gallery_page_size=2, reconcile_interval_s=0)
+    small = own_stack.start_gateway(gallery_page_size=2)
     try:
         ids = "ts => ts.map(t => t.dataset.id)"
         plain = _context(browser, java_script_enabled=False)
@@ -761,7 +761,7 @@ def test_a_sensitive_photo_stays_blurred_in_the_viewer_until_revealed(
     page: Page, own_stack: Stack, library
 ):
     # Every photo over the threshold (a score can be exactly 0): no explicit photo needed.
-    strict = own_stack.start_gateway(moderation_threshold=-1.0, reconcile_interval_s=0)
+    strict = own_stack.start_gateway(moderation_threshold=-1.0)
     try:
         page.goto(f"{strict.url}/#view={library['cat']['id']}")
         shown = page.locator("#lb-image")

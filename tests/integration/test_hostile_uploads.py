@@ -32,7 +32,7 @@ def _bomb_png() -> bytes:
 @pytest.fixture(scope="module")
 def small_limit_gateway(stack: Stack) -> Iterator[GatewayServer]:
     """A second gateway over the same services with a 50 KB upload limit."""
-    server = stack.start_gateway(max_upload_bytes=50_000, reconcile_interval_s=0.0)
+    server = stack.start_gateway(max_upload_bytes=50_000)
     yield server
     server.stop()
 

@@ -110,9 +110,7 @@ def test_lookup_by_a_path_that_is_no_digest_is_400(gateway_url):
 
 @pytest.fixture(scope="module")
 def two_owner_gateway(stack):
-    server = stack.start_gateway(
-        api_keys=frozenset({"ann:one", "bob:two"}), reconcile_interval_s=0.0
-    )
+    server = stack.start_gateway(api_keys=frozenset({"ann:one", "bob:two"}))
     yield server
     server.stop()
 

@@ -7,8 +7,10 @@ sha256. Nothing is retried after a deadline passes, since the first attempt may 
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import socket
 import time
 from collections import namedtuple
 from collections.abc import Callable, Mapping
@@ -86,9 +88,39 @@ class Credentials:
         )
 
 
+# Spread calls over every replica an address names (a comma-separated list, or a dns:/// name
+# with several A records); gRPC's default, pick_first, would send every call to one.
+ROUND_ROBIN_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+
+
+def channel_target(address: str) -> str:
+    """`host:port` and gRPC URIs (`dns:///name:port`) as they are; a comma-separated list of
+    replicas as one `ipv4:`/`ipv6:` target (host names in it resolved once, here)."""
+    parts = [part.strip() for part in address.split(",") if part.strip()]
+    if len(parts) <= 1 or ":/" in address or address.startswith(("ipv4:", "ipv6:", "unix:")):
+        return address.strip()
+    resolved = []
+    for part in parts:
+        host, _, port = part.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"address {part!r} in {address!r} needs host:port")
+        infos = socket.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM)
+        ips = [str(info[4][0]) for info in infos]
+        v4 = [ip for ip in ips if ":" not in ip]
+        resolved.append(f"{v4[0]}:{port}" if v4 else f"[{ips[0]}]:{port}")
+    if all(not r.startswith("[") for r in resolved):
+        return "ipv4:" + ",".join(resolved)
+    if all(r.startswith("[") for r in resolved):
+        return "ipv6:" + ",".join(resolved)
+    raise ValueError(f"address list {address!r} mixes IPv4 and IPv6 replicas")
+
+
 def open_channel(address: str, credentials: Credentials | None = None) -> grpc.Channel:
+    """A channel to one service: `address` may list replicas (see channel_target); calls
+    are spread over them with round_robin."""
     creds = credentials or Credentials()
-    options = list(CHANNEL_OPTIONS)
+    address = channel_target(address)
+    options = [*CHANNEL_OPTIONS, ("grpc.service_config", ROUND_ROBIN_CONFIG)]
     if creds.server_name:
         options.append(("grpc.ssl_target_name_override", creds.server_name))
     if creds.root_certificates is not None:

@@ -2,14 +2,17 @@
 
     with ImageRepoClient() as repo:                 # make run's default addresses
         up = repo.upload("holiday/beach.jpg", tags=["beach"])
-        repo.wait_until_analysed(up.image.id)       # the gateway analyses and indexes it
+        repo.wait_until_analysed(up.image.id)       # analysed, and search has it
         for hit in repo.search("beach"):
             print(hit.image.filename, hit.score)
 
-An upload is stored by the storage service and analysed (labels, OCR, features) and indexed
-by the gateway's background reconciler, so `make run` (or the gateway) must be up for search
-and similar images to see it. By default the same bytes are stored once per owner: uploading
-them again answers with the image already stored (`UploadResult.already_stored`).
+Storage is the one source of truth: an upload is stored by the storage service, analysed
+(labels, OCR, features) by the analysis workers that take pending images from storage's queue,
+and indexed by search, which follows storage's change feed. So a client only ever writes to
+storage, and `make run` (storage, vision, search, analysis) must be up for search and similar
+images to see it; no gateway is needed. By default the same bytes are stored once per owner:
+uploading them again answers with the image already stored (`UploadResult.already_stored`).
+Writes (tags, deletes) wait briefly for search to apply them, so a search right after sees them.
 """
 
 from __future__ import annotations
@@ -26,11 +29,10 @@ from typing import BinaryIO
 import grpc
 
 from imagerepo.common.v1 import common_pb2
-from imagerepo.search.v1 import search_service_pb2 as search_pb
 from imagerepo.storage.v1 import storage_service_pb2 as storage_pb
 from imagerepo.vision.v1 import vision_service_pb2 as vision_pb
 from imagerepo_client.calls import Credentials, RetryPolicy
-from imagerepo_client.errors import DeadlineExceededError
+from imagerepo_client.errors import DeadlineExceededError, ImageRepoError
 from imagerepo_client.services import SearchClient, StorageClient, VisionClient
 
 DEFAULT_STORAGE = os.environ.get("IMAGEREPO_STORAGE_ADDR", "127.0.0.1:50051")
@@ -44,6 +46,8 @@ ASK_FIRST_BYTES = 256 * 1024
 SHA256_BATCH = 500
 
 READY = common_pb2.ANALYSIS_STATUS_READY
+# How long a tag change or delete waits for search to apply it.
+SEARCH_CATCH_UP_S = 5.0
 FAILED = common_pb2.ANALYSIS_STATUS_FAILED
 PENDING = common_pb2.ANALYSIS_STATUS_PENDING
 
@@ -142,26 +146,22 @@ class ImageRepoClient:
         )
 
     def add_tags(self, image_id: str, tags: Iterable[str]) -> storage_pb.ImageMetadata:
-        """Tag an image; search sees the tags at once when the image is analysed already
-        (otherwise the gateway indexes them with its analysis)."""
-        self.storage.update_tags(image_id, add=tags)
-        return self._reindex_if_analysed(image_id)
+        """Tag an image in storage; search follows storage's feed (waited for briefly, so a
+        search right after finds the tags)."""
+        image = self.storage.update_tags(image_id, add=tags)
+        self.wait_until_searchable(SEARCH_CATCH_UP_S, raise_on_timeout=False)
+        return image
 
     def remove_tags(self, image_id: str, tags: Iterable[str]) -> storage_pb.ImageMetadata:
-        self.storage.update_tags(image_id, remove=tags)
-        return self._reindex_if_analysed(image_id)
-
-    def _reindex_if_analysed(self, image_id: str) -> storage_pb.ImageMetadata:
-        image = self.storage.get_image(image_id, include_feature_vector=True)
-        if image.status == READY and image.has_feature_vector:
-            self.search_service.index_image(_search_document(image))
-        image.ClearField("feature_vector")
+        image = self.storage.update_tags(image_id, remove=tags)
+        self.wait_until_searchable(SEARCH_CATCH_UP_S, raise_on_timeout=False)
         return image
 
     def delete(self, image_id: str) -> storage_pb.ImageMetadata:
-        """Delete one image from storage, then from the search index."""
+        """Delete one image from storage; search follows storage's feed and drops it too
+        (waited for briefly, so a search right after no longer finds it)."""
         deleted = self.storage.delete_image(image_id)
-        self.search_service.remove_image(image_id)
+        self.wait_until_searchable(SEARCH_CATCH_UP_S, raise_on_timeout=False)
         return deleted
 
     # --- reading ----------------------------------------------------------------------------
@@ -227,20 +227,55 @@ class ImageRepoClient:
     def wait_until_analysed(
         self, image_id: str, timeout_s: float = 60.0, poll_s: float = 0.25
     ) -> storage_pb.ImageMetadata:
-        """Poll until the image is READY or FAILED (the gateway analyses new uploads)."""
+        """Poll until the image is READY or FAILED (the analysis workers analyse new uploads)
+        and then until search has applied it (when search answers)."""
         deadline = time.monotonic() + timeout_s
         while True:
             image = self.get(image_id)
             if image.status in (READY, FAILED):
+                # Search follows storage's feed: wait for it too (not an error when search is
+                # not reachable from here; the image is analysed all the same).
+                left = max(0.0, deadline - time.monotonic())
+                self.wait_until_searchable(left, poll_s, raise_on_timeout=False)
                 return image
             if time.monotonic() >= deadline:
                 raise DeadlineExceededError(
                     grpc.StatusCode.DEADLINE_EXCEEDED,
                     f"image {image_id} still {common_pb2.AnalysisStatus.Name(image.status)}"
-                    f" after {timeout_s:.0f} s: is the gateway running?",
+                    f" after {timeout_s:.0f} s: is an analysis worker running?",
                     "wait_until_analysed",
                 )
             time.sleep(poll_s)
+
+    def wait_until_searchable(
+        self, timeout_s: float = 60.0, poll_s: float = 0.05, raise_on_timeout: bool = True
+    ) -> bool:
+        """Wait until search has applied every change storage holds now (its applied_seq has
+        reached storage's head_seq): what was written before is then visible to searches.
+        False (or DeadlineExceededError with raise_on_timeout) when it did not within
+        timeout_s; also False when a service could not say."""
+        deadline = time.monotonic() + timeout_s
+        try:
+            head = self.storage.get_stats().head_seq
+            while True:
+                applied = self.search_service.get_stats().applied_seq
+                if applied >= head:
+                    return True
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+        except ImageRepoError:
+            if raise_on_timeout:
+                raise
+            return False
+        if raise_on_timeout:
+            raise DeadlineExceededError(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"search applied changes up to {applied}, storage is at {head},"
+                f" after {timeout_s:.0f} s",
+                "wait_until_searchable",
+            )
+        return False
 
     # --- finding ----------------------------------------------------------------------------
 
@@ -315,24 +350,6 @@ class ImageRepoClient:
 
     def _images_by_id(self, ids: Sequence[str]) -> dict[str, storage_pb.ImageMetadata]:
         return {image.id: image for image in self.storage.batch_get_images(list(ids))}
-
-
-def _search_document(image: storage_pb.ImageMetadata) -> search_pb.SearchDocument:
-    """What search indexes for an analysed image (the same document the gateway builds)."""
-    return search_pb.SearchDocument(
-        image_id=image.id,
-        filename=image.filename,
-        owner=image.owner,
-        labels=image.labels,
-        tags=list(image.tags),
-        ocr_text=image.ocr_text,
-        moderation_score=image.moderation_score,
-        status=image.status,
-        feature_vector=image.feature_vector,
-        sha256=image.sha256,
-        created_at_unix_ms=image.created_at_unix_ms,
-        exif=dict(image.exif),
-    )
 
 
 def sha256_of(data: bytes) -> str:

@@ -268,21 +268,6 @@ class SearchClient(_ServiceClient):
             "Search", lambda t: self.stub.Search(request, timeout=t), idempotent=True
         )
 
-    def index_image(self, document: search_pb.SearchDocument) -> None:
-        """Adds or replaces one image's document (replacing is idempotent: safe to retry)."""
-        request = search_pb.IndexImageRequest(document=document)
-        self._caller.call(
-            "IndexImage", lambda t: self.stub.IndexImage(request, timeout=t), idempotent=True
-        )
-
-    def remove_image(self, image_id: str) -> bool:
-        """Removes one image's document; False when the index did not hold it."""
-        request = search_pb.RemoveImageRequest(image_id=image_id)
-        reply = self._caller.call(
-            "RemoveImage", lambda t: self.stub.RemoveImage(request, timeout=t), idempotent=True
-        )
-        return reply.removed
-
     def similar_images(
         self,
         image_id: str = "",
