@@ -181,8 +181,9 @@ class Gateway:
         (then it answers with that image), so sending it again is harmless."""
         with path.open("rb") as f:
             data = f.read()
+        # wait=0: answered once stored; the analysis workers catch up at their own pace.
         reply = self._send(
-            "post", "/api/images", files={"file": (path.name, data)}, what=f"upload {path}"
+            "post", "/api/images?wait=0", files={"file": (path.name, data)}, what=f"upload {path}"
         )
         return _outcome_of(reply, str(path))
 
