@@ -190,3 +190,36 @@ def test_an_upload_not_waited_for_says_it_is_being_analysed(gateway_url, photo_j
     assert set(result["timings_ms"]) == {"storage_put"}
     # By the time the page is read the worker may be done; either way it says where it is.
     assert 'id="analysis-state"' in page
+
+
+def test_a_service_address_may_list_replicas_one_of_them_down(stack, photo_jpegs):
+    """GATEWAY_*_ADDR as a list of replicas: calls go to those that answer, so a replica that
+    is down (nothing listens on the first address) costs nothing. (That each replica serves a
+    share is tests/service_runtime/test_channels.py.)"""
+    down = f"127.0.0.1:{free_ports(1)[0]}"
+    spread = stack.start_gateway(
+        storage_address=f"{down},127.0.0.1:{stack.ports['storage']}",
+        vision_address=f"{down},127.0.0.1:{stack.ports['vision']}",
+        search_address=f"{down},127.0.0.1:{stack.ports['search']}",
+    )
+    try:
+        health = requests.get(f"{spread.url}/api/health", timeout=30).json()
+        reply = requests.post(
+            f"{spread.url}/api/images",
+            files=[("files", ("replicas.jpg", fresh_jpeg(photo_jpegs["china"])))],
+            timeout=120,
+        )
+        image = reply.json()["results"][0]["image"]
+        found = requests.get(f"{spread.url}/api/images/{image['id']}", timeout=30)
+        predicted = requests.post(
+            f"{spread.url}/api/predict",
+            files=[("file", ("p.jpg", photo_jpegs["coffee"]))],
+            timeout=120,
+        )
+    finally:
+        spread.stop()
+
+    assert reply.status_code == 201 and image["status"] == "ready", reply.text
+    assert found.status_code == 200
+    assert predicted.status_code == 200 and predicted.json()["labels"]
+    assert all(state == "SERVING" for state in health["services"].values()), health
