@@ -58,9 +58,16 @@ class HistoryCompactedError(StoreError):
 
     reason = "COMPACTED"
 
-    def __init__(self, after_seq: int, horizon_seq: int) -> None:
-        super().__init__(
-            f"changes after seq {after_seq} are compacted away (the oldest retained is "
-            f"{horizon_seq}): list images, then watch from the listing's snapshot_seq"
-        )
+    def __init__(self, after_seq: int, horizon_seq: int, head_seq: int | None = None) -> None:
+        if head_seq is not None:
+            what = (
+                f"seq {after_seq} is ahead of this store's newest change ({head_seq}): it is "
+                "not the store that was followed (restored or replaced)"
+            )
+        else:
+            what = (
+                f"changes after seq {after_seq} are compacted away (the oldest retained is "
+                f"{horizon_seq})"
+            )
+        super().__init__(f"{what}: list images, then watch from the listing's snapshot_seq")
         self.horizon_seq = horizon_seq

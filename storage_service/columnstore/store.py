@@ -1145,12 +1145,17 @@ class ColumnStore:
     def changes(self, after_seq: int, limit: int = 256) -> ChangesPage:
         """Up to `limit` changes with seq > after_seq, in seq order, each with the image's
         current metadata. after_seq 0 means from the oldest retained change;
-        HistoryCompactedError when after_seq is older than the horizon allows."""
+        HistoryCompactedError when after_seq is older than the horizon allows, or newer than
+        the head (a consumer of a replaced store)."""
         if after_seq < 0 or limit <= 0:
             raise InvalidRequestError("after_seq must be >= 0 and limit > 0")
         with self._lock:
             if 0 < after_seq < self._horizon - 1:
                 raise HistoryCompactedError(after_seq, self._horizon)
+            if after_seq > self._feed_head:
+                # Only a consumer of another (replaced, restored) store can be ahead: it must
+                # resynchronise, like one that fell behind the horizon.
+                raise HistoryCompactedError(after_seq, self._horizon, self._feed_head)
             found = self._history.after(after_seq, limit)
             out = []
             for seq, kind, image_id in found:

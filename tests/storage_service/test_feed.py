@@ -65,6 +65,9 @@ def test_the_feed_has_every_put_annotate_and_delete_in_seq_order(tmp_path, small
         after = chunk[-1][0]
     assert batched == feed
     assert _feed(store, seqs[-1]) == []
+    # Ahead of the head: a consumer of some other store, told to resynchronise.
+    with pytest.raises(HistoryCompactedError, match="ahead"):
+        store.changes(seqs[-1] + 1)
     store.close()
 
 
@@ -215,3 +218,16 @@ def test_the_history_is_compact_and_trims(tmp_path):
     assert history.after(0, 1) == [(2 * 90_001, 1 + 90_001 % 3, f"{90_001:032x}")]
     with pytest.raises(ValueError):
         history.append(10, 1, "x")
+
+
+def test_fsync_and_flush_observers_are_called(tmp_path, small_images):
+    fsyncs: list[float] = []
+    flushes: list[float] = []
+    options = StoreOptions(memtable_bytes=1 << 30, on_fsync=fsyncs.append, on_flush=flushes.append)
+    store = ColumnStore.open(tmp_path / "s", options)
+    store.put("a.jpg", "", small_images[0])
+    assert fsyncs and all(s >= 0 for s in fsyncs)
+    assert not flushes
+    store.flush()
+    assert len(flushes) == 1 and flushes[0] > 0
+    store.close()
