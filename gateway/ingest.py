@@ -193,8 +193,8 @@ class IngestPipeline:
             pause = self._poll_s
             while True:
                 stats = self._clients.search_stats()
-                if "applied_seq" not in stats.DESCRIPTOR.fields_by_name:
-                    return False  # a search that does not follow the feed
+                if not stats.following:
+                    return False  # not connected to storage's feed: it cannot catch up now
                 if stats.applied_seq >= head:
                     return True
                 left = deadline - time.monotonic()

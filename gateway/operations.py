@@ -303,10 +303,14 @@ def status_report() -> dict[str, Any]:
 
     def search_stats() -> dict[str, Any]:
         stats = st.clients.search_stats()
-        fields = stats.DESCRIPTOR.fields_by_name
         return {
-            # Search follows storage's feed: the last change it applied.
-            "applied_seq": stats.applied_seq if "applied_seq" in fields else None,
+            # Search follows storage's feed: the last change it applied, whether it is
+            # connected to the feed, and how far a replay (new or lost index) has come.
+            "applied_seq": stats.applied_seq,
+            "following": stats.following,
+            "feed_error": stats.feed_error,
+            "replaying": stats.replaying,
+            "replay_progress": round(stats.replay_progress, 4),
             "document_count": stats.document_count,
             "term_count": stats.term_count,
             "posting_bytes": stats.posting_bytes,
@@ -353,7 +357,10 @@ def consumer_lag(report: dict[str, Any]) -> list[dict[str, Any]]:
             "lag_seqs": max(0, head - applied)
             if head is not None and applied is not None
             else None,
-            "error": search.get("error", ""),
+            "following": search.get("following"),
+            "replaying": search.get("replaying"),
+            "replay_progress": search.get("replay_progress"),
+            "error": search.get("error") or search.get("feed_error", ""),
         },
         {
             "consumer": "analysis",

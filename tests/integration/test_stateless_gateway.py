@@ -155,6 +155,7 @@ def test_status_shows_how_far_each_feed_consumer_is_behind(stack, gateway_url, p
     # The upload answered once analysed and indexed: search had applied up to then.
     assert 0 < consumers["search"]["applied_seq"] <= storage["head_seq"]
     assert consumers["search"]["lag_seqs"] == storage["head_seq"] - report["search"]["applied_seq"]
+    assert consumers["search"]["following"] is True and consumers["search"]["replaying"] is False
     assert consumers["analysis"]["pending_count"] == storage["pending_count"]
     assert "Change feed and its consumers" in page
     assert 'id="consumer-search"' in page and 'id="consumer-analysis"' in page
