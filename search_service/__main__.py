@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from search_service import feed_metrics
 from search_service.config import SearchConfig
 from search_service.dir_lock import DataDirLockedError
 from search_service.durable_index import DurableIndex
@@ -35,6 +36,7 @@ def main() -> None:
         raise SystemExit(f"search not started: {exc}") from None
     source = StorageFeed(config.storage_address)
     feed = FeedConsumer(index, source, config.feed_retry_initial_s, config.feed_retry_max_s)
+    feed_metrics.register(feed)
     server, port, health = build_server(
         f"{config.host}:{config.port}", config.max_workers, index, feed
     )

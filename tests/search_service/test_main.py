@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +23,7 @@ from search_service.label_embeddings import CACHE_NAME
 from service_runtime.probe import is_serving
 from tests.conftest import REPO_ROOT
 from tests.search_service.storage_support import Storage, eventually, label
+from tests.support import free_port
 
 
 class Service:
@@ -33,9 +35,12 @@ class Service:
 
 
 @contextmanager
-def running(data_dir: Path, vision_address: str, storage_address: str) -> Iterator[Service]:
+def running(
+    data_dir: Path, vision_address: str, storage_address: str, **extra: str
+) -> Iterator[Service]:
     env = {
         **os.environ,
+        **extra,
         "SEARCH_PORT": "0",
         "SEARCH_STORAGE_ADDR": storage_address,
         "SEARCH_FEED_RETRY_MAX_S": "0.5",
@@ -129,11 +134,22 @@ def test_index_survives_a_sigterm_restart_with_semantic_search(
 
 def test_serves_keyword_search_when_vision_is_down(tmp_path, photo_jpegs, storage):
     beach = storage.put_ready(photo_jpegs["coffee"], "BeachDay.jpg", [label("seashore", 0.8)])
-    with running(tmp_path / "search", "127.0.0.1:9", storage.address) as service:
+    metrics_port = free_port()
+    with running(
+        tmp_path / "search",
+        "127.0.0.1:9",
+        storage.address,
+        IMAGEREPO_METRICS_PORT=str(metrics_port),
+    ) as service:
         channel, stub = _stub(service)
         eventually(lambda: _applied(stub) >= storage.head_seq(), what="the feed applied")
         reply = stub.Search(pb.SearchRequest(query="beach seashore"), timeout=10)
         channel.close()
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as page:
+            metrics = page.read().decode()
+
+    assert 'imagerepo_consumer_lag_seqs{consumer="search"} 0.0' in metrics
+    assert f"imagerepo_search_applied_seq {float(storage.head_seq())}" in metrics
 
     assert [h.image_id for h in reply.hits] == [beach]
     assert any("keyword search only" in m for m in service.messages())
