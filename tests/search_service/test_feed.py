@@ -146,13 +146,18 @@ def test_an_image_going_back_to_pending_leaves_the_index(storage, search, photo_
 
 
 def test_search_refuses_direct_writes_while_it_follows_the_feed(search):
-    with pytest.raises(grpc.RpcError) as err:
-        search.stub.IndexImage(
-            search_pb.IndexImageRequest(document=search_pb.SearchDocument(image_id="x")),
-            timeout=10,
-        )
-    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "change feed" in err.value.details()
+    doc = search_pb.SearchDocument(image_id="x")
+    calls = (
+        lambda: search.stub.IndexImage(search_pb.IndexImageRequest(document=doc), timeout=10),
+        lambda: search.stub.RemoveImage(search_pb.RemoveImageRequest(image_id="x"), timeout=10),
+        lambda: search.stub.Rebuild(iter([search_pb.RebuildRequest(document=doc)]), timeout=10),
+    )
+    for call in calls:
+        with pytest.raises(grpc.RpcError) as err:
+            call()
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "change feed" in err.value.details()
+    assert search.stats().document_count == 0
 
 
 def test_a_restarted_search_resumes_from_its_snapshot_seq(tmp_path, storage, photo_jpegs):
