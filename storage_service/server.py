@@ -45,6 +45,8 @@ def build_server(
         max_image_pixels=max_image_pixels,
         decode_memory_bytes=decode_memory_bytes,
         heartbeat_s=heartbeat_s,
+        # Half the threads at most for change-feed followers: the rest serve other calls.
+        max_streams=max(1, max_workers // 2),
     )
     pb_grpc.add_StorageServiceServicer_to_server(servicer, server)
     health = StorageHealth(server, SERVICE_NAME, servicer)

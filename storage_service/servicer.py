@@ -38,6 +38,7 @@ from storage_service.columnstore.model import (
 )
 from storage_service.columnstore.store import ColumnStore
 from storage_service.errors import (
+    BUSY,
     STORAGE_FULL_MESSAGE,
     abort,
     store_errors,
@@ -204,9 +205,14 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
         max_image_pixels: int = DEFAULT_MAX_PIXELS,
         decode_memory_bytes: int = policy.DEFAULT_DECODE_MEMORY_BYTES,
         heartbeat_s: float = HEARTBEAT_S,
+        max_streams: int = 8,
     ) -> None:
         self._store = store
         self._heartbeat_s = heartbeat_s
+        # Each open WatchChanges stream holds a server thread: at most this many at once, so
+        # followers can never take every thread from the other calls.
+        self._max_streams = max_streams
+        self._streams = threading.BoundedSemaphore(max_streams)
         # Set by stop(): open WatchChanges streams end within WATCH_POLL_S.
         self._stopping = threading.Event()
         self._max_image_bytes = max_image_bytes
@@ -662,6 +668,21 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
             context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, "after_seq and max_batch must not be negative"
             )
+        if not self._streams.acquire(blocking=False):
+            abort(
+                context,
+                grpc.StatusCode.UNAVAILABLE,
+                f"{self._max_streams} change-feed streams are open already; retry later",
+                BUSY,
+            )
+        try:
+            yield from self._watch(request, context)
+        finally:
+            self._streams.release()
+
+    def _watch(
+        self, request: pb.WatchChangesRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.WatchChangesResponse]:
         batch = min(request.max_batch or DEFAULT_WATCH_BATCH, MAX_WATCH_BATCH)
         after = request.after_seq
         sent_any = False

@@ -122,6 +122,9 @@ class StoreOptions:
     # A transient analysis failure is retried after initial * 2**(attempts - 1), capped.
     analysis_backoff_initial_ms: int = 2_000
     analysis_backoff_max_ms: int = 300_000
+    # An image claimed this many times without a result (workers killed by it, or transient
+    # failures every time) is marked FAILED instead of being claimed again; 0: no limit.
+    analysis_max_attempts: int = 10
     # Observers (metrics): seconds of each log fsync, and of each memtable flush.
     on_fsync: Callable[[float], None] | None = None
     on_flush: Callable[[float], None] | None = None
@@ -1034,8 +1037,12 @@ class ColumnStore:
             raise InvalidRequestError("max_images and lease_ms must be positive")
         now = int(time.time() * 1000) if now_ms is None else now_ms
         pendings: list[tuple[_Pending, ImageMeta]] = []
+        gave_up: list[_Pending] = []
+        limit = self.options.analysis_max_attempts
         with self._lock:
             self._check_writable()
+            # Rows are only submitted here (applied after their fsync, outside this loop), so
+            # the PENDING index does not change under the iteration.
             for image_id in self._by_status.ids(str(int(AnalysisStatus.PENDING))):
                 if len(pendings) >= max_images:
                     break
@@ -1046,6 +1053,22 @@ class ColumnStore:
                 if (state.lease_owner and state.lease_expires_ms > now) or (
                     state.next_attempt_ms > now
                 ):
+                    continue
+                vector = _read(entry.vector, "feature_vector") if entry.vector else b""
+                if limit and state.attempts >= limit:
+                    why = f"gave up after {state.attempts} attempts"
+                    why += f": {state.last_error}" if state.last_error else ""
+                    failed = dataclasses.replace(
+                        entry.meta,
+                        status=AnalysisStatus.FAILED,
+                        status_detail=why[:1000],
+                        analysis=AnalysisState(state.attempts, why[:1000], state.generation + 1),
+                    )
+                    values = {"id": image_id, **_annotation_values(failed)}
+                    row = Row(
+                        self._take_seq(), RowKind.ANNOTATE, values, {"feature_vector": vector}
+                    )
+                    gave_up.append(self._submit(row))
                     continue
                 meta = dataclasses.replace(
                     entry.meta,
@@ -1058,11 +1081,10 @@ class ColumnStore:
                         0,
                     ),
                 )
-                vector = _read(entry.vector, "feature_vector") if entry.vector else b""
                 values = {"id": image_id, **_annotation_values(meta), "lease_only": 1}
                 row = Row(self._take_seq(), RowKind.ANNOTATE, values, {"feature_vector": vector})
                 pendings.append((self._submit(row), meta))
-        for pending, _meta in pendings:
+        for pending in [*gave_up, *(p for p, _m in pendings)]:
             self._commit(pending)
         return [ClaimedImage(meta, meta.analysis.generation) for _p, meta in pendings]
 

@@ -4,6 +4,7 @@ through restarts; two claimers never hold the same image while a lease holds."""
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import pytest
 
@@ -133,6 +134,8 @@ def test_transient_failures_back_off_and_permanent_ones_fail_for_good(tmp_path, 
     assert meta.analysis.next_attempt_ms == T0 + 3_000 + 4_000  # doubled
     assert store.stats().pending_count == 1
     # The backoff is capped.
+    store.close()
+    store = ColumnStore.open(tmp_path / "s", replace(OPTS, analysis_max_attempts=0))
     now = T0 + 10_000
     for _ in range(12):
         now = store.get(flaky).analysis.next_attempt_ms
@@ -188,3 +191,26 @@ def test_analysis_state_survives_a_restart_and_compaction(tmp_path, small_images
     got = {c.image.id for c in reopened.claim_analysis("w2", 4, 60_000, T0 + 60_001)}
     assert got == {ids[1], ids[3]}
     reopened.close()
+
+
+def test_an_image_that_never_completes_is_failed_after_max_attempts(tmp_path, small_images):
+    store = ColumnStore.open(tmp_path / "s", replace(OPTS, analysis_max_attempts=3))
+    poison, fine = _put_all(store, small_images[:2])
+    now = T0
+    for attempt in range(1, 4):  # a worker killed by the image each time: the lease runs out
+        claimed = {c.image.id: c for c in store.claim_analysis("w", 1, 1_000, now)}
+        assert list(claimed) == [poison] and claimed[poison].image.analysis.attempts == attempt
+        now += 1_001
+    head = store.head_seq
+
+    claimed = store.claim_analysis("w", 5, 1_000, now)
+
+    assert [c.image.id for c in claimed] == [fine]
+    meta = store.get(poison)
+    assert meta.status is AnalysisStatus.FAILED
+    assert meta.status_detail == "gave up after 3 attempts"
+    # Giving up is a change consumers see; the claim of `fine` is not.
+    assert [(c.kind.name, c.image_id) for c in store.changes(head).changes] == [
+        ("ANNOTATE", poison)
+    ]
+    store.close()

@@ -37,7 +37,7 @@ class Served:
     health: ServiceHealth
 
 
-def _serve(data_dir: Path, retention: int = 1_000_000) -> Served:
+def _serve(data_dir: Path, retention: int = 1_000_000, max_workers: int = 16) -> Served:
     store = ColumnStore.open(
         data_dir,
         StoreOptions(
@@ -47,7 +47,9 @@ def _serve(data_dir: Path, retention: int = 1_000_000) -> Served:
             feed_retention_seqs=retention,
         ),
     )
-    server, port, health = build_server(store, "127.0.0.1:0", heartbeat_s=0.3)
+    server, port, health = build_server(
+        store, "127.0.0.1:0", heartbeat_s=0.3, max_workers=max_workers
+    )
     server.start()
     health.set_serving(True)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=channel_options())
@@ -279,3 +281,34 @@ def test_an_open_stream_does_not_hold_up_shutdown(tmp_path, photos):
     follower.thread.join(5)
     assert not follower.thread.is_alive()
     served.store.close()
+
+
+def test_followers_cannot_take_every_server_thread(tmp_path, photos):
+    served = _serve(tmp_path / "storage", max_workers=4)  # at most 2 streams
+    try:
+        put(served.stub, photos[0], "a.jpg")
+        first, second = Follower(served.stub, 0), Follower(served.stub, 0)
+        first.changes(1), second.changes(1)
+
+        third = Follower(served.stub, 0)
+        refused = third.messages.get(timeout=10)
+        assert isinstance(refused, grpc.RpcError)
+        assert refused.code() == grpc.StatusCode.UNAVAILABLE
+        # Other calls are still served, and a closed stream frees its place.
+        assert served.stub.GetStats(pb.GetStatsRequest(), timeout=10).image_count == 1
+        first.call.cancel()
+        first.thread.join(5)
+        deadline = threading.Event()
+        for _ in range(50):
+            again = Follower(served.stub, 0)
+            message = again.messages.get(timeout=10)
+            if isinstance(message, pb.WatchChangesResponse):
+                break
+            deadline.wait(0.1)  # the cancelled stream's thread is still finishing
+        else:
+            raise AssertionError("a place was not freed by the cancelled stream")
+        again.call.cancel()
+        second.call.cancel()
+    finally:
+        served.server.stop(None)
+        served.store.close()
