@@ -58,7 +58,7 @@ def main() -> None:
             on_fsync=STORAGE_FSYNC_SECONDS.observe,
             on_flush=STORAGE_FLUSH_SECONDS.observe,
         )
-        store = ColumnStore.open(config.data_dir, options)
+        store = ColumnStore.open(config.data_dir, options, fs=config.file_system())
     except DataDirLockedError as e:
         # Another storage process serves this directory: two would destroy each other's data.
         _refuse_to_start(f"{e} (STORAGE_DATA_DIR chooses the directory)")

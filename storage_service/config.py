@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from storage_service.columnstore import policy
+from storage_service.columnstore.fs import FileSystem
 from storage_service.columnstore.store import StoreOptions
 
 
@@ -28,6 +29,11 @@ class StorageConfig:
     max_workers: int = 16
     grace_s: float = 5.0
     log_level: str = "INFO"
+    # Sealed segments in an S3-compatible store (s3://bucket/prefix); empty: the local disk.
+    segments_url: str = ""
+    s3_endpoint: str = ""
+    segment_cache_bytes: int = 1 << 30
+    segment_cache_dir: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> StorageConfig:
@@ -50,6 +56,30 @@ class StorageConfig:
             max_workers=int(env.get("STORAGE_MAX_WORKERS", cls.max_workers)),
             grace_s=float(env.get("STORAGE_GRACE_S", cls.grace_s)),
             log_level=env.get("LOG_LEVEL", cls.log_level),
+            segments_url=env.get("STORAGE_SEGMENTS_URL", ""),
+            s3_endpoint=env.get("STORAGE_S3_ENDPOINT", ""),
+            segment_cache_bytes=int(
+                env.get("STORAGE_SEGMENT_CACHE_BYTES", cls.segment_cache_bytes)
+            ),
+            segment_cache_dir=Path(env["STORAGE_SEGMENT_CACHE_DIR"])
+            if env.get("STORAGE_SEGMENT_CACHE_DIR")
+            else None,
+        )
+
+    def file_system(self, env: Mapping[str, str] = os.environ) -> FileSystem | None:
+        """The store's file system: segments in the object store when STORAGE_SEGMENTS_URL
+        is set (credentials: see object_store.s3_client), else None (the local disk)."""
+        if not self.segments_url:
+            return None
+        from storage_service.columnstore.object_store import object_segment_fs
+
+        return object_segment_fs(
+            self.data_dir,
+            self.segments_url,
+            endpoint=self.s3_endpoint or None,
+            cache_bytes=self.segment_cache_bytes,
+            cache_dir=self.segment_cache_dir,
+            env=env,
         )
 
     def store_options(self) -> StoreOptions:

