@@ -142,6 +142,9 @@ class FeedConsumer:
                     continue
                 except FeedUnavailableError as exc2:
                     self._note_down(str(exc2), pause)
+                except Exception:  # as below: the thread must not die
+                    log.exception("resynchronisation failed; retrying")
+                    self._note_down("internal error during a resync", pause)
             except FeedUnavailableError as exc:
                 if self._stop.is_set():
                     break
