@@ -5,10 +5,13 @@ gallery), its format is checked against the policy and its content type taken fr
 decoded (never trusted from the client), and a short EXIF summary is taken.
 
 Memory is bounded before anything is decompressed: the header gives the size and mode, a JPEG
-is decoded at the smallest DCT scale that still covers the 1024 px preview (libjpeg draft mode:
-a 48 MP photo decodes as 6 MP or less), and what that decode costs (`policy.decode_cost`) is
-reserved from a `DecodeBudget` shared by all requests: one image over the budget is refused as
-a decompression bomb, several large ones take turns instead of all decoding at once.
+is decoded at the smallest DCT scale that still covers the thumbnails it needs (libjpeg draft
+mode: a 48 MP photo decodes as 6 MP or less for its 1024 px preview; a web-sized photo that
+needs no preview decodes at 1/2 or 1/4 scale for its 256 px thumbnail, which is also most of
+what makes a put cheap; libjpeg still reads every byte, so truncation is still caught), and
+what that decode costs (`policy.decode_cost`) is reserved from a `DecodeBudget` shared by all
+requests: one image over the budget is refused as a decompression bomb, several large ones take
+turns instead of all decoding at once.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from contextlib import contextmanager
 from PIL import ExifTags, Image, UnidentifiedImageError
 
 from storage_service.columnstore import policy
+from storage_service.columnstore import thumbnails as thumbs_mod
 from storage_service.columnstore.errors import StoreError
 from storage_service.columnstore.model import PreparedImage
 from storage_service.columnstore.policy import ImageRefusedError
@@ -147,7 +151,12 @@ def prepare_image(
             policy.check_pixels(image.width, image.height, max_pixels)
             stored_size = image.size
             if format_name in ("JPEG", "MPO") and image.mode in ("RGB", "L", "CMYK"):
-                image.draft(image.mode, policy.draft_size(stored_size))
+                try:
+                    orientation = image.getexif().get(thumbs_mod.EXIF_ORIENTATION, 1)
+                    side = thumbs_mod.decode_side(format_name, stored_size, orientation)
+                except Exception:  # noqa: BLE001 - broken EXIF: decode for the preview
+                    side = thumbs_mod.PREVIEW_PX
+                image.draft(image.mode, policy.draft_size(stored_size, side))
             cost = policy.check_decode_cost(
                 image.size, image.mode, format_name, budget.memory_bytes
             )
