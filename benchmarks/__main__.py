@@ -10,7 +10,7 @@ import importlib
 import sys
 import time
 
-PARTS = ("storage", "vision", "search", "e2e")
+PARTS = ("storage", "vision", "search", "e2e", "ingest")
 
 
 def main(argv: list[str]) -> int:
