@@ -4,8 +4,8 @@ Reads are open when no keys are configured. With keys, the gateway is private by
 (IMAGEREPO_PRIVATE=0 opens reads again): every page and API read needs a Bearer key or a
 login, except the health check, the login page and the static files. The model endpoints
 (predict, similar-to-an-upload) need a key whenever keys are set. A key changes only its own
-owner's images; an admin key (IMAGEREPO_ADMIN_KEYS) changes anyone's and alone may rebuild the
-index or clear every exact duplicate at once. `Policy.authorize` enforces all that before a
+owner's images; an admin key (IMAGEREPO_ADMIN_KEYS) changes anyone's and alone may
+clear every exact duplicate at once. `Policy.authorize` enforces all that before a
 route runs (registered in app.py), so the routes keep only their own write checks below.
 Failed logins and wrong keys are rate limited per client address.
 
@@ -250,10 +250,8 @@ OPEN_ENDPOINTS = frozenset(
 )
 # They run the models on the caller's picture: a key (or a login) whenever keys are set.
 MODEL_ENDPOINTS = frozenset({"api.predict", "api.similar_to_upload", "pages.search_similar"})
-# Change many owners' images at once, or the whole index: admin keys only (when keys are set).
-ADMIN_ENDPOINTS = frozenset(
-    {"api.start_index_rebuild", "api.resolve_exact_duplicates", "pages.resolve_exact_duplicates"}
-)
+# Change many owners' images at once: admin keys only (when keys are set).
+ADMIN_ENDPOINTS = frozenset({"api.resolve_exact_duplicates", "pages.resolve_exact_duplicates"})
 
 
 def _ids(values: Iterable[object]) -> list[str]:

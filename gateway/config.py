@@ -23,7 +23,7 @@ class GatewayConfig:
     # Writes need one of these as a Bearer token when any is set ("owner:secret" ties the
     # images a key uploads to that owner; only the owner or an admin key changes them).
     api_keys: frozenset[str] = field(default_factory=frozenset)
-    # Keys that may change every owner's images (and rebuild the index); also valid keys.
+    # Keys that may change every owner's images (and clear every duplicate group); valid keys too.
     admin_keys: frozenset[str] = field(default_factory=frozenset)
     # Reads need a key or a login too. None: on exactly when keys are configured.
     private: bool | None = None

@@ -78,6 +78,13 @@ def test_import_interrupted_at_random_points_ends_with_one_copy_of_each(
         print(f"round {round_number}: {sig.name} -> {proc.returncode}: {out.strip()[-160:]}")
         if proc.returncode == 0:
             continue  # it had finished before the signal
+        if proc.returncode == -signal.SIGINT and (out.splitlines() or [""])[-1].startswith(
+            "stored "
+        ):
+            # It had finished (its summary says so, not "interrupted: ...") and the signal
+            # came while the interpreter exited, after the handler was put back: Python then
+            # dies of the signal, as a Unix program should.
+            continue
         interrupted += 1
         if sig == signal.SIGINT:
             assert proc.returncode == 130, err
