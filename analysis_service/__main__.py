@@ -8,7 +8,9 @@ or gives back the batches in flight within ANALYSIS_GRACE_S.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 
 from analysis_service.clients import StorageClient, VisionClient
 from analysis_service.config import AnalysisConfig, AnalysisConfigError
@@ -17,7 +19,6 @@ from analysis_service.worker import Worker
 from service_runtime.channels import open_channel
 from service_runtime.logs import configure_logging
 from service_runtime.security import SecurityConfigError, TransportSecurity
-from service_runtime.serve import serve_until_signalled
 
 log = logging.getLogger("analysis_service")
 
@@ -54,13 +55,22 @@ def main() -> None:
         },
     )
 
-    def stop_worker() -> None:
-        worker.stop()
-        storage_channel.close()
-        vision_channel.close()
+    stop = threading.Event()
 
-    # Health says NOT_SERVING first, then the batches in flight finish (or are given back).
-    serve_until_signalled(server, health, grace_s=1.0, on_stop=stop_worker)
+    def request_stop(signum: int, _frame: object) -> None:
+        log.info("signal received, shutting down", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    stop.wait()
+    # Claim nothing more at once; finish (or give back) the batches in flight; then go.
+    health.shutdown()
+    worker.stop()
+    server.stop(1.0).wait()
+    storage_channel.close()
+    vision_channel.close()
+    log.info("stopped")
 
 
 if __name__ == "__main__":

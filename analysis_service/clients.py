@@ -179,10 +179,12 @@ class VisionClient:
         for future in futures:
             future.add_done_callback(lambda _f: remaining.release())
         for _ in futures:
-            while not remaining.acquire(timeout=0.2):
+            while True:
                 if abandon.is_set():
                     for future in futures:
-                        future.cancel()
+                        future.cancel()  # a no-op for those already answered
+                if remaining.acquire(timeout=0.05):
+                    break
         results: list[vision_pb.AnalyzeResponse | CallFailedError] = []
         for future in futures:
             try:

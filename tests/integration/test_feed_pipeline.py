@@ -9,6 +9,7 @@ PENDING with their attempts and last error, and are analysed once it is back.
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import random
 import signal
@@ -237,10 +238,11 @@ def worker_metric(proc: subprocess.Popen[str], name: str, labels: str) -> float:
     port = proc.metrics_port  # type: ignore[attr-defined]
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
         text = reply.read().decode()
+    series = f"{name}{{{labels}}} " if labels else f"{name} "
     for line in text.splitlines():
-        if line.startswith(f"{name}{{{labels}}} "):
+        if line.startswith(series):
             return float(line.split()[-1])
-    return 0.0
+    raise AssertionError(f"no {series.strip()} on the worker's /metrics")
 
 
 def test_an_image_put_over_grpc_is_analysed_with_no_gateway(pipeline: Pipeline):
@@ -357,12 +359,72 @@ def test_images_wait_pending_while_vision_is_down_and_are_analysed_when_it_retur
     assert all(len(m.labels) == 20 for m in images.values())
 
 
-def test_sigterm_stops_the_worker_cleanly(pipeline: Pipeline):
-    pipeline.start_worker("w1")
-    image_id = pipeline.put("a.jpg", photo_variants(1)[0])
-    pipeline.wait_until([image_id], lambda m: m.status == READY)
+def test_a_put_wakes_the_worker_through_the_change_feed(pipeline: Pipeline):
+    # It polls only every 10 minutes: the feed is what tells it about the new image.
+    proc = pipeline.start_worker("w1", ANALYSIS_POLL_INTERVAL_S="600")
+    time.sleep(0.5)  # its first claim found nothing; now it waits on the feed
 
-    assert pipeline.stop_worker("w1") == 0
+    image_id = pipeline.put("a.jpg", photo_variants(1)[0])
+    image = pipeline.wait_until([image_id], lambda m: m.status == READY, timeout_s=60)[image_id]
+
+    assert image.analysis.attempts == 1
+    assert worker_metric(proc, "imagerepo_analysis_images_total", 'outcome="ready"') == 1
+
+
+def test_the_worker_reports_its_lag_and_the_queue_on_its_metrics(pipeline: Pipeline):
+    proc = pipeline.start_worker("w1")
+    ids = [pipeline.put(f"m{i}.jpg", data) for i, data in enumerate(photo_variants(4))]
+    pipeline.wait_until(ids, lambda m: m.status == READY)
+    time.sleep(1.5)  # one stats interval
+
+    assert worker_metric(proc, "imagerepo_consumer_lag_seqs", 'consumer="analysis"') == 0
+    assert worker_metric(proc, "imagerepo_analysis_pending_images", "") == 0
+    assert worker_metric(proc, "imagerepo_analysis_batch_size_sum", "") == 4
+
+
+def text_pages(count: int) -> list[bytes]:
+    """Large scans of the real text photos: OCR runs on each, so a batch takes a while."""
+    out = []
+    for i in range(count):
+        with Image.open(real_photo_paths()[("page", "text")[i % 2]]) as im:
+            big = im.convert("RGB").resize((im.width * 4, im.height * 4))
+        buf = io.BytesIO()
+        ImageEnhance.Brightness(big).enhance(0.9 + 0.01 * i).save(buf, "JPEG", quality=90)
+        out.append(buf.getvalue())
+    return out
+
+
+def test_sigterm_mid_batch_gives_the_batch_back_and_exits_cleanly(pipeline: Pipeline):
+    ids = [pipeline.put(f"s{i:02d}.jpg", data) for i, data in enumerate(text_pages(16))]
+    # No grace at all: what is on vision at SIGTERM is given back at once, not left leased
+    # for the ten minutes of its lease.
+    pipeline.start_worker(
+        "w1",
+        ANALYSIS_GRACE_S="0",
+        ANALYSIS_LEASE_MS="600000",
+        ANALYSIS_BATCH="16",
+        ANALYSIS_BATCHES_IN_FLIGHT="1",
+    )
+    deadline = time.monotonic() + 30
+    while not any(m.analysis.lease_owner == "w1" for m in pipeline.images(ids).values()):
+        assert time.monotonic() < deadline
+
+    code = pipeline.stop_worker("w1")
+    now_ms = time.time() * 1000
+    images = pipeline.images(ids)
+
+    assert code == 0
+    still_leased = [
+        i
+        for i, m in images.items()
+        if m.status == PENDING
+        and m.analysis.lease_owner == "w1"
+        and m.analysis.lease_expires_unix_ms > now_ms
+    ]
+    assert still_leased == []
+    given_back = [m for m in images.values() if m.status == PENDING and m.analysis.attempts]
+    assert given_back, "the batch finished before SIGTERM arrived"
+    assert {m.analysis.last_error for m in given_back} == {"analysis worker w1 stopped"}
 
 
 # --- chaos: every consumer killed and restarted during an ingest ----------------------------
@@ -502,7 +564,8 @@ def every_search_hit(stub: search_grpc.SearchServiceStub) -> list[str]:
 def test_killing_worker_search_and_vision_during_an_ingest_ends_with_storage_and_search_agreeing(
     tmp_path: Path,
 ):
-    rng = random.Random(12)
+    rng = random.Random(12)  # when to kill, and for how long
+    deletes = random.Random(34)  # which images to delete (another thread)
     photos = photo_variants(240)
     stack = ProcessStack(tmp_path)
     try:
@@ -518,7 +581,7 @@ def test_killing_worker_search_and_vision_during_an_ingest_ends_with_storage_and
             for i, data in enumerate(photos):
                 ids.append(put_over_grpc(storage, f"chaos-{i:04d}.jpg", data))
                 if i % 25 == 24:  # a few deletes too, some of them while being analysed
-                    victim = ids[rng.randrange(len(ids))]
+                    victim = ids[deletes.randrange(len(ids))]
                     if victim not in deleted:
                         storage.DeleteImage(
                             storage_pb.DeleteImageRequest(image_id=victim), timeout=30
@@ -529,10 +592,12 @@ def test_killing_worker_search_and_vision_during_an_ingest_ends_with_storage_and
 
         putter = threading.Thread(target=ingest, daemon=True)
         putter.start()
-        # Kill a consumer at a random moment, leave it dead a random while, start it again.
+        # Kill a consumer at a random moment, leave it dead a random while, start it again;
+        # each of the three in turn, in a random order.
+        victims = itertools.cycle(rng.sample(["analysis", "search", "vision"], 3))
         while not ingest_done.is_set() or len(stack.kills) < 6:
             time.sleep(rng.uniform(0.5, 2.5))
-            victim = rng.choice(("analysis", "search", "vision"))
+            victim = next(victims)
             stack.kill(victim)
             time.sleep(rng.uniform(0.2, 2.0))
             stack.start(victim, wait=False)
