@@ -323,3 +323,43 @@ def test_a_service_behind_mutual_tls_and_a_token_needs_the_credentials(
         store.close()
 
     assert fetched.id == stored.id
+
+
+def test_a_list_of_replicas_is_spread_round_robin_by_the_client():
+    """The client's channel to "a,b,c": three real gRPC servers (the health service) each
+    answer a share of the calls (pick_first, gRPC's default, would send them all to one)."""
+    from concurrent import futures
+
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+    from imagerepo_client.calls import channel_target, open_channel
+
+    counts = [0, 0, 0]
+
+    class Counting(health.HealthServicer):
+        def __init__(self, slot: int) -> None:
+            super().__init__()
+            self.slot = slot
+
+        def Check(self, request, context):
+            counts[self.slot] += 1
+            return super().Check(request, context)
+
+    servers, addresses = [], []
+    for slot in range(3):
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        health_pb2_grpc.add_HealthServicer_to_server(Counting(slot), server)
+        addresses.append(f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}")
+        server.start()
+        servers.append(server)
+    try:
+        assert channel_target(",".join(addresses)) == "ipv4:" + ",".join(addresses)
+        with open_channel(",".join(addresses)) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            for _ in range(60):
+                stub.Check(health_pb2.HealthCheckRequest(), timeout=5, wait_for_ready=True)
+    finally:
+        for server in servers:
+            server.stop(None)
+
+    assert sum(counts) == 60
+    assert all(10 <= count <= 30 for count in counts), counts
