@@ -189,7 +189,8 @@ class Worker:
     # --- a lane: claim, analyse, complete -------------------------------------------------
 
     def _lane(self) -> None:
-        backoff = Backoff(first_s=0.5, max_s=30.0)
+        # At most 10 s: once vision is back, the queue moves again within seconds.
+        backoff = Backoff(first_s=0.5, max_s=10.0)
         while not self._stopping.is_set():
             with self._wake:
                 seen = self._wake_count

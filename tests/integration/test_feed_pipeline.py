@@ -427,6 +427,65 @@ def test_sigterm_mid_batch_gives_the_batch_back_and_exits_cleanly(pipeline: Pipe
     assert {m.analysis.last_error for m in given_back} == {"analysis worker w1 stopped"}
 
 
+def test_two_workers_and_three_vision_replicas_share_the_calls(pipeline: Pipeline):
+    """Each worker is given the three replicas as one comma-separated address: every replica
+    serves a share of the Analyze calls, and each image is still analysed once."""
+    replicas = []
+    try:
+        for _ in range(3):
+            port, metrics = free_port(), free_port()
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "vision_service"],
+                cwd=REPO_ROOT,
+                env=dict(
+                    os.environ,
+                    VISION_PORT=str(port),
+                    IMAGEREPO_METRICS_PORT=str(metrics),
+                    LOG_LEVEL="WARNING",
+                ),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            replicas.append((proc, port, metrics))
+        for proc, port, _metrics in replicas:
+            deadline = time.monotonic() + 120
+            while not is_serving(f"127.0.0.1:{port}", timeout_s=1.0):
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.2)
+        addresses = ",".join(f"127.0.0.1:{port}" for _, port, _ in replicas)
+        for name in ("w1", "w2"):
+            pipeline.start_worker(name, ANALYSIS_VISION_ADDR=addresses, ANALYSIS_BATCH="4")
+
+        ids = [pipeline.put(f"r{i:02d}.jpg", data) for i, data in enumerate(photo_variants(30))]
+        images = pipeline.wait_until(ids, lambda m: m.status != PENDING)
+        served = [vision_calls(metrics) for _, _, metrics in replicas]
+    finally:
+        for proc, _, _ in replicas:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+
+    assert {m.status for m in images.values()} == {READY}
+    assert [m.analysis.attempts for m in images.values()] == [1] * len(ids)
+    assert sum(served) == len(ids)
+    assert min(served) > 0, served
+
+
+def vision_calls(metrics_port: int) -> float:
+    """Analyze calls a vision process answered OK, from its /metrics."""
+    import urllib.request
+
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as reply:
+        text = reply.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("grpc_server_handled_total{")
+        and 'grpc_method="Analyze"' in line
+        and 'grpc_code="OK"' in line
+    )
+
+
 # --- chaos: every consumer killed and restarted during an ingest ----------------------------
 
 
