@@ -72,20 +72,37 @@ def merge_segments(
     """The rows of one segment replacing `segments`, and how many rows that drops. Rows with a
     seq at or above `keep_from_seq` are kept unchanged (the feed still serves them)."""
     versions: list[_Version] = []
-    kept: list[MergedRow] = []
+    kept_versions: list[_Version] = []
+    # Per image in the set: its newest seq, and whether it is deleted. A kept row's blobs are
+    # copied only while still needed: a deleted image's bytes never, and a vector only on the
+    # image's newest row (the one the live view reads), so retention costs no image bytes.
+    newest_seq: dict[str, int] = {}
+    deleted: set[str] = set()
     for segment in segments:
         for i, values in enumerate(segment_rows(segment)):
+            image_id = values["id"]
+            newest_seq[image_id] = max(newest_seq.get(image_id, 0), values["seq"])
+            if values["kind"] == RowKind.DELETE:
+                deleted.add(image_id)
             if keep_from_seq is not None and values["seq"] >= keep_from_seq:
-                where = (segment, i)
-                kept.append(
-                    MergedRow(
-                        values,
-                        where if values["kind"] == RowKind.PUT else None,
-                        where if values["has_feature_vector"] else None,
-                    )
-                )
+                kept_versions.append(_Version(values, (segment, i)))
             else:
                 versions.append(_Version(values, (segment, i)))
+
+    def vector_of(version: _Version) -> BlobRef | None:
+        image_id = version.values["id"]
+        if image_id in deleted or not version.values["has_feature_vector"]:
+            return None
+        return version.where if version.values["seq"] == newest_seq[image_id] else None
+
+    kept = [
+        MergedRow(
+            v.values,
+            v.where if v.values["kind"] == RowKind.PUT and v.values["id"] not in deleted else None,
+            vector_of(v),
+        )
+        for v in kept_versions
+    ]
     versions.sort(key=lambda v: v.values["seq"])
     base: dict[str, _Version] = {}
     newest: dict[str, _Version] = {}
@@ -105,7 +122,7 @@ def merge_segments(
                 merged.append(MergedRow(dict(tombstones[image_id].values), None, None))
             continue
         top = newest[image_id]
-        vector = top.where if top.values["has_feature_vector"] else None
+        vector = vector_of(top)
         if image_id not in base:
             merged.append(MergedRow(dict(top.values), None, vector))
             continue
@@ -115,7 +132,9 @@ def merge_segments(
                 values[name] = top.values[name]
         values["seq"] = top.values["seq"]
         values["kind"] = int(RowKind.PUT)
-        merged.append(MergedRow(values, base[image_id].where, vector))
+        # Deleted by a tombstone the feed still keeps: the bytes go now all the same.
+        image = None if image_id in deleted else base[image_id].where
+        merged.append(MergedRow(values, image, vector))
     dropped = len(versions) - len(merged)
     kept.sort(key=lambda r: r.values["seq"])
     return merged + kept, dropped

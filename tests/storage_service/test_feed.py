@@ -165,6 +165,36 @@ def test_compaction_keeps_the_retained_changes_and_leaves_the_horizon(tmp_path, 
     assert report.rows_dropped == 0
     assert store.horizon_seq == 0
     assert _feed(store) == before
+    # ...but the deleted half's bytes are gone all the same (the feed needs no image bytes).
+    assert report.bytes_after < report.bytes_before * 0.7
+    store.close()
+
+
+def test_retained_rows_keep_only_the_newest_vector_and_live_bytes(tmp_path, small_images):
+    options = StoreOptions(memtable_bytes=1 << 30, feed_retention_seqs=1_000)
+    store = ColumnStore.open(tmp_path / "s", options)
+    ids = [store.put(f"{i}.jpg", "", im).image.id for i, im in enumerate(small_images[:4])]
+    for round_ in range(3):
+        for n, image_id in enumerate(ids):
+            vector = tuple(float(round_ * 10 + n + k) for k in range(512))
+            store.update_annotations(
+                image_id,
+                AnnotationUpdate(fields=frozenset({"feature_vector"}), feature_vector=vector),
+            )
+    store.update_annotations(ids[0], _tag("no new vector"))  # newest row carries the old one
+    store.delete(ids[3])
+    store.flush()
+    store.compact()
+
+    for reopen in (False, True):
+        if reopen:
+            store.close()
+            store = ColumnStore.open(tmp_path / "s", options)
+        for n, image_id in enumerate(ids[:3]):
+            assert store.feature_vector(image_id) == [float(20 + n + k) for k in range(512)]
+            assert store.read_data(image_id)[1] == small_images[n].data
+        store.compact()  # a second merge of the merged rows keeps them too
+    assert len(_feed(store)) == 4 + 12 + 1 + 1
     store.close()
 
 
