@@ -11,7 +11,10 @@ Prints
 - the batch sizes the workers claimed, and how long the puts alone took.
 
 It runs rounds of (vision alone, one worker, two workers) so each pipeline figure is held
-against vision measured next to it: on a shared machine the load drifts between runs.
+against vision measured next to it: on a shared machine the load drifts between runs. It also
+prints the CPU time per photo of each process (from /proc), which the load does not move: the
+ratio of vision's CPU per image alone to the whole pipeline's is the throughput ratio a
+CPU-bound host can reach at best.
 
 Photos: the real test photos (scikit-image, scikit-learn) and edited variants of each, every
 one distinct bytes; each run stores them for a new owner, so nothing is a duplicate and every
@@ -165,6 +168,12 @@ def worker_batches(metrics_port: int) -> tuple[float, float]:
     )
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, every thread) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def vision_throughput(stub: vision_grpc.VisionServiceStub, photos: list[bytes]) -> float:
     """Images per second vision analyses with VISION_IN_FLIGHT calls always in flight."""
     slots = threading.Semaphore(VISION_IN_FLIGHT)
@@ -260,16 +269,37 @@ def main() -> None:
             # drift of a shared machine; each pipeline run is held against its round's vision.
             ceilings: list[float] = []
             runs: dict[int, list[float]] = {1: [], 2: []}
+            vision_pid = procs.procs["vision"].pid
+            storage_pid = procs.procs["storage"].pid
+            # CPU ms per photo: vision alone; and each service's share in the pipeline.
+            alone_cpu: list[float] = []
+            pipeline_cpu: dict[int, list[dict[str, float]]] = {1: [], 2: []}
             for round_no in range(rounds):
+                cpu_before = cpu_s(vision_pid)
                 ceiling = vision_throughput(vision, photos)
+                alone_cpu.append((cpu_s(vision_pid) - cpu_before) * 1000 / len(photos))
                 ceilings.append(ceiling)
-                print(f"round {round_no + 1}: vision alone {ceiling:.1f} img/s", flush=True)
+                print(
+                    f"round {round_no + 1}: vision alone {ceiling:.1f} img/s "
+                    f"({alone_cpu[-1]:.0f} CPU ms/img)",
+                    flush=True,
+                )
                 for workers in (1, 2):
                     names = [f"worker{i}" for i in range(workers)]
                     for name in names:
                         procs.start_worker(name)
                     owner = f"round{round_no}-workers{workers}"
+                    before = {"storage": cpu_s(storage_pid), "vision": cpu_s(vision_pid)}
+                    before["workers"] = sum(cpu_s(procs.procs[n].pid) for n in names)
                     rate, puts_s = pipeline_run(storage, owner, photos)
+                    used = {
+                        "storage": cpu_s(storage_pid) - before["storage"],
+                        "vision": cpu_s(vision_pid) - before["vision"],
+                        "workers": sum(cpu_s(procs.procs[n].pid) for n in names)
+                        - before["workers"],
+                    }
+                    per_photo = {k: v * 1000 / len(photos) for k, v in used.items()}
+                    pipeline_cpu[workers].append(per_photo)
                     batches = [worker_batches(procs.metrics[n]) for n in names]
                     count_b = sum(b for b, _ in batches)
                     images = sum(i for _, i in batches)
@@ -280,7 +310,8 @@ def main() -> None:
                         f"round {round_no + 1}: pipeline, {workers} worker(s): {rate:.1f} "
                         f"photos/s, ratio {rate / ceiling:.2f} (puts done after {puts_s:.1f} s; "
                         f"{images:.0f} images in {count_b:.0f} batches, "
-                        f"mean {images / max(count_b, 1):.1f})",
+                        f"mean {images / max(count_b, 1):.1f}); CPU ms/photo "
+                        + ", ".join(f"{k} {v:.0f}" for k, v in per_photo.items()),
                         flush=True,
                     )
             storage_channel.close()
@@ -299,6 +330,19 @@ def main() -> None:
             f"pipeline with {workers} worker(s), put -> READY: {ratio * mean_ceiling:.1f} "
             f"photos/s, ratio to vision {ratio:.2f} (goal >= 0.80; rounds: "
             f"{', '.join(f'{r:.2f}' for r in ratios)})"
+        )
+    # Wall-clock figures swing with whatever else runs on the machine; CPU time per photo does
+    # not. On a CPU-bound host the pipeline can run at most (vision's CPU per image alone) /
+    # (all CPU per photo in the pipeline) of vision's own throughput.
+    alone = statistics.median(alone_cpu)
+    print(f"\nCPU per photo (medians): vision alone {alone:.0f} ms")
+    for workers, samples in pipeline_cpu.items():
+        parts = {k: statistics.median(s[k] for s in samples) for k in samples[0]}
+        total = sum(parts.values())
+        print(
+            f"  pipeline, {workers} worker(s): "
+            + ", ".join(f"{k} {v:.0f} ms" for k, v in parts.items())
+            + f"; total {total:.0f} ms -> CPU-bound ratio {alone / total:.2f}"
         )
 
 
