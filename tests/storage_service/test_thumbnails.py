@@ -102,13 +102,8 @@ def test_a_photo_needing_no_preview_decodes_at_reduced_scale(photo_paths):
     budget = 1_000_000
 
     image = prepare_image(data, budget=DecodeBudget(budget))
-    saved = thumbnails.SETTINGS
-    thumbnails.SETTINGS = thumbnails.LEGACY
-    try:
-        with pytest.raises(InvalidImageError, match="decode budget"):
-            prepare_image(data, budget=DecodeBudget(budget))
-    finally:
-        thumbnails.SETTINGS = saved
+    with pytest.raises(InvalidImageError, match="decode budget"):
+        _prepare_with_budget(data, thumbnails.LEGACY, budget)
 
     assert image.thumb_small_size == (256, 171)
     assert (image.thumb_preview, image.thumb_preview_size) == (b"", (0, 0))
@@ -148,3 +143,39 @@ def test_no_preview_is_stored_that_does_not_save_what_the_original_costs(photo_v
         if image.thumb_preview:
             assert len(image.thumb_preview) * thumbnails.PREVIEW_MIN_SAVING <= len(data), name
             assert max(image.thumb_preview_size) == thumbnails.PREVIEW_PX, name
+
+
+def test_a_12_megapixel_photo_decodes_at_quarter_scale_for_a_preview_as_good(photo_paths):
+    """4000x3000: 1/4 scale (1000x750, 3 MB decoded) enlarged 2.4% to the 1024 px preview,
+    instead of 1/2 scale (12 MB) resampled down; the preview's quality stays the legacy's."""
+    with Image.open(photo_paths["chelsea"]) as im:
+        data = _jpeg(im.convert("RGB").resize((4000, 3000), Image.Resampling.BICUBIC))
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        full = im.copy()
+    full.thumbnail((thumbnails.PREVIEW_PX, thumbnails.PREVIEW_PX), Image.Resampling.LANCZOS, None)
+    reference = np.asarray(full)
+    budget = 5_000_000
+
+    image = prepare_image(data, budget=DecodeBudget(budget))
+    with pytest.raises(InvalidImageError, match="decode budget"):
+        _prepare_with_budget(data, thumbnails.LEGACY, budget)
+    legacy = _prepare(data, thumbnails.LEGACY)
+
+    assert image.thumb_preview_size == (1024, 768)
+    with Image.open(io.BytesIO(image.thumb_preview)) as preview:
+        assert preview.size == (1024, 768)
+    before = _ssim(legacy.thumb_preview, reference)
+    after = _ssim(image.thumb_preview, reference)
+    assert after >= before - MAX_SSIM_LOSS, (before, after)
+
+
+def _prepare_with_budget(
+    data: bytes, settings: thumbnails.ThumbnailSettings, budget: int
+) -> PreparedImage:
+    saved = thumbnails.SETTINGS
+    thumbnails.SETTINGS = settings
+    try:
+        return prepare_image(data, budget=DecodeBudget(budget))
+    finally:
+        thumbnails.SETTINGS = saved
