@@ -36,7 +36,7 @@ class Feedback:
     created_at_ms: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AnalysisState:
     """An image's place in the analysis queue (see ColumnStore.claim_analysis)."""
 

@@ -238,7 +238,14 @@ def _analysis_of(values: dict[str, Any]) -> AnalysisState:
         int(values.get("lease_expires_ms", 0)),
         int(values.get("next_attempt_ms", 0)),
     )
-    return NO_ANALYSIS if state == NO_ANALYSIS else state
+    if state.lease_owner or state.last_error or state.next_attempt_ms:
+        return state
+    # Settled states (no lease, no error) repeat a few (attempts, generation) pairs across
+    # every image: one shared instance each, not an object per image.
+    return _SETTLED.setdefault((state.attempts, state.generation), state)
+
+
+_SETTLED: dict[tuple[int, int], AnalysisState] = {(0, 0): NO_ANALYSIS}
 
 
 def _meta_from(values: dict[str, Any]) -> ImageMeta:
