@@ -24,6 +24,13 @@ CONFIDENT_LABEL = 0.6
 ALT_LABEL = 0.25
 _WAITING = re.compile(r"waiting for (\w+): (\w+)")
 _FAILED = re.compile(r"(\w+) could not process this image \((\w+):")
+# What the analysis workers write (analysis_service.failures): a refusal, a failure that kept
+# coming back, and the last error of an image still waiting.
+_REFUSED = re.compile(r"(\w+) cannot analyse this image: (.*)", re.DOTALL)
+_KEPT_FAILING = re.compile(r"(\w+) failed on this image (\d+) times")
+_AWAY = re.compile(r"(\w+) unavailable \((\w+)\)")
+_RETRYING = re.compile(r"(\w+) failed \((\w+)\)")
+_TOO_LARGE_WORDS = ("pixels", "too large", "larger than")
 _SERVICE_WORDS = {"vision": "the analyser", "search": "the search index", "storage": "storage"}
 _REASON_WORDS = {
     "labels": "looks like",
@@ -43,6 +50,14 @@ def status_text(status: str, detail: str) -> str:
     if status == "ready":
         return "analysed"
     if status == "failed":
+        refused = _REFUSED.search(detail)
+        if refused:
+            if any(word in refused.group(2).lower() for word in _TOO_LARGE_WORDS):
+                return "could not analyse: the picture is too large for the analyser"
+            return "could not analyse: the file is damaged or not readable by the analyser"
+        kept_failing = _KEPT_FAILING.search(detail)
+        if kept_failing:
+            return f"could not analyse: it failed {kept_failing.group(2)} times; you can retry"
         failed = _FAILED.search(detail)
         code = failed.group(2) if failed else ""
         if code in ("INVALID_ARGUMENT", "FAILED_PRECONDITION"):
@@ -50,13 +65,29 @@ def status_text(status: str, detail: str) -> str:
         if code == "RESOURCE_EXHAUSTED":
             return "could not analyse: the picture is too large for the analyser"
         return "could not analyse: it failed several times; you can retry"
-    waiting = _WAITING.search(detail)
+    waiting = _WAITING.search(detail) or _AWAY.search(detail) or _RETRYING.search(detail)
     if waiting:
         who = _SERVICE_WORDS.get(waiting.group(1), waiting.group(1))
-        if waiting.group(2) == "UNAVAILABLE":
+        if waiting.group(2) in ("UNAVAILABLE", "CANCELLED") or waiting.re is _AWAY:
             return f"analysing: waiting for {who} to come back"
         return f"analysing: {who} is busy, it will be tried again"
     return "analysing"
+
+
+def error_words(last_error: str) -> str:
+    """An analysis try's error (storage's AnalysisState.last_error) in plain words."""
+    if not last_error:
+        return ""
+    waiting = status_text("pending", last_error)
+    if waiting != "analysing":
+        return waiting.removeprefix("analysing: ")
+    if (
+        _REFUSED.search(last_error)
+        or _KEPT_FAILING.search(last_error)
+        or _FAILED.search(last_error)
+    ):
+        return status_text("failed", last_error).removeprefix("could not analyse: ")
+    return "the last try did not work"
 
 
 def reason_text(field: str, term: str) -> str:
@@ -134,7 +165,8 @@ def image_json(image: storage_pb.ImageMetadata, moderation_threshold: float) -> 
         "tags": list(image.tags),
         "status": status,
         "status_detail": image.status_detail,
-        "status_text": status_text(status, image.status_detail),
+        # A pending image's last failed try is in its analysis state (the workers' last error).
+        "status_text": status_text(status, image.status_detail or image.analysis.last_error),
         "feedback": [
             {
                 "label": fb.label,

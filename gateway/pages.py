@@ -23,7 +23,7 @@ from gateway import library
 from gateway import operations as ops
 from gateway.api import THUMBNAIL_SIZES
 from gateway.errors import BadRequestError, NotFoundError, ServiceError
-from gateway.image_json import image_json, label_json, reasons_text
+from gateway.image_json import error_words, image_json, label_json, reasons_text
 from gateway.ingest import PENDING
 from gateway.integrity import integrity_summary
 from gateway.mosaic import MAX_COLUMNS, render_mosaic
@@ -172,7 +172,7 @@ def analysis_view(image: Any) -> dict[str, Any]:
     retry_in_s = max(0.0, (state_.next_attempt_unix_ms - now_ms) / 1000)
     return {
         "attempts": int(state_.attempts),
-        "last_error": state_.last_error,
+        "last_error": error_words(state_.last_error),
         "being_worked_on": working and image.status == PENDING,
         "retry_in_s": round(retry_in_s, 1) if image.status == PENDING else 0.0,
     }

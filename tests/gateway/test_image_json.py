@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.image_json import image_json, reason_text, reasons_text
+from gateway.image_json import error_words, image_json, reason_text, reasons_text
 from imagerepo.common.v1 import common_pb2
 from imagerepo.storage.v1 import storage_service_pb2 as storage_pb
 
@@ -73,6 +73,32 @@ def test_created_at_is_iso_utc():
             "could not analyse: the file is damaged or not readable by the analyser",
         ),
         (common_pb2.ANALYSIS_STATUS_READY, "", "analysed"),
+        # What the analysis workers write (analysis_service.failures).
+        (
+            common_pb2.ANALYSIS_STATUS_FAILED,
+            "vision cannot analyse this image: image has 45000000 pixels, more than 40000000",
+            "could not analyse: the picture is too large for the analyser",
+        ),
+        (
+            common_pb2.ANALYSIS_STATUS_FAILED,
+            "vision cannot analyse this image: cannot identify image file",
+            "could not analyse: the file is damaged or not readable by the analyser",
+        ),
+        (
+            common_pb2.ANALYSIS_STATUS_FAILED,
+            "vision failed on this image 8 times (last: INTERNAL: model error)",
+            "could not analyse: it failed 8 times; you can retry",
+        ),
+        (
+            common_pb2.ANALYSIS_STATUS_PENDING,
+            "vision unavailable (UNAVAILABLE): connection refused",
+            "analysing: waiting for the analyser to come back",
+        ),
+        (
+            common_pb2.ANALYSIS_STATUS_PENDING,
+            "vision failed (DEADLINE_EXCEEDED): deadline exceeded",
+            "analysing: the analyser is busy, it will be tried again",
+        ),
     ],
 )
 def test_every_state_reads_in_plain_words(status, detail, words):
@@ -80,6 +106,41 @@ def test_every_state_reads_in_plain_words(status, detail, words):
 
     assert shown["status_text"] == words
     assert "DEADLINE_EXCEEDED" not in shown["status_text"]
+
+
+def test_a_pending_image_reads_its_last_error_from_its_analysis_state():
+    image = storage_pb.ImageMetadata(
+        id="s",
+        status=common_pb2.ANALYSIS_STATUS_PENDING,
+        analysis=storage_pb.AnalysisState(
+            attempts=2, last_error="vision unavailable (UNAVAILABLE): connection refused"
+        ),
+    )
+
+    assert image_json(image, 0.8)["status_text"] == (
+        "analysing: waiting for the analyser to come back"
+    )
+
+
+@pytest.mark.parametrize(
+    ("last_error", "words"),
+    [
+        ("", ""),
+        (
+            "vision unavailable (UNAVAILABLE): connection refused",
+            "waiting for the analyser to come back",
+        ),
+        ("vision failed (INTERNAL): boom", "the analyser is busy, it will be tried again"),
+        (
+            "vision cannot analyse this image: image has 45000000 pixels",
+            "the picture is too large for the analyser",
+        ),
+        ("something else entirely", "the last try did not work"),
+    ],
+)
+def test_an_analysis_error_reads_in_plain_words(last_error, words):
+    assert error_words(last_error) == words
+    assert "UNAVAILABLE" not in error_words(last_error)
 
 
 def test_search_reasons_read_as_words():

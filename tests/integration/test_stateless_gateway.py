@@ -224,3 +224,41 @@ def test_a_service_address_may_list_replicas_one_of_them_down(stack, photo_jpegs
     assert found.status_code == 200
     assert predicted.status_code == 200 and predicted.json()["labels"]
     assert all(state == "SERVING" for state in health["services"].values()), health
+
+
+def test_a_refused_image_shows_why_and_a_retry_queues_it_again(stack, gateway_url, photo_paths):
+    """45 megapixels: storage keeps it (limit 100), vision refuses it (limit 40). The upload
+    answers FAILED with the reason, the page shows it with the attempts, and a retry puts the
+    image back in storage's queue from scratch, where a worker claims it again (a later
+    generation) and vision refuses it again."""
+    import io
+
+    from PIL import Image
+
+    from imagerepo.storage.v1 import storage_service_pb2 as storage_pb
+
+    with Image.open(photo_paths["camera"]) as im:
+        huge = im.convert("L").resize((7500, 6000), Image.Resampling.NEAREST)
+    buf = io.BytesIO()
+    huge.save(buf, "PNG")
+    reply = requests.post(
+        f"{gateway_url}/api/images", files=[("files", ("huge.png", buf.getvalue()))], timeout=120
+    )
+    image = reply.json()["results"][0]["image"]
+    page = requests.get(f"{gateway_url}/images/{image['id']}", timeout=30).text
+    storage = stack.storage_stub()
+    request = storage_pb.GetImageRequest(image_id=image["id"])
+    before = storage.GetImage(request).image
+    retried = requests.post(f"{gateway_url}/api/images/{image['id']}/retry", timeout=120)
+    stored = storage.GetImage(request).image
+
+    assert reply.status_code == 201
+    assert image["status"] == "failed", image
+    assert image["status_text"] == "could not analyse: the picture is too large for the analyser"
+    assert re.search(r'id="analysis-attempts">1 attempt<', page), page
+    assert 'id="retry-button"' in page
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["status"] == "failed"
+    # Claimed again (a later generation), one attempt since the retry queued it from scratch.
+    assert stored.analysis.generation > before.analysis.generation, stored.analysis
+    assert stored.analysis.attempts == 1 and "pixels" in stored.analysis.last_error
