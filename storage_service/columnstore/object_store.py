@@ -31,6 +31,7 @@ import logging
 import os
 import re
 import threading
+import uuid
 import zlib
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -45,6 +46,7 @@ log = logging.getLogger("storage_service.object_store")
 
 DEFAULT_BLOCK_BYTES = 256 * 1024
 DELETES_FILE = "object-deletes"
+STORE_ID_FILE = "object-store-id"
 _SEGMENT_NAME = re.compile(r"^\d+\.seg$")
 
 
@@ -69,6 +71,9 @@ class SegmentsUrl:
 
     def key(self, name: str) -> str:
         return f"{self.prefix}/segments/{name}" if self.prefix else f"segments/{name}"
+
+    def owner_key(self) -> str:
+        return f"{self.prefix}/store-id" if self.prefix else "store-id"
 
 
 class S3Objects:
@@ -141,6 +146,34 @@ class S3Objects:
 
     def delete(self, name: str) -> None:
         self._call("delete", name, self.client.delete_object, Key=self.url.key(name))
+
+    def has_segments(self) -> bool:
+        prefix = self.url.key("")
+        listed = self._call("list", prefix, self.client.list_objects_v2, Prefix=prefix, MaxKeys=1)
+        return bool(listed.get("KeyCount", 0))
+
+    def owner(self) -> str | None:
+        """The id of the store whose segments live under this prefix (None: unclaimed)."""
+        key = self.url.owner_key()
+        try:
+            response = self._call("read", key, self.client.get_object, Key=key)
+        except FileNotFoundError:
+            return None
+        text: str = response["Body"].read().decode().strip()
+        return text
+
+    def claim(self, store_id: str) -> None:
+        key = self.url.owner_key()
+        self._call("write", key, self.client.put_object, Key=key, Body=store_id.encode())
+
+
+class PrefixOwnedError(OSError):
+    """STORAGE_SEGMENTS_URL names a prefix another store's segments live under (or this data
+    directory lost the id that ties it to its prefix): refused, as two stores writing the
+    same segment names would destroy each other's data."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(errno.EEXIST, message)
 
 
 class _FileBody(io.RawIOBase):
@@ -345,11 +378,41 @@ class ObjectSegmentFileSystem:
         self.uploads = 0
         self.gets = 0
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._claim_prefix()
         if self._deletes_path.exists():
             self._pending_deletes = set(self._deletes_path.read_text().split())
         self.delete_pending()
 
     # --- the remote side -----------------------------------------------------------------------
+
+    def _claim_prefix(self) -> None:
+        """Tie this data directory to its prefix: a random id in `object-store-id` here and in
+        `<prefix>/store-id` there. Refuses a prefix that holds another store's segments (two
+        data directories on one prefix, or a data directory that lost its MANIFEST and id)."""
+        local = self.data_dir / STORE_ID_FILE
+        url = self.objects.url
+        where = f"s3://{url.bucket}/{url.prefix}"
+        mine = local.read_text().strip() if local.exists() else None
+        remote = self.objects.owner()
+        if remote is not None and remote != mine:
+            raise PrefixOwnedError(
+                f"{where} holds the segments of another store (id {remote}, this data "
+                f"directory's is {mine or 'missing'}); choose another STORAGE_SEGMENTS_URL"
+            )
+        if remote is None:
+            if mine is None and self.objects.has_segments():
+                raise PrefixOwnedError(
+                    f"{where} holds segments but no store id: refusing to write over them; "
+                    "choose another STORAGE_SEGMENTS_URL"
+                )
+            if mine is None:
+                mine = uuid.uuid4().hex
+                tmp = local.with_name(STORE_ID_FILE + ".tmp")
+                tmp.write_text(mine + "\n")
+                with tmp.open("rb") as f:
+                    os.fsync(f.fileno())
+                os.replace(tmp, local)
+            self.objects.claim(mine)
 
     def _remote_name(self, path: Path) -> str | None:
         if path.parent == self.seg_dir and _SEGMENT_NAME.match(path.name):

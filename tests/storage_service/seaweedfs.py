@@ -4,6 +4,7 @@ loopback, for the object-storage tests: every port is a free one, the data lives
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ from botocore.config import Config
 
 ACCESS_KEY = "imagerepo-test"
 SECRET_KEY = "imagerepo-test-secret"  # noqa: S105 - a throwaway key of a loopback test server
+PROBE_BUCKET = "readiness-probe"
 
 
 def weed_binary() -> Path | None:
@@ -117,11 +119,20 @@ class SeaweedFS:
         client = self.client()
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"weed exited: {(self.workdir / 'weed.log').read_text()[-2000:]}"
-                )
+                self.proc = None
+                tail = (self.workdir / "weed.log").read_text(errors="replace")[-3000:]
+                if "address already in use" in tail:
+                    raise _PortTakenError(tail)
+                raise RuntimeError(f"weed exited: {tail}")
             try:
-                client.list_buckets()
+                # Ready when an object can be written and read back (S3 answers bucket calls
+                # before its volume server has registered).
+                if not self.started_once:
+                    with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
+                        client.create_bucket(Bucket=PROBE_BUCKET)
+                client.put_object(Bucket=PROBE_BUCKET, Key="probe", Body=b"probe")
+                client.get_object(Bucket=PROBE_BUCKET, Key="probe")["Body"].read()
+                self.started_once = True
                 return
             except Exception:  # noqa: BLE001 - not up yet
                 if time.monotonic() > deadline:

@@ -25,6 +25,7 @@ from storage_service.columnstore.manifest import Manifest
 from storage_service.columnstore.object_store import (
     ObjectSegmentFileSystem,
     ObjectStoreUnavailableError,
+    PrefixOwnedError,
     S3Objects,
     SegmentsUrl,
 )
@@ -82,7 +83,7 @@ def _fs(
 
 def _objects(server: SeaweedFS, url: str) -> set[str]:
     parsed = SegmentsUrl.parse(url)
-    listed = server.client().list_objects_v2(Bucket=BUCKET, Prefix=f"{parsed.prefix}/")
+    listed = server.client().list_objects_v2(Bucket=BUCKET, Prefix=parsed.key(""))
     return {o["Key"].rsplit("/", 1)[-1] for o in listed.get("Contents", [])}
 
 
@@ -138,7 +139,8 @@ def test_restart_with_no_local_segment_reads_everything_from_the_object_store(
         metas = {i: store.get(i) for i in ids}
     shutil.rmtree(data_dir / "segment-cache")
     assert _local_segments(data_dir) == []
-    assert sorted(p.name for p in data_dir.iterdir()) == ["LOCK", "MANIFEST", "segments", "wal"]
+    local = sorted(p.name for p in data_dir.iterdir())
+    assert local == ["LOCK", "MANIFEST", "object-store-id", "segments", "wal"]
     fs = _fs(seaweed, data_dir, url)
     with ColumnStore.open(data_dir, SMALL, fs=fs) as store:
         assert {i: store.read_data(i)[1] for i in ids} == ids
@@ -334,3 +336,21 @@ def test_service_answers_unavailable_for_uncached_reads_while_the_object_store_i
         if service.proc is not None and service.proc.poll() is None:
             service.kill()
         server.stop()
+
+
+def test_a_prefix_holding_another_stores_segments_is_refused(seaweed, tmp_path, small_images):
+    url = _url()
+    with ColumnStore.open(tmp_path / "a", SMALL, fs=_fs(seaweed, tmp_path / "a", url)) as store:
+        ids = _put_all(store, small_images[:6])
+    # A second data directory on the same prefix would write segments of the same names.
+    with pytest.raises(PrefixOwnedError, match="another store"):
+        _fs(seaweed, tmp_path / "b", url)
+    # A data directory that lost its id (and MANIFEST) must not start over on its prefix.
+    shutil.rmtree(tmp_path / "a")
+    with pytest.raises(PrefixOwnedError, match="another store"):
+        _fs(seaweed, tmp_path / "a", url)
+    # Segments with no id at all (the id object removed by hand) are not written over either.
+    seaweed.client().delete_object(Bucket=BUCKET, Key=f"{SegmentsUrl.parse(url).prefix}/store-id")
+    with pytest.raises(PrefixOwnedError, match="no store id"):
+        _fs(seaweed, tmp_path / "c", url)
+    assert len(ids) == 6
