@@ -62,7 +62,7 @@ def main() -> None:
     except DataDirLockedError as e:
         # Another storage process serves this directory: two would destroy each other's data.
         _refuse_to_start(f"{e} (STORAGE_DATA_DIR chooses the directory)")
-    except (StoreError, OSError) as e:
+    except (StoreError, OSError, ValueError) as e:  # ValueError: a bad setting
         # A store that cannot be opened safely (a damaged manifest, an unreadable directory)
         # says what is wrong in one line; nothing is served and nothing is changed.
         _refuse_to_start(f"cannot open {config.data_dir}: {e}")
