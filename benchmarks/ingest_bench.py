@@ -296,12 +296,42 @@ def settings_table(web: list[bytes], camera: list[bytes]) -> None:
         )
 
 
+def encoder_table(web: list[bytes]) -> None:
+    """The small thumbnails (made once, unencoded) encoded as WebP and as JPEG: bytes, encode
+    CPU and SSIM against the full-resolution Lanczos reference."""
+    refs = [_reference(d) for d in web]
+    images = [Image.fromarray(r) for r in refs]
+    rows: list[tuple[str, str, dict[str, object]]] = [
+        ("WebP q80 method 0", "WEBP", {"quality": 80, "method": 0}),
+        ("WebP q80 method 2 (used)", "WEBP", {"quality": 80, "method": 2}),
+        ("WebP q80 method 4 (legacy)", "WEBP", {"quality": 80, "method": 4}),
+        ("WebP q80 method 6", "WEBP", {"quality": 80, "method": 6}),
+        ("JPEG q80 optimized", "JPEG", {"quality": 80, "optimize": True}),
+        ("JPEG q85 optimized", "JPEG", {"quality": 85, "optimize": True}),
+        ("JPEG q90 optimized", "JPEG", {"quality": 90, "optimize": True}),
+    ]
+    print("\nsmall thumbnails encoded (the same pixels for every row)")
+    print(f"{'encoder':28s} {'KB':>6s} {'encode ms':>9s} {'SSIM mean':>9s} {'min':>6s}")
+    for label, fmt, options in rows:
+        out = []
+        t0 = time.process_time()
+        for image in images:
+            buf = io.BytesIO()
+            image.save(buf, fmt, **options)
+            out.append(buf.getvalue())
+        ms = (time.process_time() - t0) / len(images) * 1e3
+        scores = [_ssim(o, r) for o, r in zip(out, refs, strict=True)]
+        kb = statistics.fmean(len(o) for o in out) / 1e3
+        print(f"{label:28s} {kb:6.2f} {ms:9.2f} {statistics.fmean(scores):9.4f} {min(scores):6.4f}")
+
+
 def main() -> None:
     from benchmarks.storage_bench import make_camera_images, make_images
 
     web = make_images(WEB_IMAGES)
     camera = make_camera_images(CAMERA_IMAGES)
     settings_table(web[:120], camera[:6])
+    encoder_table(web[:120])
     with tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmp:
         work = Path(tmp)
         grpc_table("web-sized photos over gRPC", web, work, ROUNDS)
