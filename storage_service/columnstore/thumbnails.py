@@ -6,11 +6,14 @@ which keeps the store's size close to the images' own size.
 
 Cost (this runs on the acknowledged put path): whether a preview can be stored is known from
 the header (`decode_side`), so an image that only needs the 256 px thumbnail is decoded at the
-smallest JPEG DCT scale that still covers 1.5x that size; the last resampling step is bicubic
-and the WebP encoder runs at method 2. `benchmarks/ingest_bench.py` measured the choice on real
-photos (web-sized JPEGs): 2x less CPU per thumbnail than the previous Lanczos + method 4, with
-thumbnails slightly smaller and an SSIM against a full-resolution Lanczos reference of 0.952
-instead of 0.958. `LEGACY` keeps the previous settings callable for that comparison.
+smallest JPEG DCT scale that still covers 1.5x that size, and one with a preview at the scale
+covering 95% of the preview (a 12 Mpx photo at 1/4); the last resampling step is bicubic, the
+WebP encoder runs at method 2, and a preview the 3x-saving rule would drop is not encoded.
+`make bench PART=ingest` measured the choice on real photos: prepare_image CPU 15 -> 8 ms for
+web-sized JPEGs and 142 -> 70 ms for 12 Mpx ones, thumbnails 1-3% smaller, small-thumbnail
+SSIM against a full-resolution Lanczos reference 0.950 instead of 0.957 (JPEG thumbnails encode
+5x faster but weigh 45% more at the same SSIM; pyvips was slower here). `LEGACY` keeps the
+previous settings callable for that comparison.
 
 Memory: the decoded image is never copied at full size when that can be avoided. It is shrunk
 first (an integer `reduce`, channel by channel for images with alpha, whose resize would
