@@ -7,7 +7,9 @@ or gives back the batches in flight within ANALYSIS_GRACE_S.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
+import os
 import signal
 import sys
 import threading
@@ -21,6 +23,8 @@ from service_runtime.logs import configure_logging
 from service_runtime.security import SecurityConfigError, TransportSecurity
 
 log = logging.getLogger("analysis_service")
+# After SIGTERM: the grace period for the batches in flight, then this long for the rest.
+EXIT_MARGIN_S = 15.0
 
 
 def main() -> None:
@@ -31,6 +35,15 @@ def main() -> None:
         print(f"analysis: not started: {exc}", file=sys.stderr)
         sys.exit(2)
     configure_logging("analysis", config.log_level)
+    # Handlers first: a SIGTERM that comes as soon as health says SERVING is a graceful stop.
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        log.info("signal received, shutting down", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
     storage_channel = open_channel(config.storage_address, security=security)
     vision_channel = open_channel(config.vision_address, security=security)
     metrics_address = (
@@ -55,15 +68,12 @@ def main() -> None:
         },
     )
 
-    stop = threading.Event()
-
-    def request_stop(signum: int, _frame: object) -> None:
-        log.info("signal received, shutting down", extra={"signal": signal.Signals(signum).name})
-        stop.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
     stop.wait()
+    # A hard bound on shutdown, whatever hangs: say where, then go.
+    bound_s = config.grace_s + EXIT_MARGIN_S
+    watchdog = threading.Timer(bound_s, _exit_late, args=(bound_s,))
+    watchdog.daemon = True
+    watchdog.start()
     # Claim nothing more at once; finish (or give back) the batches in flight; then go.
     health.shutdown()
     worker.stop()
@@ -71,6 +81,12 @@ def main() -> None:
     storage_channel.close()
     vision_channel.close()
     log.info("stopped")
+
+
+def _exit_late(bound_s: float) -> None:  # pragma: no cover - only when shutdown hangs
+    log.error("shutdown took longer than %.0f s; exiting now (threads dumped to stderr)", bound_s)
+    faulthandler.dump_traceback(all_threads=True)
+    os._exit(1)
 
 
 if __name__ == "__main__":

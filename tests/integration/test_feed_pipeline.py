@@ -142,18 +142,21 @@ class Pipeline:
             LOG_LEVEL="WARNING",
         )
         env.update(settings)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "analysis_service"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        # Its log goes to a file: a pipe nobody reads would fill up and block the worker.
+        log_path = self.tmp / f"worker-{name}-{len(self.workers)}.log"
+        with log_path.open("w") as log_file:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "analysis_service"],
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=log_file,
+                text=True,
+            )
         self.workers[name] = proc
         deadline = time.monotonic() + 60
         while not is_serving(f"127.0.0.1:{port}", timeout_s=1.0):
-            assert proc.poll() is None, f"worker {name} exited: {proc.stderr.read()[-3000:]}"  # type: ignore[union-attr]
+            assert proc.poll() is None, f"worker {name} exited: {log_path.read_text()[-3000:]}"
             assert time.monotonic() < deadline, f"worker {name} never served"
             time.sleep(0.1)
         proc.metrics_port = int(env["IMAGEREPO_METRICS_PORT"])  # type: ignore[attr-defined]
