@@ -455,7 +455,9 @@ class ObjectSegmentFileSystem:
             self._open.pop(name, None)
             due = name in self._pending_deletes
         if due:
-            self._delete_now(name)
+            # Not inline: the last reference may go while the store's lock is held, and a
+            # DELETE can take seconds when the object store is slow.
+            threading.Thread(target=self._delete_now, args=(name,), daemon=True).start()
 
     def _save_deletes(self) -> None:
         tmp = self._deletes_path.with_name(DELETES_FILE + ".tmp")

@@ -176,8 +176,9 @@ def test_compaction_deletes_retired_segments_only_after_its_manifest(
         delete = fs.objects.delete
 
         def recording_delete(name: str) -> None:
-            seen.append((name, (data_dir / "MANIFEST").read_bytes()))
+            durable = (data_dir / "MANIFEST").read_bytes()
             delete(name)
+            seen.append((name, durable))
 
         fs.objects.delete = recording_delete  # type: ignore[method-assign]
         store.compact()
@@ -185,6 +186,9 @@ def test_compaction_deletes_retired_segments_only_after_its_manifest(
         assert len(after) == 1 and not after & before
         # Deleted once no reader holds them (the old readers are gone with their last use).
         gc.collect()
+        deadline = time.monotonic() + 10
+        while {name for name, _ in seen} != before and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert {name for name, _ in seen} == before
         for name, durable in seen:  # the MANIFEST on disk at each delete no longer names it
             copy = tmp_path / f"manifest-at-{name}"
