@@ -25,7 +25,7 @@ from service_runtime.security import TransportSecurity
 from tests.conftest import REPO_ROOT
 from tests.service_runtime.certs import issue, make_ca
 
-OFFSETS = (0, 1, 2, 3, 11, 12, 13)  # gateway, storage, vision, search, and their metrics
+OFFSETS = (0, 1, 2, 3, 4, 11, 12, 13, 14)  # gateway, storage, vision, search, analysis, metrics
 
 
 def _free_base() -> int:
