@@ -51,7 +51,7 @@ def test_docker_compose_file_is_valid():
     )
 
     assert result.returncode == 0, result.stderr
-    assert set(result.stdout.split()) == {"storage", "vision", "search", "gateway"}
+    assert set(result.stdout.split()) == {"storage", "vision", "search", "analysis", "gateway"}
 
 
 def test_make_help_lists_every_front_door_target():
