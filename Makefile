@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP) ## create .venv and install imagerepo with its dev tools
 	@echo "setup done: $(VENV)"
 
-run: setup ## start all four services on loopback (restarts crashed ones); gallery on http://127.0.0.1:8080
+run: setup ## start storage, vision, search, the analysis worker and the gateway on loopback (restarts crashed ones); gallery on http://127.0.0.1:8080
 	$(PY) -m stack
 
 stop: ## stop a `make run` started in the background (its pid file is in the data dir)
@@ -50,7 +50,7 @@ proto: setup ## regenerate the Python gRPC code under imagerepo/ from protos/
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. \
 		$$(find protos -name '*.proto' | sort)
 
-bench: setup ## benchmarks against baselines measured in the same run (PART=storage|vision|search|e2e)
+bench: setup ## benchmarks against baselines measured in the same run (PART=storage|ingest|vision|search|e2e)
 	$(PY) -m benchmarks $(PART)
 
 loadtest: setup ## locust against the local stack, headless and bounded (USERS, TIME, LOADTEST_URL)
