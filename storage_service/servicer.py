@@ -192,6 +192,7 @@ def to_proto(meta: ImageMeta, vector: list[float] | None = None) -> pb.ImageMeta
             lease_expires_unix_ms=meta.analysis.lease_expires_ms,
             next_attempt_unix_ms=meta.analysis.next_attempt_ms,
         ),
+        favourite=meta.favourite,
     )
 
 
@@ -356,7 +357,13 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
         with store_errors(context):
             policy.check_owner(request.owner)
             while True:
-                page = self._store.list_images(size, request.page_token, request.owner, status)
+                page = self._store.list_images(
+                    size,
+                    request.page_token,
+                    request.owner,
+                    status,
+                    favourite_only=request.favourite_only,
+                )
                 images = [
                     to_proto(
                         m, self._vector_or_none(m) if request.include_feature_vectors else None
@@ -419,6 +426,7 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
                 Feedback(f.label, f.comment, f.reported_by, f.created_at_unix_ms or now_ms)
                 for f in request.add_feedback
             ),
+            favourite=a.favourite,
         )
         with store_errors(context):
             meta = self._store.update_annotations(request.image_id, update)

@@ -81,6 +81,7 @@ class ImageMeta:
     # (0, 0) when the original is small enough to serve as its own preview.
     thumb_preview_size: tuple[int, int] = (0, 0)
     analysis: AnalysisState = NO_ANALYSIS
+    favourite: bool = False
 
 
 @dataclass(frozen=True)
@@ -116,10 +117,12 @@ class AnnotationUpdate:
     add_tags: tuple[str, ...] = ()
     remove_tags: tuple[str, ...] = ()
     add_feedback: tuple[Feedback, ...] = ()
+    favourite: bool = False
 
 
 ANNOTATION_FIELDS = frozenset(
     {"labels", "feature_vector", "moderation_score", "ocr_text", "tags", "status", "status_detail"}
+    | {"favourite"}
 )
 
 

@@ -83,6 +83,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("next_attempt_ms", Kind.I64, 0),
     # 1 on a row that only changes a lease (a claim): not a change the feed reports.
     Column("lease_only", Kind.U8, 0),
+    # 1 when the owner starred the image (an annotation: written through the log).
+    Column("favourite", Kind.U8, 0),
 )
 
 BY_NAME = {c.name: c for c in COLUMNS}
@@ -107,6 +109,7 @@ ANNOTATION_COLUMNS = (
     "lease_expires_ms",
     "next_attempt_ms",
     "lease_only",
+    "favourite",
 )
 # The analysis-state columns, as ImageMeta.analysis holds them.
 ANALYSIS_COLUMNS = (

@@ -226,6 +226,7 @@ def _annotations_of(values: dict[str, Any]) -> dict[str, Any]:
         "feedback": _feedback_from(values["feedback"]),
         "has_feature_vector": bool(values["has_feature_vector"]),
         "analysis": _analysis_of(values),
+        "favourite": bool(values.get("favourite", 0)),
     }
 
 
@@ -286,6 +287,7 @@ def _annotation_values(meta: ImageMeta) -> dict[str, Any]:
         "lease_expires_ms": meta.analysis.lease_expires_ms,
         "next_attempt_ms": meta.analysis.next_attempt_ms,
         "lease_only": 0,
+        "favourite": int(meta.favourite),
     }
 
 
@@ -327,6 +329,8 @@ class ColumnStore:
         self._filenames = FilenameIndex()
         self._shas = FilenameIndex()
         self._by_status = FilenameIndex()
+        # The starred images (key "1"), so the favourites page is O(page) like the others.
+        self._favourites = FilenameIndex()
         self._by_owner = FilenameIndex()
         self._by_owner_status = FilenameIndex()
         self._raw_image_bytes = 0
@@ -649,12 +653,15 @@ class ColumnStore:
         self._by_status.add(status, meta.id)
         self._by_owner.add(meta.owner, meta.id)
         self._by_owner_status.add(f"{meta.owner}\0{status}", meta.id)
+        if meta.favourite:
+            self._favourites.add("1", meta.id)
 
     def _index_remove(self, meta: ImageMeta) -> None:
         status = str(int(meta.status))
         self._by_status.remove(status, meta.id)
         self._by_owner.remove(meta.owner, meta.id)
         self._by_owner_status.remove(f"{meta.owner}\0{status}", meta.id)
+        self._favourites.remove("1", meta.id)
 
     def _apply(
         self,
@@ -684,7 +691,7 @@ class ColumnStore:
             full = {c.name: values.get(c.name, c.default) for c in COLUMNS}
             old_meta = entry.meta
             entry.meta = dataclasses.replace(old_meta, **_annotations_of(full))
-            if entry.meta.status != old_meta.status:
+            if (entry.meta.status, entry.meta.favourite) != (old_meta.status, old_meta.favourite):
                 self._index_remove(old_meta)
                 self._index_add(entry.meta)
             entry.vector = (source, index) if entry.meta.has_feature_vector else None
@@ -981,7 +988,14 @@ class ColumnStore:
             entry = self._entry(image_id)
             meta = entry.meta
             changes: dict[str, Any] = {}
-            for name in ("labels", "moderation_score", "ocr_text", "status", "status_detail"):
+            for name in (
+                "labels",
+                "moderation_score",
+                "ocr_text",
+                "status",
+                "status_detail",
+                "favourite",
+            ):
                 if name in update.fields:
                     changes[name] = getattr(update, name)
             tags = list(update.tags) if "tags" in update.fields else list(meta.tags)
@@ -1290,6 +1304,7 @@ class ColumnStore:
         page_token: str = "",
         owner: str = "",
         status: AnalysisStatus = AnalysisStatus.UNSPECIFIED,
+        favourite_only: bool = False,
     ) -> Page:
         """Newest first; O(page) for every filter (per-owner and per-status id lists are
         kept as rows are applied). `unreadable_count` says how many acknowledged rows cannot
@@ -1297,7 +1312,18 @@ class ColumnStore:
         size = DEFAULT_PAGE_SIZE if page_size <= 0 else min(page_size, MAX_PAGE_SIZE)
         after = _decode_token(page_token) if page_token else None
         with self._lock:
-            if owner and status is not AnalysisStatus.UNSPECIFIED:
+            if favourite_only:
+                # Few images are starred: filter the starred list by owner and status.
+                ids = [
+                    i
+                    for i in self._favourites.ids("1")
+                    if (not owner or self._entries[i].meta.owner == owner)
+                    and (
+                        status is AnalysisStatus.UNSPECIFIED
+                        or self._entries[i].meta.status is status
+                    )
+                ]
+            elif owner and status is not AnalysisStatus.UNSPECIFIED:
                 ids = self._by_owner_status.ids(f"{owner}\0{int(status)}")
             elif owner:
                 ids = self._by_owner.ids(owner)

@@ -62,7 +62,7 @@ class PutImageResponse(_message.Message):
     def __init__(self, image: _Optional[_Union[ImageMetadata, _Mapping]] = ..., duplicate_of: _Optional[_Iterable[str]] = ..., already_stored: _Optional[bool] = ...) -> None: ...
 
 class ImageMetadata(_message.Message):
-    __slots__ = ("id", "filename", "owner", "content_type", "created_at_unix_ms", "sha256", "byte_size", "width", "height", "exif", "labels", "moderation_score", "ocr_text", "tags", "status", "feature_vector", "has_feature_vector", "feedback", "status_detail", "format", "analysis")
+    __slots__ = ("id", "filename", "owner", "content_type", "created_at_unix_ms", "sha256", "byte_size", "width", "height", "exif", "labels", "moderation_score", "ocr_text", "tags", "status", "feature_vector", "has_feature_vector", "feedback", "status_detail", "format", "analysis", "favourite")
     class ExifEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +91,7 @@ class ImageMetadata(_message.Message):
     STATUS_DETAIL_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     ANALYSIS_FIELD_NUMBER: _ClassVar[int]
+    FAVOURITE_FIELD_NUMBER: _ClassVar[int]
     id: str
     filename: str
     owner: str
@@ -112,7 +113,8 @@ class ImageMetadata(_message.Message):
     status_detail: str
     format: str
     analysis: AnalysisState
-    def __init__(self, id: _Optional[str] = ..., filename: _Optional[str] = ..., owner: _Optional[str] = ..., content_type: _Optional[str] = ..., created_at_unix_ms: _Optional[int] = ..., sha256: _Optional[str] = ..., byte_size: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., exif: _Optional[_Mapping[str, str]] = ..., labels: _Optional[_Iterable[_Union[_common_pb2.Label, _Mapping]]] = ..., moderation_score: _Optional[float] = ..., ocr_text: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., status: _Optional[_Union[_common_pb2.AnalysisStatus, str]] = ..., feature_vector: _Optional[_Iterable[float]] = ..., has_feature_vector: _Optional[bool] = ..., feedback: _Optional[_Iterable[_Union[_common_pb2.LabelFeedback, _Mapping]]] = ..., status_detail: _Optional[str] = ..., format: _Optional[str] = ..., analysis: _Optional[_Union[AnalysisState, _Mapping]] = ...) -> None: ...
+    favourite: bool
+    def __init__(self, id: _Optional[str] = ..., filename: _Optional[str] = ..., owner: _Optional[str] = ..., content_type: _Optional[str] = ..., created_at_unix_ms: _Optional[int] = ..., sha256: _Optional[str] = ..., byte_size: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., exif: _Optional[_Mapping[str, str]] = ..., labels: _Optional[_Iterable[_Union[_common_pb2.Label, _Mapping]]] = ..., moderation_score: _Optional[float] = ..., ocr_text: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., status: _Optional[_Union[_common_pb2.AnalysisStatus, str]] = ..., feature_vector: _Optional[_Iterable[float]] = ..., has_feature_vector: _Optional[bool] = ..., feedback: _Optional[_Iterable[_Union[_common_pb2.LabelFeedback, _Mapping]]] = ..., status_detail: _Optional[str] = ..., format: _Optional[str] = ..., analysis: _Optional[_Union[AnalysisState, _Mapping]] = ..., favourite: _Optional[bool] = ...) -> None: ...
 
 class GetImageRequest(_message.Message):
     __slots__ = ("image_id", "include_data", "include_feature_vector")
@@ -187,18 +189,20 @@ class FindByFilenameResponse(_message.Message):
     def __init__(self, images: _Optional[_Iterable[_Union[ImageMetadata, _Mapping]]] = ...) -> None: ...
 
 class ListImagesRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "owner", "include_feature_vectors", "status")
+    __slots__ = ("page_size", "page_token", "owner", "include_feature_vectors", "status", "favourite_only")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_FEATURE_VECTORS_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
+    FAVOURITE_ONLY_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
     owner: str
     include_feature_vectors: bool
     status: _common_pb2.AnalysisStatus
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., owner: _Optional[str] = ..., include_feature_vectors: _Optional[bool] = ..., status: _Optional[_Union[_common_pb2.AnalysisStatus, str]] = ...) -> None: ...
+    favourite_only: bool
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., owner: _Optional[str] = ..., include_feature_vectors: _Optional[bool] = ..., status: _Optional[_Union[_common_pb2.AnalysisStatus, str]] = ..., favourite_only: _Optional[bool] = ...) -> None: ...
 
 class ListImagesResponse(_message.Message):
     __slots__ = ("images", "next_page_token", "total_count", "unreadable_count", "snapshot_seq")
@@ -215,7 +219,7 @@ class ListImagesResponse(_message.Message):
     def __init__(self, images: _Optional[_Iterable[_Union[ImageMetadata, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_count: _Optional[int] = ..., unreadable_count: _Optional[int] = ..., snapshot_seq: _Optional[int] = ...) -> None: ...
 
 class Annotations(_message.Message):
-    __slots__ = ("labels", "feature_vector", "moderation_score", "ocr_text", "tags", "status", "status_detail")
+    __slots__ = ("labels", "feature_vector", "moderation_score", "ocr_text", "tags", "status", "status_detail", "favourite")
     LABELS_FIELD_NUMBER: _ClassVar[int]
     FEATURE_VECTOR_FIELD_NUMBER: _ClassVar[int]
     MODERATION_SCORE_FIELD_NUMBER: _ClassVar[int]
@@ -223,6 +227,7 @@ class Annotations(_message.Message):
     TAGS_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     STATUS_DETAIL_FIELD_NUMBER: _ClassVar[int]
+    FAVOURITE_FIELD_NUMBER: _ClassVar[int]
     labels: _containers.RepeatedCompositeFieldContainer[_common_pb2.Label]
     feature_vector: _containers.RepeatedScalarFieldContainer[float]
     moderation_score: float
@@ -230,7 +235,8 @@ class Annotations(_message.Message):
     tags: _containers.RepeatedScalarFieldContainer[str]
     status: _common_pb2.AnalysisStatus
     status_detail: str
-    def __init__(self, labels: _Optional[_Iterable[_Union[_common_pb2.Label, _Mapping]]] = ..., feature_vector: _Optional[_Iterable[float]] = ..., moderation_score: _Optional[float] = ..., ocr_text: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., status: _Optional[_Union[_common_pb2.AnalysisStatus, str]] = ..., status_detail: _Optional[str] = ...) -> None: ...
+    favourite: bool
+    def __init__(self, labels: _Optional[_Iterable[_Union[_common_pb2.Label, _Mapping]]] = ..., feature_vector: _Optional[_Iterable[float]] = ..., moderation_score: _Optional[float] = ..., ocr_text: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., status: _Optional[_Union[_common_pb2.AnalysisStatus, str]] = ..., status_detail: _Optional[str] = ..., favourite: _Optional[bool] = ...) -> None: ...
 
 class UpdateAnnotationsRequest(_message.Message):
     __slots__ = ("image_id", "annotations", "update_mask", "add_tags", "remove_tags", "add_feedback")
