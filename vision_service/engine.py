@@ -24,6 +24,7 @@ from vision_service.batching import MicroBatcher
 from vision_service.config import VisionConfig
 from vision_service.errors import InvalidTextError
 from vision_service.models.classifier import Classification, ImageClass, ImageClassifier, Label
+from vision_service.models.colours import ColourShare, dominant_colours
 from vision_service.models.moderation import ModerationModel, moderation_input
 from vision_service.models.ocr import PROBE_MAX_SIDE, OcrResult, TextLine, TextProbe, TextReader
 from vision_service.models.text_embedder import EMBEDDING_DIM, TextEmbedder
@@ -53,6 +54,7 @@ class Task(enum.Enum):
     FEATURES = "features"
     MODERATION = "moderation"
     OCR = "ocr"
+    COLOURS = "colours"
 
 
 class OcrMode(enum.Enum):
@@ -61,7 +63,7 @@ class OcrMode(enum.Enum):
     NEVER = "never"
 
 
-DEFAULT_TASKS = frozenset({Task.LABELS, Task.FEATURES, Task.MODERATION, Task.OCR})
+DEFAULT_TASKS = frozenset({Task.LABELS, Task.FEATURES, Task.MODERATION, Task.OCR, Task.COLOURS})
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ class Analysis:
     features: np.ndarray | None = None
     moderation_score: float | None = None
     ocr: OcrResult | None = None  # None when OCR did not run
+    colours: list[ColourShare] = field(default_factory=list)
     model_versions: dict[str, str] = field(default_factory=dict)
 
 
@@ -217,6 +220,7 @@ class VisionEngine:
 
         versions: dict[str, str] = {}
         ocr = self._read_text(image, request, versions)
+        colours = dominant_colours(image.rgb) if Task.COLOURS in request.tasks else []
 
         labels: list[Label] = []
         features = None
@@ -239,6 +243,7 @@ class VisionEngine:
             features=features,
             moderation_score=moderation_score,
             ocr=ocr,
+            colours=colours,
             model_versions=versions,
         )
 

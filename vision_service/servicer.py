@@ -27,6 +27,7 @@ _TASKS = {
     pb.ANALYSIS_TASK_FEATURES: Task.FEATURES,
     pb.ANALYSIS_TASK_MODERATION: Task.MODERATION,
     pb.ANALYSIS_TASK_OCR: Task.OCR,
+    pb.ANALYSIS_TASK_COLOURS: Task.COLOURS,
 }
 _OCR_MODES = {
     pb.OCR_MODE_AUTO: OcrMode.AUTO,
@@ -158,6 +159,7 @@ def _analysis_to_proto(analysis: Analysis) -> pb.AnalyzeResponse:
         height=analysis.height,
         format=analysis.format,
         model_versions=analysis.model_versions,
+        colours=[common_pb2.ColourShare(name=c.name, share=c.share) for c in analysis.colours],
     )
     if analysis.features is not None:
         response.feature_vector.extend(analysis.features.tolist())

@@ -24,21 +24,23 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n imagerepo/common/v1/common.proto\x12\x13imagerepo.common.v1\"Q\n\x05Label\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x02\x12\x10\n\x08synonyms\x18\x03 \x03(\t\x12\x13\n\x0b\x63lass_index\x18\x04 \x01(\x05\"\x1d\n\x05Point\x12\t\n\x01x\x18\x01 \x01(\x02\x12\t\n\x01y\x18\x02 \x01(\x02\"T\n\x07TextBox\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12\'\n\x03\x62ox\x18\x03 \x03(\x0b\x32\x1a.imagerepo.common.v1.Point\"`\n\rLabelFeedback\x12\r\n\x05label\x18\x01 \x01(\t\x12\x0f\n\x07\x63omment\x18\x02 \x01(\t\x12\x13\n\x0breported_by\x18\x03 \x01(\t\x12\x1a\n\x12\x63reated_at_unix_ms\x18\x04 \x01(\x03*\x85\x01\n\x0e\x41nalysisStatus\x12\x1f\n\x1b\x41NALYSIS_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41NALYSIS_STATUS_PENDING\x10\x01\x12\x19\n\x15\x41NALYSIS_STATUS_READY\x10\x02\x12\x1a\n\x16\x41NALYSIS_STATUS_FAILED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n imagerepo/common/v1/common.proto\x12\x13imagerepo.common.v1\"Q\n\x05Label\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x02\x12\x10\n\x08synonyms\x18\x03 \x03(\t\x12\x13\n\x0b\x63lass_index\x18\x04 \x01(\x05\"*\n\x0b\x43olourShare\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05share\x18\x02 \x01(\x02\"\x1d\n\x05Point\x12\t\n\x01x\x18\x01 \x01(\x02\x12\t\n\x01y\x18\x02 \x01(\x02\"T\n\x07TextBox\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12\'\n\x03\x62ox\x18\x03 \x03(\x0b\x32\x1a.imagerepo.common.v1.Point\"`\n\rLabelFeedback\x12\r\n\x05label\x18\x01 \x01(\t\x12\x0f\n\x07\x63omment\x18\x02 \x01(\t\x12\x13\n\x0breported_by\x18\x03 \x01(\t\x12\x1a\n\x12\x63reated_at_unix_ms\x18\x04 \x01(\x03*\x85\x01\n\x0e\x41nalysisStatus\x12\x1f\n\x1b\x41NALYSIS_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41NALYSIS_STATUS_PENDING\x10\x01\x12\x19\n\x15\x41NALYSIS_STATUS_READY\x10\x02\x12\x1a\n\x16\x41NALYSIS_STATUS_FAILED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'imagerepo.common.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ANALYSISSTATUS']._serialized_start=356
-  _globals['_ANALYSISSTATUS']._serialized_end=489
+  _globals['_ANALYSISSTATUS']._serialized_start=400
+  _globals['_ANALYSISSTATUS']._serialized_end=533
   _globals['_LABEL']._serialized_start=57
   _globals['_LABEL']._serialized_end=138
-  _globals['_POINT']._serialized_start=140
-  _globals['_POINT']._serialized_end=169
-  _globals['_TEXTBOX']._serialized_start=171
-  _globals['_TEXTBOX']._serialized_end=255
-  _globals['_LABELFEEDBACK']._serialized_start=257
-  _globals['_LABELFEEDBACK']._serialized_end=353
+  _globals['_COLOURSHARE']._serialized_start=140
+  _globals['_COLOURSHARE']._serialized_end=182
+  _globals['_POINT']._serialized_start=184
+  _globals['_POINT']._serialized_end=213
+  _globals['_TEXTBOX']._serialized_start=215
+  _globals['_TEXTBOX']._serialized_end=299
+  _globals['_LABELFEEDBACK']._serialized_start=301
+  _globals['_LABELFEEDBACK']._serialized_end=397
 # @@protoc_insertion_point(module_scope)

@@ -30,6 +30,14 @@ class Label(_message.Message):
     class_index: int
     def __init__(self, name: _Optional[str] = ..., probability: _Optional[float] = ..., synonyms: _Optional[_Iterable[str]] = ..., class_index: _Optional[int] = ...) -> None: ...
 
+class ColourShare(_message.Message):
+    __slots__ = ("name", "share")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    share: float
+    def __init__(self, name: _Optional[str] = ..., share: _Optional[float] = ...) -> None: ...
+
 class Point(_message.Message):
     __slots__ = ("x", "y")
     X_FIELD_NUMBER: _ClassVar[int]

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from imagerepo.common.v1 import common_pb2 as imagerepo_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(imagerepo/vision/v1/vision_service.proto\x12\x13imagerepo.vision.v1\x1a imagerepo/common/v1/common.proto\"\x95\x01\n\x0e\x41nalyzeRequest\x12\x12\n\nimage_data\x18\x01 \x01(\x0c\x12\x30\n\x05tasks\x18\x02 \x03(\x0e\x32!.imagerepo.vision.v1.AnalysisTask\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12.\n\x08ocr_mode\x18\x04 \x01(\x0e\x32\x1c.imagerepo.vision.v1.OcrMode\"\xfa\x02\n\x0f\x41nalyzeResponse\x12*\n\x06labels\x18\x01 \x03(\x0b\x32\x1a.imagerepo.common.v1.Label\x12\x16\n\x0e\x66\x65\x61ture_vector\x18\x02 \x03(\x02\x12\x18\n\x10moderation_score\x18\x03 \x01(\x02\x12\x10\n\x08ocr_text\x18\x04 \x01(\t\x12\x30\n\ntext_boxes\x18\x05 \x03(\x0b\x32\x1c.imagerepo.common.v1.TextBox\x12\x0f\n\x07ocr_ran\x18\x06 \x01(\x08\x12\r\n\x05width\x18\x07 \x01(\x05\x12\x0e\n\x06height\x18\x08 \x01(\x05\x12\x0e\n\x06\x66ormat\x18\t \x01(\t\x12O\n\x0emodel_versions\x18\n \x03(\x0b\x32\x37.imagerepo.vision.v1.AnalyzeResponse.ModelVersionsEntry\x1a\x34\n\x12ModelVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"!\n\x10\x45mbedTextRequest\x12\r\n\x05texts\x18\x01 \x03(\t\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"i\n\x11\x45mbedTextResponse\x12\x32\n\nembeddings\x18\x01 \x03(\x0b\x32\x1e.imagerepo.vision.v1.Embedding\x12\x11\n\tdimension\x18\x02 \x01(\x05\x12\r\n\x05model\x18\x03 \x01(\t\"\x13\n\x11ListModelsRequest\"}\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0f\n\x07license\x18\x04 \x01(\t\x12\x12\n\ninput_spec\x18\x05 \x01(\t\x12\x0c\n\x04task\x18\x06 \x01(\t\x12\x0e\n\x06loaded\x18\x07 \x01(\x08\"D\n\x12ListModelsResponse\x12.\n\x06models\x18\x01 \x03(\x0b\x32\x1e.imagerepo.vision.v1.ModelInfo\"\x13\n\x11ListLabelsRequest\"O\n\x12ListLabelsResponse\x12*\n\x06labels\x18\x01 \x03(\x0b\x32\x1a.imagerepo.common.v1.Label\x12\r\n\x05model\x18\x02 \x01(\t*\x98\x01\n\x0c\x41nalysisTask\x12\x1d\n\x19\x41NALYSIS_TASK_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41NALYSIS_TASK_LABELS\x10\x01\x12\x1a\n\x16\x41NALYSIS_TASK_FEATURES\x10\x02\x12\x1c\n\x18\x41NALYSIS_TASK_MODERATION\x10\x03\x12\x15\n\x11\x41NALYSIS_TASK_OCR\x10\x04*E\n\x07OcrMode\x12\x11\n\rOCR_MODE_AUTO\x10\x00\x12\x13\n\x0fOCR_MODE_ALWAYS\x10\x01\x12\x12\n\x0eOCR_MODE_NEVER\x10\x02\x32\xff\x02\n\rVisionService\x12T\n\x07\x41nalyze\x12#.imagerepo.vision.v1.AnalyzeRequest\x1a$.imagerepo.vision.v1.AnalyzeResponse\x12Z\n\tEmbedText\x12%.imagerepo.vision.v1.EmbedTextRequest\x1a&.imagerepo.vision.v1.EmbedTextResponse\x12]\n\nListModels\x12&.imagerepo.vision.v1.ListModelsRequest\x1a\'.imagerepo.vision.v1.ListModelsResponse\x12]\n\nListLabels\x12&.imagerepo.vision.v1.ListLabelsRequest\x1a\'.imagerepo.vision.v1.ListLabelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(imagerepo/vision/v1/vision_service.proto\x12\x13imagerepo.vision.v1\x1a imagerepo/common/v1/common.proto\"\x95\x01\n\x0e\x41nalyzeRequest\x12\x12\n\nimage_data\x18\x01 \x01(\x0c\x12\x30\n\x05tasks\x18\x02 \x03(\x0e\x32!.imagerepo.vision.v1.AnalysisTask\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12.\n\x08ocr_mode\x18\x04 \x01(\x0e\x32\x1c.imagerepo.vision.v1.OcrMode\"\xad\x03\n\x0f\x41nalyzeResponse\x12*\n\x06labels\x18\x01 \x03(\x0b\x32\x1a.imagerepo.common.v1.Label\x12\x16\n\x0e\x66\x65\x61ture_vector\x18\x02 \x03(\x02\x12\x18\n\x10moderation_score\x18\x03 \x01(\x02\x12\x10\n\x08ocr_text\x18\x04 \x01(\t\x12\x30\n\ntext_boxes\x18\x05 \x03(\x0b\x32\x1c.imagerepo.common.v1.TextBox\x12\x0f\n\x07ocr_ran\x18\x06 \x01(\x08\x12\r\n\x05width\x18\x07 \x01(\x05\x12\x0e\n\x06height\x18\x08 \x01(\x05\x12\x0e\n\x06\x66ormat\x18\t \x01(\t\x12O\n\x0emodel_versions\x18\n \x03(\x0b\x32\x37.imagerepo.vision.v1.AnalyzeResponse.ModelVersionsEntry\x12\x31\n\x07\x63olours\x18\x0b \x03(\x0b\x32 .imagerepo.common.v1.ColourShare\x1a\x34\n\x12ModelVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"!\n\x10\x45mbedTextRequest\x12\r\n\x05texts\x18\x01 \x03(\t\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"i\n\x11\x45mbedTextResponse\x12\x32\n\nembeddings\x18\x01 \x03(\x0b\x32\x1e.imagerepo.vision.v1.Embedding\x12\x11\n\tdimension\x18\x02 \x01(\x05\x12\r\n\x05model\x18\x03 \x01(\t\"\x13\n\x11ListModelsRequest\"}\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0f\n\x07license\x18\x04 \x01(\t\x12\x12\n\ninput_spec\x18\x05 \x01(\t\x12\x0c\n\x04task\x18\x06 \x01(\t\x12\x0e\n\x06loaded\x18\x07 \x01(\x08\"D\n\x12ListModelsResponse\x12.\n\x06models\x18\x01 \x03(\x0b\x32\x1e.imagerepo.vision.v1.ModelInfo\"\x13\n\x11ListLabelsRequest\"O\n\x12ListLabelsResponse\x12*\n\x06labels\x18\x01 \x03(\x0b\x32\x1a.imagerepo.common.v1.Label\x12\r\n\x05model\x18\x02 \x01(\t*\xb3\x01\n\x0c\x41nalysisTask\x12\x1d\n\x19\x41NALYSIS_TASK_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41NALYSIS_TASK_LABELS\x10\x01\x12\x1a\n\x16\x41NALYSIS_TASK_FEATURES\x10\x02\x12\x1c\n\x18\x41NALYSIS_TASK_MODERATION\x10\x03\x12\x15\n\x11\x41NALYSIS_TASK_OCR\x10\x04\x12\x19\n\x15\x41NALYSIS_TASK_COLOURS\x10\x05*E\n\x07OcrMode\x12\x11\n\rOCR_MODE_AUTO\x10\x00\x12\x13\n\x0fOCR_MODE_ALWAYS\x10\x01\x12\x12\n\x0eOCR_MODE_NEVER\x10\x02\x32\xff\x02\n\rVisionService\x12T\n\x07\x41nalyze\x12#.imagerepo.vision.v1.AnalyzeRequest\x1a$.imagerepo.vision.v1.AnalyzeResponse\x12Z\n\tEmbedText\x12%.imagerepo.vision.v1.EmbedTextRequest\x1a&.imagerepo.vision.v1.EmbedTextResponse\x12]\n\nListModels\x12&.imagerepo.vision.v1.ListModelsRequest\x1a\'.imagerepo.vision.v1.ListModelsResponse\x12]\n\nListLabels\x12&.imagerepo.vision.v1.ListLabelsRequest\x1a\'.imagerepo.vision.v1.ListLabelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,32 +34,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ANALYZERESPONSE_MODELVERSIONSENTRY']._loaded_options = None
   _globals['_ANALYZERESPONSE_MODELVERSIONSENTRY']._serialized_options = b'8\001'
-  _globals['_ANALYSISTASK']._serialized_start=1124
-  _globals['_ANALYSISTASK']._serialized_end=1276
-  _globals['_OCRMODE']._serialized_start=1278
-  _globals['_OCRMODE']._serialized_end=1347
+  _globals['_ANALYSISTASK']._serialized_start=1175
+  _globals['_ANALYSISTASK']._serialized_end=1354
+  _globals['_OCRMODE']._serialized_start=1356
+  _globals['_OCRMODE']._serialized_end=1425
   _globals['_ANALYZEREQUEST']._serialized_start=100
   _globals['_ANALYZEREQUEST']._serialized_end=249
   _globals['_ANALYZERESPONSE']._serialized_start=252
-  _globals['_ANALYZERESPONSE']._serialized_end=630
-  _globals['_ANALYZERESPONSE_MODELVERSIONSENTRY']._serialized_start=578
-  _globals['_ANALYZERESPONSE_MODELVERSIONSENTRY']._serialized_end=630
-  _globals['_EMBEDTEXTREQUEST']._serialized_start=632
-  _globals['_EMBEDTEXTREQUEST']._serialized_end=665
-  _globals['_EMBEDDING']._serialized_start=667
-  _globals['_EMBEDDING']._serialized_end=694
-  _globals['_EMBEDTEXTRESPONSE']._serialized_start=696
-  _globals['_EMBEDTEXTRESPONSE']._serialized_end=801
-  _globals['_LISTMODELSREQUEST']._serialized_start=803
-  _globals['_LISTMODELSREQUEST']._serialized_end=822
-  _globals['_MODELINFO']._serialized_start=824
-  _globals['_MODELINFO']._serialized_end=949
-  _globals['_LISTMODELSRESPONSE']._serialized_start=951
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1019
-  _globals['_LISTLABELSREQUEST']._serialized_start=1021
-  _globals['_LISTLABELSREQUEST']._serialized_end=1040
-  _globals['_LISTLABELSRESPONSE']._serialized_start=1042
-  _globals['_LISTLABELSRESPONSE']._serialized_end=1121
-  _globals['_VISIONSERVICE']._serialized_start=1350
-  _globals['_VISIONSERVICE']._serialized_end=1733
+  _globals['_ANALYZERESPONSE']._serialized_end=681
+  _globals['_ANALYZERESPONSE_MODELVERSIONSENTRY']._serialized_start=629
+  _globals['_ANALYZERESPONSE_MODELVERSIONSENTRY']._serialized_end=681
+  _globals['_EMBEDTEXTREQUEST']._serialized_start=683
+  _globals['_EMBEDTEXTREQUEST']._serialized_end=716
+  _globals['_EMBEDDING']._serialized_start=718
+  _globals['_EMBEDDING']._serialized_end=745
+  _globals['_EMBEDTEXTRESPONSE']._serialized_start=747
+  _globals['_EMBEDTEXTRESPONSE']._serialized_end=852
+  _globals['_LISTMODELSREQUEST']._serialized_start=854
+  _globals['_LISTMODELSREQUEST']._serialized_end=873
+  _globals['_MODELINFO']._serialized_start=875
+  _globals['_MODELINFO']._serialized_end=1000
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1002
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1070
+  _globals['_LISTLABELSREQUEST']._serialized_start=1072
+  _globals['_LISTLABELSREQUEST']._serialized_end=1091
+  _globals['_LISTLABELSRESPONSE']._serialized_start=1093
+  _globals['_LISTLABELSRESPONSE']._serialized_end=1172
+  _globals['_VISIONSERVICE']._serialized_start=1428
+  _globals['_VISIONSERVICE']._serialized_end=1811
 # @@protoc_insertion_point(module_scope)

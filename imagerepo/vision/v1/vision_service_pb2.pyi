@@ -15,6 +15,7 @@ class AnalysisTask(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ANALYSIS_TASK_FEATURES: _ClassVar[AnalysisTask]
     ANALYSIS_TASK_MODERATION: _ClassVar[AnalysisTask]
     ANALYSIS_TASK_OCR: _ClassVar[AnalysisTask]
+    ANALYSIS_TASK_COLOURS: _ClassVar[AnalysisTask]
 
 class OcrMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -26,6 +27,7 @@ ANALYSIS_TASK_LABELS: AnalysisTask
 ANALYSIS_TASK_FEATURES: AnalysisTask
 ANALYSIS_TASK_MODERATION: AnalysisTask
 ANALYSIS_TASK_OCR: AnalysisTask
+ANALYSIS_TASK_COLOURS: AnalysisTask
 OCR_MODE_AUTO: OcrMode
 OCR_MODE_ALWAYS: OcrMode
 OCR_MODE_NEVER: OcrMode
@@ -43,7 +45,7 @@ class AnalyzeRequest(_message.Message):
     def __init__(self, image_data: _Optional[bytes] = ..., tasks: _Optional[_Iterable[_Union[AnalysisTask, str]]] = ..., top_k: _Optional[int] = ..., ocr_mode: _Optional[_Union[OcrMode, str]] = ...) -> None: ...
 
 class AnalyzeResponse(_message.Message):
-    __slots__ = ("labels", "feature_vector", "moderation_score", "ocr_text", "text_boxes", "ocr_ran", "width", "height", "format", "model_versions")
+    __slots__ = ("labels", "feature_vector", "moderation_score", "ocr_text", "text_boxes", "ocr_ran", "width", "height", "format", "model_versions", "colours")
     class ModelVersionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +63,7 @@ class AnalyzeResponse(_message.Message):
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    COLOURS_FIELD_NUMBER: _ClassVar[int]
     labels: _containers.RepeatedCompositeFieldContainer[_common_pb2.Label]
     feature_vector: _containers.RepeatedScalarFieldContainer[float]
     moderation_score: float
@@ -71,7 +74,8 @@ class AnalyzeResponse(_message.Message):
     height: int
     format: str
     model_versions: _containers.ScalarMap[str, str]
-    def __init__(self, labels: _Optional[_Iterable[_Union[_common_pb2.Label, _Mapping]]] = ..., feature_vector: _Optional[_Iterable[float]] = ..., moderation_score: _Optional[float] = ..., ocr_text: _Optional[str] = ..., text_boxes: _Optional[_Iterable[_Union[_common_pb2.TextBox, _Mapping]]] = ..., ocr_ran: _Optional[bool] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., format: _Optional[str] = ..., model_versions: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    colours: _containers.RepeatedCompositeFieldContainer[_common_pb2.ColourShare]
+    def __init__(self, labels: _Optional[_Iterable[_Union[_common_pb2.Label, _Mapping]]] = ..., feature_vector: _Optional[_Iterable[float]] = ..., moderation_score: _Optional[float] = ..., ocr_text: _Optional[str] = ..., text_boxes: _Optional[_Iterable[_Union[_common_pb2.TextBox, _Mapping]]] = ..., ocr_ran: _Optional[bool] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., format: _Optional[str] = ..., model_versions: _Optional[_Mapping[str, str]] = ..., colours: _Optional[_Iterable[_Union[_common_pb2.ColourShare, _Mapping]]] = ...) -> None: ...
 
 class EmbedTextRequest(_message.Message):
     __slots__ = ("texts",)
