@@ -62,7 +62,7 @@ class PutImageResponse(_message.Message):
     def __init__(self, image: _Optional[_Union[ImageMetadata, _Mapping]] = ..., duplicate_of: _Optional[_Iterable[str]] = ..., already_stored: _Optional[bool] = ...) -> None: ...
 
 class ImageMetadata(_message.Message):
-    __slots__ = ("id", "filename", "owner", "content_type", "created_at_unix_ms", "sha256", "byte_size", "width", "height", "exif", "labels", "moderation_score", "ocr_text", "tags", "status", "feature_vector", "has_feature_vector", "feedback", "status_detail", "format", "analysis", "favourite")
+    __slots__ = ("id", "filename", "owner", "content_type", "created_at_unix_ms", "sha256", "byte_size", "width", "height", "exif", "labels", "moderation_score", "ocr_text", "tags", "status", "feature_vector", "has_feature_vector", "feedback", "status_detail", "format", "analysis", "colours", "favourite")
     class ExifEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +91,7 @@ class ImageMetadata(_message.Message):
     STATUS_DETAIL_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     ANALYSIS_FIELD_NUMBER: _ClassVar[int]
+    COLOURS_FIELD_NUMBER: _ClassVar[int]
     FAVOURITE_FIELD_NUMBER: _ClassVar[int]
     id: str
     filename: str
@@ -113,8 +114,9 @@ class ImageMetadata(_message.Message):
     status_detail: str
     format: str
     analysis: AnalysisState
+    colours: _containers.RepeatedCompositeFieldContainer[_common_pb2.ColourShare]
     favourite: bool
-    def __init__(self, id: _Optional[str] = ..., filename: _Optional[str] = ..., owner: _Optional[str] = ..., content_type: _Optional[str] = ..., created_at_unix_ms: _Optional[int] = ..., sha256: _Optional[str] = ..., byte_size: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., exif: _Optional[_Mapping[str, str]] = ..., labels: _Optional[_Iterable[_Union[_common_pb2.Label, _Mapping]]] = ..., moderation_score: _Optional[float] = ..., ocr_text: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., status: _Optional[_Union[_common_pb2.AnalysisStatus, str]] = ..., feature_vector: _Optional[_Iterable[float]] = ..., has_feature_vector: _Optional[bool] = ..., feedback: _Optional[_Iterable[_Union[_common_pb2.LabelFeedback, _Mapping]]] = ..., status_detail: _Optional[str] = ..., format: _Optional[str] = ..., analysis: _Optional[_Union[AnalysisState, _Mapping]] = ..., favourite: _Optional[bool] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., filename: _Optional[str] = ..., owner: _Optional[str] = ..., content_type: _Optional[str] = ..., created_at_unix_ms: _Optional[int] = ..., sha256: _Optional[str] = ..., byte_size: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., exif: _Optional[_Mapping[str, str]] = ..., labels: _Optional[_Iterable[_Union[_common_pb2.Label, _Mapping]]] = ..., moderation_score: _Optional[float] = ..., ocr_text: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., status: _Optional[_Union[_common_pb2.AnalysisStatus, str]] = ..., feature_vector: _Optional[_Iterable[float]] = ..., has_feature_vector: _Optional[bool] = ..., feedback: _Optional[_Iterable[_Union[_common_pb2.LabelFeedback, _Mapping]]] = ..., status_detail: _Optional[str] = ..., format: _Optional[str] = ..., analysis: _Optional[_Union[AnalysisState, _Mapping]] = ..., colours: _Optional[_Iterable[_Union[_common_pb2.ColourShare, _Mapping]]] = ..., favourite: _Optional[bool] = ...) -> None: ...
 
 class GetImageRequest(_message.Message):
     __slots__ = ("image_id", "include_data", "include_feature_vector")
@@ -531,16 +533,18 @@ class CompleteAnalysisRequest(_message.Message):
     def __init__(self, image_id: _Optional[str] = ..., generation: _Optional[int] = ..., result: _Optional[_Union[AnalysisResult, _Mapping]] = ..., failure: _Optional[_Union[AnalysisFailure, _Mapping]] = ...) -> None: ...
 
 class AnalysisResult(_message.Message):
-    __slots__ = ("labels", "moderation_score", "ocr_text", "feature_vector")
+    __slots__ = ("labels", "moderation_score", "ocr_text", "feature_vector", "colours")
     LABELS_FIELD_NUMBER: _ClassVar[int]
     MODERATION_SCORE_FIELD_NUMBER: _ClassVar[int]
     OCR_TEXT_FIELD_NUMBER: _ClassVar[int]
     FEATURE_VECTOR_FIELD_NUMBER: _ClassVar[int]
+    COLOURS_FIELD_NUMBER: _ClassVar[int]
     labels: _containers.RepeatedCompositeFieldContainer[_common_pb2.Label]
     moderation_score: float
     ocr_text: str
     feature_vector: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, labels: _Optional[_Iterable[_Union[_common_pb2.Label, _Mapping]]] = ..., moderation_score: _Optional[float] = ..., ocr_text: _Optional[str] = ..., feature_vector: _Optional[_Iterable[float]] = ...) -> None: ...
+    colours: _containers.RepeatedCompositeFieldContainer[_common_pb2.ColourShare]
+    def __init__(self, labels: _Optional[_Iterable[_Union[_common_pb2.Label, _Mapping]]] = ..., moderation_score: _Optional[float] = ..., ocr_text: _Optional[str] = ..., feature_vector: _Optional[_Iterable[float]] = ..., colours: _Optional[_Iterable[_Union[_common_pb2.ColourShare, _Mapping]]] = ...) -> None: ...
 
 class AnalysisFailure(_message.Message):
     __slots__ = ("reason", "permanent")
