@@ -128,6 +128,7 @@ def list_images() -> Any:
         page_token=request.args.get("page_token", ""),
         owner=request.args.get("owner", ""),
         status=statuses.get(status_name, 0),
+        favourite_only=request.args.get("favourite", "") in ("1", "true"),
     )
     return jsonify(
         images=[image_json(i, st.config.moderation_threshold) for i in reply.images],
@@ -328,6 +329,14 @@ def tags(image_id: str) -> Any:
     if not isinstance(add, list) or not isinstance(remove, list):
         raise BadRequestError("'add' and 'remove' must be lists of strings")
     image = ops.set_tags(image_id, add, remove)
+    return jsonify(image_json(image, st.config.moderation_threshold))
+
+
+@api.post("/images/<image_id>/favourite")
+def favourite(image_id: str) -> Any:
+    st = state()
+    st.access.require_api_writer()
+    image = ops.set_favourite(image_id, _json_body().get("favourite"))
     return jsonify(image_json(image, st.config.moderation_threshold))
 
 

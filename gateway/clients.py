@@ -192,6 +192,7 @@ class ServiceClients:
         owner: str = "",
         status: int = common_pb2.ANALYSIS_STATUS_UNSPECIFIED,
         include_feature_vectors: bool = False,
+        favourite_only: bool = False,
     ) -> storage_pb.ListImagesResponse:
         request = storage_pb.ListImagesRequest(
             page_size=page_size,
@@ -199,6 +200,7 @@ class ServiceClients:
             owner=owner,
             status=status,  # type: ignore[arg-type]
             include_feature_vectors=include_feature_vectors,
+            favourite_only=favourite_only,
         )
         return self._call("storage", "ListImages", self.storage.ListImages, request)
 
@@ -238,6 +240,11 @@ class ServiceClients:
         )
         reply = self._call("storage", "UpdateAnnotations", self.storage.UpdateAnnotations, request)
         return reply.image
+
+    def set_favourite(self, image_id: str, favourite: bool) -> storage_pb.ImageMetadata:
+        return self.update_annotations(
+            image_id, storage_pb.Annotations(favourite=favourite), fields=("favourite",)
+        )
 
     def delete_image(self, image_id: str) -> storage_pb.ImageMetadata:
         request = storage_pb.DeleteImageRequest(image_id=image_id)

@@ -163,6 +163,7 @@ def image_json(image: storage_pb.ImageMetadata, moderation_threshold: float) -> 
         "moderated": float(image.moderation_score) > moderation_threshold,
         "ocr_text": image.ocr_text,
         "tags": list(image.tags),
+        "favourite": image.favourite,
         "status": status,
         "status_detail": image.status_detail,
         # A pending image's last failed try is in its analysis state (the workers' last error).

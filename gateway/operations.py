@@ -190,6 +190,17 @@ def set_tags(image_id: str, add: list[str], remove: list[str]) -> storage_pb.Ima
     return image
 
 
+def set_favourite(image_id: str, favourite: Any) -> storage_pb.ImageMetadata:
+    """Star or unstar an image in storage (search follows the change feed, waited for
+    briefly like a tag change)."""
+    if not isinstance(favourite, bool):
+        raise BadRequestError("'favourite' must be true or false")
+    st = state()
+    image = st.clients.set_favourite(image_id, favourite)
+    st.pipeline.wait_for_search(SEARCH_CATCH_UP_S)
+    return image
+
+
 def clean_tags(tags: list[Any]) -> list[str]:
     if len(tags) > MAX_TAGS_PER_REQUEST:
         raise BadRequestError(f"at most {MAX_TAGS_PER_REQUEST} tags per request")
