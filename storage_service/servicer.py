@@ -30,6 +30,7 @@ from storage_service.columnstore.model import (
     AnalysisStatus,
     AnnotationUpdate,
     Change,
+    Colour,
     Feedback,
     ImageMeta,
     Label,
@@ -193,6 +194,7 @@ def to_proto(meta: ImageMeta, vector: list[float] | None = None) -> pb.ImageMeta
             next_attempt_unix_ms=meta.analysis.next_attempt_ms,
         ),
         favourite=meta.favourite,
+        colours=[common_pb2.ColourShare(name=c.name, share=c.share) for c in meta.colours],
     )
 
 
@@ -766,6 +768,7 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
                 policy.check_feature_vector(r.feature_vector)
                 policy.check_moderation_score(r.moderation_score)
                 policy.check_ocr_text(r.ocr_text)
+                policy.check_colours((c.name, c.share) for c in r.colours)
                 outcome = AnalysisResult(
                     labels=tuple(
                         Label(lb.name, lb.probability, tuple(lb.synonyms), lb.class_index)
@@ -774,6 +777,7 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
                     moderation_score=r.moderation_score,
                     ocr_text=r.ocr_text,
                     feature_vector=tuple(r.feature_vector),
+                    colours=tuple(Colour(c.name, c.share) for c in r.colours),
                 )
             elif which == "failure":
                 reason = policy.clip_status_detail(request.failure.reason) or "analysis failed"

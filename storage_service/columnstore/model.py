@@ -29,6 +29,14 @@ class Label:
 
 
 @dataclass(frozen=True)
+class Colour:
+    """A dominant named colour of an image and the share of its area, 0..1."""
+
+    name: str
+    share: float
+
+
+@dataclass(frozen=True)
 class Feedback:
     label: str
     comment: str = ""
@@ -82,6 +90,7 @@ class ImageMeta:
     thumb_preview_size: tuple[int, int] = (0, 0)
     analysis: AnalysisState = NO_ANALYSIS
     favourite: bool = False
+    colours: tuple[Colour, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -160,6 +169,7 @@ class AnalysisResult:
     moderation_score: float = 0.0
     ocr_text: str = ""
     feature_vector: tuple[float, ...] = ()
+    colours: tuple[Colour, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -388,6 +388,45 @@ def check_label_count(count: int) -> None:
         )
 
 
+# The 11 basic colour words analysis names dominant colours with.
+COLOUR_NAMES = frozenset(
+    [
+        "red",
+        "orange",
+        "yellow",
+        "green",
+        "blue",
+        "purple",
+        "pink",
+        "brown",
+        "black",
+        "white",
+        "grey",
+    ]
+)
+
+
+def check_colours(colours: Iterable[tuple[str, float]]) -> None:
+    """Dominant colours: known names, each once, share in 0..1, at most 11."""
+    items = list(colours)
+    if len(items) > len(COLOUR_NAMES):
+        raise PolicyError(
+            f"{len(items)} colours, over the limit of {len(COLOUR_NAMES)}", limit="colours"
+        )
+    seen: set[str] = set()
+    for name, share in items:
+        if name not in COLOUR_NAMES:
+            raise PolicyError(
+                f"unknown colour {name[:32]!r}; known: {', '.join(sorted(COLOUR_NAMES))}",
+                limit="colours",
+            )
+        if name in seen:
+            raise PolicyError(f"colour {name!r} given twice", limit="colours")
+        seen.add(name)
+        if not (math.isfinite(share) and 0.0 <= share <= 1.0):
+            raise PolicyError(f"colour {name!r} has share {share}, outside 0..1", limit="colours")
+
+
 def check_moderation_score(score: float) -> None:
     if not (math.isfinite(score) and 0.0 <= score <= 1.0):
         raise PolicyError(f"moderation_score {score} is outside 0..1", limit="moderation_score")

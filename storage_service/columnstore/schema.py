@@ -85,6 +85,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("lease_only", Kind.U8, 0),
     # 1 when the owner starred the image (an annotation: written through the log).
     Column("favourite", Kind.U8, 0),
+    # Dominant named colours from analysis: [{"name": ..., "share": ...}], largest first.
+    Column("colours", Kind.JSON, []),
 )
 
 BY_NAME = {c.name: c for c in COLUMNS}
@@ -110,6 +112,7 @@ ANNOTATION_COLUMNS = (
     "next_attempt_ms",
     "lease_only",
     "favourite",
+    "colours",
 )
 # The analysis-state columns, as ImageMeta.analysis holds them.
 ANALYSIS_COLUMNS = (

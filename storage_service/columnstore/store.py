@@ -71,6 +71,7 @@ from storage_service.columnstore.model import (
     ChangeKind,
     ChangesPage,
     ClaimedImage,
+    Colour,
     ColumnStat,
     CompactionReport,
     DamagedItem,
@@ -204,6 +205,10 @@ def _labels_to(labels: Iterable[Label]) -> list[dict[str, Any]]:
     ]
 
 
+def _colours_from(values: list[dict[str, Any]]) -> tuple[Colour, ...]:
+    return tuple(Colour(v["name"], float(v["share"])) for v in values)
+
+
 def _feedback_from(values: list[dict[str, Any]]) -> tuple[Feedback, ...]:
     return tuple(Feedback(v["label"], v["comment"], v["by"], int(v["at"])) for v in values)
 
@@ -227,6 +232,7 @@ def _annotations_of(values: dict[str, Any]) -> dict[str, Any]:
         "has_feature_vector": bool(values["has_feature_vector"]),
         "analysis": _analysis_of(values),
         "favourite": bool(values.get("favourite", 0)),
+        "colours": _colours_from(values.get("colours") or []),
     }
 
 
@@ -288,6 +294,7 @@ def _annotation_values(meta: ImageMeta) -> dict[str, Any]:
         "next_attempt_ms": meta.analysis.next_attempt_ms,
         "lease_only": 0,
         "favourite": int(meta.favourite),
+        "colours": [{"name": c.name, "share": c.share} for c in meta.colours],
     }
 
 
@@ -1141,6 +1148,7 @@ class ColumnStore:
                     labels=tuple(outcome.labels),
                     moderation_score=float(outcome.moderation_score),
                     ocr_text=outcome.ocr_text,
+                    colours=tuple(outcome.colours),
                     status=AnalysisStatus.READY,
                     status_detail="",
                     has_feature_vector=bool(vector),
