@@ -93,6 +93,7 @@ class StorageClient:
             moderation_score=analysis.moderation_score,
             ocr_text=analysis.ocr_text,
             feature_vector=analysis.feature_vector,
+            colours=analysis.colours,
         )
         self._complete(
             storage_pb.CompleteAnalysisRequest(
