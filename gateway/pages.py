@@ -185,6 +185,34 @@ def delete_image(image_id: str) -> Any:
     return redirect(url_for("pages.gallery", deleted=image_id), 303)
 
 
+@pages.post("/images/<image_id>/favourite")
+def toggle_favourite(image_id: str) -> Any:
+    """The star without JavaScript: set the flag, then back to where the click came from."""
+    state().access.require_form_writer()
+    ops.set_favourite(image_id, request.form.get("favourite") == "1")
+    back = request.form.get("back", "")
+    if back.startswith("/") and not back.startswith("//"):
+        return redirect(back, 303)
+    return redirect(url_for("pages.image_page", image_id=image_id), 303)
+
+
+@pages.get("/favourites")
+def favourites() -> Any:
+    st = state()
+    token = request.args.get("page", "")
+    reply = st.clients.list_images(
+        page_size=st.config.gallery_page_size, page_token=token, favourite_only=True
+    )
+    images = [image_json(i, _threshold()) for i in reply.images]
+    return render_template(
+        "favourites.html",
+        images=images,
+        total=reply.total_count,
+        next_page=reply.next_page_token,
+        first_page=not token,
+    )
+
+
 @pages.post("/images/<image_id>/retry")
 def retry_analysis(image_id: str) -> Any:
     state().access.require_form_writer()

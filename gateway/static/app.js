@@ -482,7 +482,36 @@ function setupConfirm() {
   });
 }
 
+// --- favourites: the star is a form; with this script it toggles in place ---------------------
+
+function setupStars() {
+  document.addEventListener("submit", async (e) => {
+    const form = e.target.closest("form.star-form");
+    if (!form) return;
+    e.preventDefault();
+    const button = form.querySelector("button.star");
+    const want = form.elements.favourite.value === "1";
+    button.disabled = true;
+    try {
+      const reply = await fetch(`/api/images/${encodeURIComponent(button.dataset.id)}/favourite`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json", "X-CSRF-Token": csrfToken() },
+        body: JSON.stringify({ favourite: want }),
+      });
+      if (!reply.ok) { button.title = `Could not change: the server answered ${reply.status}`; return; }
+      const name = (button.getAttribute("aria-label") || "").split(": ").slice(1).join(": ");
+      button.setAttribute("aria-pressed", String(want));
+      button.textContent = want ? "\u2605" : "\u2606";
+      button.title = want ? "Remove from favourites" : "Add to favourites";
+      button.setAttribute("aria-label", `${want ? "remove from favourites" : "add to favourites"}: ${name}`);
+      form.elements.favourite.value = want ? "0" : "1";
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
-  setupUpload(); setupSuggestions(); bindReveal(); setupConfirm();
+  setupUpload(); setupSuggestions(); bindReveal(); setupConfirm(); setupStars();
   setupViewer(); setupSelection(); setupInfiniteScroll();
 });

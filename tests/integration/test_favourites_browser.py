@@ -1,0 +1,89 @@
+"""Favourites in a real headless Chromium: the star toggles in one click (with and without
+the page script), the Favourites page lists exactly the starred photos, and screenshots of it
+at 1366 and 390 px wide are saved under tests/artifacts/screenshots/."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import requests
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from .conftest import fresh_jpeg
+from .test_browser import CHROMIUM, CHROMIUM_ARGS
+from .test_gallery_browser import DESKTOP, PHONE, _context, _shoot
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+def _upload(url: str, data: bytes) -> dict:
+    name = f"star-{uuid.uuid4().hex[:8]}.jpg"
+    reply = requests.post(f"{url}/api/images", files={"file": (name, data)}, timeout=120)
+    assert reply.status_code == 201, reply.text
+    return reply.json()["results"][0]["image"]
+
+
+def _starred(url: str, image_id: str) -> bool:
+    return bool(requests.get(f"{url}/api/images/{image_id}", timeout=30).json()["favourite"])
+
+
+def _star_on_tile(page: Page, image_id: str):
+    return page.locator(f'figure.tile[data-id="{image_id}"] button.star')
+
+
+def test_star_on_a_tile_toggles_in_one_click_and_fills_the_favourites_page(
+    browser: Browser, gateway_url, photo_jpegs
+):
+    url = gateway_url
+    image = _upload(url, fresh_jpeg(photo_jpegs["coffee"]))
+    context = _context(browser)
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(url + "/")
+    star = _star_on_tile(page, image["id"])
+    expect(star).to_have_attribute("aria-pressed", "false")
+    star.click()
+    expect(star).to_have_attribute("aria-pressed", "true")
+    expect(star).to_have_text("★")
+    assert page.url.rstrip("/") == url  # toggled in place, no navigation
+    assert _starred(url, image["id"])
+
+    page.goto(url + "/favourites")
+    expect(page.locator(f'#favourites figure.tile[data-id="{image["id"]}"]')).to_be_visible()
+    for width, viewport in (("1366", DESKTOP), ("390", PHONE)):
+        shot_context = _context(browser, viewport)
+        shot = shot_context.new_page()
+        shot.goto(url + "/favourites")
+        _shoot(shot, f"favourites-{width}-light")
+        assert shot.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
+        shot_context.close()
+
+    # Unstar from the Favourites page: storage forgets it, the page no longer lists it.
+    _star_on_tile(page, image["id"]).click()
+    expect(_star_on_tile(page, image["id"])).to_have_attribute("aria-pressed", "false")
+    assert not _starred(url, image["id"])
+    page.goto(url + "/favourites")
+    expect(page.locator(f'figure.tile[data-id="{image["id"]}"]')).to_have_count(0)
+    context.close()
+
+
+def test_star_on_the_image_page_works_without_script(browser: Browser, gateway_url, photo_jpegs):
+    url = gateway_url
+    image = _upload(url, fresh_jpeg(photo_jpegs["astronaut"]))
+    context = _context(browser, java_script_enabled=False)
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(f"{url}/images/{image['id']}")
+    page.locator("section.preview button.star").click()  # a plain form post, then back here
+    expect(page.locator("section.preview button.star")).to_have_attribute("aria-pressed", "true")
+    assert page.url.endswith(f"/images/{image['id']}")
+    assert _starred(url, image["id"])
+    context.close()
