@@ -12,7 +12,13 @@ from PIL import Image
 from imagerepo.vision.v1 import vision_service_pb2 as pb
 from imagerepo.vision.v1 import vision_service_pb2_grpc as pb_grpc
 from vision_service.engine import AnalysisRequest, Task
-from vision_service.models.colours import COLOUR_NAMES, MIN_SHARE, dominant_colours
+from vision_service.models.colours import (
+    COLOUR_NAMES,
+    MIN_SHARE,
+    MIN_VIVID_SHARE,
+    VIVID,
+    dominant_colours,
+)
 
 CHROMATIC = set(COLOUR_NAMES) - {"black", "white", "grey"}
 
@@ -42,6 +48,13 @@ def test_grey_photos_get_no_chromatic_colour(photo_jpegs):
         assert not colours.keys() & CHROMATIC, (name, colours)
 
 
+def test_a_small_vivid_red_counts(photo_jpegs):
+    # A red motorcycle (about 9% of the photo) in a grey and brown garage.
+    colours = _colours(photo_jpegs, "motorcycle")
+    assert list(colours)[:2] == ["grey", "brown"]
+    assert "red" in colours
+
+
 def test_cat_is_brown(photo_jpegs):
     colours = _colours(photo_jpegs, "chelsea")
     assert max(colours, key=colours.__getitem__) == "brown"
@@ -53,7 +66,8 @@ def test_shares_are_sorted_above_the_floor_and_at_most_three(photo_jpegs):
         shares = [share for _, share in colours]
         assert 1 <= len(colours) <= 3, name
         assert shares == sorted(shares, reverse=True)
-        assert all(MIN_SHARE <= s <= 1.0 for s in shares)
+        for colour, share in colours:
+            assert (MIN_VIVID_SHARE if colour in VIVID else MIN_SHARE) <= share <= 1.0
         assert {n for n, _ in colours} <= set(COLOUR_NAMES)
 
 

@@ -2,8 +2,9 @@
 
 Pure and cheap (about 1 ms): the decoded image is box-reduced to 64x64, each pixel is put in
 one of the 11 basic colour categories by hue, saturation and value (HSV), and the categories
-that cover at least ``MIN_SHARE`` of the image are returned, largest first, at most
-``MAX_COLOURS``. No model, no new dependency.
+that cover at least ``MIN_SHARE`` of the image (``MIN_VIVID_SHARE`` for the vivid hues, which
+catch the eye when small: a red motorcycle in a grey garage) are returned, largest first, at
+most ``MAX_COLOURS``. No model, no new dependency.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ COLOUR_NAMES: tuple[str, ...] = (
 )
 THUMB_SIDE = 64
 MIN_SHARE = 0.10
+MIN_VIVID_SHARE = 0.05
+VIVID = frozenset({"red", "orange", "yellow", "green", "blue", "purple", "pink"})
 MAX_COLOURS = 3
 
 _INDEX = {name: i for i, name in enumerate(COLOUR_NAMES)}
@@ -90,13 +93,18 @@ def colour_histogram(image: Image.Image) -> np.ndarray:
 
 
 def dominant_colours(
-    image: Image.Image, min_share: float = MIN_SHARE, max_colours: int = MAX_COLOURS
+    image: Image.Image,
+    min_share: float = MIN_SHARE,
+    max_colours: int = MAX_COLOURS,
+    min_vivid_share: float = MIN_VIVID_SHARE,
 ) -> list[ColourShare]:
-    """The named colours covering at least ``min_share`` of the image, largest first."""
+    """The named colours covering at least ``min_share`` of the image (``min_vivid_share`` for
+    vivid hues), largest first, at most ``max_colours``."""
     hist = colour_histogram(image)
     order = np.argsort(-hist, kind="stable")
-    return [
+    kept = [
         ColourShare(COLOUR_NAMES[i], round(float(hist[i]), 4))
-        for i in order[:max_colours]
-        if hist[i] >= min_share
+        for i in order
+        if hist[i] >= (min_vivid_share if COLOUR_NAMES[i] in VIVID else min_share)
     ]
+    return kept[:max_colours]
