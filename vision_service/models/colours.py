@@ -65,13 +65,13 @@ def pixel_categories(rgb: np.ndarray) -> np.ndarray:
     out[:] = _INDEX["red"]
     out[(hue >= 15) & (hue < 40)] = _INDEX["orange"]
     out[(hue >= 40) & (hue < 70)] = _INDEX["yellow"]
-    out[(hue >= 70) & (hue < 170)] = _INDEX["green"]
-    out[(hue >= 170) & (hue < 255)] = _INDEX["blue"]
+    out[(hue >= 70) & (hue < 190)] = _INDEX["green"]
+    out[(hue >= 190) & (hue < 255)] = _INDEX["blue"]
     out[(hue >= 255) & (hue < 290)] = _INDEX["purple"]
     out[(hue >= 290) & (hue < 340)] = _INDEX["pink"]
     # Warm hues that are dark or dull are brown (coffee, wood, soil).
     warm = (hue >= 12) & (hue < 50)
-    brown = warm & ((value < 0.68) | ((sat < 0.45) & (value < 0.8)))
+    brown = warm & ((value < 0.68) | ((sat < 0.8) & (value < 0.8)))
     out[brown & (sat >= 0.2)] = _INDEX["brown"]
     # Light, soft reds are pink.
     pink = ((hue < 15) | (hue >= 340)) & (sat < 0.5) & (value >= 0.75)
