@@ -26,6 +26,8 @@ class StorageConfig:
     # The change feed keeps at least this many recent seqs (WatchChanges from older ones is
     # COMPACTED).
     feed_retention_seqs: int = StoreOptions.feed_retention_seqs
+    # Images stay in the trash this long (restorable), then are deleted for good.
+    trash_retention_days: float = StoreOptions.trash_retention_ms / 86_400_000
     max_workers: int = 16
     grace_s: float = 5.0
     log_level: str = "INFO"
@@ -52,6 +54,9 @@ class StorageConfig:
             ),
             feed_retention_seqs=int(
                 env.get("STORAGE_FEED_RETENTION_SEQS", cls.feed_retention_seqs)
+            ),
+            trash_retention_days=float(
+                env.get("STORAGE_TRASH_RETENTION_DAYS", cls.trash_retention_days)
             ),
             max_workers=int(env.get("STORAGE_MAX_WORKERS", cls.max_workers)),
             grace_s=float(env.get("STORAGE_GRACE_S", cls.grace_s)),
@@ -87,4 +92,5 @@ class StorageConfig:
             memtable_bytes=self.memtable_bytes,
             compact_min_segments=self.compact_min_segments,
             feed_retention_seqs=self.feed_retention_seqs,
+            trash_retention_ms=int(self.trash_retention_days * 86_400_000),
         )

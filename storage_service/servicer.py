@@ -194,6 +194,7 @@ def to_proto(meta: ImageMeta, vector: list[float] | None = None) -> pb.ImageMeta
             next_attempt_unix_ms=meta.analysis.next_attempt_ms,
         ),
         favourite=meta.favourite,
+        trashed_at_unix_ms=meta.trashed_at_ms,
         colours=[common_pb2.ColourShare(name=c.name, share=c.share) for c in meta.colours],
     )
 
@@ -365,6 +366,7 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
                     request.owner,
                     status,
                     favourite_only=request.favourite_only,
+                    trashed_only=request.trashed_only,
                 )
                 images = [
                     to_proto(
@@ -429,6 +431,7 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
                 for f in request.add_feedback
             ),
             favourite=a.favourite,
+            trashed=a.trashed,
         )
         with store_errors(context):
             meta = self._store.update_annotations(request.image_id, update)

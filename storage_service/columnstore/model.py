@@ -91,6 +91,8 @@ class ImageMeta:
     analysis: AnalysisState = NO_ANALYSIS
     favourite: bool = False
     colours: tuple[Colour, ...] = ()
+    # When it was moved to the trash (ms since the epoch); 0: not in the trash.
+    trashed_at_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -127,11 +129,13 @@ class AnnotationUpdate:
     remove_tags: tuple[str, ...] = ()
     add_feedback: tuple[Feedback, ...] = ()
     favourite: bool = False
+    # With "trashed" in fields: True moves the image to the trash, False restores it.
+    trashed: bool = False
 
 
 ANNOTATION_FIELDS = frozenset(
     {"labels", "feature_vector", "moderation_score", "ocr_text", "tags", "status", "status_detail"}
-    | {"favourite"}
+    | {"favourite", "trashed"}
 )
 
 

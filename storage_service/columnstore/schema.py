@@ -87,6 +87,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("favourite", Kind.U8, 0),
     # Dominant named colours from analysis: [{"name": ..., "share": ...}], largest first.
     Column("colours", Kind.JSON, []),
+    # When the image was moved to the trash (ms); 0: not in the trash. An annotation too.
+    Column("trashed_at_ms", Kind.I64, 0),
 )
 
 BY_NAME = {c.name: c for c in COLUMNS}
@@ -113,6 +115,7 @@ ANNOTATION_COLUMNS = (
     "lease_only",
     "favourite",
     "colours",
+    "trashed_at_ms",
 )
 # The analysis-state columns, as ImageMeta.analysis holds them.
 ANALYSIS_COLUMNS = (

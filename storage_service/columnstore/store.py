@@ -129,6 +129,10 @@ class StoreOptions:
     # Observers (metrics): seconds of each log fsync, and of each memtable flush.
     on_fsync: Callable[[float], None] | None = None
     on_flush: Callable[[float], None] | None = None
+    # Trashed images are restorable this long, then purge_trash deletes them for good (the
+    # background thread checks every trash_check_s).
+    trash_retention_ms: int = 30 * 86_400_000
+    trash_check_s: float = 60.0
 
 
 @dataclass
@@ -232,6 +236,7 @@ def _annotations_of(values: dict[str, Any]) -> dict[str, Any]:
         "has_feature_vector": bool(values["has_feature_vector"]),
         "analysis": _analysis_of(values),
         "favourite": bool(values.get("favourite", 0)),
+        "trashed_at_ms": int(values.get("trashed_at_ms", 0)),
         "colours": _colours_from(values.get("colours") or []),
     }
 
@@ -294,6 +299,7 @@ def _annotation_values(meta: ImageMeta) -> dict[str, Any]:
         "next_attempt_ms": meta.analysis.next_attempt_ms,
         "lease_only": 0,
         "favourite": int(meta.favourite),
+        "trashed_at_ms": meta.trashed_at_ms,
         "colours": [{"name": c.name, "share": c.share} for c in meta.colours],
     }
 
@@ -338,6 +344,10 @@ class ColumnStore:
         self._by_status = FilenameIndex()
         # The starred images (key "1"), so the favourites page is O(page) like the others.
         self._favourites = FilenameIndex()
+        # Images in the trash (key "1"), and every image not in it (key ""): listings page
+        # through these, so trashed images cost nothing there.
+        self._trash = FilenameIndex()
+        self._visible = FilenameIndex()
         self._by_owner = FilenameIndex()
         self._by_owner_status = FilenameIndex()
         self._raw_image_bytes = 0
@@ -656,6 +666,11 @@ class ColumnStore:
     # --- applying changes to the in-memory view -------------------------------------------------
 
     def _index_add(self, meta: ImageMeta) -> None:
+        if meta.trashed_at_ms:
+            # In the trash: listed only there (not in listings, the queue or favourites).
+            self._trash.add("1", meta.id)
+            return
+        self._visible.add("", meta.id)
         status = str(int(meta.status))
         self._by_status.add(status, meta.id)
         self._by_owner.add(meta.owner, meta.id)
@@ -669,6 +684,8 @@ class ColumnStore:
         self._by_owner.remove(meta.owner, meta.id)
         self._by_owner_status.remove(f"{meta.owner}\0{status}", meta.id)
         self._favourites.remove("1", meta.id)
+        self._trash.remove("1", meta.id)
+        self._visible.remove("", meta.id)
 
     def _apply(
         self,
@@ -698,7 +715,8 @@ class ColumnStore:
             full = {c.name: values.get(c.name, c.default) for c in COLUMNS}
             old_meta = entry.meta
             entry.meta = dataclasses.replace(old_meta, **_annotations_of(full))
-            if (entry.meta.status, entry.meta.favourite) != (old_meta.status, old_meta.favourite):
+            new_key = (entry.meta.status, entry.meta.favourite, entry.meta.trashed_at_ms)
+            if new_key != (old_meta.status, old_meta.favourite, old_meta.trashed_at_ms):
                 self._index_remove(old_meta)
                 self._index_add(entry.meta)
             entry.vector = (source, index) if entry.meta.has_feature_vector else None
@@ -1005,6 +1023,9 @@ class ColumnStore:
             ):
                 if name in update.fields:
                     changes[name] = getattr(update, name)
+            if "trashed" in update.fields:
+                now = int(time.time() * 1000)
+                changes["trashed_at_ms"] = (meta.trashed_at_ms or now) if update.trashed else 0
             tags = list(update.tags) if "tags" in update.fields else list(meta.tags)
             for tag in update.add_tags:
                 if tag not in tags:
@@ -1042,6 +1063,29 @@ class ColumnStore:
             pending = self._submit(row)
         self._commit(pending)
         return meta
+
+    def purge_trash(self, now_ms: int | None = None, everything: bool = False) -> list[str]:
+        """Delete for good (tombstones; compaction reclaims the bytes) the images in the trash
+        longer than the retention, or all of them with `everything` (empty trash). Returns
+        their ids."""
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        cutoff = now - self.options.trash_retention_ms
+        with self._lock:
+            due = [
+                i
+                for i in self._trash.ids("1")
+                if everything or self._entries[i].meta.trashed_at_ms <= cutoff
+            ]
+        purged = []
+        for image_id in due:
+            try:
+                self.delete(image_id)
+            except ImageNotFoundError:
+                continue
+            purged.append(image_id)
+        if purged:
+            log.info("trash purged", extra={"images": len(purged), "everything": everything})
+        return purged
 
     # --- the analysis queue ----------------------------------------------------------------------
 
@@ -1313,6 +1357,7 @@ class ColumnStore:
         owner: str = "",
         status: AnalysisStatus = AnalysisStatus.UNSPECIFIED,
         favourite_only: bool = False,
+        trashed_only: bool = False,
     ) -> Page:
         """Newest first; O(page) for every filter (per-owner and per-status id lists are
         kept as rows are applied). `unreadable_count` says how many acknowledged rows cannot
@@ -1320,11 +1365,11 @@ class ColumnStore:
         size = DEFAULT_PAGE_SIZE if page_size <= 0 else min(page_size, MAX_PAGE_SIZE)
         after = _decode_token(page_token) if page_token else None
         with self._lock:
-            if favourite_only:
-                # Few images are starred: filter the starred list by owner and status.
+            if favourite_only or trashed_only:
+                # Few images are starred or trashed: filter that list by owner and status.
                 ids = [
                     i
-                    for i in self._favourites.ids("1")
+                    for i in (self._trash if trashed_only else self._favourites).ids("1")
                     if (not owner or self._entries[i].meta.owner == owner)
                     and (
                         status is AnalysisStatus.UNSPECIFIED
@@ -1338,7 +1383,7 @@ class ColumnStore:
             elif status is not AnalysisStatus.UNSPECIFIED:
                 ids = self._by_status.ids(str(int(status)))
             else:
-                ids = self._order
+                ids = self._visible.ids("")
             end = bisect.bisect_left(ids, after) if after is not None else len(ids)
             chosen = ids[max(0, end - size - 1) : end][::-1]
             found = [self._entries[i].meta for i in chosen]
@@ -1554,10 +1599,16 @@ class ColumnStore:
     def _compact_loop(self) -> None:
         # Its own thread, so flushes (and the writers waiting on them) go on while it merges.
         while True:
-            self._compact_wanted.wait()
+            wanted = self._compact_wanted.wait(self.options.trash_check_s)
             self._compact_wanted.clear()
             if self._closing or self._closed:
                 return
+            if not wanted:  # the periodic wake-up: purge what outlived the trash retention
+                try:
+                    self.purge_trash()
+                except StoreError as e:
+                    log.warning("trash purge failed; retried later", extra={"error": str(e)})
+                continue
             try:
                 self.compact(background=True)
             except StoreClosedError:

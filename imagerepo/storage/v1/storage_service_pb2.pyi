@@ -62,7 +62,7 @@ class PutImageResponse(_message.Message):
     def __init__(self, image: _Optional[_Union[ImageMetadata, _Mapping]] = ..., duplicate_of: _Optional[_Iterable[str]] = ..., already_stored: _Optional[bool] = ...) -> None: ...
 
 class ImageMetadata(_message.Message):
-    __slots__ = ("id", "filename", "owner", "content_type", "created_at_unix_ms", "sha256", "byte_size", "width", "height", "exif", "labels", "moderation_score", "ocr_text", "tags", "status", "feature_vector", "has_feature_vector", "feedback", "status_detail", "format", "analysis", "colours", "favourite")
+    __slots__ = ("id", "filename", "owner", "content_type", "created_at_unix_ms", "sha256", "byte_size", "width", "height", "exif", "labels", "moderation_score", "ocr_text", "tags", "status", "feature_vector", "has_feature_vector", "feedback", "status_detail", "format", "analysis", "colours", "favourite", "trashed_at_unix_ms")
     class ExifEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +93,7 @@ class ImageMetadata(_message.Message):
     ANALYSIS_FIELD_NUMBER: _ClassVar[int]
     COLOURS_FIELD_NUMBER: _ClassVar[int]
     FAVOURITE_FIELD_NUMBER: _ClassVar[int]
+    TRASHED_AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     id: str
     filename: str
     owner: str
@@ -116,7 +117,8 @@ class ImageMetadata(_message.Message):
     analysis: AnalysisState
     colours: _containers.RepeatedCompositeFieldContainer[_common_pb2.ColourShare]
     favourite: bool
-    def __init__(self, id: _Optional[str] = ..., filename: _Optional[str] = ..., owner: _Optional[str] = ..., content_type: _Optional[str] = ..., created_at_unix_ms: _Optional[int] = ..., sha256: _Optional[str] = ..., byte_size: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., exif: _Optional[_Mapping[str, str]] = ..., labels: _Optional[_Iterable[_Union[_common_pb2.Label, _Mapping]]] = ..., moderation_score: _Optional[float] = ..., ocr_text: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., status: _Optional[_Union[_common_pb2.AnalysisStatus, str]] = ..., feature_vector: _Optional[_Iterable[float]] = ..., has_feature_vector: _Optional[bool] = ..., feedback: _Optional[_Iterable[_Union[_common_pb2.LabelFeedback, _Mapping]]] = ..., status_detail: _Optional[str] = ..., format: _Optional[str] = ..., analysis: _Optional[_Union[AnalysisState, _Mapping]] = ..., colours: _Optional[_Iterable[_Union[_common_pb2.ColourShare, _Mapping]]] = ..., favourite: _Optional[bool] = ...) -> None: ...
+    trashed_at_unix_ms: int
+    def __init__(self, id: _Optional[str] = ..., filename: _Optional[str] = ..., owner: _Optional[str] = ..., content_type: _Optional[str] = ..., created_at_unix_ms: _Optional[int] = ..., sha256: _Optional[str] = ..., byte_size: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., exif: _Optional[_Mapping[str, str]] = ..., labels: _Optional[_Iterable[_Union[_common_pb2.Label, _Mapping]]] = ..., moderation_score: _Optional[float] = ..., ocr_text: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., status: _Optional[_Union[_common_pb2.AnalysisStatus, str]] = ..., feature_vector: _Optional[_Iterable[float]] = ..., has_feature_vector: _Optional[bool] = ..., feedback: _Optional[_Iterable[_Union[_common_pb2.LabelFeedback, _Mapping]]] = ..., status_detail: _Optional[str] = ..., format: _Optional[str] = ..., analysis: _Optional[_Union[AnalysisState, _Mapping]] = ..., colours: _Optional[_Iterable[_Union[_common_pb2.ColourShare, _Mapping]]] = ..., favourite: _Optional[bool] = ..., trashed_at_unix_ms: _Optional[int] = ...) -> None: ...
 
 class GetImageRequest(_message.Message):
     __slots__ = ("image_id", "include_data", "include_feature_vector")
@@ -191,20 +193,22 @@ class FindByFilenameResponse(_message.Message):
     def __init__(self, images: _Optional[_Iterable[_Union[ImageMetadata, _Mapping]]] = ...) -> None: ...
 
 class ListImagesRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "owner", "include_feature_vectors", "status", "favourite_only")
+    __slots__ = ("page_size", "page_token", "owner", "include_feature_vectors", "status", "favourite_only", "trashed_only")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_FEATURE_VECTORS_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     FAVOURITE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    TRASHED_ONLY_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
     owner: str
     include_feature_vectors: bool
     status: _common_pb2.AnalysisStatus
     favourite_only: bool
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., owner: _Optional[str] = ..., include_feature_vectors: _Optional[bool] = ..., status: _Optional[_Union[_common_pb2.AnalysisStatus, str]] = ..., favourite_only: _Optional[bool] = ...) -> None: ...
+    trashed_only: bool
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., owner: _Optional[str] = ..., include_feature_vectors: _Optional[bool] = ..., status: _Optional[_Union[_common_pb2.AnalysisStatus, str]] = ..., favourite_only: _Optional[bool] = ..., trashed_only: _Optional[bool] = ...) -> None: ...
 
 class ListImagesResponse(_message.Message):
     __slots__ = ("images", "next_page_token", "total_count", "unreadable_count", "snapshot_seq")
@@ -221,7 +225,7 @@ class ListImagesResponse(_message.Message):
     def __init__(self, images: _Optional[_Iterable[_Union[ImageMetadata, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_count: _Optional[int] = ..., unreadable_count: _Optional[int] = ..., snapshot_seq: _Optional[int] = ...) -> None: ...
 
 class Annotations(_message.Message):
-    __slots__ = ("labels", "feature_vector", "moderation_score", "ocr_text", "tags", "status", "status_detail", "favourite")
+    __slots__ = ("labels", "feature_vector", "moderation_score", "ocr_text", "tags", "status", "status_detail", "favourite", "trashed")
     LABELS_FIELD_NUMBER: _ClassVar[int]
     FEATURE_VECTOR_FIELD_NUMBER: _ClassVar[int]
     MODERATION_SCORE_FIELD_NUMBER: _ClassVar[int]
@@ -230,6 +234,7 @@ class Annotations(_message.Message):
     STATUS_FIELD_NUMBER: _ClassVar[int]
     STATUS_DETAIL_FIELD_NUMBER: _ClassVar[int]
     FAVOURITE_FIELD_NUMBER: _ClassVar[int]
+    TRASHED_FIELD_NUMBER: _ClassVar[int]
     labels: _containers.RepeatedCompositeFieldContainer[_common_pb2.Label]
     feature_vector: _containers.RepeatedScalarFieldContainer[float]
     moderation_score: float
@@ -238,7 +243,8 @@ class Annotations(_message.Message):
     status: _common_pb2.AnalysisStatus
     status_detail: str
     favourite: bool
-    def __init__(self, labels: _Optional[_Iterable[_Union[_common_pb2.Label, _Mapping]]] = ..., feature_vector: _Optional[_Iterable[float]] = ..., moderation_score: _Optional[float] = ..., ocr_text: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., status: _Optional[_Union[_common_pb2.AnalysisStatus, str]] = ..., status_detail: _Optional[str] = ..., favourite: _Optional[bool] = ...) -> None: ...
+    trashed: bool
+    def __init__(self, labels: _Optional[_Iterable[_Union[_common_pb2.Label, _Mapping]]] = ..., feature_vector: _Optional[_Iterable[float]] = ..., moderation_score: _Optional[float] = ..., ocr_text: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., status: _Optional[_Union[_common_pb2.AnalysisStatus, str]] = ..., status_detail: _Optional[str] = ..., favourite: _Optional[bool] = ..., trashed: _Optional[bool] = ...) -> None: ...
 
 class UpdateAnnotationsRequest(_message.Message):
     __slots__ = ("image_id", "annotations", "update_mask", "add_tags", "remove_tags", "add_feedback")
