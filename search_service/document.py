@@ -46,6 +46,8 @@ class Document:
     taken_at_unix_s: int = 0
     camera_make: str = ""
     camera_model: str = ""
+    # Dominant named colours from analysis: (name, share of the image 0..1), largest first.
+    colours: tuple[tuple[str, float], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict without the feature vector (vectors are stored as one array)."""
@@ -65,6 +67,7 @@ class Document:
             "ta": self.taken_at_unix_s,
             "cm": self.camera_make,
             "cd": self.camera_model,
+            "co": [[name, share] for name, share in self.colours],
         }
 
     @classmethod
@@ -86,4 +89,5 @@ class Document:
             taken_at_unix_s=data.get("ta", 0),
             camera_make=data.get("cm", ""),
             camera_model=data.get("cd", ""),
+            colours=tuple((n, float(s)) for n, s in data.get("co", ())),
         )

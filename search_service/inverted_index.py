@@ -29,9 +29,19 @@ from search_service.tokenizer import Tokenizer
 
 # New fields go at the end (field numbers are stored in snapshots).
 # concepts: hypernyms of the labels (concepts.py); taken: year and month the photo was taken;
-# camera: EXIF make and model words.
-FIELDS = ("labels", "tags", "ocr_text", "filename", "owner", "concepts", "taken", "camera")
-_PROBABILITY_FIELDS = ("labels", "concepts")
+# camera: EXIF make and model words; colours: the dominant colour names, weighted by share.
+FIELDS = (
+    "labels",
+    "tags",
+    "ocr_text",
+    "filename",
+    "owner",
+    "concepts",
+    "taken",
+    "camera",
+    "colours",
+)
+_PROBABILITY_FIELDS = ("labels", "concepts", "colours")
 _MONTHS = tuple(calendar.month_name[1:])
 MONTH_WORDS = frozenset(m.lower() for m in _MONTHS) | frozenset(
     m.lower() for m in calendar.month_abbr[1:]
@@ -56,6 +66,7 @@ class BM25Params:
             "concepts": 2.5,
             "taken": 2.0,
             "camera": 2.0,
+            "colours": 1.5,
         }
     )
     b: dict[str, float] = field(
@@ -68,6 +79,7 @@ class BM25Params:
             "concepts": 0.0,
             "taken": 0.0,
             "camera": 0.0,
+            "colours": 0.0,
         }
     )
     label_tf_scale: float = 3.0
@@ -168,6 +180,15 @@ class InvertedIndex:
                         concept_weight[stem] = w
         weights["concepts"] = {s: quantise_weight(p, 1.0) for s, p in concept_weight.items()}
         lengths["concepts"] = float(len(concept_weight))
+
+        colour_weight: dict[str, float] = {}
+        for name, share in doc.colours:
+            for word in tok.words(colour_words(name)):
+                surface.setdefault(word, set()).add("colours")
+                for stem in tok.stem([word]):
+                    colour_weight[stem] = max(colour_weight.get(stem, 0.0), share)
+        weights["colours"] = {s: quantise_weight(p, 1.0) for s, p in colour_weight.items()}
+        lengths["colours"] = float(len(colour_weight))
 
         texts = {
             "tags": list(doc.tags),
@@ -382,6 +403,7 @@ class InvertedIndex:
             "concepts": "",
             "taken": taken_words(doc.taken_at_unix_s),
             "camera": camera_words(doc.camera_make, doc.camera_model),
+            "colours": " ".join(colour_words(n) for n, _ in doc.colours),
         }[name]
         words = self._tokenizer.words(text)
         for word, word_stem in zip(words, self._tokenizer.stem(words), strict=True):
@@ -479,9 +501,13 @@ class InvertedIndex:
             index._postings[(fno, term)] = PostingList.from_raw(
                 ids_blob[io[i] : io[i + 1]], w_blob[wo[i] : wo[i + 1]], int(lasts[i])
             )
+        lengths = state["lengths"]
         for i, name in enumerate(FIELDS):
-            index._lengths[name] = GrowableArray.from_array(state["lengths"][i])
-        index._length_sums = {k: float(v) for k, v in meta["length_sums"].items()}
+            # A snapshot from before a field existed: nothing of it was indexed.
+            row = lengths[i] if i < len(lengths) else np.zeros(lengths.shape[1], np.float32)
+            index._lengths[name] = GrowableArray.from_array(row)
+        index._length_sums = dict.fromkeys(FIELDS, 0.0)
+        index._length_sums.update({k: float(v) for k, v in meta["length_sums"].items()})
         index._live = int(meta["live"])
         index._surface = {t: [c, Counter(f)] for t, (c, f) in meta["surface"].items()}
         return index
@@ -492,6 +518,11 @@ class InvertedIndex:
         for key in biggest[: _DECODED_CACHE_ENTRIES // 2]:
             self._decoded_postings(key)
         self._sorted_surface = sorted(self._surface)
+
+
+def colour_words(name: str) -> str:
+    """The words a colour name answers to ("grey" also to "gray")."""
+    return "grey gray" if name == "grey" else name
 
 
 def taken_words(taken_at_unix_s: int) -> str:

@@ -85,6 +85,7 @@ def document_from_image(image: storage_pb.ImageMetadata) -> Document:
         taken_at_unix_s=taken,
         camera_make=make,
         camera_model=model,
+        colours=tuple((c.name, float(c.share)) for c in image.colours),
     )
 
 

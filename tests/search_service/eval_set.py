@@ -1,4 +1,4 @@
-"""A labelled evaluation set for search: 42 real photos that ship in packages, 57 queries.
+"""A labelled evaluation set for search: 42 real photos that ship in packages, 66 queries.
 
 Photos come from scikit-image, scikit-learn and Debian's `mate-backgrounds` and
 `lomiri-wallpapers-16.04/-20.04` (only regenerating the cache needs all of them; the test that
@@ -8,8 +8,9 @@ each photo (the `seen` column says what is in it). They are indexed under neutra
 names (IMG_0001.jpg ...) in a shuffled order, so no filename gives a photo away; four of the
 Debian photos carry real EXIF (camera and date taken), which the date and camera queries use.
 
-The real vision service's analysis of every photo (20 labels and OCR text, exactly what the
-gateway indexes) is cached in `eval_analysis.json`, produced by this module:
+The real vision service's analysis of every photo (20 labels, OCR text and dominant colours
+(vision's colours module on the same upload bytes), exactly what the gateway indexes) is cached
+in `eval_analysis.json`, produced by this module:
 
     .venv/bin/python -m tests.search_service.eval_set    # runs the real models, ~1 min
 
@@ -125,7 +126,7 @@ QUERIES: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("beverage", ("coffee", "wine"), "general"),
     ("drink", ("coffee", "wine"), "general"),
     ("fruit", ("fig",), "general"),
-    ("orange flower", ("dahlia", "redflower", "marigold"), "general"),
+    ("orange flower", ("dahlia", "redflower", "marigold"), "colour"),
     ("mountain", ("autumn", "peaks", "sunset"), "scene"),
     ("sky", ("storm", "bridge", "sunset", "rocket", "dunegrass", "peaks", "milkyway"), "scene"),
     ("sunset", ("sunset", "dandelions"), "scene"),
@@ -146,6 +147,16 @@ QUERIES: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("april 2008", ("storm", "planks"), "date"),
     ("canon", ("leafveins", "dunegrass", "storm"), "camera"),
     ("minolta", ("planks",), "camera"),
+    # Colours, judged by looking at the photos.
+    ("red", ("coffee", "motorcycle", "fig", "redflower", "marigold", "retina"), "colour"),
+    ("orange", ("dahlia", "redflower", "marigold", "seedfluff"), "colour"),
+    ("blue", ("rocket", "splash", "storm", "bridge", "dunegrass", "brushes"), "colour"),
+    ("green", ("leafveins", "meadow", "raindrops", "ladybird", "dahlia", "marigold"), "colour"),
+    ("red flower", ("redflower", "marigold"), "colour"),
+    ("yellow flower", ("yellowflower", "marigold"), "colour"),
+    ("red motorcycle", ("motorcycle",), "colour"),
+    ("green leaf", ("leafveins", "raindrops"), "colour"),
+    ("blue water", ("splash", "dunegrass"), "colour"),
 )
 
 
@@ -242,8 +253,9 @@ def documents(analysis: dict[str, dict], mode: str = AFTER) -> list:
         found = analysis[key]
         labels = [Label(n, p, tuple(syn), c) for n, p, c, syn in found["labels"]]
         taken, make, model = typed_fields(found["exif"])
+        colours = tuple((name, share) for name, share in found.get("colours", ()))
         if mode == BEFORE:
-            labels, taken, make, model = labels[:5], 0, "", ""
+            labels, taken, make, model, colours = labels[:5], 0, "", "", ()
         docs.append(
             Document(
                 image_id=key,
@@ -254,6 +266,7 @@ def documents(analysis: dict[str, dict], mode: str = AFTER) -> list:
                 taken_at_unix_s=taken,
                 camera_make=make,
                 camera_model=model,
+                colours=colours,
             )
         )
     return docs
@@ -308,6 +321,7 @@ def analyse_all(analyze: Callable[[bytes], tuple[list, str]], keys: Sequence[str
     from PIL import Image
 
     from storage_service.columnstore.image_check import exif_summary
+    from vision_service.models.colours import dominant_colours
 
     out = {}
     for photo in PHOTOS:
@@ -316,8 +330,9 @@ def analyse_all(analyze: Callable[[bytes], tuple[list, str]], keys: Sequence[str
         data = upload_bytes(photo)
         with Image.open(io.BytesIO(data)) as im:
             exif = exif_summary(im)
+            colours = [[c.name, c.share] for c in dominant_colours(im)]
         labels, ocr_text = analyze(data)
-        out[photo.key] = {"labels": labels, "ocr_text": ocr_text, "exif": exif}
+        out[photo.key] = {"labels": labels, "ocr_text": ocr_text, "exif": exif, "colours": colours}
     return out
 
 
