@@ -129,6 +129,7 @@ def list_images() -> Any:
         owner=request.args.get("owner", ""),
         status=statuses.get(status_name, 0),
         favourite_only=request.args.get("favourite", "") in ("1", "true"),
+        trashed_only=request.args.get("trashed", "") in ("1", "true"),
     )
     return jsonify(
         images=[image_json(i, st.config.moderation_threshold) for i in reply.images],
@@ -245,8 +246,29 @@ def _not_modified(etag: str) -> Response:
 def delete(image_id: str) -> Any:
     st = state()
     st.access.require_api_writer()
-    deleted = ops.delete_image(image_id)
-    return jsonify(deleted=image_json(deleted, st.config.moderation_threshold))
+    permanent = request.args.get("permanent", "") in ("1", "true")
+    deleted = ops.delete_image(image_id, permanent=permanent)
+    return jsonify(
+        deleted=image_json(deleted, st.config.moderation_threshold),
+        # False: moved to the trash (POST .../restore brings it back); True: gone for good.
+        permanent=permanent,
+    )
+
+
+@api.post("/images/<image_id>/restore")
+def restore(image_id: str) -> Any:
+    st = state()
+    st.access.require_api_writer()
+    image = ops.restore_image(image_id)
+    return jsonify(image_json(image, st.config.moderation_threshold))
+
+
+@api.post("/trash/empty")
+def empty_trash() -> Any:
+    st = state()
+    who = st.access.require_api_writer()
+    owner = who if st.access.keys_required and not st.access.is_admin(who) else ""
+    return jsonify(deleted=ops.empty_trash(owner))
 
 
 @api.post("/images/<image_id>/retry")

@@ -193,6 +193,7 @@ class ServiceClients:
         status: int = common_pb2.ANALYSIS_STATUS_UNSPECIFIED,
         include_feature_vectors: bool = False,
         favourite_only: bool = False,
+        trashed_only: bool = False,
     ) -> storage_pb.ListImagesResponse:
         request = storage_pb.ListImagesRequest(
             page_size=page_size,
@@ -201,6 +202,7 @@ class ServiceClients:
             status=status,  # type: ignore[arg-type]
             include_feature_vectors=include_feature_vectors,
             favourite_only=favourite_only,
+            trashed_only=trashed_only,
         )
         return self._call("storage", "ListImages", self.storage.ListImages, request)
 
@@ -244,6 +246,11 @@ class ServiceClients:
     def set_favourite(self, image_id: str, favourite: bool) -> storage_pb.ImageMetadata:
         return self.update_annotations(
             image_id, storage_pb.Annotations(favourite=favourite), fields=("favourite",)
+        )
+
+    def set_trashed(self, image_id: str, trashed: bool) -> storage_pb.ImageMetadata:
+        return self.update_annotations(
+            image_id, storage_pb.Annotations(trashed=trashed), fields=("trashed",)
         )
 
     def delete_image(self, image_id: str) -> storage_pb.ImageMetadata:

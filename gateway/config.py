@@ -48,6 +48,8 @@ class GatewayConfig:
     # Images whose moderation score is above this are blurred until the viewer reveals them.
     moderation_threshold: float = 0.8
     gallery_page_size: int = 24
+    # Shown on the trash page; storage enforces it (the same STORAGE_TRASH_RETENTION_DAYS).
+    trash_retention_days: float = 30.0
     # The mosaic draws its tiles from at most this many of the newest images.
     mosaic_max_images: int = 500
     # The image and "find similar" pages leave out hits less similar than this (cosine): unrelated
@@ -94,6 +96,9 @@ class GatewayConfig:
                 env.get("GATEWAY_MODERATION_THRESHOLD", cls.moderation_threshold)
             ),
             gallery_page_size=int(env.get("GATEWAY_PAGE_SIZE", cls.gallery_page_size)),
+            trash_retention_days=float(
+                env.get("STORAGE_TRASH_RETENTION_DAYS", cls.trash_retention_days)
+            ),
             mosaic_max_images=int(env.get("GATEWAY_MOSAIC_MAX_IMAGES", cls.mosaic_max_images)),
             similar_min_similarity=float(
                 env.get("GATEWAY_SIMILAR_MIN_SIMILARITY", cls.similar_min_similarity)

@@ -162,8 +162,12 @@ def image_json(image: storage_pb.ImageMetadata, moderation_threshold: float) -> 
         "moderation_score": round(float(image.moderation_score), 4),
         "moderated": float(image.moderation_score) > moderation_threshold,
         "ocr_text": image.ocr_text,
+        # Dominant named colours, largest first: [{"name": "red", "share": 0.23}, ...].
+        "colours": [{"name": c.name, "share": round(float(c.share), 3)} for c in image.colours],
         "tags": list(image.tags),
         "favourite": image.favourite,
+        # In the trash since then (restorable until the retention ends), else None.
+        "trashed_at": iso_time(image.trashed_at_unix_ms) if image.trashed_at_unix_ms else None,
         "status": status,
         "status_detail": image.status_detail,
         # A pending image's last failed try is in its analysis state (the workers' last error).

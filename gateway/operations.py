@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import grpc
 from flask import request
 from werkzeug.datastructures import FileStorage
 
@@ -235,14 +236,47 @@ def add_feedback(image_id: str, label: str, comment: str) -> storage_pb.ImageMet
     return st.clients.update_annotations(image_id, add_feedback=[feedback])
 
 
-def delete_image(image_id: str) -> storage_pb.ImageMetadata:
-    """Delete from storage; search follows storage's change feed and drops it too (waited
-    for briefly, so a search right after no longer finds it)."""
+def delete_image(image_id: str, permanent: bool = False) -> storage_pb.ImageMetadata:
+    """Move to the trash (restorable until storage's retention ends), or with `permanent`
+    delete from storage for good; search follows storage's change feed and drops it either
+    way (waited for briefly, so a search right after no longer finds it)."""
     st = state()
-    deleted = st.clients.delete_image(image_id)
-    st.tiles.forget(image_id)
+    if permanent:
+        deleted = st.clients.delete_image(image_id)
+        st.tiles.forget(image_id)
+    else:
+        deleted = st.clients.set_trashed(image_id, True)
     st.pipeline.wait_for_search(SEARCH_CATCH_UP_S)
     return deleted
+
+
+def restore_image(image_id: str) -> storage_pb.ImageMetadata:
+    """Take an image out of the trash, back into the gallery and search."""
+    st = state()
+    image = st.clients.get_image(image_id)
+    if not image.trashed_at_unix_ms:
+        raise ConflictError("the image is not in the trash")
+    image = st.clients.set_trashed(image_id, False)
+    st.pipeline.wait_for_search(SEARCH_CATCH_UP_S)
+    return image
+
+
+def empty_trash(owner: str = "") -> list[str]:
+    """Delete for good every image in the trash (only `owner`'s when set)."""
+    st = state()
+    gone: list[str] = []
+    while True:
+        reply = st.clients.list_images(page_size=500, owner=owner, trashed_only=True)
+        for image in reply.images:
+            try:
+                st.clients.delete_image(image.id)
+            except ServiceError as exc:
+                if exc.code != grpc.StatusCode.NOT_FOUND:
+                    raise
+            st.tiles.forget(image.id)
+            gone.append(image.id)
+        if not reply.next_page_token or not reply.images:
+            return gone
 
 
 def retry_analysis(image_id: str) -> storage_pb.ImageMetadata:

@@ -104,7 +104,8 @@ def bulk() -> Any:
     action = request.form.get("action", "")
     if action == "delete":
         done = library.delete_many(ids)
-        notice = f"Deleted {len(done['deleted'])} image{'' if len(done['deleted']) == 1 else 's'}."
+        count = len(done["deleted"])
+        notice = f"Moved {count} image{'' if count == 1 else 's'} to the trash."
     elif action == "tag":
         tags = [t for t in request.form.get("tags", "").split(",") if t.strip()]
         library.tag_many(ids, tags, [])
@@ -183,6 +184,45 @@ def delete_image(image_id: str) -> Any:
     state().access.require_form_writer()
     ops.delete_image(image_id)
     return redirect(url_for("pages.gallery", deleted=image_id), 303)
+
+
+@pages.post("/images/<image_id>/restore")
+def restore_image(image_id: str) -> Any:
+    """Undo a delete, or restore from the trash page; then back where the click came from."""
+    state().access.require_form_writer()
+    ops.restore_image(image_id)
+    back = request.form.get("back", "")
+    if back.startswith("/") and not back.startswith("//"):
+        return redirect(back, 303)
+    return redirect(url_for("pages.image_page", image_id=image_id), 303)
+
+
+@pages.get("/trash")
+def trash() -> Any:
+    st = state()
+    token = request.args.get("page", "")
+    reply = st.clients.list_images(
+        page_size=st.config.gallery_page_size, page_token=token, trashed_only=True
+    )
+    return render_template(
+        "trash.html",
+        images=[image_json(i, _threshold()) for i in reply.images],
+        total=reply.total_count,
+        next_page=reply.next_page_token,
+        first_page=not token,
+        retention_days=st.config.trash_retention_days,
+        notice=request.args.get("notice", ""),
+    )
+
+
+@pages.post("/trash/empty")
+def empty_trash() -> Any:
+    st = state()
+    who = st.access.require_form_writer()
+    owner = who if st.access.keys_required and not st.access.is_admin(who) else ""
+    count = len(ops.empty_trash(owner))
+    notice = f"Deleted {count} image{'' if count == 1 else 's'} for good."
+    return redirect(url_for("pages.trash", notice=notice), 303)
 
 
 @pages.post("/images/<image_id>/favourite")
@@ -334,7 +374,7 @@ def resolve_duplicates() -> Any:
     members = library.selection(request.form.getlist("members"))
     done = library.resolve_group(keep, [m for m in members if m != keep])
     count = len(done["deleted"])
-    notice = f"Kept one, deleted {count} cop{'y' if count == 1 else 'ies'}."
+    notice = f"Kept one, moved {count} cop{'y' if count == 1 else 'ies'} to the trash."
     return redirect(url_for("pages.duplicates", notice=notice), 303)
 
 
@@ -345,7 +385,7 @@ def resolve_exact_duplicates() -> Any:
     count = len(done["deleted"])
     notice = (
         f"Kept the {request.form.get('keep', 'oldest')} of each of {done['groups']} groups, "
-        f"deleted {count} exact cop{'y' if count == 1 else 'ies'}."
+        f"moved {count} exact cop{'y' if count == 1 else 'ies'} to the trash."
     )
     return redirect(url_for("pages.duplicates", notice=notice), 303)
 

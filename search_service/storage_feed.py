@@ -92,7 +92,8 @@ def document_from_image(image: storage_pb.ImageMetadata) -> Document:
 def _change(change: storage_pb.Change) -> FeedChange:
     if change.kind == storage_pb.CHANGE_KIND_DELETE or not change.HasField("image"):
         return FeedChange(change.seq, change.image_id)
-    if change.image.status != READY:
+    if change.image.status != READY or change.image.trashed_at_unix_ms:
+        # Not analysed yet, or in the trash: not searchable (a removal if it was indexed).
         return FeedChange(change.seq, change.image_id)
     try:
         return FeedChange(change.seq, change.image_id, document_from_image(change.image))
@@ -151,7 +152,7 @@ class StorageFeed:
             raise _translate(exc) from None
         docs: list[Document | InvalidDocumentError] = []
         for image in reply.images:
-            if image.status != READY:
+            if image.status != READY or image.trashed_at_unix_ms:
                 continue
             try:
                 docs.append(document_from_image(image))

@@ -305,7 +305,7 @@ function setupViewer() {
 
   async function deleteCurrent() {
     const item = items()[current];
-    if (!item || !window.confirm(`Delete ${item.dataset.caption || "this photo"} for good?`)) return;
+    if (!item || !window.confirm(`Move ${item.dataset.caption || "this photo"} to the trash?`)) return;
     const reply = await fetch(`/api/images/${encodeURIComponent(item.dataset.id)}`, { method: "DELETE", headers: { "X-CSRF-Token": csrfToken() } });
     if (!reply.ok && reply.status !== 404) { caption.textContent = `Could not delete: the server answered ${reply.status}`; return; }
     if (item.matches("section.preview")) { location.href = "/?deleted=" + encodeURIComponent(item.dataset.id); return; }

@@ -139,7 +139,9 @@ def _fresh(url: str, photo: bytes, name: str) -> dict:
 
 
 def _gone(url: str, image_id: str) -> bool:
-    return requests.get(f"{url}/api/images/{image_id}", timeout=30).status_code == 404
+    """Gone from the library: deleted for good, or in the trash."""
+    reply = requests.get(f"{url}/api/images/{image_id}", timeout=30)
+    return reply.status_code == 404 or bool(reply.json().get("trashed_at"))
 
 
 # --- the viewer --------------------------------------------------------------------------------
@@ -254,7 +256,7 @@ def test_shift_click_selects_a_range_then_delete_asks_and_deletes(page: Page, ur
     page.once("dialog", lambda dialog: dialog.accept())
     page.click("#bulk-delete")
 
-    expect(page.locator("#bulk-notice")).to_have_text("Deleted 3 images.")
+    expect(page.locator("#bulk-notice")).to_have_text("Moved 3 images to the trash.")
     for image in fresh:
         expect(page.locator(f'figure.tile[data-id="{image["id"]}"]')).to_have_count(0)
         assert _gone(url, image["id"])
@@ -363,7 +365,7 @@ def test_duplicates_keep_one_per_group_and_all_exact_groups_at_once(
     near.locator(f'input[type=radio][value="{near_b["id"]}"]').check()  # keep the small one
     page.once("dialog", lambda dialog: dialog.accept())
     near.locator("button.keep-one").click()
-    expect(page.locator("#dup-notice")).to_contain_text("Kept one, deleted")
+    expect(page.locator("#dup-notice")).to_contain_text("Kept one, moved 1 copy to the trash")
     assert _gone(url, near_a["id"]) and not _gone(url, near_b["id"])
 
     page.once("dialog", lambda dialog: dialog.accept())

@@ -347,9 +347,9 @@ def test_delete_removes_the_image_everywhere(stack, http, gateway_url, photo_jpe
     ][0]["image"]["id"]
     assert http.get(f"{gateway_url}/api/search", params={"q": name}).json()["hits"]
 
-    reply = http.delete(f"{gateway_url}/api/images/{image_id}")
+    reply = http.delete(f"{gateway_url}/api/images/{image_id}", params={"permanent": "1"})
 
-    assert reply.status_code == 200
+    assert reply.status_code == 200 and reply.json()["permanent"] is True
     assert http.get(f"{gateway_url}/api/images/{image_id}").status_code == 404
     assert http.get(f"{gateway_url}/api/images/by-filename/{name}").json()["images"] == []
     listed = http.get(f"{gateway_url}/api/images", params={"page_size": 1000}).json()["images"]
@@ -359,7 +359,8 @@ def test_delete_removes_the_image_everywhere(stack, http, gateway_url, photo_jpe
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
     hits = stack.search_stub().Search(search_pb.SearchRequest(query=name), timeout=5).hits
     assert image_id not in {h.image_id for h in hits}
-    assert http.delete(f"{gateway_url}/api/images/{image_id}").status_code == 404
+    again = http.delete(f"{gateway_url}/api/images/{image_id}", params={"permanent": "1"})
+    assert again.status_code == 404
 
 
 def test_status_reports_counts_sizes_and_models(photos, http, gateway_url):

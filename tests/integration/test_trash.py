@@ -1,0 +1,128 @@
+"""Trash through the whole stack: REST (delete to trash, listed only there, out of search,
+restore, permanent delete, empty trash) and the pages in a real headless Chromium (delete
+then Undo, restore from the Trash page, empty trash), with screenshots at 1366 and 390 px."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import requests
+from playwright.sync_api import Browser, expect, sync_playwright
+
+from .conftest import fresh_jpeg
+from .test_api_schemas import check
+from .test_browser import CHROMIUM, CHROMIUM_ARGS
+from .test_gallery_browser import DESKTOP, PHONE, _context, _shoot
+
+
+def _upload(url: str, data: bytes, name: str = "") -> dict:
+    name = name or f"trash-{uuid.uuid4().hex[:8]}.jpg"
+    reply = requests.post(f"{url}/api/images", files={"file": (name, data)}, timeout=120)
+    assert reply.status_code == 201, reply.text
+    return reply.json()["results"][0]["image"]
+
+
+def _listed(url: str, **params) -> list[str]:
+    reply = requests.get(f"{url}/api/images", params={"page_size": 1000, **params}, timeout=30)
+    return [i["id"] for i in check("get", "/api/images", reply)["images"]]
+
+
+def _found(url: str, query: str) -> list[str]:
+    hits = requests.get(f"{url}/api/search", params={"q": query}, timeout=60).json()["hits"]
+    return [h["image"]["id"] if "image" in h else h["id"] for h in hits]
+
+
+def test_delete_moves_to_trash_and_restore_brings_it_back_over_rest(gateway_url, photo_jpegs):
+    url = gateway_url
+    name = f"trashme-{uuid.uuid4().hex[:8]}.jpg"
+    image = _upload(url, fresh_jpeg(photo_jpegs["coffee"]), name)
+    assert image["trashed_at"] is None
+    assert image["id"] in _found(url, name)
+
+    reply = requests.delete(f"{url}/api/images/{image['id']}", timeout=60)
+    body = check("delete", "/api/images/{image_id}", reply)
+    assert body["permanent"] is False and body["deleted"]["trashed_at"]
+    assert image["id"] not in _listed(url)
+    assert image["id"] in _listed(url, trashed="1")
+    assert image["id"] not in _found(url, name)
+    assert requests.get(f"{url}/api/images/{image['id']}", timeout=30).status_code == 200
+
+    restored = requests.post(f"{url}/api/images/{image['id']}/restore", timeout=60)
+    assert check("post", "/api/images/{image_id}/restore", restored)["trashed_at"] is None
+    assert image["id"] in _listed(url) and image["id"] not in _listed(url, trashed="1")
+    assert image["id"] in _found(url, name)
+    again = requests.post(f"{url}/api/images/{image['id']}/restore", timeout=60)
+    assert again.status_code == 409
+    check("post", "/api/images/{image_id}/restore", again)
+
+    gone = requests.delete(f"{url}/api/images/{image['id']}?permanent=1", timeout=60)
+    assert check("delete", "/api/images/{image_id}", gone)["permanent"] is True
+    assert requests.get(f"{url}/api/images/{image['id']}", timeout=30).status_code == 404
+
+
+def test_empty_trash_over_rest(gateway_url, photo_jpegs):
+    url = gateway_url
+    image = _upload(url, fresh_jpeg(photo_jpegs["rocket"]))
+    requests.delete(f"{url}/api/images/{image['id']}", timeout=60)
+    reply = requests.post(f"{url}/api/trash/empty", timeout=120)
+    assert image["id"] in check("post", "/api/trash/empty", reply)["deleted"]
+    assert _listed(url, trashed="1") == []
+    assert requests.get(f"{url}/api/images/{image['id']}", timeout=30).status_code == 404
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+def test_delete_offers_undo_then_trash_page_restores_and_empties(
+    browser: Browser, gateway_url, photo_jpegs
+):
+    url = gateway_url
+    first = _upload(url, fresh_jpeg(photo_jpegs["chelsea"]))
+    second = _upload(url, fresh_jpeg(photo_jpegs["astronaut"]))
+    context = _context(browser)
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+
+    # Delete from the image page (asks first), then Undo from the gallery's notice.
+    page.goto(f"{url}/images/{first['id']}")
+    messages: list[str] = []
+    page.once("dialog", lambda dialog: (messages.append(dialog.message), dialog.accept()))
+    page.click("#delete-button")
+    page.wait_for_url("**/?deleted=*")
+    assert "to the trash" in messages[0]
+    expect(page.locator("#deleted-notice")).to_contain_text("moved to the trash")
+    expect(page.locator(f'#gallery figure.tile[data-id="{first["id"]}"]')).to_have_count(0)
+    page.click(f"#restore-{first['id']}")
+    expect(page.locator(f'#gallery figure.tile[data-id="{first["id"]}"]')).to_have_count(1)
+    assert first["id"] in _listed(url)
+
+    # Both to the trash; the Trash page lists them, restores one, empties the rest.
+    for image in (first, second):
+        requests.delete(f"{url}/api/images/{image['id']}", timeout=60)
+    page.goto(f"{url}/trash")
+    expect(page.locator(f'#trash figure.tile[data-id="{first["id"]}"]')).to_be_visible()
+    expect(page.locator(f'#trash figure.tile[data-id="{second["id"]}"]')).to_be_visible()
+    for width, viewport in (("1366", DESKTOP), ("390", PHONE)):
+        shot_context = _context(browser, viewport)
+        shot = shot_context.new_page()
+        shot.goto(url + "/trash")
+        _shoot(shot, f"trash-{width}-light")
+        assert shot.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
+        shot_context.close()
+    page.click(f"#restore-{first['id']}")
+    expect(page.locator(f'#trash figure.tile[data-id="{first["id"]}"]')).to_have_count(0)
+    assert first["id"] in _listed(url)
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#empty-trash")
+    expect(page.locator("#trash-notice")).to_contain_text("for good")
+    expect(page.locator("#trash-empty")).to_be_visible()
+    assert requests.get(f"{url}/api/images/{second['id']}", timeout=30).status_code == 404
+    context.close()
