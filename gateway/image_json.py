@@ -164,8 +164,6 @@ def image_json(image: storage_pb.ImageMetadata, moderation_threshold: float) -> 
         "ocr_text": image.ocr_text,
         # Dominant named colours, largest first: [{"name": "red", "share": 0.23}, ...].
         "colours": [{"name": c.name, "share": round(float(c.share), 3)} for c in image.colours],
-        # Dominant named colours, largest first: [{"name": "red", "share": 0.23}, ...].
-        "colours": [{"name": c.name, "share": round(float(c.share), 3)} for c in image.colours],
         "tags": list(image.tags),
         "favourite": image.favourite,
         # In the trash since then (restorable until the retention ends), else None.
