@@ -69,3 +69,17 @@ def test_orange_flower_is_a_flower_that_is_orange(stack, uploaded, http, gateway
     assert ids.index(uploaded["flower"]) < (
         ids.index(uploaded["coffee"]) if uploaded["coffee"] in ids else len(ids)
     )
+
+
+def test_the_api_and_the_image_page_show_the_colours(stack, uploaded, http, gateway_url):
+    image_id = uploaded["coffee"]
+    reply = http.get(f"{gateway_url}/api/images/{image_id}", timeout=30)
+    assert reply.status_code == 200, reply.text
+    colours = reply.json()["colours"]
+    assert {"red", "brown"} <= {c["name"] for c in colours}
+    assert all(0 < c["share"] <= 1 for c in colours)
+
+    page = http.get(f"{gateway_url}/images/{image_id}", timeout=30)
+    assert page.status_code == 200
+    assert "<h2>Colours</h2>" in page.text
+    assert "background: red;" in page.text and "/search?q=brown" in page.text
