@@ -288,9 +288,12 @@ def search() -> Any:
     token = request.args.get("page_token", "")
     sort = request.args.get("sort", "")
     period = request.args.get("taken_from", ""), request.args.get("taken_until", "")
-    if sort or any(period):
+    favourites = request.args.get("favourites", "") in ("1", "true")
+    if sort or any(period) or favourites:
         return jsonify(
-            library.search_by_date(query, page_size, token, sort or "relevance", *period)
+            library.search_by_date(
+                query, page_size, token, sort or "relevance", *period, favourites=favourites
+            )
         )
     return jsonify(ops.search_results(query, page_size, token))
 

@@ -296,9 +296,10 @@ def search_by_date(
     sort: str = "relevance",
     taken_from: str = "",
     taken_until: str = "",
+    favourites: bool = False,
 ) -> dict[str, Any]:
-    """Search ordered by date taken and/or limited to a period; the same shape as
-    `operations.search_results`."""
+    """Search ordered by date taken and/or limited to a period (and/or to favourites); the
+    same shape as `operations.search_results`."""
     if sort not in SORTS:
         raise BadRequestError("sort must be relevance, taken_newest or taken_oldest")
     st = state()
@@ -311,6 +312,7 @@ def search_by_date(
             include_moderated=True,
             taken_from_unix_s=taken_bound(taken_from, end=False),
             taken_until_unix_s=taken_bound(taken_until, end=True),
+            favourites_only=favourites,
         ),
     )
     try:

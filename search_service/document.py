@@ -48,6 +48,8 @@ class Document:
     camera_model: str = ""
     # Dominant named colours from analysis: (name, share of the image 0..1), largest first.
     colours: tuple[tuple[str, float], ...] = ()
+    # Starred by its owner (storage's ImageMetadata.favourite).
+    favourite: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict without the feature vector (vectors are stored as one array)."""
@@ -68,6 +70,7 @@ class Document:
             "cm": self.camera_make,
             "cd": self.camera_model,
             "co": [[name, share] for name, share in self.colours],
+            "fv": self.favourite,
         }
 
     @classmethod
@@ -90,4 +93,5 @@ class Document:
             camera_make=data.get("cm", ""),
             camera_model=data.get("cd", ""),
             colours=tuple((n, float(s)) for n, s in data.get("co", ())),
+            favourite=bool(data.get("fv", False)),
         )

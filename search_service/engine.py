@@ -93,6 +93,8 @@ class Filters:
     # Either one set keeps only photos whose date is known.
     taken_from_unix_s: int = 0
     taken_until_unix_s: int = 0
+    # Only images their owner starred.
+    favourites_only: bool = False
 
 
 SORT_RELEVANCE, SORT_TAKEN_NEWEST, SORT_TAKEN_OLDEST = "relevance", "taken_newest", "taken_oldest"
@@ -141,6 +143,7 @@ class SearchIndex:
         self._moderation = GrowableArray(np.float32)
         self._status = GrowableArray(np.int8)
         self._taken = GrowableArray(np.int64)
+        self._favourite = GrowableArray(np.bool_)
         self.keywords = InvertedIndex(self.params.bm25)
         self.vectors = VectorIndex(self.params.vector_dim, self.params.ann)
         self.concepts: ConceptSpace | None = None
@@ -193,6 +196,7 @@ class SearchIndex:
         self._moderation.append(doc.moderation_score)
         self._status.append(int(doc.status))
         self._taken.append(doc.taken_at_unix_s)
+        self._favourite.append(doc.favourite)
         self._count_classes(doc, +1)
 
     def remove(self, image_id: str) -> bool:
@@ -294,6 +298,8 @@ class SearchIndex:
             mask &= self._owner.view() == code
         if not filters.include_moderated:
             mask &= self._moderation.view() < self.params.moderation_threshold
+        if filters.favourites_only:
+            mask &= self._favourite.view()
         if filters.statuses:
             mask &= np.isin(self._status.view(), [int(s) for s in filters.statuses])
         if filters.taken_from_unix_s or filters.taken_until_unix_s:
@@ -646,6 +652,10 @@ class SearchIndex:
         index._moderation = GrowableArray.from_array(state["moderation"])
         index._status = GrowableArray.from_array(state["status"])
         index._taken = GrowableArray.from_array(state["taken"])
+        # Rebuilt from the documents (older snapshots have no array for it).
+        index._favourite = GrowableArray.from_array(
+            np.array([d is not None and d.favourite for d in index._docs], dtype=np.bool_)
+        )
         for kept in index._docs:
             if kept is not None:
                 index._count_classes(kept, +1)

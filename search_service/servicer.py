@@ -266,6 +266,7 @@ def _filters(filters: pb.SearchFilters, context: grpc.ServicerContext) -> Filter
         statuses=tuple(statuses),
         taken_from_unix_s=filters.taken_from_unix_s,
         taken_until_unix_s=filters.taken_until_unix_s,
+        favourites_only=filters.favourites_only,
     )
 
 

@@ -86,6 +86,7 @@ def document_from_image(image: storage_pb.ImageMetadata) -> Document:
         camera_make=make,
         camera_model=model,
         colours=tuple((c.name, float(c.share)) for c in image.colours),
+        favourite=image.favourite,
     )
 
 

@@ -38,6 +38,16 @@ def test_star_list_and_unstar_over_rest(gateway_url, photo_jpegs):
     assert a["id"] in ids and b["id"] not in ids
     assert all(i["favourite"] for i in listed["images"])
 
+    # Search follows storage's feed: the favourites filter keeps only starred images.
+    found = requests.get(
+        f"{url}/api/search", params={"q": a["filename"], "favourites": "1"}, timeout=60
+    )
+    assert [h["image"]["id"] for h in check("get", "/api/search", found)["hits"]] == [a["id"]]
+    other = requests.get(
+        f"{url}/api/search", params={"q": b["filename"], "favourites": "1"}, timeout=60
+    ).json()
+    assert b["id"] not in [h["image"]["id"] for h in other["hits"]]
+
     bad = requests.post(
         f"{url}/api/images/{a['id']}/favourite", json={"favourite": "yes"}, timeout=30
     )
