@@ -40,6 +40,8 @@ def test_colour_queries_put_a_right_photo_first(index):
         if hits and hits[0] in relevant
     ]
     print(f"colour queries P@1 {len(right)}/{len(COLOUR_QUERIES)}: {quality_hits}")
+    overall = eval_set.evaluate(lambda query: _keys(index, query))
+    print(f"all queries: P@1 {overall.p_at_1:.3f} nDCG@10 {overall.ndcg_at_10:.3f}")
     assert len(right) / len(COLOUR_QUERIES) >= 0.7, quality_hits
     assert all(hits for _, hits in quality_hits)
 
