@@ -146,11 +146,15 @@ def selection(raw: Iterable[Any]) -> list[str]:
 
 
 def delete_many(ids: list[str]) -> dict[str, list[str]]:
-    """Delete each image; ids already gone are reported, not an error."""
+    """Move each image to the trash; ids already gone (or already in the trash) are
+    reported, not an error."""
     deleted: list[str] = []
     missing: list[str] = []
     for image_id in ids:
         try:
+            if state().clients.get_image(image_id).trashed_at_unix_ms:
+                missing.append(image_id)
+                continue
             ops.delete_image(image_id)
             deleted.append(image_id)
         except ServiceError as exc:
