@@ -240,8 +240,9 @@ function setupViewer() {
   const details = el("a", { id: "lb-details" }, "Details");
   const download = el("a", { id: "lb-download" }, "Download");
   const remove = el("button", { type: "button", id: "lb-delete" }, "Delete");
+  const star = el("button", { type: "button", id: "lb-star", "aria-pressed": "false", "aria-label": "add to favourites" }, "\u2606");
   const closer = el("button", { type: "button", id: "lb-close", "aria-label": "close the viewer" }, "✕");
-  bar.append(caption, position, zoom, details, download, remove, closer);
+  bar.append(caption, position, star, zoom, details, download, remove, closer);
   const prev = el("button", { type: "button", class: "lb-prev", id: "lb-prev", "aria-label": "previous photo" }, "‹");
   const next = el("button", { type: "button", class: "lb-next", id: "lb-next", "aria-label": "next photo" }, "›");
   box.append(bar, stage, prev, next);
@@ -270,6 +271,7 @@ function setupViewer() {
     position.textContent = `${current + 1} of ${all.length}`;
     details.href = item.dataset.page;
     download.href = item.dataset.download;
+    syncStar(item);
     if (box.hidden) {
       opener = document.activeElement;
       box.hidden = false;
@@ -310,8 +312,26 @@ function setupViewer() {
     if (!reply.ok && reply.status !== 404) { caption.textContent = `Could not delete: the server answered ${reply.status}`; return; }
     if (item.matches("section.preview")) { location.href = "/?deleted=" + encodeURIComponent(item.dataset.id); return; }
     document.querySelectorAll(`figure.tile[data-id="${CSS.escape(item.dataset.id)}"]`).forEach((n) => n.remove());
+    offerUndo(item.dataset.id, item.dataset.caption);
     if (items().length) show(current, false); else close();
   }
+
+  function syncStar(item) {
+    const source = item.querySelector("button.star");
+    star.hidden = !source;
+    const on = !!source && source.getAttribute("aria-pressed") === "true";
+    star.setAttribute("aria-pressed", String(on));
+    star.setAttribute("aria-label", on ? "remove from favourites" : "add to favourites");
+    star.textContent = on ? "\u2605" : "\u2606";
+  }
+
+  star.addEventListener("click", async () => {
+    const item = items()[current];
+    const form = item && item.querySelector("form.star-form");
+    if (!form) return;
+    await toggleStar(form);
+    syncStar(item);
+  });
 
   function openFor(node, e) {
     const id = node.dataset.id;
@@ -485,10 +505,15 @@ function setupConfirm() {
 // --- favourites: the star is a form; with this script it toggles in place ---------------------
 
 function setupStars() {
-  document.addEventListener("submit", async (e) => {
+  document.addEventListener("submit", (e) => {
     const form = e.target.closest("form.star-form");
     if (!form) return;
     e.preventDefault();
+    toggleStar(form);
+  });
+}
+
+async function toggleStar(form) {
     const button = form.querySelector("button.star");
     const want = form.elements.favourite.value === "1";
     button.disabled = true;
@@ -508,7 +533,21 @@ function setupStars() {
     } finally {
       button.disabled = false;
     }
+}
+
+// After a delete: the photo is in the trash; offer to bring it back.
+function offerUndo(id, name) {
+  const main = document.querySelector("main") || document.body;
+  const old = document.getElementById("deleted-notice");
+  if (old) old.remove();
+  const notice = el("p", { class: "notice", role: "status", id: "deleted-notice" }, `${name || "The photo"} was moved to the trash. `);
+  const undo = el("button", { type: "button", id: "undo-delete" }, "Undo");
+  undo.addEventListener("click", async () => {
+    const reply = await fetch(`/api/images/${encodeURIComponent(id)}/restore`, { method: "POST", headers: { "X-CSRF-Token": csrfToken() } });
+    if (reply.ok) location.reload(); else notice.textContent = `Could not restore: the server answered ${reply.status}`;
   });
+  notice.append(undo);
+  main.prepend(notice);
 }
 
 document.addEventListener("DOMContentLoaded", () => {

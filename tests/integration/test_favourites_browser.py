@@ -87,3 +87,34 @@ def test_star_on_the_image_page_works_without_script(browser: Browser, gateway_u
     assert page.url.endswith(f"/images/{image['id']}")
     assert _starred(url, image["id"])
     context.close()
+
+
+def test_viewer_stars_the_photo_and_offers_undo_after_a_delete(
+    browser: Browser, gateway_url, photo_jpegs
+):
+    url = gateway_url
+    image = _upload(url, fresh_jpeg(photo_jpegs["china"]))
+    context = _context(browser)
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(f"{url}/#view={image['id']}")
+    star = page.locator("#lb-star")
+    expect(star).to_have_attribute("aria-pressed", "false")
+    star.click()
+    expect(star).to_have_attribute("aria-pressed", "true")
+    expect(_star_on_tile(page, image["id"])).to_have_attribute("aria-pressed", "true")
+    assert _starred(url, image["id"])
+
+    messages: list[str] = []
+    page.once("dialog", lambda dialog: (messages.append(dialog.message), dialog.accept()))
+    page.click("#lb-delete")
+    assert "to the trash" in messages[0]
+    expect(page.locator("#deleted-notice")).to_contain_text("moved to the trash")
+    listed = requests.get(f"{url}/api/images", params={"trashed": "1"}, timeout=30).json()
+    assert image["id"] in [i["id"] for i in listed["images"]]
+    page.keyboard.press("Escape")
+    page.click("#undo-delete")
+    expect(page.locator(f'#gallery figure.tile[data-id="{image["id"]}"]')).to_have_count(1)
+    got = requests.get(f"{url}/api/images/{image['id']}", timeout=30).json()
+    assert got["trashed_at"] is None and got["favourite"] is True
+    context.close()
