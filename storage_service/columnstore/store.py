@@ -984,13 +984,18 @@ class ColumnStore:
                     self._wait_settled()
                 for other in self._shas.lookup(image.sha256):
                     existing = self._entries[other].meta
-                    if existing.owner == owner:
+                    if existing.owner == owner and not existing.trashed_at_ms:
                         return PutResult(existing, (), already_stored=True)
                 self._check_writable()
             image_id, created_ms = self._new_id()
             values["id"] = image_id
             values["created_at_ms"] = created_ms
-            duplicates = tuple(self._shas.lookup(image.sha256))
+            # Copies in the trash do not count: they are not in the library any more.
+            duplicates = tuple(
+                i
+                for i in self._shas.lookup(image.sha256)
+                if not self._entries[i].meta.trashed_at_ms
+            )
             row = Row(self._take_seq(), RowKind.PUT, values, blobs)
             meta = _meta_from(values)
             pending = self._submit(row, (image.sha256, owner))

@@ -98,6 +98,17 @@ def test_the_background_thread_purges_by_itself(tmp_path, small_images):
     store.close()
 
 
+def test_a_copy_in_the_trash_is_not_already_stored_nor_a_duplicate(tmp_path, small_images):
+    store = ColumnStore.open(tmp_path / "s", BIG)
+    first = store.put("a.jpg", "o", small_images[0]).image.id
+    store.update_annotations(first, _trash())
+    again = store.put("a.jpg", "o", small_images[0], keep_duplicate=False)
+    assert not again.already_stored and again.image.id != first
+    assert again.duplicate_of == ()
+    assert [m.id for m in store.list_images().images] == [again.image.id]
+    store.close()
+
+
 def test_retention_is_a_storage_setting():
     config = StorageConfig.from_env({"STORAGE_TRASH_RETENTION_DAYS": "7"})
     assert config.store_options().trash_retention_ms == 7 * DAY_MS
