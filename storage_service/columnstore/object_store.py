@@ -460,7 +460,11 @@ class ObjectSegmentFileSystem:
             threading.Thread(target=self._delete_now, args=(name,), daemon=True).start()
 
     def _save_deletes(self) -> None:
-        tmp = self._deletes_path.with_name(DELETES_FILE + ".tmp")
+        # A name of its own: a store reopened in the same process (tests, a restart after an
+        # error) may still have the old instance's delete thread saving the same list.
+        tmp = self._deletes_path.with_name(
+            f"{DELETES_FILE}.{os.getpid()}.{threading.get_ident()}.tmp"
+        )
         tmp.write_text("".join(f"{n}\n" for n in sorted(self._pending_deletes)))
         os.replace(tmp, self._deletes_path)
 
