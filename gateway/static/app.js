@@ -518,7 +518,7 @@ async function toggleStar(form) {
     const want = form.elements.favourite.value === "1";
     button.disabled = true;
     try {
-      const reply = await fetch(`/api/images/${encodeURIComponent(button.dataset.id)}/favourite`, {
+      const reply = await fetch(`/api/images/${encodeURIComponent(button.dataset.image)}/favourite`, {
         method: "POST",
         headers: { "Content-Type": "application/json", "X-CSRF-Token": csrfToken() },
         body: JSON.stringify({ favourite: want }),
