@@ -26,8 +26,8 @@ from typing import Any, Protocol
 from analysis_service import metrics
 from analysis_service.clients import Claim, FeedMessage
 from analysis_service.config import AnalysisConfig
-from analysis_service.downscale import bytes_for_analysis
 from analysis_service.failures import Backoff, CallFailedError, Kind, classify, is_outage
+from vision_service.analysis_copy import bytes_for_analysis
 
 log = logging.getLogger(__name__)
 

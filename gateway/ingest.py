@@ -14,14 +14,11 @@ sent, what search indexes) are shared with the analysis worker and search's feed
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-
-from PIL import Image, ImageOps
 
 from gateway.clients import ServiceClients
 from gateway.errors import ServiceError
@@ -35,32 +32,9 @@ PENDING = common_pb2.ANALYSIS_STATUS_PENDING
 READY = common_pb2.ANALYSIS_STATUS_READY
 FAILED = common_pb2.ANALYSIS_STATUS_FAILED
 
-# Larger files go to vision as a smaller copy (see bytes_for_analysis).
-ANALYZE_MAX_BYTES = 8 * 1024 * 1024
-ANALYZE_MAX_SIDE_PX = 2048
 # Labels asked of vision per image: search indexes every one above its probability floor and
 # adds their WordNet hypernyms, and the search tests index the same 20.
 ANALYSIS_TOP_K = 20
-
-
-def bytes_for_analysis(data: bytes) -> bytes:
-    """What to send to vision: the image itself, or for a large file a 2048 px JPEG copy.
-
-    A gRPC message is capped at 16 MiB and the models look at 224 px (OCR at up to 960 px),
-    so a large upload is analysed from a smaller copy instead of failing.
-    """
-    if len(data) <= ANALYZE_MAX_BYTES:
-        return data
-    try:
-        with Image.open(io.BytesIO(data)) as picture:
-            picture.draft("RGB", (ANALYZE_MAX_SIDE_PX, ANALYZE_MAX_SIDE_PX))  # JPEG: decode small
-            copy = ImageOps.exif_transpose(picture).convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return data  # not readable here: vision gives the verdict
-    copy.thumbnail((ANALYZE_MAX_SIDE_PX, ANALYZE_MAX_SIDE_PX), Image.Resampling.LANCZOS)
-    out = io.BytesIO()
-    copy.save(out, "JPEG", quality=92)
-    return out.getvalue()
 
 
 @contextmanager

@@ -12,12 +12,13 @@ from werkzeug.datastructures import FileStorage
 
 from gateway.errors import ApiError, BadRequestError, ConflictError, ServiceError
 from gateway.image_json import STATUS_NAMES, image_json
-from gateway.ingest import FAILED, PENDING, bytes_for_analysis
+from gateway.ingest import FAILED, PENDING
 from gateway.state import state
 from gateway.upload_checks import check_upload, clean_filename
 from imagerepo.common.v1 import common_pb2
 from imagerepo.storage.v1 import storage_service_pb2 as storage_pb
 from imagerepo.vision.v1 import vision_service_pb2 as vision_pb
+from vision_service.analysis_copy import bytes_for_analysis
 
 MAX_TAG_CHARS = 64
 MAX_TAGS_PER_REQUEST = 50

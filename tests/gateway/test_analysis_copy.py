@@ -7,7 +7,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from gateway.ingest import ANALYZE_MAX_BYTES, ANALYZE_MAX_SIDE_PX, bytes_for_analysis
+from vision_service.analysis_copy import ANALYZE_MAX_BYTES, ANALYZE_MAX_SIDE_PX, bytes_for_analysis
 
 
 def test_small_upload_is_sent_unchanged(photo_jpegs):

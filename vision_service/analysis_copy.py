@@ -1,5 +1,8 @@
 """What to send to vision: the image itself, or for a large file a smaller JPEG copy.
 
+Shared by every caller of vision's Analyze (the analysis worker, the gateway's predict and
+similar routes); it needs only Pillow, so the slim gateway image can import it.
+
 A gRPC message is capped at 16 MiB and the models look at 224 px (OCR at up to 960 px), so a
 large upload is analysed from a 2048 px copy instead of failing.
 """
