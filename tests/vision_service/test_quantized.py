@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 
 from tests.vision_service.photo_sets import model_inputs, photo_variants
-from vision_service.agreement import classifier_agreement, moderation_agreement
+from vision_service.agreement import (
+    ClassifierAgreement,
+    ModerationAgreement,
+    classifier_agreement,
+    moderation_agreement,
+)
 from vision_service.config import VisionConfig
 from vision_service.engine import CLASSIFIER, MODERATION
 from vision_service.models.classifier import ImageClassifier
@@ -30,13 +35,6 @@ def inputs() -> tuple[np.ndarray, np.ndarray]:
     return model_inputs(photo_variants())
 
 
-def _adopted(registry, name):
-    entry = registry[name]
-    if "reference" not in entry.files:
-        pytest.skip(f"no int8 model adopted for {name}")
-    return entry
-
-
 def test_the_manifest_matches_the_quantization_report(models_dir, registry):
     report = json.loads((models_dir / "quantization.json").read_text())
     for name in (CLASSIFIER, MODERATION):
@@ -51,8 +49,31 @@ def test_the_manifest_matches_the_quantization_report(models_dir, registry):
             assert entry.sha256 == figures["float_sha256"]
 
 
+def test_int8_models_are_served_only_where_their_agreement_holds(models_dir, registry):
+    report = json.loads((models_dir / "quantization.json").read_text())
+    checks = (
+        (CLASSIFIER, ClassifierAgreement, ("inputs", "top1_agreement", "top5_overlap")),
+        (MODERATION, ModerationAgreement, ("inputs", "max_score_diff", "mean_score_diff")),
+    )
+
+    for name, kind, fields in checks:
+        recorded = report[name]["agreement"]
+        agreement = kind(**{f: recorded.get(f, 0.0) for f in kind.__dataclass_fields__})
+        served_int8 = "reference" in registry[name].files
+
+        assert all(f in recorded for f in fields), (name, recorded)
+        assert served_int8 == agreement.holds == report[name]["adopted"], (name, recorded)
+
+
 def test_int8_classifier_agrees_with_the_float_one(registry, inputs):
-    entry = _adopted(registry, CLASSIFIER)
+    entry = registry[CLASSIFIER]
+    if "reference" not in entry.files:
+        # Not adopted (the test above checks the recorded agreement is why): the served float
+        # model must agree with itself, which proves the agreement measure on real photos.
+        session = open_session(entry.path(), THREADS)
+        agreement = classifier_agreement(session, session, inputs[0])
+        assert agreement.inputs >= 60 and agreement.top1_agreement == 1.0, agreement
+        return
     agreement = classifier_agreement(
         open_session(entry.path("reference"), THREADS),
         open_session(entry.path(), THREADS),
@@ -65,7 +86,8 @@ def test_int8_classifier_agrees_with_the_float_one(registry, inputs):
 
 
 def test_int8_moderation_agrees_with_the_float_one(registry, inputs):
-    entry = _adopted(registry, MODERATION)
+    entry = registry[MODERATION]
+    assert "reference" in entry.files, "open_nsfw int8 is adopted (models/quantization.json)"
     agreement = moderation_agreement(
         open_session(entry.path("reference"), THREADS),
         open_session(entry.path(), THREADS),
