@@ -77,20 +77,28 @@ class RemoveImageResponse(_message.Message):
     def __init__(self, removed: _Optional[bool] = ...) -> None: ...
 
 class SearchFilters(_message.Message):
-    __slots__ = ("owner", "include_moderated", "statuses", "taken_from_unix_s", "taken_until_unix_s", "favourites_only")
+    __slots__ = ("owner", "include_moderated", "statuses", "taken_from_unix_s", "taken_until_unix_s", "favourites_only", "allowed_ids")
     OWNER_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_MODERATED_FIELD_NUMBER: _ClassVar[int]
     STATUSES_FIELD_NUMBER: _ClassVar[int]
     TAKEN_FROM_UNIX_S_FIELD_NUMBER: _ClassVar[int]
     TAKEN_UNTIL_UNIX_S_FIELD_NUMBER: _ClassVar[int]
     FAVOURITES_ONLY_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_IDS_FIELD_NUMBER: _ClassVar[int]
     owner: str
     include_moderated: bool
     statuses: _containers.RepeatedScalarFieldContainer[_common_pb2.AnalysisStatus]
     taken_from_unix_s: int
     taken_until_unix_s: int
     favourites_only: bool
-    def __init__(self, owner: _Optional[str] = ..., include_moderated: _Optional[bool] = ..., statuses: _Optional[_Iterable[_Union[_common_pb2.AnalysisStatus, str]]] = ..., taken_from_unix_s: _Optional[int] = ..., taken_until_unix_s: _Optional[int] = ..., favourites_only: _Optional[bool] = ...) -> None: ...
+    allowed_ids: ImageIdAllowList
+    def __init__(self, owner: _Optional[str] = ..., include_moderated: _Optional[bool] = ..., statuses: _Optional[_Iterable[_Union[_common_pb2.AnalysisStatus, str]]] = ..., taken_from_unix_s: _Optional[int] = ..., taken_until_unix_s: _Optional[int] = ..., favourites_only: _Optional[bool] = ..., allowed_ids: _Optional[_Union[ImageIdAllowList, _Mapping]] = ...) -> None: ...
+
+class ImageIdAllowList(_message.Message):
+    __slots__ = ("image_ids",)
+    IMAGE_IDS_FIELD_NUMBER: _ClassVar[int]
+    image_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, image_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
     __slots__ = ("query", "filters", "page_size", "page_token", "disable_semantic", "sort")

@@ -565,3 +565,145 @@ class CompleteAnalysisResponse(_message.Message):
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     image: ImageMetadata
     def __init__(self, image: _Optional[_Union[ImageMetadata, _Mapping]] = ...) -> None: ...
+
+class Album(_message.Message):
+    __slots__ = ("id", "name", "owner", "created_at_unix_ms", "updated_at_unix_ms", "image_count", "cover_image_id")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    COVER_IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    owner: str
+    created_at_unix_ms: int
+    updated_at_unix_ms: int
+    image_count: int
+    cover_image_id: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., owner: _Optional[str] = ..., created_at_unix_ms: _Optional[int] = ..., updated_at_unix_ms: _Optional[int] = ..., image_count: _Optional[int] = ..., cover_image_id: _Optional[str] = ...) -> None: ...
+
+class CreateAlbumRequest(_message.Message):
+    __slots__ = ("name", "owner", "image_ids")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_IDS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    owner: str
+    image_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., owner: _Optional[str] = ..., image_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CreateAlbumResponse(_message.Message):
+    __slots__ = ("album",)
+    ALBUM_FIELD_NUMBER: _ClassVar[int]
+    album: Album
+    def __init__(self, album: _Optional[_Union[Album, _Mapping]] = ...) -> None: ...
+
+class RenameAlbumRequest(_message.Message):
+    __slots__ = ("album_id", "name")
+    ALBUM_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    album_id: str
+    name: str
+    def __init__(self, album_id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class RenameAlbumResponse(_message.Message):
+    __slots__ = ("album",)
+    ALBUM_FIELD_NUMBER: _ClassVar[int]
+    album: Album
+    def __init__(self, album: _Optional[_Union[Album, _Mapping]] = ...) -> None: ...
+
+class DeleteAlbumRequest(_message.Message):
+    __slots__ = ("album_id",)
+    ALBUM_ID_FIELD_NUMBER: _ClassVar[int]
+    album_id: str
+    def __init__(self, album_id: _Optional[str] = ...) -> None: ...
+
+class DeleteAlbumResponse(_message.Message):
+    __slots__ = ("album",)
+    ALBUM_FIELD_NUMBER: _ClassVar[int]
+    album: Album
+    def __init__(self, album: _Optional[_Union[Album, _Mapping]] = ...) -> None: ...
+
+class ListAlbumsRequest(_message.Message):
+    __slots__ = ("owner", "page_size", "page_token")
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    owner: str
+    page_size: int
+    page_token: str
+    def __init__(self, owner: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListAlbumsResponse(_message.Message):
+    __slots__ = ("albums", "next_page_token", "total_count")
+    ALBUMS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_COUNT_FIELD_NUMBER: _ClassVar[int]
+    albums: _containers.RepeatedCompositeFieldContainer[Album]
+    next_page_token: str
+    total_count: int
+    def __init__(self, albums: _Optional[_Iterable[_Union[Album, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_count: _Optional[int] = ...) -> None: ...
+
+class GetAlbumRequest(_message.Message):
+    __slots__ = ("album_id", "page_size", "page_token", "include_images")
+    ALBUM_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_IMAGES_FIELD_NUMBER: _ClassVar[int]
+    album_id: str
+    page_size: int
+    page_token: str
+    include_images: bool
+    def __init__(self, album_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., include_images: _Optional[bool] = ...) -> None: ...
+
+class GetAlbumResponse(_message.Message):
+    __slots__ = ("album", "image_ids", "images", "next_page_token")
+    ALBUM_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_IDS_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    album: Album
+    image_ids: _containers.RepeatedScalarFieldContainer[str]
+    images: _containers.RepeatedCompositeFieldContainer[ImageMetadata]
+    next_page_token: str
+    def __init__(self, album: _Optional[_Union[Album, _Mapping]] = ..., image_ids: _Optional[_Iterable[str]] = ..., images: _Optional[_Iterable[_Union[ImageMetadata, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class AddToAlbumRequest(_message.Message):
+    __slots__ = ("album_id", "image_ids")
+    ALBUM_ID_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_IDS_FIELD_NUMBER: _ClassVar[int]
+    album_id: str
+    image_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, album_id: _Optional[str] = ..., image_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AddToAlbumResponse(_message.Message):
+    __slots__ = ("album", "added_ids", "already_ids", "not_found_ids")
+    ALBUM_FIELD_NUMBER: _ClassVar[int]
+    ADDED_IDS_FIELD_NUMBER: _ClassVar[int]
+    ALREADY_IDS_FIELD_NUMBER: _ClassVar[int]
+    NOT_FOUND_IDS_FIELD_NUMBER: _ClassVar[int]
+    album: Album
+    added_ids: _containers.RepeatedScalarFieldContainer[str]
+    already_ids: _containers.RepeatedScalarFieldContainer[str]
+    not_found_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, album: _Optional[_Union[Album, _Mapping]] = ..., added_ids: _Optional[_Iterable[str]] = ..., already_ids: _Optional[_Iterable[str]] = ..., not_found_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RemoveFromAlbumRequest(_message.Message):
+    __slots__ = ("album_id", "image_ids")
+    ALBUM_ID_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_IDS_FIELD_NUMBER: _ClassVar[int]
+    album_id: str
+    image_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, album_id: _Optional[str] = ..., image_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RemoveFromAlbumResponse(_message.Message):
+    __slots__ = ("album", "removed_ids", "not_in_album_ids")
+    ALBUM_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_IDS_FIELD_NUMBER: _ClassVar[int]
+    NOT_IN_ALBUM_IDS_FIELD_NUMBER: _ClassVar[int]
+    album: Album
+    removed_ids: _containers.RepeatedScalarFieldContainer[str]
+    not_in_album_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, album: _Optional[_Union[Album, _Mapping]] = ..., removed_ids: _Optional[_Iterable[str]] = ..., not_in_album_ids: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -114,6 +114,41 @@ class StorageServiceStub:
                 request_serializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.CompleteAnalysisRequest.SerializeToString,
                 response_deserializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.CompleteAnalysisResponse.FromString,
                 _registered_method=True)
+        self.CreateAlbum = channel.unary_unary(
+                '/imagerepo.storage.v1.StorageService/CreateAlbum',
+                request_serializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.CreateAlbumRequest.SerializeToString,
+                response_deserializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.CreateAlbumResponse.FromString,
+                _registered_method=True)
+        self.RenameAlbum = channel.unary_unary(
+                '/imagerepo.storage.v1.StorageService/RenameAlbum',
+                request_serializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.RenameAlbumRequest.SerializeToString,
+                response_deserializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.RenameAlbumResponse.FromString,
+                _registered_method=True)
+        self.DeleteAlbum = channel.unary_unary(
+                '/imagerepo.storage.v1.StorageService/DeleteAlbum',
+                request_serializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.DeleteAlbumRequest.SerializeToString,
+                response_deserializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.DeleteAlbumResponse.FromString,
+                _registered_method=True)
+        self.ListAlbums = channel.unary_unary(
+                '/imagerepo.storage.v1.StorageService/ListAlbums',
+                request_serializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.ListAlbumsRequest.SerializeToString,
+                response_deserializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.ListAlbumsResponse.FromString,
+                _registered_method=True)
+        self.GetAlbum = channel.unary_unary(
+                '/imagerepo.storage.v1.StorageService/GetAlbum',
+                request_serializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.GetAlbumRequest.SerializeToString,
+                response_deserializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.GetAlbumResponse.FromString,
+                _registered_method=True)
+        self.AddToAlbum = channel.unary_unary(
+                '/imagerepo.storage.v1.StorageService/AddToAlbum',
+                request_serializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.AddToAlbumRequest.SerializeToString,
+                response_deserializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.AddToAlbumResponse.FromString,
+                _registered_method=True)
+        self.RemoveFromAlbum = channel.unary_unary(
+                '/imagerepo.storage.v1.StorageService/RemoveFromAlbum',
+                request_serializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.RemoveFromAlbumRequest.SerializeToString,
+                response_deserializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.RemoveFromAlbumResponse.FromString,
+                _registered_method=True)
 
 
 class StorageServiceServicer:
@@ -241,6 +276,56 @@ class StorageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateAlbum(self, request, context):
+        """Albums: named, ordered lists of one owner's images, kept durably by storage. An album holds
+        image ids only: deleted (or purged) images drop out when it is read, trashed ones are left
+        out of its pages until restored. NOT_FOUND (reason "ALBUM_NOT_FOUND") for an unknown
+        album, INVALID_ARGUMENT for an empty or over-long name (at most 200 characters).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RenameAlbum(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteAlbum(self, request, context):
+        """Deletes the album only; its images stay in the library.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAlbums(self, request, context):
+        """Albums by name (case-insensitive), paginated; only one owner's when owner is set.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAlbum(self, request, context):
+        """One album with a page of its member ids (in album order) and, when asked, their metadata.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddToAlbum(self, request, context):
+        """Appends images (a batch) to the end of an album; ids already in it keep their place.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveFromAlbum(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StorageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -323,6 +408,41 @@ def add_StorageServiceServicer_to_server(servicer, server):
                     servicer.CompleteAnalysis,
                     request_deserializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.CompleteAnalysisRequest.FromString,
                     response_serializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.CompleteAnalysisResponse.SerializeToString,
+            ),
+            'CreateAlbum': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateAlbum,
+                    request_deserializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.CreateAlbumRequest.FromString,
+                    response_serializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.CreateAlbumResponse.SerializeToString,
+            ),
+            'RenameAlbum': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenameAlbum,
+                    request_deserializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.RenameAlbumRequest.FromString,
+                    response_serializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.RenameAlbumResponse.SerializeToString,
+            ),
+            'DeleteAlbum': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAlbum,
+                    request_deserializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.DeleteAlbumRequest.FromString,
+                    response_serializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.DeleteAlbumResponse.SerializeToString,
+            ),
+            'ListAlbums': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAlbums,
+                    request_deserializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.ListAlbumsRequest.FromString,
+                    response_serializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.ListAlbumsResponse.SerializeToString,
+            ),
+            'GetAlbum': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAlbum,
+                    request_deserializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.GetAlbumRequest.FromString,
+                    response_serializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.GetAlbumResponse.SerializeToString,
+            ),
+            'AddToAlbum': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddToAlbum,
+                    request_deserializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.AddToAlbumRequest.FromString,
+                    response_serializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.AddToAlbumResponse.SerializeToString,
+            ),
+            'RemoveFromAlbum': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveFromAlbum,
+                    request_deserializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.RemoveFromAlbumRequest.FromString,
+                    response_serializer=imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.RemoveFromAlbumResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -757,6 +877,195 @@ class StorageService:
             '/imagerepo.storage.v1.StorageService/CompleteAnalysis',
             imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.CompleteAnalysisRequest.SerializeToString,
             imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.CompleteAnalysisResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateAlbum(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagerepo.storage.v1.StorageService/CreateAlbum',
+            imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.CreateAlbumRequest.SerializeToString,
+            imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.CreateAlbumResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenameAlbum(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagerepo.storage.v1.StorageService/RenameAlbum',
+            imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.RenameAlbumRequest.SerializeToString,
+            imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.RenameAlbumResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAlbum(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagerepo.storage.v1.StorageService/DeleteAlbum',
+            imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.DeleteAlbumRequest.SerializeToString,
+            imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.DeleteAlbumResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAlbums(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagerepo.storage.v1.StorageService/ListAlbums',
+            imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.ListAlbumsRequest.SerializeToString,
+            imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.ListAlbumsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAlbum(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagerepo.storage.v1.StorageService/GetAlbum',
+            imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.GetAlbumRequest.SerializeToString,
+            imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.GetAlbumResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddToAlbum(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagerepo.storage.v1.StorageService/AddToAlbum',
+            imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.AddToAlbumRequest.SerializeToString,
+            imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.AddToAlbumResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveFromAlbum(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagerepo.storage.v1.StorageService/RemoveFromAlbum',
+            imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.RemoveFromAlbumRequest.SerializeToString,
+            imagerepo_dot_storage_dot_v1_dot_storage__service__pb2.RemoveFromAlbumResponse.FromString,
             options,
             channel_credentials,
             insecure,
