@@ -15,6 +15,12 @@ class ThumbnailSize(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     THUMBNAIL_SIZE_SMALL: _ClassVar[ThumbnailSize]
     THUMBNAIL_SIZE_PREVIEW: _ClassVar[ThumbnailSize]
 
+class ListOrder(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LIST_ORDER_UPLOADED_NEWEST: _ClassVar[ListOrder]
+    LIST_ORDER_TAKEN_NEWEST: _ClassVar[ListOrder]
+    LIST_ORDER_TAKEN_OLDEST: _ClassVar[ListOrder]
+
 class ChangeKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     CHANGE_KIND_UNSPECIFIED: _ClassVar[ChangeKind]
@@ -24,6 +30,9 @@ class ChangeKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 THUMBNAIL_SIZE_UNSPECIFIED: ThumbnailSize
 THUMBNAIL_SIZE_SMALL: ThumbnailSize
 THUMBNAIL_SIZE_PREVIEW: ThumbnailSize
+LIST_ORDER_UPLOADED_NEWEST: ListOrder
+LIST_ORDER_TAKEN_NEWEST: ListOrder
+LIST_ORDER_TAKEN_OLDEST: ListOrder
 CHANGE_KIND_UNSPECIFIED: ChangeKind
 CHANGE_KIND_PUT: ChangeKind
 CHANGE_KIND_ANNOTATE: ChangeKind
@@ -62,7 +71,7 @@ class PutImageResponse(_message.Message):
     def __init__(self, image: _Optional[_Union[ImageMetadata, _Mapping]] = ..., duplicate_of: _Optional[_Iterable[str]] = ..., already_stored: _Optional[bool] = ...) -> None: ...
 
 class ImageMetadata(_message.Message):
-    __slots__ = ("id", "filename", "owner", "content_type", "created_at_unix_ms", "sha256", "byte_size", "width", "height", "exif", "labels", "moderation_score", "ocr_text", "tags", "status", "feature_vector", "has_feature_vector", "feedback", "status_detail", "format", "analysis", "colours", "favourite", "trashed_at_unix_ms")
+    __slots__ = ("id", "filename", "owner", "content_type", "created_at_unix_ms", "sha256", "byte_size", "width", "height", "exif", "labels", "moderation_score", "ocr_text", "tags", "status", "feature_vector", "has_feature_vector", "feedback", "status_detail", "format", "analysis", "colours", "favourite", "trashed_at_unix_ms", "taken_at_unix_ms", "taken_at_is_upload_time")
     class ExifEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -94,6 +103,8 @@ class ImageMetadata(_message.Message):
     COLOURS_FIELD_NUMBER: _ClassVar[int]
     FAVOURITE_FIELD_NUMBER: _ClassVar[int]
     TRASHED_AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    TAKEN_AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    TAKEN_AT_IS_UPLOAD_TIME_FIELD_NUMBER: _ClassVar[int]
     id: str
     filename: str
     owner: str
@@ -118,7 +129,9 @@ class ImageMetadata(_message.Message):
     colours: _containers.RepeatedCompositeFieldContainer[_common_pb2.ColourShare]
     favourite: bool
     trashed_at_unix_ms: int
-    def __init__(self, id: _Optional[str] = ..., filename: _Optional[str] = ..., owner: _Optional[str] = ..., content_type: _Optional[str] = ..., created_at_unix_ms: _Optional[int] = ..., sha256: _Optional[str] = ..., byte_size: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., exif: _Optional[_Mapping[str, str]] = ..., labels: _Optional[_Iterable[_Union[_common_pb2.Label, _Mapping]]] = ..., moderation_score: _Optional[float] = ..., ocr_text: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., status: _Optional[_Union[_common_pb2.AnalysisStatus, str]] = ..., feature_vector: _Optional[_Iterable[float]] = ..., has_feature_vector: _Optional[bool] = ..., feedback: _Optional[_Iterable[_Union[_common_pb2.LabelFeedback, _Mapping]]] = ..., status_detail: _Optional[str] = ..., format: _Optional[str] = ..., analysis: _Optional[_Union[AnalysisState, _Mapping]] = ..., colours: _Optional[_Iterable[_Union[_common_pb2.ColourShare, _Mapping]]] = ..., favourite: _Optional[bool] = ..., trashed_at_unix_ms: _Optional[int] = ...) -> None: ...
+    taken_at_unix_ms: int
+    taken_at_is_upload_time: bool
+    def __init__(self, id: _Optional[str] = ..., filename: _Optional[str] = ..., owner: _Optional[str] = ..., content_type: _Optional[str] = ..., created_at_unix_ms: _Optional[int] = ..., sha256: _Optional[str] = ..., byte_size: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., exif: _Optional[_Mapping[str, str]] = ..., labels: _Optional[_Iterable[_Union[_common_pb2.Label, _Mapping]]] = ..., moderation_score: _Optional[float] = ..., ocr_text: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., status: _Optional[_Union[_common_pb2.AnalysisStatus, str]] = ..., feature_vector: _Optional[_Iterable[float]] = ..., has_feature_vector: _Optional[bool] = ..., feedback: _Optional[_Iterable[_Union[_common_pb2.LabelFeedback, _Mapping]]] = ..., status_detail: _Optional[str] = ..., format: _Optional[str] = ..., analysis: _Optional[_Union[AnalysisState, _Mapping]] = ..., colours: _Optional[_Iterable[_Union[_common_pb2.ColourShare, _Mapping]]] = ..., favourite: _Optional[bool] = ..., trashed_at_unix_ms: _Optional[int] = ..., taken_at_unix_ms: _Optional[int] = ..., taken_at_is_upload_time: _Optional[bool] = ...) -> None: ...
 
 class GetImageRequest(_message.Message):
     __slots__ = ("image_id", "include_data", "include_feature_vector")
@@ -193,7 +206,7 @@ class FindByFilenameResponse(_message.Message):
     def __init__(self, images: _Optional[_Iterable[_Union[ImageMetadata, _Mapping]]] = ...) -> None: ...
 
 class ListImagesRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "owner", "include_feature_vectors", "status", "favourite_only", "trashed_only")
+    __slots__ = ("page_size", "page_token", "owner", "include_feature_vectors", "status", "favourite_only", "trashed_only", "order", "taken_from_unix_ms", "taken_to_unix_ms")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
@@ -201,6 +214,9 @@ class ListImagesRequest(_message.Message):
     STATUS_FIELD_NUMBER: _ClassVar[int]
     FAVOURITE_ONLY_FIELD_NUMBER: _ClassVar[int]
     TRASHED_ONLY_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    TAKEN_FROM_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    TAKEN_TO_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
     owner: str
@@ -208,7 +224,10 @@ class ListImagesRequest(_message.Message):
     status: _common_pb2.AnalysisStatus
     favourite_only: bool
     trashed_only: bool
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., owner: _Optional[str] = ..., include_feature_vectors: _Optional[bool] = ..., status: _Optional[_Union[_common_pb2.AnalysisStatus, str]] = ..., favourite_only: _Optional[bool] = ..., trashed_only: _Optional[bool] = ...) -> None: ...
+    order: ListOrder
+    taken_from_unix_ms: int
+    taken_to_unix_ms: int
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., owner: _Optional[str] = ..., include_feature_vectors: _Optional[bool] = ..., status: _Optional[_Union[_common_pb2.AnalysisStatus, str]] = ..., favourite_only: _Optional[bool] = ..., trashed_only: _Optional[bool] = ..., order: _Optional[_Union[ListOrder, str]] = ..., taken_from_unix_ms: _Optional[int] = ..., taken_to_unix_ms: _Optional[int] = ...) -> None: ...
 
 class ListImagesResponse(_message.Message):
     __slots__ = ("images", "next_page_token", "total_count", "unreadable_count", "snapshot_seq")
