@@ -21,6 +21,7 @@ import grpc
 from imagerepo.common.v1 import common_pb2
 from imagerepo.storage.v1 import storage_service_pb2 as pb
 from imagerepo.storage.v1 import storage_service_pb2_grpc as pb_grpc
+from storage_service.album_servicer import AlbumServicer
 from storage_service.columnstore import policy
 from storage_service.columnstore.errors import DataLossError, ImageNotFoundError
 from storage_service.columnstore.image_check import DEFAULT_MAX_PIXELS, DecodeBudget, prepare_image
@@ -200,7 +201,7 @@ def to_proto(meta: ImageMeta, vector: list[float] | None = None) -> pb.ImageMeta
 
 
 @with_status_codes
-class StorageServicer(pb_grpc.StorageServiceServicer):
+class StorageServicer(AlbumServicer, pb_grpc.StorageServiceServicer):
     def __init__(
         self,
         store: ColumnStore,

@@ -473,6 +473,12 @@ class AlbumStore:
                 index += len(chunk)
         return AlbumPage(view, tuple(i for i, _ in chosen), tuple(m for _, m in chosen), "")
 
+    def token_at(self, album_id: str, image_id: str) -> str:
+        """A page token whose page starts at member `image_id` (a reply cut short)."""
+        with self._lock:
+            album = self._album(album_id)
+            return _encode_token(album.images.index(image_id) if image_id in album.members else 0)
+
     def list(
         self, owner: str = "", page_size: int = 0, page_token: str = ""
     ) -> tuple[list[Album], str, int]:

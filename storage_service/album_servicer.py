@@ -1,0 +1,197 @@
+"""The album RPCs of StorageService, as a mixin StorageServicer inherits: proto in, a call to
+the album table (columnstore/albums.py), proto out; domain errors become status codes.
+
+The table is opened on the first album call, in the image store's data dir (under its LOCK),
+so a storage process that never sees an album call never touches it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import grpc
+
+from imagerepo.storage.v1 import storage_service_pb2 as pb
+from storage_service.columnstore import policy
+from storage_service.columnstore.albums import (
+    Album,
+    AlbumExistsError,
+    AlbumNotFoundError,
+    AlbumStore,
+)
+from storage_service.errors import abort, store_errors, with_status_codes
+
+if TYPE_CHECKING:
+    from storage_service.columnstore.store import ColumnStore
+
+
+def album_to_proto(album: Album) -> pb.Album:
+    return pb.Album(
+        id=album.id,
+        name=album.name,
+        owner=album.owner,
+        created_at_unix_ms=album.created_ms,
+        updated_at_unix_ms=album.updated_ms,
+        image_count=album.image_count,
+        cover_image_id=album.cover_image_id,
+    )
+
+
+def _require(value: str, what: str, context: grpc.ServicerContext) -> None:
+    if not value:
+        abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"{what} is required")
+
+
+def _check_ids(ids: list[str], context: grpc.ServicerContext) -> None:
+    if len(ids) > policy.MAX_BATCH:
+        abort(
+            context,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"{len(ids)} image ids in one call, over the limit of {policy.MAX_BATCH}",
+            policy.POLICY_VIOLATION,
+            limit="batch_size",
+        )
+    for image_id in ids:
+        if not image_id or len(image_id) > policy.MAX_ID_CHARS:
+            abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"image id {policy.short_id(image_id)!r} is empty or over "
+                f"{policy.MAX_ID_CHARS} characters",
+                policy.POLICY_VIOLATION,
+                limit="image_id",
+            )
+
+
+@contextmanager
+def _album_errors(context: grpc.ServicerContext) -> Iterator[None]:
+    """Album errors first (with their reasons), then everything the store can raise."""
+    with store_errors(context):
+        try:
+            yield
+        except AlbumNotFoundError as e:
+            abort(context, grpc.StatusCode.NOT_FOUND, str(e), e.reason, album_id=e.album_id[:64])
+        except AlbumExistsError as e:
+            abort(context, grpc.StatusCode.ALREADY_EXISTS, str(e), e.reason)
+
+
+@with_status_codes
+class AlbumServicer:
+    """Album RPCs; needs `self._store` (the open ColumnStore) from the class it is mixed into."""
+
+    _store: ColumnStore
+    _albums_table: AlbumStore | None = None
+    _albums_open_lock = threading.Lock()
+
+    def albums(self) -> AlbumStore:
+        """The album table, opened on first use."""
+        table = self._albums_table
+        if table is None:
+            with self._albums_open_lock:
+                table = self._albums_table
+                if table is None:
+                    table = AlbumStore.open(
+                        self._store.data_dir, self._store, getattr(self._store, "_fs", None)
+                    )
+                    self._albums_table = table
+        return table
+
+    def close_albums(self) -> None:
+        if self._albums_table is not None:
+            self._albums_table.close()
+
+    def CreateAlbum(
+        self, request: pb.CreateAlbumRequest, context: grpc.ServicerContext
+    ) -> pb.CreateAlbumResponse:
+        _check_ids(list(request.image_ids), context)
+        with _album_errors(context):
+            policy.check_owner(request.owner)
+            album = self.albums().create(request.name, request.owner, list(request.image_ids))
+        return pb.CreateAlbumResponse(album=album_to_proto(album))
+
+    def RenameAlbum(
+        self, request: pb.RenameAlbumRequest, context: grpc.ServicerContext
+    ) -> pb.RenameAlbumResponse:
+        _require(request.album_id, "album_id", context)
+        with _album_errors(context):
+            album = self.albums().rename(request.album_id, request.name)
+        return pb.RenameAlbumResponse(album=album_to_proto(album))
+
+    def DeleteAlbum(
+        self, request: pb.DeleteAlbumRequest, context: grpc.ServicerContext
+    ) -> pb.DeleteAlbumResponse:
+        _require(request.album_id, "album_id", context)
+        with _album_errors(context):
+            album = self.albums().delete(request.album_id)
+        return pb.DeleteAlbumResponse(album=album_to_proto(album))
+
+    def ListAlbums(
+        self, request: pb.ListAlbumsRequest, context: grpc.ServicerContext
+    ) -> pb.ListAlbumsResponse:
+        with _album_errors(context):
+            albums, token, total = self.albums().list(
+                request.owner, request.page_size, request.page_token
+            )
+        return pb.ListAlbumsResponse(
+            albums=[album_to_proto(a) for a in albums], next_page_token=token, total_count=total
+        )
+
+    def GetAlbum(
+        self, request: pb.GetAlbumRequest, context: grpc.ServicerContext
+    ) -> pb.GetAlbumResponse:
+        from storage_service.servicer import to_proto  # the servicer module imports this one
+
+        _require(request.album_id, "album_id", context)
+        with _album_errors(context):
+            page = self.albums().page(request.album_id, request.page_size, request.page_token)
+        reply = pb.GetAlbumResponse(
+            album=album_to_proto(page.album),
+            image_ids=page.image_ids,
+            next_page_token=page.next_page_token,
+        )
+        if request.include_images:
+            used = reply.ByteSize()
+            for index, meta in enumerate(page.images):
+                proto = to_proto(meta)
+                used += proto.ByteSize() + 8
+                if used > policy.MAX_REPLY_BYTES:
+                    # Cut the page here (ids too), so the client asks again from this one.
+                    del reply.image_ids[index:]
+                    reply.next_page_token = _token_at(self, request.album_id, page.image_ids[index])
+                    break
+                reply.images.append(proto)
+        return reply
+
+    def AddToAlbum(
+        self, request: pb.AddToAlbumRequest, context: grpc.ServicerContext
+    ) -> pb.AddToAlbumResponse:
+        _require(request.album_id, "album_id", context)
+        _check_ids(list(request.image_ids), context)
+        with _album_errors(context):
+            got = self.albums().add(request.album_id, list(request.image_ids))
+        return pb.AddToAlbumResponse(
+            album=album_to_proto(got.album),
+            added_ids=got.added,
+            already_ids=got.already,
+            not_found_ids=got.not_found,
+        )
+
+    def RemoveFromAlbum(
+        self, request: pb.RemoveFromAlbumRequest, context: grpc.ServicerContext
+    ) -> pb.RemoveFromAlbumResponse:
+        _require(request.album_id, "album_id", context)
+        _check_ids(list(request.image_ids), context)
+        with _album_errors(context):
+            got = self.albums().remove(request.album_id, list(request.image_ids))
+        return pb.RemoveFromAlbumResponse(
+            album=album_to_proto(got.album),
+            removed_ids=got.removed,
+            not_in_album_ids=got.not_in_album,
+        )
+
+
+def _token_at(servicer: AlbumServicer, album_id: str, image_id: str) -> str:
+    return servicer.albums().token_at(album_id, image_id)
