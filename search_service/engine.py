@@ -95,6 +95,8 @@ class Filters:
     taken_until_unix_s: int = 0
     # Only images their owner starred.
     favourites_only: bool = False
+    # Only these images when set (an album's members); an empty set matches nothing.
+    allowed_ids: frozenset[str] | None = None
 
 
 SORT_RELEVANCE, SORT_TAKEN_NEWEST, SORT_TAKEN_OLDEST = "relevance", "taken_newest", "taken_oldest"
@@ -300,6 +302,10 @@ class SearchIndex:
             mask &= self._moderation.view() < self.params.moderation_threshold
         if filters.favourites_only:
             mask &= self._favourite.view()
+        if filters.allowed_ids is not None:
+            listed = np.zeros_like(mask)
+            listed[[self._ids[i] for i in filters.allowed_ids if i in self._ids]] = True
+            mask &= listed
         if filters.statuses:
             mask &= np.isin(self._status.view(), [int(s) for s in filters.statuses])
         if filters.taken_from_unix_s or filters.taken_until_unix_s:

@@ -250,6 +250,10 @@ def document_from_proto(doc: pb.SearchDocument) -> Document:
     )
 
 
+# SearchFilters.allowed_ids holds at most this many ids (an album's members).
+MAX_ALLOWED_IDS = 100_000
+
+
 def _filters(filters: pb.SearchFilters, context: grpc.ServicerContext) -> Filters:
     statuses = []
     for value in filters.statuses:
@@ -267,7 +271,21 @@ def _filters(filters: pb.SearchFilters, context: grpc.ServicerContext) -> Filter
         taken_from_unix_s=filters.taken_from_unix_s,
         taken_until_unix_s=filters.taken_until_unix_s,
         favourites_only=filters.favourites_only,
+        allowed_ids=_allowed_ids(filters, context),
     )
+
+
+def _allowed_ids(filters: pb.SearchFilters, context: grpc.ServicerContext) -> frozenset[str] | None:
+    if not filters.HasField("allowed_ids"):
+        return None
+    ids = filters.allowed_ids.image_ids
+    if len(ids) > MAX_ALLOWED_IDS:
+        _abort(
+            context,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"{len(ids)} allowed ids, over the limit of {MAX_ALLOWED_IDS}",
+        )
+    return frozenset(ids)
 
 
 def _page_offset(token: str, context: grpc.ServicerContext) -> int:
