@@ -5,12 +5,18 @@ from __future__ import annotations
 import grpc
 
 from imagerepo.search.v1 import search_service_pb2_grpc as pb_grpc
+from imagerepo.search.v2 import search_service_pb2 as pb_v2
+from imagerepo.search.v2 import search_service_pb2_grpc as pb_grpc_v2
 from search_service import SERVICE_NAME
 from search_service.durable_index import DurableIndex
 from search_service.feed_consumer import FeedConsumer
 from search_service.servicer import SearchServicer
+from search_service.servicer_v2 import SearchServicerV2
 from service_runtime.grpc_server import new_server
 from service_runtime.health import ServiceHealth, enable_reflection
+
+# v2 of the contract, served beside v1 over the same index until v1's clients move.
+SERVICE_NAME_V2 = pb_v2.DESCRIPTOR.services_by_name["SearchService"].full_name
 
 
 def build_server(
@@ -30,6 +36,7 @@ def build_server(
         index = DurableIndex.open(None)
     server = new_server(max_workers)
     pb_grpc.add_SearchServiceServicer_to_server(SearchServicer(index, feed), server)
+    pb_grpc_v2.add_SearchServiceServicer_to_server(SearchServicerV2(index, feed), server)
     health = ServiceHealth(server, SERVICE_NAME)
-    enable_reflection(server, [SERVICE_NAME])
+    enable_reflection(server, [SERVICE_NAME, SERVICE_NAME_V2])
     return server, server.add_insecure_port(address), health

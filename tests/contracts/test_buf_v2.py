@@ -67,3 +67,16 @@ def test_deleting_a_v1_field_fails_buf_breaking(buf: Path, tmp_path: Path) -> No
 
     assert result.returncode != 0
     assert 'with name "filename"' in result.stdout and "was deleted" in result.stdout
+
+
+def test_a_v2_enum_whose_zero_is_a_real_value_fails_buf_lint(buf: Path, tmp_path: Path) -> None:
+    root = copy_of_contracts(tmp_path)
+    proto = root / "protos/imagerepo/vision/v2/vision_service.proto"
+    text = proto.read_text()
+    assert "OCR_MODE_UNSPECIFIED = 0;" in text
+    proto.write_text(text.replace("OCR_MODE_UNSPECIFIED = 0;", "OCR_MODE_AUTOMATIC = 0;"))
+
+    result = run_buf(buf, root, "lint")
+
+    assert result.returncode != 0
+    assert 'zero value name "OCR_MODE_AUTOMATIC"' in result.stdout

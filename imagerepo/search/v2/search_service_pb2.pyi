@@ -1,0 +1,268 @@
+import datetime
+
+from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from imagerepo.common.v2 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class SortOrder(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SORT_ORDER_UNSPECIFIED: _ClassVar[SortOrder]
+    SORT_ORDER_RELEVANCE: _ClassVar[SortOrder]
+    SORT_ORDER_TAKEN_NEWEST: _ClassVar[SortOrder]
+    SORT_ORDER_TAKEN_OLDEST: _ClassVar[SortOrder]
+
+class MatchField(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MATCH_FIELD_UNSPECIFIED: _ClassVar[MatchField]
+    MATCH_FIELD_LABELS: _ClassVar[MatchField]
+    MATCH_FIELD_CONCEPTS: _ClassVar[MatchField]
+    MATCH_FIELD_TAGS: _ClassVar[MatchField]
+    MATCH_FIELD_OCR_TEXT: _ClassVar[MatchField]
+    MATCH_FIELD_FILENAME: _ClassVar[MatchField]
+    MATCH_FIELD_OWNER: _ClassVar[MatchField]
+    MATCH_FIELD_TAKEN: _ClassVar[MatchField]
+    MATCH_FIELD_CAMERA: _ClassVar[MatchField]
+    MATCH_FIELD_COLOURS: _ClassVar[MatchField]
+    MATCH_FIELD_SEMANTIC: _ClassVar[MatchField]
+
+class VectorBackend(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VECTOR_BACKEND_UNSPECIFIED: _ClassVar[VectorBackend]
+    VECTOR_BACKEND_EXACT: _ClassVar[VectorBackend]
+    VECTOR_BACKEND_HNSWLIB: _ClassVar[VectorBackend]
+    VECTOR_BACKEND_USEARCH: _ClassVar[VectorBackend]
+    VECTOR_BACKEND_FAISS: _ClassVar[VectorBackend]
+SORT_ORDER_UNSPECIFIED: SortOrder
+SORT_ORDER_RELEVANCE: SortOrder
+SORT_ORDER_TAKEN_NEWEST: SortOrder
+SORT_ORDER_TAKEN_OLDEST: SortOrder
+MATCH_FIELD_UNSPECIFIED: MatchField
+MATCH_FIELD_LABELS: MatchField
+MATCH_FIELD_CONCEPTS: MatchField
+MATCH_FIELD_TAGS: MatchField
+MATCH_FIELD_OCR_TEXT: MatchField
+MATCH_FIELD_FILENAME: MatchField
+MATCH_FIELD_OWNER: MatchField
+MATCH_FIELD_TAKEN: MatchField
+MATCH_FIELD_CAMERA: MatchField
+MATCH_FIELD_COLOURS: MatchField
+MATCH_FIELD_SEMANTIC: MatchField
+VECTOR_BACKEND_UNSPECIFIED: VectorBackend
+VECTOR_BACKEND_EXACT: VectorBackend
+VECTOR_BACKEND_HNSWLIB: VectorBackend
+VECTOR_BACKEND_USEARCH: VectorBackend
+VECTOR_BACKEND_FAISS: VectorBackend
+
+class ImageIdAllowList(_message.Message):
+    __slots__ = ("image_ids",)
+    IMAGE_IDS_FIELD_NUMBER: _ClassVar[int]
+    image_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, image_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SearchFilters(_message.Message):
+    __slots__ = ("owner", "include_moderated", "statuses", "taken_from", "taken_until", "favourites_only", "allowed_ids")
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_MODERATED_FIELD_NUMBER: _ClassVar[int]
+    STATUSES_FIELD_NUMBER: _ClassVar[int]
+    TAKEN_FROM_FIELD_NUMBER: _ClassVar[int]
+    TAKEN_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    FAVOURITES_ONLY_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_IDS_FIELD_NUMBER: _ClassVar[int]
+    owner: str
+    include_moderated: bool
+    statuses: _containers.RepeatedScalarFieldContainer[_common_pb2.AnalysisStatus]
+    taken_from: _timestamp_pb2.Timestamp
+    taken_until: _timestamp_pb2.Timestamp
+    favourites_only: bool
+    allowed_ids: ImageIdAllowList
+    def __init__(self, owner: _Optional[str] = ..., include_moderated: _Optional[bool] = ..., statuses: _Optional[_Iterable[_Union[_common_pb2.AnalysisStatus, str]]] = ..., taken_from: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., taken_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., favourites_only: _Optional[bool] = ..., allowed_ids: _Optional[_Union[ImageIdAllowList, _Mapping]] = ...) -> None: ...
+
+class SearchRequest(_message.Message):
+    __slots__ = ("query", "filters", "page_size", "page_token", "disable_semantic", "sort")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    DISABLE_SEMANTIC_FIELD_NUMBER: _ClassVar[int]
+    SORT_FIELD_NUMBER: _ClassVar[int]
+    query: str
+    filters: SearchFilters
+    page_size: int
+    page_token: str
+    disable_semantic: bool
+    sort: SortOrder
+    def __init__(self, query: _Optional[str] = ..., filters: _Optional[_Union[SearchFilters, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., disable_semantic: _Optional[bool] = ..., sort: _Optional[_Union[SortOrder, str]] = ...) -> None: ...
+
+class MatchReason(_message.Message):
+    __slots__ = ("field", "term", "score")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    field: MatchField
+    term: str
+    score: float
+    def __init__(self, field: _Optional[_Union[MatchField, str]] = ..., term: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
+
+class SearchHit(_message.Message):
+    __slots__ = ("image_id", "score", "reasons")
+    IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    image_id: str
+    score: float
+    reasons: _containers.RepeatedCompositeFieldContainer[MatchReason]
+    def __init__(self, image_id: _Optional[str] = ..., score: _Optional[float] = ..., reasons: _Optional[_Iterable[_Union[MatchReason, _Mapping]]] = ...) -> None: ...
+
+class SearchResponse(_message.Message):
+    __slots__ = ("hits", "next_page_token", "total_hits", "fell_back_to_or", "closest", "note")
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_HITS_FIELD_NUMBER: _ClassVar[int]
+    FELL_BACK_TO_OR_FIELD_NUMBER: _ClassVar[int]
+    CLOSEST_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    hits: _containers.RepeatedCompositeFieldContainer[SearchHit]
+    next_page_token: str
+    total_hits: int
+    fell_back_to_or: bool
+    closest: _containers.RepeatedScalarFieldContainer[str]
+    note: str
+    def __init__(self, hits: _Optional[_Iterable[_Union[SearchHit, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_hits: _Optional[int] = ..., fell_back_to_or: _Optional[bool] = ..., closest: _Optional[_Iterable[str]] = ..., note: _Optional[str] = ...) -> None: ...
+
+class FeatureVector(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class SimilarImagesRequest(_message.Message):
+    __slots__ = ("image_id", "vector", "k", "filters", "exact")
+    IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    EXACT_FIELD_NUMBER: _ClassVar[int]
+    image_id: str
+    vector: FeatureVector
+    k: int
+    filters: SearchFilters
+    exact: bool
+    def __init__(self, image_id: _Optional[str] = ..., vector: _Optional[_Union[FeatureVector, _Mapping]] = ..., k: _Optional[int] = ..., filters: _Optional[_Union[SearchFilters, _Mapping]] = ..., exact: _Optional[bool] = ...) -> None: ...
+
+class SimilarHit(_message.Message):
+    __slots__ = ("image_id", "similarity")
+    IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    image_id: str
+    similarity: float
+    def __init__(self, image_id: _Optional[str] = ..., similarity: _Optional[float] = ...) -> None: ...
+
+class SimilarImagesResponse(_message.Message):
+    __slots__ = ("hits", "approximate")
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    APPROXIMATE_FIELD_NUMBER: _ClassVar[int]
+    hits: _containers.RepeatedCompositeFieldContainer[SimilarHit]
+    approximate: bool
+    def __init__(self, hits: _Optional[_Iterable[_Union[SimilarHit, _Mapping]]] = ..., approximate: _Optional[bool] = ...) -> None: ...
+
+class FindDuplicatesRequest(_message.Message):
+    __slots__ = ("near_threshold", "image_id")
+    NEAR_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    near_threshold: float
+    image_id: str
+    def __init__(self, near_threshold: _Optional[float] = ..., image_id: _Optional[str] = ...) -> None: ...
+
+class ExactDuplicateGroup(_message.Message):
+    __slots__ = ("image_ids", "sha256")
+    IMAGE_IDS_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    image_ids: _containers.RepeatedScalarFieldContainer[str]
+    sha256: str
+    def __init__(self, image_ids: _Optional[_Iterable[str]] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class NearDuplicateGroup(_message.Message):
+    __slots__ = ("image_ids", "min_similarity")
+    IMAGE_IDS_FIELD_NUMBER: _ClassVar[int]
+    MIN_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    image_ids: _containers.RepeatedScalarFieldContainer[str]
+    min_similarity: float
+    def __init__(self, image_ids: _Optional[_Iterable[str]] = ..., min_similarity: _Optional[float] = ...) -> None: ...
+
+class FindDuplicatesResponse(_message.Message):
+    __slots__ = ("exact_groups", "near_groups")
+    EXACT_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    NEAR_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    exact_groups: _containers.RepeatedCompositeFieldContainer[ExactDuplicateGroup]
+    near_groups: _containers.RepeatedCompositeFieldContainer[NearDuplicateGroup]
+    def __init__(self, exact_groups: _Optional[_Iterable[_Union[ExactDuplicateGroup, _Mapping]]] = ..., near_groups: _Optional[_Iterable[_Union[NearDuplicateGroup, _Mapping]]] = ...) -> None: ...
+
+class SuggestRequest(_message.Message):
+    __slots__ = ("prefix", "limit")
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    prefix: str
+    limit: int
+    def __init__(self, prefix: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class Suggestion(_message.Message):
+    __slots__ = ("text", "document_count", "field")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    document_count: int
+    field: MatchField
+    def __init__(self, text: _Optional[str] = ..., document_count: _Optional[int] = ..., field: _Optional[_Union[MatchField, str]] = ...) -> None: ...
+
+class SuggestResponse(_message.Message):
+    __slots__ = ("suggestions",)
+    SUGGESTIONS_FIELD_NUMBER: _ClassVar[int]
+    suggestions: _containers.RepeatedCompositeFieldContainer[Suggestion]
+    def __init__(self, suggestions: _Optional[_Iterable[_Union[Suggestion, _Mapping]]] = ...) -> None: ...
+
+class GetStatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetStatsResponse(_message.Message):
+    __slots__ = ("document_count", "term_count", "posting_bytes", "index_disk_bytes", "vector_count", "approximate_index", "vector_backend", "load_duration", "applied_seq", "head_seq", "lag_seqs", "replaying", "replay_progress", "following", "feed_error")
+    DOCUMENT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    TERM_COUNT_FIELD_NUMBER: _ClassVar[int]
+    POSTING_BYTES_FIELD_NUMBER: _ClassVar[int]
+    INDEX_DISK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_COUNT_FIELD_NUMBER: _ClassVar[int]
+    APPROXIMATE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_BACKEND_FIELD_NUMBER: _ClassVar[int]
+    LOAD_DURATION_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_SEQ_FIELD_NUMBER: _ClassVar[int]
+    HEAD_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LAG_SEQS_FIELD_NUMBER: _ClassVar[int]
+    REPLAYING_FIELD_NUMBER: _ClassVar[int]
+    REPLAY_PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    FOLLOWING_FIELD_NUMBER: _ClassVar[int]
+    FEED_ERROR_FIELD_NUMBER: _ClassVar[int]
+    document_count: int
+    term_count: int
+    posting_bytes: int
+    index_disk_bytes: int
+    vector_count: int
+    approximate_index: bool
+    vector_backend: VectorBackend
+    load_duration: _duration_pb2.Duration
+    applied_seq: int
+    head_seq: int
+    lag_seqs: int
+    replaying: bool
+    replay_progress: float
+    following: bool
+    feed_error: str
+    def __init__(self, document_count: _Optional[int] = ..., term_count: _Optional[int] = ..., posting_bytes: _Optional[int] = ..., index_disk_bytes: _Optional[int] = ..., vector_count: _Optional[int] = ..., approximate_index: _Optional[bool] = ..., vector_backend: _Optional[_Union[VectorBackend, str]] = ..., load_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., applied_seq: _Optional[int] = ..., head_seq: _Optional[int] = ..., lag_seqs: _Optional[int] = ..., replaying: _Optional[bool] = ..., replay_progress: _Optional[float] = ..., following: _Optional[bool] = ..., feed_error: _Optional[str] = ...) -> None: ...
