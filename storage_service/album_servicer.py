@@ -133,7 +133,7 @@ class AlbumServicer:
     ) -> pb.ListAlbumsResponse:
         with _album_errors(context):
             albums, token, total = self.albums().list(
-                request.owner, request.page_size, request.page_token
+                request.owner, request.page_size, request.page_token, request.image_id
             )
         return pb.ListAlbumsResponse(
             albums=[album_to_proto(a) for a in albums], next_page_token=token, total_count=total

@@ -480,14 +480,19 @@ class AlbumStore:
             return _encode_token(album.images.index(image_id) if image_id in album.members else 0)
 
     def list(
-        self, owner: str = "", page_size: int = 0, page_token: str = ""
+        self, owner: str = "", page_size: int = 0, page_token: str = "", image_id: str = ""
     ) -> tuple[list[Album], str, int]:
-        """(albums by name, case-insensitive, then id; next page token; total count)."""
+        """(albums by name, case-insensitive, then id; next page token; total count); only
+        `owner`'s, only those holding `image_id`, when given."""
         size = DEFAULT_PAGE_SIZE if page_size <= 0 else min(page_size, MAX_PAGE_SIZE)
         start = _decode_token(page_token) if page_token else 0
         with self._lock:
             albums = sorted(
-                (a for a in self._albums.values() if not owner or a.owner == owner),
+                (
+                    a
+                    for a in self._albums.values()
+                    if (not owner or a.owner == owner) and (not image_id or image_id in a.members)
+                ),
                 key=lambda a: (a.name.casefold(), a.id),
             )
             page = [self._view(a) for a in albums[start : start + size]]

@@ -75,6 +75,9 @@ def test_rename_delete_and_list_by_name_per_owner(library):
     assert [x.name for x in albums.list()[0]] == ["beach", "Coast"]
     assert albums.list("p")[0][0].image_count == 1 and theirs.image_count == 1
     assert albums.find_by_name("o", "coast ").id == b.id
+    albums.add(b.id, [ids[0]])
+    assert [x.name for x in albums.list(image_id=ids[0])[0]] == ["Coast"]
+    assert [x.name for x in albums.list(image_id=other)[0]] == ["beach"]
     with pytest.raises(AlbumNotFoundError):
         albums.get(a.id)
     with pytest.raises(AlbumNotFoundError):

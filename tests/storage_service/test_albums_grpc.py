@@ -64,6 +64,9 @@ def test_album_lifecycle_over_grpc_survives_a_restart(storage_runner, storage, p
     listed = stub.ListAlbums(pb.ListAlbumsRequest(owner="o"))
     assert [a.name for a in listed.albums] == ["Trip 2019"] and listed.total_count == 1
     assert stub.ListAlbums(pb.ListAlbumsRequest(owner="p")).total_count == 0
+    holding = stub.ListAlbums(pb.ListAlbumsRequest(image_id=ids[3]))
+    assert [a.id for a in holding.albums] == [made.album.id]
+    assert stub.ListAlbums(pb.ListAlbumsRequest(image_id=ids[1])).total_count == 0
     stub.DeleteAlbum(pb.DeleteAlbumRequest(album_id=made.album.id))
     assert stub.ListAlbums(pb.ListAlbumsRequest()).total_count == 0
     assert stub.GetImage(pb.GetImageRequest(image_id=ids[0])).image.id == ids[0]

@@ -646,14 +646,16 @@ class DeleteAlbumResponse(_message.Message):
     def __init__(self, album: _Optional[_Union[Album, _Mapping]] = ...) -> None: ...
 
 class ListAlbumsRequest(_message.Message):
-    __slots__ = ("owner", "page_size", "page_token")
+    __slots__ = ("owner", "page_size", "page_token", "image_id")
     OWNER_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
     owner: str
     page_size: int
     page_token: str
-    def __init__(self, owner: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    image_id: str
+    def __init__(self, owner: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., image_id: _Optional[str] = ...) -> None: ...
 
 class ListAlbumsResponse(_message.Message):
     __slots__ = ("albums", "next_page_token", "total_count")
