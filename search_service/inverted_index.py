@@ -520,9 +520,14 @@ class InvertedIndex:
         self._sorted_surface = sorted(self._surface)
 
 
+# A colour's share is a share of the frame: black is the share of dark pixels (value < 0.18),
+# white of bright unsaturated ones, so they also answer the tone words a photo's pixels support.
+_COLOUR_ALIASES = {"grey": "grey gray", "black": "black dark night", "white": "white bright"}
+
+
 def colour_words(name: str) -> str:
-    """The words a colour name answers to ("grey" also to "gray")."""
-    return "grey gray" if name == "grey" else name
+    """The words a colour name answers to ("grey" also to "gray", "black" to "dark")."""
+    return _COLOUR_ALIASES.get(name, name)
 
 
 def taken_words(taken_at_unix_s: int) -> str:

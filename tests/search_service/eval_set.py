@@ -157,6 +157,14 @@ QUERIES: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("red motorcycle", ("motorcycle",), "colour"),
     ("green leaf", ("leafveins", "raindrops"), "colour"),
     ("blue water", ("splash", "dunegrass"), "colour"),
+    # Scene words from ImageNet's scene classes and from the dark / bright share of the frame.
+    ("snow", ("peaks",), "scene"),
+    ("lake", ("china",), "scene"),
+    ("sea", ("dunegrass", "milkyway", "bridge"), "scene"),
+    ("landscape", ("peaks", "autumn", "sunset", "stream", "dunegrass", "bridge", "china"), "scene"),
+    ("dark", ("hubble", "coins", "rocket", "storm", "yellowflower"), "scene"),
+    ("night", ("milkyway", "rocket", "hubble"), "scene"),
+    ("bright", ("toybird", "planks", "wallclock", "bridge"), "scene"),
 )
 
 
