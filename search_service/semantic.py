@@ -7,7 +7,17 @@ finds the photo labelled "tiger cat" although no label says kitten.
 
 Concept vectors are never materialised (100k x 384 floats): with E the label embeddings and p a
 document's sparse label probabilities, cos(q, pE) = p . (E q) / |pE|, and |pE| comes from the
-label Gram matrix. One query costs a 1000 x 384 product and a gather over 20 labels per image.
+label Gram matrix.
+
+A query does not scan every document. Each class keeps a posting list of the documents whose
+label of that class carries real weight (probability >= POSTING_FLOOR, or the document's top
+label), with that probability. A query scores its label similarities (E q, 1000 x 384), takes
+the CANDIDATE_CLASSES closest classes (those within CLASS_SLACK of the similarity floor), sums
+p x sim over their postings as a first estimate, and computes the exact cosine from the
+document's 20 labels only for the best MAX_CANDIDATES of them. A document whose weighty labels
+are all far from the query cannot reach the floor (its cosine is a weighted mean of its label
+similarities, stretched a little by |pE|), so what the bound leaves out are weak matches; the
+test suite checks the results against the full scan on the labelled photo set.
 """
 
 from __future__ import annotations
@@ -24,6 +34,15 @@ from search_service.tokenizer import normalise
 
 TOP_LABELS = 20
 LABEL_TEMPLATE = "a photo of a {}"
+# A label goes in its class's posting list at this probability or above (or when it is the
+# document's top label).
+POSTING_FLOOR = 0.05
+# Classes a query expands to: at most this many, and only those whose similarity to the query
+# is within CLASS_SLACK of the hit floor.
+CANDIDATE_CLASSES = 128
+CLASS_SLACK = 0.3
+# Documents rescored exactly per query (by their posting estimate, best first).
+MAX_CANDIDATES = 1024
 
 
 def label_prompts(names: Sequence[str]) -> list[str]:
@@ -39,7 +58,8 @@ class SemanticHits:
 
 
 class ConceptSpace:
-    """Label embeddings (one row per class index) and each document's top label weights."""
+    """Label embeddings (one row per class index), each document's top label weights, and per
+    class the documents it weighs in (the postings a query expands through)."""
 
     def __init__(self, label_names: Sequence[str], embeddings: npt.NDArray[np.float32]) -> None:
         if len(label_names) != len(embeddings):
@@ -49,9 +69,7 @@ class ConceptSpace:
         self.embeddings = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
         self._gram = self.embeddings @ self.embeddings.T
         self._by_name = {normalise(n): i for i, n in enumerate(self.label_names)}
-        self._classes = GrowableArray(np.int16, (TOP_LABELS,))
-        self._probs = GrowableArray(np.float32, (TOP_LABELS,))
-        self._norms = GrowableArray(np.float32)
+        self.clear_docs()
 
     def __len__(self) -> int:
         """Documents (numbers) holding concept weights."""
@@ -61,6 +79,10 @@ class ConceptSpace:
         self._classes = GrowableArray(np.int16, (TOP_LABELS,))
         self._probs = GrowableArray(np.float32, (TOP_LABELS,))
         self._norms = GrowableArray(np.float32)
+        # class index -> (document numbers ascending, their probability of that class)
+        self._posted: list[tuple[GrowableArray, GrowableArray] | None] = [None] * len(
+            self.label_names
+        )
 
     def index_of(self, name: str) -> int:
         return self._by_name.get(normalise(name), -1)
@@ -82,6 +104,8 @@ class ConceptSpace:
             if cls < 0 or label.probability <= 0:
                 continue
             classes[slot], probs[slot] = cls, label.probability
+            if slot == 0 or label.probability >= POSTING_FLOOR:
+                self._post(cls, docno, label.probability)
             slot += 1
             if slot == TOP_LABELS:
                 break
@@ -90,7 +114,21 @@ class ConceptSpace:
         self._probs.append(probs)
         self._norms.append(np.sqrt(max(norm_sq, 0.0)))
 
+    def _post(self, cls: int, docno: int, probability: float) -> None:
+        posted = self._posted[cls]
+        if posted is None:
+            posted = self._posted[cls] = (
+                GrowableArray(np.int32, capacity=64),
+                GrowableArray(np.float32, capacity=64),
+            )
+        docs = posted[0]
+        if len(docs) and docs[len(docs) - 1] == docno:  # two labels of one class: keep the first
+            return
+        docs.append(docno)
+        posted[1].append(probability)
+
     def remove(self, docno: int) -> None:
+        """The document's postings stay; a zero norm keeps it out of every result."""
         self._probs[docno] = 0.0
         self._norms[docno] = 0.0
 
@@ -100,22 +138,74 @@ class ConceptSpace:
         allowed: npt.NDArray[np.bool_],
         min_similarity: float,
         margin: float = 1.0,
+        exhaustive: bool = False,
     ) -> SemanticHits:
         """Allowed documents whose concept vector is at least min_similarity from the query
-        and within `margin` of the best one (weak concept matches are noise, not results)."""
+        and within `margin` of the best one (weak concept matches are noise, not results).
+
+        Through the class postings (see the module docstring); `exhaustive` scores every
+        document instead (the reference the postings path is tested against)."""
         q = np.asarray(query_embedding, dtype=np.float32)
         q = q / max(float(np.linalg.norm(q)), 1e-12)
         label_sims = self.embeddings @ q
-        classes = self._classes.view()
-        weighted = self._probs.view() * label_sims[classes]
-        norms = self._norms.view()
+        n = len(self._norms)
+        allowed = allowed[:n]
+        if exhaustive:
+            candidates = np.flatnonzero(allowed)
+        else:
+            candidates = self.candidates(label_sims, allowed, min_similarity)
+        classes = self._classes.view()[candidates]
+        weighted = self._probs.view()[candidates] * label_sims[classes]
+        norms = self._norms.view()[candidates]
         with np.errstate(divide="ignore", invalid="ignore"):
             sims = np.where(norms > 0, weighted.sum(axis=1) / norms, 0.0).astype(np.float32)
-        keep = np.flatnonzero((sims >= min_similarity) & allowed[: sims.size])
+        keep = np.flatnonzero(sims >= min_similarity)
         if keep.size:
             keep = keep[sims[keep] >= sims[keep].max() - margin]
         best = classes[keep, np.argmax(weighted[keep], axis=1)] if keep.size else keep
-        return SemanticHits(keep.astype(np.int64), sims[keep], np.asarray(best, np.int64))
+        return SemanticHits(
+            candidates[keep].astype(np.int64), sims[keep], np.asarray(best, np.int64)
+        )
+
+    def candidates(
+        self,
+        label_sims: npt.NDArray[np.float32],
+        allowed: npt.NDArray[np.bool_],
+        min_similarity: float,
+    ) -> npt.NDArray[np.int64]:
+        """Allowed documents posted under the classes closest to the query, the best
+        MAX_CANDIDATES of them by the postings' estimate (sum of p x sim / |pE|), ascending."""
+        n = len(self._norms)
+        count = min(CANDIDATE_CLASSES, label_sims.size)
+        top = np.argpartition(-label_sims, count - 1)[:count]
+        top = top[label_sims[top] >= min_similarity - CLASS_SLACK]
+        doc_parts, prob_parts, used, lengths = [], [], [], []
+        posted_all = self._posted
+        for cls in top.tolist():
+            posted = posted_all[cls]
+            if posted is not None:
+                doc_parts.append(posted[0].view())
+                prob_parts.append(posted[1].view())
+                used.append(cls)
+                lengths.append(len(posted[0]))
+        if not doc_parts:
+            return np.zeros(0, np.int64)
+        docs = np.concatenate(doc_parts)
+        weights = np.concatenate(prob_parts) * np.repeat(label_sims[used], lengths)
+        if docs.size * 16 < n:  # few postings: sort them rather than touch every document
+            found, inverse = np.unique(docs, return_inverse=True)
+            estimate = np.bincount(inverse, weights=weights)
+        else:
+            estimate = np.bincount(docs, weights=weights, minlength=n)
+            found = np.flatnonzero(estimate)
+            estimate = estimate[found]
+        norms = self._norms.view()[found]
+        ok = allowed[found] & (norms > 0)
+        found, estimate = found[ok], estimate[ok] / norms[ok]
+        if found.size > MAX_CANDIDATES:
+            best = np.argpartition(-estimate, MAX_CANDIDATES - 1)[:MAX_CANDIDATES]
+            found = np.sort(found[best])
+        return found.astype(np.int64)
 
     def state(self) -> dict[str, npt.NDArray[np.generic]]:
         return {
@@ -125,6 +215,29 @@ class ConceptSpace:
         }
 
     def restore_docs(self, state: dict[str, npt.NDArray[np.generic]]) -> None:
+        self.clear_docs()
         self._classes = GrowableArray.from_array(state["classes"])
         self._probs = GrowableArray.from_array(state["probs"])
         self._norms = GrowableArray.from_array(state["norms"])
+        self._rebuild_postings()
+
+    def _rebuild_postings(self) -> None:
+        """The class postings from the label arrays, vectorised (a restart, not a replay)."""
+        classes, probs = self._classes.view(), self._probs.view()
+        if not len(classes):
+            return
+        posted = probs >= POSTING_FLOOR
+        posted[:, 0] |= probs[:, 0] > 0
+        # A class twice in one document (it cannot happen through add) would post it twice.
+        docs = np.nonzero(posted)[0].astype(np.int32)
+        cls = classes[posted].astype(np.int64)
+        p = probs[posted]
+        order = np.argsort(cls, kind="stable")  # stable: each class's documents stay ascending
+        docs, cls, p = docs[order], cls[order], p[order]
+        bounds = np.searchsorted(cls, np.arange(len(self.label_names) + 1))
+        for c in np.flatnonzero(np.diff(bounds)).tolist():
+            lo, hi = bounds[c], bounds[c + 1]
+            self._posted[c] = (
+                GrowableArray.from_array(docs[lo:hi]),
+                GrowableArray.from_array(p[lo:hi]),
+            )

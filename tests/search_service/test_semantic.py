@@ -5,7 +5,9 @@ the same with the real MiniLM embeddings of the vision service."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from search_service.document import Label
 from search_service.engine import EngineParams, SearchIndex
 from search_service.fusion import reciprocal_rank_fusion
 from search_service.semantic import ConceptSpace
@@ -99,3 +101,67 @@ def test_rrf_rewards_documents_both_rankings_agree_on():
 
     assert docs.tolist() == [3, 1, 2, 4]
     assert scores[0] > scores[1]
+
+
+# ---- the class postings a query expands through -----------------------------------------------
+
+MANY = [f"class {i}" for i in range(200)]
+# Orthogonal but for a small shared part, so every class is a little similar to every query.
+MANY_EMBEDDINGS = np.eye(200, 256, dtype=np.float32)
+MANY_EMBEDDINGS[:, 255] = 0.3
+
+
+def _many_space() -> ConceptSpace:
+    """200 classes; documents 0..399 weigh in classes 1..199, document 400 in
+    class 0, and document 401 weakly in class 0 under a strong class 7."""
+    space = ConceptSpace(MANY, MANY_EMBEDDINGS)
+    for docno in range(400):
+        space.add(docno, (Label(MANY[1 + docno % 199], 0.9, (), 1 + docno % 199),))
+    space.add(400, (Label(MANY[0], 0.8, (), 0), Label(MANY[5], 0.1, (), 5)))
+    space.add(401, (Label(MANY[7], 0.7, (), 7), Label(MANY[0], 0.2, (), 0)))
+    return space
+
+
+def _near_class_0() -> np.ndarray:
+    q = np.zeros(256, np.float32)
+    q[0], q[255] = 0.9, 0.3
+    return q
+
+
+def test_a_query_scores_only_documents_posted_under_its_closest_classes():
+    space = _many_space()
+    allowed = np.ones(len(space), np.bool_)
+    label_sims = space.embeddings @ (_near_class_0() / np.linalg.norm(_near_class_0()))
+
+    examined = space.candidates(label_sims, allowed, 0.5)
+
+    # Not the 400 documents of unrelated classes: only those posted under class 0.
+    assert examined.tolist() == [400, 401]
+    found = space.search(_near_class_0(), allowed, 0.5, 0.5)
+    reference = space.search(_near_class_0(), allowed, 0.5, 0.5, exhaustive=True)
+    assert found.docs.tolist() == reference.docs.tolist() == [400]
+    assert found.similarities == pytest.approx(reference.similarities)
+    assert found.best_labels.tolist() == [0]
+
+
+def test_filters_and_removals_apply_to_the_posted_documents():
+    space = _many_space()
+    allowed = np.ones(len(space), np.bool_)
+    allowed[400] = False
+    assert space.search(_near_class_0(), allowed, 0.1).docs.tolist() == [401]
+
+    space.remove(401)
+    assert space.search(_near_class_0(), allowed, 0.1).docs.tolist() == []
+
+
+def test_postings_rebuilt_from_a_snapshot_answer_as_the_live_ones_and_keep_growing():
+    live = _many_space()
+    restored = ConceptSpace(MANY, MANY_EMBEDDINGS)
+    restored.restore_docs({k: v.copy() for k, v in live.state().items()})
+    allowed = np.ones(len(live) + 1, np.bool_)
+
+    for space in (live, restored):
+        assert space.search(_near_class_0(), allowed, 0.1).docs.tolist() == [400, 401]
+    # A document added after the restore is posted like the others.
+    restored.add(402, (Label(MANY[0], 0.95, (), 0),))
+    assert restored.search(_near_class_0(), allowed, 0.1).docs.tolist() == [400, 401, 402]
