@@ -241,6 +241,7 @@ class StorageServicer(AlbumServicer, pb_grpc.StorageServiceServicer):
             filename = policy.clean_filename(header.filename)
             policy.check_owner(header.owner)
             policy.check_byte_size(header.expected_size, limit)
+            policy.check_tags(header.tags)
         data = bytearray()
         for message in messages:
             if message.WhichOneof("part") != "chunk":
@@ -270,18 +271,28 @@ class StorageServicer(AlbumServicer, pb_grpc.StorageServiceServicer):
                     hashlib.sha256(data).hexdigest(), header.owner
                 )
                 if existing:
-                    return pb.PutImageResponse(image=to_proto(existing[0]), already_stored=True)
+                    stored = self._tag_upload(existing[0], header.tags)
+                    return pb.PutImageResponse(image=to_proto(stored), already_stored=True)
             image = prepare_image(
                 bytes(data), max_pixels=self._max_image_pixels, budget=self._budget
             )
             result = self._store.put(
                 filename, header.owner, image, keep_duplicate=header.keep_duplicate
             )
+            stored = self._tag_upload(result.image, header.tags)
         return pb.PutImageResponse(
-            image=to_proto(result.image),
+            image=to_proto(stored),
             duplicate_of=list(result.duplicate_of),
             already_stored=result.already_stored,
         )
+
+    def _tag_upload(self, image: ImageMeta, tags: Iterable[str]) -> ImageMeta:
+        """The upload header's tags, added through the annotation path (a second change in the
+        feed); a retried upload adds them again, which changes nothing."""
+        tags = tuple(tags)
+        if not tags:
+            return image
+        return self._store.update_annotations(image.id, AnnotationUpdate(add_tags=tags))
 
     def GetImage(
         self, request: pb.GetImageRequest, context: grpc.ServicerContext

@@ -1,9 +1,11 @@
 """imagerepo's Python client: typed clients for the storage, search and vision gRPC services
 and `ImageRepoClient`, the high-level one (upload, get, download, list, search, similar,
-delete, find_by_sha256). Installs with only grpcio and protobuf."""
+delete, find_by_sha256, watch). Installs with only grpcio and protobuf."""
 
 from imagerepo_client.calls import Credentials, RetryPolicy
 from imagerepo_client.client import (
+    ChangeEvent,
+    ChangeKind,
     ImageRepoClient,
     Page,
     SearchResult,
@@ -12,6 +14,7 @@ from imagerepo_client.client import (
     sha256_of,
 )
 from imagerepo_client.errors import (
+    CompactedError,
     DataLossError,
     DeadlineExceededError,
     FailedPreconditionError,
@@ -28,6 +31,9 @@ from imagerepo_client.errors import (
 from imagerepo_client.services import SearchClient, StorageClient, VisionClient
 
 __all__ = [
+    "ChangeEvent",
+    "ChangeKind",
+    "CompactedError",
     "Credentials",
     "DataLossError",
     "DeadlineExceededError",

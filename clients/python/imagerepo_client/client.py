@@ -18,6 +18,7 @@ Writes (tags, deletes) wait briefly for search to apply them, so a search right 
 from __future__ import annotations
 
 import builtins
+import enum
 import hashlib
 import os
 import time
@@ -32,8 +33,13 @@ from imagerepo.common.v1 import common_pb2
 from imagerepo.storage.v1 import storage_service_pb2 as storage_pb
 from imagerepo.vision.v1 import vision_service_pb2 as vision_pb
 from imagerepo_client.calls import Credentials, RetryPolicy
-from imagerepo_client.errors import DeadlineExceededError, ImageRepoError
-from imagerepo_client.services import SearchClient, StorageClient, VisionClient
+from imagerepo_client.errors import DeadlineExceededError, ImageRepoError, UnavailableError
+from imagerepo_client.services import (
+    WATCH_IDLE_TIMEOUT_S,
+    SearchClient,
+    StorageClient,
+    VisionClient,
+)
 
 DEFAULT_STORAGE = os.environ.get("IMAGEREPO_STORAGE_ADDR", "127.0.0.1:50051")
 DEFAULT_VISION = os.environ.get("IMAGEREPO_VISION_ADDR", "127.0.0.1:50052")
@@ -50,6 +56,8 @@ READY = common_pb2.ANALYSIS_STATUS_READY
 SEARCH_CATCH_UP_S = 5.0
 FAILED = common_pb2.ANALYSIS_STATUS_FAILED
 PENDING = common_pb2.ANALYSIS_STATUS_PENDING
+# A watch keeps reconnecting to a restarting storage service for about a minute.
+WATCH_RECONNECT = RetryPolicy(attempts=30, first_backoff_s=0.2, max_backoff_s=2.0)
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,43 @@ class SearchResult:
 class SimilarResult:
     image: storage_pb.ImageMetadata
     similarity: float
+
+
+class ChangeKind(enum.Enum):
+    PUT = "put"
+    ANNOTATE = "annotate"
+    DELETE = "delete"
+
+
+_KIND_OF = {
+    storage_pb.CHANGE_KIND_PUT: ChangeKind.PUT,
+    storage_pb.CHANGE_KIND_ANNOTATE: ChangeKind.ANNOTATE,
+    storage_pb.CHANGE_KIND_DELETE: ChangeKind.DELETE,
+}
+
+
+@dataclass(frozen=True)
+class ChangeEvent:
+    """One change of storage's feed: an image stored, annotated (tags, analysis, favourite,
+    trash) or deleted."""
+
+    seq: int
+    kind: ChangeKind
+    image_id: str
+    # The image's metadata as it is now (put/annotate); None for a delete.
+    image: storage_pb.ImageMetadata | None
+    # Storage's newest seq when this was sent: head_seq - seq is how far behind the watcher is.
+    head_seq: int
+
+    @classmethod
+    def from_proto(cls, change: storage_pb.Change, head_seq: int) -> ChangeEvent:
+        return cls(
+            seq=change.seq,
+            kind=_KIND_OF[change.kind],
+            image_id=change.image_id,
+            image=change.image if change.HasField("image") else None,
+            head_seq=head_seq,
+        )
 
 
 @dataclass
@@ -125,7 +170,8 @@ class ImageRepoClient:
         """Store one image (a path, bytes or a binary file), streamed in 1 MiB chunks.
 
         The same bytes already stored for this owner are not stored again unless
-        keep_duplicate=True; the answer then names the existing image. Tags are added after.
+        keep_duplicate=True; the answer then names the existing image. Tags travel in the
+        upload's header: storage adds them to the stored image (or to the copy it already had).
         """
         data, name = _read_source(source, filename)
         if not keep_duplicate and len(data) >= ASK_FIRST_BYTES:
@@ -135,9 +181,12 @@ class ImageRepoClient:
             if known is not None:
                 image = self.add_tags(known.id, tags) if tags else known
                 return UploadResult(image=image, already_stored=True)
-        reply = self.storage.put_image(data, name, owner=self.owner, keep_duplicate=keep_duplicate)
+        reply = self.storage.put_image(
+            data, name, owner=self.owner, keep_duplicate=keep_duplicate, tags=tags
+        )
         image = reply.image
-        if tags:
+        if tags and not set(tags) <= set(image.tags):
+            # A storage service older than tags in the upload header ignores them.
             image = self.add_tags(image.id, tags)
         return UploadResult(
             image=image,
@@ -277,6 +326,50 @@ class ImageRepoClient:
             )
         return False
 
+    def watch(
+        self,
+        after_seq: int = 0,
+        follow: bool = True,
+        include_feature_vector: bool = False,
+        reconnect: RetryPolicy | None = None,
+        idle_timeout_s: float = WATCH_IDLE_TIMEOUT_S,
+    ) -> Iterator[ChangeEvent]:
+        """Storage's change feed as typed events, in seq order, from the first change after
+        `after_seq` (0: the oldest retained), then live as they happen (follow=True; the
+        iteration ends only when the caller stops it) or until caught up (follow=False).
+
+        When the stream breaks (storage restarted or unreachable, or silent past
+        idle_timeout_s) it reconnects by itself and resumes after the last event handed out, so
+        no change is lost or repeated; it gives up with UnavailableError once `reconnect`'s
+        attempts in a row fail. History older than storage keeps raises CompactedError
+        (`.horizon_seq`): list the images (ListImages' snapshot_seq) and watch from there.
+        """
+        policy = reconnect or WATCH_RECONNECT
+        last_seq, failures = after_seq, 0
+        while True:
+            try:
+                for message in self.storage.watch_changes(
+                    last_seq, follow, include_feature_vector, idle_timeout_s=idle_timeout_s
+                ):
+                    failures = 0
+                    for change in message.changes:
+                        if change.seq <= last_seq:
+                            continue  # already handed out before a reconnect
+                        last_seq = change.seq
+                        yield ChangeEvent.from_proto(change, message.head_seq)
+                if not follow:
+                    return
+                # A followed stream never ends on its own: storage is shutting down.
+                error = UnavailableError(
+                    grpc.StatusCode.UNAVAILABLE, "storage ended the change feed", "WatchChanges"
+                )
+            except UnavailableError as exc:
+                error = exc
+            failures += 1
+            if failures >= policy.attempts:
+                raise error
+            time.sleep(policy.backoff_s(failures))
+
     # --- finding ----------------------------------------------------------------------------
 
     def search(
@@ -369,6 +462,8 @@ def _read_source(
 
 
 __all__ = [
+    "ChangeEvent",
+    "ChangeKind",
     "ImageRepoClient",
     "Page",
     "SearchResult",

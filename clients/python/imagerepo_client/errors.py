@@ -70,6 +70,17 @@ class DataLossError(ImageRepoError):
     """Stored bytes failed their checksum; the service never returns them."""
 
 
+class CompactedError(ImageRepoError):
+    """WatchChanges was asked for history the store no longer keeps (OUT_OF_RANGE, reason
+    COMPACTED): resynchronise from a listing (its snapshot_seq), then watch from there."""
+
+    @property
+    def horizon_seq(self) -> int:
+        """The oldest seq still retained (0 when the service did not say)."""
+        value = self.metadata.get("horizon_seq", "")
+        return int(value) if value.isdigit() else 0
+
+
 class InternalError(ImageRepoError):
     """The service failed (INTERNAL, UNKNOWN, UNIMPLEMENTED or another unexpected code)."""
 
@@ -87,7 +98,10 @@ _CLASS_OF: dict[grpc.StatusCode, type[ImageRepoError]] = {
     grpc.StatusCode.DATA_LOSS: DataLossError,
 }
 
-_CLASS_OF_REASON: dict[str, type[ImageRepoError]] = {"STORAGE_FULL": StorageFullError}
+_CLASS_OF_REASON: dict[str, type[ImageRepoError]] = {
+    "STORAGE_FULL": StorageFullError,
+    "COMPACTED": CompactedError,
+}
 _ERROR_INFO_TYPE = "type.googleapis.com/google.rpc.ErrorInfo"
 
 

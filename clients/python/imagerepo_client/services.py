@@ -7,6 +7,8 @@ them; `ImageRepoClient` (imagerepo_client.client) is the friendlier layer on top
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 
 import grpc
@@ -18,7 +20,7 @@ from imagerepo.storage.v1 import storage_service_pb2_grpc as storage_grpc
 from imagerepo.vision.v1 import vision_service_pb2 as vision_pb
 from imagerepo.vision.v1 import vision_service_pb2_grpc as vision_grpc
 from imagerepo_client.calls import Caller, Credentials, RetryPolicy, open_channel
-from imagerepo_client.errors import error_from_rpc
+from imagerepo_client.errors import UnavailableError, error_from_rpc
 
 # The storage contract caps each streamed upload chunk at 1 MiB.
 CHUNK_BYTES = 1024 * 1024
@@ -26,6 +28,9 @@ CHUNK_BYTES = 1024 * 1024
 UPLOAD_BASE_TIMEOUT_S = 30.0
 # FindBySha256 and BatchGetImages take at most this many keys per call.
 BATCH_LIMIT = 1000
+# A followed change feed sends a heartbeat every few seconds while idle (3 s today): this much
+# silence means the connection is gone.
+WATCH_IDLE_TIMEOUT_S = 30.0
 
 
 class _ServiceClient:
@@ -77,9 +82,11 @@ class StorageClient(_ServiceClient):
         keep_duplicate: bool = False,
         chunk_bytes: int = CHUNK_BYTES,
         timeout_s: float | None = None,
+        tags: Sequence[str] = (),
     ) -> storage_pb.PutImageResponse:
-        """Stream one image in chunks. Retried when storage is unavailable only if the upload
-        is idempotent, i.e. the same bytes are not kept twice (keep_duplicate=False)."""
+        """Stream one image in chunks, `tags` in the header (storage adds them once the image
+        is stored, or to the copy already stored). Retried when storage is unavailable only if
+        the upload is idempotent, i.e. the same bytes are not kept twice (keep_duplicate=False)."""
         chunk_bytes = max(1, min(chunk_bytes, CHUNK_BYTES))
         header = storage_pb.PutImageHeader(
             filename=filename,
@@ -87,6 +94,7 @@ class StorageClient(_ServiceClient):
             owner=owner,
             expected_size=len(data),
             keep_duplicate=keep_duplicate,
+            tags=list(tags),
         )
 
         def messages() -> Iterator[storage_pb.PutImageRequest]:
@@ -233,6 +241,70 @@ class StorageClient(_ServiceClient):
         return self._caller.call(
             "GetStats", lambda t: self.stub.GetStats(request, timeout=t), idempotent=True
         )
+
+    def watch_changes(
+        self,
+        after_seq: int = 0,
+        follow: bool = True,
+        include_feature_vector: bool = False,
+        max_batch: int = 0,
+        idle_timeout_s: float = WATCH_IDLE_TIMEOUT_S,
+    ) -> Iterator[storage_pb.WatchChangesResponse]:
+        """One WatchChanges stream as it comes (heartbeats included), not retried: see
+        `ImageRepoClient.watch` for the resuming, reconnecting iterator.
+
+        A followed stream has no deadline; instead it is cancelled (UnavailableError) when no
+        message, not even a heartbeat, arrived for idle_timeout_s, so a silently dead
+        connection is noticed."""
+        request = storage_pb.WatchChangesRequest(
+            after_seq=after_seq,
+            follow=follow,
+            include_feature_vector=include_feature_vector,
+            max_batch=max_batch,
+        )
+        call = self.stub.WatchChanges(request, timeout=None)
+        idle = _IdleWatchdog(call, idle_timeout_s)
+        try:
+            for message in call:
+                idle.kick()
+                yield message
+        except grpc.RpcError as exc:
+            if idle.fired:
+                raise UnavailableError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"no message on the change feed for {idle_timeout_s:.0f} s",
+                    "WatchChanges",
+                ) from exc
+            raise error_from_rpc(exc, "WatchChanges", self.service) from exc
+        finally:
+            idle.stop()
+            call.cancel()
+
+
+class _IdleWatchdog:
+    """Cancels a streaming call that stays silent for longer than timeout_s."""
+
+    def __init__(self, call: grpc.Call, timeout_s: float) -> None:
+        self._call = call
+        self._timeout_s = timeout_s
+        self._last = time.monotonic()
+        self._done = threading.Event()
+        self.fired = False
+        self._thread = threading.Thread(target=self._run, name="watch-idle", daemon=True)
+        self._thread.start()
+
+    def kick(self) -> None:
+        self._last = time.monotonic()
+
+    def stop(self) -> None:
+        self._done.set()
+
+    def _run(self) -> None:
+        while not self._done.wait(min(1.0, self._timeout_s / 4)):
+            if time.monotonic() - self._last > self._timeout_s:
+                self.fired = True
+                self._call.cancel()
+                return
 
 
 class SearchClient(_ServiceClient):

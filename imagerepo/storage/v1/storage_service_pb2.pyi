@@ -39,18 +39,20 @@ CHANGE_KIND_ANNOTATE: ChangeKind
 CHANGE_KIND_DELETE: ChangeKind
 
 class PutImageHeader(_message.Message):
-    __slots__ = ("filename", "content_type", "owner", "expected_size", "keep_duplicate")
+    __slots__ = ("filename", "content_type", "owner", "expected_size", "keep_duplicate", "tags")
     FILENAME_FIELD_NUMBER: _ClassVar[int]
     CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_SIZE_FIELD_NUMBER: _ClassVar[int]
     KEEP_DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
     filename: str
     content_type: str
     owner: str
     expected_size: int
     keep_duplicate: bool
-    def __init__(self, filename: _Optional[str] = ..., content_type: _Optional[str] = ..., owner: _Optional[str] = ..., expected_size: _Optional[int] = ..., keep_duplicate: _Optional[bool] = ...) -> None: ...
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, filename: _Optional[str] = ..., content_type: _Optional[str] = ..., owner: _Optional[str] = ..., expected_size: _Optional[int] = ..., keep_duplicate: _Optional[bool] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PutImageRequest(_message.Message):
     __slots__ = ("header", "chunk")
