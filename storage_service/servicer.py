@@ -35,6 +35,7 @@ from storage_service.columnstore.model import (
     Feedback,
     ImageMeta,
     Label,
+    ListOrder,
     ThumbnailSize,
     VerifyReport,
 )
@@ -196,6 +197,8 @@ def to_proto(meta: ImageMeta, vector: list[float] | None = None) -> pb.ImageMeta
         ),
         favourite=meta.favourite,
         trashed_at_unix_ms=meta.trashed_at_ms,
+        taken_at_unix_ms=meta.taken_at_ms,
+        taken_at_is_upload_time=meta.taken_at_is_upload_time,
         colours=[common_pb2.ColourShare(name=c.name, share=c.share) for c in meta.colours],
     )
 
@@ -368,6 +371,10 @@ class StorageServicer(AlbumServicer, pb_grpc.StorageServiceServicer):
         if request.page_size < 0:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_size must not be negative")
         status = _status(request.status, context)
+        try:
+            order = ListOrder(request.order)
+        except ValueError:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown order {request.order}")
         size = request.page_size
         with store_errors(context):
             policy.check_owner(request.owner)
@@ -379,6 +386,9 @@ class StorageServicer(AlbumServicer, pb_grpc.StorageServiceServicer):
                     status,
                     favourite_only=request.favourite_only,
                     trashed_only=request.trashed_only,
+                    order=order,
+                    taken_from_ms=request.taken_from_unix_ms,
+                    taken_to_ms=request.taken_to_unix_ms,
                 )
                 images = [
                     to_proto(

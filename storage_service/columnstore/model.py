@@ -15,6 +15,14 @@ class AnalysisStatus(enum.IntEnum):
     FAILED = 3
 
 
+class ListOrder(enum.IntEnum):
+    """The order of a listing (numbers match the proto enum)."""
+
+    UPLOADED_NEWEST = 0
+    TAKEN_NEWEST = 1
+    TAKEN_OLDEST = 2
+
+
 class ThumbnailSize(enum.IntEnum):
     SMALL = 1
     PREVIEW = 2
@@ -93,6 +101,9 @@ class ImageMeta:
     colours: tuple[Colour, ...] = ()
     # When it was moved to the trash (ms since the epoch); 0: not in the trash.
     trashed_at_ms: int = 0
+    # When the photo was taken: EXIF DateTimeOriginal (as UTC), else the upload time.
+    taken_at_ms: int = 0
+    taken_at_is_upload_time: bool = True
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from storage_service.columnstore import vectors
 from storage_service.columnstore import wal as wal_mod
 from storage_service.columnstore.compaction import merge_segments, pick_tier, segment_rows
 from storage_service.columnstore.errors import (
@@ -78,6 +79,7 @@ from storage_service.columnstore.model import (
     Feedback,
     ImageMeta,
     Label,
+    ListOrder,
     Page,
     PreparedImage,
     PutResult,
@@ -90,6 +92,12 @@ from storage_service.columnstore.row import Row
 from storage_service.columnstore.schema import COLUMNS, RowKind
 from storage_service.columnstore.segment_reader import SegmentReader
 from storage_service.columnstore.segment_writer import write_segment
+from storage_service.columnstore.taken_index import (
+    TakenIndex,
+    date_taken_ms,
+    range_keys,
+    sort_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -262,6 +270,7 @@ _SETTLED: dict[tuple[int, int], AnalysisState] = {(0, 0): NO_ANALYSIS}
 
 def _meta_from(values: dict[str, Any]) -> ImageMeta:
     full = {c.name: values.get(c.name, c.default) for c in COLUMNS}
+    taken_ms, taken_is_upload = date_taken_ms(full["exif"], int(full["created_at_ms"]))
     return ImageMeta(
         id=full["id"],
         filename=full["filename"],
@@ -277,6 +286,8 @@ def _meta_from(values: dict[str, Any]) -> ImageMeta:
         thumb_content_type=full["thumb_content_type"],
         thumb_small_size=(int(full["thumb_small_w"]), int(full["thumb_small_h"])),
         thumb_preview_size=(int(full["thumb_preview_w"]), int(full["thumb_preview_h"])),
+        taken_at_ms=taken_ms,
+        taken_at_is_upload_time=taken_is_upload,
         **_annotations_of(full),
     )
 
@@ -318,6 +329,24 @@ def _decode_token(token: str) -> str:
     return text[3:]
 
 
+def _encode_taken_token(order: ListOrder, key: int, image_id: str) -> str:
+    return base64.urlsafe_b64encode(f"t1:{int(order)}:{key}:{image_id}".encode()).decode()
+
+
+def _decode_taken_token(token: str, order: ListOrder) -> tuple[int, str]:
+    """(sort key, image id) of a date-taken listing's token issued for `order`."""
+    try:
+        text = base64.urlsafe_b64decode(token.encode()).decode()
+        tag, issued_for, key, image_id = text.split(":", 3)
+        if tag != "t1":
+            raise ValueError(tag)
+        if int(issued_for) != int(order):
+            raise InvalidRequestError("page_token was issued for another order")
+        return int(key), image_id
+    except (binascii.Error, UnicodeDecodeError, ValueError) as e:
+        raise InvalidRequestError(f"page_token {token[:100]!r} is not one we issued") from e
+
+
 class ColumnStore:
     """The durable, thread-safe image table. Open with `ColumnStore.open(data_dir)`."""
 
@@ -338,7 +367,17 @@ class ColumnStore:
         self._damaged_filenames = FilenameIndex()
         # Rows of segments so damaged that not even their ids can be read.
         self._unreadable_rows = 0
-        self._order: list[str] = []
+        # Every image ever applied has a slot (never reused): its epoch is bumped whenever
+        # it leaves the listings (trash, delete), which makes its date-taken entries stale.
+        self._slot_of: dict[str, int] = {}
+        self._slot_ids: list[str] = []
+        self._slot_epoch = np.zeros(1024, dtype=np.uint32)
+        self._slot_status = np.zeros(1024, dtype=np.uint8)
+        # Visible (not trashed) images by date taken: all of them, and per owner.
+        self._taken_all = TakenIndex()
+        self._taken_by_owner: dict[str, TakenIndex] = {}
+        # While the store opens, date-taken entries are built once at the end.
+        self._loading = False
         self._filenames = FilenameIndex()
         self._shas = FilenameIndex()
         self._by_status = FilenameIndex()
@@ -560,6 +599,7 @@ class ColumnStore:
             segment_max = max((s.seq_max for s in self._segments), default=0)
             self._horizon = max(self._horizon, segment_max + 1)
             self._manifest = dataclasses.replace(self._manifest, feed_horizon=self._horizon)
+        self._loading = True
         for seq, kind, values, source, index in versions:
             self._apply(RowKind(kind), values, source, index)
             if (
@@ -568,6 +608,8 @@ class ColumnStore:
                 and seq > self._history.last_seq
             ):
                 self._history.append(seq, kind, values["id"])
+        self._loading = False
+        self._build_taken_indexes()
         self._feed_head = max(self._history.last_seq, self._horizon - 1, 0)
         self._next_seq = max(self._next_seq, max_seq + 1)
         self._freeze_from = uncovered_min if uncovered_min is not None else self._next_seq
@@ -631,6 +673,22 @@ class ColumnStore:
             (v["seq"], v["kind"]) for v in rows
         )
 
+    def _build_taken_indexes(self) -> None:
+        """The date-taken indexes of every visible image, in one sort each (at open)."""
+        by_owner: dict[str, list[int]] = {}
+        ids = self._visible.ids("")
+        slots = np.fromiter((self._slot_of[i] for i in ids), np.int32, len(ids))
+        keys = np.fromiter(
+            (sort_key(self._entries[i].meta.taken_at_ms, i) for i in ids), np.uint64, len(ids)
+        )
+        for n, image_id in enumerate(ids):
+            by_owner.setdefault(self._entries[image_id].meta.owner, []).append(n)
+        self._taken_all.bulk_load(keys, slots, self._slot_epoch[slots])
+        self._taken_by_owner = {}
+        for owner, members in by_owner.items():
+            at = np.asarray(members, dtype=np.int64)
+            self._taken_index(owner).bulk_load(keys[at], slots[at], self._slot_epoch[slots[at]])
+
     def _mark_damaged(self, segment: SegmentReader, detail: str) -> None:
         """A segment whose small columns fail: its ids (from either copy) answer DATA_LOSS;
         when neither copy reads, its rows are counted as unreadable."""
@@ -665,12 +723,35 @@ class ColumnStore:
 
     # --- applying changes to the in-memory view -------------------------------------------------
 
-    def _index_add(self, meta: ImageMeta) -> None:
+    def _slot(self, image_id: str) -> int:
+        slot = self._slot_of.get(image_id)
+        if slot is None:
+            slot = self._slot_of[image_id] = len(self._slot_ids)
+            self._slot_ids.append(image_id)
+            if slot >= len(self._slot_epoch):
+                grow = len(self._slot_epoch)
+                self._slot_epoch = np.concatenate([self._slot_epoch, np.zeros(grow, np.uint32)])
+                self._slot_status = np.concatenate([self._slot_status, np.zeros(grow, np.uint8)])
+        return slot
+
+    def _taken_index(self, owner: str) -> TakenIndex:
+        index = self._taken_by_owner.get(owner)
+        if index is None:
+            index = self._taken_by_owner[owner] = TakenIndex()
+        return index
+
+    def _index_add(self, meta: ImageMeta, taken: bool = True) -> None:
         if meta.trashed_at_ms:
             # In the trash: listed only there (not in listings, the queue or favourites).
             self._trash.add("1", meta.id)
             return
         self._visible.add("", meta.id)
+        slot = self._slot(meta.id)
+        self._slot_status[slot] = int(meta.status)
+        if taken and not self._loading:
+            key, epoch = sort_key(meta.taken_at_ms, meta.id), int(self._slot_epoch[slot])
+            self._taken_all.add(key, slot, epoch)
+            self._taken_index(meta.owner).add(key, slot, epoch)
         status = str(int(meta.status))
         self._by_status.add(status, meta.id)
         self._by_owner.add(meta.owner, meta.id)
@@ -678,7 +759,13 @@ class ColumnStore:
         if meta.favourite:
             self._favourites.add("1", meta.id)
 
-    def _index_remove(self, meta: ImageMeta) -> None:
+    def _index_remove(self, meta: ImageMeta, taken: bool = True) -> None:
+        slot = self._slot_of.get(meta.id)
+        if taken and slot is not None and not meta.trashed_at_ms:
+            self._slot_epoch[slot] += 1
+            if not self._loading:
+                self._taken_all.removed()
+                self._taken_index(meta.owner).removed()
         status = str(int(meta.status))
         self._by_status.remove(status, meta.id)
         self._by_owner.remove(meta.owner, meta.id)
@@ -706,7 +793,6 @@ class ColumnStore:
             self._filenames.add(meta.filename, image_id)
             self._shas.add(meta.sha256, image_id)
             self._index_add(meta)
-            bisect.insort(self._order, image_id)
             self._raw_image_bytes += meta.byte_size
         elif kind is RowKind.ANNOTATE:
             entry = self._entries.get(image_id)
@@ -717,8 +803,10 @@ class ColumnStore:
             entry.meta = dataclasses.replace(old_meta, **_annotations_of(full))
             new_key = (entry.meta.status, entry.meta.favourite, entry.meta.trashed_at_ms)
             if new_key != (old_meta.status, old_meta.favourite, old_meta.trashed_at_ms):
-                self._index_remove(old_meta)
-                self._index_add(entry.meta)
+                # Still listed (a status or star change): its date-taken entries stay.
+                moved = bool(old_meta.trashed_at_ms) != bool(entry.meta.trashed_at_ms)
+                self._index_remove(old_meta, taken=moved)
+                self._index_add(entry.meta, taken=moved)
             entry.vector = (source, index) if entry.meta.has_feature_vector else None
         else:
             gone = self._entries.pop(image_id, None)
@@ -727,9 +815,6 @@ class ColumnStore:
             self._filenames.remove(gone.meta.filename, image_id)
             self._shas.remove(gone.meta.sha256, image_id)
             self._index_remove(gone.meta)
-            i = bisect.bisect_left(self._order, image_id)
-            if i < len(self._order) and self._order[i] == image_id:
-                del self._order[i]
             self._raw_image_bytes -= gone.meta.byte_size
 
     # --- the write path: log, fsync, then apply -------------------------------------------------
@@ -1039,7 +1124,7 @@ class ColumnStore:
             changes["tags"] = tuple(tags)
             changes["feedback"] = meta.feedback + update.add_feedback
             if "feature_vector" in update.fields:
-                vector = np.asarray(update.feature_vector or (), dtype="<f4").tobytes()
+                vector = vectors.encode(update.feature_vector)
             else:
                 vector = _read(entry.vector, "feature_vector") if entry.vector else b""
             changes["has_feature_vector"] = bool(vector)
@@ -1191,7 +1276,7 @@ class ColumnStore:
                 )
             vector = _read(entry.vector, "feature_vector") if entry.vector else b""
             if isinstance(outcome, AnalysisResult):
-                vector = np.asarray(outcome.feature_vector, dtype="<f4").tobytes()
+                vector = vectors.encode(outcome.feature_vector)
                 new_meta = dataclasses.replace(
                     meta,
                     labels=tuple(outcome.labels),
@@ -1323,7 +1408,7 @@ class ColumnStore:
             ref = self._entry(image_id).vector
         if ref is None:
             return []
-        return np.frombuffer(_read(ref, "feature_vector"), dtype="<f4").tolist()
+        return vectors.decode_list(_read(ref, "feature_vector"))
 
     def thumbnail(self, image_id: str, size: ThumbnailSize) -> Thumbnail:
         with self._lock:
@@ -1363,11 +1448,30 @@ class ColumnStore:
         status: AnalysisStatus = AnalysisStatus.UNSPECIFIED,
         favourite_only: bool = False,
         trashed_only: bool = False,
+        order: ListOrder = ListOrder.UPLOADED_NEWEST,
+        taken_from_ms: int = 0,
+        taken_to_ms: int = 0,
     ) -> Page:
-        """Newest first; O(page) for every filter (per-owner and per-status id lists are
-        kept as rows are applied). `unreadable_count` says how many acknowledged rows cannot
-        be read now (damaged segments), so they are never silently missing."""
+        """Newest upload first, or by date taken (`order`, within [taken_from_ms,
+        taken_to_ms) when given; 0 leaves an end open); O(page) for every filter (per-owner
+        and per-status id lists, and date-taken indexes, are kept as rows are applied).
+        `unreadable_count` says how many acknowledged rows cannot be read now (damaged
+        segments), so they are never silently missing."""
         size = DEFAULT_PAGE_SIZE if page_size <= 0 else min(page_size, MAX_PAGE_SIZE)
+        if order is not ListOrder.UPLOADED_NEWEST:
+            return self._list_by_taken(
+                size,
+                page_token,
+                owner,
+                status,
+                favourite_only or trashed_only,
+                trashed_only,
+                order,
+                taken_from_ms,
+                taken_to_ms,
+            )
+        if taken_from_ms or taken_to_ms:
+            raise InvalidRequestError("a taken range needs a LIST_ORDER_TAKEN_* order")
         after = _decode_token(page_token) if page_token else None
         with self._lock:
             if favourite_only or trashed_only:
@@ -1398,6 +1502,86 @@ class ColumnStore:
         more = len(found) > size
         page = found[:size]
         token = _encode_token(page[-1].id) if more and page else ""
+        return Page(tuple(page), token, total, unreadable, snapshot)
+
+    def _list_by_taken(
+        self,
+        size: int,
+        page_token: str,
+        owner: str,
+        status: AnalysisStatus,
+        small_list: bool,
+        trashed_only: bool,
+        order: ListOrder,
+        taken_from_ms: int,
+        taken_to_ms: int,
+    ) -> Page:
+        if taken_from_ms < 0 or taken_to_ms < 0:
+            raise InvalidRequestError("taken_from and taken_to must not be negative")
+        if taken_to_ms and taken_from_ms >= taken_to_ms:
+            raise InvalidRequestError("taken_from must be before taken_to")
+        descending = order is ListOrder.TAKEN_NEWEST
+        after = _decode_taken_token(page_token, order) if page_token else None
+        lo, hi = range_keys(taken_from_ms, taken_to_ms)
+        with self._lock:
+            if small_list:
+                # The trash and the favourites are small: filter and sort them here.
+                ranked = sorted(
+                    (sort_key(m.taken_at_ms, m.id), m.id, m)
+                    for m in (
+                        self._entries[i].meta
+                        for i in (self._trash if trashed_only else self._favourites).ids("1")
+                    )
+                    if (not owner or m.owner == owner)
+                    and (status is AnalysisStatus.UNSPECIFIED or m.status is status)
+                )
+                ranked = [r for r in ranked if lo <= r[0] < hi]
+                if descending:
+                    ranked.reverse()
+                total = len(ranked)
+                if after is not None:
+                    ranked = [
+                        r
+                        for r in ranked
+                        if ((r[0], r[1]) < after if descending else (r[0], r[1]) > after)
+                    ]
+                found = [r[2] for r in ranked[: size + 1]]
+            else:
+                index = (
+                    (self._taken_by_owner.get(owner) or TakenIndex())
+                    if owner
+                    else (self._taken_all)
+                )
+                epochs = self._slot_epoch
+                wanted = int(status)
+                slot_status = self._slot_status
+
+                def accept(slots: np.ndarray, entry_epochs: np.ndarray) -> np.ndarray:
+                    ok = epochs[slots] == entry_epochs
+                    if wanted:
+                        ok &= slot_status[slots] == wanted
+                    return ok
+
+                index.compact(lambda sl, ep: epochs[sl] == ep)
+                token_at = None
+                if after is not None:
+                    token_at = (after[0], self._slot_of.get(after[1], -1))
+                picked = index.page(
+                    size + 1, descending=descending, lo=lo, hi=hi, after=token_at, accept=accept
+                )
+                found = [self._entries[self._slot_ids[slot]].meta for _key, slot in picked]
+                if not wanted and not taken_from_ms and not taken_to_ms:
+                    total = len(index)
+                else:
+                    total = index.count(lo, hi, accept)
+            unreadable = self._unreadable_count()
+            snapshot = self._feed_head
+        more = len(found) > size
+        page = found[:size]
+        token = ""
+        if more and page:
+            last = page[-1]
+            token = _encode_taken_token(order, sort_key(last.taken_at_ms, last.id), last.id)
         return Page(tuple(page), token, total, unreadable, snapshot)
 
     def stats(self) -> StoreStats:
