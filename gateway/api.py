@@ -289,6 +289,11 @@ def search() -> Any:
     sort = request.args.get("sort", "")
     period = request.args.get("taken_from", ""), request.args.get("taken_until", "")
     favourites = request.args.get("favourites", "") in ("1", "true")
+    from gateway import albums  # imports this module: late
+
+    if albums.album_search_wanted(query):
+        args = (query, page_size, token, sort or "relevance", *period)
+        return jsonify(albums.search_in_album(*args, favourites=favourites))
     if sort or any(period) or favourites:
         return jsonify(
             library.search_by_date(

@@ -11,6 +11,7 @@ import grpc
 from flask import Flask, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway import albums as _albums  # noqa: F401 - adds the album routes to api and pages
 from gateway.access import CSRF_FIELD, Access, Policy, load_or_create_secret
 from gateway.api import api
 from gateway.clients import RECONNECT_OPTIONS, ServiceClients

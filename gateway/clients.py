@@ -262,6 +262,64 @@ class ServiceClients:
             "storage", "GetStats", self.storage.GetStats, storage_pb.GetStatsRequest()
         )
 
+    # --- albums (storage) -------------------------------------------------------------------
+
+    def create_album(
+        self, name: str, owner: str, image_ids: Sequence[str] = ()
+    ) -> storage_pb.Album:
+        request = storage_pb.CreateAlbumRequest(name=name, owner=owner, image_ids=list(image_ids))
+        return self._call("storage", "CreateAlbum", self.storage.CreateAlbum, request).album
+
+    def rename_album(self, album_id: str, name: str) -> storage_pb.Album:
+        request = storage_pb.RenameAlbumRequest(album_id=album_id, name=name)
+        return self._call("storage", "RenameAlbum", self.storage.RenameAlbum, request).album
+
+    def delete_album(self, album_id: str) -> storage_pb.Album:
+        request = storage_pb.DeleteAlbumRequest(album_id=album_id)
+        return self._call("storage", "DeleteAlbum", self.storage.DeleteAlbum, request).album
+
+    def list_albums(
+        self, owner: str = "", page_size: int = 0, page_token: str = "", image_id: str = ""
+    ) -> storage_pb.ListAlbumsResponse:
+        request = storage_pb.ListAlbumsRequest(
+            owner=owner, page_size=page_size, page_token=page_token, image_id=image_id
+        )
+        return self._call("storage", "ListAlbums", self.storage.ListAlbums, request)
+
+    def get_album(
+        self, album_id: str, page_size: int = 0, page_token: str = "", include_images: bool = False
+    ) -> storage_pb.GetAlbumResponse:
+        request = storage_pb.GetAlbumRequest(
+            album_id=album_id,
+            page_size=page_size,
+            page_token=page_token,
+            include_images=include_images,
+        )
+        return self._call("storage", "GetAlbum", self.storage.GetAlbum, request)
+
+    def album_image_ids(self, album_id: str) -> list[str]:
+        """Every member id shown in the album (live, not trashed), across pages."""
+        ids: list[str] = []
+        token = ""
+        while True:
+            reply = self.get_album(album_id, page_size=1000, page_token=token)
+            ids.extend(reply.image_ids)
+            token = reply.next_page_token
+            if not token:
+                return ids
+
+    def add_to_album(
+        self, album_id: str, image_ids: Sequence[str]
+    ) -> storage_pb.AddToAlbumResponse:
+        request = storage_pb.AddToAlbumRequest(album_id=album_id, image_ids=list(image_ids))
+        return self._call("storage", "AddToAlbum", self.storage.AddToAlbum, request)
+
+    def remove_from_album(
+        self, album_id: str, image_ids: Sequence[str]
+    ) -> storage_pb.RemoveFromAlbumResponse:
+        request = storage_pb.RemoveFromAlbumRequest(album_id=album_id, image_ids=list(image_ids))
+        return self._call("storage", "RemoveFromAlbum", self.storage.RemoveFromAlbum, request)
+
     # --- vision -----------------------------------------------------------------------------
 
     def analyze(

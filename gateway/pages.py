@@ -289,7 +289,12 @@ def search() -> Any:
         sort = request.args.get("sort", "")
         period = request.args.get("taken_from", ""), request.args.get("taken_until", "")
         try:
-            if sort not in ("", "relevance") or any(period):
+            from gateway import albums  # imports this module: late
+
+            if albums.album_search_wanted(query):
+                page = request.args.get("page", "")
+                results = albums.search_in_album(query, 40, page, sort or "relevance", *period)
+            elif sort not in ("", "relevance") or any(period):
                 results = library.search_by_date(
                     query, 40, request.args.get("page", ""), sort or "relevance", *period
                 )
