@@ -5,12 +5,18 @@ from __future__ import annotations
 import grpc
 
 from imagerepo.storage.v1 import storage_service_pb2_grpc as pb_grpc
+from imagerepo.storage.v2 import storage_service_pb2 as pb_v2
+from imagerepo.storage.v2 import storage_service_pb2_grpc as pb_grpc_v2
 from service_runtime.grpc_server import new_server
 from service_runtime.health import ServiceHealth, enable_reflection
 from storage_service import SERVICE_NAME
 from storage_service.columnstore import policy
 from storage_service.columnstore.store import ColumnStore
 from storage_service.servicer import HEARTBEAT_S, StorageServicer
+from storage_service.servicer_v2 import StorageServicerV2
+
+# v2 of the contract, served beside v1 by the same servicer until v1's clients move.
+SERVICE_NAME_V2 = pb_v2.DESCRIPTOR.services_by_name["StorageService"].full_name
 
 
 class StorageHealth(ServiceHealth):
@@ -49,6 +55,7 @@ def build_server(
         max_streams=max(1, max_workers // 2),
     )
     pb_grpc.add_StorageServiceServicer_to_server(servicer, server)
+    pb_grpc_v2.add_StorageServiceServicer_to_server(StorageServicerV2(servicer), server)
     health = StorageHealth(server, SERVICE_NAME, servicer)
-    enable_reflection(server, [SERVICE_NAME])
+    enable_reflection(server, [SERVICE_NAME, SERVICE_NAME_V2])
     return server, server.add_insecure_port(address), health
