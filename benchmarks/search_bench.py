@@ -458,9 +458,26 @@ def bench_quality() -> None:
                 + "  ".join(f"{k} {v:.2f}" for k, v in _by_kind(index).items())
             )
         print("after, first hit wrong for: " + "; ".join(results[eval_set.AFTER].failures))
+        _print_languages(eval_set.build_index(analysis, eval_set.AFTER, names, embeddings, embed))
     finally:
         client.close()
         server.stop(grace=None)
+
+
+def _print_languages(index: SearchIndex) -> None:
+    """P@1 of the English queries and of each language's translations of them."""
+    from tests.search_service import eval_set
+
+    run = eval_set.search_keys(index)
+    right: dict[str, list[bool]] = {}
+    for query, relevant, kind in eval_set.QUERIES:
+        language = eval_set.LANGUAGE_OF.get(query, "English") if kind == "language" else "English"
+        hits = run(query)
+        right.setdefault(language, []).append(bool(hits) and hits[0] in relevant)
+    print(
+        "after, P@1 by language: "
+        + ", ".join(f"{lang} {sum(v) / len(v):.2f} ({len(v)} queries)" for lang, v in right.items())
+    )
 
 
 def _by_kind(index: SearchIndex) -> dict[str, float]:

@@ -26,6 +26,7 @@ class ConceptHierarchy:
     def __init__(self, table: dict[str, object]) -> None:
         self.concepts: list[list[str]] = table["concepts"]  # type: ignore[assignment]
         names: list[str] = table["names"]  # type: ignore[assignment]
+        self.class_names: tuple[str, ...] = tuple(names)
         classes: list[list[list[int]]] = table["classes"]  # type: ignore[assignment]
         self._by_name = {normalise(n): i for i, n in enumerate(names)}
         # class index -> ((concept id, weight factor), ...)

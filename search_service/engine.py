@@ -16,6 +16,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,7 +38,9 @@ from search_service.inverted_index import (
     KeywordMatches,
     Reason,
 )
+from search_service.multilingual import QueryTranslator, load_translator
 from search_service.semantic import LABEL_TEMPLATE, ConceptSpace
+from search_service.snapshot import json_list_pieces
 from search_service.vector_index import AnnParams, VectorIndex
 
 log = logging.getLogger(__name__)
@@ -82,6 +85,9 @@ class EngineParams:
     closest_margin: float = 0.1
     # Queries of only years and months ("june 2019") skip semantic expansion.
     dates_skip_semantic: bool = True
+    # German, French and Spanish query words become the English words search knows
+    # (multilingual.py); off gives English only.
+    translate: bool = True
 
 
 @dataclass(frozen=True)
@@ -147,6 +153,9 @@ class SearchIndex:
         self._taken = GrowableArray(np.int64)
         self._favourite = GrowableArray(np.bool_)
         self.keywords = InvertedIndex(self.params.bm25)
+        self.translator: QueryTranslator | None = (
+            load_translator() if self.params.translate else None
+        )
         self.vectors = VectorIndex(self.params.vector_dim, self.params.ann)
         self.concepts: ConceptSpace | None = None
         self._embedder: TextEmbedder | None = None
@@ -333,6 +342,9 @@ class SearchIndex:
         filters = filters or Filters()
         if sort not in SORTS:
             raise InvalidDocumentError(f"sort must be one of {', '.join(SORTS)}")
+        translation = self.translator.translate(query) if self.translator else None
+        if translation is not None:
+            query = translation.english
         terms = self.keywords.query_terms(query)
         allowed = self.allowed(filters)
         matches = self.keywords.match(terms, allowed)
@@ -404,7 +416,12 @@ class SearchIndex:
                 reasons.append(Reason("semantic", label, sim))
             hits.append(Hit(doc.image_id, float(score), tuple(reasons)))
         return SearchResult(
-            hits, total, matches.fell_back_to_or, embedding is not None, closest, note
+            hits,
+            total,
+            matches.fell_back_to_or,
+            embedding is not None,
+            closest,
+            "; ".join(n for n in (translation.note if translation else "", note) if n),
         )
 
     def _rank(
@@ -514,6 +531,9 @@ class SearchIndex:
         embedder = self._embedder
         if embedder is None or self.concepts is None:
             return None
+        translation = self.translator.translate(query) if self.translator else None
+        if translation is not None:
+            query = translation.english  # MiniLM knows English only
         key = " ".join(self.keywords.query_words(query))
         if not key:
             return None
@@ -638,11 +658,49 @@ class SearchIndex:
             state["concept_labels"] = self.concepts.label_names
         return state
 
+    def frozen_state(self) -> dict[str, Any]:
+        """state() as of now, cheap enough to take under the writers' lock (copies of what
+        writes change in place, views of what only grows at the end, a copy of the document
+        list); the costly parts (documents as JSON, posting bytes) are callables that read only
+        this frozen view, for a snapshot to evaluate while writes and searches go on. The
+        approximate vector index is not in it (VectorIndex.save_ann)."""
+        docs = list(self._docs)
+
+        def docs_json(start: int, stop: int) -> list[Any]:
+            return [d.to_json() if d is not None else None for d in docs[start:stop]]
+
+        state: dict[str, Any] = {
+            "docs": lambda: json_list_pieces(docs_json, len(docs)),
+            "owners": list(self._owner_codes),
+            "alive": self._alive.view().copy(),
+            "owner": self._owner.view(),
+            "moderation": self._moderation.view(),
+            "status": self._status.view(),
+            "taken": self._taken.view(),
+            "vectors": self.vectors.frozen_state(),
+            "keywords": self.keywords.frozen_state(),
+        }
+        if self.concepts is not None:
+            state["concepts"] = self.concepts.frozen_state()
+            state["concept_labels"] = list(self.concepts.label_names)
+        return state
+
     @classmethod
-    def from_state(cls, state: dict[str, Any], params: EngineParams | None = None) -> SearchIndex:
+    def from_state(
+        cls,
+        state: dict[str, Any],
+        params: EngineParams | None = None,
+        ann_dir: Path | None = None,
+    ) -> SearchIndex:
+        """From state() or frozen_state(); `ann_dir` holds the approximate vector index saved
+        apart (the file and rows the state names)."""
         index = cls(params)
+        ann_file = None
+        ann_name, ann_rows = state["vectors"].get("ann_file"), state["vectors"].get("ann_rows")
+        if ann_dir is not None and ann_name and ann_rows is not None:
+            ann_file = (ann_dir / str(ann_name), int(ann_rows))
         index.vectors = VectorIndex.restore(
-            state["vectors"], index.params.vector_dim, index.params.ann
+            state["vectors"], index.params.vector_dim, index.params.ann, ann_file
         )
         index.keywords = InvertedIndex.from_state(state["keywords"], index.params.bm25)
         for docno, data in enumerate(state["docs"]):

@@ -165,7 +165,30 @@ QUERIES: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("dark", ("hubble", "coins", "rocket", "storm", "yellowflower"), "scene"),
     ("night", ("milkyway", "rocket", "hubble"), "scene"),
     ("bright", ("toybird", "planks", "wallclock", "bridge"), "scene"),
+    # Other languages: the same photos as the English word (German, French, Spanish).
+    *(
+        (word, relevant, "language")
+        for words, relevant in (
+            (("Katze", "chat", "gato"), ("chelsea",)),
+            (("Hund", "chien", "perro"), ("dogs",)),
+            (("Blume", "fleur", "flor"), FLOWERS),
+            (("Marienkäfer", "coccinelle", "mariquita"), ("ladybird",)),
+            (("Vogel", "oiseau", "pájaro"), ("nuthatch", "toybird")),
+            (("Uhr", "horloge", "reloj"), ("wallclock", "blurclock")),
+            (("Wein", "vin", "vino"), ("wine",)),
+            (("Berge", "montagne", "montaña"), ("autumn", "peaks", "sunset")),
+            (("Strand", "plage", "playa"), ("bridge", "dunegrass")),
+            (("Schnee", "neige", "nieve"), ("peaks",)),
+            (("rote Blume", "fleur rouge", "flor roja"), ("redflower", "marigold")),
+        )
+        for word in words
+    ),
 )
+# The language of each "language" query, in the order above (for per-language figures).
+LANGUAGE_OF = {
+    query: ("German", "French", "Spanish")[i % 3]
+    for i, query in enumerate(q for q, _, kind in QUERIES if kind == "language")
+}
 
 
 def neutral_names() -> dict[str, str]:
@@ -296,6 +319,7 @@ def engine_params(mode: str = AFTER):  # -> EngineParams
         semantic_min_similarity=0.65,
         closest_count=0,
         dates_skip_semantic=False,
+        translate=False,
     )
 
 

@@ -1,0 +1,85 @@
+"""German, French and Spanish queries find what the English word finds (multilingual.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from search_service import build_multilingual
+from search_service.document import Document, Label
+from search_service.engine import EngineParams, SearchIndex
+from search_service.multilingual import TABLE, load_translator
+from tests.search_service import eval_set
+
+
+def test_foreign_words_become_the_english_words_search_knows():
+    translator = load_translator()
+
+    found = {q: translator.translate(q) for q in ("Katze", "Katzen", "fleur", "playa", "pajaro")}
+
+    assert {q: t.english for q, t in found.items() if t} == {
+        "Katze": "cat",
+        "Katzen": "cat",
+        "fleur": "flower",
+        "playa": "beach",
+        "pajaro": "bird",
+    }
+    assert found["Katze"].note == "searched for “katze” (German) as “cat”"
+    phrase = translator.translate("rote Blume 2019")
+    assert phrase is not None and phrase.english == "red flower 2019"
+
+
+def test_english_queries_of_the_labelled_set_are_left_alone():
+    translator = load_translator()
+    english = [q for q, _, kind in eval_set.QUERIES if kind != "language"]
+
+    changed = {q: translator.translate(q) for q in english if translator.translate(q)}
+
+    assert changed == {}
+    # English words that are also foreign keywords elsewhere stay English.
+    for word in ("astronaut", "animal", "temple", "orange", "mountain", "insect"):
+        assert translator.translate(word) is None, word
+
+
+def _index(translate: bool) -> SearchIndex:
+    index = SearchIndex(EngineParams(vector_dim=4, translate=translate))
+    index.put(Document("cat", labels=(Label("tabby", 0.8, ("tabby cat",)),)))
+    index.put(Document("flower", labels=(Label("daisy", 0.7),), colours=(("red", 0.6),)))
+    index.put(Document("beach", labels=(Label("seashore", 0.6, ("coast",)),)))
+    return index
+
+
+@pytest.mark.parametrize(
+    ("foreign", "english"),
+    [
+        ("Katze", "cat"),
+        ("gato", "cat"),
+        ("fleur", "flower"),
+        ("playa", "beach"),
+        ("rote Blume", "red flower"),
+    ],
+)
+def test_a_foreign_query_finds_the_same_photos_as_the_english_word(foreign, english):
+    index = _index(translate=True)
+
+    got = index.search(foreign)
+
+    assert [h.image_id for h in got.hits] == [h.image_id for h in index.search(english).hits]
+    assert got.hits and "searched for" in got.note
+    # English only, the word matches nothing: at best a guess at the closest concepts.
+    untranslated = _index(translate=False).search(foreign)
+    ids = [h.image_id for h in untranslated.hits]
+    assert untranslated.closest or ids != [h.image_id for h in got.hits]
+    assert not got.closest
+
+
+def test_the_committed_table_is_what_the_generator_builds():
+    cldr = build_multilingual.CLDR_DIR
+    if not (cldr / "annotations" / "en.xml").exists():
+        pytest.skip("unicode-cldr-core not installed (apt-get install -y unicode-cldr-core)")
+
+    built = build_multilingual.build(cldr)
+
+    assert built == json.loads(Path(TABLE).read_text(encoding="utf-8"))
