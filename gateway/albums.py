@@ -348,7 +348,9 @@ def _create_and_show(name: str, owner: str, ids: list[str]) -> Any:
         return redirect(_with_notice(_back(url_for("pages.albums_page")), exc.details), 303)
     if ids:
         notice = f"Made the album “{album.name}” with {_plural(album.image_count)}."
-        return redirect(_with_notice(_back(f"/albums/{album.id}"), notice), 303)
+        back = _back("")
+        target = back if back.startswith("/images/") else f"/albums/{album.id}"
+        return redirect(_with_notice(target, notice), 303)
     return redirect(url_for("pages.album_page", album_id=album.id), 303)
 
 
@@ -414,7 +416,11 @@ def add_to_album_form() -> Any:
         notice += f" {_plural(already)} {'was' if already == 1 else 'were'} already in it."
     if reply.not_found_ids:
         notice += f" {_plural(len(reply.not_found_ids))} could not be added (not yours or gone)."
-    return redirect(_with_notice(_back(f"/albums/{album_id}"), notice), 303)
+    # From a photo's page: back there (its album box shows the notice); from a selection:
+    # to the album, to see them in it.
+    back = _back("")
+    target = back if back.startswith("/images/") else f"/albums/{album_id}"
+    return redirect(_with_notice(target, notice), 303)
 
 
 @pages.post("/albums/<album_id>/remove")
