@@ -13,7 +13,8 @@ word is one search can match (an ImageNet class, a WordNet concept, a scene
 or colour word) and the association is strong. A short hand-written list (PHOTO_WORDS) adds
 everyday photo words the emoji keywords lack or get wrong ("Strand" is shared with "desert
 island" as often as with "beach"). Keys are Snowball stems of the foreign word (with and
-without accents), so "Katzen" and "pajaro" find "cat" and "bird".
+without accents), so "Katzen" and "pajaro" find "cat" and "bird". Month names come from CLDR's
+calendars ("juni 2019", "juin 2019", "junio 2019" -> "june 2019").
 
 CLDR data: Copyright © 1991-2022 Unicode, Inc., Unicode License (Unicode-DFS-2016).
 """
@@ -21,6 +22,7 @@ CLDR data: Copyright © 1991-2022 Unicode, Inc., Unicode License (Unicode-DFS-20
 from __future__ import annotations
 
 import argparse
+import calendar
 import json
 import re
 import unicodedata
@@ -192,6 +194,25 @@ def read_annotations(cldr: Path, lang: str) -> tuple[dict[str, set[str]], dict[s
     return keywords, short
 
 
+def month_names(cldr: Path, lang: str) -> dict[str, str]:
+    """Full month names of the Gregorian calendar -> the English ones ("juni" -> "june")."""
+    english = [calendar.month_name[i].lower() for i in range(1, 13)]
+    out: dict[str, str] = {}
+    root = ET.parse(cldr / "main" / f"{lang}.xml").getroot()
+    for cal in root.iter("calendar"):
+        if cal.get("type") != "gregorian":
+            continue
+        for width in cal.iter("monthWidth"):
+            if width.get("type") != "wide":
+                continue
+            for month in width.iter("month"):
+                if month.get("yeartype") or not month.text:
+                    continue
+                name = unicodedata.normalize("NFKC", month.text).casefold()
+                out[name] = english[int(month.get("type", "0")) - 1]
+    return out
+
+
 def english_vocabulary(concepts: Path, classes: Path) -> set[str]:
     """Single words search can match: class names and synonyms, concept words, colours."""
     table = json.loads(concepts.read_text(encoding="utf-8"))
@@ -255,10 +276,12 @@ def build(cldr: Path, concepts: Path = CONCEPTS, classes: Path = CLASSES) -> dic
                 if hand or stem not in english or stem == words[word]:
                     by_stem[stem] = words[word]
         languages[lang] = dict(sorted(by_stem.items()))
+        hand = {**month_names(cldr, lang), **PHOTO_WORDS[lang]}
         exact[lang] = {
             form: english_word
-            for word, english_word in sorted(PHOTO_WORDS[lang].items())
+            for word, english_word in sorted(hand.items())
             for form in (word, strip_accents(word))
+            if form != english_word
         }
     return {
         "about": "German, French and Spanish words -> English, keyed by Snowball stem; built "

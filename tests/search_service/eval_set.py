@@ -180,6 +180,7 @@ QUERIES: tuple[tuple[str, tuple[str, ...], str], ...] = (
             (("Strand", "plage", "playa"), ("bridge", "dunegrass")),
             (("Schnee", "neige", "nieve"), ("peaks",)),
             (("rote Blume", "fleur rouge", "flor roja"), ("redflower", "marigold")),
+            (("April 2008", "avril 2008", "abril 2008"), ("storm", "planks")),
         )
         for word in words
     ),

@@ -31,6 +31,18 @@ def test_foreign_words_become_the_english_words_search_knows():
     assert phrase is not None and phrase.english == "red flower 2019"
 
 
+def test_month_names_become_english_so_dates_still_match():
+    translator = load_translator()
+    index = SearchIndex(EngineParams(vector_dim=4))
+    index.put(Document("june", taken_at_unix_s=1_560_000_000))  # 8 June 2019
+    index.put(Document("july", taken_at_unix_s=1_563_000_000))  # 13 July 2019
+
+    for query in ("juni 2019", "juin 2019", "junio 2019"):
+        assert translator.translate(query).english == "june 2019", query  # type: ignore[union-attr]
+        assert index.is_date_query(query), query
+        assert [h.image_id for h in index.search(query).hits] == ["june"], query
+
+
 def test_english_queries_of_the_labelled_set_are_left_alone():
     translator = load_translator()
     english = [q for q, _, kind in eval_set.QUERIES if kind != "language"]
