@@ -518,6 +518,9 @@ class SearchIndex:
         )
 
     def is_date_query(self, query: str) -> bool:
+        translation = self.translator.translate(query) if self.translator else None
+        if translation is not None:
+            query = translation.english  # "juni 2019"
         return self.params.dates_skip_semantic and is_date_query(self.keywords.query_words(query))
 
     def query_embedding(self, query: str) -> npt.NDArray[np.float32] | None:
