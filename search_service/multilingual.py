@@ -31,6 +31,9 @@ _ENGLISH_EXTRA = (
     "photo picture image"
 )
 
+_CACHE_ENTRIES = 4096
+_MISSING = object()
+
 
 @dataclass(frozen=True)
 class Translation:
@@ -58,6 +61,8 @@ class QueryTranslator:
         self._exact = {lang: (exact or {}).get(lang, {}) for lang in LANGUAGES}
         self._english = english
         self._local = threading.local()
+        # query -> its translation (or None); cleared when full (dict operations are atomic).
+        self._cache: dict[str, Translation | None] = {}
 
     def _stemmers(self) -> tuple[Tokenizer, dict[str, Stemmer.Stemmer]]:
         found = getattr(self._local, "stemmers", None)
@@ -88,7 +93,18 @@ class QueryTranslator:
         return word in self._english or tokenizer.stem([word])[0] in self._english
 
     def translate(self, query: str) -> Translation | None:
-        """The query in English, or None when no word needed translating."""
+        """The query in English, or None when no word needed translating (cached: a search
+        asks up to three times, for the date check, the embedding and the keywords)."""
+        cached = self._cache.get(query, _MISSING)
+        if cached is not _MISSING:
+            return cached  # type: ignore[return-value]
+        found = self._translate(query)
+        if len(self._cache) >= _CACHE_ENTRIES:
+            self._cache.clear()
+        self._cache[query] = found
+        return found
+
+    def _translate(self, query: str) -> Translation | None:
         tokenizer, _ = self._stemmers()
         words = tokenizer.words(query)
         out: list[str] = []
