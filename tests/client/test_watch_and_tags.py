@@ -25,8 +25,8 @@ from imagerepo_client import (
 )
 from PIL import Image
 
-from imagerepo.storage.v1 import storage_service_pb2 as storage_pb
-from imagerepo.storage.v1 import storage_service_pb2_grpc as storage_grpc
+from imagerepo.storage.v2 import storage_service_pb2 as storage_pb
+from imagerepo.storage.v2 import storage_service_pb2_grpc as storage_grpc
 from storage_service.columnstore.store import ColumnStore, StoreOptions
 from storage_service.server import build_server
 from tests.support import free_port
@@ -143,7 +143,7 @@ def test_upload_with_tags_makes_no_second_call(storage, photo_jpegs):
     result = client.upload(photo(photo_jpegs, "coffee"), "coffee.jpg", tags=["morning"])
 
     assert list(result.image.tags) == ["morning"]
-    assert calls == ["/imagerepo.storage.v1.StorageService/PutImage"]
+    assert calls == ["/imagerepo.storage.v2.StorageService/PutImage"]
     channel.close()
 
 

@@ -29,9 +29,10 @@ from typing import BinaryIO
 
 import grpc
 
-from imagerepo.common.v1 import common_pb2
-from imagerepo.storage.v1 import storage_service_pb2 as storage_pb
-from imagerepo.vision.v1 import vision_service_pb2 as vision_pb
+from imagerepo.common.v2 import common_pb2
+from imagerepo.search.v2 import search_service_pb2 as search_pb
+from imagerepo.storage.v2 import storage_service_pb2 as storage_pb
+from imagerepo.vision.v2 import vision_service_pb2 as vision_pb
 from imagerepo_client.calls import Credentials, RetryPolicy
 from imagerepo_client.errors import DeadlineExceededError, ImageRepoError, UnavailableError
 from imagerepo_client.services import (
@@ -399,7 +400,7 @@ class ImageRepoClient:
             images = self._images_by_id([hit.image_id for hit in reply.hits])
             for hit in reply.hits:
                 if hit.image_id in images:
-                    reasons = tuple((r.field, r.term) for r in hit.reasons)
+                    reasons = tuple((_field_word(r.field), r.term) for r in hit.reasons)
                     yield SearchResult(images[hit.image_id], hit.score, reasons)
                     produced += 1
                     if limit is not None and produced >= limit:
@@ -443,6 +444,14 @@ class ImageRepoClient:
 
     def _images_by_id(self, ids: Sequence[str]) -> dict[str, storage_pb.ImageMetadata]:
         return {image.id: image for image in self.storage.batch_get_images(list(ids))}
+
+
+def _field_word(field: int) -> str:
+    """MATCH_FIELD_OCR_TEXT -> "ocr_text": the words v1 used, which reasons keep."""
+    try:
+        return search_pb.MatchField.Name(field).removeprefix("MATCH_FIELD_").lower()  # type: ignore[arg-type]
+    except ValueError:
+        return "unspecified"
 
 
 def sha256_of(data: bytes) -> str:

@@ -7,18 +7,19 @@ them; `ImageRepoClient` (imagerepo_client.client) is the friendlier layer on top
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 
 import grpc
 
-from imagerepo.search.v1 import search_service_pb2 as search_pb
-from imagerepo.search.v1 import search_service_pb2_grpc as search_grpc
-from imagerepo.storage.v1 import storage_service_pb2 as storage_pb
-from imagerepo.storage.v1 import storage_service_pb2_grpc as storage_grpc
-from imagerepo.vision.v1 import vision_service_pb2 as vision_pb
-from imagerepo.vision.v1 import vision_service_pb2_grpc as vision_grpc
+from imagerepo.search.v2 import search_service_pb2 as search_pb
+from imagerepo.search.v2 import search_service_pb2_grpc as search_grpc
+from imagerepo.storage.v2 import storage_service_pb2 as storage_pb
+from imagerepo.storage.v2 import storage_service_pb2_grpc as storage_grpc
+from imagerepo.vision.v2 import vision_service_pb2 as vision_pb
+from imagerepo.vision.v2 import vision_service_pb2_grpc as vision_grpc
 from imagerepo_client.calls import Caller, Credentials, RetryPolicy, open_channel
 from imagerepo_client.errors import UnavailableError, error_from_rpc
 
@@ -59,7 +60,7 @@ class _ServiceClient:
 
 
 class StorageClient(_ServiceClient):
-    """imagerepo.storage.v1.StorageService: images, bytes, thumbnails, annotations."""
+    """imagerepo.storage.v2.StorageService: images, bytes, thumbnails, annotations."""
 
     service = "storage"
 
@@ -175,13 +176,29 @@ class StorageClient(_ServiceClient):
         )
 
     def find_by_filename(self, filename: str, limit: int = 0) -> list[storage_pb.ImageMetadata]:
-        request = storage_pb.FindByFilenameRequest(filename=filename, limit=limit)
-        reply = self._caller.call(
-            "FindByFilename",
-            lambda t: self.stub.FindByFilename(request, timeout=t),
-            idempotent=True,
-        )
-        return list(reply.images)
+        """Images with exactly this filename, newest first; all of them with limit=0 (read a
+        page at a time)."""
+        found: list[storage_pb.ImageMetadata] = []
+        token = ""
+        while True:
+            page_size = min(limit - len(found), 1000) if limit else 1000
+            request = storage_pb.FindByFilenameRequest(
+                filename=filename, page_size=page_size, page_token=token
+            )
+            reply = self._caller.call(
+                "FindByFilename",
+                functools.partial(self._find_by_filename, request),
+                idempotent=True,
+            )
+            found.extend(reply.images)
+            token = reply.next_page_token
+            if not token or (limit and len(found) >= limit):
+                return found
+
+    def _find_by_filename(
+        self, request: storage_pb.FindByFilenameRequest, timeout_s: float
+    ) -> storage_pb.FindByFilenameResponse:
+        return self.stub.FindByFilename(request, timeout=timeout_s)
 
     def find_by_sha256(
         self, sha256s: Sequence[str], owner: str | None = None
@@ -308,7 +325,7 @@ class _IdleWatchdog:
 
 
 class SearchClient(_ServiceClient):
-    """imagerepo.search.v1.SearchService: words, similar pictures, duplicates, suggestions."""
+    """imagerepo.search.v2.SearchService: words, similar pictures, duplicates, suggestions."""
 
     service = "search"
 
@@ -365,7 +382,9 @@ class SearchClient(_ServiceClient):
     def find_duplicates(
         self, image_id: str = "", near_threshold: float = 0.0
     ) -> search_pb.FindDuplicatesResponse:
-        request = search_pb.FindDuplicatesRequest(image_id=image_id, near_threshold=near_threshold)
+        request = search_pb.FindDuplicatesRequest(image_id=image_id)
+        if near_threshold > 0:  # else the service's default
+            request.near_threshold = near_threshold
         return self._caller.call(
             "FindDuplicates",
             lambda t: self.stub.FindDuplicates(request, timeout=t),
@@ -387,7 +406,7 @@ class SearchClient(_ServiceClient):
 
 
 class VisionClient(_ServiceClient):
-    """imagerepo.vision.v1.VisionService: labels, features, moderation and OCR of a picture."""
+    """imagerepo.vision.v2.VisionService: labels, features, moderation and OCR of a picture."""
 
     service = "vision"
 
