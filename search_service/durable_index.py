@@ -10,11 +10,20 @@ snapshot is only a checkpoint of it. Start = read the snapshot; the consumer the
 feed from `applied_seq`. A missing, damaged or old-format snapshot is not misread: the index
 starts empty at seq 0 and the feed replays everything. There is no journal of search's own.
 
+    vectors-<n>.ann the approximate vector index (hnswlib), saved apart and less often: the
+                   snapshot names the file and the vector rows it covers; loading catches it up
+                   with the rows added and removed since
+
 A snapshot is taken every `snapshot_every` applied changes or `snapshot_interval_s` seconds
-(whichever comes first, see `maybe_snapshot`), after a rebuild and at shutdown. It is written
-while holding the WRITE lock only: searches keep running while the file is written; writes
-(the consumer) wait. With no data dir the index lives in memory only (tests, benchmarks, the
-contract check), and `put`/`remove` write to it directly.
+(whichever comes first, see `maybe_snapshot`), after a rebuild and at shutdown. It stops
+neither writes nor searches: under the write lock it only freezes a view of the index (copies
+of the few arrays writes change in place, views of what only grows, each posting list's
+filled length: tens of milliseconds at 1M documents), then writes that view to disk with no
+lock held while the consumer keeps applying changes. The approximate vector index is saved
+when it has grown by a quarter (or 100k rows) since its last save and at shutdown: hnswlib
+holds the GIL while it writes, so that is the one pause searches see. With no data dir the
+index lives in memory only (tests, benchmarks, the contract check), and `put`/`remove` write
+to it directly.
 """
 
 from __future__ import annotations
@@ -46,6 +55,10 @@ from search_service.snapshot import flatten, read_snapshot, unflatten, write_sna
 log = logging.getLogger(__name__)
 
 SNAPSHOT_NAME = "index.snap"
+ANN_PATTERN = "vectors-*.ann"
+# Save the approximate vector index again once it holds this share (or this many) more rows.
+_ANN_RESAVE_SHARE = 0.25
+_ANN_RESAVE_ROWS = 100_000
 _PROGRESS_EVERY = 10_000
 _SKIPPED_REPORTED = 20
 
@@ -98,6 +111,10 @@ class DurableIndex:
         # snapshot, which must see no write half done) takes `_write_lock` first.
         self._lock = threading.RLock()
         self._write_lock = threading.RLock()
+        # One snapshot at a time (it is written outside the other two).
+        self._snapshot_lock = threading.Lock()
+        # The longest time a snapshot held the write lock (freezing its view), seconds.
+        self.longest_freeze_s = 0.0
         self._index = SearchIndex(self.params)
         # The last storage feed seq applied (0: none, replay from the start).
         self._seq = 0
@@ -148,7 +165,7 @@ class DurableIndex:
             return
         try:
             state = unflatten(read_snapshot(path))
-            self._index = SearchIndex.from_state(state["engine"], self.params)
+            self._index = SearchIndex.from_state(state["engine"], self.params, data_dir)
             self._seq = int(state["seq"])
         except (IndexFormatError, ValueError, KeyError) as exc:
             log.error(
@@ -327,37 +344,75 @@ class DurableIndex:
         )
         return RebuildResult(count, len(skipped), skipped[:_SKIPPED_REPORTED])
 
-    def snapshot(self) -> None:
-        """Write the whole index and its `applied_seq` to disk, atomically.
-
-        Holds the write lock (no write is half applied, seq and index agree) but not the read
-        lock: searches are served while the state is serialised and written. The snapshot
-        reads the live structures, which only writers change.
-        """
+    def snapshot(self, final: bool = False) -> None:
+        """Write the whole index and its `applied_seq` to disk, atomically, without stopping
+        writes or searches (see the module docstring); `final` (shutdown) also saves the
+        approximate vector index if it changed at all."""
         if self.data_dir is None:
             return
-        with self._write_lock:
+        with self._snapshot_lock:
             started = time.perf_counter()
+            saved_ann = self._save_ann_if_due(final)
+            with self._write_lock:
+                frozen_at = time.perf_counter()
+                vectors = self._index.vectors
+                engine = self._index.frozen_state()
+                state = {"seq": self._seq, "engine": engine}
+                taken = self._unsaved
+                ann = vectors.ann_saved
+                if ann is not None:  # saved for this very index (not one replaced since)
+                    engine["vectors"]["ann_file"] = ann[0]
+                    engine["vectors"]["ann_rows"] = ann[1]
+                freeze_s = time.perf_counter() - frozen_at
+            self.longest_freeze_s = max(self.longest_freeze_s, freeze_s)
             with collector_paused():
-                state = {"seq": self._seq, "engine": self._index.state()}
                 size = write_snapshot(self.data_dir / SNAPSHOT_NAME, flatten(state))
                 del state
-            self._unsaved = 0
-            self._saved_at = time.monotonic()
+            keep = ann[0] if ann is not None else None
+            for old in self.data_dir.glob(ANN_PATTERN):
+                if old.name != keep:
+                    old.unlink(missing_ok=True)
+            with self._write_lock:
+                self._unsaved = max(0, self._unsaved - taken)
+                self._saved_at = time.monotonic()
             log.info(
                 "snapshot written",
                 extra={
                     "documents": len(self._index),
                     "applied_seq": self._seq,
                     "bytes": size,
+                    "ann_saved": saved_ann,
+                    "freeze_ms": round(freeze_s * 1000, 1),
                     "elapsed_s": round(time.perf_counter() - started, 3),
                 },
             )
 
+    def _save_ann_if_due(self, final: bool) -> bool:
+        """Save the approximate vector index to a new file when it has grown enough since its
+        last save (any growth when `final`); the snapshot after it names the file."""
+        assert self.data_dir is not None
+        vectors = self._index.vectors
+        if not vectors.approximate:
+            return False
+        rows = vectors.rows()
+        saved = vectors.ann_saved
+        if saved is not None:
+            grown = rows - saved[1]
+            due = (
+                grown > 0
+                if final
+                else grown >= min(_ANN_RESAVE_ROWS, max(1, int(_ANN_RESAVE_SHARE * saved[1])))
+            )
+            if not due:
+                return False
+        path = self.data_dir / f"vectors-{time.time_ns()}.ann"
+        return vectors.save_ann(path) is not None
+
     def close(self) -> None:
+        # Not under the write lock: a snapshot takes its own lock first, then the write lock.
+        if self._unsaved:
+            self.snapshot(final=True)
         with self._write_lock:
-            if self._unsaved:
-                self.snapshot()
             self._unsaved = 0
             if self._lock_key is not None:
                 dir_lock.release(self._lock_key)

@@ -16,6 +16,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,6 +40,7 @@ from search_service.inverted_index import (
 )
 from search_service.multilingual import QueryTranslator, load_translator
 from search_service.semantic import LABEL_TEMPLATE, ConceptSpace
+from search_service.snapshot import json_list_pieces
 from search_service.vector_index import AnnParams, VectorIndex
 
 log = logging.getLogger(__name__)
@@ -659,11 +661,49 @@ class SearchIndex:
             state["concept_labels"] = self.concepts.label_names
         return state
 
+    def frozen_state(self) -> dict[str, Any]:
+        """state() as of now, cheap enough to take under the writers' lock (copies of what
+        writes change in place, views of what only grows at the end, a copy of the document
+        list); the costly parts (documents as JSON, posting bytes) are callables that read only
+        this frozen view, for a snapshot to evaluate while writes and searches go on. The
+        approximate vector index is not in it (VectorIndex.save_ann)."""
+        docs = list(self._docs)
+
+        def docs_json(start: int, stop: int) -> list[Any]:
+            return [d.to_json() if d is not None else None for d in docs[start:stop]]
+
+        state: dict[str, Any] = {
+            "docs": lambda: json_list_pieces(docs_json, len(docs)),
+            "owners": list(self._owner_codes),
+            "alive": self._alive.view().copy(),
+            "owner": self._owner.view(),
+            "moderation": self._moderation.view(),
+            "status": self._status.view(),
+            "taken": self._taken.view(),
+            "vectors": self.vectors.frozen_state(),
+            "keywords": self.keywords.frozen_state(),
+        }
+        if self.concepts is not None:
+            state["concepts"] = self.concepts.frozen_state()
+            state["concept_labels"] = list(self.concepts.label_names)
+        return state
+
     @classmethod
-    def from_state(cls, state: dict[str, Any], params: EngineParams | None = None) -> SearchIndex:
+    def from_state(
+        cls,
+        state: dict[str, Any],
+        params: EngineParams | None = None,
+        ann_dir: Path | None = None,
+    ) -> SearchIndex:
+        """From state() or frozen_state(); `ann_dir` holds the approximate vector index saved
+        apart (the file and rows the state names)."""
         index = cls(params)
+        ann_file = None
+        ann_name, ann_rows = state["vectors"].get("ann_file"), state["vectors"].get("ann_rows")
+        if ann_dir is not None and ann_name and ann_rows is not None:
+            ann_file = (ann_dir / str(ann_name), int(ann_rows))
         index.vectors = VectorIndex.restore(
-            state["vectors"], index.params.vector_dim, index.params.ann
+            state["vectors"], index.params.vector_dim, index.params.ann, ann_file
         )
         index.keywords = InvertedIndex.from_state(state["keywords"], index.params.bm25)
         for docno, data in enumerate(state["docs"]):

@@ -132,8 +132,9 @@ class InvertedIndex:
         self._lengths = {f: GrowableArray(np.float32) for f in FIELDS}
         self._length_sums = dict.fromkeys(FIELDS, 0.0)
         self._live = 0
-        # surface form -> [documents holding it, Counter(field)]
-        self._surface: dict[str, list[Any]] = {}
+        # surface form -> (documents holding it, {field: documents}); entries are replaced,
+        # never changed in place, so a shallow copy of the dict is a consistent snapshot
+        self._surface: dict[str, tuple[int, dict[str, int]]] = {}
         self._sorted_surface: list[str] | None = None
         # Label phrase -> (words, stems): label names repeat across images (1000 classes).
         self._concepts_cache: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}
@@ -249,17 +250,22 @@ class InvertedIndex:
         self._count_surface(analysis, -1)
 
     def _count_surface(self, analysis: Analysis, delta: int) -> None:
+        surface = self._surface
         for text, fields in analysis.surface.items():
-            entry = self._surface.get(text)
+            entry = surface.get(text)
             if entry is None:
-                entry = self._surface[text] = [0, Counter()]
+                count, counts = delta, dict.fromkeys(fields, delta)
                 self._sorted_surface = None
-            entry[0] += delta
-            for name in fields:
-                entry[1][name] += delta
-            if entry[0] <= 0:
-                del self._surface[text]
-                self._sorted_surface = None
+            else:
+                count, counts = entry[0] + delta, dict(entry[1])
+                for name in fields:
+                    counts[name] = counts.get(name, 0) + delta
+            if count <= 0:
+                if entry is not None:
+                    del surface[text]
+                    self._sorted_surface = None
+            else:
+                surface[text] = (count, counts)
 
     # ---- reads ------------------------------------------------------------------------------
 
@@ -327,7 +333,7 @@ class InvertedIndex:
             if not text.startswith(wanted):
                 break
             count, fields = self._surface[text]
-            found.append((text, count, fields.most_common(1)[0][0]))
+            found.append((text, count, max(fields, key=fields.__getitem__)))
         found.sort(key=lambda s: (-s[1], len(s[0]), s[0]))
         return found[:limit]
 
@@ -469,26 +475,38 @@ class InvertedIndex:
 
     def state(self) -> dict[str, Any]:
         """Everything needed to restore the index, as arrays, bytes and JSON-ready values."""
+        return {k: v() if callable(v) else v for k, v in self.frozen_state().items()}
+
+    def frozen_state(self) -> dict[str, Any]:
+        """state() as of now, taken cheaply (under the writers' lock): the lengths copied, each
+        posting list's filled size noted and the surface table copied shallowly (its entries
+        are never changed in place). The posting bytes and the surface JSON are callables that
+        read only that frozen view, to be evaluated later while writes go on."""
         keys = list(self._postings)
-        ids_parts, weight_parts, lasts = [], [], []
-        for key in keys:
-            ids_b, w_b = self._postings[key].raw()
-            ids_parts.append(ids_b)
-            weight_parts.append(w_b)
-            lasts.append(self._postings[key].last)
-        return {
-            "meta": {
+        frozen = [(p, p.raw_sizes(), p.last) for p in self._postings.values()]
+        surface = dict(self._surface)
+        length_sums = dict(self._length_sums)
+        live = self._live
+        lengths = np.stack([self._lengths[f].view() for f in FIELDS])
+        ids_sizes = np.fromiter((sizes[0] for _, sizes, _ in frozen), np.int64, len(frozen))
+        weight_sizes = np.fromiter((sizes[1] for _, sizes, _ in frozen), np.int64, len(frozen))
+
+        def meta() -> dict[str, Any]:
+            return {
                 "terms": [[fno, term] for fno, term in keys],
-                "length_sums": self._length_sums,
-                "live": self._live,
-                "surface": {t: [c, dict(f)] for t, (c, f) in self._surface.items()},
-            },
-            "ids_blob": b"".join(ids_parts),
-            "ids_offsets": np.cumsum([0] + [len(b) for b in ids_parts]).astype(np.int64),
-            "weights_blob": b"".join(weight_parts),
-            "weights_offsets": np.cumsum([0] + [len(b) for b in weight_parts]).astype(np.int64),
-            "lasts": np.asarray(lasts, dtype=np.int64),
-            "lengths": np.stack([self._lengths[f].view() for f in FIELDS]),
+                "length_sums": length_sums,
+                "live": live,
+                "surface": {t: [c, f] for t, (c, f) in surface.items()},
+            }
+
+        return {
+            "meta": meta,
+            "ids_blob": lambda: b"".join(p.raw_ids(sizes[0]) for p, sizes, _ in frozen),
+            "ids_offsets": np.concatenate([[0], np.cumsum(ids_sizes)]).astype(np.int64),
+            "weights_blob": lambda: b"".join(p.raw_weights(sizes[1]) for p, sizes, _ in frozen),
+            "weights_offsets": np.concatenate([[0], np.cumsum(weight_sizes)]).astype(np.int64),
+            "lasts": np.fromiter((last for _, _, last in frozen), np.int64, len(frozen)),
+            "lengths": lengths,
         }
 
     @classmethod
@@ -509,7 +527,7 @@ class InvertedIndex:
         index._length_sums = dict.fromkeys(FIELDS, 0.0)
         index._length_sums.update({k: float(v) for k, v in meta["length_sums"].items()})
         index._live = int(meta["live"])
-        index._surface = {t: [c, Counter(f)] for t, (c, f) in meta["surface"].items()}
+        index._surface = {t: (c, f) for t, (c, f) in meta["surface"].items()}
         return index
 
     def warm(self) -> None:

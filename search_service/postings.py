@@ -103,6 +103,18 @@ class PostingList:
     def raw(self) -> tuple[bytes, bytes]:
         return bytes(self._ids), bytes(self._weights)
 
+    def raw_sizes(self) -> tuple[int, int]:
+        """How many id and weight bytes are filled now (see raw_ids / raw_weights)."""
+        return len(self._ids), len(self._weights)
+
+    def raw_ids(self, size: int) -> bytes:
+        """The first `size` id bytes: the list as it was when raw_sizes() said `size` (it only
+        grows at the end, so later appends do not change them)."""
+        return bytes(self._ids[:size])
+
+    def raw_weights(self, size: int) -> bytes:
+        return bytes(self._weights[:size])
+
     @classmethod
     def from_arrays(cls, ids: npt.ArrayLike, weights_q: npt.ArrayLike) -> PostingList:
         """Bulk build from ascending document numbers (the fast path for loads and rebuilds)."""

@@ -214,6 +214,15 @@ class ConceptSpace:
             "norms": self._norms.view(),
         }
 
+    def frozen_state(self) -> dict[str, npt.NDArray[np.generic]]:
+        """state() as of now, cheap to take under the writers' lock: the class numbers only
+        grow at the end (a view is frozen), weights and norms are copied (removal zeroes them)."""
+        return {
+            "classes": self._classes.view(),
+            "probs": self._probs.view().copy(),
+            "norms": self._norms.view().copy(),
+        }
+
     def restore_docs(self, state: dict[str, npt.NDArray[np.generic]]) -> None:
         self.clear_docs()
         self._classes = GrowableArray.from_array(state["classes"])

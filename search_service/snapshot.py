@@ -10,6 +10,13 @@ Byte layout (little-endian):
 A reader that finds another version raises IndexFormatError before reading any section, so a
 changed format is detected rather than misread; a bad checksum raises it too. Writes go to a
 temporary file that is fsynced and renamed over the old one, then the directory is fsynced.
+
+Sections are written as streams: a large array goes out in slices straight from its memory
+(no second copy, and the GIL is let go between slices, so searches run alongside), JSON is
+compressed a slice at a time, and a section's value may be a callable that is evaluated only
+when its turn comes (the index hands over a frozen view whose costly parts are built here, off
+its locks). The section header is written first with a placeholder length and checksum and
+patched once the payload is out.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import json
 import os
 import struct
 import zlib
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -36,6 +44,15 @@ _HEADER = struct.Struct("<8sII")
 _SECTION = struct.Struct("<BQI")
 _RAW, _ARRAY, _JSON, _NONE = 0, 1, 2, 3
 _JSON_SLICE = 500
+_WRITE_SLICE = 8 << 20
+
+
+class JsonChunks:
+    """A JSON value already encoded, as the byte pieces of one document (written as a JSON
+    section without ever being one string)."""
+
+    def __init__(self, pieces: Iterable[bytes]) -> None:
+        self.pieces = pieces
 
 
 def write_snapshot(path: Path, sections: dict[str, Any], version: int = FORMAT_VERSION) -> int:
@@ -68,20 +85,74 @@ def read_snapshot(path: Path) -> dict[str, Any]:
 
 
 def _write_section(f: BinaryIO, name: str, value: Any) -> None:
-    if value is None:
-        kind, payload = _NONE, b""
-    elif isinstance(value, bytes | bytearray | memoryview):
-        kind, payload = _RAW, bytes(value)
-    elif isinstance(value, np.ndarray):
-        buf = io.BytesIO()
-        np.save(buf, value, allow_pickle=False)
-        kind, payload = _ARRAY, buf.getvalue()
-    else:
-        kind, payload = _JSON, zstandard.ZstdCompressor(level=3).compress(_json_bytes(value))
+    if callable(value):
+        value = value()
     encoded = name.encode()
     f.write(struct.pack("<H", len(encoded)) + encoded)
-    f.write(_SECTION.pack(kind, len(payload), zlib.crc32(payload)))
-    f.write(payload)
+    at = f.tell()
+    f.write(_SECTION.pack(_NONE, 0, 0))
+    pieces: Iterator[bytes | memoryview]
+    if value is None:
+        kind, pieces = _NONE, iter(())
+    elif isinstance(value, bytes | bytearray | memoryview):
+        kind, pieces = _RAW, iter((bytes(value),))
+    elif isinstance(value, np.ndarray):
+        kind, pieces = _ARRAY, _array_pieces(value)
+    elif isinstance(value, JsonChunks):
+        kind, pieces = _JSON, _compressed(iter(value.pieces))
+    else:
+        kind, pieces = _JSON, _compressed(_json_pieces(value))
+    length, crc = 0, 0
+    for piece in pieces:
+        f.write(piece)
+        length += len(piece)
+        crc = zlib.crc32(piece, crc)
+    end = f.tell()
+    f.seek(at)
+    f.write(_SECTION.pack(kind, length, crc))
+    f.seek(end)
+
+
+def _array_pieces(value: np.ndarray) -> Iterator[bytes | memoryview]:
+    """The .npy bytes of `value`: its header, then its memory in slices (no full copy)."""
+    arr = np.ascontiguousarray(value)
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, np.lib.format.header_data_from_array_1_0(arr))
+    yield head.getvalue()
+    flat = memoryview(arr.reshape(-1).view(np.uint8).data) if arr.size else memoryview(b"")
+    for start in range(0, len(flat), _WRITE_SLICE):
+        yield flat[start : start + _WRITE_SLICE]
+
+
+def _compressed(pieces: Iterator[bytes]) -> Iterator[bytes]:
+    compressor = zstandard.ZstdCompressor(level=3).compressobj()
+    for piece in pieces:
+        out = compressor.compress(piece)
+        if out:
+            yield out
+    yield compressor.flush()
+
+
+def _json_pieces(value: Any) -> Iterator[bytes]:
+    yield _json_bytes(value)
+
+
+def json_list_pieces(items: Callable[[int, int], list[Any]], count: int) -> JsonChunks:
+    """A JSON list of `count` items, made `_JSON_SLICE` at a time by items(start, stop)."""
+
+    def pieces() -> Iterator[bytes]:
+        yield b"["
+        for start in range(0, count, _JSON_SLICE):
+            part = json.dumps(
+                items(start, min(count, start + _JSON_SLICE)),
+                separators=(",", ":"),
+                ensure_ascii=False,
+            )[1:-1]
+            if part:
+                yield ((b"," if start else b"") + part.encode())
+        yield b"]"
+
+    return JsonChunks(pieces())
 
 
 def _json_bytes(value: Any) -> bytes:
@@ -114,7 +185,8 @@ def _read_section(f: BinaryIO, path: Path) -> tuple[str, Any]:
     if kind == _ARRAY:
         return name, np.load(io.BytesIO(payload), allow_pickle=False)
     if kind == _JSON:
-        return name, json.loads(zstandard.ZstdDecompressor().decompress(payload))
+        # decompressobj: a streamed frame does not say its size up front
+        return name, json.loads(zstandard.ZstdDecompressor().decompressobj().decompress(payload))
     raise IndexFormatError(f"{path}: section {name!r} has unknown kind {kind}")
 
 
@@ -128,12 +200,14 @@ def fsync_dir(directory: Path) -> None:
 
 def flatten(state: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested state dicts as flat snapshot sections ("keywords.ids_blob"); JSON-ready leaves
-    (dicts of plain values) stay one JSON section."""
+    (dicts of plain values) stay one JSON section. Callables are leaves (evaluated when
+    written)."""
     out: dict[str, Any] = {}
     for key, value in state.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict) and any(
-            isinstance(v, np.ndarray | bytes | dict) for v in value.values()
+            isinstance(v, np.ndarray | bytes | dict | JsonChunks) or callable(v)
+            for v in value.values()
         ):
             out.update(flatten(value, name + "."))
         else:

@@ -12,12 +12,14 @@ search when filters leave too few hits, so filters never make results silently s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import hnswlib
@@ -65,6 +67,8 @@ class VectorIndex:
         # Guards _ann against the background builder swapping it in mid-call.
         self._lock = threading.RLock()
         self._builder: threading.Thread | None = None
+        # The file the approximate index was last saved to and the rows it covered then.
+        self.ann_saved: tuple[str, int] | None = None
 
     def __len__(self) -> int:
         return self._live
@@ -246,6 +250,40 @@ class VectorIndex:
             with open(path, "rb") as f:
                 return f.read()
 
+    def save_ann(self, path: Path) -> int | None:
+        """Write the approximate index to `path` (whole or not at all); the number of rows it
+        covers (every row below it was added or deliberately left out), None without one.
+
+        hnswlib holds the GIL while it writes (about 0.1 s per 100k rows of 1280-d), so the
+        durable index does this only when the index has grown by a good share (and at close),
+        not at every snapshot."""
+        with self._lock:
+            if self._ann is None:
+                return None
+            tmp = path.with_name(path.name + ".tmp")
+            self._ann.save_index(str(tmp))
+            rows = len(self._row_live)
+        with tmp.open("rb+") as f:
+            os.fsync(f.fileno())
+        tmp.replace(path)
+        self.ann_saved = (path.name, rows)
+        return rows
+
+    def rows(self) -> int:
+        return len(self._row_live)
+
+    def frozen_state(self) -> dict[str, Any]:
+        """state() as of now without the approximate index (saved apart, see save_ann), cheap
+        to take under the writers' lock: rows, their documents and vectors only grow at the end
+        (views are frozen); which rows are live is copied."""
+        return {
+            "row_of": self._row_of.view(),
+            "rows": self._vectors.view(),
+            "row_doc": self._row_doc.view(),
+            "row_live": self._row_live.view().copy(),
+            "ann": None,
+        }
+
     def state(self) -> dict[str, Any]:
         return {
             "row_of": self._row_of.view(),
@@ -256,7 +294,15 @@ class VectorIndex:
         }
 
     @classmethod
-    def restore(cls, state: dict[str, Any], dim: int, ann: AnnParams) -> VectorIndex:
+    def restore(
+        cls,
+        state: dict[str, Any],
+        dim: int,
+        ann: AnnParams,
+        ann_file: tuple[Path, int] | None = None,
+    ) -> VectorIndex:
+        """From state(); `ann_file` (path, rows it covers) is an approximate index saved apart,
+        loaded and caught up with the rows after it (added) and the rows removed since."""
         rows = state["rows"]
         if rows.ndim != 2 or rows.shape[1] != dim:
             raise ValueError(f"saved vectors do not have {dim} dimensions")
@@ -276,9 +322,47 @@ class VectorIndex:
                 restored.load_index(path, allow_replace_deleted=True)
             restored.set_ef(ann.expansion_search)
             index._ann = restored
+        elif ann_file is not None:
+            index._load_ann(*ann_file)
         if index._ann is None and len(index) >= ann.threshold:
             index.build_ann()
         return index
+
+    def _load_ann(self, path: Path, covered: int) -> None:
+        if not path.exists() or covered > len(self._row_live):
+            log.warning(
+                "saved approximate index missing or ahead of the snapshot, rebuilding",
+                extra={"path": str(path)},
+            )
+            return
+        started = time.perf_counter()
+        restored = hnswlib.Index(space="ip", dim=self.dim)
+        try:
+            restored.load_index(str(path), allow_replace_deleted=True)
+        except RuntimeError as exc:
+            log.warning(
+                "saved approximate index unreadable, rebuilding",
+                extra={"path": str(path), "reason": str(exc)},
+            )
+            return
+        restored.set_ef(self.ann_params.expansion_search)
+        live = self._row_live.view()
+        for row in np.flatnonzero(~live[:covered]).tolist():
+            with contextlib.suppress(RuntimeError):  # never added, or deleted before the save
+                restored.mark_deleted(int(self._row_doc[row]))
+        added = np.flatnonzero(live[covered:]) + covered
+        if added.size:
+            _ann_add(restored, self._row_doc.view()[added], self._vectors.view()[added])
+        self._ann = restored
+        self.ann_saved = (path.name, covered)
+        log.info(
+            "approximate vector index loaded",
+            extra={
+                "vectors": int(live.sum()),
+                "caught_up": int(added.size),
+                "elapsed_s": round(time.perf_counter() - started, 2),
+            },
+        )
 
 
 def _ann_add(index: Any, keys: npt.NDArray[np.int64], rows: npt.NDArray[np.float32]) -> None:

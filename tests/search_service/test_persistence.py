@@ -12,9 +12,15 @@ import numpy as np
 import pytest
 
 from search_service.durable_index import SNAPSHOT_NAME, DurableIndex, FeedChange
-from search_service.engine import EngineParams
+from search_service.engine import EngineParams, SearchIndex
 from search_service.errors import IndexFormatError, InvalidDocumentError
-from search_service.snapshot import FORMAT_VERSION, read_snapshot, write_snapshot
+from search_service.snapshot import (
+    FORMAT_VERSION,
+    flatten,
+    read_snapshot,
+    unflatten,
+    write_snapshot,
+)
 from search_service.vector_index import AnnParams
 from tests.conftest import REPO_ROOT
 from tests.search_service.documents import DIM, doc, unit
@@ -280,3 +286,55 @@ def test_direct_writes_snapshot_every_n_changes_too(tmp_path):
 
     assert (tmp_path / SNAPSHOT_NAME).exists()
     assert DurableIndex.open(tmp_path, PARAMS).search("espresso").total == 1
+
+
+def test_a_frozen_view_saves_the_index_as_it_was_while_writes_go_on(tmp_path):
+    """What a snapshot writes is the index at the moment it froze its view: writes applied
+    after that (the snapshot no longer holds them off) are not in it, half or whole."""
+    index = DurableIndex.open(None, PARAMS)
+    _fill(index)
+    engine = index._index
+    frozen = engine.frozen_state()
+
+    index.put(doc("later", (("tiger cat", 0.8),), vector=unit(7), tags=("pets",)))
+    index.remove("coffee")
+    index.put(doc("cat", (("tiger cat", 0.5),), vector=unit(8), tags=("renamed",)))
+    write_snapshot(tmp_path / "x.snap", flatten({"engine": frozen}))
+
+    restored = SearchIndex.from_state(
+        unflatten(read_snapshot(tmp_path / "x.snap"))["engine"], PARAMS
+    )
+    assert sorted(restored._ids) == ["cat", "coffee"]
+    assert [h.image_id for h in restored.search("espresso").hits] == ["coffee"]
+    assert [h.image_id for h in restored.search("pets").hits] == ["cat"]
+    assert restored.search("renamed").total == 0
+    assert restored.similar(vector=unit(1), k=1).hits[0][0] == "cat"
+    assert [s[0] for s in restored.suggest("pet")] == ["pets"]
+    assert restored.suggest("pet")[0][1] == 1
+
+
+def test_the_approximate_index_saved_apart_is_caught_up_on_load(tmp_path):
+    params = EngineParams(vector_dim=DIM, ann=AnnParams(threshold=20))
+    index = DurableIndex.open(tmp_path, params, snapshot_every=10**6)
+    for i in range(40):
+        index.put(doc(f"img{i}", vector=unit(i)))
+    index.snapshot()  # saves the approximate index for the first time
+    (saved,) = tmp_path.glob("vectors-*.ann")
+    for i in range(40, 45):  # too few to save it again: the next snapshot names the same file
+        index.put(doc(f"img{i}", vector=unit(i)))
+    index.remove("img3")
+    index.snapshot()
+    assert list(tmp_path.glob("vectors-*.ann")) == [saved]
+    index._unsaved = 0  # as after a crash: no final save at close
+    index.close()
+
+    reopened = DurableIndex.open(tmp_path, params)
+
+    assert reopened.stats().vector_backend == "hnswlib"
+    found = reopened.similar(vector=unit(44), k=1)
+    assert found.approximate and found.hits[0][0] == "img44"  # added after the file was saved
+    assert "img3" not in [h[0] for h in reopened.similar(vector=unit(3), k=5).hits]
+    reopened.put(doc("img50", vector=unit(50)))
+    reopened.close()  # the final snapshot saves the grown index and drops the old file
+    assert [p.name for p in tmp_path.glob("vectors-*.ann")] != [saved.name]
+    assert DurableIndex.open(tmp_path, params).similar(vector=unit(50), k=1).hits[0][0] == "img50"
