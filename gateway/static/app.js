@@ -348,16 +348,27 @@ function setupViewer() {
     const node = link.closest("figure.tile") || document.querySelector("section.preview[data-id]");
     if (node) openFor(node, e);
   });
-  prev.addEventListener("click", () => show(current - 1, false));
-  next.addEventListener("click", () => show(current + 1, false));
+  // Past the last photo loaded, the next page of the gallery comes in first (no wrap round
+  // while older photos exist).
+  async function step(by) {
+    const all = items();
+    if (by > 0 && current === all.length - 1 && document.getElementById("older")) {
+      const id = all[current].dataset.id;
+      await loadOlder();
+      current = items().findIndex((n) => n.dataset.id === id);  // where it is now
+    }
+    show(current + by, false);
+  }
+  prev.addEventListener("click", () => step(-1));
+  next.addEventListener("click", () => step(1));
   closer.addEventListener("click", () => close());
   zoom.addEventListener("click", toggleZoom);
   img.addEventListener("click", toggleZoom);
   remove.addEventListener("click", deleteCurrent);
   document.addEventListener("keydown", (e) => {
     if (box.hidden) return;
-    if (e.key === "ArrowRight") { e.preventDefault(); show(current + 1, false); }
-    else if (e.key === "ArrowLeft") { e.preventDefault(); show(current - 1, false); }
+    if (e.key === "ArrowRight") { e.preventDefault(); step(1); }
+    else if (e.key === "ArrowLeft") { e.preventDefault(); step(-1); }
     else if (e.key === "Escape") { e.preventDefault(); close(); }
     else if (e.key === "Delete") { e.preventDefault(); deleteCurrent(); }
     else if (e.key === "Tab") {
@@ -374,7 +385,7 @@ function setupViewer() {
     if (touchX === null || box.classList.contains("zoomed")) return;
     const dx = e.changedTouches[0].clientX - touchX;
     touchX = null;
-    if (Math.abs(dx) > 50) show(current + (dx < 0 ? 1 : -1), false);
+    if (Math.abs(dx) > 50) step(dx < 0 ? 1 : -1);
   });
   const fromHash = () => {
     const match = location.hash.match(/^#view=(.+)$/);
@@ -382,6 +393,8 @@ function setupViewer() {
     const id = decodeURIComponent(match[1]);
     const index = items().findIndex((n) => n.dataset.id === id);
     if (index >= 0) show(index, false);
+    // A shared link to a photo not on this page: its own page opens it in the viewer.
+    else if (/^[\w-]+$/.test(id)) location.replace(`/images/${encodeURIComponent(id)}#view=${encodeURIComponent(id)}`);
   };
   window.addEventListener("popstate", fromHash);
   fromHash();
@@ -444,26 +457,29 @@ function setupSelection() {
     const action = e.submitter ? e.submitter.value : "";
     const n = boxes().filter((b) => b.checked).length;
     if (!n) { e.preventDefault(); count.textContent = "Select at least one photo first"; return; }
-    if (action === "delete" && !window.confirm(`Delete ${n} photo${n === 1 ? "" : "s"} for good?`)) e.preventDefault();
+    if (action === "delete" && !window.confirm(`Move ${n} photo${n === 1 ? "" : "s"} to the trash?`)) e.preventDefault();
   });
   update();
 }
 
 // --- infinite scroll ---------------------------------------------------------------------------
 
-function setupInfiniteScroll() {
+// The next page of the gallery, merged into this one (the "Older" link's page); false when
+// there is none. Shared by infinite scroll and the viewer's "next" past the last photo.
+let olderLoading = null;
+
+function loadOlder() {
+  if (olderLoading) return olderLoading;
   const gallery = document.getElementById("gallery");
-  if (!gallery || !("IntersectionObserver" in window)) return;
-  let loading = false;
-  const observer = new IntersectionObserver(async (entries) => {
-    const older = document.getElementById("older");
-    if (!older || loading || !entries.some((e) => e.isIntersecting)) return;
-    loading = true;
+  const older = document.getElementById("older");
+  if (!gallery || !older) return Promise.resolve(false);
+  olderLoading = (async () => {
     try {
       const reply = await fetch(older.href);
-      if (!reply.ok) return;
+      if (!reply.ok) return false;
       const doc = new DOMParser().parseFromString(await reply.text(), "text/html");
-      // One section per month, newest month first, whatever page a photo came on.
+      // One section per month, in the page's order, whatever page a photo came on.
+      const newestFirst = gallery.dataset.order !== "taken_oldest";
       for (const month of doc.querySelectorAll("#gallery section.month")) {
         const key = month.dataset.month;
         const same = gallery.querySelector(`section.month[data-month="${CSS.escape(key)}"]`);
@@ -471,16 +487,53 @@ function setupInfiniteScroll() {
           same.querySelector(".grid").append(...Array.from(month.querySelectorAll("figure.tile")).map((t) => document.adoptNode(t)));
           continue;
         }
-        const later = Array.from(gallery.querySelectorAll("section.month")).find((s) => s.dataset.month < key);
-        gallery.insertBefore(document.adoptNode(month), later || null);
+        const after = Array.from(gallery.querySelectorAll("section.month")).find((s) => (newestFirst ? s.dataset.month < key : s.dataset.month > key));
+        gallery.insertBefore(document.adoptNode(month), after || null);
       }
       const newer = doc.getElementById("older");
       if (newer) older.href = newer.href; else older.remove();
       bindReveal(gallery);
-    } finally { loading = false; }
+      document.dispatchEvent(new CustomEvent("gallery:more"));
+      return true;
+    } finally { olderLoading = null; }
+  })();
+  return olderLoading;
+}
+
+function setupInfiniteScroll() {
+  const gallery = document.getElementById("gallery");
+  if (!gallery || !("IntersectionObserver" in window)) return;
+  const observer = new IntersectionObserver((entries) => {
+    if (entries.some((e) => e.isIntersecting)) loadOlder();
   }, { rootMargin: "800px" });
   const pager = document.querySelector(".pager");
   if (pager) observer.observe(pager);
+}
+
+// --- the phone menu: the main links behind one button, so the header stays two rows ----------
+
+function setupMenu() {
+  const button = document.getElementById("menu-button");
+  const nav = document.getElementById("main-nav");
+  if (!button || !nav) return;
+  const header = button.closest("header");
+  header.classList.add("has-menu");
+  button.hidden = false;
+  const set = (open) => {
+    nav.classList.toggle("open", open);
+    button.setAttribute("aria-expanded", String(open));
+  };
+  button.addEventListener("click", () => {
+    const open = !nav.classList.contains("open");
+    set(open);
+    if (open) { const first = nav.querySelector("a, button"); if (first) first.focus(); }
+  });
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "Escape" && nav.classList.contains("open")) { set(false); button.focus(); }
+  });
+  document.addEventListener("click", (e) => {
+    if (nav.classList.contains("open") && !header.contains(e.target)) set(false);
+  });
 }
 
 // --- small things ------------------------------------------------------------------------------
@@ -551,6 +604,6 @@ function offerUndo(id, name) {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
-  setupUpload(); setupSuggestions(); bindReveal(); setupConfirm(); setupStars();
+  setupMenu(); setupUpload(); setupSuggestions(); bindReveal(); setupConfirm(); setupStars();
   setupViewer(); setupSelection(); setupInfiniteScroll();
 });

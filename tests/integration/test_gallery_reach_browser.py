@@ -1,0 +1,403 @@
+"""The gallery as a demanding user checks it, in a real headless Chromium over a stack of its own.
+
+Every main page fits a 390 px phone (nothing scrolls sideways, the links fold into a menu),
+every focusable control shows its focus, thumbnails are sharp on 1x, 2x and 3x screens and keep
+their shape, the viewer reaches photos beyond the first page (a shared link, and "next" past
+the last photo loaded), and screenshots of every main page, light and dark, at 1366 and 390 px
+are saved under tests/artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import requests
+from PIL import ExifTags, Image
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+
+from .conftest import Stack, build_stack
+from .test_browser import CHROMIUM, CHROMIUM_ARGS
+from .test_gallery_browser import DESKTOP, PHONE, _shoot
+
+# (name, photo, date taken or None, favourite, trashed)
+PHOTOS = [
+    ("harbour 2017.jpg", "coffee", "2017:05:01 10:00:00", True, False),
+    ("launch.jpg", "rocket", "2019:07:14 18:22:05", False, False),
+    ("Пагода.jpg", "china", "2021:08:20 12:00:00", True, False),
+    ("chelsea.jpg", "chelsea", None, True, False),
+    ("astronaut.jpg", "astronaut", None, False, False),
+    ("motorcycle.jpg", "motorcycle", "2021:08:02 09:10:00", False, False),
+    ("old scan.jpg", "page", None, False, True),
+    ("camera.jpg", "camera", None, False, True),
+]
+
+
+@pytest.fixture(scope="module")
+def own_stack(tmp_path_factory, vision_engine) -> Iterator[Stack]:
+    built = build_stack(tmp_path_factory.mktemp("reach-stack"), vision_engine)
+    yield built
+    built.close()
+
+
+@pytest.fixture(scope="module")
+def url(own_stack: Stack) -> str:
+    assert own_stack.gateway is not None
+    return own_stack.gateway.url
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+def _context(
+    browser: Browser, viewport=DESKTOP, scheme="light", scale: float | None = None, **extra
+) -> BrowserContext:
+    phone = viewport["width"] < 500
+    return browser.new_context(
+        viewport=viewport,
+        color_scheme=scheme,
+        device_scale_factor=scale or (3 if phone else 1),
+        has_touch=phone,
+        **extra,
+    )
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = _context(browser)
+    opened = context.new_page()
+    opened.set_default_timeout(60_000)
+    yield opened
+    context.close()
+
+
+def _jpeg(photo: bytes, taken: str | None) -> bytes:
+    extra = {}
+    if taken:
+        exif = Image.Exif()
+        exif[ExifTags.Base.Make] = "Canon"
+        exif.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.DateTimeOriginal] = taken
+        extra["exif"] = exif
+    with Image.open(io.BytesIO(photo)) as im:
+        out = io.BytesIO()
+        im.convert("RGB").save(out, "JPEG", quality=90, comment=uuid.uuid4().hex.encode(), **extra)
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def library(url: str, photo_jpegs) -> dict[str, dict]:
+    """The photos above by filename: some dated by their camera, some starred, two in the trash."""
+    images = {}
+    for name, photo, taken, favourite, trashed in PHOTOS:
+        reply = requests.post(
+            f"{url}/api/images",
+            files={"file": (name, _jpeg(photo_jpegs[photo], taken))},
+            timeout=120,
+        )
+        assert reply.status_code == 201, reply.text
+        image = reply.json()["results"][0]["image"]
+        if favourite:
+            requests.post(
+                f"{url}/api/images/{image['id']}/favourite", json={"favourite": True}, timeout=30
+            ).raise_for_status()
+        if trashed:
+            requests.delete(f"{url}/api/images/{image['id']}", timeout=30).raise_for_status()
+        images[name] = image
+    return images
+
+
+def _main_pages(library: dict[str, dict]) -> dict[str, str]:
+    first = library["launch.jpg"]["id"]
+    return {
+        "gallery": "/",
+        "year": "/?year=2019",
+        "favourites": "/favourites",
+        "trash": "/trash",
+        "upload": "/upload",
+        "duplicates": "/duplicates",
+        "status": "/status",
+        "search": "/search?q=canon",
+        "image": f"/images/{first}",
+        "mosaic": f"/images/{first}/mosaic?columns=24",
+        "viewer": f"/#view={first}",
+    }
+
+
+# --- the 390 px phone ---------------------------------------------------------------------------
+
+# Inside these a wide table or text may scroll on its own (the status tables are meant to).
+_MAY_SCROLL = "table, pre, .lb-stage"
+_SIDEWAYS = """(allowed) => {
+    const out = [];
+    for (const node of document.querySelectorAll('body *')) {
+        if (node.closest(allowed)) continue;
+        const style = getComputedStyle(node);
+        if (!['auto', 'scroll'].includes(style.overflowX)) continue;
+        if (node.scrollWidth > node.clientWidth + 1) out.push(node.tagName + '#' + node.id);
+    }
+    return out;
+}"""
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_no_main_page_scrolls_sideways_on_a_390_px_phone(browser: Browser, url, library, scheme):
+    context = _context(browser, PHONE, scheme)
+    page = context.new_page()
+    for name, path in _main_pages(library).items():
+        page.goto(url + path)
+        page.wait_for_load_state("networkidle")
+
+        width = page.evaluate("document.scrollingElement.scrollWidth")
+        inner = page.evaluate("innerWidth")
+        assert width <= inner, f"{name} is {width} px wide on a {inner} px screen"
+        assert page.evaluate(_SIDEWAYS, _MAY_SCROLL) == [], (
+            f"{name} has a part that scrolls sideways"
+        )
+        header = page.locator("header.top").bounding_box()
+        assert header is not None and header["height"] <= 100, f"{name}: header {header}"
+        _shoot(page, f"{name}-390-{scheme}", full=name != "viewer")
+    context.close()
+
+
+def test_the_phone_menu_holds_every_link_and_closes_again(browser: Browser, url, library):
+    context = _context(browser, PHONE)
+    page = context.new_page()
+    page.goto(f"{url}/favourites")
+    links = page.locator("#main-nav a")
+    button = page.locator("#menu-button")
+    expect(button).to_be_visible()
+    expect(links.first).to_be_hidden()
+
+    button.click()
+
+    expect(button).to_have_attribute("aria-expanded", "true")
+    for link in links.all():
+        expect(link).to_be_visible()
+        box = link.bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"]
+    expect(page.locator('#main-nav a[aria-current="page"]')).to_have_text("Favourites")
+    _shoot(page, "menu-390-light", full=False)
+    page.keyboard.press("Escape")
+    expect(links.first).to_be_hidden()
+    expect(button).to_be_focused()
+
+    button.click()
+    page.locator("#main-nav a", has_text="Trash").click()
+    page.wait_for_url("**/trash")
+    context.close()
+
+
+def test_without_script_the_phone_links_wrap_instead_of_scrolling(browser: Browser, url, library):
+    context = _context(browser, PHONE, java_script_enabled=False)
+    page = context.new_page()
+    page.goto(f"{url}/")
+
+    expect(page.locator("#menu-button")).to_be_hidden()
+    for link in page.locator("#main-nav a").all():
+        box = link.bounding_box()
+        assert box is not None and box["x"] + box["width"] <= PHONE["width"]
+    assert page.evaluate(_SIDEWAYS, _MAY_SCROLL) == []
+    context.close()
+
+
+def test_on_a_desktop_the_links_show_without_a_menu(page: Page, url, library):
+    page.goto(f"{url}/trash")
+
+    expect(page.locator("#menu-button")).to_be_hidden()
+    expect(page.locator("#main-nav a").first).to_be_visible()
+    expect(page.locator('#main-nav a[aria-current="page"]')).to_have_text("Trash")
+
+
+# --- screenshots, light and dark ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_screenshots_of_every_main_page_at_1366(browser: Browser, url, library, scheme):
+    context = _context(browser, DESKTOP, scheme)
+    page = context.new_page()
+    for name, path in _main_pages(library).items():
+        page.goto(url + path)
+        _shoot(page, f"{name}-1366-{scheme}", full=name != "viewer")
+        assert page.evaluate("document.scrollingElement.scrollWidth") <= DESKTOP["width"]
+        if scheme == "dark":
+            # Dark pages stay dark all the way down (no light card or strip left behind).
+            for selector in (
+                "body",
+                "main .heading",
+                ".tile",
+                ".bulk",
+                ".group",
+                ".upload-summary",
+            ):
+                for node in page.locator(selector).all()[:3]:
+                    colour = node.evaluate("n => getComputedStyle(n).backgroundColor")
+                    rgb = [int(v) for v in re.findall(r"\d+", colour)[:3]]
+                    alpha = re.findall(r"[\d.]+", colour)[3:4]
+                    if alpha and float(alpha[0]) == 0:
+                        continue
+                    assert sum(rgb) < 200, f"{name}: {selector} is {colour} in dark mode"
+    context.close()
+
+
+# --- thumbnails -------------------------------------------------------------------------------
+
+# The pixels of the file the browser chose (naturalWidth is scaled by the srcset's claim).
+_SHARPNESS = """async tiles => Promise.all(tiles.map(async tile => {
+    const img = tile.querySelector('img.thumb');
+    const file = new Image();
+    file.src = img.currentSrc;
+    await file.decode();
+    return {id: tile.dataset.id, shown: img.getBoundingClientRect().width,
+            pixels: file.naturalWidth, src: img.currentSrc};
+}))"""
+
+
+@pytest.mark.parametrize(
+    ("viewport", "scale"), [(DESKTOP, 1), (DESKTOP, 2), (PHONE, 2), (PHONE, 3)]
+)
+def test_thumbnails_are_sharp_at_every_pixel_ratio(browser: Browser, url, library, viewport, scale):
+    widths = {image["id"]: image["width"] for image in library.values()}
+    context = _context(browser, viewport, scale=scale)
+    page = context.new_page()
+    page.goto(f"{url}/")
+    tiles = page.locator("#gallery figure.tile")
+    for tile in tiles.all():
+        tile.scroll_into_view_if_needed()
+        page.wait_for_function(
+            "img => img.complete && img.naturalWidth > 0", arg=tile.locator("img").element_handle()
+        )
+
+    for tile in tiles.evaluate_all(_SHARPNESS):
+        # As many image pixels as screen pixels, up to what the photo itself has.
+        wanted = min(tile["shown"] * scale, widths[tile["id"]], 1024)
+        assert tile["pixels"] >= 0.9 * wanted, f"blurry at {scale}x: {tile}"
+    context.close()
+
+
+def test_tiles_keep_the_shape_of_their_photo(page: Page, url, library):
+    page.goto(f"{url}/")
+
+    for image in library.values():
+        if image["id"] in {library[n]["id"] for n in ("old scan.jpg", "camera.jpg")}:
+            continue  # in the trash
+        box = page.locator(f'#gallery figure.tile[data-id="{image["id"]}"] .thumb-link')
+        shown = box.bounding_box()
+        assert shown is not None
+        ratio = max(0.4, min(3.0, image["width"] / image["height"]))
+        assert abs(shown["width"] / shown["height"] - ratio) / ratio < 0.04, image["filename"]
+
+
+def test_captions_name_the_file_unless_the_model_is_sure(page: Page, url, library):
+    page.goto(f"{url}/")
+
+    for tile in page.locator("#gallery figure.tile").all():
+        image = requests.get(f"{url}/api/images/{tile.get_attribute('data-id')}", timeout=30).json()
+        caption = tile.locator("figcaption .label").inner_text()
+        sure = [label for label in image["labels"] if label["probability"] >= 0.6]
+        assert caption == (sure[0]["name"] if sure else image["filename"])
+
+
+# --- focus you can see --------------------------------------------------------------------------
+
+_FOCUS = """() => {
+    const node = document.activeElement;
+    const style = getComputedStyle(node);
+    const ring = style.outlineStyle !== 'none' && parseFloat(style.outlineWidth) >= 2;
+    const box = node.getBoundingClientRect();
+    return {tag: node.tagName, id: node.id, cls: String(node.className), ring,
+            shadow: style.boxShadow !== 'none', seen: box.width > 0 && box.height > 0};
+}"""
+
+
+@pytest.mark.parametrize("path", ["/", "/favourites", "/trash", "/upload"])
+def test_every_control_reached_by_tab_shows_its_focus(page: Page, url, library, path):
+    page.goto(url + path)
+    page.wait_for_load_state("networkidle")
+
+    seen = 0
+    for _ in range(30):
+        page.keyboard.press("Tab")
+        focused = page.evaluate(_FOCUS)
+        if focused["tag"] == "BODY":
+            break
+        assert focused["seen"] and (focused["ring"] or focused["shadow"]), focused
+        seen += 1
+    assert seen >= 8
+
+
+# --- the viewer beyond the first page ---------------------------------------------------------
+
+
+def test_a_shared_viewer_link_opens_a_photo_not_on_the_first_page(
+    browser: Browser, own_stack: Stack, library
+):
+    small = own_stack.start_gateway(gallery_page_size=2)
+    try:
+        context = _context(browser)
+        page = context.new_page()
+        page.goto(f"{small.url}/")
+        first_page = page.locator("#gallery figure.tile").evaluate_all(
+            "ts => ts.map(t => t.dataset.id)"
+        )
+        far = next(
+            image
+            for image in library.values()
+            if image["id"] not in first_page
+            and image["filename"] not in ("old scan.jpg", "camera.jpg")
+        )
+
+        page.goto(f"{small.url}/#view={far['id']}")
+
+        expect(page.locator("#lightbox")).to_be_visible()
+        expect(page.locator("#lb-caption")).to_have_text(re.compile(re.escape(far["filename"])))
+        assert far["id"] in page.url
+        context.close()
+    finally:
+        small.stop()
+
+
+def test_next_past_the_last_photo_loaded_brings_in_older_ones(
+    browser: Browser, own_stack: Stack, library
+):
+    small = own_stack.start_gateway(gallery_page_size=2)
+    try:
+        context = _context(browser, {"width": 1366, "height": 2000})
+        page = context.new_page()
+        # No infinite scroll: only the viewer's own "next" can bring older photos in.
+        page.add_init_script("delete window.IntersectionObserver")
+        page.goto(f"{small.url}/")
+        page.locator("#gallery figure.tile .thumb-link").first.click()
+        expect(page.locator("#lb-position")).to_contain_text("1 of")
+
+        seen = [page.evaluate("location.hash")]
+        for _ in range(4):
+            page.keyboard.press("ArrowRight")
+            page.wait_for_function("was => location.hash !== was", arg=seen[-1])
+            seen.append(page.evaluate("location.hash"))
+
+        assert len(set(seen)) == 5  # five different photos: it did not wrap round after two
+        context.close()
+    finally:
+        small.stop()
+
+
+# --- bulk wording -------------------------------------------------------------------------------
+
+
+def test_bulk_delete_asks_in_the_words_of_what_it_does(page: Page, url, library):
+    page.goto(f"{url}/")
+    page.locator("#gallery figure.tile .pick").first.click()
+    messages: list[str] = []
+    page.once("dialog", lambda dialog: (messages.append(dialog.message), dialog.dismiss()))
+
+    page.click("#bulk-delete")
+
+    assert messages == ["Move 1 photo to the trash?"]
