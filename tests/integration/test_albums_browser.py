@@ -48,11 +48,12 @@ def test_album_create_add_remove_rename_delete_in_the_browser(
     browser: Browser, gateway_url, photo_jpegs
 ):
     url = gateway_url
-    tag = uuid.uuid4().hex[:6]
+    tag = f"t{uuid.uuid4().hex[:6]}"
     ids = [
         _upload(url, fresh_jpeg(photo_jpegs[k]), f"album-{tag}-{k}.jpg")
         for k in ("coffee", "astronaut", "chelsea")
     ]
+    outside = _upload(url, fresh_jpeg(photo_jpegs["coffee"]), f"album-{tag}-outside.jpg")
     name = f"Holiday {tag}"
     context = _context(browser)
     page = context.new_page()
@@ -97,6 +98,15 @@ def test_album_create_add_remove_rename_delete_in_the_browser(
     # Album order: the photo added first, then the selection in the gallery's order.
     assert shown == _members(url, album_id) and shown[0] == ids[0] and set(shown) == set(ids)
     expect(page.locator("#album-count")).to_contain_text("3 photos")
+
+    # Search in the album: only its photos, though a fourth shares the word.
+    page.fill("#album-q", tag)
+    page.locator("#album-q").press("Enter")
+    expect(page.locator("#album-filter")).to_contain_text(name)
+    found = page.locator("#results figure.tile")
+    expect(found).to_have_count(3)
+    assert outside not in [found.nth(i).get_attribute("data-id") for i in range(3)]
+    page.goto(f"{url}/albums/{album_id}")
 
     # Screenshots of the album page and the albums list: desktop and phone, light and dark.
     for scheme in ("light", "dark"):
