@@ -80,6 +80,10 @@ class ImageLookup(Protocol):
     @property
     def is_closing(self) -> bool: ...
 
+    @property
+    def head_seq(self) -> int:
+        """Grows with every put, annotate and delete (a cached view is stale after one)."""
+
 
 @dataclass
 class _Album:
@@ -90,6 +94,8 @@ class _Album:
     updated_ms: int
     images: list[str] = field(default_factory=list)
     members: set[str] = field(default_factory=set)
+    # Bumped by every change applied (keys the cached view).
+    version: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -197,6 +203,8 @@ class AlbumStore:
         # Guards everything below; held across a change's fsync so changes apply in log order.
         self._lock = threading.Lock()
         self._albums: dict[str, _Album] = {}
+        # album id -> ((album object, its version, image store head seq), its view)
+        self._views: dict[str, tuple[tuple[int, int, int], Album]] = {}
         self._next_seq = 1
         self._records = 0
         self._damaged_records = 0
@@ -243,7 +251,8 @@ class AlbumStore:
         self._old_logs = [n for n in numbers if n not in empty]
         if self._old_logs:
             fs.sync_dir(self._dir)
-        if len(self._old_logs) > 1 or self._records > CHECKPOINT_RECORDS + 4 * len(self._albums):
+        # Each open starts a new (preallocated) log: fold the older ones into it at once.
+        if self._old_logs or self._records > CHECKPOINT_RECORDS + 4 * len(self._albums):
             self._checkpoint()
 
     def _checkpoint(self) -> None:
@@ -258,6 +267,7 @@ class AlbumStore:
             if gone & album.members:
                 album.images = [i for i in album.images if i not in gone]
                 album.members -= gone
+                album.version += 1
             position = self._append({"op": "set", "album": album.to_json()})
         self._wal.sync(position)
         for number in old:
@@ -285,8 +295,10 @@ class AlbumStore:
         if album_or_none is None:
             return  # a change to an album a later checkpoint no longer has
         album = album_or_none
+        album.version += 1
         if op == "delete":
             del self._albums[album.id]
+            self._views.pop(album.id, None)
         elif op == "rename":
             album.name = str(record["name"])
             album.updated_ms = int(record["at"])
@@ -427,6 +439,17 @@ class AlbumStore:
         ]
 
     def _view(self, album: _Album) -> Album:
+        """The album with its count and cover; reused while neither the album nor the image
+        store changed (the gallery asks for every album on each page)."""
+        head = self._images.head_seq  # read first: a change after it only costs a recompute
+        cached = self._views.get(album.id)
+        if cached is not None and cached[0] == (id(album), album.version, head):
+            return cached[1]
+        view = self._compute_view(album)
+        self._views[album.id] = ((id(album), album.version, head), view)
+        return view
+
+    def _compute_view(self, album: _Album) -> Album:
         visible = self._visible(album)
         return Album(
             album.id,
