@@ -37,6 +37,6 @@ def build_server(
     server = new_server(max_workers)
     pb_grpc.add_SearchServiceServicer_to_server(SearchServicer(index, feed), server)
     pb_grpc_v2.add_SearchServiceServicer_to_server(SearchServicerV2(index, feed), server)
-    health = ServiceHealth(server, SERVICE_NAME)
+    health = ServiceHealth(server, SERVICE_NAME, SERVICE_NAME_V2)
     enable_reflection(server, [SERVICE_NAME, SERVICE_NAME_V2])
     return server, server.add_insecure_port(address), health

@@ -14,11 +14,12 @@ from grpc_reflection.v1alpha import reflection
 
 
 class ServiceHealth:
-    """Health status of one server: the overall status ("") and the named service."""
+    """Health status of one server: the overall status ("") and the named services (one
+    service may be served in several contract versions, each a name of its own)."""
 
-    def __init__(self, server: grpc.Server, service_name: str) -> None:
+    def __init__(self, server: grpc.Server, service_name: str, *more_names: str) -> None:
         self._servicer = health.HealthServicer()
-        self._names = ("", service_name)
+        self._names = ("", service_name, *more_names)
         health_pb2_grpc.add_HealthServicer_to_server(self._servicer, server)
         self.set_serving(False)
 

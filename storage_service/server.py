@@ -24,7 +24,7 @@ class StorageHealth(ServiceHealth):
     forever), so draining the server takes well under its grace period."""
 
     def __init__(self, server: grpc.Server, service_name: str, servicer: StorageServicer) -> None:
-        super().__init__(server, service_name)
+        super().__init__(server, service_name, SERVICE_NAME_V2)
         self._storage = servicer
 
     def shutdown(self) -> None:

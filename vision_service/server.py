@@ -36,6 +36,6 @@ def build_server(
     server = new_server(config.max_workers)
     pb_grpc.add_VisionServiceServicer_to_server(VisionServicer(slot), server)
     pb_grpc_v2.add_VisionServiceServicer_to_server(VisionServicerV2(slot), server)
-    health = ServiceHealth(server, SERVICE_NAME)
+    health = ServiceHealth(server, SERVICE_NAME, SERVICE_NAME_V2)
     enable_reflection(server, [SERVICE_NAME, SERVICE_NAME_V2])
     return server, server.add_insecure_port(address), health

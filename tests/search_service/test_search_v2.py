@@ -11,6 +11,7 @@ import grpc
 import numpy as np
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from imagerepo.common.v1 import common_pb2
@@ -28,10 +29,11 @@ DIM = 1280
 @pytest.fixture
 def channel() -> Iterator[grpc.Channel]:
     """A search server (in-memory index, no feed, so v1's IndexImage fills it) on a free port."""
-    server, port, _health = build_server(
+    server, port, health = build_server(
         "127.0.0.1:0", index=DurableIndex.open(None, EngineParams())
     )
     server.start()
+    health.set_serving(True)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as chan:
         yield chan
     server.stop(grace=None)
@@ -229,3 +231,8 @@ def test_v1_is_still_served_and_reflection_lists_both(channel, v1_stub, stub):
     assert old.hits[0].reasons[0].field == "tags"
     services = {s.name for s in listing.list_services_response.service}
     assert {"imagerepo.search.v1.SearchService", "imagerepo.search.v2.SearchService"} <= services
+    health = health_pb2_grpc.HealthStub(channel)
+    for version in ("v1", "v2"):
+        name = f"imagerepo.search.{version}.SearchService"
+        status = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5).status
+        assert status == health_pb2.HealthCheckResponse.SERVING, name

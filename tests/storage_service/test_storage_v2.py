@@ -13,6 +13,7 @@ import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.field_mask_pb2 import FieldMask
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
 
@@ -284,3 +285,8 @@ def test_v1_is_still_served_and_reflection_lists_both(channel, stub, v1_stub, ph
         "imagerepo.storage.v1.StorageService",
         "imagerepo.storage.v2.StorageService",
     } <= services
+    health = health_pb2_grpc.HealthStub(channel)
+    for version in ("v1", "v2"):
+        name = f"imagerepo.storage.{version}.StorageService"
+        status = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5).status
+        assert status == health_pb2.HealthCheckResponse.SERVING, name
