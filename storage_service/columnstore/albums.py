@@ -261,6 +261,7 @@ class AlbumStore:
         assert self._wal is not None
         old = [*self._old_logs, self._wal.number]
         self._wal.rotate()
+        self._old_logs = old
         gone = self._gone_ids({i for a in self._albums.values() for i in a.images})
         position = self._wal.synced
         for album in self._albums.values():
@@ -270,11 +271,13 @@ class AlbumStore:
                 album.version += 1
             position = self._append({"op": "set", "album": album.to_json()})
         self._wal.sync(position)
-        for number in old:
+        # Oldest first, each made durable before the next: whatever a crash leaves is a
+        # suffix of the history (a delete is never lost while the create before it stays).
+        for number in sorted(old):
             path = wal_mod.log_path(self._dir, number)
             if self._fs.exists(path):
                 self._fs.unlink(path)
-        self._fs.sync_dir(self._dir)
+                self._fs.sync_dir(self._dir)
         self._old_logs = []
         self._records = len(self._albums)
         log.info("album table checkpointed", extra={"albums": len(self._albums)})
