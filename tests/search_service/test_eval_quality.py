@@ -1,7 +1,8 @@
 """Search quality on the labelled evaluation set (eval_set.py: 42 real photos from packages,
 106 queries judged by looking at the photos, 33 of them German, French or Spanish), with the
 real MiniLM embeddings of the vision service. Keeps quality from regressing: floors a little
-under what `make bench PART=search` measures (after: P@1 0.77, nDCG@10 0.75, no empty page).
+under what `make bench PART=search` measures (after: P@1 0.78, nDCG@10 0.76, no empty page; the
+66 English queries before scene words and translation: 0.742 / 0.752, unchanged by them).
 
 The photos' analysis comes from eval_analysis.json; the last tests run the real models on
 photos of the set and check that file still says what the models say.
@@ -18,8 +19,8 @@ from search_service.label_embeddings import load_cached
 from search_service.vision_client import VisionClient
 from tests.search_service import eval_set
 
-P_AT_1_FLOOR = 0.68
-NDCG_FLOOR = 0.68
+P_AT_1_FLOOR = 0.74
+NDCG_FLOOR = 0.72
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +52,18 @@ def test_quality_on_the_labelled_set_stays_above_its_floor(indexes):
     # The old ranking (top 5 labels, no hypernyms, rank fusion, empty pages) stays well behind.
     assert before.p_at_1 <= after.p_at_1 - 0.2
     assert before.empty_share > 0.2
+
+
+def test_scene_words_come_from_scene_classes_and_the_dark_share_of_the_frame(indexes):
+    index = indexes[eval_set.AFTER]
+
+    # alp 0.75 -> snow; lakeside 0.05 -> lake (semantic expansion); black 95% of the frame.
+    assert _first(index, "snow")[0] == "peaks"
+    assert _first(index, "lake")[0] == "china"
+    assert _first(index, "dark")[0] == "hubble"
+    assert _first(index, "night")[0] in ("hubble", "milkyway", "rocket")
+    # A weak guess of sandbar does not make the storm over a road a beach's water.
+    assert "storm" not in _first(index, "water")[:1]
 
 
 def test_other_languages_find_what_the_english_word_finds(indexes):
