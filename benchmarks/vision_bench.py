@@ -30,12 +30,14 @@ from __future__ import annotations
 import dataclasses
 import io
 import multiprocessing
+import os
 import threading
 import time
 from dataclasses import dataclass
 
 import grpc
 import numpy as np
+import onnxruntime as ort
 from PIL import Image
 
 from imagerepo.vision.v1 import vision_service_pb2 as pb
@@ -45,6 +47,7 @@ from tests.support import real_photo_paths
 from tests.vision_service.photo_sets import (
     model_inputs,
     photo_variants,
+    small_sign_photos,
     text_photos,
     textless_photos,
 )
@@ -225,11 +228,64 @@ def _batch_ms(session, tensors: np.ndarray, batch: int = 8) -> float:
     return _cpu_ms(lambda _: session.run(None, {name: x}), [0], repeat=5) / batch
 
 
+def _load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores"
+
+
+def _probe_tensor(rgb: Image.Image) -> np.ndarray:
+    """The probe's detector input for one decoded photo (as TextProbe.probability_map)."""
+    from vision_service.models.ocr import _DET_OFFSET, _DET_SCALE, _stride
+
+    w, h = rgb.size
+    scale = PROBE_MAX_SIDE / max(w, h)
+    size = (_stride(w * scale), _stride(h * scale))
+    thumb = np.asarray(rgb.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0))
+    planes = [thumb[:, :, 2 - c] * _DET_SCALE[c] + _DET_OFFSET[c] for c in range(3)]
+    return np.ascontiguousarray(np.stack(planes)[None], dtype=np.float32)
+
+
+def session_options(config: VisionConfig, decoded: list[Image.Image]) -> None:
+    """The onnxruntime options, chosen by measurement: graph optimisation level and intra-op
+    threads per model, as CPU ms and wall ms per image (batch 8 for the CNNs, batch 1 for the
+    probe's detector). The service runs ORT_ENABLE_ALL, 1 intra-op thread per run and two
+    runs at once (batch workers), which spends the least CPU per image."""
+    print("-- onnxruntime session options, per image --", flush=True)
+    registry = load_registry(config.models_dir)
+    cases = [
+        (CLASSIFIER, registry[CLASSIFIER].path(), np.stack([classifier_input(r) for r in decoded])),
+        (MODERATION, registry[MODERATION].path(), np.stack([moderation_input(r) for r in decoded])),
+        (f"{OCR_DET} (probe)", registry[OCR_DET].path(), _probe_tensor(decoded[0])),
+    ]
+    levels = (
+        ("extended", ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED),
+        ("all", ort.GraphOptimizationLevel.ORT_ENABLE_ALL),
+    )
+    for name, path, tensors in cases:
+        batch = min(8, len(tensors))
+        x = np.ascontiguousarray(tensors[:batch])
+        for level_name, level in levels:
+            for intra in (1, 2):
+                session = open_session(path, SessionThreads(intra, 1), optimization=level)
+                feed = {session.get_inputs()[0].name: x}
+                session.run(None, feed)
+                rounds = 5
+                cpu_started, started = time.process_time(), time.perf_counter()
+                for _ in range(rounds):
+                    session.run(None, feed)
+                cpu = 1000.0 * (time.process_time() - cpu_started) / (rounds * batch)
+                wall = 1000.0 * (time.perf_counter() - started) / (rounds * batch)
+                print(
+                    f"  {name:<28} {level_name:<8} intra-op {intra}: {cpu:6.2f} CPU ms  "
+                    f"{wall:6.2f} wall ms"
+                )
+
+
 def analysis_cost(config: VisionConfig, photos: list[bytes]) -> None:
     """Part 1: default-task CPU per image before/after, step costs, agreement, probes."""
     registry = load_registry(config.models_dir)
     threads = SessionThreads(1, 1)
-    print("== analysis cost with the default tasks ==", flush=True)
+    print(f"== analysis cost with the default tasks ({_load()}) ==", flush=True)
     for name in (CLASSIFIER, MODERATION):
         entry = registry[name]
         kind = "int8 (adopted)" if "reference" in entry.files else "float (int8 not adopted)"
@@ -319,6 +375,7 @@ def analysis_cost(config: VisionConfig, photos: list[bytes]) -> None:
             )
     for what, ms in steps:
         print(f"  {what:<42} {ms:6.2f} CPU ms")
+    session_options(config, decoded)
 
     print("-- int8 vs float agreement on the real-photo set --", flush=True)
     variants = photo_variants()
@@ -349,13 +406,17 @@ def analysis_cost(config: VisionConfig, photos: list[bytes]) -> None:
     print("-- text probes on photos with and without text --", flush=True)
     with_text = list(text_photos().values())
     without = list(textless_photos().values())
+    small = list(small_sign_photos().values())
     for what, fn in (("old", legacy.likely_has_text), ("new", probe.likely_has_text)):
         missed = sum(not fn(im) for im in with_text)
         flagged = sum(fn(im) for im in without)
+        found_small = sum(fn(im) for im in small)
         print(
             f"  {what} probe: missed {missed} of {len(with_text)} photos with text, "
-            f"flagged {flagged} of {len(without)} without"
+            f"flagged {flagged} of {len(without)} without; found {found_small} of "
+            f"{len(small)} smaller signs (4-6% of the photo's height)"
         )
+    print(f"  ({_load()})")
 
 
 def main() -> None:

@@ -169,8 +169,16 @@ def classifier_input(rgb: Image.Image) -> np.ndarray:
         box=(left, top, left + side, top + side),
         reducing_gap=3.0,
     )
-    pixels = np.asarray(crop, dtype=np.float32)
-    return np.ascontiguousarray(((pixels - 127.0) / 128.0).transpose(2, 0, 1))
+    return _normalised_chw(np.asarray(crop))
+
+
+def _normalised_chw(pixels: np.ndarray) -> np.ndarray:
+    """uint8 HWC RGB -> float32 CHW, (x - 127) / 128."""
+    out = np.empty((3, pixels.shape[0], pixels.shape[1]), dtype=np.float32)
+    for channel in range(3):
+        np.subtract(pixels[:, :, channel], 127.0, out=out[channel], dtype=np.float32)
+    out *= 1.0 / 128.0
+    return out
 
 
 def to_bgr_array(rgb: Image.Image) -> np.ndarray:

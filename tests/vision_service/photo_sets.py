@@ -7,8 +7,9 @@
   model is never judged on the exact inputs it was calibrated on.
 - `text_photos()` / `textless_photos()`: photos that hold text (skimage's scanned page and
   handwritten text, and real photos carrying a sign: a rendered sign board pasted into the
-  photo at the size a sign has in a snapshot) and photos that hold none. The text-likelihood
-  probe is tuned and tested on these.
+  photo at the size a sign has in a snapshot; no package here ships a photograph of a real
+  sign) and photos that hold none (the above and Debian's mate-backgrounds photographs when
+  installed: `debian_photos()`). The text-likelihood probe is tuned and tested on these.
 """
 
 from __future__ import annotations
@@ -43,6 +44,23 @@ _SKIMAGE_PHOTOS = (
 _SKIMAGE_TEXT = ("page.png", "text.png")
 _SKLEARN_PHOTOS = ("china.jpg", "flower.jpg")
 _MATPLOTLIB_PHOTOS = ("grace_hopper.jpg",)
+# Debian's mate-backgrounds (installed by .ci/run): real photographs without any text (the
+# OCR of tests/search_service/eval_analysis.json finds none in them).
+_MATE_NATURE = Path("/usr/share/backgrounds/mate/nature")
+_MATE_PHOTOS = (
+    "Aqua.jpg",
+    "Blinds.jpg",
+    "Dune.jpg",
+    "FreshFlower.jpg",
+    "Garden.jpg",
+    "GreenMeadow.jpg",
+    "LadyBird.jpg",
+    "RainDrops.jpg",
+    "Storm.jpg",
+    "TwoWings.jpg",
+    "Wood.jpg",
+    "YellowFlower.jpg",
+)
 
 # Words on the pasted signs, and where they go: (photo, text, height as a fraction of the
 # photo's height, left and top as fractions, board colour, ink colour).
@@ -93,6 +111,22 @@ def real_photos() -> dict[str, Image.Image]:
         ),
     }
     return {name: _open_rgb(path) for name, path in sorted(files.items())}
+
+
+def debian_photos(max_side: int = 1024) -> dict[str, Image.Image]:
+    """The mate-backgrounds photographs that are installed (none without the package), as
+    RGB at most `max_side` on the long side (they ship at 2-5 MP)."""
+    out = {}
+    for name in _MATE_PHOTOS:
+        path = _MATE_NATURE / name
+        if not path.is_file():
+            continue
+        with Image.open(path) as im:
+            im.draft("RGB", (max_side, max_side))
+            image = ImageOps.exif_transpose(im).convert("RGB")
+        image.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
+        out[f"mate-{Path(name).stem.lower()}"] = image
+    return out
 
 
 def _crops(name: str, image: Image.Image, boxes: tuple[tuple[float, float, float, float], ...]):
@@ -157,9 +191,34 @@ def text_photos() -> dict[str, Image.Image]:
     return out
 
 
+def small_sign_photos(heights: tuple[float, ...] = (0.04, 0.05, 0.06)) -> dict[str, Image.Image]:
+    """The same signs at smaller sizes (fractions of the photo's height), below what the probe
+    is tuned to find every time: the benchmark reports how many a probe still finds."""
+    photos = real_photos()
+    out = {}
+    for fraction in heights:
+        for name, text, _, left, top, board, ink in _SIGNS:
+            out[f"{name}-sign-{fraction:.2f}"] = _with_sign(
+                photos[name], text, fraction, left, top, board, ink
+            )
+    return out
+
+
+def _with_sign(
+    photo: Image.Image, text: str, height: float, left: float, top: float, board: str, ink: str
+) -> Image.Image:
+    photo = photo.copy()
+    w, h = photo.size
+    sign = _sign(text, max(8, int(h * height)), board, ink)
+    x = min(int(left * w), max(0, w - sign.width))
+    photo.paste(sign, (x, int(top * h)))
+    return photo
+
+
 def textless_photos() -> dict[str, Image.Image]:
-    """Real photos without text, with their mirror images and crops."""
-    return photo_variants()
+    """Real photos without text, with their mirror images and crops, and the installed
+    mate-backgrounds photos."""
+    return {**photo_variants(), **debian_photos()}
 
 
 def jpeg_bytes(image: Image.Image, quality: int = 90) -> bytes:

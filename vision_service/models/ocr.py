@@ -138,6 +138,10 @@ def _stride(side: float) -> int:
 def _text_like_regions(probabilities: np.ndarray) -> list[tuple[int, int, int, float]]:
     """(width, height, area, mean probability) of every region that looks like a word or a
     line of text: wide, dense and confident enough."""
+    if not probabilities.size or probabilities.max() < PROBE_MIN_REGION_SCORE:
+        # No region's mean can reach the minimum score: most text-free photos end here,
+        # without labelling components.
+        return []
     mask = (probabilities > PROBE_PIXEL_THRESHOLD).astype(np.uint8)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if count <= 1:
