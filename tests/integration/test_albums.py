@@ -9,8 +9,6 @@ import uuid
 import pytest
 import requests
 
-from gateway.albums import split_album_phrase
-
 from .conftest import fresh_jpeg
 from .test_api_schemas import check
 
@@ -191,17 +189,3 @@ def test_only_the_owner_changes_an_album_and_adds_only_their_photos(two_owners, 
     assert body["added"] == [anns] and body["not_found"] == [bobs]
     bobs_list = requests.get(f"{url}/api/albums", headers=bob, timeout=30).json()["albums"]
     assert album["id"] not in [x["id"] for x in bobs_list]
-
-
-@pytest.mark.parametrize(
-    ("query", "expected"),
-    [
-        ("cat in album Summer 2019", ("cat", "Summer 2019")),
-        ('in album "Trip to Rome" sunset', ("sunset", "Trip to Rome")),
-        ("in album Rome", ("", "Rome")),
-        ("IN ALBUM  Rome  ", ("", "Rome")),
-        ("cat in the garden", ("cat in the garden", "")),
-    ],
-)
-def test_the_in_album_phrase_is_split_off_the_query(query, expected):
-    assert split_album_phrase(query) == expected
