@@ -123,6 +123,15 @@ def list_images() -> Any:
     statuses = {v: k for k, v in STATUS_NAMES.items() if k}
     if status_name and status_name not in statuses:
         raise BadRequestError("status must be pending, ready or failed")
+    taken_from, taken_to = library.taken_range_ms(
+        request.args.get("taken_from", ""), request.args.get("taken_to", "")
+    )
+    # Newest upload first unless asked (what clients had); a date range means by date taken.
+    order = library.list_order(
+        request.args.get("order", ""), "taken_newest" if taken_from or taken_to else "uploaded"
+    )
+    if (taken_from or taken_to) and order == "uploaded":
+        raise BadRequestError("taken_from and taken_to need order=taken_newest or taken_oldest")
     reply = st.clients.list_images(
         page_size=page_size,
         page_token=request.args.get("page_token", ""),
@@ -130,6 +139,9 @@ def list_images() -> Any:
         status=statuses.get(status_name, 0),
         favourite_only=request.args.get("favourite", "") in ("1", "true"),
         trashed_only=request.args.get("trashed", "") in ("1", "true"),
+        order=library.ORDERS[order],
+        taken_from_unix_ms=taken_from,
+        taken_to_unix_ms=taken_to,
     )
     return jsonify(
         images=[image_json(i, st.config.moderation_threshold) for i in reply.images],

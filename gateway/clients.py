@@ -194,6 +194,9 @@ class ServiceClients:
         include_feature_vectors: bool = False,
         favourite_only: bool = False,
         trashed_only: bool = False,
+        order: int = storage_pb.LIST_ORDER_UPLOADED_NEWEST,
+        taken_from_unix_ms: int = 0,
+        taken_to_unix_ms: int = 0,
     ) -> storage_pb.ListImagesResponse:
         request = storage_pb.ListImagesRequest(
             page_size=page_size,
@@ -203,6 +206,9 @@ class ServiceClients:
             include_feature_vectors=include_feature_vectors,
             favourite_only=favourite_only,
             trashed_only=trashed_only,
+            order=order,  # type: ignore[arg-type]
+            taken_from_unix_ms=taken_from_unix_ms,
+            taken_to_unix_ms=taken_to_unix_ms,
         )
         return self._call("storage", "ListImages", self.storage.ListImages, request)
 

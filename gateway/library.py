@@ -8,6 +8,8 @@
 - Bulk delete and tag, and duplicate clean-up (keep one, delete the rest), per group or for
   every exact group at once.
 - Search ordered by date taken, or limited to a period of it.
+- The timeline: the library listed by date taken (storage's ListImages order, across pages),
+  limited to a period of it, grouped by month, and the years that hold photos.
 """
 
 from __future__ import annotations
@@ -343,3 +345,98 @@ def search_by_date(
         "next_page_token": reply.next_page_token,
         "fell_back_to_or": reply.fell_back_to_or,
     }
+
+
+# --- the timeline: the library by date taken ---------------------------------------------------
+
+ORDERS = {
+    "taken_newest": storage_pb.LIST_ORDER_TAKEN_NEWEST,
+    "taken_oldest": storage_pb.LIST_ORDER_TAKEN_OLDEST,
+    "uploaded": storage_pb.LIST_ORDER_UPLOADED_NEWEST,
+}
+# How many years the year list walks back at most (one short listing call per year).
+MAX_YEARS = 150
+
+
+def list_order(raw: str, default: str) -> str:
+    """A listing order by name (empty: `default`)."""
+    name = raw.strip() or default
+    if name not in ORDERS:
+        raise BadRequestError("order must be taken_newest, taken_oldest or uploaded")
+    return name
+
+
+def year_start_ms(year: int) -> int:
+    return int(datetime(year, 1, 1, tzinfo=UTC).timestamp() * 1000)
+
+
+def taken_range_ms(taken_from: str, taken_to: str) -> tuple[int, int]:
+    """A half-open [from, to) range in ms for storage from "YYYY[-MM[-DD]]" bounds; `taken_to`
+    covers its whole period ("2019" includes 31 December). 0 leaves an end open."""
+    start = max(0, taken_bound(taken_from, end=False) * 1000)
+    end = 0
+    if taken_to.strip():
+        end = (taken_bound(taken_to, end=True) + 1) * 1000
+        if end <= 0:
+            raise BadRequestError("taken_to must be after 1970")
+    if start and end and start >= end:
+        raise BadRequestError("taken_from must not be after taken_to")
+    return start, end
+
+
+def month_key(image: storage_pb.ImageMetadata, order: str) -> str:
+    """The "YYYY-MM" a photo is filed under: when taken (storage's date, the one it sorts by;
+    the upload time when the camera gave none), or when uploaded for that order."""
+    ms = image.created_at_unix_ms if order == "uploaded" else image.taken_at_unix_ms
+    ms = ms or image.created_at_unix_ms
+    return f"{datetime.fromtimestamp(ms / 1000, tz=UTC):%Y-%m}"
+
+
+def months(
+    shown: list[tuple[storage_pb.ImageMetadata, dict[str, Any]]], order: str
+) -> list[dict[str, Any]]:
+    """A page of images in the listing's order, one section per month with a title. Storage
+    sorts the whole library, so consecutive photos of one month form one section."""
+    grouped: list[dict[str, Any]] = []
+    for image, shown_image in shown:
+        key = month_key(image, order)
+        if not grouped or grouped[-1]["key"] != key:
+            moment = datetime.strptime(key, "%Y-%m")
+            grouped.append({"key": key, "title": f"{moment:%B %Y}", "images": []})
+        grouped[-1]["images"].append(shown_image)
+    return grouped
+
+
+def taken_years(owner: str = "") -> list[dict[str, int]]:
+    """The years that hold photos (by date taken), newest first, with how many each holds.
+
+    Two one-image listings per year: the newest photo taken before the last year found names
+    the next year, and a listing of that year counts it."""
+    st = state()
+    years: list[dict[str, int]] = []
+    before = 0
+    for _ in range(MAX_YEARS):
+        reply = st.clients.list_images(
+            page_size=1,
+            owner=owner,
+            order=storage_pb.LIST_ORDER_TAKEN_NEWEST,
+            taken_to_unix_ms=before,
+        )
+        if not reply.images:
+            break
+        image = reply.images[0]
+        ms = image.taken_at_unix_ms or image.created_at_unix_ms
+        year = datetime.fromtimestamp(ms / 1000, tz=UTC).year
+        start = year_start_ms(year)
+        counted = st.clients.list_images(
+            page_size=1,
+            owner=owner,
+            order=storage_pb.LIST_ORDER_TAKEN_NEWEST,
+            taken_from_unix_ms=max(0, start),
+            taken_to_unix_ms=year_start_ms(year + 1),
+        )
+        years.append({"year": year, "count": int(counted.total_count)})
+        if start <= 0:
+            break
+        before = start
+    return years

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import time
-from datetime import UTC, datetime
-from itertools import groupby
 from typing import Any
 
 from flask import (
@@ -37,63 +35,59 @@ def _threshold() -> float:
     return state().config.moderation_threshold
 
 
-# How far a year jump walks the newest-first listing before it gives up.
-MAX_JUMP_PAGES = 2000
-
-
-def months(images: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A page of images grouped by month of their date (taken, else uploaded), newest first."""
-    ordered = sorted(images, key=lambda image: image["date"], reverse=True)
-    grouped = []
-    for key, members in groupby(ordered, key=lambda image: image["date"][:7]):
-        moment = datetime.strptime(key, "%Y-%m")
-        grouped.append({"key": key, "title": f"{moment:%B %Y}", "images": list(members)})
-    return grouped
-
-
-def _year_page(year: int, page_size: int) -> tuple[Any, str]:
-    """The first listing page holding an image dated in `year` or earlier, and its token.
-
-    Storage lists by upload time: this walks it page by page (no date index yet)."""
-    st = state()
-    token = ""
-    for _ in range(MAX_JUMP_PAGES):
-        reply = st.clients.list_images(page_size=page_size, page_token=token)
-        shown = [image_json(i, _threshold()) for i in reply.images]
-        if any(int(image["date"][:4]) <= year for image in shown) or not reply.next_page_token:
-            return reply, token
-        token = reply.next_page_token
-    return reply, token
-
-
 @pages.get("/")
 def gallery() -> Any:
+    """The timeline: the whole library by date taken (storage sorts it, so months run on
+    across pages), newest first unless asked; a year jump starts at that year."""
     st = state()
     token = request.args.get("page", "")
     size = st.config.gallery_page_size
+    order = library.list_order(request.args.get("order", ""), "taken_newest")
     year_arg = request.args.get("year", "").strip()
-    year = int(year_arg) if year_arg.isdigit() and 1000 <= int(year_arg) <= 9999 else None
+    year = int(year_arg) if year_arg.isdigit() and 1970 <= int(year_arg) <= 9998 else None
     if year_arg and year is None:
-        raise BadRequestError("year must be a four-digit year")
+        raise BadRequestError("year must be a four-digit year from 1970")
+    if year is not None and order == "uploaded":
+        order = "taken_newest"  # a year is a date taken
+    taken_from = taken_to = 0
     if year is not None:
-        reply, token = _year_page(year, size)
-    else:
-        reply = st.clients.list_images(page_size=size, page_token=token)
-    images = [image_json(i, _threshold()) for i in reply.images]
-    if year is not None:
-        images = [image for image in images if int(image["date"][:4]) <= year]
+        if order == "taken_newest":
+            taken_to = library.year_start_ms(year + 1)
+        else:
+            taken_from = library.year_start_ms(year)
+    reply = st.clients.list_images(
+        page_size=size,
+        page_token=token,
+        order=library.ORDERS[order],
+        taken_from_unix_ms=taken_from,
+        taken_to_unix_ms=taken_to,
+    )
+    shown = [(i, image_json(i, _threshold())) for i in reply.images]
+    # The year list on the first page only (infinite scroll fetches the later ones).
+    years = library.taken_years() if not token and order != "uploaded" else []
+    keep = {"order": order if order != "taken_newest" else None, "year": year}
     return render_template(
         "gallery.html",
-        months=months(images),
-        images=images,
+        months=library.months(shown, order),
+        images=[image for _, image in shown],
         total=reply.total_count,
         next_page=reply.next_page_token,
         first_page=not token and year is None,
         page_size=size,
+        order=order,
+        orders=ORDER_WORDS,
+        keep=keep,
         year=year,
-        this_year=datetime.now(UTC).year,
+        years=years,
         notice=request.args.get("notice", ""),
     )
+
+
+ORDER_WORDS = {
+    "taken_newest": "Date taken, newest first",
+    "taken_oldest": "Date taken, oldest first",
+    "uploaded": "Upload time, newest first",
+}
 
 
 @pages.post("/bulk")

@@ -503,11 +503,15 @@ function loadOlder() {
 function setupInfiniteScroll() {
   const gallery = document.getElementById("gallery");
   if (!gallery || !("IntersectionObserver" in window)) return;
-  const observer = new IntersectionObserver((entries) => {
-    if (entries.some((e) => e.isIntersecting)) loadOlder();
-  }, { rootMargin: "800px" });
   const pager = document.querySelector(".pager");
-  if (pager) observer.observe(pager);
+  if (!pager) return;
+  const observer = new IntersectionObserver(async (entries) => {
+    if (!entries.some((e) => e.isIntersecting)) return;
+    // Observed afresh after each page: when the new photos did not push the link out of
+    // reach (a short page, a tall screen), the next page comes in too.
+    if (await loadOlder()) { observer.unobserve(pager); observer.observe(pager); }
+  }, { rootMargin: "800px" });
+  observer.observe(pager);
 }
 
 // --- the phone menu: the main links behind one button, so the header stays two rows ----------
@@ -537,6 +541,15 @@ function setupMenu() {
 }
 
 // --- small things ------------------------------------------------------------------------------
+
+// The gallery's order applies as soon as it is chosen (the Show button is for no script).
+function setupOrder() {
+  const select = document.getElementById("order");
+  if (!select || !select.form) return;
+  const go = select.form.querySelector(".order-go");
+  if (go) go.hidden = true;
+  select.addEventListener("change", () => select.form.submit());
+}
 
 function bindReveal(root) {
   (root || document).querySelectorAll(".reveal:not([data-bound])").forEach((button) => {
@@ -604,6 +617,6 @@ function offerUndo(id, name) {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
-  setupMenu(); setupUpload(); setupSuggestions(); bindReveal(); setupConfirm(); setupStars();
+  setupMenu(); setupOrder(); setupUpload(); setupSuggestions(); bindReveal(); setupConfirm(); setupStars();
   setupViewer(); setupSelection(); setupInfiniteScroll();
 });

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import render_template
 
 from gateway.image_json import image_json
-from gateway.pages import months
+from gateway.library import months
 from imagerepo.common.v1 import common_pb2
 from imagerepo.storage.v1 import storage_service_pb2 as storage_pb
 
@@ -42,12 +42,16 @@ def test_image_page_escapes_every_user_string(offline_app):
     assert html.count("&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;") >= 8
 
 
+def _months(meta: storage_pb.ImageMetadata) -> list[dict]:
+    return months([(meta, image_json(meta, 0.8))], "taken_newest")
+
+
 def test_gallery_escapes_filenames_and_labels(offline_app):
-    image = image_json(_hostile_image(), 0.8)
+    meta = _hostile_image()
 
     with offline_app.test_request_context("/"):
         html = render_template(
-            "gallery.html", months=months([image]), total=1, next_page="", first_page=True
+            "gallery.html", months=_months(meta), total=1, next_page="", first_page=True
         )
 
     assert "<script>alert" not in html
@@ -55,11 +59,12 @@ def test_gallery_escapes_filenames_and_labels(offline_app):
 
 
 def test_moderated_image_is_blurred_with_reveal_button(offline_app):
-    image = image_json(storage_pb.ImageMetadata(id="m1", moderation_score=0.95), 0.8)
+    meta = storage_pb.ImageMetadata(id="m1", moderation_score=0.95)
+    image = image_json(meta, 0.8)
 
     with offline_app.test_request_context("/"):
         html = render_template(
-            "gallery.html", months=months([image]), total=1, next_page="", first_page=True
+            "gallery.html", months=_months(meta), total=1, next_page="", first_page=True
         )
 
     assert image["moderated"]
@@ -68,35 +73,34 @@ def test_moderated_image_is_blurred_with_reveal_button(offline_app):
 
 
 def test_image_below_threshold_is_not_blurred(offline_app):
-    image = image_json(storage_pb.ImageMetadata(id="s1", moderation_score=0.1), 0.8)
+    meta = storage_pb.ImageMetadata(id="s1", moderation_score=0.1)
 
     with offline_app.test_request_context("/"):
         html = render_template(
-            "gallery.html", months=months([image]), total=1, next_page="", first_page=True
+            "gallery.html", months=_months(meta), total=1, next_page="", first_page=True
         )
 
     assert "blurred" not in html
 
 
 def test_gallery_tiles_keep_aspect_offer_2x_sources_and_alt_from_labels(offline_app):
-    image = image_json(
-        storage_pb.ImageMetadata(
-            id="w1",
-            filename="IMG_0001.jpg",
-            width=1200,
-            height=800,
-            created_at_unix_ms=1_700_000_000_000,
-            labels=[common_pb2.Label(name="espresso", probability=0.91)],
-        ),
-        0.8,
+    meta = storage_pb.ImageMetadata(
+        id="w1",
+        filename="IMG_0001.jpg",
+        width=1200,
+        height=800,
+        created_at_unix_ms=1_700_000_000_000,
+        labels=[common_pb2.Label(name="espresso", probability=0.91)],
     )
 
     with offline_app.test_request_context("/"):
         html = render_template(
-            "gallery.html", months=months([image]), total=1, next_page="", first_page=True
+            "gallery.html", months=_months(meta), total=1, next_page="", first_page=True
         )
 
     assert "--ar: 1.500" in html
+    # Each thumbnail's real width: fits in 256 px, and in 1024 px (the preview).
+    assert "/api/images/w1/thumbnail 256w" in html
     assert "/api/images/w1/thumbnail?size=preview 1024w" in html
     assert 'alt="photo: espresso"' in html
     assert '<h2 class="month-title">November 2023</h2>' in html
@@ -116,21 +120,38 @@ def test_an_unsure_label_is_not_the_caption(offline_app):
     assert image["alt"] == "photo: lampshade"
 
 
-def test_months_group_by_date_taken_else_upload_time():
-    def make(image_id: str, uploaded_ms: int, taken: str = "") -> dict:
-        exif = {"taken_at": taken} if taken else {}
-        meta = storage_pb.ImageMetadata(id=image_id, created_at_unix_ms=uploaded_ms, exif=exif)
-        return image_json(meta, 0.8)
+def test_a_small_photo_offers_its_own_size_not_a_made_up_one(offline_app):
+    meta = storage_pb.ImageMetadata(id="p1", width=451, height=300, created_at_unix_ms=1)
 
+    with offline_app.test_request_context("/"):
+        html = render_template(
+            "gallery.html", months=_months(meta), total=1, next_page="", first_page=True
+        )
+
+    # The preview of a photo smaller than 1024 px is the photo: 451 px wide, not "1024w".
+    assert "/api/images/p1/thumbnail 256w, /api/images/p1/thumbnail?size=preview 451w" in html
+
+
+def test_months_follow_the_listing_order_by_date_taken_else_upload_time():
+    def make(image_id: str, uploaded_ms: int, taken_ms: int = 0) -> tuple:
+        meta = storage_pb.ImageMetadata(
+            id=image_id, created_at_unix_ms=uploaded_ms, taken_at_unix_ms=taken_ms
+        )
+        return meta, image_json(meta, 0.8)
+
+    # Storage's order across the library: newest taken first (upload time when no date).
     grouped = months(
         [
-            make("new-upload-old-photo", 1_700_000_000_000, "2019:07:14 18:22:05"),
             make("november", 1_700_000_000_000),
-            make("july-2019-too", 1_690_000_000_000, "2019:07:01 08:00:00"),
-        ]
+            make("new-upload-old-photo", 1_700_000_000_000, 1_563_128_525_000),
+            make("july-2019-too", 1_690_000_000_000, 1_561_968_000_000),
+        ],
+        "taken_newest",
     )
+    by_upload = months([make("a", 1_700_000_000_000, 1_563_128_525_000)], "uploaded")
 
     assert [(m["title"], [i["id"] for i in m["images"]]) for m in grouped] == [
         ("November 2023", ["november"]),
         ("July 2019", ["new-upload-old-photo", "july-2019-too"]),
     ]
+    assert [m["title"] for m in by_upload] == ["November 2023"]

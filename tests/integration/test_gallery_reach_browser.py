@@ -13,6 +13,7 @@ import io
 import re
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 import requests
@@ -20,6 +21,7 @@ from PIL import ExifTags, Image
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from .conftest import Stack, build_stack
+from .test_api_schemas import check
 from .test_browser import CHROMIUM, CHROMIUM_ARGS
 from .test_gallery_browser import DESKTOP, PHONE, _shoot
 
@@ -401,3 +403,125 @@ def test_bulk_delete_asks_in_the_words_of_what_it_does(page: Page, url, library)
     page.click("#bulk-delete")
 
     assert messages == ["Move 1 photo to the trash?"]
+
+
+# --- the timeline: the whole library by date taken ---------------------------------------------
+
+# Newest taken first: the undated ones by upload time (this year), newest upload first.
+TAKEN_NEWEST = [
+    "astronaut.jpg",
+    "chelsea.jpg",
+    "Пагода.jpg",
+    "motorcycle.jpg",
+    "launch.jpg",
+    "harbour 2017.jpg",
+]
+
+
+def _walk(url: str, **params) -> list[str]:
+    """Every page of GET /api/images, two at a time, each checked against the OpenAPI schema."""
+    names, token = [], ""
+    while True:
+        reply = requests.get(
+            f"{url}/api/images", params={"page_size": 2, "page_token": token, **params}, timeout=30
+        )
+        body = check("get", "/api/images", reply)
+        assert reply.status_code == 200, body
+        names += [image["filename"] for image in body["images"]]
+        token = body["next_page_token"]
+        if not token:
+            return names
+
+
+def test_the_api_lists_the_whole_library_by_date_taken(url, library):
+    assert _walk(url, order="taken_newest") == TAKEN_NEWEST
+    assert _walk(url, order="taken_oldest") == TAKEN_NEWEST[::-1]
+    assert _walk(url, taken_from="2019", taken_to="2021") == TAKEN_NEWEST[2:5]
+    assert _walk(url, taken_to="2019-07-14") == ["launch.jpg", "harbour 2017.jpg"]
+    assert _walk(url, order="taken_oldest", taken_from="2021-08-03") == [
+        "Пагода.jpg",
+        *TAKEN_NEWEST[:2][::-1],
+    ]
+    # Without an order: newest upload first, as before.
+    assert _walk(url) == [name for name, *_ in PHOTOS if name in TAKEN_NEWEST][::-1]
+
+    for bad in (
+        {"order": "sideways"},
+        {"taken_from": "soon"},
+        {"taken_from": "2021", "taken_to": "2019"},
+    ):
+        reply = requests.get(f"{url}/api/images", params=bad, timeout=30)
+        assert reply.status_code == 400, bad
+        check("get", "/api/images", reply)
+
+
+def _months_shown(page: Page) -> list[str]:
+    return page.locator("#gallery .month-title").all_inner_texts()
+
+
+def test_months_run_on_across_pages_in_date_taken_order(
+    browser: Browser, own_stack: Stack, library
+):
+    this_year = datetime.now(UTC)
+    small = own_stack.start_gateway(gallery_page_size=2)
+    try:
+        plain = _context(browser, java_script_enabled=False)
+        page = plain.new_page()
+        page.goto(f"{small.url}/")
+        pages = []
+        while True:
+            pages.append(_months_shown(page))
+            if not page.locator("#older").count():
+                break
+            page.click("#older")
+        plain.close()
+        assert pages == [
+            [f"{this_year:%B %Y}"],
+            ["August 2021"],
+            ["July 2019", "May 2017"],
+        ]
+
+        scripted = _context(browser, {"width": 1366, "height": 500})
+        page = scripted.new_page()
+        page.goto(f"{small.url}/")
+        for _ in range(6):
+            page.mouse.wheel(0, 4000)
+            page.wait_for_timeout(300)
+        expect(page.locator("#gallery figure.tile")).to_have_count(len(TAKEN_NEWEST))
+        captions = page.locator("#gallery figure.tile").evaluate_all(
+            "ts => ts.map(t => t.dataset.caption)"
+        )
+        assert captions == TAKEN_NEWEST
+        assert _months_shown(page) == [f"{this_year:%B %Y}", "August 2021", "July 2019", "May 2017"]
+        scripted.close()
+    finally:
+        small.stop()
+
+
+def test_the_year_links_jump_and_count_and_the_order_can_be_reversed(page: Page, url, library):
+    page.goto(f"{url}/")
+    years = page.locator("nav.years li a")
+    assert years.all_inner_texts() == [
+        f"{datetime.now(UTC).year} · 2",
+        "2021 · 2",
+        "2019 · 1",
+        "2017 · 1",
+    ]
+
+    years.nth(2).click()
+
+    page.wait_for_url("**/?year=2019")
+    expect(page.locator("nav.years a[aria-current]")).to_have_text("2019 · 1")
+    assert _months_shown(page) == ["July 2019", "May 2017"]
+    expect(page.locator("#gallery-count")).to_have_text("2 photos from 2019 or earlier")
+
+    page.select_option("#order", "taken_oldest")  # applies at once, no button
+    page.wait_for_url("**/?order=taken_oldest")
+    assert _months_shown(page)[:2] == ["May 2017", "July 2019"]
+    page.locator("nav.years li a", has_text="2021").click()
+    page.wait_for_url("**/?year=2021&order=taken_oldest")
+    assert _months_shown(page)[0] == "August 2021"
+    captions = page.locator("#gallery figure.tile").evaluate_all(
+        "ts => ts.map(t => t.dataset.caption)"
+    )
+    assert captions == TAKEN_NEWEST[:4][::-1]
