@@ -269,24 +269,24 @@ def build(cldr: Path, concepts: Path = CONCEPTS, classes: Path = CLASSES) -> dic
         by_stem: dict[str, str] = {}
         # Hand-written words last, so they win a shared stem.
         for word in sorted(words, key=lambda w: (w in PHOTO_WORDS[lang], w)):
-            hand = word in PHOTO_WORDS[lang]
+            by_hand = word in PHOTO_WORDS[lang]
             for form in {word, strip_accents(word)}:
                 stem = stemmer.stemWord(form)
                 # "astronaute" stems to English "astronaut": kept only as itself.
-                if hand or stem not in english or stem == words[word]:
+                if by_hand or stem not in english or stem == words[word]:
                     by_stem[stem] = words[word]
         languages[lang] = dict(sorted(by_stem.items()))
-        hand = {**month_names(cldr, lang), **PHOTO_WORDS[lang]}
+        listed = {**month_names(cldr, lang), **PHOTO_WORDS[lang]}
         exact[lang] = {
             form: english_word
-            for word, english_word in sorted(hand.items())
+            for word, english_word in sorted(listed.items())
             for form in (word, strip_accents(word))
             if form != english_word
         }
     return {
         "about": "German, French and Spanish words -> English, keyed by Snowball stem; built "
         "by search_service/build_multilingual.py from Unicode CLDR emoji annotations "
-        "(Unicode-DFS-2016) and a short hand-written list; do not edit",
+        "(Unicode-DFS-2016), CLDR month names and a short hand-written list; do not edit",
         "languages": languages,
         # Hand-written words, looked up first even when English has the word too ("fleur").
         "words": exact,
