@@ -10,7 +10,7 @@ import importlib
 import sys
 import time
 
-PARTS = ("storage", "vision", "search", "e2e", "ingest")
+PARTS = ("storage", "vision", "search", "e2e", "ingest", "scale")
 
 
 def main(argv: list[str]) -> int:

@@ -41,6 +41,8 @@ class MergedRow:
     values: dict[str, Any]
     image: BlobRef | None
     vector: BlobRef | None
+    # (segment id, row) of every row it replaces that the live view may point at.
+    origins: tuple[tuple[int, int], ...] = ()
 
     def value(self, column: str) -> Any:
         return self.values[column]
@@ -55,6 +57,10 @@ class MergedRow:
 class _Version:
     values: dict[str, Any]
     where: BlobRef
+
+
+def _origin(version: _Version) -> tuple[int, int]:
+    return (version.where[0].segment_id, version.where[1])
 
 
 def segment_rows(segment: SegmentReader) -> list[dict[str, Any]]:
@@ -100,6 +106,7 @@ def merge_segments(
             v.values,
             v.where if v.values["kind"] == RowKind.PUT and v.values["id"] not in deleted else None,
             vector_of(v),
+            (_origin(v),),
         )
         for v in kept_versions
     ]
@@ -124,7 +131,7 @@ def merge_segments(
         top = newest[image_id]
         vector = vector_of(top)
         if image_id not in base:
-            merged.append(MergedRow(dict(top.values), None, vector))
+            merged.append(MergedRow(dict(top.values), None, vector, (_origin(top),)))
             continue
         values = dict(base[image_id].values)
         for name in ANNOTATION_COLUMNS:
@@ -134,7 +141,7 @@ def merge_segments(
         values["kind"] = int(RowKind.PUT)
         # Deleted by a tombstone the feed still keeps: the bytes go now all the same.
         image = None if image_id in deleted else base[image_id].where
-        merged.append(MergedRow(values, image, vector))
+        merged.append(MergedRow(values, image, vector, (_origin(base[image_id]), _origin(top))))
     dropped = len(versions) - len(merged)
     kept.sort(key=lambda r: r.values["seq"])
     return merged + kept, dropped

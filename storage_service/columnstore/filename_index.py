@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import bisect
 
+import numpy as np
+
 
 class FilenameIndex:
     def __init__(self) -> None:
@@ -46,3 +48,75 @@ class FilenameIndex:
 
     def __len__(self) -> int:
         return sum(len(v) for v in self._ids.values())
+
+    def load(self, key: str, sorted_ids: list[str]) -> None:
+        """Set the ids under `key` at once (sorted, oldest first), at open."""
+        if sorted_ids:
+            self._ids[key] = sorted_ids
+        else:
+            self._ids.pop(key, None)
+
+
+class HashIndex:
+    """64-bit key hash -> slots, in fixed-width arrays (12 bytes an entry, no Python object per
+    image): a sorted pair of arrays, and a short list of recent additions merged in when it
+    grows. Entries are never removed one by one: a lookup returns candidate slots and the
+    caller keeps those still live whose full key matches (a hash collision or a deleted
+    image is simply dropped there); `prune` rebuilds without the dead ones.
+    """
+
+    MERGE_AT = 4096
+
+    def __init__(self) -> None:
+        self._keys = np.empty(0, dtype=np.int64)
+        self._slots = np.empty(0, dtype=np.int32)
+        self._recent: dict[int, list[int]] = {}
+        self._recent_count = 0
+
+    @property
+    def nbytes(self) -> int:
+        return self._keys.nbytes + self._slots.nbytes
+
+    def __len__(self) -> int:
+        return len(self._keys) + self._recent_count
+
+    def bulk_load(self, keys: np.ndarray, slots: np.ndarray) -> None:
+        order = np.argsort(keys, kind="stable")
+        self._keys = keys[order].astype(np.int64)
+        self._slots = slots[order].astype(np.int32)
+        self._recent, self._recent_count = {}, 0
+
+    def add(self, key: int, slot: int) -> None:
+        self._recent.setdefault(key, []).append(slot)
+        self._recent_count += 1
+        if self._recent_count >= self.MERGE_AT:
+            self._merge()
+
+    def _merge(self) -> None:
+        keys = np.fromiter(
+            (k for k, slots in self._recent.items() for _ in slots), np.int64, self._recent_count
+        )
+        slots = np.fromiter(
+            (s for ss in self._recent.values() for s in ss), np.int32, self._recent_count
+        )
+        order = np.argsort(keys, kind="stable")
+        keys, slots = keys[order], slots[order]
+        at = np.searchsorted(self._keys, keys, side="right")
+        self._keys = np.insert(self._keys, at, keys)
+        self._slots = np.insert(self._slots, at, slots)
+        self._recent, self._recent_count = {}, 0
+
+    def lookup(self, key: int) -> list[int]:
+        """Candidate slots under `key` (may include dead slots and collisions)."""
+        k = np.int64(key)
+        a = int(np.searchsorted(self._keys, k, side="left"))
+        b = int(np.searchsorted(self._keys, k, side="right"))
+        found = self._slots[a:b].tolist() if b > a else []
+        return found + self._recent.get(key, [])
+
+    def prune(self, live: np.ndarray) -> None:
+        """Drop entries whose slot is not live (`live`: bool per slot)."""
+        if self._recent_count:
+            self._merge()
+        keep = live[self._slots]
+        self._keys, self._slots = self._keys[keep], self._slots[keep]

@@ -33,12 +33,18 @@ integers are little-endian.
 Flags: bit 0 = zstd-compressed, bit 1 = byte-shuffled before compression, bit 2 (blob values)
 = lost before this segment was written (a compaction copied a damaged value as damaged).
 The directory also names the segment (segment_id, seq_min, seq_max, covers, replaces) and
-holds a second copy of the id block (`id_backup`): see segment_writer.py. A column missing from
+holds a second copy of the id block (`id_backup`): see segment_writer.py. Segments written
+since issue 13 also carry the index of what they hold, so opening a store reads these and the
+fixed-width columns, never the rows: `ix_taken` (date taken, ms), `ix_filename` and `ix_sha256`
+(64-bit hashes, see `key_hash`), each an i64 block; and `row_meta`, a blob column whose value
+per row is the JSON of that row's small columns (defaults left out), so one image's metadata
+is one read of a few hundred bytes. A column missing from
 the directory (added to the schema after the segment was written) reads as its default.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 import zlib
@@ -73,6 +79,13 @@ BLOB_LEVEL = 3
 # A blob is compressed only when a sample of it shrinks by at least this much.
 BLOB_SAMPLE_BYTES = 64 * 1024
 BLOB_MIN_SAVING = 0.05
+
+
+def key_hash(text: str) -> int:
+    """A 64-bit hash of a filename or sha256 (signed, to fit an i64 column): what the
+    in-memory indexes keep instead of the strings themselves."""
+    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
 
 
 def checksum(data: bytes | memoryview) -> int:

@@ -1,8 +1,14 @@
-"""Reads one immutable segment: small columns whole, blob values one at a time by row."""
+"""Reads one immutable segment: small columns whole, blob values one at a time by row, and
+one row's metadata (`row_values`) from its `row_meta` frame. Segments written before they
+carried an index and `row_meta` are read all the same: their index is computed from the
+columns once per open, and their rows come from decoded columns kept in a small LRU shared by
+every reader (bounded in rows, so old segments never pin the whole store in memory)."""
 
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,7 +18,35 @@ import numpy as np
 from storage_service.columnstore import format as fmt
 from storage_service.columnstore.errors import DataLossError
 from storage_service.columnstore.fs import FileSystem, OsFileSystem
-from storage_service.columnstore.schema import BY_NAME, Kind
+from storage_service.columnstore.schema import BY_NAME, FIXED_DTYPES, SMALL_COLUMNS, Kind
+from storage_service.columnstore.taken_index import date_taken_ms
+
+# Rows of older segments (without row_meta) kept decoded, across every reader.
+LEGACY_CACHE_ROWS = 200_000
+_legacy_lock = threading.Lock()
+_legacy: OrderedDict[tuple[int, int], list[dict[str, Any]]] = OrderedDict()
+_legacy_rows = 0
+
+
+def _legacy_rows_of(reader: SegmentReader) -> list[dict[str, Any]]:
+    global _legacy_rows
+    key = (id(reader), reader.segment_id)
+    with _legacy_lock:
+        rows = _legacy.get(key)
+        if rows is not None:
+            _legacy.move_to_end(key)
+            return rows
+    columns = {
+        c.name: reader.ids() if c.name == "id" else reader.column(c.name) for c in SMALL_COLUMNS
+    }
+    rows = [{n: v[i] for n, v in columns.items()} for i in range(reader.row_count)]
+    with _legacy_lock:
+        _legacy[key] = rows
+        _legacy_rows += len(rows)
+        while _legacy_rows > LEGACY_CACHE_ROWS and len(_legacy) > 1:
+            _old, dropped = _legacy.popitem(last=False)
+            _legacy_rows -= len(dropped)
+    return rows
 
 
 class SegmentReader:
@@ -99,6 +133,69 @@ class SegmentReader:
 
     def has_column(self, name: str) -> bool:
         return name in self._columns
+
+    def array(self, name: str) -> np.ndarray:
+        """A fixed-width small column as a numpy array (verified; default-filled when the
+        segment predates the column)."""
+        column = BY_NAME.get(name)
+        kind = column.kind if column is not None else Kind.I64
+        dtype = np.dtype(FIXED_DTYPES[kind])
+        entry = self._columns.get(name)
+        if entry is None:
+            default = column.default if column is not None else 0
+            return np.full(self.row_count, default, dtype=dtype)
+        stored = self._pread(entry["length"], entry["offset"])
+        if fmt.checksum(stored) != entry["crc"]:
+            raise DataLossError(self.name, f"column {name!r} block checksum mismatch")
+        try:
+            data = fmt._decompress(stored, entry["raw"]) if entry["flags"] & 1 else stored
+            if entry["flags"] & fmt.FLAG_SHUFFLED:
+                data = fmt.unshuffle(data, dtype.itemsize)
+            return np.frombuffer(data, dtype=dtype, count=self.row_count).copy()
+        except Exception as e:  # noqa: BLE001 - any decode failure of verified bytes is loss
+            raise DataLossError(self.name, f"column {name!r} does not decode: {e}") from e
+
+    def check_small_blocks(self) -> None:
+        """Checksum every small column block (without decoding): DataLossError naming the
+        first damaged one. The id column is left to `ids()`, which falls back to its copy."""
+        for column in SMALL_COLUMNS:
+            entry = self._columns.get(column.name)
+            if entry is None or column.name == "id":
+                continue
+            stored = self._pread(entry["length"], entry["offset"])
+            if fmt.checksum(stored) != entry["crc"]:
+                raise DataLossError(self.name, f"column {column.name!r} block checksum mismatch")
+
+    @property
+    def has_index(self) -> bool:
+        return "row_meta" in self._columns and "ix_taken" in self._columns
+
+    def index_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(date taken ms, filename hash, sha256 hash) per row: the segment's own index, or
+        computed from its columns when it predates one."""
+        if "ix_taken" in self._columns:
+            return self.array("ix_taken"), self.array("ix_filename"), self.array("ix_sha256")
+        exifs = self.column("exif")
+        created = self.column("created_at_ms")
+        taken = np.fromiter(
+            (date_taken_ms(e or {}, int(c))[0] for e, c in zip(exifs, created, strict=True)),
+            np.int64,
+            self.row_count,
+        )
+        names = np.fromiter(
+            (fmt.key_hash(v) for v in self.column("filename")), np.int64, self.row_count
+        )
+        shas = np.fromiter(
+            (fmt.key_hash(v) for v in self.column("sha256")), np.int64, self.row_count
+        )
+        return taken, names, shas
+
+    def row_values(self, row: int) -> dict[str, Any]:
+        """One row's small columns (those at their default may be left out)."""
+        if "row_meta" not in self._columns:
+            return _legacy_rows_of(self)[row]
+        record: dict[str, Any] = json.loads(self.blob("row_meta", row))
+        return record
 
     def column(self, name: str) -> list[Any]:
         """All values of a small column, verified; the default for columns added later."""
@@ -192,7 +289,8 @@ class SegmentReader:
         stored = self._pread(stored_length, offset)
         if fmt.checksum(stored) != crc:
             raise DataLossError(self.name, f"column {name!r} row {row} checksum mismatch")
-        width = 4 if BY_NAME[name].kind is Kind.VECTOR else 1
+        column = BY_NAME.get(name)
+        width = 4 if column is not None and column.kind is Kind.VECTOR else 1
         try:
             data = fmt.decode_blob(stored, raw_length, flags, width)
         except Exception as e:  # noqa: BLE001

@@ -11,6 +11,7 @@ first, so a damaged footer or trailer does not make the segment unreadable.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -18,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import zstandard
 
 from storage_service.columnstore import format as fmt
 from storage_service.columnstore.errors import DataLossError
 from storage_service.columnstore.fs import FileSystem, OsFileSystem
 from storage_service.columnstore.row import RowSource
 from storage_service.columnstore.schema import BLOB_COLUMNS, SMALL_COLUMNS, Kind
+from storage_service.columnstore.taken_index import date_taken_ms
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +66,41 @@ class _Out:
             self._flushed += written
 
 
+def _row_meta_block(
+    out: _Out, directory: dict[str, Any], small: dict[str, list[Any]], count: int
+) -> None:
+    """`row_meta`: per row, the JSON of its small columns (defaults left out), each value
+    its own checksummed frame like a blob's."""
+    defaults = [(c.name, c.default) for c in SMALL_COLUMNS]
+    zstd = zstandard.ZstdCompressor(level=fmt.BLOB_LEVEL)
+    start = out.tell()
+    entries = np.zeros(count, dtype=fmt.BLOB_ENTRY)
+    for i in range(count):
+        record = {}
+        for name, default in defaults:
+            value = small[name][i]
+            if value != default or name == "id":
+                record[name] = value
+        raw = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
+        packed = zstd.compress(raw)
+        stored, flags = (packed, fmt.FLAG_COMPRESSED) if len(packed) < len(raw) else (raw, 0)
+        entries[i] = (out.tell(), len(stored), len(raw), fmt.checksum(stored), flags)
+        out.write(stored)
+    index = entries.tobytes()
+    index_offset = out.tell()
+    out.write(index)
+    directory["columns"]["row_meta"] = {
+        "kind": Kind.BLOB.value,
+        "offset": start,
+        "length": out.tell() - start,
+        "index_offset": index_offset,
+        "raw": int(entries["raw"].sum()),
+        "stored": int(entries["stored"].sum()),
+        "crc": fmt.checksum(index),
+        "flags": 0,
+    }
+
+
 def write_segment(
     path: Path,
     rows: Sequence[RowSource],
@@ -93,20 +131,38 @@ def write_segment(
     f = fs.open_write(tmp, create=True, truncate=True)
     try:
         out = _Out(f)
+
+        def small_block(name: str, kind: Kind, values: Sequence[Any]) -> None:
+            stored, raw_length, flags = fmt.encode_block(kind, values)
+            directory["columns"][name] = {
+                "kind": kind.value,
+                "offset": out.tell(),
+                "length": len(stored),
+                "raw": raw_length,
+                "crc": fmt.checksum(stored),
+                "flags": flags,
+            }
+            out.write(stored)
+
+        small: dict[str, list[Any]] = {}
         for column in SMALL_COLUMNS:
             values = [r.value(column.name) for r in rows]
-            stored, raw_length, flags = fmt.encode_block(column.kind, values)
-            names = [column.name, "id_backup"] if column.name == "id" else [column.name]
-            for name in names:
-                directory["columns"][name] = {
-                    "kind": column.kind.value,
-                    "offset": out.tell(),
-                    "length": len(stored),
-                    "raw": raw_length,
-                    "crc": fmt.checksum(stored),
-                    "flags": flags,
-                }
-                out.write(stored)
+            small[column.name] = values
+            small_block(column.name, column.kind, values)
+            if column.name == "id":
+                small_block("id_backup", column.kind, values)
+        # The segment's index (what opening a store reads instead of the rows).
+        small_block(
+            "ix_taken",
+            Kind.I64,
+            [
+                date_taken_ms(exif or {}, int(created))[0]
+                for exif, created in zip(small["exif"], small["created_at_ms"], strict=True)
+            ],
+        )
+        small_block("ix_filename", Kind.I64, [fmt.key_hash(v) for v in small["filename"]])
+        small_block("ix_sha256", Kind.I64, [fmt.key_hash(v) for v in small["sha256"]])
+        _row_meta_block(out, directory, small, len(rows))
         for column in BLOB_COLUMNS:
             width = 4 if column.kind is Kind.VECTOR else 1
             start = out.tell()

@@ -34,6 +34,8 @@ import os
 import secrets
 import threading
 import time
+import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +45,7 @@ import numpy as np
 
 from storage_service.columnstore import vectors
 from storage_service.columnstore import wal as wal_mod
-from storage_service.columnstore.compaction import merge_segments, pick_tier, segment_rows
+from storage_service.columnstore.compaction import MergedRow, merge_segments, pick_tier
 from storage_service.columnstore.errors import (
     BackgroundError,
     DataDirLockedError,
@@ -57,7 +59,8 @@ from storage_service.columnstore.errors import (
     StoreError,
 )
 from storage_service.columnstore.feed import ChangeHistory
-from storage_service.columnstore.filename_index import FilenameIndex
+from storage_service.columnstore.filename_index import FilenameIndex, HashIndex
+from storage_service.columnstore.format import key_hash
 from storage_service.columnstore.fs import File, FileSystem, OsFileSystem, read_file
 from storage_service.columnstore.manifest import Manifest, ManifestDamagedError
 from storage_service.columnstore.model import (
@@ -89,10 +92,12 @@ from storage_service.columnstore.model import (
     VerifyReport,
 )
 from storage_service.columnstore.row import Row
-from storage_service.columnstore.schema import COLUMNS, RowKind
+from storage_service.columnstore.schema import ANNOTATION_COLUMNS, BY_NAME, COLUMNS, RowKind
 from storage_service.columnstore.segment_reader import SegmentReader
 from storage_service.columnstore.segment_writer import write_segment
 from storage_service.columnstore.taken_index import (
+    HASH_BITS,
+    TAKEN_OFFSET_MS,
     TakenIndex,
     date_taken_ms,
     range_keys,
@@ -143,11 +148,137 @@ class StoreOptions:
     trash_check_s: float = 60.0
 
 
+# How many images' metadata is kept decoded (the rest is read from its row on demand).
+META_CACHE_IMAGES = 4096
+# A slot's row lives in the memtable (then its row number is the row's seq), not a segment.
+IN_MEMTABLE = -1
+
+
+class _SlotArrays:
+    """Per image slot, fixed-width numbers: where its rows are, and what the listings, the
+    queue and the duplicate checks need without reading them (about 90 bytes an image)."""
+
+    FIELDS = (
+        ("alive", np.uint8),
+        ("img_src", np.int32),  # segment id of its PUT row (IN_MEMTABLE: a memtable row)
+        ("img_row", np.int64),  # row in that segment (or the row's seq)
+        ("ann_src", np.int32),  # its newest row: annotations and feature vector
+        ("ann_row", np.int64),
+        ("owner", np.int32),  # into ColumnStore._owner_names
+        ("status", np.uint8),
+        ("favourite", np.uint8),
+        ("has_vector", np.uint8),
+        ("trashed_at", np.int64),
+        ("created", np.int64),
+        ("byte_size", np.int64),
+        ("taken", np.int64),
+        ("epoch", np.uint32),
+    )
+
+    alive: np.ndarray
+    img_src: np.ndarray
+    img_row: np.ndarray
+    ann_src: np.ndarray
+    ann_row: np.ndarray
+    owner: np.ndarray
+    status: np.ndarray
+    favourite: np.ndarray
+    has_vector: np.ndarray
+    trashed_at: np.ndarray
+    created: np.ndarray
+    byte_size: np.ndarray
+    taken: np.ndarray
+    epoch: np.ndarray
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self.capacity = capacity
+        for name, dtype in self.FIELDS:
+            setattr(self, name, np.zeros(capacity, dtype=dtype))
+
+    def ensure(self, size: int) -> None:
+        if size <= self.capacity:
+            return
+        capacity = max(size, self.capacity * 2)
+        for name, dtype in self.FIELDS:
+            grown = np.zeros(capacity, dtype=dtype)
+            old = getattr(self, name)
+            grown[: len(old)] = old
+            setattr(self, name, grown)
+        self.capacity = capacity
+
+    @property
+    def nbytes(self) -> int:
+        return sum(getattr(self, name).nbytes for name, _ in self.FIELDS)
+
+
 @dataclass
-class _Entry:
+class _SegmentIndex:
+    """What opening a store reads of one segment: its fixed-width columns, its index and its
+    ids and owners (never the rows themselves)."""
+
+    segment_id: int
+    seq: np.ndarray
+    kind: np.ndarray
+    lease_only: np.ndarray
+    status: np.ndarray
+    favourite: np.ndarray
+    has_vector: np.ndarray
+    trashed_at: np.ndarray
+    created: np.ndarray
+    byte_size: np.ndarray
+    taken: np.ndarray
+    filename_hash: np.ndarray
+    sha_hash: np.ndarray
+    ids: list[str]
+    owners: list[str]
+
+    @classmethod
+    def read(cls, segment: SegmentReader) -> _SegmentIndex:
+        taken, names, shas = segment.index_arrays()
+        return cls(
+            segment.segment_id,
+            segment.array("seq"),
+            segment.array("kind"),
+            segment.array("lease_only"),
+            segment.array("status"),
+            segment.array("favourite"),
+            segment.array("has_feature_vector"),
+            segment.array("trashed_at_ms"),
+            segment.array("created_at_ms"),
+            segment.array("byte_size"),
+            taken,
+            names,
+            shas,
+            segment.ids(),
+            segment.column("owner"),
+        )
+
+
+@dataclass
+class _EntryView:
+    """One live image as the write paths use it: its metadata and where its blobs are."""
+
+    slot: int
     meta: ImageMeta
     image: BlobRef
     vector: BlobRef | None
+
+
+def _values_of(ref: BlobRef) -> dict[str, Any]:
+    source, index = ref
+    if isinstance(source, Row):
+        return source.values
+    return source.row_values(index)
+
+
+def _build_meta(image: BlobRef, newest: BlobRef) -> ImageMeta:
+    """An image's metadata from its PUT row and its newest row (its annotations)."""
+    meta = _meta_from(_values_of(image))
+    if newest[0] is not image[0] or newest[1] != image[1]:
+        values = _values_of(newest)
+        full = {name: values.get(name, BY_NAME[name].default) for name in ANNOTATION_COLUMNS}
+        meta = dataclasses.replace(meta, **_annotations_of(full))
+    return meta
 
 
 @dataclass
@@ -361,7 +492,18 @@ class ColumnStore:
         self._settle_waiters = 0
         self._compaction_lock = threading.Lock()
         self._lock_file: File | None = None
-        self._entries: dict[str, _Entry] = {}
+        # The in-memory view: an image id -> its slot, and fixed-width arrays per slot
+        # (_SlotArrays); metadata itself is read from its rows on demand (see _meta).
+        self._arr = _SlotArrays()
+        self._live = 0
+        self._owner_ids: dict[str, int] = {}
+        self._owner_names: list[str] = []
+        # Rows of the memtable and of frozen memtables, by seq, that slots may point at.
+        self._mem_rows: dict[int, Row] = {}
+        self._segment_by_id: dict[int, SegmentReader] = {}
+        self._meta_cache: OrderedDict[int, ImageMeta] = OrderedDict()
+        self._filename_hashes = HashIndex()
+        self._sha_hashes = HashIndex()
         # Image ids whose rows are in a damaged segment: id -> what is damaged.
         self._damaged: dict[str, str] = {}
         self._damaged_filenames = FilenameIndex()
@@ -371,15 +513,11 @@ class ColumnStore:
         # it leaves the listings (trash, delete), which makes its date-taken entries stale.
         self._slot_of: dict[str, int] = {}
         self._slot_ids: list[str] = []
-        self._slot_epoch = np.zeros(1024, dtype=np.uint32)
-        self._slot_status = np.zeros(1024, dtype=np.uint8)
         # Visible (not trashed) images by date taken: all of them, and per owner.
         self._taken_all = TakenIndex()
         self._taken_by_owner: dict[str, TakenIndex] = {}
         # While the store opens, date-taken entries are built once at the end.
         self._loading = False
-        self._filenames = FilenameIndex()
-        self._shas = FilenameIndex()
         self._by_status = FilenameIndex()
         # The starred images (key "1"), so the favourites page is O(page) like the others.
         self._favourites = FilenameIndex()
@@ -547,14 +685,17 @@ class ColumnStore:
                 # Most often a segment a crash left before the manifest named it (its rows
                 # are still in the log); kept for inspection all the same.
                 self._quarantine(seg_dir / name, "not named by the MANIFEST")
-        versions: list[tuple[int, int, dict[str, Any], BlobSource, int]] = []
+        loaded: list[_SegmentIndex] = []
         for segment_id in sorted(manifest.segments):
-            self._load_segment(seg_dir / f"{segment_id:06d}.seg", versions)
+            index = self._load_segment(seg_dir / f"{segment_id:06d}.seg")
+            if index is not None:
+                loaded.append(index)
         covered = self._covered()
         replayed = 0
         numbers = wal_mod.log_numbers(wal_dir)
         uncovered_min: int | None = None
-        max_seq = max((v[0] for v in versions), default=0)
+        logged: list[Row] = []
+        max_seq = max((int(x.seq.max()) for x in loaded if len(x.seq)), default=0)
         for number in numbers:
             path = wal_mod.log_path(wal_dir, number)
             records, damage = wal_mod.read_log(path, fs)
@@ -588,10 +729,10 @@ class ColumnStore:
                 uncovered_min = seq if uncovered_min is None else min(uncovered_min, seq)
                 self._memtable.append(row)
                 self._memtable_bytes += row.size_bytes
-                versions.append((seq, int(row.kind), row.values, row, 0))
+                logged.append(row)
                 replayed += 1
         self._memtable.sort(key=lambda r: r.seq)
-        versions.sort(key=lambda v: v[0])
+        logged.sort(key=lambda r: r.seq)
         self._horizon = manifest.feed_horizon
         if rebuilt:
             # The recorded horizon is lost: treat everything the segments hold as compacted
@@ -599,17 +740,16 @@ class ColumnStore:
             segment_max = max((s.seq_max for s in self._segments), default=0)
             self._horizon = max(self._horizon, segment_max + 1)
             self._manifest = dataclasses.replace(self._manifest, feed_horizon=self._horizon)
-        self._loading = True
-        for seq, kind, values, source, index in versions:
-            self._apply(RowKind(kind), values, source, index)
+        self._load_view(loaded)
+        for row in logged:
+            self._mem_rows[row.seq] = row
+            self._apply(row.kind, row.values, IN_MEMTABLE, row.seq)
             if (
-                seq >= self._horizon
-                and not values.get("lease_only", 0)
-                and seq > self._history.last_seq
+                row.seq >= self._horizon
+                and not row.values.get("lease_only", 0)
+                and row.seq > self._history.last_seq
             ):
-                self._history.append(seq, kind, values["id"])
-        self._loading = False
-        self._build_taken_indexes()
+                self._history.append(row.seq, int(row.kind), row.image_id)
         self._feed_head = max(self._history.last_seq, self._horizon - 1, 0)
         self._next_seq = max(self._next_seq, max_seq + 1)
         self._freeze_from = uncovered_min if uncovered_min is not None else self._next_seq
@@ -635,7 +775,7 @@ class ColumnStore:
             extra={
                 "data_dir": str(self.data_dir),
                 "segments": len(self._segments),
-                "images": len(self._entries),
+                "images": self._live,
                 "replayed_records": replayed,
                 "unreadable_rows": self._unreadable_count(),
                 "damaged_log_records": self._damaged_log_records,
@@ -643,9 +783,9 @@ class ColumnStore:
             },
         )
 
-    def _load_segment(
-        self, path: Path, versions: list[tuple[int, int, dict[str, Any], BlobSource, int]]
-    ) -> None:
+    def _load_segment(self, path: Path) -> _SegmentIndex | None:
+        """Open a segment and read its index (fixed-width columns and the ids, never its
+        rows); None when it is unreadable or damaged (its ids then answer data loss)."""
         segment_id = int(path.stem)
         try:
             segment = SegmentReader(path, self._fs)
@@ -655,39 +795,170 @@ class ColumnStore:
             self._unreadable[segment_id] = reason
             self._unreadable_rows += self._manifest.rows.get(segment_id, 0)
             self._covers[segment_id] = []
-            return
+            return None
         self._segments.append(segment)
+        self._segment_by_id[segment_id] = segment
         self._covers[segment_id] = segment.covers if segment.described else [(1, segment.seq_max)]
         try:
-            rows = segment_rows(segment)
+            segment.check_small_blocks()
+            index = _SegmentIndex.read(segment)
         except DataLossError as e:
             log.error("segment column damaged", extra={"error": str(e)})
             self._mark_damaged(segment, str(e))
-            return
+            return None
         if not segment.described:
-            self._covers[segment_id] = [(1, max((v["seq"] for v in rows), default=0))]
-        for i, values in enumerate(rows):
-            versions.append((values["seq"], values["kind"], values, segment, i))
-        self._segment_dead[segment.segment_id] = _dead_counts(v["kind"] for v in rows)
-        self._segment_dead_seqs[segment.segment_id] = _dead_seqs(
-            (v["seq"], v["kind"]) for v in rows
+            self._covers[segment_id] = [(1, int(index.seq.max()) if len(index.seq) else 0)]
+        self._note_dead(segment_id, index.seq, index.kind)
+        return index
+
+    def _note_dead(self, segment_id: int, seqs: np.ndarray, kinds: np.ndarray) -> None:
+        """What a merge of this segment would drop, from its seq and kind columns."""
+        tombstones = int(np.count_nonzero(kinds == RowKind.DELETE))
+        annotations = int(np.count_nonzero(kinds == RowKind.ANNOTATE))
+        self._segment_dead[segment_id] = (tombstones, 2 * tombstones + annotations)
+        self._segment_dead_seqs[segment_id] = (
+            np.sort(seqs[kinds == RowKind.ANNOTATE]),
+            np.sort(seqs[kinds == RowKind.DELETE]),
         )
 
-    def _build_taken_indexes(self) -> None:
-        """The date-taken indexes of every visible image, in one sort each (at open)."""
-        by_owner: dict[str, list[int]] = {}
-        ids = self._visible.ids("")
-        slots = np.fromiter((self._slot_of[i] for i in ids), np.int32, len(ids))
-        keys = np.fromiter(
-            (sort_key(self._entries[i].meta.taken_at_ms, i) for i in ids), np.uint64, len(ids)
+    def _owner_id(self, owner: str) -> int:
+        found = self._owner_ids.get(owner)
+        if found is None:
+            found = self._owner_ids[owner] = len(self._owner_names)
+            self._owner_names.append(owner)
+        return found
+
+    def _load_view(self, loaded: list[_SegmentIndex]) -> None:
+        """The in-memory view of every segment row at once (at open): rows applied in seq
+        order by id only, then every array, list and index filled in bulk."""
+        if not loaded:
+            return
+        seq = np.concatenate([x.seq for x in loaded])
+        kind = np.concatenate([x.kind for x in loaded])
+        src = np.concatenate([np.full(len(x.seq), x.segment_id, np.int32) for x in loaded])
+        row = np.concatenate([np.arange(len(x.seq), dtype=np.int64) for x in loaded])
+        lease_only = np.concatenate([x.lease_only for x in loaded])
+        ids: list[str] = [i for x in loaded for i in x.ids]
+        owner_of: dict[str, int] = {}
+        owners = np.concatenate(
+            [
+                np.fromiter(
+                    (owner_of.setdefault(o, self._owner_id(o)) for o in x.owners),
+                    np.int32,
+                    len(x.owners),
+                )
+                for x in loaded
+            ]
         )
-        for n, image_id in enumerate(ids):
-            by_owner.setdefault(self._entries[image_id].meta.owner, []).append(n)
-        self._taken_all.bulk_load(keys, slots, self._slot_epoch[slots])
+        order = np.argsort(seq, kind="stable")
+        slot_of = self._slot_of
+        slot_ids = self._slot_ids
+        img: list[int] = []
+        ann: list[int] = []
+        alive: list[bool] = []
+        horizon = self._horizon
+        history = self._history
+        kinds_sorted = kind[order].tolist()
+        seqs_sorted = seq[order].tolist()
+        lease_sorted = lease_only[order].tolist()
+        put, annotate = int(RowKind.PUT), int(RowKind.ANNOTATE)
+        for g, k, sq, lo in zip(
+            order.tolist(), kinds_sorted, seqs_sorted, lease_sorted, strict=True
+        ):
+            image_id = ids[g]
+            slot = slot_of.get(image_id)
+            if k == put:
+                if slot is None:
+                    slot_of[image_id] = len(img)
+                    slot_ids.append(image_id)
+                    img.append(g)
+                    ann.append(g)
+                    alive.append(True)
+            elif k == annotate:
+                if slot is not None:
+                    ann[slot] = g
+            elif slot is not None:
+                alive[slot] = False
+                del slot_of[image_id]
+            if sq >= horizon and not lo and sq > history.last_seq:
+                history.append(sq, k, image_id)
+        count = len(img)
+        a = self._arr
+        a.ensure(count)
+        gi = np.asarray(img, dtype=np.int64)
+        ga = np.asarray(ann, dtype=np.int64)
+        cat = {
+            name: np.concatenate([getattr(x, name) for x in loaded])
+            for name in ("status", "favourite", "has_vector", "trashed_at", "created", "byte_size")
+        }
+        taken = np.concatenate([x.taken for x in loaded])
+        names = np.concatenate([x.filename_hash for x in loaded])
+        shas = np.concatenate([x.sha_hash for x in loaded])
+        a.alive[:count] = np.asarray(alive, dtype=np.uint8)
+        a.img_src[:count], a.img_row[:count] = src[gi], row[gi]
+        a.ann_src[:count], a.ann_row[:count] = src[ga], row[ga]
+        a.owner[:count] = owners[gi]
+        a.created[:count] = cat["created"][gi]
+        a.byte_size[:count] = cat["byte_size"][gi]
+        a.taken[:count] = taken[gi]
+        for name in ("status", "favourite", "has_vector", "trashed_at"):
+            getattr(a, name)[:count] = cat[name][ga]
+        live = np.nonzero(a.alive[:count])[0]
+        self._live = len(live)
+        self._raw_image_bytes = int(a.byte_size[live].sum())
+        self._filename_hashes.bulk_load(names[gi][live], live)
+        self._sha_hashes.bulk_load(shas[gi][live], live)
+        self._build_lists(live)
+
+    def _build_lists(self, live: np.ndarray) -> None:
+        """Every id list and date-taken index of the live slots `live`, in one sort each."""
+        a = self._arr
+        live_ids = [self._slot_ids[s] for s in live.tolist()]
+        by_id = sorted(range(len(live_ids)), key=live_ids.__getitem__)
+        slots = live[np.asarray(by_id, dtype=np.int64)] if by_id else live[:0]
+        sorted_ids = np.asarray([live_ids[i] for i in by_id], dtype=object)
+        trashed = a.trashed_at[slots] != 0
+        shown = ~trashed
+        self._trash.load("1", sorted_ids[trashed].tolist())
+        self._visible.load("", sorted_ids[shown].tolist())
+        self._favourites.load("1", sorted_ids[shown & (a.favourite[slots] != 0)].tolist())
+        status = a.status[slots]
+        for value in np.unique(status[shown]).tolist():
+            self._by_status.load(str(value), sorted_ids[shown & (status == value)].tolist())
+        owners = a.owner[slots]
+        for key_of, index in (
+            (lambda o, st: self._owner_names[o], self._by_owner),
+            (lambda o, st: f"{self._owner_names[o]}\0{st}", self._by_owner_status),
+        ):
+            group = owners.astype(np.int64) * 8 + (status if index is self._by_owner_status else 0)
+            group = np.where(shown, group, -1)
+            perm = np.argsort(group, kind="stable")
+            grouped = group[perm]
+            bounds = np.flatnonzero(np.diff(grouped)) + 1
+            for part in np.split(perm, bounds):
+                if not len(part) or group[part[0]] < 0:
+                    continue
+                o, st = int(owners[part[0]]), int(status[part[0]])
+                index.load(key_of(o, st), sorted_ids[part].tolist())
+        # Date taken: (taken + offset) << bits | crc32(id) low bits, as taken_index.sort_key.
+        visible_slots = slots[shown]
+        crcs = np.fromiter(
+            (zlib.crc32(i.encode()) for i in sorted_ids[shown].tolist()),
+            np.uint64,
+            len(visible_slots),
+        ) & np.uint64((1 << HASH_BITS) - 1)
+        taken = np.clip(a.taken[visible_slots] + TAKEN_OFFSET_MS, 0, (1 << 43) - 1)
+        keys = (taken.astype(np.uint64) << np.uint64(HASH_BITS)) | crcs
+        epochs = a.epoch[visible_slots]
+        self._taken_all.bulk_load(keys, visible_slots, epochs)
         self._taken_by_owner = {}
-        for owner, members in by_owner.items():
-            at = np.asarray(members, dtype=np.int64)
-            self._taken_index(owner).bulk_load(keys[at], slots[at], self._slot_epoch[slots[at]])
+        vis_owner = a.owner[visible_slots]
+        perm = np.argsort(vis_owner, kind="stable")
+        bounds = np.flatnonzero(np.diff(vis_owner[perm])) + 1
+        for part in np.split(perm, bounds):
+            if len(part):
+                owner = self._owner_names[int(vis_owner[part[0]])]
+                self._taken_index(owner).bulk_load(keys[part], visible_slots[part], epochs[part])
 
     def _mark_damaged(self, segment: SegmentReader, detail: str) -> None:
         """A segment whose small columns fail: its ids (from either copy) answer DATA_LOSS;
@@ -723,15 +994,11 @@ class ColumnStore:
 
     # --- applying changes to the in-memory view -------------------------------------------------
 
-    def _slot(self, image_id: str) -> int:
-        slot = self._slot_of.get(image_id)
-        if slot is None:
-            slot = self._slot_of[image_id] = len(self._slot_ids)
-            self._slot_ids.append(image_id)
-            if slot >= len(self._slot_epoch):
-                grow = len(self._slot_epoch)
-                self._slot_epoch = np.concatenate([self._slot_epoch, np.zeros(grow, np.uint32)])
-                self._slot_status = np.concatenate([self._slot_status, np.zeros(grow, np.uint8)])
+    def _new_slot(self, image_id: str) -> int:
+        slot = len(self._slot_ids)
+        self._slot_of[image_id] = slot
+        self._slot_ids.append(image_id)
+        self._arr.ensure(slot + 1)
         return slot
 
     def _taken_index(self, owner: str) -> TakenIndex:
@@ -740,82 +1007,106 @@ class ColumnStore:
             index = self._taken_by_owner[owner] = TakenIndex()
         return index
 
-    def _index_add(self, meta: ImageMeta, taken: bool = True) -> None:
-        if meta.trashed_at_ms:
+    def _index_add(self, slot: int, taken: bool = True) -> None:
+        a = self._arr
+        image_id = self._slot_ids[slot]
+        if a.trashed_at[slot]:
             # In the trash: listed only there (not in listings, the queue or favourites).
-            self._trash.add("1", meta.id)
+            self._trash.add("1", image_id)
             return
-        self._visible.add("", meta.id)
-        slot = self._slot(meta.id)
-        self._slot_status[slot] = int(meta.status)
-        if taken and not self._loading:
-            key, epoch = sort_key(meta.taken_at_ms, meta.id), int(self._slot_epoch[slot])
+        self._visible.add("", image_id)
+        owner = self._owner_names[int(a.owner[slot])]
+        if taken:
+            key, epoch = sort_key(int(a.taken[slot]), image_id), int(a.epoch[slot])
             self._taken_all.add(key, slot, epoch)
-            self._taken_index(meta.owner).add(key, slot, epoch)
-        status = str(int(meta.status))
-        self._by_status.add(status, meta.id)
-        self._by_owner.add(meta.owner, meta.id)
-        self._by_owner_status.add(f"{meta.owner}\0{status}", meta.id)
-        if meta.favourite:
-            self._favourites.add("1", meta.id)
+            self._taken_index(owner).add(key, slot, epoch)
+        status = str(int(a.status[slot]))
+        self._by_status.add(status, image_id)
+        self._by_owner.add(owner, image_id)
+        self._by_owner_status.add(f"{owner}\0{status}", image_id)
+        if a.favourite[slot]:
+            self._favourites.add("1", image_id)
 
-    def _index_remove(self, meta: ImageMeta, taken: bool = True) -> None:
-        slot = self._slot_of.get(meta.id)
-        if taken and slot is not None and not meta.trashed_at_ms:
-            self._slot_epoch[slot] += 1
-            if not self._loading:
-                self._taken_all.removed()
-                self._taken_index(meta.owner).removed()
-        status = str(int(meta.status))
-        self._by_status.remove(status, meta.id)
-        self._by_owner.remove(meta.owner, meta.id)
-        self._by_owner_status.remove(f"{meta.owner}\0{status}", meta.id)
-        self._favourites.remove("1", meta.id)
-        self._trash.remove("1", meta.id)
-        self._visible.remove("", meta.id)
+    def _index_remove(self, slot: int, taken: bool = True) -> None:
+        a = self._arr
+        image_id = self._slot_ids[slot]
+        owner = self._owner_names[int(a.owner[slot])]
+        if taken and not a.trashed_at[slot]:
+            a.epoch[slot] += 1
+            self._taken_all.removed()
+            self._taken_index(owner).removed()
+        status = str(int(a.status[slot]))
+        self._by_status.remove(status, image_id)
+        self._by_owner.remove(owner, image_id)
+        self._by_owner_status.remove(f"{owner}\0{status}", image_id)
+        self._favourites.remove("1", image_id)
+        self._trash.remove("1", image_id)
+        self._visible.remove("", image_id)
 
     def _apply(
         self,
         kind: RowKind,
         values: dict[str, Any],
-        source: BlobSource,
-        index: int,
+        src: int,
+        row: int,
         meta: ImageMeta | None = None,
     ) -> None:
+        """Apply one durable row to the view: `src` is its segment id (IN_MEMTABLE: a memtable
+        row, then `row` is its seq and the row is in _mem_rows)."""
         image_id = values["id"]
+        slot = self._slot_of.get(image_id)
+        a = self._arr
         if kind is RowKind.PUT:
-            meta = meta or _meta_from(values)
-            vector = (source, index) if meta.has_feature_vector else None
-            old = self._entries.get(image_id)
-            if old is not None:  # a merged row replacing its versions: keep the newest
+            if slot is not None:  # a merged row replacing its versions: keep the newest
                 return
-            self._entries[image_id] = _Entry(meta, (source, index), vector)
-            self._filenames.add(meta.filename, image_id)
-            self._shas.add(meta.sha256, image_id)
-            self._index_add(meta)
-            self._raw_image_bytes += meta.byte_size
+            slot = self._new_slot(image_id)
+            exif = values.get("exif") or {}
+            created = int(values.get("created_at_ms", 0))
+            a.alive[slot] = 1
+            a.img_src[slot] = a.ann_src[slot] = src
+            a.img_row[slot] = a.ann_row[slot] = row
+            a.owner[slot] = self._owner_id(values.get("owner", ""))
+            a.status[slot] = int(values.get("status", 0))
+            a.favourite[slot] = int(values.get("favourite", 0))
+            a.has_vector[slot] = int(values.get("has_feature_vector", 0))
+            a.trashed_at[slot] = int(values.get("trashed_at_ms", 0))
+            a.created[slot] = created
+            a.byte_size[slot] = int(values.get("byte_size", 0))
+            a.taken[slot] = date_taken_ms(exif, created)[0]
+            self._filename_hashes.add(key_hash(values.get("filename", "")), slot)
+            self._sha_hashes.add(key_hash(values.get("sha256", "")), slot)
+            self._index_add(slot)
+            self._live += 1
+            self._raw_image_bytes += int(a.byte_size[slot])
+            if meta is not None:
+                self._cache_meta(slot, meta)
         elif kind is RowKind.ANNOTATE:
-            entry = self._entries.get(image_id)
-            if entry is None:
+            if slot is None:
                 return
-            full = {c.name: values.get(c.name, c.default) for c in COLUMNS}
-            old_meta = entry.meta
-            entry.meta = dataclasses.replace(old_meta, **_annotations_of(full))
-            new_key = (entry.meta.status, entry.meta.favourite, entry.meta.trashed_at_ms)
-            if new_key != (old_meta.status, old_meta.favourite, old_meta.trashed_at_ms):
+            old_key = (int(a.status[slot]), int(a.favourite[slot]), int(a.trashed_at[slot]))
+            new_key = (
+                int(values.get("status", 0)),
+                int(values.get("favourite", 0)),
+                int(values.get("trashed_at_ms", 0)),
+            )
+            moved = bool(old_key[2]) != bool(new_key[2])
+            if new_key != old_key:
                 # Still listed (a status or star change): its date-taken entries stay.
-                moved = bool(old_meta.trashed_at_ms) != bool(entry.meta.trashed_at_ms)
-                self._index_remove(old_meta, taken=moved)
-                self._index_add(entry.meta, taken=moved)
-            entry.vector = (source, index) if entry.meta.has_feature_vector else None
+                self._index_remove(slot, taken=moved)
+                a.status[slot], a.favourite[slot], a.trashed_at[slot] = new_key
+                self._index_add(slot, taken=moved)
+            a.ann_src[slot], a.ann_row[slot] = src, row
+            a.has_vector[slot] = int(values.get("has_feature_vector", 0))
+            self._meta_cache.pop(slot, None)
         else:
-            gone = self._entries.pop(image_id, None)
-            if gone is None:
+            if slot is None:
                 return
-            self._filenames.remove(gone.meta.filename, image_id)
-            self._shas.remove(gone.meta.sha256, image_id)
-            self._index_remove(gone.meta)
-            self._raw_image_bytes -= gone.meta.byte_size
+            self._index_remove(slot)
+            del self._slot_of[image_id]
+            a.alive[slot] = 0
+            self._live -= 1
+            self._raw_image_bytes -= int(a.byte_size[slot])
+            self._meta_cache.pop(slot, None)
 
     # --- the write path: log, fsync, then apply -------------------------------------------------
 
@@ -880,7 +1171,8 @@ class ColumnStore:
             if pending.position > synced:
                 break
             row = pending.row
-            self._apply(row.kind, row.values, row, 0, pending.meta)
+            self._mem_rows[row.seq] = row
+            self._apply(row.kind, row.values, IN_MEMTABLE, row.seq, pending.meta)
             self._memtable.append(row)
             self._memtable_bytes += row.size_bytes
             if not row.values.get("lease_only"):
@@ -998,14 +1290,65 @@ class ColumnStore:
         if self._bg_error is not None:
             raise self._error_for(*self._bg_error)
 
-    def _entry(self, image_id: str) -> _Entry:
-        entry = self._entries.get(image_id)
+    def _ref(self, src: int, row: int) -> BlobRef:
+        if src == IN_MEMTABLE:
+            return (self._mem_rows[row], 0)
+        return (self._segment_by_id[src], row)
+
+    def _refs(self, slot: int) -> tuple[BlobRef, BlobRef]:
+        """(its PUT row, its newest row) of a live slot. Lock held."""
+        a = self._arr
+        return (
+            self._ref(int(a.img_src[slot]), int(a.img_row[slot])),
+            self._ref(int(a.ann_src[slot]), int(a.ann_row[slot])),
+        )
+
+    def _cache_meta(self, slot: int, meta: ImageMeta) -> None:
+        self._meta_cache[slot] = meta
+        if len(self._meta_cache) > META_CACHE_IMAGES:
+            self._meta_cache.popitem(last=False)
+
+    def _meta(self, slot: int) -> ImageMeta:
+        """A live slot's metadata: from the cache, else read from its rows. Lock held."""
+        meta = self._meta_cache.get(slot)
+        if meta is not None:
+            self._meta_cache.move_to_end(slot)
+            return meta
+        meta = _build_meta(*self._refs(slot))
+        self._cache_meta(slot, meta)
+        return meta
+
+    def _metas(self, slots: list[int]) -> list[ImageMeta]:
+        """Metadata of several live slots: the refs are taken under the lock (held by the
+        caller), the rows are read by `finish` outside it."""
+        return [self._meta(slot) for slot in slots]
+
+    def _entry_or_none(self, image_id: str) -> _EntryView | None:
+        slot = self._slot_of.get(image_id)
+        if slot is None:
+            return None
+        image, newest = self._refs(slot)
+        vector = newest if self._arr.has_vector[slot] else None
+        return _EntryView(slot, self._meta(slot), image, vector)
+
+    def _entry(self, image_id: str) -> _EntryView:
+        entry = self._entry_or_none(image_id)
         if entry is None:
             if image_id in self._damaged:
                 name, detail = self._damaged[image_id].split("\0", 1)
                 raise DataLossError(name, f"{detail}: metadata of {image_id!r} lost")
             raise ImageNotFoundError(image_id)
         return entry
+
+    def _live_matches(self, index: HashIndex, key: str, field_name: str) -> list[int]:
+        """Live slots whose `field_name` is exactly `key`, newest first. Lock held."""
+        alive = self._arr.alive
+        found = []
+        for slot in set(index.lookup(key_hash(key))):
+            if alive[slot] and getattr(self._meta(slot), field_name) == key:
+                found.append(slot)
+        found.sort(key=self._slot_ids.__getitem__, reverse=True)
+        return found
 
     def _take_seq(self) -> int:
         seq = self._next_seq
@@ -1067,8 +1410,8 @@ class ColumnStore:
                 # An identical put still in flight decides first.
                 while (image.sha256, owner) in self._pending_puts:
                     self._wait_settled()
-                for other in self._shas.lookup(image.sha256):
-                    existing = self._entries[other].meta
+                for other in self._live_matches(self._sha_hashes, image.sha256, "sha256"):
+                    existing = self._meta(other)
                     if existing.owner == owner and not existing.trashed_at_ms:
                         return PutResult(existing, (), already_stored=True)
                 self._check_writable()
@@ -1077,9 +1420,9 @@ class ColumnStore:
             values["created_at_ms"] = created_ms
             # Copies in the trash do not count: they are not in the library any more.
             duplicates = tuple(
-                i
-                for i in self._shas.lookup(image.sha256)
-                if not self._entries[i].meta.trashed_at_ms
+                self._slot_ids[slot]
+                for slot in self._live_matches(self._sha_hashes, image.sha256, "sha256")
+                if not self._arr.trashed_at[slot]
             )
             row = Row(self._take_seq(), RowKind.PUT, values, blobs)
             meta = _meta_from(values)
@@ -1164,7 +1507,7 @@ class ColumnStore:
             due = [
                 i
                 for i in self._trash.ids("1")
-                if everything or self._entries[i].meta.trashed_at_ms <= cutoff
+                if everything or self._arr.trashed_at[self._slot_of[i]] <= cutoff
             ]
         purged = []
         for image_id in due:
@@ -1210,7 +1553,7 @@ class ColumnStore:
                     break
                 if image_id in self._pending_ids:
                     continue
-                entry = self._entries[image_id]
+                entry = self._entry(image_id)
                 state = entry.meta.analysis
                 if (state.lease_owner and state.lease_expires_ms > now) or (
                     state.next_attempt_ms > now
@@ -1344,7 +1687,7 @@ class ColumnStore:
             found = self._history.after(after_seq, limit)
             out = []
             for seq, kind, image_id in found:
-                entry = self._entries.get(image_id) if kind != RowKind.DELETE else None
+                entry = self._entry_or_none(image_id) if kind != RowKind.DELETE else None
                 out.append(Change(seq, ChangeKind(kind), image_id, entry.meta if entry else None))
             return ChangesPage(tuple(out), self._feed_head, self._horizon)
 
@@ -1385,16 +1728,16 @@ class ColumnStore:
         with self._lock:
             out: list[ImageMeta | None] = []
             for image_id in image_ids:
-                entry = self._entries.get(image_id)
-                if entry is None and image_id in self._damaged:
+                slot = self._slot_of.get(image_id)
+                if slot is None and image_id in self._damaged:
                     self._entry(image_id)
-                out.append(entry.meta if entry is not None else None)
+                out.append(self._meta(slot) if slot is not None else None)
             return out
 
     def find_by_sha256(self, sha256: str, owner: str | None = None) -> list[ImageMeta]:
         """Live images with these bytes (newest first), only `owner`'s when it is given."""
         with self._lock:
-            metas = [self._entries[i].meta for i in self._shas.lookup(sha256)]
+            metas = self._metas(self._live_matches(self._sha_hashes, sha256, "sha256"))
         return [m for m in metas if owner is None or m.owner == owner]
 
     def read_data(self, image_id: str) -> tuple[ImageMeta, bytes]:
@@ -1427,7 +1770,7 @@ class ColumnStore:
         name is in a damaged segment (it is never silently left out)."""
         with self._lock:
             damaged = [
-                i for i in self._damaged_filenames.lookup(filename) if i not in self._entries
+                i for i in self._damaged_filenames.lookup(filename) if i not in self._slot_of
             ]
             if damaged:
                 raise DataLossError(
@@ -1435,10 +1778,11 @@ class ColumnStore:
                     f"{len(damaged)} image(s) named {filename[:200]!r} are damaged "
                     f"(ids {', '.join(d[:40] for d in damaged[:5])})",
                 )
-            return [self._entries[i].meta for i in self._filenames.lookup(filename, limit)]
+            slots = self._live_matches(self._filename_hashes, filename, "filename")
+            return self._metas(slots[:limit] if limit > 0 else slots)
 
     def _unreadable_count(self) -> int:
-        return self._unreadable_rows + sum(1 for i in self._damaged if i not in self._entries)
+        return self._unreadable_rows + sum(1 for i in self._damaged if i not in self._slot_of)
 
     def list_images(
         self,
@@ -1476,13 +1820,14 @@ class ColumnStore:
         with self._lock:
             if favourite_only or trashed_only:
                 # Few images are starred or trashed: filter that list by owner and status.
+                a = self._arr
+                owner_id = self._owner_ids.get(owner, -1)
                 ids = [
                     i
                     for i in (self._trash if trashed_only else self._favourites).ids("1")
-                    if (not owner or self._entries[i].meta.owner == owner)
+                    if (not owner or a.owner[self._slot_of[i]] == owner_id)
                     and (
-                        status is AnalysisStatus.UNSPECIFIED
-                        or self._entries[i].meta.status is status
+                        status is AnalysisStatus.UNSPECIFIED or a.status[self._slot_of[i]] == status
                     )
                 ]
             elif owner and status is not AnalysisStatus.UNSPECIFIED:
@@ -1495,7 +1840,7 @@ class ColumnStore:
                 ids = self._visible.ids("")
             end = bisect.bisect_left(ids, after) if after is not None else len(ids)
             chosen = ids[max(0, end - size - 1) : end][::-1]
-            found = [self._entries[i].meta for i in chosen]
+            found = self._metas([self._slot_of[i] for i in chosen])
             total = len(ids)
             unreadable = self._unreadable_count()
             snapshot = self._feed_head
@@ -1526,14 +1871,16 @@ class ColumnStore:
         with self._lock:
             if small_list:
                 # The trash and the favourites are small: filter and sort them here.
+                a = self._arr
+                owner_id = self._owner_ids.get(owner, -1)
                 ranked = sorted(
-                    (sort_key(m.taken_at_ms, m.id), m.id, m)
-                    for m in (
-                        self._entries[i].meta
+                    (sort_key(int(a.taken[slot]), self._slot_ids[slot]), self._slot_ids[slot], slot)
+                    for slot in (
+                        self._slot_of[i]
                         for i in (self._trash if trashed_only else self._favourites).ids("1")
                     )
-                    if (not owner or m.owner == owner)
-                    and (status is AnalysisStatus.UNSPECIFIED or m.status is status)
+                    if (not owner or a.owner[slot] == owner_id)
+                    and (status is AnalysisStatus.UNSPECIFIED or a.status[slot] == status)
                 )
                 ranked = [r for r in ranked if lo <= r[0] < hi]
                 if descending:
@@ -1545,16 +1892,16 @@ class ColumnStore:
                         for r in ranked
                         if ((r[0], r[1]) < after if descending else (r[0], r[1]) > after)
                     ]
-                found = [r[2] for r in ranked[: size + 1]]
+                found = self._metas([r[2] for r in ranked[: size + 1]])
             else:
                 index = (
                     (self._taken_by_owner.get(owner) or TakenIndex())
                     if owner
                     else (self._taken_all)
                 )
-                epochs = self._slot_epoch
+                epochs = self._arr.epoch
                 wanted = int(status)
-                slot_status = self._slot_status
+                slot_status = self._arr.status
 
                 def accept(slots: np.ndarray, entry_epochs: np.ndarray) -> np.ndarray:
                     ok = epochs[slots] == entry_epochs
@@ -1569,7 +1916,7 @@ class ColumnStore:
                 picked = index.page(
                     size + 1, descending=descending, lo=lo, hi=hi, after=token_at, accept=accept
                 )
-                found = [self._entries[self._slot_ids[slot]].meta for _key, slot in picked]
+                found = self._metas([slot for _key, slot in picked])
                 if not wanted and not taken_from_ms and not taken_to_ms:
                     total = len(index)
                 else:
@@ -1591,12 +1938,12 @@ class ColumnStore:
             pending = [*self._memtable, *(r for f in self._frozen for r in f.rows)]
             memtable_rows = len(pending)
             deleted = tombstones + sum(1 for r in pending if r.kind is RowKind.DELETE)
-            images, raw = len(self._entries), self._raw_image_bytes
+            images, raw = self._live, self._raw_image_bytes
             unreadable = self._unreadable_count()
             bg = f"{self._bg_error[0]}: {self._bg_error[1]}" if self._bg_error else ""
             pending_ids = self._by_status.ids(str(int(AnalysisStatus.PENDING)))
             pending_count = len(pending_ids)
-            oldest_ms = self._entries[pending_ids[0]].meta.created_at_ms if pending_ids else 0
+            oldest_ms = int(self._arr.created[self._slot_of[pending_ids[0]]]) if pending_ids else 0
             head, horizon = self._feed_head, self._horizon
         columns: dict[str, list[int]] = {c.name: [0, 0] for c in COLUMNS}
         for segment in segments:
@@ -1858,16 +2205,19 @@ class ColumnStore:
             except BaseException:
                 self._segments.remove(segment)
                 self._covers.pop(segment.segment_id, None)
+                self._segment_by_id.pop(segment.segment_id, None)
                 raise
+            self._segment_by_id[segment.segment_id] = segment
+            a = self._arr
             for i, row in enumerate(job.rows):
-                entry = self._entries.get(row.image_id)
-                if entry is None:
-                    continue
                 # Point the live view at the segment, so the memtable rows can be freed.
-                if entry.image[0] is row:
-                    entry.image = (segment, i)
-                if entry.vector is not None and entry.vector[0] is row:
-                    entry.vector = (segment, i)
+                slot = self._slot_of.get(row.image_id)
+                if slot is not None:
+                    if a.img_src[slot] == IN_MEMTABLE and a.img_row[slot] == row.seq:
+                        a.img_src[slot], a.img_row[slot] = segment.segment_id, i
+                    if a.ann_src[slot] == IN_MEMTABLE and a.ann_row[slot] == row.seq:
+                        a.ann_src[slot], a.ann_row[slot] = segment.segment_id, i
+                self._mem_rows.pop(row.seq, None)
             self._frozen.pop(0)
             self._cond.notify_all()
             self._retire_logs()
@@ -1917,6 +2267,38 @@ class ColumnStore:
         return pick_tier(
             segments, self.options.memtable_bytes, max(2, self.options.compact_min_segments)
         )
+
+    def _repoint(self, merged: list[MergedRow], old_ids: set[int], new_id: int) -> None:
+        """Slots whose rows were in the merged segments now point at the merged rows (each
+        merged row names the rows it came from). Lock held."""
+        moved: dict[tuple[int, int], int] = {}
+        for i, row in enumerate(merged):
+            for origin in row.origins:
+                moved[origin] = i
+        a = self._arr
+        for row in merged:
+            slot = self._slot_of.get(row.values["id"])
+            if slot is None:
+                continue
+            for src, at in ((a.img_src, a.img_row), (a.ann_src, a.ann_row)):
+                if int(src[slot]) in old_ids:
+                    to = moved.get((int(src[slot]), int(at[slot])))
+                    if to is not None:
+                        src[slot], at[slot] = new_id, to
+
+    def _forget_segments(self, old_ids: set[int]) -> None:
+        """Drop merged segments from the id map unless a slot still points at one. Lock
+        held."""
+        n = len(self._slot_ids)
+        a = self._arr
+        olds = np.fromiter(old_ids, np.int32, len(old_ids))
+        alive = a.alive[:n] != 0
+        still = set(np.unique(a.img_src[:n][alive & np.isin(a.img_src[:n], olds)]).tolist())
+        still |= set(np.unique(a.ann_src[:n][alive & np.isin(a.ann_src[:n], olds)]).tolist())
+        for segment_id in old_ids - still:
+            self._segment_by_id.pop(segment_id, None)
+        if still:
+            log.error("compaction left rows pointing at merged segments", extra={"ids": still})
 
     def _merge_cutoff(self) -> int:
         """Rows below this seq may be merged away: the feed keeps the newest
@@ -1997,26 +2379,8 @@ class ColumnStore:
                     self._segment_dead_seqs[new_segment.segment_id] = _dead_seqs(
                         (r.values["seq"], r.values["kind"]) for r in merged
                     )
-                    # Where each old row's blobs now are: (old segment id, old index) -> new.
-                    moved: dict[tuple[int, int], int] = {}
-                    for i, row in enumerate(merged):
-                        for ref in (row.image, row.vector):
-                            if ref is not None:
-                                moved[(ref[0].segment_id, ref[1])] = i
-                    for row in merged:
-                        entry = self._entries.get(row.values["id"])
-                        if entry is None:
-                            continue
-                        src = entry.image
-                        if isinstance(src[0], SegmentReader) and src[0].segment_id in old_ids:
-                            entry.image = (new_segment, moved[(src[0].segment_id, src[1])])
-                        vec = entry.vector
-                        if (
-                            vec is not None
-                            and isinstance(vec[0], SegmentReader)
-                            and vec[0].segment_id in old_ids
-                        ):
-                            entry.vector = (new_segment, moved[(vec[0].segment_id, vec[1])])
+                    self._segment_by_id[new_segment.segment_id] = new_segment
+                    self._repoint(merged, old_ids, new_segment.segment_id)
                 else:
                     # Nothing left: the covered ranges must not be forgotten.
                     self._covers[-min(old_ids)] = covers
@@ -2033,6 +2397,7 @@ class ColumnStore:
                 self._history.trim_below(self._horizon)
                 self._feed_head = max(self._feed_head, self._horizon - 1)
                 segments_after = len(self._segments)
+                self._forget_segments(old_ids)
             for s in old:
                 with contextlib.suppress(OSError):
                     s.retire()

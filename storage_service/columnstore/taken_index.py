@@ -23,8 +23,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-_TAKEN_OFFSET_MS = 1 << 42  # lets photos from 1830 on sort before the epoch, up to 2109
-_HASH_BITS = 21
+TAKEN_OFFSET_MS = 1 << 42  # lets photos from 1830 on sort before the epoch, up to 2109
+HASH_BITS = 21
 _MERGE_AT = 512
 
 # accept(slots, epochs) -> bool mask of the entries that are current and pass the filter.
@@ -54,18 +54,18 @@ def date_taken_ms(exif: dict[str, str], created_at_ms: int) -> tuple[int, bool]:
 
 
 def sort_key(taken_ms: int, image_id: str) -> int:
-    taken = min(max(taken_ms + _TAKEN_OFFSET_MS, 0), (1 << 43) - 1)
-    return (taken << _HASH_BITS) | (zlib.crc32(image_id.encode()) & ((1 << _HASH_BITS) - 1))
+    taken = min(max(taken_ms + TAKEN_OFFSET_MS, 0), (1 << 43) - 1)
+    return (taken << HASH_BITS) | (zlib.crc32(image_id.encode()) & ((1 << HASH_BITS) - 1))
 
 
 def key_taken_ms(key: int) -> int:
-    return (key >> _HASH_BITS) - _TAKEN_OFFSET_MS
+    return (key >> HASH_BITS) - TAKEN_OFFSET_MS
 
 
 def range_keys(taken_from_ms: int, taken_to_ms: int) -> tuple[int, int]:
     """[lo, hi) of keys for photos taken in [from, to); 0 leaves an end open."""
-    lo = sort_key(taken_from_ms, "") & ~((1 << _HASH_BITS) - 1) if taken_from_ms else 0
-    hi = sort_key(taken_to_ms, "") & ~((1 << _HASH_BITS) - 1) if taken_to_ms else 1 << 64
+    lo = sort_key(taken_from_ms, "") & ~((1 << HASH_BITS) - 1) if taken_from_ms else 0
+    hi = sort_key(taken_to_ms, "") & ~((1 << HASH_BITS) - 1) if taken_to_ms else 1 << 64
     return lo, hi
 
 

@@ -71,7 +71,8 @@ def test_footer_has_magic_and_format_version(tmp_path, photo_jpegs):
     assert magic == b"IRCOLSEG"
     assert version == fmt.FORMAT_VERSION
     directory = json.loads(path.read_bytes()[dir_offset : dir_offset + dir_length])
-    assert set(directory["columns"]) == {c.name for c in COLUMNS} | {"id_backup"}
+    index = {"id_backup", "ix_taken", "ix_filename", "ix_sha256", "row_meta"}
+    assert set(directory["columns"]) == {c.name for c in COLUMNS} | index
     # Self-describing: a lost MANIFEST can be rebuilt from the segments themselves.
     assert directory["segment_id"] == 1 and directory["rows"] == len(_rows(photo_jpegs))
     assert directory["seq_min"] >= 0 and directory["seq_max"] >= directory["seq_min"]

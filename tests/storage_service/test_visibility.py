@@ -118,7 +118,7 @@ def test_filtered_listings_and_totals_never_walk_every_image(tmp_path, small_ima
     store.update_annotations(
         ids[0], AnnotationUpdate(fields=frozenset({"status"}), status=AnalysisStatus.FAILED)
     )
-    store._entries = _NoScans(store._entries)
+    store._slot_of = _NoScans(store._slot_of)
 
     assert store.list_images(status=AnalysisStatus.FAILED).total_count == 1
     assert store.list_images(owner="ann", status=AnalysisStatus.PENDING).total_count == 3

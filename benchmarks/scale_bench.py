@@ -1,0 +1,433 @@
+"""Scale benchmark, storage half: a synthetic store of N images against SQLite built from the
+same rows in the same run (`make bench PART=scale N=1000000`).
+
+The rows: small but valid JPEGs made from real photos (scikit-image / scikit-learn, reduced
+to 24-48 px so a million of them fit on a laptop disk), each with its own id, filename, owner
+(one of 200), sha256, EXIF summary with a date taken, labels and tags, a few percent trashed
+or starred and a fifth still PENDING, as the service would have written them. They are
+written straight into sealed segments of 50,000 rows (the format the service writes at
+flush time) and into one SQLite table with indexes on filename, sha256 and (owner, id).
+
+Each side is then measured in a fresh process (so resident memory is its own): resident
+memory after open (RSS minus the interpreter with the same imports), open time, get by id and
+by filename p50/p99, the first and a deep page of an owner-filtered listing (with its total),
+and a compaction's time and peak memory (ours: a full Compact; SQLite: VACUUM). Printed side
+by side, with ratios, the load average, and a linear extrapolation to 10M images.
+
+If benchmarks/scale_search_bench.py exists (the search half), its main() runs after this.
+The built stores are kept in SCALE_DIR (default /tmp/imagerepo-scale) and reused by N.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import io
+import json
+import os
+import random
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from storage_service.columnstore.manifest import Manifest
+from storage_service.columnstore.row import Row
+from storage_service.columnstore.schema import RowKind
+from storage_service.columnstore.segment_writer import write_segment
+from tests.support import real_photo_paths
+
+SEGMENT_ROWS = 50_000
+OWNERS = 200
+LOOKUPS = 3000
+SEED = 11
+LABELS = ["tabby", "espresso", "coffee mug", "lakeside", "seashore", "daisy", "volcano", "alp"]
+
+
+def _progress(what: str, done: int, total: int, started: float) -> None:
+    rate = done / max(time.perf_counter() - started, 1e-9)
+    print(
+        f"  {what}: {done:,}/{total:,} ({100 * done // max(total, 1)}%, {rate:,.0f}/s)", flush=True
+    )
+
+
+def _tiny_jpegs() -> list[tuple[bytes, bytes, int, int]]:
+    """(jpeg, thumbnail jpeg, width, height) of real photos reduced to a few dozen pixels."""
+    out = []
+    for path in real_photo_paths().values():
+        for side in (24, 32, 48):
+            with Image.open(path) as im:
+                im = im.convert("RGB")
+                im.thumbnail((side, side))
+                buf = io.BytesIO()
+                im.save(buf, "JPEG", quality=80)
+                small = im.copy()
+                small.thumbnail((12, 12))
+                tbuf = io.BytesIO()
+                small.save(tbuf, "JPEG", quality=70)
+                out.append((buf.getvalue(), tbuf.getvalue(), im.width, im.height))
+    return out
+
+
+def _row_values(i: int, rng: random.Random, photo: tuple[bytes, bytes, int, int]) -> dict[str, Any]:
+    data, _thumb, w, h = photo
+    created = 1_600_000_000_000 + i * 1000
+    taken = created - rng.randrange(0, 5 * 365 * 86_400_000)
+    t = time.gmtime(taken / 1000)
+    status = 1 if rng.random() < 0.2 else 2
+    return {
+        "id": f"{created:012x}{i % 65536:04x}{rng.getrandbits(64):016x}",
+        "filename": f"IMG_{i:08d}.jpg",
+        "owner": f"user{rng.randrange(OWNERS):03d}",
+        "content_type": "image/jpeg",
+        "format": "JPEG",
+        "created_at_ms": created,
+        "sha256": hashlib.sha256(data + i.to_bytes(8, "little")).hexdigest(),
+        "byte_size": len(data),
+        "width": w,
+        "height": h,
+        "exif": {
+            "camera_make": "Canon",
+            "camera_model": f"EOS {rng.randrange(5, 90)}D",
+            "taken_at": time.strftime("%Y:%m:%d %H:%M:%S", t),
+            "exposure_time": "1/250",
+            "f_number": "5.6",
+            "iso": str(rng.choice((100, 200, 400, 800))),
+        },
+        "thumb_content_type": "image/jpeg",
+        "thumb_small_w": 12,
+        "thumb_small_h": 12,
+        "labels": []
+        if status == 1
+        else [
+            {"name": n, "p": round(rng.random(), 3), "syn": [], "ci": k}
+            for k, n in enumerate(rng.sample(LABELS, 3))
+        ],
+        "moderation_score": 0.0 if status == 1 else round(rng.random() * 0.1, 3),
+        "tags": ["holiday"] if rng.random() < 0.1 else [],
+        "status": status,
+        "favourite": int(rng.random() < 0.02),
+        "trashed_at_ms": created + 5000 if rng.random() < 0.01 else 0,
+    }
+
+
+def build(n: int, root: Path) -> tuple[Path, Path]:
+    """The store dir and the SQLite file for N images (reused when already built)."""
+    store_dir, db_path = root / f"store-{n}", root / f"sqlite-{n}.db"
+    done_mark = root / f"built-{n}"
+    if done_mark.exists():
+        print(f"reusing the stores built in {root}", flush=True)
+        return store_dir, db_path
+    shutil.rmtree(store_dir, ignore_errors=True)
+    db_path.unlink(missing_ok=True)
+    (store_dir / "segments").mkdir(parents=True)
+    (store_dir / "wal").mkdir()
+    photos = _tiny_jpegs()
+    rng = random.Random(SEED)
+    db = sqlite3.connect(db_path)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(
+        "CREATE TABLE images (id TEXT PRIMARY KEY, filename TEXT, owner TEXT, sha256 TEXT, "
+        "created_at_ms INTEGER, status INTEGER, trashed_at_ms INTEGER, meta TEXT, data BLOB, "
+        "thumb BLOB) WITHOUT ROWID"
+    )
+    segments: list[int] = []
+    rows_per: dict[int, int] = {}
+    started = time.perf_counter()
+    print(f"building {n:,} images (segments of {SEGMENT_ROWS:,} rows, and SQLite)", flush=True)
+    for start in range(0, n, SEGMENT_ROWS):
+        rows: list[Row] = []
+        sql_rows = []
+        for i in range(start, min(n, start + SEGMENT_ROWS)):
+            photo = photos[i % len(photos)]
+            values = _row_values(i, rng, photo)
+            seq = i + 1
+            rows.append(Row(seq, RowKind.PUT, values, {"data": photo[0], "thumb_small": photo[1]}))
+            sql_rows.append(
+                (
+                    values["id"],
+                    values["filename"],
+                    values["owner"],
+                    values["sha256"],
+                    values["created_at_ms"],
+                    values["status"],
+                    values["trashed_at_ms"],
+                    json.dumps(values, separators=(",", ":")),
+                    photo[0],
+                    photo[1],
+                )
+            )
+        segment_id = len(segments) + 1
+        write_segment(
+            store_dir / "segments" / f"{segment_id:06d}.seg",
+            rows,
+            covers=[(rows[0].seq, rows[-1].seq)],
+        )
+        segments.append(segment_id)
+        rows_per[segment_id] = len(rows)
+        db.executemany("INSERT INTO images VALUES (?,?,?,?,?,?,?,?,?,?)", sql_rows)
+        _progress("built", start + len(rows), n, started)
+    print("  indexing SQLite", flush=True)
+    db.execute("CREATE INDEX by_filename ON images(filename)")
+    db.execute("CREATE INDEX by_sha ON images(sha256)")
+    db.execute("CREATE INDEX by_owner ON images(owner, id)")
+    db.commit()
+    db.close()
+    Manifest(tuple(segments), len(segments) + 1, 1, rows_per, n + 1).save(store_dir)
+    done_mark.write_text("ok\n")
+    return store_dir, db_path
+
+
+# --- measured in a child process --------------------------------------------------------------
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+class _PeakRss:
+    """Samples this process's RSS every 20 ms while in use; `peak` is the highest seen."""
+
+    def __init__(self) -> None:
+        self.peak = _rss_bytes()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, _rss_bytes())
+
+    def __enter__(self) -> _PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_bytes())
+
+
+def _timed(fn: Callable[[Any], Any], args: list[Any]) -> dict[str, float]:
+    times = []
+    for a in args:
+        t = time.perf_counter()
+        fn(a)
+        times.append(time.perf_counter() - t)
+    times.sort()
+    return {
+        "p50_ms": 1000 * statistics.median(times),
+        "p99_ms": 1000 * times[int(len(times) * 0.99) - 1],
+    }
+
+
+def _sample(n: int) -> tuple[list[str], list[str], list[str]]:
+    """Ids, filenames and owners to look up (the same rows on both sides)."""
+    rng = random.Random(SEED)
+    photos = [(b"", b"", 0, 0)]
+    picks = set(random.Random(5).sample(range(n), min(LOOKUPS, n)))
+    ids, names = [], []
+    for i in range(n):
+        values = _row_values(i, rng, photos[0])
+        if i in picks:
+            ids.append(values["id"])
+            names.append(values["filename"])
+    owners = [f"user{k:03d}" for k in random.Random(6).sample(range(OWNERS), 50)]
+    return ids, names, owners
+
+
+def measure_store(store_dir: Path, n: int, compact: bool) -> dict[str, Any]:
+    from storage_service.columnstore.model import ListOrder
+    from storage_service.columnstore.store import ColumnStore, StoreOptions
+
+    ids, names, owners = _sample(n)
+    gc.collect()
+    base = _rss_bytes()
+    options = StoreOptions(compact_min_segments=10_000, compact_dead_fraction=2.0)
+    t = time.perf_counter()
+    store = ColumnStore.open(store_dir, options)
+    open_s = time.perf_counter() - t
+    gc.collect()
+    out: dict[str, Any] = {"open_s": open_s, "rss_mb": (_rss_bytes() - base) / 2**20}
+    out["images"] = store.stats().image_count
+    random.Random(1).shuffle(ids)
+    out["get_id"] = _timed(store.get, ids)
+    out["get_filename"] = _timed(store.find_by_filename, names)
+    out["owner_page"] = _timed(lambda o: store.list_images(50, owner=o), owners)
+
+    def deep(owner: str) -> None:
+        token = ""
+        for _ in range(5):
+            token = store.list_images(50, token, owner=owner).next_page_token
+
+    out["owner_page6"] = _timed(deep, owners[:20])
+    out["taken_page"] = _timed(
+        lambda o: store.list_images(50, owner=o, order=ListOrder.TAKEN_NEWEST), owners
+    )
+    out["rss_after_reads_mb"] = (_rss_bytes() - base) / 2**20
+    if compact:
+        before = _rss_bytes()
+        with _PeakRss() as peak:
+            t = time.perf_counter()
+            store.compact()
+            out["compact_s"] = time.perf_counter() - t
+        out["compact_peak_mb"] = (peak.peak - before) / 2**20
+    store.close()
+    return out
+
+
+def measure_sqlite(db_path: Path, n: int, compact: bool) -> dict[str, Any]:
+    ids, names, owners = _sample(n)
+    gc.collect()
+    base = _rss_bytes()
+    t = time.perf_counter()
+    db = sqlite3.connect(db_path, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    count = db.execute("SELECT count(*) FROM images WHERE trashed_at_ms = 0").fetchone()[0]
+    open_s = time.perf_counter() - t
+    out: dict[str, Any] = {"open_s": open_s, "rss_mb": (_rss_bytes() - base) / 2**20}
+    out["images"] = count
+
+    def get(image_id: str) -> Any:
+        row = db.execute("SELECT meta FROM images WHERE id = ?", (image_id,)).fetchone()
+        return json.loads(row[0])
+
+    def by_name(name: str) -> Any:
+        rows = db.execute(
+            "SELECT meta FROM images WHERE filename = ? ORDER BY id DESC", (name,)
+        ).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def owner_page(owner: str, after: str = "\uffff") -> tuple[list[Any], str]:
+        rows = db.execute(
+            "SELECT id, meta FROM images WHERE owner = ? AND trashed_at_ms = 0 AND id < ? "
+            "ORDER BY id DESC LIMIT 50",
+            (owner, after),
+        ).fetchall()
+        db.execute(
+            "SELECT count(*) FROM images WHERE owner = ? AND trashed_at_ms = 0", (owner,)
+        ).fetchone()
+        return [json.loads(r[1]) for r in rows], rows[-1][0] if rows else ""
+
+    def deep(owner: str) -> None:
+        after = "\uffff"
+        for _ in range(6):
+            _rows, after = owner_page(owner, after)
+
+    random.Random(1).shuffle(ids)
+    out["get_id"] = _timed(get, ids)
+    out["get_filename"] = _timed(by_name, names)
+    out["owner_page"] = _timed(owner_page, owners)
+    out["owner_page6"] = _timed(deep, owners[:20])
+    out["rss_after_reads_mb"] = (_rss_bytes() - base) / 2**20
+    if compact:
+        before = _rss_bytes()
+        with _PeakRss() as peak:
+            t = time.perf_counter()
+            db.execute("VACUUM")
+            out["compact_s"] = time.perf_counter() - t
+        out["compact_peak_mb"] = (peak.peak - before) / 2**20
+    db.close()
+    return out
+
+
+def _child(kind: str, path: Path, n: int, compact: bool) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "benchmarks.scale_bench", kind, str(path), str(n)]
+    if compact:
+        cmd.append("compact")
+    print(f"measuring {kind} ...", flush=True)
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _fmt_row(name: str, ours: float, theirs: float, unit: str) -> str:
+    ratio = ours / theirs if theirs else float("inf")
+    return f"  {name:<34} {ours:>10.3f} {unit:<3} {theirs:>10.3f} {unit:<3} {ratio:>8.2f}x"
+
+
+def report(n: int, ours: dict[str, Any], theirs: dict[str, Any]) -> None:
+    print(f"\nscale: {n:,} images ({ours['images']:,} live); load average {os.getloadavg()}")
+    print(f"  {'':<34} {'ours':>14} {'SQLite':>14} {'ours/SQLite':>9}")
+    print(_fmt_row("resident memory after open", ours["rss_mb"], theirs["rss_mb"], "MB"))
+    print(
+        _fmt_row(
+            "resident memory after reads",
+            ours["rss_after_reads_mb"],
+            theirs["rss_after_reads_mb"],
+            "MB",
+        )
+    )
+    print(_fmt_row("open", ours["open_s"], theirs["open_s"], "s"))
+    for key, name in (
+        ("get_id", "get by id"),
+        ("get_filename", "get by filename"),
+        ("owner_page", "owner page 1 (+ total)"),
+        ("owner_page6", "owner pages 1-6 (+ totals)"),
+    ):
+        for q in ("p50_ms", "p99_ms"):
+            print(_fmt_row(f"{name} {q[:3]}", ours[key][q], theirs[key][q], "ms"))
+    if "taken_page" in ours:
+        print(
+            f"  owner page by date taken p50/p99: {ours['taken_page']['p50_ms']:.3f} / "
+            f"{ours['taken_page']['p99_ms']:.3f} ms (ours only)"
+        )
+    if "compact_s" in ours:
+        print(_fmt_row("compaction time", ours["compact_s"], theirs["compact_s"], "s"))
+        print(
+            _fmt_row(
+                "compaction peak memory", ours["compact_peak_mb"], theirs["compact_peak_mb"], "MB"
+            )
+        )
+    scale = 10_000_000 / n
+    print(
+        f"  10M extrapolation (linear): ours {ours['rss_mb'] * scale / 1024:.1f} GB resident, "
+        f"open {ours['open_s'] * scale:.0f} s"
+        + (f", compaction {ours['compact_s'] * scale:.0f} s" if "compact_s" in ours else "")
+    )
+
+
+def main() -> None:
+    n = int(os.environ.get("N", "100000"))
+    root = Path(os.environ.get("SCALE_DIR", "/tmp/imagerepo-scale"))
+    root.mkdir(parents=True, exist_ok=True)
+    store_dir, db_path = build(n, root)
+    compact = os.environ.get("SCALE_COMPACT", "1") == "1"
+    # A compaction rewrites the store: measure on a copy, so the built one is reused as built.
+    work = root / f"work-{n}"
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(store_dir, work)
+    work_db = root / f"work-{n}.db"
+    shutil.copyfile(db_path, work_db)
+    try:
+        ours = _child("store", work, n, compact)
+        theirs = _child("sqlite", work_db, n, compact)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        work_db.unlink(missing_ok=True)
+    report(n, ours, theirs)
+    try:
+        import benchmarks.scale_search_bench as search_half  # type: ignore[import-not-found]
+    except ImportError:
+        return
+    search_half.main()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 4 and sys.argv[1] in ("store", "sqlite"):
+        fn = measure_store if sys.argv[1] == "store" else measure_sqlite
+        result = fn(Path(sys.argv[2]), int(sys.argv[3]), "compact" in sys.argv[4:])
+        print(json.dumps(result))
+    else:
+        main()
