@@ -45,6 +45,7 @@ from imagerepo.vision.v1 import vision_service_pb2_grpc as pb_grpc
 from service_runtime.grpc_server import channel_options
 from tests.support import real_photo_paths
 from tests.vision_service.photo_sets import (
+    jpeg_bytes,
     model_inputs,
     photo_variants,
     small_sign_photos,
@@ -281,6 +282,54 @@ def session_options(config: VisionConfig, decoded: list[Image.Image]) -> None:
                 )
 
 
+def _shared_copy(rgb: Image.Image) -> Image.Image:
+    """One copy for every model (tried, not used): short side 256, bicubic."""
+    w, h = rgb.size
+    scale = CLASSIFIER_RESIZE / min(w, h)
+    return rgb.resize((round(w * scale), round(h * scale)), Image.Resampling.BICUBIC)
+
+
+def shared_copy_trial(engine: VisionEngine, decoded: list[Image.Image]) -> None:
+    """What one shared 256 px copy (resized once, then read by every model) would save and
+    change, against each model resizing the decoded image to its own reference geometry (the
+    service's way): CPU of the resizes, and how far labels and moderation scores move."""
+    from vision_service.models.colours import dominant_colours
+
+    def own(rgb: Image.Image) -> None:
+        classifier_input(rgb)
+        moderation_input(rgb)
+        _probe_tensor(rgb)
+        dominant_colours(rgb)
+
+    def shared(rgb: Image.Image) -> None:
+        copy = _shared_copy(rgb)
+        classifier_input(copy)
+        moderation_input(copy)
+        _probe_tensor(copy)
+        dominant_colours(copy)
+
+    variants = list(photo_variants().values())
+    decoded_all = [decode_image(jpeg_bytes(im), max_pixels=40_000_000).rgb for im in variants]
+    copies = [_shared_copy(rgb) for rgb in decoded_all]
+    clf = engine._classifier
+    own_p = clf.classify(np.stack([classifier_input(r) for r in decoded_all]))
+    shared_p = clf.classify(np.stack([classifier_input(c) for c in copies]))
+    same_top1 = sum(
+        int(np.argmax(a.probabilities) == np.argmax(b.probabilities))
+        for a, b in zip(own_p, shared_p, strict=True)
+    )
+    mod = engine._moderation
+    own_m = mod.nsfw_scores(np.stack([moderation_input(r) for r in decoded_all]))
+    shared_m = mod.nsfw_scores(np.stack([moderation_input(c) for c in copies]))
+    print(
+        f"-- one shared 256 px copy for every model (not used) --\n"
+        f"  resizes per photo: each model from the decoded image {_cpu_ms(own, decoded):.2f} "
+        f"CPU ms, one shared copy {_cpu_ms(shared, decoded):.2f} CPU ms\n"
+        f"  on {len(variants)} real-photo inputs: same top-1 label {same_top1}, moderation "
+        f"moves by up to {max(abs(a - b) for a, b in zip(own_m, shared_m, strict=True)):.3f}"
+    )
+
+
 def analysis_cost(config: VisionConfig, photos: list[bytes]) -> None:
     """Part 1: default-task CPU per image before/after, step costs, agreement, probes."""
     registry = load_registry(config.models_dir)
@@ -376,6 +425,11 @@ def analysis_cost(config: VisionConfig, photos: list[bytes]) -> None:
     for what, ms in steps:
         print(f"  {what:<42} {ms:6.2f} CPU ms")
     session_options(config, decoded)
+    engine = VisionEngine.load(config)
+    try:
+        shared_copy_trial(engine, decoded)
+    finally:
+        engine.close()
 
     print("-- int8 vs float agreement on the real-photo set --", flush=True)
     variants = photo_variants()
@@ -407,7 +461,18 @@ def analysis_cost(config: VisionConfig, photos: list[bytes]) -> None:
     with_text = list(text_photos().values())
     without = list(textless_photos().values())
     small = list(small_sign_photos().values())
-    for what, fn in (("old", legacy.likely_has_text), ("new", probe.likely_has_text)):
+    smaller = TextProbe(registry[OCR_DET].path(), threads, max_side=256)
+    probes = (
+        ("old", legacy.likely_has_text),
+        (f"new ({PROBE_MAX_SIDE} px)", probe.likely_has_text),
+        ("new at 256 px (not used)", smaller.likely_has_text),
+    )
+    print(
+        f"  CPU per photo: new probe at 256 px "
+        f"{_cpu_ms(smaller.likely_has_text, decoded):.2f} ms, at {PROBE_MAX_SIDE} px "
+        f"{_cpu_ms(probe.likely_has_text, decoded):.2f} ms"
+    )
+    for what, fn in probes:
         missed = sum(not fn(im) for im in with_text)
         flagged = sum(fn(im) for im in without)
         found_small = sum(fn(im) for im in small)

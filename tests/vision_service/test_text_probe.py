@@ -6,12 +6,19 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
 import pytest
 from PIL import Image
 
-from tests.vision_service.photo_sets import jpeg_bytes, text_photos, textless_photos
+from tests.vision_service.photo_sets import debian_photos, jpeg_bytes, text_photos, textless_photos
 from vision_service.engine import AnalysisRequest, OcrMode, Task, VisionEngine
-from vision_service.models.ocr import TextReader
+from vision_service.models.ocr import (
+    PROBE_MIN_REGION_SCORE,
+    TextProbe,
+    TextReader,
+    _text_like_regions,
+)
+from vision_service.sessions import SessionThreads
 
 OCR_ONLY = frozenset({Task.OCR})
 
@@ -106,3 +113,39 @@ def test_concurrent_ocr_requests_each_get_their_own_text(engine, with_text):
 @pytest.mark.parametrize("size", [(1, 1), (12, 3000), (3000, 12), (4000, 3000)])
 def test_probe_takes_any_shape_and_finds_nothing_on_a_blank_image(engine, size):
     assert engine.likely_has_text(Image.new("RGB", size, "white")) is False
+
+
+def test_text_free_set_holds_the_installed_debian_photos(without_text):
+    installed = debian_photos()
+    if not installed:
+        pytest.skip("mate-backgrounds is not installed (apt-get install mate-backgrounds)")
+
+    assert set(installed) <= set(without_text)
+    assert len(installed) == 12
+
+
+def _bar_map(peak: float) -> np.ndarray:
+    """A probability map with one wide bar (a line of text) at `peak`, faint noise elsewhere."""
+    probabilities = np.full((96, 160), 0.05, dtype=np.float32)
+    probabilities[40:48, 20:100] = peak
+    return probabilities
+
+
+def test_a_confident_wide_bar_is_one_text_region():
+    regions = _text_like_regions(_bar_map(PROBE_MIN_REGION_SCORE + 0.05))
+
+    assert [(w, h) for w, h, _, _ in regions] == [(80, 8)]
+
+
+def test_a_bar_below_the_region_score_is_no_text():
+    assert _text_like_regions(_bar_map(PROBE_MIN_REGION_SCORE - 0.05)) == []
+
+
+def test_probe_side_sets_the_detector_resolution(models_dir):
+    probe = TextProbe(models_dir / "PP-OCRv6_det_tiny.onnx", SessionThreads(1, 1), max_side=256)
+    photo = text_photos()["china-sign"]
+
+    probabilities = probe.probability_map(photo)
+
+    assert max(probabilities.shape) == 256
+    assert probe.likely_has_text(photo)

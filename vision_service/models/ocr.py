@@ -110,12 +110,16 @@ class TextProbe:
 
     onnxruntime sessions may be run from several threads at once, so this needs no lock."""
 
-    def __init__(self, det_path: Path, threads: SessionThreads) -> None:
+    def __init__(
+        self, det_path: Path, threads: SessionThreads, max_side: int = PROBE_MAX_SIDE
+    ) -> None:
         self._session = open_session(det_path, threads)
         self._input = self._session.get_inputs()[0].name
+        self.max_side = max_side
 
-    def probability_map(self, rgb: Image.Image, max_side: int = PROBE_MAX_SIDE) -> np.ndarray:
+    def probability_map(self, rgb: Image.Image, max_side: int | None = None) -> np.ndarray:
         """The detector's text probability per pixel of the thumbnail, float32[H, W]."""
+        max_side = max_side or self.max_side
         w, h = rgb.size
         scale = max_side / max(w, h)
         size = (_stride(w * scale), _stride(h * scale))
