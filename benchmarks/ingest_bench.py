@@ -1,17 +1,25 @@
-"""Ingest benchmark: PutImage over gRPC with 8 clients, thumbnails made the old way and the new.
+"""Ingest benchmark (issue 13: cheaper puts, smaller on disk): PutImage over gRPC with 8 clients,
+against the previous put paths and a SQLite-backed server, and on-disk bytes over raw bytes.
 
-A real storage server runs as a child process (`python -m storage_service` with its thumbnail
-settings chosen by `thumbnails.SETTINGS`: `LEGACY` is the put path before issue 13's cheaper
-puts, `FAST` today's) over a fresh data directory; 8 client threads upload real photos from
-scikit-image / scikit-learn, re-encoded at web-like sizes (the storage benchmark's set: crops
-rescaled up to 2x, JPEG q80-95, ~65 KB) and at camera-like sizes (12 Mpx, ~2.6 MB). Every put
-is durable and fully checked (keep_duplicate, so none takes the already-stored fast path).
+Photo sets, all real photos re-encoded (scikit-image, scikit-learn, and Debian's MATE
+wallpapers when installed): the storage benchmark's web-sized set (crops rescaled up to 2x,
+JPEG q80-95, ~70 KB), a web-sized set spread over 40-300 KB (long side 800-2048 px), and
+camera-sized 12 Mpx photos (~2.6 MB).
 
-Printed, per setting: images/s, the server's CPU ms per put (from /proc), the clients' CPU ms per
-put (this process), and the ratio new/old; then in this process: prepare_image CPU ms per image
-(decode + checks + thumbnails) and the part of it the WebP encoder takes, thumbnail bytes over
-raw image bytes (the thumbnails' share of the on-disk size) and the thumbnails' SSIM against a
-full-resolution Lanczos reference, for the settings measured to choose the defaults.
+Printed:
+1. prepare_image in this process (decode, checks, EXIF, thumbnails) per thumbnail setting:
+   CPU ms per image, thumbnail bytes over raw bytes, the small thumbnail's SSIM against a
+   full-resolution Lanczos reference; and small thumbnails encoded as WebP and JPEG.
+2. Feature vectors: recall@10 of float16 and int8 copies of real photo vectors (the vision
+   service's EfficientNet-Lite0) against float32, and their bytes after zstd.
+3. On-disk bytes over raw image bytes per set: the column store before issue 13 (LEGACY
+   thumbnails, float32 vectors), today (SETTINGS, float16) and SQLite (today's thumbnails,
+   float32 vectors), each image annotated with a real photo's vector.
+4. PutImage over gRPC, a real server process per run and 8 client threads, interleaved rounds:
+   images/s, the server's CPU ms per put (from /proc), the clients' CPU ms per put; for the
+   column store with LEGACY, FAST (issue 13's first round), CHEAP (today's SETTINGS),
+   CHEAP_JPEG (measured, not used), and a SQLite-backed PutImage server with today's checks
+   and thumbnails. Every put is durable and fully checked (keep_duplicate).
 
 `python -m benchmarks ingest` (or `make bench PART=ingest`); INGEST_IMAGES, INGEST_ROUNDS and
 INGEST_CLIENTS change the sizes.
@@ -20,45 +28,98 @@ INGEST_CLIENTS change the sizes.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import io
 import os
+import random
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from concurrent import futures
 from pathlib import Path
 
 import grpc
 import numpy as np
+import zstandard
 from PIL import Image
 
 from imagerepo.storage.v1 import storage_service_pb2 as storage_pb
 from imagerepo.storage.v1 import storage_service_pb2_grpc as storage_grpc
 from service_runtime.grpc_server import channel_options
 from service_runtime.probe import is_serving
-from storage_service.columnstore import thumbnails
+from storage_service.columnstore import thumbnails, vectors
 from storage_service.columnstore.image_check import prepare_image
-from tests.support import free_port
+from storage_service.columnstore.model import AnnotationUpdate, PreparedImage
+from tests.support import free_port, real_photo_paths
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WEB_IMAGES = int(os.environ.get("INGEST_IMAGES", "600"))
+RANGE_IMAGES = 120
 CAMERA_IMAGES = 16
 ROUNDS = int(os.environ.get("INGEST_ROUNDS", "2"))
 CLIENTS = int(os.environ.get("INGEST_CLIENTS", "8"))
 CHUNK_BYTES = 256 * 1024
 TICKS = os.sysconf("SC_CLK_TCK")
+SEED = 11
+WALLPAPERS = "/usr/share/backgrounds/mate/*/*.jpg"
 
-# The server, with the thumbnail settings named by argv[1] (thumbnails.LEGACY or .FAST).
+# A server process: argv[1] is the store ("ours" or "sqlite"), argv[2] the thumbnail settings'
+# name in storage_service.columnstore.thumbnails.
 _SERVER = (
     "import sys\n"
     "from storage_service.columnstore import thumbnails\n"
-    "thumbnails.SETTINGS = getattr(thumbnails, sys.argv[1])\n"
-    "from storage_service.__main__ import main\n"
-    "main()\n"
+    "thumbnails.SETTINGS = getattr(thumbnails, sys.argv[2])\n"
+    "if sys.argv[1] == 'sqlite':\n"
+    "    from benchmarks.ingest_bench import serve_sqlite\n"
+    "    serve_sqlite()\n"
+    "else:\n"
+    "    from storage_service.__main__ import main\n"
+    "    main()\n"
 )
+
+
+# --- photo sets ----------------------------------------------------------------------------------
+
+
+def make_web_range(count: int) -> list[bytes]:
+    """Web-sized JPEGs spread over 40-300 KB: real photos at a long side of 800-2048 px, JPEG
+    q80-92 (Debian's wallpapers are real camera photos; the scikit photos are upscaled)."""
+    rng = random.Random(SEED)
+    paths = [*real_photo_paths().values(), *map(Path, sorted(glob.glob(WALLPAPERS)))]
+    bases = []
+    for path in paths:
+        with Image.open(path) as im:
+            im.draft("RGB", (2048, 2048))
+            bases.append(im.convert("RGB"))
+    out: list[bytes] = []
+    attempts = 0
+    while len(out) < count and attempts < count * 20:
+        attempts += 1
+        base = bases[attempts % len(bases)]
+        side = rng.choice([800, 1024, 1280, 1600, 2048])
+        w, h = base.size
+        crop = base.crop((rng.randrange(0, w // 10 + 1), rng.randrange(0, h // 10 + 1), w, h))
+        scale = side / max(crop.size)
+        resized = crop.resize(
+            (max(1, round(crop.width * scale)), max(1, round(crop.height * scale))),
+            Image.Resampling.BICUBIC,
+        )
+        buf = io.BytesIO()
+        resized.save(buf, "JPEG", quality=rng.randrange(80, 93))
+        if 40_000 <= buf.tell() <= 300_000:
+            out.append(buf.getvalue())
+    return out
+
+
+def _kb(photos: list[bytes]) -> float:
+    return sum(map(len, photos)) / len(photos) / 1e3
+
+
+# --- gRPC ----------------------------------------------------------------------------------------
 
 
 def _cpu_s(pid: int) -> float:
@@ -67,10 +128,12 @@ def _cpu_s(pid: int) -> float:
 
 
 class Server:
-    def __init__(self, data_dir: Path, settings_name: str) -> None:
+    """A storage server process over a fresh data directory."""
+
+    def __init__(self, data_dir: Path, kind: str, settings_name: str) -> None:
         self.port = free_port()
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", _SERVER, settings_name],
+            [sys.executable, "-c", _SERVER, kind, settings_name],
             cwd=REPO_ROOT,
             env={
                 **os.environ,
@@ -102,6 +165,56 @@ class Server:
             self.proc.wait()
 
 
+class SqlitePutServicer(storage_grpc.StorageServiceServicer):
+    """PutImage only, over the storage benchmark's SQLite table: the same checks and thumbnails
+    (prepare_image), then one committed, fsynced transaction per image."""
+
+    def __init__(self, store: object) -> None:
+        self._store = store
+
+    def PutImage(  # noqa: N802 - the gRPC method's name
+        self, request_iterator: Iterable[storage_pb.PutImageRequest], context: grpc.ServicerContext
+    ) -> storage_pb.PutImageResponse:
+        messages = iter(request_iterator)
+        first = next(messages, None)
+        if first is None or first.WhichOneof("part") != "header":
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be a header")
+        assert first is not None
+        header = first.header
+        data = bytearray()
+        for message in messages:
+            data += message.chunk
+        image = prepare_image(bytes(data))
+        image_id = self._store.put(header.filename, header.owner, image)  # type: ignore[attr-defined]
+        return storage_pb.PutImageResponse(
+            image=storage_pb.ImageMetadata(
+                id=image_id, filename=header.filename, byte_size=len(data), sha256=image.sha256
+            )
+        )
+
+
+def serve_sqlite() -> None:
+    """The SQLite-backed PutImage server (run in a child process by `Server`)."""
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    from benchmarks.storage_bench import SqliteStore
+
+    data_dir = Path(os.environ["STORAGE_DATA_DIR"])
+    data_dir.mkdir(parents=True, exist_ok=True)
+    store = SqliteStore(data_dir / "images.db")
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=int(os.environ["STORAGE_MAX_WORKERS"])),
+        options=channel_options(),
+    )
+    storage_grpc.add_StorageServiceServicer_to_server(SqlitePutServicer(store), server)
+    health_servicer = health.HealthServicer()
+    health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    server.add_insecure_port(f"127.0.0.1:{os.environ['STORAGE_PORT']}")
+    server.start()
+    server.wait_for_termination()
+
+
 def _requests(name: str, data: bytes) -> Iterator[storage_pb.PutImageRequest]:
     header = storage_pb.PutImageHeader(
         filename=name, owner="bench", expected_size=len(data), keep_duplicate=True
@@ -117,6 +230,7 @@ class Run:
     wall_s: float
     server_cpu_s: float
     client_cpu_s: float
+    load: float
 
     @property
     def rate(self) -> float:
@@ -131,9 +245,10 @@ class Run:
         return self.client_cpu_s / self.images * 1e3
 
 
-def ingest(settings_name: str, photos: list[bytes], work: Path) -> Run:
+def ingest(kind: str, settings_name: str, photos: list[bytes], work: Path) -> Run:
     """Every photo put once by CLIENTS threads sharing one channel, into a fresh store."""
-    server = Server(work / f"store-{settings_name}-{time.monotonic_ns()}", settings_name)
+    data_dir = work / f"{kind}-{settings_name}-{time.monotonic_ns()}"
+    server = Server(data_dir, kind, settings_name)
     try:
         channel = grpc.insecure_channel(f"127.0.0.1:{server.port}", options=channel_options())
         stub = storage_grpc.StorageServiceStub(channel)
@@ -162,7 +277,13 @@ def ingest(settings_name: str, photos: list[bytes], work: Path) -> Run:
         for t in threads:
             t.join()
         wall = time.perf_counter() - t0
-        run = Run(len(photos), wall, server.cpu_s() - server0, time.process_time() - cpu0)
+        run = Run(
+            len(photos),
+            wall,
+            server.cpu_s() - server0,
+            time.process_time() - cpu0,
+            os.getloadavg()[0],
+        )
         channel.close()
         if errors:
             raise RuntimeError(f"{len(errors)} puts failed, first: {errors[0]}")
@@ -171,29 +292,46 @@ def ingest(settings_name: str, photos: list[bytes], work: Path) -> Run:
         server.stop()
 
 
-def _best(runs: list[Run]) -> Run:
-    return max(runs, key=lambda r: r.rate)
+# (label, store, thumbnail settings) measured over gRPC; the first is the baseline.
+GRPC_RUNS = [
+    ("ours, LEGACY (before issue 13)", "ours", "LEGACY"),
+    ("ours, FAST (first round)", "ours", "FAST"),
+    ("ours, CHEAP (used)", "ours", "CHEAP"),
+    ("ours, CHEAP_JPEG (not used)", "ours", "CHEAP_JPEG"),
+    ("SQLite, CHEAP", "sqlite", "CHEAP"),
+]
 
 
-def grpc_table(label: str, photos: list[bytes], work: Path, rounds: int) -> None:
-    runs: dict[str, list[Run]] = {"LEGACY": [], "FAST": []}
+def grpc_table(
+    label: str,
+    photos: list[bytes],
+    work: Path,
+    rounds: int,
+    runs_wanted: list[tuple[str, str, str]] = GRPC_RUNS,
+) -> None:
+    runs: dict[str, list[Run]] = {name: [] for name, _, _ in runs_wanted}
     for _ in range(rounds):
-        for name in runs:  # interleaved, so load from elsewhere hits both alike
-            runs[name].append(ingest(name, photos, work))
-    old, new = _best(runs["LEGACY"]), _best(runs["FAST"])
+        for name, kind, settings_name in runs_wanted:  # interleaved: load hits all alike
+            runs[name].append(ingest(kind, settings_name, photos, work))
     print(
-        f"\n{label}: {len(photos)} photos, {sum(map(len, photos)) / len(photos) / 1e3:.0f} KB "
-        f"on average, {CLIENTS} clients, best of {rounds}"
+        f"\n{label}: {len(photos)} photos, {_kb(photos):.0f} KB on average, {CLIENTS} clients, "
+        f"best of {rounds} (load average while running: "
+        f"{min(r.load for v in runs.values() for r in v):.1f}-"
+        f"{max(r.load for v in runs.values() for r in v):.1f})"
     )
-    print(f"{'':24s} {'img/s':>8s} {'server CPU ms/put':>18s} {'client CPU ms/put':>18s}")
-    for name, run in (("before (LEGACY)", old), ("after (FAST)", new)):
-        print(f"{name:24s} {run.rate:8.1f} {run.server_ms:18.2f} {run.client_ms:18.2f}")
     print(
-        f"{'after / before':24s} {new.rate / old.rate:7.2f}x {new.server_ms / old.server_ms:17.2f}x"
-        f" {new.client_ms / old.client_ms:17.2f}x"
+        f"{'':32s} {'img/s':>8s} {'server CPU ms/put':>18s} {'client CPU ms/put':>18s}"
+        f" {'img/s vs first':>15s}"
     )
-    all_rates = {k: [round(r.rate) for r in v] for k, v in runs.items()}
-    print(f"every round's img/s: {all_rates}")
+    base = max(runs[runs_wanted[0][0]], key=lambda r: r.rate)
+    for name in runs:
+        best = max(runs[name], key=lambda r: r.rate)
+        print(
+            f"{name:32s} {best.rate:8.1f} {best.server_ms:18.2f} {best.client_ms:18.2f}"
+            f" {best.rate / base.rate:14.2f}x"
+        )
+    rates = {k: [round(r.rate) for r in v] for k, v in runs.items()}
+    print(f"every round's img/s: {rates}")
 
 
 # --- in-process: CPU per prepare_image, thumbnail bytes, thumbnail quality ----------------------
@@ -223,6 +361,16 @@ class Prepared:
     thumb_ratio: float
     ssim_mean: float
     ssim_min: float
+    previews: int
+
+
+def prepare_all(settings: thumbnails.ThumbnailSettings, photos: list[bytes]) -> list[PreparedImage]:
+    saved = thumbnails.SETTINGS
+    thumbnails.SETTINGS = settings
+    try:
+        return [prepare_image(d) for d in photos]
+    finally:
+        thumbnails.SETTINGS = saved
 
 
 def measure_settings(
@@ -237,11 +385,13 @@ def measure_settings(
         encode_s = 0.0
         real_encode = thumbnails._encode
 
-        def timed_encode(image: Image.Image, s: thumbnails.ThumbnailSettings) -> bytes:
+        def timed_encode(
+            image: Image.Image, s: thumbnails.ThumbnailSettings, fmt: str = "WEBP"
+        ) -> bytes:
             nonlocal encode_s
             t = time.process_time()
             try:
-                return real_encode(image, s)
+                return real_encode(image, s, fmt)
             finally:
                 encode_s += time.process_time() - t
 
@@ -263,36 +413,46 @@ def measure_settings(
         thumb_bytes / sum(map(len, photos)),
         statistics.fmean(scores),
         min(scores),
+        sum(1 for p in out if p.thumb_preview),
     )
 
 
-def settings_table(web: list[bytes], camera: list[bytes]) -> None:
-    fast = thumbnails.FAST
+def settings_table(web: list[bytes], web_range: list[bytes], camera: list[bytes]) -> None:
+    cheap = thumbnails.CHEAP
     candidates = [
         thumbnails.LEGACY,
-        fast,
-        dataclasses.replace(fast, name="fast, WebP method 0", webp_method=0),
-        dataclasses.replace(fast, name="fast, WebP method 4", webp_method=4),
-        dataclasses.replace(fast, name="fast, Lanczos", resample=Image.Resampling.LANCZOS),
-        dataclasses.replace(fast, name="fast, decode to 1x small", small_decode_gap=1.0),
-        dataclasses.replace(fast, name="fast, WebP q70", webp_quality=70),
+        thumbnails.FAST,
+        cheap,
+        thumbnails.CHEAP_JPEG,
+        dataclasses.replace(cheap, name="cheap, previews saving 3x", preview_min_saving=3),
+        dataclasses.replace(cheap, name="cheap, previews saving 5x", preview_min_saving=5),
+        dataclasses.replace(cheap, name="cheap, decode to 1x small", small_decode_gap=1.0),
+        dataclasses.replace(cheap, name="cheap, WebP q75", webp_quality=75),
+        dataclasses.replace(cheap, name="cheap, bilinear", resample=Image.Resampling.BILINEAR),
     ]
     refs = [_reference(d) for d in web]
     print(
-        "\nprepare_image in this process (decode, checks, EXIF, thumbnails); SSIM of the small "
-        "thumbnail against a full-resolution Lanczos reference"
+        "\nprepare_image in this process (decode, checks, EXIF, thumbnails): CPU ms per image, "
+        "thumbnail bytes / raw bytes, previews kept; SSIM of the small thumbnail against a "
+        "full-resolution Lanczos reference (first set)"
     )
     print(
-        f"{'settings':28s} {'web ms':>7s} {'encode':>7s} {'thumbs/raw':>10s} {'SSIM mean':>9s}"
-        f" {'min':>6s}   {'camera ms':>9s} {'thumbs/raw':>10s}"
+        f"sets: web {len(web)} x {_kb(web):.0f} KB | web 40-300 KB {len(web_range)} x "
+        f"{_kb(web_range):.0f} KB | camera {len(camera)} x {_kb(camera):.0f} KB"
+    )
+    print(
+        f"{'settings':28s} {'web ms':>7s} {'enc':>5s} {'thumbs':>7s} {'SSIM':>6s} {'min':>6s}"
+        f" | {'range ms':>8s} {'thumbs':>7s} {'prev':>4s} | {'camera ms':>9s} {'thumbs':>7s}"
     )
     for s in candidates:
         w = measure_settings(s, web, refs)
-        c = measure_settings(s, camera, None) if s in (thumbnails.LEGACY, fast) else None
-        cam = f"{c.cpu_ms:9.1f} {c.thumb_ratio:10.4f}" if c else ""
+        r = measure_settings(s, web_range, None)
+        c = measure_settings(s, camera, None)
         print(
-            f"{s.name:28s} {w.cpu_ms:7.2f} {w.encode_ms:7.2f} {w.thumb_ratio:10.4f} "
-            f"{w.ssim_mean:9.4f} {w.ssim_min:6.4f}   {cam}"
+            f"{s.name:28s} {w.cpu_ms:7.2f} {w.encode_ms:5.2f} {w.thumb_ratio:7.4f} "
+            f"{w.ssim_mean:6.4f} {w.ssim_min:6.4f} | {r.cpu_ms:8.2f} {r.thumb_ratio:7.4f} "
+            f"{r.previews:4d} | {c.cpu_ms:9.1f} {c.thumb_ratio:7.4f}",
+            flush=True,
         )
 
 
@@ -305,10 +465,10 @@ def encoder_table(web: list[bytes]) -> None:
         ("WebP q80 method 0", "WEBP", {"quality": 80, "method": 0}),
         ("WebP q80 method 2 (used)", "WEBP", {"quality": 80, "method": 2}),
         ("WebP q80 method 4 (legacy)", "WEBP", {"quality": 80, "method": 4}),
-        ("WebP q80 method 6", "WEBP", {"quality": 80, "method": 6}),
+        ("WebP q75 method 2", "WEBP", {"quality": 75, "method": 2}),
+        ("JPEG q75 optimized", "JPEG", {"quality": 75, "optimize": True}),
         ("JPEG q80 optimized", "JPEG", {"quality": 80, "optimize": True}),
         ("JPEG q85 optimized", "JPEG", {"quality": 85, "optimize": True}),
-        ("JPEG q90 optimized", "JPEG", {"quality": 90, "optimize": True}),
     ]
     print("\nsmall thumbnails encoded (the same pixels for every row)")
     print(f"{'encoder':28s} {'KB':>6s} {'encode ms':>9s} {'SSIM mean':>9s} {'min':>6s}")
@@ -325,21 +485,164 @@ def encoder_table(web: list[bytes]) -> None:
         print(f"{label:28s} {kb:6.2f} {ms:9.2f} {statistics.fmean(scores):9.4f} {min(scores):6.4f}")
 
 
+# --- feature vectors ---------------------------------------------------------------------------
+
+
+def _zstd_bytes(values: list[bytes]) -> float:
+    z = zstandard.ZstdCompressor(level=3)
+    return statistics.fmean(min(len(z.compress(v)), len(v)) for v in values)
+
+
+def vector_table(exact: np.ndarray) -> None:
+    from tests.storage_service.photo_vectors import recall_at_k
+
+    stored = np.stack([vectors.decode(vectors.encode(v)) for v in exact])
+    scale = np.abs(exact).max(axis=1, keepdims=True) / 127
+    q8 = np.round(exact / scale).astype(np.int8)
+
+    def shuffled(v: np.ndarray) -> bytes:
+        return np.frombuffer(v.astype("<f4").tobytes(), np.uint8).reshape(-1, 4).T.tobytes()
+
+    rows = [
+        ("float32 (before)", 1.0, _zstd_bytes([shuffled(v) for v in exact])),
+        (
+            "float16 (used)",
+            recall_at_k(exact, stored),
+            _zstd_bytes([vectors.encode(v) for v in exact]),
+        ),
+        (
+            "int8 + scale",
+            recall_at_k(exact, q8 * scale),
+            _zstd_bytes([v.tobytes() + b"0000" for v in q8]),
+        ),
+    ]
+    print(
+        f"\nfeature vectors: {len(exact)} real photo vectors (EfficientNet-Lite0 features, "
+        f"{exact.shape[1]}-d), similar-image recall@10 against float32"
+    )
+    print(f"{'encoding':20s} {'recall@10':>9s} {'bytes after zstd':>17s}")
+    for name, recall, size in rows:
+        print(f"{name:20s} {recall:9.4f} {size:17.0f}")
+
+
+# --- on disk -----------------------------------------------------------------------------------
+
+
+def _float32_encode(vector: object) -> bytes:
+    values = np.asarray(vector if vector is not None else (), dtype="<f4")
+    return values.tobytes()
+
+
+def disk_ratio(
+    prepared: list[PreparedImage], vecs: np.ndarray, path: Path, *, float16: bool
+) -> tuple[float, dict[str, int]]:
+    """Our store's bytes at rest over raw image bytes, every image annotated with a vector."""
+    from storage_service.columnstore.store import ColumnStore, directory_bytes
+
+    saved = vectors.encode
+    if not float16:
+        vectors.encode = _float32_encode  # type: ignore[assignment]
+    try:
+        store = ColumnStore.open(path)
+        for i, image in enumerate(prepared):
+            meta = store.put(f"IMG_{i:05d}.jpg", "bench", image).image
+            update = AnnotationUpdate(
+                fields=frozenset({"feature_vector"}),
+                feature_vector=tuple(float(x) for x in vecs[i % len(vecs)]),
+            )
+            store.update_annotations(meta.id, update)
+        store.flush()
+        store.compact()
+        columns = {c.name: c.stored_bytes for c in store.stats().columns}
+        store.close()
+    finally:
+        vectors.encode = saved  # type: ignore[assignment]
+    raw = sum(len(p.data) for p in prepared)
+    return directory_bytes(path) / raw, columns
+
+
+def sqlite_ratio(prepared: list[PreparedImage], vecs: np.ndarray, path: Path) -> float:
+    from benchmarks.storage_bench import SqliteStore
+
+    path.mkdir(parents=True)
+    store = SqliteStore(path / "images.db")
+    for i, image in enumerate(prepared):
+        image_id = store.put(f"IMG_{i:05d}.jpg", "bench", image)
+        store.annotate(
+            image_id,
+            AnnotationUpdate(
+                fields=frozenset({"feature_vector"}),
+                feature_vector=tuple(float(x) for x in vecs[i % len(vecs)]),
+            ),
+        )
+    # At rest as ours is (after compaction): free pages left by the annotations' row rewrites
+    # returned.
+    store.db.execute("VACUUM")
+    return store.disk_bytes() / sum(len(p.data) for p in prepared)
+
+
+def disk_table(sets: dict[str, list[bytes]], vecs: np.ndarray, work: Path) -> None:
+    print(
+        "\non-disk bytes / raw image bytes (at rest after compaction; every image annotated "
+        "with a real photo's feature vector)"
+    )
+    print(
+        f"{'set':26s} {'before (LEGACY, f32)':>20s} {'now (SETTINGS, f16)':>20s}"
+        f" {'SQLite':>8s}   now: thumbnails, vectors, rest (share of raw)"
+    )
+    for label, photos in sets.items():
+        legacy = prepare_all(thumbnails.LEGACY, photos)
+        now = prepare_all(thumbnails.SETTINGS, photos)
+        raw = sum(map(len, photos))
+        before, _ = disk_ratio(legacy, vecs, work / f"{label}-before", float16=False)
+        after, cols = disk_ratio(now, vecs, work / f"{label}-after", float16=True)
+        sql = sqlite_ratio(now, vecs, work / f"{label}-sqlite")
+        thumbs = (cols.get("thumb_small", 0) + cols.get("thumb_preview", 0)) / raw
+        vec = cols.get("feature_vector", 0) / raw
+        rest = after - 1 - thumbs - vec
+        print(
+            f"{label:26s} {before:20.4f} {after:20.4f} {sql:8.4f}   "
+            f"{thumbs:.4f} {vec:.4f} {rest:.4f}",
+            flush=True,
+        )
+
+
 def main() -> None:
     from benchmarks.storage_bench import make_camera_images, make_images
+    from tests.storage_service.photo_vectors import real_photo_vectors
 
+    print(f"load average at the start: {os.getloadavg()}", flush=True)
     web = make_images(WEB_IMAGES)
+    web_range = make_web_range(RANGE_IMAGES)
     camera = make_camera_images(CAMERA_IMAGES)
-    settings_table(web[:120], camera[:6])
+    settings_table(web[:120], web_range, camera[:6])
     encoder_table(web[:120])
+    vecs = real_photo_vectors()
+    vector_table(vecs)
     with tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmp:
         work = Path(tmp)
+        disk_table(
+            {
+                f"web ({_kb(web[:300]):.0f} KB)": web[:300],
+                f"web 40-300 KB ({_kb(web_range):.0f} KB)": web_range,
+                f"camera ({_kb(camera) / 1e3:.1f} MB)": camera,
+            },
+            vecs,
+            work,
+        )
         grpc_table("web-sized photos over gRPC", web, work, ROUNDS)
-        grpc_table("camera-sized photos over gRPC", camera, work, 1)
+        grpc_table(
+            "camera-sized photos over gRPC",
+            camera,
+            work,
+            1,
+            [GRPC_RUNS[0], GRPC_RUNS[2], GRPC_RUNS[4]],
+        )
     print(
         "\nserver CPU per put minus prepare_image's is gRPC, the servicer and the store; the "
         "clients run on the same 2 cores, so img/s <= cores / (server + client CPU per put)."
     )
+    print(f"load average at the end: {os.getloadavg()}")
 
 
 if __name__ == "__main__":

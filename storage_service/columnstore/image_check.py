@@ -153,7 +153,9 @@ def prepare_image(
             if format_name in ("JPEG", "MPO") and image.mode in ("RGB", "L", "CMYK"):
                 try:
                     orientation = image.getexif().get(thumbs_mod.EXIF_ORIENTATION, 1)
-                    side = thumbs_mod.decode_side(format_name, stored_size, orientation)
+                    side = thumbs_mod.decode_side(
+                        format_name, stored_size, orientation, original_bytes=len(data)
+                    )
                 except Exception:  # noqa: BLE001 - broken EXIF: decode for the preview
                     side = thumbs_mod.PREVIEW_PX
                 image.draft(image.mode, policy.draft_size(stored_size, side))

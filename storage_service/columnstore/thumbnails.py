@@ -1,19 +1,27 @@
 """Gallery thumbnails made at put time, with the EXIF orientation applied.
 
-SMALL fits in 256x256. PREVIEW fits in 1024x1024; when the original already fits and is a
-format every browser shows, the original itself is the preview and nothing extra is stored,
-which keeps the store's size close to the images' own size.
+SMALL fits in 256x256. PREVIEW fits in 1024x1024 and is kept only when it weighs at most a
+tenth of the original (`preview_min_saving`): a camera photo keeps one (2-3% of its bytes); a
+web-sized photo, even one over 1024 px, is its own preview, as is any original that already
+fits in 1024 px in a format every browser shows. The issue-13 goal is on-disk at most 1.10x
+the raw bytes for web-sized photos; a preview at a third of the original (the rule before)
+alone added up to 33%.
 
-Cost (this runs on the acknowledged put path): whether a preview can be stored is known from
-the header (`decode_side`), so an image that only needs the 256 px thumbnail is decoded at the
-smallest JPEG DCT scale that still covers 1.5x that size, and one with a preview at the scale
-covering 95% of the preview (a 12 Mpx photo at 1/4); the last resampling step is bicubic, the
-WebP encoder runs at method 2, and a preview the 3x-saving rule would drop is not encoded.
-`make bench PART=ingest` measured the choice on real photos: prepare_image CPU 15 -> 8 ms for
-web-sized JPEGs and 142 -> 70 ms for 12 Mpx ones, thumbnails 1-3% smaller, small-thumbnail
-SSIM against a full-resolution Lanczos reference 0.950 instead of 0.957 (JPEG thumbnails encode
-5x faster but weigh 45% more at the same SSIM; pyvips was slower here). `LEGACY` keeps the
-previous settings callable for that comparison.
+Cost (this runs on the acknowledged put path). Whether a preview can be kept is known from
+the header and the byte size (`may_store_preview`: a preview of a real photo takes at least
+0.012 bytes per pixel, so an original lighter than ten times that keeps none), so most images
+are decoded at the smallest JPEG DCT scale still covering 1.5x the small thumbnail, and one
+that may keep a preview at the scale covering 95% of it (a 12 Mpx photo at 1/4). The small
+thumbnail is made first; the 1024 px preview is resampled and encoded only when the small
+one's bytes say it can be worth keeping. The last resampling step is bicubic and the WebP
+encoder runs at method 2 (`CHEAP`). `make bench PART=ingest` measured the choices on real
+photos (figures in the README): prepare_image CPU per web-sized JPEG about a third of
+`LEGACY`'s and 60% of `FAST`'s with the small thumbnail's SSIM kept; over gRPC with 8 clients
+the server's CPU per put 16 -> 7 ms. What is left per put: WebP encoding ~2 ms, decoding and
+resampling ~2.5 ms, gRPC and the store ~1.5 ms. JPEG small thumbnails (`CHEAP_JPEG`) would take
+1.5 ms less but weigh 25% more at the same SSIM and change the documented thumbnail type, so
+they are measured, not used; decoding down to 1x the small side would save 0.6 ms at 0.04 SSIM
+on some photos. `LEGACY` and `FAST` keep the earlier settings callable for the comparison.
 
 Memory: the decoded image is never copied at full size when that can be avoided. It is shrunk
 first (an integer `reduce`, channel by channel for images with alpha, whose resize would
@@ -24,6 +32,7 @@ converted: rotation and mode conversion happen on the 1024 px preview, not on th
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 from dataclasses import dataclass
@@ -34,6 +43,7 @@ SMALL_PX = 256
 PREVIEW_PX = 1024
 THUMB_FORMAT = "WEBP"
 THUMB_CONTENT_TYPE = "image/webp"
+CONTENT_TYPES = {"WEBP": THUMB_CONTENT_TYPE, "JPEG": "image/jpeg"}
 THUMB_QUALITY = 80
 PREVIEW_MIN_SAVING = 3
 # A preview weighs at least this much of its small thumbnail's bytes per pixel (WebP, measured
@@ -61,13 +71,52 @@ class ThumbnailSettings:
     # photo then decodes at 1/4 scale, 1000x750, and is enlarged 2.4%, instead of decoding at
     # 1/2 scale and resampling 3 Mpx).
     preview_decode_slack: float = 1.0
+    # The format of an image's thumbnails when it keeps no preview ("WEBP" or "JPEG"; one
+    # with a preview, or with transparency, is always WebP), and JPEG's quality.
+    small_format: str = "WEBP"
+    jpeg_quality: int = 80
+    # A preview's bytes per small-thumbnail byte and pixel below which a preview is known not
+    # to be worth encoding.
+    preview_min_bytes_per_small: float = PREVIEW_MIN_BYTES_PER_SMALL
+    # A preview is kept only when the original weighs at least this many times as much.
+    preview_min_saving: float = PREVIEW_MIN_SAVING
+    # The fewest bytes per pixel a preview of a real photo takes (0: not used). An original
+    # lighter than preview_min_saving times that keeps no preview, which is known from the
+    # header: it is then decoded at the small thumbnail's scale.
+    preview_min_bytes_per_pixel: float = 0.0
+    # Integer `reduce` steps until the last resampling step shrinks by less than this.
+    reducing_gap: float = REDUCING_GAP
+    # Make the small thumbnail from the decode and resample the preview only once it is known
+    # to be worth storing (instead of always making the preview and the small one from it).
+    small_first: bool = False
 
 
 # Before issue 13's cheaper puts: every decode covered 1024 px, Lanczos, WebP method 4.
 LEGACY = ThumbnailSettings("legacy", 4, THUMB_QUALITY, Image.Resampling.LANCZOS, 0.0)
+# The first round of cheaper puts: bicubic, WebP method 2, decodes down to 1.5x the small side.
 FAST = ThumbnailSettings("fast", 2, THUMB_QUALITY, Image.Resampling.BICUBIC, 1.5, 0.95)
-# What put uses; the ingest benchmark swaps in LEGACY to measure the baseline.
-SETTINGS = FAST
+# The second (the SSIM of FAST's small thumbnails kept): the small thumbnail made first and
+# the preview only when it is worth keeping, which it is when it weighs at most a tenth of
+# the original (a camera photo's); a web-sized photo over 1024 px is its own preview, and
+# when its bytes say so from the header it is decoded at the small thumbnail's scale.
+CHEAP = ThumbnailSettings(
+    "cheap",
+    2,
+    THUMB_QUALITY,
+    Image.Resampling.BICUBIC,
+    1.5,
+    0.95,
+    small_first=True,
+    preview_min_saving=10,
+    # WebP q80 method 2 previews of real photos (scikit-image, scikit-learn, Debian
+    # wallpapers): 0.015-0.10 bytes per pixel, median 0.059.
+    preview_min_bytes_per_pixel=0.012,
+)
+# Measured beside it, not used: JPEG small thumbnails (5x cheaper to encode than WebP, 25%
+# heavier at the same SSIM) would change the documented thumbnail type.
+CHEAP_JPEG = dataclasses.replace(CHEAP, name="cheap, JPEG small thumbnails", small_format="JPEG")
+# What put uses; the ingest benchmark swaps in the others to measure against them.
+SETTINGS = CHEAP
 
 EXIF_ORIENTATION = 0x0112
 # EXIF orientation -> the transpose that makes the image upright (as ImageOps.exif_transpose).
@@ -123,11 +172,16 @@ def _reduce(image: Image.Image, factor: int) -> Image.Image:
     return image.reduce(factor)
 
 
-def _shrink(image: Image.Image, size: tuple[int, int], resample: Image.Resampling) -> Image.Image:
+def _shrink(
+    image: Image.Image,
+    size: tuple[int, int],
+    resample: Image.Resampling,
+    reducing_gap: float = REDUCING_GAP,
+) -> Image.Image:
     """`image` resampled to `size`, cheaply reduced first when much larger."""
     if image.size == size:
         return image
-    factor = int(min(image.width / size[0], image.height / size[1]) / REDUCING_GAP)
+    factor = int(min(image.width / size[0], image.height / size[1]) / reducing_gap)
     if factor > 1:
         image = _reduce(image, factor)
     return image.resize(size, resample)
@@ -141,9 +195,12 @@ def _resizable(image: Image.Image, has_alpha: bool) -> Image.Image:
     return image.convert("RGBA" if has_alpha else "RGB")
 
 
-def _encode(image: Image.Image, settings: ThumbnailSettings) -> bytes:
+def _encode(image: Image.Image, settings: ThumbnailSettings, format_name: str = "WEBP") -> bytes:
     buf = io.BytesIO()
-    image.save(buf, THUMB_FORMAT, quality=settings.webp_quality, method=settings.webp_method)
+    if format_name == "JPEG":
+        image.save(buf, "JPEG", quality=settings.jpeg_quality, optimize=True)
+    else:
+        image.save(buf, "WEBP", quality=settings.webp_quality, method=settings.webp_method)
     return buf.getvalue()
 
 
@@ -157,10 +214,25 @@ def _must_preview(format_name: str, orientation: int) -> bool:
     return format_name not in BROWSER_FORMATS or orientation not in (0, 1)
 
 
-def may_store_preview(format_name: str, size: tuple[int, int], orientation: int) -> bool:
-    """Whether a preview can be stored for an image of this format, stored size and EXIF
-    orientation (known from the header, before decoding)."""
-    return _must_preview(format_name, orientation) or max(size) > PREVIEW_PX
+def may_store_preview(
+    format_name: str,
+    size: tuple[int, int],
+    orientation: int,
+    original_bytes: int | None = None,
+    settings: ThumbnailSettings | None = None,
+) -> bool:
+    """Whether a preview can be stored for an image of this format, stored size, EXIF
+    orientation and byte size (all known from the header, before decoding)."""
+    if _must_preview(format_name, orientation):
+        return True
+    if max(size) <= PREVIEW_PX:
+        return False
+    settings = settings or SETTINGS
+    if original_bytes is None or not settings.preview_min_bytes_per_pixel:
+        return True
+    preview = fit(size, PREVIEW_PX)
+    least = preview[0] * preview[1] * settings.preview_min_bytes_per_pixel
+    return original_bytes >= settings.preview_min_saving * least
 
 
 def decode_side(
@@ -168,10 +240,11 @@ def decode_side(
     size: tuple[int, int],
     orientation: int,
     settings: ThumbnailSettings | None = None,
+    original_bytes: int | None = None,
 ) -> int:
     """The long side a reduced-scale decode must still reach to make this image's thumbnails."""
     settings = settings or SETTINGS
-    if may_store_preview(format_name, size, orientation):
+    if may_store_preview(format_name, size, orientation, original_bytes, settings):
         return math.ceil(PREVIEW_PX * settings.preview_decode_slack)
     if not settings.small_decode_gap:
         return PREVIEW_PX
@@ -201,7 +274,7 @@ def make_thumbnails(
     def upright(im: Image.Image, target: tuple[int, int]) -> Image.Image:
         """`im` resampled so that, once turned upright, it is `target`."""
         before = (target[1], target[0]) if swap else target
-        out = _shrink(im, before, settings.resample)
+        out = _shrink(im, before, settings.resample, settings.reducing_gap)
         if orientation in _UPRIGHT:
             out = out.transpose(_UPRIGHT[orientation])
         return out.convert(mode) if out.mode != mode else out
@@ -209,26 +282,43 @@ def make_thumbnails(
     source = _resizable(image, has_alpha)
     small_size = fit(shown, SMALL_PX)
     must = _must_preview(format_name, orientation)
+    # JPEG encodes 5-10x faster than WebP and, at the qualities chosen, weighs about the same
+    # for a 256 px thumbnail; for a 1024 px preview WebP is 40% smaller, so an image keeping a
+    # preview has WebP thumbnails (and so does one with transparency).
+    small_format = "WEBP" if has_alpha or must else settings.small_format
     preview, stored_preview_size = b"", (0, 0)
-    if may_store_preview(format_name, stored, orientation):
-        preview_image = upright(source, fit(shown, PREVIEW_PX))
-        small_image = _shrink(preview_image, small_size, settings.resample)
-        small = _encode(small_image, settings)
-        pixels = preview_image.width * preview_image.height / (small_size[0] * small_size[1])
-        least = len(small) * pixels * PREVIEW_MIN_BYTES_PER_SMALL
-        if must or original_bytes >= PREVIEW_MIN_SAVING * least:
-            preview, stored_preview_size = _encode(preview_image, settings), preview_image.size
-            if not must and original_bytes < PREVIEW_MIN_SAVING * len(preview):
-                preview, stored_preview_size = b"", (0, 0)
+    if may_store_preview(format_name, stored, orientation, original_bytes, settings):
+        preview_size = fit(shown, PREVIEW_PX)
+        preview_image: Image.Image | None = None
+        if must or not settings.small_first:
+            preview_image = upright(source, preview_size)
+            small_image = _shrink(preview_image, small_size, settings.resample)
+        else:
+            # Most web-sized photos a little over 1024 px keep no preview (it would not save
+            # PREVIEW_MIN_SAVING times the bytes): that is known from the small thumbnail,
+            # before the costly resample to 1024 px.
+            small_image = upright(source, small_size)
+        small = _encode(small_image, settings, small_format)
+        pixels = preview_size[0] * preview_size[1] / (small_size[0] * small_size[1])
+        least = len(small) * pixels * settings.preview_min_bytes_per_small
+        if must or original_bytes >= settings.preview_min_saving * least:
+            preview_image = preview_image or upright(source, preview_size)
+            preview = _encode(preview_image, settings)
+            if must or original_bytes >= settings.preview_min_saving * len(preview):
+                stored_preview_size = preview_image.size
+                if small_format != "WEBP":
+                    small_format, small = "WEBP", _encode(small_image, settings)
+            else:
+                preview = b""
     else:
         # The original is the preview: only the small thumbnail is made, straight from the
         # (possibly reduced-scale) decode, never via a full-size converted copy.
         small_image = upright(source, small_size)
-        small = _encode(small_image, settings)
+        small = _encode(small_image, settings, small_format)
     return Thumbnails(
         width=shown[0],
         height=shown[1],
-        content_type=THUMB_CONTENT_TYPE,
+        content_type=CONTENT_TYPES[small_format],
         small=small,
         small_size=small_image.size,
         preview=preview,

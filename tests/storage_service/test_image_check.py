@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 from PIL import Image
 
+from storage_service.columnstore import thumbnails
 from storage_service.columnstore.errors import InvalidImageError
 from storage_service.columnstore.image_check import prepare_image
 
@@ -36,7 +38,30 @@ def test_exif_orientation_is_applied_to_size_and_thumbnails(photo_jpegs):
         assert (thumb.format, thumb.size) == ("WEBP", (171, 256))
 
 
-def test_large_photo_gets_a_1024_preview_and_small_one_reuses_the_original(photo_jpegs):
+def _camera_sized(photo: bytes, size: tuple[int, int] = (3000, 2000)) -> bytes:
+    """The photo enlarged to camera size with sensor-like noise, so it weighs what one does."""
+    with Image.open(io.BytesIO(photo)) as im:
+        big = im.convert("RGB").resize(size, Image.Resampling.BICUBIC)
+    noise = np.random.default_rng(1).normal(0, 5, (size[1], size[0], 3))
+    pixels = np.clip(np.asarray(big, dtype=np.float32) + noise, 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "JPEG", quality=92)
+    return buf.getvalue()
+
+
+def test_camera_sized_photo_gets_a_1024_preview_of_at_most_a_tenth_of_its_bytes(photo_jpegs):
+    data = _camera_sized(photo_jpegs["astronaut"])
+
+    large = prepare_image(data)
+
+    assert large.thumb_preview_size == (1024, 683)
+    assert len(large.thumb_preview) * thumbnails.CHEAP.preview_min_saving <= len(data)
+    assert large.thumb_small_size == (256, 171)
+
+
+def test_web_sized_photo_over_1024_px_is_its_own_preview(photo_jpegs):
+    """2048x2048 in 373 KB: a 1024 px preview would take 66 KB (5.7x less), which would add
+    18% to what the image costs on disk; the original is shown instead."""
     with Image.open(io.BytesIO(photo_jpegs["astronaut"])) as im:
         buf = io.BytesIO()
         im.resize((2048, 2048)).save(buf, "JPEG", quality=85)
@@ -44,8 +69,8 @@ def test_large_photo_gets_a_1024_preview_and_small_one_reuses_the_original(photo
     large = prepare_image(buf.getvalue())
     small = prepare_image(photo_jpegs["astronaut"])
 
-    assert large.thumb_preview_size == (1024, 1024)
-    assert len(large.thumb_preview) < len(large.data)
+    assert (large.thumb_preview, large.thumb_preview_size) == (b"", (0, 0))
+    assert large.thumb_small_size == (256, 256)
     assert (small.thumb_preview, small.thumb_preview_size) == (b"", (0, 0))
 
 

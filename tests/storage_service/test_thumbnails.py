@@ -179,3 +179,43 @@ def _prepare_with_budget(
         return prepare_image(data, budget=DecodeBudget(budget))
     finally:
         thumbnails.SETTINGS = saved
+
+
+def test_a_light_photo_over_1024_px_decodes_at_small_scale(photo_paths):
+    """1280x853 in under 80 KB: no 1024 px preview could weigh a tenth of it, which the header
+    says, so it is decoded at half scale for its 256 px thumbnail (2 MB of pixels would be 4.4
+    MB in full); the previous settings decoded it in full and then made no preview either."""
+    with Image.open(photo_paths["flower"]) as im:
+        data = _jpeg(im.convert("RGB").resize((1280, 853)), quality=75)
+    assert len(data) < 84_000
+    budget = 2_500_000
+
+    image = prepare_image(data, budget=DecodeBudget(budget))
+    with pytest.raises(InvalidImageError, match="decode budget"):
+        _prepare_with_budget(data, thumbnails.FAST, budget)
+
+    assert image.thumb_small_size == (256, 171)
+    assert (image.thumb_preview, image.thumb_preview_size) == (b"", (0, 0))
+
+
+def test_jpeg_small_thumbnails_only_where_no_preview_or_transparency_is_kept(photo_paths):
+    """CHEAP_JPEG (measured in the benchmark, not used): an image keeping a preview, or with
+    transparency, still has WebP thumbnails, and the content type says which."""
+    with Image.open(photo_paths["chelsea"]) as im:
+        rgb = im.convert("RGB")
+    rgba = rgb.convert("RGBA")
+    rgba.putalpha(128)
+    buf = io.BytesIO()
+    rgba.save(buf, "PNG")
+    rotated = Image.Exif()
+    rotated[thumbnails.EXIF_ORIENTATION] = 6
+
+    plain = _prepare(_jpeg(rgb), thumbnails.CHEAP_JPEG)
+    alpha = _prepare(buf.getvalue(), thumbnails.CHEAP_JPEG)
+    with_preview = _prepare(_jpeg(rgb, exif=rotated), thumbnails.CHEAP_JPEG)
+
+    for image, fmt in ((plain, "JPEG"), (alpha, "WEBP"), (with_preview, "WEBP")):
+        with Image.open(io.BytesIO(image.thumb_small)) as thumb:
+            assert thumb.format == fmt
+        assert image.thumb_content_type == f"image/{fmt.lower()}"
+    assert with_preview.thumb_preview_size == (300, 451)
