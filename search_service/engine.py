@@ -14,8 +14,8 @@ import math
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 TextEmbedder = Callable[[list[str]], npt.NDArray[np.float32]]
 
 _QUERY_EMBEDDING_CACHE = 1024
+# Documents extend() adds per put_many().
+_EXTEND_BATCH = 1024
 _COMPACT_MIN_DEAD = 1000
 # While the vision service is down, say so in the log at most this often.
 _EMBED_WARNING_EVERY_S = 60.0
@@ -191,24 +193,39 @@ class SearchIndex:
 
     def put(self, doc: Document) -> None:
         """Add `doc`, replacing any earlier document of the same image."""
-        self.validate(doc)
-        self.remove(doc.image_id)
+        self.put_many([doc])
+
+    def put_many(self, docs: Sequence[Document]) -> None:
+        """put() each of `docs`, in order; vectors, concept weights and the filter columns are
+        filled a batch at a time. Every document is validated before any is added."""
+        if len({d.image_id for d in docs}) != len(docs):  # one image twice: one at a time
+            for doc in docs:
+                self.put_many([doc])
+            return
+        for doc in docs:
+            self.validate(doc)
+        for doc in docs:
+            self.remove(doc.image_id)
         self._writes += 1
-        docno = len(self._docs)
-        self.keywords.add(docno, doc)
-        self.vectors.add(docno, doc.feature_vector)
+        first = len(self._docs)
+        for docno, doc in enumerate(docs, first):
+            self.keywords.add(docno, doc)
+            # The vector lives in self.vectors (int8); a second float32 copy here would cost
+            # 5 KB per document.
+            stored = doc if doc.feature_vector is None else replace(doc, feature_vector=None)
+            self._docs.append(stored)
+            self._ids[doc.image_id] = docno
+            self._count_classes(doc, +1)
+        self.vectors.add_many(first, [d.feature_vector for d in docs])
         if self.concepts is not None:
-            self.concepts.add(docno, doc.labels)
-        self._docs.append(doc)
-        self._ids[doc.image_id] = docno
-        self._alive.append(True)
-        code = self._owner_codes.setdefault(doc.owner, len(self._owner_codes))
-        self._owner.append(code)
-        self._moderation.append(doc.moderation_score)
-        self._status.append(int(doc.status))
-        self._taken.append(doc.taken_at_unix_s)
-        self._favourite.append(doc.favourite)
-        self._count_classes(doc, +1)
+            self.concepts.add_many(first, [d.labels for d in docs])
+        owners = self._owner_codes
+        self._alive.extend(np.ones(len(docs), np.bool_))
+        self._owner.extend([owners.setdefault(d.owner, len(owners)) for d in docs])
+        self._moderation.extend([d.moderation_score for d in docs])
+        self._status.extend([int(d.status) for d in docs])
+        self._taken.extend([d.taken_at_unix_s for d in docs])
+        self._favourite.extend([d.favourite for d in docs])
 
     def remove(self, image_id: str) -> bool:
         docno = self._ids.pop(image_id, None)
@@ -243,17 +260,25 @@ class SearchIndex:
     def compacted(self) -> SearchIndex:
         """A fresh index holding only the live documents, renumbered densely."""
         fresh = SearchIndex(self.params)
-        fresh.extend(d for d in self._docs if d is not None)
+        fresh.extend(self._doc_with_vector(d) for d, kept in enumerate(self._docs) if kept)
         if self.concepts is not None and self._embedder is not None:
             space = ConceptSpace(self.concepts.label_names, self.concepts.embeddings)
             fresh.attach_semantic(space, self._embedder)
         return fresh
 
     def extend(self, docs: Iterable[Document]) -> int:
+        """put_many() over `docs`, _EXTEND_BATCH at a time; how many were added."""
         count = 0
+        batch: list[Document] = []
         for doc in docs:
-            self.put(doc)
-            count += 1
+            batch.append(doc)
+            if len(batch) == _EXTEND_BATCH:
+                self.put_many(batch)
+                count += len(batch)
+                batch = []
+        if batch:
+            self.put_many(batch)
+            count += len(batch)
         return count
 
     def validate(self, doc: Document) -> None:
@@ -286,9 +311,12 @@ class SearchIndex:
         docno = self._ids.get(image_id)
         if docno is None:
             raise ImageNotFoundError(image_id)
-        doc = self._docs[docno]
-        assert doc is not None
-        return doc
+        return self._doc_with_vector(docno)
+
+    def _doc_with_vector(self, docno: int) -> Document:
+        doc = self._doc(docno)
+        vector = self.vectors.vector(docno)
+        return doc if vector is None else replace(doc, feature_vector=vector)
 
     def allowed(self, filters: Filters) -> npt.NDArray[np.bool_]:
         """Documents a query with these filters may return (a fresh array the caller owns).
@@ -710,7 +738,7 @@ class SearchIndex:
             if data is None:
                 index._docs.append(None)
                 continue
-            doc = Document.from_json(data, index.vectors.vector(docno))
+            doc = Document.from_json(data)  # its vector stays in index.vectors
             index._docs.append(doc)
             index._ids[doc.image_id] = docno
         index._owner_codes = {o: i for i, o in enumerate(state["owners"])}

@@ -132,9 +132,11 @@ class InvertedIndex:
         self._lengths = {f: GrowableArray(np.float32) for f in FIELDS}
         self._length_sums = dict.fromkeys(FIELDS, 0.0)
         self._live = 0
-        # surface form -> (documents holding it, {field: documents}); entries are replaced,
-        # never changed in place, so a shallow copy of the dict is a consistent snapshot
-        self._surface: dict[str, tuple[int, dict[str, int]]] = {}
+        # surface form -> [documents holding it, {field: documents}, generation]. Copy on
+        # write: an entry made before the last frozen_state() is replaced by a copy before it
+        # changes, so the shallow copy a snapshot took stays as it was.
+        self._surface: dict[str, list[Any]] = {}
+        self._surface_generation = 0
         self._sorted_surface: list[str] | None = None
         # Label phrase -> (words, stems): label names repeat across images (1000 classes).
         self._concepts_cache: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}
@@ -251,21 +253,21 @@ class InvertedIndex:
 
     def _count_surface(self, analysis: Analysis, delta: int) -> None:
         surface = self._surface
+        generation = self._surface_generation
         for text, fields in analysis.surface.items():
             entry = surface.get(text)
             if entry is None:
-                count, counts = delta, dict.fromkeys(fields, delta)
+                entry = surface[text] = [0, {}, generation]
                 self._sorted_surface = None
-            else:
-                count, counts = entry[0] + delta, dict(entry[1])
-                for name in fields:
-                    counts[name] = counts.get(name, 0) + delta
-            if count <= 0:
-                if entry is not None:
-                    del surface[text]
-                    self._sorted_surface = None
-            else:
-                surface[text] = (count, counts)
+            elif entry[2] != generation:  # a snapshot holds this one: change a copy
+                entry = surface[text] = [entry[0], dict(entry[1]), generation]
+            entry[0] += delta
+            counts = entry[1]
+            for name in fields:
+                counts[name] = counts.get(name, 0) + delta
+            if entry[0] <= 0:
+                del surface[text]
+                self._sorted_surface = None
 
     # ---- reads ------------------------------------------------------------------------------
 
@@ -332,7 +334,7 @@ class InvertedIndex:
             text = keys[i]
             if not text.startswith(wanted):
                 break
-            count, fields = self._surface[text]
+            count, fields, _ = self._surface[text]
             found.append((text, count, max(fields, key=fields.__getitem__)))
         found.sort(key=lambda s: (-s[1], len(s[0]), s[0]))
         return found[:limit]
@@ -346,7 +348,7 @@ class InvertedIndex:
     def label_vocabulary(self) -> list[str]:
         """Label, concept and tag words and phrases the library holds (for spelling help)."""
         wanted = {"labels", "concepts", "tags"}
-        return [text for text, (_, fields) in self._surface.items() if wanted & set(fields)]
+        return [text for text, (_, fields, _) in self._surface.items() if wanted & set(fields)]
 
     # ---- internals --------------------------------------------------------------------------
 
@@ -485,6 +487,7 @@ class InvertedIndex:
         keys = list(self._postings)
         frozen = [(p, p.raw_sizes(), p.last) for p in self._postings.values()]
         surface = dict(self._surface)
+        self._surface_generation += 1  # from now on, entries change as copies
         length_sums = dict(self._length_sums)
         live = self._live
         lengths = np.stack([self._lengths[f].view() for f in FIELDS])
@@ -496,7 +499,7 @@ class InvertedIndex:
                 "terms": [[fno, term] for fno, term in keys],
                 "length_sums": length_sums,
                 "live": live,
-                "surface": {t: [c, f] for t, (c, f) in surface.items()},
+                "surface": {t: [e[0], e[1]] for t, e in surface.items()},
             }
 
         return {
@@ -527,7 +530,7 @@ class InvertedIndex:
         index._length_sums = dict.fromkeys(FIELDS, 0.0)
         index._length_sums.update({k: float(v) for k, v in meta["length_sums"].items()})
         index._live = int(meta["live"])
-        index._surface = {t: (c, f) for t, (c, f) in meta["surface"].items()}
+        index._surface = {t: [c, f, 0] for t, (c, f) in meta["surface"].items()}
         return index
 
     def warm(self) -> None:

@@ -93,26 +93,33 @@ class ConceptSpace:
         return self._by_name.get(normalise(label.name), -1)
 
     def add(self, docno: int, labels: Sequence[Label]) -> None:
-        if docno != len(self._norms):
-            raise ValueError(f"document numbers must be dense: got {docno}")
-        classes = np.zeros(TOP_LABELS, np.int16)
-        probs = np.zeros(TOP_LABELS, np.float32)
-        ranked = sorted(labels, key=lambda lb: -lb.probability)
-        slot = 0
-        for label in ranked:
-            cls = self.class_of(label)
-            if cls < 0 or label.probability <= 0:
-                continue
-            classes[slot], probs[slot] = cls, label.probability
-            if slot == 0 or label.probability >= POSTING_FLOOR:
-                self._post(cls, docno, label.probability)
-            slot += 1
-            if slot == TOP_LABELS:
-                break
-        norm_sq = float(probs @ self._gram[np.ix_(classes, classes)] @ probs)
-        self._classes.append(classes)
-        self._probs.append(probs)
-        self._norms.append(np.sqrt(max(norm_sq, 0.0)))
+        self.add_many(docno, [labels])
+
+    def add_many(self, first: int, label_lists: Sequence[Sequence[Label]]) -> None:
+        """Documents first, first + 1, ... with these labels (norms computed in one go)."""
+        if first != len(self._norms):
+            raise ValueError(f"document numbers must be dense: got {first}")
+        classes = np.zeros((len(label_lists), TOP_LABELS), np.int16)
+        probs = np.zeros((len(label_lists), TOP_LABELS), np.float32)
+        for i, labels in enumerate(label_lists):
+            ranked = sorted(labels, key=lambda lb: -lb.probability)
+            slot = 0
+            for label in ranked:
+                cls = self.class_of(label)
+                if cls < 0 or label.probability <= 0:
+                    continue
+                classes[i, slot], probs[i, slot] = cls, label.probability
+                if slot == 0 or label.probability >= POSTING_FLOOR:
+                    self._post(cls, first + i, label.probability)
+                slot += 1
+                if slot == TOP_LABELS:
+                    break
+        c = classes.astype(np.intp)
+        gram = self._gram[c[:, :, None], c[:, None, :]]
+        norm_sq = np.einsum("bi,bij,bj->b", probs, gram, probs)
+        self._classes.extend(classes)
+        self._probs.extend(probs)
+        self._norms.extend(np.sqrt(np.maximum(norm_sq, 0.0)))
 
     def _post(self, cls: int, docno: int, probability: float) -> None:
         posted = self._posted[cls]

@@ -297,6 +297,7 @@ def test_a_frozen_view_saves_the_index_as_it_was_while_writes_go_on(tmp_path):
     frozen = engine.frozen_state()
 
     index.put(doc("later", (("tiger cat", 0.8),), vector=unit(7), tags=("pets",)))
+    index.put(doc("later2", (("tiger cat", 0.8),), tags=("pets",)))
     index.remove("coffee")
     index.put(doc("cat", (("tiger cat", 0.5),), vector=unit(8), tags=("renamed",)))
     write_snapshot(tmp_path / "x.snap", flatten({"engine": frozen}))

@@ -154,3 +154,69 @@ def test_background_build_catches_up_with_changes_made_during_it():
     assert vi.search(unit(1000), 1, everything).docs.tolist() == [200]
     assert 7 not in vi.search(unit(7), 5, everything).docs.tolist()
     assert vi.search(unit(7), 5, everything).approximate
+
+
+# ---- compact vectors --------------------------------------------------------------------------
+
+
+def test_vectors_are_kept_as_int8_and_come_back_within_rounding():
+    vectors = VectorIndex(DIM)
+    originals = [unit(i) for i in range(20)]
+    vectors.add_many(0, [*originals[:10], None, *originals[10:]])
+
+    assert vectors.bytes_per_vector == DIM + 4
+    back = vectors.vector(3)
+    assert back is not None and back.dtype == np.float32
+    assert float(back @ originals[3]) > 0.999
+    assert float(np.linalg.norm(back)) == pytest.approx(1.0, abs=1e-5)
+    assert vectors.vector(10) is None  # the document without a vector
+    found = vectors.search(originals[12], 3, np.ones(21, np.bool_), exact=True)
+    assert found.docs[0] == 13 and found.similarities[0] == pytest.approx(1.0, abs=2e-3)
+
+
+def test_a_snapshot_with_float32_vectors_is_read_and_quantised():
+    vectors = VectorIndex(DIM)
+    vectors.add_many(0, [unit(i) for i in range(5)])
+    old = vectors.state()
+    del old["factors"]
+    old["rows"] = np.stack([unit(i) for i in range(5)])  # as written before quantisation
+
+    restored = VectorIndex.restore(old, DIM, AnnParams())
+
+    assert float(restored.vector(4) @ unit(4)) > 0.999
+    assert restored.search(unit(2), 1, np.ones(5, np.bool_)).docs.tolist() == [2]
+
+
+def test_documents_keep_no_second_copy_of_their_vector_but_get_returns_it(index):
+    assert all(d is None or d.feature_vector is None for d in index._docs)
+    got = index.get("img4").feature_vector
+    assert got is not None and float(got @ unit(4)) > 0.999
+
+
+def test_a_batch_put_answers_as_puts_one_at_a_time():
+    docs = [
+        doc(f"img{i}", (("tiger cat", 0.5 + i / 100),), vector=unit(i), tags=(f"t{i % 3}",))
+        for i in range(30)
+    ]
+    docs.append(doc("img3", (("espresso", 0.9),), vector=unit(99)))  # the same image again
+    one_by_one = SearchIndex(EngineParams(vector_dim=DIM))
+    for d in docs:
+        one_by_one.put(d)
+    batched = SearchIndex(EngineParams(vector_dim=DIM))
+    batched.put_many(docs)
+
+    for ix in (one_by_one, batched):
+        assert len(ix) == 30
+        assert [h.image_id for h in ix.search("espresso").hits] == ["img3"]
+    assert [h.image_id for h in batched.search("t1 cat").hits] == [
+        h.image_id for h in one_by_one.search("t1 cat").hits
+    ]
+    assert batched.similar("img5", k=3).hits == one_by_one.similar("img5", k=3).hits
+
+
+def test_a_batch_with_a_bad_document_adds_none_of_it():
+    ix = SearchIndex(EngineParams(vector_dim=DIM))
+    bad = doc("bad", vector=np.ones(DIM + 1, np.float32))
+    with pytest.raises(InvalidDocumentError):
+        ix.put_many([doc("good", vector=unit(1)), bad])
+    assert len(ix) == 0
