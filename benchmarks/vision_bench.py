@@ -7,8 +7,12 @@ moderation + OCR where the probe says text), over gRPC from 8 clients in another
   behind one lock), as the service was;
 - the float CNNs with the new probe (the detector alone at 320 px, no lock);
 - after: the int8 CNNs adopted by models/quantize.py with the new probe (the default).
-Then each step's own CPU cost on one thread, the int8/float agreement measured on the real-photo
-set, how each probe does on the photos with and without text, and every model file's sha256.
+Then each step's own CPU cost on one thread; the onnxruntime options (graph optimisation level x
+intra-op threads) per model, which chose the service's settings; a trial of one shared 256 px
+copy read by every model (what it would save, how far it moves labels and moderation scores);
+the int8/float agreement measured on the real-photo set; how each probe (the old one, the one in
+use at 320 px, and the same at 256 px) does on the photos with and without text and on smaller
+signs; every model file's sha256; the load average (the machine is shared).
 
 Part 2, measured in one run, on the same machine, with the same onnxruntime thread settings:
 - baseline: EfficientNet-Lite0 alone on ready-made input tensors, batch 1 and batch 8
