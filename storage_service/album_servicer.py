@@ -7,6 +7,8 @@ so a storage process that never sees an album call never touches it.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,17 +17,23 @@ from typing import TYPE_CHECKING
 import grpc
 
 from imagerepo.storage.v1 import storage_service_pb2 as pb
+from storage_service.columnstore import albums as albums_mod
 from storage_service.columnstore import policy
 from storage_service.columnstore.albums import (
     Album,
     AlbumExistsError,
     AlbumNotFoundError,
+    AlbumsCheck,
     AlbumStore,
 )
+from storage_service.columnstore.errors import StoreClosedError, StoreError
+from storage_service.columnstore.model import DamagedItem, VerifyReport
 from storage_service.errors import abort, store_errors, with_status_codes
 
 if TYPE_CHECKING:
     from storage_service.columnstore.store import ColumnStore
+
+log = logging.getLogger(__name__)
 
 
 def album_to_proto(album: Album) -> pb.Album:
@@ -84,15 +92,20 @@ class AlbumServicer:
 
     _store: ColumnStore
     _albums_table: AlbumStore | None = None
+    _albums_closed = False
     _albums_open_lock = threading.Lock()
+    # (the image store's report, that report with the album table's check added)
+    _albums_verified: tuple[VerifyReport, VerifyReport] | None = None
 
     def albums(self) -> AlbumStore:
-        """The album table, opened on first use."""
+        """The album table, opened on first use (never again once closed)."""
         table = self._albums_table
         if table is None:
             with self._albums_open_lock:
                 table = self._albums_table
                 if table is None:
+                    if self._albums_closed:
+                        raise StoreClosedError("the album table is closed")
                     table = AlbumStore.open(
                         self._store.data_dir, self._store, getattr(self._store, "_fs", None)
                     )
@@ -100,8 +113,68 @@ class AlbumServicer:
         return table
 
     def close_albums(self) -> None:
-        if self._albums_table is not None:
-            self._albums_table.close()
+        """Close the album table (its log fsynced and released); later album writes fail
+        with UNAVAILABLE and it is not opened again. Called by the servicer's stop()."""
+        with self._albums_open_lock:
+            self._albums_closed = True
+            table = self._albums_table
+        if table is not None:
+            table.close()
+
+    def album_count(self) -> int:
+        """Albums in the table, for GetStats: 0 without opening it when it was never created."""
+        if self._albums_table is None and not self._albums_dir_exists():
+            return 0
+        try:
+            return self.albums().count
+        except (StoreError, OSError) as e:  # closed, or cannot be opened: stats still answer
+            log.warning("album count unavailable", extra={"error": str(e)})
+            return 0
+
+    def _albums_dir_exists(self) -> bool:
+        return (self._store.data_dir / albums_mod.DIR_NAME).exists()
+
+    def check_albums(self) -> AlbumsCheck:
+        """Read and check the album table's files (without opening it when it is not open)."""
+        with self._albums_open_lock:  # no open (and its checkpoint) while the files are read
+            table = self._albums_table
+            if table is None:
+                return albums_mod.verify_logs(
+                    self._store.data_dir, getattr(self._store, "_fs", None)
+                )
+        return table.verify()
+
+    def verify_albums(self, report: VerifyReport) -> VerifyReport:
+        """The image store's verify `report` with the album table's files checked and added
+        (files, bytes, damage); remembered, so GetStats' last_verify shows it too."""
+        try:
+            check = self.check_albums()
+        except OSError as e:
+            check = AlbumsCheck(
+                damaged=(DamagedItem(f"{albums_mod.DIR_NAME}/", f"unreadable: {e}"),)
+            )
+        merged = dataclasses.replace(
+            report,
+            files_checked=report.files_checked + check.files_checked,
+            blocks_checked=report.blocks_checked + check.files_checked,
+            bytes_checked=report.bytes_checked + check.bytes_checked,
+            damaged=(*report.damaged, *check.damaged),
+        )
+        if check.damaged:
+            log.error(
+                "verify: album table damage",
+                extra={"damaged": [f"{d.path}: {d.detail}" for d in check.damaged]},
+            )
+        self._albums_verified = (report, merged)
+        return merged
+
+    def with_album_verify(self, report: VerifyReport | None) -> VerifyReport | None:
+        """The image store's last verify as verify_albums completed it (that report as it is
+        when the store ran a verify by itself)."""
+        known = self._albums_verified
+        if report is not None and known is not None and known[0] is report:
+            return known[1]
+        return report
 
     def CreateAlbum(
         self, request: pb.CreateAlbumRequest, context: grpc.ServicerContext

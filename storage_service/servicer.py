@@ -503,7 +503,7 @@ class StorageServicer(AlbumServicer, pb_grpc.StorageServiceServicer):
     ) -> pb.GetStatsResponse:
         with store_errors(context):
             stats = self._store.stats()
-            last_verify = self._store.last_verify
+            last_verify = self.with_album_verify(self._store.last_verify)
         reply = pb.GetStatsResponse(
             image_count=stats.image_count,
             deleted_count=stats.deleted_count,
@@ -525,6 +525,7 @@ class StorageServicer(AlbumServicer, pb_grpc.StorageServiceServicer):
             horizon_seq=stats.horizon_seq,
             pending_count=stats.pending_count,
             oldest_pending_age_ms=stats.oldest_pending_age_ms,
+            album_count=self.album_count(),
         )
         if last_verify is not None:
             reply.last_verify.CopyFrom(_verify_to_proto(last_verify))
@@ -570,7 +571,7 @@ class StorageServicer(AlbumServicer, pb_grpc.StorageServiceServicer):
 
         def work() -> None:
             try:
-                report = self._store.verify(progress=on_progress)
+                report = self.verify_albums(self._store.verify(progress=on_progress))
                 events.put(("report", report))
             except BaseException as e:  # noqa: BLE001 - handed to the RPC thread
                 events.put(("error", e))
@@ -686,6 +687,7 @@ class StorageServicer(AlbumServicer, pb_grpc.StorageServiceServicer):
         """End every open WatchChanges stream (within WATCH_POLL_S), so server.stop() and the
         store's close are never held up by a follower."""
         self._stopping.set()
+        self.close_albums()
 
     def _change_to_proto(self, change: Change, with_vector: bool) -> pb.Change:
         reply = pb.Change(seq=change.seq, kind=int(change.kind), image_id=change.image_id)  # type: ignore[arg-type]

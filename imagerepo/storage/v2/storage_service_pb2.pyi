@@ -372,7 +372,7 @@ class ColumnStats(_message.Message):
     def __init__(self, name: _Optional[str] = ..., raw_bytes: _Optional[int] = ..., stored_bytes: _Optional[int] = ...) -> None: ...
 
 class GetStatsResponse(_message.Message):
-    __slots__ = ("image_count", "deleted_count", "segment_count", "disk_bytes", "raw_image_bytes", "wal_bytes", "memtable_rows", "columns", "unreadable_count", "background_error", "last_verify", "storage_full", "quarantined_files", "damaged_log_records", "head_seq", "horizon_seq", "pending_count", "oldest_pending_age")
+    __slots__ = ("image_count", "deleted_count", "segment_count", "disk_bytes", "raw_image_bytes", "wal_bytes", "memtable_rows", "columns", "unreadable_count", "background_error", "last_verify", "storage_full", "quarantined_files", "damaged_log_records", "head_seq", "horizon_seq", "pending_count", "oldest_pending_age", "album_count")
     IMAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
     DELETED_COUNT_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -391,6 +391,7 @@ class GetStatsResponse(_message.Message):
     HORIZON_SEQ_FIELD_NUMBER: _ClassVar[int]
     PENDING_COUNT_FIELD_NUMBER: _ClassVar[int]
     OLDEST_PENDING_AGE_FIELD_NUMBER: _ClassVar[int]
+    ALBUM_COUNT_FIELD_NUMBER: _ClassVar[int]
     image_count: int
     deleted_count: int
     segment_count: int
@@ -409,7 +410,8 @@ class GetStatsResponse(_message.Message):
     horizon_seq: int
     pending_count: int
     oldest_pending_age: _duration_pb2.Duration
-    def __init__(self, image_count: _Optional[int] = ..., deleted_count: _Optional[int] = ..., segment_count: _Optional[int] = ..., disk_bytes: _Optional[int] = ..., raw_image_bytes: _Optional[int] = ..., wal_bytes: _Optional[int] = ..., memtable_rows: _Optional[int] = ..., columns: _Optional[_Iterable[_Union[ColumnStats, _Mapping]]] = ..., unreadable_count: _Optional[int] = ..., background_error: _Optional[str] = ..., last_verify: _Optional[_Union[VerifyReport, _Mapping]] = ..., storage_full: _Optional[bool] = ..., quarantined_files: _Optional[int] = ..., damaged_log_records: _Optional[int] = ..., head_seq: _Optional[int] = ..., horizon_seq: _Optional[int] = ..., pending_count: _Optional[int] = ..., oldest_pending_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    album_count: int
+    def __init__(self, image_count: _Optional[int] = ..., deleted_count: _Optional[int] = ..., segment_count: _Optional[int] = ..., disk_bytes: _Optional[int] = ..., raw_image_bytes: _Optional[int] = ..., wal_bytes: _Optional[int] = ..., memtable_rows: _Optional[int] = ..., columns: _Optional[_Iterable[_Union[ColumnStats, _Mapping]]] = ..., unreadable_count: _Optional[int] = ..., background_error: _Optional[str] = ..., last_verify: _Optional[_Union[VerifyReport, _Mapping]] = ..., storage_full: _Optional[bool] = ..., quarantined_files: _Optional[int] = ..., damaged_log_records: _Optional[int] = ..., head_seq: _Optional[int] = ..., horizon_seq: _Optional[int] = ..., pending_count: _Optional[int] = ..., oldest_pending_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., album_count: _Optional[int] = ...) -> None: ...
 
 class CompactRequest(_message.Message):
     __slots__ = ()
