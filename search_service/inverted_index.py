@@ -480,23 +480,46 @@ class InvertedIndex:
         return {k: v() if callable(v) else v for k, v in self.frozen_state().items()}
 
     def frozen_state(self) -> dict[str, Any]:
-        """state() as of now, taken cheaply (under the writers' lock): the lengths copied, each
-        posting list's filled size noted and the surface table copied shallowly (its entries
-        are never changed in place). The posting bytes and the surface JSON are callables that
-        read only that frozen view, to be evaluated later while writes go on."""
-        keys = list(self._postings)
-        frozen = [(p, p.raw_sizes(), p.last) for p in self._postings.values()]
+        """state() as of now, taken cheaply (under the writers' lock): the lengths copied, the
+        posting lists and the surface table copied shallowly (surface entries are copied on
+        write after this), and the document count noted. The rest are callables, evaluated
+        later while writes go on: each posting list read then is cut back to the documents
+        numbered below that count (lists only grow at the end, so what the view held is a
+        prefix of what the list holds later)."""
+        items = list(self._postings.items())
+        frozen_docs = len(self._lengths["labels"])
         surface = dict(self._surface)
         self._surface_generation += 1  # from now on, entries change as copies
         length_sums = dict(self._length_sums)
         live = self._live
         lengths = np.stack([self._lengths[f].view() for f in FIELDS])
-        ids_sizes = np.fromiter((sizes[0] for _, sizes, _ in frozen), np.int64, len(frozen))
-        weight_sizes = np.fromiter((sizes[1] for _, sizes, _ in frozen), np.int64, len(frozen))
+        built: dict[str, Any] = {}
+
+        def postings() -> dict[str, Any]:
+            if built:
+                return built
+            terms, ids_parts, weight_parts, lasts = [], [], [], []
+            for key, plist in items:
+                ids_b, weights_b, last = plist.prefix_before(frozen_docs)
+                if not weights_b:
+                    continue
+                terms.append([key[0], key[1]])
+                ids_parts.append(ids_b)
+                weight_parts.append(weights_b)
+                lasts.append(last)
+            built.update(
+                terms=terms,
+                ids_blob=b"".join(ids_parts),
+                ids_offsets=np.cumsum([0] + [len(b) for b in ids_parts]).astype(np.int64),
+                weights_blob=b"".join(weight_parts),
+                weights_offsets=np.cumsum([0] + [len(b) for b in weight_parts]).astype(np.int64),
+                lasts=np.asarray(lasts, dtype=np.int64),
+            )
+            return built
 
         def meta() -> dict[str, Any]:
             return {
-                "terms": [[fno, term] for fno, term in keys],
+                "terms": postings()["terms"],
                 "length_sums": length_sums,
                 "live": live,
                 "surface": {t: [e[0], e[1]] for t, e in surface.items()},
@@ -504,11 +527,11 @@ class InvertedIndex:
 
         return {
             "meta": meta,
-            "ids_blob": lambda: b"".join(p.raw_ids(sizes[0]) for p, sizes, _ in frozen),
-            "ids_offsets": np.concatenate([[0], np.cumsum(ids_sizes)]).astype(np.int64),
-            "weights_blob": lambda: b"".join(p.raw_weights(sizes[1]) for p, sizes, _ in frozen),
-            "weights_offsets": np.concatenate([[0], np.cumsum(weight_sizes)]).astype(np.int64),
-            "lasts": np.fromiter((last for _, _, last in frozen), np.int64, len(frozen)),
+            "ids_blob": lambda: postings()["ids_blob"],
+            "ids_offsets": lambda: postings()["ids_offsets"],
+            "weights_blob": lambda: postings()["weights_blob"],
+            "weights_offsets": lambda: postings()["weights_offsets"],
+            "lasts": lambda: postings()["lasts"],
             "lengths": lengths,
         }
 

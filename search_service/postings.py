@@ -67,6 +67,11 @@ def encode_varint(value: int) -> bytes:
     return bytes(out)
 
 
+def _varint_count(data: bytes) -> int:
+    """How many varints `data` holds (bytes without the continuation bit end one)."""
+    return int(np.count_nonzero((np.frombuffer(data, np.uint8) & 0x80) == 0))
+
+
 def quantise_weight(weight: float, scale: float) -> int:
     """A weight in (0, scale] as one byte 1..255 (never 0: a posting always counts)."""
     return max(1, min(WEIGHT_LEVELS, round(weight / scale * WEIGHT_LEVELS)))
@@ -103,17 +108,21 @@ class PostingList:
     def raw(self) -> tuple[bytes, bytes]:
         return bytes(self._ids), bytes(self._weights)
 
-    def raw_sizes(self) -> tuple[int, int]:
-        """How many id and weight bytes are filled now (see raw_ids / raw_weights)."""
-        return len(self._ids), len(self._weights)
-
-    def raw_ids(self, size: int) -> bytes:
-        """The first `size` id bytes: the list as it was when raw_sizes() said `size` (it only
-        grows at the end, so later appends do not change them)."""
-        return bytes(self._ids[:size])
-
-    def raw_weights(self, size: int) -> bytes:
-        return bytes(self._weights[:size])
+    def prefix_before(self, docno: int) -> tuple[bytes, bytes, int]:
+        """(id bytes, weight bytes, last document) of the postings of documents numbered below
+        `docno`. Safe while another thread appends (each copy is atomic under the GIL, and an
+        append only adds at the end)."""
+        ids_b = bytes(self._ids)
+        weights_b = bytes(self._weights)
+        last = self._last
+        if last < docno:  # nothing at or past docno had been added when ids_b was copied
+            return ids_b, weights_b[: _varint_count(ids_b)], last
+        ids = np.cumsum(decode_varints(ids_b))
+        keep = int(np.searchsorted(ids, docno))
+        if keep == 0:
+            return b"", b"", -1
+        ends = np.flatnonzero((np.frombuffer(ids_b, np.uint8) & 0x80) == 0)
+        return ids_b[: int(ends[keep - 1]) + 1], weights_b[:keep], int(ids[keep - 1])
 
     @classmethod
     def from_arrays(cls, ids: npt.ArrayLike, weights_q: npt.ArrayLike) -> PostingList:

@@ -12,7 +12,8 @@ label Gram matrix.
 A query does not scan every document. Each class keeps a posting list of the documents whose
 label of that class carries real weight (probability >= POSTING_FLOOR, or the document's top
 label), with that probability. A query scores its label similarities (E q, 1000 x 384), takes
-the CANDIDATE_CLASSES closest classes (those within CLASS_SLACK of the similarity floor), sums
+the CANDIDATE_CLASSES closest classes (those within CLASS_SLACK of the similarity floor, and
+no more than MAX_POSTINGS postings in all: the work does not grow with the library), sums
 p x sim over their postings as a first estimate, and computes the exact cosine from the
 document's 20 labels only for the best MAX_CANDIDATES of them. A document whose weighty labels
 are all far from the query cannot reach the floor (its cosine is a weighted mean of its label
@@ -43,6 +44,9 @@ CANDIDATE_CLASSES = 128
 CLASS_SLACK = 0.3
 # Documents rescored exactly per query (by their posting estimate, best first).
 MAX_CANDIDATES = 1024
+# Postings gathered per query at most (past the MIN_CLASSES closest classes).
+MAX_POSTINGS = 200_000
+MIN_CLASSES = 4
 
 
 def label_prompts(names: Sequence[str]) -> list[str]:
@@ -181,31 +185,41 @@ class ConceptSpace:
         min_similarity: float,
     ) -> npt.NDArray[np.int64]:
         """Allowed documents posted under the classes closest to the query, the best
-        MAX_CANDIDATES of them by the postings' estimate (sum of p x sim / |pE|), ascending."""
-        n = len(self._norms)
+        MAX_CANDIDATES of them by the postings' estimate (sum of p x sim / |pE|), ascending.
+
+        Classes are taken closest first until MAX_POSTINGS postings are gathered (the first
+        MIN_CLASSES always), so the work is bounded however large the library grows."""
         count = min(CANDIDATE_CLASSES, label_sims.size)
         top = np.argpartition(-label_sims, count - 1)[:count]
         top = top[label_sims[top] >= min_similarity - CLASS_SLACK]
-        doc_parts, prob_parts, used, lengths = [], [], [], []
+        top = top[np.argsort(-label_sims[top], kind="stable")]
+        doc_parts, prob_parts = [], []
+        used: list[int] = []
+        lengths: list[int] = []
         posted_all = self._posted
+        gathered = 0
         for cls in top.tolist():
             posted = posted_all[cls]
-            if posted is not None:
-                doc_parts.append(posted[0].view())
-                prob_parts.append(posted[1].view())
-                used.append(cls)
-                lengths.append(len(posted[0]))
+            if posted is None:
+                continue
+            size = len(posted[0])
+            if len(used) >= MIN_CLASSES and gathered + size > MAX_POSTINGS:
+                break
+            doc_parts.append(posted[0].view())
+            prob_parts.append(posted[1].view())
+            used.append(cls)
+            lengths.append(size)
+            gathered += size
         if not doc_parts:
             return np.zeros(0, np.int64)
         docs = np.concatenate(doc_parts)
         weights = np.concatenate(prob_parts) * np.repeat(label_sims[used], lengths)
-        if docs.size * 16 < n:  # few postings: sort them rather than touch every document
-            found, inverse = np.unique(docs, return_inverse=True)
-            estimate = np.bincount(inverse, weights=weights)
-        else:
-            estimate = np.bincount(docs, weights=weights, minlength=n)
-            found = np.flatnonzero(estimate)
-            estimate = estimate[found]
+        # Each list is ascending: a stable sort of the concatenation merges sorted runs.
+        order = np.argsort(docs, kind="stable")
+        docs, weights = docs[order], weights[order]
+        starts = np.flatnonzero(np.diff(docs, prepend=-1))
+        found = docs[starts]
+        estimate = np.add.reduceat(weights, starts)
         norms = self._norms.view()[found]
         ok = allowed[found] & (norms > 0)
         found, estimate = found[ok], estimate[ok] / norms[ok]

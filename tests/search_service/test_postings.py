@@ -63,3 +63,16 @@ def test_weights_quantise_to_one_byte_and_never_to_zero():
     assert quantise_weight(1.0, 1.0) == 255
     assert quantise_weight(0.0001, 1.0) == 1
     assert quantise_weight(0.5, 1.0) == 128
+
+
+def test_the_prefix_before_a_document_is_the_list_as_it_was_then():
+    plist = PostingList()
+    for doc, w in ((3, 10), (200, 20), (70_000, 30), (70_001, 40)):
+        plist.append(doc, w)
+
+    ids_b, weights_b, last = plist.prefix_before(70_000)
+
+    then = PostingList.from_arrays([3, 200], [10, 20])
+    assert (ids_b, weights_b, last) == (*then.raw(), 200)
+    assert plist.prefix_before(10**9) == (*plist.raw(), 70_001)
+    assert plist.prefix_before(3) == (b"", b"", -1)
