@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import time
 from typing import Any
 
@@ -198,9 +199,17 @@ def trash() -> Any:
     reply = st.clients.list_images(
         page_size=st.config.gallery_page_size, page_token=token, trashed_only=True
     )
+    retention_ms = st.config.trash_retention_days * 86_400_000
+    now_ms = time.time() * 1000
+    images = []
+    for stored in reply.images:
+        image = image_json(stored, _threshold())
+        left_ms = stored.trashed_at_unix_ms + retention_ms - now_ms
+        image["days_left"] = max(0, math.ceil(left_ms / 86_400_000))
+        images.append(image)
     return render_template(
         "trash.html",
-        images=[image_json(i, _threshold()) for i in reply.images],
+        images=images,
         total=reply.total_count,
         next_page=reply.next_page_token,
         first_page=not token,
@@ -235,7 +244,10 @@ def favourites() -> Any:
     st = state()
     token = request.args.get("page", "")
     reply = st.clients.list_images(
-        page_size=st.config.gallery_page_size, page_token=token, favourite_only=True
+        page_size=st.config.gallery_page_size,
+        page_token=token,
+        favourite_only=True,
+        order=library.ORDERS["taken_newest"],
     )
     images = [image_json(i, _threshold()) for i in reply.images]
     return render_template(

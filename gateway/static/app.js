@@ -312,6 +312,7 @@ function setupViewer() {
     if (!reply.ok && reply.status !== 404) { caption.textContent = `Could not delete: the server answered ${reply.status}`; return; }
     if (item.matches("section.preview")) { location.href = "/?deleted=" + encodeURIComponent(item.dataset.id); return; }
     document.querySelectorAll(`figure.tile[data-id="${CSS.escape(item.dataset.id)}"]`).forEach((n) => n.remove());
+    document.dispatchEvent(new CustomEvent("tiles:changed"));
     offerUndo(item.dataset.id, item.dataset.caption);
     if (items().length) show(current, false); else close();
   }
@@ -493,7 +494,7 @@ function loadOlder() {
       const newer = doc.getElementById("older");
       if (newer) older.href = newer.href; else older.remove();
       bindReveal(gallery);
-      document.dispatchEvent(new CustomEvent("gallery:more"));
+      document.dispatchEvent(new CustomEvent("tiles:changed"));
       return true;
     } finally { olderLoading = null; }
   })();
@@ -512,6 +513,59 @@ function setupInfiniteScroll() {
     if (await loadOlder()) { observer.unobserve(pager); observer.observe(pager); }
   }, { rootMargin: "800px" });
   observer.observe(pager);
+}
+
+// --- justified rows: every row as wide as the page, photos at their own shape -----------------
+
+// Without this script the CSS flex rows keep each photo's shape but a short row stretches its
+// photos; with it, rows are filled greedily to a target height (whichever of "close the row
+// before this photo" or "after it" lands nearer the target) and the last row keeps the target.
+function justifyGrid(grid) {
+  const tiles = Array.from(grid.children).filter((n) => n.matches("figure.tile"));
+  const width = grid.clientWidth;
+  if (!width || !tiles.length) return;
+  const gap = parseFloat(getComputedStyle(grid).columnGap) || 0;
+  const target = width < 600 ? 130 : 220;
+  const ratio = (t) => parseFloat(t.style.getPropertyValue("--ar")) || 1;
+  // Half a pixel spare so rounding never pushes the last photo of a row onto the next.
+  const height = (sum, n) => (width - gap * (n - 1) - 0.5) / sum;
+  const place = (row, h) => row.forEach((t) => { t.style.flex = `0 0 ${Math.floor(ratio(t) * h * 100) / 100}px`; });
+  let row = [];
+  let sum = 0;
+  for (const tile of tiles) {
+    const a = ratio(tile);
+    const withIt = height(sum + a, row.length + 1);
+    if (withIt > target) { row.push(tile); sum += a; continue; }
+    if (row.length) {
+      const without = height(sum, row.length);
+      if (without - target < target - withIt && without <= target * 1.6) {
+        place(row, without);
+        row = [tile]; sum = a;
+        const alone = height(a, 1);
+        if (alone <= target) { place(row, alone); row = []; sum = 0; }
+        continue;
+      }
+    }
+    row.push(tile);
+    place(row, withIt);
+    row = []; sum = 0;
+  }
+  if (row.length) place(row, Math.min(target, height(sum, row.length)));
+}
+
+function setupJustified() {
+  const all = () => document.querySelectorAll(".grid.justified");
+  const run = () => all().forEach(justifyGrid);
+  if (!all().length) return;
+  document.documentElement.classList.add("js-justified");
+  run();
+  let pending = false;
+  window.addEventListener("resize", () => {
+    if (pending) return;
+    pending = true;
+    requestAnimationFrame(() => { pending = false; run(); });
+  });
+  document.addEventListener("tiles:changed", run);
 }
 
 // --- the phone menu: the main links behind one button, so the header stays two rows ----------
@@ -617,6 +671,6 @@ function offerUndo(id, name) {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
-  setupMenu(); setupOrder(); setupUpload(); setupSuggestions(); bindReveal(); setupConfirm(); setupStars();
+  setupJustified(); setupMenu(); setupOrder(); setupUpload(); setupSuggestions(); bindReveal(); setupConfirm(); setupStars();
   setupViewer(); setupSelection(); setupInfiniteScroll();
 });

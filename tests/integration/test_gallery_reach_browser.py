@@ -35,7 +35,13 @@ PHOTOS = [
     ("motorcycle.jpg", "motorcycle", "2021:08:02 09:10:00", False, False),
     ("old scan.jpg", "page", None, False, True),
     ("camera.jpg", "camera", None, False, True),
+    # A month with enough photos to fill whole rows.
+    *[
+        (f"march {day}.jpg", photo, f"2015:03:0{day} 12:00:00", False, False)
+        for day, photo in enumerate(["flower", "coffee", "rocket", "china", "motorcycle"], 1)
+    ],
 ]
+MARCH = [f"march {day}.jpg" for day in range(5, 0, -1)]
 
 
 @pytest.fixture(scope="module")
@@ -297,6 +303,79 @@ def test_tiles_keep_the_shape_of_their_photo(page: Page, url, library):
         assert abs(shown["width"] / shown["height"] - ratio) / ratio < 0.04, image["filename"]
 
 
+_ROWS = """grid => {
+    const rows = new Map();
+    for (const tile of grid.querySelectorAll(':scope > figure.tile')) {
+        const box = tile.querySelector('.thumb-link').getBoundingClientRect();
+        const top = Math.round(box.top);
+        if (!rows.has(top)) rows.set(top, {left: box.left, right: box.right, height: box.height});
+        const row = rows.get(top);
+        row.left = Math.min(row.left, box.left);
+        row.right = Math.max(row.right, box.right);
+    }
+    const frame = grid.getBoundingClientRect();
+    return {left: frame.left, right: frame.right, rows: Array.from(rows.values())};
+}"""
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE, {"width": 800, "height": 900}])
+def test_rows_are_justified_edge_to_edge(browser: Browser, url, library, viewport):
+    context = _context(browser, viewport)
+    page = context.new_page()
+    page.goto(f"{url}/")
+    page.wait_for_load_state("networkidle")
+
+    grids = page.locator("#gallery .grid.justified").evaluate_all(f"gs => gs.map({_ROWS})")
+    full_rows = [(grid, row) for grid in grids for row in grid["rows"][:-1]]
+    assert full_rows, "the library should fill at least one row somewhere"
+    for grid, row in full_rows:
+        # Every row but a month's last reaches both edges of the grid.
+        assert abs(row["left"] - grid["left"]) <= 1 and abs(row["right"] - grid["right"]) <= 2, row
+    target = 130 if viewport["width"] < 600 else 220
+    for grid in grids:
+        for row in grid["rows"]:
+            assert 0.5 * target <= row["height"] <= 1.6 * target, row
+    context.close()
+
+
+_SYNTHETIC = """ratios => {
+    const grid = document.createElement('div');
+    grid.className = 'grid justified';
+    grid.id = 'synthetic';
+    for (const ar of ratios) {
+        const tile = document.createElement('figure');
+        tile.className = 'tile';
+        tile.style.setProperty('--ar', String(ar));
+        const link = document.createElement('a');
+        link.className = 'thumb-link';
+        tile.append(link);
+        grid.append(tile);
+    }
+    document.querySelector('main').append(grid);
+    document.dispatchEvent(new CustomEvent('tiles:changed'));
+}"""
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE])
+def test_a_mix_of_wide_and_tall_photos_still_fills_even_rows(
+    browser: Browser, url, library, viewport
+):
+    # Panoramas next to portraits: plain flex rows would stretch a photo left alone on a row.
+    ratios = [1.5, 2.8, 1.5, 0.7, 3.0, 1.0, 0.75, 2.8, 1.33, 1.5, 0.6, 2.2, 1.5, 1.5]
+    context = _context(browser, viewport)
+    page = context.new_page()
+    page.goto(f"{url}/favourites")
+    page.evaluate(_SYNTHETIC, ratios)
+
+    grid = page.locator("#synthetic").evaluate(_ROWS)
+    target = 130 if viewport["width"] < 600 else 220
+    for row in grid["rows"][:-1]:
+        assert abs(row["left"] - grid["left"]) <= 1 and abs(row["right"] - grid["right"]) <= 2
+    for row in grid["rows"]:
+        assert 0.5 * target <= row["height"] <= 1.6 * target, (row, grid["rows"])
+    context.close()
+
+
 def test_captions_name_the_file_unless_the_model_is_sure(page: Page, url, library):
     page.goto(f"{url}/")
 
@@ -415,6 +494,7 @@ TAKEN_NEWEST = [
     "motorcycle.jpg",
     "launch.jpg",
     "harbour 2017.jpg",
+    *MARCH,
 ]
 
 
@@ -437,7 +517,8 @@ def test_the_api_lists_the_whole_library_by_date_taken(url, library):
     assert _walk(url, order="taken_newest") == TAKEN_NEWEST
     assert _walk(url, order="taken_oldest") == TAKEN_NEWEST[::-1]
     assert _walk(url, taken_from="2019", taken_to="2021") == TAKEN_NEWEST[2:5]
-    assert _walk(url, taken_to="2019-07-14") == ["launch.jpg", "harbour 2017.jpg"]
+    assert _walk(url, taken_to="2019-07-14") == ["launch.jpg", "harbour 2017.jpg", *MARCH]
+    assert _walk(url, taken_from="2015-03-02", taken_to="2015-03-04") == MARCH[1:4]
     assert _walk(url, order="taken_oldest", taken_from="2021-08-03") == [
         "Пагода.jpg",
         *TAKEN_NEWEST[:2][::-1],
@@ -479,12 +560,15 @@ def test_months_run_on_across_pages_in_date_taken_order(
             [f"{this_year:%B %Y}"],
             ["August 2021"],
             ["July 2019", "May 2017"],
+            ["March 2015"],
+            ["March 2015"],
+            ["March 2015"],
         ]
 
         scripted = _context(browser, {"width": 1366, "height": 500})
         page = scripted.new_page()
         page.goto(f"{small.url}/")
-        for _ in range(6):
+        for _ in range(10):
             page.mouse.wheel(0, 4000)
             page.wait_for_timeout(300)
         expect(page.locator("#gallery figure.tile")).to_have_count(len(TAKEN_NEWEST))
@@ -492,7 +576,13 @@ def test_months_run_on_across_pages_in_date_taken_order(
             "ts => ts.map(t => t.dataset.caption)"
         )
         assert captions == TAKEN_NEWEST
-        assert _months_shown(page) == [f"{this_year:%B %Y}", "August 2021", "July 2019", "May 2017"]
+        assert _months_shown(page) == [
+            f"{this_year:%B %Y}",
+            "August 2021",
+            "July 2019",
+            "May 2017",
+            "March 2015",
+        ]
         scripted.close()
     finally:
         small.stop()
@@ -506,18 +596,19 @@ def test_the_year_links_jump_and_count_and_the_order_can_be_reversed(page: Page,
         "2021 · 2",
         "2019 · 1",
         "2017 · 1",
+        "2015 · 5",
     ]
 
     years.nth(2).click()
 
     page.wait_for_url("**/?year=2019")
     expect(page.locator("nav.years a[aria-current]")).to_have_text("2019 · 1")
-    assert _months_shown(page) == ["July 2019", "May 2017"]
-    expect(page.locator("#gallery-count")).to_have_text("2 photos from 2019 or earlier")
+    assert _months_shown(page) == ["July 2019", "May 2017", "March 2015"]
+    expect(page.locator("#gallery-count")).to_have_text("7 photos from 2019 or earlier")
 
     page.select_option("#order", "taken_oldest")  # applies at once, no button
     page.wait_for_url("**/?order=taken_oldest")
-    assert _months_shown(page)[:2] == ["May 2017", "July 2019"]
+    assert _months_shown(page)[:3] == ["March 2015", "May 2017", "July 2019"]
     page.locator("nav.years li a", has_text="2021").click()
     page.wait_for_url("**/?year=2021&order=taken_oldest")
     assert _months_shown(page)[0] == "August 2021"
