@@ -95,3 +95,27 @@ def test_the_committed_table_is_what_the_generator_builds():
     built = build_multilingual.build(cldr)
 
     assert built == json.loads(Path(TABLE).read_text(encoding="utf-8"))
+
+
+def test_the_search_service_answers_a_german_query_with_a_note(search):
+    """Over gRPC with semantic expansion through the real vision service (MiniLM embeds the
+    English words, not the German ones)."""
+    from imagerepo.common.v1 import common_pb2
+    from imagerepo.search.v1 import search_service_pb2 as pb
+
+    for image_id, label in (("cat", "tabby"), ("cup", "espresso"), ("shore", "seashore")):
+        document = pb.SearchDocument(
+            image_id=image_id,
+            filename=f"IMG_{image_id}.jpg",
+            owner="alice",
+            labels=[common_pb2.Label(name=label, probability=0.8, class_index=-1)],
+            status=common_pb2.ANALYSIS_STATUS_READY,
+        )
+        search.IndexImage(pb.IndexImageRequest(document=document), timeout=5)
+
+    for query, first in (("Katze", "cat"), ("playa", "shore"), ("café", "cup")):
+        reply = search.Search(pb.SearchRequest(query=query), timeout=10)
+
+        assert [h.image_id for h in reply.hits][:1] == [first], query
+        assert reply.note.startswith("searched for"), query
+        assert not reply.closest, query
