@@ -2,19 +2,23 @@
 an image is likely to hold text at all, so OCR only runs where it can find something.
 
 The text-likelihood probe (`TextProbe`) runs the tiny detector's ONNX graph *alone*, directly on
-onnxruntime, on a thumbnail whose long side is PROBE_MAX_SIDE (320) px: about 6-7 ms of CPU,
-against ~25 ms for the earlier probe (the same detector at 480 px through RapidOCR, behind the
-OCR engine's lock). It thresholds the detector's text-probability map at PROBE_PIXEL_THRESHOLD
-and looks at the connected regions: a region is a word or a line of text when it covers at
-least PROBE_MIN_AREA pixels, its mean probability is at least PROBE_MIN_REGION_SCORE and it is
-at least PROBE_MIN_ASPECT times as wide as it is tall (text runs sideways; the detector's false
-alarms on grass, gravel, coins or a coffee spoon are blobs). One such region makes the image
-"likely text". Tuned on tests/vision_service/photo_sets.py: skimage's page and handwritten text
-and ten real photos with a sign in them (sign heights 7-14% of the photo) are all found; none
-of 76 text-free photos and crops is flagged. Signs of 4-6% of the photo's height are found as
-often as by the earlier probe; text smaller than that, or written vertically, can be missed:
-OCR_MODE_ALWAYS is there for that. Only a likely-text image pays for the full pipeline
-(detection at up to 960 px, then recognition of every line).
+onnxruntime, on a thumbnail whose long side is PROBE_MAX_SIDE (320) px: 8-11 ms of CPU on the
+2-core machine (7-8 ms of it the detector itself), against ~26 ms for the earlier probe (the
+same detector at 480 px through RapidOCR, behind the OCR engine's lock). At 256 px it would cost
+~35% less, but `make bench PART=vision` finds 21 instead of 27 of 30 smaller signs with it and
+it flags 4 instead of 1 of 88 text-free photos (each a needless full OCR), so 320 stays. An
+int8 copy of the detector was no faster (its convs are too narrow for int8 kernels to pay).
+It thresholds the detector's text-probability map at PROBE_PIXEL_THRESHOLD and looks at the
+connected regions: a region is a word or a line of text when it covers at least PROBE_MIN_AREA
+pixels, its mean probability is at least PROBE_MIN_REGION_SCORE and it is at least
+PROBE_MIN_ASPECT times as wide as it is tall (text runs sideways; the detector's false alarms
+on grass, gravel, coins or a coffee spoon are blobs). One such region makes the image "likely
+text". Tuned on tests/vision_service/photo_sets.py: skimage's page and handwritten text and ten
+real photos with a sign in them (sign heights 7-14% of the photo) are all found; 1 of 88
+text-free photos and crops (mate-backgrounds included) is flagged. Signs of 4-6% of the
+photo's height are found as often as by the earlier probe (27 of 30); text smaller than that,
+or written vertically, can be missed: OCR_MODE_ALWAYS is there for that. Only a likely-text
+image pays for the full pipeline (detection at up to 960 px, then recognition of every line).
 
 `TextReader` keeps a small pool of RapidOCR engines (RapidOCR keeps per-call state, so one
 engine serves one call at a time): concurrent requests read text in parallel instead of
