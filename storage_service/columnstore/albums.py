@@ -14,7 +14,9 @@ A change is appended, fsynced, and only then applied to the in-memory table and 
 When the logs hold many more records than there are albums, a checkpoint starts the next log
 with one "set" per album (members that no longer exist left out), fsyncs it and its directory,
 and only then deletes the older logs: a crash in between replays both, and a "set" overwrites
-what came before, so nothing is lost or applied twice.
+what came before, so nothing is lost or applied twice. A log in which open found damage is not
+deleted but moved to the data dir's `quarantine/` (as `albums-000001.log.<ms>`), as the image
+store keeps its own damaged logs; `verify()` checks every record of the logs in use.
 
 An album holds ids only. Reads look the ids up in the image store: deleted (or purged) images
 drop out, trashed ones are left out of pages and counts but stay members, so a restore brings
@@ -219,6 +221,9 @@ class AlbumStore:
         self._next_seq = 1
         self._records = 0
         self._damaged_records = 0
+        # Logs in which open found damage: moved to quarantine/ (never deleted) when retired.
+        self._damaged_logs: set[int] = set()
+        self._quarantined: list[str] = []
         self._wal: wal_mod.WriteAheadLog | None = None
         self._old_logs: list[int] = []
 
@@ -240,11 +245,12 @@ class AlbumStore:
             for d in damage:
                 if not d.is_tail:
                     self._damaged_records += 1
+                    self._damaged_logs.add(number)
                 log.error(
                     "album log damage: records not replayed",
                     extra={"path": str(d.path), "offset": d.offset, "reason": d.reason},
                 )
-            if not records:
+            if not records and number not in self._damaged_logs:
                 empty.append(number)
             for seq, payload in records:
                 self._next_seq = max(self._next_seq, seq + 1)
@@ -252,6 +258,7 @@ class AlbumStore:
                     self._apply(json.loads(payload))
                 except (ValueError, KeyError, TypeError) as e:
                     self._damaged_records += 1
+                    self._damaged_logs.add(number)
                     log.error("album record does not decode", extra={"seq": seq, "error": str(e)})
                     continue
                 self._records += 1
@@ -286,12 +293,27 @@ class AlbumStore:
         # suffix of the history (a delete is never lost while the create before it stays).
         for number in sorted(old):
             path = wal_mod.log_path(self._dir, number)
-            if self._fs.exists(path):
+            if not self._fs.exists(path):
+                continue
+            if number in self._damaged_logs:
+                self._quarantine(path)
+            else:
                 self._fs.unlink(path)
-                self._fs.sync_dir(self._dir)
+            self._fs.sync_dir(self._dir)
         self._old_logs = []
         self._records = len(self._albums)
         log.info("album table checkpointed", extra={"albums": len(self._albums)})
+
+    def _quarantine(self, path: Path) -> None:
+        """Move a retired log with damage to the data dir's quarantine/ (as the image store
+        does with its own), never deleting it: what could not be read stays for an operator."""
+        qdir = self._dir.parent / "quarantine"
+        self._fs.mkdir(qdir)
+        target = qdir / f"{DIR_NAME}-{path.name}.{_now_ms()}"
+        self._fs.rename(path, target)
+        self._fs.sync_dir(qdir)
+        self._quarantined.append(f"quarantine/{target.name}")
+        log.warning("album log with damage moved to quarantine", extra={"to": str(target)})
 
     def _gone_ids(self, ids: set[str]) -> set[str]:
         """Ids with no image any more (deleted or purged; damaged ones are kept)."""
@@ -562,10 +584,11 @@ class AlbumStore:
         with self._lock:
             check = verify_logs(self._dir.parent, self._fs)
         if self._damaged_records:
+            kept = ", ".join(self._quarantined) or "logged at that time"
             known = DamagedItem(
                 f"{DIR_NAME}/",
                 f"{self._damaged_records} damaged album log record(s) found when the table was "
-                "opened were not replayed (details in the log at that time)",
+                f"opened were not replayed (the damaged log kept: {kept})",
             )
             check = AlbumsCheck(
                 check.files_checked,

@@ -81,7 +81,9 @@ def test_verify_names_a_damaged_album_record_and_the_other_albums_still_read(pro
     stub = process.start()
     _progress, before_open = _verify(stub)  # the table not opened yet: its files as they are
     after_restart = _albums(stub)
-    _progress, after_open = _verify(stub)  # opened: the damage folded away, still reported
+    _progress, after_open = _verify(stub)  # opened: the damaged log retired, still reported
+    quarantined = [p.name for p in (process.data_dir / "quarantine").glob("albums-*")]
+    quarantined_files = stub.GetStats(pb.GetStatsRequest()).quarantined_files
 
     album_log = f"albums/{logs[0].name}"
     assert clean.ok
@@ -100,6 +102,11 @@ def test_verify_names_a_damaged_album_record_and_the_other_albums_still_read(pro
     assert [d.path for d in before_open.damaged] == [album_log]
     assert [d.path for d in after_open.damaged] == ["albums/"]
     assert "1 damaged album log record" in after_open.damaged[0].detail
+    # The damaged log is kept in quarantine (never deleted), named in the report.
+    assert len(quarantined) == 1 and quarantined[0].startswith(f"albums-{logs[0].name}.")
+    assert f"quarantine/{quarantined[0]}" in after_open.damaged[0].detail
+    assert not logs[0].exists()
+    assert quarantined_files >= 1
     assert stub.GetStats(pb.GetStatsRequest()).album_count == 2
 
 
@@ -221,3 +228,30 @@ def test_a_storage_process_stopped_with_sigterm_and_started_again_has_every_albu
     assert got == expected
     assert stats.album_count == restarted.album_count == v2.album_count == 11
     assert "Traceback" not in process.log_path.read_text()
+
+
+def test_a_log_with_damage_goes_to_quarantine_not_away(bare_store):
+    table = AlbumStore.open(bare_store.data_dir, bare_store)
+    table.create("first", "o")
+    table.create("second", "o")
+    table.close()
+    (log,) = sorted((bare_store.data_dir / "albums").glob("*.log"))
+    _damage_record(log, 0)  # (damage to the last record reads as a torn tail: a crash)
+
+    before = verify_logs(bare_store.data_dir)
+    reopened = AlbumStore.open(bare_store.data_dir, bare_store)
+    try:
+        names = [a.name for a in reopened.list()[0]]
+        after = reopened.verify()
+    finally:
+        reopened.close()
+    kept = list((bare_store.data_dir / "quarantine").glob("albums-*"))
+
+    assert [d.path for d in before.damaged] == [f"albums/{log.name}"]
+    assert "corrupt record skipped at offset" in before.damaged[0].detail
+    assert names == ["second"]
+    assert len(kept) == 1 and b"second" in kept[0].read_bytes()  # kept for an operator
+    assert not log.exists()
+    assert [d.path for d in after.damaged] == ["albums/"]
+    assert kept[0].name in after.damaged[0].detail
+    assert verify_logs(bare_store.data_dir).damaged == ()
