@@ -19,7 +19,7 @@ photos (figures in the README): prepare_image CPU per web-sized JPEG about a thi
 `LEGACY`'s and 60% of `FAST`'s with the small thumbnail's SSIM kept; over gRPC with 8 clients
 the server's CPU per put 16 -> 7 ms. What is left per put: WebP encoding ~2 ms, decoding and
 resampling ~2.5 ms, gRPC and the store ~1.5 ms. JPEG small thumbnails (`CHEAP_JPEG`) would take
-1.5 ms less but weigh 25% more at the same SSIM and change the documented thumbnail type, so
+1.5 ms less but weigh 40% more at the same SSIM and change the documented thumbnail type, so
 they are measured, not used; decoding down to 1x the small side would save 0.6 ms at 0.04 SSIM
 on some photos. `LEGACY` and `FAST` keep the earlier settings callable for the comparison.
 
@@ -112,7 +112,7 @@ CHEAP = ThumbnailSettings(
     # wallpapers): 0.015-0.10 bytes per pixel, median 0.059.
     preview_min_bytes_per_pixel=0.012,
 )
-# Measured beside it, not used: JPEG small thumbnails (5x cheaper to encode than WebP, 25%
+# Measured beside it, not used: JPEG small thumbnails (5x cheaper to encode than WebP, 40%
 # heavier at the same SSIM) would change the documented thumbnail type.
 CHEAP_JPEG = dataclasses.replace(CHEAP, name="cheap, JPEG small thumbnails", small_format="JPEG")
 # What put uses; the ingest benchmark swaps in the others to measure against them.
@@ -282,9 +282,9 @@ def make_thumbnails(
     source = _resizable(image, has_alpha)
     small_size = fit(shown, SMALL_PX)
     must = _must_preview(format_name, orientation)
-    # JPEG encodes 5-10x faster than WebP and, at the qualities chosen, weighs about the same
-    # for a 256 px thumbnail; for a 1024 px preview WebP is 40% smaller, so an image keeping a
-    # preview has WebP thumbnails (and so does one with transparency).
+    # With JPEG small thumbnails (CHEAP_JPEG: 5x cheaper to encode than WebP, ~40% heavier at
+    # the same SSIM), an image keeping a preview still has WebP thumbnails, a 1024 px WebP
+    # being ~40% lighter than a JPEG, and so does one with transparency.
     small_format = "WEBP" if has_alpha or must else settings.small_format
     preview, stored_preview_size = b"", (0, 0)
     if may_store_preview(format_name, stored, orientation, original_bytes, settings):
@@ -294,9 +294,9 @@ def make_thumbnails(
             preview_image = upright(source, preview_size)
             small_image = _shrink(preview_image, small_size, settings.resample)
         else:
-            # Most web-sized photos a little over 1024 px keep no preview (it would not save
-            # PREVIEW_MIN_SAVING times the bytes): that is known from the small thumbnail,
-            # before the costly resample to 1024 px.
+            # Most web-sized photos over 1024 px keep no preview (it would not weigh a
+            # `preview_min_saving`th of the original): that is known from the small
+            # thumbnail's bytes, before the costly resample to 1024 px.
             small_image = upright(source, small_size)
         small = _encode(small_image, settings, small_format)
         pixels = preview_size[0] * preview_size[1] / (small_size[0] * small_size[1])
