@@ -86,3 +86,19 @@ def test_similar_image_recall_of_real_photo_vectors_holds_in_float16():
 
     assert stored.dtype == np.float32
     assert recall_at_k(exact, stored, k=10) >= 0.98
+
+
+def test_store_keeps_a_model_sized_vector_in_float16(tmp_path, small_images):
+    store = ColumnStore.open(tmp_path / "s")
+    image_id = store.put("a.jpg", "", small_images[0]).image.id
+    vector = tuple(float(v) for v in np.linspace(0, 0.3, 1280))
+    store.update_annotations(
+        image_id, AnnotationUpdate(fields=frozenset({"feature_vector"}), feature_vector=vector)
+    )
+    store.flush()
+
+    column = {c.name: c for c in store.stats().columns}["feature_vector"]
+
+    assert column.raw_bytes == 1 + 2 * 1280
+    assert np.allclose(store.feature_vector(image_id), vector, rtol=1e-3, atol=1e-4)
+    store.close()
