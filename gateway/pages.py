@@ -146,6 +146,9 @@ def image_page(image_id: str) -> Any:
                 for member in group["images"]
                 if member["id"] != image_id
             ]
+            # A copy already listed under Duplicates is not shown again as "similar".
+            copies = {member["id"] for member in duplicates}
+            similar = [hit for hit in similar if hit["image"]["id"] not in copies]
         except ServiceError as exc:
             related_error = exc.message
     return render_template(

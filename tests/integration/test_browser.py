@@ -175,7 +175,7 @@ def test_status_and_mosaic_pages_render(page: Page, gateway_url: str, tmp_path, 
     href = page.locator("#upload-list li.stored a").get_attribute("href")
 
     page.goto(f"{gateway_url}/status")
-    expect(page.locator("#health td").first).to_have_text("SERVING")
+    expect(page.locator("#health td").first).to_have_text("working")
     _screenshot(page, "status")
     page.goto(f"{gateway_url}{href}/mosaic?columns=40")
     page.wait_for_function("document.querySelector('#mosaic').complete")

@@ -141,8 +141,8 @@ def _main_pages(library: dict[str, dict]) -> dict[str, str]:
 
 # --- the 390 px phone ---------------------------------------------------------------------------
 
-# Inside these a wide table or text may scroll on its own (the status tables are meant to).
-_MAY_SCROLL = "table, pre, .lb-stage"
+# Only the viewer's stage scrolls (a photo zoomed to full size); tables wrap their cells.
+_MAY_SCROLL = ".lb-stage"
 _SIDEWAYS = """(allowed) => {
     const out = [];
     for (const node of document.querySelectorAll('body *')) {
@@ -616,3 +616,42 @@ def test_the_year_links_jump_and_count_and_the_order_can_be_reversed(page: Page,
         "ts => ts.map(t => t.dataset.caption)"
     )
     assert captions == TAKEN_NEWEST[:4][::-1]
+
+
+# --- plain words and what a page shows once ----------------------------------------------------
+
+
+def test_the_upload_summary_shows_only_once_files_are_chosen(page: Page, url, library):
+    page.goto(f"{url}/upload")
+
+    expect(page.locator("#upload-summary")).to_be_hidden()
+    expect(page.locator("#upload-cancel")).to_be_hidden()
+
+
+def test_the_status_page_says_how_services_are_in_words(browser: Browser, url, library):
+    context = _context(browser, PHONE)
+    page = context.new_page()
+    page.goto(f"{url}/status")
+
+    assert page.locator("#health td").all_inner_texts() == ["working"] * 3
+    assert "SERVING" not in page.locator("main").inner_text()
+    for table in page.locator("main table").all():
+        box = table.bounding_box()
+        assert box is not None and box["x"] + box["width"] <= PHONE["width"]
+    context.close()
+
+
+def test_a_near_copy_is_listed_once_beside_the_photo(page: Page, url, library):
+    # launch.jpg and march 3.jpg are the same photo with different dates: near duplicates.
+    page.goto(f"{url}/images/{library['launch.jpg']['id']}")
+    copy = library["march 3.jpg"]["id"]
+
+    expect(page.locator(f'#duplicates figure.tile[data-id="{copy}"]')).to_have_count(1)
+    expect(page.locator(f'#similar figure.tile[data-id="{copy}"]')).to_have_count(0)
+    # On a wide screen they sit under the photo, not below the whole page.
+    related = page.locator("section.related").bounding_box()
+    details = page.locator("section.details").bounding_box()
+    preview = page.locator("section.preview").bounding_box()
+    assert related and details and preview
+    assert related["x"] + related["width"] <= details["x"]
+    assert related["y"] < preview["y"] + preview["height"] + 100
