@@ -6,7 +6,8 @@ to 24-48 px so a million of them fit on a laptop disk), each with its own id, fi
 (one of 200), sha256, EXIF summary with a date taken, labels and tags, a few percent trashed
 or starred and a fifth still PENDING, as the service would have written them. They are
 written straight into sealed segments of 50,000 rows (the format the service writes at
-flush time) and into one SQLite table with indexes on filename, sha256 and (owner, id).
+flush time) and into one SQLite table with indexes on filename, sha256 and
+(owner, trashed_at_ms, id).
 
 Each side is then measured in a fresh process (so resident memory is its own): resident
 memory after open (RSS minus the interpreter with the same imports), open time, get by id and
@@ -178,7 +179,7 @@ def build(n: int, root: Path) -> tuple[Path, Path]:
     print("  indexing SQLite", flush=True)
     db.execute("CREATE INDEX by_filename ON images(filename)")
     db.execute("CREATE INDEX by_sha ON images(sha256)")
-    db.execute("CREATE INDEX by_owner ON images(owner, id)")
+    db.execute("CREATE INDEX by_owner ON images(owner, trashed_at_ms, id)")
     db.commit()
     db.close()
     Manifest(tuple(segments), len(segments) + 1, 1, rows_per, n + 1).save(store_dir)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,10 +73,18 @@ def segment_rows(segment: SegmentReader) -> list[dict[str, Any]]:
 
 
 def merge_segments(
-    segments: Sequence[SegmentReader], keep_from_seq: int | None = None
+    segments: Sequence[SegmentReader],
+    keep_from_seq: int | None = None,
+    newest_of: Callable[[str], tuple[int, int] | None] | None = None,
 ) -> tuple[list[MergedRow], int]:
     """The rows of one segment replacing `segments`, and how many rows that drops. Rows with a
-    seq at or above `keep_from_seq` are kept unchanged (the feed still serves them)."""
+    seq at or above `keep_from_seq` are kept unchanged (the feed still serves them).
+
+    `newest_of(id)` (from the live view) names an image's newest row as (segment id, row), or
+    None when it is deleted: so a merge of some segments also drops what rows elsewhere made
+    dead: an image whose PUT is here but whose tombstone is in another segment or the log
+    (every row of it, and its bytes), and annotation rows superseded by a newer row outside
+    the set (every annotation row carries the whole annotation state)."""
     versions: list[_Version] = []
     kept_versions: list[_Version] = []
     # Per image in the set: its newest seq, and whether it is deleted. A kept row's blobs are
@@ -84,16 +92,24 @@ def merge_segments(
     # image's newest row (the one the live view reads), so retention costs no image bytes.
     newest_seq: dict[str, int] = {}
     deleted: set[str] = set()
+    put_here: set[str] = set()
     for segment in segments:
         for i, values in enumerate(segment_rows(segment)):
             image_id = values["id"]
             newest_seq[image_id] = max(newest_seq.get(image_id, 0), values["seq"])
             if values["kind"] == RowKind.DELETE:
                 deleted.add(image_id)
+            elif values["kind"] == RowKind.PUT:
+                put_here.add(image_id)
             if keep_from_seq is not None and values["seq"] >= keep_from_seq:
                 kept_versions.append(_Version(values, (segment, i)))
             else:
                 versions.append(_Version(values, (segment, i)))
+
+    gone: set[str] = set()
+    if newest_of is not None:
+        gone = {i for i in put_here if i not in deleted and newest_of(i) is None}
+    deleted |= gone
 
     def vector_of(version: _Version) -> BlobRef | None:
         image_id = version.values["id"]
@@ -128,9 +144,14 @@ def merge_segments(
             if image_id not in base:  # what it deletes is in another segment: keep it
                 merged.append(MergedRow(dict(tombstones[image_id].values), None, None))
             continue
+        if image_id in gone:  # deleted by a tombstone elsewhere: nothing to keep
+            continue
         top = newest[image_id]
         vector = vector_of(top)
         if image_id not in base:
+            elsewhere = newest_of(image_id) if newest_of is not None else None
+            if elsewhere is not None and elsewhere != _origin(top):
+                continue  # a newer row outside the set carries its annotations
             merged.append(MergedRow(dict(top.values), None, vector, (_origin(top),)))
             continue
         values = dict(base[image_id].values)

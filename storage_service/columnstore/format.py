@@ -47,6 +47,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import threading
 import zlib
 from collections.abc import Sequence
 from typing import Any
@@ -109,8 +110,15 @@ def _compress(raw: bytes, level: int) -> bytes:
     return zstandard.ZstdCompressor(level=level).compress(raw)
 
 
+_local = threading.local()
+
+
 def _decompress(stored: bytes, raw_length: int) -> bytes:
-    return zstandard.ZstdDecompressor().decompress(stored, max_output_size=max(raw_length, 1))
+    # One decompressor per thread: making one costs more than decompressing a small frame.
+    decompressor = getattr(_local, "zstd", None)
+    if decompressor is None:
+        decompressor = _local.zstd = zstandard.ZstdDecompressor()
+    return decompressor.decompress(stored, max_output_size=max(raw_length, 1))
 
 
 # --- small columns ---------------------------------------------------------------------------

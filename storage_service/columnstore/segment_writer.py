@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -42,11 +43,14 @@ def fsync_dir(path: Path) -> None:
 class _Out:
     """Sequential writes through a FileSystem file, buffered into large writes."""
 
-    def __init__(self, f: Any) -> None:
+    def __init__(self, f: Any, rate_bytes_per_s: int = 0) -> None:
         self._f = f
         self._buf: list[bytes] = []
         self._buffered = 0
         self._flushed = 0
+        # A background merge sleeps so it writes no faster than this (0: no limit).
+        self._rate = rate_bytes_per_s
+        self._started = time.monotonic()
 
     def tell(self) -> int:
         return self._flushed + self._buffered
@@ -64,6 +68,10 @@ class _Out:
             written = self._f.pwrite(data, self._flushed)
             data = data[written:]
             self._flushed += written
+        if self._rate > 0:
+            ahead = self._flushed / self._rate - (time.monotonic() - self._started)
+            if ahead > 0:
+                time.sleep(ahead)
 
 
 def _row_meta_block(
@@ -108,6 +116,8 @@ def write_segment(
     fs: FileSystem | None = None,
     covers: Sequence[tuple[int, int]] = (),
     replaces: Sequence[int] = (),
+    rate_bytes_per_s: int = 0,
+    with_index: bool = True,
 ) -> list[tuple[int, str, str]]:
     """Write `rows` to `path` via a temporary file, fsync it, rename it, fsync the directory.
 
@@ -130,7 +140,7 @@ def write_segment(
     damaged: list[tuple[int, str, str]] = []
     f = fs.open_write(tmp, create=True, truncate=True)
     try:
-        out = _Out(f)
+        out = _Out(f, rate_bytes_per_s)
 
         def small_block(name: str, kind: Kind, values: Sequence[Any]) -> None:
             stored, raw_length, flags = fmt.encode_block(kind, values)
@@ -151,18 +161,20 @@ def write_segment(
             small_block(column.name, column.kind, values)
             if column.name == "id":
                 small_block("id_backup", column.kind, values)
-        # The segment's index (what opening a store reads instead of the rows).
-        small_block(
-            "ix_taken",
-            Kind.I64,
-            [
-                date_taken_ms(exif or {}, int(created))[0]
-                for exif, created in zip(small["exif"], small["created_at_ms"], strict=True)
-            ],
-        )
-        small_block("ix_filename", Kind.I64, [fmt.key_hash(v) for v in small["filename"]])
-        small_block("ix_sha256", Kind.I64, [fmt.key_hash(v) for v in small["sha256"]])
-        _row_meta_block(out, directory, small, len(rows))
+        # The segment's index (what opening a store reads instead of the rows); without it,
+        # the layout of segments written before issue 13 (tests read those).
+        if with_index:
+            small_block(
+                "ix_taken",
+                Kind.I64,
+                [
+                    date_taken_ms(exif or {}, int(created))[0]
+                    for exif, created in zip(small["exif"], small["created_at_ms"], strict=True)
+                ],
+            )
+            small_block("ix_filename", Kind.I64, [fmt.key_hash(v) for v in small["filename"]])
+            small_block("ix_sha256", Kind.I64, [fmt.key_hash(v) for v in small["sha256"]])
+            _row_meta_block(out, directory, small, len(rows))
         for column in BLOB_COLUMNS:
             width = 4 if column.kind is Kind.VECTOR else 1
             start = out.tell()

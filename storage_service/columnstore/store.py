@@ -139,6 +139,16 @@ class StoreOptions:
     # An image claimed this many times without a result (workers killed by it, or transient
     # failures every time) is marked FAILED instead of being claimed again; 0: no limit.
     analysis_max_attempts: int = 10
+    # A merge reads and writes at most this many rows at once (its memory is about 1.5 KB a
+    # row), so compaction's memory is bounded whatever the size of the store: a full Compact
+    # merges in runs of adjacent segments up to this size.
+    compact_max_run_rows: int = 40_000
+    # Background merges write at most this many bytes a second (0: no limit), so foreground
+    # reads and writes keep the disk and the CPU.
+    compact_bytes_per_s: int = 64 * 1024 * 1024
+    # How many images' metadata is kept decoded; the rest is read from its row on demand
+    # (one read of a few hundred bytes), so memory does not grow with the metadata.
+    meta_cache_images: int = 4096
     # Observers (metrics): seconds of each log fsync, and of each memtable flush.
     on_fsync: Callable[[float], None] | None = None
     on_flush: Callable[[float], None] | None = None
@@ -148,8 +158,6 @@ class StoreOptions:
     trash_check_s: float = 60.0
 
 
-# How many images' metadata is kept decoded (the rest is read from its row on demand).
-META_CACHE_IMAGES = 4096
 # A slot's row lives in the memtable (then its row number is the row's seq), not a segment.
 IN_MEMTABLE = -1
 
@@ -399,8 +407,11 @@ def _analysis_of(values: dict[str, Any]) -> AnalysisState:
 _SETTLED: dict[tuple[int, int], AnalysisState] = {(0, 0): NO_ANALYSIS}
 
 
+_DEFAULTS = {c.name: c.default for c in COLUMNS}
+
+
 def _meta_from(values: dict[str, Any]) -> ImageMeta:
-    full = {c.name: values.get(c.name, c.default) for c in COLUMNS}
+    full = {**_DEFAULTS, **values}
     taken_ms, taken_is_upload = date_taken_ms(full["exif"], int(full["created_at_ms"]))
     return ImageMeta(
         id=full["id"],
@@ -1305,7 +1316,7 @@ class ColumnStore:
 
     def _cache_meta(self, slot: int, meta: ImageMeta) -> None:
         self._meta_cache[slot] = meta
-        if len(self._meta_cache) > META_CACHE_IMAGES:
+        if len(self._meta_cache) > self.options.meta_cache_images:
             self._meta_cache.popitem(last=False)
 
     def _meta(self, slot: int) -> ImageMeta:
@@ -2146,7 +2157,9 @@ class ColumnStore:
                     log.warning("trash purge failed; retried later", extra={"error": str(e)})
                 continue
             try:
-                self.compact(background=True)
+                report = self.compact(background=True)
+                if report.bytes_before and self._pick_compaction():
+                    self._compact_wanted.set()  # more to merge: one bounded run at a time
             except StoreClosedError:
                 return
             except StoreError:
@@ -2263,9 +2276,57 @@ class ColumnStore:
                 dead += int(np.searchsorted(annotations, cutoff))
                 dead += 2 * int(np.searchsorted(tombstones, cutoff))
         if len(segments) > 1 and rows > 0 and dead / rows >= self.options.compact_dead_fraction:
-            return segments
-        return pick_tier(
+            # The segments with the most dead rows first, as many as one run holds.
+            def dead_in(s: SegmentReader) -> int:
+                ann, tomb = self._segment_dead_seqs.get(
+                    s.segment_id, (np.empty(0, np.int64), np.empty(0, np.int64))
+                )
+                return int(np.searchsorted(ann, cutoff)) + 2 * int(np.searchsorted(tomb, cutoff))
+
+            ranked = sorted(segments, key=dead_in, reverse=True)
+            return self._bounded(ranked, minimum=2)
+        tier = pick_tier(
             segments, self.options.memtable_bytes, max(2, self.options.compact_min_segments)
+        )
+        return self._bounded(tier, minimum=2)
+
+    def _bounded(self, segments: list[SegmentReader], minimum: int = 1) -> list[SegmentReader]:
+        """The first of `segments` that fit in one run (by rows); [] when fewer than
+        `minimum` do."""
+        out: list[SegmentReader] = []
+        rows = 0
+        for segment in segments:
+            if out and rows + segment.row_count > self.options.compact_max_run_rows:
+                break
+            out.append(segment)
+            rows += segment.row_count
+        return out if len(out) >= minimum else []
+
+    def _plan_runs(self, segments: list[SegmentReader]) -> list[list[SegmentReader]]:
+        """Adjacent segments grouped into runs of at most compact_max_run_rows rows."""
+        runs: list[list[SegmentReader]] = []
+        rows = 0
+        for segment in sorted(segments, key=lambda s: s.segment_id):
+            if runs and rows + segment.row_count <= self.options.compact_max_run_rows:
+                runs[-1].append(segment)
+                rows += segment.row_count
+            else:
+                runs.append([segment])
+                rows = segment.row_count
+        return runs
+
+    def _worth_merging(self, segment: SegmentReader, cutoff: int) -> bool:
+        """Whether merging this segment alone drops anything: rows below the cutoff that
+        a merge removes, or images deleted since (their tombstone elsewhere)."""
+        annotations, tombstones = self._segment_dead_seqs.get(
+            segment.segment_id, (np.empty(0, np.int64), np.empty(0, np.int64))
+        )
+        if np.searchsorted(annotations, cutoff) or np.searchsorted(tombstones, cutoff):
+            return True
+        kinds = segment.array("kind")
+        return any(
+            k == RowKind.PUT and i not in self._slot_of
+            for i, k in zip(segment.ids(), kinds.tolist(), strict=True)
         )
 
     def _repoint(self, merged: list[MergedRow], old_ids: set[int], new_id: int) -> None:
@@ -2300,6 +2361,16 @@ class ColumnStore:
         if still:
             log.error("compaction left rows pointing at merged segments", extra={"ids": still})
 
+    def _newest_row(self, image_id: str) -> tuple[int, int] | None:
+        """(segment id, row) of an image's newest row; None when it is not live. Read without
+        the lock by a merge: a ref into the merge's own segments changes only by that merge,
+        and any other ref names a newer row."""
+        slot = self._slot_of.get(image_id)
+        if slot is None:
+            return None
+        a = self._arr
+        return int(a.ann_src[slot]), int(a.ann_row[slot])
+
     def _merge_cutoff(self) -> int:
         """Rows below this seq may be merged away: the feed keeps the newest
         `feed_retention_seqs`, and never less than what the horizon already promises. Lock held."""
@@ -2311,11 +2382,18 @@ class ColumnStore:
         *,
         background: bool = False,
         _recovering: bool = False,
+        progress: Callable[[int, int], None] | None = None,
     ) -> CompactionReport:
         """Merge segments, dropping deleted rows and old versions: all of them (the Compact
         call), those named, or what the background policy picks. Segments with a damaged
         small column are left out; a damaged blob value is copied as damaged (its row kept,
-        reads of that value answer data loss)."""
+        reads of that value answer data loss).
+
+        Bounded: segments are merged in runs of at most `compact_max_run_rows` rows (adjacent
+        segments; a lone segment with nothing to drop is left as it is), each run read and
+        written one at a time, so memory does not grow with the store. An image deleted
+        since (by a tombstone in any segment or the log) loses its rows in whichever run
+        holds them. `progress(done_runs, total_runs)` is called after each run."""
         with self._compaction_lock:
             with self._lock:
                 if self._closing or self._closed:
@@ -2332,88 +2410,124 @@ class ColumnStore:
                         and s.segment_id not in self._damaged_segments
                     ]
                 segments_before = len(self._segments)
-                cutoff = self._merge_cutoff()
             if background and not old:
                 return CompactionReport(segments_before, segments_before, 0, 0, 0)
-            bytes_before = sum(s.file_bytes for s in old)
             if not old:
                 return CompactionReport(0, 0, 0, 0, 0)
-            merged, dropped = merge_segments(old, cutoff)
-            old_ids = {s.segment_id for s in old}
-            with self._lock:
-                covers = [r for s in old for r in self._covers.get(s.segment_id, [])]
-            new_segment: SegmentReader | None = None
-            if merged:
-                segment_id = self._allocate_segment_id()
-                path = self._segment_path(segment_id)
-                damaged = write_segment(
-                    path, merged, fs=self._fs, covers=covers, replaces=sorted(old_ids)
-                )
-                for index, column, detail in damaged:
-                    log.error(
-                        "compaction copied a damaged value as damaged",
+            runs = self._plan_runs(old)
+            totals = [0, 0, 0]
+            for done, run in enumerate(runs):
+                with self._lock:
+                    if self._closing or self._closed:
+                        raise StoreClosedError("the store is closed")
+                    cutoff = self._merge_cutoff()
+                    skip = (
+                        len(runs) > 1 and len(run) == 1 and not self._worth_merging(run[0], cutoff)
+                    )
+                if not skip:
+                    started = time.perf_counter()
+                    for i, n in enumerate(self._compact_run(run, cutoff, background)):
+                        totals[i] += n
+                    log.info(
+                        "compaction run done",
                         extra={
-                            "id": merged[index].values["id"],
-                            "column": column,
-                            "detail": detail,
+                            "run": done + 1,
+                            "runs": len(runs),
+                            "segments": len(run),
+                            "rows": sum(s.row_count for s in run),
+                            "run_s": round(time.perf_counter() - started, 3),
                         },
                     )
-                self._damaged_blobs_copied += len(damaged)
-                new_segment = SegmentReader(path, self._fs)
+                if progress is not None:
+                    progress(done + 1, len(runs))
             with self._lock:
-                if self._closed:
-                    # close() stopped waiting for this merge: install nothing (the output is
-                    # unnamed; the next open moves it to quarantine).
-                    raise StoreClosedError("the store closed during compaction")
-                keep = [s for s in self._segments if s.segment_id not in old_ids]
-                self._segments = ([new_segment] if new_segment else []) + keep
-                for s in old:
-                    self._segment_dead.pop(s.segment_id, None)
-                    self._segment_dead_seqs.pop(s.segment_id, None)
-                    self._covers.pop(s.segment_id, None)
-                if new_segment is not None:
-                    self._covers[new_segment.segment_id] = covers
-                    self._segment_dead[new_segment.segment_id] = _dead_counts(
-                        r.values["kind"] for r in merged
-                    )
-                    self._segment_dead_seqs[new_segment.segment_id] = _dead_seqs(
-                        (r.values["seq"], r.values["kind"]) for r in merged
-                    )
-                    self._segment_by_id[new_segment.segment_id] = new_segment
-                    self._repoint(merged, old_ids, new_segment.segment_id)
-                else:
-                    # Nothing left: the covered ranges must not be forgotten.
-                    self._covers[-min(old_ids)] = covers
-                horizon_before = self._horizon
-                if dropped and cutoff > self._horizon:
-                    # Rows below the cutoff were merged away: the feed no longer has them.
-                    self._horizon = cutoff
-                try:
-                    self._save_manifest()
-                except BaseException:
-                    self._segments = [s for s in self._segments if s is not new_segment] + old
-                    self._horizon = horizon_before
-                    raise
-                self._history.trim_below(self._horizon)
-                self._feed_head = max(self._feed_head, self._horizon - 1)
                 segments_after = len(self._segments)
-                self._forget_segments(old_ids)
+            return CompactionReport(segments_before, segments_after, *totals)
+
+    def _compact_run(
+        self, old: list[SegmentReader], cutoff: int, background: bool
+    ) -> tuple[int, int, int]:
+        """Merge one run of segments into one: (bytes before, bytes after, rows dropped).
+        Compaction lock held."""
+        bytes_before = sum(s.file_bytes for s in old)
+        merged, dropped = merge_segments(old, cutoff, newest_of=self._newest_row)
+        old_ids = {s.segment_id for s in old}
+        with self._lock:
+            covers = [r for s in old for r in self._covers.get(s.segment_id, [])]
+        new_segment: SegmentReader | None = None
+        if merged:
+            segment_id = self._allocate_segment_id()
+            path = self._segment_path(segment_id)
+            damaged = write_segment(
+                path,
+                merged,
+                fs=self._fs,
+                covers=covers,
+                replaces=sorted(old_ids),
+                rate_bytes_per_s=self.options.compact_bytes_per_s if background else 0,
+            )
+            for index, column, detail in damaged:
+                log.error(
+                    "compaction copied a damaged value as damaged",
+                    extra={
+                        "id": merged[index].values["id"],
+                        "column": column,
+                        "detail": detail,
+                    },
+                )
+            self._damaged_blobs_copied += len(damaged)
+            new_segment = SegmentReader(path, self._fs)
+        with self._lock:
+            if self._closed:
+                # close() stopped waiting for this merge: install nothing (the output is
+                # unnamed; the next open moves it to quarantine).
+                raise StoreClosedError("the store closed during compaction")
+            keep = [s for s in self._segments if s.segment_id not in old_ids]
+            self._segments = ([new_segment] if new_segment else []) + keep
             for s in old:
-                with contextlib.suppress(OSError):
-                    s.retire()
-            bytes_after = new_segment.file_bytes if new_segment else 0
-            log.info(
-                "compacted",
-                extra={
-                    "segments_before": len(old),
-                    "rows_dropped": dropped,
-                    "bytes_before": bytes_before,
-                    "bytes_after": bytes_after,
-                },
-            )
-            return CompactionReport(
-                segments_before, segments_after, bytes_before, bytes_after, dropped
-            )
+                self._segment_dead.pop(s.segment_id, None)
+                self._segment_dead_seqs.pop(s.segment_id, None)
+                self._covers.pop(s.segment_id, None)
+            if new_segment is not None:
+                self._covers[new_segment.segment_id] = covers
+                self._segment_dead[new_segment.segment_id] = _dead_counts(
+                    r.values["kind"] for r in merged
+                )
+                self._segment_dead_seqs[new_segment.segment_id] = _dead_seqs(
+                    (r.values["seq"], r.values["kind"]) for r in merged
+                )
+                self._segment_by_id[new_segment.segment_id] = new_segment
+                self._repoint(merged, old_ids, new_segment.segment_id)
+            else:
+                # Nothing left: the covered ranges must not be forgotten.
+                self._covers[-min(old_ids)] = covers
+            horizon_before = self._horizon
+            if dropped and cutoff > self._horizon:
+                # Rows below the cutoff were merged away: the feed no longer has them.
+                self._horizon = cutoff
+            try:
+                self._save_manifest()
+            except BaseException:
+                self._segments = [s for s in self._segments if s is not new_segment] + old
+                self._horizon = horizon_before
+                raise
+            self._history.trim_below(self._horizon)
+            self._feed_head = max(self._feed_head, self._horizon - 1)
+            self._forget_segments(old_ids)
+        for s in old:
+            with contextlib.suppress(OSError):
+                s.retire()
+        bytes_after = new_segment.file_bytes if new_segment else 0
+        log.info(
+            "compacted",
+            extra={
+                "segments_before": len(old),
+                "rows_dropped": dropped,
+                "bytes_before": bytes_before,
+                "bytes_after": bytes_after,
+            },
+        )
+        return bytes_before, bytes_after, dropped
 
     # --- closing -------------------------------------------------------------------------------
 
