@@ -144,7 +144,7 @@ def search_in_album(
                 "next_page_token": "",
                 "fell_back_to_or": False,
                 "album": None,
-                "note": f"there is no album named “{name}”",
+                "note": f"nothing to show: there is no album named “{name}”",
             }
         album_id = found[0].id
     threshold = st.config.moderation_threshold

@@ -120,6 +120,10 @@ def search_results(query: str, page_size: int, page_token: str) -> dict[str, Any
         "total_hits": reply.total_hits,
         "next_page_token": reply.next_page_token,
         "fell_back_to_or": reply.fell_back_to_or,
+        # Search never leaves a page empty without a word: when nothing is labelled with
+        # the query it shows the closest concepts, and a translated query says so.
+        "closest": list(reply.closest),
+        "note": reply.note,
     }
 
 

@@ -1,0 +1,68 @@
+"""What search says in words, end to end on the real stack: a query in another language says
+how it was read, and a word no photo carries shows the closest concepts with a plain note, in
+the JSON API and on the search page."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+
+from .conftest import fresh_jpeg
+from .test_gateway_e2e import unique, upload
+
+
+@pytest.fixture(scope="module")
+def cat_id(stack, gateway_url, photo_jpegs) -> str:
+    with requests.Session() as http:
+        reply = upload(
+            http, gateway_url, (unique("IMG_0412.jpg"), fresh_jpeg(photo_jpegs["chelsea"]))
+        )
+    assert reply.status_code == 201, reply.text
+    image = reply.json()["results"][0]["image"]
+    assert image["status"] == "ready", image
+    return image["id"]
+
+
+def _search(http, gateway_url: str, query: str, wanted: str) -> dict:
+    """The API's answer for `query`, waiting (briefly) until the feed has indexed `wanted`."""
+    deadline = time.monotonic() + 30
+    while True:
+        reply = http.get(f"{gateway_url}/api/search", params={"q": query, "page_size": 50})
+        assert reply.status_code == 200, reply.text
+        body = reply.json()
+        if wanted in [h["image"]["id"] for h in body["hits"]] or time.monotonic() > deadline:
+            return body
+        time.sleep(0.2)
+
+
+def test_a_word_no_photo_carries_shows_the_closest_concept_and_says_so(
+    stack, cat_id, http, gateway_url
+):
+    # The library has a tabby cat and no lion: a page with the cat beats an empty one, and it
+    # says plainly why the cat is there.
+    body = _search(http, gateway_url, "lion", cat_id)
+    assert cat_id in [h["image"]["id"] for h in body["hits"]]
+    assert body["closest"], body
+    assert body["note"].startswith("no photo is labelled 'lion'; showing the closest: ")
+    assert body["closest"][0] in body["note"]
+    page = http.get(f"{gateway_url}/search", params={"q": "lion"}, timeout=30)
+    assert page.status_code == 200
+    assert 'id="search-note">No photo is labelled' in page.text
+    assert body["closest"][0] in page.text
+
+
+def test_a_query_in_german_says_how_it_was_read(stack, cat_id, http, gateway_url):
+    body = _search(http, gateway_url, "Katze", cat_id)
+    assert cat_id in [h["image"]["id"] for h in body["hits"]]
+    assert "German" in body["note"] and "cat" in body["note"], body["note"]
+    assert body["closest"] == []
+    page = http.get(f"{gateway_url}/search", params={"q": "Katze"}, timeout=30)
+    assert "(German)" in page.text.split('id="search-note">', 1)[1].split("</p>", 1)[0]
+
+
+def test_a_word_the_library_knows_needs_no_note(stack, cat_id, http, gateway_url):
+    body = _search(http, gateway_url, "cat", cat_id)
+    assert cat_id in [h["image"]["id"] for h in body["hits"]]
+    assert body["note"] == "" and body["closest"] == []
