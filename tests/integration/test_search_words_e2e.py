@@ -66,3 +66,11 @@ def test_a_word_the_library_knows_needs_no_note(stack, cat_id, http, gateway_url
     body = _search(http, gateway_url, "cat", cat_id)
     assert cat_id in [h["image"]["id"] for h in body["hits"]]
     assert body["note"] == "" and body["closest"] == []
+
+
+def test_a_word_nothing_is_close_to_says_so_in_words(stack, cat_id, http, gateway_url):
+    body = _search(http, gateway_url, "qzxv", cat_id)
+    assert body["hits"] == [] and body["closest"] == []
+    assert body["note"] == "no photo matches “qzxv”, and nothing in your library is close to it"
+    page = http.get(f"{gateway_url}/search", params={"q": "qzxv"}, timeout=30)
+    assert 'id="search-note">No photo matches' in page.text
