@@ -1,0 +1,119 @@
+"""The classical prefilter in front of the text probe may reject only photos the probe would not
+flag: on the real sets it must pass every photo with text the detector finds (every small sign
+included), and it must reject a real share of the text-free photos or it saves nothing."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from tests.vision_service.photo_sets import (
+    jpeg_bytes,
+    small_sign_photos,
+    text_photos,
+    textless_photos,
+)
+from vision_service.models.ocr import PROBE_MAX_SIDE, TextProbe
+from vision_service.preprocess import CLASSIFIER_RESIZE, decode_image
+from vision_service.sessions import SessionThreads
+from vision_service.text_prefilter import (
+    MIN_EDGE_DENSITY,
+    PREFILTER_SIDE,
+    edge_density,
+    may_hold_text,
+)
+
+
+def _as_analysed(images: dict[str, Image.Image]) -> dict[str, Image.Image]:
+    """The working copies the engine probes: sent as JPEG, decoded at the reduced scale."""
+    return {
+        name: decode_image(
+            jpeg_bytes(image),
+            max_pixels=40_000_000,
+            min_long_side=PROBE_MAX_SIDE,
+            min_short_side=CLASSIFIER_RESIZE,
+        ).rgb
+        for name, image in images.items()
+    }
+
+
+@pytest.fixture(scope="module")
+def with_text() -> dict[str, Image.Image]:
+    return _as_analysed({**text_photos(), **small_sign_photos()})
+
+
+@pytest.fixture(scope="module")
+def without_text() -> dict[str, Image.Image]:
+    return _as_analysed(textless_photos())
+
+
+@pytest.fixture(scope="module")
+def detector_only(models_dir) -> TextProbe:
+    return TextProbe(models_dir / "PP-OCRv6_det_tiny.onnx", SessionThreads(1, 1), prefilter=False)
+
+
+@pytest.fixture(scope="module")
+def with_prefilter(models_dir) -> TextProbe:
+    return TextProbe(models_dir / "PP-OCRv6_det_tiny.onnx", SessionThreads(1, 1))
+
+
+def test_prefilter_passes_every_photo_with_text(with_text):
+    # The page, the handwritten text, the ten signs and the 30 smaller signs (4-6% of the
+    # photo's height), including the two the detector itself misses.
+    assert len(with_text) == 42
+    rejected = [name for name, rgb in with_text.items() if not may_hold_text(rgb)]
+
+    assert rejected == []
+
+
+def test_prefilter_adds_no_miss_to_the_probe(with_text, detector_only, with_prefilter):
+    found = {name for name, rgb in with_text.items() if detector_only.likely_has_text(rgb)}
+    found_with_prefilter = {
+        name for name, rgb in with_text.items() if with_prefilter.likely_has_text(rgb)
+    }
+
+    assert len(found) >= 40  # every sign of 4% and more but at most two
+    assert found_with_prefilter == found
+
+
+def test_prefilter_keeps_a_margin_below_the_faintest_text(with_text):
+    # The faintest text (the handwriting) sits well above the threshold, so a slightly softer
+    # JPEG or resize does not drop it.
+    assert min(edge_density(rgb) for rgb in with_text.values()) >= MIN_EDGE_DENSITY * 1.3
+
+
+def test_prefilter_rejects_a_third_of_the_text_free_photos(without_text):
+    rejected = sorted(name for name, rgb in without_text.items() if not may_hold_text(rgb))
+
+    # Smooth scenes go (the moon, cells, a blurred clock, fog and dunes); textures stay.
+    assert len(rejected) >= 0.3 * len(without_text), rejected
+    assert {"moon", "cell", "clock_motion"} <= set(rejected)
+    assert not {"gravel", "grass", "coins"} & set(rejected)
+
+
+def test_a_rejected_photo_never_reaches_the_detector(models_dir, without_text):
+    calls: list[str] = []
+
+    class CountingProbe(TextProbe):
+        def probability_map(self, rgb, max_side=None):
+            calls.append("detector")
+            return super().probability_map(rgb, max_side)
+
+    probe = CountingProbe(models_dir / "PP-OCRv6_det_tiny.onnx", SessionThreads(1, 1))
+
+    assert probe.likely_has_text(without_text["moon"]) is False
+    assert calls == []
+    probe.likely_has_text(without_text["gravel"])
+    assert calls == ["detector"]
+
+
+@pytest.mark.parametrize("size", [(4000, 3000), (320, 240), (12, 3000)])
+def test_a_blank_image_is_rejected(size):
+    assert edge_density(Image.new("RGB", size, "white")) == 0.0
+    assert may_hold_text(Image.new("RGB", size, "white")) is (max(size) < PREFILTER_SIDE)
+
+
+def test_an_image_smaller_than_the_prefilter_side_always_goes_to_the_probe():
+    # Upscaling blurs strokes below the threshold, so small images are not judged here.
+    assert may_hold_text(Image.new("RGB", (PREFILTER_SIDE - 1, 100), "white")) is True
+    assert may_hold_text(Image.new("L", (10, 10))) is True
