@@ -6,7 +6,11 @@ moderation + OCR where the probe says text), over gRPC from 8 clients in another
 - before: the float CNNs and the earlier text probe (the detector at 480 px through RapidOCR,
   behind one lock), as the service was;
 - the float CNNs with the new probe (the detector alone at 320 px, no lock);
-- after: the int8 CNNs adopted by models/quantize.py with the new probe (the default).
+- the int8 CNNs adopted by models/quantize.py with the new probe;
+- after: the same with the classical text prefilter in front of the probe (the default);
+then the prefilter off and on in alternating rounds on one server, on the benchmark's photos and
+on the text-free set (where it saves the most), and the prefilter's own figures: its reject share
+on the text-free photos and its misses on the photos with text (must be 0).
 Then each step's own CPU cost on one thread; the onnxruntime options (graph optimisation level x
 intra-op threads) per model, which chose the service's settings; a trial of one shared 256 px
 copy read by every model (what it would save, how far it moves labels and moderation scores);
@@ -39,6 +43,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+import cv2
 import grpc
 import numpy as np
 import onnxruntime as ort
@@ -66,11 +71,18 @@ from vision_service.config import VisionConfig
 from vision_service.engine import CLASSIFIER, MODERATION, OCR_DET, OCR_REC, VisionEngine
 from vision_service.models.moderation import moderation_input
 from vision_service.models.ocr import PROBE_MAX_SIDE, TextProbe, _engine_params
-from vision_service.preprocess import CLASSIFIER_RESIZE, classifier_input, decode_image
+from vision_service.preprocess import (
+    CLASSIFIER_RESIZE,
+    CLASSIFIER_SIZE,
+    _normalised_chw,
+    classifier_input,
+    decode_image,
+)
 from vision_service.registry import load_registry
 from vision_service.server import build_server
 from vision_service.servicer import EngineSlot
 from vision_service.sessions import SessionThreads, open_session
+from vision_service.text_prefilter import may_hold_text
 
 ROUND_S = 8.0
 ROUNDS = 3
@@ -334,6 +346,59 @@ def shared_copy_trial(engine: VisionEngine, decoded: list[Image.Image]) -> None:
     )
 
 
+def _classifier_input_area(rgb: Image.Image) -> np.ndarray:
+    """classifier_input with OpenCV's INTER_AREA resize of the same (rounded) crop (tried)."""
+    pixels = np.asarray(rgb)
+    h, w = pixels.shape[:2]
+    side = min(w, h) * CLASSIFIER_SIZE / CLASSIFIER_RESIZE
+    left, top = (w - side) / 2, (h - side) / 2
+    crop = pixels[round(top) : round(top + side), round(left) : round(left + side)]
+    resized = cv2.resize(crop, (CLASSIFIER_SIZE, CLASSIFIER_SIZE), interpolation=cv2.INTER_AREA)
+    return _normalised_chw(resized)
+
+
+def _moderation_input_area(rgb: Image.Image) -> np.ndarray:
+    """moderation_input with OpenCV's INTER_AREA resize of the same (rounded) crop (tried)."""
+    pixels = np.asarray(rgb)
+    h, w = pixels.shape[:2]
+    offset = (256 - 224) / 2 / 256
+    crop = pixels[
+        round(h * offset) : round(h * (1 - offset)), round(w * offset) : round(w * (1 - offset))
+    ]
+    resized = cv2.resize(crop, (224, 224), interpolation=cv2.INTER_AREA)
+    buf = io.BytesIO()
+    Image.fromarray(resized).save(buf, format="JPEG")
+    with Image.open(buf) as decoded:
+        jpeg = np.asarray(decoded.convert("RGB"), dtype=np.float32)
+    return np.ascontiguousarray(jpeg[:, :, ::-1] - np.array([104.0, 117.0, 123.0], np.float32))
+
+
+def area_resize_trial(engine: VisionEngine, decoded: list[Image.Image]) -> None:
+    """Classifier and moderation inputs resized with OpenCV INTER_AREA instead of Pillow's
+    bicubic/bilinear (tried, not used): CPU saved, and whether top-1 labels stay identical
+    and moderation within 0.02 on the real-photo set."""
+    variants = _as_analysed(list(photo_variants().values()))
+    clf, mod = engine._classifier, engine._moderation
+    pil_p = clf.classify(np.stack([classifier_input(r) for r in variants]))
+    area_p = clf.classify(np.stack([_classifier_input_area(r) for r in variants]))
+    same = sum(
+        int(np.argmax(a.probabilities) == np.argmax(b.probabilities))
+        for a, b in zip(pil_p, area_p, strict=True)
+    )
+    pil_m = mod.nsfw_scores(np.stack([moderation_input(r) for r in variants]))
+    area_m = mod.nsfw_scores(np.stack([_moderation_input_area(r) for r in variants]))
+    moved = max(abs(a - b) for a, b in zip(pil_m, area_m, strict=True))
+    print(
+        f"-- model inputs resized with OpenCV INTER_AREA (not used) --\n"
+        f"  classifier input {_cpu_ms(classifier_input, decoded):.2f} -> "
+        f"{_cpu_ms(_classifier_input_area, decoded):.2f} CPU ms, same top-1 label on {same} of "
+        f"{len(variants)} (needs all)\n"
+        f"  moderation input {_cpu_ms(moderation_input, decoded):.2f} -> "
+        f"{_cpu_ms(_moderation_input_area, decoded):.2f} CPU ms, score moves by up to "
+        f"{moved:.3f} (needs <= {MAX_MODERATION_DIFF})"
+    )
+
+
 def analysis_cost(config: VisionConfig, photos: list[bytes]) -> None:
     """Part 1: default-task CPU per image before/after, step costs, agreement, probes."""
     registry = load_registry(config.models_dir)
@@ -350,14 +415,17 @@ def analysis_cost(config: VisionConfig, photos: list[bytes]) -> None:
         print(f"{name}: {registry[name].path().name} sha256 {registry[name].sha256}")
 
     adopted = [n for n in (CLASSIFIER, MODERATION) if "reference" in registry[n].files]
+    int8 = f"int8 {'+'.join(adopted) or 'none'}"
     setups = [
-        ("before: float CNNs, old probe", False, True),
-        ("float CNNs, new probe", False, False),
-        (f"after: int8 {'+'.join(adopted) or 'none'}, new probe", True, False),
+        ("before: float CNNs, old probe", False, True, False),
+        ("float CNNs, new probe", False, False, False),
+        (f"{int8}, new probe", True, False, False),
+        (f"after: {int8}, prefilter + new probe", True, False, True),
     ]
     results = []
-    for label, quantized, legacy in setups:
+    for label, quantized, legacy, prefilter in setups:
         engine = VisionEngine.load(dataclasses.replace(config, quantized=quantized))
+        engine._probe.prefilter = prefilter
         if legacy:
             engine._probe = LegacyProbe(config)  # type: ignore[assignment]
         server, port, health = build_server("127.0.0.1:0", config, EngineSlot(engine))
@@ -380,6 +448,7 @@ def analysis_cost(config: VisionConfig, photos: list[bytes]) -> None:
         f"({before.cpu_ms_per_image / after.cpu_ms_per_image:.2f}x less; goal <= 30 ms), "
         f"throughput {before.images_per_s:.1f} -> {after.images_per_s:.1f} img/s"
     )
+    prefilter_service_rounds(config, photos)
 
     print("-- each step's CPU per image, one thread --", flush=True)
     decoded = [
@@ -393,6 +462,7 @@ def analysis_cost(config: VisionConfig, photos: list[bytes]) -> None:
     ]
     legacy = LegacyProbe(config)
     probe = TextProbe(registry[OCR_DET].path(), threads)
+    detector_only = TextProbe(registry[OCR_DET].path(), threads, prefilter=False)
     clf_x = np.stack([classifier_input(rgb) for rgb in decoded])
     mod_x = np.stack([moderation_input(rgb) for rgb in decoded])
     steps = [
@@ -411,7 +481,12 @@ def analysis_cost(config: VisionConfig, photos: list[bytes]) -> None:
         ("classifier input", _cpu_ms(classifier_input, decoded)),
         ("moderation input", _cpu_ms(moderation_input, decoded)),
         ("old text probe (480 px, RapidOCR)", _cpu_ms(legacy.likely_has_text, decoded)),
-        ("new text probe (320 px, detector alone)", _cpu_ms(probe.likely_has_text, decoded)),
+        ("text prefilter (edge density, 320 px grey)", _cpu_ms(may_hold_text, decoded)),
+        (
+            "new text probe (320 px, detector alone)",
+            _cpu_ms(detector_only.likely_has_text, decoded),
+        ),
+        ("prefilter + new text probe (the service's)", _cpu_ms(probe.likely_has_text, decoded)),
     ]
     for name in (CLASSIFIER, MODERATION):
         entry = registry[name]
@@ -432,6 +507,7 @@ def analysis_cost(config: VisionConfig, photos: list[bytes]) -> None:
     engine = VisionEngine.load(config)
     try:
         shared_copy_trial(engine, decoded)
+        area_resize_trial(engine, decoded)
     finally:
         engine.close()
 
@@ -465,10 +541,11 @@ def analysis_cost(config: VisionConfig, photos: list[bytes]) -> None:
     with_text = list(text_photos().values())
     without = list(textless_photos().values())
     small = list(small_sign_photos().values())
-    smaller = TextProbe(registry[OCR_DET].path(), threads, max_side=256)
+    smaller = TextProbe(registry[OCR_DET].path(), threads, max_side=256, prefilter=False)
     probes = (
         ("old", legacy.likely_has_text),
-        (f"new ({PROBE_MAX_SIDE} px)", probe.likely_has_text),
+        (f"new ({PROBE_MAX_SIDE} px, detector alone)", detector_only.likely_has_text),
+        (f"prefilter + new ({PROBE_MAX_SIDE} px, in use)", probe.likely_has_text),
         ("new at 256 px (not used)", smaller.likely_has_text),
     )
     print(
@@ -485,7 +562,85 @@ def analysis_cost(config: VisionConfig, photos: list[bytes]) -> None:
             f"flagged {flagged} of {len(without)} without; found {found_small} of "
             f"{len(small)} smaller signs (4-6% of the photo's height)"
         )
+    prefilter_trial(detector_only, probe)
     print(f"  ({_load()})")
+
+
+def prefilter_service_rounds(config: VisionConfig, photos: list[bytes]) -> None:
+    """The service with the default tasks, the text prefilter off and on in alternating
+    rounds on one server, on the benchmark's photos and on the text-free set."""
+    print(f"-- default tasks, text prefilter off / on, alternating rounds ({_load()}) --")
+    textless = [jpeg_bytes(im) for im in textless_photos().values()]
+    engine = VisionEngine.load(config)
+    server, port, health = build_server("127.0.0.1:0", config, EngineSlot(engine))
+    server.start()
+    health.set_serving(True)
+    try:
+        for what, mix in ((f"{len(photos)} benchmark photos", photos), ("text-free set", textless)):
+            rates: dict[bool, list[Rate]] = {False: [], True: []}
+            for _ in range(2):
+                for prefilter in (False, True):
+                    engine._probe.prefilter = prefilter
+                    rates[prefilter].append(service_throughput(port, mix, CLIENTS, []))
+            off = np.mean([r.cpu_ms_per_image for r in rates[False]])
+            on = np.mean([r.cpu_ms_per_image for r in rates[True]])
+            print(
+                f"  {what:<22} CPU ms/img without prefilter {off:6.2f}, with it {on:6.2f} "
+                f"({on / off:.2f}x); img/s {np.mean([r.images_per_s for r in rates[False]]):.1f}"
+                f" -> {np.mean([r.images_per_s for r in rates[True]]):.1f}",
+                flush=True,
+            )
+    finally:
+        server.stop(grace=None)
+        engine.close()
+
+
+def _as_analysed(images: list[Image.Image]) -> list[Image.Image]:
+    """The working copies the service probes: sent as JPEG, decoded at the reduced scale."""
+    return [
+        decode_image(
+            jpeg_bytes(im),
+            max_pixels=40_000_000,
+            min_long_side=PROBE_MAX_SIDE,
+            min_short_side=CLASSIFIER_RESIZE,
+        ).rgb
+        for im in images
+    ]
+
+
+def prefilter_trial(detector_only: TextProbe, probe: TextProbe) -> None:
+    """The classical prefilter in front of the probe: its reject share on the text-free set,
+    any photo with text it drops that the detector alone finds (must be none), and the probe's
+    CPU per photo on the text-free set with and without it (interleaved)."""
+    print("-- text prefilter (vision_service/text_prefilter.py) --", flush=True)
+    with_text = _as_analysed([*text_photos().values(), *small_sign_photos().values()])
+    without = _as_analysed(list(textless_photos().values()))
+    found = [detector_only.likely_has_text(rgb) for rgb in with_text]
+    passed = [may_hold_text(rgb) for rgb in with_text]
+    new_misses = sum(f and not p for f, p in zip(found, passed, strict=True))
+    rejected = sum(not may_hold_text(rgb) for rgb in without)
+    print(
+        f"  photos with text (page, handwriting, signs, smaller signs): {len(with_text)}, the "
+        f"detector alone finds {sum(found)}; the prefilter passes {sum(passed)}, NEW MISSES "
+        f"{new_misses}"
+    )
+    print(
+        f"  text-free photos and crops: REJECTED {rejected} of {len(without)} "
+        f"({rejected / len(without):.0%}); flagged as text by the detector alone "
+        f"{sum(detector_only.likely_has_text(rgb) for rgb in without)}, with the prefilter "
+        f"{sum(probe.likely_has_text(rgb) for rgb in without)}"
+    )
+    off, on = [], []
+    for _ in range(3):
+        off.append(_cpu_ms(detector_only.likely_has_text, without, repeat=1))
+        on.append(_cpu_ms(probe.likely_has_text, without, repeat=1))
+    text_off = _cpu_ms(detector_only.likely_has_text, with_text, repeat=1)
+    text_on = _cpu_ms(probe.likely_has_text, with_text, repeat=1)
+    print(
+        f"  probe CPU per text-free photo: {min(off):.2f} ms without the prefilter, "
+        f"{min(on):.2f} ms with it ({min(on) / min(off):.2f}x); per photo with text "
+        f"{text_off:.2f} -> {text_on:.2f} ms (the prefilter's cost, paid on top)"
+    )
 
 
 def main() -> None:
