@@ -168,7 +168,9 @@ class VisionEngine:
         self._classifier.classify(grey)
         self._moderation.nsfw_scores(np.zeros((1, 224, 224, 3), dtype=np.float32))
         self._embedder.embed(["warm up"])
-        self._probe.likely_has_text(Image.new("RGB", (64, 64), "white"))
+        blank = Image.new("RGB", (64, 64), "white")
+        self._probe.probability_map(blank)  # the detector, whatever the prefilter would say
+        self._probe.likely_has_text(blank)
 
     def close(self) -> None:
         self.classifier_batches.close()
