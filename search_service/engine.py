@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from search_service.doc_store import DocumentStore
 from search_service.document import Document, Status
 from search_service.duplicates import DuplicateGroup, exact_groups, near_groups
 from search_service.errors import (
@@ -145,7 +146,7 @@ class Duplicates:
 class SearchIndex:
     def __init__(self, params: EngineParams | None = None) -> None:
         self.params = params or EngineParams()
-        self._docs: list[Document | None] = []
+        self._docs = DocumentStore()
         self._ids: dict[str, int] = {}
         self._alive = GrowableArray(np.bool_)
         self._owner_codes: dict[str, int] = {}
@@ -627,7 +628,7 @@ class SearchIndex:
         if image_id and image_id not in self._ids:
             raise ImageNotFoundError(image_id)
         live = sorted(self._ids.values())
-        docs = [(d, self._doc(d).sha256) for d in live]
+        docs = [(d, str(self._docs.field(d, "sha256"))) for d in live]
         exact = exact_groups(docs)
         # One representative per sha256 (the first copy), so exact copies count once.
         representative: dict[int, int] = {}
@@ -695,13 +696,14 @@ class SearchIndex:
         list); the costly parts (documents as JSON, posting bytes) are callables that read only
         this frozen view, for a snapshot to evaluate while writes and searches go on. The
         approximate vector index is not in it (VectorIndex.save_ann)."""
-        docs = list(self._docs)
+        rows = self._docs.snapshot_rows()
+        decode = self._docs.decode_row
 
         def docs_json(start: int, stop: int) -> list[Any]:
-            return [d.to_json() if d is not None else None for d in docs[start:stop]]
+            return [None if r is None else decode(r).to_json() for r in rows[start:stop]]
 
         state: dict[str, Any] = {
-            "docs": lambda: json_list_pieces(docs_json, len(docs)),
+            "docs": lambda: json_list_pieces(docs_json, len(rows)),
             "owners": list(self._owner_codes),
             "alive": self._alive.view().copy(),
             "owner": self._owner.view(),
@@ -734,6 +736,7 @@ class SearchIndex:
             state["vectors"], index.params.vector_dim, index.params.ann, ann_file
         )
         index.keywords = InvertedIndex.from_state(state["keywords"], index.params.bm25)
+        favourite = np.zeros(len(state["docs"]), np.bool_)
         for docno, data in enumerate(state["docs"]):
             if data is None:
                 index._docs.append(None)
@@ -741,6 +744,8 @@ class SearchIndex:
             doc = Document.from_json(data)  # its vector stays in index.vectors
             index._docs.append(doc)
             index._ids[doc.image_id] = docno
+            favourite[docno] = doc.favourite
+            index._count_classes(doc, +1)
         index._owner_codes = {o: i for i, o in enumerate(state["owners"])}
         index._alive = GrowableArray.from_array(state["alive"])
         index._owner = GrowableArray.from_array(state["owner"])
@@ -748,12 +753,7 @@ class SearchIndex:
         index._status = GrowableArray.from_array(state["status"])
         index._taken = GrowableArray.from_array(state["taken"])
         # Rebuilt from the documents (older snapshots have no array for it).
-        index._favourite = GrowableArray.from_array(
-            np.array([d is not None and d.favourite for d in index._docs], dtype=np.bool_)
-        )
-        for kept in index._docs:
-            if kept is not None:
-                index._count_classes(kept, +1)
+        index._favourite = GrowableArray.from_array(favourite)
         index._saved_concepts = state.get("concepts"), state.get("concept_labels")
         return index
 

@@ -45,8 +45,8 @@ CLASS_SLACK = 0.3
 # Documents rescored exactly per query (by their posting estimate, best first).
 MAX_CANDIDATES = 1024
 # Postings gathered per query at most (past the MIN_CLASSES closest classes).
-MAX_POSTINGS = 200_000
-MIN_CLASSES = 4
+MAX_POSTINGS = 32_768
+MIN_CLASSES = 1
 
 
 def label_prompts(names: Sequence[str]) -> list[str]:
@@ -214,12 +214,17 @@ class ConceptSpace:
             return np.zeros(0, np.int64)
         docs = np.concatenate(doc_parts)
         weights = np.concatenate(prob_parts) * np.repeat(label_sims[used], lengths)
-        # Each list is ascending: a stable sort of the concatenation merges sorted runs.
-        order = np.argsort(docs, kind="stable")
-        docs, weights = docs[order], weights[order]
-        starts = np.flatnonzero(np.diff(docs, prepend=-1))
-        found = docs[starts]
-        estimate = np.add.reduceat(weights, starts)
+        n = len(self._norms)
+        if docs.size * 8 < n:  # few postings for the library: sort them
+            order = np.argsort(docs)
+            docs, weights = docs[order], weights[order]
+            starts = np.flatnonzero(np.diff(docs, prepend=-1))
+            found = docs[starts]
+            estimate = np.add.reduceat(weights, starts)
+        else:
+            estimate = np.bincount(docs, weights=weights, minlength=n)
+            found = np.flatnonzero(estimate)
+            estimate = estimate[found]
         norms = self._norms.view()[found]
         ok = allowed[found] & (norms > 0)
         found, estimate = found[ok], estimate[ok] / norms[ok]

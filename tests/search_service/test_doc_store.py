@@ -1,0 +1,70 @@
+"""The compact document store reads back exactly the documents it was given."""
+
+from __future__ import annotations
+
+import pytest
+
+from search_service.doc_store import DocumentStore
+from search_service.document import Document, Label, Status
+from tests.search_service.documents import unit
+
+
+def _photo(i: int) -> Document:
+    return Document(
+        image_id=f"img{i}",
+        filename=f"IMG_{i}.jpg",
+        owner="alice",
+        labels=(
+            Label("tiger cat", 0.61234567891, ("tabby",), 282),
+            Label("custom", 1 / 3, (), -1),
+        ),
+        tags=("pets", "home"),
+        ocr_text="Menu",
+        moderation_score=0.25,
+        status=Status.PENDING,
+        sha256="ab" * 32,
+        created_at_unix_ms=1_700_000_000_000,
+        taken_at_unix_s=1_600_000_000,
+        camera_make="Canon",
+        camera_model="EOS 80D",
+        colours=(("orange", 0.4),),
+        favourite=True,
+    )
+
+
+def test_documents_come_back_exactly_without_their_vector():
+    store = DocumentStore()
+    for i in range(3):
+        store.append(_photo(i))
+
+    for i in range(3):
+        assert store[i] == _photo(i)  # equality leaves the vector out
+        assert store[i].labels[0].probability == 0.61234567891
+    assert store.field(1, "sha256") == "ab" * 32
+    kept = DocumentStore()
+    kept.append(Document("v", feature_vector=unit(1)))
+    assert kept[0].feature_vector is None
+
+
+def test_a_removed_document_reads_as_none_even_after_it_was_read():
+    store = DocumentStore()
+    store.append(_photo(0))
+    store.append(_photo(1))
+    assert store[1] is not None
+
+    store[1] = None
+
+    assert store[1] is None
+    assert [d.image_id if d else None for d in store] == ["img0", None]
+    with pytest.raises(ValueError):
+        store[0] = _photo(5)  # type: ignore[assignment]
+
+
+def test_a_snapshot_of_the_rows_keeps_documents_removed_after_it():
+    store = DocumentStore()
+    store.append(_photo(0))
+    rows = store.snapshot_rows()
+
+    store[0] = None
+
+    assert rows[0] is not None and store.decode_row(rows[0]) == _photo(0)
