@@ -45,7 +45,7 @@ CLASS_SLACK = 0.3
 # Documents rescored exactly per query (by their posting estimate, best first).
 MAX_CANDIDATES = 1024
 # Postings gathered per query at most (past the MIN_CLASSES closest classes).
-MAX_POSTINGS = 32_768
+MAX_POSTINGS = 16_384
 MIN_CLASSES = 1
 
 
