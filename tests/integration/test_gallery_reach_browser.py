@@ -655,3 +655,18 @@ def test_a_near_copy_is_listed_once_beside_the_photo(page: Page, url, library):
     assert related and details and preview
     assert related["x"] + related["width"] <= details["x"]
     assert related["y"] < preview["y"] + preview["height"] + 100
+
+
+def test_closing_the_viewer_gives_focus_back_to_the_photo_it_opened_from(page: Page, url, library):
+    page.goto(f"{url}/")
+    link = page.locator("#gallery figure.tile .thumb-link").nth(2)
+    link.focus()
+
+    page.keyboard.press("Enter")
+    expect(page.locator("#lightbox")).to_be_visible()
+    expect(page.locator("#lb-close")).to_be_focused()
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("Escape")
+
+    expect(page.locator("#lightbox")).to_be_hidden()
+    expect(link).to_be_focused()
