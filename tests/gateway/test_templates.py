@@ -155,3 +155,13 @@ def test_months_follow_the_listing_order_by_date_taken_else_upload_time():
         ("July 2019", ["new-upload-old-photo", "july-2019-too"]),
     ]
     assert [m["title"] for m in by_upload] == ["November 2023"]
+
+
+def test_an_empty_library_offers_upload_and_no_year_jump(offline_app):
+    with offline_app.test_request_context("/"):
+        html = render_template(
+            "gallery.html", months=[], total=0, next_page="", first_page=True, years=[]
+        )
+
+    assert "No images yet" in html
+    assert 'class="years"' not in html
