@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import time
+from datetime import datetime
 from typing import Any
 
 from flask import (
@@ -439,6 +441,27 @@ def logout() -> Any:
     return redirect(url_for("pages.gallery"), 303)
 
 
+# Names cameras and phones give by themselves (IMG_0042.jpg, DSC01234.JPG, PXL_20230105_…):
+# they say nothing to a person, so a tile shows the date instead.
+_CAMERA_NAME = re.compile(
+    r"^(img|dsc[nf]?|dcim|pxl|mvimg|vid|photo|image|p\d|dji|gopr|sam|wp|screenshot)?"
+    r"[_\- ]?[\d_\- ]{4,}(\.\w{2,5})?$|^[0-9a-f\-]{16,}(\.\w{2,5})?$",
+    re.IGNORECASE,
+)
+
+
+def tile_caption(image: dict[str, Any]) -> str:
+    """What a tile says under the photo: the label when the model is sure, else the filename,
+    else (for a name the camera made up) the date it was taken."""
+    if image.get("confident_label"):
+        return str(image["confident_label"])
+    name = str(image.get("filename") or "")
+    if name and not _CAMERA_NAME.match(name):
+        return name
+    moment = datetime.fromisoformat(str(image["date"]))
+    return f"{moment.day} {moment:%b %Y}"
+
+
 @pages.app_context_processor
 def _page_helpers() -> dict[str, Any]:
-    return {"reasons_text": reasons_text}
+    return {"reasons_text": reasons_text, "tile_caption": tile_caption}

@@ -165,3 +165,23 @@ def test_an_empty_library_offers_upload_and_no_year_jump(offline_app):
 
     assert "No images yet" in html
     assert 'class="years"' not in html
+
+
+def test_a_name_the_camera_made_up_gives_way_to_the_date_taken(offline_app):
+    def tile(filename: str) -> str:
+        meta = storage_pb.ImageMetadata(
+            id="c1",
+            filename=filename,
+            exif={"taken_at": "2019:07:14 18:22:05"},
+            taken_at_unix_ms=1_563_128_525_000,
+        )
+        with offline_app.test_request_context("/"):
+            html = render_template(
+                "gallery.html", months=_months(meta), total=1, next_page="", first_page=True
+            )
+        return html.split('<span class="label"', 1)[1].split("</span>", 1)[0]
+
+    assert tile("IMG_0042.JPG").endswith(">14 Jul 2019")
+    assert tile("PXL_20190714_182205123.jpg").endswith(">14 Jul 2019")
+    assert tile("harbour at dusk.jpg").endswith(">harbour at dusk.jpg")
+    assert 'title="IMG_0042.JPG"' in tile("IMG_0042.JPG")
