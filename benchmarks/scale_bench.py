@@ -9,13 +9,16 @@ written straight into sealed segments of 50,000 rows (the format the service wri
 flush time) and into one SQLite table with indexes on filename, sha256 and
 (owner, trashed_at_ms, id).
 
-Each side is then measured in a fresh process (so resident memory is its own): resident
-memory after open (RSS minus the interpreter with the same imports), open time, get by id and
-by filename p50/p99, the first and a deep page of an owner-filtered listing (with its total),
-and a compaction's time and peak memory (ours: a full Compact; SQLite: VACUUM). Printed side
-by side, with ratios, the load average, and a linear extrapolation to 10M images.
+Then 5% of the images are deleted and 5% re-annotated (rows in a segment of their own, and
+the same in SQLite), so a compaction has work to do. Each side is measured in a fresh process
+(so resident memory is its own): resident memory after open (RSS minus the interpreter with
+the same imports), open time, get by id and by filename p50/p99, the first and a deep page of
+an owner-filtered listing (with its total), and a compaction's time and peak memory (ours: a
+full Compact; SQLite: VACUUM). Printed side by side, with ratios, the load average, and a
+linear extrapolation to 10M images.
 
-If benchmarks/scale_search_bench.py exists (the search half), its main() runs after this.
+If benchmarks/scale_search_bench.py exists (the search half), its main() runs after this
+(SCALE_SEARCH=0 skips it).
 The built stores are kept in SCALE_DIR (default /tmp/imagerepo-scale) and reused by N.
 """
 
@@ -187,6 +190,53 @@ def build(n: int, root: Path) -> tuple[Path, Path]:
     return store_dir, db_path
 
 
+def churn(n: int, store_dir: Path, db_path: Path) -> int:
+    """Deletes and re-annotations of 5% of the images each (spread over every segment), in a
+    segment of their own and in SQLite: what a compaction then has to merge away."""
+    rng = random.Random(SEED)
+    pick = random.Random(8)
+    photos = [(b"", b"", 0, 0)]
+    rows: list[Row] = []
+    deletes: list[tuple[str]] = []
+    updates: list[tuple[str, str]] = []
+    seq = n + 1
+    for i in range(n):
+        values = _row_values(i, rng, photos[0])
+        roll = pick.random()
+        if roll < 0.05:
+            rows.append(Row(seq, RowKind.DELETE, {"id": values["id"]}))
+            deletes.append((values["id"],))
+        elif roll < 0.10:
+            annotation = {
+                "id": values["id"],
+                "labels": [{"name": "volcano", "p": 0.9, "syn": [], "ci": 980}],
+                "tags": ["edited"],
+                "status": 2,
+            }
+            rows.append(Row(seq, RowKind.ANNOTATE, annotation, {}))
+            updates.append((json.dumps({**values, **annotation}), values["id"]))
+        else:
+            continue
+        seq += 1
+    manifest = Manifest.load(store_dir)
+    assert manifest is not None
+    segment_id = manifest.next_segment_id
+    write_segment(store_dir / "segments" / f"{segment_id:06d}.seg", rows, covers=[(n + 1, seq - 1)])
+    Manifest(
+        (*manifest.segments, segment_id),
+        segment_id + 1,
+        manifest.wal_min,
+        {**manifest.rows, segment_id: len(rows)},
+        seq,
+    ).save(store_dir)
+    db = sqlite3.connect(db_path)
+    db.executemany("DELETE FROM images WHERE id = ?", deletes)
+    db.executemany("UPDATE images SET meta = ? WHERE id = ?", updates)
+    db.commit()
+    db.close()
+    return len(rows)
+
+
 # --- measured in a child process --------------------------------------------------------------
 
 
@@ -238,10 +288,11 @@ def _sample(n: int) -> tuple[list[str], list[str], list[str]]:
     rng = random.Random(SEED)
     photos = [(b"", b"", 0, 0)]
     picks = set(random.Random(5).sample(range(n), min(LOOKUPS, n)))
+    deleted = random.Random(8)  # as churn() rolls: the first 5% are deleted
     ids, names = [], []
     for i in range(n):
         values = _row_values(i, rng, photos[0])
-        if i in picks:
+        if deleted.random() >= 0.05 and i in picks:
             ids.append(values["id"])
             names.append(values["filename"])
     owners = [f"user{k:03d}" for k in random.Random(6).sample(range(OWNERS), 50)]
@@ -348,7 +399,10 @@ def _child(kind: str, path: Path, n: int, compact: bool) -> dict[str, Any]:
     if compact:
         cmd.append("compact")
     print(f"measuring {kind} ...", flush=True)
-    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        print(done.stderr[-4000:], file=sys.stderr)
+        raise SystemExit(f"{kind} measurement failed")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
@@ -411,6 +465,7 @@ def main() -> None:
     shutil.copytree(store_dir, work)
     work_db = root / f"work-{n}.db"
     shutil.copyfile(db_path, work_db)
+    print(f"churn: {churn(n, work, work_db):,} deletes and re-annotations", flush=True)
     try:
         ours = _child("store", work, n, compact)
         theirs = _child("sqlite", work_db, n, compact)
@@ -418,6 +473,8 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
         work_db.unlink(missing_ok=True)
     report(n, ours, theirs)
+    if os.environ.get("SCALE_SEARCH", "1") == "0":
+        return
     try:
         import benchmarks.scale_search_bench as search_half  # type: ignore[import-not-found]
     except ImportError:

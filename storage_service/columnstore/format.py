@@ -106,11 +106,18 @@ def unshuffle(data: bytes, width: int) -> bytes:
     return np.frombuffer(data, np.uint8).reshape(width, -1).T.tobytes()
 
 
-def _compress(raw: bytes, level: int) -> bytes:
-    return zstandard.ZstdCompressor(level=level).compress(raw)
-
-
 _local = threading.local()
+
+
+def _compress(raw: bytes, level: int) -> bytes:
+    # One compressor per thread and level: making one costs more than a small frame.
+    compressors = getattr(_local, "compressors", None)
+    if compressors is None:
+        compressors = _local.compressors = {}
+    compressor = compressors.get(level)
+    if compressor is None:
+        compressor = compressors[level] = zstandard.ZstdCompressor(level=level)
+    return compressor.compress(raw)
 
 
 def _decompress(stored: bytes, raw_length: int) -> bytes:
@@ -172,10 +179,15 @@ def decode_block(kind: Kind, stored: bytes, raw_length: int, flags: int, rows: i
 # --- blob values -----------------------------------------------------------------------------
 
 
+_COMPRESSED_MAGICS = (b"\xff\xd8\xff", b"\x89PNG", b"RIFF", b"GIF8")
+
+
 def encode_blob(raw: bytes, shuffle_width: int = 1) -> tuple[bytes, int]:
     """(stored bytes, flags) of one blob value: compressed only when that pays off."""
     if not raw:
         return b"", 0
+    if shuffle_width == 1 and raw.startswith(_COMPRESSED_MAGICS):
+        return raw, 0  # JPEG, PNG, WebP, GIF: already compressed, not worth a trial
     flags = 0
     data = raw
     if shuffle_width > 1 and len(raw) % shuffle_width == 0:
