@@ -211,10 +211,7 @@ class SearchIndex:
         first = len(self._docs)
         for docno, doc in enumerate(docs, first):
             self.keywords.add(docno, doc)
-            # The vector lives in self.vectors (int8); a second float32 copy here would cost
-            # 5 KB per document.
-            stored = doc if doc.feature_vector is None else replace(doc, feature_vector=None)
-            self._docs.append(stored)
+            self._docs.append(doc)  # kept without its vector (self.vectors holds it, int8)
             self._ids[doc.image_id] = docno
             self._count_classes(doc, +1)
         self.vectors.add_many(first, [d.feature_vector for d in docs])

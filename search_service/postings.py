@@ -89,9 +89,14 @@ class PostingList:
         self.count = 0
 
     def append(self, doc: int, weight_q: int) -> None:
-        if doc <= self._last:
-            raise ValueError(f"postings must be added in order: {doc} after {self._last}")
-        self._ids += encode_varint(doc - self._last if self._last >= 0 else doc)
+        last = self._last
+        if doc <= last:
+            raise ValueError(f"postings must be added in order: {doc} after {last}")
+        delta = doc - last if last >= 0 else doc
+        if delta < 0x80:  # one byte, the common case for frequent terms
+            self._ids.append(delta)
+        else:
+            self._ids += encode_varint(delta)
         self._weights.append(weight_q)
         self._last = doc
         self.count += 1

@@ -108,12 +108,14 @@ class ConceptSpace:
         for i, labels in enumerate(label_lists):
             ranked = sorted(labels, key=lambda lb: -lb.probability)
             slot = 0
+            posted: set[int] = set()  # two labels of one class: the first is posted
             for label in ranked:
                 cls = self.class_of(label)
                 if cls < 0 or label.probability <= 0:
                     continue
                 classes[i, slot], probs[i, slot] = cls, label.probability
-                if slot == 0 or label.probability >= POSTING_FLOOR:
+                if (slot == 0 or label.probability >= POSTING_FLOOR) and cls not in posted:
+                    posted.add(cls)
                     self._post(cls, first + i, label.probability)
                 slot += 1
                 if slot == TOP_LABELS:
@@ -132,10 +134,7 @@ class ConceptSpace:
                 GrowableArray(np.int32, capacity=64),
                 GrowableArray(np.float32, capacity=64),
             )
-        docs = posted[0]
-        if len(docs) and docs[len(docs) - 1] == docno:  # two labels of one class: keep the first
-            return
-        docs.append(docno)
+        posted[0].append(docno)
         posted[1].append(probability)
 
     def remove(self, docno: int) -> None:
