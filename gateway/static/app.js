@@ -420,6 +420,7 @@ function setupSelection() {
     form.classList.toggle("idle", n === 0);
     none.hidden = n === 0;
     document.body.classList.toggle("selecting", n > 0);
+    document.documentElement.style.setProperty("--bulk-h", `${form.offsetHeight}px`);
   };
   const toggle = (box, shift) => {
     const list = boxes();

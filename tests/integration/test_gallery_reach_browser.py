@@ -671,3 +671,38 @@ def test_closing_the_viewer_gives_focus_back_to_the_photo_it_opened_from(page: P
 
     expect(page.locator("#lightbox")).to_be_hidden()
     expect(link).to_be_focused()
+
+
+_TOP_TITLE = """() => {
+    const titles = Array.from(document.querySelectorAll('#gallery .month-title'));
+    const bar = document.getElementById('bulk-form').getBoundingClientRect();
+    const shown = titles.filter(t => {
+        const box = t.getBoundingClientRect();
+        const x = box.left + 5, y = box.top + box.height / 2;
+        const on = document.elementFromPoint(x, y);
+        return box.bottom > 0 && box.top < innerHeight && t.contains(on);
+    });
+    return {texts: shown.map(t => t.textContent),
+            tops: shown.map(t => t.getBoundingClientRect().top), barBottom: bar.bottom};
+}"""
+
+
+def test_the_month_in_view_stays_named_at_the_top_while_scrolling(browser: Browser, url, library):
+    context = _context(browser, {"width": 1366, "height": 500})
+    page = context.new_page()
+    page.goto(f"{url}/")
+    page.locator(
+        'section.month[data-month="2015-03"] figure.tile'
+    ).last.scroll_into_view_if_needed()
+
+    seen = page.evaluate(_TOP_TITLE)
+    assert "March 2015" in seen["texts"], seen  # not hidden under the selection bar
+
+    page.locator("#gallery figure.tile .pick").first.click()  # selecting: the bar sticks
+    page.locator(
+        'section.month[data-month="2015-03"] figure.tile'
+    ).last.scroll_into_view_if_needed()
+    seen = page.evaluate(_TOP_TITLE)
+    assert "March 2015" in seen["texts"], seen
+    assert min(seen["tops"]) >= seen["barBottom"] - 1
+    context.close()
