@@ -83,7 +83,7 @@ class DocumentStore:
     def _encode(self, doc: Document) -> tuple[object, ...]:
         kinds = []
         for label in doc.labels:
-            key = (label.name, label.synonyms, label.class_index)
+            key = (label.name, tuple(label.synonyms), label.class_index)
             kind = self._kind_of.get(key)
             if kind is None:
                 if len(self._kinds) >= _MAX_KINDS:  # a table this large is not labels any more
