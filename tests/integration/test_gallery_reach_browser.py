@@ -706,3 +706,25 @@ def test_the_month_in_view_stays_named_at_the_top_while_scrolling(browser: Brows
     assert "March 2015" in seen["texts"], seen
     assert min(seen["tops"]) >= seen["barBottom"] - 1
     context.close()
+
+
+# Last in this module: it adds a photo to the library the tests above count.
+def test_a_heic_photo_zooms_to_something_a_browser_can_draw(page: Page, url, library, photo_jpegs):
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    with Image.open(io.BytesIO(photo_jpegs["chelsea"])) as im:
+        out = io.BytesIO()
+        im.convert("RGB").save(out, "HEIF", quality=80)
+    reply = requests.post(
+        f"{url}/api/images", files={"file": ("IMG_4242.HEIC", out.getvalue())}, timeout=120
+    )
+    assert reply.status_code == 201, reply.text
+    heic = reply.json()["results"][0]["image"]
+
+    page.goto(f"{url}/#view={heic['id']}")
+    page.click("#lb-zoom")
+
+    expect(page.locator("#lightbox")).to_have_class(re.compile("zoomed"))
+    drawn = "() => { const i = document.getElementById('lb-image'); return i.naturalWidth > 0; }"
+    page.wait_for_function(drawn, timeout=15_000)
