@@ -398,26 +398,30 @@ def _queries(index: SearchIndex, fts: Fts5, queries: list[str]) -> None:
 def _snapshot_and_restart(
     index: SearchIndex, corpus: Corpus, queries: list[str], work: Path, n: int
 ) -> None:
-    durable = DurableIndex.open(work, index.params, snapshot_every=1 << 62)
+    durable = DurableIndex.open(
+        work, index.params, snapshot_every=1 << 62, snapshot_interval_s=float("inf")
+    )
     durable._index = index
-    extra = corpus.batch(n, 40_000)
-    for mode in ("before", "after"):
+    extra = corpus.batch(n, 3 * 20_000)
+    modes = (
+        ("before", "the old way, under the write lock"),
+        ("after", "frozen view, saving hnswlib too"),
+        ("after", "frozen view, hnswlib saved"),
+    )
+    for i, (mode, how) in enumerate(modes):
         stalls = _during_snapshot(
-            durable,
-            queries,
-            extra[:20_000] if mode == "before" else extra[20_000:],
-            old_way=mode == "before",
+            durable, queries, extra[i * 20_000 : (i + 1) * 20_000], old_way=mode == "before"
         )
         print(
-            f"snapshot {mode:6} ({'under the write lock' if mode == 'before' else 'frozen view'}"
-            f"): {stalls['snapshot_s']:.1f} s; {stalls['searches']} searches meanwhile, "
-            f"longest {stalls['search_max_ms']:,.0f} ms; {stalls['writes']} writes, longest "
-            f"{stalls['write_max_ms']:,.0f} ms"
+            f"snapshot {mode:6} ({how}): {stalls['snapshot_s']:.1f} s; "
+            f"{stalls['searches']} searches meanwhile, longest {stalls['search_max_ms']:,.0f} ms"
+            f"; {stalls['writes']} writes, longest {stalls['write_max_ms']:,.0f} ms"
             + (
                 f"; view frozen in {durable.longest_freeze_s * 1000:.0f} ms"
                 if mode == "after"
                 else ""
-            )
+            ),
+            flush=True,
         )
     durable._unsaved = 1
     durable.close()
