@@ -27,6 +27,7 @@ import base64
 import binascii
 import bisect
 import contextlib
+import ctypes
 import dataclasses
 import errno
 import logging
@@ -238,11 +239,16 @@ class _SegmentIndex:
     filename_hash: np.ndarray
     sha_hash: np.ndarray
     ids: list[str]
-    owners: list[str]
+    # Into the store's owner names (see owner_id): the strings are dropped at once.
+    owners: np.ndarray
 
     @classmethod
-    def read(cls, segment: SegmentReader) -> _SegmentIndex:
+    def read(cls, segment: SegmentReader, owner_id: Callable[[str], int]) -> _SegmentIndex:
         taken, names, shas = segment.index_arrays()
+        owners = segment.column("owner")
+        codes = {o: owner_id(o) for o in set(owners)}
+        owner_codes = np.fromiter(map(codes.__getitem__, owners), np.int32, len(owners))
+        del owners
         return cls(
             segment.segment_id,
             segment.array("seq"),
@@ -258,7 +264,7 @@ class _SegmentIndex:
             names,
             shas,
             segment.ids(),
-            segment.column("owner"),
+            owner_codes,
         )
 
 
@@ -752,6 +758,8 @@ class ColumnStore:
             self._horizon = max(self._horizon, segment_max + 1)
             self._manifest = dataclasses.replace(self._manifest, feed_horizon=self._horizon)
         self._load_view(loaded)
+        del loaded
+        _release_free_heap()
         for row in logged:
             self._mem_rows[row.seq] = row
             self._apply(row.kind, row.values, IN_MEMTABLE, row.seq)
@@ -812,7 +820,7 @@ class ColumnStore:
         self._covers[segment_id] = segment.covers if segment.described else [(1, segment.seq_max)]
         try:
             segment.check_small_blocks()
-            index = _SegmentIndex.read(segment)
+            index = _SegmentIndex.read(segment, self._owner_id)
         except DataLossError as e:
             log.error("segment column damaged", extra={"error": str(e)})
             self._mark_damaged(segment, str(e))
@@ -850,54 +858,52 @@ class ColumnStore:
         row = np.concatenate([np.arange(len(x.seq), dtype=np.int64) for x in loaded])
         lease_only = np.concatenate([x.lease_only for x in loaded])
         ids: list[str] = [i for x in loaded for i in x.ids]
-        owner_of: dict[str, int] = {}
-        owners = np.concatenate(
-            [
-                np.fromiter(
-                    (owner_of.setdefault(o, self._owner_id(o)) for o in x.owners),
-                    np.int32,
-                    len(x.owners),
-                )
-                for x in loaded
-            ]
-        )
+        owners = np.concatenate([x.owners for x in loaded])
         order = np.argsort(seq, kind="stable")
         slot_of = self._slot_of
         slot_ids = self._slot_ids
-        img: list[int] = []
-        ann: list[int] = []
-        alive: list[bool] = []
+        # Per slot: its PUT row and newest row (indexes into the rows above), and whether it
+        # is live; numpy, so no Python number outlives the loop.
+        img = np.zeros(len(seq), dtype=np.int64)
+        ann = np.zeros(len(seq), dtype=np.int64)
+        alive = np.zeros(len(seq), dtype=np.uint8)
+        count = 0
         horizon = self._horizon
         history = self._history
-        kinds_sorted = kind[order].tolist()
-        seqs_sorted = seq[order].tolist()
-        lease_sorted = lease_only[order].tolist()
         put, annotate = int(RowKind.PUT), int(RowKind.ANNOTATE)
-        for g, k, sq, lo in zip(
-            order.tolist(), kinds_sorted, seqs_sorted, lease_sorted, strict=True
+        # In chunks, so the Python numbers walked over are never a million at once.
+        for g, k, sq, lo in (
+            row
+            for at in range(0, len(order), 65536)
+            for row in zip(
+                order[at : at + 65536].tolist(),
+                kind[order[at : at + 65536]].tolist(),
+                seq[order[at : at + 65536]].tolist(),
+                lease_only[order[at : at + 65536]].tolist(),
+                strict=True,
+            )
         ):
             image_id = ids[g]
             slot = slot_of.get(image_id)
             if k == put:
                 if slot is None:
-                    slot_of[image_id] = len(img)
+                    slot_of[image_id] = count
                     slot_ids.append(image_id)
-                    img.append(g)
-                    ann.append(g)
-                    alive.append(True)
+                    img[count] = ann[count] = g
+                    alive[count] = 1
+                    count += 1
             elif k == annotate:
                 if slot is not None:
                     ann[slot] = g
             elif slot is not None:
-                alive[slot] = False
+                alive[slot] = 0
                 del slot_of[image_id]
             if sq >= horizon and not lo and sq > history.last_seq:
                 history.append(sq, k, image_id)
-        count = len(img)
         a = self._arr
         a.ensure(count)
-        gi = np.asarray(img, dtype=np.int64)
-        ga = np.asarray(ann, dtype=np.int64)
+        gi = img[:count]
+        ga = ann[:count]
         cat = {
             name: np.concatenate([getattr(x, name) for x in loaded])
             for name in ("status", "favourite", "has_vector", "trashed_at", "created", "byte_size")
@@ -905,7 +911,7 @@ class ColumnStore:
         taken = np.concatenate([x.taken for x in loaded])
         names = np.concatenate([x.filename_hash for x in loaded])
         shas = np.concatenate([x.sha_hash for x in loaded])
-        a.alive[:count] = np.asarray(alive, dtype=np.uint8)
+        a.alive[:count] = alive[:count]
         a.img_src[:count], a.img_row[:count] = src[gi], row[gi]
         a.ann_src[:count], a.ann_row[:count] = src[ga], row[ga]
         a.owner[:count] = owners[gi]
@@ -924,10 +930,13 @@ class ColumnStore:
     def _build_lists(self, live: np.ndarray) -> None:
         """Every id list and date-taken index of the live slots `live`, in one sort each."""
         a = self._arr
-        live_ids = [self._slot_ids[s] for s in live.tolist()]
-        by_id = sorted(range(len(live_ids)), key=live_ids.__getitem__)
-        slots = live[np.asarray(by_id, dtype=np.int64)] if by_id else live[:0]
-        sorted_ids = np.asarray([live_ids[i] for i in by_id], dtype=object)
+        all_ids = np.empty(len(self._slot_ids), dtype=object)
+        all_ids[:] = self._slot_ids
+        live_ids = all_ids[live]
+        by_id = np.argsort(live_ids, kind="stable")
+        slots = live[by_id]
+        sorted_ids = live_ids[by_id]
+        del all_ids, live_ids
         trashed = a.trashed_at[slots] != 0
         shown = ~trashed
         self._trash.load("1", sorted_ids[trashed].tolist())
@@ -2438,6 +2447,7 @@ class ColumnStore:
                             "run_s": round(time.perf_counter() - started, 3),
                         },
                     )
+                _release_free_heap()
                 if progress is not None:
                     progress(done + 1, len(runs))
             with self._lock:
@@ -2579,6 +2589,13 @@ class ColumnStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _release_free_heap() -> None:
+    """Hand the heap pages freed by a bulk build (open, a merge run) back to the OS: glibc
+    keeps them mapped otherwise, and a million-image open leaves ~200 MB of them."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _range_covered(ranges: list[tuple[int, int]], lo: int, hi: int) -> bool:
