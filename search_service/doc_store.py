@@ -65,6 +65,17 @@ class DocumentStore:
         for docno in range(len(self._rows)):
             yield self[docno] if self._rows[docno] is not None else None
 
+    def light(self, docno: int, min_probability: float) -> Document:
+        """The document with only its labels at or above `min_probability` (cheap to rebuild:
+        for explaining a page of hits, where weaker labels can have matched nothing)."""
+        full = self._recent.get(docno)
+        if full is not None:
+            return full
+        row = self._rows[docno]
+        if row is None:
+            raise KeyError(docno)
+        return self._decode(row, min_probability)
+
     def field(self, docno: int, name: str) -> object:
         """One plain field of a stored document, without rebuilding it."""
         row = self._rows[docno]
@@ -95,7 +106,7 @@ class DocumentStore:
         probs = struct.pack(f"<{len(kinds)}d", *(lb.probability for lb in doc.labels))
         return (*(getattr(doc, f) for f in _PLAIN), packed_kinds, probs)
 
-    def _decode(self, row: tuple[object, ...]) -> Document:
+    def _decode(self, row: tuple[object, ...], min_probability: float = -1.0) -> Document:
         *plain, packed_kinds, probs = row
         values = dict(zip(_PLAIN, plain, strict=True))
         if probs is None:  # labels kept as they came (see _encode)
@@ -111,6 +122,7 @@ class DocumentStore:
                     struct.unpack(f"<{count}d", probs),
                     strict=True,
                 )
+                if p >= min_probability
             )
         values["status"] = Status(cast(int, values["status"]))
         return Document(labels=labels, **values)  # type: ignore[arg-type]

@@ -431,7 +431,10 @@ class SearchIndex:
             for i in np.flatnonzero(on_page):
                 best = names[int(found.best_labels[i])]
                 semantic_best[int(found.docs[i])] = (best, float(found.similarities[i]))
-        page_docs = [self._doc(d) for d in page]
+        # Explaining a page needs only the labels that can have matched: rebuilding a
+        # document's 20 labels would cost more than the query itself.
+        light = self.params.bm25.min_label_probability / 5
+        page_docs = [self._docs.light(d, light) for d in page]
         explained = self.keywords.explain(page, page_docs, matches)
         hits = []
         for docno, doc, reasons, score in zip(

@@ -68,3 +68,14 @@ def test_a_snapshot_of_the_rows_keeps_documents_removed_after_it():
     store[0] = None
 
     assert rows[0] is not None and store.decode_row(rows[0]) == _photo(0)
+
+
+def test_a_light_document_keeps_only_the_labels_that_can_have_matched():
+    store = DocumentStore()
+    store.append(_photo(0))
+
+    light = store.light(0, 0.5)
+
+    assert [lb.name for lb in light.labels] == ["tiger cat"]
+    assert light.image_id == "img0" and light.tags == ("pets", "home")
+    assert store[0] == _photo(0)  # the full document is unchanged
