@@ -328,6 +328,7 @@ def measure_store(store_dir: Path, n: int, compact: bool) -> dict[str, Any]:
         lambda o: store.list_images(50, owner=o, order=ListOrder.TAKEN_NEWEST), owners
     )
     out["rss_after_reads_mb"] = (_rss_bytes() - base) / 2**20
+    out["grpc_get"] = _grpc_get(store, ids)
     if compact:
         before = _rss_bytes()
         with _PeakRss() as peak:
@@ -337,6 +338,35 @@ def measure_store(store_dir: Path, n: int, compact: bool) -> dict[str, Any]:
         out["compact_peak_mb"] = (peak.peak - before) / 2**20
     store.close()
     return out
+
+
+def _grpc_get(store: Any, ids: list[str]) -> dict[str, float]:
+    """GetImage p50 over real gRPC: ids whose metadata is read from its row, then the same
+    ids again, now in the decoded cache (what keeping metadata in memory costs)."""
+    import grpc
+
+    from imagerepo.storage.v1 import storage_service_pb2 as pb
+    from imagerepo.storage.v1 import storage_service_pb2_grpc as pb_grpc
+    from storage_service.server import build_server
+
+    server, port, _health = build_server(
+        store, "127.0.0.1:0", max_image_bytes=1 << 20, max_image_pixels=4_000_000
+    )
+    server.start()
+    picked = ids[-1000:]
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.StorageServiceStub(channel)
+
+            def get(image_id: str) -> None:
+                stub.GetImage(pb.GetImageRequest(image_id=image_id), timeout=10)
+
+            store._meta_cache.clear()
+            from_rows = _timed(get, picked)["p50_ms"]
+            cached = _timed(get, picked)["p50_ms"]
+    finally:
+        server.stop(None)
+    return {"from_rows_p50_ms": from_rows, "cached_p50_ms": cached}
 
 
 def measure_sqlite(db_path: Path, n: int, compact: bool) -> dict[str, Any]:
@@ -437,6 +467,13 @@ def report(n: int, ours: dict[str, Any], theirs: dict[str, Any]) -> None:
         print(
             f"  owner page by date taken p50/p99: {ours['taken_page']['p50_ms']:.3f} / "
             f"{ours['taken_page']['p99_ms']:.3f} ms (ours only)"
+        )
+    if "grpc_get" in ours:
+        g = ours["grpc_get"]
+        print(
+            f"  GetImage over gRPC p50: {g['from_rows_p50_ms']:.3f} ms reading the row, "
+            f"{g['cached_p50_ms']:.3f} ms decoded in memory "
+            f"({g['from_rows_p50_ms'] / g['cached_p50_ms']:.2f}x)"
         )
     if "compact_s" in ours:
         print(_fmt_row("compaction time", ours["compact_s"], theirs["compact_s"], "s"))
