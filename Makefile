@@ -59,7 +59,7 @@ proto: setup ## regenerate the Python gRPC code under imagerepo/ from protos/
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. \
 		$$(find protos -name '*.proto' | sort)
 
-bench: setup ## benchmarks against baselines measured in the same run (PART=storage|ingest|vision|search|e2e)
+bench: setup ## benchmarks against baselines measured in the same run (PART=storage|ingest|vision|search|e2e|scale; scale takes N=)
 	$(PY) -m benchmarks $(PART)
 
 loadtest: setup ## locust against the local stack, headless and bounded (USERS, TIME, LOADTEST_URL)
