@@ -419,7 +419,7 @@ class SearchIndex:
         fused, scores = self._rank(matches, semantic_docs, semantic_sims, offset + limit)
         total = int(matches.docs.size)
         if semantic_docs.size:
-            total = int(np.union1d(matches.docs, semantic_docs).size)
+            total += int((~_in_sorted(semantic_docs, matches.docs)).sum())
         if sort != SORT_RELEVANCE and fused.size:
             fused, scores = self._by_date(
                 matches, semantic_docs, semantic_sims, sort == SORT_TAKEN_NEWEST
@@ -482,12 +482,21 @@ class SearchIndex:
             return fused, keyword[at]
         sem = self.params.semantic_weight * semantic_sims.astype(np.float64)
         sem = sem / max(float(semantic_sims.max()), 1e-12)
-        docs = np.union1d(matches.docs, semantic_docs)
-        total = np.zeros(docs.size, np.float64)
-        total[np.searchsorted(docs, matches.docs)] += keyword
-        at = np.searchsorted(docs, semantic_docs)
-        total[at] += sem * (1.0 - total[at])
-        order = np.lexsort((docs, -total))
+        # Keyword hits (ascending) and the semantic hits no keyword matched, side by side: no
+        # sort of the whole union (a common word matches 100k+ documents at 1M).
+        both = _in_sorted(semantic_docs, matches.docs)
+        at = np.searchsorted(matches.docs, semantic_docs[both])
+        keyword = keyword.copy()
+        keyword[at] += sem[both] * (1.0 - keyword[at])
+        docs = np.concatenate([matches.docs, semantic_docs[~both]])
+        total = np.concatenate([keyword, sem[~both]])
+        count = min(needed, docs.size)
+        if count < docs.size:
+            part = np.argpartition(-total, count - 1)[:count]
+            keep = np.flatnonzero(total >= total[part].min())  # ties at the cut all compete
+        else:
+            keep = np.arange(docs.size)
+        order = keep[np.lexsort((docs[keep], -total[keep]))][:count]
         return docs[order], total[order]
 
     def _by_date(
@@ -768,6 +777,16 @@ class SearchIndex:
 def is_date_query(words: list[str]) -> bool:
     """Only years, day numbers and month names ("june 2019")."""
     return bool(words) and all(w.isdigit() or w in MONTH_WORDS for w in words)
+
+
+def _in_sorted(
+    values: npt.NDArray[np.int64], ascending: npt.NDArray[np.int64]
+) -> npt.NDArray[np.bool_]:
+    """For each of `values`: is it in `ascending` (a sorted array)?"""
+    if not ascending.size:
+        return np.zeros(values.size, np.bool_)
+    at = np.minimum(np.searchsorted(ascending, values), ascending.size - 1)
+    return np.asarray(ascending[at] == values)
 
 
 def _best_first(

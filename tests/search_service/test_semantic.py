@@ -20,6 +20,7 @@ EMBEDDINGS = np.eye(3, 8, dtype=np.float32)
 QUERIES = {
     "a photo of a kitten": np.array([0.9, 0.1, 0, 0, 0, 0, 0.42, 0], np.float32),
     "a photo of a dog": np.array([0.35, 0.3, 0.32, 0, 0, 0, 0.85, 0], np.float32),
+    "a photo of a cat": np.array([0.95, 0.05, 0.05, 0, 0, 0, 0.3, 0], np.float32),
 }
 
 
@@ -165,3 +166,21 @@ def test_postings_rebuilt_from_a_snapshot_answer_as_the_live_ones_and_keep_growi
     # A document added after the restore is posted like the others.
     restored.add(402, (Label(MANY[0], 0.95, (), 0),))
     assert restored.search(_near_class_0(), allowed, 0.1).docs.tolist() == [400, 401, 402]
+
+
+def test_pages_of_fused_hits_are_slices_of_the_whole_ranking():
+    ix = _index()
+    for i in range(12):  # keyword and semantic hits for "cat", with ties
+        ix.put(doc(f"c{i}", (("tiger cat", 0.5 + (i % 3) / 10),), class_indexes=CLASSES))
+    for i in range(5):  # semantic hits only: class 0 under another name
+        ix.put(doc(f"k{i}", (("kitty", 0.6 + (i % 2) / 10),), class_indexes={"kitty": 0}))
+    result = ix.search("cat", limit=100)
+    whole = [h.image_id for h in result.hits]
+
+    paged = [
+        h.image_id for i in range(len(whole)) for h in ix.search("cat", limit=1, offset=i).hits
+    ]
+
+    assert result.semantic_used and {"k0", "c0", "cat"} <= set(whole)
+    assert paged == whole
+    assert ix.search("cat", limit=3).total == len(whole) == 18
