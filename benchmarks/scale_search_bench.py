@@ -341,7 +341,8 @@ def run(n: int) -> None:
     for q in queries:  # query embeddings cached, as the service caches them
         index.query_embedding(q)
     _queries(index, fts, queries)
-    _snapshot_and_restart(index, corpus, queries, work, n)
+    if os.environ.get("SCALE_SNAPSHOTS", "1") == "1":  # 0: queries only
+        _snapshot_and_restart(index, corpus, queries, work, n)
     client.close()
     server.stop(grace=None)
     fts.db.close()
