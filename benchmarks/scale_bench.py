@@ -68,8 +68,8 @@ def _tiny_jpegs() -> list[tuple[bytes, bytes, int, int]]:
     out = []
     for path in real_photo_paths().values():
         for side in (24, 32, 48):
-            with Image.open(path) as im:
-                im = im.convert("RGB")
+            with Image.open(path) as opened:
+                im = opened.convert("RGB")
                 im.thumbnail((side, side))
                 buf = io.BytesIO()
                 im.save(buf, "JPEG", quality=80)

@@ -2368,7 +2368,9 @@ class ColumnStore:
         for segment_id in old_ids - still:
             self._segment_by_id.pop(segment_id, None)
         if still:
-            log.error("compaction left rows pointing at merged segments", extra={"ids": still})
+            log.error(
+                "compaction left rows pointing at merged segments", extra={"ids": sorted(still)}
+            )
 
     def _newest_row(self, image_id: str) -> tuple[int, int] | None:
         """(segment id, row) of an image's newest row; None when it is not live. Read without
