@@ -190,10 +190,11 @@ def test_similar_images_leave_out_unrelated_photos(photos, http, gateway_url, ph
     kept = {h["image"]["id"]: h["similarity"] for h in close.json()["similar"]}
     assert copy_id in kept and not unrelated & kept.keys()
     assert all(s >= 0.5 for s in kept.values())
-    # The image page lists the edited copy under "Similar images", and no unrelated photo.
-    # Other tests upload more copies of the same cat to the shared stack: the page shows the
-    # top 8, so the edited copy is there unless 8 closer copies fill the section.
-    section = page.split("<h2>Similar images</h2>", 1)[1]
+    # The image page lists the edited copy under "Duplicates" (a near copy) or "Similar
+    # images", and no unrelated photo. Other tests upload more copies of the same cat to the
+    # shared stack: each section shows its top 8, so the edited copy is there unless 8 closer
+    # copies fill it.
+    section = page.split('<section class="related">', 1)[1]
     closer = {i for i, s in kept.items() if s > kept[copy_id]}
     shown = set(re.findall(r'data-id="([0-9a-f]+)"', section))
     assert f'data-id="{copy_id}"' in section or (len(shown) >= 8 and shown <= closer)
