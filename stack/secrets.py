@@ -35,11 +35,22 @@ def _write(path: Path, text: str | bytes) -> bool:
     return True
 
 
+class TlsSupportMissingError(RuntimeError):
+    """`--tls` asked for on an install without the `tls` extra."""
+
+
 def _tls_files(directory: Path) -> dict[str, bytes]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    try:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    except ImportError as exc:
+        raise TlsSupportMissingError(
+            "making TLS certificates needs the 'cryptography' package: "
+            "pip install 'imagerepo[tls]' (or bring your own certificates into "
+            f"{directory}: ca.pem, cert.pem, key.pem)"
+        ) from exc
 
     now = datetime.datetime.now(datetime.UTC)
     years = datetime.timedelta(days=3 * 365)
@@ -118,7 +129,12 @@ def main(argv: list[str]) -> int:
     tls = "--tls" in argv
     rest = [a for a in argv if a != "--tls"]
     directory = Path(rest[0]) if rest else Path("deploy/secrets")
-    for line in init_secrets(directory, tls=tls):
+    try:
+        told = init_secrets(directory, tls=tls)
+    except TlsSupportMissingError as exc:
+        print(f"init-secrets: {exc}", file=sys.stderr)
+        return 2
+    for line in told:
         print(line)
     return 0
 

@@ -64,3 +64,19 @@ def test_generated_certificates_secure_a_real_server_by_service_name(tmp_path: P
 
     assert ok.name == "OK" and by_ip.name == "OK"
     assert no_client_cert.name == "UNAVAILABLE"
+
+
+def test_tls_without_the_tls_extra_says_what_to_install(tmp_path: Path, monkeypatch, capsys):
+    # A plain `pip install .` has no cryptography: --tls must say how to get it, not trace back.
+    import sys
+
+    from stack.secrets import main
+
+    for name in [m for m in sys.modules if m == "cryptography" or m.startswith("cryptography.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "cryptography", None)
+
+    assert main([str(tmp_path / "secrets"), "--tls"]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'imagerepo[tls]'" in err
+    assert not (tmp_path / "secrets" / "tls" / "cert.pem").exists()
