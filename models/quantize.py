@@ -1,7 +1,7 @@
 """Quantize the two image CNNs to int8 with onnxruntime's static quantization, calibrated on
 real photos, and measure how closely each int8 model follows its float original.
 
-    .venv/bin/pip install onnx==1.23.2 sympy   # build-time only; run time and CI need neither
+    .venv/bin/pip install -e '.[models]'   # onnx, sympy: build time only, not run time or CI
     .venv/bin/python models/quantize.py [--model efficientnet-lite0|open-nsfw] [--out models]
 
 For each model: the float graph is prepared (`quant_pre_process`: shape inference and graph
