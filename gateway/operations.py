@@ -123,15 +123,8 @@ def search_results(query: str, page_size: int, page_token: str) -> dict[str, Any
         # Search never leaves a page empty without a word: when nothing is labelled with
         # the query it shows the closest concepts, and a translated query says so.
         "closest": list(reply.closest),
-        "note": reply.note or _nothing_note(query, hits, page_token),
+        "note": reply.note,
     }
-
-
-def _nothing_note(query: str, hits: list, page_token: str) -> str:
-    """Plain words for a first page with nothing on it (search found no close concept)."""
-    if hits or page_token:
-        return ""
-    return f"no photo matches “{query}”, and nothing in your library is close to it"
 
 
 def similar_results(

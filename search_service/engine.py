@@ -420,6 +420,8 @@ class SearchIndex:
         total = int(matches.docs.size)
         if semantic_docs.size:
             total += int((~_in_sorted(semantic_docs, matches.docs)).sum())
+        if total == 0 and offset == 0 and not note:
+            note = f"no photo matches '{query.strip()}', and nothing in the library is close to it"
         if sort != SORT_RELEVANCE and fused.size:
             fused, scores = self._by_date(
                 matches, semantic_docs, semantic_sims, sort == SORT_TAKEN_NEWEST

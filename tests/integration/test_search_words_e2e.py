@@ -71,6 +71,6 @@ def test_a_word_the_library_knows_needs_no_note(stack, cat_id, http, gateway_url
 def test_a_word_nothing_is_close_to_says_so_in_words(stack, cat_id, http, gateway_url):
     body = _search(http, gateway_url, "1887", cat_id)
     assert body["hits"] == [] and body["closest"] == []
-    assert body["note"] == "no photo matches “1887”, and nothing in your library is close to it"
+    assert body["note"] == "no photo matches '1887', and nothing in the library is close to it"
     page = http.get(f"{gateway_url}/search", params={"q": "1887"}, timeout=30)
     assert 'id="search-note">No photo matches' in page.text

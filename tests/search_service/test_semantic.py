@@ -63,7 +63,8 @@ def test_weak_concept_matches_are_not_results_but_the_page_shows_the_closest():
 
 def test_no_closest_concepts_when_switched_off():
     result = _index(closest_min_similarity=0.3, closest_count=0).search("dog")
-    assert (result.hits, result.closest, result.note) == ([], (), "")
+    assert (result.hits, result.closest) == ([], ())
+    assert result.note == "no photo matches 'dog', and nothing in the library is close to it"
 
 
 def test_semantic_can_be_switched_off_per_query():
