@@ -224,7 +224,12 @@ class BlockCache:
         found = []
         for entry in os.scandir(directory):
             if entry.name.endswith(".blk"):
-                st = entry.stat()
+                try:
+                    st = entry.stat()
+                except FileNotFoundError:
+                    # A block evicted or dropped (its segment deleted) while this scan ran,
+                    # e.g. by a store instance that is still closing: it is simply not cached.
+                    continue
                 found.append((st.st_mtime, entry.name, st.st_size))
         for _mtime, name, size in sorted(found):
             self._lru[name] = size
