@@ -13,18 +13,20 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import grpc
+from google.protobuf.duration_pb2 import Duration
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from analysis_service.failures import CallFailedError
-from imagerepo.storage.v1 import storage_service_pb2 as storage_pb
-from imagerepo.storage.v1 import storage_service_pb2_grpc as storage_grpc
-from imagerepo.vision.v1 import vision_service_pb2 as vision_pb
-from imagerepo.vision.v1 import vision_service_pb2_grpc as vision_grpc
+from imagerepo.common.v2 import common_pb2
+from imagerepo.storage.v2 import storage_service_pb2 as storage_pb
+from imagerepo.storage.v2 import storage_service_pb2_grpc as storage_grpc
+from imagerepo.vision.v2 import vision_service_pb2 as vision_pb
+from imagerepo.vision.v2 import vision_service_pb2_grpc as vision_grpc
 
 log = logging.getLogger(__name__)
 
-PENDING = 1  # imagerepo.common.v1.ANALYSIS_STATUS_PENDING
+PENDING = common_pb2.ANALYSIS_STATUS_PENDING
 CHANGE_PUT = storage_pb.CHANGE_KIND_PUT
 CHANGE_ANNOTATE = storage_pb.CHANGE_KIND_ANNOTATE
 
@@ -58,6 +60,15 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class QueueStats:
+    """What the worker reports of storage's analysis queue and change feed."""
+
+    pending_count: int
+    oldest_pending_age_s: float
+    head_seq: int
+
+
+@dataclass(frozen=True)
 class FeedMessage:
     head_seq: int
     # (seq, whether the change may mean new work: a put, or a pending image free to claim)
@@ -70,8 +81,10 @@ class StorageClient:
         self._timeout_s = timeout_s
 
     def claim(self, worker_id: str, max_images: int, lease_ms: int) -> list[Claim]:
+        lease = Duration()
+        lease.FromMilliseconds(lease_ms)
         request = storage_pb.ClaimAnalysisRequest(
-            worker_id=worker_id, max_images=max_images, lease_ms=lease_ms
+            worker_id=worker_id, max_images=max_images, lease=lease
         )
         try:
             reply = self._stub.ClaimAnalysis(request, timeout=self._timeout_s)
@@ -88,6 +101,8 @@ class StorageClient:
             raise call_failed("storage", exc) from None
 
     def complete(self, image_id: str, generation: int, analysis: vision_pb.AnalyzeResponse) -> None:
+        # Vision's labels and colours are common.v2 messages already; a moderation score
+        # vision did not compute is stored as 0, as it always was.
         result = storage_pb.AnalysisResult(
             labels=analysis.labels,
             moderation_score=analysis.moderation_score,
@@ -115,11 +130,16 @@ class StorageClient:
         except grpc.RpcError as exc:
             raise call_failed("storage", exc) from None
 
-    def stats(self) -> storage_pb.GetStatsResponse:
+    def stats(self) -> QueueStats:
         try:
-            return self._stub.GetStats(storage_pb.GetStatsRequest(), timeout=self._timeout_s)
+            reply = self._stub.GetStats(storage_pb.GetStatsRequest(), timeout=self._timeout_s)
         except grpc.RpcError as exc:
             raise call_failed("storage", exc) from None
+        return QueueStats(
+            reply.pending_count,
+            reply.oldest_pending_age.ToMilliseconds() / 1000,
+            reply.head_seq,
+        )
 
     def watch(self, after_seq: int) -> FeedWatch:
         request = storage_pb.WatchChangesRequest(after_seq=after_seq, follow=True)
@@ -153,7 +173,7 @@ def _may_be_work(change: storage_pb.Change) -> bool:
         change.kind == CHANGE_ANNOTATE
         and change.image.status == PENDING
         and not change.image.analysis.lease_owner
-        and change.image.analysis.next_attempt_unix_ms == 0
+        and not change.image.analysis.HasField("next_attempt_time")
     )
 
 

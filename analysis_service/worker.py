@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from analysis_service import metrics
-from analysis_service.clients import Claim, FeedMessage
+from analysis_service.clients import Claim, FeedMessage, QueueStats
 from analysis_service.config import AnalysisConfig
 from analysis_service.failures import Backoff, CallFailedError, Kind, classify, is_outage
 from vision_service.analysis_copy import bytes_for_analysis
@@ -41,7 +41,7 @@ class Storage(Protocol):
     def read_image(self, image_id: str) -> bytes: ...
     def complete(self, image_id: str, generation: int, analysis: Any) -> None: ...
     def fail(self, image_id: str, generation: int, reason: str, permanent: bool) -> None: ...
-    def stats(self) -> Any: ...
+    def stats(self) -> QueueStats: ...
     def watch(self, after_seq: int) -> Any: ...
 
 
@@ -172,7 +172,7 @@ class Worker:
             except CallFailedError:
                 continue
             metrics.PENDING.set(stats.pending_count)
-            metrics.OLDEST_PENDING_S.set(stats.oldest_pending_age_ms / 1000)
+            metrics.OLDEST_PENDING_S.set(stats.oldest_pending_age_s)
             self._head_seq = max(self._head_seq, int(stats.head_seq))
             metrics.LAG_SEQS.labels(CONSUMER).set(max(0, self._head_seq - self._seen_seq))
             if time.monotonic() - last_progress >= PROGRESS_EVERY_S and self._done != reported:

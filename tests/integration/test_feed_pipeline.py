@@ -82,7 +82,7 @@ def analyze_calls_ok() -> float:
     value = REGISTRY.get_sample_value(
         "grpc_server_handled_total",
         {
-            "grpc_service": "imagerepo.vision.v1.VisionService",
+            "grpc_service": "imagerepo.vision.v2.VisionService",
             "grpc_method": "Analyze",
             "grpc_code": "OK",
         },
