@@ -16,14 +16,15 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
-from imagerepo.common.v1 import common_pb2
-from imagerepo.storage.v1 import storage_service_pb2 as storage_pb
-from imagerepo.storage.v1 import storage_service_pb2_grpc as storage_grpc
+from imagerepo.common.v2 import common_pb2
+from imagerepo.storage.v2 import storage_service_pb2 as storage_pb
+from imagerepo.storage.v2 import storage_service_pb2_grpc as storage_grpc
 from search_service.document import Document, Label, Status
 from search_service.durable_index import FeedChange
 from search_service.errors import InvalidDocumentError
 from search_service.exif import typed_fields
 from service_runtime.channels import open_channel
+from service_runtime.contracts_v2 import KNOWN_COLOURS, word_of_colour
 from service_runtime.grpc_server import channel_options
 from service_runtime.security import TransportSecurity
 
@@ -72,7 +73,12 @@ def document_from_image(image: storage_pb.ImageMetadata) -> Document:
         filename=image.filename,
         owner=image.owner,
         labels=tuple(
-            Label(lb.name, float(lb.probability), tuple(lb.synonyms), lb.class_index)
+            Label(
+                lb.name,
+                float(lb.probability),
+                tuple(lb.synonyms),
+                lb.class_index if lb.HasField("class_index") else -1,
+            )
             for lb in image.labels
         ),
         tags=tuple(image.tags),
@@ -81,11 +87,15 @@ def document_from_image(image: storage_pb.ImageMetadata) -> Document:
         status=Status.READY,
         feature_vector=vector,
         sha256=image.sha256,
-        created_at_unix_ms=image.created_at_unix_ms,
+        created_at_unix_ms=image.create_time.ToMilliseconds(),
         taken_at_unix_s=taken,
         camera_make=make,
         camera_model=model,
-        colours=tuple((c.name, float(c.share)) for c in image.colours),
+        colours=tuple(
+            (word_of_colour(c.colour), float(c.share))
+            for c in image.colours
+            if c.colour in KNOWN_COLOURS
+        ),
         favourite=image.favourite,
     )
 
@@ -93,7 +103,7 @@ def document_from_image(image: storage_pb.ImageMetadata) -> Document:
 def _change(change: storage_pb.Change) -> FeedChange:
     if change.kind == storage_pb.CHANGE_KIND_DELETE or not change.HasField("image"):
         return FeedChange(change.seq, change.image_id)
-    if change.image.status != READY or change.image.trashed_at_unix_ms:
+    if change.image.status != READY or change.image.HasField("trash_time"):
         # Not analysed yet, or in the trash: not searchable (a removal if it was indexed).
         return FeedChange(change.seq, change.image_id)
     try:
@@ -153,7 +163,7 @@ class StorageFeed:
             raise _translate(exc) from None
         docs: list[Document | InvalidDocumentError] = []
         for image in reply.images:
-            if image.status != READY or image.trashed_at_unix_ms:
+            if image.status != READY or image.HasField("trash_time"):
                 continue
             try:
                 docs.append(document_from_image(image))

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from imagerepo.vision.v1 import vision_service_pb2 as vision_pb
-from imagerepo.vision.v1 import vision_service_pb2_grpc as vision_grpc
+from imagerepo.vision.v2 import vision_service_pb2 as vision_pb
+from imagerepo.vision.v2 import vision_service_pb2_grpc as vision_grpc
 from service_runtime.channels import open_channel
 from service_runtime.grpc_server import channel_options
 from service_runtime.security import TransportSecurity

@@ -29,6 +29,8 @@ COLOUR_WORDS = (
 )
 _COLOUR_OF_WORD = {word: common_v2.Colour.Value(f"COLOUR_{word.upper()}") for word in COLOUR_WORDS}
 _WORD_OF_COLOUR = {value: word for word, value in _COLOUR_OF_WORD.items()}
+# The Colour values that name a colour (not COLOUR_UNSPECIFIED).
+KNOWN_COLOURS = frozenset(_WORD_OF_COLOUR)
 
 
 def colour_of_word(word: str) -> common_v2.Colour:
@@ -42,6 +44,11 @@ def word_of_colour(colour: int) -> str:
         return _WORD_OF_COLOUR[colour]  # type: ignore[index]
     except KeyError:
         raise ValueError(f"unknown colour {colour}") from None
+
+
+def colour_name(colour: int) -> str:
+    """The colour's word; "" for COLOUR_UNSPECIFIED or a value this build does not know."""
+    return _WORD_OF_COLOUR.get(colour, "")  # type: ignore[call-overload]
 
 
 def colours_to_v2(shares: Iterable[common_v1.ColourShare]) -> list[common_v2.ColourShare]:

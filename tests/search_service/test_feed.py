@@ -332,3 +332,36 @@ def test_the_storage_address_comes_from_the_ports_every_service_uses():
     assert SearchConfig.from_env({"STORAGE_PORT": "7001"}).storage_address.endswith(":7001")
     explicit = {"SEARCH_STORAGE_ADDR": "dns:///storage:50051", "STORAGE_PORT": "7001"}
     assert SearchConfig.from_env(explicit).storage_address == "dns:///storage:50051"
+
+
+def test_the_feed_reads_storages_v2_image_as_the_document_v1_made():
+    """The feed speaks storage v2: an unset class index is the index's -1 (0 is "tench", a
+    real class), colour enums are the colour words, create_time is milliseconds."""
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from imagerepo.common.v2 import common_pb2 as common_v2
+    from imagerepo.storage.v2 import storage_service_pb2 as storage_v2
+    from search_service.storage_feed import document_from_image
+
+    image = storage_v2.ImageMetadata(
+        id="v2",
+        filename="tench.jpg",
+        labels=[
+            common_v2.Label(name="tench", probability=0.8, class_index=0),
+            common_v2.Label(name="reel", probability=0.1),
+        ],
+        colours=[
+            common_v2.ColourShare(colour=common_v2.COLOUR_GREEN, share=0.6),
+            common_v2.ColourShare(colour=common_v2.COLOUR_UNSPECIFIED, share=0.1),
+        ],
+        moderation_score=0.0,
+        status=common_v2.ANALYSIS_STATUS_READY,
+        create_time=Timestamp(seconds=1_700_000_000, nanos=5_000_000),
+    )
+
+    document = document_from_image(image)
+
+    assert [(lb.name, lb.class_index) for lb in document.labels] == [("tench", 0), ("reel", -1)]
+    assert [(word, round(share, 3)) for word, share in document.colours] == [("green", 0.6)]
+    assert document.created_at_unix_ms == 1_700_000_000_005
+    assert document.moderation_score == 0.0
