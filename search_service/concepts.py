@@ -13,6 +13,10 @@ import json
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from search_service.document import Label
 from search_service.tokenizer import normalise
@@ -35,6 +39,7 @@ class ConceptHierarchy:
         )
         # (label name, class number) -> class: label names repeat (1000 classes).
         self._class_cache: dict[tuple[str, int], int] = {}
+        self._flat: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], Any] | None = None
 
     def __len__(self) -> int:
         return len(self._chains)
@@ -52,6 +57,18 @@ class ConceptHierarchy:
                 self._class_cache.clear()
             self._class_cache[key] = found
         return found
+
+    def chain_arrays(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], Any]:
+        """The chains as flat arrays for batch work: class c's concepts are
+        concepts[starts[c]:starts[c + 1]] with their weight factors (the same floats as
+        chain())."""
+        if self._flat is None:
+            starts = np.zeros(len(self._chains) + 1, np.int64)
+            np.cumsum([len(c) for c in self._chains], out=starts[1:])
+            cids = np.asarray([cid for c in self._chains for cid, _ in c], np.int64)
+            factors = np.asarray([f for c in self._chains for _, f in c], np.float64)
+            self._flat = (starts, cids, factors)
+        return self._flat
 
     def chain(self, class_index: int) -> tuple[tuple[int, float], ...]:
         return self._chains[class_index] if 0 <= class_index < len(self._chains) else ()

@@ -209,8 +209,8 @@ class SearchIndex:
             self.remove(doc.image_id)
         self._writes += 1
         first = len(self._docs)
+        self.keywords.add_many(first, docs)
         for docno, doc in enumerate(docs, first):
-            self.keywords.add(docno, doc)
             self._docs.append(doc)  # kept without its vector (self.vectors holds it, int8)
             self._ids[doc.image_id] = docno
             self._count_classes(doc, +1)

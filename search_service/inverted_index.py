@@ -15,6 +15,7 @@ import calendar
 import math
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,9 +23,9 @@ import numpy as np
 import numpy.typing as npt
 
 from search_service.concepts import ConceptHierarchy, load_hierarchy
-from search_service.document import Document
+from search_service.document import Document, Label
 from search_service.growable import GrowableArray
-from search_service.postings import PostingList, quantise_weight
+from search_service.postings import WEIGHT_LEVELS, PostingList, append_runs, quantise_weight
 from search_service.tokenizer import Tokenizer
 
 # New fields go at the end (field numbers are stored in snapshots).
@@ -47,6 +48,10 @@ MONTH_WORDS = frozenset(m.lower() for m in _MONTHS) | frozenset(
     m.lower() for m in calendar.month_abbr[1:]
 )
 _FIELD_NO = {name: i for i, name in enumerate(FIELDS)}
+_LABELS, _TAGS, _OCR, _FILENAME, _OWNER, _CONCEPTS, _TAKEN, _CAMERA, _COLOURS = range(len(FIELDS))
+_PHRASE_FIELDS = (_TAGS, _TAKEN, _CAMERA)
+# Batch vocabulary entries (terms, texts, text values) kept before it is started afresh.
+_VOCAB_LIMIT = 200_000
 # Decoded posting lists kept ready (a hot term is decoded once, not per query).
 _DECODED_CACHE_ENTRIES = 4096
 
@@ -145,6 +150,7 @@ class InvertedIndex:
         self._decoded: OrderedDict[tuple[int, str], tuple[npt.NDArray[np.int64], Any]] = (
             OrderedDict()
         )
+        self._reset_vocab()
 
     # ---- analysis -------------------------------------------------------------------------
 
@@ -219,28 +225,331 @@ class InvertedIndex:
 
     def add(self, docno: int, doc: Document) -> None:
         """Index `doc` under `docno`, which must be higher than every number added before."""
-        if docno != len(self._lengths["labels"]):
-            raise ValueError(f"document numbers must be dense: got {docno}")
-        analysis = self.analyse(doc)
-        for name, stems in analysis.weights.items():
-            fno = _FIELD_NO[name]
-            for stem, weight_q in stems.items():
-                key = (fno, stem)
-                plist = self._postings.get(key)
-                if plist is None:
-                    plist = self._postings[key] = PostingList()
-                plist.append(docno, weight_q)
-                self._decoded.pop(key, None)
-        for name in FIELDS:
-            self._lengths[name].append(analysis.lengths[name])
-            self._length_sums[name] += analysis.lengths[name]
-        self._live += 1
-        self._count_surface(analysis, +1)
+        self.add_many(docno, [doc])
 
-    def add_dead(self) -> None:
-        """Reserve a number for a document that no longer exists (keeps numbering dense)."""
-        for name in FIELDS:
-            self._lengths[name].append(0.0)
+    def add_many(self, first: int, docs: Sequence[Document]) -> None:
+        """add() each of `docs` under first, first + 1, ...: the postings, lengths and
+        suggestion counts analyse() gives, made a batch at a time. Label and concept terms come
+        from tables per label kind and per concept (1000 classes, analysed once), text fields
+        from a cache of their values' analysis; postings are reduced and appended with numpy,
+        one slice per touched list."""
+        if first != len(self._lengths["labels"]):
+            raise ValueError(f"document numbers must be dense: got {first}")
+        count = len(docs)
+        if not count:
+            return
+        if len(self._vocab) + len(self._parts) > _VOCAB_LIMIT:
+            self._reset_vocab()
+        floor = self.params.min_label_probability
+        # Every label as (kind, probability), documents in order: a kind is a label's name,
+        # synonyms and class number, analysed once (label names come from ~1000 classes).
+        kind_of = self._kind_of
+        l_kind: list[int] = []
+        l_p: list[float] = []
+        l_count: list[int] = []
+        for doc in docs:
+            labels = doc.labels
+            try:
+                l_kind += [kind_of.get((lb.name, lb.synonyms, lb.class_index), -1) for lb in labels]
+            except TypeError:  # synonyms given as a list
+                l_kind += [
+                    kind_of.get((lb.name, tuple(lb.synonyms), lb.class_index), -1) for lb in labels
+                ]
+            l_p += [lb.probability for lb in labels]
+            l_count.append(len(labels))
+        if -1 in l_kind:
+            labels_flat = [lb for doc in docs for lb in doc.labels]
+            for j in [j for j, k in enumerate(l_kind) if k < 0]:
+                lb = labels_flat[j]
+                key = (lb.name, tuple(lb.synonyms), lb.class_index)
+                found = kind_of.get(key)
+                l_kind[j] = self._new_kind(key) if found is None else found
+        # (document, term, weight) of the colours field, reduced by max per pair below
+        p_doc: list[int] = []
+        p_term: list[int] = []
+        p_weight: list[float] = []
+        # (document, term, count) of the text fields, summed per pair
+        c_doc: list[int] = []
+        c_term: list[int] = []
+        c_count: list[int] = []
+        # (document, text, field) of the suggestion table
+        s_doc: list[int] = []
+        s_text: list[int] = []
+        s_field: list[int] = []
+        text_lengths = np.zeros((len(FIELDS), count), np.float64)
+        part = self._part
+        for i, doc in enumerate(docs):
+            for name, share in doc.colours:
+                terms, texts = self._colour(name)
+                p_term += terms
+                p_doc += [i] * len(terms)
+                p_weight += [share] * len(terms)
+                s_text += texts
+                s_doc += [i] * len(texts)
+                s_field += [_COLOURS] * len(texts)
+            for fno, value in (
+                (_TAGS, None),
+                (_OCR, doc.ocr_text),
+                (_FILENAME, doc.filename.replace("\\", "/").rsplit("/", 1)[-1]),
+                (_OWNER, doc.owner),
+                (_TAKEN, taken_words(doc.taken_at_unix_s)),
+                (_CAMERA, camera_words(doc.camera_make, doc.camera_model)),
+            ):
+                for one in doc.tags if value is None else (value,):
+                    if not one:
+                        continue
+                    terms, counts, texts, words = part(fno, one)
+                    c_term += terms
+                    c_doc += [i] * len(terms)
+                    c_count += counts
+                    s_text += texts
+                    s_doc += [i] * len(texts)
+                    s_field += [fno] * len(texts)
+                    text_lengths[fno, i] += words
+        pd = np.asarray(p_doc, np.int64)
+        pt = np.asarray(p_term, np.int64)
+        pw = np.asarray(p_weight, np.float64)
+        sd = np.asarray(s_doc, np.int64)
+        st = np.asarray(s_text, np.int64)
+        sf = np.asarray(s_field, np.int64)
+        lk = np.asarray(l_kind, np.int64)
+        lp = np.asarray(l_p, np.float64)
+        ld = np.repeat(np.arange(count), l_count)
+        k_class, k_terms, k_texts = self._kind_table()
+        strong = lp >= floor
+        at, terms = _expand(*k_terms, lk[strong])
+        pd, pt = np.concatenate([ld[strong][at], pd]), np.concatenate([terms, pt])
+        pw = np.concatenate([lp[strong][at], pw])
+        at, texts = _expand(*k_texts, lk[strong])
+        sd, st = np.concatenate([ld[strong][at], sd]), np.concatenate([texts, st])
+        sf = np.concatenate([np.full(at.size, _LABELS, np.int64), sf])
+        h_doc: Any = ()
+        if self.hierarchy is not None:
+            cls = k_class[lk]
+            held = (lp > 0) & (cls >= 0)
+            h_doc, h_cls, h_p = ld[held], cls[held], lp[held]
+        if len(h_doc):
+            hd, ht, hw, hsd, hst = self._concept_postings(h_doc, h_cls, h_p)
+            pd, pt, pw = (
+                np.concatenate([pd, hd]),
+                np.concatenate([pt, ht]),
+                np.concatenate([pw, hw]),
+            )
+            sd, st = np.concatenate([sd, hsd]), np.concatenate([st, hst])
+            sf = np.concatenate([sf, np.full(hsd.size, _CONCEPTS, np.int64)])
+        # Probability fields: the largest weight per (term, document).
+        p_key = pt * count + pd
+        order = np.argsort(p_key, kind="stable")
+        p_key = p_key[order]
+        firsts = np.flatnonzero(np.diff(p_key, prepend=-1))
+        p_key = p_key[firsts]
+        p_q = np.zeros(0, np.uint8)
+        if firsts.size:
+            best = np.maximum.reduceat(pw[order], firsts)
+            p_q = np.clip(np.rint(best * WEIGHT_LEVELS), 1, WEIGHT_LEVELS).astype(np.uint8)
+        # Text fields: occurrences summed per (term, document).
+        c_key, inverse = np.unique(
+            np.asarray(c_term, np.int64) * count + np.asarray(c_doc, np.int64), return_inverse=True
+        )
+        summed = np.bincount(inverse, weights=np.asarray(c_count, np.float64), minlength=c_key.size)
+        c_q = np.minimum(summed, 255).astype(np.uint8)
+        self._append_postings(
+            first, count, np.concatenate([p_key, c_key]), np.concatenate([p_q, c_q])
+        )
+        # Lengths: words of the text fields, distinct terms of the probability fields.
+        lengths = text_lengths
+        np.add.at(lengths, (self._term_field.view()[p_key // count], p_key % count), 1.0)
+        for fno, name in enumerate(FIELDS):
+            self._lengths[name].extend(lengths[fno])
+            self._length_sums[name] += float(lengths[fno].sum())
+        self._live += count
+        self._count_surface_batch(count, sd, st, sf)
+
+    def _append_postings(
+        self, first: int, count: int, keys: npt.NDArray[np.int64], q: npt.NDArray[np.uint8]
+    ) -> None:
+        """Append postings given as term x count + document offset (distinct) with weights."""
+        order = np.argsort(keys)
+        keys, q = keys[order], q[order]
+        terms = keys // count
+        docs = keys % count + first
+        starts = np.flatnonzero(np.diff(terms, prepend=-1))
+        bounds = np.append(starts, terms.size)
+        postings, decoded, vocab_keys = self._postings, self._decoded, self._vocab_keys
+        plists = []
+        for term in terms[starts].tolist():
+            key = vocab_keys[term]
+            plist = postings.get(key)
+            if plist is None:
+                plist = postings[key] = PostingList()
+            elif decoded:
+                decoded.pop(key, None)
+            plists.append(plist)
+        append_runs(plists, bounds, docs, q)
+
+    def _concept_postings(self, h_doc: Any, h_cls: Any, h_p: Any) -> tuple[Any, Any, Any, Any, Any]:
+        """For labels (document, class, probability): (document, term, weight) of the concepts
+        field and (document, text) of its suggestions. hierarchy.weights() for a batch: each
+        concept's weight is summed in the same order, so the floats are the same."""
+        hierarchy = self.hierarchy
+        assert hierarchy is not None
+        starts, cids, factors = hierarchy.chain_arrays()
+        rep, idx = _expand_at(starts, h_cls)
+        contrib = h_p[rep] * factors[idx]
+        concepts = len(hierarchy.concepts)
+        key = h_doc[rep] * concepts + cids[idx]
+        uniq, inverse = np.unique(key, return_inverse=True)
+        weight = np.minimum(np.bincount(inverse, weights=contrib, minlength=uniq.size), 1.0)
+        keep = weight >= self.params.min_label_probability
+        uniq, weight = uniq[keep], weight[keep]
+        doc, cid = uniq // concepts, uniq % concepts
+        term_starts, term_flat, text_starts, text_flat = self._concept_table()
+        at, terms = _expand(term_starts, term_flat, cid)
+        text_at, texts = _expand(text_starts, text_flat, cid)
+        return doc[at], terms, weight[at], doc[text_at], texts
+
+    def _concept_table(self) -> tuple[Any, Any, Any, Any]:
+        """Per concept, its terms and suggestion texts (vocabulary numbers), as flat arrays."""
+        if self._concept_flat is None:
+            assert self.hierarchy is not None
+            terms, texts = [], []
+            for cid in range(len(self.hierarchy.concepts)):
+                concept_texts, concept_stems = self._concept_terms(cid)
+                terms.append([self._term(_CONCEPTS, stem) for stem in concept_stems])
+                texts.append([self._text(text) for text in concept_texts])
+            self._concept_flat = (*_flat(terms), *_flat(texts))
+        return self._concept_flat
+
+    def _term(self, fno: int, stem: str) -> int:
+        key = (fno, stem)
+        found = self._vocab.get(key)
+        if found is None:
+            found = self._vocab[key] = len(self._vocab_keys)
+            self._vocab_keys.append(key)
+            self._term_field.append(fno)
+        return found
+
+    def _text(self, text: str) -> int:
+        found = self._texts.get(text)
+        if found is None:
+            found = self._texts[text] = len(self._text_list)
+            self._text_list.append(text)
+        return found
+
+    def _new_kind(self, key: tuple[str, tuple[str, ...], int]) -> int:
+        """A label kind (name, synonyms, class number): its label terms, suggestion texts and
+        hierarchy class."""
+        texts: dict[str, None] = {}
+        stems: dict[str, None] = {}
+        name, synonyms, class_index = key
+        for phrase in (name, *synonyms):
+            words, phrase_stems = self._phrase(phrase)
+            if not words:
+                continue
+            texts[" ".join(words)] = None
+            texts.update(dict.fromkeys(words))
+            stems.update(dict.fromkeys(phrase_stems))
+        kind = self._kind_of[key] = len(self._kinds)
+        cls = -1
+        if self.hierarchy is not None:
+            cls = self.hierarchy.class_of(Label(name, 1.0, synonyms, class_index))
+        self._kinds.append(
+            (cls, [self._term(_LABELS, s) for s in stems], [self._text(t) for t in texts])
+        )
+        self._kind_flat = None
+        return kind
+
+    def _kind_table(self) -> tuple[Any, tuple[Any, Any], tuple[Any, Any]]:
+        """Per kind: hierarchy class, (starts, terms), (starts, texts)."""
+        if self._kind_flat is None:
+            kinds = self._kinds
+            self._kind_flat = (
+                np.asarray([k[0] for k in kinds], np.int64),
+                _flat([k[1] for k in kinds]),
+                _flat([k[2] for k in kinds]),
+            )
+        return self._kind_flat
+
+    def _colour(self, name: str) -> tuple[list[int], list[int]]:
+        found = self._colours.get(name)
+        if found is None:
+            words = self._tokenizer.words(colour_words(name))
+            stems = dict.fromkeys(self._tokenizer.stem(words))
+            found = self._colours[name] = (
+                [self._term(_COLOURS, s) for s in stems],
+                [self._text(w) for w in dict.fromkeys(words)],
+            )
+        return found
+
+    def _part(self, fno: int, value: str) -> tuple[list[int], list[int], list[int], int]:
+        """A text field value's terms, their counts, its suggestion texts and word count."""
+        key = (fno, value)
+        found = self._parts.get(key)
+        if found is None:
+            words = self._tokenizer.words(value)
+            counts = Counter(self._tokenizer.stem(words))
+            texts = dict.fromkeys(words)
+            if fno in _PHRASE_FIELDS:
+                phrase = " ".join(words)
+                if " " in phrase:
+                    texts[phrase] = None
+            found = self._parts[key] = (
+                [self._term(fno, s) for s in counts],
+                list(counts.values()),
+                [self._text(t) for t in texts],
+                len(words),
+            )
+        return found
+
+    def _reset_vocab(self) -> None:
+        """Forget the batch vocabulary and what refers to it (numbers only live in a batch)."""
+        self._vocab: dict[tuple[int, str], int] = {}
+        self._vocab_keys: list[tuple[int, str]] = []
+        self._term_field = GrowableArray(np.int64)
+        self._texts: dict[str, int] = {}
+        self._text_list: list[str] = []
+        self._kinds: list[tuple[int, list[int], list[int]]] = []
+        self._kind_of: dict[tuple[str, tuple[str, ...], int], int] = {}
+        self._kind_flat: tuple[Any, tuple[Any, Any], tuple[Any, Any]] | None = None
+        self._colours: dict[str, tuple[list[int], list[int]]] = {}
+        self._parts: dict[tuple[int, str], tuple[list[int], list[int], list[int], int]] = {}
+        self._concept_flat: tuple[Any, Any, Any, Any] | None = None
+
+    def _count_surface_batch(self, count: int, sd: Any, st: Any, sf: Any) -> None:
+        """_count_surface(+1) for a batch given as (document, text, field) triples."""
+        nf = len(FIELDS)
+        triples = np.sort((st * count + sd) * nf + sf)
+        if not triples.size:
+            return
+        triples = triples[np.flatnonzero(np.diff(triples, prepend=-1))]  # distinct
+        pairs = triples // nf  # text x count + document
+        new_pair = np.flatnonzero(np.diff(pairs, prepend=-1))
+        texts = pairs[new_pair] // count
+        starts = np.flatnonzero(np.diff(texts, prepend=-1))
+        docs_per_text = np.diff(np.append(starts, texts.size)).tolist()
+        # documents per (text, field): texts numbered densely in this batch
+        rank = np.cumsum(np.diff(pairs // count, prepend=-1) != 0) - 1
+        per_field = np.bincount(rank * nf + triples % nf, minlength=starts.size * nf)
+        nonzero = np.flatnonzero(per_field)
+        field_rank = (nonzero // nf).tolist()
+        field_no = (nonzero % nf).tolist()
+        field_docs = per_field[nonzero].tolist()
+        j, ends = 0, len(field_rank)
+        surface, generation, text_list = self._surface, self._surface_generation, self._text_list
+        for r, text_id in enumerate(texts[starts].tolist()):
+            text = text_list[text_id]
+            entry = surface.get(text)
+            if entry is None:
+                entry = surface[text] = [0, {}, generation]
+                self._sorted_surface = None
+            elif entry[2] != generation:  # a snapshot holds this one: change a copy
+                entry = surface[text] = [entry[0], dict(entry[1]), generation]
+            entry[0] += docs_per_text[r]
+            counts = entry[1]
+            while j < ends and field_rank[j] == r:
+                name = FIELDS[field_no[j]]
+                counts[name] = counts.get(name, 0) + field_docs[j]
+                j += 1
 
     def remove(self, docno: int, doc: Document) -> None:
         """Forget `doc`'s statistics; its postings stay but the caller no longer allows it."""
@@ -567,6 +876,28 @@ class InvertedIndex:
 # A colour's share is a share of the frame: black is the share of dark pixels (value < 0.18),
 # white of bright unsaturated ones, so they also answer the tone words a photo's pixels support.
 _COLOUR_ALIASES = {"grey": "grey gray", "black": "black dark night", "white": "white bright"}
+
+
+def _flat(rows: list[list[int]]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Rows of numbers as (starts, flat): row i is flat[starts[i]:starts[i + 1]]."""
+    starts = np.zeros(len(rows) + 1, np.int64)
+    np.cumsum([len(r) for r in rows], out=starts[1:])
+    return starts, np.asarray([x for r in rows for x in r], np.int64)
+
+
+def _expand_at(starts: Any, rows: Any) -> tuple[Any, Any]:
+    """For rows (numbers into a (starts, flat) table): for each entry of the rows' ranges,
+    which of `rows` it came from and its position in flat."""
+    lens = starts[rows + 1] - starts[rows]
+    at = np.repeat(np.arange(rows.size), lens)
+    pos = starts[rows][at] + np.arange(at.size) - np.repeat(np.cumsum(lens) - lens, lens)
+    return at, pos
+
+
+def _expand(starts: Any, flat: Any, rows: Any) -> tuple[Any, Any]:
+    """(which row, value) for every value of the given rows of a (starts, flat) table."""
+    at, pos = _expand_at(starts, rows)
+    return at, flat[pos]
 
 
 def colour_words(name: str) -> str:

@@ -156,3 +156,41 @@ class PostingList:
     @property
     def last(self) -> int:
         return self._last
+
+
+def append_runs(
+    plists: list[PostingList],
+    bounds: npt.NDArray[np.int64],
+    docs: npt.NDArray[np.int64],
+    weights_q: npt.NDArray[np.uint8],
+) -> None:
+    """Append docs[bounds[i]:bounds[i + 1]] (ascending, all above the list's last document)
+    with their weights to plists[i], for every i: the deltas of all the runs are varint-encoded
+    in one vectorised call, so a batch of documents costs one slice per touched list."""
+    if not plists:
+        return
+    starts = bounds[:-1]
+    lasts = np.fromiter((p._last for p in plists), np.int64, len(plists))
+    if (docs[starts] <= lasts).any():
+        raise ValueError("postings must be added in order")
+    prev = np.empty_like(docs)
+    prev[1:] = docs[:-1]
+    prev[starts] = np.maximum(lasts, 0)
+    deltas = docs - prev
+    widths = np.ones(deltas.size, np.int64)
+    rest = deltas >> 7
+    while rest.any():
+        widths += rest > 0
+        rest >>= 7
+    data = encode_varints(deltas)
+    byte_bounds = np.zeros(deltas.size + 1, np.int64)
+    np.cumsum(widths, out=byte_bounds[1:])
+    byte_at = byte_bounds[bounds].tolist()
+    at = bounds.tolist()
+    last_docs = docs[bounds[1:] - 1].tolist()
+    weights = np.ascontiguousarray(weights_q, np.uint8).tobytes()
+    for i, plist in enumerate(plists):
+        plist._ids += data[byte_at[i] : byte_at[i + 1]]
+        plist._weights += weights[at[i] : at[i + 1]]
+        plist._last = last_docs[i]
+        plist.count += at[i + 1] - at[i]

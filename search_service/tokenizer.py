@@ -16,6 +16,10 @@ import Stemmer
 # A word is a run of letters/digits (any script); apostrophes inside words are dropped first.
 _WORD = re.compile(r"[^\W_]+")
 _APOSTROPHE = re.compile(r"(?<=\w)['’](?=\w)")
+# The same words for ASCII text, humps and letter/digit switches split by the pattern itself:
+# the capitals before a capitalised word ("HTTP" of "HTTPServer"), a capitalised or lower-case
+# word, a run of capitals, a run of digits.
+_ASCII_WORD = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 
 
 def normalise(text: str) -> str:
@@ -36,8 +40,11 @@ class Tokenizer:
         camelCase humps and letter/digit switches split words here too, so a query typed
         like a filename ("BeachDay2024") meets the filename's words.
         """
-        nfkc = _APOSTROPHE.sub("", unicodedata.normalize("NFKC", text))
-        return [part.casefold() for chunk in _WORD.findall(nfkc) for part in _split_humps(chunk)]
+        if text.isascii():  # already NFKC; one regex splits words, humps and digits alike
+            if "'" in text:
+                text = _APOSTROPHE.sub("", text)
+            return [w.lower() for w in _ASCII_WORD.findall(text)]
+        return general_words(text)
 
     def stem(self, words: Iterable[str]) -> list[str]:
         return self._stemmer.stemWords(list(words))
@@ -54,13 +61,21 @@ class Tokenizer:
         return self.stem(self.filename_words(filename))
 
 
+def general_words(text: str) -> list[str]:
+    """Tokenizer.words for any text (the ASCII shortcut gives the same words)."""
+    nfkc = _APOSTROPHE.sub("", unicodedata.normalize("NFKC", text))
+    return [part.casefold() for chunk in _WORD.findall(nfkc) for part in _split_humps(chunk)]
+
+
 def _split_humps(word: str) -> list[str]:
     """Split one word at camelCase humps and letter/digit switches, in any script.
 
     "BeachDay2024" -> Beach, Day, 2024; "HTTPServer" -> HTTP, Server; "café" stays whole.
     """
-    if word.isdigit() or (word.isalpha() and (word.islower() or word[1:].islower())):
-        return [word]  # the common case: nothing to split
+    if word.isdigit() or (
+        word.isalpha() and (word.islower() or word.isupper() or word[1:].islower())
+    ):
+        return [word]  # the common case: nothing to split (an all-capitals word has no hump)
     parts: list[str] = []
     start = 0
     for i in range(1, len(word)):

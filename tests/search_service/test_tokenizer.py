@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from search_service.tokenizer import Tokenizer
+import random
+import string
+
+from search_service.tokenizer import Tokenizer, general_words
 
 
 def test_terms_are_case_folded_and_stemmed():
@@ -38,3 +41,16 @@ def test_apostrophes_inside_words_do_not_split_them():
     tok = Tokenizer()
 
     assert tok.words("don't") == ["dont"]
+
+
+def test_ascii_shortcut_gives_the_words_of_the_general_path():
+    tok = Tokenizer()
+    rng = random.Random(7)
+    alphabet = string.ascii_letters + string.digits + "_-. '/\\\t!?AZaz09"
+    texts = ["IMG_2041-BeachDay.jpeg", "HTTPServer", "aBCd", "ABc", "iPhone12Pro", "don't 'quoted'"]
+    texts += [
+        "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 24))) for _ in range(20_000)
+    ]
+
+    for text in texts:
+        assert tok.words(text) == general_words(text), text
