@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from storage_service.columnstore import format as fmt
 from storage_service.columnstore.errors import DataLossError
@@ -26,6 +27,17 @@ LEGACY_CACHE_ROWS = 200_000
 _legacy_lock = threading.Lock()
 _legacy: OrderedDict[tuple[int, int], list[dict[str, Any]]] = OrderedDict()
 _legacy_rows = 0
+
+
+def _loads(data: bytes) -> dict[str, Any]:
+    """A row_meta record (written by json.dumps): orjson reads one in a quarter of the time
+    (what a get by id spends most on after decoding), json what orjson refuses (NaN or
+    infinity, integers past 64 bits)."""
+    try:
+        record: dict[str, Any] = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        record = json.loads(data)
+    return record
 
 
 def _legacy_rows_of(reader: SegmentReader) -> list[dict[str, Any]]:
@@ -194,8 +206,7 @@ class SegmentReader:
         """One row's small columns (those at their default may be left out)."""
         if "row_meta" not in self._columns:
             return _legacy_rows_of(self)[row]
-        record: dict[str, Any] = json.loads(self.blob("row_meta", row))
-        return record
+        return _loads(self.blob("row_meta", row))
 
     def column(self, name: str) -> list[Any]:
         """All values of a small column, verified; the default for columns added later."""

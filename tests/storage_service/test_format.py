@@ -154,3 +154,25 @@ def test_column_added_after_a_segment_was_written_reads_as_its_default(tmp_path,
     assert segment.column("ocr_text") == [""] * segment.row_count
     assert segment.column("filename")[0] == "chelsea.jpg"
     assert struct.calcsize("<QIIHH8s") == fmt.TRAILER.size
+
+
+def test_row_meta_reads_what_only_the_json_module_reads(tmp_path):
+    # row_meta is written by json.dumps and read by orjson (faster): values orjson refuses
+    # (infinity or NaN, an integer past 64 bits) still read, through json.
+    odd = {
+        "id": "0" * 32,
+        "filename": "odd.jpg",
+        "moderation_score": float("inf"),
+        "exif": {"n": 2**70},
+    }
+    plain = {"id": "1" * 32, "filename": "plain.jpg", "tags": ["é", "x"]}
+    rows = [Row(1, RowKind.PUT, odd, {"data": b"x"}), Row(2, RowKind.PUT, plain, {"data": b"y"})]
+    path = tmp_path / "000001.seg"
+    write_segment(path, rows)
+    reader = SegmentReader(path)
+    got = reader.row_values(0)
+    assert got["filename"] == "odd.jpg"
+    assert got["moderation_score"] == float("inf")
+    assert got["exif"] == {"n": 2**70}
+    assert reader.row_values(1)["tags"] == ["é", "x"]
+    assert reader.row_values(1)["filename"] == "plain.jpg"
