@@ -430,6 +430,7 @@ function setupSelection() {
       list.slice(a, b + 1).forEach((x) => { x.checked = target; });
     } else box.checked = target;
     last = box;
+    anchor = box; ranged = [];
     update();
   };
   document.addEventListener("click", (e) => {
@@ -443,6 +444,7 @@ function setupSelection() {
         list.slice(a, b + 1).forEach((x) => { x.checked = pick.checked; });
       }
       last = pick;
+      anchor = pick; ranged = [];
       update();
       return;
     }
@@ -453,13 +455,80 @@ function setupSelection() {
     e.preventDefault();
     toggle(box, e.shiftKey);
   });
+  // The keyboard: Space selects the photo in focus (on its checkbox or its link), Shift with
+  // an arrow key moves on and selects the range from where selecting started, Shift+Space
+  // selects the range up to the photo in focus; plain arrows move between photos.
+  let anchor = null;
+  let ranged = [];
+  const selectRange = (from, to) => {
+    const list = boxes();
+    const [a, b] = [list.indexOf(from), list.indexOf(to)].sort((x, y) => x - y);
+    const range = list.slice(a, b + 1);
+    // Shrinking the range back gives up what it had added, not what was picked before.
+    ranged.filter((x) => !range.includes(x)).forEach((x) => { x.checked = false; });
+    ranged = range.filter((x) => !x.checked || ranged.includes(x));
+    range.forEach((x) => { x.checked = true; });
+  };
+  const neighbour = (tile, key) => {
+    const tiles = boxes().map((b) => b.closest("figure.tile"));
+    const at = tiles.indexOf(tile);
+    if (key === "ArrowLeft") return tiles[at - 1];
+    if (key === "ArrowRight") return tiles[at + 1];
+    // Up and down: the nearest row above or below, the photo there closest across.
+    const here = tile.getBoundingClientRect();
+    const middle = here.left + here.width / 2;
+    const down = key === "ArrowDown";
+    let best = null;
+    let bestRow = null;
+    let bestDx = Infinity;
+    for (const other of tiles) {
+      const r = other.getBoundingClientRect();
+      if (down ? r.top <= here.top + here.height / 2 : r.top >= here.top - here.height / 2) continue;
+      if (bestRow !== null && (down ? r.top > bestRow + 2 : r.top < bestRow - 2)) continue;
+      const dx = Math.abs(r.left + r.width / 2 - middle);
+      if (bestRow === null || (down ? r.top < bestRow - 2 : r.top > bestRow + 2) || dx < bestDx) {
+        best = other; bestRow = r.top; bestDx = dx;
+      }
+    }
+    return best;
+  };
+  document.addEventListener("keydown", (e) => {
+    const focused = e.target.closest && e.target.closest("figure.tile .pick, figure.tile .thumb-link");
+    if (!focused || e.altKey || e.ctrlKey || e.metaKey) return;
+    const tile = focused.closest("figure.tile");
+    const box = tile.querySelector(".pick");
+    if (!box || !boxes().includes(box)) return;
+    if (e.key === " ") {
+      e.preventDefault();  // the checkbox does not toggle itself as well; the page stays put
+      if (e.repeat) return;
+      if (e.shiftKey && anchor && anchor !== box && boxes().includes(anchor)) selectRange(anchor, box);
+      else { box.checked = !box.checked; anchor = box; ranged = []; }
+      last = box;
+      update();
+    } else if (["ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown"].includes(e.key)) {
+      const next = neighbour(tile, e.key);
+      e.preventDefault();
+      if (!next) return;
+      const target = next.querySelector(focused.matches(".pick") ? ".pick" : ".thumb-link");
+      target.focus();
+      target.scrollIntoView({ block: "nearest" });
+      if (e.shiftKey) {
+        if (!anchor || !boxes().includes(anchor)) { anchor = box; ranged = box.checked ? [] : [box]; }
+        selectRange(anchor, next.querySelector(".pick"));
+        last = next.querySelector(".pick");
+        update();
+      }
+    }
+  });
   all.addEventListener("click", () => { boxes().forEach((b) => { b.checked = true; }); update(); });
   none.addEventListener("click", () => { boxes().forEach((b) => { b.checked = false; }); update(); });
   form.addEventListener("submit", (e) => {
     const action = e.submitter ? e.submitter.value : "";
     const n = boxes().filter((b) => b.checked).length;
     if (!n) { e.preventDefault(); count.textContent = "Select at least one photo first"; return; }
-    if (action === "delete" && !window.confirm(`Move ${n} photo${n === 1 ? "" : "s"} to the trash?`)) e.preventDefault();
+    const photos = `${n} photo${n === 1 ? "" : "s"}`;
+    if (action === "delete" && !window.confirm(`Move ${photos} to the trash?`)) e.preventDefault();
+    if (action === "delete_forever" && !window.confirm(`Delete ${photos} for good? This cannot be undone.`)) e.preventDefault();
   });
   update();
 }
@@ -617,10 +686,115 @@ function bindReveal(root) {
   });
 }
 
-function setupConfirm() {
-  document.querySelectorAll("form[data-confirm]").forEach((form) => {
+function setupConfirm(root) {
+  (root || document).querySelectorAll("form[data-confirm]:not([data-bound])").forEach((form) => {
+    form.dataset.bound = "1";
     form.addEventListener("submit", (e) => { if (!window.confirm(form.dataset.confirm)) e.preventDefault(); });
   });
+}
+
+// --- photos being analysed: they change in place once done, without a reload ----------------
+
+// While a tile (or the image page) shows a photo still being analysed, one light request asks
+// which photos are still pending (GET /api/images?status=pending), first after 2 s and then
+// less often (up to every 15 s); each photo that is done is fetched once and its tile updated
+// (caption, alt text, state, blur). Nothing is asked while nothing on the page is pending, nor
+// while the tab is hidden. Without this script the page shows the new state on reload.
+function setupPendingPoll() {
+  const FIRST_MS = 2000;
+  const LONGEST_MS = 15000;
+  let delay = FIRST_MS;
+  let timer = null;
+  let stopped = false;
+  const waiting = () => Array.from(document.querySelectorAll('figure.tile[data-status="pending"], section.preview[data-status="pending"]'));
+  const json = async (path) => {
+    const reply = await fetch(path, { headers: { Accept: "application/json" } });
+    if (reply.status === 401 || reply.status === 403) stopped = true;  // not ours to ask
+    return reply.ok ? reply.json() : null;
+  };
+
+  function schedule() {
+    if (timer || stopped || document.hidden || !waiting().length) return;
+    timer = setTimeout(round, delay);
+  }
+
+  async function round() {
+    try {
+      const ids = [...new Set(waiting().map((n) => n.dataset.id))];
+      if (!ids.length) return;
+      let still = null;
+      try {
+        const body = await json("/api/images?status=pending&page_size=500");
+        if (body && !body.next_page_token) still = new Set(body.images.map((i) => i.id));
+      } catch (_) { /* asked again next round */ }
+      // The photos that left the pending list (with more pending than one answer holds, a
+      // few of those on the page at a time).
+      const done = still ? ids.filter((id) => !still.has(id)) : ids.slice(0, 8);
+      for (const id of done) {
+        try {
+          const image = await json(`/api/images/${encodeURIComponent(id)}`);
+          if (image && image.status !== "pending") await refresh(image);
+        } catch (_) { /* asked again next round */ }
+      }
+      delay = Math.min(delay * 1.5, LONGEST_MS);
+    } finally {
+      timer = null;
+      schedule();
+    }
+  }
+
+  async function refresh(image) {
+    const selector = `[data-status="pending"][data-id="${CSS.escape(image.id)}"]`;
+    for (const node of document.querySelectorAll(`figure.tile${selector}`)) {
+      node.dataset.status = image.status;
+      const badge = node.querySelector(".badge");
+      if (badge && image.status === "ready") badge.remove();
+      else if (badge) {
+        badge.className = `badge ${image.status}`;
+        badge.textContent = (image.status_text || image.status).split(":")[0];
+        badge.title = image.status_text || "";
+      }
+      const label = node.querySelector("figcaption .label");
+      if (label && image.confident_label) label.textContent = image.confident_label;
+      const thumb = node.querySelector("img.thumb");
+      if (thumb && image.alt) thumb.alt = image.alt;
+      if (thumb && image.moderated && !thumb.classList.contains("blurred")) {
+        node.classList.add("moderated");
+        thumb.classList.add("blurred");
+        node.querySelector(".thumb-link").after(el("button", { type: "button", class: "reveal" }, "Reveal"));
+        bindReveal(node);
+      }
+    }
+    const preview = document.querySelector(`section.preview${selector}`);
+    if (preview) await refreshImagePage(preview);
+  }
+
+  // The image page: its details (labels, text, colours) and similar photos come in from the
+  // page as it is now, unless the user is busy in a form there.
+  async function refreshImagePage(preview) {
+    const details = document.querySelector(".image-page > .details");
+    const busy = details && details.contains(document.activeElement) && document.activeElement.matches("input, textarea, select");
+    if (busy) return;
+    const reply = await fetch(location.pathname, { headers: { Accept: "text/html" } });
+    if (!reply.ok) return;
+    const doc = new DOMParser().parseFromString(await reply.text(), "text/html");
+    const fresh = doc.querySelector("section.preview[data-id]");
+    if (!fresh || fresh.dataset.status === "pending") return;
+    for (const part of [".image-page > .details", ".image-page > .related"]) {
+      const now = document.querySelector(part);
+      const next = doc.querySelector(part);
+      if (now && next) now.replaceWith(document.adoptNode(next));
+    }
+    preview.dataset.status = fresh.dataset.status;
+    const page = document.querySelector(".image-page");
+    bindReveal(page);
+    setupConfirm(page);
+    document.dispatchEvent(new CustomEvent("tiles:changed"));
+  }
+
+  document.addEventListener("tiles:changed", schedule);
+  document.addEventListener("visibilitychange", () => { if (!document.hidden) { delay = FIRST_MS; schedule(); } });
+  schedule();
 }
 
 // --- favourites: the star is a form; with this script it toggles in place ---------------------
@@ -673,5 +847,5 @@ function offerUndo(id, name) {
 
 document.addEventListener("DOMContentLoaded", () => {
   setupJustified(); setupMenu(); setupOrder(); setupUpload(); setupSuggestions(); bindReveal(); setupConfirm(); setupStars();
-  setupViewer(); setupSelection(); setupInfiniteScroll();
+  setupViewer(); setupSelection(); setupInfiniteScroll(); setupPendingPoll();
 });
