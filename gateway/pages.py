@@ -9,6 +9,7 @@ import time
 from datetime import datetime
 from typing import Any
 
+import grpc
 from flask import (
     Blueprint,
     Response,
@@ -95,26 +96,72 @@ ORDER_WORDS = {
 
 @pages.post("/bulk")
 def bulk() -> Any:
-    """The selection bar without JavaScript: delete or tag the checked images."""
+    """The selection bar without JavaScript (and with it: the bar is a plain form): act on the
+    checked images, then back to the page the bar was on with a notice."""
     state().access.require_form_writer()
     ids = library.selection(request.form.getlist("ids"))
     action = request.form.get("action", "")
     if action == "delete":
         done = library.delete_many(ids)
-        count = len(done["deleted"])
-        notice = f"Moved {count} image{'' if count == 1 else 's'} to the trash."
+        notice = f"Moved {_photos(len(done['deleted']))} to the trash."
     elif action == "tag":
         tags = [t for t in request.form.get("tags", "").split(",") if t.strip()]
         library.tag_many(ids, tags, [])
-        notice = f"Tagged {len(ids)} image{'' if len(ids) == 1 else 's'}: {', '.join(tags)}."
+        notice = f"Tagged {_photos(len(ids))}: {', '.join(tags)}."
+    elif action == "unfavourite":
+        for image_id in ids:
+            ops.set_favourite(image_id, False)
+        notice = f"Removed {_photos(len(ids))} from your favourites."
+    elif action == "restore":
+        restored = _in_trash(ids)
+        for image_id in restored:
+            ops.restore_image(image_id)
+        notice = f"Restored {_photos(len(restored))} to the gallery."
+        notice += _skipped(len(ids) - len(restored))
+    elif action == "delete_forever":
+        gone = _in_trash(ids)
+        for image_id in gone:
+            ops.delete_image(image_id, permanent=True)
+        notice = f"Deleted {_photos(len(gone))} for good."
+        notice += _skipped(len(ids) - len(gone))
     else:
-        raise BadRequestError("action must be delete or tag")
-    page = (
-        "pages.duplicates"
-        if request.form.get("back", "").startswith("/duplicates")
-        else "pages.gallery"
+        raise BadRequestError("action must be delete, tag, unfavourite, restore or delete_forever")
+    back = request.form.get("back", "")
+    page = next(
+        (endpoint for prefix, endpoint in _BULK_PAGES if back.startswith(prefix)),
+        "pages.gallery",
     )
     return redirect(url_for(page, notice=notice), 303)
+
+
+# Where the selection bar goes back to after acting, by the page it was on.
+_BULK_PAGES = (
+    ("/duplicates", "pages.duplicates"),
+    ("/favourites", "pages.favourites"),
+    ("/trash", "pages.trash"),
+)
+
+
+def _photos(n: int) -> str:
+    return f"{n} image{'' if n == 1 else 's'}"
+
+
+def _skipped(n: int) -> str:
+    return f" {_photos(n)} {'was' if n == 1 else 'were'} no longer in the trash." if n else ""
+
+
+def _in_trash(ids: list[str]) -> list[str]:
+    """The ids still in the trash (restore and delete-for-good act on those only; one
+    restored or emptied meanwhile in another tab is counted, not an error)."""
+    kept = []
+    for image_id in ids:
+        try:
+            if state().clients.get_image(image_id).trashed_at_unix_ms:
+                kept.append(image_id)
+        except ServiceError as exc:
+            if exc.code != grpc.StatusCode.NOT_FOUND:
+                raise
+    return kept
 
 
 @pages.route("/upload", methods=["GET", "POST"])
@@ -261,6 +308,7 @@ def favourites() -> Any:
         total=reply.total_count,
         next_page=reply.next_page_token,
         first_page=not token,
+        notice=request.args.get("notice", ""),
     )
 
 
