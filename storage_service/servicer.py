@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import grpc
+from prometheus_client import Gauge
 
 from imagerepo.common.v1 import common_pb2
 from imagerepo.storage.v1 import storage_service_pb2 as pb
@@ -24,7 +25,7 @@ from imagerepo.storage.v1 import storage_service_pb2_grpc as pb_grpc
 from storage_service.album_servicer import AlbumServicer
 from storage_service.columnstore import policy
 from storage_service.columnstore.errors import DataLossError, ImageNotFoundError
-from storage_service.columnstore.image_check import DEFAULT_MAX_PIXELS, DecodeBudget, prepare_image
+from storage_service.columnstore.image_check import DEFAULT_MAX_PIXELS, DecodeBudget, check_image
 from storage_service.columnstore.model import (
     AnalysisFailure,
     AnalysisResult,
@@ -37,9 +38,11 @@ from storage_service.columnstore.model import (
     Label,
     ListOrder,
     ThumbnailSize,
+    ThumbState,
     VerifyReport,
 )
 from storage_service.columnstore.store import ColumnStore
+from storage_service.columnstore.thumbnailer import Thumbnailer
 from storage_service.errors import (
     BUSY,
     STORAGE_FULL_MESSAGE,
@@ -149,6 +152,14 @@ def _status(value: int, context: grpc.ServicerContext) -> AnalysisStatus:
         raise
 
 
+_THUMBNAIL_STATE = {
+    ThumbState.IN_PUT: pb.THUMBNAIL_STATE_READY,
+    ThumbState.MADE: pb.THUMBNAIL_STATE_READY,
+    ThumbState.PENDING: pb.THUMBNAIL_STATE_PENDING,
+    ThumbState.FAILED: pb.THUMBNAIL_STATE_FAILED,
+}
+
+
 def to_proto(meta: ImageMeta, vector: list[float] | None = None) -> pb.ImageMetadata:
     return pb.ImageMetadata(
         id=meta.id,
@@ -200,7 +211,34 @@ def to_proto(meta: ImageMeta, vector: list[float] | None = None) -> pb.ImageMeta
         taken_at_unix_ms=meta.taken_at_ms,
         taken_at_is_upload_time=meta.taken_at_is_upload_time,
         colours=[common_pb2.ColourShare(name=c.name, share=c.share) for c in meta.colours],
+        thumbnail_state=_THUMBNAIL_STATE[meta.thumb_state],
+        thumbnail_detail=meta.thumb_detail,
     )
+
+
+THUMBNAILS_BACKLOG = Gauge(
+    "storage_thumbnails_backlog",
+    "Acknowledged puts whose thumbnails are not made yet (queued or being made; a put not yet "
+    "read from the feed counts in storage_thumbnails_feed_lag).",
+)
+THUMBNAILS_FEED_LAG = Gauge(
+    "storage_thumbnails_feed_lag",
+    "Changes in the feed the thumbnailer has not read yet.",
+)
+THUMBNAILS_DONE = Gauge(
+    "storage_thumbnails_done",
+    "Thumbnails made after the ack since the start, by outcome.",
+    ["outcome"],
+)
+
+
+def watch_thumbnailer(thumbnailer: Thumbnailer) -> None:
+    """Serve the thumbnailer's progress as gauges (read when /metrics is scraped)."""
+    THUMBNAILS_BACKLOG.set_function(lambda: thumbnailer.stats().backlog)
+    THUMBNAILS_FEED_LAG.set_function(lambda: thumbnailer.stats().feed_lag)
+    THUMBNAILS_DONE.labels("made").set_function(lambda: thumbnailer.stats().made)
+    THUMBNAILS_DONE.labels("failed").set_function(lambda: thumbnailer.stats().failed)
+    THUMBNAILS_DONE.labels("on_demand").set_function(lambda: thumbnailer.stats().on_demand)
 
 
 @with_status_codes
@@ -227,6 +265,10 @@ class StorageServicer(AlbumServicer, pb_grpc.StorageServiceServicer):
         self._max_image_pixels = max_image_pixels
         self._budget = DecodeBudget(decode_memory_bytes)
         self._verify_lock = threading.Lock()
+        # Thumbnails are made after the put's ack, in the background (or on the first
+        # GetThumbnail): see columnstore/thumbnailer.py.
+        self.thumbnailer = Thumbnailer(store, budget=self._budget).start()
+        watch_thumbnailer(self.thumbnailer)
 
     def PutImage(
         self, request_iterator: Iterable[pb.PutImageRequest], context: grpc.ServicerContext
@@ -276,9 +318,7 @@ class StorageServicer(AlbumServicer, pb_grpc.StorageServiceServicer):
                 if existing:
                     stored = self._tag_upload(existing[0], header.tags)
                     return pb.PutImageResponse(image=to_proto(stored), already_stored=True)
-            image = prepare_image(
-                bytes(data), max_pixels=self._max_image_pixels, budget=self._budget
-            )
+            image = check_image(bytes(data), max_pixels=self._max_image_pixels, budget=self._budget)
             result = self._store.put(
                 filename, header.owner, image, keep_duplicate=header.keep_duplicate
             )
@@ -347,7 +387,7 @@ class StorageServicer(AlbumServicer, pb_grpc.StorageServiceServicer):
             else (ThumbnailSize.SMALL)
         )
         with store_errors(context):
-            thumb = self._store.thumbnail(request.image_id, size)
+            thumb = self.thumbnailer.thumbnail(request.image_id, size)
         return pb.GetThumbnailResponse(
             data=thumb.data, content_type=thumb.content_type, width=thumb.width, height=thumb.height
         )
@@ -687,6 +727,7 @@ class StorageServicer(AlbumServicer, pb_grpc.StorageServiceServicer):
         """End every open WatchChanges stream (within WATCH_POLL_S), so server.stop() and the
         store's close are never held up by a follower."""
         self._stopping.set()
+        self.thumbnailer.stop()
         self.close_albums()
 
     def _change_to_proto(self, change: Change, with_vector: bool) -> pb.Change:

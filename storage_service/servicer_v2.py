@@ -118,6 +118,8 @@ def image_to_v2(image: v1.ImageMetadata) -> pb.ImageMetadata:
         trash_time=timestamp_of_ms(image.trashed_at_unix_ms),
         taken_time=timestamp_of_ms(getattr(image, "taken_at_unix_ms", 0)),
         taken_time_is_upload_time=getattr(image, "taken_at_is_upload_time", False),
+        thumbnail_state=image.thumbnail_state,  # type: ignore[arg-type]  # same numbers
+        thumbnail_detail=image.thumbnail_detail,
     )
     if image.status == common_v1.ANALYSIS_STATUS_READY:
         out.moderation_score = image.moderation_score

@@ -32,6 +32,9 @@ from storage_service.columnstore.schema import ANNOTATION_COLUMNS, SMALL_COLUMNS
 from storage_service.columnstore.segment_reader import SegmentReader
 
 BlobRef = tuple[SegmentReader, int]
+# Thumbnails made after the put live in the image's newest row (store.py, ThumbState.MADE).
+_THUMB_BLOBS = frozenset({"thumb_small", "thumb_preview"})
+_THUMBS_MADE = 2
 
 
 @dataclass
@@ -43,11 +46,15 @@ class MergedRow:
     vector: BlobRef | None
     # (segment id, row) of every row it replaces that the live view may point at.
     origins: tuple[tuple[int, int], ...] = ()
+    # The row holding its thumbnails when they were made after the put (thumb_state MADE).
+    thumbs: BlobRef | None = None
 
     def value(self, column: str) -> Any:
         return self.values[column]
 
     def blob(self, column: str) -> bytes:
+        if column in _THUMB_BLOBS and self.values.get("thumb_state") == _THUMBS_MADE:
+            return self.thumbs[0].blob(column, self.thumbs[1]) if self.thumbs else b""
         if column == "feature_vector":
             return self.vector[0].blob(column, self.vector[1]) if self.vector else b""
         return self.image[0].blob(column, self.image[1]) if self.image else b""
@@ -117,12 +124,19 @@ def merge_segments(
             return None
         return version.where if version.values["seq"] == newest_seq[image_id] else None
 
+    def thumbs_of(version: _Version) -> BlobRef | None:
+        image_id = version.values["id"]
+        if image_id in deleted or version.values.get("thumb_state") != _THUMBS_MADE:
+            return None
+        return version.where if version.values["seq"] == newest_seq[image_id] else None
+
     kept = [
         MergedRow(
             v.values,
             v.where if v.values["kind"] == RowKind.PUT and v.values["id"] not in deleted else None,
             vector_of(v),
             (_origin(v),),
+            thumbs_of(v),
         )
         for v in kept_versions
     ]
@@ -152,7 +166,9 @@ def merge_segments(
             elsewhere = newest_of(image_id) if newest_of is not None else None
             if elsewhere is not None and elsewhere != _origin(top):
                 continue  # a newer row outside the set carries its annotations
-            merged.append(MergedRow(dict(top.values), None, vector, (_origin(top),)))
+            merged.append(
+                MergedRow(dict(top.values), None, vector, (_origin(top),), thumbs_of(top))
+            )
             continue
         values = dict(base[image_id].values)
         for name in ANNOTATION_COLUMNS:
@@ -162,7 +178,11 @@ def merge_segments(
         values["kind"] = int(RowKind.PUT)
         # Deleted by a tombstone the feed still keeps: the bytes go now all the same.
         image = None if image_id in deleted else base[image_id].where
-        merged.append(MergedRow(values, image, vector, (_origin(base[image_id]), _origin(top))))
+        merged.append(
+            MergedRow(
+                values, image, vector, (_origin(base[image_id]), _origin(top)), thumbs_of(top)
+            )
+        )
     dropped = len(versions) - len(merged)
     kept.sort(key=lambda r: r.values["seq"])
     return merged + kept, dropped

@@ -71,3 +71,16 @@ class HistoryCompactedError(StoreError):
             )
         super().__init__(f"{what}: list images, then watch from the listing's snapshot_seq")
         self.horizon_seq = horizon_seq
+
+
+class ThumbnailsPendingError(StoreError):
+    """An image's thumbnails are not made yet (the thumbnailer makes them after the put)."""
+
+    def __init__(self, image_id: str) -> None:
+        super().__init__(f"the thumbnails of {image_id!r} are not made yet")
+        self.image_id = image_id
+
+
+class ThumbnailsFailedError(InvalidImageError):
+    """The image's deferred decode failed (corrupt past its header): it has no thumbnails; its
+    bytes are kept as uploaded."""

@@ -28,6 +28,21 @@ class ThumbnailSize(enum.IntEnum):
     PREVIEW = 2
 
 
+class ThumbState(enum.IntEnum):
+    """Where an image's thumbnails are (the `thumb_state` column; see thumbnailer.py)."""
+
+    # Made before the put was acknowledged, in its PUT row (every image stored before issue 13's
+    # deferred thumbnails, and formats with no cheap completeness check).
+    IN_PUT = 0
+    # Not made yet: the background thumbnailer (or the first GetThumbnail) makes them.
+    PENDING = 1
+    # Made after the ack, in the image's newest row.
+    MADE = 2
+    # The deferred full decode failed (the file is corrupt past its header): the original's
+    # bytes are kept, `thumb_detail` says why.
+    FAILED = 3
+
+
 @dataclass(frozen=True)
 class Label:
     name: str
@@ -104,6 +119,8 @@ class ImageMeta:
     # When the photo was taken: EXIF DateTimeOriginal (as UTC), else the upload time.
     taken_at_ms: int = 0
     taken_at_is_upload_time: bool = True
+    thumb_state: ThumbState = ThumbState.IN_PUT
+    thumb_detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -122,6 +139,8 @@ class PreparedImage:
     thumb_small_size: tuple[int, int]
     thumb_preview: bytes
     thumb_preview_size: tuple[int, int]
+    # True when only the acknowledged path's checks ran: no thumbnails yet (ThumbState.PENDING).
+    thumbs_pending: bool = False
 
 
 @dataclass(frozen=True)

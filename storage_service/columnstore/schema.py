@@ -89,6 +89,12 @@ COLUMNS: tuple[Column, ...] = (
     Column("colours", Kind.JSON, []),
     # When the image was moved to the trash (ms); 0: not in the trash. An annotation too.
     Column("trashed_at_ms", Kind.I64, 0),
+    # Where the thumbnails are (ThumbState): 0 in the PUT row (made before the put was
+    # acknowledged), 1 not made yet (the thumbnailer makes them after the ack), 2 in the image's
+    # newest row (every later annotation row carries them), 3 the deferred decode failed
+    # (`thumb_detail` says why; the original's bytes are kept).
+    Column("thumb_state", Kind.U8, 0),
+    Column("thumb_detail", Kind.STR, ""),
 )
 
 BY_NAME = {c.name: c for c in COLUMNS}
@@ -116,6 +122,16 @@ ANNOTATION_COLUMNS = (
     "favourite",
     "colours",
     "trashed_at_ms",
+    # Thumbnails made after the ack: their row is an annotation row (see thumb_state).
+    "thumb_state",
+    "thumb_detail",
+    "thumb_content_type",
+    "thumb_small_w",
+    "thumb_small_h",
+    "thumb_preview_w",
+    "thumb_preview_h",
+    "thumb_small",
+    "thumb_preview",
 )
 # The analysis-state columns, as ImageMeta.analysis holds them.
 ANALYSIS_COLUMNS = (

@@ -58,6 +58,8 @@ from storage_service.columnstore.errors import (
     StorageFullError,
     StoreClosedError,
     StoreError,
+    ThumbnailsFailedError,
+    ThumbnailsPendingError,
 )
 from storage_service.columnstore.feed import ChangeHistory
 from storage_service.columnstore.filename_index import FilenameIndex, HashIndex
@@ -90,6 +92,7 @@ from storage_service.columnstore.model import (
     StoreStats,
     Thumbnail,
     ThumbnailSize,
+    ThumbState,
     VerifyReport,
 )
 from storage_service.columnstore.row import Row
@@ -276,6 +279,18 @@ class _EntryView:
     meta: ImageMeta
     image: BlobRef
     vector: BlobRef | None
+    newest: BlobRef | None = None
+
+    def carried(self, vector: bytes) -> dict[str, bytes]:
+        """The blobs an annotation row of this image carries: its vector, and its thumbnails
+        when they were made after the put (they live in its newest row)."""
+        if self.meta.thumb_state is not ThumbState.MADE or self.newest is None:
+            return {"feature_vector": vector}
+        return {
+            "feature_vector": vector,
+            "thumb_small": _read(self.newest, "thumb_small"),
+            "thumb_preview": _read(self.newest, "thumb_preview"),
+        }
 
 
 def _values_of(ref: BlobRef) -> dict[str, Any]:
@@ -377,8 +392,23 @@ def _feedback_to(items: Iterable[Feedback]) -> list[dict[str, Any]]:
     ]
 
 
+def _thumbs_of(values: dict[str, Any]) -> dict[str, Any]:
+    """The thumbnail fields a row sets: none when its thumbnails are in the PUT row."""
+    state = int(values.get("thumb_state", 0))
+    if not state:
+        return {}
+    return {
+        "thumb_state": ThumbState(state),
+        "thumb_detail": values.get("thumb_detail", ""),
+        "thumb_content_type": values.get("thumb_content_type", ""),
+        "thumb_small_size": (int(values["thumb_small_w"]), int(values["thumb_small_h"])),
+        "thumb_preview_size": (int(values["thumb_preview_w"]), int(values["thumb_preview_h"])),
+    }
+
+
 def _annotations_of(values: dict[str, Any]) -> dict[str, Any]:
     return {
+        **_thumbs_of(values),
         "labels": _labels_from(values["labels"]),
         "moderation_score": float(values["moderation_score"]),
         "ocr_text": values["ocr_text"],
@@ -431,12 +461,14 @@ def _meta_from(values: dict[str, Any]) -> ImageMeta:
         width=int(full["width"]),
         height=int(full["height"]),
         exif=dict(full["exif"]),
-        thumb_content_type=full["thumb_content_type"],
-        thumb_small_size=(int(full["thumb_small_w"]), int(full["thumb_small_h"])),
-        thumb_preview_size=(int(full["thumb_preview_w"]), int(full["thumb_preview_h"])),
         taken_at_ms=taken_ms,
         taken_at_is_upload_time=taken_is_upload,
-        **_annotations_of(full),
+        **{
+            "thumb_content_type": full["thumb_content_type"],
+            "thumb_small_size": (int(full["thumb_small_w"]), int(full["thumb_small_h"])),
+            "thumb_preview_size": (int(full["thumb_preview_w"]), int(full["thumb_preview_h"])),
+            **_annotations_of(full),
+        },
     )
 
 
@@ -460,6 +492,13 @@ def _annotation_values(meta: ImageMeta) -> dict[str, Any]:
         "favourite": int(meta.favourite),
         "trashed_at_ms": meta.trashed_at_ms,
         "colours": [{"name": c.name, "share": c.share} for c in meta.colours],
+        "thumb_state": int(meta.thumb_state),
+        "thumb_detail": meta.thumb_detail,
+        "thumb_content_type": meta.thumb_content_type,
+        "thumb_small_w": meta.thumb_small_size[0],
+        "thumb_small_h": meta.thumb_small_size[1],
+        "thumb_preview_w": meta.thumb_preview_size[0],
+        "thumb_preview_h": meta.thumb_preview_size[1],
     }
 
 
@@ -1349,7 +1388,7 @@ class ColumnStore:
             return None
         image, newest = self._refs(slot)
         vector = newest if self._arr.has_vector[slot] else None
-        return _EntryView(slot, self._meta(slot), image, vector)
+        return _EntryView(slot, self._meta(slot), image, vector, newest)
 
     def _entry(self, image_id: str) -> _EntryView:
         entry = self._entry_or_none(image_id)
@@ -1419,6 +1458,8 @@ class ColumnStore:
             "feedback": [],
             "has_feature_vector": 0,
         }
+        if image.thumbs_pending:
+            values["thumb_state"] = int(ThumbState.PENDING)
         blobs = {
             "data": image.data,
             "thumb_small": image.thumb_small,
@@ -1502,7 +1543,7 @@ class ColumnStore:
                 )
             new_meta = dataclasses.replace(meta, **changes)
             values = {"id": image_id, **_annotation_values(new_meta)}
-            row = Row(self._take_seq(), RowKind.ANNOTATE, values, {"feature_vector": vector})
+            row = Row(self._take_seq(), RowKind.ANNOTATE, values, entry.carried(vector))
             pending = self._submit(row)
         self._commit(pending)
         return new_meta
@@ -1590,9 +1631,7 @@ class ColumnStore:
                         analysis=AnalysisState(state.attempts, why[:1000], state.generation + 1),
                     )
                     values = {"id": image_id, **_annotation_values(failed)}
-                    row = Row(
-                        self._take_seq(), RowKind.ANNOTATE, values, {"feature_vector": vector}
-                    )
+                    row = Row(self._take_seq(), RowKind.ANNOTATE, values, entry.carried(vector))
                     gave_up.append(self._submit(row))
                     continue
                 meta = dataclasses.replace(
@@ -1607,7 +1646,7 @@ class ColumnStore:
                     ),
                 )
                 values = {"id": image_id, **_annotation_values(meta), "lease_only": 1}
-                row = Row(self._take_seq(), RowKind.ANNOTATE, values, {"feature_vector": vector})
+                row = Row(self._take_seq(), RowKind.ANNOTATE, values, entry.carried(vector))
                 pendings.append((self._submit(row), meta))
         for pending in [*gave_up, *(p for p, _m in pendings)]:
             self._commit(pending)
@@ -1669,7 +1708,7 @@ class ColumnStore:
                     ),
                 )
             values = {"id": image_id, **_annotation_values(new_meta)}
-            row = Row(self._take_seq(), RowKind.ANNOTATE, values, {"feature_vector": vector})
+            row = Row(self._take_seq(), RowKind.ANNOTATE, values, entry.carried(vector))
             pending = self._submit(row)
         self._commit(pending)
         return new_meta
@@ -1774,9 +1813,19 @@ class ColumnStore:
         return vectors.decode_list(_read(ref, "feature_vector"))
 
     def thumbnail(self, image_id: str, size: ThumbnailSize) -> Thumbnail:
+        """ThumbnailsPendingError while they are not made yet (see thumbnailer.py);
+        ThumbnailsFailedError when the deferred decode failed."""
         with self._lock:
             entry = self._entry(image_id)
             meta, ref = entry.meta, entry.image
+            if meta.thumb_state is ThumbState.MADE and entry.newest is not None:
+                ref = entry.newest
+        if meta.thumb_state is ThumbState.PENDING:
+            raise ThumbnailsPendingError(image_id)
+        if meta.thumb_state is ThumbState.FAILED:
+            raise ThumbnailsFailedError(
+                f"image {image_id[:40]!r} has no thumbnails: {meta.thumb_detail}"
+            )
         if size is ThumbnailSize.PREVIEW:
             if meta.thumb_preview_size == (0, 0):
                 return Thumbnail(_read(ref, "data"), meta.content_type, meta.width, meta.height)
@@ -1784,6 +1833,43 @@ class ColumnStore:
             return Thumbnail(_read(ref, "thumb_preview"), meta.thumb_content_type, w, h)
         w, h = meta.thumb_small_size
         return Thumbnail(_read(ref, "thumb_small"), meta.thumb_content_type, w, h)
+
+    def set_thumbnails(
+        self,
+        image_id: str,
+        made: tuple[str, bytes, tuple[int, int], bytes, tuple[int, int]] | None,
+        failure: str = "",
+    ) -> ImageMeta:
+        """Store thumbnails made after the put: `made` is (content type, small, its size,
+        preview, its size), or None with `failure` saying why the decode failed. A row of its
+        own (an annotation row not reported by the feed), durable before it is visible;
+        nothing is written when the image's thumbnails are no longer pending."""
+        with self._lock:
+            self._check_writable()
+            self._wait_not_pending(image_id)
+            entry = self._entry(image_id)
+            if entry.meta.thumb_state is not ThumbState.PENDING:
+                return entry.meta
+            vector = _read(entry.vector, "feature_vector") if entry.vector else b""
+            blobs = {"feature_vector": vector}
+            if made is None:
+                new_meta = dataclasses.replace(
+                    entry.meta, thumb_state=ThumbState.FAILED, thumb_detail=failure[:1000]
+                )
+            else:
+                content_type, small, small_size, preview, preview_size = made
+                new_meta = dataclasses.replace(
+                    entry.meta,
+                    thumb_state=ThumbState.MADE,
+                    thumb_content_type=content_type,
+                    thumb_small_size=small_size,
+                    thumb_preview_size=preview_size,
+                )
+                blobs.update(thumb_small=small, thumb_preview=preview)
+            values = {"id": image_id, **_annotation_values(new_meta), "lease_only": 1}
+            pending = self._submit(Row(self._take_seq(), RowKind.ANNOTATE, values, blobs))
+        self._commit(pending)
+        return new_meta
 
     def find_by_filename(self, filename: str, limit: int = 0) -> list[ImageMeta]:
         """Live images with this filename, newest first. DataLossError when an image of that

@@ -9,6 +9,13 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ThumbnailState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    THUMBNAIL_STATE_UNSPECIFIED: _ClassVar[ThumbnailState]
+    THUMBNAIL_STATE_READY: _ClassVar[ThumbnailState]
+    THUMBNAIL_STATE_PENDING: _ClassVar[ThumbnailState]
+    THUMBNAIL_STATE_FAILED: _ClassVar[ThumbnailState]
+
 class ThumbnailSize(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     THUMBNAIL_SIZE_UNSPECIFIED: _ClassVar[ThumbnailSize]
@@ -27,6 +34,10 @@ class ChangeKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CHANGE_KIND_PUT: _ClassVar[ChangeKind]
     CHANGE_KIND_ANNOTATE: _ClassVar[ChangeKind]
     CHANGE_KIND_DELETE: _ClassVar[ChangeKind]
+THUMBNAIL_STATE_UNSPECIFIED: ThumbnailState
+THUMBNAIL_STATE_READY: ThumbnailState
+THUMBNAIL_STATE_PENDING: ThumbnailState
+THUMBNAIL_STATE_FAILED: ThumbnailState
 THUMBNAIL_SIZE_UNSPECIFIED: ThumbnailSize
 THUMBNAIL_SIZE_SMALL: ThumbnailSize
 THUMBNAIL_SIZE_PREVIEW: ThumbnailSize
@@ -73,7 +84,7 @@ class PutImageResponse(_message.Message):
     def __init__(self, image: _Optional[_Union[ImageMetadata, _Mapping]] = ..., duplicate_of: _Optional[_Iterable[str]] = ..., already_stored: _Optional[bool] = ...) -> None: ...
 
 class ImageMetadata(_message.Message):
-    __slots__ = ("id", "filename", "owner", "content_type", "created_at_unix_ms", "sha256", "byte_size", "width", "height", "exif", "labels", "moderation_score", "ocr_text", "tags", "status", "feature_vector", "has_feature_vector", "feedback", "status_detail", "format", "analysis", "colours", "favourite", "trashed_at_unix_ms", "taken_at_unix_ms", "taken_at_is_upload_time")
+    __slots__ = ("id", "filename", "owner", "content_type", "created_at_unix_ms", "sha256", "byte_size", "width", "height", "exif", "labels", "moderation_score", "ocr_text", "tags", "status", "feature_vector", "has_feature_vector", "feedback", "status_detail", "format", "analysis", "colours", "favourite", "trashed_at_unix_ms", "taken_at_unix_ms", "taken_at_is_upload_time", "thumbnail_state", "thumbnail_detail")
     class ExifEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -107,6 +118,8 @@ class ImageMetadata(_message.Message):
     TRASHED_AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     TAKEN_AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     TAKEN_AT_IS_UPLOAD_TIME_FIELD_NUMBER: _ClassVar[int]
+    THUMBNAIL_STATE_FIELD_NUMBER: _ClassVar[int]
+    THUMBNAIL_DETAIL_FIELD_NUMBER: _ClassVar[int]
     id: str
     filename: str
     owner: str
@@ -133,7 +146,9 @@ class ImageMetadata(_message.Message):
     trashed_at_unix_ms: int
     taken_at_unix_ms: int
     taken_at_is_upload_time: bool
-    def __init__(self, id: _Optional[str] = ..., filename: _Optional[str] = ..., owner: _Optional[str] = ..., content_type: _Optional[str] = ..., created_at_unix_ms: _Optional[int] = ..., sha256: _Optional[str] = ..., byte_size: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., exif: _Optional[_Mapping[str, str]] = ..., labels: _Optional[_Iterable[_Union[_common_pb2.Label, _Mapping]]] = ..., moderation_score: _Optional[float] = ..., ocr_text: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., status: _Optional[_Union[_common_pb2.AnalysisStatus, str]] = ..., feature_vector: _Optional[_Iterable[float]] = ..., has_feature_vector: _Optional[bool] = ..., feedback: _Optional[_Iterable[_Union[_common_pb2.LabelFeedback, _Mapping]]] = ..., status_detail: _Optional[str] = ..., format: _Optional[str] = ..., analysis: _Optional[_Union[AnalysisState, _Mapping]] = ..., colours: _Optional[_Iterable[_Union[_common_pb2.ColourShare, _Mapping]]] = ..., favourite: _Optional[bool] = ..., trashed_at_unix_ms: _Optional[int] = ..., taken_at_unix_ms: _Optional[int] = ..., taken_at_is_upload_time: _Optional[bool] = ...) -> None: ...
+    thumbnail_state: ThumbnailState
+    thumbnail_detail: str
+    def __init__(self, id: _Optional[str] = ..., filename: _Optional[str] = ..., owner: _Optional[str] = ..., content_type: _Optional[str] = ..., created_at_unix_ms: _Optional[int] = ..., sha256: _Optional[str] = ..., byte_size: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., exif: _Optional[_Mapping[str, str]] = ..., labels: _Optional[_Iterable[_Union[_common_pb2.Label, _Mapping]]] = ..., moderation_score: _Optional[float] = ..., ocr_text: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., status: _Optional[_Union[_common_pb2.AnalysisStatus, str]] = ..., feature_vector: _Optional[_Iterable[float]] = ..., has_feature_vector: _Optional[bool] = ..., feedback: _Optional[_Iterable[_Union[_common_pb2.LabelFeedback, _Mapping]]] = ..., status_detail: _Optional[str] = ..., format: _Optional[str] = ..., analysis: _Optional[_Union[AnalysisState, _Mapping]] = ..., colours: _Optional[_Iterable[_Union[_common_pb2.ColourShare, _Mapping]]] = ..., favourite: _Optional[bool] = ..., trashed_at_unix_ms: _Optional[int] = ..., taken_at_unix_ms: _Optional[int] = ..., taken_at_is_upload_time: _Optional[bool] = ..., thumbnail_state: _Optional[_Union[ThumbnailState, str]] = ..., thumbnail_detail: _Optional[str] = ...) -> None: ...
 
 class GetImageRequest(_message.Message):
     __slots__ = ("image_id", "include_data", "include_feature_vector")
