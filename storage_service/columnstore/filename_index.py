@@ -57,12 +57,18 @@ class FilenameIndex:
             self._ids.pop(key, None)
 
 
+# A discarded entry of the sorted arrays (dropped at the next pass).
+DISCARDED = -1
+
+
 class HashIndex:
     """64-bit key hash -> slots, in fixed-width arrays (12 bytes an entry, no Python object per
     image): a sorted pair of arrays, and a short list of recent additions merged in when it
-    grows. Entries are never removed one by one: a lookup returns candidate slots and the
-    caller keeps those still live whose full key matches (a hash collision or a deleted
-    image is simply dropped there); `prune` rebuilds without the dead ones.
+    grows. A lookup returns candidate slots and the caller keeps those still live whose full
+    key matches (a hash collision or a stale entry is simply dropped there). `discard` removes
+    one entry (a deleted image's, before its slot is reused): from the recent additions at
+    once, in the sorted arrays by marking it, and the marked ones are dropped in one pass once
+    they are an eighth of the entries, so churn never grows the index.
     """
 
     MERGE_AT = 4096
@@ -72,19 +78,21 @@ class HashIndex:
         self._slots = np.empty(0, dtype=np.int32)
         self._recent: dict[int, list[int]] = {}
         self._recent_count = 0
+        self._discarded = 0
 
     @property
     def nbytes(self) -> int:
         return self._keys.nbytes + self._slots.nbytes
 
     def __len__(self) -> int:
-        return len(self._keys) + self._recent_count
+        return len(self._keys) - self._discarded + self._recent_count
 
     def bulk_load(self, keys: np.ndarray, slots: np.ndarray) -> None:
         order = np.argsort(keys, kind="stable")
         self._keys = keys[order].astype(np.int64)
         self._slots = slots[order].astype(np.int32)
         self._recent, self._recent_count = {}, 0
+        self._discarded = 0
 
     def add(self, key: int, slot: int) -> None:
         self._recent.setdefault(key, []).append(slot)
@@ -112,11 +120,36 @@ class HashIndex:
         a = int(np.searchsorted(self._keys, k, side="left"))
         b = int(np.searchsorted(self._keys, k, side="right"))
         found = self._slots[a:b].tolist() if b > a else []
+        if self._discarded and DISCARDED in found:
+            found = [s for s in found if s != DISCARDED]
         return found + self._recent.get(key, [])
+
+    def discard(self, key: int, slot: int) -> None:
+        """Remove the entry (key, slot) if there is one."""
+        recent = self._recent.get(key)
+        if recent is not None and slot in recent:
+            recent.remove(slot)
+            self._recent_count -= 1
+            if not recent:
+                del self._recent[key]
+            return
+        k = np.int64(key)
+        a = int(np.searchsorted(self._keys, k, side="left"))
+        b = int(np.searchsorted(self._keys, k, side="right"))
+        hits = np.flatnonzero(self._slots[a:b] == slot)
+        if not len(hits):
+            return
+        self._slots[a + int(hits[0])] = DISCARDED
+        self._discarded += 1
+        if 8 * self._discarded > len(self._keys):
+            keep = self._slots != DISCARDED
+            self._keys, self._slots = self._keys[keep], self._slots[keep]
+            self._discarded = 0
 
     def prune(self, live: np.ndarray) -> None:
         """Drop entries whose slot is not live (`live`: bool per slot)."""
         if self._recent_count:
             self._merge()
-        keep = live[self._slots]
+        keep = (self._slots != DISCARDED) & live[np.maximum(self._slots, 0)]
         self._keys, self._slots = self._keys[keep], self._slots[keep]
+        self._discarded = 0

@@ -23,6 +23,7 @@ it cannot account for: such files go to `quarantine/`. All file access goes thro
 
 from __future__ import annotations
 
+import array
 import base64
 import binascii
 import bisect
@@ -99,6 +100,7 @@ from storage_service.columnstore.row import Row
 from storage_service.columnstore.schema import ANNOTATION_COLUMNS, BY_NAME, COLUMNS, RowKind
 from storage_service.columnstore.segment_reader import SegmentReader
 from storage_service.columnstore.segment_writer import write_segment
+from storage_service.columnstore.slot_map import SlotMap
 from storage_service.columnstore.taken_index import (
     HASH_BITS,
     TAKEN_OFFSET_MS,
@@ -565,10 +567,13 @@ class ColumnStore:
         self._damaged_filenames = FilenameIndex()
         # Rows of segments so damaged that not even their ids can be read.
         self._unreadable_rows = 0
-        # Every image ever applied has a slot (never reused): its epoch is bumped whenever
-        # it leaves the listings (trash, delete), which makes its date-taken entries stale.
-        self._slot_of: dict[str, int] = {}
+        # Every live image has a slot: its epoch is bumped whenever it leaves the listings
+        # (trash, delete), which makes its date-taken entries stale. A deleted image's slot
+        # goes to _free_slots and is reused by a later put (its epoch kept, so entries of the
+        # image before stay stale); opening renumbers the live ones 0..n-1.
         self._slot_ids: list[str] = []
+        self._slot_of = SlotMap(self._slot_ids)
+        self._free_slots = array.array("i")
         # Visible (not trashed) images by date taken: all of them, and per owner.
         self._taken_all = TakenIndex()
         self._taken_by_owner: dict[str, TakenIndex] = {}
@@ -899,7 +904,8 @@ class ColumnStore:
         ids: list[str] = [i for x in loaded for i in x.ids]
         owners = np.concatenate([x.owners for x in loaded])
         order = np.argsort(seq, kind="stable")
-        slot_of = self._slot_of
+        # A plain dict while the rows are walked (the fastest here), dropped for the SlotMap.
+        slot_of: dict[str, int] = {}
         slot_ids = self._slot_ids
         # Per slot: its PUT row and newest row (indexes into the rows above), and whether it
         # is live; numpy, so no Python number outlives the loop.
@@ -939,10 +945,17 @@ class ColumnStore:
                 del slot_of[image_id]
             if sq >= horizon and not lo and sq > history.last_seq:
                 history.append(sq, k, image_id)
+        del slot_of
+        # Only the live images keep a slot: renumbered 0..n-1 in the order of their PUTs.
+        keep = np.flatnonzero(alive[:count])
+        slot_ids[:] = [slot_ids[i] for i in keep.tolist()]
+        count = len(keep)
+        alive[:count] = 1
         a = self._arr
         a.ensure(count)
-        gi = img[:count]
-        ga = ann[:count]
+        gi = img[keep]
+        ga = ann[keep]
+        del keep
         cat = {
             name: np.concatenate([getattr(x, name) for x in loaded])
             for name in ("status", "favourite", "has_vector", "trashed_at", "created", "byte_size")
@@ -959,7 +972,8 @@ class ColumnStore:
         a.taken[:count] = taken[gi]
         for name in ("status", "favourite", "has_vector", "trashed_at"):
             getattr(a, name)[:count] = cat[name][ga]
-        live = np.nonzero(a.alive[:count])[0]
+        live = np.arange(count)
+        self._slot_of.bulk_load(live)
         self._live = len(live)
         self._raw_image_bytes = int(a.byte_size[live].sum())
         self._filename_hashes.bulk_load(names[gi][live], live)
@@ -1054,11 +1068,27 @@ class ColumnStore:
     # --- applying changes to the in-memory view -------------------------------------------------
 
     def _new_slot(self, image_id: str) -> int:
-        slot = len(self._slot_ids)
-        self._slot_of[image_id] = slot
-        self._slot_ids.append(image_id)
-        self._arr.ensure(slot + 1)
+        if self._free_slots:
+            slot = self._free_slots.pop()
+            self._slot_ids[slot] = image_id
+        else:
+            slot = len(self._slot_ids)
+            self._slot_ids.append(image_id)
+            self._arr.ensure(slot + 1)
+        self._slot_of.add(image_id, slot)
         return slot
+
+    def _free_slot(self, slot: int) -> None:
+        """A deleted image's slot, for a later put: its hash entries go (when its row still
+        reads; a stale entry is harmless, lookups check the key) and its id is forgotten."""
+        with contextlib.suppress(DataLossError, OSError, KeyError):
+            meta = self._meta(slot)
+            self._filename_hashes.discard(key_hash(meta.filename), slot)
+            self._sha_hashes.discard(key_hash(meta.sha256), slot)
+        self._meta_cache.pop(slot, None)
+        self._slot_of.remove(self._slot_ids[slot])
+        self._slot_ids[slot] = ""
+        self._free_slots.append(slot)
 
     def _taken_index(self, owner: str) -> TakenIndex:
         index = self._taken_by_owner.get(owner)
@@ -1161,11 +1191,10 @@ class ColumnStore:
             if slot is None:
                 return
             self._index_remove(slot)
-            del self._slot_of[image_id]
             a.alive[slot] = 0
             self._live -= 1
             self._raw_image_bytes -= int(a.byte_size[slot])
-            self._meta_cache.pop(slot, None)
+            self._free_slot(slot)
 
     # --- the write path: log, fsync, then apply -------------------------------------------------
 
@@ -1381,6 +1410,25 @@ class ColumnStore:
         """Metadata of several live slots: the refs are taken under the lock (held by the
         caller), the rows are read by `finish` outside it."""
         return [self._meta(slot) for slot in slots]
+
+    def _readable_metas(self, slots: Iterable[int], want: int) -> tuple[list[ImageMeta], int]:
+        """The first `want` slots' metadata whose rows read, and how many did not: a page
+        leaves a damaged metadata record out and counts it as unreadable rather than failing
+        whole (Verify names it; a get of that image answers data loss). Lock held."""
+        found: list[ImageMeta] = []
+        skipped = 0
+        for slot in slots:
+            if len(found) >= want:
+                break
+            try:
+                found.append(self._meta(slot))
+            except DataLossError as e:
+                skipped += 1
+                log.error(
+                    "image metadata unreadable: left out of the page and counted",
+                    extra={"image_id": self._slot_ids[slot], "error": str(e)},
+                )
+        return found, skipped
 
     def _entry_or_none(self, image_id: str) -> _EntryView | None:
         slot = self._slot_of.get(image_id)
@@ -1780,7 +1828,10 @@ class ColumnStore:
 
     def get(self, image_id: str) -> ImageMeta:
         with self._lock:
-            return self._entry(image_id).meta
+            slot = self._slot_of.get(image_id)
+            if slot is not None:
+                return self._meta(slot)
+            return self._entry(image_id).meta  # raises: not found, or data loss
 
     def get_many(self, image_ids: Iterable[str]) -> list[ImageMeta | None]:
         """Metadata of each id in order; None for ids not stored (damaged ones raise)."""
@@ -1945,10 +1996,12 @@ class ColumnStore:
             else:
                 ids = self._visible.ids("")
             end = bisect.bisect_left(ids, after) if after is not None else len(ids)
-            chosen = ids[max(0, end - size - 1) : end][::-1]
-            found = self._metas([self._slot_of[i] for i in chosen])
+            slot_of = self._slot_of
+            found, skipped = self._readable_metas(
+                (slot_of[ids[j]] for j in range(end - 1, -1, -1)), size + 1
+            )
             total = len(ids)
-            unreadable = self._unreadable_count()
+            unreadable = self._unreadable_count() + skipped
             snapshot = self._feed_head
         more = len(found) > size
         page = found[:size]
@@ -1998,7 +2051,7 @@ class ColumnStore:
                         for r in ranked
                         if ((r[0], r[1]) < after if descending else (r[0], r[1]) > after)
                     ]
-                found = self._metas([r[2] for r in ranked[: size + 1]])
+                found, skipped = self._readable_metas((r[2] for r in ranked), size + 1)
             else:
                 index = (
                     (self._taken_by_owner.get(owner) or TakenIndex())
@@ -2019,15 +2072,24 @@ class ColumnStore:
                 token_at = None
                 if after is not None:
                     token_at = (after[0], self._slot_of.get(after[1], -1))
-                picked = index.page(
-                    size + 1, descending=descending, lo=lo, hi=hi, after=token_at, accept=accept
-                )
-                found = self._metas([slot for _key, slot in picked])
+
+                def entries(at: tuple[int, int] | None) -> Iterable[int]:
+                    # Pages of the index until enough metadata reads (see _readable_metas).
+                    while True:
+                        picked = index.page(
+                            size + 1, descending=descending, lo=lo, hi=hi, after=at, accept=accept
+                        )
+                        yield from (slot for _key, slot in picked)
+                        if len(picked) <= size:
+                            return
+                        at = picked[-1]
+
+                found, skipped = self._readable_metas(entries(token_at), size + 1)
                 if not wanted and not taken_from_ms and not taken_to_ms:
                     total = len(index)
                 else:
                     total = index.count(lo, hi, accept)
-            unreadable = self._unreadable_count()
+            unreadable = self._unreadable_count() + skipped
             snapshot = self._feed_head
         more = len(found) > size
         page = found[:size]
@@ -2459,14 +2521,16 @@ class ColumnStore:
             )
 
     def _newest_row(self, image_id: str) -> tuple[int, int] | None:
-        """(segment id, row) of an image's newest row; None when it is not live. Read without
-        the lock by a merge: a ref into the merge's own segments changes only by that merge,
-        and any other ref names a newer row."""
-        slot = self._slot_of.get(image_id)
-        if slot is None:
-            return None
-        a = self._arr
-        return int(a.ann_src[slot]), int(a.ann_row[slot])
+        """(segment id, row) of an image's newest row; None when it is not live. Asked by a
+        merge running outside the store lock: a ref into the merge's own segments changes only
+        by that merge, and any other ref names a newer row. The lookup takes the lock for a
+        moment (the slot map moves entries as others are removed, and slots are reused)."""
+        with self._lock:
+            slot = self._slot_of.get(image_id)
+            if slot is None:
+                return None
+            a = self._arr
+            return int(a.ann_src[slot]), int(a.ann_row[slot])
 
     def _merge_cutoff(self) -> int:
         """Rows below this seq may be merged away: the feed keeps the newest

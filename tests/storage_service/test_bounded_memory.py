@@ -76,6 +76,56 @@ def test_open_reads_the_index_not_the_rows(tmp_path, small_images):
     reopened.close()
 
 
+def _damage_row_meta(data_dir, image_id):
+    for path in sorted((data_dir / "segments").glob("*.seg")):
+        reader = SegmentReader(path)
+        ids = reader.ids()
+        if image_id in ids:
+            offset, length = reader.blob_location("row_meta", ids.index(image_id))
+            del reader
+            raw = bytearray(path.read_bytes())
+            raw[offset + length // 2] ^= 0xFF
+            path.write_bytes(bytes(raw))
+            return
+    raise AssertionError(f"{image_id} is in no segment")
+
+
+@pytest.mark.parametrize("order", [ListOrder.UPLOADED_NEWEST, ListOrder.TAKEN_NEWEST])
+def test_a_damaged_metadata_record_is_left_out_of_its_page_and_counted(
+    tmp_path, small_images, order
+):
+    store = ColumnStore.open(tmp_path / "s", OPTS)
+    metas = _put_all(store, small_images[:7])
+    store.flush()
+    store.close()
+    victim = metas[3]
+    _damage_row_meta(tmp_path / "s", victim.id)
+    reopened = ColumnStore.open(tmp_path / "s", OPTS)
+
+    def walk(**kw):
+        seen, token, counted = [], "", 0
+        while True:
+            page = reopened.list_images(2, token, order=order, **kw)
+            seen += [m.id for m in page.images]
+            counted = max(counted, page.unreadable_count)
+            token = page.next_page_token
+            if not token:
+                return seen, counted
+
+    listed, unreadable = walk()
+    assert sorted(listed) == sorted(m.id for m in metas if m.id != victim.id)
+    assert unreadable == 1
+    assert len(listed) == len(set(listed))
+    listed, _ = walk(owner="ann")
+    assert victim.id not in listed and len(listed) == 6
+    with pytest.raises(DataLossError):
+        reopened.get(victim.id)
+    # Verify names the same record.
+    report = reopened.verify()
+    assert any(victim.id in d.image_ids for d in report.damaged), report.damaged
+    reopened.close()
+
+
 def test_annotations_trash_and_deletes_survive_flush_compaction_and_restart(tmp_path, small_images):
     store = ColumnStore.open(tmp_path / "s", OPTS)
     metas = _put_all(store, small_images[:8])

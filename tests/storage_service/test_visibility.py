@@ -102,14 +102,29 @@ def test_status_and_owner_listings_and_counts_come_from_kept_indexes(tmp_path, s
     reopened.close()
 
 
-class _NoScans(dict):
-    """The store's entry map, refusing to be walked: a listing or count that scans every image
-    under the lock fails here."""
+class _NoScans:
+    """The store's id -> slot map, refusing to be walked: a listing or count that scans every
+    image under the lock fails here (lookups of one id pass through)."""
+
+    def __init__(self, inner):
+        self._inner = inner
 
     def _refuse(self, *args, **kwargs):
         raise AssertionError("walked every image")
 
     values = items = keys = __iter__ = _refuse
+
+    def get(self, key, default=None):
+        return self._inner.get(key, default)
+
+    def __getitem__(self, key):
+        return self._inner[key]
+
+    def __contains__(self, key):
+        return key in self._inner
+
+    def __len__(self):
+        return len(self._inner)
 
 
 def test_filtered_listings_and_totals_never_walk_every_image(tmp_path, small_images):
