@@ -7,15 +7,28 @@ interned (name, synonyms, class number) table shared by every document, uint16 e
 probabilities (float64, so they come back exactly). About 0.7 KB per document with its
 strings. A Document is rebuilt when read (about 25 us for 20 labels) and the most recently
 read ones are kept, so the documents of a results page are rebuilt once, not per query.
+
+Columns (`columns()`, `from_columns()`): the same documents as flat arrays, the snapshot's form.
+Strings of a field are one utf-8 blob (items separated by a NUL byte) with the offset of each,
+labels one array of kinds and one of probabilities with each document's offset, tags and
+colours a compact JSON per document (empty when it has neither). A store loaded from columns
+keeps them as its base and reads a document from them when asked (no per-document Python
+objects at load: restart time is reading the arrays); documents added later are rows as above.
 """
 
 from __future__ import annotations
 
+import functools
+import json
+import operator
 import struct
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import fields
-from typing import cast
+from typing import Any, cast
+
+import numpy as np
+import numpy.typing as npt
 
 from search_service.document import Document, Label, Status
 
@@ -25,30 +38,61 @@ _PLAIN = tuple(f.name for f in fields(Document) if f.name not in ("labels", "fea
 _RECENT = 4096
 _LABEL_SLOTS = hasattr(Label, "__slots__")
 _MAX_KINDS = 65_535
+# String fields kept as blobs in columns, and the number fields with their array types.
+_STRINGS = ("image_id", "filename", "owner", "ocr_text", "sha256", "camera_make", "camera_model")
+_NUMBERS = (
+    ("moderation_score", np.float64),
+    ("status", np.int8),
+    ("created_at_unix_ms", np.int64),
+    ("taken_at_unix_s", np.int64),
+    ("favourite", np.bool_),
+)
+COLUMNS = (
+    *(f"{name}_{part}" for name in (*_STRINGS, "extras") for part in ("blob", "offsets")),
+    *(name for name, _ in _NUMBERS),
+    "label_offsets",
+    "label_kinds",
+    "label_probs",
+    "alive",
+    "odd_labels",
+    "kinds",
+)
 
 
 class DocumentStore:
     def __init__(self) -> None:
+        # Documents numbered from len(base) on, as rows; the ones below it are in the base.
         self._rows: list[tuple[object, ...] | None] = []
+        self._base: _Columns | None = None
         self._kinds: list[tuple[str, tuple[str, ...], int]] = []
         self._kind_of: dict[tuple[str, tuple[str, ...], int], int] = {}
         self._recent: OrderedDict[int, Document] = OrderedDict()
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return self._base_count + len(self._rows)
+
+    @property
+    def _base_count(self) -> int:
+        return 0 if self._base is None else self._base.count
 
     def append(self, doc: Document | None) -> None:
         self._rows.append(None if doc is None else self._encode(doc))
+
+    def _present(self, docno: int) -> bool:
+        base = self._base_count
+        if docno < base:
+            assert self._base is not None
+            return bool(self._base.alive[docno])
+        return self._rows[docno - base] is not None
 
     def __getitem__(self, docno: int) -> Document | None:
         found = self._recent.get(docno)
         if found is not None:
             self._recent.move_to_end(docno)
             return found
-        row = self._rows[docno]
-        if row is None:
+        if not self._present(docno):
             return None
-        doc = self._decode(row)
+        doc = self._read(docno)
         self._recent[docno] = doc
         if len(self._recent) > _RECENT:
             self._recent.popitem(last=False)
@@ -58,12 +102,17 @@ class DocumentStore:
         """Only removal: a document number is never reused for another document."""
         if doc is not None:
             raise ValueError("a stored document can only be removed")
-        self._rows[docno] = None
+        base = self._base_count
+        if docno < base:
+            assert self._base is not None
+            self._base.alive[docno] = False
+        else:
+            self._rows[docno - base] = None
         self._recent.pop(docno, None)
 
     def __iter__(self) -> Iterator[Document | None]:
-        for docno in range(len(self._rows)):
-            yield self[docno] if self._rows[docno] is not None else None
+        for docno in range(len(self)):
+            yield self[docno] if self._present(docno) else None
 
     def light(self, docno: int, min_probability: float) -> Document:
         """The document with only its labels at or above `min_probability` (cheap to rebuild:
@@ -71,40 +120,107 @@ class DocumentStore:
         full = self._recent.get(docno)
         if full is not None:
             return full
-        row = self._rows[docno]
-        if row is None:
+        if not self._present(docno):
             raise KeyError(docno)
-        return self._decode(row, min_probability)
+        return self._read(docno, min_probability)
 
     def field(self, docno: int, name: str) -> object:
         """One plain field of a stored document, without rebuilding it."""
-        row = self._rows[docno]
-        if row is None:
+        if not self._present(docno):
             raise KeyError(docno)
+        base = self._base_count
+        if docno < base:
+            assert self._base is not None
+            return self._base.field(docno, name)
+        row = self._rows[docno - base]
+        assert row is not None
         return row[_PLAIN.index(name)]
 
-    def snapshot_rows(self) -> list[tuple[object, ...] | None]:
-        """The encoded rows as they are now (a shallow copy: rows are never changed in place),
-        for a snapshot to turn into documents later with `decode_row`."""
-        return list(self._rows)
+    def _read(self, docno: int, min_probability: float = -1.0) -> Document:
+        base = self._base_count
+        if docno < base:
+            assert self._base is not None
+            return self._base.document(docno, self._kinds, min_probability)
+        row = self._rows[docno - base]
+        assert row is not None
+        return self._decode(row, min_probability)
 
-    def decode_row(self, row: tuple[object, ...]) -> Document:
-        return self._decode(row)
+    # ---- columns (the snapshot's form) ------------------------------------------------------
+
+    def frozen_columns(self) -> dict[str, Callable[[], Any]]:
+        """The documents as of now, as columns made when first asked for (cheap to take under
+        the writers' lock: rows are never changed in place, the base only by removal, and
+        that is copied here); one callable per column, for a snapshot's sections."""
+        base = self._base
+        base_alive = None if base is None else base.alive.copy()
+        rows = list(self._rows)
+        kinds = list(self._kinds)
+        built: dict[str, Any] = {}
+
+        def column(name: str) -> Any:
+            if not built:
+                built.update(_columns(base, base_alive, rows, kinds))
+            return built[name]
+
+        return {name: functools.partial(column, name) for name in COLUMNS}
+
+    def columns(self) -> dict[str, Any]:
+        return {name: make() for name, make in self.frozen_columns().items()}
+
+    @classmethod
+    def from_columns(cls, columns: dict[str, Any]) -> DocumentStore:
+        store = cls()
+        store._kinds = [(n, tuple(s), int(c)) for n, s, c in columns["kinds"]]
+        store._kind_of = {k: i for i, k in enumerate(store._kinds)}
+        store._base = _Columns(columns)
+        return store
+
+    def image_ids(self) -> list[str]:
+        """Every document's image id, removed ones too (for the id map at load)."""
+        ids = [] if self._base is None else self._base.strings("image_id")
+        return ids + [str(r[0]) if r is not None else "" for r in self._rows]
+
+    def label_counts(self, min_probability: float) -> dict[str, int]:
+        """Label name -> live documents holding it at `min_probability` or above (each label
+        counted, as the engine counts them)."""
+        counts: dict[str, int] = {}
+        if self._base is not None:
+            for k, c in self._base.kind_counts(min_probability).items():
+                name = self._kinds[k][0]
+                counts[name] = counts.get(name, 0) + c
+            for docno in self._base.odd_labels:
+                if self._base.alive[docno]:
+                    for label in self._base.document(docno, self._kinds).labels:
+                        if label.probability >= min_probability:
+                            counts[label.name] = counts.get(label.name, 0) + 1
+        base = self._base_count
+        for docno in range(base, len(self)):
+            doc = self[docno]
+            for label in doc.labels if doc is not None else ():
+                if label.probability >= min_probability:
+                    counts[label.name] = counts.get(label.name, 0) + 1
+        return counts
 
     def _encode(self, doc: Document) -> tuple[object, ...]:
-        kinds = []
-        for label in doc.labels:
-            key = (label.name, tuple(label.synonyms), label.class_index)
-            kind = self._kind_of.get(key)
-            if kind is None:
-                if len(self._kinds) >= _MAX_KINDS:  # a table this large is not labels any more
-                    return (*(getattr(doc, f) for f in _PLAIN), doc.labels, None)
-                kind = self._kind_of[key] = len(self._kinds)
-                self._kinds.append(key)
-            kinds.append(kind)
-        packed_kinds = struct.pack(f"<{len(kinds)}H", *kinds)
-        probs = struct.pack(f"<{len(kinds)}d", *(lb.probability for lb in doc.labels))
-        return (*(getattr(doc, f) for f in _PLAIN), packed_kinds, probs)
+        kind_of = self._kind_of
+        labels = doc.labels
+        try:  # the common case: every kind known, synonyms a tuple
+            kinds = [kind_of[(lb.name, lb.synonyms, lb.class_index)] for lb in labels]
+        except (KeyError, TypeError):
+            kinds = []
+            for label in labels:
+                key = (label.name, tuple(label.synonyms), label.class_index)
+                kind = kind_of.get(key)
+                if kind is None:
+                    if len(self._kinds) >= _MAX_KINDS:  # a table this large is not labels
+                        return (*_plain(doc), labels, None)
+                    kind = kind_of[key] = len(self._kinds)
+                    self._kinds.append(key)
+                kinds.append(kind)
+        count = len(kinds)
+        packed_kinds = struct.pack(f"<{count}H", *kinds)
+        probs = struct.pack(f"<{count}d", *[lb.probability for lb in labels])
+        return (*_plain(doc), packed_kinds, probs)
 
     def _decode(self, row: tuple[object, ...], min_probability: float = -1.0) -> Document:
         *plain, packed_kinds, probs = row
@@ -128,6 +244,9 @@ class DocumentStore:
         return Document(labels=labels, **values)  # type: ignore[arg-type]
 
 
+_plain = operator.attrgetter(*_PLAIN)
+
+
 def _label(kind: tuple[str, tuple[str, ...], int], probability: float) -> Label:
     """Label(name, probability, synonyms, class_index) of a kind, without the frozen
     dataclass's __init__ (four object.__setattr__ calls: a third of rebuilding a document)."""
@@ -139,3 +258,192 @@ def _label(kind: tuple[str, tuple[str, ...], int], probability: float) -> Label:
         name=name, probability=probability, synonyms=synonyms, class_index=class_index
     )
     return label
+
+
+class _Columns:
+    """Documents read from columns (see the module docstring); `alive` is this store's own."""
+
+    def __init__(self, columns: dict[str, Any]) -> None:
+        self.count = int(len(columns["alive"]))
+        self.alive = np.array(columns["alive"], np.bool_)  # a copy: removal changes it
+        self._blobs = {name: bytes(columns[f"{name}_blob"]) for name in (*_STRINGS, "extras")}
+        self._offsets = {
+            name: np.asarray(columns[f"{name}_offsets"], np.int64) for name in self._blobs
+        }
+        self._numbers = {name: np.asarray(columns[name]) for name, _ in _NUMBERS}
+        self.label_offsets = np.asarray(columns["label_offsets"], np.int64)
+        self.label_kinds = np.asarray(columns["label_kinds"], np.uint16)
+        self.label_probs = np.asarray(columns["label_probs"], np.float64)
+        # Documents whose labels are in their extras (more kinds than a table holds).
+        self.odd_labels = [int(d) for d in columns["odd_labels"]]
+
+    def string(self, name: str, docno: int) -> str:
+        offsets = self._offsets[name]
+        return self._blobs[name][int(offsets[docno]) : int(offsets[docno + 1]) - 1].decode()
+
+    def strings(self, name: str) -> list[str]:
+        blob = self._blobs[name]
+        if blob.count(b"\0") == self.count:  # no NUL inside an item: split in one go
+            return blob.decode().split("\0")[: self.count]
+        return [self.string(name, d) for d in range(self.count)]
+
+    def field(self, docno: int, name: str) -> object:
+        if name in self._blobs:
+            return self.string(name, docno)
+        if name in self._numbers:
+            value = self._numbers[name][docno].item()
+            return Status(value) if name == "status" else value
+        return getattr(self.document(docno, []), name)
+
+    def document(
+        self,
+        docno: int,
+        kinds: list[tuple[str, tuple[str, ...], int]],
+        min_probability: float = -1.0,
+    ) -> Document:
+        values: dict[str, Any] = {name: self.string(name, docno) for name in _STRINGS}
+        for name, _ in _NUMBERS:
+            values[name] = self._numbers[name][docno].item()
+        values["status"] = Status(values["status"])
+        extras = self.string("extras", docno)
+        labels: tuple[Label, ...] = ()
+        if extras:
+            data = json.loads(extras)
+            values["tags"] = tuple(data.get("tg", ()))
+            values["colours"] = tuple((n, float(v)) for n, v in data.get("co", ()))
+            if "lb" in data:
+                labels = tuple(
+                    Label(n, p, tuple(syn), c)
+                    for n, p, syn, c in data["lb"]
+                    if p >= min_probability
+                )
+        start, stop = int(self.label_offsets[docno]), int(self.label_offsets[docno + 1])
+        if stop > start:
+            labels = tuple(
+                _label(kinds[k], p)
+                for k, p in zip(
+                    self.label_kinds[start:stop].tolist(),
+                    self.label_probs[start:stop].tolist(),
+                    strict=True,
+                )
+                if p >= min_probability
+            )
+        return Document(labels=labels, **values)
+
+    def kind_counts(self, min_probability: float) -> dict[int, int]:
+        doc = np.repeat(np.arange(self.count), np.diff(self.label_offsets))
+        keep = self.alive[doc] & (self.label_probs >= min_probability)
+        counts = np.bincount(self.label_kinds[keep].astype(np.int64))
+        found = np.flatnonzero(counts)
+        return dict(zip(found.tolist(), counts[found].tolist(), strict=True))
+
+    def take(self, alive: npt.NDArray[np.bool_]) -> dict[str, Any]:
+        """These columns as written (with `alive` as of the frozen view)."""
+        out: dict[str, Any] = {}
+        for name, blob in self._blobs.items():
+            out[f"{name}_blob"] = blob
+            out[f"{name}_offsets"] = self._offsets[name]
+        out.update(self._numbers)
+        out.update(
+            label_offsets=self.label_offsets,
+            label_kinds=self.label_kinds,
+            label_probs=self.label_probs,
+            alive=alive,
+            odd_labels=np.asarray(self.odd_labels, np.int64),
+        )
+        return out
+
+
+def _join(items: list[str]) -> tuple[bytes, npt.NDArray[np.int64]]:
+    """Strings as one NUL-separated utf-8 blob and each one's offset (item i is
+    blob[offsets[i]:offsets[i + 1] - 1])."""
+    encoded = [s.encode() for s in items]
+    offsets = np.zeros(len(encoded) + 1, np.int64)
+    np.cumsum([len(e) + 1 for e in encoded], out=offsets[1:])
+    return b"".join(e + b"\0" for e in encoded), offsets
+
+
+def _columns(
+    base: _Columns | None,
+    base_alive: npt.NDArray[np.bool_] | None,
+    rows: list[tuple[object, ...] | None],
+    kinds: list[tuple[str, tuple[str, ...], int]],
+) -> dict[str, Any]:
+    """Columns of a base (as of base_alive) followed by rows."""
+    plain_at = {name: i for i, name in enumerate(_PLAIN)}
+    n = len(rows)
+    new: dict[str, Any] = {}
+    for name in _STRINGS:
+        at = plain_at[name]
+        new[name] = [str(r[at]) if r is not None else "" for r in rows]
+    extras = []
+    odd = []
+    label_counts = []
+    label_kinds: list[int] = []
+    label_probs: list[float] = []
+    tags_at, colours_at = plain_at["tags"], plain_at["colours"]
+    for docno, row in enumerate(rows):
+        if row is None:
+            extras.append("")
+            label_counts.append(0)
+            continue
+        data: dict[str, Any] = {}
+        if row[tags_at]:
+            data["tg"] = list(cast(tuple[str, ...], row[tags_at]))
+        if row[colours_at]:
+            data["co"] = [list(c) for c in cast(tuple[Any, ...], row[colours_at])]
+        packed, probs = row[-2], row[-1]
+        if probs is None:  # labels kept as they came
+            odd.append(docno)
+            data["lb"] = [
+                [lb.name, lb.probability, list(lb.synonyms), lb.class_index]
+                for lb in cast(tuple[Label, ...], packed)
+            ]
+            label_counts.append(0)
+        else:
+            assert isinstance(packed, bytes) and isinstance(probs, bytes)
+            count = len(packed) // 2
+            label_kinds += struct.unpack(f"<{count}H", packed)
+            label_probs += struct.unpack(f"<{count}d", probs)
+            label_counts.append(count)
+        extras.append(json.dumps(data, separators=(",", ":"), ensure_ascii=False) if data else "")
+    new["extras"] = extras
+    out: dict[str, Any] = {}
+    base_count = 0 if base is None else base.count
+    old = None if base is None else base.take(base_alive)  # type: ignore[arg-type]
+    for name in (*_STRINGS, "extras"):
+        blob, offsets = _join(new[name])
+        if old is not None:
+            blob = old[f"{name}_blob"] + blob
+            offsets = np.concatenate(
+                [old[f"{name}_offsets"][:-1], offsets + old[f"{name}_offsets"][-1]]
+            )
+        out[f"{name}_blob"] = blob
+        out[f"{name}_offsets"] = offsets
+    for name, dtype in _NUMBERS:
+        at = plain_at[name]
+        values = np.asarray([r[at] if r is not None else 0 for r in rows], dtype)
+        out[name] = values if old is None else np.concatenate([old[name], values])
+    label_offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(label_counts, out=label_offsets[1:])
+    kinds_arr = np.asarray(label_kinds, np.uint16)
+    probs_arr = np.asarray(label_probs, np.float64)
+    alive = np.asarray([r is not None for r in rows], np.bool_)
+    odd_arr = np.asarray(odd, np.int64) + base_count
+    if old is not None:
+        label_offsets = np.concatenate(
+            [old["label_offsets"][:-1], label_offsets + old["label_offsets"][-1]]
+        )
+        kinds_arr = np.concatenate([old["label_kinds"], kinds_arr])
+        probs_arr = np.concatenate([old["label_probs"], probs_arr])
+        alive = np.concatenate([old["alive"], alive])
+        odd_arr = np.concatenate([old["odd_labels"], odd_arr])
+    out.update(
+        label_offsets=label_offsets,
+        label_kinds=kinds_arr,
+        label_probs=probs_arr,
+        alive=alive,
+        odd_labels=odd_arr,
+        kinds=[[name, list(syn), c] for name, syn, c in kinds],
+    )
+    return out

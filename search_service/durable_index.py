@@ -61,6 +61,8 @@ _ANN_RESAVE_SHARE = 0.25
 _ANN_RESAVE_ROWS = 100_000
 _PROGRESS_EVERY = 10_000
 _SKIPPED_REPORTED = 20
+# Upserts of the feed put into the index at once (the read lock is held that long).
+_APPLY_BATCH = 256
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,12 @@ class DurableIndex:
             return
         try:
             state = unflatten(read_snapshot(path))
+            if "docs" in state["engine"]:
+                log.info(
+                    "snapshot in the earlier format (documents as JSON): its documents are "
+                    "rebuilt one by one this once; the next snapshot is written as columns",
+                    extra={"path": str(path)},
+                )
             self._index = SearchIndex.from_state(state["engine"], self.params, data_dir)
             self._seq = int(state["seq"])
         except (IndexFormatError, ValueError, KeyError) as exc:
@@ -198,23 +206,42 @@ class DurableIndex:
     def apply(self, changes: Iterable[FeedChange]) -> list[str]:
         """Apply feed changes in order and advance `applied_seq`; returns the reasons of
         documents the index could not take (each such image is left out of the index, never
-        fails the batch). Changes at or below `applied_seq` are skipped (already applied)."""
+        fails the batch). Changes at or below `applied_seq` are skipped (already applied).
+        Consecutive upserts go into the index a batch at a time (put_many), at most
+        _APPLY_BATCH under the read lock at once."""
         rejected: list[str] = []
         with self._write_lock:
+            pending: list[FeedChange] = []
+
+            def flush() -> None:
+                if pending:
+                    with self._lock:
+                        self._put_many_locked([c.doc for c in pending if c.doc is not None])
+                        self._seq = pending[-1].seq
+                        self._unsaved += len(pending)
+                    pending.clear()
+
+            last = self._seq
             for change in changes:
-                if change.seq <= self._seq:
+                if change.seq <= last:
                     continue
-                with self._lock:
-                    if change.doc is not None:
-                        try:
-                            self._put_locked(change.doc)
-                        except InvalidDocumentError as exc:
-                            rejected.append(f"{change.image_id}: {exc}")
-                            self._remove_locked(change.image_id)
+                last = change.seq
+                if change.doc is not None:
+                    try:
+                        self._index.validate(change.doc)
+                    except InvalidDocumentError as exc:
+                        rejected.append(f"{change.image_id}: {exc}")
                     else:
-                        self._remove_locked(change.image_id)
+                        pending.append(change)
+                        if len(pending) >= _APPLY_BATCH:
+                            flush()
+                        continue
+                flush()
+                with self._lock:
+                    self._remove_locked(change.image_id)
                     self._seq = change.seq
                     self._unsaved += 1
+            flush()
         return rejected
 
     def advance_to(self, seq: int) -> None:
@@ -245,6 +272,12 @@ class DurableIndex:
         self._index.put(doc)
         for writes in self._writes_during_rebuild:
             writes.append(doc)
+        self._compact_if_needed()
+
+    def _put_many_locked(self, docs: list[Document]) -> None:
+        self._index.put_many(docs)
+        for writes in self._writes_during_rebuild:
+            writes.extend(docs)
         self._compact_if_needed()
 
     def _remove_locked(self, image_id: str) -> bool:

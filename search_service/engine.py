@@ -41,7 +41,6 @@ from search_service.inverted_index import (
 )
 from search_service.multilingual import QueryTranslator, load_translator
 from search_service.semantic import LABEL_TEMPLATE, ConceptSpace
-from search_service.snapshot import json_list_pieces
 from search_service.vector_index import AnnParams, VectorIndex
 
 log = logging.getLogger(__name__)
@@ -213,7 +212,8 @@ class SearchIndex:
         for docno, doc in enumerate(docs, first):
             self._docs.append(doc)  # kept without its vector (self.vectors holds it, int8)
             self._ids[doc.image_id] = docno
-            self._count_classes(doc, +1)
+        floor = self.params.bm25.min_label_probability
+        self._label_docs.update(lb.name for d in docs for lb in d.labels if lb.probability >= floor)
         self.vectors.add_many(first, [d.feature_vector for d in docs])
         if self.concepts is not None:
             self.concepts.add_many(first, [d.labels for d in docs])
@@ -684,9 +684,8 @@ class SearchIndex:
     # ---- persistence ------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
-        docs = [d.to_json() if d is not None else None for d in self._docs]
         state: dict[str, Any] = {
-            "docs": docs,
+            "doc_columns": self._docs.columns(),
             "owners": list(self._owner_codes),
             "alive": self._alive.view(),
             "owner": self._owner.view(),
@@ -704,17 +703,11 @@ class SearchIndex:
     def frozen_state(self) -> dict[str, Any]:
         """state() as of now, cheap enough to take under the writers' lock (copies of what
         writes change in place, views of what only grows at the end, a copy of the document
-        list); the costly parts (documents as JSON, posting bytes) are callables that read only
+        list); the costly parts (document columns, posting bytes) are callables that read only
         this frozen view, for a snapshot to evaluate while writes and searches go on. The
         approximate vector index is not in it (VectorIndex.save_ann)."""
-        rows = self._docs.snapshot_rows()
-        decode = self._docs.decode_row
-
-        def docs_json(start: int, stop: int) -> list[Any]:
-            return [None if r is None else decode(r).to_json() for r in rows[start:stop]]
-
         state: dict[str, Any] = {
-            "docs": lambda: json_list_pieces(docs_json, len(rows)),
+            "doc_columns": self._docs.frozen_columns(),
             "owners": list(self._owner_codes),
             "alive": self._alive.view().copy(),
             "owner": self._owner.view(),
@@ -747,16 +740,11 @@ class SearchIndex:
             state["vectors"], index.params.vector_dim, index.params.ann, ann_file
         )
         index.keywords = InvertedIndex.from_state(state["keywords"], index.params.bm25)
-        favourite = np.zeros(len(state["docs"]), np.bool_)
-        for docno, data in enumerate(state["docs"]):
-            if data is None:
-                index._docs.append(None)
-                continue
-            doc = Document.from_json(data)  # its vector stays in index.vectors
-            index._docs.append(doc)
-            index._ids[doc.image_id] = docno
-            favourite[docno] = doc.favourite
-            index._count_classes(doc, +1)
+        if "doc_columns" in state:
+            index._load_columns(state["doc_columns"], state["alive"])
+            favourite = np.asarray(state["doc_columns"]["favourite"], np.bool_)
+        else:  # an older snapshot: documents as JSON, rebuilt one by one
+            favourite = index._load_json_docs(state["docs"])
         index._owner_codes = {o: i for i, o in enumerate(state["owners"])}
         index._alive = GrowableArray.from_array(state["alive"])
         index._owner = GrowableArray.from_array(state["owner"])
@@ -767,6 +755,33 @@ class SearchIndex:
         index._favourite = GrowableArray.from_array(favourite)
         index._saved_concepts = state.get("concepts"), state.get("concept_labels")
         return index
+
+    def _load_columns(self, columns: dict[str, Any], alive: npt.NDArray[np.bool_]) -> None:
+        """Documents, the id map and label counts from the snapshot's columns (no document is
+        rebuilt: the store reads them from the columns when asked)."""
+        self._docs = DocumentStore.from_columns(columns)
+        ids = self._docs.image_ids()
+        id_map = dict(zip(ids, range(len(ids)), strict=True))
+        for docno in np.flatnonzero(~np.asarray(alive, np.bool_)).tolist():
+            if id_map.get(ids[docno]) == docno:  # a later copy of the image keeps its number
+                del id_map[ids[docno]]
+        self._ids = id_map
+        floor = self.params.bm25.min_label_probability
+        self._label_docs = Counter(self._docs.label_counts(floor))
+
+    def _load_json_docs(self, docs: list[Any]) -> npt.NDArray[np.bool_]:
+        """Documents of a snapshot written before columns; their favourite flags."""
+        favourite = np.zeros(len(docs), np.bool_)
+        for docno, data in enumerate(docs):
+            if data is None:
+                self._docs.append(None)
+                continue
+            doc = Document.from_json(data)  # its vector stays in index.vectors
+            self._docs.append(doc)
+            self._ids[doc.image_id] = docno
+            favourite[docno] = doc.favourite
+            self._count_classes(doc, +1)
+        return favourite
 
     def restore_semantic(self, concepts: ConceptSpace, embedder: TextEmbedder) -> None:
         """attach_semantic, reusing saved concept weights when they match these labels."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -100,26 +101,36 @@ class ConceptSpace:
         self.add_many(docno, [labels])
 
     def add_many(self, first: int, label_lists: Sequence[Sequence[Label]]) -> None:
-        """Documents first, first + 1, ... with these labels (norms computed in one go)."""
+        """Documents first, first + 1, ... with these labels, a batch at a time: each
+        document's labels by probability (ties in their order), the top TOP_LABELS of known
+        classes kept, the first of a class posted when it is the top label or weighs
+        POSTING_FLOOR."""
         if first != len(self._norms):
             raise ValueError(f"document numbers must be dense: got {first}")
-        classes = np.zeros((len(label_lists), TOP_LABELS), np.int16)
-        probs = np.zeros((len(label_lists), TOP_LABELS), np.float32)
-        for i, labels in enumerate(label_lists):
-            ranked = sorted(labels, key=lambda lb: -lb.probability)
-            slot = 0
-            posted: set[int] = set()  # two labels of one class: the first is posted
-            for label in ranked:
-                cls = self.class_of(label)
-                if cls < 0 or label.probability <= 0:
-                    continue
-                classes[i, slot], probs[i, slot] = cls, label.probability
-                if (slot == 0 or label.probability >= POSTING_FLOOR) and cls not in posted:
-                    posted.add(cls)
-                    self._post(cls, first + i, label.probability)
-                slot += 1
-                if slot == TOP_LABELS:
-                    break
+        count = len(label_lists)
+        flat = [label for labels in label_lists for label in labels]
+        doc = np.repeat(np.arange(count), [len(labels) for labels in label_lists])
+        p = np.asarray([label.probability for label in flat], np.float64)
+        cls = np.asarray([label.class_index for label in flat], np.int64)
+        unknown = np.flatnonzero((cls < 0) | (cls >= len(self.label_names)))
+        for j in unknown.tolist():
+            cls[j] = self.class_of(flat[j])
+        valid = np.flatnonzero((cls >= 0) & (p > 0))
+        doc, p, cls = doc[valid], p[valid], cls[valid]
+        ranked = np.lexsort((-p, doc))  # stable: equal probabilities keep their order
+        doc, p, cls = doc[ranked], p[ranked], cls[ranked]
+        starts = np.searchsorted(doc, np.arange(count))
+        slot = np.arange(doc.size) - starts[doc]
+        kept = slot < TOP_LABELS
+        doc, p, cls, slot = doc[kept], p[kept], cls[kept], slot[kept]
+        classes = np.zeros((count, TOP_LABELS), np.int16)
+        probs = np.zeros((count, TOP_LABELS), np.float32)
+        classes[doc, slot] = cls
+        probs[doc, slot] = p
+        posted = np.flatnonzero((slot == 0) | (p >= POSTING_FLOOR))
+        _, once = np.unique(doc[posted] * len(self.label_names) + cls[posted], return_index=True)
+        posted = np.sort(posted[once])  # a class twice in one document: the first is posted
+        self._post_many(cls[posted], first + doc[posted], p[posted])
         c = classes.astype(np.intp)
         gram = self._gram[c[:, :, None], c[:, None, :]]
         norm_sq = np.einsum("bi,bij,bj->b", probs, gram, probs)
@@ -127,15 +138,21 @@ class ConceptSpace:
         self._probs.extend(probs)
         self._norms.extend(np.sqrt(np.maximum(norm_sq, 0.0)))
 
-    def _post(self, cls: int, docno: int, probability: float) -> None:
-        posted = self._posted[cls]
-        if posted is None:
-            posted = self._posted[cls] = (
-                GrowableArray(np.int32, capacity=64),
-                GrowableArray(np.float32, capacity=64),
-            )
-        posted[0].append(docno)
-        posted[1].append(probability)
+    def _post_many(self, cls: Any, docs: Any, probs: Any) -> None:
+        """Append (class, document, probability) postings, documents ascending per class."""
+        order = np.argsort(cls, kind="stable")
+        cls, docs, probs = cls[order], docs[order], probs[order].astype(np.float32)
+        starts = np.flatnonzero(np.diff(cls, prepend=-1))
+        bounds = np.append(starts, cls.size).tolist()
+        for i, c in enumerate(cls[starts].tolist()):
+            posted = self._posted[c]
+            if posted is None:
+                posted = self._posted[c] = (
+                    GrowableArray(np.int32, capacity=64),
+                    GrowableArray(np.float32, capacity=64),
+                )
+            posted[0].extend(docs[bounds[i] : bounds[i + 1]])
+            posted[1].extend(probs[bounds[i] : bounds[i + 1]])
 
     def remove(self, docno: int) -> None:
         """The document's postings stay; a zero norm keeps it out of every result."""

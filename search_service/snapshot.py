@@ -39,7 +39,10 @@ MAGIC = b"IRSEARCH"
 # 2: concepts, taken and camera fields; date column.
 # 3: "seq" is storage's change-feed seq (issue 12), no longer search's own journal seq: an older
 #    snapshot is not read (its seq means nothing to the feed); the feed replays from 0.
-FORMAT_VERSION = 3
+# 4: documents as columns (doc_store.py) instead of one JSON list; a version 3 snapshot is
+#    still read (its documents rebuilt one by one) and the next snapshot is written as 4.
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (3, 4)
 _HEADER = struct.Struct("<8sII")
 _SECTION = struct.Struct("<BQI")
 _RAW, _ARRAY, _JSON, _NONE = 0, 1, 2, 3
@@ -77,9 +80,10 @@ def read_snapshot(path: Path) -> dict[str, Any]:
         magic, version, count = _HEADER.unpack(head)
         if magic != MAGIC:
             raise IndexFormatError(f"{path} is not a search index snapshot")
-        if version != FORMAT_VERSION:
+        if version not in READABLE_VERSIONS:
             raise IndexFormatError(
-                f"{path} has format version {version}; this build reads version {FORMAT_VERSION}"
+                f"{path} has format version {version}; this build reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))}"
             )
         return dict(_read_section(f, path) for _ in range(count))
 
@@ -175,19 +179,37 @@ def _read_section(f: BinaryIO, path: Path) -> tuple[str, Any]:
         kind, length, crc = _SECTION.unpack(f.read(_SECTION.size))
     except (struct.error, UnicodeDecodeError) as exc:
         raise IndexFormatError(f"{path} is truncated or damaged") from exc
-    payload = f.read(length)
-    if len(payload) != length or zlib.crc32(payload) != crc:
+    payload = bytearray(length)  # read straight into memory an array can then use as is
+    if f.readinto(payload) != length or zlib.crc32(payload) != crc:  # type: ignore[attr-defined]
         raise IndexFormatError(f"{path}: section {name!r} is damaged (checksum mismatch)")
     if kind == _NONE:
         return name, None
     if kind == _RAW:
-        return name, payload
+        return name, bytes(payload)
     if kind == _ARRAY:
-        return name, np.load(io.BytesIO(payload), allow_pickle=False)
+        return name, _array(payload, path, name)
     if kind == _JSON:
         # decompressobj: a streamed frame does not say its size up front
         return name, json.loads(zstandard.ZstdDecompressor().decompressobj().decompress(payload))
     raise IndexFormatError(f"{path}: section {name!r} has unknown kind {kind}")
+
+
+def _array(payload: bytearray, path: Path, name: str) -> np.ndarray:
+    """An .npy payload as an array over the payload's own memory (no copy)."""
+    head = io.BytesIO(payload[:4096])
+    try:
+        major, _minor = np.lib.format.read_magic(head)
+        if major == 1:
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(head)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(head)
+    except ValueError as exc:
+        raise IndexFormatError(f"{path}: section {name!r} is not an array") from exc
+    if dtype.hasobject:
+        raise IndexFormatError(f"{path}: section {name!r} holds objects")
+    count = int(np.prod(shape, dtype=np.int64))
+    arr = np.frombuffer(payload, dtype=dtype, count=count, offset=head.tell())
+    return arr.reshape(shape, order="F" if fortran else "C")
 
 
 def fsync_dir(directory: Path) -> None:

@@ -3,16 +3,19 @@ format version checks."""
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import struct
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from search_service.durable_index import SNAPSHOT_NAME, DurableIndex, FeedChange
-from search_service.engine import EngineParams, SearchIndex
+from search_service.engine import EngineParams, Filters, SearchIndex
 from search_service.errors import IndexFormatError, InvalidDocumentError
 from search_service.snapshot import (
     FORMAT_VERSION,
@@ -339,3 +342,35 @@ def test_the_approximate_index_saved_apart_is_caught_up_on_load(tmp_path):
     reopened.close()  # the final snapshot saves the grown index and drops the old file
     assert [p.name for p in tmp_path.glob("vectors-*.ann")] != [saved.name]
     assert DurableIndex.open(tmp_path, params).similar(vector=unit(50), k=1).hits[0][0] == "img50"
+
+
+def test_a_snapshot_of_the_earlier_format_loads_and_is_rewritten_as_columns(tmp_path, caplog):
+    """fixtures/index-v3.snap was written by the build before documents were stored as columns
+    (documents as JSON): upgrading keeps the library searchable without a replay."""
+    shutil.copy(Path(__file__).with_name("fixtures") / "index-v3.snap", tmp_path / SNAPSHOT_NAME)
+
+    with caplog.at_level(logging.INFO, logger="search_service.durable_index"):
+        index = DurableIndex.open(tmp_path, PARAMS)
+
+    assert "earlier format" in caplog.text
+    assert not index.started_empty_from_unusable
+    assert sorted(index._index._ids) == ["cat", "coffee", "fav"]
+    assert _ids(index, "espresso") == ["coffee"] and _ids(index, "catamount") == ["fav"]
+    assert _ids(index, "pets") == ["cat"] and _ids(index, "grey") == ["fav"]
+    favourites = Filters(favourites_only=True)
+    assert [h.image_id for h in index.search("catamount", favourites).hits] == ["fav"]
+    assert index.search("espresso", favourites).total == 0
+    assert index.get("fav").favourite and index.get("fav").colours == (("grey", 0.5),)
+    index.put(doc("dog", (("beagle", 0.8),)))
+    index.close()
+    assert read_snapshot_version(tmp_path / SNAPSHOT_NAME) == FORMAT_VERSION
+    reopened = DurableIndex.open(tmp_path, PARAMS)
+    assert sorted(reopened._index._ids) == ["cat", "coffee", "dog", "fav"]
+    assert reopened.get("fav") == index.get("fav")
+    assert _ids(reopened, "catamount") == ["fav"] and _ids(reopened, "beagle") == ["dog"]
+    assert reopened.similar(vector=unit(1), k=1).hits[0][0] == "cat"
+    reopened.close()
+
+
+def read_snapshot_version(path: Path) -> int:
+    return int.from_bytes(path.read_bytes()[8:12], "little")
