@@ -20,12 +20,13 @@ from flask import jsonify, redirect, render_template, request, url_for
 
 from gateway import library
 from gateway.api import api
+from gateway.clients import match_field_word
 from gateway.errors import BadRequestError, ForbiddenError, NotFoundError, ServiceError
 from gateway.image_json import image_json, iso_time
 from gateway.pages import pages
 from gateway.state import state
-from imagerepo.search.v1 import search_service_pb2 as search_pb
-from imagerepo.storage.v1 import storage_service_pb2 as storage_pb
+from imagerepo.search.v2 import search_service_pb2 as search_pb
+from imagerepo.storage.v2 import storage_service_pb2 as storage_pb
 
 # "cat in album Summer 2019", 'in album "Trip to Rome" cat' (quoted: anywhere in the query).
 _QUOTED = re.compile(r"""\bin\s+album\s+(?:"([^"]+)"|'([^']+)')""", re.IGNORECASE)
@@ -42,8 +43,8 @@ def album_json(album: storage_pb.Album) -> dict[str, Any]:
         "id": album.id,
         "name": album.name,
         "owner": album.owner,
-        "created_at": iso_time(album.created_at_unix_ms),
-        "updated_at": iso_time(album.updated_at_unix_ms),
+        "created_at": iso_time(album.create_time.ToMilliseconds()),
+        "updated_at": iso_time(album.update_time.ToMilliseconds()),
         "image_count": album.image_count,
         "cover_image_id": cover or None,
         "links": {
@@ -170,10 +171,9 @@ def search_in_album(
         page_size=page_size,
         page_token=page_token,
         sort=library.SORTS[sort],
-        filters=search_pb.SearchFilters(
-            include_moderated=True,
-            taken_from_unix_s=library.taken_bound(taken_from, end=False),
-            taken_until_unix_s=library.taken_bound(taken_until, end=True),
+        filters=library.search_filters(
+            taken_from,
+            taken_until,
             favourites_only=favourites,
             allowed_ids=search_pb.ImageIdAllowList(image_ids=members),
         ),
@@ -190,7 +190,7 @@ def search_in_album(
                 "image": image_json(images[hit.image_id], threshold),
                 "score": round(hit.score, 4),
                 "reasons": [
-                    {"field": r.field, "term": r.term, "score": round(r.score, 4)}
+                    {"field": match_field_word(r.field), "term": r.term, "score": round(r.score, 4)}
                     for r in hit.reasons
                 ],
             }

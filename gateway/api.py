@@ -12,11 +12,12 @@ from flask import Blueprint, Response, jsonify, request, stream_with_context
 
 from gateway import library
 from gateway import operations as ops
+from gateway.clients import match_field_word
 from gateway.errors import BadRequestError, error_body
 from gateway.image_json import STATUS_NAMES, image_json, iso_time, label_json
 from gateway.state import state
-from imagerepo.storage.v1 import storage_service_pb2 as storage_pb
-from imagerepo.vision.v1 import vision_service_pb2 as vision_pb
+from imagerepo.storage.v2 import storage_service_pb2 as storage_pb
+from imagerepo.vision.v2 import vision_service_pb2 as vision_pb
 
 api = Blueprint("api", __name__, url_prefix="/api")
 
@@ -323,7 +324,12 @@ def suggest() -> Any:
     found = state().clients.suggest(prefix, limit=_int_arg("limit", 8, 1, 50))
     return jsonify(
         suggestions=[
-            {"text": s.text, "field": s.field, "document_count": s.document_count} for s in found
+            {
+                "text": s.text,
+                "field": match_field_word(s.field),
+                "document_count": s.document_count,
+            }
+            for s in found
         ]
     )
 
@@ -422,7 +428,7 @@ def feedback_csv() -> Any:
                         f"{probabilities.get(fb.label, 0.0):.4f}",
                         fb.comment,
                         fb.reported_by,
-                        iso_time(fb.created_at_unix_ms),
+                        iso_time(fb.create_time.ToMilliseconds()),
                         "; ".join(label.name for label in image.labels),
                     ]
                 )

@@ -21,9 +21,9 @@ from gateway.ingest import IngestPipeline
 from gateway.mosaic_tiles import TileCache
 from gateway.pages import pages
 from gateway.state import GatewayState, state
-from imagerepo.search.v1 import search_service_pb2_grpc as search_grpc
-from imagerepo.storage.v1 import storage_service_pb2_grpc as storage_grpc
-from imagerepo.vision.v1 import vision_service_pb2_grpc as vision_grpc
+from imagerepo.search.v2 import search_service_pb2_grpc as search_grpc
+from imagerepo.storage.v2 import storage_service_pb2_grpc as storage_grpc
+from imagerepo.vision.v2 import vision_service_pb2_grpc as vision_grpc
 from service_runtime.channels import open_channel
 from service_runtime.grpc_server import channel_options
 from service_runtime.logs import (

@@ -1,5 +1,8 @@
 """gRPC stubs of the three services, sharing one channel each (round_robin over a service's
-replicas); every call gets a deadline.
+replicas); every call gets a deadline. The gateway speaks the v2 contracts
+(imagerepo.<service>.v2): Timestamps, enums with UNSPECIFIED zero values, presence fields and
+opaque page tokens; the word tables below say v2's enums in the words the REST API has always
+used ("ocr_text", "hnswlib", "labels+features").
 
 Every method turns a failed call into `ServiceError` (service, method, status code, details),
 which `gateway.errors` maps to an HTTP status in one place.
@@ -17,14 +20,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.config import GatewayConfig
 from gateway.errors import ServiceError
-from imagerepo.common.v1 import common_pb2
-from imagerepo.search.v1 import search_service_pb2 as search_pb
-from imagerepo.search.v1 import search_service_pb2_grpc as search_grpc
-from imagerepo.storage.v1 import storage_service_pb2 as storage_pb
-from imagerepo.storage.v1 import storage_service_pb2_grpc as storage_grpc
-from imagerepo.vision.v1 import vision_service_pb2 as vision_pb
-from imagerepo.vision.v1 import vision_service_pb2_grpc as vision_grpc
+from imagerepo.common.v2 import common_pb2
+from imagerepo.search.v2 import search_service_pb2 as search_pb
+from imagerepo.search.v2 import search_service_pb2_grpc as search_grpc
+from imagerepo.storage.v2 import storage_service_pb2 as storage_pb
+from imagerepo.storage.v2 import storage_service_pb2_grpc as storage_grpc
+from imagerepo.vision.v2 import vision_service_pb2 as vision_pb
+from imagerepo.vision.v2 import vision_service_pb2_grpc as vision_grpc
 from service_runtime.channels import open_channel
+from service_runtime.contracts_v2 import timestamp_of_ms
 from service_runtime.grpc_server import channel_options
 
 # The storage contract caps each streamed chunk at 1 MiB.
@@ -39,6 +43,30 @@ RECONNECT_OPTIONS = [
 ]
 
 T = TypeVar("T")
+
+# v2's enums in the words the gateway's JSON has always carried.
+MATCH_FIELD_WORDS = {
+    value: name.removeprefix("MATCH_FIELD_").lower()
+    for name, value in search_pb.MatchField.items()
+    if value != search_pb.MATCH_FIELD_UNSPECIFIED
+}
+VECTOR_BACKEND_WORDS = {
+    value: name.removeprefix("VECTOR_BACKEND_").lower()
+    for name, value in search_pb.VectorBackend.items()
+    if value != search_pb.VECTOR_BACKEND_UNSPECIFIED
+}
+MODEL_TASK_WORDS = {
+    vision_pb.MODEL_TASK_LABELS_AND_FEATURES: "labels+features",
+    vision_pb.MODEL_TASK_MODERATION: "moderation",
+    vision_pb.MODEL_TASK_OCR_DETECTION: "ocr-det",
+    vision_pb.MODEL_TASK_OCR_RECOGNITION: "ocr-rec",
+    vision_pb.MODEL_TASK_TEXT_EMBEDDING: "text-embedding",
+}
+
+
+def match_field_word(field: int) -> str:
+    """A match reason's or suggestion's field as a word ("labels", "ocr_text"); "" if unknown."""
+    return MATCH_FIELD_WORDS.get(field, "")
 
 
 @dataclass
@@ -152,9 +180,20 @@ class ServiceClients:
         return self._call("storage", "GetThumbnail", self.storage.GetThumbnail, request)
 
     def find_by_filename(self, filename: str, limit: int = 0) -> list[storage_pb.ImageMetadata]:
-        request = storage_pb.FindByFilenameRequest(filename=filename, limit=limit)
-        reply = self._call("storage", "FindByFilename", self.storage.FindByFilename, request)
-        return list(reply.images)
+        """Images with this filename, newest first: at most `limit`, every one for 0."""
+        found: list[storage_pb.ImageMetadata] = []
+        token = ""
+        while True:
+            request = storage_pb.FindByFilenameRequest(
+                filename=filename,
+                page_size=min(limit - len(found), 1000) if limit else 1000,
+                page_token=token,
+            )
+            reply = self._call("storage", "FindByFilename", self.storage.FindByFilename, request)
+            found.extend(reply.images)
+            token = reply.next_page_token
+            if not token or not reply.images or (limit and len(found) >= limit):
+                return found
 
     def find_by_sha256(
         self, sha256s: Sequence[str], owner: str
@@ -198,6 +237,7 @@ class ServiceClients:
         taken_from_unix_ms: int = 0,
         taken_to_unix_ms: int = 0,
     ) -> storage_pb.ListImagesResponse:
+        """0 for taken_from_unix_ms or taken_to_unix_ms leaves that end open."""
         request = storage_pb.ListImagesRequest(
             page_size=page_size,
             page_token=page_token,
@@ -207,8 +247,8 @@ class ServiceClients:
             favourite_only=favourite_only,
             trashed_only=trashed_only,
             order=order,  # type: ignore[arg-type]
-            taken_from_unix_ms=taken_from_unix_ms,
-            taken_to_unix_ms=taken_to_unix_ms,
+            taken_from=timestamp_of_ms(taken_from_unix_ms),
+            taken_until=timestamp_of_ms(taken_to_unix_ms),
         )
         return self._call("storage", "ListImages", self.storage.ListImages, request)
 
@@ -379,7 +419,10 @@ class ServiceClients:
     def find_duplicates(
         self, image_id: str = "", near_threshold: float = 0.0
     ) -> search_pb.FindDuplicatesResponse:
-        request = search_pb.FindDuplicatesRequest(image_id=image_id, near_threshold=near_threshold)
+        """near_threshold 0 means search's default."""
+        request = search_pb.FindDuplicatesRequest(image_id=image_id)
+        if near_threshold:
+            request.near_threshold = near_threshold
         return self._call("search", "FindDuplicates", self.search.FindDuplicates, request)
 
     def suggest(self, prefix: str, limit: int = 8) -> list[search_pb.Suggestion]:

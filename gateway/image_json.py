@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.exif_display import describe, taken_at
-from imagerepo.common.v1 import common_pb2
-from imagerepo.storage.v1 import storage_service_pb2 as storage_pb
+from imagerepo.common.v2 import common_pb2
+from imagerepo.storage.v2 import storage_service_pb2 as storage_pb
+from service_runtime.contracts_v2 import colour_name
 
 STATUS_NAMES = {
     common_pb2.ANALYSIS_STATUS_UNSPECIFIED: "pending",
@@ -133,14 +134,15 @@ def image_json(image: storage_pb.ImageMetadata, moderation_threshold: float) -> 
     taken = taken_at(exif.get("taken_at"))
     status = STATUS_NAMES.get(image.status, "pending")
     confident = labels[0].name if labels and labels[0].probability >= CONFIDENT_LABEL else None
+    created_ms = image.create_time.ToMilliseconds()
     return {
         "id": image.id,
         "filename": image.filename,
         "owner": image.owner,
         "content_type": image.content_type,
         "format": image.format,
-        "created_at": iso_time(image.created_at_unix_ms),
-        "created_at_unix_ms": image.created_at_unix_ms,
+        "created_at": iso_time(created_ms),
+        "created_at_unix_ms": created_ms,
         "sha256": image.sha256,
         "byte_size": image.byte_size,
         "width": image.width,
@@ -150,9 +152,7 @@ def image_json(image: storage_pb.ImageMetadata, moderation_threshold: float) -> 
         # When the camera says it was taken (its own clock, no zone), else None.
         "taken_at": taken.isoformat(timespec="seconds") if taken else None,
         # What the timeline orders and groups by: date taken, else upload time.
-        "date": taken.isoformat(timespec="seconds")
-        if taken
-        else iso_time(image.created_at_unix_ms),
+        "date": taken.isoformat(timespec="seconds") if taken else iso_time(created_ms),
         "labels": [label_json(label) for label in labels],
         "best_label": labels[0].name if labels else None,
         # The gallery caption: the label only when the model is sure, else the filename.
@@ -163,11 +163,16 @@ def image_json(image: storage_pb.ImageMetadata, moderation_threshold: float) -> 
         "moderated": float(image.moderation_score) > moderation_threshold,
         "ocr_text": image.ocr_text,
         # Dominant named colours, largest first: [{"name": "red", "share": 0.23}, ...].
-        "colours": [{"name": c.name, "share": round(float(c.share), 3)} for c in image.colours],
+        "colours": [
+            {"name": colour_name(c.colour), "share": round(float(c.share), 3)}
+            for c in image.colours
+        ],
         "tags": list(image.tags),
         "favourite": image.favourite,
         # In the trash since then (restorable until the retention ends), else None.
-        "trashed_at": iso_time(image.trashed_at_unix_ms) if image.trashed_at_unix_ms else None,
+        "trashed_at": iso_time(image.trash_time.ToMilliseconds())
+        if image.HasField("trash_time")
+        else None,
         "status": status,
         "status_detail": image.status_detail,
         # A pending image's last failed try is in its analysis state (the workers' last error).
@@ -177,7 +182,7 @@ def image_json(image: storage_pb.ImageMetadata, moderation_threshold: float) -> 
                 "label": fb.label,
                 "comment": fb.comment,
                 "reported_by": fb.reported_by,
-                "created_at": iso_time(fb.created_at_unix_ms),
+                "created_at": iso_time(fb.create_time.ToMilliseconds()),
             }
             for fb in image.feedback
         ],

@@ -8,8 +8,9 @@
 The gateway keeps no state of its own: storage is the one source of truth and everything
 else (analysis, search) is a consumer of its history. An upload succeeds once PutImage did;
 when the analysis takes longer than the short wait, the answer says the image is being
-analysed and the gallery shows it as such until it is. The helpers below (what vision is
-sent, what search indexes) are shared with the analysis worker and search's feed follower.
+analysed and the gallery shows it as such until it is. The gateway speaks storage's v2
+contract; `search_document` (a v1 SearchDocument, for search's v1 IndexImage) is kept for the
+tests of that outside-client call only: search indexes what storage's feed says.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from dataclasses import dataclass, field
 
 from gateway.clients import ServiceClients
 from gateway.errors import ServiceError
-from imagerepo.common.v1 import common_pb2
-from imagerepo.search.v1 import search_service_pb2 as search_pb
-from imagerepo.storage.v1 import storage_service_pb2 as storage_pb
+from imagerepo.common.v1 import common_pb2 as common_v1
+from imagerepo.common.v2 import common_pb2
+from imagerepo.search.v1 import search_service_pb2 as search_v1
+from imagerepo.storage.v1 import storage_service_pb2 as storage_v1
+from imagerepo.storage.v2 import storage_service_pb2 as storage_pb
 
 log = logging.getLogger(__name__)
 
@@ -49,24 +52,25 @@ def timed(timings_ms: dict[str, float], stage: str) -> Iterator[None]:
 
 @dataclass
 class Analysis:
-    labels: list[common_pb2.Label]
+    labels: list[common_v1.Label]
     feature_vector: list[float]
     moderation_score: float
     ocr_text: str
 
 
-def stored_analysis(image: storage_pb.ImageMetadata) -> Analysis:
-    """The analysis storage holds for an image (read with its feature vector)."""
+def stored_analysis(image: storage_v1.ImageMetadata) -> Analysis:
+    """The analysis storage holds for an image (read with its feature vector), v1 messages."""
     return Analysis(
         list(image.labels), list(image.feature_vector), image.moderation_score, image.ocr_text
     )
 
 
 def search_document(
-    image: storage_pb.ImageMetadata, analysis: Analysis
-) -> search_pb.SearchDocument:
-    """What search indexes for an analysed image."""
-    return search_pb.SearchDocument(
+    image: storage_v1.ImageMetadata, analysis: Analysis
+) -> search_v1.SearchDocument:
+    """What search's v1 IndexImage is sent for an analysed image (v1 messages: search's own
+    tests index through it; the running stack indexes from storage's change feed)."""
+    return search_v1.SearchDocument(
         image_id=image.id,
         filename=image.filename,
         owner=image.owner,
@@ -74,7 +78,7 @@ def search_document(
         tags=list(image.tags),
         ocr_text=analysis.ocr_text,
         moderation_score=analysis.moderation_score,
-        status=READY,
+        status=common_v1.ANALYSIS_STATUS_READY,
         feature_vector=analysis.feature_vector,
         sha256=image.sha256,
         created_at_unix_ms=image.created_at_unix_ms,

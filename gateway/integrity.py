@@ -18,8 +18,8 @@ from typing import Any
 
 import grpc
 
-from imagerepo.storage.v1 import storage_service_pb2 as storage_pb
-from imagerepo.storage.v1 import storage_service_pb2_grpc as storage_grpc
+from imagerepo.storage.v2 import storage_service_pb2 as storage_pb
+from imagerepo.storage.v2 import storage_service_pb2_grpc as storage_grpc
 from service_runtime.channels import open_channel
 from service_runtime.security import SecurityConfigError, TransportSecurity
 
@@ -35,8 +35,8 @@ def _when(unix_ms: int) -> str:
 def report_json(report: storage_pb.VerifyReport) -> dict[str, Any]:
     return {
         "ok": report.ok,
-        "finished_at_unix_ms": report.finished_at_unix_ms,
-        "finished_at": _when(report.finished_at_unix_ms),
+        "finished_at_unix_ms": report.finish_time.ToMilliseconds(),
+        "finished_at": _when(report.finish_time.ToMilliseconds()),
         "files_checked": report.files_checked,
         "blocks_checked": report.blocks_checked,
         "bytes_checked": report.bytes_checked,

@@ -27,12 +27,13 @@ import grpc
 from flask import Response, send_file
 
 from gateway import operations as ops
+from gateway.clients import match_field_word
 from gateway.errors import BadRequestError, ServiceError
 from gateway.exif_privacy import Coordinates, gps_coordinates, strip_gps
 from gateway.image_json import image_json
 from gateway.state import state
-from imagerepo.search.v1 import search_service_pb2 as search_pb
-from imagerepo.storage.v1 import storage_service_pb2 as storage_pb
+from imagerepo.search.v2 import search_service_pb2 as search_pb
+from imagerepo.storage.v2 import storage_service_pb2 as storage_pb
 
 MAX_SELECTION = 500
 IMMUTABLE_MAX_AGE_S = 31536000
@@ -154,7 +155,7 @@ def delete_many(ids: list[str]) -> dict[str, list[str]]:
     missing: list[str] = []
     for image_id in ids:
         try:
-            if state().clients.get_image(image_id).trashed_at_unix_ms:
+            if state().clients.get_image(image_id).HasField("trash_time"):
                 missing.append(image_id)
                 continue
             ops.delete_image(image_id)
@@ -201,7 +202,7 @@ def zip_stream(ids: list[str]) -> Iterator[bytes]:
             if image is None:
                 continue
             name = _unique(download_name(image.filename, image.id, image.format), names)
-            moment = time.gmtime(image.created_at_unix_ms / 1000)[:6]
+            moment = time.gmtime(image.create_time.ToMilliseconds() / 1000)[:6]
             info = zipfile.ZipInfo(name, date_time=moment)  # type: ignore[arg-type]
             with archive.open(info, "w", force_zip64=image.byte_size > 2**31 - 1) as entry:
                 if st.config.keep_gps:
@@ -295,6 +296,22 @@ def taken_bound(raw: str, end: bool) -> int:
     raise BadRequestError(f"{raw!r} is not a date: use YYYY, YYYY-MM or YYYY-MM-DD")
 
 
+def search_filters(
+    taken_from: str = "", taken_until: str = "", **fields: Any
+) -> search_pb.SearchFilters:
+    """Search's filters for a date-taken period ("YYYY[-MM[-DD]]" bounds, empty leaves that end
+    open) and the other filter fields given; moderated images included (the gateway blurs
+    them)."""
+    filters = search_pb.SearchFilters(include_moderated=True, **fields)
+    for name, raw, end in (("taken_from", taken_from, False), ("taken_until", taken_until, True)):
+        seconds = taken_bound(raw, end=end)
+        if seconds < 0:
+            raise BadRequestError(f"{name} must not be before 1970")
+        if seconds:
+            getattr(filters, name).FromSeconds(seconds)
+    return filters
+
+
 def search_by_date(
     query: str,
     page_size: int,
@@ -314,12 +331,7 @@ def search_by_date(
         page_size=page_size,
         page_token=page_token,
         sort=SORTS[sort],
-        filters=search_pb.SearchFilters(
-            include_moderated=True,
-            taken_from_unix_s=taken_bound(taken_from, end=False),
-            taken_until_unix_s=taken_bound(taken_until, end=True),
-            favourites_only=favourites,
-        ),
+        filters=search_filters(taken_from, taken_until, favourites_only=favourites),
     )
     try:
         reply = st.clients.search.Search(request, timeout=st.clients.timeout_s)
@@ -334,7 +346,7 @@ def search_by_date(
                 "image": image_json(images[hit.image_id], threshold),
                 "score": round(hit.score, 4),
                 "reasons": [
-                    {"field": r.field, "term": r.term, "score": round(r.score, 4)}
+                    {"field": match_field_word(r.field), "term": r.term, "score": round(r.score, 4)}
                     for r in hit.reasons
                 ],
             }
@@ -387,8 +399,9 @@ def taken_range_ms(taken_from: str, taken_to: str) -> tuple[int, int]:
 def month_key(image: storage_pb.ImageMetadata, order: str) -> str:
     """The "YYYY-MM" a photo is filed under: when taken (storage's date, the one it sorts by;
     the upload time when the camera gave none), or when uploaded for that order."""
-    ms = image.created_at_unix_ms if order == "uploaded" else image.taken_at_unix_ms
-    ms = ms or image.created_at_unix_ms
+    created_ms = image.create_time.ToMilliseconds()
+    ms = created_ms if order == "uploaded" else image.taken_time.ToMilliseconds()
+    ms = ms or created_ms
     return f"{datetime.fromtimestamp(ms / 1000, tz=UTC):%Y-%m}"
 
 
@@ -425,7 +438,7 @@ def taken_years(owner: str = "") -> list[dict[str, int]]:
         if not reply.images:
             break
         image = reply.images[0]
-        ms = image.taken_at_unix_ms or image.created_at_unix_ms
+        ms = image.taken_time.ToMilliseconds() or image.create_time.ToMilliseconds()
         year = datetime.fromtimestamp(ms / 1000, tz=UTC).year
         start = year_start_ms(year)
         counted = st.clients.list_images(

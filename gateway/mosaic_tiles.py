@@ -16,7 +16,7 @@ from PIL import Image
 from gateway.clients import ServiceClients
 from gateway.errors import ServiceError
 from gateway.mosaic import DEFAULT_TILE_PX, TileSet, build_tile_set, tiles_from_picture
-from imagerepo.storage.v1 import storage_service_pb2 as storage_pb
+from imagerepo.storage.v2 import storage_service_pb2 as storage_pb
 
 
 class NoTilesError(Exception):

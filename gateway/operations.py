@@ -10,14 +10,16 @@ import grpc
 from flask import request
 from werkzeug.datastructures import FileStorage
 
+from gateway.clients import MODEL_TASK_WORDS, VECTOR_BACKEND_WORDS, match_field_word
 from gateway.errors import ApiError, BadRequestError, ConflictError, ServiceError
 from gateway.image_json import STATUS_NAMES, image_json
 from gateway.ingest import FAILED, PENDING
 from gateway.state import state
 from gateway.upload_checks import check_upload, clean_filename
-from imagerepo.common.v1 import common_pb2
-from imagerepo.storage.v1 import storage_service_pb2 as storage_pb
-from imagerepo.vision.v1 import vision_service_pb2 as vision_pb
+from imagerepo.common.v2 import common_pb2
+from imagerepo.storage.v2 import storage_service_pb2 as storage_pb
+from imagerepo.vision.v2 import vision_service_pb2 as vision_pb
+from service_runtime.contracts_v2 import timestamp_of_ms
 from vision_service.analysis_copy import bytes_for_analysis
 
 MAX_TAG_CHARS = 64
@@ -108,7 +110,8 @@ def search_results(query: str, page_size: int, page_token: str) -> dict[str, Any
             "image": image_json(images[hit.image_id], st.config.moderation_threshold),
             "score": round(hit.score, 4),
             "reasons": [
-                {"field": r.field, "term": r.term, "score": round(r.score, 4)} for r in hit.reasons
+                {"field": match_field_word(r.field), "term": r.term, "score": round(r.score, 4)}
+                for r in hit.reasons
             ],
         }
         for hit in reply.hits
@@ -171,8 +174,9 @@ def duplicate_groups(image_id: str = "", near_threshold: float = 0.0) -> dict[st
         ]
         return {
             "kind": kind,
-            "sha256": g.sha256,
-            "min_similarity": round(float(g.min_similarity), 4),
+            # v2 splits the groups: exact ones have no similarity, near ones no digest.
+            "sha256": getattr(g, "sha256", ""),
+            "min_similarity": round(float(getattr(g, "min_similarity", 0.0)), 4),
             "images": members,
         }
 
@@ -236,7 +240,7 @@ def add_feedback(image_id: str, label: str, comment: str) -> storage_pb.ImageMet
         label=label,
         comment=comment,
         reported_by=st.access.viewer(),
-        created_at_unix_ms=_now_ms(),
+        create_time=timestamp_of_ms(_now_ms()),
     )
     return st.clients.update_annotations(image_id, add_feedback=[feedback])
 
@@ -259,7 +263,7 @@ def restore_image(image_id: str) -> storage_pb.ImageMetadata:
     """Take an image out of the trash, back into the gallery and search."""
     st = state()
     image = st.clients.get_image(image_id)
-    if not image.trashed_at_unix_ms:
+    if not image.HasField("trash_time"):
         raise ConflictError("the image is not in the trash")
     image = st.clients.set_trashed(image_id, False)
     st.pipeline.wait_for_search(SEARCH_CATCH_UP_S)
@@ -339,7 +343,7 @@ def status_report() -> dict[str, Any]:
             "head_seq": stats.head_seq,
             "horizon_seq": stats.horizon_seq,
             "pending_count": stats.pending_count,
-            "oldest_pending_age_ms": stats.oldest_pending_age_ms,
+            "oldest_pending_age_ms": stats.oldest_pending_age.ToMilliseconds(),
             "columns": [
                 {
                     "name": c.name,
@@ -366,7 +370,7 @@ def status_report() -> dict[str, Any]:
             "posting_bytes": stats.posting_bytes,
             "index_disk_bytes": stats.index_disk_bytes,
             "vector_count": stats.vector_count,
-            "vector_backend": stats.vector_backend,
+            "vector_backend": VECTOR_BACKEND_WORDS.get(stats.vector_backend, ""),
             "approximate_index": stats.approximate_index,
         }
 
@@ -375,7 +379,7 @@ def status_report() -> dict[str, Any]:
             {
                 "name": m.name,
                 "version": m.version,
-                "task": m.task,
+                "task": MODEL_TASK_WORDS.get(m.task, ""),
                 "license": m.license,
                 "sha256": m.sha256,
                 "loaded": m.loaded,

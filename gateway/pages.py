@@ -156,7 +156,7 @@ def _in_trash(ids: list[str]) -> list[str]:
     kept = []
     for image_id in ids:
         try:
-            if state().clients.get_image(image_id).trashed_at_unix_ms:
+            if state().clients.get_image(image_id).HasField("trash_time"):
                 kept.append(image_id)
         except ServiceError as exc:
             if exc.code != grpc.StatusCode.NOT_FOUND:
@@ -216,8 +216,8 @@ def analysis_view(image: Any) -> dict[str, Any]:
     """The image's place in the analysis queue (storage's AnalysisState) in plain words."""
     state_ = image.analysis
     now_ms = time.time() * 1000
-    working = bool(state_.lease_owner) and state_.lease_expires_unix_ms > now_ms
-    retry_in_s = max(0.0, (state_.next_attempt_unix_ms - now_ms) / 1000)
+    working = bool(state_.lease_owner) and state_.lease_expire_time.ToMilliseconds() > now_ms
+    retry_in_s = max(0.0, (state_.next_attempt_time.ToMilliseconds() - now_ms) / 1000)
     return {
         "attempts": int(state_.attempts),
         "last_error": error_words(state_.last_error),
@@ -256,7 +256,7 @@ def trash() -> Any:
     images = []
     for stored in reply.images:
         image = image_json(stored, _threshold())
-        left_ms = stored.trashed_at_unix_ms + retention_ms - now_ms
+        left_ms = stored.trash_time.ToMilliseconds() + retention_ms - now_ms
         image["days_left"] = max(0, math.ceil(left_ms / 86_400_000))
         images.append(image)
     return render_template(

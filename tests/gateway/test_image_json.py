@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway.image_json import error_words, image_json, reason_text, reasons_text
-from imagerepo.common.v1 import common_pb2
-from imagerepo.storage.v1 import storage_service_pb2 as storage_pb
+from imagerepo.common.v2 import common_pb2
+from imagerepo.storage.v2 import storage_service_pb2 as storage_pb
 
 
 def test_labels_are_ordered_by_probability_and_best_is_first():
@@ -48,9 +49,39 @@ def test_links_point_at_the_api_and_the_page():
 
 
 def test_created_at_is_iso_utc():
-    shown = image_json(storage_pb.ImageMetadata(id="t", created_at_unix_ms=1_700_000_000_000), 0.8)
+    stamp = Timestamp(seconds=1_700_000_000)
+    shown = image_json(storage_pb.ImageMetadata(id="t", create_time=stamp), 0.8)
 
     assert shown["created_at"] == "2023-11-14T22:13:20+00:00"
+    assert shown["created_at_unix_ms"] == 1_700_000_000_000
+
+
+def test_v2_enums_and_timestamps_read_as_the_words_and_times_of_the_json():
+    image = storage_pb.ImageMetadata(
+        id="c",
+        colours=[
+            common_pb2.ColourShare(colour=common_pb2.COLOUR_RED, share=0.5),
+            common_pb2.ColourShare(colour=common_pb2.COLOUR_GREY, share=0.25),
+        ],
+        trash_time=Timestamp(seconds=1_700_000_000),
+        feedback=[common_pb2.LabelFeedback(label="tabby", create_time=Timestamp(seconds=60))],
+    )
+
+    shown = image_json(image, 0.8)
+
+    assert shown["colours"] == [{"name": "red", "share": 0.5}, {"name": "grey", "share": 0.25}]
+    assert shown["trashed_at"] == "2023-11-14T22:13:20+00:00"
+    assert shown["feedback"][0]["created_at"] == "1970-01-01T00:01:00+00:00"
+    assert image_json(storage_pb.ImageMetadata(id="n"), 0.8)["trashed_at"] is None
+
+
+def test_an_unanalysed_image_has_no_moderation_score_and_is_not_moderated():
+    # v2 says "not analysed" by leaving the score unset; the JSON keeps saying 0.
+    shown = image_json(storage_pb.ImageMetadata(id="m"), 0.8)
+    scored = image_json(storage_pb.ImageMetadata(id="m", moderation_score=0.9), 0.8)
+
+    assert (shown["moderation_score"], shown["moderated"]) == (0.0, False)
+    assert (scored["moderation_score"], scored["moderated"]) == (0.9, True)
 
 
 @pytest.mark.parametrize(
@@ -153,7 +184,7 @@ def test_exif_is_readable_and_date_taken_drives_the_date():
     shown = image_json(
         storage_pb.ImageMetadata(
             id="e",
-            created_at_unix_ms=1_700_000_000_000,
+            create_time=Timestamp(seconds=1_700_000_000),
             exif={"taken_at": "2019:07:14 18:22:05", "exposure_time": "0.004", "iso": "200"},
         ),
         0.8,

@@ -6,8 +6,9 @@ from flask import render_template
 
 from gateway.image_json import image_json
 from gateway.library import months
-from imagerepo.common.v1 import common_pb2
-from imagerepo.storage.v1 import storage_service_pb2 as storage_pb
+from imagerepo.common.v2 import common_pb2
+from imagerepo.storage.v2 import storage_service_pb2 as storage_pb
+from service_runtime.contracts_v2 import timestamp_of_ms
 
 HOSTILE = '<script>alert("x")</script>'
 
@@ -89,7 +90,7 @@ def test_gallery_tiles_keep_aspect_offer_2x_sources_and_alt_from_labels(offline_
         filename="IMG_0001.jpg",
         width=1200,
         height=800,
-        created_at_unix_ms=1_700_000_000_000,
+        create_time=timestamp_of_ms(1_700_000_000_000),
         labels=[common_pb2.Label(name="espresso", probability=0.91)],
     )
 
@@ -121,7 +122,7 @@ def test_an_unsure_label_is_not_the_caption(offline_app):
 
 
 def test_a_small_photo_offers_its_own_size_not_a_made_up_one(offline_app):
-    meta = storage_pb.ImageMetadata(id="p1", width=451, height=300, created_at_unix_ms=1)
+    meta = storage_pb.ImageMetadata(id="p1", width=451, height=300, create_time=timestamp_of_ms(1))
 
     with offline_app.test_request_context("/"):
         html = render_template(
@@ -135,7 +136,9 @@ def test_a_small_photo_offers_its_own_size_not_a_made_up_one(offline_app):
 def test_months_follow_the_listing_order_by_date_taken_else_upload_time():
     def make(image_id: str, uploaded_ms: int, taken_ms: int = 0) -> tuple:
         meta = storage_pb.ImageMetadata(
-            id=image_id, created_at_unix_ms=uploaded_ms, taken_at_unix_ms=taken_ms
+            id=image_id,
+            create_time=timestamp_of_ms(uploaded_ms),
+            taken_time=timestamp_of_ms(taken_ms),
         )
         return meta, image_json(meta, 0.8)
 
@@ -173,7 +176,7 @@ def test_a_name_the_camera_made_up_gives_way_to_the_date_taken(offline_app):
             id="c1",
             filename=filename,
             exif={"taken_at": "2019:07:14 18:22:05"},
-            taken_at_unix_ms=1_563_128_525_000,
+            taken_time=timestamp_of_ms(1_563_128_525_000),
         )
         with offline_app.test_request_context("/"):
             html = render_template(
