@@ -263,7 +263,7 @@ function setupViewer() {
     const item = all[current];
     box.classList.remove("zoomed");
     zoom.textContent = "Full size";
-    img.src = item.dataset.preview;
+    setSource(item, false);
     img.alt = (item.querySelector("img") || {}).alt || item.dataset.caption || "";
     // A photo blurred on the page stays blurred here until revealed (a click reveals it).
     img.classList.toggle("blurred", !!item.querySelector("img.blurred"));
@@ -291,6 +291,23 @@ function setupViewer() {
     if (opener && opener.focus) opener.focus();
   }
 
+  // Fitted to the screen, a photo larger than its preview offers its original as well: laid
+  // out no larger than the preview (as before), a 2x or 3x screen takes the original's pixels
+  // and a 1x screen the preview. Zoomed, it is the original (or, for HEIC/TIFF, the preview).
+  function setSource(item, zoomed) {
+    img.removeAttribute("srcset");
+    img.removeAttribute("sizes");
+    const { preview, original } = item.dataset;
+    const width = Number(item.dataset.width) || 0;
+    const height = Number(item.dataset.height) || 0;
+    const previewWidth = Number(item.dataset.previewWidth) || 0;
+    if (!zoomed && width > previewWidth && previewWidth && height && original !== preview) {
+      img.sizes = `min(${previewWidth}px, 100vw, calc((100vh - 3rem) * ${(width / height).toFixed(3)}))`;
+      img.srcset = `${preview} ${previewWidth}w, ${original} ${width}w`;
+    }
+    img.src = zoomed ? original : preview;
+  }
+
   function toggleZoom() {
     const item = items()[current];
     if (!item) return;
@@ -302,7 +319,7 @@ function setupViewer() {
     }
     const zoomed = box.classList.toggle("zoomed");
     zoom.textContent = zoomed ? "Fit" : "Full size";
-    img.src = zoomed ? item.dataset.original : item.dataset.preview;
+    setSource(item, zoomed);
   }
 
   async function deleteCurrent() {
@@ -696,9 +713,10 @@ function setupConfirm(root) {
 // --- photos being analysed: they change in place once done, without a reload ----------------
 
 // While a tile (or the image page) shows a photo still being analysed, one light request asks
-// which photos are still pending (GET /api/images?status=pending), first after 2 s and then
-// less often (up to every 15 s); each photo that is done is fetched once and its tile updated
-// (caption, alt text, state, blur). Nothing is asked while nothing on the page is pending, nor
+// which photos are still pending (GET /api/images?status=pending: storage keeps a list per
+// status), first after 2 s, then less often (up to every 15 s); each photo that is done is
+// fetched once and its tile updated (caption, alt text, state, blur), the image page's labels
+// and similar photos swapped in. Nothing is asked while nothing on the page is pending, nor
 // while the tab is hidden. Without this script the page shows the new state on reload.
 function setupPendingPoll() {
   const FIRST_MS = 2000;
@@ -713,6 +731,13 @@ function setupPendingPoll() {
     return reply.ok ? reply.json() : null;
   };
 
+  let turn = 0;
+  const inTurn = (list) => {
+    if (list.length <= 8) return list;
+    const start = (turn++ * 8) % list.length;
+    return [...list, ...list].slice(start, start + 8);
+  };
+
   function schedule() {
     if (timer || stopped || document.hidden || !waiting().length) return;
     timer = setTimeout(round, delay);
@@ -722,14 +747,13 @@ function setupPendingPoll() {
     try {
       const ids = [...new Set(waiting().map((n) => n.dataset.id))];
       if (!ids.length) return;
-      let still = null;
-      try {
-        const body = await json("/api/images?status=pending&page_size=500");
-        if (body && !body.next_page_token) still = new Set(body.images.map((i) => i.id));
-      } catch (_) { /* asked again next round */ }
-      // The photos that left the pending list (with more pending than one answer holds, a
-      // few of those on the page at a time).
-      const done = still ? ids.filter((id) => !still.has(id)) : ids.slice(0, 8);
+      let body = null;
+      try { body = await json("/api/images?status=pending&page_size=100"); } catch (_) { /* next round */ }
+      // The photos that left the pending list are fetched once each. With more pending than
+      // one answer holds (a big import), those not in it are checked a few at a time, in turn.
+      const still = new Set(body ? body.images.map((i) => i.id) : []);
+      const gone = ids.filter((id) => !still.has(id));
+      const done = body && !body.next_page_token ? gone : inTurn(gone);
       for (const id of done) {
         try {
           const image = await json(`/api/images/${encodeURIComponent(id)}`);

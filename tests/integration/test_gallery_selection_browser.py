@@ -303,6 +303,14 @@ def _open_image_page(browser: Browser, url: str, image_id: str, viewport, scale)
     page.wait_for_function("() => document.getElementById('preview').complete")
     page.wait_for_load_state("networkidle")
     shown = page.locator("#preview").evaluate(_SHOWN)
+    # The viewer over the page chooses the same way.
+    page.click("#full-size")
+    viewer = page.locator("#lb-image")
+    page.wait_for_function(
+        "img => img.complete && img.naturalWidth > 0", arg=viewer.element_handle()
+    )
+    page.wait_for_load_state("networkidle")
+    shown["viewer"] = viewer.evaluate(_SHOWN)
     context.close()
     return {**shown, **fetched}
 
@@ -321,14 +329,16 @@ def test_the_image_page_is_sharp_on_2x_and_3x_and_light_on_1x(browser: Browser, 
     seen = {}
     for name, viewport, scale in (("1x", DESKTOP, 1), ("2x", DESKTOP, 2), ("3x phone", PHONE, 3)):
         seen[name] = got = _open_image_page(browser, url, large["id"], viewport, scale)
-        wanted = min(got["shown"] * scale, large["width"])
-        assert got["pixels"] >= 0.95 * wanted, f"blurry at {name}: {got}"
+        for shown in (got, got["viewer"]):
+            wanted = min(shown["shown"] * scale, large["width"])
+            assert shown["pixels"] >= 0.95 * wanted, f"blurry at {name}: {shown}"
     # A 1x screen never downloads the original; 2x and 3x screens take it instead of the
     # 1024 px preview (no larger preview is stored).
     assert seen["1x"]["original"] == 0 and seen["1x"]["preview"] > 0
-    assert "/thumbnail" in seen["1x"]["src"]
+    assert "/thumbnail" in seen["1x"]["src"] and "/thumbnail" in seen["1x"]["viewer"]["src"]
     for name in ("2x", "3x phone"):
         assert seen[name]["src"].endswith("/original"), seen[name]
+        assert seen[name]["viewer"]["src"].endswith("/original"), seen[name]
         assert seen[name]["preview"] == 0, f"{name} fetched the preview as well"
     print(
         f"\nimage page bytes fetched for a 1411 px photo of {large['byte_size']} B: "
