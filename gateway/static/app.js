@@ -477,6 +477,8 @@ function setupSelection() {
   // selects the range up to the photo in focus; plain arrows move between photos.
   let anchor = null;
   let ranged = [];
+  const keys = document.getElementById("select-keys");
+  if (keys) keys.textContent = "Space selects the photo in focus; Shift with an arrow key, or Shift+Space, selects a range; the arrow keys move between photos.";
   const selectRange = (from, to) => {
     const list = boxes();
     const [a, b] = [list.indexOf(from), list.indexOf(to)].sort((x, y) => x - y);

@@ -225,6 +225,9 @@ def test_space_and_shift_arrows_select_a_range_from_the_keyboard(page: Page, url
     ids = _ids(page, "#gallery")
     count = page.locator("#selected-count")
     expect(count).to_have_attribute("aria-live", "polite")
+    # Screen readers hear how, from each photo's checkbox.
+    hint = page.locator("#gallery figure.tile .pick").first.get_attribute("aria-describedby")
+    expect(page.locator(f"#{hint}")).to_contain_text("Shift with an arrow key")
     picks = page.locator("#gallery figure.tile .pick")
     picks.nth(0).focus()
     page.keyboard.press("Space")
@@ -284,7 +287,9 @@ _SHOWN = """async img => {
 }"""
 
 
-def _open_image_page(browser: Browser, url: str, image_id: str, viewport, scale) -> dict:
+def _open_image_page(
+    browser: Browser, url: str, image_id: str, viewport, scale, shot: str = ""
+) -> dict:
     """The image page at this screen: what its photo fetched (bytes per kind) and shows."""
     context = _context(browser, viewport, scale=scale)
     page = context.new_page()
@@ -303,6 +308,8 @@ def _open_image_page(browser: Browser, url: str, image_id: str, viewport, scale)
     page.wait_for_function("() => document.getElementById('preview').complete")
     page.wait_for_load_state("networkidle")
     shown = page.locator("#preview").evaluate(_SHOWN)
+    if shot:
+        _shoot(page, shot, full=False)
     # The viewer over the page chooses the same way.
     page.click("#full-size")
     viewer = page.locator("#lb-image")
@@ -328,7 +335,8 @@ def test_the_image_page_is_sharp_on_2x_and_3x_and_light_on_1x(browser: Browser, 
         assert (stored.format, max(stored.size)) == ("WEBP", 1024), "no stored preview"
     seen = {}
     for name, viewport, scale in (("1x", DESKTOP, 1), ("2x", DESKTOP, 2), ("3x phone", PHONE, 3)):
-        seen[name] = got = _open_image_page(browser, url, large["id"], viewport, scale)
+        shot = f"image-large-{viewport['width']}-{name.split()[0]}-light"
+        seen[name] = got = _open_image_page(browser, url, large["id"], viewport, scale, shot)
         for shown in (got, got["viewer"]):
             wanted = min(shown["shown"] * scale, large["width"])
             assert shown["pixels"] >= 0.95 * wanted, f"blurry at {name}: {shown}"
