@@ -66,3 +66,18 @@ def test_a_near_group_that_is_one_exact_copy_is_not_shown_again():
 
     assert shown["exact_groups"] == groups["exact_groups"]
     assert shown["near_groups"] == [{"kind": "near", "images": alike}]
+
+
+def test_a_date_taken_period_becomes_v2_timestamps_and_an_empty_end_stays_open():
+    from gateway.library import search_filters
+
+    period = search_filters("2019", "2019-07", favourites_only=True)
+    open_end = search_filters("2019-07-14", "")
+
+    assert period.taken_from.ToJsonString() == "2019-01-01T00:00:00Z"
+    assert period.taken_until.ToJsonString() == "2019-07-31T23:59:59Z"
+    assert (period.favourites_only, period.include_moderated) == (True, True)
+    assert open_end.HasField("taken_from") and not open_end.HasField("taken_until")
+    assert not search_filters().HasField("taken_from")
+    with pytest.raises(BadRequestError, match="before 1970"):
+        search_filters("1969", "")
