@@ -29,6 +29,7 @@ the acknowledged path costs about a tenth of the CPU; the work is the same, only
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -109,6 +110,8 @@ class Thumbnailer:
         self._made = self._failed = self._on_demand = 0
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        # Keys of images queued by a listing (_rescan): -1, -2, ...
+        self._listed = itertools.count(1)
 
     # --- life cycle --------------------------------------------------------------------------
 
@@ -212,6 +215,9 @@ class Thumbnailer:
     def _feed(self) -> None:
         self._lower_priority()
         last_save = time.monotonic()
+        if self._cursor == 0 and self._store.horizon_seq > 1:
+            # No checkpoint, and the feed no longer holds every put: a listing finds them.
+            self._rescan()
         while not self._stop.is_set() and not self._store.is_closing:
             try:
                 page = self._store.changes(self._cursor, limit=256)
@@ -240,13 +246,16 @@ class Thumbnailer:
                 self._save_checkpoint()
                 last_save = time.monotonic()
             if not page.changes:
+                # Nothing retained after the cursor (a feed compacted away, read from 0).
+                with self._lock:
+                    self._cursor = max(self._cursor, page.head_seq)
                 try:
                     self._store.wait_for_change(self._cursor, 0.5)
                 except StoreError:
                     return
 
     def _enqueue(self, item: tuple[int, str]) -> bool:
-        while not self._stop.is_set():
+        while not self._stop.is_set() and not self._store.is_closing:
             try:
                 self._queue.put(item, timeout=0.5)
                 return True
@@ -264,7 +273,7 @@ class Thumbnailer:
             for meta in page.images:
                 if meta.thumb_state is ThumbState.PENDING:
                     with self._lock:
-                        seq = -len(self._outstanding) - 1  # below every feed seq
+                        seq = -next(self._listed)  # below every feed seq
                         self._outstanding[seq] = meta.id
                     if not self._enqueue((seq, meta.id)):
                         return

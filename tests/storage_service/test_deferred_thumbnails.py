@@ -330,3 +330,24 @@ def test_a_failed_decode_is_stored_as_such(tmp_path, photo_paths):
     with pytest.raises(ThumbnailsFailedError, match="corrupt"):
         store.thumbnail(image_id, ThumbnailSize.SMALL)
     store.close()
+
+
+def test_a_checkpoint_older_than_the_feed_keeps_falls_back_to_a_listing(tmp_path, photo_jpegs):
+    store = ColumnStore.open(tmp_path / "store", SMALL_MEMTABLE)  # no feed retention
+    photos = [jpeg_variant(data, i) for i, data in enumerate(photo_jpegs.values())]
+    ids = [store.put(f"p{i}.jpg", "", check_image(d)).image.id for i, d in enumerate(photos)]
+    for image_id in ids:
+        store.update_annotations(image_id, AnnotationUpdate(add_tags=("t",)))
+    store.flush()
+    store.compact()
+    assert store.horizon_seq > 3
+    (tmp_path / "store" / "thumbnailer.json").write_text('{"seq": 1}')
+
+    thumbnailer = Thumbnailer(store).start()
+    try:
+        assert thumbnailer.wait_idle(60)
+        assert all(store.get(i).thumb_state is ThumbState.MADE for i in ids)
+        assert thumbnailer.stats().on_demand == 0
+    finally:
+        thumbnailer.stop()
+        store.close()
