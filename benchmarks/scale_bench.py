@@ -329,6 +329,7 @@ def measure_store(store_dir: Path, n: int, compact: bool) -> dict[str, Any]:
     )
     out["rss_after_reads_mb"] = (_rss_bytes() - base) / 2**20
     out["grpc_get"] = _grpc_get(store, ids)
+    out["churn"] = _api_churn(store, set(ids))
     if compact:
         before = _rss_bytes()
         with _PeakRss() as peak:
@@ -338,6 +339,39 @@ def measure_store(store_dir: Path, n: int, compact: bool) -> dict[str, Any]:
         out["compact_peak_mb"] = (peak.peak - before) / 2**20
     store.close()
     return out
+
+
+def _api_churn(store: Any, keep: set[str], count: int = 1000) -> dict[str, float]:
+    """Deletes and puts through the store's API (a long-running store with churn; each waits
+    for its fsync): the view has as many slots after as before, and what that costs."""
+    from storage_service.columnstore.image_check import prepare_image
+
+    image = prepare_image(_tiny_jpegs()[0][0])
+    slot_ids = getattr(store, "_slot_ids", None)
+    slots_before = len(slot_ids) if slot_ids is not None else -1
+    gc.collect()
+    rss_before = _rss_bytes()
+    victims: list[Any] = []
+    token = ""
+    while len(victims) < count:
+        page = store.list_images(1000, token)
+        victims += [m for m in page.images if m.id not in keep]
+        token = page.next_page_token
+        if not token:
+            break
+    t = time.perf_counter()
+    for k, meta in enumerate(victims[:count]):
+        store.delete(meta.id)
+        store.put(f"churn-{k}.jpg", meta.owner, image)
+    seconds = time.perf_counter() - t
+    gc.collect()
+    return {
+        "images": min(count, len(victims)),
+        "seconds": seconds,
+        "slots_before": slots_before,
+        "slots_after": len(slot_ids) if slot_ids is not None else -1,
+        "rss_delta_mb": (_rss_bytes() - rss_before) / 2**20,
+    }
 
 
 def _grpc_get(store: Any, ids: list[str]) -> dict[str, float]:
@@ -475,6 +509,16 @@ def report(n: int, ours: dict[str, Any], theirs: dict[str, Any]) -> None:
             f"{g['cached_p50_ms']:.3f} ms decoded in memory "
             f"({g['from_rows_p50_ms'] / g['cached_p50_ms']:.2f}x)"
         )
+    if "churn" in ours:
+        c = ours["churn"]
+        print(
+            f"  churn through the API: {c['images']:,} deletes + puts in {c['seconds']:.1f} s; "
+            f"slots {c['slots_before']:,} -> {c['slots_after']:,}; "
+            f"resident {c['rss_delta_mb']:+.1f} MB"
+        )
+    print(
+        f"  bytes per live image after open: {ours['rss_mb'] * 2**20 / max(ours['images'], 1):.0f}"
+    )
     if "compact_s" in ours:
         print(_fmt_row("compaction time", ours["compact_s"], theirs["compact_s"], "s"))
         print(

@@ -130,7 +130,8 @@ class SlotMap:
     def _place(self, slots: np.ndarray) -> None:
         ids = self._ids
         table, mask = self._table, self._mask
-        hashes = np.fromiter((hash(ids[s]) for s in slots.tolist()), np.int64, len(slots))
+        keys = map(ids.__getitem__, slots.tolist())
+        hashes = np.fromiter(map(hash, keys), np.int64, len(slots))
         pos = hashes & np.int64(mask)
         del hashes
         pending = slots
