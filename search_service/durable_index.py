@@ -517,7 +517,7 @@ class DurableIndex:
                 index_disk_bytes=disk,
                 vector_count=len(index.vectors),
                 approximate_index=approximate,
-                vector_backend="hnswlib" if approximate else "exact",
+                vector_backend="faiss" if approximate else "exact",
                 load_time_s=self.load_time_s,
                 semantic_ready=index.semantic_ready,
                 applied_seq=self._seq,

@@ -1,45 +1,41 @@
 """Top-k cosine search over L2-normalised feature vectors: exact with numpy, approximate
-(hnswlib HNSW) once the collection passes a configurable size.
-
-hnswlib rather than usearch: usearch's compiled module crashes the process (SIGSEGV) when
-onnxruntime is imported after it, and the vision models share processes with this index in
-tests and tools.
+(faiss IVF, search_service/ann.py) once the collection passes a configurable size.
 
 Rows are document numbers; a document without a vector, or a removed one, simply is never
-allowed. The approximate index is asked for more than k and filtered, and falls back to exact
-search when filters leave too few hits, so filters never make results silently short.
+allowed. Filters go into the approximate scan as a bitmap; it falls back to exact search when
+they leave too few hits, so filters never make results silently short, and a filter that
+allows few documents is answered exactly over those alone.
 
 Vectors are kept as int8 with one float per row (1284 bytes instead of 5120 for 1280-d): the
 row's components rounded to the nearest of 255 steps of its largest magnitude, and the factor
 that makes the stored row unit length again, so similarities come out as cosines of the
 rounded vectors. On EfficientNet features of real photos and crops of them, top-10 neighbours
 found this way agree with float32's at recall@10 0.99+ (`make bench PART=scale` measures it).
-The approximate index (hnswlib) keeps its own float32 copy.
+These rows are the only copy: the approximate index keeps a 136-byte code per vector (PCA to
+256 dimensions, 4 bits each, and the document number) to pick candidates, which are rescored
+exactly against the rows, so an approximate hit has the same similarity as an exact one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import hnswlib
 import numpy as np
 import numpy.typing as npt
 
+from search_service.ann import AnnIndex, AnnShape
 from search_service.growable import GrowableArray
 
 log = logging.getLogger(__name__)
 
 # Rows converted to float32 at a time by exact search and index builds.
 _EXACT_BLOCK = 16_384
-_ANN_ADD_BATCH = 50_000
 
 
 @dataclass(frozen=True)
@@ -53,14 +49,26 @@ class VectorHits:
 class AnnParams:
     # Past this many vectors searches use the approximate index (unless exact is asked for).
     threshold: int = 20_000
-    # HNSW graph degree (M), build-time and search-time candidate list sizes (ef).
-    connectivity: int = 16
-    expansion_add: int = 64
-    expansion_search: int = 96
+    # faiss IVF: PCA dimensions, at most this many lists (about 2 sqrt(n)), lists scanned per
+    # query, candidates rescored exactly, code per reduced vector (see search_service/ann.py).
+    pca_dims: int = 256
+    max_lists: int = 2048
+    nprobe: int = 32
+    candidates: int = 256
+    codec: str = "SQ4"
+    # Rebuilt (lists and PCA trained again) once it holds this many times the vectors it was
+    # trained on: lists sized for 20k vectors would be long and slow at a million.
+    regrow_factor: int = 4
+    # A filter allowing at most this many documents (or the threshold, if lower) is answered
+    # exactly over those alone: cheaper than the approximate scan plus its rescoring.
+    exact_below: int = 5_000
     # Build the approximate index in a background thread when the threshold is crossed (the
     # service), so the write that crosses it does not stall every query for the build; exact
     # search answers meanwhile. Off by default: a caller that builds explicitly waits.
     build_in_background: bool = False
+
+    def shape(self) -> AnnShape:
+        return AnnShape(self.pca_dims, self.max_lists, self.nprobe, self.candidates, self.codec)
 
 
 class VectorIndex:
@@ -75,7 +83,7 @@ class VectorIndex:
         self._row_doc = GrowableArray(np.int64)  # per row: its document number
         self._row_live = GrowableArray(np.bool_)  # per row: not removed
         self._live = 0
-        self._ann: hnswlib.Index | None = None
+        self._ann: AnnIndex | None = None
         # Guards _ann against the background builder swapping it in mid-call.
         self._lock = threading.RLock()
         self._builder: threading.Thread | None = None
@@ -121,12 +129,22 @@ class VectorIndex:
             self._row_live.extend(np.ones(kept.size, np.bool_))
             self._live += int(kept.size)
             if self._ann is not None:
-                _ann_add(self._ann, docs, self._unit_rows(start + np.arange(kept.size)))
-            elif self._live >= self.ann_params.threshold and self._builder is None:
+                self._ann.add(docs, self._unit_rows(start + np.arange(kept.size)))
+            if self._ann_due() and not self._building():
                 if self.ann_params.build_in_background:
                     self._build_in_background()
                 else:
                     self.build_ann()
+
+    def _ann_due(self) -> bool:
+        """No approximate index yet at the threshold, or one trained on far fewer vectors."""
+        p = self.ann_params
+        if self._ann is None:
+            return self._live >= p.threshold
+        return self._live >= p.regrow_factor * max(self._ann.trained_on, p.threshold)
+
+    def _building(self) -> bool:
+        return self._builder is not None and self._builder.is_alive()
 
     def remove(self, docno: int) -> None:
         with self._lock:
@@ -135,7 +153,7 @@ class VectorIndex:
                 self._row_live[row] = False
                 self._live -= 1
                 if self._ann is not None:
-                    self._ann.mark_deleted(docno)
+                    self._ann.remove(docno)
 
     def vector(self, docno: int) -> npt.NDArray[np.float32] | None:
         row = int(self._row_of[docno]) if docno < len(self._row_of) else -1
@@ -171,26 +189,12 @@ class VectorIndex:
             keys = self._row_doc.view()[rows]
             self._ann = self._new_ann(keys, rows)
 
-    def _new_ann(self, keys: npt.NDArray[np.int64], rows: npt.NDArray[np.int64]) -> Any:
-        p = self.ann_params
-        log.info("building approximate vector index", extra={"vectors": int(keys.size)})
-        started = time.perf_counter()
-        index = hnswlib.Index(space="ip", dim=self.dim)
-        index.init_index(
-            max_elements=max(1024, 2 * keys.size),
-            ef_construction=p.expansion_add,
-            M=p.connectivity,
-            allow_replace_deleted=True,
+    def _new_ann(self, keys: npt.NDArray[np.int64], rows: npt.NDArray[np.int64]) -> AnnIndex:
+        """Rows below len(self._row_live) at the call never change (rows are only appended;
+        removal clears their live flag), so this may run without the lock."""
+        return AnnIndex.build(
+            self.dim, keys, lambda at: self._unit_rows(rows[at]), self.ann_params.shape()
         )
-        index.set_ef(p.expansion_search)
-        for start in range(0, keys.size, _ANN_ADD_BATCH):
-            part = rows[start : start + _ANN_ADD_BATCH]
-            _ann_add(index, keys[start : start + _ANN_ADD_BATCH], self._unit_rows(part))
-        log.info(
-            "approximate vector index built",
-            extra={"vectors": int(keys.size), "elapsed_s": round(time.perf_counter() - started, 2)},
-        )
-        return index
 
     def _build_in_background(self) -> None:
         """Build from the rows there are now; then, under the lock, catch up with the rows added
@@ -201,18 +205,28 @@ class VectorIndex:
         keys = self._row_doc.view()[rows].copy()
 
         def run() -> None:
-            index = self._new_ann(keys, rows)  # rows below `seen` never change
+            try:
+                index = self._new_ann(keys, rows)
+            except Exception:  # never leave the service without its search: exact answers
+                log.exception("building the approximate vector index failed")
+                return
             with self._lock:
-                live_now = self._row_live.view()
-                for row in np.flatnonzero(live_then & ~live_now[:seen]):
-                    index.mark_deleted(int(self._row_doc[row]))
-                added = np.flatnonzero(live_now[seen:]) + seen
-                if added.size:
-                    _ann_add(index, self._row_doc.view()[added], self._unit_rows(added))
+                self._catch_up(index, live_then, seen)
                 self._ann = index
 
         self._builder = threading.Thread(target=run, name="ann-build", daemon=True)
         self._builder.start()
+
+    def _catch_up(self, index: AnnIndex, live_then: npt.NDArray[np.bool_], seen: int) -> int:
+        """Into `index`, made from the rows below `seen` that were live in `live_then`: remove
+        the ones removed since, add the live rows from `seen` on; the number added."""
+        live_now = self._row_live.view()
+        gone = np.flatnonzero(live_then[:seen] & ~live_now[:seen])
+        index.remove_many(self._row_doc.view()[gone])
+        added = np.flatnonzero(live_now[seen:]) + seen
+        if added.size:
+            index.add(self._row_doc.view()[added], self._unit_rows(added))
+        return int(added.size)
 
     def wait_for_ann(self, timeout_s: float | None = None) -> bool:
         """Wait for a background build; True once the approximate index is in use."""
@@ -239,11 +253,21 @@ class VectorIndex:
         if allowed.size < n:  # numbers past the mask's end are not allowed
             allowed = np.concatenate([allowed, np.zeros(n - allowed.size, np.bool_)])
         allowed = allowed[:n]
+        wanted = int(np.count_nonzero(allowed))
+        p = self.ann_params
+        if wanted <= min(p.exact_below, p.threshold) or wanted <= 4 * k:
+            exact = True  # a narrow filter: exact over the allowed documents alone is cheaper
         with self._lock:
             if self._ann is not None and not exact:
-                hits = self._search_ann(q, k, allowed & self.present())
+                hits = self._search_ann(q, k, None if wanted == n else allowed)
                 if hits is not None:
                     return hits
+        if wanted < n // 8:
+            docs = np.flatnonzero(allowed)
+            rows = self._row_of.view()[docs]
+            keep = rows >= 0
+            keep[keep] = self._row_live.view()[rows[keep]]
+            return self._rescore(q, k, rows[keep], approximate=False)
         row_mask = self._row_live.view() & allowed[self._row_doc.view()]
         return self._search_exact(q, k, row_mask)
 
@@ -263,47 +287,58 @@ class VectorIndex:
         docs = self._row_doc.view()[top]
         return VectorHits(docs.astype(np.int64), sims[top].astype(np.float32), False)
 
-    def _search_ann(self, q: Any, k: int, mask: Any) -> VectorHits | None:
+    def _rescore(
+        self, q: Any, k: int, rows: npt.NDArray[np.int64], approximate: bool
+    ) -> VectorHits:
+        """The best k of these (live) rows by their exact similarity to q, best first (ties by
+        row, as exact search orders them)."""
+        rows = np.sort(rows)
+        sims = np.empty(rows.size, np.float32)
+        for start in range(0, rows.size, _EXACT_BLOCK):
+            part = rows[start : start + _EXACT_BLOCK]
+            sims[start : start + _EXACT_BLOCK] = self._vectors.view()[part].astype(np.float32) @ q
+        sims *= self._factors.view()[rows]
+        k = min(k, rows.size)
+        top = np.argpartition(-sims, k - 1)[:k] if k else np.zeros(0, np.int64)
+        top = top[np.argsort(-sims[top], kind="stable")]
+        docs = self._row_doc.view()[rows[top]].astype(np.int64)
+        return VectorHits(docs, sims[top].astype(np.float32), approximate)
+
+    def _search_ann(
+        self, q: Any, k: int, allowed: npt.NDArray[np.bool_] | None
+    ) -> VectorHits | None:
+        """Candidates from the approximate index, rescored exactly; None when it finds fewer
+        than k live allowed documents and there are more (the caller searches exactly)."""
         assert self._ann is not None
-        available = int(mask.sum())
-        for factor in (2, 16):
-            count = min(k * factor + 8, len(self))
-            self._ann.set_ef(max(self.ann_params.expansion_search, count))
-            try:
-                labels, distances = self._ann.knn_query(q, k=count)
-            except RuntimeError:  # fewer reachable points than asked for
-                return None
-            keys = labels[0].astype(np.int64)
-            # "ip" distance is 1 - inner product; vectors are unit length, so this is cosine.
-            sims = 1.0 - distances[0].astype(np.float32)
-            keep = mask[keys]
-            if keep.sum() >= min(k, available):
-                return VectorHits(keys[keep][:k], sims[keep][:k], True)
+        p = self.ann_params
+        count = max(p.candidates, 4 * k)
+        for nprobe in (p.nprobe, 8 * p.nprobe):
+            keys = self._ann.candidates(q, count, allowed, nprobe)
+            rows = self._row_of.view()[keys]
+            rows = rows[(rows >= 0)]
+            rows = rows[self._row_live.view()[rows]]  # removed, not yet purged from the lists
+            if rows.size >= k:
+                return self._rescore(q, k, rows, approximate=True)
         return None
 
     # ---- persistence --------------------------------------------------------------------
 
     def ann_bytes(self) -> bytes | None:
-        with self._lock, tempfile.TemporaryDirectory() as tmp:
-            if self._ann is None:
-                return None
-            path = os.path.join(tmp, "ann.bin")
-            self._ann.save_index(path)
-            with open(path, "rb") as f:
-                return f.read()
+        with self._lock:
+            return None if self._ann is None else self._ann.to_bytes()
 
     def save_ann(self, path: Path) -> int | None:
         """Write the approximate index to `path` (whole or not at all); the number of rows it
         covers (every row below it was added or deliberately left out), None without one.
 
-        hnswlib holds the GIL while it writes (about 0.1 s per 100k rows of 1280-d), so the
+        Writes wait while it is written (136 bytes per vector: about 0.2 s at 1M), so the
         durable index does this only when the index has grown by a good share (and at close),
         not at every snapshot."""
         with self._lock:
             if self._ann is None:
                 return None
             tmp = path.with_name(path.name + ".tmp")
-            self._ann.save_index(str(tmp))
+            self._ann.save(tmp)
             rows = len(self._row_live)
         with tmp.open("rb+") as f:
             os.fsync(f.fileno())
@@ -364,18 +399,21 @@ class VectorIndex:
         index._live = int(state["row_live"].sum())
         blob = state["ann"]
         if blob is not None:
-            restored = hnswlib.Index(space="ip", dim=dim)
-            with tempfile.TemporaryDirectory() as tmp:
-                path = os.path.join(tmp, "ann.bin")
-                with open(path, "wb") as f:
-                    f.write(blob)
-                restored.load_index(path, allow_replace_deleted=True)
-            restored.set_ef(ann.expansion_search)
-            index._ann = restored
+            try:
+                index._ann = AnnIndex.from_bytes(blob, ann.shape())
+            except RuntimeError as exc:
+                log.warning(
+                    "saved approximate index is not a faiss index (hnswlib, from an older "
+                    "version): building it again from the stored vectors",
+                    extra={"reason": str(exc)[:200]},
+                )
         elif ann_file is not None:
             index._load_ann(*ann_file)
         if index._ann is None and len(index) >= ann.threshold:
-            index.build_ann()
+            if ann.build_in_background:  # exact search answers meanwhile
+                index._build_in_background()
+            else:
+                index.build_ann()
         return index
 
     def _load_ann(self, path: Path, covered: int) -> None:
@@ -386,30 +424,26 @@ class VectorIndex:
             )
             return
         started = time.perf_counter()
-        restored = hnswlib.Index(space="ip", dim=self.dim)
         try:
-            restored.load_index(str(path), allow_replace_deleted=True)
+            restored = AnnIndex.load(path, self.ann_params.shape())
         except RuntimeError as exc:
             log.warning(
-                "saved approximate index unreadable, rebuilding",
-                extra={"path": str(path), "reason": str(exc)},
+                "saved approximate index unreadable or not a faiss index (hnswlib, from an "
+                "older version): building it again from the stored vectors",
+                extra={"path": str(path), "reason": str(exc)[:200]},
             )
             return
-        restored.set_ef(self.ann_params.expansion_search)
         live = self._row_live.view()
-        for row in np.flatnonzero(~live[:covered]).tolist():
-            with contextlib.suppress(RuntimeError):  # never added, or deleted before the save
-                restored.mark_deleted(int(self._row_doc[row]))
-        added = np.flatnonzero(live[covered:]) + covered
-        if added.size:
-            _ann_add(restored, self._row_doc.view()[added], self._unit_rows(added))
+        # Every row below `covered` that was live at the save is in the file; removing one
+        # that is not is a no-op, so all rows dead now are removed.
+        added = self._catch_up(restored, np.ones(covered, np.bool_), covered)
         self._ann = restored
         self.ann_saved = (path.name, covered)
         log.info(
             "approximate vector index loaded",
             extra={
                 "vectors": int(live.sum()),
-                "caught_up": int(added.size),
+                "caught_up": added,
                 "elapsed_s": round(time.perf_counter() - started, 2),
             },
         )
@@ -424,10 +458,3 @@ def quantise(
     q = np.rint(vectors * (127.0 / np.maximum(peak, 1e-30))).astype(np.int8)
     norms = np.linalg.norm(q.astype(np.float32), axis=1)
     return q, (1.0 / np.maximum(norms, 1e-12)).astype(np.float32)
-
-
-def _ann_add(index: Any, keys: npt.NDArray[np.int64], rows: npt.NDArray[np.float32]) -> None:
-    needed = index.element_count + len(keys)
-    if needed > index.max_elements:
-        index.resize_index(max(2 * index.max_elements, needed))
-    index.add_items(rows, keys, replace_deleted=True)

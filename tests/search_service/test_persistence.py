@@ -279,7 +279,7 @@ def test_approximate_vector_index_is_saved_and_loaded(tmp_path):
     result = reopened.similar(vector=unit(42), k=1)
     assert result.approximate
     assert result.hits[0][0] == "img42"
-    assert reopened.stats().vector_backend == "hnswlib"
+    assert reopened.stats().vector_backend == "faiss"
 
 
 def test_direct_writes_snapshot_every_n_changes_too(tmp_path):
@@ -334,7 +334,7 @@ def test_the_approximate_index_saved_apart_is_caught_up_on_load(tmp_path):
 
     reopened = DurableIndex.open(tmp_path, params)
 
-    assert reopened.stats().vector_backend == "hnswlib"
+    assert reopened.stats().vector_backend == "faiss"
     found = reopened.similar(vector=unit(44), k=1)
     assert found.approximate and found.hits[0][0] == "img44"  # added after the file was saved
     assert "img3" not in [h[0] for h in reopened.similar(vector=unit(3), k=5).hits]

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import struct
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from search_service.duplicates import near_groups
+from search_service.durable_index import DurableIndex
 from search_service.engine import EngineParams, Filters, SearchIndex
 from search_service.errors import ImageNotFoundError, InvalidDocumentError, NoFeatureVectorError
 from search_service.vector_index import AnnParams, VectorIndex
@@ -222,20 +228,23 @@ def test_a_batch_with_a_bad_document_adds_none_of_it():
     assert len(ix) == 0
 
 
-def test_int8_vectors_keep_the_neighbours_of_real_photo_features(vision_stub):
-    """recall@10 of the stored (int8) vectors against float32 on EfficientNet features of real
-    photos and crops of them, through the index's exact search (`make bench PART=scale`
-    measures it on 1000+ vectors: 0.998)."""
+@pytest.fixture(scope="module")
+def real_features(vision_stub) -> np.ndarray:
+    """EfficientNet features (unit length) of the real photos (and the search evaluation's)
+    and 6 random crops of each, from the real vision service."""
     import io
 
     from PIL import Image
 
     from imagerepo.vision.v1 import vision_service_pb2 as vision_pb
+    from tests.search_service import eval_set
     from tests.support import real_photo_paths
 
+    paths = list(real_photo_paths().values())
+    paths += [eval_set.photo_path(p) for p in eval_set.PHOTOS if eval_set.photo_path(p).exists()]
     rng = np.random.default_rng(7)
     features = []
-    for path in real_photo_paths().values():
+    for path in dict.fromkeys(paths):
         with Image.open(path) as im:
             photo = im.convert("RGB")
         for _ in range(6):
@@ -255,17 +264,119 @@ def test_int8_vectors_keep_the_neighbours_of_real_photo_features(vision_stub):
             )
             features.append(np.asarray(reply.feature_vector, np.float32))
     x = np.stack(features)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    stored = VectorIndex(x.shape[1])
-    stored.add_many(0, list(x))
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
+
+def _recall_at_10(x: np.ndarray, stored: VectorIndex, exact: bool) -> float:
+    """Mean recall@10 of each vector's neighbours (itself left out) against float32."""
     recalls = []
     for i, q in enumerate(x):
         truth = set(np.argsort(-(x @ q))[1:11].tolist())
         allowed = np.ones(len(x), np.bool_)
         allowed[i] = False
-        found = stored.search(q, 10, allowed, exact=True)
+        found = stored.search(q, 10, allowed, exact=exact)
+        assert found.approximate is not exact
         recalls.append(len(truth & set(found.docs.tolist())) / 10)
+    return float(np.mean(recalls))
+
+
+def test_int8_vectors_keep_the_neighbours_of_real_photo_features(real_features):
+    """recall@10 of the stored (int8) vectors against float32 on EfficientNet features of real
+    photos and crops of them, through the index's exact search (`make bench PART=scale`
+    measures it on 1000+ vectors: 0.998)."""
+    x = real_features
+    stored = VectorIndex(x.shape[1])
+    stored.add_many(0, list(x))
 
     assert stored.bytes_per_vector == x.shape[1] + 4
-    assert np.mean(recalls) >= 0.98
+    assert _recall_at_10(x, stored, exact=True) >= 0.98
+
+
+def test_the_approximate_index_keeps_the_neighbours_of_real_photo_features(real_features):
+    """The faiss index (PCA 256, IVF, 4-bit codes) picks candidates that exact rescoring
+    turns into the same neighbours as exact search of the int8 rows."""
+    x = real_features
+    stored = VectorIndex(x.shape[1], AnnParams(threshold=len(x) // 2))
+    stored.add_many(0, list(x))
+    assert stored.approximate
+
+    approx = _recall_at_10(x, stored, exact=False)
+    assert approx >= _recall_at_10(x, stored, exact=True) - 0.01
+    assert approx >= 0.98
+
+
+def test_an_approximate_hit_has_its_exact_similarity():
+    vi = VectorIndex(DIM, AnnParams(threshold=100))
+    vi.add_many(0, [unit(i) for i in range(300)])
+    everything = np.ones(300, np.bool_)
+
+    approx = vi.search(unit(5), 5, everything)
+    exact = vi.search(unit(5), 5, everything, exact=True)
+
+    assert approx.approximate
+    assert approx.docs.tolist() == exact.docs.tolist()
+    assert approx.similarities.tolist() == exact.similarities.tolist()
+
+
+def test_a_filter_goes_into_the_approximate_scan_and_the_answer_is_not_short():
+    vi = VectorIndex(DIM, AnnParams(threshold=100))
+    vi.add_many(0, [unit(i) for i in range(2000)])
+    odd = np.arange(2000) % 2 == 1
+
+    hits = vi.search(unit(10), 20, odd)  # unit(10) itself is not allowed
+
+    assert hits.approximate
+    assert len(hits.docs) == 20
+    assert all(d % 2 == 1 for d in hits.docs.tolist())
+    exact = vi.search(unit(10), 20, odd, exact=True)
+    assert len(set(hits.docs.tolist()) & set(exact.docs.tolist())) >= 18
+
+
+def test_removed_vectors_are_purged_from_the_approximate_index_in_batches():
+    vi = VectorIndex(DIM, AnnParams(threshold=100))
+    vi.add_many(0, [unit(i) for i in range(3000)])
+    assert vi._ann is not None and vi._ann.ntotal == 3000
+
+    for d in range(1500):
+        vi.remove(d)
+
+    assert vi._ann.ntotal == 3000 - 1024  # one purge of 1024; the rest wait, filtered out
+    hits = vi.search(unit(1200), 10, np.ones(3000, np.bool_))
+    assert hits.approximate and min(hits.docs.tolist()) >= 1500
+    vi.save_ann(Path(tempfile.mkdtemp()) / "v.ann")  # a save purges the rest
+    assert vi._ann.ntotal == 1500
+
+
+def test_the_approximate_index_is_trained_again_as_the_collection_grows():
+    vi = VectorIndex(DIM, AnnParams(threshold=100, regrow_factor=4))
+    vi.add_many(0, [unit(i) for i in range(150)])
+    assert vi._ann is not None and vi._ann.trained_on == 150
+    first = vi._ann
+
+    vi.add_many(150, [unit(i) for i in range(150, 700)])
+
+    assert vi._ann is not first and vi._ann.trained_on >= 600
+    assert vi._ann.ntotal == 700
+    assert vi.search(unit(650), 1, np.ones(700, np.bool_)).docs.tolist() == [650]
+
+
+def test_an_hnswlib_index_file_from_before_is_replaced_by_a_rebuild(tmp_path, caplog):
+    """Upgrading: the snapshot names a vectors-*.ann file hnswlib wrote; faiss cannot read it,
+    so the index is built again from the stored vectors and similar search goes on."""
+    params = EngineParams(vector_dim=DIM, ann=AnnParams(threshold=20))
+    index = DurableIndex.open(tmp_path, params)
+    for i in range(60):
+        index.put(doc(f"img{i}", vector=unit(i)))
+    index.close()
+    (saved,) = tmp_path.glob("vectors-*.ann")
+    # hnswlib's header: offsetLevel0, max_elements, cur_element_count, size_data_per_element,
+    # label_offset, offsetData (size_t each), then the level-0 data.
+    saved.write_bytes(struct.pack("<6Q", 0, 120, 60, 200, 192, 0) + bytes(200 * 60))
+
+    with caplog.at_level(logging.WARNING, logger="search_service.vector_index"):
+        reopened = DurableIndex.open(tmp_path, params)
+
+    assert any("not a faiss index" in r.getMessage() for r in caplog.records)
+    result = reopened.similar(vector=unit(42), k=1)
+    assert result.approximate and result.hits[0][0] == "img42"
+    assert reopened.stats().vector_backend == "faiss"
