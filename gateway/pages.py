@@ -8,6 +8,7 @@ import re
 import time
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 import grpc
 from flask import (
@@ -127,6 +128,10 @@ def bulk() -> Any:
     else:
         raise BadRequestError("action must be delete, tag, unfavourite, restore or delete_forever")
     back = request.form.get("back", "")
+    album_path = urlsplit(back).path
+    if re.fullmatch(r"/albums/[\w-]+", album_path):
+        # From an album's page: back to that album (its page reads album_notice).
+        return redirect(f"{album_path}?{urlencode({'album_notice': notice})}", 303)
     page = next(
         (endpoint for prefix, endpoint in _BULK_PAGES if back.startswith(prefix)),
         "pages.gallery",

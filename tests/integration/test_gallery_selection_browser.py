@@ -193,6 +193,22 @@ def test_the_trash_and_favourites_bars_work_without_script(browser: Browser, url
     context.close()
 
 
+def test_acting_on_a_selection_in_an_album_comes_back_to_the_album(page: Page, url, photo_jpegs):
+    image = _upload(url, _jpeg(photo_jpegs["rocket"]))
+    album = requests.post(
+        f"{url}/api/albums",
+        json={"name": f"Trip {uuid.uuid4().hex[:6]}", "image_ids": [image["id"]]},
+        timeout=30,
+    ).json()
+    page.goto(f"{url}/albums/{album['id']}")
+    page.locator(f'#album-grid figure.tile[data-id="{image["id"]}"] .pick').click()
+    page.fill("#bulk-form input[name=tags]", "launch pad")
+    page.click("#bulk-tag")
+    expect(page.locator("#album-notice")).to_have_text("Tagged 1 image: launch pad.")
+    assert page.url.startswith(f"{url}/albums/{album['id']}?")
+    assert _image(url, image["id"]).json()["tags"] == ["launch pad"]
+
+
 def test_restoring_what_is_no_longer_in_the_trash_is_counted_not_an_error(url, photo_jpegs):
     image = _upload(url, _jpeg(photo_jpegs["page"]))
     with requests.Session() as http:
