@@ -134,6 +134,9 @@ class InvertedIndex:
             load_hierarchy() if self.params.hierarchy else None
         )
         self._postings: dict[tuple[int, str], PostingList] = {}
+        # The same lists in the order they were made (only ever appended to): a snapshot's
+        # view is its length, taken in no time under the writers' lock.
+        self._made: list[tuple[tuple[int, str], PostingList]] = []
         self._lengths = {f: GrowableArray(np.float32) for f in FIELDS}
         self._length_sums = dict.fromkeys(FIELDS, 0.0)
         self._live = 0
@@ -150,7 +153,19 @@ class InvertedIndex:
         self._decoded: OrderedDict[tuple[int, str], tuple[npt.NDArray[np.int64], Any]] = (
             OrderedDict()
         )
-        self._reset_vocab()
+        # The batch vocabulary (add_many): terms and suggestion texts numbered, label kinds,
+        # colours and text values analysed, concepts' terms as flat tables.
+        self._vocab: dict[tuple[int, str], int] = {}
+        self._vocab_keys: list[tuple[int, str]] = []
+        self._term_field = GrowableArray(np.int64)
+        self._texts: dict[str, int] = {}
+        self._text_list: list[str] = []
+        self._kinds: list[tuple[int, list[int], list[int]]] = []
+        self._kind_of: dict[tuple[str, tuple[str, ...], int], int] = {}
+        self._colours: dict[str, tuple[list[int], list[int]]] = {}
+        self._parts: dict[tuple[int, str], tuple[list[int], list[int], list[int], int]] = {}
+        self._concept_flat: tuple[Any, Any, Any, Any] | None = None
+        self._kind_flat: tuple[Any, tuple[Any, Any], tuple[Any, Any]] | None = None
 
     # ---- analysis -------------------------------------------------------------------------
 
@@ -376,12 +391,14 @@ class InvertedIndex:
         starts = np.flatnonzero(np.diff(terms, prepend=-1))
         bounds = np.append(starts, terms.size)
         postings, decoded, vocab_keys = self._postings, self._decoded, self._vocab_keys
+        made = self._made
         plists = []
         for term in terms[starts].tolist():
             key = vocab_keys[term]
             plist = postings.get(key)
             if plist is None:
                 plist = postings[key] = PostingList()
+                made.append((key, plist))
             elif decoded:
                 decoded.pop(key, None)
             plists.append(plist)
@@ -503,17 +520,17 @@ class InvertedIndex:
 
     def _reset_vocab(self) -> None:
         """Forget the batch vocabulary and what refers to it (numbers only live in a batch)."""
-        self._vocab: dict[tuple[int, str], int] = {}
-        self._vocab_keys: list[tuple[int, str]] = []
+        self._vocab = {}
+        self._vocab_keys = []
         self._term_field = GrowableArray(np.int64)
-        self._texts: dict[str, int] = {}
-        self._text_list: list[str] = []
-        self._kinds: list[tuple[int, list[int], list[int]]] = []
-        self._kind_of: dict[tuple[str, tuple[str, ...], int], int] = {}
-        self._kind_flat: tuple[Any, tuple[Any, Any], tuple[Any, Any]] | None = None
-        self._colours: dict[str, tuple[list[int], list[int]]] = {}
-        self._parts: dict[tuple[int, str], tuple[list[int], list[int], list[int], int]] = {}
-        self._concept_flat: tuple[Any, Any, Any, Any] | None = None
+        self._texts = {}
+        self._text_list = []
+        self._kinds = []
+        self._kind_of = {}
+        self._colours = {}
+        self._parts = {}
+        self._concept_flat = None
+        self._kind_flat = None
 
     def _count_surface_batch(self, count: int, sd: Any, st: Any, sf: Any) -> None:
         """_count_surface(+1) for a batch given as (document, text, field) triples."""
@@ -790,12 +807,12 @@ class InvertedIndex:
 
     def frozen_state(self) -> dict[str, Any]:
         """state() as of now, taken cheaply (under the writers' lock): the lengths copied, the
-        posting lists and the surface table copied shallowly (surface entries are copied on
-        write after this), and the document count noted. The rest are callables, evaluated
-        later while writes go on: each posting list read then is cut back to the documents
-        numbered below that count (lists only grow at the end, so what the view held is a
-        prefix of what the list holds later)."""
-        items = list(self._postings.items())
+        surface table copied shallowly (surface entries are copied on write after this), the
+        number of posting lists made so far and the document count noted. The rest are
+        callables, evaluated later while writes go on: each posting list read then is cut back
+        to the documents numbered below that count (lists only grow at the end, so what the
+        view held is a prefix of what the list holds later)."""
+        made, lists = self._made, len(self._made)
         frozen_docs = len(self._lengths["labels"])
         surface = dict(self._surface)
         self._surface_generation += 1  # from now on, entries change as copies
@@ -808,7 +825,8 @@ class InvertedIndex:
             if built:
                 return built
             terms, ids_parts, weight_parts, lasts = [], [], [], []
-            for key, plist in items:
+            for i in range(lists):
+                key, plist = made[i]
                 ids_b, weights_b, last = plist.prefix_before(frozen_docs)
                 if not weights_b:
                     continue
@@ -851,9 +869,11 @@ class InvertedIndex:
         ids_blob, w_blob = state["ids_blob"], state["weights_blob"]
         io, wo, lasts = state["ids_offsets"], state["weights_offsets"], state["lasts"]
         for i, (fno, term) in enumerate(meta["terms"]):
-            index._postings[(fno, term)] = PostingList.from_raw(
+            key = (fno, term)
+            plist = index._postings[key] = PostingList.from_raw(
                 ids_blob[io[i] : io[i + 1]], w_blob[wo[i] : wo[i + 1]], int(lasts[i])
             )
+            index._made.append((key, plist))
         lengths = state["lengths"]
         for i, name in enumerate(FIELDS):
             # A snapshot from before a field existed: nothing of it was indexed.
