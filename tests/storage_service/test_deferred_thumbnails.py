@@ -351,3 +351,18 @@ def test_a_checkpoint_older_than_the_feed_keeps_falls_back_to_a_listing(tmp_path
     finally:
         thumbnailer.stop()
         store.close()
+
+
+def test_the_backlog_is_served_as_metrics(idle_thumbnailer, photo_jpegs):
+    from prometheus_client import REGISTRY
+
+    stub, servicer = idle_thumbnailer
+    for i, data in enumerate(list(photo_jpegs.values())[:3]):
+        put(stub, data, f"{i}.jpg")
+
+    # The background thumbnailer is stopped: three puts wait, unread in the feed.
+    assert REGISTRY.get_sample_value("storage_thumbnails_feed_lag") == 3
+    assert REGISTRY.get_sample_value("storage_thumbnails_done", {"outcome": "made"}) == 0
+    image_id = stub.ListImages(pb.ListImagesRequest(page_size=1), timeout=30).images[0].id
+    stub.GetThumbnail(pb.GetThumbnailRequest(image_id=image_id), timeout=30)
+    assert REGISTRY.get_sample_value("storage_thumbnails_done", {"outcome": "on_demand"}) == 1
