@@ -54,9 +54,11 @@ from imagerepo.vision.v1 import vision_service_pb2_grpc as pb_grpc
 from service_runtime.grpc_server import channel_options
 from tests.support import real_photo_paths
 from tests.vision_service.photo_sets import (
+    debian_photos,
     jpeg_bytes,
     model_inputs,
     photo_variants,
+    real_photos,
     small_sign_photos,
     text_photos,
     textless_photos,
@@ -449,6 +451,7 @@ def analysis_cost(config: VisionConfig, photos: list[bytes]) -> None:
         f"throughput {before.images_per_s:.1f} -> {after.images_per_s:.1f} img/s"
     )
     prefilter_service_rounds(config, photos)
+    thread_breakdown(config, photos)
 
     print("-- each step's CPU per image, one thread --", flush=True)
     decoded = [
@@ -512,7 +515,8 @@ def analysis_cost(config: VisionConfig, photos: list[bytes]) -> None:
         engine.close()
 
     print("-- int8 vs float agreement on the real-photo set --", flush=True)
-    variants = photo_variants()
+    # The set models/quantize.py judges by (Debian's mate-backgrounds included where installed).
+    variants = photo_variants({**real_photos(), **debian_photos()})
     clf_all, mod_all = model_inputs(variants)
     print(f"  {len(variants)} inputs: every real photo, its mirror image and two crops")
     for name in (CLASSIFIER, MODERATION):
@@ -542,15 +546,20 @@ def analysis_cost(config: VisionConfig, photos: list[bytes]) -> None:
     without = list(textless_photos().values())
     small = list(small_sign_photos().values())
     smaller = TextProbe(registry[OCR_DET].path(), threads, max_side=256, prefilter=False)
+    # 288 px (tried this round): not a middle ground, it misses a photo with text that both
+    # 256 and 320 find and flags more text-free photos.
+    between = TextProbe(registry[OCR_DET].path(), threads, max_side=288, prefilter=False)
     probes = (
         ("old", legacy.likely_has_text),
         (f"new ({PROBE_MAX_SIDE} px, detector alone)", detector_only.likely_has_text),
         (f"prefilter + new ({PROBE_MAX_SIDE} px, in use)", probe.likely_has_text),
         ("new at 256 px (not used)", smaller.likely_has_text),
+        ("new at 288 px (not used)", between.likely_has_text),
     )
     print(
         f"  CPU per photo: new probe at 256 px "
-        f"{_cpu_ms(smaller.likely_has_text, decoded):.2f} ms, at {PROBE_MAX_SIDE} px "
+        f"{_cpu_ms(smaller.likely_has_text, decoded):.2f} ms, at 288 px "
+        f"{_cpu_ms(between.likely_has_text, decoded):.2f} ms, at {PROBE_MAX_SIDE} px "
         f"{_cpu_ms(probe.likely_has_text, decoded):.2f} ms"
     )
     for what, fn in probes:
@@ -590,6 +599,75 @@ def prefilter_service_rounds(config: VisionConfig, photos: list[bytes]) -> None:
                 f" -> {np.mean([r.images_per_s for r in rates[True]]):.1f}",
                 flush=True,
             )
+    finally:
+        server.stop(grace=None)
+        engine.close()
+
+
+def _thread_cpu_ms() -> dict[int, tuple[str, float]]:
+    """CPU ms used so far by each thread of this process (from /proc), with its Python name."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    tick_ms = 1000.0 / os.sysconf("SC_CLK_TCK")
+    out: dict[int, tuple[str, float]] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue  # the thread ended meanwhile
+        out[int(tid)] = (
+            names.get(int(tid), "native"),
+            (int(fields[11]) + int(fields[12])) * tick_ms,
+        )
+    return out
+
+
+_THREAD_GROUPS = (
+    ("ThreadPoolExecutor", "request threads: gRPC handler, decode, inputs, colours, text probe"),
+    ("batcher-classifier", "classifier batches (EfficientNet-Lite0)"),
+    ("batcher-moderation", "moderation batches (open_nsfw)"),
+)
+
+
+def thread_breakdown(config: VisionConfig, photos: list[bytes]) -> None:
+    """Where the service's CPU goes, by thread, with the default tasks over gRPC from 8
+    clients: the request threads (everything but the two CNNs), each model's batch workers,
+    and the rest (gRPC's own core threads, the server loop). Read from /proc per thread, so
+    load from other processes does not count."""
+    print(f"-- CPU per image by thread, default tasks ({_load()}) --", flush=True)
+    if not os.path.isdir("/proc/self/task"):
+        print("  (no /proc here)")
+        return
+    textless = [jpeg_bytes(im) for im in textless_photos().values()]
+    engine = VisionEngine.load(config)
+    server, port, health = build_server("127.0.0.1:0", config, EngineSlot(engine))
+    server.start()
+    health.set_serving(True)
+    try:
+        for what, mix in ((f"{len(photos)} benchmark photos", photos), ("text-free set", textless)):
+            before = _thread_cpu_ms()
+            rate = service_throughput(port, mix, CLIENTS, [])
+            after = _thread_cpu_ms()
+            groups = {label: 0.0 for _, label in _THREAD_GROUPS} | {
+                "gRPC core, server loop, other": 0.0
+            }
+            for tid, (name, cpu) in after.items():
+                used = cpu - before.get(tid, (name, 0.0))[1]
+                label = next(
+                    (lab for prefix, lab in _THREAD_GROUPS if name.startswith(prefix)),
+                    "gRPC core, server loop, other",
+                )
+                groups[label] += used
+            sizes = list(engine.classifier_batches.batch_sizes)[-200:]
+            print(
+                f"  {what}: {rate.cpu_ms_per_image:.2f} CPU ms/img in all "
+                f"(mean classifier batch {np.mean(sizes):.1f})"
+            )
+            # The /proc snapshots also bracket the clients' start and warm-up calls: each
+            # group's share of the threads' CPU, applied to the measured round's CPU per image.
+            total = sum(groups.values()) or 1.0
+            for label, used in groups.items():
+                print(f"    {label:<66} {rate.cpu_ms_per_image * used / total:6.2f} ms/img")
     finally:
         server.stop(grace=None)
         engine.close()
