@@ -365,9 +365,36 @@ def _read(ref: BlobRef, column: str) -> bytes:
     return source.blob(column, index)
 
 
+# ImageMeta and Label built by filling their __dict__ at once, not through the frozen
+# dataclass's __init__ (one object.__setattr__ per field: ImageMeta has about 30, the largest
+# part of decoding an image's metadata after the JSON); defaults first, so a field the row does
+# not set reads as __init__ would give it (tested). As search's doc_store does for labels.
+_FAST_BUILD = not hasattr(ImageMeta, "__slots__") and not hasattr(Label, "__slots__")
+_META_DEFAULTS = {
+    f.name: f.default for f in dataclasses.fields(ImageMeta) if f.default is not dataclasses.MISSING
+}
+
+
+def _new_meta(values: dict[str, Any]) -> ImageMeta:
+    if not _FAST_BUILD:
+        return ImageMeta(**values)
+    meta = object.__new__(ImageMeta)
+    meta.__dict__.update(_META_DEFAULTS)
+    meta.__dict__.update(values)
+    return meta
+
+
+def _new_label(name: str, probability: float, synonyms: tuple[str, ...], index: int) -> Label:
+    if not _FAST_BUILD:
+        return Label(name, probability, synonyms, index)
+    label = object.__new__(Label)
+    label.__dict__.update(name=name, probability=probability, synonyms=synonyms, class_index=index)
+    return label
+
+
 def _labels_from(values: list[dict[str, Any]]) -> tuple[Label, ...]:
     return tuple(
-        Label(v["name"], float(v["p"]), tuple(v.get("syn", ())), int(v.get("ci", -1)))
+        _new_label(v["name"], float(v["p"]), tuple(v.get("syn", ())), int(v.get("ci", -1)))
         for v in values
     )
 
@@ -451,26 +478,26 @@ _DEFAULTS = {c.name: c.default for c in COLUMNS}
 def _meta_from(values: dict[str, Any]) -> ImageMeta:
     full = {**_DEFAULTS, **values}
     taken_ms, taken_is_upload = date_taken_ms(full["exif"], int(full["created_at_ms"]))
-    return ImageMeta(
-        id=full["id"],
-        filename=full["filename"],
-        owner=full["owner"],
-        content_type=full["content_type"],
-        format=full["format"],
-        created_at_ms=int(full["created_at_ms"]),
-        sha256=full["sha256"],
-        byte_size=int(full["byte_size"]),
-        width=int(full["width"]),
-        height=int(full["height"]),
-        exif=dict(full["exif"]),
-        taken_at_ms=taken_ms,
-        taken_at_is_upload_time=taken_is_upload,
-        **{
+    return _new_meta(
+        {
+            "id": full["id"],
+            "filename": full["filename"],
+            "owner": full["owner"],
+            "content_type": full["content_type"],
+            "format": full["format"],
+            "created_at_ms": int(full["created_at_ms"]),
+            "sha256": full["sha256"],
+            "byte_size": int(full["byte_size"]),
+            "width": int(full["width"]),
+            "height": int(full["height"]),
+            "exif": dict(full["exif"]),
+            "taken_at_ms": taken_ms,
+            "taken_at_is_upload_time": taken_is_upload,
             "thumb_content_type": full["thumb_content_type"],
             "thumb_small_size": (int(full["thumb_small_w"]), int(full["thumb_small_h"])),
             "thumb_preview_size": (int(full["thumb_preview_w"]), int(full["thumb_preview_h"])),
             **_annotations_of(full),
-        },
+        }
     )
 
 
@@ -1869,6 +1896,7 @@ class ColumnStore:
         with self._lock:
             entry = self._entry(image_id)
             meta, ref = entry.meta, entry.image
+            original = entry.image
             if meta.thumb_state is ThumbState.MADE and entry.newest is not None:
                 ref = entry.newest
         if meta.thumb_state is ThumbState.PENDING:
@@ -1879,7 +1907,11 @@ class ColumnStore:
             )
         if size is ThumbnailSize.PREVIEW:
             if meta.thumb_preview_size == (0, 0):
-                return Thumbnail(_read(ref, "data"), meta.content_type, meta.width, meta.height)
+                # Shown as itself: the original lives in the PUT row, not in the row that
+                # carries the thumbnails made after the ack.
+                return Thumbnail(
+                    _read(original, "data"), meta.content_type, meta.width, meta.height
+                )
             w, h = meta.thumb_preview_size
             return Thumbnail(_read(ref, "thumb_preview"), meta.thumb_content_type, w, h)
         w, h = meta.thumb_small_size

@@ -11,7 +11,13 @@ import pytest
 from storage_service.columnstore import format as fmt
 from storage_service.columnstore.errors import DataLossError, ImageNotFoundError
 from storage_service.columnstore.manifest import Manifest
-from storage_service.columnstore.model import AnalysisStatus, AnnotationUpdate, ListOrder
+from storage_service.columnstore.model import (
+    AnalysisStatus,
+    AnnotationUpdate,
+    ImageMeta,
+    Label,
+    ListOrder,
+)
 from storage_service.columnstore.row import Row
 from storage_service.columnstore.schema import RowKind
 from storage_service.columnstore.segment_reader import SegmentReader
@@ -250,3 +256,37 @@ def test_key_hash_is_stable_and_64_bit():
     assert fmt.key_hash("IMG_0001.jpg") == fmt.key_hash("IMG_0001.jpg")
     assert fmt.key_hash("a") != fmt.key_hash("b")
     assert -(2**63) <= fmt.key_hash("x" * 500) < 2**63
+
+
+def test_metadata_read_from_rows_is_the_same_as_built_by_its_constructor(tmp_path, small_images):
+    # _meta_from fills ImageMeta's and Label's fields at once (not through __init__): every
+    # field is there, equal to what the constructor makes, frozen and replaceable.
+    store = ColumnStore.open(tmp_path / "s", OPTS)
+    metas = _put_all(store, small_images[:3])
+    store.update_annotations(
+        metas[0].id,
+        AnnotationUpdate(
+            fields=frozenset({"labels", "status", "tags"}),
+            labels=(Label("tabby", 0.75, ("cat",), 281), Label("mug", 0.5)),
+            status=AnalysisStatus.READY,
+            tags=("x",),
+        ),
+    )
+    store.flush()
+    store.close()
+    reopened = ColumnStore.open(tmp_path / "s", dataclasses.replace(OPTS, meta_cache_images=1))
+    for meta in metas:
+        read = reopened.get(meta.id)
+        rebuilt = ImageMeta(
+            **{f.name: getattr(read, f.name) for f in dataclasses.fields(ImageMeta)}
+        )
+        assert read == rebuilt and repr(read) == repr(rebuilt)
+        assert vars(read).keys() == vars(rebuilt).keys()
+        assert dataclasses.replace(read, ocr_text="z").ocr_text == "z"
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            read.filename = "other"  # type: ignore[misc]
+    labelled = reopened.get(metas[0].id)
+    assert labelled.labels == (Label("tabby", 0.75, ("cat",), 281), Label("mug", 0.5))
+    assert vars(labelled.labels[0]) == vars(Label("tabby", 0.75, ("cat",), 281))
+    assert labelled.thumb_state == metas[1].thumb_state == ImageMeta.thumb_state
+    reopened.close()
