@@ -525,17 +525,23 @@ function setupSelection() {
       last = box;
       update();
     } else if (["ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown"].includes(e.key)) {
-      const next = neighbour(tile, e.key);
       e.preventDefault();
-      if (!next) return;
-      const target = next.querySelector(focused.matches(".pick") ? ".pick" : ".thumb-link");
-      target.focus();
-      target.scrollIntoView({ block: "nearest" });
-      if (e.shiftKey) {
+      const shift = e.shiftKey;
+      const move = (next) => {
+        const target = next.querySelector(focused.matches(".pick") ? ".pick" : ".thumb-link");
+        target.focus();
+        target.scrollIntoView({ block: "nearest" });
+        if (!shift) return;
         if (!anchor || !boxes().includes(anchor)) { anchor = box; ranged = box.checked ? [] : [box]; }
         selectRange(anchor, next.querySelector(".pick"));
         last = next.querySelector(".pick");
         update();
+      };
+      const next = neighbour(tile, e.key);
+      if (next) move(next);
+      // Past the last photo loaded in the gallery, the older ones come in first.
+      else if (e.key === "ArrowRight" || e.key === "ArrowDown") {
+        loadOlder().then((more) => { const again = more && neighbour(tile, e.key); if (again) move(again); });
       }
     }
   });

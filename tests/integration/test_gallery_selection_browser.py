@@ -292,6 +292,34 @@ def test_space_and_shift_arrows_select_a_range_from_the_keyboard(page: Page, url
     expect(count).to_have_text(f"{picked} selected")
 
 
+def test_shift_arrow_past_the_last_photo_loaded_brings_in_older_ones(
+    browser: Browser, own_stack: Stack, url, photo_jpegs
+):
+    for photo in ("coffee", "chelsea", "rocket"):
+        _upload(url, _jpeg(photo_jpegs[photo]))
+    small = own_stack.start_gateway(gallery_page_size=2)
+    try:
+        context = _context(browser)
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        # No infinite scroll: only the keys can bring older photos in.
+        page.add_init_script("delete window.IntersectionObserver")
+        page.goto(f"{small.url}/")
+        expect(page.locator("#gallery figure.tile")).to_have_count(2)
+        page.locator("#gallery figure.tile .pick").first.focus()
+        page.keyboard.press("Space")
+        tiles = "Array.from(document.querySelectorAll('#gallery figure.tile'))"
+        at = f"n => {tiles}.indexOf(document.activeElement.closest('figure.tile')) === n"
+        for step in (1, 2, 3):
+            page.keyboard.press("Shift+ArrowRight")
+            page.wait_for_function(at, arg=step)
+        expect(page.locator("#selected-count")).to_have_text("4 selected")
+        assert page.locator("#gallery figure.tile").count() >= 4
+        context.close()
+    finally:
+        small.stop()
+
+
 # --- the image page's photo on 1x, 2x and 3x screens -------------------------------------------
 
 _SHOWN = """async img => {
