@@ -49,7 +49,11 @@ from storage_service.columnstore.errors import (
     StoreError,
     ThumbnailsPendingError,
 )
-from storage_service.columnstore.image_check import DecodeBudget, render_thumbnails
+from storage_service.columnstore.image_check import (
+    DecodeBudget,
+    DecodeBusyError,
+    render_thumbnails,
+)
 from storage_service.columnstore.model import (
     ChangeKind,
     ImageMeta,
@@ -294,7 +298,7 @@ class Thumbnailer:
                 self.make(self._store.get(image_id))
             except ImageNotFoundError:
                 pass  # deleted since: nothing to make
-            except (StoreClosedError, StorageFullError, BackgroundError) as e:
+            except (StoreClosedError, StorageFullError, BackgroundError, DecodeBusyError) as e:
                 # Not done: it stays PENDING and outstanding (the checkpoint does not pass it).
                 log.warning("thumbnails not stored", extra={"image_id": image_id, "error": str(e)})
                 if isinstance(e, StoreClosedError):
