@@ -127,7 +127,7 @@ _SHARED_BUDGET = DecodeBudget(policy.DEFAULT_DECODE_MEMORY_BYTES)
 
 
 # Formats whose completeness `structure_problem` checks without decoding.
-DEFERRABLE_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF"})
+DEFERRABLE_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF"})
 # Off: every put makes its thumbnails before the ack (the previous path; the benchmark's baseline).
 DEFER_THUMBNAILS = True
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -188,7 +188,7 @@ def _webp_problem(data: bytes) -> str:
 def structure_problem(data: bytes, format_name: str) -> str | None:
     """Why the file is structurally incomplete ("" when it is whole); None for a format this
     does not check. Microseconds: no pixel is decoded."""
-    if format_name == "JPEG":
+    if format_name in ("JPEG", "MPO"):  # MPO: a phone's JPEG with more pictures after it
         return _jpeg_problem(data)
     if format_name == "PNG":
         return _png_problem(data)
@@ -255,7 +255,7 @@ def check_image(
         stored_size = image.size
         # Pillow reads a PNG's EXIF by decoding every pixel when it is not ahead of them
         # (getexif loads the image): only EXIF found in the header is read here.
-        header_exif = format_name == "JPEG" or "exif" in image.info
+        header_exif = format_name in ("JPEG", "MPO") or "exif" in image.info
         try:
             exif_tags = image.getexif() if header_exif else Image.Exif()
             orientation = int(exif_tags.get(thumbs_mod.EXIF_ORIENTATION, 1))

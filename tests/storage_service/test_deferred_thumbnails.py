@@ -107,6 +107,14 @@ def test_whole_files_pass_the_structural_check_and_cut_ones_fail(photo_jpegs, ph
     flipped[len(flipped) // 2] ^= 0x40
     assert "CRC" in str(structure_problem(bytes(flipped), "PNG"))
     assert structure_problem(b"II*\x00", "TIFF") is None
+    # A phone's multi-picture JPEG (MPO) is checked as a JPEG.
+    with Image.open(io.BytesIO(files["JPEG"])) as im:
+        buf = io.BytesIO()
+        im.save(buf, "MPO", save_all=True, append_images=[im.resize((64, 64))])
+    mpo = buf.getvalue()
+    assert structure_problem(mpo, "MPO") == ""
+    assert structure_problem(mpo[: len(mpo) // 3], "MPO")
+    assert check_image(mpo).thumbs_pending
 
 
 def test_the_ack_path_checks_without_thumbnails_and_agrees_with_the_full_path(photo_jpegs):
