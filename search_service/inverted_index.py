@@ -163,7 +163,8 @@ class InvertedIndex:
         self._kinds: list[tuple[int, list[int], list[int]]] = []
         self._kind_of: dict[tuple[str, tuple[str, ...], int], int] = {}
         self._colours: dict[str, tuple[list[int], list[int]]] = {}
-        self._parts: dict[tuple[int, str], tuple[list[int], list[int], list[int], int]] = {}
+        self._parts: dict[tuple[int, str], tuple[list[int], list[int]]] = {}
+        self._words: dict[tuple[int, str], tuple[int, int]] = {}
         self._concept_flat: tuple[Any, Any, Any, Any] | None = None
         self._kind_flat: tuple[Any, tuple[Any, Any], tuple[Any, Any]] | None = None
 
@@ -253,7 +254,7 @@ class InvertedIndex:
         count = len(docs)
         if not count:
             return
-        if len(self._vocab) + len(self._parts) > _VOCAB_LIMIT:
+        if len(self._vocab) + len(self._parts) + len(self._words) > _VOCAB_LIMIT:
             self._reset_vocab()
         floor = self.params.min_label_probability
         # Every label as (kind, probability), documents in order: a kind is a label's name,
@@ -283,16 +284,14 @@ class InvertedIndex:
         p_doc: list[int] = []
         p_term: list[int] = []
         p_weight: list[float] = []
-        # (document, term, count) of the text fields, summed per pair
+        # (document, term) of every word of the text fields, counted per pair below
         c_doc: list[int] = []
         c_term: list[int] = []
-        c_count: list[int] = []
-        # (document, text, field) of the suggestion table
+        # (document, text) of the suggestion table, a field's entries together
         s_doc: list[int] = []
         s_text: list[int] = []
-        s_field: list[int] = []
+        s_fields: list[tuple[int, int]] = []  # (entries so far, field) at each field's end
         text_lengths = np.zeros((len(FIELDS), count), np.float64)
-        part = self._part
         for i, doc in enumerate(docs):
             for name, share in doc.colours:
                 terms, texts = self._colour(name)
@@ -301,32 +300,54 @@ class InvertedIndex:
                 p_weight += [share] * len(terms)
                 s_text += texts
                 s_doc += [i] * len(texts)
-                s_field += [_COLOURS] * len(texts)
-            for fno, value in (
-                (_TAGS, None),
-                (_OCR, doc.ocr_text),
-                (_FILENAME, doc.filename.replace("\\", "/").rsplit("/", 1)[-1]),
-                (_OWNER, doc.owner),
-                (_TAKEN, taken_words(doc.taken_at_unix_s)),
-                (_CAMERA, camera_words(doc.camera_make, doc.camera_model)),
-            ):
-                for one in doc.tags if value is None else (value,):
-                    if not one:
-                        continue
-                    terms, counts, texts, words = part(fno, one)
-                    c_term += terms
-                    c_doc += [i] * len(terms)
-                    c_count += counts
-                    s_text += texts
-                    s_doc += [i] * len(texts)
-                    s_field += [fno] * len(texts)
-                    text_lengths[fno, i] += words
+        s_fields.append((len(s_text), _COLOURS))
+        part = self._part
+        tags = [(i, tag) for i, doc in enumerate(docs) for tag in doc.tags]
+        for fno, values in (
+            (_TAGS, tags),
+            (_OCR, [(i, doc.ocr_text) for i, doc in enumerate(docs) if doc.ocr_text]),
+            (
+                _FILENAME,
+                [
+                    (i, doc.filename.replace("\\", "/").rsplit("/", 1)[-1])
+                    for i, doc in enumerate(docs)
+                    if doc.filename
+                ],
+            ),
+            (_OWNER, [(i, doc.owner) for i, doc in enumerate(docs) if doc.owner]),
+            (
+                _TAKEN,
+                [
+                    (i, taken_words(doc.taken_at_unix_s))
+                    for i, doc in enumerate(docs)
+                    if doc.taken_at_unix_s > 0
+                ],
+            ),
+            (
+                _CAMERA,
+                [
+                    (i, camera_words(doc.camera_make, doc.camera_model))
+                    for i, doc in enumerate(docs)
+                    if doc.camera_make or doc.camera_model
+                ],
+            ),
+        ):
+            lengths_row = text_lengths[fno]
+            for i, value in values:
+                terms, texts = part(fno, value)
+                c_term += terms
+                c_doc += [i] * len(terms)
+                s_text += texts
+                s_doc += [i] * len(texts)
+                lengths_row[i] += len(terms)
+            s_fields.append((len(s_text), fno))
         pd = np.asarray(p_doc, np.int64)
         pt = np.asarray(p_term, np.int64)
         pw = np.asarray(p_weight, np.float64)
         sd = np.asarray(s_doc, np.int64)
         st = np.asarray(s_text, np.int64)
-        sf = np.asarray(s_field, np.int64)
+        ends = [0] + [end for end, _ in s_fields]
+        sf = np.repeat([f for _, f in s_fields], np.diff(ends)).astype(np.int64)
         lk = np.asarray(l_kind, np.int64)
         lp = np.asarray(l_p, np.float64)
         ld = np.repeat(np.arange(count), l_count)
@@ -354,7 +375,7 @@ class InvertedIndex:
             sf = np.concatenate([sf, np.full(hsd.size, _CONCEPTS, np.int64)])
         # Probability fields: the largest weight per (term, document).
         p_key = pt * count + pd
-        order = np.argsort(p_key, kind="stable")
+        order = np.argsort(p_key)
         p_key = p_key[order]
         firsts = np.flatnonzero(np.diff(p_key, prepend=-1))
         p_key = p_key[firsts]
@@ -362,12 +383,11 @@ class InvertedIndex:
         if firsts.size:
             best = np.maximum.reduceat(pw[order], firsts)
             p_q = np.clip(np.rint(best * WEIGHT_LEVELS), 1, WEIGHT_LEVELS).astype(np.uint8)
-        # Text fields: occurrences summed per (term, document).
-        c_key, inverse = np.unique(
-            np.asarray(c_term, np.int64) * count + np.asarray(c_doc, np.int64), return_inverse=True
+        # Text fields: words counted per (term, document).
+        c_key, occurrences = np.unique(
+            np.asarray(c_term, np.int64) * count + np.asarray(c_doc, np.int64), return_counts=True
         )
-        summed = np.bincount(inverse, weights=np.asarray(c_count, np.float64), minlength=c_key.size)
-        c_q = np.minimum(summed, 255).astype(np.uint8)
+        c_q = np.minimum(occurrences, 255).astype(np.uint8)
         self._append_postings(
             first, count, np.concatenate([p_key, c_key]), np.concatenate([p_q, c_q])
         )
@@ -415,11 +435,12 @@ class InvertedIndex:
         contrib = h_p[rep] * factors[idx]
         concepts = len(hierarchy.concepts)
         key = h_doc[rep] * concepts + cids[idx]
-        uniq, inverse = np.unique(key, return_inverse=True)
-        weight = np.minimum(np.bincount(inverse, weights=contrib, minlength=uniq.size), 1.0)
-        keep = weight >= self.params.min_label_probability
-        uniq, weight = uniq[keep], weight[keep]
-        doc, cid = uniq // concepts, uniq % concepts
+        # Summed per (document, concept) in input order, so in the order weights() adds;
+        # every contribution is positive, so a concept a document lacks sums to 0.
+        summed = np.bincount(key, weights=contrib)
+        held = np.flatnonzero(summed >= self.params.min_label_probability)
+        weight = np.minimum(summed[held], 1.0)
+        doc, cid = held // concepts, held % concepts
         term_starts, term_flat, text_starts, text_flat = self._concept_table()
         at, terms = _expand(term_starts, term_flat, cid)
         text_at, texts = _expand(text_starts, text_flat, cid)
@@ -498,24 +519,25 @@ class InvertedIndex:
             )
         return found
 
-    def _part(self, fno: int, value: str) -> tuple[list[int], list[int], list[int], int]:
-        """A text field value's terms, their counts, its suggestion texts and word count."""
+    def _part(self, fno: int, value: str) -> tuple[list[int], list[int]]:
+        """A text field value's terms (one per word, repeats kept) and suggestion texts."""
         key = (fno, value)
         found = self._parts.get(key)
         if found is None:
             words = self._tokenizer.words(value)
-            counts = Counter(self._tokenizer.stem(words))
-            texts = dict.fromkeys(words)
-            if fno in _PHRASE_FIELDS:
-                phrase = " ".join(words)
-                if " " in phrase:
-                    texts[phrase] = None
-            found = self._parts[key] = (
-                [self._term(fno, s) for s in counts],
-                list(counts.values()),
-                [self._text(t) for t in texts],
-                len(words),
-            )
+            known = self._words
+            pairs = [known.get((fno, w)) for w in words]
+            if None in pairs:
+                for j, stem in enumerate(self._tokenizer.stem(words)):
+                    if pairs[j] is None:
+                        pairs[j] = known[(fno, words[j])] = (
+                            self._term(fno, stem),
+                            self._text(words[j]),
+                        )
+            texts = [p[1] for p in pairs]  # type: ignore[index]
+            if fno in _PHRASE_FIELDS and len(words) > 1:
+                texts.append(self._text(" ".join(words)))
+            found = self._parts[key] = ([p[0] for p in pairs], texts)  # type: ignore[index]
         return found
 
     def _reset_vocab(self) -> None:
@@ -529,6 +551,7 @@ class InvertedIndex:
         self._kind_of = {}
         self._colours = {}
         self._parts = {}
+        self._words = {}
         self._concept_flat = None
         self._kind_flat = None
 
