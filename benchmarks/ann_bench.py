@@ -5,13 +5,15 @@ and, when hnswlib is installed (it was the index before), hnswlib on the same ve
 vectors drawn like the scale benchmark's (around one of 2000 centres), 300 held-out queries
 from the same distribution. Printed: resident memory per vector of the int8 rows and of the
 approximate index, its build time, query p50/p99 and recall@10 against exact float32 search
-(the truth computed batch by batch, so 1M float32 vectors are never held), and the time to
+(the truth computed batch by batch, so 1M float32 vectors are never held; exact rescoring of
+the candidates, scanning the default lists and twice as many), and the time to
 save it and load it back (a restart). Recall on real photo features: `real_recall`, called by
 the scale benchmark with its EfficientNet features.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import sys
@@ -109,7 +111,13 @@ def run(n: int) -> None:
         flush=True,
     )
     everything = np.ones(n, np.bool_)
-    for label, exact in (("faiss IVF + exact rescoring", False), ("exact (int8 rows)", True)):
+    p = vi.ann_params
+    for label, exact, nprobe in (
+        (f"faiss IVF, {p.nprobe} lists", False, p.nprobe),
+        (f"faiss IVF, {2 * p.nprobe} lists", False, 2 * p.nprobe),
+        ("exact (int8 rows)", True, p.nprobe),
+    ):
+        vi.ann_params = dataclasses.replace(p, nprobe=nprobe)
         lat, rec = [], []
         for q, want in zip(queries, truth_sets, strict=True):
             t = time.perf_counter()
@@ -119,6 +127,7 @@ def run(n: int) -> None:
             if exact and len(lat) >= 30:  # seconds each at 1M
                 break
         print(f"  {label:28} recall@10 {np.mean(rec):.4f}, {_pct(lat)}", flush=True)
+    vi.ann_params = p
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "vectors.ann"
@@ -126,13 +135,16 @@ def run(n: int) -> None:
         vi.save_ann(path)
         save_s = time.perf_counter() - t
         size = path.stat().st_size
+        rss = _rss_mb()
         t = time.perf_counter()
         loaded = AnnIndex.load(path, vi.ann_params.shape())
         load_s = time.perf_counter() - t
+        loaded_mb = _rss_mb() - rss
         assert loaded.ntotal == n
     print(
         f"  saved in {save_s:.2f} s ({size / 2**20:,.0f} MB, {size / n:,.0f} B/vector), "
-        f"loaded in {load_s:.2f} s",
+        f"loaded in {load_s:.2f} s (+{loaded_mb:,.0f} MB resident, "
+        f"{loaded_mb * 2**20 / n:,.0f} B/vector)",
         flush=True,
     )
     if n <= HNSW_UP_TO:

@@ -46,7 +46,7 @@ class AnnShape:
     pca_dims: int = 256
     # Centroids: about 2 sqrt(n) at build time, a power of two, at most this many.
     max_lists: int = 2048
-    nprobe: int = 32
+    nprobe: int = 48
     candidates: int = 256
     codec: str = "SQ4"
     threads: int = 1
