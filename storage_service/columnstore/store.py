@@ -1108,8 +1108,11 @@ class ColumnStore:
     def _free_slot(self, slot: int) -> None:
         """A deleted image's slot, for a later put: its hash entries go (when its row still
         reads; a stale entry is harmless, lookups check the key) and its id is forgotten."""
-        with contextlib.suppress(DataLossError, OSError, KeyError):
-            meta = self._meta(slot)
+        try:
+            meta: ImageMeta | None = self._meta(slot)
+        except Exception:  # noqa: BLE001 - best effort: a stale hash entry is harmless
+            meta = None
+        if meta is not None:
             self._filename_hashes.discard(key_hash(meta.filename), slot)
             self._sha_hashes.discard(key_hash(meta.sha256), slot)
         self._meta_cache.pop(slot, None)
