@@ -77,6 +77,13 @@ def _screenshot(page: Page, name: str) -> Path:
 
 
 def _image_loaded(page: Page, selector: str) -> bool:
+    """The image has arrived and decodes (waited for: a lazy tile asks for it after layout,
+    and a thumbnail may still be being made on a busy machine)."""
+    page.wait_for_function(
+        "img => img.complete && img.naturalWidth > 0",
+        arg=page.locator(selector).element_handle(),
+        timeout=30_000,
+    )
     return bool(page.eval_on_selector(selector, "img => img.complete && img.naturalWidth > 0"))
 
 
