@@ -6,6 +6,7 @@ on demand, a file corrupt in the middle, and thumbnails kept through annotation 
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import subprocess
@@ -374,3 +375,32 @@ def test_the_backlog_is_served_as_metrics(idle_thumbnailer, photo_jpegs):
     image_id = stub.ListImages(pb.ListImagesRequest(page_size=1), timeout=30).images[0].id
     stub.GetThumbnail(pb.GetThumbnailRequest(image_id=image_id), timeout=30)
     assert REGISTRY.get_sample_value("storage_thumbnails_done", {"outcome": "on_demand"}) == 1
+
+
+def test_a_restart_resumes_from_the_checkpoint_without_redoing_work(tmp_path, photo_jpegs):
+    photos = [jpeg_variant(data, i) for i, data in enumerate(photo_jpegs.values())]
+    first, second = photos[:5], photos[5:]
+    store = ColumnStore.open(tmp_path / "store", SMALL_MEMTABLE)
+    ids = [store.put(f"a{i}.jpg", "", check_image(d)).image.id for i, d in enumerate(first)]
+    thumbnailer = Thumbnailer(store, checkpoint_every_s=0.0).start()
+    assert thumbnailer.wait_idle(60)
+    thumbnailer.stop()
+    saved = int(json.loads((tmp_path / "store" / "thumbnailer.json").read_text())["seq"])
+    assert saved == store.head_seq
+    # Acknowledged while no thumbnailer runs, then the process stops.
+    ids += [store.put(f"b{i}.jpg", "", check_image(d)).image.id for i, d in enumerate(second)]
+    store.close()
+
+    store = ColumnStore.open(tmp_path / "store", SMALL_MEMTABLE)
+    thumbnailer = Thumbnailer(store)
+    # It follows the feed from the checkpoint, not from the start.
+    assert thumbnailer.stats().checkpoint_seq == saved
+    thumbnailer.start()
+    try:
+        assert thumbnailer.wait_idle(60)
+        assert all(store.get(i).thumb_state is ThumbState.MADE for i in ids)
+        # The puts after the checkpoint were made; none before it was made again.
+        assert thumbnailer.stats().made == len(second)
+    finally:
+        thumbnailer.stop()
+        store.close()
