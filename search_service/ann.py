@@ -47,7 +47,7 @@ class AnnShape:
     # Centroids: about 2 sqrt(n) at build time, a power of two, at most this many.
     max_lists: int = 2048
     nprobe: int = 48
-    candidates: int = 256
+    candidates: int = 1024
     codec: str = "SQ4"
     threads: int = 1
 
