@@ -20,6 +20,9 @@ from search_service.vector_index import VectorIndex
 _EXACT_PAIRS_LIMIT = 20_000
 _BLOCK = 2048
 _NEIGHBOURS = 16
+# Candidates the approximate index passes on to be rescored per representative: a near
+# duplicate (cosine 0.9+) is far closer than anything else, so a few suffice.
+_CANDIDATES = 4 * _NEIGHBOURS
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,7 @@ def _close_pairs(
     allowed = np.zeros(int(reps.max()) + 1, np.bool_)
     allowed[reps] = True
     for d, v in zip(reps, rep_vectors, strict=True):
-        hits = vectors.search(v, _NEIGHBOURS, allowed)
+        hits = vectors.search(v, _NEIGHBOURS, allowed, candidates=_CANDIDATES)
         for other, sim in zip(hits.docs, hits.similarities, strict=True):
             if other != d and sim >= threshold:
                 pairs.append((int(d), int(other)))

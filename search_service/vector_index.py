@@ -242,7 +242,11 @@ class VectorIndex:
         k: int,
         allowed: npt.NDArray[np.bool_],
         exact: bool = False,
+        candidates: int | None = None,
     ) -> VectorHits:
+        """The k allowed documents most similar to `query`. `candidates`: how many the
+        approximate index passes on to be rescored (default AnnParams.candidates; near
+        duplicates, far closer than any other neighbour, need few)."""
         q = np.asarray(query, dtype=np.float32)
         if q.shape != (self.dim,):
             raise ValueError(f"query vector must have {self.dim} values, got {q.size}")
@@ -260,7 +264,7 @@ class VectorIndex:
             exact = True  # a narrow filter: exact over the allowed documents alone is cheaper
         with self._lock:
             if self._ann is not None and not exact:
-                hits = self._search_ann(q, k, None if wanted == n else allowed)
+                hits = self._search_ann(q, k, None if wanted == n else allowed, candidates)
                 if hits is not None:
                     return hits
         if wanted < n // 8:
@@ -306,13 +310,13 @@ class VectorIndex:
         return VectorHits(docs, sims[top].astype(np.float32), approximate)
 
     def _search_ann(
-        self, q: Any, k: int, allowed: npt.NDArray[np.bool_] | None
+        self, q: Any, k: int, allowed: npt.NDArray[np.bool_] | None, candidates: int | None
     ) -> VectorHits | None:
         """Candidates from the approximate index, rescored exactly; None when it finds fewer
         than k live allowed documents and there are more (the caller searches exactly)."""
         assert self._ann is not None
         p = self.ann_params
-        count = max(p.candidates, 4 * k)
+        count = max(p.candidates if candidates is None else candidates, 4 * k)
         for nprobe in (p.nprobe, 8 * p.nprobe):
             keys = self._ann.candidates(q, count, allowed, nprobe)
             rows = self._row_of.view()[keys]
