@@ -380,3 +380,25 @@ def test_an_hnswlib_index_file_from_before_is_replaced_by_a_rebuild(tmp_path, ca
     result = reopened.similar(vector=unit(42), k=1)
     assert result.approximate and result.hits[0][0] == "img42"
     assert reopened.stats().vector_backend == "faiss"
+
+
+def test_a_state_holding_the_approximate_index_round_trips_and_an_old_blob_is_rebuilt(caplog):
+    params = AnnParams(threshold=100)
+    vi = VectorIndex(DIM, params)
+    vi.add_many(0, [unit(i) for i in range(300)])
+    vi.remove(7)
+    state = vi.state()
+    assert isinstance(state["ann"], bytes)
+
+    restored = VectorIndex.restore(state, DIM, params)
+    everything = np.ones(300, np.bool_)
+    assert restored.search(unit(9), 1, everything).approximate
+    assert restored.search(unit(9), 1, everything).docs.tolist() == [9]
+    assert 7 not in restored.search(unit(7), 5, everything).docs.tolist()
+
+    state["ann"] = struct.pack("<6Q", 0, 600, 300, 200, 192, 0)  # hnswlib's, from before
+    with caplog.at_level(logging.WARNING, logger="search_service.vector_index"):
+        rebuilt = VectorIndex.restore(state, DIM, params)
+    assert any("not a faiss index" in r.getMessage() for r in caplog.records)
+    assert rebuilt.search(unit(9), 1, everything).docs.tolist() == [9]
+    assert rebuilt.search(unit(9), 1, everything).approximate
