@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 # Rows converted to float32 at a time by exact search and index builds.
 _EXACT_BLOCK = 16_384
+# Candidates rescored per numpy product: past about 256 rows the product goes to BLAS's
+# worker threads, which on a loaded machine made 1024 candidates take 23 ms instead of 0.3.
+_RESCORE_BLOCK = 256
 
 
 @dataclass(frozen=True)
@@ -299,9 +302,9 @@ class VectorIndex:
         row, as exact search orders them)."""
         rows = np.sort(rows)
         sims = np.empty(rows.size, np.float32)
-        for start in range(0, rows.size, _EXACT_BLOCK):
-            part = rows[start : start + _EXACT_BLOCK]
-            sims[start : start + _EXACT_BLOCK] = self._vectors.view()[part].astype(np.float32) @ q
+        for start in range(0, rows.size, _RESCORE_BLOCK):
+            part = rows[start : start + _RESCORE_BLOCK]
+            sims[start : start + _RESCORE_BLOCK] = self._vectors.view()[part].astype(np.float32) @ q
         sims *= self._factors.view()[rows]
         k = min(k, rows.size)
         top = np.argpartition(-sims, k - 1)[:k] if k else np.zeros(0, np.int64)
