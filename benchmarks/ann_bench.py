@@ -135,16 +135,13 @@ def run(n: int) -> None:
         vi.save_ann(path)
         save_s = time.perf_counter() - t
         size = path.stat().st_size
-        rss = _rss_mb()
         t = time.perf_counter()
         loaded = AnnIndex.load(path, vi.ann_params.shape())
         load_s = time.perf_counter() - t
-        loaded_mb = _rss_mb() - rss
         assert loaded.ntotal == n
     print(
         f"  saved in {save_s:.2f} s ({size / 2**20:,.0f} MB, {size / n:,.0f} B/vector), "
-        f"loaded in {load_s:.2f} s (+{loaded_mb:,.0f} MB resident, "
-        f"{loaded_mb * 2**20 / n:,.0f} B/vector)",
+        f"loaded in {load_s:.2f} s",
         flush=True,
     )
     if n <= HNSW_UP_TO:
