@@ -10,12 +10,15 @@ moderation + OCR where the probe says text), over gRPC from 8 clients in another
 - after: the same with the classical text prefilter in front of the probe (the default);
 then the prefilter off and on in alternating rounds on one server, on the benchmark's photos and
 on the text-free set (where it saves the most), and the prefilter's own figures: its reject share
-on the text-free photos and its misses on the photos with text (must be 0).
+on the text-free photos and its misses on the photos with text (must be 0); the service's CPU per
+image by thread (request threads: gRPC handler, decoding, inputs, colours and text probe; each
+model's batch workers; gRPC's own threads), which says what gRPC and batching really cost.
 Then each step's own CPU cost on one thread; the onnxruntime options (graph optimisation level x
 intra-op threads) per model, which chose the service's settings; a trial of one shared 256 px
 copy read by every model (what it would save, how far it moves labels and moderation scores);
-the int8/float agreement measured on the real-photo set; how each probe (the old one, the one in
-use at 320 px, and the same at 256 px) does on the photos with and without text and on smaller
+the int8/float agreement measured on the real-photo set (the 124 inputs models/quantize.py judges
+by, Debian's mate-backgrounds included); how each probe (the old one, the one in use at 320 px,
+and the same at 256 and 288 px) does on the photos with and without text and on smaller
 signs; every model file's sha256; the load average (the machine is shared).
 
 Part 2, measured in one run, on the same machine, with the same onnxruntime thread settings:
