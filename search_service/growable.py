@@ -49,6 +49,10 @@ class GrowableArray:
 
     @classmethod
     def from_array(cls, arr: npt.NDArray[Any]) -> GrowableArray:
-        out = cls(arr.dtype, arr.shape[1:], capacity=max(1024, len(arr)))
-        out.extend(arr)
+        """A copy of `arr` (one pass: the room past its end is left unwritten, it is never
+        read before an append fills it)."""
+        out = cls.__new__(cls)
+        out._data = np.empty((max(1024, len(arr)), *arr.shape[1:]), dtype=arr.dtype)
+        out._data[: len(arr)] = arr
+        out._size = len(arr)
         return out

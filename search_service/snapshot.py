@@ -179,24 +179,27 @@ def _read_section(f: BinaryIO, path: Path) -> tuple[str, Any]:
         kind, length, crc = _SECTION.unpack(f.read(_SECTION.size))
     except (struct.error, UnicodeDecodeError) as exc:
         raise IndexFormatError(f"{path} is truncated or damaged") from exc
-    payload = bytearray(length)  # read straight into memory an array can then use as is
-    if f.readinto(payload) != length or zlib.crc32(payload) != crc:  # type: ignore[attr-defined]
+    # Read straight into memory an array can then use as is (np.empty: not zeroed first).
+    payload = np.empty(length, np.uint8)
+    view = memoryview(payload.data)
+    if f.readinto(view) != length or zlib.crc32(view) != crc:  # type: ignore[attr-defined]
         raise IndexFormatError(f"{path}: section {name!r} is damaged (checksum mismatch)")
     if kind == _NONE:
         return name, None
     if kind == _RAW:
-        return name, bytes(payload)
+        return name, payload.tobytes()
     if kind == _ARRAY:
         return name, _array(payload, path, name)
     if kind == _JSON:
         # decompressobj: a streamed frame does not say its size up front
-        return name, json.loads(zstandard.ZstdDecompressor().decompressobj().decompress(payload))
+        data = zstandard.ZstdDecompressor().decompressobj().decompress(view)
+        return name, json.loads(data)
     raise IndexFormatError(f"{path}: section {name!r} has unknown kind {kind}")
 
 
-def _array(payload: bytearray, path: Path, name: str) -> np.ndarray:
+def _array(payload: np.ndarray, path: Path, name: str) -> np.ndarray:
     """An .npy payload as an array over the payload's own memory (no copy)."""
-    head = io.BytesIO(payload[:4096])
+    head = io.BytesIO(payload[:4096].tobytes())
     try:
         major, _minor = np.lib.format.read_magic(head)
         if major == 1:
@@ -208,7 +211,7 @@ def _array(payload: bytearray, path: Path, name: str) -> np.ndarray:
     if dtype.hasobject:
         raise IndexFormatError(f"{path}: section {name!r} holds objects")
     count = int(np.prod(shape, dtype=np.int64))
-    arr = np.frombuffer(payload, dtype=dtype, count=count, offset=head.tell())
+    arr = np.frombuffer(payload.data, dtype=dtype, count=count, offset=head.tell())
     return arr.reshape(shape, order="F" if fortran else "C")
 
 
