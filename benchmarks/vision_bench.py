@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import multiprocessing
 import os
 import threading
@@ -525,7 +526,17 @@ def analysis_cost(config: VisionConfig, photos: list[bytes]) -> None:
     for name in (CLASSIFIER, MODERATION):
         entry = registry[name]
         if "reference" not in entry.files:
-            print(f"  {name}: no int8 model adopted (see models/quantization.json)")
+            # What models/quantize.py measured for its int8 candidate, and why it is not used.
+            recorded = json.loads((config.models_dir / "quantization.json").read_text()).get(name)
+            if recorded is None:
+                print(f"  {name}: no int8 model adopted, none measured")
+                continue
+            figures = ", ".join(f"{k} {v}" for k, v in recorded["agreement"].items())
+            cpu = recorded["cpu_ms_per_image_batch8"]
+            print(
+                f"  {name}: int8 NOT adopted (models/quantization.json: {figures}; CPU ms per "
+                f"image at batch 8 float {cpu['float']}, int8 {cpu['int8']})"
+            )
             continue
         ref = open_session(entry.path("reference"), threads)
         cand = open_session(entry.path(), threads)
