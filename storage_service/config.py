@@ -36,6 +36,8 @@ class StorageConfig:
     s3_endpoint: str = ""
     segment_cache_bytes: int = 1 << 30
     segment_cache_dir: Path | None = None
+    # How new feature vectors are written: int8 (default), float16 or float32; all are read.
+    vector_encoding: str = StoreOptions.vector_encoding
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> StorageConfig:
@@ -69,6 +71,7 @@ class StorageConfig:
             segment_cache_dir=Path(env["STORAGE_SEGMENT_CACHE_DIR"])
             if env.get("STORAGE_SEGMENT_CACHE_DIR")
             else None,
+            vector_encoding=env.get("STORAGE_VECTOR_ENCODING", cls.vector_encoding).strip().lower(),
         )
 
     def file_system(self, env: Mapping[str, str] = os.environ) -> FileSystem | None:
@@ -93,4 +96,5 @@ class StorageConfig:
             compact_min_segments=self.compact_min_segments,
             feed_retention_seqs=self.feed_retention_seqs,
             trash_retention_ms=int(self.trash_retention_days * 86_400_000),
+            vector_encoding=self.vector_encoding,
         )

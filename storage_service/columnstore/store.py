@@ -162,6 +162,12 @@ class StoreOptions:
     # background thread checks every trash_check_s).
     trash_retention_ms: int = 30 * 86_400_000
     trash_check_s: float = 60.0
+    # How new feature vectors are written: int8, float16 or float32 (see vectors.py; every
+    # encoding is read whatever this says).
+    vector_encoding: str = vectors.DEFAULT_ENCODING
+
+    def __post_init__(self) -> None:
+        vectors.check_encoding(self.vector_encoding)
 
 
 # A slot's row lives in the memtable (then its row number is the row's seq), not a segment.
@@ -1606,7 +1612,7 @@ class ColumnStore:
             changes["tags"] = tuple(tags)
             changes["feedback"] = meta.feedback + update.add_feedback
             if "feature_vector" in update.fields:
-                vector = vectors.encode(update.feature_vector)
+                vector = vectors.encode(update.feature_vector, self.options.vector_encoding)
             else:
                 vector = _read(entry.vector, "feature_vector") if entry.vector else b""
             changes["has_feature_vector"] = bool(vector)
@@ -1756,7 +1762,7 @@ class ColumnStore:
                 )
             vector = _read(entry.vector, "feature_vector") if entry.vector else b""
             if isinstance(outcome, AnalysisResult):
-                vector = vectors.encode(outcome.feature_vector)
+                vector = vectors.encode(outcome.feature_vector, self.options.vector_encoding)
                 new_meta = dataclasses.replace(
                     meta,
                     labels=tuple(outcome.labels),

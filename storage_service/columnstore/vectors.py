@@ -1,21 +1,39 @@
-"""How a feature vector is kept in the `feature_vector` blob column: float16, read back as float32.
+"""How a feature vector is kept in the `feature_vector` blob column, read back as float32.
 
     value = b""                                    no vector
+          | b"\\x08" | float32 LE max | int8 x n     since issue 13's second round, the default
+                                                    (STORAGE_VECTOR_ENCODING=int8), for an even
+                                                    n (every model vector: 1280); 5 + n bytes,
+                                                    odd, so never a multiple of 4
           | b"\\x16" | float16 LE x n               since issue 13 (1 + 2n bytes: odd, so
-                                                    never a multiple of 4)
-          | float32 LE x n                         before issue 13, and still written for a
-                                                    vector float16 cannot hold (4n bytes)
+                                                    never a multiple of 4); written with
+                                                    STORAGE_VECTOR_ENCODING=float16, and for an
+                                                    odd n under int8
+          | float32 LE x n                         before issue 13 (4n bytes); written with
+                                                    STORAGE_VECTOR_ENCODING=float32, and for a
+                                                    vector float16 cannot hold
 
-The two encodings are told apart by length (odd against a multiple of 4) and the float16
-one's header byte, so segments and logs written before this change read as they always did,
-and compaction copies values as they are.
+The encodings are told apart by length (odd against a multiple of 4) and the odd ones by their
+header byte, so segments and logs written before read as they always did, and compaction copies
+values as they are (a store's setting decides only what new writes use).
 
-Why float16 (measured by `make bench PART=ingest` on 240 vectors of real photos from the vision
-service's EfficientNet-Lite0): recall@10 of the float16 copies against float32 is 1.000, and a
-vector takes 1.6 KB after the segment's zstd instead of 3.2 KB. int8 with a per-vector scale
-would take 0.65 KB at recall 0.999, but it changes every value (0.25 reads back as 0.2519), while
-float16 returns exactly what was put for values it can hold (the tests', and anything already
-float16); callers that compare vectors take float32 lists from `decode` either way.
+int8 is symmetric with one scale per vector: q = round(v * 127 / max|v|), read back as
+q * max / 127 (computed in float64, then float32), so the largest value and a constant vector
+read back exactly and writing a read vector again gives the same bytes. A vector of zeros keeps
+max 0.
+
+Why int8 by default (measured on 160 vectors of real photos from the vision service's
+EfficientNet-Lite0, 20 scikit-image/scikit-learn photos x 8 crops, `test_vectors.py`):
+
+    encoding   recall@10 against float32   bytes a vector after the segment's zstd (level 3)
+    float32    1.000                       4.5 KB raw 5120
+    float16    1.000                       1.6 KB (1614)
+    int8       0.995                       0.65 KB (651)
+
+int8 is what puts web-sized photos under 1.10x their raw bytes on disk (1.091x against 1.104x
+with float16, `make bench PART=ingest`); float16 keeps every value float16 can hold exactly.
+Callers that compare vectors take float32 lists from `decode` either way. A value that is not
+finite is refused (the storage policy refuses it before, see policy.check_feature_vector).
 """
 
 from __future__ import annotations
@@ -25,22 +43,50 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
+INT8_HEADER = b"\x08"
 FLOAT16_HEADER = b"\x16"
 # The largest finite float16; a vector with a larger value is kept as float32.
 FLOAT16_MAX = float(np.finfo(np.float16).max)
+ENCODINGS = ("int8", "float16", "float32")
+DEFAULT_ENCODING = "int8"
 
 
 class VectorFormatError(ValueError):
-    """A stored value that is neither encoding (its length or header is wrong)."""
+    """A stored value that is no known encoding (its length or header is wrong)."""
 
 
-def encode(vector: Sequence[float] | npt.NDArray[np.floating] | None) -> bytes:
-    """The bytes stored for `vector` (b"" for none): float16 when every value fits, else
-    float32."""
+class VectorEncodingError(ValueError):
+    """An encoding name that is not one of ENCODINGS (a bad STORAGE_VECTOR_ENCODING)."""
+
+
+def check_encoding(encoding: str) -> str:
+    """`encoding` if it is one of ENCODINGS, else VectorEncodingError."""
+    if encoding not in ENCODINGS:
+        raise VectorEncodingError(
+            f"unknown feature vector encoding {encoding!r} (STORAGE_VECTOR_ENCODING): "
+            f"use {', '.join(ENCODINGS[:-1])} or {ENCODINGS[-1]}"
+        )
+    return encoding
+
+
+def encode(
+    vector: Sequence[float] | npt.NDArray[np.floating] | None, encoding: str = DEFAULT_ENCODING
+) -> bytes:
+    """The bytes stored for `vector` (b"" for none) in `encoding`: int8 for an even number of
+    values, else float16; float16 when every value fits, else float32; float32."""
+    check_encoding(encoding)
     if vector is None or len(vector) == 0:
         return b""
     values = np.asarray(vector, dtype="<f4")
-    if np.all(np.abs(values) <= FLOAT16_MAX):
+    if not np.all(np.isfinite(values)):
+        raise ValueError("a feature vector holds NaN or infinite values (or is beyond float32)")
+    if encoding == "int8" and len(values) % 2 == 0:
+        top = np.float32(np.max(np.abs(values)))
+        q = np.round(values.astype(np.float64) * 127 / top) if top else np.zeros(len(values))
+        return (
+            INT8_HEADER + top.astype("<f4").tobytes() + np.clip(q, -127, 127).astype("i1").tobytes()
+        )
+    if encoding != "float32" and np.all(np.abs(values) <= FLOAT16_MAX):
         return FLOAT16_HEADER + values.astype("<f2").tobytes()
     return values.tobytes()
 
@@ -51,6 +97,10 @@ def decode(stored: bytes) -> npt.NDArray[np.float32]:
         return np.frombuffer(stored, dtype="<f4").astype(np.float32)
     if len(stored) % 2 == 1 and stored[:1] == FLOAT16_HEADER:
         return np.frombuffer(stored, dtype="<f2", offset=1).astype(np.float32)
+    if len(stored) % 2 == 1 and len(stored) >= 7 and stored[:1] == INT8_HEADER:
+        top = float(np.frombuffer(stored, dtype="<f4", count=1, offset=1)[0])
+        q = np.frombuffer(stored, dtype="i1", offset=5).astype(np.float64)
+        return (q * top / 127).astype(np.float32)
     raise VectorFormatError(f"a stored feature vector of {len(stored)} bytes has no known encoding")
 
 

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from storage_service.columnstore import vectors
 from storage_service.columnstore.errors import BackgroundError, HistoryCompactedError
 from storage_service.columnstore.feed import ChangeHistory
 from storage_service.columnstore.fs import Fault, FaultInjectingFileSystem
@@ -193,7 +194,8 @@ def test_retained_rows_keep_only_the_newest_vector_and_live_bytes(tmp_path, smal
             store.close()
             store = ColumnStore.open(tmp_path / "s", options)
         for n, image_id in enumerate(ids[:3]):
-            assert store.feature_vector(image_id) == [float(20 + n + k) for k in range(512)]
+            newest = [float(20 + n + k) for k in range(512)]
+            assert store.feature_vector(image_id) == vectors.decode_list(vectors.encode(newest))
             assert store.read_data(image_id)[1] == small_images[n].data
         store.compact()  # a second merge of the merged rows keeps them too
     assert len(_feed(store)) == 4 + 12 + 1 + 1

@@ -23,7 +23,8 @@ from tests.storage_service.conftest import (
 )
 
 # A feature vector of the image model's dimension (1280), exactly representable as float32.
-VECTOR = [0.5, -1.25, 2.0, 0.0] * 320
+# Whole numbers up to 127: exact in every vector encoding storage writes (int8 included).
+VECTOR = [32.0, -80.0, 127.0, 0.0] * 320
 
 
 def _code(call) -> grpc.StatusCode:

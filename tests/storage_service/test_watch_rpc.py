@@ -27,7 +27,8 @@ from storage_service.columnstore.store import ColumnStore, StoreOptions
 from storage_service.server import build_server
 from tests.storage_service.conftest import jpeg_variant, put
 
-VECTOR = [0.5, 0.25] * (FEATURE_DIM // 2)
+# Whole numbers up to 127: exact in every vector encoding storage writes (int8 included).
+VECTOR = [127.0, 64.0] * (FEATURE_DIM // 2)
 PUT, ANNOTATE, DELETE = pb.CHANGE_KIND_PUT, pb.CHANGE_KIND_ANNOTATE, pb.CHANGE_KIND_DELETE
 
 
