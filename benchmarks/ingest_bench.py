@@ -546,9 +546,8 @@ def _zstd_bytes(values: list[bytes]) -> float:
 def vector_table(exact: np.ndarray) -> None:
     from tests.storage_service.photo_vectors import recall_at_k
 
-    stored = np.stack([vectors.decode(vectors.encode(v)) for v in exact])
-    scale = np.abs(exact).max(axis=1, keepdims=True) / 127
-    q8 = np.round(exact / scale).astype(np.int8)
+    stored = np.stack([vectors.decode(vectors.encode(v, "float16")) for v in exact])
+    q8 = [vectors.encode(v, "int8") for v in exact]
 
     def shuffled(v: np.ndarray) -> bytes:
         return np.frombuffer(v.astype("<f4").tobytes(), np.uint8).reshape(-1, 4).T.tobytes()
@@ -556,14 +555,14 @@ def vector_table(exact: np.ndarray) -> None:
     rows = [
         ("float32 (before)", 1.0, _zstd_bytes([shuffled(v) for v in exact])),
         (
-            "float16 (used)",
+            "float16",
             recall_at_k(exact, stored),
-            _zstd_bytes([vectors.encode(v) for v in exact]),
+            _zstd_bytes([vectors.encode(v, "float16") for v in exact]),
         ),
         (
-            "int8 + scale",
-            recall_at_k(exact, q8 * scale),
-            _zstd_bytes([v.tobytes() + b"0000" for v in q8]),
+            "int8 + scale (used)",
+            recall_at_k(exact, np.stack([vectors.decode(v) for v in q8])),
+            _zstd_bytes(q8),
         ),
     ]
     print(
@@ -578,21 +577,6 @@ def vector_table(exact: np.ndarray) -> None:
 # --- on disk -----------------------------------------------------------------------------------
 
 
-def _float32_encode(vector: object) -> bytes:
-    values = np.asarray(vector if vector is not None else (), dtype="<f4")
-    return values.tobytes()
-
-
-def _int8_encode(vector: object) -> bytes:
-    """int8 with a per-vector float32 scale (what the vector table measures; not what storage
-    writes: vectors.py is float16)."""
-    values = np.asarray(vector if vector is not None else (), dtype=np.float32)
-    if not len(values):
-        return b""
-    scale = float(np.abs(values).max()) / 127 or 1.0
-    return np.float32(scale).tobytes() + np.round(values / scale).astype(np.int8).tobytes()
-
-
 def disk_ratio(
     prepared: list[PreparedImage],
     vecs: np.ndarray,
@@ -602,28 +586,21 @@ def disk_ratio(
     int8: bool = False,
 ) -> tuple[float, dict[str, int]]:
     """Our store's bytes at rest over raw image bytes, every image annotated with a vector."""
-    from storage_service.columnstore.store import ColumnStore, directory_bytes
+    from storage_service.columnstore.store import ColumnStore, StoreOptions, directory_bytes
 
-    saved = vectors.encode
-    if int8:
-        vectors.encode = _int8_encode  # type: ignore[assignment]
-    elif not float16:
-        vectors.encode = _float32_encode  # type: ignore[assignment]
-    try:
-        store = ColumnStore.open(path)
-        for i, image in enumerate(prepared):
-            meta = store.put(f"IMG_{i:05d}.jpg", "bench", image).image
-            update = AnnotationUpdate(
-                fields=frozenset({"feature_vector"}),
-                feature_vector=tuple(float(x) for x in vecs[i % len(vecs)]),
-            )
-            store.update_annotations(meta.id, update)
-        store.flush()
-        store.compact()
-        columns = {c.name: c.stored_bytes for c in store.stats().columns}
-        store.close()
-    finally:
-        vectors.encode = saved  # type: ignore[assignment]
+    encoding = "int8" if int8 else "float16" if float16 else "float32"
+    store = ColumnStore.open(path, StoreOptions(vector_encoding=encoding))
+    for i, image in enumerate(prepared):
+        meta = store.put(f"IMG_{i:05d}.jpg", "bench", image).image
+        update = AnnotationUpdate(
+            fields=frozenset({"feature_vector"}),
+            feature_vector=tuple(float(x) for x in vecs[i % len(vecs)]),
+        )
+        store.update_annotations(meta.id, update)
+    store.flush()
+    store.compact()
+    columns = {c.name: c.stored_bytes for c in store.stats().columns}
+    store.close()
     raw = sum(len(p.data) for p in prepared)
     return directory_bytes(path) / raw, columns
 
