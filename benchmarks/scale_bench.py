@@ -351,18 +351,18 @@ def _api_churn(store: Any, keep: set[str], count: int = 1000) -> dict[str, float
     slots_before = len(slot_ids) if slot_ids is not None else -1
     gc.collect()
     rss_before = _rss_bytes()
-    victims: list[Any] = []
+    victims: list[tuple[str, str]] = []  # (id, owner): not the pages' metadata
     token = ""
     while len(victims) < count:
         page = store.list_images(1000, token)
-        victims += [m for m in page.images if m.id not in keep]
+        victims += [(m.id, m.owner) for m in page.images if m.id not in keep]
         token = page.next_page_token
         if not token:
             break
     t = time.perf_counter()
-    for k, meta in enumerate(victims[:count]):
-        store.delete(meta.id)
-        store.put(f"churn-{k}.jpg", meta.owner, image)
+    for k, (image_id, owner) in enumerate(victims[:count]):
+        store.delete(image_id)
+        store.put(f"churn-{k}.jpg", owner, image)
     seconds = time.perf_counter() - t
     gc.collect()
     return {
