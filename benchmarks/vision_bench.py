@@ -75,7 +75,7 @@ from vision_service.agreement import (
 )
 from vision_service.config import VisionConfig
 from vision_service.engine import CLASSIFIER, MODERATION, OCR_DET, OCR_REC, VisionEngine
-from vision_service.models.moderation import moderation_input
+from vision_service.models.moderation import ModerationModel, moderation_input
 from vision_service.models.ocr import PROBE_MAX_SIDE, TextProbe, _engine_params
 from vision_service.preprocess import (
     CLASSIFIER_RESIZE,
@@ -256,6 +256,64 @@ def _load() -> str:
     return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores"
 
 
+def _batches_ms(model: ModerationModel, tensors: np.ndarray, batch: int = 8) -> float:
+    """CPU ms per image of `model.nsfw_scores` over `tensors` in batches, one pass."""
+    started = time.process_time()
+    for i in range(0, len(tensors), batch):
+        model.nsfw_scores(tensors[i : i + batch])
+    return 1000.0 * (time.process_time() - started) / len(tensors)
+
+
+def moderation_cascade_trial(
+    config: VisionConfig, bench_x: np.ndarray, rounds: int = 5
+) -> tuple[float, float]:
+    """open_nsfw as served (the manifest's cascade: int8 first, float outside its band) against
+    the float model alone, in alternating rounds on one thread, batch 8, on the benchmark's
+    photos and on the 124 agreement inputs; the median of each; how many images took the int8
+    path; and the cascade's largest score difference from the float model. Returns the
+    (float, cascade) CPU ms per image on the agreement inputs."""
+    entry = load_registry(config.models_dir)[MODERATION]
+    if entry.cascade_band is None:
+        print("  open-nsfw runs no cascade")
+        return (0.0, 0.0)
+    threads = SessionThreads(1, 1)
+    cascade = ModerationModel.load(entry, threads)
+    exact = ModerationModel.load(entry, threads, quantized=False)
+    agreement_x = model_inputs(photo_variants({**real_photos(), **debian_photos()}))[1]
+    print(
+        f"-- open_nsfw cascade (int8 kept in {list(entry.cascade_band)}) vs float alone, "
+        f"batch 8, one thread, {rounds} alternating rounds ({_load()}) --",
+        flush=True,
+    )
+    result = (0.0, 0.0)
+    for what, x in (
+        (f"{len(bench_x)} benchmark photos", bench_x),
+        (f"{len(agreement_x)} agreement inputs", agreement_x),
+    ):
+        x8 = np.ascontiguousarray(np.resize(x, (max(8, len(x)), *x.shape[1:])))
+        cascade.scored = cascade.fell_back = 0
+        want = np.array([s for i in range(0, len(x8), 8) for s in exact.nsfw_scores(x8[i : i + 8])])
+        got = np.array(
+            [s for i in range(0, len(x8), 8) for s in cascade.nsfw_scores(x8[i : i + 8])]
+        )
+        cheap = cascade.scored - cascade.fell_back
+        float_ms, cascade_ms = [], []
+        for _ in range(rounds):
+            float_ms.append(_batches_ms(exact, x8))
+            cascade_ms.append(_batches_ms(cascade, x8))
+        f_ms, c_ms = float(np.median(float_ms)), float(np.median(cascade_ms))
+        print(
+            f"  {what}: int8 path {cheap}/{cascade.scored} ({cheap / cascade.scored:.0%}); "
+            f"float alone {f_ms:.2f}, cascade {c_ms:.2f} CPU ms/img ({f_ms / c_ms:.2f}x less); "
+            f"max score diff from float {np.abs(got - want).max():.4f} (goal <= "
+            f"{MAX_MODERATION_DIFF})",
+            flush=True,
+        )
+        result = (f_ms, c_ms)
+    print(f"  ({_load()})")
+    return result
+
+
 def _probe_tensor(rgb: Image.Image) -> np.ndarray:
     """The probe's detector input for one decoded photo (as TextProbe.probability_map)."""
     from vision_service.models.ocr import _DET_OFFSET, _DET_SCALE, _stride
@@ -413,6 +471,8 @@ def analysis_cost(config: VisionConfig, photos: list[bytes]) -> None:
     for name in (CLASSIFIER, MODERATION):
         entry = registry[name]
         kind = "int8 (adopted)" if "reference" in entry.files else "float (int8 not adopted)"
+        if entry.cascade_band is not None:
+            kind = f"int8 first, float where the int8 score is outside {list(entry.cascade_band)}"
         print(f"{name}: runs {entry.path().name} [{kind}] sha256 {entry.sha256}")
         if "reference" in entry.files:
             ref = entry.files["reference"]
@@ -420,7 +480,11 @@ def analysis_cost(config: VisionConfig, photos: list[bytes]) -> None:
     for name in (OCR_DET, OCR_REC):
         print(f"{name}: {registry[name].path().name} sha256 {registry[name].sha256}")
 
-    adopted = [n for n in (CLASSIFIER, MODERATION) if "reference" in registry[n].files]
+    adopted = [
+        n if registry[n].cascade_band is None else f"{n} cascade"
+        for n in (CLASSIFIER, MODERATION)
+        if "reference" in registry[n].files
+    ]
     int8 = f"int8 {'+'.join(adopted) or 'none'}"
     setups = [
         ("before: float CNNs, old probe", False, True, False),
@@ -510,6 +574,7 @@ def analysis_cost(config: VisionConfig, photos: list[bytes]) -> None:
             )
     for what, ms in steps:
         print(f"  {what:<42} {ms:6.2f} CPU ms")
+    moderation_cascade_trial(config, mod_x)
     session_options(config, decoded)
     engine = VisionEngine.load(config)
     try:
@@ -553,6 +618,11 @@ def analysis_cost(config: VisionConfig, photos: list[bytes]) -> None:
                 f"  {name}: score difference max {m.max_score_diff:.4f} mean "
                 f"{m.mean_score_diff:.4f} (goal <= {MAX_MODERATION_DIFF}); highest float "
                 f"score in the set {m.max_float_score:.3f}"
+                + (
+                    " (int8 alone; the service runs the cascade measured above)"
+                    if entry.cascade_band is not None
+                    else ""
+                )
             )
 
     print("-- text probes on photos with and without text --", flush=True)

