@@ -11,7 +11,8 @@ so both builds see the same machine load.
 
 Printed: resident memory per document (ours; FTS5's database size), build time against FTS5
 (ours: the whole write path of put_many, i.e. keyword postings, document store, int8 vectors,
-concept weights and per-class postings, filter columns; hnswlib is built and timed apart;
+concept weights and per-class postings, filter columns; the faiss index is built and timed
+apart by ann_bench;
 FTS5: making its rows, with the labels' hypernyms, and inserting them; wall and CPU time),
 keyword and default-path (semantic expansion on, query embeddings cached as the service caches
 them) query p50/p99 against FTS5 and against the full-scan semantic expansion it replaced, the

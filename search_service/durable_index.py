@@ -10,7 +10,7 @@ snapshot is only a checkpoint of it. Start = read the snapshot; the consumer the
 feed from `applied_seq`. A missing, damaged or old-format snapshot is not misread: the index
 starts empty at seq 0 and the feed replays everything. There is no journal of search's own.
 
-    vectors-<n>.ann the approximate vector index (hnswlib), saved apart and less often: the
+    vectors-<n>.ann the approximate vector index (faiss IVF), saved apart and less often: the
                    snapshot names the file and the vector rows it covers; loading catches it up
                    with the rows added and removed since
 
@@ -20,8 +20,8 @@ neither writes nor searches: under the write lock it only freezes a view of the 
 of the few arrays writes change in place, views of what only grows, each posting list's
 filled length: tens of milliseconds at 1M documents), then writes that view to disk with no
 lock held while the consumer keeps applying changes. The approximate vector index is saved
-when it has grown by a quarter (or 100k rows) since its last save and at shutdown: hnswlib
-holds the GIL while it writes, so that is the one pause searches see. With no data dir the
+when it has grown by a quarter (or 100k rows) since its last save and at shutdown (0.12 s for
+1M vectors). With no data dir the
 index lives in memory only (tests, benchmarks, the contract check), and `put`/`remove` write
 to it directly.
 """
