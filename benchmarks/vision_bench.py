@@ -296,14 +296,14 @@ def moderation_cascade_trial(
         got = np.array(
             [s for i in range(0, len(x8), 8) for s in cascade.nsfw_scores(x8[i : i + 8])]
         )
-        cheap = cascade.scored - cascade.fell_back
+        cheap, scored = cascade.scored - cascade.fell_back, cascade.scored
         float_ms, cascade_ms = [], []
         for _ in range(rounds):
             float_ms.append(_batches_ms(exact, x8))
             cascade_ms.append(_batches_ms(cascade, x8))
         f_ms, c_ms = float(np.median(float_ms)), float(np.median(cascade_ms))
         print(
-            f"  {what}: int8 path {cheap}/{cascade.scored} ({cheap / cascade.scored:.0%}); "
+            f"  {what}: int8 path {cheap}/{scored} ({cheap / scored:.0%}); "
             f"float alone {f_ms:.2f}, cascade {c_ms:.2f} CPU ms/img ({f_ms / c_ms:.2f}x less); "
             f"max score diff from float {np.abs(got - want).max():.4f} (goal <= "
             f"{MAX_MODERATION_DIFF})",

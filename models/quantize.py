@@ -99,7 +99,14 @@ MODELS = {
 # the first 6 convs in float (max 0.022 alone) does about the same in a cascade: [0, 0.04] keeps
 # 112 inputs at 0.0064 (these settings: 110 at 0.005), and 0.043 lets in 0.0117 (these: 0.0079),
 # so the committed settings stay (their file was already measured and recorded). The band
-# [0, 0.04] (110 of 124 inputs, 88.7%, error <= 0.005) is served as a cascade.
+# [0, 0.04] (110 of 124 inputs, 88.7%, error <= 0.005) is served as a cascade. Measured
+# (benchmarks/vision_bench.py, moderation_cascade_trial and thread_breakdown, load average
+# 1.3-5.0 on 2 cores): one thread, batch 8, float alone vs cascade in alternating rounds:
+# the 8 benchmark photos 20.6 -> 11.3 CPU ms/img (all 8 on the int8 path, 1.82x less), the
+# 124 agreement inputs 19.9 -> 13.5 (89% on the int8 path, 1.47x less); the service over gRPC
+# with the default tasks, 8 clients, float-only and cascade servers alternating twice: the
+# benchmark photos 49.0/50.7 -> 40.8/40.8 CPU ms/img in all (moderation batches 20.9/21.4 ->
+# 12.4/12.2), the text-free set 43.6/43.9 -> 35.9/36.3 (moderation 20.7/20.6 -> 12.9/13.1).
 CASCADE_MAX_DIFF = 0.01
 CASCADE_BANDS: dict[str, tuple[float, float]] = {"open-nsfw": (0.0, 0.04)}
 SETTINGS: dict[str, dict] = {

@@ -6,6 +6,7 @@ input, and VISION_QUANTIZED=0 must run the originals."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from vision_service.agreement import (
 )
 from vision_service.config import VisionConfig
 from vision_service.engine import CLASSIFIER, MODERATION
+from vision_service.errors import ModelFileError
 from vision_service.models.classifier import ImageClassifier
 from vision_service.models.moderation import ModerationModel
 from vision_service.registry import load_registry
@@ -197,3 +199,30 @@ def test_quantized_off_runs_the_float_originals(registry):
         assert float_role == ("reference" if "reference" in entry.files else "onnx")
         assert entry.run_version(quantized=False) != entry.version or float_role == "onnx"
         assert model.load(entry, THREADS, quantized=False) is not None
+
+
+@pytest.mark.parametrize(
+    ("cascade", "keep_reference", "message"),
+    [
+        ({"accept_int8": [0.0, 0.04]}, False, "needs a float"),
+        ({"accept_int8": [0.5, 0.1]}, True, "must lie in [0, 1]"),
+        ({"accept": [0.0, 0.04]}, True, "cascade needs"),
+    ],
+)
+def test_a_cascade_the_manifest_cannot_run_is_refused(
+    models_dir, tmp_path, cascade, keep_reference, message
+):
+    """A copy of the real manifest and int8 file, with the moderation entry's cascade broken."""
+    manifest = json.loads((models_dir / "manifest.json").read_text())
+    entry = next(m for m in manifest["models"] if m["name"] == MODERATION)
+    manifest["models"] = [entry]
+    entry["cascade"] = cascade
+    if not keep_reference:
+        del entry["files"]["reference"]
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / entry["files"]["onnx"]["file"]).write_bytes(
+        (models_dir / entry["files"]["onnx"]["file"]).read_bytes()
+    )
+
+    with pytest.raises(ModelFileError, match=re.escape(message)):
+        load_registry(tmp_path)
