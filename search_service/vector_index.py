@@ -39,6 +39,8 @@ _EXACT_BLOCK = 16_384
 # Candidates rescored per numpy product: past about 256 rows the product goes to BLAS's
 # worker threads, which on a loaded machine made 1024 candidates take 23 ms instead of 0.3.
 _RESCORE_BLOCK = 256
+# Rows quantised at a time when vectors are added (float32 temporaries of 5 MB).
+_QUANTISE_BLOCK = 1024
 
 
 @dataclass(frozen=True)
@@ -110,14 +112,11 @@ class VectorIndex:
         if first != len(self._row_of):
             raise ValueError(f"document numbers must be dense: got {first}")
         present = [i for i, v in enumerate(vectors) if v is not None]
-        data = np.zeros((len(present), self.dim), np.float32)
-        for j, i in enumerate(present):
-            v = np.asarray(vectors[i], dtype=np.float32)
-            if v.shape != (self.dim,):
-                raise ValueError(f"feature vector must have {self.dim} values, got {v.size}")
-            data[j] = v
-        norms = np.linalg.norm(data, axis=1)
-        kept = np.flatnonzero(norms > 0)
+        data = self._stacked([vectors[i] for i in present])
+        q, factors, nonzero = self._quantised(data)
+        kept = np.flatnonzero(nonzero)
+        if kept.size < len(present):  # all-zero vectors: no row
+            q, factors = q[kept], factors[kept]
         docs = first + np.asarray(present, np.int64)[kept]
         with self._lock:
             row_of = np.full(len(vectors), -1, np.int64)
@@ -126,7 +125,6 @@ class VectorIndex:
             self._row_of.extend(row_of)
             if not kept.size:
                 return
-            q, factors = quantise(data[kept] / norms[kept, None])
             self._vectors.extend(q)
             self._factors.extend(factors)
             self._row_doc.extend(docs)
@@ -139,6 +137,39 @@ class VectorIndex:
                     self._build_in_background()
                 else:
                     self.build_ann()
+
+    def _stacked(self, vectors: list[Any]) -> npt.NDArray[np.float32]:
+        """The vectors as rows of one float32 array (one copy, not one per vector)."""
+        if not vectors:
+            return np.zeros((0, self.dim), np.float32)
+        try:
+            data = np.stack(vectors).astype(np.float32, copy=False)
+        except ValueError:  # shapes differ: name the first wrong one
+            data = np.zeros((0,), np.float32)
+        if data.shape != (len(vectors), self.dim):
+            for v in vectors:
+                size = np.asarray(v).size
+                if np.shape(v) != (self.dim,):
+                    raise ValueError(f"feature vector must have {self.dim} values, got {size}")
+        return data
+
+    def _quantised(
+        self, data: npt.NDArray[np.float32]
+    ) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+        """quantise() of the rows made unit length, _QUANTISE_BLOCK rows at a time (its
+        temporaries then stay small enough to be reused instead of mapped and faulted in
+        afresh for every batch), and which rows are not all zeros (their outputs are junk)."""
+        n = len(data)
+        q = np.empty((n, self.dim), np.int8)
+        factors = np.empty(n, np.float32)
+        nonzero = np.empty(n, np.bool_)
+        for s in range(0, n, _QUANTISE_BLOCK):
+            block = data[s : s + _QUANTISE_BLOCK]
+            norms = np.linalg.norm(block, axis=1)
+            nonzero[s : s + len(block)] = ok = norms > 0
+            norms[~ok] = 1  # all zeros: stays zeros, no NaN
+            q[s : s + len(block)], factors[s : s + len(block)] = quantise(block / norms[:, None])
+        return q, factors, nonzero
 
     def _ann_due(self) -> bool:
         """No approximate index yet at the threshold, or one trained on far fewer vectors."""

@@ -180,6 +180,39 @@ def test_vectors_are_kept_as_int8_and_come_back_within_rounding():
     assert found.docs[0] == 13 and found.similarities[0] == pytest.approx(1.0, abs=2e-3)
 
 
+def test_a_batch_of_vectors_is_stored_byte_for_byte_as_one_at_a_time():
+    rng = np.random.default_rng(7)
+    batch: list[np.ndarray | None] = [
+        rng.standard_normal(DIM).astype(np.float32) * float(rng.uniform(0.1, 9))
+        for _ in range(2500)  # more than one quantisation block
+    ]
+    batch[3] = None
+    batch[1700] = np.zeros(DIM, np.float32)  # all zeros: no row, as one at a time
+    batch[2000] = rng.standard_normal(DIM).tolist()  # a list of Python floats
+    one_by_one = VectorIndex(DIM)
+    for docno, v in enumerate(batch):
+        one_by_one.add(docno, v)
+    batched = VectorIndex(DIM)
+    batched.add_many(0, batch)
+
+    for name in ("_vectors", "_factors", "_row_of", "_row_doc", "_row_live"):
+        a, b = getattr(one_by_one, name).view(), getattr(batched, name).view()
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), name
+    assert len(batched) == 2498 and batched.vector(1700) is None and batched.vector(3) is None
+    # the rows hold what the quantisation rule gives each vector alone
+    v = np.asarray(batch[2000], np.float32)
+    unit_v = v / np.linalg.norm(v)
+    q = np.rint(unit_v * (127.0 / np.abs(unit_v).max())).astype(np.int8)
+    assert batched._vectors.view()[1998].tobytes() == q.tobytes()
+
+
+def test_a_batch_with_a_vector_of_the_wrong_size_is_refused_whole():
+    vectors = VectorIndex(DIM)
+    with pytest.raises(ValueError, match=f"must have {DIM} values, got {DIM + 1}"):
+        vectors.add_many(0, [unit(0), np.ones(DIM + 1, np.float32), unit(2)])
+    assert len(vectors) == 0 and vectors.rows() == 0
+
+
 def test_a_snapshot_with_float32_vectors_is_read_and_quantised():
     vectors = VectorIndex(DIM)
     vectors.add_many(0, [unit(i) for i in range(5)])
