@@ -357,10 +357,33 @@ class _Columns:
 def _join(items: list[str]) -> tuple[bytes, npt.NDArray[np.int64]]:
     """Strings as one NUL-separated utf-8 blob and each one's offset (item i is
     blob[offsets[i]:offsets[i + 1] - 1])."""
-    encoded = [s.encode() for s in items]
+    encoded = [s.encode() + b"\0" for s in items]
     offsets = np.zeros(len(encoded) + 1, np.int64)
-    np.cumsum([len(e) + 1 for e in encoded], out=offsets[1:])
-    return b"".join(e + b"\0" for e in encoded), offsets
+    np.cumsum(_array([len(e) for e in encoded], np.int64), out=offsets[1:])
+    return bytes(_joined(encoded)), offsets
+
+
+# Python objects converted or joined per call while columns are made for a snapshot: one call
+# over a million holds the GIL for tens of milliseconds, and searches run alongside.
+_CHUNK = 32_768
+
+
+def _array(values: list[Any], dtype: Any) -> npt.NDArray[Any]:
+    """np.asarray(values, dtype), converted _CHUNK values at a time."""
+    if len(values) <= _CHUNK:
+        return np.asarray(values, dtype)
+    out = np.empty(len(values), dtype)
+    for start in range(0, len(values), _CHUNK):
+        out[start : start + _CHUNK] = values[start : start + _CHUNK]
+    return out
+
+
+def _joined(parts: list[bytes]) -> bytearray:
+    """b"".join(parts), _CHUNK parts at a time."""
+    out = bytearray()
+    for start in range(0, len(parts), _CHUNK):
+        out += b"".join(parts[start : start + _CHUNK])
+    return out
 
 
 def _columns(
@@ -379,8 +402,8 @@ def _columns(
     extras = []
     odd = []
     label_counts = []
-    label_kinds: list[int] = []
-    label_probs: list[float] = []
+    label_kinds: list[bytes] = []  # "<u2" and "<f8" per document, joined once below
+    label_probs: list[bytes] = []
     tags_at, colours_at = plain_at["tags"], plain_at["colours"]
     for docno, row in enumerate(rows):
         if row is None:
@@ -402,10 +425,9 @@ def _columns(
             label_counts.append(0)
         else:
             assert isinstance(packed, bytes) and isinstance(probs, bytes)
-            count = len(packed) // 2
-            label_kinds += struct.unpack(f"<{count}H", packed)
-            label_probs += struct.unpack(f"<{count}d", probs)
-            label_counts.append(count)
+            label_kinds.append(packed)
+            label_probs.append(probs)
+            label_counts.append(len(packed) // 2)
         extras.append(json.dumps(data, separators=(",", ":"), ensure_ascii=False) if data else "")
     new["extras"] = extras
     out: dict[str, Any] = {}
@@ -422,13 +444,13 @@ def _columns(
         out[f"{name}_offsets"] = offsets
     for name, dtype in _NUMBERS:
         at = plain_at[name]
-        values = np.asarray([r[at] if r is not None else 0 for r in rows], dtype)
+        values = _array([r[at] if r is not None else 0 for r in rows], dtype)
         out[name] = values if old is None else np.concatenate([old[name], values])
     label_offsets = np.zeros(n + 1, np.int64)
-    np.cumsum(label_counts, out=label_offsets[1:])
-    kinds_arr = np.asarray(label_kinds, np.uint16)
-    probs_arr = np.asarray(label_probs, np.float64)
-    alive = np.asarray([r is not None for r in rows], np.bool_)
+    np.cumsum(_array(label_counts, np.int64), out=label_offsets[1:])
+    kinds_arr = np.frombuffer(_joined(label_kinds), np.dtype("<u2")).astype(np.uint16, copy=False)
+    probs_arr = np.frombuffer(_joined(label_probs), np.dtype("<f8")).astype(np.float64, copy=False)
+    alive = _array([r is not None for r in rows], np.bool_)
     odd_arr = np.asarray(odd, np.int64) + base_count
     if old is not None:
         label_offsets = np.concatenate(

@@ -48,6 +48,7 @@ _SECTION = struct.Struct("<BQI")
 _RAW, _ARRAY, _JSON, _NONE = 0, 1, 2, 3
 _JSON_SLICE = 500
 _WRITE_SLICE = 8 << 20
+_COMPRESS_SLICE = 1 << 20
 
 
 class JsonChunks:
@@ -99,7 +100,7 @@ def _write_section(f: BinaryIO, name: str, value: Any) -> None:
     if value is None:
         kind, pieces = _NONE, iter(())
     elif isinstance(value, bytes | bytearray | memoryview):
-        kind, pieces = _RAW, iter((bytes(value),))
+        kind, pieces = _RAW, _slices(memoryview(value).cast("B"))
     elif isinstance(value, np.ndarray):
         kind, pieces = _ARRAY, _array_pieces(value)
     elif isinstance(value, JsonChunks):
@@ -124,20 +125,54 @@ def _array_pieces(value: np.ndarray) -> Iterator[bytes | memoryview]:
     np.lib.format.write_array_header_1_0(head, np.lib.format.header_data_from_array_1_0(arr))
     yield head.getvalue()
     flat = memoryview(arr.reshape(-1).view(np.uint8).data) if arr.size else memoryview(b"")
+    yield from _slices(flat)
+
+
+def _slices(flat: memoryview) -> Iterator[memoryview]:
     for start in range(0, len(flat), _WRITE_SLICE):
         yield flat[start : start + _WRITE_SLICE]
 
 
 def _compressed(pieces: Iterator[bytes]) -> Iterator[bytes]:
+    """The pieces as one zstd stream, fed _COMPRESS_SLICE at a time (one call over a large
+    piece would hold the GIL for all of it)."""
     compressor = zstandard.ZstdCompressor(level=3).compressobj()
     for piece in pieces:
-        out = compressor.compress(piece)
-        if out:
-            yield out
+        view = memoryview(piece)
+        for start in range(0, len(view), _COMPRESS_SLICE):
+            out = compressor.compress(view[start : start + _COMPRESS_SLICE])
+            if out:
+                yield out
     yield compressor.flush()
 
 
 def _json_pieces(value: Any) -> Iterator[bytes]:
+    """`value` as compact JSON (the bytes of one json.dumps), in pieces: a dict with string
+    keys and a long list are encoded a part at a time, so no single call holds the GIL for
+    the whole of a large value (searches run alongside a snapshot)."""
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        items = list(value.items())
+        if any(isinstance(v, dict | list) for _, v in items) or len(items) > _JSON_SLICE:
+            yield b"{"
+            for start in range(0, len(items), _JSON_SLICE):
+                part = items[start : start + _JSON_SLICE]
+                plain = [(k, v) for k, v in part if not isinstance(v, dict | list)]
+                if len(plain) == len(part):  # a run of plain values: one call for all
+                    yield (b"," if start else b"") + _json_bytes(dict(part))[1:-1]
+                    continue
+                for i, (k, v) in enumerate(part):
+                    yield (b"," if start or i else b"") + _json_bytes(k) + b":"
+                    yield from _json_pieces(v)
+            yield b"}"
+            return
+    if isinstance(value, list) and len(value) > _JSON_SLICE:
+        yield b"["
+        for start in range(0, len(value), _JSON_SLICE):
+            encoded = _json_bytes(value[start : start + _JSON_SLICE])[1:-1]
+            if encoded:
+                yield (b"," if start else b"") + encoded
+        yield b"]"
+        return
     yield _json_bytes(value)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from search_service.doc_store import DocumentStore
@@ -105,6 +106,25 @@ def test_columns_of_a_loaded_store_and_its_later_documents_load_again():
     assert [again[d] for d in range(4)] == [None, _photo(1), _photo(2), loaded[3]]
     assert again[3].labels == (Label("new kind", 0.7, ("syn",), 5),)
     assert again.label_counts(0.05) == {"tiger cat": 2, "custom": 2, "new kind": 1}
+
+
+def test_columns_made_a_chunk_at_a_time_load_every_document_back():
+    store = DocumentStore()
+    count = 2 * 32_768 + 5  # past the size converted per call (doc_store._CHUNK)
+    for i in range(count):
+        store.append(_photo(i) if i % 5 else Document(f"plain{i}", created_at_unix_ms=i))
+    for i in range(0, count, 7):
+        store[i] = None
+
+    columns = store.columns()
+    loaded = DocumentStore.from_columns(columns)
+
+    assert len(loaded) == count
+    assert all(loaded[d] == store[d] for d in range(count))
+    assert columns["label_kinds"].dtype == np.uint16 and columns["label_probs"].dtype == np.float64
+    assert columns["created_at_unix_ms"][count - 1] == count - 1  # a plain one (i % 5 == 0)
+    assert columns["created_at_unix_ms"][count - 2] == 1_700_000_000_000
+    assert loaded.label_counts(0.05) == store.label_counts(0.05)
 
 
 def test_a_light_document_keeps_only_the_labels_that_can_have_matched():

@@ -3,6 +3,7 @@ format version checks."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -19,6 +20,7 @@ from search_service.engine import EngineParams, Filters, SearchIndex
 from search_service.errors import IndexFormatError, InvalidDocumentError
 from search_service.snapshot import (
     FORMAT_VERSION,
+    _json_pieces,
     flatten,
     read_snapshot,
     unflatten,
@@ -58,6 +60,33 @@ def test_snapshot_round_trips_every_section_kind(tmp_path):
     assert loaded["arr"].tolist() == [0, 1, 2, 3, 4] and loaded["arr"].dtype == np.int16
     assert loaded["js"] == {"a": [1]} and loaded["n"] is None
     assert not (tmp_path / "x.snap.tmp").exists()
+
+
+def test_large_sections_written_in_pieces_read_back_the_same(tmp_path):
+    surface = {f"word{i}é": [i % 3, f"Word{i}"] for i in range(1_234)}
+    meta = {
+        "terms": [[i % 4, f"t{i}"] for i in range(1_700)],
+        "length_sums": {"labels": 1.5, "ocr": 2.0},
+        "live": 7,
+        "surface": surface,
+        "nested": {"empty": {}, "list": [], "deep": [{"x": [1.5, None]}] * 600},
+    }
+    blob = bytes(range(256)) * (40_000 + 3)  # more than one write slice (8 MB)
+    path = tmp_path / "x.snap"
+
+    write_snapshot(path, {"meta": meta, "many": {f"k{i}": i for i in range(1_001)}, "raw": blob})
+    loaded = read_snapshot(path)
+
+    assert loaded["meta"] == meta and list(loaded["meta"]["surface"]) == list(surface)
+    assert loaded["many"] == {f"k{i}": i for i in range(1_001)}
+    assert loaded["raw"] == blob
+    for value in (meta, surface, [1] * 1_201, {"a": 1}, [], {}, "s", {1: 2}):
+        pieces = list(_json_pieces(value))
+        assert (
+            b"".join(pieces)
+            == json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+        )
+    assert len(list(_json_pieces(meta))) > 5  # written a part at a time, not one call
 
 
 def test_snapshot_of_another_format_version_is_refused(tmp_path):
