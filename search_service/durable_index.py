@@ -215,6 +215,7 @@ class DurableIndex:
 
             def flush() -> None:
                 if pending:
+                    self._index.vectors.reserve(len(pending))  # searches go on meanwhile
                     with self._lock:
                         self._put_many_locked([c.doc for c in pending if c.doc is not None])
                         self._seq = pending[-1].seq
@@ -253,9 +254,13 @@ class DurableIndex:
 
     def put(self, doc: Document) -> None:
         """A direct write (an index with no feed: tests, benchmarks)."""
-        with self._write_lock, self._lock:
-            self._put_locked(doc)
-            self._unsaved += 1
+        with self._write_lock:
+            # Growing the vector rows copies them all (a second or more at 1M): done before
+            # taking the lock searches wait on, so they go on meanwhile.
+            self._index.vectors.reserve(1)
+            with self._lock:
+                self._put_locked(doc)
+                self._unsaved += 1
         self.maybe_snapshot()
 
     def remove(self, image_id: str) -> bool:

@@ -39,6 +39,13 @@ class GrowableArray:
     def __setitem__(self, index: Any, value: Any) -> None:
         self.view()[index] = value
 
+    def reserve(self, extra: int) -> None:
+        """Room for `extra` more rows. Growing copies every row into a new array, which
+        readers see only once it is complete: a writer may call this before it takes the lock
+        readers wait on (appends then find the room made), as long as no other writer changes
+        the array meanwhile."""
+        self._reserve(self._size + extra)
+
     def _reserve(self, size: int) -> None:
         if size <= len(self._data):
             return

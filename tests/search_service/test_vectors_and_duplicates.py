@@ -206,6 +206,23 @@ def test_a_batch_of_vectors_is_stored_byte_for_byte_as_one_at_a_time():
     assert batched._vectors.view()[1998].tobytes() == q.tobytes()
 
 
+def test_room_for_vectors_made_ahead_is_used_by_the_next_add():
+    vectors = VectorIndex(DIM)
+    vectors.add_many(0, [unit(i) for i in range(1024)])  # the first capacity, full
+    full = vectors._vectors._data
+    reader = vectors._vectors.view()  # what a search holds meanwhile
+
+    vectors.reserve(1)
+    grown = vectors._vectors._data
+
+    assert grown is not full and len(grown) > 1024
+    assert np.array_equal(grown[:1024], reader)
+    vectors.add(1024, unit(5))
+    assert vectors._vectors._data is grown  # the add found the room made
+    found = vectors.search(unit(5), 2, np.ones(1025, np.bool_), exact=True)
+    assert sorted(found.docs.tolist()) == [5, 1024]  # the same vector twice
+
+
 def test_a_batch_with_a_vector_of_the_wrong_size_is_refused_whole():
     vectors = VectorIndex(DIM)
     with pytest.raises(ValueError, match=f"must have {DIM} values, got {DIM + 1}"):
