@@ -152,12 +152,11 @@ def _json_pieces(value: Any) -> Iterator[bytes]:
     the whole of a large value (searches run alongside a snapshot)."""
     if isinstance(value, dict) and all(isinstance(k, str) for k in value):
         items = list(value.items())
-        if any(isinstance(v, dict | list) for _, v in items) or len(items) > _JSON_SLICE:
+        if any(_large(v) for _, v in items) or len(items) > _JSON_SLICE:
             yield b"{"
             for start in range(0, len(items), _JSON_SLICE):
                 part = items[start : start + _JSON_SLICE]
-                plain = [(k, v) for k, v in part if not isinstance(v, dict | list)]
-                if len(plain) == len(part):  # a run of plain values: one call for all
+                if not any(_large(v) for _, v in part):  # small values: one call for all
                     yield (b"," if start else b"") + _json_bytes(dict(part))[1:-1]
                     continue
                 for i, (k, v) in enumerate(part):
@@ -174,6 +173,10 @@ def _json_pieces(value: Any) -> Iterator[bytes]:
         yield b"]"
         return
     yield _json_bytes(value)
+
+
+def _large(value: Any) -> bool:
+    return isinstance(value, dict | list) and len(value) > _JSON_SLICE
 
 
 def json_list_pieces(items: Callable[[int, int], list[Any]], count: int) -> JsonChunks:
