@@ -45,10 +45,13 @@ def _stored(storage, photo_jpegs, count: int = 6) -> list[str]:
 
 
 def _damage_one_image(storage_runner, storage) -> tuple[str, str]:
-    """Flip a byte inside the stored bytes of row 1 of the first segment; (its id, segment)."""
+    """Flip a byte inside the stored bytes of the second image put in the first segment; (its
+    id, segment). Rows holding image bytes are the puts: the background thumbnailer's rows
+    (which may sit between them) carry none."""
     segment = storage.store._segments[0]
-    victim = segment.ids()[1]
-    offset, length = segment.blob_location("data", 1)
+    puts = [row for row in range(len(segment.ids())) if segment.blob_location("data", row)[1]]
+    victim = segment.ids()[puts[1]]
+    offset, length = segment.blob_location("data", puts[1])
     path = storage.data_dir / segment.name
     storage_runner.stop()
     raw = bytearray(path.read_bytes())
