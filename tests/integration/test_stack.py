@@ -139,9 +139,17 @@ def test_stack_heals_counts_traces_and_stops(tmp_path: Path, photo_jpegs):
             headers={"X-Request-Id": "trace-me-42", **key},
             timeout=120,
         )
+        # The upload waits up to 3 s for its labels; on a loaded machine analysis can take
+        # longer, so the photo becomes findable a little later.
+        deadline = time.monotonic() + 60
         found = requests.get(
             f"{gateway}/api/search", params={"q": "espresso"}, headers=key, timeout=30
         )
+        while not found.json().get("hits") and time.monotonic() < deadline:
+            time.sleep(0.5)
+            found = requests.get(
+                f"{gateway}/api/search", params={"q": "espresso"}, headers=key, timeout=30
+            )
         after = _metric(storage_metrics, "grpc_server_handled_total", grpc_method="PutImage")
         gateway_count = _metric(
             f"{gateway}/metrics",
