@@ -15,7 +15,7 @@ import calendar
 import math
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -477,16 +477,8 @@ class InvertedIndex:
     def _new_kind(self, key: tuple[str, tuple[str, ...], int]) -> int:
         """A label kind (name, synonyms, class number): its label terms, suggestion texts and
         hierarchy class."""
-        texts: dict[str, None] = {}
-        stems: dict[str, None] = {}
         name, synonyms, class_index = key
-        for phrase in (name, *synonyms):
-            words, phrase_stems = self._phrase(phrase)
-            if not words:
-                continue
-            texts[" ".join(words)] = None
-            texts.update(dict.fromkeys(words))
-            stems.update(dict.fromkeys(phrase_stems))
+        texts, stems = self._phrase_terms((name, *synonyms))
         kind = self._kind_of[key] = len(self._kinds)
         cls = -1
         if self.hierarchy is not None:
@@ -792,17 +784,23 @@ class InvertedIndex:
         found = self._concepts_cache.get(cid)
         if found is None:
             assert self.hierarchy is not None
-            texts: dict[str, None] = {}
-            stems: dict[str, None] = {}
-            for phrase in self.hierarchy.phrases(cid):
-                words, phrase_stems = self._phrase(phrase)
-                if not words:
-                    continue
-                texts[" ".join(words)] = None
-                texts.update(dict.fromkeys(words))
-                stems.update(dict.fromkeys(phrase_stems))
+            texts, stems = self._phrase_terms(self.hierarchy.phrases(cid))
             found = self._concepts_cache[cid] = (tuple(texts), tuple(stems))
         return found
+
+    def _phrase_terms(self, phrases: Iterable[str]) -> tuple[dict[str, None], dict[str, None]]:
+        """Suggestion texts (each phrase whole and its words) and stems of label phrases, in
+        first-seen order."""
+        texts: dict[str, None] = {}
+        stems: dict[str, None] = {}
+        for phrase in phrases:
+            words, phrase_stems = self._phrase(phrase)
+            if not words:
+                continue
+            texts[" ".join(words)] = None
+            texts.update(dict.fromkeys(words))
+            stems.update(dict.fromkeys(phrase_stems))
+        return texts, stems
 
     def _phrase(self, phrase: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """Words and stems of a label phrase, cached."""

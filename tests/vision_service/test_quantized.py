@@ -161,8 +161,7 @@ def test_a_cascade_that_keeps_every_int8_score_breaks_the_rule(registry, inputs)
     """Widening the band to every score is the int8 model alone, which moves some real
     photos' scores by more than 0.02: the agreement above guards the band."""
     entry = registry[MODERATION]
-    if entry.cascade_band is None:
-        pytest.skip("open_nsfw runs no cascade")
+    assert entry.cascade_band is not None, "the manifest ships open_nsfw as a cascade"
     agreement, cascade = _cascade_agreement(entry, inputs[1], (0.0, 1.0))
 
     assert cascade.fell_back == 0
@@ -171,8 +170,7 @@ def test_a_cascade_that_keeps_every_int8_score_breaks_the_rule(registry, inputs)
 
 def test_a_cascade_falls_back_to_the_float_model_outside_its_band(registry, inputs):
     entry = registry[MODERATION]
-    if entry.cascade_band is None:
-        pytest.skip("open_nsfw runs no cascade")
+    assert entry.cascade_band is not None, "the manifest ships open_nsfw as a cascade"
     agreement, cascade = _cascade_agreement(entry, inputs[1][:16], (1.0, 1.0))
 
     assert cascade.fell_back == cascade.scored == 16
