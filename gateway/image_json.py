@@ -32,6 +32,14 @@ _KEPT_FAILING = re.compile(r"(\w+) failed on this image (\d+) times")
 _AWAY = re.compile(r"(\w+) unavailable \((\w+)\)")
 _RETRYING = re.compile(r"(\w+) failed \((\w+)\)")
 _TOO_LARGE_WORDS = ("pixels", "too large", "larger than")
+# Storage's thumbnail state (made after the upload is acknowledged) by name.
+THUMBNAIL_STATE_NAMES = {
+    storage_pb.THUMBNAIL_STATE_UNSPECIFIED: "pending",
+    storage_pb.THUMBNAIL_STATE_PENDING: "pending",
+    storage_pb.THUMBNAIL_STATE_READY: "ready",
+    storage_pb.THUMBNAIL_STATE_FAILED: "failed",
+}
+THUMBNAIL_FAILED_TEXT = "no preview: the file is damaged and its picture could not be read"
 _SERVICE_WORDS = {"vision": "the analyser", "search": "the search index", "storage": "storage"}
 _REASON_WORDS = {
     "labels": "looks like",
@@ -135,6 +143,7 @@ def image_json(image: storage_pb.ImageMetadata, moderation_threshold: float) -> 
     status = STATUS_NAMES.get(image.status, "pending")
     confident = labels[0].name if labels and labels[0].probability >= CONFIDENT_LABEL else None
     created_ms = image.create_time.ToMilliseconds()
+    thumb_state = THUMBNAIL_STATE_NAMES.get(image.thumbnail_state, "pending")
     return {
         "id": image.id,
         "filename": image.filename,
@@ -177,6 +186,13 @@ def image_json(image: storage_pb.ImageMetadata, moderation_threshold: float) -> 
         "status_detail": image.status_detail,
         # A pending image's last failed try is in its analysis state (the workers' last error).
         "status_text": status_text(status, image.status_detail or image.analysis.last_error),
+        # Whether its previews are made (storage makes them after the upload is acknowledged):
+        # "failed" when the file is damaged past its header (the original is kept as uploaded;
+        # thumbnail_detail says why, thumbnail_text in plain words) and the thumbnail links
+        # answer 400.
+        "thumbnail_state": thumb_state,
+        "thumbnail_detail": image.thumbnail_detail if thumb_state == "failed" else "",
+        "thumbnail_text": THUMBNAIL_FAILED_TEXT if thumb_state == "failed" else "",
         "feedback": [
             {
                 "label": fb.label,

@@ -263,7 +263,19 @@ function setupViewer() {
     const item = all[current];
     box.classList.remove("zoomed");
     zoom.textContent = "Full size";
-    setSource(item, false);
+    // A photo with no preview (damaged file) shows the sign and why, not a broken image;
+    // Details, Download and Delete still work on it.
+    const missing = "noPreview" in item.dataset;
+    stage.querySelectorAll(".no-preview").forEach((n) => n.remove());
+    img.hidden = missing;
+    zoom.hidden = missing;
+    if (missing) {
+      img.removeAttribute("srcset");
+      img.removeAttribute("src");
+      const sign = noPreviewSign(item.dataset.caption || "", item.dataset.noPreview);
+      sign.id = "lb-no-preview";
+      stage.append(sign);
+    } else setSource(item, false);
     img.alt = (item.querySelector("img") || {}).alt || item.dataset.caption || "";
     // A photo blurred on the page stays blurred here until revealed (a click reveals it).
     img.classList.toggle("blurred", !!item.querySelector("img.blurred"));
@@ -310,7 +322,7 @@ function setupViewer() {
 
   function toggleZoom() {
     const item = items()[current];
-    if (!item) return;
+    if (!item || "noPreview" in item.dataset) return;
     if (img.classList.contains("blurred")) {
       img.classList.remove("blurred");
       item.querySelectorAll(".blurred").forEach((n) => n.classList.remove("blurred"));
@@ -383,6 +395,19 @@ function setupViewer() {
   zoom.addEventListener("click", toggleZoom);
   img.addEventListener("click", toggleZoom);
   remove.addEventListener("click", deleteCurrent);
+  // A preview that fails to load (its tile drawn before storage found the file damaged): when
+  // the photo's thumbnails failed, the viewer shows the sign instead.
+  img.addEventListener("error", async () => {
+    const item = items()[current];
+    if (!item || "noPreview" in item.dataset || !img.getAttribute("src")) return;
+    try {
+      const reply = await fetch(`/api/images/${encodeURIComponent(item.dataset.id)}`, { headers: { Accept: "application/json" } });
+      const image = reply.ok ? await reply.json() : null;
+      if (!image || image.thumbnail_state !== "failed" || items()[current] !== item) return;
+      item.dataset.noPreview = image.thumbnail_detail || "";
+      show(current, false);
+    } catch (_) { /* left as it is */ }
+  });
   document.addEventListener("keydown", (e) => {
     if (box.hidden) return;
     if (e.key === "ArrowRight") { e.preventDefault(); step(1); }
@@ -718,6 +743,72 @@ function setupConfirm(root) {
   });
 }
 
+// --- photos whose previews could not be made ---------------------------------------------------
+
+// Storage keeps a file damaged past its header as uploaded but can make no thumbnail of it
+// (its thumbnail state is "failed"); the server draws the same sign in place of such a
+// tile's thumbnail (_no_preview.html). A tile drawn before the thumbnailer found out asks for
+// a thumbnail that answers 400: its <img> fails, the photo's state is asked once, and a failed
+// one gets the sign instead of the browser's broken-image icon (a photo not failed is tried
+// again once, a few seconds later).
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+function noPreviewSign(name, reason) {
+  const sign = el("div", { class: "no-preview", role: "img", "aria-label": `no preview could be made: ${name}` });
+  const svg = document.createElementNS(SVG_NS, "svg");
+  svg.setAttribute("class", "np-icon");
+  svg.setAttribute("viewBox", "0 0 48 48");
+  svg.setAttribute("aria-hidden", "true");
+  const shapes = [
+    ["rect", { x: 5, y: 9, width: 38, height: 30, rx: 3, fill: "none", stroke: "currentColor", "stroke-width": 2.5 }],
+    ["circle", { cx: 16, cy: 19, r: 3.5, fill: "currentColor" }],
+    ["path", { d: "M8 35l10-10 6 6 5-5 11 9", fill: "none", stroke: "currentColor", "stroke-width": 2.5, "stroke-linejoin": "round" }],
+    ["path", { d: "M7 5l34 38", stroke: "currentColor", "stroke-width": 2.5, "stroke-linecap": "round" }],
+  ];
+  for (const [tag, attrs] of shapes) {
+    const shape = document.createElementNS(SVG_NS, tag);
+    for (const [k, v] of Object.entries(attrs)) shape.setAttribute(k, String(v));
+    svg.append(shape);
+  }
+  sign.append(svg, el("span", { class: "np-title" }, "Preview could not be made"), el("span", { class: "np-name" }, name || ""));
+  if (reason !== undefined) {
+    sign.append(el("span", { class: "np-reason" },
+      `The file is damaged and its picture could not be read${reason ? ` (${reason})` : ""}. The original is kept as it was uploaded: you can still download it or move it to the trash.`));
+  }
+  return sign;
+}
+
+const THUMB_SRC = /\/api\/images\/([^/?#]+)\/thumbnail/;
+
+function setupNoPreview() {
+  const asked = new WeakSet();
+  async function failed(img) {
+    const match = THUMB_SRC.exec(img.currentSrc || img.src || "");
+    if (!match || asked.has(img)) return;
+    asked.add(img);
+    let image = null;
+    try {
+      const reply = await fetch(`/api/images/${match[1]}`, { headers: { Accept: "application/json" } });
+      if (reply.ok) image = await reply.json();
+    } catch (_) { /* left as it is */ }
+    if (!image || image.thumbnail_state !== "failed") {
+      setTimeout(() => { const src = img.src; img.removeAttribute("src"); img.src = src; }, 3000);
+      return;
+    }
+    if (img.id === "preview") { location.reload(); return; }  // the page draws the sign and why
+    const tile = img.closest("figure.tile");
+    if (tile) tile.dataset.noPreview = image.thumbnail_detail || "";
+    const sign = noPreviewSign(image.filename);
+    sign.title = image.thumbnail_text || "";
+    img.replaceWith(sign);
+  }
+  document.addEventListener("error", (e) => {
+    if (e.target instanceof HTMLImageElement && e.target.id !== "lb-image") failed(e.target);
+  }, true);
+  // Those that failed before this script ran.
+  document.querySelectorAll("img").forEach((img) => { if (img.complete && img.naturalWidth === 0 && img.src) failed(img); });
+}
+
 // --- photos being analysed: they change in place once done, without a reload ----------------
 
 // While a tile (or the image page) shows a photo still being analysed, one light request asks
@@ -879,5 +970,5 @@ function offerUndo(id, name) {
 
 document.addEventListener("DOMContentLoaded", () => {
   setupJustified(); setupMenu(); setupOrder(); setupUpload(); setupSuggestions(); bindReveal(); setupConfirm(); setupStars();
-  setupViewer(); setupSelection(); setupInfiniteScroll(); setupPendingPoll();
+  setupViewer(); setupSelection(); setupInfiniteScroll(); setupPendingPoll(); setupNoPreview();
 });

@@ -207,3 +207,39 @@ def test_a_hit_s_reasons_read_as_one_line_each_term_once():
     ]
 
     assert reasons_text(reasons) == "looks like cat, tiger cat · tagged pets"
+
+
+@pytest.mark.parametrize(
+    ("state", "name"),
+    [
+        (storage_pb.THUMBNAIL_STATE_UNSPECIFIED, "pending"),
+        (storage_pb.THUMBNAIL_STATE_PENDING, "pending"),
+        (storage_pb.THUMBNAIL_STATE_READY, "ready"),
+        (storage_pb.THUMBNAIL_STATE_FAILED, "failed"),
+    ],
+)
+def test_the_thumbnail_state_is_a_word(state, name):
+    shown = image_json(storage_pb.ImageMetadata(id="t", thumbnail_state=state), 0.8)
+
+    assert shown["thumbnail_state"] == name
+
+
+def test_failed_thumbnails_say_why_in_storage_words_and_plain_words():
+    image = storage_pb.ImageMetadata(
+        id="f",
+        thumbnail_state=storage_pb.THUMBNAIL_STATE_FAILED,
+        thumbnail_detail="the image is truncated or corrupt: broken data stream",
+    )
+
+    shown = image_json(image, 0.8)
+
+    assert shown["thumbnail_detail"] == "the image is truncated or corrupt: broken data stream"
+    assert shown["thumbnail_text"].startswith("no preview: the file is damaged")
+
+
+def test_a_ready_thumbnail_has_no_reason():
+    shown = image_json(
+        storage_pb.ImageMetadata(id="r", thumbnail_state=storage_pb.THUMBNAIL_STATE_READY), 0.8
+    )
+
+    assert (shown["thumbnail_detail"], shown["thumbnail_text"]) == ("", "")

@@ -188,3 +188,64 @@ def test_a_name_the_camera_made_up_gives_way_to_the_date_taken(offline_app):
     assert tile("PXL_20190714_182205123.jpg").endswith(">14 Jul 2019")
     assert tile("harbour at dusk.jpg").endswith(">harbour at dusk.jpg")
     assert 'title="IMG_0042.JPG"' in tile("IMG_0042.JPG")
+
+
+def _failed_thumbnails(filename: str = "IMG_0042.png") -> storage_pb.ImageMetadata:
+    return storage_pb.ImageMetadata(
+        id="f1",
+        filename=filename,
+        width=400,
+        height=300,
+        format="PNG",
+        create_time=timestamp_of_ms(1_700_000_000_000),
+        thumbnail_state=storage_pb.THUMBNAIL_STATE_FAILED,
+        thumbnail_detail="the image is truncated or corrupt: invalid distance too far back",
+    )
+
+
+def test_a_photo_whose_thumbnails_failed_gets_a_sign_not_an_image_in_the_gallery(offline_app):
+    meta = _failed_thumbnails(f"{HOSTILE}.png")
+
+    with offline_app.test_request_context("/"):
+        html = render_template(
+            "gallery.html", months=_months(meta), total=1, next_page="", first_page=True
+        )
+
+    tile = html[html.index('<figure class="tile') : html.index("</figure>")]
+    assert "<img" not in tile and 'src="/api/images/f1/thumbnail' not in tile
+    assert 'class="no-preview"' in tile and "Preview could not be made" in tile
+    assert "<svg" in tile
+    assert 'data-no-preview="the image is truncated or corrupt' in tile
+    # The name on the sign is escaped like every other user string.
+    assert "<script>alert" not in html and "&lt;script&gt;" in tile
+    # Its aspect is still the photo's (from the header storage read).
+    assert "--ar: 1.333" in tile
+
+
+def test_the_image_page_of_a_failed_photo_says_why_and_offers_download_and_trash(offline_app):
+    image = image_json(_failed_thumbnails(), 0.8)
+
+    with offline_app.test_request_context("/images/f1"):
+        html = render_template("image.html", image=image, similar=[], duplicates=[])
+
+    preview = html[html.index('<section class="preview') : html.index('<section class="details')]
+    assert "<img" not in preview and 'src="/api/images/f1/thumbnail' not in preview
+    assert "Preview could not be made" in preview
+    assert "invalid distance too far back" in preview
+    assert 'href="/api/images/f1/original?download=1" id="download"' in preview
+    assert 'action="/images/f1/delete"' in preview
+    # No full-size view or mosaic of a picture that cannot be read.
+    assert 'id="view-full"' not in preview and "mosaic" not in preview
+
+
+def test_a_ready_photo_keeps_its_thumbnail(offline_app):
+    meta = storage_pb.ImageMetadata(
+        id="r1", width=10, height=10, thumbnail_state=storage_pb.THUMBNAIL_STATE_READY
+    )
+
+    with offline_app.test_request_context("/"):
+        html = render_template(
+            "gallery.html", months=_months(meta), total=1, next_page="", first_page=True
+        )
+
+    assert 'class="thumb"' in html and "no-preview" not in html
