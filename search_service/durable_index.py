@@ -255,8 +255,8 @@ class DurableIndex:
     def put(self, doc: Document) -> None:
         """A direct write (an index with no feed: tests, benchmarks)."""
         with self._write_lock:
-            # Growing the vector rows copies them all (a second or more at 1M): done before
-            # taking the lock searches wait on, so they go on meanwhile.
+            # Room made before taking the lock searches wait on: the vector rows' next chunk
+            # and the per-document arrays (doubling one copies it, a few ms at 1M).
             self._index.vectors.reserve(1)
             with self._lock:
                 self._put_locked(doc)

@@ -59,6 +59,29 @@ class JsonChunks:
         self.pieces = pieces
 
 
+class ArrayParts:
+    """One array given as parts stacked along its first axis (the chunks of a ChunkedRows):
+    written as one .npy array section, each part straight from its memory, so the file holds
+    the same bytes as for the whole array and no whole copy is ever made."""
+
+    def __init__(self, parts: list[np.ndarray], dtype: Any, row_shape: tuple[int, ...]) -> None:
+        self.parts = parts
+        self.dtype = np.dtype(dtype)
+        self.row_shape = row_shape
+        for part in parts:
+            if part.dtype != self.dtype or part.shape[1:] != row_shape:
+                raise ValueError("array parts differ in dtype or row shape")
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (sum(len(p) for p in self.parts), *self.row_shape)
+
+    def to_array(self) -> np.ndarray:
+        if not self.parts:
+            return np.empty(self.shape, self.dtype)
+        return np.concatenate(self.parts)
+
+
 def write_snapshot(path: Path, sections: dict[str, Any], version: int = FORMAT_VERSION) -> int:
     """Write `sections` (name -> bytes, ndarray, JSON-ready value or None); returns file size."""
     tmp = path.with_name(path.name + ".tmp")
@@ -103,6 +126,8 @@ def _write_section(f: BinaryIO, name: str, value: Any) -> None:
         kind, pieces = _RAW, _slices(memoryview(value).cast("B"))
     elif isinstance(value, np.ndarray):
         kind, pieces = _ARRAY, _array_pieces(value)
+    elif isinstance(value, ArrayParts):
+        kind, pieces = _ARRAY, _parts_pieces(value)
     elif isinstance(value, JsonChunks):
         kind, pieces = _JSON, _compressed(iter(value.pieces))
     else:
@@ -126,6 +151,23 @@ def _array_pieces(value: np.ndarray) -> Iterator[bytes | memoryview]:
     yield head.getvalue()
     flat = memoryview(arr.reshape(-1).view(np.uint8).data) if arr.size else memoryview(b"")
     yield from _slices(flat)
+
+
+def _parts_pieces(value: ArrayParts) -> Iterator[bytes | memoryview]:
+    """The .npy bytes of the parts stacked: one header for the whole, then each part's memory
+    in slices."""
+    head = io.BytesIO()
+    header = {
+        "descr": np.lib.format.dtype_to_descr(value.dtype),
+        "fortran_order": False,
+        "shape": value.shape,
+    }
+    np.lib.format.write_array_header_1_0(head, header)
+    yield head.getvalue()
+    for part in value.parts:
+        arr = np.ascontiguousarray(part)
+        if arr.size:
+            yield from _slices(memoryview(arr.reshape(-1).view(np.uint8).data))
 
 
 def _slices(flat: memoryview) -> Iterator[memoryview]:
@@ -269,7 +311,7 @@ def flatten(state: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     for key, value in state.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict) and any(
-            isinstance(v, np.ndarray | bytes | dict | JsonChunks) or callable(v)
+            isinstance(v, np.ndarray | bytes | dict | JsonChunks | ArrayParts) or callable(v)
             for v in value.values()
         ):
             out.update(flatten(value, name + "."))

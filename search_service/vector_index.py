@@ -30,7 +30,8 @@ import numpy as np
 import numpy.typing as npt
 
 from search_service.ann import AnnIndex, AnnShape
-from search_service.growable import GrowableArray
+from search_service.growable import ChunkedRows, GrowableArray
+from search_service.snapshot import ArrayParts
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,9 @@ _EXACT_BLOCK = 16_384
 _RESCORE_BLOCK = 256
 # Rows quantised at a time when vectors are added (float32 temporaries of 5 MB).
 _QUANTISE_BLOCK = 1024
+# Vector rows per chunk (21 MB of int8 rows at 1280-d): rows are added a chunk at a time and
+# never moved, so no write waits for a copy of every vector.
+CHUNK_ROWS = 16_384
 
 
 @dataclass(frozen=True)
@@ -84,8 +88,10 @@ class VectorIndex:
         self.dim = dim
         self.ann_params = ann or AnnParams()
         self._row_of = GrowableArray(np.int64)  # per document number; -1 = no vector
-        self._vectors = GrowableArray(np.int8, (dim,))  # per row, quantised (see above)
-        self._factors = GrowableArray(np.float32)  # per row: int8 row x factor = unit vector
+        # Per row, quantised (see above), and the factor that makes the int8 row a unit
+        # vector; in chunks that never move (growing copies nothing).
+        self._vectors = ChunkedRows(np.int8, (dim,), CHUNK_ROWS)
+        self._factors = ChunkedRows(np.float32, (), CHUNK_ROWS)
         self._row_doc = GrowableArray(np.int64)  # per row: its document number
         self._row_live = GrowableArray(np.bool_)  # per row: not removed
         self._live = 0
@@ -139,10 +145,14 @@ class VectorIndex:
                     self.build_ann()
 
     def reserve(self, extra: int) -> None:
-        """Room for `extra` more rows, made now: growing copies the int8 rows (1.3 GB at 1M
-        vectors), so a writer calls this before taking the lock searches wait on (see
-        GrowableArray.reserve: no other writer may add meanwhile)."""
-        self._vectors.reserve(extra)
+        """Room for `extra` more documents and rows, made now: the vector rows' next chunk if
+        they need one (nothing copied), and room in the per-document and per-row arrays
+        (doubling one copies it: 8 bytes a document, 8 MB at 1M). A writer calls this before
+        taking the lock searches wait on (no other writer may add meanwhile)."""
+        for arr in (self._row_of, self._row_doc, self._row_live):
+            arr.reserve(extra)
+        self._vectors.reserve(extra)  # a new chunk, if one is needed (nothing copied)
+        self._factors.reserve(extra)
 
     def _stacked(self, vectors: list[Any]) -> npt.NDArray[np.float32]:
         """The vectors as rows of one float32 array (one copy, not one per vector)."""
@@ -215,13 +225,13 @@ class VectorIndex:
 
     def _unit_rows(self, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
         """Stored rows as float32 unit vectors."""
-        out: npt.NDArray[np.float32] = self._vectors.view()[rows].astype(np.float32)
-        out *= self._factors.view()[rows][:, None]
+        out: npt.NDArray[np.float32] = self._vectors.take(rows).astype(np.float32)
+        out *= self._factors.take(rows)[:, None]
         return out
 
     @property
     def bytes_per_vector(self) -> int:
-        return self.dim * self._vectors.view().itemsize + self._factors.view().itemsize
+        return self.dim * self._vectors.dtype.itemsize + self._factors.dtype.itemsize
 
     def build_ann(self) -> None:
         """(Re)build the approximate index over every live vector, in this thread."""
@@ -317,12 +327,17 @@ class VectorIndex:
         return self._search_exact(q, k, row_mask)
 
     def _search_exact(self, q: Any, k: int, row_mask: Any) -> VectorHits:
-        stored = self._vectors.view()
-        sims = np.empty(len(stored), np.float32)
-        for start in range(0, len(stored), _EXACT_BLOCK):  # bounded float32 temporaries
-            block = stored[start : start + _EXACT_BLOCK].astype(np.float32)
-            sims[start : start + _EXACT_BLOCK] = block @ q
-        sims *= self._factors.view()
+        n = len(row_mask)
+        sims = np.empty(n, np.float32)
+        factors = self._factors.blocks(n)
+        for (start, chunk), (_, chunk_factors) in zip(
+            self._vectors.blocks(n), factors, strict=True
+        ):
+            for at in range(0, len(chunk), _EXACT_BLOCK):  # bounded float32 temporaries
+                block = chunk[at : at + _EXACT_BLOCK].astype(np.float32)
+                part = sims[start + at : start + at + len(block)]
+                np.matmul(block, q, out=part)
+                part *= chunk_factors[at : at + len(block)]
         sims[~row_mask] = -np.inf
         k = min(k, int(row_mask.sum()))
         if k <= 0:
@@ -341,8 +356,8 @@ class VectorIndex:
         sims = np.empty(rows.size, np.float32)
         for start in range(0, rows.size, _RESCORE_BLOCK):
             part = rows[start : start + _RESCORE_BLOCK]
-            sims[start : start + _RESCORE_BLOCK] = self._vectors.view()[part].astype(np.float32) @ q
-        sims *= self._factors.view()[rows]
+            sims[start : start + _RESCORE_BLOCK] = self._vectors.take(part).astype(np.float32) @ q
+        sims *= self._factors.take(rows)
         k = min(k, rows.size)
         top = np.argpartition(-sims, k - 1)[:k] if k else np.zeros(0, np.int64)
         top = top[np.argsort(-sims[top], kind="stable")]
@@ -397,21 +412,26 @@ class VectorIndex:
     def frozen_state(self) -> dict[str, Any]:
         """state() as of now without the approximate index (saved apart, see save_ann), cheap
         to take under the writers' lock: rows, their documents and vectors only grow at the end
-        (views are frozen); which rows are live is copied."""
+        (views are frozen; the vector rows as the list of their chunks, written as one array);
+        which rows are live is copied."""
         return {
             "row_of": self._row_of.view(),
-            "rows": self._vectors.view(),
-            "factors": self._factors.view(),
+            "rows": self._frozen(self._vectors),
+            "factors": self._frozen(self._factors),
             "row_doc": self._row_doc.view(),
             "row_live": self._row_live.view().copy(),
             "ann": None,
         }
 
+    @staticmethod
+    def _frozen(rows: ChunkedRows) -> ArrayParts:
+        return ArrayParts([b for _, b in rows.blocks()], rows.dtype, rows.row_shape)
+
     def state(self) -> dict[str, Any]:
         return {
             "row_of": self._row_of.view(),
-            "rows": self._vectors.view(),
-            "factors": self._factors.view(),
+            "rows": self._frozen(self._vectors),
+            "factors": self._frozen(self._factors),
             "row_doc": self._row_doc.view(),
             "row_live": self._row_live.view(),
             "ann": self.ann_bytes(),
@@ -428,17 +448,21 @@ class VectorIndex:
         """From state(); `ann_file` (path, rows it covers) is an approximate index saved apart,
         loaded and caught up with the rows after it (added) and the rows removed since."""
         rows = state["rows"]
+        if isinstance(rows, ArrayParts):  # a state() in memory, not read from a file
+            rows = rows.to_array()
         if rows.ndim != 2 or rows.shape[1] != dim:
             raise ValueError(f"saved vectors do not have {dim} dimensions")
         index = cls(dim, ann)
         index._row_of = GrowableArray.from_array(state["row_of"])
         if "factors" in state:
-            index._vectors = GrowableArray.from_array(rows)
-            index._factors = GrowableArray.from_array(state["factors"])
+            factors = state["factors"]
+            if isinstance(factors, ArrayParts):
+                factors = factors.to_array()
         else:  # a snapshot from before vectors were quantised
-            q, factors = quantise(np.asarray(rows, np.float32))
-            index._vectors = GrowableArray.from_array(q)
-            index._factors = GrowableArray.from_array(factors)
+            rows, factors = quantise(np.asarray(rows, np.float32))
+        # Whole chunks are views of the snapshot's memory: loading copies no vector.
+        index._vectors = ChunkedRows.from_array(rows, CHUNK_ROWS)
+        index._factors = ChunkedRows.from_array(np.asarray(factors, np.float32), CHUNK_ROWS)
         index._row_doc = GrowableArray.from_array(state["row_doc"])
         index._row_live = GrowableArray.from_array(state["row_live"])
         index._live = int(state["row_live"].sum())

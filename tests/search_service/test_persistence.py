@@ -403,3 +403,74 @@ def test_a_snapshot_of_the_earlier_format_loads_and_is_rewritten_as_columns(tmp_
 
 def read_snapshot_version(path: Path) -> int:
     return int.from_bytes(path.read_bytes()[8:12], "little")
+
+
+V4_PHOTOS = ("chelsea", "coffee", "rocket", "astronaut", "motorcycle", "camera", "china", "flower")
+
+
+def test_a_format_4_snapshot_with_one_array_of_vector_rows_loads_into_chunks(tmp_path):
+    """fixtures/index-v4.snap was written by the build that kept the int8 rows as one array
+    (fixtures/make_index_v4.py), with the real EfficientNet features of eight real photos
+    ("camera" removed): it loads, each photo's feature finds that photo, and the next snapshot
+    writes the same rows and factors byte for byte (the format did not change)."""
+    fixtures = Path(__file__).with_name("fixtures")
+    features = np.load(fixtures / "index-v4-features.npy")
+    shutil.copy(fixtures / "index-v4.snap", tmp_path / SNAPSHOT_NAME)
+    old = read_snapshot(fixtures / "index-v4.snap")
+    params = EngineParams(vector_dim=features.shape[1])
+
+    index = DurableIndex.open(tmp_path, params)
+
+    assert not index.started_empty_from_unusable
+    assert len(index) == 7 and len(index._index.vectors) == 7
+    for name, v in zip(V4_PHOTOS, features, strict=True):
+        hits = index.similar(vector=v, k=2).hits
+        if name == "camera":
+            assert "camera" not in [h[0] for h in hits]
+        else:
+            assert hits[0][0] == name and hits[0][1] == pytest.approx(1.0, abs=2e-3)
+    vectors = index._index.vectors
+    assert vectors._vectors.to_array().tobytes() == old["engine.vectors.rows"].tobytes()
+    assert vectors._factors.to_array().tobytes() == old["engine.vectors.factors"].tobytes()
+    near = features[1] + 0.05 * features[2]  # a new photo, close to coffee
+    index.put(doc("coffee2", (("espresso", 0.9),), vector=near))
+    index.close()
+
+    new = read_snapshot(tmp_path / SNAPSHOT_NAME)
+    assert read_snapshot_version(tmp_path / SNAPSHOT_NAME) == FORMAT_VERSION == 4
+    rows, factors = new["engine.vectors.rows"], new["engine.vectors.factors"]
+    assert rows.shape == (9, features.shape[1]) and rows.dtype == np.int8
+    assert rows[:8].tobytes() == old["engine.vectors.rows"].tobytes()
+    assert factors[:8].tobytes() == old["engine.vectors.factors"].tobytes()
+    reopened = DurableIndex.open(tmp_path, params)
+    assert [h[0] for h in reopened.similar("coffee2", k=1).hits] == ["coffee"]
+    reopened.close()
+
+
+def test_vector_rows_over_several_chunks_are_written_as_one_array_and_load_back(tmp_path):
+    index = DurableIndex.open(tmp_path, PARAMS, snapshot_every=10**9)
+    vectors = index._index.vectors
+    per_chunk = vectors._vectors.chunk_rows
+    n = 2 * per_chunk + 5
+    index._index.put_many([doc(f"img{i}", vector=unit(i)) for i in range(n)])
+    index.remove("img7")
+    index._unsaved = 1
+    index.snapshot()
+    stored = np.concatenate([c for _, c in vectors._vectors.blocks()])
+
+    saved = read_snapshot(tmp_path / SNAPSHOT_NAME)
+
+    assert saved["engine.vectors.rows"].shape == (n, DIM)
+    assert saved["engine.vectors.rows"].tobytes() == stored.tobytes()
+    index.close()
+    reopened = DurableIndex.open(tmp_path, PARAMS)
+    chunks = reopened._index.vectors._vectors.chunks
+    assert len(chunks) == 3
+    # whole chunks are views of the loaded section (no copy), the partial last one is its own
+    assert chunks[0].base is not None and chunks[1].base is chunks[0].base
+    for i in (0, per_chunk - 1, per_chunk, n - 1):
+        assert reopened.similar(vector=unit(i), k=1, exact=True).hits[0][0] == f"img{i}"
+    assert "img7" not in [h[0] for h in reopened.similar(vector=unit(7), k=3, exact=True).hits]
+    reopened.put(doc("after", vector=unit(10**6)))
+    assert reopened.similar(vector=unit(10**6), k=1).hits[0][0] == "after"
+    reopened.close()

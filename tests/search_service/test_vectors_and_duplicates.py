@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import struct
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -195,7 +196,10 @@ def test_a_batch_of_vectors_is_stored_byte_for_byte_as_one_at_a_time():
     batched = VectorIndex(DIM)
     batched.add_many(0, batch)
 
-    for name in ("_vectors", "_factors", "_row_of", "_row_doc", "_row_live"):
+    for name in ("_vectors", "_factors"):
+        a, b = getattr(one_by_one, name).to_array(), getattr(batched, name).to_array()
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), name
+    for name in ("_row_of", "_row_doc", "_row_live"):
         a, b = getattr(one_by_one, name).view(), getattr(batched, name).view()
         assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), name
     assert len(batched) == 2498 and batched.vector(1700) is None and batched.vector(3) is None
@@ -203,24 +207,70 @@ def test_a_batch_of_vectors_is_stored_byte_for_byte_as_one_at_a_time():
     v = np.asarray(batch[2000], np.float32)
     unit_v = v / np.linalg.norm(v)
     q = np.rint(unit_v * (127.0 / np.abs(unit_v).max())).astype(np.int8)
-    assert batched._vectors.view()[1998].tobytes() == q.tobytes()
+    assert batched._vectors.take(np.asarray([1998]))[0].tobytes() == q.tobytes()
 
 
-def test_room_for_vectors_made_ahead_is_used_by_the_next_add():
+def test_growing_past_a_chunk_boundary_moves_no_existing_row():
+    """The int8 rows and their factors live in chunks: a write that needs a new chunk adds it
+    and leaves every existing chunk (the same objects, the same bytes) where it was, so no
+    write copies the vectors there are (1.3 GB at 1M rows before)."""
     vectors = VectorIndex(DIM)
-    vectors.add_many(0, [unit(i) for i in range(1024)])  # the first capacity, full
-    full = vectors._vectors._data
-    reader = vectors._vectors.view()  # what a search holds meanwhile
+    per_chunk = vectors._vectors.chunk_rows
+    vectors.add_many(0, [unit(i) for i in range(per_chunk)])  # exactly one full chunk
+    (first,) = vectors._vectors.chunks
+    (first_factors,) = vectors._factors.chunks
+    before = first.tobytes()
 
-    vectors.reserve(1)
-    grown = vectors._vectors._data
+    vectors.add_many(per_chunk, [unit(per_chunk + i) for i in range(per_chunk + 3)])
 
-    assert grown is not full and len(grown) > 1024
-    assert np.array_equal(grown[:1024], reader)
-    vectors.add(1024, unit(5))
-    assert vectors._vectors._data is grown  # the add found the room made
-    found = vectors.search(unit(5), 2, np.ones(1025, np.bool_), exact=True)
-    assert sorted(found.docs.tolist()) == [5, 1024]  # the same vector twice
+    assert len(vectors._vectors.chunks) == 3 and len(vectors._factors.chunks) == 3
+    assert vectors._vectors.chunks[0] is first and vectors._factors.chunks[0] is first_factors
+    assert first.tobytes() == before
+    everything = np.ones(2 * per_chunk + 3, np.bool_)
+    for docno in (0, per_chunk - 1, per_chunk, 2 * per_chunk + 2):  # either side of each edge
+        found = vectors.search(unit(docno), 1, everything, exact=True)
+        assert found.docs.tolist() == [docno]
+        assert found.similarities[0] == pytest.approx(1.0, abs=2e-3)
+        assert float(vectors.vector(docno) @ unit(docno)) > 0.999
+    # rows gathered from several chunks at once, in any order, come back in that order
+    docs = np.asarray([2 * per_chunk + 1, 3, per_chunk + 7, 3], np.int64)
+    expected = np.stack([unit(int(d)) for d in docs])
+    assert np.all(np.sum(vectors.vectors_of(docs) * expected, axis=1) > 0.999)
+
+
+def test_a_search_runs_while_a_write_that_adds_a_chunk_waits():
+    """A write that grows the vector rows past a chunk no longer holds the durable index's
+    search lock for a copy of every row: here the write is held in the middle of adding its
+    chunk (no timing involved) and a search on another thread answers meanwhile."""
+    index = DurableIndex.open(None, EngineParams(vector_dim=DIM))
+    vectors = index._index.vectors
+    per_chunk = vectors._vectors.chunk_rows
+    index._index.put_many([doc(f"img{i}", vector=unit(i)) for i in range(per_chunk)])
+    in_write, release = threading.Event(), threading.Event()
+    real_new_chunk = vectors._vectors._new_chunk
+
+    def slow_new_chunk() -> np.ndarray:
+        in_write.set()
+        assert release.wait(30)
+        return real_new_chunk()
+
+    vectors._vectors._new_chunk = slow_new_chunk  # type: ignore[method-assign]
+    writer = threading.Thread(target=index.put, args=(doc("new", vector=unit(10**6)),))
+    writer.start()
+    assert in_write.wait(30)
+    answered: list[str] = []
+    reader = threading.Thread(
+        target=lambda: answered.extend(h[0] for h in index.similar(vector=unit(9), k=1).hits)
+    )
+    reader.start()
+    reader.join(5)
+    blocked = reader.is_alive()
+    release.set()
+    writer.join(30)
+    reader.join(30)
+    assert not blocked, "a search waited for the write that grows the vector rows"
+    assert answered == ["img9"]
+    assert index.similar(vector=unit(10**6), k=1).hits[0][0] == "new"
 
 
 def test_a_batch_with_a_vector_of_the_wrong_size_is_refused_whole():
