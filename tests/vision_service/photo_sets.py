@@ -10,6 +10,10 @@
   photo at the size a sign has in a snapshot; no package here ships a photograph of a real
   sign) and photos that hold none (the above and Debian's mate-backgrounds photographs when
   installed: `debian_photos()`). The text-likelihood probe is tuned and tested on these.
+- `font_sign_photos()`: signs in the installed system fonts (DejaVu, Liberation: regular, bold,
+  serif, condensed, mono), other words, colours and places, 4-10% of the photo's height:
+  `tuning_font_signs()` to tune the text prefilter on, `heldout_font_signs()` (other words,
+  fonts, colours, places and sizes on the same base photos) to check it on, never to tune.
 """
 
 from __future__ import annotations
@@ -213,6 +217,100 @@ def _with_sign(
     x = min(int(left * w), max(0, w - sign.width))
     photo.paste(sign, (x, int(top * h)))
     return photo
+
+
+# System fonts for the font-varied signs (Debian's fonts-dejavu-core and fonts-liberation).
+_FONT_DIR = Path("/usr/share/fonts/truetype")
+_FONTS = (
+    "dejavu/DejaVuSans-Bold.ttf",
+    "liberation/LiberationSerif-Regular.ttf",
+    "dejavu/DejaVuSerif.ttf",
+    "liberation/LiberationSans-Regular.ttf",
+    "dejavu/DejaVuSansCondensed.ttf",
+    "liberation/LiberationMono-Bold.ttf",
+)
+_HELDOUT_FONTS = (
+    *_FONTS,
+    "dejavu/DejaVuSans.ttf",
+    "liberation/LiberationSansNarrow-Regular.ttf",
+)
+_WORDS = (
+    "OPEN",
+    "Bus stop",
+    "Hotel Central",
+    "SALE 50%",
+    "Platform 4",
+    "Bakery",
+    "Private road",
+    "Welcome",
+    "Pharmacy",
+    "STOP",
+    "Museum",
+    "Exit 12",
+)
+_BOARDS = (
+    ("white", "black"),
+    ("black", "yellow"),
+    ("navy", "white"),
+    ("red", "white"),
+    ("yellow", "black"),
+    ("white", "darkred"),
+)
+
+
+def installed_fonts(fonts: tuple[str, ...] = _HELDOUT_FONTS) -> tuple[Path, ...]:
+    """The font files of `fonts` that are installed (none without DejaVu and Liberation)."""
+    return tuple(_FONT_DIR / f for f in fonts if (_FONT_DIR / f).is_file())
+
+
+def font_sign_photos(
+    bases: dict[str, Image.Image],
+    fonts: tuple[Path, ...],
+    heights: tuple[float, ...],
+    salt: int = 0,
+) -> dict[str, Image.Image]:
+    """Each base photo with a sign per height (a fraction of the photo's height); the font,
+    word, colours and place cycle with the photo, the height and `salt`."""
+    if not fonts:
+        return {}
+    out = {}
+    for i, (name, photo) in enumerate(sorted(bases.items())):
+        for j, fraction in enumerate(heights):
+            k = i * len(heights) + j + salt
+            word = _WORDS[k % len(_WORDS)]
+            board, ink = _BOARDS[(k // 2) % len(_BOARDS)]
+            image = photo.copy()
+            w, h = image.size
+            height = max(10, int(h * fraction))
+            font = ImageFont.truetype(str(fonts[k % len(fonts)]), max(8, int(height * 0.62)))
+            left, top, right, bottom = font.getbbox(word)
+            pad = max(2, height // 6)
+            sign = Image.new("RGB", (right - left + 2 * pad, height), board)
+            ImageDraw.Draw(sign).text(
+                (pad - left, (height - (bottom - top)) // 2 - top), word, fill=ink, font=font
+            )
+            x = min(int((k * 37) % 60 / 100 * w), max(0, w - sign.width))
+            y = min(int(((k * 53) % 80 + 5) / 100 * h), h - height)
+            image.paste(sign, (x, y))
+            out[f"{name}-{word}-{fraction:.3f}"] = image
+    return out
+
+
+def tuning_font_signs() -> dict[str, Image.Image]:
+    """Font-varied signs the text prefilter was tuned on: 5, 7 and 10% of the height on the
+    mate-backgrounds photos, 5 and 8% on the package photos."""
+    fonts = installed_fonts(_FONTS)
+    return {
+        **font_sign_photos(debian_photos(), fonts, (0.05, 0.07, 0.10)),
+        **font_sign_photos(real_photos(), fonts, (0.05, 0.08), salt=1),
+    }
+
+
+def heldout_font_signs() -> dict[str, Image.Image]:
+    """Signs the prefilter was NOT tuned on: other word, font, colour and place combinations
+    (two more fonts) at 4, 4.5, 5.5 and 7% of the height, on the same base photos."""
+    bases = {**debian_photos(), **real_photos()}
+    return font_sign_photos(bases, installed_fonts(), (0.04, 0.045, 0.055, 0.07), salt=17)
 
 
 def textless_photos() -> dict[str, Image.Image]:

@@ -8,10 +8,13 @@ import pytest
 from PIL import Image
 
 from tests.vision_service.photo_sets import (
+    heldout_font_signs,
+    installed_fonts,
     jpeg_bytes,
     small_sign_photos,
     text_photos,
     textless_photos,
+    tuning_font_signs,
 )
 from vision_service.models.ocr import PROBE_MAX_SIDE, TextProbe
 from vision_service.preprocess import CLASSIFIER_RESIZE, decode_image
@@ -40,6 +43,26 @@ def _as_analysed(images: dict[str, Image.Image]) -> dict[str, Image.Image]:
 @pytest.fixture(scope="module")
 def with_text() -> dict[str, Image.Image]:
     return _as_analysed({**text_photos(), **small_sign_photos()})
+
+
+@pytest.fixture(scope="module")
+def font_signs() -> dict[str, Image.Image]:
+    """The font-varied signs the prefilter was tuned on."""
+    if not installed_fonts():
+        pytest.skip(
+            "DejaVu/Liberation fonts are not installed (fonts-dejavu-core, fonts-liberation)"
+        )
+    return _as_analysed(tuning_font_signs())
+
+
+@pytest.fixture(scope="module")
+def heldout() -> dict[str, Image.Image]:
+    """Signs the prefilter was not tuned on."""
+    if not installed_fonts():
+        pytest.skip(
+            "DejaVu/Liberation fonts are not installed (fonts-dejavu-core, fonts-liberation)"
+        )
+    return _as_analysed(heldout_font_signs())
 
 
 @pytest.fixture(scope="module")
@@ -76,17 +99,35 @@ def test_prefilter_adds_no_miss_to_the_probe(with_text, detector_only, with_pref
     assert found_with_prefilter == found
 
 
-def test_prefilter_keeps_a_margin_below_the_faintest_text(with_text):
-    # The faintest text (the handwriting) sits well above the threshold, so a slightly softer
-    # JPEG or resize does not drop it.
-    assert min(edge_density(rgb) for rgb in with_text.values()) >= MIN_EDGE_DENSITY * 1.3
+def test_prefilter_keeps_a_margin_below_the_faintest_text(with_text, font_signs):
+    # The faintest text sits well above the threshold, so a slightly softer JPEG or resize
+    # does not drop it.
+    faintest = min(edge_density(rgb) for rgb in {**with_text, **font_signs}.values())
+    assert faintest >= MIN_EDGE_DENSITY * 1.1
 
 
-def test_prefilter_rejects_a_third_of_the_text_free_photos(without_text):
+def test_prefilter_passes_every_font_sign_it_was_tuned_on(font_signs):
+    assert len(font_signs) >= 70
+    rejected = [name for name, rgb in font_signs.items() if not may_hold_text(rgb)]
+
+    assert rejected == []
+
+
+def test_prefilter_adds_no_miss_on_signs_it_was_not_tuned_on(heldout, detector_only):
+    # Other words, fonts, colours, places and sizes (4-7% of the height). The first
+    # settings (contrast 70, 16x8 window, 0.5) drop 2 of these that the detector finds.
+    found = {name for name, rgb in heldout.items() if detector_only.likely_has_text(rgb)}
+    dropped = sorted(name for name in found if not may_hold_text(heldout[name]))
+
+    assert len(found) >= 0.75 * len(heldout)
+    assert dropped == []
+
+
+def test_prefilter_rejects_a_fifth_of_the_text_free_photos(without_text):
     rejected = sorted(name for name, rgb in without_text.items() if not may_hold_text(rgb))
 
-    # Smooth scenes go (the moon, cells, a blurred clock, fog and dunes); textures stay.
-    assert len(rejected) >= 0.3 * len(without_text), rejected
+    # Smooth scenes go (the moon, cells, a blurred clock, the retina); textures stay.
+    assert len(rejected) >= 0.2 * len(without_text), rejected
     assert {"moon", "cell", "clock_motion"} <= set(rejected)
     assert not {"gravel", "grass", "coins"} & set(rejected)
 
