@@ -46,6 +46,7 @@ from vision_service.engine import VisionEngine
 from vision_service.server import build_server as build_vision
 from vision_service.servicer import EngineSlot
 
+from .browser_support import browser, own_stack, page, url  # noqa: F401  (the browser fixtures)
 from .storage_factory import open_storage
 
 

@@ -1,0 +1,194 @@
+"""A photo storage keeps but can make no preview of, in a real headless Chromium.
+
+A real PNG (scikit-image's coffee) with bytes in the middle of its pixel data overwritten and
+its chunk checksum fixed passes storage's structural check on the acknowledged path, then the
+background thumbnailer's full decode fails and marks its thumbnails FAILED with the reason. The
+gallery shows a placeholder sign in its tile (no broken <img>), the viewer and the image page
+say why and still offer the original's download and the trash; an <img> drawn for it anyway
+(an album cover) turns into the sign. Screenshots at 1280 and 390 px are saved under
+tests/artifacts/screenshots/no-preview-*.png.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+
+import pytest
+import requests
+from playwright.sync_api import Browser, Page, expect
+
+from .browser_support import PHONE, fresh_photo, new_context, shoot, upload
+from .test_api_schemas import check
+
+WIDE = {"width": 1280, "height": 900}
+DAMAGED_NAME = "café crème damaged.png"
+# Every <img> on the page that finished loading without a picture (the broken-image sign).
+BROKEN = "() => [...document.images].filter(i => i.complete && i.naturalWidth === 0 && i.src)"
+
+
+def damaged_png(data: bytes) -> bytes:
+    """The PNG with 64 bytes in the middle of its first IDAT chunk overwritten and the chunk's
+    CRC fixed: structurally whole, but its pixels cannot be inflated."""
+    out = bytearray(data)
+    pos = 8
+    while pos < len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        if data[pos + 4 : pos + 8] == b"IDAT":
+            start = pos + 8 + length // 2
+            out[start : start + 64] = bytes(range(64))
+            crc = zlib.crc32(bytes(out[pos + 4 : pos + 8 + length]))
+            out[pos + 8 + length : pos + 12 + length] = crc.to_bytes(4, "big")
+            return bytes(out)
+        pos += 12 + length
+    raise AssertionError("no IDAT chunk")
+
+
+def _image(url: str, image_id: str) -> dict:
+    reply = requests.get(f"{url}/api/images/{image_id}", timeout=30)
+    return check("get", "/api/images/{image_id}", reply)
+
+
+@pytest.fixture(scope="module")
+def library(url: str, photo_jpegs, photo_paths) -> dict:
+    """Three whole photos and the damaged one (uploaded last: first in the gallery), once its
+    thumbnails have failed."""
+    for name in ("chelsea", "rocket", "china"):
+        upload(url, fresh_photo(photo_jpegs[name]), f"{name}.jpg")
+    sent = damaged_png(photo_paths["coffee"].read_bytes())
+    damaged = upload(url, sent, DAMAGED_NAME)
+    deadline = time.monotonic() + 60
+    while (image := _image(url, damaged["id"]))["thumbnail_state"] != "failed":
+        assert image["thumbnail_state"] == "pending", image["thumbnail_state"]
+        assert time.monotonic() < deadline, "the thumbnailer never marked the damaged photo"
+        time.sleep(0.2)
+    return {"image": image, "sent": sent}
+
+
+def test_the_api_says_the_thumbnails_failed_and_why(url, library):
+    image = library["image"]
+
+    assert image["filename"] == DAMAGED_NAME
+    assert "corrupt" in image["thumbnail_detail"]
+    assert image["thumbnail_text"].startswith("no preview: the file is damaged")
+    # The original is kept as uploaded; its thumbnail is refused with a clear 400.
+    original = requests.get(f"{url}{image['links']['original']}", timeout=30)
+    assert original.content == library["sent"]
+    thumb = requests.get(f"{url}{image['links']['thumbnail']}", timeout=30)
+    assert check("get", "/api/images/{image_id}/thumbnail", thumb)["error"]
+    assert thumb.status_code == 400
+
+
+@pytest.mark.parametrize("viewport", [WIDE, PHONE], ids=["1280", "390"])
+def test_the_gallery_tile_is_a_sign_with_the_name_not_a_broken_image(
+    browser: Browser, url, library, viewport
+):
+    image_id = library["image"]["id"]
+    context = new_context(browser, viewport)
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        page.goto(f"{url}/")
+        tile = page.locator(f'figure.tile[data-id="{image_id}"]')
+        sign = tile.locator(".no-preview")
+        expect(sign).to_be_visible()
+        expect(sign).to_contain_text("Preview could not be made")
+        expect(sign).to_contain_text(DAMAGED_NAME)
+        expect(sign).to_have_attribute("aria-label", f"no preview could be made: {DAMAGED_NAME}")
+        assert tile.locator("img").count() == 0
+        # The sign fills the tile's picture area, at the photo's own shape (from its header).
+        box = sign.bounding_box()
+        shape = library["image"]["width"] / library["image"]["height"]
+        assert box and box["width"] > 60 and abs(box["width"] / box["height"] - shape) < 0.05
+        # The other photos' thumbnails load; nothing on the page is a broken image.
+        page.wait_for_function("() => [...document.images].every(i => i.complete)")
+        assert page.locator("figure.tile img.thumb").count() == 3
+        assert page.evaluate(BROKEN) == []
+        shoot(page, f"no-preview-gallery-{viewport['width']}")
+    finally:
+        context.close()
+
+
+def test_the_viewer_says_why_and_still_downloads_and_deletes(browser: Browser, url, library):
+    image_id = library["image"]["id"]
+    context = new_context(browser, WIDE)
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        page.goto(f"{url}/")
+        page.locator(f'figure.tile[data-id="{image_id}"] .thumb-link').click()
+        sign = page.locator("#lb-no-preview")
+        expect(sign).to_be_visible()
+        expect(sign).to_contain_text("Preview could not be made")
+        expect(sign).to_contain_text("corrupt")
+        expect(page.locator("#lb-image")).to_be_hidden()
+        expect(page.locator("#lb-zoom")).to_be_hidden()
+        expect(page.locator("#lb-download")).to_have_attribute(
+            "href", library["image"]["links"]["download"]
+        )
+        shoot(page, "no-preview-viewer-1280", full=False)
+        # Next photo: a whole one is drawn again, the sign is gone.
+        page.keyboard.press("ArrowRight")
+        expect(sign).to_have_count(0)
+        page.wait_for_function(
+            "() => { const i = document.getElementById('lb-image');"
+            " return !i.hidden && i.complete && i.naturalWidth > 0; }"
+        )
+        page.keyboard.press("ArrowLeft")
+        expect(page.locator("#lb-no-preview")).to_be_visible()
+        with page.expect_download() as download:
+            page.locator("#lb-download").click()
+        assert download.value.path().read_bytes() == library["sent"]
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("viewport", [WIDE, PHONE], ids=["1280", "390"])
+def test_the_image_page_says_why_and_offers_the_original(browser: Browser, url, library, viewport):
+    image = library["image"]
+    context = new_context(browser, viewport)
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        page.goto(f"{url}/images/{image['id']}")
+        preview = page.locator("section.preview")
+        expect(preview.locator(".no-preview")).to_be_visible()
+        expect(page.locator("#no-preview-reason")).to_contain_text(image["thumbnail_detail"])
+        expect(page.locator("#download")).to_have_attribute("href", image["links"]["download"])
+        expect(page.locator("#no-preview-delete")).to_be_visible()
+        assert preview.locator("img").count() == 0
+        assert page.locator("#view-full").count() == 0
+        page.wait_for_function("() => [...document.images].every(i => i.complete)")
+        assert page.evaluate(BROKEN) == []
+        shoot(page, f"no-preview-image-{viewport['width']}")
+    finally:
+        context.close()
+
+
+def test_an_img_drawn_for_it_anyway_turns_into_the_sign(page: Page, url, library):
+    """An album's cover is an <img> of its thumbnail whatever its state: the script swaps the
+    broken image for the sign (the path a tile drawn before the thumbnailer failed takes)."""
+    image_id = library["image"]["id"]
+    made = requests.post(
+        f"{url}/api/albums", json={"name": "damaged only", "image_ids": [image_id]}, timeout=30
+    )
+    album = check("post", "/api/albums", made)
+    assert album["links"]["cover"] == f"/api/images/{image_id}/thumbnail"
+
+    page.goto(f"{url}/albums")
+    cover = page.locator(f'a[href="/albums/{album["id"]}"].album-cover')
+    expect(cover.locator(".no-preview")).to_be_visible()
+    assert cover.locator("img").count() == 0
+    assert page.evaluate(BROKEN) == []
+    shoot(page, "no-preview-album-cover-1366")
+
+
+def test_move_to_trash_from_the_viewer(page: Page, url, library):
+    image_id = library["image"]["id"]
+    page.goto(f"{url}/#view={image_id}")
+    expect(page.locator("#lb-no-preview")).to_be_visible()
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator("#lb-delete").click()
+    expect(page.locator("#deleted-notice")).to_be_visible()
+    expect(page.locator(f'figure.tile[data-id="{image_id}"]')).to_have_count(0)
+    assert _image(url, image_id)["trashed_at"]
