@@ -26,7 +26,7 @@ from search_service.concepts import ConceptHierarchy, load_hierarchy
 from search_service.document import Document, Label
 from search_service.growable import GrowableArray
 from search_service.postings import WEIGHT_LEVELS, PostingList, append_runs, quantise_weight
-from search_service.tokenizer import Tokenizer
+from search_service.tokenizer import Tokenizer, joined_ascii_words
 
 # New fields go at the end (field numbers are stored in snapshots).
 # concepts: hypernyms of the labels (concepts.py); taken: year and month the photo was taken;
@@ -165,6 +165,11 @@ class InvertedIndex:
         self._colours: dict[str, tuple[list[int], list[int]]] = {}
         self._parts: dict[tuple[int, str], tuple[list[int], list[int]]] = {}
         self._words: dict[tuple[int, str], tuple[int, int]] = {}
+        # Free-text fields: a word as the regex found it (before lower-casing) -> its number
+        # in _tok_term (the word's term) and _tok_text (its suggestion text); NUL -> -1.
+        self._tokens: dict[int, dict[str, int]] = {}
+        self._tok_term = GrowableArray(np.int64)
+        self._tok_text = GrowableArray(np.int64)
         self._concept_flat: tuple[Any, Any, Any, Any] | None = None
         self._kind_flat: tuple[Any, tuple[Any, Any], tuple[Any, Any]] | None = None
 
@@ -246,15 +251,18 @@ class InvertedIndex:
     def add_many(self, first: int, docs: Sequence[Document]) -> None:
         """add() each of `docs` under first, first + 1, ...: the postings, lengths and
         suggestion counts analyse() gives, made a batch at a time. Label and concept terms come
-        from tables per label kind and per concept (1000 classes, analysed once), text fields
-        from a cache of their values' analysis; postings are reduced and appended with numpy,
-        one slice per touched list."""
+        from tables per label kind and per concept (1000 classes, analysed once); free text
+        (OCR, filenames, owners) is split by one regex over the batch's joined values and its
+        words looked up in a table of the words seen before; other text fields from a cache of
+        their values' analysis. Postings are grouped by term with radix sorts (no comparison
+        sort of the batch) and appended with numpy, one slice per touched list."""
         if first != len(self._lengths["labels"]):
             raise ValueError(f"document numbers must be dense: got {first}")
         count = len(docs)
         if not count:
             return
-        if len(self._vocab) + len(self._parts) + len(self._words) > _VOCAB_LIMIT:
+        vocab_size = len(self._vocab) + len(self._parts) + len(self._words)
+        if vocab_size + len(self._tok_term) > _VOCAB_LIMIT:
             self._reset_vocab()
         floor = self.params.min_label_probability
         # Every label as (kind, probability), documents in order: a kind is a label's name,
@@ -280,28 +288,31 @@ class InvertedIndex:
                 key = (lb.name, tuple(lb.synonyms), lb.class_index)
                 found = kind_of.get(key)
                 l_kind[j] = self._new_kind(key) if found is None else found
-        # (document, term, weight) of the colours field, reduced by max per pair below
-        p_doc: list[int] = []
-        p_term: list[int] = []
-        p_weight: list[float] = []
-        # (document, term) of every word of the text fields, counted per pair below
-        c_doc: list[int] = []
-        c_term: list[int] = []
-        # (document, text) of the suggestion table, a field's entries together
-        s_doc: list[int] = []
-        s_text: list[int] = []
-        s_fields: list[tuple[int, int]] = []  # (entries so far, field) at each field's end
+        # (document, term, weight) of the probability fields, reduced by max per pair below;
+        # (document, term) of every word of the text fields, counted per pair below;
+        # (document, text) of the suggestion table with the field. Within a term (a term
+        # belongs to one field) every part lists documents in ascending order.
+        p_parts: list[tuple[Any, Any, Any]] = []
+        c_parts: list[tuple[Any, Any]] = []
+        s_parts: list[tuple[Any, Any, int]] = []
         text_lengths = np.zeros((len(FIELDS), count), np.float64)
-        for i, doc in enumerate(docs):
-            for name, share in doc.colours:
-                terms, texts = self._colour(name)
-                p_term += terms
-                p_doc += [i] * len(terms)
-                p_weight += [share] * len(terms)
-                s_text += texts
-                s_doc += [i] * len(texts)
-        s_fields.append((len(s_text), _COLOURS))
-        part = self._part
+        colours = [(i, doc.colours) for i, doc in enumerate(docs) if doc.colours]
+        if colours:
+            cp_doc: list[int] = []
+            cp_term: list[int] = []
+            cp_weight: list[float] = []
+            cs_doc: list[int] = []
+            cs_text: list[int] = []
+            for i, shares in colours:
+                for name, share in shares:
+                    terms, texts = self._colour(name)
+                    cp_term += terms
+                    cp_doc += [i] * len(terms)
+                    cp_weight += [share] * len(terms)
+                    cs_text += texts
+                    cs_doc += [i] * len(texts)
+            p_parts.append((_ints(cp_doc), _ints(cp_term), np.asarray(cp_weight, np.float64)))
+            s_parts.append((_ints(cs_doc), _ints(cs_text), _COLOURS))
         tags = [(i, tag) for i, doc in enumerate(docs) for tag in doc.tags]
         for fno, values in (
             (_TAGS, tags),
@@ -332,82 +343,118 @@ class InvertedIndex:
                 ],
             ),
         ):
-            lengths_row = text_lengths[fno]
-            for i, value in values:
-                terms, texts = part(fno, value)
-                c_term += terms
-                c_doc += [i] * len(terms)
-                s_text += texts
-                s_doc += [i] * len(texts)
-                lengths_row[i] += len(terms)
-            s_fields.append((len(s_text), fno))
-        pd = np.asarray(p_doc, np.int64)
-        pt = np.asarray(p_term, np.int64)
-        pw = np.asarray(p_weight, np.float64)
-        sd = np.asarray(s_doc, np.int64)
-        st = np.asarray(s_text, np.int64)
-        ends = [0] + [end for end, _ in s_fields]
-        sf = np.repeat([f for _, f in s_fields], np.diff(ends)).astype(np.int64)
+            if not values:
+                continue
+            analysed = None
+            if fno not in _PHRASE_FIELDS:
+                analysed = self._joined_words(fno, values)
+            if analysed is None:
+                analysed = self._value_words(fno, values)
+            w_doc, w_term, t_doc, t_text = analysed
+            c_parts.append((w_doc, w_term))
+            s_parts.append((t_doc, t_text, fno))
+            text_lengths[fno] = np.bincount(w_doc, minlength=count)
         lk = np.asarray(l_kind, np.int64)
         lp = np.asarray(l_p, np.float64)
         ld = np.repeat(np.arange(count), l_count)
         k_class, k_terms, k_texts = self._kind_table()
         strong = lp >= floor
         at, terms = _expand(*k_terms, lk[strong])
-        pd, pt = np.concatenate([ld[strong][at], pd]), np.concatenate([terms, pt])
-        pw = np.concatenate([lp[strong][at], pw])
+        p_parts.insert(0, (ld[strong][at], terms, lp[strong][at]))
         at, texts = _expand(*k_texts, lk[strong])
-        sd, st = np.concatenate([ld[strong][at], sd]), np.concatenate([texts, st])
-        sf = np.concatenate([np.full(at.size, _LABELS, np.int64), sf])
-        h_doc: Any = ()
+        s_parts.insert(0, (ld[strong][at], texts, _LABELS))
         if self.hierarchy is not None:
             cls = k_class[lk]
             held = (lp > 0) & (cls >= 0)
-            h_doc, h_cls, h_p = ld[held], cls[held], lp[held]
-        if len(h_doc):
-            hd, ht, hw, hsd, hst = self._concept_postings(h_doc, h_cls, h_p)
-            pd, pt, pw = (
-                np.concatenate([pd, hd]),
-                np.concatenate([pt, ht]),
-                np.concatenate([pw, hw]),
-            )
-            sd, st = np.concatenate([sd, hsd]), np.concatenate([st, hst])
-            sf = np.concatenate([sf, np.full(hsd.size, _CONCEPTS, np.int64)])
-        # Probability fields: the largest weight per (term, document).
-        p_key = pt * count + pd
-        order = np.argsort(p_key)
-        p_key = p_key[order]
-        firsts = np.flatnonzero(np.diff(p_key, prepend=-1))
-        p_key = p_key[firsts]
-        p_q = np.zeros(0, np.uint8)
-        if firsts.size:
-            best = np.maximum.reduceat(pw[order], firsts)
-            p_q = np.clip(np.rint(best * WEIGHT_LEVELS), 1, WEIGHT_LEVELS).astype(np.uint8)
+            if held.any():
+                hd, ht, hw, hsd, hst = self._concept_postings(ld[held], cls[held], lp[held])
+                p_parts.append((hd, ht, hw))
+                s_parts.append((hsd, hst, _CONCEPTS))
+        # Probability fields: the largest weight per (term, document) (quantising keeps the
+        # order of weights, so the largest quantised weight is the quantised largest weight).
+        pd, pt, pw = (np.concatenate(a) for a in zip(*p_parts, strict=True))
+        pq = np.clip(np.rint(pw * WEIGHT_LEVELS), 1, WEIGHT_LEVELS).astype(np.uint8)
+        order = _stable_order(pt)
+        pt, pd, pq = pt[order], pd[order], pq[order]
+        firsts = _pair_starts(pt, pd)
+        p_q = np.maximum.reduceat(pq, firsts) if firsts.size else pq[:0]
+        pt, pd = pt[firsts], pd[firsts]
+        self._append_postings(first, pt, pd, p_q)
         # Text fields: words counted per (term, document).
-        c_key, occurrences = np.unique(
-            np.asarray(c_term, np.int64) * count + np.asarray(c_doc, np.int64), return_counts=True
-        )
-        c_q = np.minimum(occurrences, 255).astype(np.uint8)
-        self._append_postings(
-            first, count, np.concatenate([p_key, c_key]), np.concatenate([p_q, c_q])
-        )
+        if c_parts:
+            cd, ct = (np.concatenate(a) for a in zip(*c_parts, strict=True))
+            order = _stable_order(ct)
+            ct, cd = ct[order], cd[order]
+            firsts = _pair_starts(ct, cd)
+            occurrences = np.diff(np.append(firsts, ct.size))
+            self._append_postings(
+                first, ct[firsts], cd[firsts], np.minimum(occurrences, 255).astype(np.uint8)
+            )
         # Lengths: words of the text fields, distinct terms of the probability fields.
+        nf = len(FIELDS)
         lengths = text_lengths
-        np.add.at(lengths, (self._term_field.view()[p_key // count], p_key % count), 1.0)
+        per_field = self._term_field.view()[pt] * count + pd
+        lengths += np.bincount(per_field, minlength=nf * count).reshape(nf, count)
         for fno, name in enumerate(FIELDS):
             self._lengths[name].extend(lengths[fno])
             self._length_sums[name] += float(lengths[fno].sum())
         self._live += count
-        self._count_surface_batch(count, sd, st, sf)
+        sd, st = (np.concatenate([part[i] for part in s_parts]) for i in (0, 1))
+        sf = np.repeat([part[2] for part in s_parts], [len(part[0]) for part in s_parts])
+        self._count_surface_batch(count, sd, st, sf.astype(np.int64))
 
-    def _append_postings(
-        self, first: int, count: int, keys: npt.NDArray[np.int64], q: npt.NDArray[np.uint8]
-    ) -> None:
-        """Append postings given as term x count + document offset (distinct) with weights."""
-        order = np.argsort(keys)
-        keys, q = keys[order], q[order]
-        terms = keys // count
-        docs = keys % count + first
+    def _joined_words(self, fno: int, values: list[tuple[int, str]]) -> tuple[Any, ...] | None:
+        """(document, term) of every word of a text field's (document, value) pairs and
+        (document, text) of their suggestions, for a field without phrases: the values split
+        by one regex (joined_ascii_words) and each word looked up in the words seen before in
+        this field. None when a value is not plain ASCII (then _value_words)."""
+        raw = joined_ascii_words([v for _, v in values])
+        if raw is None:
+            return None
+        table = self._tokens.get(fno)
+        if table is None:
+            table = self._tokens[fno] = {"\x00": -1}
+        ids = list(map(table.get, raw))
+        if None in ids:
+            missing = list(dict.fromkeys([w for w, i in zip(raw, ids, strict=True) if i is None]))
+            lower = [w.lower() for w in missing]
+            new_terms: list[int] = []
+            new_texts: list[int] = []
+            for word, low, stem in zip(missing, lower, self._tokenizer.stem(lower), strict=True):
+                table[word] = len(self._tok_term) + len(new_terms)
+                new_terms.append(self._term(fno, stem))
+                new_texts.append(self._text(low))
+            self._tok_term.extend(new_terms)
+            self._tok_text.extend(new_texts)
+            ids = list(map(table.get, raw))
+        arr = np.asarray(ids, np.int64)
+        ends = arr < 0
+        value_no: Any = np.cumsum(ends) - ends
+        words = np.flatnonzero(~ends)
+        docs = _ints([i for i, _ in values])[value_no[words]]
+        ids_w = arr[words]
+        return docs, self._tok_term.view()[ids_w], docs, self._tok_text.view()[ids_w]
+
+    def _value_words(self, fno: int, values: list[tuple[int, str]]) -> tuple[Any, ...]:
+        """_joined_words for any field, a value at a time (values analysed once, cached)."""
+        part = self._part
+        w_doc: list[int] = []
+        w_term: list[int] = []
+        t_doc: list[int] = []
+        t_text: list[int] = []
+        for i, value in values:
+            terms, texts = part(fno, value)
+            w_term += terms
+            w_doc += [i] * len(terms)
+            t_text += texts
+            t_doc += [i] * len(texts)
+        return _ints(w_doc), _ints(w_term), _ints(t_doc), _ints(t_text)
+
+    def _append_postings(self, first: int, terms: Any, docs: Any, q: npt.NDArray[np.uint8]) -> None:
+        """Append postings given as (term, document offset) pairs, distinct and sorted by term
+        then document, with their weights."""
+        if not terms.size:
+            return
         starts = np.flatnonzero(np.diff(terms, prepend=-1))
         bounds = np.append(starts, terms.size)
         postings, decoded, vocab_keys = self._postings, self._decoded, self._vocab_keys
@@ -422,7 +469,7 @@ class InvertedIndex:
             elif decoded:
                 decoded.pop(key, None)
             plists.append(plist)
-        append_runs(plists, bounds, docs, q)
+        append_runs(plists, bounds, docs + first, q)
 
     def _concept_postings(self, h_doc: Any, h_cls: Any, h_p: Any) -> tuple[Any, Any, Any, Any, Any]:
         """For labels (document, class, probability): (document, term, weight) of the concepts
@@ -544,15 +591,21 @@ class InvertedIndex:
         self._colours = {}
         self._parts = {}
         self._words = {}
+        self._tokens = {}
+        self._tok_term = GrowableArray(np.int64)
+        self._tok_text = GrowableArray(np.int64)
         self._concept_flat = None
         self._kind_flat = None
 
     def _count_surface_batch(self, count: int, sd: Any, st: Any, sf: Any) -> None:
         """_count_surface(+1) for a batch given as (document, text, field) triples."""
         nf = len(FIELDS)
-        triples = np.sort((st * count + sd) * nf + sf)
-        if not triples.size:
+        if not st.size:
             return
+        # Sorted by (text, document, field): radix sorts of the parts, not a sort of the keys.
+        order = _stable_order(sd * nf + sf)
+        order = order[_stable_order(st[order])]
+        triples = ((st * count + sd) * nf + sf)[order]
         triples = triples[np.flatnonzero(np.diff(triples, prepend=-1))]  # distinct
         pairs = triples // nf  # text x count + document
         new_pair = np.flatnonzero(np.diff(pairs, prepend=-1))
@@ -924,6 +977,33 @@ def _flat(rows: list[list[int]]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.
     starts = np.zeros(len(rows) + 1, np.int64)
     np.cumsum([len(r) for r in rows], out=starts[1:])
     return starts, np.asarray([x for r in rows for x in r], np.int64)
+
+
+def _ints(values: list[int]) -> npt.NDArray[np.int64]:
+    return np.asarray(values, np.int64)
+
+
+def _stable_order(keys: npt.NDArray[np.int64]) -> npt.NDArray[np.intp]:
+    """np.argsort(keys, kind="stable") for non-negative keys: 16 bits at a time (numpy sorts
+    16-bit keys by radix, in linear time), so grouping a batch's postings by term costs a
+    few passes rather than a comparison sort."""
+    if not keys.size:
+        return np.zeros(0, np.intp)
+    top = int(keys.max())
+    if top >= 1 << 32:
+        return np.argsort(keys, kind="stable")
+    order = np.argsort((keys & 0xFFFF).astype(np.uint16), kind="stable")
+    if top >= 1 << 16:
+        high = (keys[order] >> 16).astype(np.uint16)
+        order = order[np.argsort(high, kind="stable")]
+    return order
+
+
+def _pair_starts(terms: Any, docs: Any) -> npt.NDArray[np.intp]:
+    """Where each run of equal (term, document) starts in arrays sorted by them."""
+    change = np.ones(terms.size, np.bool_)
+    change[1:] = (terms[1:] != terms[:-1]) | (docs[1:] != docs[:-1])
+    return np.flatnonzero(change)
 
 
 def _expand_at(starts: Any, rows: Any) -> tuple[Any, Any]:

@@ -30,7 +30,7 @@ WORDS = [
 ]
 
 
-def _documents(count: int, seed: int) -> list[Document]:
+def _documents(count: int, seed: int, words: list[str] = WORDS) -> list[Document]:
     classes = json.loads(CLASSES.read_text())
     rng = random.Random(seed)
     docs = []
@@ -46,7 +46,7 @@ def _documents(count: int, seed: int) -> list[Document]:
         if n % 7 == 0:
             labels.append(Label("unknown thing", 0.6, ("odd name",), -1))
         tags = tuple(rng.sample(["dog", "New York", "summer holiday", "cat"], rng.randint(0, 3)))
-        ocr = " ".join(rng.choice(WORDS) for _ in range(rng.randint(0, 12))) if n % 3 else ""
+        ocr = " ".join(rng.choice(words) for _ in range(rng.randint(0, 12))) if n % 3 else ""
         docs.append(
             Document(
                 image_id=f"img-{n}",
@@ -110,6 +110,35 @@ def test_batches_index_exactly_what_one_document_at_a_time_analysis_gives(hierar
     assert {t: [c, f] for t, (c, f) in state["meta"]["surface"].items()} == surface
 
 
+def _postings(index: InvertedIndex) -> dict[tuple[str, str], tuple[list[int], list[int]]]:
+    return {
+        (FIELDS[fno], term): tuple(a.tolist() for a in plist.decode())
+        for (fno, term), plist in index._postings.items()
+    }
+
+
+def test_plain_ascii_text_split_a_batch_at_once_matches_too(monkeypatch):
+    """OCR text, filenames and owners of a batch in plain ASCII are split by one regex over the
+    joined values and their words looked up in a table (a word table started afresh midway
+    too): the same postings and counts as analysing each document."""
+    import search_service.inverted_index as inverted_index
+
+    monkeypatch.setattr(inverted_index, "_VOCAB_LIMIT", 400)
+    ascii_words = [w for w in WORDS if w.isascii()] + ["it's", "O'Brien", "BeachDay2024"]
+    docs = _documents(500, seed=8, words=ascii_words)
+    index = InvertedIndex()
+    for first in range(0, 500, 100):
+        index.add_many(first, docs[first : first + 100])
+
+    expected, lengths, surface = _reference(InvertedIndex(), docs)
+
+    assert _postings(index) == {k: (ids, w) for k, (ids, w) in expected.items()}
+    state = index.state()
+    for i, name in enumerate(FIELDS):
+        assert state["lengths"][i].tolist() == lengths[name], name
+    assert {t: [e[0], e[1]] for t, e in index._surface.items()} == surface
+
+
 def test_batch_with_a_new_vocabulary_midway_matches_too(monkeypatch):
     """The batch vocabulary is started afresh when it grows large; numbering stays right."""
     import search_service.inverted_index as inverted_index
@@ -137,3 +166,15 @@ def test_out_of_order_batch_is_refused():
     with pytest.raises(ValueError):
         index.add_many(2, _documents(1, seed=6))
     assert np.array_equal(index.state()["lengths"].shape, (len(FIELDS), 3))
+
+
+@pytest.mark.parametrize("top", [1 << 12, 1 << 16, 1 << 24, 1 << 40])
+def test_stable_order_is_a_stable_argsort(top):
+    """Postings and suggestions are grouped by radix sorts of 16-bit parts of their keys."""
+    from search_service.inverted_index import _stable_order
+
+    keys = np.random.default_rng(top).integers(0, top, 50_000, dtype=np.int64)
+    keys[::7] = keys[0]  # many ties, whose order must be kept
+
+    assert np.array_equal(_stable_order(keys), np.argsort(keys, kind="stable"))
+    assert _stable_order(keys[:0]).size == 0

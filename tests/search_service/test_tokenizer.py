@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import string
 
-from search_service.tokenizer import Tokenizer, general_words
+from search_service.tokenizer import Tokenizer, general_words, joined_ascii_words
 
 
 def test_terms_are_case_folded_and_stemmed():
@@ -54,3 +54,27 @@ def test_ascii_shortcut_gives_the_words_of_the_general_path():
 
     for text in texts:
         assert tok.words(text) == general_words(text), text
+
+
+def test_joined_values_split_into_each_values_words():
+    """One regex over a batch's joined values gives each value's words (then a NUL), as
+    Tokenizer.words gives them one value at a time; values it cannot join give None."""
+    tok = Tokenizer()
+    rng = random.Random(7)
+    alphabet = string.ascii_letters + string.digits + " _-.'/"
+    values = ["don't", "HTTPServer-Log.png", "IMG_0001.JPG", "", "'quoted' it's", "a'b"]
+    values += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 20))) for _ in range(300)]
+
+    raw = joined_ascii_words(values)
+
+    assert raw is not None
+    got: list[list[str]] = [[]]
+    for word in raw:
+        if word == "\x00":
+            got.append([])
+        else:
+            got[-1].append(word.lower())
+    assert got[:-1] == [tok.words(v) for v in values]
+    assert got[-1] == []
+    assert joined_ascii_words(["café", "ok"]) is None
+    assert joined_ascii_words(["a\x00b", "ok"]) is None
