@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from vision_service.models.classifier import l2_normalise, softmax
+from vision_service.models.classifier import l2_normalise, softmax, top1_margin
 
 # Adoption thresholds (issue 13): top-1 label agreement and moderation score difference.
 MIN_TOP1_AGREEMENT = 0.98
@@ -98,3 +98,121 @@ def moderation_agreement(
         mean_score_diff=float(diff.mean()),
         max_float_score=float(ref[:, 1].max()),
     )
+
+
+# A classifier cascade (models/quantize.py, vision_service/models/classifier.py) keeps the int8
+# model's output where its top-1 probability leads the second by at least a margin chosen on
+# real photos; the float model runs for the rest. These figures compare what it serves with
+# what the float model alone would serve, for every part of the classifier's answer.
+NEAR_DUPLICATE_COSINE = 0.95  # search's default near-duplicate threshold (search_service)
+LABEL_MIN_PROBABILITY = 0.05  # search indexes every label at or above this probability
+
+
+@dataclass(frozen=True)
+class ClassifierOutputs:
+    """One model's answers for a set of inputs: softmax probabilities and unit features."""
+
+    probabilities: np.ndarray  # float64[N,1000]
+    features: np.ndarray  # float64[N,1280], unit rows
+
+    def take(self, rows: np.ndarray) -> ClassifierOutputs:
+        return ClassifierOutputs(self.probabilities[rows], self.features[rows])
+
+
+def classifier_outputs(session: ort.InferenceSession, inputs: np.ndarray) -> ClassifierOutputs:
+    logits, features = _run_batched(session, inputs)
+    return ClassifierOutputs(
+        softmax(logits.astype(np.float64)), l2_normalise(features.astype(np.float64))
+    )
+
+
+@dataclass(frozen=True)
+class CascadeAgreement:
+    inputs: int
+    min_margin: float  # the int8 output is kept where its top-1 margin is at least this
+    accepted_share: float  # share of inputs that kept the int8 output (the cheap path)
+    top1_agreement: float  # served top-1 class == float top-1 class
+    top5_overlap: float  # mean share of the float top-5 in the served top-5
+    label_set_agreement: float  # same set of labels >= LABEL_MIN_PROBABILITY as the float
+    max_probability_diff: float  # largest |p_served - p_float| of any class
+    mean_probability_diff: float  # mean over inputs of that input's largest difference
+    min_feature_cosine: float  # served features against the float ones, same input
+    mean_feature_cosine: float
+    recall_at_10: float  # similar-image search over the served features vs the float ones
+    near_duplicate_pairs: int  # pairs at cosine >= NEAR_DUPLICATE_COSINE with float features
+    near_duplicate_flips: int  # pairs on the other side of that threshold when served
+
+    @property
+    def holds(self) -> bool:
+        return self.top1_agreement >= MIN_TOP1_AGREEMENT
+
+
+def cascade_served(
+    reference: ClassifierOutputs, candidate: ClassifierOutputs, min_margin: float
+) -> tuple[ClassifierOutputs, np.ndarray]:
+    """What the cascade serves (the candidate's rows at or above the margin, the reference's
+    elsewhere) and which rows took the candidate's path."""
+    accepted = top1_margin(candidate.probabilities) >= min_margin
+    keep = accepted[:, None]
+    served = ClassifierOutputs(
+        np.where(keep, candidate.probabilities, reference.probabilities),
+        np.where(keep, candidate.features, reference.features),
+    )
+    return served, accepted
+
+
+def _top_k(features: np.ndarray, k: int) -> np.ndarray:
+    similarity = features @ features.T
+    np.fill_diagonal(similarity, -np.inf)
+    return np.argsort(-similarity, axis=1, kind="stable")[:, :k]
+
+
+def cascade_agreement(
+    reference: ClassifierOutputs, candidate: ClassifierOutputs, min_margin: float
+) -> CascadeAgreement:
+    """The cascade at `min_margin` against the reference (float) model on the same inputs;
+    recall@10 and near duplicates are over the set itself (each input a query against the
+    others), so mixed paths (int8 features beside float ones) are what is measured."""
+    served, accepted = cascade_served(reference, candidate, min_margin)
+    ref_p, got_p = reference.probabilities, served.probabilities
+    ref_top5 = np.argsort(-ref_p, axis=1)[:, :5]
+    got_top5 = np.argsort(-got_p, axis=1)[:, :5]
+    overlap = [len(set(a) & set(b)) / 5 for a, b in zip(ref_top5, got_top5, strict=True)]
+    label_sets = np.all(
+        (ref_p >= LABEL_MIN_PROBABILITY) == (got_p >= LABEL_MIN_PROBABILITY), axis=1
+    )
+    prob_diff = np.abs(ref_p - got_p).max(axis=1)
+    cosines = np.sum(reference.features * served.features, axis=1)
+    k = min(10, len(ref_p) - 1)
+    ref_near, got_near = _top_k(reference.features, k), _top_k(served.features, k)
+    recall = np.mean([len(set(a) & set(b)) / k for a, b in zip(ref_near, got_near, strict=True)])
+    upper = np.triu_indices(len(ref_p), 1)
+    ref_dup = (reference.features @ reference.features.T)[upper] >= NEAR_DUPLICATE_COSINE
+    got_dup = (served.features @ served.features.T)[upper] >= NEAR_DUPLICATE_COSINE
+    return CascadeAgreement(
+        inputs=len(ref_p),
+        min_margin=float(min_margin),
+        accepted_share=float(accepted.mean()),
+        top1_agreement=float(np.mean(ref_p.argmax(axis=1) == got_p.argmax(axis=1))),
+        top5_overlap=float(np.mean(overlap)),
+        label_set_agreement=float(label_sets.mean()),
+        max_probability_diff=float(prob_diff.max()),
+        mean_probability_diff=float(prob_diff.mean()),
+        min_feature_cosine=float(cosines.min()),
+        mean_feature_cosine=float(cosines.mean()),
+        recall_at_10=float(recall),
+        near_duplicate_pairs=int(ref_dup.sum()),
+        near_duplicate_flips=int(np.sum(ref_dup != got_dup)),
+    )
+
+
+def smallest_safe_margin(
+    reference: ClassifierOutputs, candidate: ClassifierOutputs, step: float = 0.01
+) -> float:
+    """The threshold rule: the smallest margin on a `step` grid above which no input of this
+    (tuning) set keeps an int8 top-1 class that differs from the float one, i.e. one step past
+    the most confident int8 disagreement."""
+    margin = top1_margin(candidate.probabilities)
+    wrong = reference.probabilities.argmax(axis=1) != candidate.probabilities.argmax(axis=1)
+    worst = float(margin[wrong].max(initial=0.0))
+    return round(float(np.floor(worst / step) + 1) * step, 6)

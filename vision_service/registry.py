@@ -27,6 +27,9 @@ from pathlib import Path
 from vision_service.errors import ModelFileError
 
 MANIFEST_NAME = "manifest.json"
+# What a cascade band is read on ("cascade": {"accept_int8": [lo, hi], "on": ...}): the int8
+# model's own score (open_nsfw's, the default), or a classifier's top-1 minus top-2 probability.
+CASCADE_STATISTICS = ("score", "top1_margin")
 _HASH_CHUNK_BYTES = 1 << 20
 
 
@@ -51,6 +54,8 @@ class ModelEntry:
     # The int8 scores kept as they are in a cascade (else the float "reference" runs); None
     # when the model runs one graph.
     cascade_band: tuple[float, float] | None = None
+    # What the band is read on: one of CASCADE_STATISTICS.
+    cascade_on: str = "score"
 
     def path(self, role: str = "onnx") -> Path:
         return self.files[role].path
@@ -126,6 +131,7 @@ def load_registry(models_dir: Path) -> ModelRegistry:
             source=raw.get("source", ""),
             files=files,
             cascade_band=_cascade_band(raw["name"], raw.get("cascade"), files),
+            cascade_on=_cascade_on(raw["name"], raw.get("cascade")),
         )
     return ModelRegistry(models_dir=models_dir, entries=entries)
 
@@ -147,6 +153,15 @@ def _cascade_band(
             'needs a float "reference" file to fall back on'
         )
     return (lo, hi)
+
+
+def _cascade_on(model: str, spec: Mapping[str, object] | None) -> str:
+    on = str((spec or {}).get("on", "score"))
+    if on not in CASCADE_STATISTICS:
+        raise ModelFileError(
+            f"model {model!r}: cascade band read on {on!r}; known: {', '.join(CASCADE_STATISTICS)}"
+        )
+    return on
 
 
 def _verified_file(models_dir: Path, model: str, role: str, spec: Mapping[str, str]) -> ModelFile:

@@ -21,6 +21,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from vision_service.errors import ModelFileError
 from vision_service.registry import ModelEntry
 from vision_service.sessions import SessionThreads, open_session
 
@@ -77,6 +78,11 @@ class ModerationModel:
         """The manifest's cascade when `quantized` and the entry has one, else the one graph
         `entry.model_role(quantized)` names."""
         if quantized and entry.cascade_band is not None:
+            if entry.cascade_on != "score":
+                raise ModelFileError(
+                    f"model {entry.name!r}: a moderation cascade is read on the int8 score "
+                    f'("on": "score"), not on {entry.cascade_on!r}'
+                )
             return cls(
                 open_session(entry.path("onnx"), threads),
                 fallback=open_session(entry.path("reference"), threads),
