@@ -38,7 +38,7 @@ import threading
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1936,32 +1936,68 @@ class ColumnStore:
         preview, its size), or None with `failure` saying why the decode failed. A row of its
         own (an annotation row not reported by the feed), durable before it is visible;
         nothing is written when the image's thumbnails are no longer pending."""
+        stored = self.set_thumbnails_many([(image_id, made, failure)])[0]
+        if stored is None:
+            raise ImageNotFoundError(image_id)
+        return stored
+
+    def set_thumbnails_many(
+        self,
+        items: Sequence[
+            tuple[str, tuple[str, bytes, tuple[int, int], bytes, tuple[int, int]] | None, str]
+        ],
+    ) -> list[ImageMeta | None]:
+        """`set_thumbnails` for several images (distinct ids) with one log write each and one
+        fsync for all (the background thumbnailer's batches): their metadata in order, None for
+        an image deleted since. An error while logging raises once the rows already logged are
+        durable."""
+        out: list[ImageMeta | None] = []
+        last: _Pending | None = None
+        error: BaseException | None = None
         with self._lock:
             self._check_writable()
-            self._wait_not_pending(image_id)
-            entry = self._entry(image_id)
-            if entry.meta.thumb_state is not ThumbState.PENDING:
-                return entry.meta
-            vector = _read(entry.vector, "feature_vector") if entry.vector else b""
-            blobs = {"feature_vector": vector}
-            if made is None:
-                new_meta = dataclasses.replace(
-                    entry.meta, thumb_state=ThumbState.FAILED, thumb_detail=failure[:1000]
-                )
-            else:
-                content_type, small, small_size, preview, preview_size = made
-                new_meta = dataclasses.replace(
-                    entry.meta,
-                    thumb_state=ThumbState.MADE,
-                    thumb_content_type=content_type,
-                    thumb_small_size=small_size,
-                    thumb_preview_size=preview_size,
-                )
-                blobs.update(thumb_small=small, thumb_preview=preview)
-            values = {"id": image_id, **_annotation_values(new_meta), "lease_only": 1}
-            pending = self._submit(Row(self._take_seq(), RowKind.ANNOTATE, values, blobs))
-        self._commit(pending)
-        return new_meta
+            while any(image_id in self._pending_ids for image_id, _, _ in items):
+                self._wait_settled()
+            for image_id, made, failure in items:
+                try:
+                    entry = self._entry(image_id)
+                except ImageNotFoundError:
+                    out.append(None)
+                    continue
+                except StoreError as e:
+                    error = e
+                    break
+                if entry.meta.thumb_state is not ThumbState.PENDING:
+                    out.append(entry.meta)
+                    continue
+                vector = _read(entry.vector, "feature_vector") if entry.vector else b""
+                blobs = {"feature_vector": vector}
+                if made is None:
+                    new_meta = dataclasses.replace(
+                        entry.meta, thumb_state=ThumbState.FAILED, thumb_detail=failure[:1000]
+                    )
+                else:
+                    content_type, small, small_size, preview, preview_size = made
+                    new_meta = dataclasses.replace(
+                        entry.meta,
+                        thumb_state=ThumbState.MADE,
+                        thumb_content_type=content_type,
+                        thumb_small_size=small_size,
+                        thumb_preview_size=preview_size,
+                    )
+                    blobs.update(thumb_small=small, thumb_preview=preview)
+                values = {"id": image_id, **_annotation_values(new_meta), "lease_only": 1}
+                try:
+                    last = self._submit(Row(self._take_seq(), RowKind.ANNOTATE, values, blobs))
+                except (StoreError, OSError) as e:
+                    error = e
+                    break
+                out.append(new_meta)
+        if last is not None:
+            self._commit(last)
+        if error is not None:
+            raise error
+        return out
 
     def find_by_filename(self, filename: str, limit: int = 0) -> list[ImageMeta]:
         """Live images with this filename, newest first. DataLossError when an image of that

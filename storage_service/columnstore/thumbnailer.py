@@ -14,6 +14,11 @@ the acknowledged path costs about a tenth of the CPU; the work is the same, only
   horizon falls back to a listing).
 - Bounded: at most `queue_size` images are queued (the feeder waits), each decode reserves
   its memory from the servicer's DecodeBudget.
+- Batched: a worker takes what is queued, up to `BATCH_SIZE` images, makes their thumbnails
+  and stores their rows together (`set_thumbnails_many`): one fsync per batch instead of one
+  per image, which had the workers waiting on the disk more than working (catching up 2 cores'
+  worth of puts, 1 worker made ~120 img/s at 5.5 ms of CPU each). A corrupt or deleted image in
+  a batch does not keep the others from being stored.
 - Low priority: the worker threads lower their own scheduling priority (Linux `nice` per
   thread), so during a burst of puts the acks keep the CPU and the thumbnails catch up after.
 - On demand: `thumbnail()` of an image whose thumbnails are not made yet makes them at once
@@ -68,6 +73,11 @@ log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "thumbnailer.json"
 # Worker threads' niceness: the scheduler gives them ~1/10 of a core's share while puts run.
 WORKER_NICE = 10
+# Images a worker makes before storing their rows together (one fsync for the batch): what is
+# queued when it starts, up to this many. 1: a row and an fsync per image (the path before).
+BATCH_SIZE = 8
+# (content type, small, its size, preview, its size), as store.set_thumbnails takes them.
+Made = tuple[str, bytes, tuple[int, int], bytes, tuple[int, int]]
 
 
 @dataclass(frozen=True)
@@ -96,10 +106,12 @@ class Thumbnailer:
         queue_size: int = 256,
         checkpoint_every_s: float = 1.0,
         nice: int = WORKER_NICE,
+        batch_size: int | None = None,
     ) -> None:
         self._store = store
         self._budget = budget
         self._workers = max(1, workers)
+        self._batch_size = max(1, batch_size or BATCH_SIZE)
         self._queue: queue.Queue[tuple[int, str]] = queue.Queue(maxsize=queue_size)
         self._checkpoint_every_s = checkpoint_every_s
         self._nice = nice
@@ -172,47 +184,88 @@ class Thumbnailer:
 
     def make(self, meta: ImageMeta) -> ImageMeta:
         """Make and store one image's thumbnails unless they are made (or being made)."""
-        image_id = meta.id
-        while True:
-            with self._lock:
+        results, errors = self._make_many([meta.id])
+        if meta.id in errors:
+            raise errors[meta.id]
+        made = results.get(meta.id)
+        if made is None:
+            raise ImageNotFoundError(meta.id)
+        return made
+
+    def _make_many(
+        self, image_ids: list[str]
+    ) -> tuple[dict[str, ImageMeta | None], dict[str, Exception]]:
+        """Make the thumbnails of these images (those still PENDING and not being made by
+        another thread) and store them together: one log write each, one fsync for all.
+        Returns each image's metadata (None: deleted) and the errors of those not made (a
+        decode that could not get its memory, ...); an error storing them raises."""
+        claimed: dict[str, threading.Event] = {}
+        others: dict[str, threading.Event] = {}
+        with self._lock:
+            for image_id in image_ids:
+                if image_id in claimed or image_id in others:
+                    continue
                 running = self._making.get(image_id)
                 if running is None:
-                    done = self._making[image_id] = threading.Event()
-                    break
-            running.wait(60.0)
+                    claimed[image_id] = self._making[image_id] = threading.Event()
+                else:
+                    others[image_id] = running
+        results: dict[str, ImageMeta | None] = {}
+        errors: dict[str, Exception] = {}
         try:
-            current = self._store.get(image_id)
-            if current.thumb_state is not ThumbState.PENDING:
-                return current
-            _meta, data = self._store.read_data(image_id)
-            try:
-                thumbs = render_thumbnails(data, budget=self._budget)
-            except InvalidImageError as e:
-                stored = self._store.set_thumbnails(image_id, None, str(e))
-                log.warning(
-                    "stored image cannot be decoded: kept, marked without thumbnails",
-                    extra={"image_id": image_id, "error": str(e)},
-                )
-                with self._lock:
-                    self._failed += 1
-                return stored
-            stored = self._store.set_thumbnails(
-                image_id,
-                (
+            items: list[tuple[str, Made | None, str]] = []
+            for image_id in claimed:
+                try:
+                    current = self._store.get(image_id)
+                    if current.thumb_state is not ThumbState.PENDING:
+                        results[image_id] = current
+                        continue
+                    _meta, data = self._store.read_data(image_id)
+                except ImageNotFoundError:
+                    results[image_id] = None
+                    continue
+                try:
+                    thumbs = render_thumbnails(data, budget=self._budget)
+                except InvalidImageError as e:
+                    log.warning(
+                        "stored image cannot be decoded: kept, marked without thumbnails",
+                        extra={"image_id": image_id, "error": str(e)},
+                    )
+                    items.append((image_id, None, str(e)))
+                    continue
+                except Exception as e:  # noqa: BLE001 - the others of the batch are still stored
+                    errors[image_id] = e
+                    continue
+                made = (
                     thumbs.content_type,
                     thumbs.small,
                     thumbs.small_size,
                     thumbs.preview,
                     thumbs.preview_size,
-                ),
-            )
+                )
+                items.append((image_id, made, ""))
+            stored = self._store.set_thumbnails_many(items) if items else []
+            made_count = failed_count = 0
+            for (image_id, made_item, _), meta in zip(items, stored, strict=True):
+                results[image_id] = meta
+                if meta is not None:
+                    made_count += made_item is not None
+                    failed_count += made_item is None
             with self._lock:
-                self._made += 1
-            return stored
+                self._made += made_count
+                self._failed += failed_count
         finally:
             with self._lock:
-                del self._making[image_id]
-            done.set()
+                for image_id, done in claimed.items():
+                    del self._making[image_id]
+                    done.set()
+        for image_id, running in others.items():
+            # Being made by another thread: wait, then make it here if that one did not.
+            running.wait(60.0)
+            more, more_errors = self._make_many([image_id])
+            results.update(more)
+            errors.update(more_errors)
+        return results, errors
 
     # --- the feed and the workers ------------------------------------------------------------
 
@@ -291,26 +344,46 @@ class Thumbnailer:
         self._lower_priority()
         while not self._stop.is_set() and not self._store.is_closing:
             try:
-                seq, image_id = self._queue.get(timeout=0.5)
+                batch = [self._queue.get(timeout=0.5)]
             except queue.Empty:
                 continue
+            # What else is queued, up to a batch: its rows share one fsync.
+            while len(batch) < self._batch_size:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
             try:
-                self.make(self._store.get(image_id))
-            except ImageNotFoundError:
-                pass  # deleted since: nothing to make
-            except (StoreClosedError, StorageFullError, BackgroundError, DecodeBusyError) as e:
-                # Not done: it stays PENDING and outstanding (the checkpoint does not pass it).
-                log.warning("thumbnails not stored", extra={"image_id": image_id, "error": str(e)})
-                if isinstance(e, StoreClosedError):
-                    return
-                self._stop.wait(1.0)
-                if not self._enqueue((seq, image_id)):
+                _results, errors = self._make_many([image_id for _, image_id in batch])
+            except (StoreClosedError, StorageFullError, BackgroundError) as e:
+                # Not stored: they stay PENDING and outstanding (the checkpoint does not pass).
+                log.warning("thumbnails not stored", extra={"images": len(batch), "error": str(e)})
+                if isinstance(e, StoreClosedError) or not self._retry(batch):
                     return
                 continue
-            except Exception:  # noqa: BLE001 - one image must not stop the thumbnailer
-                log.exception("thumbnailer failed on an image", extra={"image_id": image_id})
-            with self._lock:
-                self._outstanding.pop(seq, None)
+            except Exception:  # noqa: BLE001 - one batch must not stop the thumbnailer
+                log.exception("thumbnailer failed on a batch", extra={"images": len(batch)})
+                errors = {}
+            retry = []
+            for seq, image_id in batch:
+                error = errors.get(image_id)
+                if isinstance(error, DecodeBusyError):
+                    retry.append((seq, image_id))
+                    continue
+                if error is not None:
+                    log.error(
+                        "thumbnailer failed on an image",
+                        extra={"image_id": image_id, "error": repr(error)},
+                    )
+                with self._lock:
+                    self._outstanding.pop(seq, None)
+            if retry and not self._retry(retry):
+                return
+
+    def _retry(self, items: list[tuple[int, str]]) -> bool:
+        """Queue again, a second later, images whose thumbnails could not be stored now."""
+        self._stop.wait(1.0)
+        return all(self._enqueue(item) for item in items)
 
     def _lower_priority(self) -> None:
         if self._nice <= 0:

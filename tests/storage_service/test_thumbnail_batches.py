@@ -1,0 +1,99 @@
+"""The background thumbnailer stores its thumbnails in batches (issue 13, thumbnail CPU): the
+rows of a batch share one fsync, a corrupt image or a deleted one in a batch does not keep the
+others from being stored, and a batch is durable across a restart."""
+
+from __future__ import annotations
+
+import zlib
+
+from storage_service.columnstore.image_check import check_image, render_thumbnails
+from storage_service.columnstore.model import ThumbnailSize, ThumbState
+from storage_service.columnstore.store import ColumnStore
+from storage_service.columnstore.thumbnailer import Thumbnailer
+from tests.storage_service.conftest import SMALL_MEMTABLE, jpeg_variant
+
+
+def _corrupt_png(data: bytes) -> bytes:
+    """Structurally whole (every chunk's CRC right) but its pixels cannot be inflated."""
+    out = bytearray(data)
+    pos = 8
+    while pos < len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        if data[pos + 4 : pos + 8] == b"IDAT":
+            start = pos + 8 + length // 2
+            out[start : start + 64] = bytes(range(64))
+            crc = zlib.crc32(bytes(out[pos + 4 : pos + 8 + length]))
+            out[pos + 8 + length : pos + 12 + length] = crc.to_bytes(4, "big")
+            return bytes(out)
+        pos += 12 + length
+    raise AssertionError("no IDAT chunk")
+
+
+def test_a_batch_of_thumbnails_shares_one_fsync_and_survives_a_restart(tmp_path, photo_jpegs):
+    store = ColumnStore.open(tmp_path / "store", SMALL_MEMTABLE)
+    photos = [jpeg_variant(data, i) for i, data in enumerate(photo_jpegs.values())][:6]
+    ids = [store.put(f"p{i}.jpg", "", check_image(d)).image.id for i, d in enumerate(photos)]
+    thumbnailer = Thumbnailer(store, batch_size=8)
+    fsyncs = store._wal.fsyncs
+
+    results, errors = thumbnailer._make_many(ids)
+
+    assert errors == {}
+    assert store._wal.fsyncs - fsyncs == 1
+    assert thumbnailer.stats().made == len(ids)
+    expected = {i: render_thumbnails(d).small for i, d in zip(ids, photos, strict=True)}
+    for image_id in ids:
+        meta = results[image_id]
+        assert meta is not None and meta.thumb_state is ThumbState.MADE
+        assert store.thumbnail(image_id, ThumbnailSize.SMALL).data == expected[image_id]
+    store.close()
+    store = ColumnStore.open(tmp_path / "store", SMALL_MEMTABLE)
+    for image_id in ids:
+        assert store.get(image_id).thumb_state is ThumbState.MADE
+        assert store.thumbnail(image_id, ThumbnailSize.SMALL).data == expected[image_id]
+    store.close()
+
+
+def test_a_corrupt_or_deleted_image_in_a_batch_leaves_the_others_stored(
+    tmp_path, photo_jpegs, photo_paths
+):
+    store = ColumnStore.open(tmp_path / "store", SMALL_MEMTABLE)
+    good = [jpeg_variant(data, i) for i, data in enumerate(photo_jpegs.values())][:3]
+    ids = [store.put(f"p{i}.jpg", "", check_image(d)).image.id for i, d in enumerate(good)]
+    bad = store.put("bad.png", "", check_image(_corrupt_png(photo_paths["coffee"].read_bytes())))
+    gone = store.put("gone.jpg", "", check_image(jpeg_variant(good[0], 99))).image.id
+    store.delete(gone)
+    batch = [ids[0], bad.image.id, gone, ids[1], ids[2]]
+
+    results, errors = Thumbnailer(store)._make_many(batch)
+
+    assert errors == {}
+    assert results[gone] is None
+    failed = results[bad.image.id]
+    assert failed is not None and failed.thumb_state is ThumbState.FAILED
+    assert "corrupt" in store.get(bad.image.id).thumb_detail
+    for image_id in ids:
+        assert store.get(image_id).thumb_state is ThumbState.MADE
+    store.close()
+
+
+def test_the_running_thumbnailer_makes_every_image_in_batches(tmp_path, photo_jpegs):
+    store = ColumnStore.open(tmp_path / "store", SMALL_MEMTABLE)
+    photos = [jpeg_variant(data, i) for i, data in enumerate(photo_jpegs.values())]
+    photos = (photos * 3)[:24]
+    ids = [
+        store.put(f"p{i}.jpg", "", check_image(jpeg_variant(d, i))).image.id
+        for i, d in enumerate(photos)
+    ]
+    fsyncs = store._wal.fsyncs
+    thumbnailer = Thumbnailer(store, batch_size=8, workers=1).start()
+    try:
+        assert thumbnailer.wait_idle(120)
+        assert all(store.get(i).thumb_state is ThumbState.MADE for i in ids)
+        assert thumbnailer.stats().made == len(ids)
+        # Everything was queued before the worker started: batches of 8, so 3 fsyncs (the
+        # checkpoint file is not the log).
+        assert store._wal.fsyncs - fsyncs <= 4
+    finally:
+        thumbnailer.stop()
+        store.close()
