@@ -6,29 +6,16 @@ tests/artifacts/screenshots/ (and no page wider than the screen)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
-import pytest
 import requests
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
+from .browser_support import DESKTOP, PHONE, new_context, shoot, upload
 from .conftest import fresh_jpeg
-from .test_browser import CHROMIUM, CHROMIUM_ARGS
-from .test_gallery_browser import DESKTOP, PHONE, _context, _shoot
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 def _upload(url: str, data: bytes, name: str) -> str:
-    reply = requests.post(f"{url}/api/images", files={"file": (name, data)}, timeout=120)
-    assert reply.status_code == 201, reply.text
-    return reply.json()["results"][0]["image"]["id"]
+    return str(upload(url, data, name)["id"])
 
 
 def _members(url: str, album_id: str) -> list[str]:
@@ -55,7 +42,7 @@ def test_album_create_add_remove_rename_delete_in_the_browser(
     ]
     outside = _upload(url, fresh_jpeg(photo_jpegs["coffee"]), f"album-{tag}-outside.jpg")
     name = f"Holiday {tag}"
-    context = _context(browser)
+    context = new_context(browser)
     page = context.new_page()
     page.set_default_timeout(60_000)
     page.on("dialog", lambda dialog: dialog.accept())
@@ -83,11 +70,11 @@ def test_album_create_add_remove_rename_delete_in_the_browser(
     _tile(page, ids[2]).locator(".pick").check()
     expect(page.locator("#bulk-add-album")).to_be_visible()
     page.select_option("#bulk-album", album_id)
-    phone = _context(browser, PHONE)
+    phone = new_context(browser, PHONE)
     phone_page = phone.new_page()
     phone_page.goto(url + "/")
     _tile(phone_page, ids[1]).locator(".pick").check()
-    _shoot(phone_page, "bulk-album-390-light", full=False)
+    shoot(phone_page, "bulk-album-390-light", full=False)
     assert phone_page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     phone.close()
     page.click("#bulk-add-album")
@@ -111,15 +98,15 @@ def test_album_create_add_remove_rename_delete_in_the_browser(
     # Screenshots of the album page and the albums list: desktop and phone, light and dark.
     for scheme in ("light", "dark"):
         for width, viewport in (("1366", DESKTOP), ("390", PHONE)):
-            shot_context = _context(browser, viewport, scheme)
+            shot_context = new_context(browser, viewport, scheme)
             shot = shot_context.new_page()
             for path, shot_name in ((f"/albums/{album_id}", "album"), ("/albums", "albums")):
                 shot.goto(url + path)
-                _shoot(shot, f"{shot_name}-{width}-{scheme}")
+                shoot(shot, f"{shot_name}-{width}-{scheme}")
                 assert shot.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
             shot.goto(f"{url}/images/{ids[0]}")
             shot.locator("#image-albums").scroll_into_view_if_needed()
-            _shoot(shot, f"image-albums-{width}-{scheme}", full=False)
+            shoot(shot, f"image-albums-{width}-{scheme}", full=False)
             assert shot.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
             shot_context.close()
 
@@ -160,7 +147,7 @@ def test_add_to_album_from_the_viewer(browser: Browser, gateway_url, photo_jpegs
     album = requests.post(
         f"{url}/api/albums", json={"name": f"Viewer {uuid.uuid4().hex[:6]}"}, timeout=30
     ).json()
-    context = _context(browser)
+    context = new_context(browser)
     page = context.new_page()
     page.set_default_timeout(60_000)
 
@@ -173,5 +160,5 @@ def test_add_to_album_from_the_viewer(browser: Browser, gateway_url, photo_jpegs
     expect(page.locator("#lb-album-status")).to_have_text(f"Added to “{album['name']}”")
     expect(page.locator("#lightbox")).to_be_visible()  # choosing an album kept the viewer open
     assert _members(url, album["id"]) == [image_id]
-    _shoot(page, "viewer-album-1366-light", full=False)
+    shoot(page, "viewer-album-1366-light", full=False)
     context.close()

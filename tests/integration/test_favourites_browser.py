@@ -5,30 +5,16 @@ at 1366 and 390 px wide are saved under tests/artifacts/screenshots/."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
-import pytest
 import requests
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
+from .browser_support import DESKTOP, PHONE, new_context, shoot, upload
 from .conftest import fresh_jpeg
-from .test_browser import CHROMIUM, CHROMIUM_ARGS
-from .test_gallery_browser import DESKTOP, PHONE, _context, _shoot
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 def _upload(url: str, data: bytes) -> dict:
-    name = f"star-{uuid.uuid4().hex[:8]}.jpg"
-    reply = requests.post(f"{url}/api/images", files={"file": (name, data)}, timeout=120)
-    assert reply.status_code == 201, reply.text
-    return reply.json()["results"][0]["image"]
+    return upload(url, data, f"star-{uuid.uuid4().hex[:8]}.jpg")
 
 
 def _starred(url: str, image_id: str) -> bool:
@@ -44,7 +30,7 @@ def test_star_on_a_tile_toggles_in_one_click_and_fills_the_favourites_page(
 ):
     url = gateway_url
     image = _upload(url, fresh_jpeg(photo_jpegs["coffee"]))
-    context = _context(browser)
+    context = new_context(browser)
     page = context.new_page()
     page.set_default_timeout(60_000)
     page.goto(url + "/")
@@ -59,10 +45,10 @@ def test_star_on_a_tile_toggles_in_one_click_and_fills_the_favourites_page(
     page.goto(url + "/favourites")
     expect(page.locator(f'#favourites figure.tile[data-id="{image["id"]}"]')).to_be_visible()
     for width, viewport in (("1366", DESKTOP), ("390", PHONE)):
-        shot_context = _context(browser, viewport)
+        shot_context = new_context(browser, viewport)
         shot = shot_context.new_page()
         shot.goto(url + "/favourites")
-        _shoot(shot, f"favourites-{width}-light")
+        shoot(shot, f"favourites-{width}-light")
         assert shot.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
         shot_context.close()
 
@@ -78,7 +64,7 @@ def test_star_on_a_tile_toggles_in_one_click_and_fills_the_favourites_page(
 def test_star_on_the_image_page_works_without_script(browser: Browser, gateway_url, photo_jpegs):
     url = gateway_url
     image = _upload(url, fresh_jpeg(photo_jpegs["astronaut"]))
-    context = _context(browser, java_script_enabled=False)
+    context = new_context(browser, java_script_enabled=False)
     page = context.new_page()
     page.set_default_timeout(60_000)
     page.goto(f"{url}/images/{image['id']}")
@@ -94,7 +80,7 @@ def test_viewer_stars_the_photo_and_offers_undo_after_a_delete(
 ):
     url = gateway_url
     image = _upload(url, fresh_jpeg(photo_jpegs["china"]))
-    context = _context(browser)
+    context = new_context(browser)
     page = context.new_page()
     page.set_default_timeout(60_000)
     page.goto(f"{url}/#view={image['id']}")

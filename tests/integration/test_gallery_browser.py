@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import re
-import uuid
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,64 +19,17 @@ import numpy as np
 import pytest
 import requests
 from PIL import ExifTags, Image
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from gateway.exif_privacy import gps_coordinates
-from tests.conftest import REPO_ROOT
 
-from .conftest import GatewayServer, Stack, build_stack
-from .test_browser import CHROMIUM, CHROMIUM_ARGS
+from .browser_support import DESKTOP, PHONE, fresh_photo, new_context, shoot, upload
+from .conftest import GatewayServer, Stack
 
-SHOTS = REPO_ROOT / "tests" / "artifacts" / "screenshots"
-PHONE = {"width": 390, "height": 844}
-DESKTOP = {"width": 1366, "height": 900}
 NAMES = ["fleur été 🌸.jpg", "ракета.jpg"]
 
 
-# --- fixtures ----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def own_stack(tmp_path_factory, vision_engine) -> Iterator[Stack]:
-    """A stack of this module's own: its gallery order, deletes and duplicates are known."""
-    built = build_stack(tmp_path_factory.mktemp("gallery-stack"), vision_engine)
-    yield built
-    built.close()
-
-
-@pytest.fixture(scope="module")
-def url(own_stack: Stack) -> str:
-    assert own_stack.gateway is not None
-    return own_stack.gateway.url
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-
-
-def _context(browser: Browser, viewport=DESKTOP, scheme="light", **extra) -> BrowserContext:
-    phone = viewport["width"] < 500
-    return browser.new_context(
-        viewport=viewport,
-        color_scheme=scheme,
-        device_scale_factor=2 if phone else 1,
-        has_touch=phone,
-        accept_downloads=True,
-        **extra,
-    )
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = _context(browser)
-    opened = context.new_page()
-    opened.set_default_timeout(60_000)
-    yield opened
-    context.close()
+# --- the library -------------------------------------------------------------------------------
 
 
 def _exif(taken: str, gps: bool = False) -> Image.Exif:
@@ -99,20 +51,8 @@ def _exif(taken: str, gps: bool = False) -> Image.Exif:
     return exif
 
 
-def _jpeg(photo: bytes, exif: Image.Exif | None = None) -> bytes:
-    with Image.open(io.BytesIO(photo)) as im:
-        out = io.BytesIO()
-        extra = {"exif": exif} if exif is not None else {}
-        im.convert("RGB").save(out, "JPEG", quality=90, comment=uuid.uuid4().hex.encode(), **extra)
-    return out.getvalue()
-
-
 def _upload(url: str, name: str, data: bytes, headers: dict | None = None) -> dict:
-    reply = requests.post(
-        f"{url}/api/images", files={"file": (name, data)}, headers=headers or {}, timeout=120
-    )
-    assert reply.status_code in (200, 201), reply.text
-    return reply.json()["results"][0]["image"]
+    return upload(url, data, name, headers=headers, statuses=(200, 201))
 
 
 @pytest.fixture(scope="module")
@@ -120,12 +60,15 @@ def library(url: str, photo_jpegs) -> dict[str, dict]:
     """Photos with camera EXIF from two summers, one with a GPS position, two with
     non-Latin-1 names, and plain ones; their images by key, with the bytes sent."""
     sent = {
-        "paris": (NAMES[0], _jpeg(photo_jpegs["coffee"], _exif("2019:07:14 18:22:05", gps=True))),
-        "rocket": (NAMES[1], _jpeg(photo_jpegs["rocket"], _exif("2021:08:02 09:10:00"))),
-        "cat": ("chelsea.jpg", _jpeg(photo_jpegs["chelsea"])),
-        "astronaut": ("astronaut.jpg", _jpeg(photo_jpegs["astronaut"])),
-        "china": ("china.jpg", _jpeg(photo_jpegs["china"], _exif("2021:08:20 12:00:00"))),
-        "bike": ("motorcycle.jpg", _jpeg(photo_jpegs["motorcycle"])),
+        "paris": (
+            NAMES[0],
+            fresh_photo(photo_jpegs["coffee"], _exif("2019:07:14 18:22:05", gps=True)),
+        ),
+        "rocket": (NAMES[1], fresh_photo(photo_jpegs["rocket"], _exif("2021:08:02 09:10:00"))),
+        "cat": ("chelsea.jpg", fresh_photo(photo_jpegs["chelsea"])),
+        "astronaut": ("astronaut.jpg", fresh_photo(photo_jpegs["astronaut"])),
+        "china": ("china.jpg", fresh_photo(photo_jpegs["china"], _exif("2021:08:20 12:00:00"))),
+        "bike": ("motorcycle.jpg", fresh_photo(photo_jpegs["motorcycle"])),
     }
     images = {}
     for key, (name, data) in sent.items():
@@ -134,7 +77,7 @@ def library(url: str, photo_jpegs) -> dict[str, dict]:
 
 
 def _fresh(url: str, photo: bytes, name: str) -> dict:
-    data = _jpeg(photo)
+    data = fresh_photo(photo)
     return {**_upload(url, name, data), "sent": data}
 
 
@@ -186,7 +129,7 @@ def test_viewer_opens_over_the_grid_and_follows_the_keyboard(page: Page, url, li
 
 
 def test_swipe_moves_the_viewer_on_a_touch_screen(browser: Browser, url, library):
-    context = _context(browser, PHONE)
+    context = new_context(browser, PHONE)
     page = context.new_page()
     page.goto(f"{url}/")
     page.locator("#gallery figure.tile .thumb-link").first.click()
@@ -334,7 +277,7 @@ def test_duplicates_keep_one_per_group_and_all_exact_groups_at_once(
     page: Page, url, keyed_gateway, photo_jpegs
 ):
     # Exact copies: the same bytes uploaded by two owners (each owner keeps one copy).
-    same = _jpeg(photo_jpegs["page"])
+    same = fresh_photo(photo_jpegs["page"])
     mine = _upload(url, "page-scan.jpg", same)
     bobs = _upload(
         keyed_gateway.url, "page-scan-bob.jpg", same, {"Authorization": "Bearer bob:bobkey"}
@@ -343,7 +286,7 @@ def test_duplicates_keep_one_per_group_and_all_exact_groups_at_once(
     with Image.open(io.BytesIO(photo_jpegs["astronaut"])) as im:
         small = io.BytesIO()
         im.save(small, "JPEG", quality=60)
-    near_a = _upload(url, "astro-big.jpg", _jpeg(photo_jpegs["astronaut"]))
+    near_a = _upload(url, "astro-big.jpg", fresh_photo(photo_jpegs["astronaut"]))
     near_b = _upload(url, "astro-small.jpg", small.getvalue())
 
     page.goto(f"{url}/duplicates")
@@ -357,7 +300,7 @@ def test_duplicates_keep_one_per_group_and_all_exact_groups_at_once(
     expect(
         page.locator("#near_groups form.group", has=page.locator(f'input[value="{bobs["id"]}"]'))
     ).to_have_count(0)
-    _shoot(page, "duplicates-before-cleanup")
+    shoot(page, "duplicates-before-cleanup")
 
     near = page.locator(
         "#near_groups form.group", has=page.locator(f'input[value="{near_b["id"]}"]')
@@ -466,7 +409,7 @@ def test_the_older_link_works_without_script_and_pages_scroll_in_with_it(
     small = own_stack.start_gateway(gallery_page_size=2)
     try:
         ids = "ts => ts.map(t => t.dataset.id)"
-        plain = _context(browser, java_script_enabled=False)
+        plain = new_context(browser, java_script_enabled=False)
         page = plain.new_page()
         page.goto(f"{small.url}/")
         first = page.locator("figure.tile").evaluate_all(ids)
@@ -475,7 +418,7 @@ def test_the_older_link_works_without_script_and_pages_scroll_in_with_it(
         plain.close()
         assert len(first) == 2 and len(second) == 2 and not set(first) & set(second)
 
-        scripted = _context(browser, {"width": 1366, "height": 400})
+        scripted = new_context(browser, {"width": 1366, "height": 400})
         page = scripted.new_page()
         page.goto(f"{small.url}/")
         page.mouse.wheel(0, 5000)
@@ -502,7 +445,7 @@ def _background(page: Page) -> tuple[int, ...]:
 def test_dark_mode_follows_the_system_setting(browser: Browser, url, library):
     shades = {}
     for scheme in ("light", "dark"):
-        context = _context(browser, scheme=scheme)
+        context = new_context(browser, scheme=scheme)
         page = context.new_page()
         page.goto(f"{url}/")
         shades[scheme] = (
@@ -519,7 +462,7 @@ def test_dark_mode_follows_the_system_setting(browser: Browser, url, library):
     "path", ["/", "/image", "/status", "/upload", "/duplicates", "/search?q=cat"]
 )
 def test_pages_fit_a_390_px_phone(browser: Browser, url, library, path):
-    context = _context(browser, PHONE)
+    context = new_context(browser, PHONE)
     page = context.new_page()
     page.goto(url + (f"/images/{library['paris']['id']}" if path == "/image" else path))
 
@@ -575,7 +518,7 @@ def test_upload_page_sums_up_and_a_refusal_shows_no_progress(
     page: Page, url, tmp_path, photo_jpegs
 ):
     good = tmp_path / "summary-good.jpg"
-    good.write_bytes(_jpeg(photo_jpegs["text"]))
+    good.write_bytes(fresh_photo(photo_jpegs["text"]))
     bad = tmp_path / "not-a-photo.jpg"
     bad.write_text("plain text")
 
@@ -599,20 +542,9 @@ def test_states_read_in_plain_words(page: Page, url, library):
 # --- screenshots -------------------------------------------------------------------------------
 
 
-def _shoot(page: Page, name: str, full: bool = True) -> Path:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    path = SHOTS / f"{name}.png"
-    page.wait_for_load_state("networkidle")
-    page.screenshot(path=str(path), full_page=full)
-    with Image.open(path) as shot:
-        pixels = np.asarray(shot.convert("L"), dtype=np.float32)
-    assert pixels.std() > 10, f"{name} screenshot looks blank"
-    return path
-
-
 def test_screenshots_of_the_main_pages(browser: Browser, url, library, tmp_path, photo_jpegs):
     upload_file = tmp_path / "screenshot-upload.jpg"
-    upload_file.write_bytes(_jpeg(photo_jpegs["china"]))
+    upload_file.write_bytes(fresh_photo(photo_jpegs["china"]))
     bad = tmp_path / "notes.txt.jpg"
     bad.write_text("not a photo")
     pages = {
@@ -627,14 +559,14 @@ def test_screenshots_of_the_main_pages(browser: Browser, url, library, tmp_path,
     taken = []
     for width, viewport in (("1366", DESKTOP), ("390", PHONE)):
         for scheme in ("light", "dark"):
-            context = _context(browser, viewport, scheme)
+            context = new_context(browser, viewport, scheme)
             page = context.new_page()
             for name, path in pages.items():
                 page.goto(url + path)
                 if name == "upload":
                     page.set_input_files("#files", [str(upload_file), str(bad)])
                     expect(page.locator("#summary-text")).to_contain_text("2 of 2 done")
-                taken.append(_shoot(page, f"{name}-{width}-{scheme}", full=name != "viewer"))
+                taken.append(shoot(page, f"{name}-{width}-{scheme}", full=name != "viewer"))
                 assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
             context.close()
     assert len(taken) == 2 * 2 * len(pages)
@@ -715,7 +647,7 @@ def test_upload_failures_can_be_retried_and_a_queue_cancelled(
     files = []
     for i, name in enumerate(["coffee", "rocket", "chelsea", "china", "flower", "camera"]):
         path = tmp_path / f"queue-{i}.jpg"
-        path.write_bytes(_jpeg(photo_jpegs[name]))
+        path.write_bytes(fresh_photo(photo_jpegs[name]))
         files.append(path)
     calls: list[str] = []
 

@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import io
 import re
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
 import requests
 from PIL import ExifTags, Image
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
-from .conftest import Stack, build_stack
+from .browser_support import DESKTOP, PHONE, fresh_photo, new_context, shoot, upload
+from .conftest import Stack
 from .test_api_schemas import check
-from .test_browser import CHROMIUM, CHROMIUM_ARGS
-from .test_gallery_browser import DESKTOP, PHONE, _shoot
+
+# This module's phones have 3x screens (the shared contexts default to 2x).
+PHONE_SCALE = 3
 
 # (name, photo, date taken or None, favourite, trashed)
 PHOTOS = [
@@ -44,60 +44,17 @@ PHOTOS = [
 MARCH = [f"march {day}.jpg" for day in range(5, 0, -1)]
 
 
-@pytest.fixture(scope="module")
-def own_stack(tmp_path_factory, vision_engine) -> Iterator[Stack]:
-    built = build_stack(tmp_path_factory.mktemp("reach-stack"), vision_engine)
-    yield built
-    built.close()
-
-
-@pytest.fixture(scope="module")
-def url(own_stack: Stack) -> str:
-    assert own_stack.gateway is not None
-    return own_stack.gateway.url
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-
-
-def _context(
-    browser: Browser, viewport=DESKTOP, scheme="light", scale: float | None = None, **extra
-) -> BrowserContext:
-    phone = viewport["width"] < 500
-    return browser.new_context(
-        viewport=viewport,
-        color_scheme=scheme,
-        device_scale_factor=scale or (3 if phone else 1),
-        has_touch=phone,
-        **extra,
-    )
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = _context(browser)
-    opened = context.new_page()
-    opened.set_default_timeout(60_000)
-    yield opened
-    context.close()
+def _scale(viewport: dict[str, int]) -> float | None:
+    return PHONE_SCALE if viewport["width"] < 500 else None
 
 
 def _jpeg(photo: bytes, taken: str | None) -> bytes:
-    extra = {}
-    if taken:
-        exif = Image.Exif()
-        exif[ExifTags.Base.Make] = "Canon"
-        exif.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.DateTimeOriginal] = taken
-        extra["exif"] = exif
-    with Image.open(io.BytesIO(photo)) as im:
-        out = io.BytesIO()
-        im.convert("RGB").save(out, "JPEG", quality=90, comment=uuid.uuid4().hex.encode(), **extra)
-    return out.getvalue()
+    if not taken:
+        return fresh_photo(photo)
+    exif = Image.Exif()
+    exif[ExifTags.Base.Make] = "Canon"
+    exif.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.DateTimeOriginal] = taken
+    return fresh_photo(photo, exif)
 
 
 @pytest.fixture(scope="module")
@@ -105,13 +62,7 @@ def library(url: str, photo_jpegs) -> dict[str, dict]:
     """The photos above by filename: some dated by their camera, some starred, two in the trash."""
     images = {}
     for name, photo, taken, favourite, trashed in PHOTOS:
-        reply = requests.post(
-            f"{url}/api/images",
-            files={"file": (name, _jpeg(photo_jpegs[photo], taken))},
-            timeout=120,
-        )
-        assert reply.status_code == 201, reply.text
-        image = reply.json()["results"][0]["image"]
+        image = upload(url, _jpeg(photo_jpegs[photo], taken), name)
         if favourite:
             requests.post(
                 f"{url}/api/images/{image['id']}/favourite", json={"favourite": True}, timeout=30
@@ -157,7 +108,7 @@ _SIDEWAYS = """(allowed) => {
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 def test_no_main_page_scrolls_sideways_on_a_390_px_phone(browser: Browser, url, library, scheme):
-    context = _context(browser, PHONE, scheme)
+    context = new_context(browser, PHONE, scheme, scale=PHONE_SCALE)
     page = context.new_page()
     for name, path in _main_pages(library).items():
         page.goto(url + path)
@@ -171,12 +122,12 @@ def test_no_main_page_scrolls_sideways_on_a_390_px_phone(browser: Browser, url, 
         )
         header = page.locator("header.top").bounding_box()
         assert header is not None and header["height"] <= 100, f"{name}: header {header}"
-        _shoot(page, f"{name}-390-{scheme}", full=name != "viewer")
+        shoot(page, f"{name}-390-{scheme}", full=name != "viewer")
     context.close()
 
 
 def test_the_phone_menu_holds_every_link_and_closes_again(browser: Browser, url, library):
-    context = _context(browser, PHONE)
+    context = new_context(browser, PHONE, scale=PHONE_SCALE)
     page = context.new_page()
     page.goto(f"{url}/favourites")
     links = page.locator("#main-nav a")
@@ -192,7 +143,7 @@ def test_the_phone_menu_holds_every_link_and_closes_again(browser: Browser, url,
         box = link.bounding_box()
         assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"]
     expect(page.locator('#main-nav a[aria-current="page"]')).to_have_text("Favourites")
-    _shoot(page, "menu-390-light", full=False)
+    shoot(page, "menu-390-light", full=False)
     page.keyboard.press("Escape")
     expect(links.first).to_be_hidden()
     expect(button).to_be_focused()
@@ -204,7 +155,7 @@ def test_the_phone_menu_holds_every_link_and_closes_again(browser: Browser, url,
 
 
 def test_without_script_the_phone_links_wrap_instead_of_scrolling(browser: Browser, url, library):
-    context = _context(browser, PHONE, java_script_enabled=False)
+    context = new_context(browser, PHONE, scale=PHONE_SCALE, java_script_enabled=False)
     page = context.new_page()
     page.goto(f"{url}/")
 
@@ -229,11 +180,11 @@ def test_on_a_desktop_the_links_show_without_a_menu(page: Page, url, library):
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 def test_screenshots_of_every_main_page_at_1366(browser: Browser, url, library, scheme):
-    context = _context(browser, DESKTOP, scheme)
+    context = new_context(browser, DESKTOP, scheme)
     page = context.new_page()
     for name, path in _main_pages(library).items():
         page.goto(url + path)
-        _shoot(page, f"{name}-1366-{scheme}", full=name != "viewer")
+        shoot(page, f"{name}-1366-{scheme}", full=name != "viewer")
         assert page.evaluate("document.scrollingElement.scrollWidth") <= DESKTOP["width"]
         if scheme == "dark":
             # Dark pages stay dark all the way down (no light card or strip left behind).
@@ -273,7 +224,7 @@ _SHARPNESS = """async tiles => Promise.all(tiles.map(async tile => {
 )
 def test_thumbnails_are_sharp_at_every_pixel_ratio(browser: Browser, url, library, viewport, scale):
     widths = {image["id"]: image["width"] for image in library.values()}
-    context = _context(browser, viewport, scale=scale)
+    context = new_context(browser, viewport, scale=scale)
     page = context.new_page()
     page.goto(f"{url}/")
     tiles = page.locator("#gallery figure.tile")
@@ -320,7 +271,7 @@ _ROWS = """grid => {
 
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE, {"width": 800, "height": 900}])
 def test_rows_are_justified_edge_to_edge(browser: Browser, url, library, viewport):
-    context = _context(browser, viewport)
+    context = new_context(browser, viewport, scale=_scale(viewport))
     page = context.new_page()
     page.goto(f"{url}/")
     page.wait_for_load_state("networkidle")
@@ -362,7 +313,7 @@ def test_a_mix_of_wide_and_tall_photos_still_fills_even_rows(
 ):
     # Panoramas next to portraits: plain flex rows would stretch a photo left alone on a row.
     ratios = [1.5, 2.8, 1.5, 0.7, 3.0, 1.0, 0.75, 2.8, 1.33, 1.5, 0.6, 2.2, 1.5, 1.5]
-    context = _context(browser, viewport)
+    context = new_context(browser, viewport, scale=_scale(viewport))
     page = context.new_page()
     page.goto(f"{url}/favourites")
     page.evaluate(_SYNTHETIC, ratios)
@@ -423,7 +374,7 @@ def test_a_shared_viewer_link_opens_a_photo_not_on_the_first_page(
 ):
     small = own_stack.start_gateway(gallery_page_size=2)
     try:
-        context = _context(browser)
+        context = new_context(browser)
         page = context.new_page()
         page.goto(f"{small.url}/")
         first_page = page.locator("#gallery figure.tile").evaluate_all(
@@ -451,7 +402,7 @@ def test_next_past_the_last_photo_loaded_brings_in_older_ones(
 ):
     small = own_stack.start_gateway(gallery_page_size=2)
     try:
-        context = _context(browser, {"width": 1366, "height": 2000})
+        context = new_context(browser, {"width": 1366, "height": 2000})
         page = context.new_page()
         # No infinite scroll: only the viewer's own "next" can bring older photos in.
         page.add_init_script("delete window.IntersectionObserver")
@@ -547,7 +498,7 @@ def test_months_run_on_across_pages_in_date_taken_order(
     this_year = datetime.now(UTC)
     small = own_stack.start_gateway(gallery_page_size=2)
     try:
-        plain = _context(browser, java_script_enabled=False)
+        plain = new_context(browser, java_script_enabled=False)
         page = plain.new_page()
         page.goto(f"{small.url}/")
         pages = []
@@ -566,7 +517,7 @@ def test_months_run_on_across_pages_in_date_taken_order(
             ["March 2015"],
         ]
 
-        scripted = _context(browser, {"width": 1366, "height": 500})
+        scripted = new_context(browser, {"width": 1366, "height": 500})
         page = scripted.new_page()
         page.goto(f"{small.url}/")
         for _ in range(10):
@@ -630,7 +581,7 @@ def test_the_upload_summary_shows_only_once_files_are_chosen(page: Page, url, li
 
 
 def test_the_status_page_says_how_services_are_in_words(browser: Browser, url, library):
-    context = _context(browser, PHONE)
+    context = new_context(browser, PHONE, scale=PHONE_SCALE)
     page = context.new_page()
     page.goto(f"{url}/status")
 
@@ -688,7 +639,7 @@ _TOP_TITLE = """() => {
 
 
 def test_the_month_in_view_stays_named_at_the_top_while_scrolling(browser: Browser, url, library):
-    context = _context(browser, {"width": 1366, "height": 500})
+    context = new_context(browser, {"width": 1366, "height": 500})
     page = context.new_page()
     page.goto(f"{url}/")
     page.locator(

@@ -14,82 +14,23 @@ from __future__ import annotations
 import io
 import re
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 import skimage
 from PIL import Image
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
-from .conftest import Stack, build_stack
-from .test_browser import CHROMIUM, CHROMIUM_ARGS
-from .test_gallery_browser import DESKTOP, PHONE, _shoot
+from .browser_support import DESKTOP, PHONE, fresh_photo, new_context, shoot, upload
+from .conftest import Stack
 
 # A real photo larger than the 1024 px preview (scikit-image's retina, 1411 x 1411).
 RETINA = Path(skimage.__file__).parent / "data" / "retina.jpg"
 
 
-@pytest.fixture(scope="module")
-def own_stack(tmp_path_factory, vision_engine) -> Iterator[Stack]:
-    built = build_stack(tmp_path_factory.mktemp("selection-stack"), vision_engine)
-    yield built
-    built.close()
-
-
-@pytest.fixture(scope="module")
-def url(own_stack: Stack) -> str:
-    assert own_stack.gateway is not None
-    return own_stack.gateway.url
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-
-
-def _context(
-    browser: Browser, viewport=DESKTOP, scheme="light", scale=1, **extra
-) -> BrowserContext:
-    return browser.new_context(
-        viewport=viewport,
-        color_scheme=scheme,
-        device_scale_factor=scale,
-        has_touch=viewport["width"] < 500,
-        **extra,
-    )
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = _context(browser)
-    opened = context.new_page()
-    opened.set_default_timeout(60_000)
-    yield opened
-    context.close()
-
-
-def _jpeg(photo: bytes) -> bytes:
-    with Image.open(io.BytesIO(photo)) as im:
-        out = io.BytesIO()
-        im.convert("RGB").save(out, "JPEG", quality=90, comment=uuid.uuid4().hex.encode())
-    return out.getvalue()
-
-
 def _upload(url: str, data: bytes, name: str = "", wait: bool = True) -> dict:
-    name = name or f"pick-{uuid.uuid4().hex[:8]}.jpg"
-    reply = requests.post(
-        f"{url}/api/images",
-        files={"file": (name, data)},
-        data={} if wait else {"wait": "0"},
-        timeout=120,
-    )
-    assert reply.status_code == 201, reply.text
-    return reply.json()["results"][0]["image"]
+    return upload(url, data, name or f"pick-{uuid.uuid4().hex[:8]}.jpg", wait=wait)
 
 
 def _image(url: str, image_id: str) -> requests.Response:
@@ -114,7 +55,7 @@ def _ids(page: Page, grid: str) -> list[str]:
 
 
 def test_favourites_bar_unstars_several_and_adds_them_to_an_album(page: Page, url, photo_jpegs):
-    starred = [_upload(url, _jpeg(photo_jpegs[p])) for p in ("coffee", "chelsea", "rocket")]
+    starred = [_upload(url, fresh_photo(photo_jpegs[p])) for p in ("coffee", "chelsea", "rocket")]
     for image in starred:
         _star(url, image["id"])
     page.goto(f"{url}/favourites")
@@ -140,7 +81,7 @@ def test_favourites_bar_unstars_several_and_adds_them_to_an_album(page: Page, ur
 
 
 def test_trash_bar_restores_several_and_deletes_others_for_good(page: Page, url, photo_jpegs):
-    binned = [_upload(url, _jpeg(photo_jpegs[p])) for p in ("astronaut", "china", "flower")]
+    binned = [_upload(url, fresh_photo(photo_jpegs[p])) for p in ("astronaut", "china", "flower")]
     for image in binned:
         _trash(url, image["id"])
     page.goto(f"{url}/trash")
@@ -171,11 +112,11 @@ def test_trash_bar_restores_several_and_deletes_others_for_good(page: Page, url,
 
 
 def test_the_trash_and_favourites_bars_work_without_script(browser: Browser, url, photo_jpegs):
-    binned = _upload(url, _jpeg(photo_jpegs["motorcycle"]))
+    binned = _upload(url, fresh_photo(photo_jpegs["motorcycle"]))
     _trash(url, binned["id"])
-    starred = _upload(url, _jpeg(photo_jpegs["camera"]))
+    starred = _upload(url, fresh_photo(photo_jpegs["camera"]))
     _star(url, starred["id"])
-    context = _context(browser, java_script_enabled=False)
+    context = new_context(browser, java_script_enabled=False)
     page = context.new_page()
     page.set_default_timeout(60_000)
     page.goto(f"{url}/trash")
@@ -194,7 +135,7 @@ def test_the_trash_and_favourites_bars_work_without_script(browser: Browser, url
 
 
 def test_acting_on_a_selection_in_an_album_comes_back_to_the_album(page: Page, url, photo_jpegs):
-    image = _upload(url, _jpeg(photo_jpegs["rocket"]))
+    image = _upload(url, fresh_photo(photo_jpegs["rocket"]))
     album = requests.post(
         f"{url}/api/albums",
         json={"name": f"Trip {uuid.uuid4().hex[:6]}", "image_ids": [image["id"]]},
@@ -210,7 +151,7 @@ def test_acting_on_a_selection_in_an_album_comes_back_to_the_album(page: Page, u
 
 
 def test_restoring_what_is_no_longer_in_the_trash_is_counted_not_an_error(url, photo_jpegs):
-    image = _upload(url, _jpeg(photo_jpegs["page"]))
+    image = _upload(url, fresh_photo(photo_jpegs["page"]))
     with requests.Session() as http:
         form = http.get(f"{url}/trash", timeout=30).text
         token = re.search(r'name="csrf-token" content="([^"]+)"', form)
@@ -236,7 +177,7 @@ def _checked(page: Page, grid: str) -> list[str]:
 
 def test_space_and_shift_arrows_select_a_range_from_the_keyboard(page: Page, url, photo_jpegs):
     for photo in ("coffee", "chelsea", "rocket", "astronaut", "china", "flower", "motorcycle"):
-        _upload(url, _jpeg(photo_jpegs[photo]))
+        _upload(url, fresh_photo(photo_jpegs[photo]))
     page.goto(f"{url}/")
     ids = _ids(page, "#gallery")
     count = page.locator("#selected-count")
@@ -296,10 +237,10 @@ def test_shift_arrow_past_the_last_photo_loaded_brings_in_older_ones(
     browser: Browser, own_stack: Stack, url, photo_jpegs
 ):
     for photo in ("coffee", "chelsea", "rocket"):
-        _upload(url, _jpeg(photo_jpegs[photo]))
+        _upload(url, fresh_photo(photo_jpegs[photo]))
     small = own_stack.start_gateway(gallery_page_size=2)
     try:
-        context = _context(browser)
+        context = new_context(browser)
         page = context.new_page()
         page.set_default_timeout(60_000)
         # No infinite scroll: only the keys can bring older photos in.
@@ -335,7 +276,7 @@ def _open_image_page(
     browser: Browser, url: str, image_id: str, viewport, scale, shot: str = ""
 ) -> dict:
     """The image page at this screen: what its photo fetched (bytes per kind) and shows."""
-    context = _context(browser, viewport, scale=scale)
+    context = new_context(browser, viewport, scale=scale)
     page = context.new_page()
     page.set_default_timeout(60_000)
     fetched: dict[str, int] = {"preview": 0, "original": 0}
@@ -353,7 +294,7 @@ def _open_image_page(
     page.wait_for_load_state("networkidle")
     shown = page.locator("#preview").evaluate(_SHOWN)
     if shot:
-        _shoot(page, shot, full=False)
+        shoot(page, shot, full=False)
     # The viewer over the page chooses the same way.
     page.click("#full-size")
     viewer = page.locator("#lb-image")
@@ -405,7 +346,7 @@ def test_the_image_page_is_sharp_on_2x_and_3x_and_light_on_1x(browser: Browser, 
 def test_a_photo_no_larger_than_its_preview_keeps_the_preview_alone(
     browser: Browser, url, photo_jpegs
 ):
-    small = _upload(url, _jpeg(photo_jpegs["coffee"]))  # 600 x 400
+    small = _upload(url, fresh_photo(photo_jpegs["coffee"]))  # 600 x 400
     got = _open_image_page(browser, url, small["id"], DESKTOP, 2)
     assert got["original"] == 0 and "/thumbnail" in got["src"]
     assert got["shown"] == pytest.approx(small["width"], abs=1)  # not blown up
@@ -429,7 +370,7 @@ def test_tiles_being_analysed_update_without_a_reload_then_polling_stops(
     browser: Browser, own_stack: Stack, url, photo_jpegs
 ):
     # Nothing pending: the page asks nothing.
-    context = _context(browser)
+    context = new_context(browser)
     page = context.new_page()
     page.set_default_timeout(60_000)
     calls = _api_calls(page)
@@ -440,7 +381,7 @@ def test_tiles_being_analysed_update_without_a_reload_then_polling_stops(
 
     own_stack.stop_analysis()
     try:
-        waiting = _upload(url, _jpeg(photo_jpegs["chelsea"]), "waiting.jpg", wait=False)
+        waiting = _upload(url, fresh_photo(photo_jpegs["chelsea"]), "waiting.jpg", wait=False)
         assert waiting["status"] == "pending"
         page.goto(f"{url}/")
         tile = page.locator(f'figure.tile[data-id="{waiting["id"]}"]')
@@ -477,10 +418,10 @@ def test_tiles_being_analysed_update_without_a_reload_then_polling_stops(
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 def test_screenshots_of_the_selection_bars(browser: Browser, url, photo_jpegs, scheme):
     for photo in ("coffee", "rocket", "china"):
-        _star(url, _upload(url, _jpeg(photo_jpegs[photo]))["id"])
-        _trash(url, _upload(url, _jpeg(photo_jpegs[photo]))["id"])
+        _star(url, _upload(url, fresh_photo(photo_jpegs[photo]))["id"])
+        _trash(url, _upload(url, fresh_photo(photo_jpegs[photo]))["id"])
     for width, viewport, scale in (("1366", DESKTOP, 1), ("390", PHONE, 2)):
-        context = _context(browser, viewport, scheme, scale)
+        context = new_context(browser, viewport, scheme, scale)
         page = context.new_page()
         page.set_default_timeout(60_000)
         for name, grid in (("favourites", "#favourites"), ("trash", "#trash")):
@@ -490,7 +431,7 @@ def test_screenshots_of_the_selection_bars(browser: Browser, url, photo_jpegs, s
             page.keyboard.press("Space")
             page.keyboard.press("Shift+ArrowRight")
             expect(page.locator("#selected-count")).to_have_text("2 selected")
-            _shoot(page, f"{name}-selecting-{width}-{scheme}", full=False)
+            shoot(page, f"{name}-selecting-{width}-{scheme}", full=False)
             assert page.evaluate("document.scrollingElement.scrollWidth") <= viewport["width"]
             # Every action of the bar is on screen, none cut off at the side.
             for button in page.locator("#bulk-form .bulk-actions button").all():

@@ -5,23 +5,17 @@ then Undo, restore from the Trash page, empty trash), with screenshots at 1366 a
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
-import pytest
 import requests
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
+from .browser_support import DESKTOP, PHONE, new_context, shoot, upload
 from .conftest import fresh_jpeg
 from .test_api_schemas import check
-from .test_browser import CHROMIUM, CHROMIUM_ARGS
-from .test_gallery_browser import DESKTOP, PHONE, _context, _shoot
 
 
 def _upload(url: str, data: bytes, name: str = "") -> dict:
-    name = name or f"trash-{uuid.uuid4().hex[:8]}.jpg"
-    reply = requests.post(f"{url}/api/images", files={"file": (name, data)}, timeout=120)
-    assert reply.status_code == 201, reply.text
-    return reply.json()["results"][0]["image"]
+    return upload(url, data, name or f"trash-{uuid.uuid4().hex[:8]}.jpg")
 
 
 def _listed(url: str, **params) -> list[str]:
@@ -72,21 +66,13 @@ def test_empty_trash_over_rest(gateway_url, photo_jpegs):
     assert requests.get(f"{url}/api/images/{image['id']}", timeout=30).status_code == 404
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-
-
 def test_delete_offers_undo_then_trash_page_restores_and_empties(
     browser: Browser, gateway_url, photo_jpegs
 ):
     url = gateway_url
     first = _upload(url, fresh_jpeg(photo_jpegs["chelsea"]))
     second = _upload(url, fresh_jpeg(photo_jpegs["astronaut"]))
-    context = _context(browser)
+    context = new_context(browser)
     page = context.new_page()
     page.set_default_timeout(60_000)
 
@@ -110,10 +96,10 @@ def test_delete_offers_undo_then_trash_page_restores_and_empties(
     expect(page.locator(f'#trash figure.tile[data-id="{first["id"]}"]')).to_be_visible()
     expect(page.locator(f'#trash figure.tile[data-id="{second["id"]}"]')).to_be_visible()
     for width, viewport in (("1366", DESKTOP), ("390", PHONE)):
-        shot_context = _context(browser, viewport)
+        shot_context = new_context(browser, viewport)
         shot = shot_context.new_page()
         shot.goto(url + "/trash")
-        _shoot(shot, f"trash-{width}-light")
+        shoot(shot, f"trash-{width}-light")
         assert shot.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
         shot_context.close()
     page.click(f"#restore-{first['id']}")
