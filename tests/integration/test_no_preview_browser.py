@@ -5,8 +5,8 @@ its chunk checksum fixed passes storage's structural check on the acknowledged p
 background thumbnailer's full decode fails and marks its thumbnails FAILED with the reason. The
 gallery shows a placeholder sign in its tile (no broken <img>), the viewer and the image page
 say why and still offer the original's download and the trash; an <img> drawn for it anyway
-(an album cover) turns into the sign. Screenshots at 1280 and 390 px are saved under
-tests/artifacts/screenshots/no-preview-*.png.
+(an album cover) turns into the sign. Screenshots at 1280 and 390 px, light and dark, are
+saved under tests/artifacts/screenshots/no-preview-*.png.
 """
 
 from __future__ import annotations
@@ -79,12 +79,13 @@ def test_the_api_says_the_thumbnails_failed_and_why(url, library):
     assert thumb.status_code == 400
 
 
+@pytest.mark.parametrize("scheme", ["light", "dark"])
 @pytest.mark.parametrize("viewport", [WIDE, PHONE], ids=["1280", "390"])
 def test_the_gallery_tile_is_a_sign_with_the_name_not_a_broken_image(
-    browser: Browser, url, library, viewport
+    browser: Browser, url, library, viewport, scheme
 ):
     image_id = library["image"]["id"]
-    context = new_context(browser, viewport)
+    context = new_context(browser, viewport, scheme)
     page = context.new_page()
     page.set_default_timeout(60_000)
     try:
@@ -104,7 +105,7 @@ def test_the_gallery_tile_is_a_sign_with_the_name_not_a_broken_image(
         page.wait_for_function("() => [...document.images].every(i => i.complete)")
         assert page.locator("figure.tile img.thumb").count() == 3
         assert page.evaluate(BROKEN) == []
-        shoot(page, f"no-preview-gallery-{viewport['width']}")
+        shoot(page, f"no-preview-gallery-{viewport['width']}-{scheme}")
     finally:
         context.close()
 
@@ -143,10 +144,13 @@ def test_the_viewer_says_why_and_still_downloads_and_deletes(browser: Browser, u
         context.close()
 
 
+@pytest.mark.parametrize("scheme", ["light", "dark"])
 @pytest.mark.parametrize("viewport", [WIDE, PHONE], ids=["1280", "390"])
-def test_the_image_page_says_why_and_offers_the_original(browser: Browser, url, library, viewport):
+def test_the_image_page_says_why_and_offers_the_original(
+    browser: Browser, url, library, viewport, scheme
+):
     image = library["image"]
-    context = new_context(browser, viewport)
+    context = new_context(browser, viewport, scheme)
     page = context.new_page()
     page.set_default_timeout(60_000)
     try:
@@ -160,7 +164,7 @@ def test_the_image_page_says_why_and_offers_the_original(browser: Browser, url, 
         assert page.locator("#view-full").count() == 0
         page.wait_for_function("() => [...document.images].every(i => i.complete)")
         assert page.evaluate(BROKEN) == []
-        shoot(page, f"no-preview-image-{viewport['width']}")
+        shoot(page, f"no-preview-image-{viewport['width']}-{scheme}")
     finally:
         context.close()
 
