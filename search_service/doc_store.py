@@ -23,7 +23,7 @@ import json
 import operator
 import struct
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import fields
 from typing import Any, cast
 
@@ -77,6 +77,58 @@ class DocumentStore:
 
     def append(self, doc: Document | None) -> None:
         self._rows.append(None if doc is None else self._encode(doc))
+
+    @property
+    def kinds(self) -> list[tuple[str, tuple[str, ...], int]]:
+        """The label kinds (name, synonyms, class number) label_kinds() numbers: only ever
+        appended to."""
+        return self._kinds
+
+    def label_kinds(self, labels: list[Label]) -> npt.NDArray[np.int64] | None:
+        """The kind number of each of `labels` (new kinds added to the table), or None when
+        the table would grow past what a kind number holds (see _encode)."""
+        kind_of = self._kind_of
+        try:  # the common case: every kind known, synonyms a tuple
+            return np.asarray(
+                [kind_of[(lb.name, lb.synonyms, lb.class_index)] for lb in labels], np.int64
+            )
+        except (KeyError, TypeError):
+            pass
+        kinds = []
+        for label in labels:
+            key = (label.name, tuple(label.synonyms), label.class_index)
+            kind = kind_of.get(key)
+            if kind is None:
+                if len(self._kinds) >= _MAX_KINDS:
+                    return None
+                kind = kind_of[key] = len(self._kinds)
+                self._kinds.append(key)
+            kinds.append(kind)
+        return np.asarray(kinds, np.int64)
+
+    def extend(
+        self,
+        docs: Sequence[Document],
+        kinds: npt.NDArray[np.int64],
+        probabilities: npt.NDArray[np.float64],
+    ) -> None:
+        """append() each of `docs`, their labels given as the kind numbers (label_kinds) and
+        probabilities of all their labels in order: packed for the batch at once, the same
+        bytes as _encode's."""
+        packed_kinds = kinds.astype("<u2").tobytes()
+        packed_probs = probabilities.astype("<f8").tobytes()
+        ends = np.cumsum([len(doc.labels) for doc in docs]).tolist()
+        start = 0
+        rows = self._rows
+        for doc, end in zip(docs, ends, strict=True):
+            rows.append(
+                (
+                    *_plain(doc),
+                    packed_kinds[2 * start : 2 * end],
+                    packed_probs[8 * start : 8 * end],
+                )
+            )
+            start = end
 
     def _present(self, docno: int) -> bool:
         base = self._base_count

@@ -50,7 +50,7 @@ TextEmbedder = Callable[[list[str]], npt.NDArray[np.float32]]
 
 _QUERY_EMBEDDING_CACHE = 1024
 # Documents extend() adds per put_many().
-_EXTEND_BATCH = 1024
+_EXTEND_BATCH = 8192
 _COMPACT_MIN_DEAD = 1000
 # While the vision service is down, say so in the log at most this often.
 _EMBED_WARNING_EVERY_S = 60.0
@@ -197,33 +197,85 @@ class SearchIndex:
 
     def put_many(self, docs: Sequence[Document]) -> None:
         """put() each of `docs`, in order; vectors, concept weights and the filter columns are
-        filled a batch at a time. Every document is validated before any is added."""
+        filled a batch at a time, and every label is numbered once (its kind in the document
+        store's table) for the keyword index, the document store and the concept space alike.
+        Every document is validated before any is added."""
         if len({d.image_id for d in docs}) != len(docs):  # one image twice: one at a time
             for doc in docs:
                 self.put_many([doc])
             return
-        for doc in docs:
-            self.validate(doc)
-        for doc in docs:
-            self.remove(doc.image_id)
+        labels = [lb for d in docs for lb in d.labels]
+        probs = np.asarray([lb.probability for lb in labels], np.float64)
+        moderation = np.asarray([d.moderation_score for d in docs], np.float64)
+        taken = np.asarray([d.taken_at_unix_s for d in docs], np.int64)
+        self._validate_many(docs, probs, moderation, taken)
+        ids = self._ids
+        for image_id in [d.image_id for d in docs if d.image_id in ids]:
+            self.remove(image_id)
         self._writes += 1
         first = len(self._docs)
-        self.keywords.add_many(first, docs)
-        for docno, doc in enumerate(docs, first):
-            self._docs.append(doc)  # kept without its vector (self.vectors holds it, int8)
-            self._ids[doc.image_id] = docno
+        kinds = self._docs.label_kinds(labels)
+        counts = [len(d.labels) for d in docs]
+        if kinds is None:  # more kinds than the store numbers: a document at a time
+            self.keywords.add_many(first, docs)
+            for doc in docs:
+                self._docs.append(doc)
+        else:
+            self.keywords.add_many(first, docs, (kinds, self._docs.kinds, probs))
+            self._docs.extend(docs, kinds, probs)  # without vectors (self.vectors holds them)
+        ids.update(zip([d.image_id for d in docs], range(first, first + len(docs)), strict=True))
         floor = self.params.bm25.min_label_probability
-        self._label_docs.update(lb.name for d in docs for lb in d.labels if lb.probability >= floor)
+        if kinds is None:
+            self._label_docs.update(lb.name for lb in labels if lb.probability >= floor)
+        else:
+            per_kind = np.bincount(kinds[probs >= floor])
+            table = self._docs.kinds
+            for kind, n in zip(
+                np.flatnonzero(per_kind).tolist(), per_kind[per_kind > 0].tolist(), strict=True
+            ):
+                self._label_docs[table[kind][0]] += n
         self.vectors.add_many(first, [d.feature_vector for d in docs])
         if self.concepts is not None:
-            self.concepts.add_many(first, [d.labels for d in docs])
+            if kinds is None:
+                self.concepts.add_many(first, [d.labels for d in docs])
+            else:
+                classes = self.concepts.kind_classes(self._docs.kinds)[kinds]
+                self.concepts.add_rows(first, counts, classes, probs)
         owners = self._owner_codes
         self._alive.extend(np.ones(len(docs), np.bool_))
         self._owner.extend([owners.setdefault(d.owner, len(owners)) for d in docs])
-        self._moderation.extend([d.moderation_score for d in docs])
+        self._moderation.extend(moderation)
         self._status.extend([int(d.status) for d in docs])
-        self._taken.extend([d.taken_at_unix_s for d in docs])
+        self._taken.extend(taken)
         self._favourite.extend([d.favourite for d in docs])
+
+    def _validate_many(
+        self,
+        docs: Sequence[Document],
+        probs: npt.NDArray[np.float64],
+        moderation: npt.NDArray[np.float64],
+        taken: npt.NDArray[np.int64],
+    ) -> None:
+        """validate() every document: checked for the batch at once, and a document at a time
+        (for the first error's own message) only when something looks wrong."""
+        dim = self.params.vector_dim
+        try:
+            with np.errstate(over="ignore"):  # a square past float32 is checked below
+                fine = (
+                    all(d.image_id for d in docs)
+                    and bool(((probs >= 0.0) & (probs <= 1.0)).all())
+                    and bool(((moderation >= 0.0) & (moderation <= 1.0)).all())
+                    and bool((taken >= 0).all())
+                    and all(
+                        v is None or (len(v) == dim and math.isfinite(v @ v))
+                        for v in [d.feature_vector for d in docs]
+                    )
+                )
+        except (TypeError, ValueError):
+            fine = False
+        if not fine:
+            for doc in docs:
+                self.validate(doc)
 
     def remove(self, image_id: str) -> bool:
         docno = self._ids.pop(image_id, None)

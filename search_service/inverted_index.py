@@ -170,6 +170,9 @@ class InvertedIndex:
         self._tokens: dict[int, dict[str, int]] = {}
         self._tok_term = GrowableArray(np.int64)
         self._tok_text = GrowableArray(np.int64)
+        # A caller's label kind number -> this index's (add_many's `labels`).
+        self._outer: list[int] = []
+        self._outer_array = np.zeros(0, np.int64)
         self._concept_flat: tuple[Any, Any, Any, Any] | None = None
         self._kind_flat: tuple[Any, tuple[Any, Any], tuple[Any, Any]] | None = None
 
@@ -248,14 +251,21 @@ class InvertedIndex:
         """Index `doc` under `docno`, which must be higher than every number added before."""
         self.add_many(docno, [doc])
 
-    def add_many(self, first: int, docs: Sequence[Document]) -> None:
+    def add_many(
+        self,
+        first: int,
+        docs: Sequence[Document],
+        labels: tuple[Any, Sequence[tuple[str, tuple[str, ...], int]], Any] | None = None,
+    ) -> None:
         """add() each of `docs` under first, first + 1, ...: the postings, lengths and
         suggestion counts analyse() gives, made a batch at a time. Label and concept terms come
         from tables per label kind and per concept (1000 classes, analysed once); free text
         (OCR, filenames, owners) is split by one regex over the batch's joined values and its
         words looked up in a table of the words seen before; other text fields from a cache of
         their values' analysis. Postings are grouped by term with radix sorts (no comparison
-        sort of the batch) and appended with numpy, one slice per touched list."""
+        sort of the batch) and appended with numpy, one slice per touched list. `labels`: the
+        documents' labels as already numbered by the caller (kind numbers into an append-only
+        table of (name, synonyms, class number), and probabilities, all labels in order)."""
         if first != len(self._lengths["labels"]):
             raise ValueError(f"document numbers must be dense: got {first}")
         count = len(docs)
@@ -267,27 +277,12 @@ class InvertedIndex:
         floor = self.params.min_label_probability
         # Every label as (kind, probability), documents in order: a kind is a label's name,
         # synonyms and class number, analysed once (label names come from ~1000 classes).
-        kind_of = self._kind_of
-        l_kind: list[int] = []
-        l_p: list[float] = []
-        l_count: list[int] = []
-        for doc in docs:
-            labels = doc.labels
-            try:
-                l_kind += [kind_of.get((lb.name, lb.synonyms, lb.class_index), -1) for lb in labels]
-            except TypeError:  # synonyms given as a list
-                l_kind += [
-                    kind_of.get((lb.name, tuple(lb.synonyms), lb.class_index), -1) for lb in labels
-                ]
-            l_p += [lb.probability for lb in labels]
-            l_count.append(len(labels))
-        if -1 in l_kind:
-            labels_flat = [lb for doc in docs for lb in doc.labels]
-            for j in [j for j, k in enumerate(l_kind) if k < 0]:
-                lb = labels_flat[j]
-                key = (lb.name, tuple(lb.synonyms), lb.class_index)
-                found = kind_of.get(key)
-                l_kind[j] = self._new_kind(key) if found is None else found
+        l_count = [len(doc.labels) for doc in docs]
+        if labels is None:
+            lk, lp = self._label_kinds(docs)
+        else:
+            outer, table, lp = labels
+            lk = self._outer_kinds(table)[outer]
         # (document, term, weight) of the probability fields, reduced by max per pair below;
         # (document, term) of every word of the text fields, counted per pair below;
         # (document, text) of the suggestion table with the field. Within a term (a term
@@ -354,8 +349,6 @@ class InvertedIndex:
             c_parts.append((w_doc, w_term))
             s_parts.append((t_doc, t_text, fno))
             text_lengths[fno] = np.bincount(w_doc, minlength=count)
-        lk = np.asarray(l_kind, np.int64)
-        lp = np.asarray(l_p, np.float64)
         ld = np.repeat(np.arange(count), l_count)
         k_class, k_terms, k_texts = self._kind_table()
         strong = lp >= floor
@@ -402,6 +395,40 @@ class InvertedIndex:
         sd, st = (np.concatenate([part[i] for part in s_parts]) for i in (0, 1))
         sf = np.repeat([part[2] for part in s_parts], [len(part[0]) for part in s_parts])
         self._count_surface_batch(count, sd, st, sf.astype(np.int64))
+
+    def _label_kinds(self, docs: Sequence[Document]) -> tuple[Any, Any]:
+        """Kind (this index's numbers) and probability of every label of `docs`, in order."""
+        kind_of = self._kind_of
+        l_kind: list[int] = []
+        l_p: list[float] = []
+        for doc in docs:
+            labels = doc.labels
+            try:
+                l_kind += [kind_of.get((lb.name, lb.synonyms, lb.class_index), -1) for lb in labels]
+            except TypeError:  # synonyms given as a list
+                l_kind += [
+                    kind_of.get((lb.name, tuple(lb.synonyms), lb.class_index), -1) for lb in labels
+                ]
+            l_p += [lb.probability for lb in labels]
+        if -1 in l_kind:
+            labels_flat = [lb for doc in docs for lb in doc.labels]
+            for j in [j for j, k in enumerate(l_kind) if k < 0]:
+                lb = labels_flat[j]
+                key = (lb.name, tuple(lb.synonyms), lb.class_index)
+                found = kind_of.get(key)
+                l_kind[j] = self._new_kind(key) if found is None else found
+        return np.asarray(l_kind, np.int64), np.asarray(l_p, np.float64)
+
+    def _outer_kinds(self, table: Sequence[tuple[str, tuple[str, ...], int]]) -> Any:
+        """This index's kind number for each kind of a caller's append-only table."""
+        known = self._outer
+        if len(known) < len(table):
+            kind_of = self._kind_of
+            for key in table[len(known) :]:
+                found = kind_of.get(key)
+                known.append(self._new_kind(key) if found is None else found)
+            self._outer_array = np.asarray(known, np.int64)
+        return self._outer_array
 
     def _joined_words(self, fno: int, values: list[tuple[int, str]]) -> tuple[Any, ...] | None:
         """(document, term) of every word of a text field's (document, value) pairs and
@@ -594,6 +621,8 @@ class InvertedIndex:
         self._tokens = {}
         self._tok_term = GrowableArray(np.int64)
         self._tok_text = GrowableArray(np.int64)
+        self._outer = []
+        self._outer_array = np.zeros(0, np.int64)
         self._concept_flat = None
         self._kind_flat = None
 

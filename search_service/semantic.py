@@ -74,6 +74,8 @@ class ConceptSpace:
         self.embeddings = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
         self._gram = self.embeddings @ self.embeddings.T
         self._by_name = {normalise(n): i for i, n in enumerate(self.label_names)}
+        self._kind_classes: list[int] = []
+        self._kind_class_array = np.zeros(0, np.int64)
         self.clear_docs()
 
     def __len__(self) -> int:
@@ -105,20 +107,42 @@ class ConceptSpace:
         document's labels by probability (ties in their order), the top TOP_LABELS of known
         classes kept, the first of a class posted when it is the top label or weighs
         POSTING_FLOOR."""
-        if first != len(self._norms):
-            raise ValueError(f"document numbers must be dense: got {first}")
-        count = len(label_lists)
         flat = [label for labels in label_lists for label in labels]
-        doc = np.repeat(np.arange(count), [len(labels) for labels in label_lists])
         p = np.asarray([label.probability for label in flat], np.float64)
         cls = np.asarray([label.class_index for label in flat], np.int64)
         unknown = np.flatnonzero((cls < 0) | (cls >= len(self.label_names)))
         for j in unknown.tolist():
             cls[j] = self.class_of(flat[j])
+        self.add_rows(first, [len(labels) for labels in label_lists], cls, p)
+
+    def kind_classes(
+        self, kinds: Sequence[tuple[str, tuple[str, ...], int]]
+    ) -> npt.NDArray[np.int64]:
+        """The class (class_of) of each label kind (name, synonyms, class number) of an
+        append-only kind table, remembered for the kinds seen before."""
+        known = self._kind_classes
+        if len(known) < len(kinds):
+            known.extend(
+                self.class_of(Label(name, 1.0, synonyms, index))
+                for name, synonyms, index in kinds[len(known) :]
+            )
+            self._kind_class_array = np.asarray(known, np.int64)
+        return self._kind_class_array
+
+    def add_rows(self, first: int, counts: Sequence[int], cls: Any, p: Any) -> None:
+        """add_many() with the labels given as arrays: each document's number of labels, and
+        every label's class (-1: none) and probability, documents in order."""
+        if first != len(self._norms):
+            raise ValueError(f"document numbers must be dense: got {first}")
+        count = len(counts)
+        doc = np.repeat(np.arange(count), counts)
         valid = np.flatnonzero((cls >= 0) & (p > 0))
         doc, p, cls = doc[valid], p[valid], cls[valid]
-        ranked = np.lexsort((-p, doc))  # stable: equal probabilities keep their order
-        doc, p, cls = doc[ranked], p[ranked], cls[ranked]
+        # Labels come by probability within each document (as the classifier gives them);
+        # otherwise they are put in that order.
+        if ((doc[1:] == doc[:-1]) & (p[1:] > p[:-1])).any():
+            ranked = np.lexsort((-p, doc))  # stable: equal probabilities keep their order
+            doc, p, cls = doc[ranked], p[ranked], cls[ranked]
         starts = np.searchsorted(doc, np.arange(count))
         slot = np.arange(doc.size) - starts[doc]
         kept = slot < TOP_LABELS
@@ -132,7 +156,7 @@ class ConceptSpace:
         posted = np.sort(posted[once])  # a class twice in one document: the first is posted
         self._post_many(cls[posted], first + doc[posted], p[posted])
         c = classes.astype(np.intp)
-        gram = self._gram[c[:, :, None], c[:, None, :]]
+        gram = np.take(self._gram.ravel(), c[:, :, None] * len(self.label_names) + c[:, None, :])
         norm_sq = np.einsum("bi,bij,bj->b", probs, gram, probs)
         self._classes.extend(classes)
         self._probs.extend(probs)
