@@ -2,26 +2,33 @@
 an image is likely to hold text at all, so OCR only runs where it can find something.
 
 The text-likelihood probe (`TextProbe`) runs the tiny detector's ONNX graph *alone*, directly on
-onnxruntime, on a thumbnail whose long side is PROBE_MAX_SIDE (320) px: 8-11 ms of CPU on the
-2-core machine (7-8 ms of it the detector itself), against ~26 ms for the earlier probe (the
-same detector at 480 px through RapidOCR, behind the OCR engine's lock). At 256 px it would cost
-~35% less, but `make bench PART=vision` finds 21 instead of 27 of 30 smaller signs with it and
-it flags 4 instead of 1 of 88 text-free photos (each a needless full OCR), so 320 stays. An
-int8 copy of the detector was no faster (its convs are too narrow for int8 kernels to pay).
-It thresholds the detector's text-probability map at PROBE_PIXEL_THRESHOLD and looks at the
-connected regions: a region is a word or a line of text when it covers at least PROBE_MIN_AREA
-pixels, its mean probability is at least PROBE_MIN_REGION_SCORE and it is at least
+onnxruntime, on a thumbnail whose long side is PROBE_MAX_SIDE (320) px: ~8.5 ms of CPU for the
+detector on the 2-core machine, against ~26 ms for the earlier probe (the same detector at 480 px
+through RapidOCR, behind the OCR engine's lock). At 256 px it would cost ~35% less, but
+`make bench PART=vision` finds 21 instead of 27 of 30 smaller signs with it and it flags 4
+instead of 1 of 88 text-free photos (each a needless full OCR), so 320 stays. An int8 copy of
+the detector (quantize_static, QDQ, per-channel, calibrated on real photos) is no faster: 8.6
+against 8.2 ms (its convs are too narrow for int8 kernels to pay); the detector on a crop
+around the prefilter's edge-dense windows saves ~1 ms but loses 1-3 of 268 held-out signs the
+whole thumbnail finds (measured this round, not adopted).
+The thumbnail is box-filtered (`text_prefilter.thumbnail`) and shared with the prefilter, whose
+grey it judges first: one resize instead of two (1.0 ms instead of 0.7 + 1.6).
+The probe thresholds the detector's text-probability map at PROBE_PIXEL_THRESHOLD and looks at
+the connected regions: a region is a word or a line of text when it covers at least
+PROBE_MIN_AREA pixels, its mean probability is at least PROBE_MIN_REGION_SCORE and it is at least
 PROBE_MIN_ASPECT times as wide as it is tall (text runs sideways; the detector's false alarms
 on grass, gravel, coins or a coffee spoon are blobs). One such region makes the image "likely
 text". Tuned on tests/vision_service/photo_sets.py: skimage's page and handwritten text and ten
-real photos with a sign in them (sign heights 7-14% of the photo) are all found; 1 of 88
-text-free photos and crops (mate-backgrounds included) is flagged. Signs of 4-6% of the
-photo's height are found as often as by the earlier probe (27 of 30); text smaller than that,
-or written vertically, can be missed: OCR_MODE_ALWAYS is there for that. In front of the
-detector, `vision_service.text_prefilter` (a classical sharp-edge density test, ~0.8 ms) rejects
-photos that certainly hold no text (31 of those 88 text-free photos; none of the text photos the
-detector finds), and the detector does not run for them. Only a likely-text
-image pays for the full pipeline (detection at up to 960 px, then recognition of every line).
+real photos with a sign in them (sign heights 7-14% of the photo) are all found, and 73 of 74
+signs in six system fonts; 2 of 88 text-free photos and crops (mate-backgrounds included) are
+flagged, none of 24 other Debian wallpapers. Signs of 4-7% of the photo's height it was not
+tuned on are found 108 of 124 times (with the earlier bilinear thumbnail 99); text smaller than
+that, or written vertically, can be missed: OCR_MODE_ALWAYS is there for that. The prefilter
+(`vision_service.text_prefilter`, a classical sharp-edge density test, ~0.2 ms on the shared
+thumbnail) rejects photos that certainly hold no text (20 of those 88 text-free photos; none of
+the text photos the detector finds, held-out sets included), and the detector does not run for
+them. Only a likely-text image pays for the full pipeline (detection at up to 960 px, then
+recognition of every line).
 
 `TextReader` keeps a small pool of RapidOCR engines (RapidOCR keeps per-call state, so one
 engine serves one call at a time): concurrent requests read text in parallel instead of
@@ -43,7 +50,15 @@ from PIL import Image
 
 from vision_service.preprocess import to_bgr_array
 from vision_service.sessions import SessionThreads, open_session
-from vision_service.text_prefilter import may_hold_text
+from vision_service.text_prefilter import (
+    DETECTOR_STRIDE,
+    PREFILTER_SIDE,
+    judged,
+    may_hold_text,
+    stride_side,
+    thumbnail,
+    thumbnail_may_hold_text,
+)
 
 PROBE_MAX_SIDE = 320
 PROBE_PIXEL_THRESHOLD = 0.3
@@ -51,7 +66,7 @@ PROBE_MIN_AREA = 4
 PROBE_MIN_REGION_SCORE = 0.7
 PROBE_MIN_ASPECT = 2.0
 # The detector's input sides must be multiples of this.
-_DET_STRIDE = 32
+_DET_STRIDE = DETECTOR_STRIDE
 # Detector normalisation (ImageNet mean/std on 0..1 BGR pixels, as RapidOCR feeds it).
 _DET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 _DET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -133,12 +148,12 @@ class TextProbe:
 
     def probability_map(self, rgb: Image.Image, max_side: int | None = None) -> np.ndarray:
         """The detector's text probability per pixel of the thumbnail, float32[H, W]."""
-        max_side = max_side or self.max_side
-        w, h = rgb.size
-        scale = max_side / max(w, h)
-        size = (_stride(w * scale), _stride(h * scale))
-        thumb = np.asarray(rgb.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0))
-        x = np.empty((1, 3, size[1], size[0]), dtype=np.float32)
+        return self._detect(thumbnail(rgb, max_side or self.max_side))
+
+    def _detect(self, thumb: np.ndarray) -> np.ndarray:
+        """The detector on a uint8 RGB thumbnail whose sides are multiples of the stride."""
+        h, w = thumb.shape[:2]
+        x = np.empty((1, 3, h, w), dtype=np.float32)
         for channel in range(3):  # BGR planes, (v / 255 - mean) / std
             np.multiply(thumb[:, :, 2 - channel], _DET_SCALE[channel], out=x[0, channel])
             x[0, channel] += _DET_OFFSET[channel]
@@ -146,13 +161,21 @@ class TextProbe:
         return np.asarray(out[0, 0], dtype=np.float32)
 
     def likely_has_text(self, rgb: Image.Image) -> bool:
-        if self.prefilter and not may_hold_text(rgb):
+        if not self.prefilter:
+            return any(_text_like_regions(self.probability_map(rgb)))
+        if self.max_side != PREFILTER_SIDE:  # the prefilter judges its own 320 px copy
+            if not may_hold_text(rgb):
+                return False
+            return any(_text_like_regions(self.probability_map(rgb)))
+        # One thumbnail for both: the prefilter's grey and the detector's input.
+        thumb = thumbnail(rgb, self.max_side)
+        if judged(rgb.size) and not thumbnail_may_hold_text(thumb):
             return False
-        return any(_text_like_regions(self.probability_map(rgb)))
+        return any(_text_like_regions(self._detect(thumb)))
 
 
 def _stride(side: float) -> int:
-    return max(_DET_STRIDE, round(side / _DET_STRIDE) * _DET_STRIDE)
+    return stride_side(side)
 
 
 def _text_like_regions(probabilities: np.ndarray) -> list[tuple[int, int, int, float]]:
