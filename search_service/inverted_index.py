@@ -157,7 +157,8 @@ class InvertedIndex:
         # colours and text values analysed, concepts' terms as flat tables.
         self._vocab: dict[tuple[int, str], int] = {}
         self._vocab_keys: list[tuple[int, str]] = []
-        self._term_field = GrowableArray(np.int64)
+        self._term_field: list[int] = []  # field of each term, also as an array:
+        self._term_field_array = GrowableArray(np.int64)
         self._texts: dict[str, int] = {}
         self._text_list: list[str] = []
         self._kinds: list[tuple[int, list[int], list[int]]] = []
@@ -386,7 +387,9 @@ class InvertedIndex:
         # Lengths: words of the text fields, distinct terms of the probability fields.
         nf = len(FIELDS)
         lengths = text_lengths
-        per_field = self._term_field.view()[pt] * count + pd
+        fields = self._term_field_array
+        fields.extend(self._term_field[len(fields) :])
+        per_field = fields.view()[pt] * count + pd
         lengths += np.bincount(per_field, minlength=nf * count).reshape(nf, count)
         for fno, name in enumerate(FIELDS):
             self._lengths[name].extend(lengths[fno])
@@ -610,7 +613,8 @@ class InvertedIndex:
         """Forget the batch vocabulary and what refers to it (numbers only live in a batch)."""
         self._vocab = {}
         self._vocab_keys = []
-        self._term_field = GrowableArray(np.int64)
+        self._term_field = []
+        self._term_field_array = GrowableArray(np.int64)
         self._texts = {}
         self._text_list = []
         self._kinds = []
