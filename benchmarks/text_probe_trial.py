@@ -3,7 +3,8 @@
 grey copy; the detector on a bilinear thumbnail) against the current one (contrast 50, 12x4,
 0.8, on the grey of the box-filtered thumbnail the detector then runs on), in the same run.
 
-`.venv/bin/python -m benchmarks.text_probe_trial` prints
+`.venv/bin/python -m benchmarks.text_probe_trial` prints (with `--service`, instead: the
+service over gRPC with either probe, alternating, by thread)
 - CPU ms per image (process CPU time, one thread, the two settings alternating) of every step a
   request thread runs for the default tasks: decode, classifier and moderation inputs, colours,
   prefilter, detector, probe (prefilter + detector where it passes); on the 8 photos of
@@ -213,7 +214,68 @@ def _load() -> str:
     return f"load average {one:.1f} / {five:.1f}"
 
 
+def service_rounds(rounds: int = 2) -> None:
+    """The vision service with the default tasks over gRPC from 8 clients (the helpers of
+    `make bench PART=vision`), its probe swapped between the previous and the current one in
+    alternating rounds: CPU ms per image of the request threads and of the whole process."""
+    from benchmarks.vision_bench import (
+        _THREAD_GROUPS,
+        CLIENTS,
+        _photos,
+        _thread_cpu_ms,
+        service_throughput,
+    )
+    from vision_service.config import VisionConfig
+    from vision_service.engine import VisionEngine
+    from vision_service.server import build_server
+    from vision_service.servicer import EngineSlot
+
+    config = VisionConfig(models_dir=MODELS)
+    engine = VisionEngine.load(config)
+    current = engine._probe
+    previous = PreviousProbe(
+        MODELS / "PP-OCRv6_det_tiny.onnx", SessionThreads(config.ocr_threads, 1)
+    )
+    server, port, health = build_server("127.0.0.1:0", config, EngineSlot(engine))
+    server.start()
+    health.set_serving(True)
+    request_prefix = _THREAD_GROUPS[0][0]
+    textless = [jpeg_bytes(im) for im in textless_photos().values()]
+    print(f"-- service, default tasks, 8 clients, previous / current probe ({_load()}) --")
+    try:
+        for what, mix in (("8 bench photos", _photos()), (f"{len(textless)} text-free", textless)):
+            figures: dict[str, list[tuple[float, float]]] = {"previous": [], "current": []}
+            for _ in range(rounds):
+                for label, probe in (("previous", previous), ("current", current)):
+                    engine._probe = probe  # type: ignore[assignment]
+                    before = _thread_cpu_ms()
+                    rate = service_throughput(port, mix, CLIENTS, [])
+                    after = _thread_cpu_ms()
+                    used = {
+                        tid: cpu - before.get(tid, (name, 0.0))[1]
+                        for tid, (name, cpu) in after.items()
+                    }
+                    request = sum(
+                        v for tid, v in used.items() if after[tid][0].startswith(request_prefix)
+                    )
+                    share = request / (sum(used.values()) or 1.0)
+                    figures[label].append((rate.cpu_ms_per_image * share, rate.cpu_ms_per_image))
+            for label, rows in figures.items():
+                cells = ", ".join(f"{r:.2f} of {t:.2f}" for r, t in rows)
+                print(f"  {what}, {label}: request threads of all CPU ms/img per round: {cells}")
+            print(f"  ({_load()})", flush=True)
+    finally:
+        engine._probe = current
+        server.stop(grace=None)
+        engine.close()
+
+
 def main() -> None:
+    import sys
+
+    if "--service" in sys.argv:
+        service_rounds()
+        return
     threads = SessionThreads(1, 1)
     detector_path = MODELS / "PP-OCRv6_det_tiny.onnx"
     previous = PreviousProbe(detector_path, threads)
