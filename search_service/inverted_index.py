@@ -171,6 +171,8 @@ class InvertedIndex:
         self._tokens: dict[int, dict[str, int]] = {}
         self._tok_term = GrowableArray(np.int64)
         self._tok_text = GrowableArray(np.int64)
+        # Phrase fields: a value -> the suggestion text of its words as a phrase (-1: one word).
+        self._phrase_texts: dict[int, dict[str, int]] = {}
         # A caller's label kind number -> this index's (add_many's `labels`).
         self._outer: list[int] = []
         self._outer_array = np.zeros(0, np.int64)
@@ -273,6 +275,7 @@ class InvertedIndex:
         if not count:
             return
         vocab_size = len(self._vocab) + len(self._parts) + len(self._words)
+        vocab_size += sum(len(p) for p in self._phrase_texts.values())
         if vocab_size + len(self._tok_term) > _VOCAB_LIMIT:
             self._reset_vocab()
         floor = self.params.min_label_probability
@@ -309,43 +312,32 @@ class InvertedIndex:
                     cs_doc += [i] * len(texts)
             p_parts.append((_ints(cp_doc), _ints(cp_term), np.asarray(cp_weight, np.float64)))
             s_parts.append((_ints(cs_doc), _ints(cs_text), _COLOURS))
-        tags = [(i, tag) for i, doc in enumerate(docs) for tag in doc.tags]
-        for fno, values in (
-            (_TAGS, tags),
-            (_OCR, [(i, doc.ocr_text) for i, doc in enumerate(docs) if doc.ocr_text]),
+        # Text fields: a field's values, documents in order, with each value's document
+        # (None: one value per document, empty where it has none).
+        taken = [(i, doc.taken_at_unix_s) for i, doc in enumerate(docs) if doc.taken_at_unix_s > 0]
+        cameras = [
+            (i, camera_words(doc.camera_make, doc.camera_model))
+            for i, doc in enumerate(docs)
+            if doc.camera_make or doc.camera_model
+        ]
+        text_fields: list[tuple[int, list[str], Any]] = [
             (
-                _FILENAME,
-                [
-                    (i, doc.filename.replace("\\", "/").rsplit("/", 1)[-1])
-                    for i, doc in enumerate(docs)
-                    if doc.filename
-                ],
+                _TAGS,
+                [tag for doc in docs for tag in doc.tags],
+                np.repeat(np.arange(count), [len(doc.tags) for doc in docs]),
             ),
-            (_OWNER, [(i, doc.owner) for i, doc in enumerate(docs) if doc.owner]),
-            (
-                _TAKEN,
-                [
-                    (i, taken_words(doc.taken_at_unix_s))
-                    for i, doc in enumerate(docs)
-                    if doc.taken_at_unix_s > 0
-                ],
-            ),
-            (
-                _CAMERA,
-                [
-                    (i, camera_words(doc.camera_make, doc.camera_model))
-                    for i, doc in enumerate(docs)
-                    if doc.camera_make or doc.camera_model
-                ],
-            ),
-        ):
+            (_OCR, [doc.ocr_text for doc in docs], None),
+            (_FILENAME, [doc.filename for doc in docs], None),
+            (_OWNER, [doc.owner for doc in docs], None),
+            (_TAKEN, [taken_words(t) for _, t in taken], _ints([i for i, _ in taken])),
+            (_CAMERA, [c for _, c in cameras], _ints([i for i, _ in cameras])),
+        ]
+        for fno, values, value_docs in text_fields:
             if not values:
                 continue
-            analysed = None
-            if fno not in _PHRASE_FIELDS:
-                analysed = self._joined_words(fno, values)
+            analysed = self._joined_words(fno, values, value_docs)
             if analysed is None:
-                analysed = self._value_words(fno, values)
+                analysed = self._value_words(fno, values, value_docs)
             w_doc, w_term, t_doc, t_text = analysed
             c_parts.append((w_doc, w_term))
             s_parts.append((t_doc, t_text, fno))
@@ -433,12 +425,13 @@ class InvertedIndex:
             self._outer_array = np.asarray(known, np.int64)
         return self._outer_array
 
-    def _joined_words(self, fno: int, values: list[tuple[int, str]]) -> tuple[Any, ...] | None:
-        """(document, term) of every word of a text field's (document, value) pairs and
-        (document, text) of their suggestions, for a field without phrases: the values split
-        by one regex (joined_ascii_words) and each word looked up in the words seen before in
-        this field. None when a value is not plain ASCII (then _value_words)."""
-        raw = joined_ascii_words([v for _, v in values])
+    def _joined_words(self, fno: int, values: list[str], value_docs: Any) -> tuple[Any, ...] | None:
+        """(document, term) of every word of a text field's values and (document, text) of
+        their suggestions: the values split by one regex (joined_ascii_words), each word looked
+        up in the words seen before in this field, a value of several words in a phrase field
+        looked up whole for its phrase. `value_docs`: each value's document (None: value i is
+        document i's). None when a value is not plain ASCII (then _value_words)."""
+        raw = joined_ascii_words(values, last_path_part=fno == _FILENAME)
         if raw is None:
             return None
         table = self._tokens.get(fno)
@@ -461,18 +454,41 @@ class InvertedIndex:
         ends = arr < 0
         value_no: Any = np.cumsum(ends) - ends
         words = np.flatnonzero(~ends)
-        docs = _ints([i for i, _ in values])[value_no[words]]
+        docs = value_no[words] if value_docs is None else value_docs[value_no[words]]
         ids_w = arr[words]
-        return docs, self._tok_term.view()[ids_w], docs, self._tok_text.view()[ids_w]
+        texts = self._tok_text.view()[ids_w]
+        t_docs = docs
+        if fno in _PHRASE_FIELDS:  # a value of several words is a suggestion as a whole too
+            phrases = self._phrase_texts.setdefault(fno, {})
+            found = list(map(phrases.get, values))
+            if None in found:
+                for j, value in enumerate(values):
+                    if found[j] is None:
+                        value_words = self._tokenizer.words(value)
+                        found[j] = phrases[value] = (
+                            self._text(" ".join(value_words)) if len(value_words) > 1 else -1
+                        )
+            phrase = np.asarray(found, np.int64)
+            held = np.flatnonzero(phrase >= 0)
+            if held.size:
+                held_docs = held if value_docs is None else value_docs[held]
+                t_docs = np.concatenate([docs, held_docs])
+                texts = np.concatenate([texts, phrase[held]])
+        return docs, self._tok_term.view()[ids_w], t_docs, texts
 
-    def _value_words(self, fno: int, values: list[tuple[int, str]]) -> tuple[Any, ...]:
-        """_joined_words for any field, a value at a time (values analysed once, cached)."""
+    def _value_words(self, fno: int, values: list[str], value_docs: Any) -> tuple[Any, ...]:
+        """_joined_words for any text, a value at a time (values analysed once, cached)."""
         part = self._part
         w_doc: list[int] = []
         w_term: list[int] = []
         t_doc: list[int] = []
         t_text: list[int] = []
-        for i, value in values:
+        docs = range(len(values)) if value_docs is None else value_docs.tolist()
+        for i, value in zip(docs, values, strict=True):
+            if not value:
+                continue
+            if fno == _FILENAME:
+                value = value.replace("\\", "/").rsplit("/", 1)[-1]
             terms, texts = part(fno, value)
             w_term += terms
             w_doc += [i] * len(terms)
@@ -625,6 +641,7 @@ class InvertedIndex:
         self._tokens = {}
         self._tok_term = GrowableArray(np.int64)
         self._tok_text = GrowableArray(np.int64)
+        self._phrase_texts = {}
         self._outer = []
         self._outer_array = np.zeros(0, np.int64)
         self._concept_flat = None

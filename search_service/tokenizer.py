@@ -22,6 +22,8 @@ _APOSTROPHE = re.compile(r"(?<=\w)['’](?=\w)")
 _ASCII_WORD = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 # The same, with a NUL (the separator of joined values) as a match of its own.
 _ASCII_WORD_OR_END = re.compile(_ASCII_WORD.pattern + "|\x00")
+# Every path part but the last of each NUL-separated value.
+_DIRECTORIES = re.compile(r"[^\x00/]*/")
 
 
 def normalise(text: str) -> str:
@@ -63,13 +65,16 @@ class Tokenizer:
         return self.stem(self.filename_words(filename))
 
 
-def joined_ascii_words(values: list[str]) -> list[str] | None:
+def joined_ascii_words(values: list[str], last_path_part: bool = False) -> list[str] | None:
     """The words of each of `values` as Tokenizer.words finds them, before lower-casing, each
     value's words followed by a "\\x00": one regex over the joined values instead of one call
-    per value. None unless every value is ASCII without a NUL of its own."""
+    per value. `last_path_part`: of each value only what follows its last slash or backslash
+    (Tokenizer.filename_words). None unless every value is ASCII without a NUL of its own."""
     joined = "\x00".join(values) + "\x00"
     if not joined.isascii() or joined.count("\x00") != len(values):
         return None
+    if last_path_part and ("/" in joined or "\\" in joined):
+        joined = _DIRECTORIES.sub("", joined.replace("\\", "/"))
     if "'" in joined:  # a NUL is not a word character: no apostrophe joins two values
         joined = _APOSTROPHE.sub("", joined)
     return _ASCII_WORD_OR_END.findall(joined)

@@ -78,3 +78,15 @@ def test_joined_values_split_into_each_values_words():
     assert got[-1] == []
     assert joined_ascii_words(["café", "ok"]) is None
     assert joined_ascii_words(["a\x00b", "ok"]) is None
+
+
+def test_joined_filenames_split_into_the_words_of_their_last_path_part():
+    tok = Tokenizer()
+    names = ["a/b/HTTPServer-Log.png", "dir\\BeachDay7.JPEG", "IMG_0001.jpg", "", "x/", "/y"]
+    names += ["c:\\photos/2019\\trip/DSC01234.NEF", "no_dirs.tiff", "dir/"]
+
+    raw = joined_ascii_words(names, last_path_part=True)
+
+    assert raw is not None
+    got = " ".join(w.lower() for w in raw).split("\x00")
+    assert [g.split() for g in got[:-1]] == [tok.filename_words(n) for n in names]
