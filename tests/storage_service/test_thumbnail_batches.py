@@ -4,6 +4,7 @@ others from being stored, and a batch is durable across a restart."""
 
 from __future__ import annotations
 
+import time
 import zlib
 
 from storage_service.columnstore.image_check import check_image, render_thumbnails
@@ -97,3 +98,38 @@ def test_the_running_thumbnailer_makes_every_image_in_batches(tmp_path, photo_jp
     finally:
         thumbnailer.stop()
         store.close()
+
+
+class _RecordingStore(ColumnStore):
+    """The real store, recording the size of each batch of thumbnails stored and when."""
+
+    batches: list[tuple[float, int]]
+
+    def set_thumbnails_many(self, items):  # type: ignore[no-untyped-def]
+        self.batches.append((time.monotonic(), len(items)))
+        return super().set_thumbnails_many(items)
+
+
+def test_while_puts_arrive_the_workers_make_one_image_at_a_time(tmp_path, photo_jpegs):
+    store = _RecordingStore.open(tmp_path / "store", SMALL_MEMTABLE)
+    assert isinstance(store, _RecordingStore)
+    store.batches = []
+    photos = [jpeg_variant(data, i) for i, data in enumerate(photo_jpegs.values())]
+    prepared = [check_image(jpeg_variant(d, i)) for i, d in enumerate((photos * 12)[:100])]
+    ids = [store.put("first.jpg", "", prepared[0]).image.id]
+    thumbnailer = Thumbnailer(store, workers=1, batch_size=8, yield_s=0.05, nice=0).start()
+    try:
+        for i, image in enumerate(prepared[1:]):
+            ids.append(store.put(f"p{i}.jpg", "", image).image.id)
+        puts_done = time.monotonic()
+        assert thumbnailer.wait_idle(120)
+    finally:
+        thumbnailer.stop()
+    during = [size for at, size in store.batches if at < puts_done]
+    after = [size for at, size in store.batches if at >= puts_done]
+    # One image per batch (and a pause) while puts arrived; the rest in batches once they
+    # stopped.
+    assert during and set(during[1:]) <= {1}
+    assert max(after) > 1
+    assert all(store.get(i).thumb_state is ThumbState.MADE for i in ids)
+    store.close()
