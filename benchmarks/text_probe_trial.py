@@ -283,7 +283,7 @@ def main() -> None:
     detector = TextProbe(detector_path, threads, prefilter=False)
     if not installed_fonts():
         raise SystemExit(
-            "needs the DejaVu and Liberation fonts (fonts-dejavu-core, fonts-liberation)"
+            "needs the DejaVu and Liberation fonts (fonts-dejavu-core, -extra, fonts-liberation)"
         )
     textfree = _analysed(textless_photos())
     step_costs(previous, probe, list(textfree.values()))

@@ -219,7 +219,7 @@ def _with_sign(
     return photo
 
 
-# System fonts for the font-varied signs (Debian's fonts-dejavu-core and fonts-liberation).
+# System fonts for the font-varied signs (Debian's fonts-dejavu-core, -extra, fonts-liberation).
 _FONT_DIR = Path("/usr/share/fonts/truetype")
 _FONTS = (
     "dejavu/DejaVuSans-Bold.ttf",
@@ -259,8 +259,11 @@ _BOARDS = (
 
 
 def installed_fonts(fonts: tuple[str, ...] = _HELDOUT_FONTS) -> tuple[Path, ...]:
-    """The font files of `fonts` that are installed (none without DejaVu and Liberation)."""
-    return tuple(_FONT_DIR / f for f in fonts if (_FONT_DIR / f).is_file())
+    """The font files of `fonts`, or none unless every one is installed (Debian's
+    fonts-dejavu-core, fonts-dejavu-extra and fonts-liberation): with only some, the signs
+    would differ from the measured sets."""
+    paths = tuple(_FONT_DIR / f for f in fonts)
+    return paths if all(p.is_file() for p in paths) else ()
 
 
 def font_sign_photos(

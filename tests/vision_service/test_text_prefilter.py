@@ -45,13 +45,14 @@ def with_text() -> dict[str, Image.Image]:
     return _as_analysed({**text_photos(), **small_sign_photos()})
 
 
+_NO_FONTS = "DejaVu/Liberation fonts missing (fonts-dejavu-core, -extra, fonts-liberation)"
+
+
 @pytest.fixture(scope="module")
 def font_signs() -> dict[str, Image.Image]:
     """The font-varied signs the prefilter was tuned on."""
     if not installed_fonts():
-        pytest.skip(
-            "DejaVu/Liberation fonts are not installed (fonts-dejavu-core, fonts-liberation)"
-        )
+        pytest.skip(_NO_FONTS)
     return _as_analysed(tuning_font_signs())
 
 
@@ -59,9 +60,7 @@ def font_signs() -> dict[str, Image.Image]:
 def heldout() -> dict[str, Image.Image]:
     """Signs the prefilter was not tuned on."""
     if not installed_fonts():
-        pytest.skip(
-            "DejaVu/Liberation fonts are not installed (fonts-dejavu-core, fonts-liberation)"
-        )
+        pytest.skip(_NO_FONTS)
     return _as_analysed(heldout_font_signs())
 
 
