@@ -486,6 +486,10 @@ def settings_table(web: list[bytes], web_range: list[bytes], camera: list[bytes]
         cheap,
         thumbnails.CHEAP_JPEG,
         thumbnails.BUDGET,
+        dataclasses.replace(thumbnails.BUDGET, name="budget, reduce to 1.5x", reducing_gap=1.5),
+        dataclasses.replace(
+            thumbnails.BUDGET, name="budget, decode to 1x small", small_decode_gap=1.0
+        ),
         dataclasses.replace(cheap, name="cheap, previews saving 3x", preview_min_saving=3),
         dataclasses.replace(cheap, name="cheap, previews saving 5x", preview_min_saving=5),
         dataclasses.replace(cheap, name="cheap, decode to 1x small", small_decode_gap=1.0),
