@@ -348,7 +348,7 @@ GRPC_RUNS = [
     ("LEGACY, before the ack", "ours", "LEGACY", "before"),
     ("CHEAP, before (previous)", "ours", "CHEAP", "before"),
     ("BUDGET, before the ack", "ours", "BUDGET", "before"),
-    ("BUDGET, after, unbatched", "ours", "BUDGET", "after:1"),
+    ("BUDGET, after, previous thumbnailer", "ours", "BUDGET", "after:1:10:0"),
     ("SETTINGS, after the ack (used)", "ours", "SETTINGS", "after"),
     ("SQLite, CHEAP, before", "sqlite", "CHEAP", "before"),
 ]
