@@ -9,7 +9,7 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from vision_service.errors import InvalidImageError
 from vision_service.preprocess import (
@@ -118,6 +118,25 @@ def test_exif_orientation_is_applied(chelsea):
     upright = chelsea.transpose(Image.Transpose.ROTATE_270)
     diff = np.abs(np.asarray(decoded.rgb, np.float64) - np.asarray(upright, np.float64)).mean()
     assert diff < 10
+
+
+@pytest.mark.parametrize("orientation", [None, 0, 1, 2, 3, 4, 5, 7, 8, 9])
+def test_every_orientation_gives_the_pixels_of_exif_transpose(chelsea, orientation):
+    # decode_image skips the transposition (and its copy of every pixel) where no EXIF
+    # orientation asks for one; the pixels must be exactly those of Pillow's exif_transpose.
+    params = {}
+    if orientation is not None:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        params["exif"] = exif.tobytes()
+    data = _encode(chelsea, "JPEG", quality=90, **params)
+    with Image.open(io.BytesIO(data)) as opened:
+        reference = np.asarray(ImageOps.exif_transpose(opened).convert("RGB"))
+
+    decoded = decode_image(data, max_pixels=MAX_PIXELS)
+
+    assert np.array_equal(np.asarray(decoded.rgb), reference)
+    assert (decoded.width, decoded.height) == reference.shape[1::-1]
 
 
 def test_large_photo_keeps_its_size_but_works_on_a_smaller_copy(chelsea):
