@@ -24,7 +24,7 @@ from vision_service.batching import MicroBatcher
 from vision_service.config import VisionConfig
 from vision_service.errors import InvalidTextError
 from vision_service.models.classifier import Classification, ImageClass, ImageClassifier, Label
-from vision_service.models.colours import ColourShare, dominant_colours
+from vision_service.models.colours import ColourShare, category_table, dominant_colours
 from vision_service.models.moderation import ModerationModel, moderation_input
 from vision_service.models.ocr import PROBE_MAX_SIDE, OcrResult, TextLine, TextProbe, TextReader
 from vision_service.models.text_embedder import EMBEDDING_DIM, TextEmbedder
@@ -171,6 +171,7 @@ class VisionEngine:
         blank = Image.new("RGB", (64, 64), "white")
         self._probe.probability_map(blank)  # the detector, whatever the prefilter would say
         self._probe.likely_has_text(blank)
+        category_table()  # the colour lookup table (~2 s of CPU, once per process)
 
     def close(self) -> None:
         self.classifier_batches.close()

@@ -17,7 +17,11 @@ from vision_service.models.colours import (
     MIN_SHARE,
     MIN_VIVID_SHARE,
     VIVID,
+    category_table,
+    colour_codes,
+    colour_histogram,
     dominant_colours,
+    pixel_categories,
 )
 
 CHROMATIC = set(COLOUR_NAMES) - {"black", "white", "grey"}
@@ -109,3 +113,27 @@ def test_grpc_answer_carries_colours(vision_server, photo_jpegs):
     assert response.colours[0].name == "blue"
     assert response.colours[0].share == pytest.approx(0.77, abs=0.1)
     assert not response.labels
+
+
+def test_the_lookup_table_gives_exactly_the_computed_categories(photo_jpegs):
+    # The histogram looks categories up in a table built from pixel_categories: on a grid of
+    # 262k colours (every 4th level, both ends included) and on every pixel of real photos
+    # the lookup must be exactly the computation.
+    levels = np.unique(np.r_[np.arange(0, 256, 4), 255]).astype(np.uint8)
+    grid = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), axis=-1).reshape(-1, 3)
+    assert np.array_equal(category_table()[colour_codes(grid)], pixel_categories(grid))
+    for name in ("coffee", "rocket", "chelsea", "flower"):
+        with Image.open(io.BytesIO(photo_jpegs[name])) as im:
+            pixels = np.asarray(im.convert("RGB"))
+        assert np.array_equal(category_table()[colour_codes(pixels)], pixel_categories(pixels))
+
+
+def test_histogram_equals_the_categories_of_the_thumbnail(photo_jpegs):
+    with Image.open(io.BytesIO(photo_jpegs["china"])) as im:
+        photo = im.convert("RGB")
+    thumb = np.asarray(photo.resize((64, 64), Image.Resampling.BOX))
+    expected = (
+        np.bincount(pixel_categories(thumb), minlength=len(COLOUR_NAMES)) / thumb[..., 0].size
+    )
+
+    assert np.array_equal(colour_histogram(photo), expected)

@@ -1,6 +1,6 @@
 """Dominant colours of an image, named with the 11 basic colour words.
 
-Pure and cheap (about 1 ms): the decoded image is box-reduced to 64x64, each pixel is put in
+Pure and cheap (about 0.6 ms): the decoded image is box-reduced to 64x64, each pixel is put in
 one of the 11 basic colour categories by hue, saturation and value (HSV), and the categories
 that cover at least ``MIN_SHARE`` of the image (``MIN_VIVID_SHARE`` for the vivid hues, which
 catch the eye when small: a red motorcycle in a grey garage) are returned, largest first, at
@@ -9,6 +9,7 @@ most ``MAX_COLOURS``. No model, no new dependency.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,10 +86,47 @@ def pixel_categories(rgb: np.ndarray) -> np.ndarray:
     return out
 
 
+_TABLE: np.ndarray | None = None
+_TABLE_LOCK = threading.Lock()
+_TABLE_CHUNK = 1 << 20
+
+
+def category_table() -> np.ndarray:
+    """`pixel_categories` of every 24-bit colour, uint8[2**24] indexed by (r << 16) | (g << 8)
+    | b: built once per process from `pixel_categories` itself (so a lookup gives exactly its
+    answer), 16 MiB, about a second of CPU; the engine builds it while loading. Looking up the
+    4096 pixels of a thumbnail costs ~0.03 ms against ~0.45 ms for computing their HSV."""
+    global _TABLE
+    if _TABLE is None:
+        with _TABLE_LOCK:
+            if _TABLE is None:
+                table = np.empty(1 << 24, dtype=np.uint8)
+                for start in range(0, 1 << 24, _TABLE_CHUNK):
+                    codes = np.arange(start, start + _TABLE_CHUNK, dtype=np.uint32)
+                    rgb = np.empty((_TABLE_CHUNK, 3), dtype=np.uint8)
+                    rgb[:, 0] = codes >> 16
+                    rgb[:, 1] = (codes >> 8) & 0xFF
+                    rgb[:, 2] = codes & 0xFF
+                    table[start : start + _TABLE_CHUNK] = pixel_categories(rgb)
+                _TABLE = table
+    return _TABLE
+
+
+def colour_codes(rgb: np.ndarray) -> np.ndarray:
+    """(r << 16) | (g << 8) | b for every pixel of an (..., 3) uint8 RGB array."""
+    pixels = rgb.reshape(-1, 3)
+    codes = pixels[:, 0].astype(np.uint32) << 16
+    codes |= pixels[:, 1].astype(np.uint32) << 8
+    codes |= pixels[:, 2]
+    return codes
+
+
 def colour_histogram(image: Image.Image) -> np.ndarray:
     """Share of each COLOUR_NAMES category over the image (sums to 1)."""
-    thumb = image.convert("RGB").resize((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BOX)
-    counts = np.bincount(pixel_categories(np.asarray(thumb)), minlength=len(COLOUR_NAMES))
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    thumb = np.asarray(rgb.resize((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BOX))
+    categories = category_table()[colour_codes(thumb)]
+    counts = np.bincount(categories, minlength=len(COLOUR_NAMES))
     return counts / counts.sum()
 
 
