@@ -54,6 +54,8 @@ _PHRASE_FIELDS = (_TAGS, _TAKEN, _CAMERA)
 _VOCAB_LIMIT = 200_000
 # Decoded posting lists kept ready (a hot term is decoded once, not per query).
 _DECODED_CACHE_ENTRIES = 4096
+# Documents whose concept weights are summed in one array (documents x concepts).
+_CONCEPT_DOCS = 256
 
 
 @dataclass(frozen=True)
@@ -527,12 +529,29 @@ class InvertedIndex:
         rep, idx = _expand_at(starts, h_cls)
         contrib = h_p[rep] * factors[idx]
         concepts = len(hierarchy.concepts)
-        key = h_doc[rep] * concepts + cids[idx]
+        docs = h_doc[rep]
+        if not docs.size:
+            empty = np.zeros(0, np.int64)
+            return empty, empty, np.zeros(0, np.float64), empty, empty
+        key = docs * concepts + cids[idx]
         # Summed per (document, concept) in input order, so in the order weights() adds;
-        # every contribution is positive, so a concept a document lacks sums to 0.
-        summed = np.bincount(key, weights=contrib)
-        held = np.flatnonzero(summed >= self.params.min_label_probability)
-        weight = np.minimum(summed[held], 1.0)
+        # every contribution is positive, so a concept a document lacks sums to 0. Counted
+        # _CONCEPT_DOCS documents at a time (documents ascending): the counts stay in cache.
+        floor = self.params.min_label_probability
+        step = _CONCEPT_DOCS
+        bounds = np.searchsorted(docs, np.arange(0, int(docs[-1]) + step + 1, step)).tolist()
+        held_parts, weight_parts = [], []
+        for i in range(len(bounds) - 1):
+            lo, hi = bounds[i], bounds[i + 1]
+            if lo == hi:
+                continue
+            base = i * step * concepts
+            summed = np.bincount(key[lo:hi] - base, weights=contrib[lo:hi])
+            found = np.flatnonzero(summed >= floor)
+            held_parts.append(found + base)
+            weight_parts.append(summed[found])
+        held = np.concatenate(held_parts)
+        weight = np.minimum(np.concatenate(weight_parts), 1.0)
         doc, cid = held // concepts, held % concepts
         term_starts, term_flat, text_starts, text_flat = self._concept_table()
         at, terms = _expand(term_starts, term_flat, cid)
