@@ -22,7 +22,8 @@ from __future__ import annotations
 import io
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import cv2
@@ -41,8 +42,14 @@ from tests.vision_service.photo_sets import (
     textless_photos,
     tuning_font_signs,
 )
-from vision_service import text_prefilter
-from vision_service.models.colours import dominant_colours
+from vision_service import preprocess, text_prefilter
+from vision_service.models import colours
+from vision_service.models.colours import (
+    COLOUR_NAMES,
+    THUMB_SIDE,
+    dominant_colours,
+    pixel_categories,
+)
 from vision_service.models.moderation import moderation_input
 from vision_service.models.ocr import PROBE_MAX_SIDE, TextProbe, _text_like_regions
 from vision_service.preprocess import CLASSIFIER_RESIZE, classifier_input, decode_image
@@ -158,6 +165,9 @@ def step_costs(previous: PreviousProbe, probe: TextProbe, textfree: list[Image.I
         ("classifier input", classifier_input, decoded),
         ("moderation input (incl. JPEG round-trip)", moderation_input, decoded),
         ("colours", dominant_colours, decoded),
+        ("previous: colour histogram (HSV per pixel)", _previous_colour_histogram, decoded),
+        ("current: colour histogram (table lookup)", colours.colour_histogram, decoded),
+        ("previous: decode (exif_transpose always)", _previous_decode, uploads),
         ("previous: prefilter (own grey copy)", previous.may_hold_text, decoded),
         ("previous: detector (bilinear thumbnail incl.)", previous.probability_map, decoded),
         ("current: shared thumbnail (box)", text_prefilter.thumbnail, decoded),
@@ -214,10 +224,51 @@ def _load() -> str:
     return f"load average {one:.1f} / {five:.1f}"
 
 
-def service_rounds(rounds: int = 2) -> None:
+def _previous_colour_histogram(image: Image.Image) -> np.ndarray:
+    """The colour histogram as it was: a copy, then HSV computed for every pixel."""
+    thumb = image.convert("RGB").resize((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BOX)
+    counts = np.bincount(pixel_categories(np.asarray(thumb)), minlength=len(COLOUR_NAMES))
+    return counts / counts.sum()
+
+
+# Every orientation value: exif_transpose on every decode, as before this round.
+_ALWAYS_TRANSPOSE = set(range(-1, 1 << 16))
+
+
+def _previous_decode(data: bytes) -> Image.Image:
+    transposing = preprocess._TRANSPOSING_ORIENTATIONS
+    preprocess._TRANSPOSING_ORIENTATIONS = _ALWAYS_TRANSPOSE
+    try:
+        return decode_image(
+            data, max_pixels=40_000_000, min_long_side=PROBE_MAX_SIDE, min_short_side=256
+        ).rgb
+    finally:
+        preprocess._TRANSPOSING_ORIENTATIONS = transposing
+
+
+@contextmanager
+def previous_request_path(engine: object, previous: PreviousProbe) -> Iterator[None]:
+    """The request path as it was before this round: the previous probe, the colour
+    histogram computed per pixel, exif_transpose (and its copy) on every decode."""
+    current = engine._probe  # type: ignore[attr-defined]
+    histogram = colours.colour_histogram
+    transposing = preprocess._TRANSPOSING_ORIENTATIONS
+    engine._probe = previous  # type: ignore[attr-defined]
+    colours.colour_histogram = _previous_colour_histogram  # type: ignore[assignment]
+    preprocess._TRANSPOSING_ORIENTATIONS = _ALWAYS_TRANSPOSE
+    try:
+        yield
+    finally:
+        engine._probe = current  # type: ignore[attr-defined]
+        colours.colour_histogram = histogram  # type: ignore[assignment]
+        preprocess._TRANSPOSING_ORIENTATIONS = transposing
+
+
+def service_rounds(rounds: int = 3) -> None:
     """The vision service with the default tasks over gRPC from 8 clients (the helpers of
-    `make bench PART=vision`), its probe swapped between the previous and the current one in
-    alternating rounds: CPU ms per image of the request threads and of the whole process."""
+    `make bench PART=vision`), its request path as before this round (`previous_request_path`)
+    and as now in alternating rounds: CPU ms per image of the request threads and of the whole
+    process."""
     from benchmarks.vision_bench import (
         _THREAD_GROUPS,
         CLIENTS,
@@ -232,7 +283,6 @@ def service_rounds(rounds: int = 2) -> None:
 
     config = VisionConfig(models_dir=MODELS)
     engine = VisionEngine.load(config)
-    current = engine._probe
     previous = PreviousProbe(
         MODELS / "PP-OCRv6_det_tiny.onnx", SessionThreads(config.ocr_threads, 1)
     )
@@ -241,16 +291,18 @@ def service_rounds(rounds: int = 2) -> None:
     health.set_serving(True)
     request_prefix = _THREAD_GROUPS[0][0]
     textless = [jpeg_bytes(im) for im in textless_photos().values()]
-    print(f"-- service, default tasks, 8 clients, previous / current probe ({_load()}) --")
+    print(f"-- service, default tasks, 8 clients, previous / current request path ({_load()}) --")
     try:
         for what, mix in (("8 bench photos", _photos()), (f"{len(textless)} text-free", textless)):
             figures: dict[str, list[tuple[float, float]]] = {"previous": [], "current": []}
             for _ in range(rounds):
-                for label, probe in (("previous", previous), ("current", current)):
-                    engine._probe = probe  # type: ignore[assignment]
-                    before = _thread_cpu_ms()
-                    rate = service_throughput(port, mix, CLIENTS, [])
-                    after = _thread_cpu_ms()
+                for label in ("previous", "current"):
+                    with ExitStack() as stack:
+                        if label == "previous":
+                            stack.enter_context(previous_request_path(engine, previous))
+                        before = _thread_cpu_ms()
+                        rate = service_throughput(port, mix, CLIENTS, [])
+                        after = _thread_cpu_ms()
                     used = {
                         tid: cpu - before.get(tid, (name, 0.0))[1]
                         for tid, (name, cpu) in after.items()
@@ -265,7 +317,6 @@ def service_rounds(rounds: int = 2) -> None:
                 print(f"  {what}, {label}: request threads of all CPU ms/img per round: {cells}")
             print(f"  ({_load()})", flush=True)
     finally:
-        engine._probe = current
         server.stop(grace=None)
         engine.close()
 
