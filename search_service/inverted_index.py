@@ -389,6 +389,7 @@ class InvertedIndex:
             self._lengths[name].extend(lengths[fno])
             self._length_sums[name] += float(lengths[fno].sum())
         self._live += count
+        s_parts.sort(key=lambda part: part[2])  # by field
         sd, st = (np.concatenate([part[i] for part in s_parts]) for i in (0, 1))
         sf = np.repeat([part[2] for part in s_parts], [len(part[0]) for part in s_parts])
         self._count_surface_batch(count, sd, st, sf.astype(np.int64))
@@ -667,12 +668,14 @@ class InvertedIndex:
         self._kind_flat = None
 
     def _count_surface_batch(self, count: int, sd: Any, st: Any, sf: Any) -> None:
-        """_count_surface(+1) for a batch given as (document, text, field) triples."""
+        """_count_surface(+1) for a batch given as (document, text, field) triples, ordered by
+        field."""
         nf = len(FIELDS)
         if not st.size:
             return
-        # Sorted by (text, document, field): radix sorts of the parts, not a sort of the keys.
-        order = _stable_order(sd * nf + sf)
+        # Sorted by (text, document, field): stable radix sorts by document then text of
+        # entries that come by field, not a sort of the keys.
+        order = _stable_order(sd)
         order = order[_stable_order(st[order])]
         triples = ((st * count + sd) * nf + sf)[order]
         triples = triples[np.flatnonzero(np.diff(triples, prepend=-1))]  # distinct
