@@ -57,6 +57,7 @@ from imagerepo.vision.v1 import vision_service_pb2 as pb
 from imagerepo.vision.v1 import vision_service_pb2_grpc as pb_grpc
 from service_runtime.grpc_server import channel_options
 from tests.support import real_photo_paths
+from tests.vision_service.agreement_sets import cascade_sets
 from tests.vision_service.photo_sets import (
     debian_photos,
     jpeg_bytes,
@@ -70,11 +71,14 @@ from tests.vision_service.photo_sets import (
 from vision_service.agreement import (
     MAX_MODERATION_DIFF,
     MIN_TOP1_AGREEMENT,
+    cascade_agreement,
     classifier_agreement,
+    classifier_outputs,
     moderation_agreement,
 )
 from vision_service.config import VisionConfig
 from vision_service.engine import CLASSIFIER, MODERATION, OCR_DET, OCR_REC, VisionEngine
+from vision_service.models.classifier import ImageClassifier
 from vision_service.models.moderation import ModerationModel, moderation_input
 from vision_service.models.ocr import PROBE_MAX_SIDE, TextProbe, _engine_params
 from vision_service.preprocess import (
@@ -314,6 +318,145 @@ def moderation_cascade_trial(
     return result
 
 
+def _rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        kib = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    return kib / 1024.0
+
+
+def _classify_ms(model: ImageClassifier, tensors: np.ndarray, batch: int = 8) -> float:
+    """CPU ms per image of `model.classify` over `tensors` in batches, one pass."""
+    started = time.process_time()
+    for i in range(0, len(tensors), batch):
+        model.classify(tensors[i : i + batch])
+    return 1000.0 * (time.process_time() - started) / len(tensors)
+
+
+def classifier_cascade_trial(config: VisionConfig, bench_x: np.ndarray, rounds: int = 5) -> None:
+    """EfficientNet-Lite0 as served (the manifest's cascade: int8 first, float where the int8
+    top-1 margin is under the band) against the float model alone, in alternating rounds on one
+    thread, batch 8, on the benchmark's photos and on the tuning and held-out sets; how many
+    images took the int8 path; what the cascade serves against the float model on each set
+    (top-1 agreement, top-5, probabilities, features, similar-image recall); memory added."""
+    entry = load_registry(config.models_dir)[CLASSIFIER]
+    if entry.cascade_band is None:
+        print("  efficientnet-lite0 runs no cascade")
+        return
+    threads = SessionThreads(1, 1)
+    exact = ImageClassifier.load(entry, threads, quantized=False)
+    exact.classify(bench_x[:8])
+    # What the cascade adds to a float-only service: the int8 session, warmed at batch 8.
+    rss = _rss_mib()
+    int8_alone = open_session(entry.path(), threads)
+    int8_alone.run(
+        None, {"input": np.ascontiguousarray(np.resize(bench_x, (8, *bench_x.shape[1:])))}
+    )
+    added = _rss_mib() - rss
+    cascade = ImageClassifier.load(entry, threads)
+    sets = {name: model_inputs(images)[0] for name, images in cascade_sets().items() if images}
+    print(
+        f"-- efficientnet-lite0 cascade (int8 kept where top-1 - top-2 >= "
+        f"{entry.cascade_band[0]}) vs float alone, batch 8, one thread, {rounds} alternating "
+        f"rounds ({_load()}) --",
+        flush=True,
+    )
+    print(f"  memory: the int8 session adds {added:.0f} MiB resident to the float model's process")
+    for what, x in (
+        (f"{len(bench_x)} benchmark photos", bench_x),
+        *((f"{name} set ({len(v)} inputs)", v) for name, v in sets.items()),
+    ):
+        x8 = np.ascontiguousarray(np.resize(x, (max(8, len(x)), *x.shape[1:])))
+        cascade.scored = cascade.fell_back = 0
+        _classify_ms(cascade, x8)
+        cheap, scored = cascade.scored - cascade.fell_back, cascade.scored
+        float_ms, cascade_ms = [], []
+        for _ in range(rounds):
+            float_ms.append(_classify_ms(exact, x8))
+            cascade_ms.append(_classify_ms(cascade, x8))
+        f_ms, c_ms = float(np.median(float_ms)), float(np.median(cascade_ms))
+        print(
+            f"  {what}: int8 path {cheap}/{scored} ({cheap / scored:.0%}); float alone "
+            f"{f_ms:.2f}, cascade {c_ms:.2f} CPU ms/img ({f_ms / c_ms:.2f}x less)",
+            flush=True,
+        )
+    reference = open_session(entry.path("reference"), threads)
+    for name, x in sets.items():
+        ref, cand = classifier_outputs(reference, x), classifier_outputs(int8_alone, x)
+        a = cascade_agreement(ref, cand, entry.cascade_band[0])
+        alone = cascade_agreement(ref, cand, 0.0)
+        role = "the margin was chosen here" if name == "tuning" else "held out"
+        print(
+            f"  {name} ({a.inputs} inputs, {role}): "
+            f"TOP-1 AGREEMENT {a.top1_agreement:.1%} (int8 alone {alone.top1_agreement:.1%}; "
+            f"goal >= {MIN_TOP1_AGREEMENT:.0%}), int8 path {a.accepted_share:.0%}; top-5 overlap "
+            f"{a.top5_overlap:.1%} ({alone.top5_overlap:.1%}); same labels >= 0.05 "
+            f"{a.label_set_agreement:.1%}; probability diff max {a.max_probability_diff:.3f} "
+            f"mean {a.mean_probability_diff:.4f}; feature cosine min {a.min_feature_cosine:.4f} "
+            f"mean {a.mean_feature_cosine:.4f}; recall@10 {a.recall_at_10:.3f} (int8 alone "
+            f"{alone.recall_at_10:.3f}); near-duplicate pairs (cosine >= 0.95) "
+            f"{a.near_duplicate_pairs}, flipped {a.near_duplicate_flips}",
+            flush=True,
+        )
+    print(f"  ({_load()})")
+
+
+def classifier_cascade_service_rounds(config: VisionConfig, photos: list[bytes]) -> None:
+    """The service with the default tasks over gRPC (8 clients), its classifier batches run by
+    the float model alone or by the cascade, alternating twice on one server, on the
+    benchmark's photos and on the text-free set: CPU per image in all and in the classifier's
+    batch threads (from /proc, so other processes do not count)."""
+    print(
+        f"-- default tasks over gRPC, classifier float alone / cascade, alternating rounds "
+        f"({_load()}) --",
+        flush=True,
+    )
+    entry = load_registry(config.models_dir)[CLASSIFIER]
+    threads = SessionThreads(config.intra_op_threads, config.inter_op_threads, config.ort_spin)
+    exact = ImageClassifier.load(entry, threads, quantized=False)
+    exact.classify(np.zeros((1, 3, CLASSIFIER_SIZE, CLASSIFIER_SIZE), dtype=np.float32))
+    textless = [jpeg_bytes(im) for im in textless_photos().values()]
+    engine = VisionEngine.load(config)
+    cascade = engine._classifier
+    served = engine.classifier_batches._run_batch
+    runs = {"float": lambda xs: exact.classify(np.stack(xs)), "cascade": served}
+    server, port, health = build_server("127.0.0.1:0", config, EngineSlot(engine))
+    server.start()
+    health.set_serving(True)
+    try:
+        for what, mix in ((f"{len(photos)} benchmark photos", photos), ("text-free set", textless)):
+            total: dict[str, list[float]] = {"float": [], "cascade": []}
+            classifier: dict[str, list[float]] = {"float": [], "cascade": []}
+            cascade.scored = cascade.fell_back = 0
+            for _ in range(2):
+                for how, run in runs.items():
+                    engine.classifier_batches._run_batch = run
+                    before = _thread_cpu_ms()
+                    rate = service_throughput(port, mix, CLIENTS, [])
+                    after = _thread_cpu_ms()
+                    used = {
+                        tid: cpu - before.get(tid, (name, 0.0))[1]
+                        for tid, (name, cpu) in after.items()
+                    }
+                    share = sum(
+                        u for tid, u in used.items() if after[tid][0].startswith("batcher-clas")
+                    ) / max(1e-9, sum(used.values()))
+                    total[how].append(rate.cpu_ms_per_image)
+                    classifier[how].append(rate.cpu_ms_per_image * share)
+            f_all, c_all = np.mean(total["float"]), np.mean(total["cascade"])
+            print(
+                f"  {what:<22} CPU ms/img float classifier {f_all:6.2f}, cascade {c_all:6.2f} "
+                f"({f_all / c_all:.2f}x less); classifier threads "
+                f"{np.mean(classifier['float']):.2f} -> {np.mean(classifier['cascade']):.2f}; "
+                f"int8 path {cascade.scored - cascade.fell_back}/{cascade.scored}",
+                flush=True,
+            )
+    finally:
+        engine.classifier_batches._run_batch = served
+        server.stop(grace=None)
+        engine.close()
+    print(f"  ({_load()})")
+
+
 def _probe_tensor(rgb: Image.Image) -> np.ndarray:
     """The probe's detector input for one decoded photo (as TextProbe.probability_map)."""
     from vision_service.models.ocr import _DET_OFFSET, _DET_SCALE, _stride
@@ -472,7 +615,8 @@ def analysis_cost(config: VisionConfig, photos: list[bytes]) -> None:
         entry = registry[name]
         kind = "int8 (adopted)" if "reference" in entry.files else "float (int8 not adopted)"
         if entry.cascade_band is not None:
-            kind = f"int8 first, float where the int8 score is outside {list(entry.cascade_band)}"
+            on = "top-1 margin" if entry.cascade_on == "top1_margin" else "score"
+            kind = f"int8 first, float where the int8 {on} is outside {list(entry.cascade_band)}"
         print(f"{name}: runs {entry.path().name} [{kind}] sha256 {entry.sha256}")
         if "reference" in entry.files:
             ref = entry.files["reference"]
@@ -519,6 +663,7 @@ def analysis_cost(config: VisionConfig, photos: list[bytes]) -> None:
         f"throughput {before.images_per_s:.1f} -> {after.images_per_s:.1f} img/s"
     )
     prefilter_service_rounds(config, photos)
+    classifier_cascade_service_rounds(config, photos)
     thread_breakdown(config, photos)
 
     print("-- each step's CPU per image, one thread --", flush=True)
@@ -575,6 +720,7 @@ def analysis_cost(config: VisionConfig, photos: list[bytes]) -> None:
     for what, ms in steps:
         print(f"  {what:<42} {ms:6.2f} CPU ms")
     moderation_cascade_trial(config, mod_x)
+    classifier_cascade_trial(config, clf_x)
     session_options(config, decoded)
     engine = VisionEngine.load(config)
     try:
@@ -611,6 +757,11 @@ def analysis_cost(config: VisionConfig, photos: list[bytes]) -> None:
                 f"  {name}: top-1 agreement {a.top1_agreement:.1%} (goal >= "
                 f"{MIN_TOP1_AGREEMENT:.0%}), top-5 overlap {a.top5_overlap:.1%}, feature "
                 f"cosine mean {a.mean_feature_cosine:.4f} min {a.min_feature_cosine:.4f}"
+                + (
+                    " (int8 alone; the service runs the cascade measured above)"
+                    if entry.cascade_band is not None
+                    else ""
+                )
             )
         else:
             m = moderation_agreement(ref, cand, mod_all)
