@@ -8,8 +8,9 @@ thread puts documents one at a time and another searches (default path), as the 
 does, and a fourth thread sleeps 0.5 ms at a time and notes how late it wakes (how long it
 waited for the interpreter lock). Printed per round: the longest search and write, the
 longest wait of the sleeper, the snapshot's steps (time to make each section's value, time to
-write it) and, for the longest stalls, which snapshot step ran meanwhile. PROBE_MODES=as-is,interval alternates
-rounds with the interpreter's switch interval at its default and at 1 ms.
+write it) and, for the longest stalls, which snapshot step ran meanwhile.
+PROBE_MODES=as-is,interval alternates rounds with the interpreter's switch interval at its
+default and at 1 ms.
 
 At 300k documents and load 5-12 (2 cores shared): no step holds the GIL for long any more
 (the sleeper's longest waits are mostly 20-60 ms, the machine's run queue included); the
