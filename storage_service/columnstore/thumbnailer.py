@@ -50,6 +50,7 @@ from pathlib import Path
 
 from storage_service.columnstore.errors import (
     BackgroundError,
+    DataLossError,
     HistoryCompactedError,
     ImageNotFoundError,
     InvalidImageError,
@@ -231,6 +232,9 @@ class Thumbnailer:
                     _meta, data = self._store.read_data(image_id)
                 except ImageNotFoundError:
                     results[image_id] = None
+                    continue
+                except DataLossError as e:  # this image's bytes are damaged: not the others
+                    errors[image_id] = e
                     continue
                 try:
                     thumbs = render_thumbnails(data, budget=self._budget)
