@@ -16,10 +16,15 @@ Printed:
    thumbnails, float32 vectors), today (SETTINGS, float16) and SQLite (today's thumbnails,
    float32 vectors), each image annotated with a real photo's vector.
 4. PutImage over gRPC, a real server process per run and 8 client threads, interleaved rounds:
-   images/s, the server's CPU ms per put (from /proc), the clients' CPU ms per put; for the
-   column store with LEGACY, FAST (issue 13's first round), CHEAP (today's SETTINGS),
-   CHEAP_JPEG (measured, not used), and a SQLite-backed PutImage server with today's checks
-   and thumbnails. Every put is durable and fully checked (keep_duplicate).
+   images/s until the last ack and until the last thumbnail, the server's CPU ms per put
+   (from /proc) to the last ack and in all, the clients' CPU ms per put, the seconds the
+   thumbnails took after the last ack; for the column store with thumbnails made before the
+   ack (LEGACY, CHEAP, BUDGET), after it by the previous thumbnailer (one row and fsync per
+   image, no pause while puts arrive) and by today's (batches when catching up, one image
+   and a pause while puts arrive), and a SQLite-backed PutImage server with today's checks
+   and thumbnails; for web photos, 40-300 KB photos and camera photos. Every put is durable
+   and fully checked (keep_duplicate). The load average beside each row: wall-clock rates
+   on a shared machine depend on it, CPU per put much less.
 
 `python -m benchmarks ingest` (or `make bench PART=ingest`); INGEST_IMAGES, INGEST_ROUNDS and
 INGEST_CLIENTS change the sizes, INGEST_PARTS (settings,vectors,disk,grpc) the tables printed.
