@@ -175,6 +175,8 @@ class InvertedIndex:
         self._tok_text = GrowableArray(np.int64)
         # Phrase fields: a value -> the suggestion text of its words as a phrase (-1: one word).
         self._phrase_texts: dict[int, dict[str, int]] = {}
+        # Term number -> its posting list (None: not looked up since the vocabulary began).
+        self._plist_of_term: list[PostingList | None] = []
         # A caller's label kind number -> this index's (add_many's `labels`).
         self._outer: list[int] = []
         self._outer_array = np.zeros(0, np.int64)
@@ -506,19 +508,26 @@ class InvertedIndex:
             return
         starts = np.flatnonzero(np.diff(terms, prepend=-1))
         bounds = np.append(starts, terms.size)
-        postings, decoded, vocab_keys = self._postings, self._decoded, self._vocab_keys
-        made = self._made
-        plists = []
-        for term in terms[starts].tolist():
-            key = vocab_keys[term]
-            plist = postings.get(key)
-            if plist is None:
-                plist = postings[key] = PostingList()
-                made.append((key, plist))
-            elif decoded:
-                decoded.pop(key, None)
-            plists.append(plist)
-        append_runs(plists, bounds, docs + first, q)
+        vocab_keys, by_term = self._vocab_keys, self._plist_of_term
+        if len(by_term) < len(vocab_keys):
+            by_term.extend([None] * (len(vocab_keys) - len(by_term)))
+        touched = terms[starts].tolist()
+        plists = [by_term[term] for term in touched]
+        if None in plists:
+            postings, made = self._postings, self._made
+            for j, term in enumerate(touched):
+                if plists[j] is None:
+                    key = vocab_keys[term]
+                    plist = postings.get(key)
+                    if plist is None:
+                        plist = postings[key] = PostingList()
+                        made.append((key, plist))
+                    plists[j] = by_term[term] = plist
+        decoded = self._decoded
+        if decoded:  # decoded lists that change are decoded again when next asked for
+            for term in touched:
+                decoded.pop(vocab_keys[term], None)
+        append_runs(plists, bounds, docs + first, q)  # type: ignore[arg-type]
 
     def _concept_postings(self, h_doc: Any, h_cls: Any, h_p: Any) -> tuple[Any, Any, Any, Any, Any]:
         """For labels (document, class, probability): (document, term, weight) of the concepts
@@ -662,6 +671,7 @@ class InvertedIndex:
         self._tok_term = GrowableArray(np.int64)
         self._tok_text = GrowableArray(np.int64)
         self._phrase_texts = {}
+        self._plist_of_term = []
         self._outer = []
         self._outer_array = np.zeros(0, np.int64)
         self._concept_flat = None
