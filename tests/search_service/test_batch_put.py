@@ -171,6 +171,7 @@ def test_a_bad_document_refuses_the_batch_as_validate_does(bad):
     assert len(index) == 0 and len(index._docs) == 0
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the vector's norm
 def test_large_finite_vectors_are_taken():
     """A vector whose squared length overflows float32 is still finite: the batch check then
     asks validate(), which takes it."""
