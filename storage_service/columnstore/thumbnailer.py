@@ -81,7 +81,8 @@ WORKER_NICE = 10
 # Images a worker makes before storing their rows together (one fsync for the batch): what is
 # queued when it starts, up to this many. 1: a row and an fsync per image (the path before).
 BATCH_SIZE = 8
-# While puts arrive, a worker makes one image and then waits this long (0: no pause).
+# While puts arrive, a worker makes one image at a time and waits this long after each (0: one
+# at a time, no pause).
 FOREGROUND_YIELD_S = 0.005
 # (content type, small, its size, preview, its size), as store.set_thumbnails takes them.
 Made = tuple[str, bytes, tuple[int, int], bytes, tuple[int, int]]
@@ -361,12 +362,13 @@ class Thumbnailer:
             except queue.Empty:
                 continue
             head = self._store.head_seq
-            if head != seen and self._yield_s:
+            if head != seen:
                 # Puts arrived since this worker's last image: they come first. One image,
                 # then a pause (nice lowers these threads' CPU share, but a niced thread the
                 # kernel preempts while it holds the interpreter lock stalls every request).
                 seen = head
-                self._stop.wait(self._yield_s)
+                if self._yield_s:
+                    self._stop.wait(self._yield_s)
             else:
                 # Catching up: what else is queued, up to a batch: its rows share one fsync.
                 while len(batch) < self._batch_size:
