@@ -22,7 +22,8 @@ the acknowledged path costs about a tenth of the CPU; the work is the same, only
   moves), a worker makes one image and pauses `FOREGROUND_YIELD_S` instead: measured with 8
   clients, batches made at full speed during a burst took the acks from ~400-600/s down to
   ~290-440/s (a niced worker the kernel preempts while it holds the interpreter lock stalls
-  every request thread); with the pause the acks were back at or above the unbatched rate.
+  every request thread); one image at a time with the pause: within noise of the unbatched
+  rate (acks/s and sustained img/s, 3-4 rounds at load 7-9).
 - Low priority: the worker threads lower their own scheduling priority (Linux `nice` per
   thread), so during a burst of puts the acks keep the CPU and the thumbnails catch up after.
 - On demand: `thumbnail()` of an image whose thumbnails are not made yet makes them at once
