@@ -7,9 +7,11 @@ from __future__ import annotations
 import time
 import zlib
 
+from storage_service.columnstore.errors import DataLossError
 from storage_service.columnstore.image_check import check_image, render_thumbnails
 from storage_service.columnstore.model import ThumbnailSize, ThumbState
-from storage_service.columnstore.store import ColumnStore
+from storage_service.columnstore.segment_reader import SegmentReader
+from storage_service.columnstore.store import ColumnStore, StoreOptions
 from storage_service.columnstore.thumbnailer import Thumbnailer
 from tests.storage_service.conftest import SMALL_MEMTABLE, jpeg_variant
 
@@ -132,4 +134,31 @@ def test_while_puts_arrive_the_workers_make_one_image_at_a_time(tmp_path, photo_
     assert during and set(during[1:]) <= {1}
     assert max(after) > 1
     assert all(store.get(i).thumb_state is ThumbState.MADE for i in ids)
+    store.close()
+
+
+def test_an_image_with_damaged_bytes_in_a_batch_leaves_the_others_stored(tmp_path, photo_jpegs):
+    opts = StoreOptions(memtable_bytes=1 << 30, compact_min_segments=1000)
+    store = ColumnStore.open(tmp_path / "store", opts)
+    photos = [jpeg_variant(data, i) for i, data in enumerate(photo_jpegs.values())][:3]
+    ids = [store.put(f"p{i}.jpg", "", check_image(d)).image.id for i, d in enumerate(photos)]
+    store.flush()
+    store.close()
+    (segment,) = sorted((tmp_path / "store" / "segments").glob("*.seg"))
+    victim = ids[1]
+    offset, length = SegmentReader(segment).blob_location(
+        "data", SegmentReader(segment).ids().index(victim)
+    )
+    raw = bytearray(segment.read_bytes())
+    raw[offset + length // 2] ^= 0x10
+    segment.write_bytes(bytes(raw))
+    store = ColumnStore.open(tmp_path / "store", opts)
+
+    results, errors = Thumbnailer(store)._make_many(ids)
+
+    assert list(errors) == [victim] and isinstance(errors[victim], DataLossError)
+    assert store.get(victim).thumb_state is ThumbState.PENDING
+    for image_id in (ids[0], ids[2]):
+        meta = results[image_id]
+        assert meta is not None and meta.thumb_state is ThumbState.MADE
     store.close()
