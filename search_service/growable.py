@@ -136,9 +136,14 @@ class ChunkedRows:
         if first == last:
             out[:] = self.chunks[first][within]
             return out
+        if np.all(rows[1:] >= rows[:-1]):  # in order (rescoring sorts them): cut at chunk edges
+            edges = np.searchsorted(chunk_of, np.arange(first, last + 2)).tolist()
+            for c, (a, b) in enumerate(zip(edges[:-1], edges[1:], strict=True), first):
+                if b > a:
+                    out[a:b] = self.chunks[c][within[a:b]]
+            return out
         order = np.argsort(chunk_of, kind="stable")
-        sorted_chunks = chunk_of[order]
-        bounds = np.flatnonzero(np.diff(sorted_chunks)) + 1
+        bounds = np.flatnonzero(np.diff(chunk_of[order])) + 1
         for part in np.split(order, bounds):
             out[part] = self.chunks[int(chunk_of[part[0]])][within[part]]
         return out

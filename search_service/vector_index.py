@@ -354,9 +354,10 @@ class VectorIndex:
         row, as exact search orders them)."""
         rows = np.sort(rows)
         sims = np.empty(rows.size, np.float32)
+        stored = self._vectors.take(rows)  # one gather across the chunks (int8: 1.3 MB)
         for start in range(0, rows.size, _RESCORE_BLOCK):
-            part = rows[start : start + _RESCORE_BLOCK]
-            sims[start : start + _RESCORE_BLOCK] = self._vectors.take(part).astype(np.float32) @ q
+            part = stored[start : start + _RESCORE_BLOCK]
+            sims[start : start + _RESCORE_BLOCK] = part.astype(np.float32) @ q
         sims *= self._factors.take(rows)
         k = min(k, rows.size)
         top = np.argpartition(-sims, k - 1)[:k] if k else np.zeros(0, np.int64)
