@@ -236,6 +236,14 @@ def test_growing_past_a_chunk_boundary_moves_no_existing_row():
     docs = np.asarray([2 * per_chunk + 1, 3, per_chunk + 7, 3], np.int64)
     expected = np.stack([unit(int(d)) for d in docs])
     assert np.all(np.sum(vectors.vectors_of(docs) * expected, axis=1) > 0.999)
+    whole = vectors._vectors.to_array()
+    for rows in (docs, np.sort(docs)):  # gathered out of order and in order
+        assert vectors._vectors.take(rows).tobytes() == whole[rows].tobytes()
+    # a narrow filter is answered by rescoring its few rows, taken from three chunks
+    allowed = np.zeros(2 * per_chunk + 3, np.bool_)
+    allowed[docs] = True
+    found = vectors.search(unit(per_chunk + 7), 3, allowed)
+    assert found.docs[0] == per_chunk + 7 and sorted(found.docs.tolist()) == sorted(set(docs))
 
 
 def test_a_search_runs_while_a_write_that_adds_a_chunk_waits():
