@@ -17,13 +17,17 @@ Then each step's own CPU cost on one thread; the onnxruntime options (graph opti
 intra-op threads) per model, which chose the service's settings; a trial of one shared 256 px
 copy read by every model (what it would save, how far it moves labels and moderation scores);
 the int8/float agreement measured on the real-photo set (the 124 inputs models/quantize.py judges
-by, Debian's mate-backgrounds included); how each probe (the old one, the one in use at 320 px,
-and the same at 256 and 288 px) does on the photos with and without text and on smaller
-signs; every model file's sha256; the load average (the machine is shared).
+by, Debian's mate-backgrounds included); the classifier cascade (int8 EfficientNet-Lite0 first,
+float for near ties) against the float model alone, on one thread and over gRPC with the
+default tasks in alternating rounds, and what it serves against the float model on its tuning
+set and on the held-out sets (top-1 agreement, top-5, probabilities, features, recall@10);
+how each probe (the old one, the one in use at 320 px, and the same at 256 and 288 px) does
+on the photos with and without text and on smaller signs; every model file's sha256; the load
+average (the machine is shared).
 
 Part 2, measured in one run, on the same machine, with the same onnxruntime thread settings:
-- baseline: EfficientNet-Lite0 alone on ready-made input tensors, batch 1 and batch 8
-  (no decoding, no preprocessing, no gRPC);
+- baseline: EfficientNet-Lite0 as served (the int8 -> float cascade) alone on ready-made
+  input tensors of the 8 photos, batch 1 and batch 8 (no decoding, no preprocessing, no gRPC);
 - service: `Analyze` over gRPC on loopback with tasks LABELS+FEATURES and OCR off, from 1 and
   from 8 concurrent clients sending real photos as JPEG. Each call includes JPEG decoding,
   preprocessing, micro-batched classification, top-k labels, the 1280-d feature vector and
@@ -123,22 +127,31 @@ class Rate:
 
 
 def bare_throughput(config: VisionConfig, tensors: np.ndarray, batch: int, streams: int) -> Rate:
-    """The classifier alone on ready-made tensors, with the service's session settings, run
-    by `streams` threads at once (the service's batch workers) on one shared session."""
+    """The classifier as the service runs it (the manifest's cascade where it has one) alone on
+    ready-made tensors, with the service's session settings, run by `streams` threads at once
+    (the service's batch workers) on one shared model, cycling through the photos."""
     entry = load_registry(config.models_dir)[CLASSIFIER]
-    session = open_session(
-        entry.path(),
+    model = ImageClassifier.load(
+        entry,
         SessionThreads(config.intra_op_threads, config.inter_op_threads, config.ort_spin),
+        config.quantized,
     )
-    inputs = np.ascontiguousarray(np.resize(tensors, (batch, *tensors.shape[1:])))
-    session.run(None, {"input": inputs})  # warm-up
+    inputs = np.ascontiguousarray(
+        np.resize(tensors, (max(batch, len(tensors)), *tensors.shape[1:]))
+    )
+    batches = [inputs[i : i + batch] for i in range(0, len(inputs), batch)]
+    for x in batches:
+        model.classify(x)  # warm-up
     stop = threading.Event()
     counts = [0] * streams
 
     def stream(i: int) -> None:
+        n = i
         while not stop.is_set():
-            session.run(None, {"input": inputs})
-            counts[i] += batch
+            x = batches[n % len(batches)]
+            model.classify(x)
+            counts[i] += len(x)
+            n += 1
 
     threads = [threading.Thread(target=stream, args=(i,)) for i in range(streams)]
     cpu_started = time.process_time()
