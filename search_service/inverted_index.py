@@ -177,7 +177,9 @@ class InvertedIndex:
         self._phrase_texts: dict[int, dict[str, int]] = {}
         # Term number -> its posting list (None: not looked up since the vocabulary began).
         self._plist_of_term: list[PostingList | None] = []
-        # A caller's label kind number -> this index's (add_many's `labels`).
+        # A caller's label kind number -> this index's (add_many's `labels`), for the
+        # caller's table _outer_table.
+        self._outer_table: object = None
         self._outer: list[int] = []
         self._outer_array = np.zeros(0, np.int64)
         self._concept_flat: tuple[Any, Any, Any, Any] | None = None
@@ -421,6 +423,10 @@ class InvertedIndex:
 
     def _outer_kinds(self, table: Sequence[tuple[str, tuple[str, ...], int]]) -> Any:
         """This index's kind number for each kind of a caller's append-only table."""
+        if self._outer_table is not table:  # another table: its numbers mean other kinds
+            self._outer_table = table
+            self._outer = []
+            self._outer_array = np.zeros(0, np.int64)
         known = self._outer
         if len(known) < len(table):
             kind_of = self._kind_of

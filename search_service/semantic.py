@@ -74,6 +74,7 @@ class ConceptSpace:
         self.embeddings = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
         self._gram = self.embeddings @ self.embeddings.T
         self._by_name = {normalise(n): i for i, n in enumerate(self.label_names)}
+        self._kind_table: object = None
         self._kind_classes: list[int] = []
         self._kind_class_array = np.zeros(0, np.int64)
         self.clear_docs()
@@ -120,6 +121,10 @@ class ConceptSpace:
     ) -> npt.NDArray[np.int64]:
         """The class (class_of) of each label kind (name, synonyms, class number) of an
         append-only kind table, remembered for the kinds seen before."""
+        if self._kind_table is not kinds:  # another table: its numbers mean other kinds
+            self._kind_table = kinds
+            self._kind_classes = []
+            self._kind_class_array = np.zeros(0, np.int64)
         known = self._kind_classes
         if len(known) < len(kinds):
             known.extend(

@@ -180,3 +180,28 @@ def test_large_finite_vectors_are_taken():
     index.put_many([Document(image_id="a", feature_vector=big), Document(image_id="b")])
 
     assert len(index) == 2
+
+
+def test_kind_numbers_of_another_table_are_not_mixed_up(label_cache):
+    """Label kinds are numbered by the caller's table; a different table starts afresh."""
+    cached = load_cached(label_cache.parent)
+    assert cached is not None
+    names = cached[0]
+    space = ConceptSpace(*cached)
+    first = [(names[3], (), 3), (names[5], (), 5)]
+    other = [(names[5], (), 5), ("no such label", (), -1)]
+
+    assert space.kind_classes(first).tolist() == [3, 5]
+    assert space.kind_classes(other).tolist() == [5, -1]
+
+    from search_service.inverted_index import InvertedIndex
+
+    index = InvertedIndex()
+    probs = np.asarray([0.9], np.float64)
+    one = Document(image_id="a", labels=(Label(names[5], 0.9, (), 5),))
+    two = Document(image_id="b", labels=(Label("no such label", 0.9, (), -1),))
+    index.add_many(0, [one], (np.asarray([1]), first, probs))  # kind 1: names[5]
+    index.add_many(1, [two], (np.asarray([1]), other, probs))  # kind 1: "no such label"
+    held = {term for (fno, term) in index._postings if FIELDS[fno] == "labels"}
+    expected = set(index._tokenizer.terms(names[5])) | set(index._tokenizer.terms("no such label"))
+    assert held == expected
