@@ -454,10 +454,26 @@ class InvertedIndex:
             lower = [w.lower() for w in missing]
             new_terms: list[int] = []
             new_texts: list[int] = []
+            # _term() and _text() written out: a batch can bring thousands of new words
+            # (numbers in filenames).
+            vocab, vocab_keys, term_field = self._vocab, self._vocab_keys, self._term_field
+            text_of, text_list = self._texts, self._text_list
+            number = len(self._tok_term)
             for word, low, stem in zip(missing, lower, self._tokenizer.stem(lower), strict=True):
-                table[word] = len(self._tok_term) + len(new_terms)
-                new_terms.append(self._term(fno, stem))
-                new_texts.append(self._text(low))
+                table[word] = number
+                number += 1
+                key = (fno, stem)
+                term = vocab.get(key)
+                if term is None:
+                    term = vocab[key] = len(vocab_keys)
+                    vocab_keys.append(key)
+                    term_field.append(fno)
+                new_terms.append(term)
+                text = text_of.get(low)
+                if text is None:
+                    text = text_of[low] = len(text_list)
+                    text_list.append(low)
+                new_texts.append(text)
             self._tok_term.extend(new_terms)
             self._tok_text.extend(new_texts)
             ids = list(map(table.get, raw))

@@ -24,12 +24,20 @@ def encode_varints(values: npt.ArrayLike) -> bytes:
     v = np.asarray(values, dtype=np.uint64)
     if v.size == 0:
         return b""
-    # Bytes each value needs: 1 + number of further 7-bit groups.
+    return _encode(v, _widths(v))
+
+
+def _widths(v: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
+    """Bytes each value needs: 1 + number of further 7-bit groups."""
     widths = np.ones(v.shape, dtype=np.int64)
     rest = v >> np.uint64(7)
     while rest.any():
         widths += rest > 0
         rest >>= np.uint64(7)
+    return widths
+
+
+def _encode(v: npt.NDArray[np.uint64], widths: npt.NDArray[np.int64]) -> bytes:
     ends = np.cumsum(widths)
     starts = ends - widths
     out = np.zeros(int(ends[-1]), dtype=np.uint8)
@@ -176,21 +184,19 @@ def append_runs(
     prev = np.empty_like(docs)
     prev[1:] = docs[:-1]
     prev[starts] = np.maximum(lasts, 0)
-    deltas = docs - prev
-    widths = np.ones(deltas.size, np.int64)
-    rest = deltas >> 7
-    while rest.any():
-        widths += rest > 0
-        rest >>= 7
-    data = encode_varints(deltas)
+    deltas = (docs - prev).astype(np.uint64)
+    widths = _widths(deltas)
+    data = _encode(deltas, widths)
     byte_bounds = np.zeros(deltas.size + 1, np.int64)
     np.cumsum(widths, out=byte_bounds[1:])
     byte_at = byte_bounds[bounds].tolist()
     at = bounds.tolist()
     last_docs = docs[bounds[1:] - 1].tolist()
     weights = np.ascontiguousarray(weights_q, np.uint8).tobytes()
-    for i, plist in enumerate(plists):
-        plist._ids += data[byte_at[i] : byte_at[i + 1]]
-        plist._weights += weights[at[i] : at[i + 1]]
-        plist._last = last_docs[i]
-        plist.count += at[i + 1] - at[i]
+    for plist, b0, b1, a0, a1, last in zip(
+        plists, byte_at, byte_at[1:], at, at[1:], last_docs, strict=False
+    ):
+        plist._ids += data[b0:b1]
+        plist._weights += weights[a0:a1]
+        plist._last = last
+        plist.count += a1 - a0
