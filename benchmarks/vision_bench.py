@@ -82,7 +82,7 @@ from vision_service.agreement import (
 )
 from vision_service.config import VisionConfig
 from vision_service.engine import CLASSIFIER, MODERATION, OCR_DET, OCR_REC, VisionEngine
-from vision_service.models.classifier import ImageClassifier
+from vision_service.models.classifier import ImageClassifier, recorded_cascade
 from vision_service.models.moderation import ModerationModel, moderation_input
 from vision_service.models.ocr import PROBE_MAX_SIDE, TextProbe, _engine_params
 from vision_service.preprocess import (
@@ -345,6 +345,19 @@ def _classify_ms(model: ImageClassifier, tensors: np.ndarray, batch: int = 8) ->
     return 1000.0 * (time.process_time() - started) / len(tensors)
 
 
+def _recorded_int8(config: VisionConfig) -> str:
+    report = json.loads((config.models_dir / "quantization.json").read_text())
+    return str(report[CLASSIFIER]["file"])
+
+
+def _classifier_cascade(config: VisionConfig, entry, threads: SessionThreads) -> ImageClassifier:
+    """The manifest's classifier cascade, or the one models/quantize.py recorded when the
+    manifest serves the float model alone."""
+    if entry.cascade_band is not None:
+        return ImageClassifier.load(entry, threads)
+    return recorded_cascade(entry, config.models_dir, threads)
+
+
 def classifier_cascade_trial(config: VisionConfig, bench_x: np.ndarray, rounds: int = 5) -> None:
     """EfficientNet-Lite0 as served (the manifest's cascade: int8 first, float where the int8
     top-1 margin is under the band) against the float model alone, in alternating rounds on one
@@ -352,25 +365,25 @@ def classifier_cascade_trial(config: VisionConfig, bench_x: np.ndarray, rounds: 
     images took the int8 path; what the cascade serves against the float model on each set
     (top-1 agreement, top-5, probabilities, features, similar-image recall); memory added."""
     entry = load_registry(config.models_dir)[CLASSIFIER]
-    if entry.cascade_band is None:
-        print("  efficientnet-lite0 runs no cascade")
-        return
     threads = SessionThreads(1, 1)
     exact = ImageClassifier.load(entry, threads, quantized=False)
     exact.classify(bench_x[:8])
+    served = entry.cascade_band is not None
+    int8_path = entry.path() if served else config.models_dir / _recorded_int8(config)
     # What the cascade adds to a float-only service: the int8 session, warmed at batch 8.
     rss = _rss_mib()
-    int8_alone = open_session(entry.path(), threads)
+    int8_alone = open_session(int8_path, threads)
     int8_alone.run(
         None, {"input": np.ascontiguousarray(np.resize(bench_x, (8, *bench_x.shape[1:])))}
     )
     added = _rss_mib() - rss
-    cascade = ImageClassifier.load(entry, threads)
+    cascade = _classifier_cascade(config, entry, threads)
+    assert cascade.band is not None
     sets = {name: model_inputs(images)[0] for name, images in cascade_sets().items() if images}
     print(
-        f"-- efficientnet-lite0 cascade (int8 kept where top-1 - top-2 >= "
-        f"{entry.cascade_band[0]}) vs float alone, batch 8, one thread, {rounds} alternating "
-        f"rounds ({_load()}) --",
+        f"-- efficientnet-lite0 cascade ({'served' if served else 'recorded, NOT served'}: "
+        f"int8 kept where top-1 - top-2 >= {cascade.band[0]}) vs float alone, batch 8, "
+        f"one thread, {rounds} alternating rounds ({_load()}) --",
         flush=True,
     )
     print(f"  memory: the int8 session adds {added:.0f} MiB resident to the float model's process")
@@ -392,10 +405,10 @@ def classifier_cascade_trial(config: VisionConfig, bench_x: np.ndarray, rounds: 
             f"{f_ms:.2f}, cascade {c_ms:.2f} CPU ms/img ({f_ms / c_ms:.2f}x less)",
             flush=True,
         )
-    reference = open_session(entry.path("reference"), threads)
+    reference = open_session(entry.path(entry.model_role(False)), threads)
     for name, x in sets.items():
         ref, cand = classifier_outputs(reference, x), classifier_outputs(int8_alone, x)
-        a = cascade_agreement(ref, cand, entry.cascade_band[0])
+        a = cascade_agreement(ref, cand, cascade.band[0])
         alone = cascade_agreement(ref, cand, 0.0)
         role = "the margin was chosen here" if name == "tuning" else "held out"
         print(
@@ -428,10 +441,13 @@ def classifier_cascade_service_rounds(config: VisionConfig, photos: list[bytes])
     exact = ImageClassifier.load(entry, threads, quantized=False)
     exact.classify(np.zeros((1, 3, CLASSIFIER_SIZE, CLASSIFIER_SIZE), dtype=np.float32))
     textless = [jpeg_bytes(im) for im in textless_photos().values()]
+    cascade = _classifier_cascade(config, entry, threads)
     engine = VisionEngine.load(config)
-    cascade = engine._classifier
     served = engine.classifier_batches._run_batch
-    runs = {"float": lambda xs: exact.classify(np.stack(xs)), "cascade": served}
+    runs = {
+        "float": lambda xs: exact.classify(np.stack(xs)),
+        "cascade": lambda xs: cascade.classify(np.stack(xs)),
+    }
     server, port, health = build_server("127.0.0.1:0", config, EngineSlot(engine))
     server.start()
     health.set_serving(True)
