@@ -26,8 +26,9 @@ on the photos with and without text and on smaller signs; every model file's sha
 average (the machine is shared).
 
 Part 2, measured in one run, on the same machine, with the same onnxruntime thread settings:
-- baseline: EfficientNet-Lite0 as served (the int8 -> float cascade) alone on ready-made
-  input tensors of the 8 photos, batch 1 and batch 8 (no decoding, no preprocessing, no gRPC);
+- baseline: EfficientNet-Lite0 as served (the float model, or the manifest's cascade when it
+  has one) alone on ready-made input tensors of the 8 photos, batch 1 and batch 8 (no
+  decoding, no preprocessing, no gRPC);
 - service: `Analyze` over gRPC on loopback with tasks LABELS+FEATURES and OCR off, from 1 and
   from 8 concurrent clients sending real photos as JPEG. Each call includes JPEG decoding,
   preprocessing, micro-batched classification, top-k labels, the 1280-d feature vector and

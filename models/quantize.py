@@ -23,7 +23,8 @@ the script records, on the same agreement inputs, how many inputs the band accep
 int8/float difference among them (at most CASCADE_MAX_DIFF, a margin under the 0.02 rule), the
 cascade's largest difference from the float model, and the widest band [0, t] that holds it.
 
-An int8 EfficientNet-Lite0 that is not adopted runs the same way, its band read on the int8
+An int8 EfficientNet-Lite0 that is not adopted is measured as such a cascade too (recorded in
+models/quantization.json; served only once the manifest names it), its band read on the int8
 top-1 minus top-2 probability ("on": "top1_margin"): the threshold is chosen on the agreement
 inputs (the tuning set) by `smallest_safe_margin` (one 0.01 step above the most confident int8
 top-1 that differs from the float one there), then judged on inputs it was not chosen on
