@@ -10,7 +10,8 @@ waited for the interpreter lock). Printed per round: the longest search and writ
 longest wait of the sleeper, the snapshot's steps (time to make each section's value, time to
 write it) and, for the longest stalls, which snapshot step ran meanwhile.
 PROBE_MODES=as-is,interval alternates rounds with the interpreter's switch interval at its
-default and at 1 ms.
+default and at 1 ms. PROBE_ANN=1 builds the faiss IVF index after loading and saves it at
+every snapshot.
 
 At 300k documents and load 5-12 (2 cores shared): no step holds the GIL for long any more
 (the sleeper's longest waits are mostly 20-60 ms, the machine's run queue included); the
@@ -90,6 +91,10 @@ def _open(n: int) -> tuple[DurableIndex, Any, Any, list[str], bench.Corpus]:
     )
     durable.attach_semantic(names, embeddings, client.embed)
     print(f"opened {len(durable):,} documents in {time.perf_counter() - t:.1f} s", flush=True)
+    if os.environ.get("PROBE_ANN") == "1":  # with faiss IVF, saved at every snapshot
+        t = time.perf_counter()
+        durable._index.vectors.build_ann()
+        print(f"approximate vector index built in {time.perf_counter() - t:.0f} s", flush=True)
     queries = corpus.queries(bench.QUERIES)
     for q in queries:
         durable._index.query_embedding(q)
@@ -104,6 +109,7 @@ def _time_freeze(durable: DurableIndex, timeline: Timeline) -> None:
         "freeze keywords": (index.keywords, "frozen_state"),
         "freeze vectors": (index.vectors, "frozen_state"),
         "freeze concepts": (index.concepts, "frozen_state"),
+        "save the approximate vector index": (index.vectors, "save_ann"),
     }
     for what, (obj, name) in parts.items():
         if obj is None or name in vars(obj):
@@ -131,6 +137,7 @@ def round_(durable: DurableIndex, queries: list[str], writes: list[Any], mode: s
     puts: list[tuple[float, float]] = []
 
     def snap() -> None:
+        durable._index.vectors.ann_saved = None  # saved again (PROBE_ANN=1)
         t = time.perf_counter()
         durable._unsaved = max(durable._unsaved, 1)
         interval = sys.getswitchinterval()
