@@ -18,7 +18,10 @@ At 300k documents and load 5-12 (2 cores shared): no step holds the GIL for long
 stalls come from sharing the GIL with the snapshot's Python-level work, chiefly making the
 keyword meta (1.4-3 s: the terms and surface table built as Python lists and dicts) and
 encoding it (0.6-1.2 s), and from the first write after a restart (158 ms alone: the keyword
-index builds its per-kind and concept tables).
+index builds its per-kind and concept tables). At 1M (load 8): longest search 287-351 ms,
+write 200-240 ms, view frozen in 65 ms; the longest fell while the 1.3 GB of vector rows were
+written (2.1-4.5 s of file writes, which release the GIL: the sleeper still woke up to 80 ms
+late, so the page cache's writeback is the suspect, not measured apart).
 """
 
 from __future__ import annotations
