@@ -488,13 +488,12 @@ def classifier_cascade_service_rounds(config: VisionConfig, photos: list[bytes])
 
 
 def _probe_tensor(rgb: Image.Image) -> np.ndarray:
-    """The probe's detector input for one decoded photo (as TextProbe.probability_map)."""
-    from vision_service.models.ocr import _DET_OFFSET, _DET_SCALE, _stride
+    """The probe's detector input for one decoded photo, made as the service makes it (one
+    box-filtered thumbnail, text_prefilter.thumbnail, normalised as TextProbe._detect)."""
+    from vision_service.models.ocr import _DET_OFFSET, _DET_SCALE
+    from vision_service.text_prefilter import thumbnail
 
-    w, h = rgb.size
-    scale = PROBE_MAX_SIDE / max(w, h)
-    size = (_stride(w * scale), _stride(h * scale))
-    thumb = np.asarray(rgb.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0))
+    thumb = thumbnail(rgb, PROBE_MAX_SIDE)
     planes = [thumb[:, :, 2 - c] * _DET_SCALE[c] + _DET_OFFSET[c] for c in range(3)]
     return np.ascontiguousarray(np.stack(planes)[None], dtype=np.float32)
 

@@ -55,7 +55,6 @@ from vision_service.text_prefilter import (
     PREFILTER_SIDE,
     judged,
     may_hold_text,
-    stride_side,
     thumbnail,
     thumbnail_may_hold_text,
 )
@@ -172,10 +171,6 @@ class TextProbe:
         if judged(rgb.size) and not thumbnail_may_hold_text(thumb):
             return False
         return any(_text_like_regions(self._detect(thumb)))
-
-
-def _stride(side: float) -> int:
-    return stride_side(side)
 
 
 def _text_like_regions(probabilities: np.ndarray) -> list[tuple[int, int, int, float]]:
