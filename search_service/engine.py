@@ -354,6 +354,12 @@ class SearchIndex:
     def __len__(self) -> int:
         return len(self._ids)
 
+    @property
+    def numbered(self) -> int:
+        """Document numbers given out, live or dead (an update numbers the image anew; the
+        dead ones wait for compaction)."""
+        return len(self._docs)
+
     def __contains__(self, image_id: str) -> bool:
         return image_id in self._ids
 

@@ -156,6 +156,29 @@ def test_changes_at_or_below_the_applied_seq_are_not_applied_again(tmp_path):
     assert len(index) == 2
 
 
+def test_a_feed_page_putting_each_image_twice_indexes_its_last_version_once(tmp_path):
+    """Storage's feed puts an image (not analysed yet) and then its analysis, usually in one
+    page: the index takes each image once, as its last version, with one document number
+    each (none left dead for compaction), and a delete between two puts of an image counts."""
+    index = DurableIndex.open(tmp_path, PARAMS)
+    changes, seq = [], 0
+    for i in range(40):
+        changes.append(FeedChange(seq := seq + 1, f"img{i}", doc(f"img{i}")))
+        changes.append(FeedChange(seq := seq + 1, f"img{i}", doc(f"img{i}", (("beagle", 0.9),))))
+    changes.append(FeedChange(seq := seq + 1, "img0"))  # deleted, then put again as a moped
+    changes.append(FeedChange(seq := seq + 1, "img0", doc("img0", (("moped", 0.9),))))
+    changes.append(FeedChange(seq := seq + 1, "img1"))  # deleted at the end of the page
+
+    index.apply(changes)
+
+    assert index.applied_seq == seq
+    assert len(index) == 39
+    beagles = [h.image_id for h in index.search("beagle", limit=100, semantic=False).hits]
+    assert sorted(beagles) == sorted(f"img{i}" for i in range(2, 40))
+    assert _ids(index, "moped") == ["img0"]
+    assert index._index.numbered == 41  # img0 twice (deleted in between), the others once
+
+
 def test_a_document_the_index_cannot_take_is_left_out_without_stopping_the_feed(tmp_path):
     index = DurableIndex.open(tmp_path, PARAMS)
     bad = doc("bad", (("moped", 0.9),), vector=np.ones(DIM + 1, np.float32))
