@@ -28,15 +28,17 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from tests.support import real_photo_paths
 from tests.vision_service.photo_sets import (
+    as_analysed,
     debian_photos,
     font_sign_photos,
     heldout_font_signs,
     installed_fonts,
     jpeg_bytes,
+    photo_file,
     small_sign_photos,
     text_photos,
     textless_photos,
@@ -104,26 +106,10 @@ class PreviousProbe(TextProbe):
         return any(_text_like_regions(self.probability_map(rgb)))
 
 
-def _analysed(images: dict[str, Image.Image]) -> dict[str, Image.Image]:
-    return {
-        name: decode_image(
-            jpeg_bytes(image),
-            max_pixels=40_000_000,
-            min_long_side=PROBE_MAX_SIDE,
-            min_short_side=CLASSIFIER_RESIZE,
-        ).rgb
-        for name, image in images.items()
-    }
-
-
 def other_wallpapers(max_side: int = 1024) -> dict[str, Image.Image]:
     out = {}
     for path in sorted(_OTHER_WALLPAPERS.glob("*.jpg")):
-        with Image.open(path) as im:
-            im.draft("RGB", (max_side, max_side))
-            image = ImageOps.exif_transpose(im).convert("RGB")
-        image.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
-        out[f"wallpaper-{path.stem}"] = image
+        out[f"wallpaper-{path.stem}"] = photo_file(path, max_side)
     return out
 
 
@@ -336,21 +322,21 @@ def main() -> None:
         raise SystemExit(
             "needs the DejaVu and Liberation fonts (fonts-dejavu-core, -extra, fonts-liberation)"
         )
-    textfree = _analysed(textless_photos())
+    textfree = as_analysed(textless_photos())
     step_costs(previous, probe, list(textfree.values()))
-    earlier = _analysed({**text_photos(), **small_sign_photos()})
+    earlier = as_analysed({**text_photos(), **small_sign_photos()})
     sets: dict[str, tuple[bool, dict]] = {
         "tuned: the 42 earlier text photos": (True, earlier),
-        "tuned: font signs": (True, _analysed(tuning_font_signs())),
+        "tuned: font signs": (True, as_analysed(tuning_font_signs())),
         "tuned: text-free photos and crops": (False, textfree),
-        "held out: font signs 4-7%": (True, _analysed(heldout_font_signs())),
+        "held out: font signs 4-7%": (True, as_analysed(heldout_font_signs())),
     }
     walls = other_wallpapers()
     if walls:
         bases = {**walls, **debian_photos()}
         signs = font_sign_photos(bases, installed_fonts(), (0.045, 0.055, 0.07, 0.09), salt=23)
-        sets["held out: other Debian wallpapers"] = (False, _analysed(walls))
-        sets["held out: signs on them and on mate's"] = (True, _analysed(signs))
+        sets["held out: other Debian wallpapers"] = (False, as_analysed(walls))
+        sets["held out: signs on them and on mate's"] = (True, as_analysed(signs))
     decisions(previous, probe, detector, sets)
 
 

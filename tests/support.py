@@ -4,6 +4,7 @@ and free loopback ports for services started as processes."""
 from __future__ import annotations
 
 import socket
+import zlib
 from pathlib import Path
 
 
@@ -46,3 +47,21 @@ def free_ports(n: int) -> list[int]:
 
 def free_port() -> int:
     return free_ports(1)[0]
+
+
+def png_damaged_in_pixels(data: bytes) -> bytes:
+    """The PNG `data` with 64 bytes in the middle of its first IDAT chunk overwritten and the
+    chunk's CRC fixed: structurally whole (storage's check accepts it), but its pixels cannot
+    be inflated (its thumbnails fail)."""
+    out = bytearray(data)
+    pos = 8
+    while pos < len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        if data[pos + 4 : pos + 8] == b"IDAT":
+            start = pos + 8 + length // 2
+            out[start : start + 64] = bytes(range(64))
+            crc = zlib.crc32(bytes(out[pos + 4 : pos + 8 + length]))
+            out[pos + 8 + length : pos + 12 + length] = crc.to_bytes(4, "big")
+            return bytes(out)
+        pos += 12 + length
+    raise AssertionError("no IDAT chunk")

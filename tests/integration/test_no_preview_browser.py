@@ -12,11 +12,12 @@ saved under tests/artifacts/screenshots/no-preview-*.png.
 from __future__ import annotations
 
 import time
-import zlib
 
 import pytest
 import requests
 from playwright.sync_api import Browser, Page, expect
+
+from tests.support import png_damaged_in_pixels
 
 from .browser_support import PHONE, fresh_photo, new_context, shoot, upload
 from .test_api_schemas import check
@@ -25,23 +26,6 @@ WIDE = {"width": 1280, "height": 900}
 DAMAGED_NAME = "café crème damaged.png"
 # Every <img> on the page that finished loading without a picture (the broken-image sign).
 BROKEN = "() => [...document.images].filter(i => i.complete && i.naturalWidth === 0 && i.src)"
-
-
-def damaged_png(data: bytes) -> bytes:
-    """The PNG with 64 bytes in the middle of its first IDAT chunk overwritten and the chunk's
-    CRC fixed: structurally whole, but its pixels cannot be inflated."""
-    out = bytearray(data)
-    pos = 8
-    while pos < len(data):
-        length = int.from_bytes(data[pos : pos + 4], "big")
-        if data[pos + 4 : pos + 8] == b"IDAT":
-            start = pos + 8 + length // 2
-            out[start : start + 64] = bytes(range(64))
-            crc = zlib.crc32(bytes(out[pos + 4 : pos + 8 + length]))
-            out[pos + 8 + length : pos + 12 + length] = crc.to_bytes(4, "big")
-            return bytes(out)
-        pos += 12 + length
-    raise AssertionError("no IDAT chunk")
 
 
 def _image(url: str, image_id: str) -> dict:
@@ -55,7 +39,7 @@ def library(url: str, photo_jpegs, photo_paths) -> dict:
     thumbnails have failed."""
     for name in ("chelsea", "rocket", "china"):
         upload(url, fresh_photo(photo_jpegs[name]), f"{name}.jpg")
-    sent = damaged_png(photo_paths["coffee"].read_bytes())
+    sent = png_damaged_in_pixels(photo_paths["coffee"].read_bytes())
     damaged = upload(url, sent, DAMAGED_NAME)
     deadline = time.monotonic() + 60
     while (image := _image(url, damaged["id"]))["thumbnail_state"] != "failed":

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,28 +40,11 @@ from storage_service.columnstore.store import ColumnStore
 from storage_service.columnstore.thumbnailer import Thumbnailer
 from storage_service.servicer import StorageServicer
 from tests.storage_service.conftest import SMALL_MEMTABLE, jpeg_variant, put, read_all
-from tests.support import free_port
+from tests.support import free_port, png_damaged_in_pixels
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 READY = pb.THUMBNAIL_STATE_READY
 PENDING = pb.THUMBNAIL_STATE_PENDING
-
-
-def _corrupt_png(data: bytes) -> bytes:
-    """The PNG with 64 bytes in the middle of its first IDAT chunk overwritten and the chunk's
-    CRC fixed: structurally whole, but its pixels cannot be inflated."""
-    out = bytearray(data)
-    pos = 8
-    while pos < len(data):
-        length = int.from_bytes(data[pos : pos + 4], "big")
-        if data[pos + 4 : pos + 8] == b"IDAT":
-            start = pos + 8 + length // 2
-            out[start : start + 64] = bytes(range(64))
-            crc = zlib.crc32(bytes(out[pos + 4 : pos + 8 + length]))
-            out[pos + 8 + length : pos + 12 + length] = crc.to_bytes(4, "big")
-            return bytes(out)
-        pos += 12 + length
-    raise AssertionError("no IDAT chunk")
 
 
 def _encoded(data: bytes, fmt: str) -> bytes:
@@ -103,7 +85,7 @@ def test_whole_files_pass_the_structural_check_and_cut_ones_fail(photo_jpegs, ph
         assert structure_problem(data, fmt) == "", fmt
         for cut in (len(data) // 2, len(data) - 3):
             assert structure_problem(data[:cut], fmt), (fmt, cut)
-    assert structure_problem(_corrupt_png(files["PNG"]), "PNG") == ""
+    assert structure_problem(png_damaged_in_pixels(files["PNG"]), "PNG") == ""
     flipped = bytearray(files["PNG"])
     flipped[len(flipped) // 2] ^= 0x40
     assert "CRC" in str(structure_problem(bytes(flipped), "PNG"))
@@ -207,7 +189,7 @@ def test_get_thumbnail_of_an_image_not_done_makes_and_stores_it(idle_thumbnailer
 
 
 def test_a_file_corrupt_in_the_middle_is_kept_and_marked_with_the_reason(storage, photo_paths):
-    data = _corrupt_png(photo_paths["coffee"].read_bytes())
+    data = png_damaged_in_pixels(photo_paths["coffee"].read_bytes())
 
     reply = put(storage.stub, data, "coffee.png")
 
@@ -331,7 +313,7 @@ def test_deferred_thumbnails_survive_annotations_claims_restart_and_compaction(
 
 def test_a_failed_decode_is_stored_as_such(tmp_path, photo_paths):
     store = ColumnStore.open(tmp_path / "store", SMALL_MEMTABLE)
-    data = _corrupt_png(photo_paths["coffee"].read_bytes())
+    data = png_damaged_in_pixels(photo_paths["coffee"].read_bytes())
     image_id = store.put("x.png", "", check_image(data)).image.id
     meta = Thumbnailer(store).make(store.get(image_id))
 

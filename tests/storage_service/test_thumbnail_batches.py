@@ -5,7 +5,6 @@ others from being stored, and a batch is durable across a restart."""
 from __future__ import annotations
 
 import time
-import zlib
 
 from storage_service.columnstore.errors import DataLossError
 from storage_service.columnstore.image_check import check_image, render_thumbnails
@@ -14,22 +13,7 @@ from storage_service.columnstore.segment_reader import SegmentReader
 from storage_service.columnstore.store import ColumnStore, StoreOptions
 from storage_service.columnstore.thumbnailer import Thumbnailer
 from tests.storage_service.conftest import SMALL_MEMTABLE, jpeg_variant
-
-
-def _corrupt_png(data: bytes) -> bytes:
-    """Structurally whole (every chunk's CRC right) but its pixels cannot be inflated."""
-    out = bytearray(data)
-    pos = 8
-    while pos < len(data):
-        length = int.from_bytes(data[pos : pos + 4], "big")
-        if data[pos + 4 : pos + 8] == b"IDAT":
-            start = pos + 8 + length // 2
-            out[start : start + 64] = bytes(range(64))
-            crc = zlib.crc32(bytes(out[pos + 4 : pos + 8 + length]))
-            out[pos + 8 + length : pos + 12 + length] = crc.to_bytes(4, "big")
-            return bytes(out)
-        pos += 12 + length
-    raise AssertionError("no IDAT chunk")
+from tests.support import png_damaged_in_pixels
 
 
 def test_a_batch_of_thumbnails_shares_one_fsync_and_survives_a_restart(tmp_path, photo_jpegs):
@@ -63,7 +47,9 @@ def test_a_corrupt_or_deleted_image_in_a_batch_leaves_the_others_stored(
     store = ColumnStore.open(tmp_path / "store", SMALL_MEMTABLE)
     good = [jpeg_variant(data, i) for i, data in enumerate(photo_jpegs.values())][:3]
     ids = [store.put(f"p{i}.jpg", "", check_image(d)).image.id for i, d in enumerate(good)]
-    bad = store.put("bad.png", "", check_image(_corrupt_png(photo_paths["coffee"].read_bytes())))
+    bad = store.put(
+        "bad.png", "", check_image(png_damaged_in_pixels(photo_paths["coffee"].read_bytes()))
+    )
     gone = store.put("gone.jpg", "", check_image(jpeg_variant(good[0], 99))).image.id
     store.delete(gone)
     batch = [ids[0], bad.image.id, gone, ids[1], ids[2]]

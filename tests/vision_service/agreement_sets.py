@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PIL import Image, ImageEnhance, ImageOps
+from PIL import Image, ImageEnhance
 
-from tests.vision_service.photo_sets import debian_photos, photo_variants, real_photos
+from tests.vision_service.photo_sets import debian_photos, photo_file, photo_variants, real_photos
 
 _BACKGROUNDS = Path("/usr/share/backgrounds")
 # Photographs among lomiri-wallpapers' files (its drawings, renderings and patterns left out).
@@ -70,11 +70,7 @@ def unseen_photos(max_side: int = 1024) -> dict[str, Image.Image]:
         path = _BACKGROUNDS / name
         if not path.is_file():
             continue
-        with Image.open(path) as im:
-            im.draft("RGB", (max_side, max_side))
-            image = ImageOps.exif_transpose(im).convert("RGB")
-        image.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
-        out[f"unseen-{Path(name).stem.split('_by_')[0].lower()}"] = image
+        out[f"unseen-{Path(name).stem.split('_by_')[0].lower()}"] = photo_file(path, max_side)
     return out
 
 

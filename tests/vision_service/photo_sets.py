@@ -125,12 +125,18 @@ def debian_photos(max_side: int = 1024) -> dict[str, Image.Image]:
         path = _MATE_NATURE / name
         if not path.is_file():
             continue
-        with Image.open(path) as im:
-            im.draft("RGB", (max_side, max_side))
-            image = ImageOps.exif_transpose(im).convert("RGB")
-        image.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
-        out[f"mate-{Path(name).stem.lower()}"] = image
+        out[f"mate-{Path(name).stem.lower()}"] = photo_file(path, max_side)
     return out
+
+
+def photo_file(path: Path, max_side: int = 1024) -> Image.Image:
+    """A photograph file as upright RGB at most `max_side` on the long side (decoded at a
+    reduced scale where JPEG allows: wallpapers ship at 2-5 MP)."""
+    with Image.open(path) as im:
+        im.draft("RGB", (max_side, max_side))
+        image = ImageOps.exif_transpose(im).convert("RGB")
+    image.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
+    return image
 
 
 def _crops(name: str, image: Image.Image, boxes: tuple[tuple[float, float, float, float], ...]):
@@ -329,21 +335,30 @@ def jpeg_bytes(image: Image.Image, quality: int = 90) -> bytes:
     return buf.getvalue()
 
 
-def model_inputs(images: dict[str, Image.Image]) -> tuple[np.ndarray, np.ndarray]:
-    """The classifier and moderation input tensors the service makes from these images sent
-    as JPEG: (float32[N,3,224,224], float32[N,224,224,3])."""
-    from vision_service.models.moderation import moderation_input
+def as_analysed(images: dict[str, Image.Image]) -> dict[str, Image.Image]:
+    """The working copies the engine analyses: each image sent as JPEG and decoded at the
+    reduced scale the service decodes at."""
     from vision_service.models.ocr import PROBE_MAX_SIDE
-    from vision_service.preprocess import CLASSIFIER_RESIZE, classifier_input, decode_image
+    from vision_service.preprocess import CLASSIFIER_RESIZE, decode_image
 
-    clf, mod = [], []
-    for image in images.values():
-        decoded = decode_image(
+    return {
+        name: decode_image(
             jpeg_bytes(image),
             max_pixels=40_000_000,
             min_long_side=PROBE_MAX_SIDE,
             min_short_side=CLASSIFIER_RESIZE,
-        )
-        clf.append(classifier_input(decoded.rgb))
-        mod.append(moderation_input(decoded.rgb))
+        ).rgb
+        for name, image in images.items()
+    }
+
+
+def model_inputs(images: dict[str, Image.Image]) -> tuple[np.ndarray, np.ndarray]:
+    """The classifier and moderation input tensors the service makes from these images sent
+    as JPEG: (float32[N,3,224,224], float32[N,224,224,3])."""
+    from vision_service.models.moderation import moderation_input
+    from vision_service.preprocess import classifier_input
+
+    decoded = as_analysed(images).values()
+    clf = [classifier_input(rgb) for rgb in decoded]
+    mod = [moderation_input(rgb) for rgb in decoded]
     return np.stack(clf), np.stack(mod)

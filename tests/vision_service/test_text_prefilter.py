@@ -8,16 +8,15 @@ import pytest
 from PIL import Image
 
 from tests.vision_service.photo_sets import (
+    as_analysed,
     heldout_font_signs,
     installed_fonts,
-    jpeg_bytes,
     small_sign_photos,
     text_photos,
     textless_photos,
     tuning_font_signs,
 )
-from vision_service.models.ocr import PROBE_MAX_SIDE, TextProbe
-from vision_service.preprocess import CLASSIFIER_RESIZE, decode_image
+from vision_service.models.ocr import TextProbe
 from vision_service.sessions import SessionThreads
 from vision_service.text_prefilter import (
     MIN_EDGE_DENSITY,
@@ -27,22 +26,9 @@ from vision_service.text_prefilter import (
 )
 
 
-def _as_analysed(images: dict[str, Image.Image]) -> dict[str, Image.Image]:
-    """The working copies the engine probes: sent as JPEG, decoded at the reduced scale."""
-    return {
-        name: decode_image(
-            jpeg_bytes(image),
-            max_pixels=40_000_000,
-            min_long_side=PROBE_MAX_SIDE,
-            min_short_side=CLASSIFIER_RESIZE,
-        ).rgb
-        for name, image in images.items()
-    }
-
-
 @pytest.fixture(scope="module")
 def with_text() -> dict[str, Image.Image]:
-    return _as_analysed({**text_photos(), **small_sign_photos()})
+    return as_analysed({**text_photos(), **small_sign_photos()})
 
 
 _NO_FONTS = "DejaVu/Liberation fonts missing (fonts-dejavu-core, -extra, fonts-liberation)"
@@ -53,7 +39,7 @@ def font_signs() -> dict[str, Image.Image]:
     """The font-varied signs the prefilter was tuned on."""
     if not installed_fonts():
         pytest.skip(_NO_FONTS)
-    return _as_analysed(tuning_font_signs())
+    return as_analysed(tuning_font_signs())
 
 
 @pytest.fixture(scope="module")
@@ -61,12 +47,12 @@ def heldout() -> dict[str, Image.Image]:
     """Signs the prefilter was not tuned on."""
     if not installed_fonts():
         pytest.skip(_NO_FONTS)
-    return _as_analysed(heldout_font_signs())
+    return as_analysed(heldout_font_signs())
 
 
 @pytest.fixture(scope="module")
 def without_text() -> dict[str, Image.Image]:
-    return _as_analysed(textless_photos())
+    return as_analysed(textless_photos())
 
 
 @pytest.fixture(scope="module")
