@@ -257,10 +257,9 @@ def service_rounds(rounds: int = 3) -> None:
     process."""
     from benchmarks.vision_bench import (
         _THREAD_GROUPS,
-        CLIENTS,
         _photos,
-        _thread_cpu_ms,
-        service_throughput,
+        _round_by_thread,
+        _share,
     )
     from vision_service.config import VisionConfig
     from vision_service.engine import VisionEngine
@@ -286,17 +285,8 @@ def service_rounds(rounds: int = 3) -> None:
                     with ExitStack() as stack:
                         if label == "previous":
                             stack.enter_context(previous_request_path(engine, previous))
-                        before = _thread_cpu_ms()
-                        rate = service_throughput(port, mix, CLIENTS, [])
-                        after = _thread_cpu_ms()
-                    used = {
-                        tid: cpu - before.get(tid, (name, 0.0))[1]
-                        for tid, (name, cpu) in after.items()
-                    }
-                    request = sum(
-                        v for tid, v in used.items() if after[tid][0].startswith(request_prefix)
-                    )
-                    share = request / (sum(used.values()) or 1.0)
+                        rate, used = _round_by_thread(port, mix)
+                    share = _share(used, request_prefix)
                     figures[label].append((rate.cpu_ms_per_image * share, rate.cpu_ms_per_image))
             for label, rows in figures.items():
                 cells = ", ".join(f"{r:.2f} of {t:.2f}" for r, t in rows)

@@ -460,16 +460,8 @@ def classifier_cascade_service_rounds(config: VisionConfig, photos: list[bytes])
             for _ in range(2):
                 for how, run in runs.items():
                     engine.classifier_batches._run_batch = run
-                    before = _thread_cpu_ms()
-                    rate = service_throughput(port, mix, CLIENTS, [])
-                    after = _thread_cpu_ms()
-                    used = {
-                        tid: cpu - before.get(tid, (name, 0.0))[1]
-                        for tid, (name, cpu) in after.items()
-                    }
-                    share = sum(
-                        u for tid, u in used.items() if after[tid][0].startswith("batcher-clas")
-                    ) / max(1e-9, sum(used.values()))
+                    rate, used = _round_by_thread(port, mix)
+                    share = _share(used, "batcher-clas")
                     total[how].append(rate.cpu_ms_per_image)
                     classifier[how].append(rate.cpu_ms_per_image * share)
             f_all, c_all = np.mean(total["float"]), np.mean(total["cascade"])
@@ -886,6 +878,25 @@ def _thread_cpu_ms() -> dict[int, tuple[str, float]]:
     return out
 
 
+def _round_by_thread(port: int, mix: list[bytes]) -> tuple[Rate, dict[str, float]]:
+    """One service_throughput round from CLIENTS clients and the CPU ms the threads of this
+    process used meanwhile, summed by thread name."""
+    before = _thread_cpu_ms()
+    rate = service_throughput(port, mix, CLIENTS, [])
+    after = _thread_cpu_ms()
+    used: dict[str, float] = {}
+    for tid, (name, cpu) in after.items():
+        used[name] = used.get(name, 0.0) + cpu - before.get(tid, (name, 0.0))[1]
+    return rate, used
+
+
+def _share(used: dict[str, float], prefix: str) -> float:
+    """The part of `used` spent by threads whose name starts with `prefix`."""
+    return sum(v for name, v in used.items() if name.startswith(prefix)) / (
+        sum(used.values()) or 1.0
+    )
+
+
 _THREAD_GROUPS = (
     ("ThreadPoolExecutor", "request threads: gRPC handler, decode, inputs, colours, text probe"),
     ("batcher-classifier", "classifier batches (EfficientNet-Lite0)"),
@@ -909,19 +920,16 @@ def thread_breakdown(config: VisionConfig, photos: list[bytes]) -> None:
     health.set_serving(True)
     try:
         for what, mix in ((f"{len(photos)} benchmark photos", photos), ("text-free set", textless)):
-            before = _thread_cpu_ms()
-            rate = service_throughput(port, mix, CLIENTS, [])
-            after = _thread_cpu_ms()
+            rate, used = _round_by_thread(port, mix)
             groups = {label: 0.0 for _, label in _THREAD_GROUPS} | {
                 "gRPC core, server loop, other": 0.0
             }
-            for tid, (name, cpu) in after.items():
-                used = cpu - before.get(tid, (name, 0.0))[1]
+            for name, cpu in used.items():
                 label = next(
                     (lab for prefix, lab in _THREAD_GROUPS if name.startswith(prefix)),
                     "gRPC core, server loop, other",
                 )
-                groups[label] += used
+                groups[label] += cpu
             sizes = list(engine.classifier_batches.batch_sizes)[-200:]
             print(
                 f"  {what}: {rate.cpu_ms_per_image:.2f} CPU ms/img in all "
@@ -930,8 +938,8 @@ def thread_breakdown(config: VisionConfig, photos: list[bytes]) -> None:
             # The /proc snapshots also bracket the clients' start and warm-up calls: each
             # group's share of the threads' CPU, applied to the measured round's CPU per image.
             total = sum(groups.values()) or 1.0
-            for label, used in groups.items():
-                print(f"    {label:<66} {rate.cpu_ms_per_image * used / total:6.2f} ms/img")
+            for label, cpu in groups.items():
+                print(f"    {label:<66} {rate.cpu_ms_per_image * cpu / total:6.2f} ms/img")
     finally:
         server.stop(grace=None)
         engine.close()
