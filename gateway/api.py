@@ -13,8 +13,9 @@ from flask import Blueprint, Response, jsonify, request, stream_with_context
 from gateway import library
 from gateway import operations as ops
 from gateway.clients import match_field_word
-from gateway.errors import BadRequestError, error_body
+from gateway.errors import BadRequestError, ServiceError, error_body
 from gateway.image_json import STATUS_NAMES, image_json, iso_time, label_json
+from gateway.placeholders import STATE_HEADER, failed_thumbnail_detail, thumbnail_failed
 from gateway.state import state
 from imagerepo.storage.v2 import storage_service_pb2 as storage_pb
 from imagerepo.vision.v2 import vision_service_pb2 as vision_pb
@@ -241,9 +242,18 @@ def thumbnail(image_id: str) -> Any:
     etag = f"thumb-{size_name}-{image_id}"
     if request.if_none_match.contains(etag):
         return _not_modified(etag)
-    thumb = state().clients.get_thumbnail(image_id, THUMBNAIL_SIZES[size_name])
+    try:
+        thumb = state().clients.get_thumbnail(image_id, THUMBNAIL_SIZES[size_name])
+    except ServiceError as exc:
+        failed = failed_thumbnail_detail(image_id, exc)
+        if failed is None:
+            raise
+        # No thumbnail will come of it: a placeholder picture with a 404 (gateway/placeholders).
+        return thumbnail_failed(failed)
+    # A PENDING image's thumbnail is made by storage when first asked for: this is it too.
     response = Response(thumb.data, mimetype=thumb.content_type or "image/webp")
     response.headers["Cache-Control"] = IMMUTABLE
+    response.headers[STATE_HEADER] = "ready"
     response.set_etag(etag)
     return response
 
@@ -252,6 +262,8 @@ def _not_modified(etag: str) -> Response:
     response = Response(status=304)
     response.set_etag(etag)
     response.headers["Cache-Control"] = IMMUTABLE
+    if etag.startswith("thumb-"):
+        response.headers[STATE_HEADER] = "ready"
     return response
 
 

@@ -1,7 +1,8 @@
 """The mosaic's tile set: tiles cut from the repository's own small thumbnails, cached by id.
 
 Images are immutable, so a thumbnail's tiles never change: only new images are fetched, and
-deleted ones are dropped. Images over the moderation threshold are left out.
+deleted ones are dropped. Images over the moderation threshold are left out, and so are those
+whose thumbnails failed (damaged past their header).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ class TileCache:
                 image
                 for image in itertools.islice(self._clients.iter_images(), self._max_images)
                 if image.moderation_score <= self._threshold
+                # A file damaged past its header has no thumbnail to cut tiles from.
+                and image.thumbnail_state != storage_pb.THUMBNAIL_STATE_FAILED
             ]
             wanted = {image.id for image in images}
             for image_id in list(self._tiles):
@@ -62,7 +65,9 @@ class TileCache:
         try:
             thumb = self._clients.get_thumbnail(image_id, storage_pb.THUMBNAIL_SIZE_SMALL)
         except ServiceError as exc:
-            if exc.code.name == "NOT_FOUND":
+            # Deleted since the listing, or found damaged by this very request (its thumbnails
+            # are made on the first ask): no tiles from it.
+            if exc.code.name in ("NOT_FOUND", "INVALID_ARGUMENT"):
                 return None
             raise
         with Image.open(io.BytesIO(thumb.data)) as picture:

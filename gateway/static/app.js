@@ -748,9 +748,10 @@ function setupConfirm(root) {
 // Storage keeps a file damaged past its header as uploaded but can make no thumbnail of it
 // (its thumbnail state is "failed"); the server draws the same sign in place of such a
 // tile's thumbnail (_no_preview.html). A tile drawn before the thumbnailer found out asks for
-// a thumbnail that answers 400: its <img> fails, the photo's state is asked once, and a failed
-// one gets the sign instead of the browser's broken-image icon (a photo not failed is tried
-// again once, a few seconds later).
+// a thumbnail that answers 404 with a placeholder picture ("No preview", gateway/placeholders.py),
+// which the <img> draws. An <img> that fails all the same (storage away, an older gateway that
+// answered 400) asks the photo's state once, and a failed one gets the sign instead of the
+// browser's broken-image icon (a photo not failed is tried again once, a few seconds later).
 const SVG_NS = "http://www.w3.org/2000/svg";
 
 function noPreviewSign(name, reason) {

@@ -1,0 +1,131 @@
+"""What a thumbnail URL answers when there is no thumbnail to send.
+
+Storage makes an image's thumbnails after its upload is acknowledged; a thumbnail asked for
+before the background thumbnailer got to it is made there and then, so a PENDING image's
+thumbnail URL answers 200 with the thumbnail like a READY one. A file damaged past its header
+gets thumbnail state FAILED: it never has a thumbnail (the original is kept as uploaded).
+
+Its thumbnail URL then answers **404** (there is no current representation of that resource)
+with a placeholder picture, because the URL is mostly read by <img> tags: browsers draw an
+image body whatever the status, so a tile, a cover or the viewer shows "Preview could not be
+made" instead of the broken-image sign, while a program sees the 404 and the headers
+`X-Thumbnail-State: failed` and `X-Thumbnail-Detail` (storage's reason, ASCII). A client that
+asks for JSON (Accept: application/json) gets the usual error object plus the image's
+thumbnail_state / thumbnail_detail / thumbnail_text instead of the picture. The answer may be
+kept 60 s (`Cache-Control: public, max-age=60`, `Vary: Accept`) and has no ETag, so a
+thumbnail made later (the photo re-uploaded whole, or the thumbnails remade) shows within a
+minute, unlike a real thumbnail, which is immutable.
+
+The picture is an SVG drawn once here (about 1.3 KB), light or dark with the reader's colour
+scheme (the SVG's own media query), square with its sign and words in the middle so a tile
+that crops it to the photo's shape keeps them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import grpc
+from flask import Response, jsonify, request
+
+from gateway.errors import ServiceError, error_body
+from gateway.image_json import THUMBNAIL_FAILED_TEXT
+from gateway.state import state
+from imagerepo.storage.v2 import storage_service_pb2 as storage_pb
+
+# How long a placeholder may be kept by browsers and proxies (a real thumbnail: a year).
+PLACEHOLDER_MAX_AGE_S = 60
+STATE_HEADER = "X-Thumbnail-State"
+DETAIL_HEADER = "X-Thumbnail-Detail"
+_MAX_DETAIL_CHARS = 200
+_NOT_HEADER_SAFE = re.compile(r"[^\x20-\x7e]+")
+
+# The sign the pages draw (_no_preview.html): a picture with a slash through it.
+_ICON = (
+    '<g transform="translate(114 70) scale(1.5)" fill="none" stroke="currentColor" '
+    'stroke-width="2.5" stroke-linecap="round" stroke-linejoin="round">'
+    '<rect x="5" y="9" width="38" height="30" rx="3"/>'
+    '<circle cx="16" cy="19" r="3.5" fill="currentColor" stroke="none"/>'
+    '<path d="M8 35l10-10 6 6 5-5 11 9"/><path d="M7 5l34 38"/></g>'
+)
+
+
+def _svg(title: str, line: str, label: str) -> bytes:
+    """A square picture whose sign and words sit in its middle 200 x 200: a tile crops an
+    <img> to the photo's shape (object-fit: cover, 0.4 to 3 wide per high) and keeps them."""
+    return (
+        '<svg xmlns="http://www.w3.org/2000/svg" width="300" height="300" '
+        f'viewBox="0 0 300 300" role="img" aria-label="{label}">'
+        f"<title>{label}</title>"
+        "<style>"
+        ".bg{fill:#f3f4f6}.st{fill:#e7e9ee}.ic{color:#b3261e}"
+        ".t{fill:#1d2330;font:600 22px system-ui,-apple-system,'Segoe UI',sans-serif}"
+        ".s{fill:#5d6575;font:15px system-ui,-apple-system,'Segoe UI',sans-serif}"
+        "@media (prefers-color-scheme:dark){.bg{fill:#1a1d24}.st{fill:#22262e}"
+        ".ic{color:#ff8a80}.t{fill:#e6e9ef}.s{fill:#a3abba}}"
+        "</style>"
+        '<defs><pattern id="p" width="28" height="28" patternUnits="userSpaceOnUse" '
+        'patternTransform="rotate(45)"><rect width="14" height="28" class="st"/></pattern></defs>'
+        '<rect width="300" height="300" class="bg"/><rect width="300" height="300" fill="url(#p)"/>'
+        f'<g class="ic">{_ICON}</g>'
+        f'<text x="150" y="188" text-anchor="middle" class="t">{title}</text>'
+        f'<text x="150" y="214" text-anchor="middle" class="s">{line}</text>'
+        "</svg>"
+    ).encode()
+
+
+FAILED_SVG = _svg(
+    "No preview",
+    "the file is damaged",
+    "Preview could not be made: the file is damaged; its original is kept",
+)
+
+
+def header_safe(text: str) -> str:
+    """Text fit for an HTTP header value: printable ASCII, at most 200 characters."""
+    cleaned = _NOT_HEADER_SAFE.sub(" ", text).strip()
+    return (
+        cleaned if len(cleaned) <= _MAX_DETAIL_CHARS else cleaned[: _MAX_DETAIL_CHARS - 3] + "..."
+    )
+
+
+def wants_json() -> bool:
+    """The client prefers JSON to a picture (an <img> asks for image/*, */* for anything)."""
+    best = request.accept_mimetypes.best_match(["image/svg+xml", "application/json"])
+    return best == "application/json"
+
+
+def thumbnail_failed(detail: str) -> Any:
+    """The answer of a thumbnail URL for a photo whose thumbnails failed."""
+    status = 404
+    if wants_json():
+        message = f"no thumbnail: {THUMBNAIL_FAILED_TEXT.removeprefix('no preview: ')}"
+        if detail:
+            message += f" ({detail})"
+        body = error_body(status, message)
+        body.update(
+            thumbnail_state="failed", thumbnail_detail=detail, thumbnail_text=THUMBNAIL_FAILED_TEXT
+        )
+        response = jsonify(body)
+        response.status_code = status
+    else:
+        response = Response(FAILED_SVG, status=status, mimetype="image/svg+xml")
+    response.headers[STATE_HEADER] = "failed"
+    if detail:
+        response.headers[DETAIL_HEADER] = header_safe(detail)
+    response.headers["Cache-Control"] = f"public, max-age={PLACEHOLDER_MAX_AGE_S}"
+    response.vary.add("Accept")
+    return response
+
+
+def failed_thumbnail_detail(image_id: str, exc: ServiceError) -> str | None:
+    """Why the image's thumbnails failed, when that is what GetThumbnail's error means (storage
+    answers INVALID_ARGUMENT for it, as for other bad requests: the image's state says which);
+    None for any other failure."""
+    if exc.service != "storage" or exc.code != grpc.StatusCode.INVALID_ARGUMENT:
+        return None
+    image = state().clients.get_image(image_id)
+    if image.thumbnail_state != storage_pb.THUMBNAIL_STATE_FAILED:
+        return None
+    return str(image.thumbnail_detail)
