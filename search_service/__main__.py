@@ -34,7 +34,11 @@ def main() -> None:
     except DataDirLockedError as exc:
         log.error("search not started: %s", exc)
         raise SystemExit(f"search not started: {exc}") from None
-    source = StorageFeed(config.storage_address)
+    source = StorageFeed(
+        config.storage_address,
+        max_batch=config.feed_max_batch,
+        max_backlog_batch=config.feed_max_backlog_batch,
+    )
     feed = FeedConsumer(index, source, config.feed_retry_initial_s, config.feed_retry_max_s)
     feed_metrics.register(feed)
     server, port, health = build_server(

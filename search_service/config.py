@@ -37,6 +37,10 @@ class SearchConfig:
     # Reconnect backoff while storage is unreachable: from the first to the largest pause.
     feed_retry_initial_s: float = 0.5
     feed_retry_max_s: float = 10.0
+    # Changes per feed message when caught up (live latency), and the most a message grows to
+    # while a backlog is replayed (full messages double up to it; storage caps it at 4096).
+    feed_max_batch: int = 256
+    feed_max_backlog_batch: int = 4096
     # Deadline of each call to the vision service, and the pause between retries while it is
     # not reachable at start.
     vision_timeout_s: float = 10.0
@@ -71,6 +75,10 @@ class SearchConfig:
                 env.get("SEARCH_FEED_RETRY_INITIAL_S", cls.feed_retry_initial_s)
             ),
             feed_retry_max_s=float(env.get("SEARCH_FEED_RETRY_MAX_S", cls.feed_retry_max_s)),
+            feed_max_batch=int(env.get("SEARCH_FEED_MAX_BATCH", cls.feed_max_batch)),
+            feed_max_backlog_batch=int(
+                env.get("SEARCH_FEED_MAX_BACKLOG_BATCH", cls.feed_max_backlog_batch)
+            ),
             vision_timeout_s=float(env.get("SEARCH_VISION_TIMEOUT_S", cls.vision_timeout_s)),
             vision_retry_s=float(env.get("SEARCH_VISION_RETRY_S", cls.vision_retry_s)),
         )

@@ -6,6 +6,8 @@ One background thread:
     COMPACTED (history gone),
     or storage behind the index -> resynchronise: rebuild the index from storage's listing (its
                                   snapshot_seq becomes applied_seq), then watch from there
+A change storage could not read (a damaged row) arrives marked damaged: it is applied as a
+removal, logged and counted (`status().damaged_changes`, /metrics), and the feed goes on.
 A new or lost index is applied_seq 0: the feed replays everything, with progress logged and in
 `status()` (GetStats). Applying a change twice is harmless (a put is an upsert of the image's
 current state, a delete removes what may already be gone) and the index skips seqs at or below
@@ -25,6 +27,7 @@ from search_service.document import Document
 from search_service.durable_index import DurableIndex
 from search_service.errors import InvalidDocumentError
 from search_service.storage_feed import (
+    DamagedChange,
     FeedBatch,
     FeedCompactedError,
     FeedUnavailableError,
@@ -57,6 +60,10 @@ class FeedStatus:
     connected: bool
     last_error: str
     resyncs: int
+    # Changes storage delivered marked damaged (unreadable rows) applied since the start, and
+    # the last one ("seq <n> image <id>: <reason>"; "" when none).
+    damaged_changes: int = 0
+    last_damaged: str = ""
 
 
 class FeedConsumer:
@@ -87,6 +94,8 @@ class FeedConsumer:
         self._resync_listed = 0
         self._resync_total = 0
         self._caught_up = threading.Event()
+        self._damaged_changes = 0
+        self._last_damaged: DamagedChange | None = None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="search-feed", daemon=True)
@@ -122,6 +131,8 @@ class FeedConsumer:
             connected=self._connected,
             last_error=self._last_error,
             resyncs=self._resyncs,
+            damaged_changes=self._damaged_changes,
+            last_damaged=_describe(self._last_damaged),
         )
 
     # ---- the loop ---------------------------------------------------------------------------
@@ -198,12 +209,28 @@ class FeedConsumer:
                 )
             self._head = max(self._head, batch.head_seq)
             self._begin_replay_if_behind()
+            self._note_damaged(batch.damaged)
             rejected = self._index.apply(batch.changes)
             for reason in rejected:
                 log.warning("change left out of the index", extra={"reason": reason})
             # While replaying a backlog: by time only (and once at its end, _report_progress).
             self._index.maybe_snapshot(by_count=self._replay_from is None)
             self._report_progress()
+
+    def _note_damaged(self, damaged: tuple[DamagedChange, ...]) -> None:
+        """Record the damaged changes of a batch about to be applied (those not applied yet:
+        a replay after a restart does not count one twice)."""
+        applied = self._index.applied_seq
+        for change in damaged:
+            if change.seq <= applied:
+                continue
+            self._damaged_changes += 1
+            self._last_damaged = change
+            log.error(
+                "storage could not read a change (damaged row): the image leaves the index, "
+                "the feed goes on",
+                extra={"seq": change.seq, "image_id": change.image_id, "reason": change.reason},
+            )
 
     def _begin_replay_if_behind(self) -> None:
         applied = self._index.applied_seq
@@ -273,3 +300,9 @@ class FeedConsumer:
             "resynchronised from storage's listing",
             extra={"documents": len(self._index), "applied_seq": snapshot_seq},
         )
+
+
+def _describe(change: DamagedChange | None) -> str:
+    if change is None:
+        return ""
+    return f"seq {change.seq} image {change.image_id}: {change.reason}"

@@ -35,6 +35,12 @@ class FeedCollector(Collector):
             value=status.replay_progress,
         )
         yield GaugeMetricFamily(
+            "imagerepo_search_feed_damaged_changes",
+            "Changes storage delivered marked damaged (unreadable rows), applied as removals "
+            "since the start.",
+            value=status.damaged_changes,
+        )
+        yield GaugeMetricFamily(
             "imagerepo_search_following",
             "1 while connected to storage's change feed.",
             value=1.0 if status.connected else 0.0,

@@ -44,10 +44,22 @@ class FeedUnavailableError(Exception):
 
 
 @dataclass(frozen=True)
+class DamagedChange:
+    """A change storage could not read (its row failed its checksum or does not decode): it
+    is applied as a removal (storage answers DATA_LOSS for the image, and its listing leaves
+    it out too) and recorded, so the feed goes on past it."""
+
+    seq: int
+    image_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class FeedBatch:
     changes: list[FeedChange]
     head_seq: int
     horizon_seq: int
+    damaged: tuple[DamagedChange, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -101,6 +113,7 @@ def document_from_image(image: storage_pb.ImageMetadata) -> Document:
 
 
 def _change(change: storage_pb.Change) -> FeedChange:
+    # A damaged change carries no image either: the image leaves the index (see DamagedChange).
     if change.kind == storage_pb.CHANGE_KIND_DELETE or not change.HasField("image"):
         return FeedChange(change.seq, change.image_id)
     if change.image.status != READY or change.image.HasField("trash_time"):
@@ -113,10 +126,24 @@ def _change(change: storage_pb.Change) -> FeedChange:
         return FeedChange(change.seq, change.image_id)
 
 
+# Changes per feed message when caught up (live latency), and the most a message may grow to
+# while a backlog is replayed (storage doubles a full message's size up to it).
+DEFAULT_MAX_BATCH = 256
+DEFAULT_MAX_BACKLOG_BATCH = 4096
+
+
 class StorageFeed:
-    def __init__(self, address: str, list_timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        list_timeout_s: float = 60.0,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        max_backlog_batch: int = DEFAULT_MAX_BACKLOG_BATCH,
+    ) -> None:
         self.address = address
         self.list_timeout_s = list_timeout_s
+        self.max_batch = max_batch
+        self.max_backlog_batch = max_backlog_batch
         # gRPC's own reconnect backoff grows to 2 minutes by default: cap it near the
         # consumer's, so a storage back after a long outage is followed again within seconds.
         options = [
@@ -132,14 +159,26 @@ class StorageFeed:
         """Changes after `after_seq`, then new ones live, until `cancel()` or an error
         (FeedCompactedError, FeedUnavailableError)."""
         request = storage_pb.WatchChangesRequest(
-            after_seq=after_seq, follow=True, include_feature_vector=True
+            after_seq=after_seq,
+            follow=True,
+            include_feature_vector=True,
+            max_batch=self.max_batch,
+            max_backlog_batch=self.max_backlog_batch,
         )
         call = self._stub.WatchChanges(request)
         self._call = call
         try:
             for reply in call:
+                damaged = tuple(
+                    DamagedChange(c.seq, c.image_id, c.damage.reason)
+                    for c in reply.changes
+                    if c.HasField("damage")
+                )
                 yield FeedBatch(
-                    [_change(c) for c in reply.changes], reply.head_seq, reply.horizon_seq
+                    [_change(c) for c in reply.changes],
+                    reply.head_seq,
+                    reply.horizon_seq,
+                    damaged,
                 )
         except grpc.RpcError as exc:
             raise _translate(exc) from None

@@ -63,6 +63,8 @@ PROGRESS_INTERVAL_S = 0.2
 # how often a waiting stream checks that its client and the server are still there.
 DEFAULT_WATCH_BATCH = 256
 MAX_WATCH_BATCH = 1000
+# A backlog replay's messages grow up to this many changes (v2's max_backlog_batch).
+MAX_BACKLOG_BATCH = 4096
 HEARTBEAT_S = 3.0
 WATCH_POLL_S = 0.5
 DEFAULT_LEASE_MS = 60_000
@@ -241,6 +243,13 @@ def watch_thumbnailer(thumbnailer: Thumbnailer) -> None:
     THUMBNAILS_DONE.labels("on_demand").set_function(lambda: thumbnailer.stats().on_demand)
 
 
+FEED_DAMAGED_CHANGES = Gauge(
+    "storage_feed_damaged_changes",
+    "Distinct change-feed changes whose row was unreadable (checksum or decode failure) since "
+    "the store opened; each was delivered marked damaged, and logged.",
+)
+
+
 @with_status_codes
 class StorageServicer(AlbumServicer, pb_grpc.StorageServiceServicer):
     def __init__(
@@ -269,6 +278,7 @@ class StorageServicer(AlbumServicer, pb_grpc.StorageServiceServicer):
         # GetThumbnail): see columnstore/thumbnailer.py.
         self.thumbnailer = Thumbnailer(store, budget=self._budget).start()
         watch_thumbnailer(self.thumbnailer)
+        FEED_DAMAGED_CHANGES.set_function(lambda: store.feed_damaged_count)
 
     def PutImage(
         self, request_iterator: Iterable[pb.PutImageRequest], context: grpc.ServicerContext
@@ -730,6 +740,10 @@ class StorageServicer(AlbumServicer, pb_grpc.StorageServiceServicer):
         self.thumbnailer.stop()
         self.close_albums()
 
+    @property
+    def feed_damaged_changes(self) -> int:
+        return self._store.feed_damaged_count
+
     def _change_to_proto(self, change: Change, with_vector: bool) -> pb.Change:
         reply = pb.Change(seq=change.seq, kind=int(change.kind), image_id=change.image_id)  # type: ignore[arg-type]
         if change.image is not None:
@@ -741,10 +755,25 @@ class StorageServicer(AlbumServicer, pb_grpc.StorageServiceServicer):
         self, request: pb.WatchChangesRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.WatchChangesResponse]:
         """Changes after request.after_seq in batches; then, with follow, new ones as they
-        become visible, and a heartbeat (no changes, head_seq) every few idle seconds."""
-        if request.after_seq < 0 or request.max_batch < 0:
+        become visible, and a heartbeat (no changes, head_seq) every few idle seconds. A
+        change whose row is damaged comes without its image (v2 marks it damaged)."""
+        for reply, _changes in self.watch_pages(request, context):
+            yield reply
+
+    def watch_pages(
+        self,
+        request: pb.WatchChangesRequest,
+        context: grpc.ServicerContext,
+        max_backlog_batch: int = 0,
+    ) -> Iterator[tuple[pb.WatchChangesResponse, list[Change]]]:
+        """WatchChanges' messages, each with the feed changes it carries (v2 adds what v1
+        cannot say, such as a change's damage). With `max_backlog_batch`, a full message is
+        followed by one twice its size, up to that (at most MAX_BACKLOG_BATCH): a backlog
+        replays in large messages, live changes still go out one small message at a time."""
+        if request.after_seq < 0 or request.max_batch < 0 or max_backlog_batch < 0:
             context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, "after_seq and max_batch must not be negative"
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "after_seq, max_batch and max_backlog_batch must not be negative",
             )
         if not self._streams.acquire(blocking=False):
             abort(
@@ -754,25 +783,28 @@ class StorageServicer(AlbumServicer, pb_grpc.StorageServiceServicer):
                 BUSY,
             )
         try:
-            yield from self._watch(request, context)
+            yield from self._watch(request, context, max_backlog_batch)
         finally:
             self._streams.release()
 
     def _watch(
-        self, request: pb.WatchChangesRequest, context: grpc.ServicerContext
-    ) -> Iterator[pb.WatchChangesResponse]:
+        self, request: pb.WatchChangesRequest, context: grpc.ServicerContext, backlog: int
+    ) -> Iterator[tuple[pb.WatchChangesResponse, list[Change]]]:
         batch = min(request.max_batch or DEFAULT_WATCH_BATCH, MAX_WATCH_BATCH)
+        most = max(batch, min(backlog, MAX_BACKLOG_BATCH))
+        size_now = batch
         after = request.after_seq
         sent_any = False
         last_sent = time.monotonic()
         while not self._stopping.is_set() and context.is_active():
             with store_errors(context):
-                page = self._store.changes(after, batch)
+                page = self._store.changes(after, size_now)
             if page.changes:
                 reply = pb.WatchChangesResponse(
                     head_seq=page.head_seq, horizon_seq=page.horizon_seq
                 )
                 used = 0
+                carried: list[Change] = []
                 for change in page.changes:
                     proto = self._change_to_proto(change, request.include_feature_vector)
                     size = proto.ByteSize() + 8
@@ -780,21 +812,34 @@ class StorageServicer(AlbumServicer, pb_grpc.StorageServiceServicer):
                         break  # the rest goes in the next message
                     used += size
                     reply.changes.append(proto)
+                    carried.append(change)
                 after = reply.changes[-1].seq
+                # A full page means a backlog: the next one may be larger; else back to small.
+                if len(page.changes) < size_now:
+                    size_now = batch
+                elif len(carried) == size_now:
+                    size_now = min(most, size_now * 2)
                 sent_any = True
                 last_sent = time.monotonic()
-                yield reply
+                yield reply, carried
                 continue
+            size_now = batch
             if not request.follow:
                 if not sent_any:
-                    yield pb.WatchChangesResponse(
-                        head_seq=page.head_seq, horizon_seq=page.horizon_seq
+                    yield (
+                        pb.WatchChangesResponse(
+                            head_seq=page.head_seq, horizon_seq=page.horizon_seq
+                        ),
+                        [],
                     )
                 return
             if time.monotonic() - last_sent >= self._heartbeat_s:
                 last_sent = time.monotonic()
                 sent_any = True
-                yield pb.WatchChangesResponse(head_seq=page.head_seq, horizon_seq=page.horizon_seq)
+                yield (
+                    pb.WatchChangesResponse(head_seq=page.head_seq, horizon_seq=page.horizon_seq),
+                    [],
+                )
             wait = min(WATCH_POLL_S, max(0.0, self._heartbeat_s - (time.monotonic() - last_sent)))
             if not self._store.wait_for_change(after, wait) and self._store.is_closing:
                 return

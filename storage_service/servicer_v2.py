@@ -311,6 +311,7 @@ class StorageServicerV2(pb_grpc.StorageServiceServicer):
         if reply.HasField("last_verify"):
             out.last_verify.CopyFrom(verify_report_to_v2(reply.last_verify))
         out.oldest_pending_age.CopyFrom(duration_of_ms(reply.oldest_pending_age_ms))
+        out.feed_damaged_changes = self._v1.feed_damaged_changes
         return out
 
     def Compact(self, request: pb.CompactRequest, context):
@@ -324,12 +325,19 @@ class StorageServicerV2(pb_grpc.StorageServiceServicer):
                 yield pb.VerifyResponse(progress=scalars(message.progress, pb.VerifyProgress()))
 
     def WatchChanges(self, request: pb.WatchChangesRequest, context):
-        for message in self._v1.WatchChanges(scalars(request, v1.WatchChangesRequest()), context):
-            yield pb.WatchChangesResponse(
+        pages = self._v1.watch_pages(
+            scalars(request, v1.WatchChangesRequest()), context, request.max_backlog_batch
+        )
+        for message, changes in pages:
+            out = pb.WatchChangesResponse(
                 changes=[change_to_v2(c) for c in message.changes],
                 head_seq=message.head_seq,
                 horizon_seq=message.horizon_seq,
             )
+            for proto, change in zip(out.changes, changes, strict=True):
+                if change.damage:
+                    proto.damage.reason = change.damage
+            yield out
 
     # --- the analysis queue -----------------------------------------------------------------
 

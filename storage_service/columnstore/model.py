@@ -187,6 +187,10 @@ class Change:
     kind: ChangeKind
     image_id: str
     image: ImageMeta | None
+    # Why the change's row could not be read (checksum or decode failure; `image` is None
+    # then), "" when it reads. A damaged change is still delivered, in its place, so every
+    # consumer moves past it.
+    damage: str = ""
 
 
 @dataclass(frozen=True)
@@ -278,6 +282,8 @@ class StoreStats:
     # The analysis queue: PENDING images and the age of the oldest.
     pending_count: int = 0
     oldest_pending_age_ms: int = 0
+    # Distinct feed changes found damaged (row unreadable) since the store opened.
+    feed_damaged_changes: int = 0
 
 
 @dataclass(frozen=True)

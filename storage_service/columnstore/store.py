@@ -112,6 +112,9 @@ from storage_service.columnstore.taken_index import (
 
 log = logging.getLogger(__name__)
 
+# Damaged feed changes remembered by seq (each logged once); past this only counted.
+_FEED_DAMAGED_KEPT = 10_000
+
 BlobSource = Row | SegmentReader
 BlobRef = tuple[BlobSource, int]
 
@@ -666,6 +669,10 @@ class ColumnStore:
         self._horizon = 0
         self._feed_changed = threading.Condition(self._lock)
         self._feed_waiters = 0
+        # Changes the feed found damaged (seq -> reason; the first _FEED_DAMAGED_KEPT) and
+        # how many in all: each is logged once, however often it is replayed.
+        self._feed_damaged: dict[int, str] = {}
+        self._feed_damaged_count = 0
 
     # --- opening -------------------------------------------------------------------------------
 
@@ -1830,9 +1837,51 @@ class ColumnStore:
             found = self._history.after(after_seq, limit)
             out = []
             for seq, kind, image_id in found:
-                entry = self._entry_or_none(image_id) if kind != RowKind.DELETE else None
-                out.append(Change(seq, ChangeKind(kind), image_id, entry.meta if entry else None))
+                if kind == RowKind.DELETE:
+                    out.append(Change(seq, ChangeKind.DELETE, image_id, None))
+                    continue
+                meta, damage = self._change_meta(seq, image_id)
+                out.append(Change(seq, ChangeKind(kind), image_id, meta, damage))
             return ChangesPage(tuple(out), self._feed_head, self._horizon)
+
+    def _change_meta(self, seq: int, image_id: str) -> tuple[ImageMeta | None, str]:
+        """The current metadata a put/annotate change carries, or why it cannot be read: a
+        damaged row costs that change only (delivered marked damaged, logged once, counted),
+        never the page, so no consumer stalls on it. Lock held."""
+        damage = ""
+        try:
+            entry = self._entry_or_none(image_id)
+            if entry is not None:
+                return entry.meta, ""
+            if image_id in self._damaged:  # its whole segment's small columns are lost
+                name, detail = self._damaged[image_id].split("\0", 1)
+                damage = str(DataLossError(name, f"{detail}: metadata of {image_id!r} lost"))
+        except DataLossError as e:
+            damage = str(e)
+        except (ValueError, KeyError, TypeError) as e:  # verified bytes that do not decode
+            damage = f"metadata of {image_id!r} does not decode: {type(e).__name__}: {e}"
+        if not damage:
+            return None, ""  # deleted since: its delete follows in the feed
+        if seq not in self._feed_damaged:
+            if len(self._feed_damaged) < _FEED_DAMAGED_KEPT:
+                self._feed_damaged[seq] = damage
+            self._feed_damaged_count += 1
+            log.error(
+                "change feed: a change's row is unreadable; delivered marked damaged",
+                extra={"seq": seq, "image_id": image_id, "error": damage},
+            )
+        return None, damage
+
+    def feed_damage(self) -> dict[int, str]:
+        """The damaged changes the feed has delivered since open: seq -> reason (the first
+        few thousand)."""
+        with self._lock:
+            return dict(self._feed_damaged)
+
+    @property
+    def feed_damaged_count(self) -> int:
+        """Distinct feed changes found damaged since the store opened."""
+        return self._feed_damaged_count
 
     def wait_for_change(self, after_seq: int, timeout_s: float) -> bool:
         """Wait until the feed has a change after `after_seq` (True), the timeout passes or the
@@ -2190,6 +2239,7 @@ class ColumnStore:
             pending_count = len(pending_ids)
             oldest_ms = int(self._arr.created[self._slot_of[pending_ids[0]]]) if pending_ids else 0
             head, horizon = self._feed_head, self._horizon
+            feed_damaged = self._feed_damaged_count
         columns: dict[str, list[int]] = {c.name: [0, 0] for c in COLUMNS}
         for segment in segments:
             for name, (raw_b, stored_b) in segment.column_bytes().items():
@@ -2220,6 +2270,7 @@ class ColumnStore:
             horizon_seq=horizon,
             pending_count=pending_count,
             oldest_pending_age_ms=max(0, int(time.time() * 1000) - oldest_ms) if oldest_ms else 0,
+            feed_damaged_changes=feed_damaged,
         )
 
     def _quarantine_count(self) -> int:

@@ -17,7 +17,7 @@ from search_service.durable_index import DurableIndex
 from search_service.feed_consumer import FeedConsumer
 from search_service.server import build_server as build_search_server
 from search_service.storage_feed import StorageFeed
-from storage_service.columnstore.store import StoreOptions
+from storage_service.columnstore.store import ColumnStore, StoreOptions
 from tests.search_service.storage_support import (
     PENDING,
     READY,
@@ -26,6 +26,7 @@ from tests.search_service.storage_support import (
     label,
 )
 from tests.storage_service.conftest import jpeg_variant, put
+from tests.storage_service.test_feed_damage import damage_row_meta
 
 
 class Search:
@@ -365,3 +366,32 @@ def test_the_feed_reads_storages_v2_image_as_the_document_v1_made():
     assert [(word, round(share, 3)) for word, share in document.colours] == [("green", 0.6)]
     assert document.created_at_unix_ms == 1_700_000_000_005
     assert document.moderation_score == 0.0
+
+
+def test_a_damaged_row_in_storage_is_recorded_and_the_feed_goes_past_it(tmp_path, photo_jpegs):
+    storage = Storage(tmp_path / "storage").start()
+    victim = storage.put_ready(photo_jpegs["coffee"], "a.jpg", [label("espresso")])
+    rocket = storage.put_ready(photo_jpegs["rocket"], "b.jpg", [label("space shuttle")])
+    storage.stop()
+    # Into a segment, then one byte of the first image's metadata row flipped on disk.
+    store = ColumnStore.open(tmp_path / "storage", storage.options)
+    store.flush()
+    store.close()
+    damage_row_meta(tmp_path / "storage", victim)
+    storage.start()
+    search = Search(tmp_path / "search", storage.address).start()
+    try:
+        camera = storage.put_ready(photo_jpegs["camera"], "c.jpg", [label("reflex camera")])
+        # From seq 0 the replay reaches the damaged put (and its annotate), records both and
+        # goes on: what came before and after it is indexed.
+        search.caught_up_with(storage, timeout_s=20)
+        assert search.ids("shuttle") == [rocket]
+        assert search.ids("camera") == [camera]
+        assert search.ids("espresso") == []  # storage cannot serve it (DATA_LOSS) either
+        status = search.feed.status()
+        assert status.damaged_changes == 2 and victim in status.last_damaged
+        assert "checksum" in status.last_damaged
+        assert status.connected and not status.last_error
+    finally:
+        search.stop()
+        storage.stop()

@@ -387,7 +387,7 @@ class ColumnStats(_message.Message):
     def __init__(self, name: _Optional[str] = ..., raw_bytes: _Optional[int] = ..., stored_bytes: _Optional[int] = ...) -> None: ...
 
 class GetStatsResponse(_message.Message):
-    __slots__ = ("image_count", "deleted_count", "segment_count", "disk_bytes", "raw_image_bytes", "wal_bytes", "memtable_rows", "columns", "unreadable_count", "background_error", "last_verify", "storage_full", "quarantined_files", "damaged_log_records", "head_seq", "horizon_seq", "pending_count", "oldest_pending_age", "album_count")
+    __slots__ = ("image_count", "deleted_count", "segment_count", "disk_bytes", "raw_image_bytes", "wal_bytes", "memtable_rows", "columns", "unreadable_count", "background_error", "last_verify", "storage_full", "quarantined_files", "damaged_log_records", "head_seq", "horizon_seq", "pending_count", "oldest_pending_age", "album_count", "feed_damaged_changes")
     IMAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
     DELETED_COUNT_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -407,6 +407,7 @@ class GetStatsResponse(_message.Message):
     PENDING_COUNT_FIELD_NUMBER: _ClassVar[int]
     OLDEST_PENDING_AGE_FIELD_NUMBER: _ClassVar[int]
     ALBUM_COUNT_FIELD_NUMBER: _ClassVar[int]
+    FEED_DAMAGED_CHANGES_FIELD_NUMBER: _ClassVar[int]
     image_count: int
     deleted_count: int
     segment_count: int
@@ -426,7 +427,8 @@ class GetStatsResponse(_message.Message):
     pending_count: int
     oldest_pending_age: _duration_pb2.Duration
     album_count: int
-    def __init__(self, image_count: _Optional[int] = ..., deleted_count: _Optional[int] = ..., segment_count: _Optional[int] = ..., disk_bytes: _Optional[int] = ..., raw_image_bytes: _Optional[int] = ..., wal_bytes: _Optional[int] = ..., memtable_rows: _Optional[int] = ..., columns: _Optional[_Iterable[_Union[ColumnStats, _Mapping]]] = ..., unreadable_count: _Optional[int] = ..., background_error: _Optional[str] = ..., last_verify: _Optional[_Union[VerifyReport, _Mapping]] = ..., storage_full: _Optional[bool] = ..., quarantined_files: _Optional[int] = ..., damaged_log_records: _Optional[int] = ..., head_seq: _Optional[int] = ..., horizon_seq: _Optional[int] = ..., pending_count: _Optional[int] = ..., oldest_pending_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., album_count: _Optional[int] = ...) -> None: ...
+    feed_damaged_changes: int
+    def __init__(self, image_count: _Optional[int] = ..., deleted_count: _Optional[int] = ..., segment_count: _Optional[int] = ..., disk_bytes: _Optional[int] = ..., raw_image_bytes: _Optional[int] = ..., wal_bytes: _Optional[int] = ..., memtable_rows: _Optional[int] = ..., columns: _Optional[_Iterable[_Union[ColumnStats, _Mapping]]] = ..., unreadable_count: _Optional[int] = ..., background_error: _Optional[str] = ..., last_verify: _Optional[_Union[VerifyReport, _Mapping]] = ..., storage_full: _Optional[bool] = ..., quarantined_files: _Optional[int] = ..., damaged_log_records: _Optional[int] = ..., head_seq: _Optional[int] = ..., horizon_seq: _Optional[int] = ..., pending_count: _Optional[int] = ..., oldest_pending_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., album_count: _Optional[int] = ..., feed_damaged_changes: _Optional[int] = ...) -> None: ...
 
 class CompactRequest(_message.Message):
     __slots__ = ()
@@ -499,28 +501,38 @@ class VerifyResponse(_message.Message):
     def __init__(self, progress: _Optional[_Union[VerifyProgress, _Mapping]] = ..., report: _Optional[_Union[VerifyReport, _Mapping]] = ...) -> None: ...
 
 class Change(_message.Message):
-    __slots__ = ("seq", "kind", "image_id", "image")
+    __slots__ = ("seq", "kind", "image_id", "image", "damage")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
+    DAMAGE_FIELD_NUMBER: _ClassVar[int]
     seq: int
     kind: ChangeKind
     image_id: str
     image: ImageMetadata
-    def __init__(self, seq: _Optional[int] = ..., kind: _Optional[_Union[ChangeKind, str]] = ..., image_id: _Optional[str] = ..., image: _Optional[_Union[ImageMetadata, _Mapping]] = ...) -> None: ...
+    damage: ChangeDamage
+    def __init__(self, seq: _Optional[int] = ..., kind: _Optional[_Union[ChangeKind, str]] = ..., image_id: _Optional[str] = ..., image: _Optional[_Union[ImageMetadata, _Mapping]] = ..., damage: _Optional[_Union[ChangeDamage, _Mapping]] = ...) -> None: ...
+
+class ChangeDamage(_message.Message):
+    __slots__ = ("reason",)
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    def __init__(self, reason: _Optional[str] = ...) -> None: ...
 
 class WatchChangesRequest(_message.Message):
-    __slots__ = ("after_seq", "follow", "include_feature_vector", "max_batch")
+    __slots__ = ("after_seq", "follow", "include_feature_vector", "max_batch", "max_backlog_batch")
     AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
     FOLLOW_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_FEATURE_VECTOR_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
+    MAX_BACKLOG_BATCH_FIELD_NUMBER: _ClassVar[int]
     after_seq: int
     follow: bool
     include_feature_vector: bool
     max_batch: int
-    def __init__(self, after_seq: _Optional[int] = ..., follow: _Optional[bool] = ..., include_feature_vector: _Optional[bool] = ..., max_batch: _Optional[int] = ...) -> None: ...
+    max_backlog_batch: int
+    def __init__(self, after_seq: _Optional[int] = ..., follow: _Optional[bool] = ..., include_feature_vector: _Optional[bool] = ..., max_batch: _Optional[int] = ..., max_backlog_batch: _Optional[int] = ...) -> None: ...
 
 class WatchChangesResponse(_message.Message):
     __slots__ = ("changes", "head_seq", "horizon_seq")
