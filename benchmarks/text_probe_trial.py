@@ -13,6 +13,15 @@ service over gRPC with either probe, alternating, by thread)
   where it says yes) on the sets the prefilter was tuned on and on held-out sets it was not:
   `heldout_font_signs()` and, where installed, Debian's other wallpapers (lomiri, ukui) with and
   without signs.
+With `--gates`: cheaper text gates tried in front of the detector and refused, each measured on
+held-out text photos (the rule: the gate drops none of the text photos the current probe finds):
+- a linear "has text" probe (logistic regression) over the EfficientNet-Lite0 feature vector
+  the classifier computes anyway, float and int8 features, used together with the prefilter;
+- the detector at 128-192 px as a lenient first stage (its highest text probability anywhere);
+and with `--inputs`: cheaper classifier and moderation inputs (Pillow's reducing_gap, bilinear,
+OpenCV's JPEG, no JPEG round trip) against the served ones on the 495 real-photo inputs of
+`tests/vision_service/agreement_sets.cascade_sets` (the rules: top-1 unchanged, moderation
+within 0.005).
 Not a test: a benchmark prints figures; tests/vision_service/test_text_prefilter.py guards the
 decisions.
 """
@@ -24,6 +33,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -39,6 +49,7 @@ from tests.vision_service.photo_sets import (
     installed_fonts,
     jpeg_bytes,
     photo_file,
+    real_photos,
     small_sign_photos,
     text_photos,
     textless_photos,
@@ -46,6 +57,7 @@ from tests.vision_service.photo_sets import (
 )
 from vision_service import preprocess, text_prefilter
 from vision_service.models import colours
+from vision_service.models.classifier import ImageClassifier, load_classes
 from vision_service.models.colours import (
     COLOUR_NAMES,
     THUMB_SIDE,
@@ -55,7 +67,7 @@ from vision_service.models.colours import (
 from vision_service.models.moderation import moderation_input
 from vision_service.models.ocr import PROBE_MAX_SIDE, TextProbe, _text_like_regions
 from vision_service.preprocess import CLASSIFIER_RESIZE, classifier_input, decode_image
-from vision_service.sessions import SessionThreads
+from vision_service.sessions import SessionThreads, open_session
 from vision_service.text_prefilter import stride_side
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
@@ -297,11 +309,307 @@ def service_rounds(rounds: int = 3) -> None:
         engine.close()
 
 
+@dataclass
+class Judged:
+    """One photo set as the gates see it: has text or not, names, whether the current probe's
+    parts say text (prefilter, detector alone), and the classifier's features (float, int8)."""
+
+    has_text: bool
+    photos: dict[str, Image.Image]
+    prefilter: np.ndarray
+    detector: np.ndarray
+    features: dict[str, np.ndarray]
+
+    @property
+    def found(self) -> np.ndarray:
+        """The photos the current probe (prefilter, then detector) says hold text."""
+        return self.prefilter & self.detector
+
+
+def _features(classifier: ImageClassifier, photos: list[Image.Image]) -> np.ndarray:
+    x = np.stack([classifier_input(rgb) for rgb in photos])
+    return np.stack(
+        [c.features for i in range(0, len(x), 16) for c in classifier.classify(x[i : i + 16])]
+    )
+
+
+def judged_sets(detector: TextProbe) -> dict[str, Judged]:
+    """The tuning and held-out sets, analysed as the service does; with the classifier's float
+    and int8 features."""
+    threads = SessionThreads(1, 1)
+    classes = load_classes(MODELS / "imagenet_classes.json")
+    classifiers = {
+        kind: ImageClassifier(
+            open_session(MODELS / f"efficientnet_lite0{suffix}.onnx", threads), classes
+        )
+        for kind, suffix in (("float", ""), ("int8", "_int8"))
+    }
+    walls = other_wallpapers()
+    raw: dict[str, tuple[bool, dict[str, Image.Image]]] = {
+        "tuning: the 42 earlier text photos": (True, {**text_photos(), **small_sign_photos()}),
+        "tuning: font signs": (True, tuning_font_signs()),
+        "tuning: text-free photos and crops": (False, textless_photos()),
+        "held out: font signs 4-7%": (True, heldout_font_signs()),
+    }
+    if walls:
+        signs = font_sign_photos(
+            {**walls, **debian_photos()}, installed_fonts(), (0.045, 0.055, 0.07, 0.09), salt=23
+        )
+        raw["held out: other Debian wallpapers"] = (False, walls)
+        raw["held out: signs on them and on mate's"] = (True, signs)
+    out = {}
+    for name, (has_text, images) in raw.items():
+        photos = as_analysed(images)
+        rgbs = list(photos.values())
+        out[name] = Judged(
+            has_text,
+            photos,
+            np.array([text_prefilter.may_hold_text(rgb) for rgb in rgbs]),
+            np.array([any(_text_like_regions(detector.probability_map(rgb))) for rgb in rgbs]),
+            {kind: _features(c, rgbs) for kind, c in classifiers.items()},
+        )
+    return out
+
+
+def _base_photo(name: str, bases: list[str]) -> str:
+    """The base photo a variant or a sign photo was made from (the longest base name it starts
+    with), so cross-validation never scores a photo whose base it was fitted on."""
+    return next((b for b in bases if name == b or name.startswith(f"{b}-")), name)
+
+
+def feature_probe_trial(sets: dict[str, Judged], costs: tuple[float, float]) -> None:
+    """A logistic-regression "has text" probe over the classifier's features, in front of the
+    detector beside the prefilter (the detector runs only where both say text may be there).
+    Its threshold is the lowest score of a tuning photo with text (nothing tuned on is
+    dropped); judged on held-out signs (dropped: text photos the current probe finds) and on
+    text-free photos the prefilter passes (rejected: the detector saved)."""
+    from sklearn.linear_model import LogisticRegression
+
+    tuning = [n for n in sets if n.startswith("tuning")]
+    bases = sorted({*real_photos(), *debian_photos(), "page", "text"}, key=len, reverse=True)
+    detector_ms, gate_ms = costs
+    print(
+        f"-- feature probe (logistic regression on EfficientNet-Lite0 features) ({_load()}) --\n"
+        f"  the detector costs {detector_ms:.2f} CPU ms per photo; the probe {gate_ms:.3f}"
+    )
+    for kind in ("float", "int8"):
+        for c in (0.1, 1.0, 10.0):
+            x = np.concatenate([sets[n].features[kind] for n in tuning])
+            y = np.concatenate([np.full(len(sets[n].photos), sets[n].has_text) for n in tuning])
+            model = LogisticRegression(C=c, max_iter=5000, class_weight="balanced").fit(x, y)
+            threshold = model.decision_function(x[y]).min()
+            cells = []
+            for name, judged in sets.items():
+                if name in tuning:
+                    continue
+                below = model.decision_function(judged.features[kind]) < threshold
+                if judged.has_text:
+                    dropped = int((below & judged.found).sum())
+                    cells.append(f"{name}: dropped {dropped} of {int(judged.found.sum())}")
+                else:
+                    cells.append(
+                        f"{name}: rejected {int((below & judged.prefilter).sum())} of "
+                        f"{int(judged.prefilter.sum())} the prefilter passes"
+                    )
+            # Out-of-fold figures on the tuning sets, five folds by base photo.
+            groups = np.array([_base_photo(p, bases) for n in tuning for p in sets[n].photos])
+            found = np.concatenate(
+                [
+                    sets[n].found if sets[n].has_text else np.zeros(len(sets[n].photos), bool)
+                    for n in tuning
+                ]
+            )
+            passed = np.concatenate([sets[n].prefilter for n in tuning])
+            below = np.zeros(len(y), dtype=bool)
+            names = sorted(set(groups))
+            np.random.default_rng(0).shuffle(names)
+            for fold in range(5):
+                test = np.isin(groups, names[fold::5])
+                fitted = LogisticRegression(C=c, max_iter=5000, class_weight="balanced").fit(
+                    x[~test], y[~test]
+                )
+                cut = fitted.decision_function(x[~test][y[~test]]).min()
+                below[test] = fitted.decision_function(x[test]) < cut
+            free = ~y & passed
+            cells.append(
+                f"tuning sets out of fold: dropped {int((below & found).sum())} of "
+                f"{int(found.sum())}, rejected {int((below & free).sum())} of {int(free.sum())} "
+                "text-free"
+            )
+            print(f"  {kind} features, C={c}: " + "; ".join(cells), flush=True)
+
+
+def low_resolution_trial(detector: TextProbe, sets: dict[str, Judged]) -> None:
+    """The detector on a smaller thumbnail as a lenient first stage: its highest text
+    probability anywhere, against the lowest such value on the text photos the probe finds."""
+    print(f"-- the detector at low resolution as a first stage ({_load()}) --")
+    for side in (128, 160, 192):
+        peaks = {
+            name: np.array(
+                [
+                    float(detector._detect(text_prefilter.thumbnail(rgb, side)).max())
+                    for rgb in j.photos.values()
+                ]
+            )
+            for name, j in sets.items()
+        }
+        some = next(iter(sets.values())).photos.values()
+        cost = _cpu_ms(
+            lambda rgb, s=side: detector._detect(text_prefilter.thumbnail(rgb, s)),
+            list(some),
+            rounds=1,
+        )
+        lowest = min(float(peaks[n][j.found].min()) for n, j in sets.items() if j.has_text)
+        rejected = [
+            f"{n}: {int(((peaks[n] < lowest) & j.prefilter).sum())} of {int(j.prefilter.sum())}"
+            for n, j in sets.items()
+            if not j.has_text
+        ]
+        print(
+            f"  {side} px ({cost:.2f} CPU ms): lowest peak on text the probe finds {lowest:.3f}; "
+            "text-free photos the prefilter passes that a cut there rejects: "
+            + "; ".join(rejected),
+            flush=True,
+        )
+
+
+_MEAN_BGR = np.array([104.0, 117.0, 123.0], dtype=np.float32)
+
+
+def _moderation_variant(gap: float | None, jpeg: str) -> Callable[[Image.Image], np.ndarray]:
+    """moderation_input with Pillow's reducing_gap and the JPEG round trip done by Pillow
+    ("pillow", as served), OpenCV ("opencv") or not at all ("none")."""
+
+    def made(rgb: Image.Image) -> np.ndarray:
+        w, h = rgb.size
+        o = 16 / 256
+        box = (w * o, h * o, w * (1 - o), h * (1 - o))
+        crop = rgb.resize((224, 224), Image.Resampling.BILINEAR, box=box, reducing_gap=gap)
+        if jpeg == "pillow":
+            buf = io.BytesIO()
+            crop.save(buf, format="JPEG")
+            with Image.open(buf) as decoded:
+                pixels = np.asarray(decoded.convert("RGB"))
+        elif jpeg == "opencv":
+            _, encoded = cv2.imencode(
+                ".jpg", np.asarray(crop)[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 75]
+            )
+            pixels = np.ascontiguousarray(cv2.imdecode(encoded, cv2.IMREAD_COLOR)[:, :, ::-1])
+        else:
+            pixels = np.asarray(crop)
+        out = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR).astype(np.float32)
+        out -= _MEAN_BGR
+        return out
+
+    return made
+
+
+def _classifier_variant(
+    resample: Image.Resampling, gap: float | None
+) -> Callable[[Image.Image], np.ndarray]:
+    """classifier_input with another filter or Pillow's reducing_gap."""
+
+    def made(rgb: Image.Image) -> np.ndarray:
+        w, h = rgb.size
+        side = min(w, h) * 224 / 256
+        left, top = (w - side) / 2, (h - side) / 2
+        box = (left, top, left + side, top + side)
+        crop = rgb.resize((224, 224), resample, box=box, reducing_gap=gap)
+        return preprocess._normalised_chw(np.asarray(crop))
+
+    return made
+
+
+def input_trial() -> None:
+    """Cheaper model inputs against the served ones: CPU per image on the 8 bench photos,
+    top-1 changes (float EfficientNet-Lite0) and moderation score differences (float
+    open_nsfw) on the 495 real-photo inputs of cascade_sets."""
+    from tests.vision_service.agreement_sets import cascade_sets
+    from vision_service.models.classifier import ImageClassifier
+    from vision_service.models.moderation import ModerationModel
+    from vision_service.registry import load_registry
+
+    threads = SessionThreads(1, 1)
+    registry = load_registry(MODELS)
+    classifier = ImageClassifier.load(registry["efficientnet-lite0"], threads, quantized=False)
+    moderation = ModerationModel.load(registry["open-nsfw"], threads, quantized=False)
+    photos = [rgb for s in cascade_sets().values() for rgb in as_analysed(s).values()]
+    bench = [
+        decode_image(u, max_pixels=40_000_000, min_long_side=PROBE_MAX_SIDE, min_short_side=256).rgb
+        for u in _bench_uploads()
+    ]
+
+    def top1(make: Callable) -> np.ndarray:
+        x = np.stack([make(rgb) for rgb in photos])
+        return np.array(
+            [
+                c.probabilities.argmax()
+                for i in range(0, len(x), 16)
+                for c in classifier.classify(x[i : i + 16])
+            ]
+        )
+
+    def scores(make: Callable) -> np.ndarray:
+        x = np.stack([make(rgb) for rgb in photos])
+        return np.concatenate([moderation.nsfw_scores(x[i : i + 16]) for i in range(0, len(x), 16)])
+
+    print(f"-- model inputs: variants against the served ones, {len(photos)} inputs ({_load()}) --")
+    served = top1(classifier_input)
+    print(f"  classifier input as served: {_cpu_ms(classifier_input, bench, rounds=20):.3f} CPU ms")
+    for label, make in (
+        ("bicubic, reducing_gap 1.5", _classifier_variant(Image.Resampling.BICUBIC, 1.5)),
+        ("bicubic, reducing_gap 1.0", _classifier_variant(Image.Resampling.BICUBIC, 1.0)),
+        ("bilinear", _classifier_variant(Image.Resampling.BILINEAR, None)),
+    ):
+        changed = int((top1(make) != served).sum())
+        print(
+            f"  classifier input, {label}: {_cpu_ms(make, bench, rounds=20):.3f} CPU ms, "
+            f"top-1 changed on {changed} of {len(photos)}",
+            flush=True,
+        )
+    reference = scores(moderation_input)
+    print(f"  moderation input as served: {_cpu_ms(moderation_input, bench, rounds=20):.3f} CPU ms")
+    for label, make in (
+        ("reducing_gap 2.0", _moderation_variant(2.0, "pillow")),
+        ("reducing_gap 1.5", _moderation_variant(1.5, "pillow")),
+        ("reducing_gap 1.0", _moderation_variant(1.0, "pillow")),
+        ("OpenCV's JPEG round trip", _moderation_variant(None, "opencv")),
+        ("no JPEG round trip", _moderation_variant(None, "none")),
+    ):
+        diff = np.abs(scores(make) - reference)
+        print(
+            f"  moderation input, {label}: {_cpu_ms(make, bench, rounds=20):.3f} CPU ms, "
+            f"score differences max {diff.max():.4f}, p99 {np.quantile(diff, 0.99):.4f}",
+            flush=True,
+        )
+
+
+def gates() -> None:
+    threads = SessionThreads(1, 1)
+    detector = TextProbe(MODELS / "PP-OCRv6_det_tiny.onnx", threads, prefilter=False)
+    sets = judged_sets(detector)
+    from sklearn.linear_model import LogisticRegression
+
+    some = list(next(iter(sets.values())).photos.values())
+    detector_ms = _cpu_ms(detector.probability_map, some, rounds=1)
+    first = next(iter(sets.values())).features["float"]
+    lr = LogisticRegression(max_iter=5000).fit(first[:20], np.arange(20) % 2)
+    gate_ms = _cpu_ms(lambda f: lr.decision_function(f[None]), list(first), rounds=3)
+    feature_probe_trial(sets, (detector_ms, gate_ms))
+    low_resolution_trial(detector, sets)
+
+
 def main() -> None:
     import sys
 
     if "--service" in sys.argv:
         service_rounds()
+        return
+    if "--gates" in sys.argv:
+        gates()
+        return
+    if "--inputs" in sys.argv:
+        input_trial()
         return
     threads = SessionThreads(1, 1)
     detector_path = MODELS / "PP-OCRv6_det_tiny.onnx"
