@@ -43,7 +43,7 @@ _NOT_HEADER_SAFE = re.compile(r"[^\x20-\x7e]+")
 
 # The sign the pages draw (_no_preview.html): a picture with a slash through it.
 _ICON = (
-    '<g transform="translate(114 70) scale(1.5)" fill="none" stroke="currentColor" '
+    '<g transform="translate(126 102)" fill="none" stroke="currentColor" '
     'stroke-width="2.5" stroke-linecap="round" stroke-linejoin="round">'
     '<rect x="5" y="9" width="38" height="30" rx="3"/>'
     '<circle cx="16" cy="19" r="3.5" fill="currentColor" stroke="none"/>'
@@ -52,7 +52,7 @@ _ICON = (
 
 
 def _svg(title: str, line: str, label: str) -> bytes:
-    """A square picture whose sign and words sit in its middle 200 x 200: a tile crops an
+    """A square picture whose sign and words sit in its middle 120 x 100: a tile crops an
     <img> to the photo's shape (object-fit: cover, 0.4 to 3 wide per high) and keeps them."""
     return (
         '<svg xmlns="http://www.w3.org/2000/svg" width="300" height="300" '
@@ -60,8 +60,8 @@ def _svg(title: str, line: str, label: str) -> bytes:
         f"<title>{label}</title>"
         "<style>"
         ".bg{fill:#f3f4f6}.st{fill:#e7e9ee}.ic{color:#b3261e}"
-        ".t{fill:#1d2330;font:600 22px system-ui,-apple-system,'Segoe UI',sans-serif}"
-        ".s{fill:#5d6575;font:15px system-ui,-apple-system,'Segoe UI',sans-serif}"
+        ".t{fill:#1d2330;font:600 18px system-ui,-apple-system,'Segoe UI',sans-serif}"
+        ".s{fill:#5d6575;font:13px system-ui,-apple-system,'Segoe UI',sans-serif}"
         "@media (prefers-color-scheme:dark){.bg{fill:#1a1d24}.st{fill:#22262e}"
         ".ic{color:#ff8a80}.t{fill:#e6e9ef}.s{fill:#a3abba}}"
         "</style>"
@@ -69,15 +69,15 @@ def _svg(title: str, line: str, label: str) -> bytes:
         'patternTransform="rotate(45)"><rect width="14" height="28" class="st"/></pattern></defs>'
         '<rect width="300" height="300" class="bg"/><rect width="300" height="300" fill="url(#p)"/>'
         f'<g class="ic">{_ICON}</g>'
-        f'<text x="150" y="188" text-anchor="middle" class="t">{title}</text>'
-        f'<text x="150" y="214" text-anchor="middle" class="s">{line}</text>'
+        f'<text x="150" y="178" text-anchor="middle" class="t">{title}</text>'
+        f'<text x="150" y="196" text-anchor="middle" class="s">{line}</text>'
         "</svg>"
     ).encode()
 
 
 FAILED_SVG = _svg(
     "No preview",
-    "the file is damaged",
+    "file is damaged",
     "Preview could not be made: the file is damaged; its original is kept",
 )
 

@@ -5,8 +5,10 @@ its chunk checksum fixed passes storage's structural check on the acknowledged p
 background thumbnailer's full decode fails and marks its thumbnails FAILED with the reason. The
 gallery shows a placeholder sign in its tile (no broken <img>), the viewer and the image page
 say why and still offer the original's download and the trash; an <img> drawn for it anyway
-(an album cover) turns into the sign. Screenshots at 1280 and 390 px, light and dark, are
-saved under tests/artifacts/screenshots/no-preview-*.png.
+(an album cover, a tile drawn before the thumbnailer failed) shows the placeholder picture its
+thumbnail URL answers with its 404, whatever shape the tile crops it to; its mosaic page says
+why instead of a broken image. Screenshots at 1280 and 390 px, light and dark, are saved
+under tests/artifacts/screenshots/no-preview-*.png.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from tests.support import png_damaged_in_pixels
 
-from .browser_support import PHONE, fresh_photo, new_context, shoot, upload
+from .browser_support import PHONE, SHOTS, fresh_photo, new_context, shoot, upload
 from .test_api_schemas import check
 
 WIDE = {"width": 1280, "height": 900}
@@ -55,12 +57,21 @@ def test_the_api_says_the_thumbnails_failed_and_why(url, library):
     assert image["filename"] == DAMAGED_NAME
     assert "corrupt" in image["thumbnail_detail"]
     assert image["thumbnail_text"].startswith("no preview: the file is damaged")
-    # The original is kept as uploaded; its thumbnail is refused with a clear 400.
+    # The original is kept as uploaded; its thumbnail URL answers 404 with a placeholder
+    # picture (for <img> tags) and says why in its headers, or in JSON when asked for JSON.
     original = requests.get(f"{url}{image['links']['original']}", timeout=30)
     assert original.content == library["sent"]
     thumb = requests.get(f"{url}{image['links']['thumbnail']}", timeout=30)
-    assert check("get", "/api/images/{image_id}/thumbnail", thumb)["error"]
-    assert thumb.status_code == 400
+    check("get", "/api/images/{image_id}/thumbnail", thumb)
+    assert thumb.status_code == 404
+    assert thumb.headers["Content-Type"] == "image/svg+xml; charset=utf-8"
+    assert thumb.headers["X-Thumbnail-State"] == "failed"
+    assert thumb.headers["X-Thumbnail-Detail"] == image["thumbnail_detail"]
+    as_json = requests.get(
+        f"{url}{image['links']['preview']}", headers={"Accept": "application/json"}, timeout=30
+    )
+    body = check("get", "/api/images/{image_id}/thumbnail", as_json)
+    assert (as_json.status_code, body["thumbnail_detail"]) == (404, image["thumbnail_detail"])
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
@@ -153,9 +164,10 @@ def test_the_image_page_says_why_and_offers_the_original(
         context.close()
 
 
-def test_an_img_drawn_for_it_anyway_turns_into_the_sign(page: Page, url, library):
-    """An album's cover is an <img> of its thumbnail whatever its state: the script swaps the
-    broken image for the sign (the path a tile drawn before the thumbnailer failed takes)."""
+def test_an_img_drawn_for_it_anyway_shows_the_placeholder_picture(page: Page, url, library):
+    """An album's cover is an <img> of its thumbnail whatever its state (as is a tile drawn
+    before the thumbnailer failed): the thumbnail URL's 404 carries a placeholder picture,
+    which the browser draws instead of its broken-image sign."""
     image_id = library["image"]["id"]
     made = requests.post(
         f"{url}/api/albums", json={"name": "damaged only", "image_ids": [image_id]}, timeout=30
@@ -165,10 +177,99 @@ def test_an_img_drawn_for_it_anyway_turns_into_the_sign(page: Page, url, library
 
     page.goto(f"{url}/albums")
     cover = page.locator(f'a[href="/albums/{album["id"]}"].album-cover')
-    expect(cover.locator(".no-preview")).to_be_visible()
-    assert cover.locator("img").count() == 0
+    picture = cover.locator("img")
+    expect(picture).to_be_visible()
+    page.wait_for_function("() => [...document.images].every(i => i.complete)")
+    assert picture.evaluate("i => [i.naturalWidth, i.naturalHeight]") == [300, 300]
     assert page.evaluate(BROKEN) == []
     shoot(page, "no-preview-album-cover-1366")
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+@pytest.mark.parametrize("viewport", [WIDE, PHONE], ids=["1280", "390"])
+def test_its_mosaic_page_says_why_instead_of_a_broken_image(
+    browser: Browser, url, library, viewport, scheme
+):
+    image = library["image"]
+    context = new_context(browser, viewport, scheme)
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        page.goto(f"{url}/images/{image['id']}/mosaic")
+        expect(page.locator("#mosaic-unavailable")).to_be_visible()
+        sign = page.locator(".mosaic-no-preview .no-preview")
+        expect(sign).to_be_visible()
+        expect(sign).to_contain_text("Preview could not be made")
+        expect(page.locator("#no-preview-reason")).to_contain_text(image["thumbnail_detail"])
+        expect(page.locator("#download")).to_have_attribute("href", image["links"]["download"])
+        assert page.locator("#mosaic").count() == 0
+        page.wait_for_function("() => [...document.images].every(i => i.complete)")
+        assert page.evaluate(BROKEN) == []
+        # The sign stays inside the page: nothing scrolls sideways on a phone.
+        box = sign.bounding_box()
+        assert box and box["x"] >= 0 and box["x"] + box["width"] <= viewport["width"]
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= viewport["width"]
+        shoot(page, f"no-preview-mosaic-{viewport['width']}-{scheme}")
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+@pytest.mark.parametrize("viewport", [WIDE, PHONE], ids=["1280", "390"])
+def test_its_thumbnail_in_an_img_is_the_placeholder_picture(
+    browser: Browser, url, library, viewport, scheme
+):
+    """<img> tags of both thumbnail sizes, at a tile's shapes (cropped as the gallery crops),
+    draw the placeholder in the reader's colour scheme; the URL opened itself shows it too."""
+    image = library["image"]
+    context = new_context(browser, viewport, scheme)
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        opened = page.goto(f"{url}{image['links']['thumbnail']}")
+        assert opened is not None and opened.status == 404
+        assert opened.headers["x-thumbnail-state"] == "failed"
+        # The SVG document itself, 300 x 300 at the top left of the window.
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(
+            path=str(SHOTS / f"no-preview-thumbnail-url-{viewport['width']}-{scheme}.png"),
+            clip={"x": 0, "y": 0, "width": 300, "height": 300},
+        )
+        page.goto(f"{url}/albums")  # any page of the gallery: its stylesheet and colours
+        page.evaluate(
+            """([small, preview]) => {
+                const main = document.querySelector("main");
+                main.replaceChildren();
+                const row = document.createElement("div");
+                row.id = "shapes";
+                row.style.cssText = "display:flex;flex-wrap:wrap;gap:8px;padding:8px";
+                for (const [src, w, h] of [[small, 120, 300], [small, 200, 200],
+                                           [small, 300, 200], [preview, 360, 120]]) {
+                    const box = document.createElement("div");
+                    box.className = "tile";
+                    box.style.cssText = `width:${w}px;height:${h}px`;
+                    const img = document.createElement("img");
+                    img.className = "thumb";
+                    img.src = src;
+                    box.append(img);
+                    row.append(box);
+                }
+                main.append(row);
+            }""",
+            [image["links"]["thumbnail"], image["links"]["preview"]],
+        )
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('#shapes img')].every(i => i.complete)"
+        )
+        sizes = page.evaluate(
+            "() => [...document.querySelectorAll('#shapes img')]"
+            ".map(i => [i.naturalWidth, i.naturalHeight])"
+        )
+        assert sizes == [[300, 300]] * 4
+        assert page.evaluate(BROKEN) == []
+        shoot(page, f"no-preview-thumbnail-imgs-{viewport['width']}-{scheme}", full=False)
+    finally:
+        context.close()
 
 
 def test_move_to_trash_from_the_viewer(page: Page, url, library):
