@@ -189,7 +189,8 @@ def image_json(image: storage_pb.ImageMetadata, moderation_threshold: float) -> 
         # Whether its previews are made (storage makes them after the upload is acknowledged):
         # "failed" when the file is damaged past its header (the original is kept as uploaded;
         # thumbnail_detail says why, thumbnail_text in plain words) and the thumbnail links
-        # answer 400.
+        # answer 404 with a placeholder picture (gateway/placeholders.py). A pending image's
+        # thumbnail is made when first asked for: its links answer 200 like a ready one's.
         "thumbnail_state": thumb_state,
         "thumbnail_detail": image.thumbnail_detail if thumb_state == "failed" else "",
         "thumbnail_text": THUMBNAIL_FAILED_TEXT if thumb_state == "failed" else "",
