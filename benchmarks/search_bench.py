@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import resource
 import sqlite3
 import sys
@@ -213,14 +214,42 @@ def bench_snapshot_pause(docs: list[Document], queries: list[str]) -> dict[str, 
     return out
 
 
-def bench_feed_replay(images: int = FEED_IMAGES) -> dict[str, float]:
-    """A fresh index replaying a real storage service's change feed to its head."""
+def _thread_cpu_s(thread: threading.Thread | None) -> float:
+    """CPU seconds a running thread has used (0 when it is gone or unknown)."""
+    if thread is None or thread.ident is None or not thread.is_alive():
+        return 0.0
+    try:
+        return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+    except (OSError, AttributeError):
+        return 0.0
+
+
+# Feed replay settings compared in one run: storage's message growth (max_backlog_batch), the
+# consumer's gathering (max_gather) and, as a probe only, the index's put_many batch
+# (durable_index._APPLY_BATCH, 256 in the service).
+FEED_SETTINGS: dict[str, tuple[int, int, int]] = {
+    "256 a message, applied a message at a time": (0, 0, 256),
+    "growing to 4096, gathered to 4096": (4096, 4096, 256),
+    "same, index batches of 4096 (probe)": (4096, 4096, 4096),
+}
+
+
+def bench_feed_replay(
+    images: int = FEED_IMAGES,
+    settings: dict[str, tuple[int, int, int]] = FEED_SETTINGS,
+    rounds: int = 3,
+) -> dict[str, dict[str, float]]:
+    """Fresh indexes replaying a real storage service's change feed to its head, once per
+    setting per round, interleaved so load drifts hit each alike. Per setting, the median
+    round: wall seconds, the process's CPU seconds (storage's server threads included: same
+    process) and the consumer thread's own CPU seconds."""
     import grpc
     from PIL import Image
 
     from imagerepo.common.v1 import common_pb2
     from imagerepo.storage.v1 import storage_service_pb2 as spb
     from imagerepo.storage.v1 import storage_service_pb2_grpc as sgrpc
+    from search_service import durable_index
     from search_service.feed_consumer import FeedConsumer
     from search_service.storage_feed import StorageFeed
     from storage_service.columnstore.store import ColumnStore, StoreOptions
@@ -231,6 +260,7 @@ def bench_feed_replay(images: int = FEED_IMAGES) -> dict[str, float]:
     vocab = load_vocabulary()
     with Image.open(real_photo_paths()["coffee"]) as im:
         photo = im.convert("RGB").resize((160, 120))
+    runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in settings}
     with tempfile.TemporaryDirectory() as tmp:
         store = ColumnStore.open(Path(tmp) / "storage", StoreOptions())
         server, port, health = build_server(store, "127.0.0.1:0")
@@ -267,34 +297,71 @@ def bench_feed_replay(images: int = FEED_IMAGES) -> dict[str, float]:
                 ),
                 timeout=30,
             )
-        head = stub.GetStats(spb.GetStatsRequest(), timeout=30).head_seq
-        index = DurableIndex.open(Path(tmp) / "search", EngineParams())
-        source = StorageFeed(f"127.0.0.1:{port}")
-        consumer = FeedConsumer(index, source)
-        started = time.perf_counter()
-        consumer.start()
-        while index.applied_seq < head:
-            time.sleep(0.01)
-        elapsed = time.perf_counter() - started
-        documents = len(index)
-        consumer.stop()
-        source.close()
-        index.close()
+        # The thumbnailer's rows take seqs too, after the puts: replay once they are all in.
+        head, settled = -1, stub.GetStats(spb.GetStatsRequest(), timeout=30).head_seq
+        while settled != head:
+            head = settled
+            time.sleep(1.0)
+            settled = stub.GetStats(spb.GetStatsRequest(), timeout=30).head_seq
+        documents = 0
+        apply_batch = durable_index._APPLY_BATCH
+        for r in range(rounds):
+            for n, (name, (backlog, gather, batch)) in enumerate(settings.items()):
+                durable_index._APPLY_BATCH = batch
+                index = DurableIndex.open(Path(tmp) / f"search-{n}-{r}", EngineParams())
+                source = StorageFeed(f"127.0.0.1:{port}", max_backlog_batch=backlog)
+                consumer = FeedConsumer(index, source, max_gather=gather)
+                started, cpu = time.perf_counter(), time.process_time()
+                consumer.start()
+                feed_thread = consumer._thread
+                thread_cpu = 0.0
+                while index.applied_seq < head:
+                    thread_cpu = _thread_cpu_s(feed_thread) or thread_cpu
+                    time.sleep(0.005)
+                thread_cpu = _thread_cpu_s(feed_thread) or thread_cpu
+                elapsed, cpu_s = time.perf_counter() - started, time.process_time() - cpu
+                documents = len(index)
+                consumer.stop()
+                source.close()
+                index.close()
+                durable_index._APPLY_BATCH = apply_batch
+                runs[name].append((elapsed, cpu_s, thread_cpu))
         channel.close()
         server.stop(grace=None)
         store.close()
-    return {"changes": head, "documents": documents, "elapsed_s": elapsed}
+    out: dict[str, dict[str, float]] = {}
+    for name, found in runs.items():
+        elapsed, cpu_s, thread_cpu = sorted(found)[len(found) // 2]
+        out[name] = {
+            "changes": head,
+            "documents": documents,
+            "elapsed_s": elapsed,
+            "cpu_s": cpu_s,
+            "consumer_cpu_s": thread_cpu,
+        }
+    return out
 
 
-def main_feed() -> None:
-    r = bench_feed_replay()
+def main_feed(images: int = FEED_IMAGES) -> None:
+    results = bench_feed_replay(images)
+    first = next(iter(results.values()))
+    load = " / ".join(f"{v:.2f}" for v in os.getloadavg())
     print(
-        f"\n-- change feed replay, {r['changes']:,} changes ({int(r['documents'])} READY images) --"
+        f"\n-- change feed replay, {first['changes']:,} seqs ({int(first['documents'])} READY "
+        f"images), median of 3 rounds, load average {load} --"
     )
-    print(
-        f"fresh index to storage's head in {r['elapsed_s']:.2f} s: "
-        f"{r['changes'] / r['elapsed_s']:.0f} changes/s"
-    )
+    for name, r in results.items():
+        ratio = (
+            f" ({first['elapsed_s'] / r['elapsed_s']:.2f}x, consumer CPU "
+            f"{first['consumer_cpu_s'] / r['consumer_cpu_s']:.2f}x)"
+            if r is not first and r["consumer_cpu_s"]
+            else ""
+        )
+        print(
+            f"{name:44} {r['changes'] / r['elapsed_s']:5.0f} changes/s{ratio}; CPU per change: "
+            f"{1e6 * r['cpu_s'] / r['changes']:.0f} us in the process (storage too), "
+            f"{1e6 * r['consumer_cpu_s'] / r['changes']:.0f} us in the consumer thread"
+        )
 
 
 def print_snapshot_pause(n: int, pause: dict[str, dict[str, float]]) -> None:

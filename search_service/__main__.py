@@ -39,7 +39,13 @@ def main() -> None:
         max_batch=config.feed_max_batch,
         max_backlog_batch=config.feed_max_backlog_batch,
     )
-    feed = FeedConsumer(index, source, config.feed_retry_initial_s, config.feed_retry_max_s)
+    feed = FeedConsumer(
+        index,
+        source,
+        config.feed_retry_initial_s,
+        config.feed_retry_max_s,
+        max_gather=config.feed_max_backlog_batch,
+    )
     feed_metrics.register(feed)
     server, port, health = build_server(
         f"{config.host}:{config.port}", config.max_workers, index, feed

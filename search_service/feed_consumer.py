@@ -27,11 +27,13 @@ from search_service.document import Document
 from search_service.durable_index import DurableIndex
 from search_service.errors import InvalidDocumentError
 from search_service.storage_feed import (
+    DEFAULT_MAX_BACKLOG_BATCH,
     DamagedChange,
     FeedBatch,
     FeedCompactedError,
     FeedUnavailableError,
     Listing,
+    joined,
 )
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,7 @@ class FeedConsumer:
         retry_initial_s: float = 0.5,
         retry_max_s: float = 10.0,
         replay_lag: int = 1000,
+        max_gather: int = DEFAULT_MAX_BACKLOG_BATCH,
     ) -> None:
         self._index = index
         self._source = source
@@ -81,6 +84,10 @@ class FeedConsumer:
         self._retry_max_s = retry_max_s
         # A lag at least this large on (re)connecting counts as a replay (logged as one).
         self._replay_lag = replay_lag
+        # While storage says more changes follow at once (a backlog), batches are gathered up
+        # to about this many changes and applied together; a batch that catches up with the
+        # feed is applied at once, so live changes wait for nothing.
+        self._max_gather = max_gather
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._head = 0
@@ -180,6 +187,8 @@ class FeedConsumer:
 
     def _follow(self) -> None:
         first = True
+        gathered: list[FeedBatch] = []
+        count = 0
         for batch in self._source.watch(self._index.applied_seq):
             if self._stop.is_set():
                 return
@@ -208,6 +217,13 @@ class FeedConsumer:
                     extra={"applied_seq": self._index.applied_seq, "head_seq": batch.head_seq},
                 )
             self._head = max(self._head, batch.head_seq)
+            if batch.more and batch.changes and count + len(batch.changes) < self._max_gather:
+                gathered.append(batch)
+                count += len(batch.changes)
+                continue
+            if gathered:
+                batch = joined([*gathered, batch])
+                gathered, count = [], 0
             self._begin_replay_if_behind()
             self._note_damaged(batch.damaged)
             rejected = self._index.apply(batch.changes)

@@ -10,7 +10,7 @@ images are searchable. A PENDING or FAILED image is removed from the index if it
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import grpc
@@ -60,6 +60,20 @@ class FeedBatch:
     head_seq: int
     horizon_seq: int
     damaged: tuple[DamagedChange, ...] = ()
+    # Storage already holds more changes (a backlog): the next batch follows at once.
+    more: bool = False
+
+
+def joined(batches: list[FeedBatch]) -> FeedBatch:
+    """Several consecutive batches as one (applied at once while replaying a backlog)."""
+    last = batches[-1]
+    return FeedBatch(
+        [c for b in batches for c in b.changes],
+        last.head_seq,
+        last.horizon_seq,
+        tuple(d for b in batches for d in b.damaged),
+        last.more,
+    )
 
 
 @dataclass(frozen=True)
@@ -112,18 +126,35 @@ def document_from_image(image: storage_pb.ImageMetadata) -> Document:
     )
 
 
-def _change(change: storage_pb.Change) -> FeedChange:
-    # A damaged change carries no image either: the image leaves the index (see DamagedChange).
-    if change.kind == storage_pb.CHANGE_KIND_DELETE or not change.HasField("image"):
-        return FeedChange(change.seq, change.image_id)
-    if change.image.status != READY or change.image.HasField("trash_time"):
+def _document(image: storage_pb.ImageMetadata) -> Document | None:
+    """The document of a changed image, None when it is not searchable."""
+    if image.status != READY or image.HasField("trash_time"):
         # Not analysed yet, or in the trash: not searchable (a removal if it was indexed).
-        return FeedChange(change.seq, change.image_id)
+        return None
     try:
-        return FeedChange(change.seq, change.image_id, document_from_image(change.image))
+        return document_from_image(image)
     except InvalidDocumentError:
         # Not indexable: leave it out (the index logs nothing for a removal of what it lacks).
-        return FeedChange(change.seq, change.image_id)
+        return None
+
+
+def _changes(changes: Iterable[storage_pb.Change]) -> list[FeedChange]:
+    """One message's changes as index changes. Storage reads a message's metadata under one
+    lock, so every change of an image in it carries the same current metadata: its document
+    is made once (a replayed put and its annotation are two changes of one READY image)."""
+    out: list[FeedChange] = []
+    docs: dict[str, Document | None] = {}
+    for change in changes:
+        # A damaged change carries no image either: it leaves the index (see DamagedChange).
+        if change.kind == storage_pb.CHANGE_KIND_DELETE or not change.HasField("image"):
+            out.append(FeedChange(change.seq, change.image_id))
+            continue
+        if change.image_id in docs:
+            doc = docs[change.image_id]
+        else:
+            doc = docs[change.image_id] = _document(change.image)
+        out.append(FeedChange(change.seq, change.image_id, doc))
+    return out
 
 
 # Changes per feed message when caught up (live latency), and the most a message may grow to
@@ -175,10 +206,7 @@ class StorageFeed:
                     if c.HasField("damage")
                 )
                 yield FeedBatch(
-                    [_change(c) for c in reply.changes],
-                    reply.head_seq,
-                    reply.horizon_seq,
-                    damaged,
+                    _changes(reply.changes), reply.head_seq, reply.horizon_seq, damaged, reply.more
                 )
         except grpc.RpcError as exc:
             raise _translate(exc) from None

@@ -14,6 +14,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -241,6 +242,16 @@ def watch_thumbnailer(thumbnailer: Thumbnailer) -> None:
     THUMBNAILS_DONE.labels("made").set_function(lambda: thumbnailer.stats().made)
     THUMBNAILS_DONE.labels("failed").set_function(lambda: thumbnailer.stats().failed)
     THUMBNAILS_DONE.labels("on_demand").set_function(lambda: thumbnailer.stats().on_demand)
+
+
+@dataclass(frozen=True)
+class WatchPage:
+    """One WatchChanges message, the feed changes it carries, and whether the feed already
+    holds more after them (a backlog)."""
+
+    reply: pb.WatchChangesResponse
+    changes: list[Change] = field(default_factory=list)
+    more: bool = False
 
 
 FEED_DAMAGED_CHANGES = Gauge(
@@ -744,11 +755,26 @@ class StorageServicer(AlbumServicer, pb_grpc.StorageServiceServicer):
     def feed_damaged_changes(self) -> int:
         return self._store.feed_damaged_count
 
-    def _change_to_proto(self, change: Change, with_vector: bool) -> pb.Change:
+    def _change_to_proto(
+        self,
+        change: Change,
+        with_vector: bool,
+        made: dict[str, tuple[ImageMeta, pb.ImageMetadata]] | None = None,
+    ) -> pb.Change:
+        """One change as sent. `made` (per page) keeps each image's message: a page carries
+        every change of an image with the same current metadata (read under one lock), so a
+        replayed put and its annotation read the vector and build the message once."""
         reply = pb.Change(seq=change.seq, kind=int(change.kind), image_id=change.image_id)  # type: ignore[arg-type]
         if change.image is not None:
-            vector = self._vector_or_none(change.image) if with_vector else None
-            reply.image.CopyFrom(to_proto(change.image, vector))
+            known = made.get(change.image_id) if made is not None else None
+            if known is not None and known[0] is change.image:
+                image = known[1]
+            else:
+                vector = self._vector_or_none(change.image) if with_vector else None
+                image = to_proto(change.image, vector)
+                if made is not None:
+                    made[change.image_id] = (change.image, image)
+            reply.image.CopyFrom(image)
         return reply
 
     def WatchChanges(
@@ -757,19 +783,20 @@ class StorageServicer(AlbumServicer, pb_grpc.StorageServiceServicer):
         """Changes after request.after_seq in batches; then, with follow, new ones as they
         become visible, and a heartbeat (no changes, head_seq) every few idle seconds. A
         change whose row is damaged comes without its image (v2 marks it damaged)."""
-        for reply, _changes in self.watch_pages(request, context):
-            yield reply
+        for page in self.watch_pages(request, context):
+            yield page.reply
 
     def watch_pages(
         self,
         request: pb.WatchChangesRequest,
         context: grpc.ServicerContext,
         max_backlog_batch: int = 0,
-    ) -> Iterator[tuple[pb.WatchChangesResponse, list[Change]]]:
+    ) -> Iterator[WatchPage]:
         """WatchChanges' messages, each with the feed changes it carries (v2 adds what v1
-        cannot say, such as a change's damage). With `max_backlog_batch`, a full message is
-        followed by one twice its size, up to that (at most MAX_BACKLOG_BATCH): a backlog
-        replays in large messages, live changes still go out one small message at a time."""
+        cannot say: a change's damage, whether more changes follow at once). With
+        `max_backlog_batch`, a full message is followed by one twice its size, up to that (at
+        most MAX_BACKLOG_BATCH): a backlog replays in large messages, live changes still go out
+        one small message at a time."""
         if request.after_seq < 0 or request.max_batch < 0 or max_backlog_batch < 0:
             context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
@@ -789,7 +816,7 @@ class StorageServicer(AlbumServicer, pb_grpc.StorageServiceServicer):
 
     def _watch(
         self, request: pb.WatchChangesRequest, context: grpc.ServicerContext, backlog: int
-    ) -> Iterator[tuple[pb.WatchChangesResponse, list[Change]]]:
+    ) -> Iterator[WatchPage]:
         batch = min(request.max_batch or DEFAULT_WATCH_BATCH, MAX_WATCH_BATCH)
         most = max(batch, min(backlog, MAX_BACKLOG_BATCH))
         size_now = batch
@@ -805,8 +832,9 @@ class StorageServicer(AlbumServicer, pb_grpc.StorageServiceServicer):
                 )
                 used = 0
                 carried: list[Change] = []
+                made: dict[str, tuple[ImageMeta, pb.ImageMetadata]] = {}
                 for change in page.changes:
-                    proto = self._change_to_proto(change, request.include_feature_vector)
+                    proto = self._change_to_proto(change, request.include_feature_vector, made)
                     size = proto.ByteSize() + 8
                     if reply.changes and used + size > policy.MAX_REPLY_BYTES:
                         break  # the rest goes in the next message
@@ -821,24 +849,22 @@ class StorageServicer(AlbumServicer, pb_grpc.StorageServiceServicer):
                     size_now = min(most, size_now * 2)
                 sent_any = True
                 last_sent = time.monotonic()
-                yield reply, carried
+                yield WatchPage(reply, carried, self._store.last_change_seq > after)
                 continue
             size_now = batch
             if not request.follow:
                 if not sent_any:
-                    yield (
+                    yield WatchPage(
                         pb.WatchChangesResponse(
                             head_seq=page.head_seq, horizon_seq=page.horizon_seq
-                        ),
-                        [],
+                        )
                     )
                 return
             if time.monotonic() - last_sent >= self._heartbeat_s:
                 last_sent = time.monotonic()
                 sent_any = True
-                yield (
-                    pb.WatchChangesResponse(head_seq=page.head_seq, horizon_seq=page.horizon_seq),
-                    [],
+                yield WatchPage(
+                    pb.WatchChangesResponse(head_seq=page.head_seq, horizon_seq=page.horizon_seq)
                 )
             wait = min(WATCH_POLL_S, max(0.0, self._heartbeat_s - (time.monotonic() - last_sent)))
             if not self._store.wait_for_change(after, wait) and self._store.is_closing:

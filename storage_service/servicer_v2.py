@@ -328,13 +328,15 @@ class StorageServicerV2(pb_grpc.StorageServiceServicer):
         pages = self._v1.watch_pages(
             scalars(request, v1.WatchChangesRequest()), context, request.max_backlog_batch
         )
-        for message, changes in pages:
+        for page in pages:
+            message = page.reply
             out = pb.WatchChangesResponse(
                 changes=[change_to_v2(c) for c in message.changes],
                 head_seq=message.head_seq,
                 horizon_seq=message.horizon_seq,
+                more=page.more,
             )
-            for proto, change in zip(out.changes, changes, strict=True):
+            for proto, change in zip(out.changes, page.changes, strict=True):
                 if change.damage:
                     proto.damage.reason = change.damage
             yield out

@@ -1816,6 +1816,12 @@ class ColumnStore:
         return self._feed_head
 
     @property
+    def last_change_seq(self) -> int:
+        """The seq of the newest change the feed holds (head_seq may be past it: not every
+        row is a change of the feed)."""
+        return self._history.last_seq
+
+    @property
     def horizon_seq(self) -> int:
         """The oldest seq the feed still serves: after_seq >= horizon_seq - 1 is answered."""
         return self._horizon

@@ -395,3 +395,47 @@ def test_a_damaged_row_in_storage_is_recorded_and_the_feed_goes_past_it(tmp_path
     finally:
         search.stop()
         storage.stop()
+
+
+class _SizedIndex(DurableIndex):
+    """The real index, noting how many changes each apply got."""
+
+    applied_sizes: list[int]
+
+    def apply(self, changes):
+        changes = list(changes)
+        self.applied_sizes.append(len(changes))
+        return super().apply(changes)
+
+
+def test_a_backlog_is_applied_in_gathered_batches_and_live_changes_at_once(
+    tmp_path, storage, photo_jpegs
+):
+    ids = [
+        storage.put_ready(jpeg_variant(photo_jpegs["rocket"], i), f"r{i}.jpg", [label("shuttle")])
+        for i in range(12)
+    ]  # 24 changes of backlog
+    index = _SizedIndex.open(tmp_path / "search")
+    index.applied_sizes = []
+    source = StorageFeed(storage.address, max_batch=2, max_backlog_batch=8)
+    feed = FeedConsumer(index, source, retry_initial_s=0.05, max_gather=10)
+    feed.start()
+    try:
+        head = storage.head_seq()
+        eventually(lambda: index.applied_seq >= head, what="the backlog applied")
+        # Messages of 2, 4, 8, 8, 2 changes: gathered while storage says more follow, applied
+        # once about 10 are in hand (never one message at a time, never all at once).
+        assert index.applied_sizes == [2 + 4 + 8, 8 + 2]
+        assert len(index) == 12
+        assert sorted(
+            h.image_id for h in index.search("shuttle", limit=50, semantic=False).hits
+        ) == sorted(ids)
+        # Caught up: a live change is applied by itself, at once.
+        before = len(index.applied_sizes)
+        storage.put_ready(photo_jpegs["coffee"], "c.jpg", [label("espresso")])
+        eventually(lambda: len(index) == 13, timeout_s=5, what="the live image applied")
+        assert all(n <= 2 for n in index.applied_sizes[before:])
+    finally:
+        feed.stop()
+        source.close()
+        index.close()

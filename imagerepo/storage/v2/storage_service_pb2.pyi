@@ -535,14 +535,16 @@ class WatchChangesRequest(_message.Message):
     def __init__(self, after_seq: _Optional[int] = ..., follow: _Optional[bool] = ..., include_feature_vector: _Optional[bool] = ..., max_batch: _Optional[int] = ..., max_backlog_batch: _Optional[int] = ...) -> None: ...
 
 class WatchChangesResponse(_message.Message):
-    __slots__ = ("changes", "head_seq", "horizon_seq")
+    __slots__ = ("changes", "head_seq", "horizon_seq", "more")
     CHANGES_FIELD_NUMBER: _ClassVar[int]
     HEAD_SEQ_FIELD_NUMBER: _ClassVar[int]
     HORIZON_SEQ_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
     changes: _containers.RepeatedCompositeFieldContainer[Change]
     head_seq: int
     horizon_seq: int
-    def __init__(self, changes: _Optional[_Iterable[_Union[Change, _Mapping]]] = ..., head_seq: _Optional[int] = ..., horizon_seq: _Optional[int] = ...) -> None: ...
+    more: bool
+    def __init__(self, changes: _Optional[_Iterable[_Union[Change, _Mapping]]] = ..., head_seq: _Optional[int] = ..., horizon_seq: _Optional[int] = ..., more: _Optional[bool] = ...) -> None: ...
 
 class AnalysisState(_message.Message):
     __slots__ = ("attempts", "last_error", "generation", "lease_owner", "lease_expire_time", "next_attempt_time")
