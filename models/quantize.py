@@ -18,10 +18,14 @@ is within 0.02 of the float model's (open_nsfw); the script prints the verdict, 
 the sha256 that belongs in models/manifest.json, and writes models/quantization.json.
 
 An int8 open_nsfw that is not adopted may still run as the first stage of a cascade (the
-manifest's "cascade": its scores in CASCADE_BANDS are kept, the float model scores the rest):
-the script records, on the same agreement inputs, how many inputs the band accepts, the largest
-int8/float difference among them (at most CASCADE_MAX_DIFF, a margin under the 0.02 rule), the
-cascade's largest difference from the float model, and the widest band [0, t] that holds it.
+manifest's "cascade": its scores in the band [0, t] are kept, the float model scores the rest).
+The band is chosen by `moderation_band` on the agreement inputs together with the held-out
+variants of the same photos (tests/vision_service/agreement_sets.py): the widest [0, t] whose
+accepted inputs all stay within CASCADE_MAX_DIFF (a margin under the 0.02 rule) of the float
+model, rounded down to a CASCADE_BAND_STEP; it is then judged on the unseen photographs. For
+each set the script records how many inputs the band accepts, the largest int8/float
+difference among them, the cascade's largest difference from the float model, and the widest
+band that holds the margin there.
 
 An int8 EfficientNet-Lite0 that is not adopted is measured as such a cascade too (recorded in
 models/quantization.json; served only once the manifest names it), its band read on the int8
@@ -136,8 +140,24 @@ MODELS = {
 # agreement on both, with little room (t = 0.03 or 0.04 would have kept 99.5% and 99.4%). A
 # threshold on the int8 top-1 probability instead (0.3) keeps one disagreement in every set at
 # 40-56% on the int8 path. Figures per set: models/quantization.json ("cascade").
+# Sixth round (moderation band on held-out inputs): the band [0, 0.04] above, chosen on the 124
+# agreement inputs alone, fails on held-out variants of the same photos: one of the 217
+# (clock_motion-topleft) has int8 0.0196 and float 0.0759 (0.056 apart, the rule is 0.02); on the
+# 154 inputs of unseen photos it keeps 0.012. So the band is now chosen on the agreement inputs
+# and the held-out variants together (widest within CASCADE_MAX_DIFF there: just under 0.0196,
+# rounded down to 0.015) and judged on the unseen photographs. Also found: onnxruntime's
+# WeightBiasQuantization graph transformer (on from ORT_ENABLE_BASIC) quantizes, per tensor,
+# the float weights of a Conv that sits between a DequantizeLinear and a QuantizeLinear, i.e.
+# every node `nodes_to_exclude` leaves in float inside the int8 graph: with it, every depthwise
+# conv "in float" gave 55.6% top-1 agreement (the 58% above); with it disabled
+# (vision_service/sessions.py now does), 87.1% / 88.9% / 92.9% (tuning / held-out / unseen)
+# at 7.9 ms against all-int8's 3.9 (84.7 / 86.2 / 87.7%). The leading convs kept in float by
+# the committed settings are not affected (same outputs either way). What limits the
+# classifier is both halves: weights alone fake-quantized per channel to int8 (activations
+# float) give 89.5% / 88.9% / 88.3% top-1 agreement, activations alone (MinMax uint8, weights
+# float) 93.5% / 92.6% / 96.1%; the stem conv's weights alone already cost 4% (96.0%).
 CASCADE_MAX_DIFF = 0.01
-CASCADE_BANDS: dict[str, tuple[float, float]] = {"open-nsfw": (0.0, 0.04)}
+CASCADE_BAND_STEP = 0.005
 SETTINGS: dict[str, dict] = {
     "efficientnet-lite0": {"method": "MinMax", "float_convs": 6},
     "open-nsfw": {"method": "Percentile", "float_convs": 1},
@@ -228,28 +248,78 @@ def _nsfw_scores(session, tensors: np.ndarray, batch: int = 8) -> np.ndarray:
     return np.clip(np.concatenate(parts).astype(np.float64), 0.0, 1.0)
 
 
-def cascade_figures(
-    float_scores: np.ndarray, int8_scores: np.ndarray, band: tuple[float, float]
-) -> dict:
-    """How a cascade that keeps the int8 scores in `band` (and runs the float model on the
-    rest) follows the float model, and the widest band [0, t] whose accepted inputs all stay
-    within CASCADE_MAX_DIFF."""
+def _widest_band(float_scores: np.ndarray, int8_scores: np.ndarray) -> float:
+    """The largest t such that every input whose int8 score is at most t stays within
+    CASCADE_MAX_DIFF of the float score."""
     diff = np.abs(float_scores - int8_scores)
-    accepted = (int8_scores >= band[0]) & (int8_scores <= band[1])
-    cascade = np.where(accepted, int8_scores, float_scores)
     widest = 0.0
     for t in np.unique(int8_scores):
         if diff[int8_scores <= t].max() > CASCADE_MAX_DIFF:
             break
         widest = float(t)
+    return widest
+
+
+def moderation_band(scores: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[float, float]:
+    """[0, t]: the widest band within CASCADE_MAX_DIFF on the tuning and held-out sets
+    together (each a (float scores, int8 scores) pair), rounded down to CASCADE_BAND_STEP."""
+    chosen_on = [scores[k] for k in ("tuning", "held_out")]
+    widest = _widest_band(
+        np.concatenate([f for f, _ in chosen_on]), np.concatenate([q for _, q in chosen_on])
+    )
+    return (0.0, round(float(np.floor(widest / CASCADE_BAND_STEP)) * CASCADE_BAND_STEP, 6))
+
+
+def band_figures(
+    float_scores: np.ndarray, int8_scores: np.ndarray, band: tuple[float, float]
+) -> dict:
+    """How a cascade that keeps the int8 scores in `band` (and runs the float model on the
+    rest) follows the float model on one set, and the widest band [0, t] within
+    CASCADE_MAX_DIFF there."""
+    diff = np.abs(float_scores - int8_scores)
+    accepted = (int8_scores >= band[0]) & (int8_scores <= band[1])
+    cascade = np.where(accepted, int8_scores, float_scores)
     return {
-        "accept_int8": [band[0], band[1]],
+        "inputs": len(diff),
         "accepted_inputs": int(accepted.sum()),
         "accepted_share": round(float(accepted.mean()), 4),
         "max_score_diff_accepted": round(float(diff[accepted].max(initial=0.0)), 5),
         "max_score_diff": round(float(np.abs(cascade - float_scores).max()), 5),
+        "int8_alone_max_score_diff": round(float(diff.max()), 5),
+        "widest_band_within_it": [0.0, round(_widest_band(float_scores, int8_scores), 5)],
+    }
+
+
+def cascade_figures(scores: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict:
+    """The moderation cascade's band (`moderation_band`) and its figures on every set."""
+    band = moderation_band(scores)
+    sets = {k: band_figures(f, q, band) for k, (f, q) in scores.items() if len(f)}
+    return {
+        "accept_int8": [band[0], band[1]],
+        "rule": (
+            "widest [0, t] whose accepted inputs stay within max_diff_allowed_in_band of the "
+            "float model on the tuning and held-out sets together, rounded down to "
+            f"{CASCADE_BAND_STEP}; judged on the unseen photos"
+        ),
         "max_diff_allowed_in_band": CASCADE_MAX_DIFF,
-        "widest_band_within_it": [0.0, round(widest, 5)],
+        "widest_band_within_it": [0.0, min(s["widest_band_within_it"][1] for s in sets.values())],
+        "max_score_diff_accepted": max(s["max_score_diff_accepted"] for s in sets.values()),
+        "max_score_diff": max(s["max_score_diff"] for s in sets.values()),
+        **sets,
+    }
+
+
+def moderation_sets(evaluation: np.ndarray, photos: dict) -> dict[str, np.ndarray]:
+    """The moderation inputs of the tuning (agreement), held-out and unseen sets."""
+    unseen = unseen_photos()
+    return {
+        "tuning": evaluation,
+        "held_out": model_inputs(more_variants(photos))[1],
+        "unseen": (
+            model_inputs({**photo_variants(unseen), **more_variants(unseen)})[1]
+            if unseen
+            else np.empty((0, 224, 224, 3), np.float32)
+        ),
     }
 
 
@@ -365,11 +435,12 @@ def main(argv: list[str] | None = None) -> int:
             figures["cascade"] = classifier_cascade_figures(
                 float_path, int8_path, evaluation[index], photos
             )
-        if name in CASCADE_BANDS and not agreement.holds:
+        if name == "open-nsfw" and not agreement.holds:
             figures["cascade"] = cascade_figures(
-                _nsfw_scores(reference, evaluation[index]),
-                _nsfw_scores(candidate, evaluation[index]),
-                CASCADE_BANDS[name],
+                {
+                    what: (_nsfw_scores(reference, x), _nsfw_scores(candidate, x))
+                    for what, x in moderation_sets(evaluation[index], photos).items()
+                }
             )
         report[name] = figures
         verdict = "ADOPTED" if agreement.holds else "NOT adopted (keep the float model)"
