@@ -749,9 +749,11 @@ function setupConfirm(root) {
 // (its thumbnail state is "failed"); the server draws the same sign in place of such a
 // tile's thumbnail (_no_preview.html). A tile drawn before the thumbnailer found out asks for
 // a thumbnail that answers 404 with a placeholder picture ("No preview", gateway/placeholders.py),
-// which the <img> draws. An <img> that fails all the same (storage away, an older gateway that
-// answered 400) asks the photo's state once, and a failed one gets the sign instead of the
-// browser's broken-image icon (a photo not failed is tried again once, a few seconds later).
+// which the <img> draws; the tile says its thumbnails were pending (data-thumb-state), so the
+// photo's state is asked once the <img> has loaded and a failed one gets the sign. An <img>
+// that fails all the same (storage away, an older gateway that answered 400) asks the photo's
+// state once too, and a failed one gets the sign instead of the browser's broken-image icon (a
+// photo not failed is tried again once, a few seconds later).
 const SVG_NS = "http://www.w3.org/2000/svg";
 
 function noPreviewSign(name, reason) {
@@ -783,31 +785,55 @@ const THUMB_SRC = /\/api\/images\/([^/?#]+)\/thumbnail/;
 
 function setupNoPreview() {
   const asked = new WeakSet();
-  async function failed(img) {
+  async function imageOf(img) {
     const match = THUMB_SRC.exec(img.currentSrc || img.src || "");
-    if (!match || asked.has(img)) return;
+    if (!match || asked.has(img)) return undefined;
     asked.add(img);
-    let image = null;
     try {
       const reply = await fetch(`/api/images/${match[1]}`, { headers: { Accept: "application/json" } });
-      if (reply.ok) image = await reply.json();
-    } catch (_) { /* left as it is */ }
-    if (!image || image.thumbnail_state !== "failed") {
-      setTimeout(() => { const src = img.src; img.removeAttribute("src"); img.src = src; }, 3000);
-      return;
-    }
+      return reply.ok ? await reply.json() : null;
+    } catch (_) { return null; }
+  }
+  function showSign(img, image) {
     if (img.id === "preview") { location.reload(); return; }  // the page draws the sign and why
     const tile = img.closest("figure.tile");
-    if (tile) tile.dataset.noPreview = image.thumbnail_detail || "";
+    if (tile) { tile.dataset.noPreview = image.thumbnail_detail || ""; tile.dataset.thumbState = "failed"; }
     const sign = noPreviewSign(image.filename);
     sign.title = image.thumbnail_text || "";
     img.replaceWith(sign);
   }
+  async function failed(img) {
+    const image = await imageOf(img);
+    if (image === undefined) return;
+    if (!image || image.thumbnail_state !== "failed") {
+      setTimeout(() => { const src = img.src; img.removeAttribute("src"); img.src = src; }, 3000);
+      return;
+    }
+    showSign(img, image);
+  }
+  // A photo whose thumbnails were not made yet when the page was drawn: its first thumbnail
+  // request makes them, or finds the file damaged and answers the placeholder picture (which
+  // loads like any image). Once its <img> has loaded, its state is asked once; a failed one
+  // gets the sign, and the viewer says why.
+  async function settled(img) {
+    const holder = img.closest('[data-thumb-state="pending"]');
+    if (!holder) return;
+    const image = await imageOf(img);
+    if (image === undefined || !image) return;
+    holder.dataset.thumbState = image.thumbnail_state;
+    if (image.thumbnail_state === "failed") showSign(img, image);
+  }
   document.addEventListener("error", (e) => {
     if (e.target instanceof HTMLImageElement && e.target.id !== "lb-image") failed(e.target);
   }, true);
-  // Those that failed before this script ran.
-  document.querySelectorAll("img").forEach((img) => { if (img.complete && img.naturalWidth === 0 && img.src) failed(img); });
+  document.addEventListener("load", (e) => {
+    if (e.target instanceof HTMLImageElement && e.target.id !== "lb-image") settled(e.target);
+  }, true);
+  // Those that failed or loaded before this script ran.
+  document.querySelectorAll("img").forEach((img) => {
+    if (!img.complete || !img.src) return;
+    if (img.naturalWidth === 0) failed(img); else settled(img);
+  });
 }
 
 // --- photos being analysed: they change in place once done, without a reload ----------------

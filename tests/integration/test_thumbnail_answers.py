@@ -13,6 +13,7 @@ and the other photos' mosaics still build (its thumbnail gives no tiles).
 from __future__ import annotations
 
 import io
+import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,8 +21,11 @@ from pathlib import Path
 
 import grpc
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
+from playwright.sync_api import Browser, expect
+from werkzeug.serving import make_server
 
 from gateway.app import create_app, stop_app
 from gateway.placeholders import FAILED_SVG
@@ -34,13 +38,17 @@ from storage_service.servicer_v2 import StorageServicerV2
 from tests.gateway.conftest import offline_config
 from tests.support import png_damaged_in_pixels
 
+from .browser_support import new_context, shoot
 from .test_api_schemas import check
 
 DAMAGED = "coffee damaged.png"
+# Every <img> that finished loading without a picture (the broken-image sign).
+BROKEN = "() => [...document.images].filter(i => i.complete && i.naturalWidth === 0 && i.src)"
 
 
 @dataclass
 class Setup:
+    app: Flask
     client: FlaskClient
     stub: pb_grpc.StorageServiceStub
     servicer: StorageServicer
@@ -59,15 +67,15 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     server.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=channel_options())
     app = create_app(offline_config(storage_address=f"127.0.0.1:{port}", rpc_timeout_s=30.0))
-    yield Setup(app.test_client(), pb_grpc.StorageServiceStub(channel), servicer)
+    yield Setup(app, app.test_client(), pb_grpc.StorageServiceStub(channel), servicer)
     stop_app(app)
     channel.close()
     server.stop(grace=None)
     store.close()
 
 
-def _put(stub: pb_grpc.StorageServiceStub, data: bytes, filename: str) -> str:
-    header = pb.PutImageHeader(filename=filename, owner="ann", expected_size=len(data))
+def _put(stub: pb_grpc.StorageServiceStub, data: bytes, filename: str, owner: str = "ann") -> str:
+    header = pb.PutImageHeader(filename=filename, owner=owner, expected_size=len(data))
     messages = [pb.PutImageRequest(header=header), pb.PutImageRequest(chunk=data)]
     return str(stub.PutImage(iter(messages), timeout=30).image.id)
 
@@ -209,3 +217,58 @@ def test_the_mosaic_of_a_failed_photo_says_why_and_the_others_still_build(setup,
     assert (other.status_code, other.mimetype) == (200, "image/jpeg")
     with Image.open(io.BytesIO(other.get_data())) as mosaic:
         assert mosaic.width == 16 * 24
+
+
+@pytest.fixture(scope="module")
+def served(setup: Setup) -> Iterator[str]:
+    """The same gateway app over real HTTP, for the browser."""
+    server = make_server("127.0.0.1", 0, setup.app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(10)
+
+
+@pytest.mark.parametrize(
+    "viewport", [{"width": 1280, "height": 900}, {"width": 390, "height": 844}], ids=["1280", "390"]
+)
+def test_a_tile_drawn_while_pending_becomes_the_sign_once_found_damaged(
+    browser: Browser, setup, served, photos, photo_jpegs, photo_paths, viewport
+):
+    """The gallery is drawn while two photos' thumbnails are still pending: the whole one's
+    first ask makes its thumbnail, the damaged one's finds it damaged and answers the
+    placeholder picture; the page then asks their state once and the damaged tile becomes the
+    sign (no broken image, no placeholder left), and the viewer says why."""
+    name = f"astronaut damaged {viewport['width']}.png"
+    # Each viewport's own owner: the same bytes again would be the first upload, already failed.
+    owner = f"viewer{viewport['width']}"
+    sent = png_damaged_in_pixels(photo_paths["astronaut"].read_bytes())
+    damaged = _put(setup.stub, sent, name, owner)
+    whole = _put(setup.stub, photo_jpegs["china"], "china.jpg", owner)
+    assert _state(setup.stub, damaged) == pb.THUMBNAIL_STATE_PENDING
+    context = new_context(browser, viewport)
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        page.goto(f"{served}/")
+        tile = page.locator(f'figure.tile[data-id="{damaged}"]')
+        sign = tile.locator(".no-preview")
+        expect(sign).to_be_visible()
+        expect(sign).to_contain_text(name)
+        expect(tile).to_have_attribute("data-thumb-state", "failed")
+        assert tile.locator("img").count() == 0
+        whole_tile = page.locator(f'figure.tile[data-id="{whole}"]')
+        expect(whole_tile).to_have_attribute("data-thumb-state", "ready")
+        page.wait_for_function("() => [...document.images].every(i => i.complete)")
+        size = whole_tile.locator("img.thumb").evaluate("i => [i.naturalWidth, i.naturalHeight]")
+        assert size[0] > 0 and size != [300, 300]
+        assert page.evaluate(BROKEN) == []
+        shoot(page, f"no-preview-drawn-pending-{viewport['width']}")
+        tile.locator(".thumb-link").click()
+        reason = page.locator("#lb-no-preview")
+        expect(reason).to_be_visible()
+        expect(reason).to_contain_text("corrupt")
+        shoot(page, f"no-preview-drawn-pending-viewer-{viewport['width']}", full=False)
+    finally:
+        context.close()
