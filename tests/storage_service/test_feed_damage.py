@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from pathlib import Path
 
 import grpc
@@ -20,10 +21,11 @@ from imagerepo.storage.v2 import storage_service_pb2_grpc as pb2_grpc
 from service_runtime.grpc_server import channel_options
 from storage_service.columnstore import wal
 from storage_service.columnstore.errors import DataLossError
-from storage_service.columnstore.model import AnnotationUpdate, ChangeKind
+from storage_service.columnstore.model import AnnotationUpdate, ChangeKind, ThumbState
 from storage_service.columnstore.segment_reader import SegmentReader
 from storage_service.columnstore.store import ColumnStore, StoreOptions
 from storage_service.server import build_server
+from tests.storage_service.conftest import put
 
 OPTS = StoreOptions(memtable_bytes=1 << 30, compact_min_segments=1000, compact_dead_fraction=2.0)
 
@@ -160,6 +162,30 @@ def test_watch_changes_over_grpc_marks_the_damaged_change_and_counts_it(tmp_path
         ]
         assert [c.image_id for c in old] == [*ids, victim]
         assert [c.image_id for c in old if not c.HasField("image")] == [victim, victim]
+    finally:
+        channel.close()
+        server.stop(grace=None)
+        store.close()
+
+
+def test_the_thumbnailer_reads_past_a_damaged_row(tmp_path, small_images):
+    # The thumbnailer follows the same feed from its checkpoint: without one it reads from the
+    # start, through the damaged row, and still makes the thumbnails of a later put.
+    data_dir, _ids, victim, _segment = _store_with_damage(tmp_path, small_images)
+    (data_dir / "thumbnailer.json").unlink(missing_ok=True)
+    store = ColumnStore.open(data_dir, OPTS)
+    server, port, health = build_server(store, "127.0.0.1:0")
+    server.start()
+    health.set_serving(True)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=channel_options())
+    try:
+        # Over gRPC, a put's thumbnails are made after the ack, by the thumbnailer.
+        later = put(pb1_grpc.StorageServiceStub(channel), small_images[7].data, "l.jpg").image.id
+        deadline = time.monotonic() + 20
+        while store.get(later).thumb_state is not ThumbState.MADE:
+            assert time.monotonic() < deadline, "the thumbnailer is stuck behind the damage"
+            time.sleep(0.05)
+        assert store.feed_damaged_count >= 1
     finally:
         channel.close()
         server.stop(grace=None)
