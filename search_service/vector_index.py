@@ -14,11 +14,20 @@ found this way agree with float32's at recall@10 0.99+ (`make bench PART=scale` 
 These rows are the only copy: the approximate index keeps a 136-byte code per vector (PCA to
 256 dimensions, 4 bits each, and the document number) to pick candidates, which are rescored
 exactly against the rows, so an approximate hit has the same similarity as an exact one.
+
+The rows live in chunks of CHUNK_ROWS that never move. Chunks held by a snapshot file are
+read-only memory maps of it (after a restart, and after each snapshot the whole chunks it wrote
+are swapped for maps of the new file): the kernel reads them in when they are used and may drop
+them under memory pressure, so resident anonymous memory does not grow with the vectors; only
+the rows added since the last snapshot are in anonymous memory. Rows are never written after
+they are appended (a removal clears the row's live flag; an update is a removal and a new row),
+so a mapped row never needs a private copy.
 """
 
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import threading
 import time
@@ -31,7 +40,7 @@ import numpy.typing as npt
 
 from search_service.ann import AnnIndex, AnnShape
 from search_service.growable import ChunkedRows, GrowableArray
-from search_service.snapshot import ArrayParts
+from search_service.snapshot import ArrayParts, map_section
 
 log = logging.getLogger(__name__)
 
@@ -424,9 +433,36 @@ class VectorIndex:
             "ann": None,
         }
 
-    @staticmethod
-    def _frozen(rows: ChunkedRows) -> ArrayParts:
-        return ArrayParts([b for _, b in rows.blocks()], rows.dtype, rows.row_shape)
+    def _frozen(self, rows: ChunkedRows) -> ArrayParts:
+        """The rows as one array section; once a snapshot holding it is in place, its whole
+        chunks are swapped for views of that file (see _use_file)."""
+        blocks = [b for _, b in rows.blocks()]
+        whole = sum(1 for b in blocks if len(b) == rows.chunk_rows)
+
+        def written(path: Path, name: str) -> None:
+            self._use_file(rows, map_section(path, name), whole)
+
+        return ArrayParts(blocks, rows.dtype, rows.row_shape, on_written=written)
+
+    def _use_file(self, rows: ChunkedRows, mapped: npt.NDArray[Any], whole: int) -> None:
+        """Chunks [0, whole) of `rows` become views of `mapped`, the same rows as a snapshot
+        file holds them: their anonymous memory (or the mapping of the snapshot this one
+        replaced) is let go once no search still reads it, so resident anonymous memory stops
+        growing with the vectors, and a replaced snapshot's file is not kept open. Rows below
+        a chunk's end never change once written (rows are only appended; removal clears a live
+        flag), so a reader finds the same values in either array; one list item is replaced at
+        a time (atomic for readers). Only the chunks whole when the snapshot was frozen: the
+        last one may still take rows."""
+        if rows is not self._vectors and rows is not self._factors:
+            return  # replaced meanwhile (a restore or rebuild): nothing to swap
+        size = rows.chunk_rows
+        whole = min(whole, len(mapped) // size, len(rows.chunks))
+        for i in range(whole):
+            rows.chunks[i] = mapped[i * size : (i + 1) * size]
+
+    def mapped_chunks(self) -> int:
+        """How many chunks of vector rows are views of a snapshot file."""
+        return sum(1 for c in self._vectors.chunks if _mapping_of(c) is not None)
 
     def state(self) -> dict[str, Any]:
         return {
@@ -461,7 +497,8 @@ class VectorIndex:
                 factors = factors.to_array()
         else:  # a snapshot from before vectors were quantised
             rows, factors = quantise(np.asarray(rows, np.float32))
-        # Whole chunks are views of the snapshot's memory: loading copies no vector.
+        # Whole chunks are views of the snapshot's memory, a read-only map of its file when it
+        # was read from one (snapshot.MAPPED_SECTIONS): loading copies no vector.
         index._vectors = ChunkedRows.from_array(rows, CHUNK_ROWS)
         index._factors = ChunkedRows.from_array(np.asarray(factors, np.float32), CHUNK_ROWS)
         index._row_doc = GrowableArray.from_array(state["row_doc"])
@@ -517,6 +554,18 @@ class VectorIndex:
                 "elapsed_s": round(time.perf_counter() - started, 2),
             },
         )
+
+
+def _mapping_of(arr: npt.NDArray[Any]) -> mmap.mmap | None:
+    """The memory map an array is a view of, if any."""
+    base: Any = arr
+    while base is not None:
+        if isinstance(base, mmap.mmap):
+            return base
+        base = getattr(base, "base", None)
+        if isinstance(base, memoryview):
+            base = base.obj
+    return None
 
 
 def quantise(
