@@ -582,6 +582,20 @@ def input_trial() -> None:
             f"score differences max {diff.max():.4f}, p99 {np.quantile(diff, 0.99):.4f}",
             flush=True,
         )
+    # Colours from the probe's 320 px box thumbnail instead of their own box-reduction of the
+    # working copy (the thumbnail exists only where the text probe runs).
+    thumbs = [Image.fromarray(text_prefilter.thumbnail(rgb)) for rgb in bench]
+    same = sum(
+        [c.name for c in dominant_colours(rgb)]
+        == [c.name for c in dominant_colours(Image.fromarray(text_prefilter.thumbnail(rgb)))]
+        for rgb in photos
+    )
+    print(
+        f"  colours: {_cpu_ms(dominant_colours, bench, rounds=20):.3f} CPU ms as served, "
+        f"{_cpu_ms(dominant_colours, thumbs, rounds=20):.3f} from the probe's thumbnail; the same "
+        f"colour names on {same} of {len(photos)}",
+        flush=True,
+    )
 
 
 def gates() -> None:
