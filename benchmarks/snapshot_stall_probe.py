@@ -44,6 +44,8 @@ from search_service.vector_index import AnnParams
 
 PARAMS = EngineParams(ann=AnnParams(threshold=1 << 62))
 WRITES = 20_000
+# Each round first runs its threads this long with no snapshot (PROBE_BASELINE_S).
+BASELINE_S = float(os.environ.get("PROBE_BASELINE_S", "3"))
 _CURRENT: list[Any] = []  # the round's Timeline, for the timed freeze parts
 
 
@@ -128,10 +130,15 @@ def _time_freeze(durable: DurableIndex, timeline: Timeline) -> None:
         setattr(obj, name, timed)
 
 
-def round_(durable: DurableIndex, queries: list[str], writes: list[Any], mode: str) -> None:
+def round_(
+    durable: DurableIndex, queries: list[str], writes: list[Any], mode: str, baseline_s: float = 0
+) -> None:
     """mode (PROBE_MODES, comma-separated, alternated by round): "as-is", or "interval" (the
-    interpreter's switch interval at 1 ms instead of 5 while the snapshot is written)."""
+    interpreter's switch interval at 1 ms instead of 5 while the snapshot is written).
+    baseline_s: no snapshot, the writing, searching and sleeping threads run this long alone
+    (the stalls the machine's load makes by itself, in the same run)."""
     timeline = Timeline()
+    t0 = time.perf_counter()
     _CURRENT.append(timeline)
     original = _instrument(timeline)
     _time_freeze(durable, timeline)
@@ -140,6 +147,11 @@ def round_(durable: DurableIndex, queries: list[str], writes: list[Any], mode: s
     puts: list[tuple[float, float]] = []
 
     def snap() -> None:
+        if baseline_s:  # the same threads with no snapshot: the machine's own stalls
+            done.wait(baseline_s)
+            timeline.steps.append(("no snapshot", t0, time.perf_counter()))
+            done.set()
+            return
         durable._index.vectors.ann_saved = None  # saved again (PROBE_ANN=1)
         t = time.perf_counter()
         durable._unsaved = max(durable._unsaved, 1)
@@ -187,6 +199,21 @@ def round_(durable: DurableIndex, queries: list[str], writes: list[Any], mode: s
         return sorted(spans, key=lambda s: s[0] - s[1])[:3]
 
     whole = timeline.steps[-1][2] - timeline.steps[-1][1]
+    if baseline_s:
+        print(
+            f"[no snapshot] {whole:.2f} s (process CPU {cpu:.1f} s); {len(searches)} searches, "
+            "longest "
+            + ", ".join(f"{(b - a) * 1000:.0f}" for a, b in longest(searches))
+            + f" ms; {len(puts)} writes, longest "
+            + ", ".join(f"{(b - a) * 1000:.0f}" for a, b in longest(puts))
+            + " ms; sleeper's longest waits "
+            + ", ".join(
+                f"{w * 1000:.0f}" for _, w in sorted(timeline.late, key=lambda x: -x[1])[:5]
+            )
+            + f" ms; load {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
+        return
     print(
         f"[{mode}] snapshot {whole:.2f} s (process CPU {cpu:.1f} s, freeze "
         f"{durable.longest_freeze_s * 1000:.0f} ms); {len(searches)} searches, longest "
@@ -220,7 +247,9 @@ def main() -> None:
     extra = corpus.batch(n, WRITES * rounds)
     modes = os.environ.get("PROBE_MODES", "as-is").split(",")
     for r in range(rounds):
-        round_(durable, queries, extra[r * WRITES : (r + 1) * WRITES], modes[r % len(modes)])
+        part = extra[r * WRITES : (r + 1) * WRITES]
+        round_(durable, queries, part[: WRITES // 2], "as-is", baseline_s=BASELINE_S)
+        round_(durable, queries, part[WRITES // 2 :], modes[r % len(modes)])
     durable._unsaved = 0
     durable.close()
     client.close()

@@ -26,6 +26,7 @@ from search_service.concepts import ConceptHierarchy, load_hierarchy
 from search_service.document import Document, Label
 from search_service.growable import GrowableArray
 from search_service.postings import WEIGHT_LEVELS, PostingList, append_runs, quantise_weight
+from search_service.snapshot import Pacer
 from search_service.tokenizer import Tokenizer, joined_ascii_words
 
 # New fields go at the end (field numbers are stored in snapshots).
@@ -56,6 +57,8 @@ _VOCAB_LIMIT = 200_000
 _DECODED_CACHE_ENTRIES = 4096
 # Documents whose concept weights are summed in one array (documents x concepts).
 _CONCEPT_DOCS = 256
+# Posting lists a snapshot reads between two chances for other threads to run (Pacer).
+_SNAPSHOT_LISTS = 512
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,9 @@ class InvertedIndex:
         # The same lists in the order they were made (only ever appended to): a snapshot's
         # view is its length, taken in no time under the writers' lock.
         self._made: list[tuple[tuple[int, str], PostingList]] = []
+        # The last snapshot view's sizes of the lists appended to since it was taken (see
+        # PostingList.sizes); None once the snapshot has read them.
+        self._held: dict[PostingList, tuple[int, int, int]] | None = None
         self._lengths = {f: GrowableArray(np.float32) for f in FIELDS}
         self._length_sums = dict.fromkeys(FIELDS, 0.0)
         self._live = 0
@@ -549,7 +555,7 @@ class InvertedIndex:
         if decoded:  # decoded lists that change are decoded again when next asked for
             for term in touched:
                 decoded.pop(vocab_keys[term], None)
-        append_runs(plists, bounds, docs + first, q)  # type: ignore[arg-type]
+        append_runs(plists, bounds, docs + first, q, self._held)  # type: ignore[arg-type]
 
     def _concept_postings(self, h_doc: Any, h_cls: Any, h_p: Any) -> tuple[Any, Any, Any, Any, Any]:
         """For labels (document, class, probability): (document, term, weight) of the concepts
@@ -986,12 +992,14 @@ class InvertedIndex:
     def frozen_state(self) -> dict[str, Any]:
         """state() as of now, taken cheaply (under the writers' lock): the lengths copied, the
         surface table copied shallowly (surface entries are copied on write after this), the
-        number of posting lists made so far and the document count noted. The rest are
-        callables, evaluated later while writes go on: each posting list read then is cut back
-        to the documents numbered below that count (lists only grow at the end, so what the
-        view held is a prefix of what the list holds later)."""
+        number of posting lists made so far noted and a record begun of the sizes of the lists
+        appended to after this (PostingList.sizes). The rest are callables, evaluated later
+        while writes go on: each posting list is read as it stood at this view (a few lengths
+        and two prefix copies, no decoding), and the loop over them hands the interpreter lock
+        to other threads every millisecond (Pacer)."""
         made, lists = self._made, len(self._made)
-        frozen_docs = len(self._lengths["labels"])
+        held: dict[PostingList, tuple[int, int, int]] = {}
+        self._held = held
         surface = dict(self._surface)
         self._surface_generation += 1  # from now on, entries change as copies
         length_sums = dict(self._length_sums)
@@ -1003,31 +1011,41 @@ class InvertedIndex:
             if built:
                 return built
             terms, ids_parts, weight_parts, lasts = [], [], [], []
-            for i in range(lists):
-                key, plist = made[i]
-                ids_b, weights_b, last = plist.prefix_before(frozen_docs)
-                if not weights_b:
-                    continue
-                terms.append([key[0], key[1]])
-                ids_parts.append(ids_b)
-                weight_parts.append(weights_b)
-                lasts.append(last)
+            pace = Pacer()
+            for start in range(0, lists, _SNAPSHOT_LISTS):
+                for key, plist in made[start : min(lists, start + _SNAPSHOT_LISTS)]:
+                    ids_b, weights_b, last = plist.sizes(held)
+                    if not weights_b:
+                        continue
+                    terms.append([key[0], key[1]])
+                    ids_parts.append(ids_b)
+                    weight_parts.append(weights_b)
+                    lasts.append(last)
+                pace()
+            if self._held is held:  # read: appends need not record sizes any more
+                self._held = None
             built.update(
                 terms=terms,
-                ids_blob=b"".join(ids_parts),
-                ids_offsets=np.cumsum([0] + [len(b) for b in ids_parts]).astype(np.int64),
-                weights_blob=b"".join(weight_parts),
-                weights_offsets=np.cumsum([0] + [len(b) for b in weight_parts]).astype(np.int64),
+                ids_blob=_joined(ids_parts, pace),
+                ids_offsets=_offsets(ids_parts),
+                weights_blob=_joined(weight_parts, pace),
+                weights_offsets=_offsets(weight_parts),
                 lasts=np.asarray(lasts, dtype=np.int64),
             )
             return built
 
         def meta() -> dict[str, Any]:
+            entries = list(surface.items())
+            table: dict[str, list[Any]] = {}
+            pace = Pacer()
+            for start in range(0, len(entries), _SNAPSHOT_LISTS):
+                table.update((t, [e[0], e[1]]) for t, e in entries[start : start + _SNAPSHOT_LISTS])
+                pace()
             return {
                 "terms": postings()["terms"],
                 "length_sums": length_sums,
                 "live": live,
-                "surface": {t: [e[0], e[1]] for t, e in surface.items()},
+                "surface": table,
             }
 
         return {
@@ -1081,6 +1099,22 @@ def _flat(rows: list[list[int]]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.
     starts = np.zeros(len(rows) + 1, np.int64)
     np.cumsum([len(r) for r in rows], out=starts[1:])
     return starts, np.asarray([x for r in rows for x in r], np.int64)
+
+
+def _joined(parts: list[bytearray], pace: Pacer) -> bytearray:
+    """b"".join(parts), _SNAPSHOT_LISTS parts at a time (pacing between)."""
+    out = bytearray()
+    for start in range(0, len(parts), _SNAPSHOT_LISTS):
+        out += b"".join(parts[start : start + _SNAPSHOT_LISTS])
+        pace()
+    return out
+
+
+def _offsets(parts: list[bytearray]) -> npt.NDArray[np.int64]:
+    """Where each of `parts` starts in their join, and the end."""
+    out = np.zeros(len(parts) + 1, np.int64)
+    np.cumsum(np.fromiter(map(len, parts), np.int64, len(parts)), out=out[1:])
+    return out
 
 
 def _ints(values: list[int]) -> npt.NDArray[np.int64]:

@@ -137,6 +137,19 @@ class PostingList:
         ends = np.flatnonzero((np.frombuffer(ids_b, np.uint8) & 0x80) == 0)
         return ids_b[: int(ends[keep - 1]) + 1], weights_b[:keep], int(ids[keep - 1])
 
+    def sizes(
+        self, held: dict[PostingList, tuple[int, int, int]]
+    ) -> tuple[bytearray, bytearray, int]:
+        """(id bytes, weight bytes, last document) as the list stood when the view `held`
+        was taken: appends made since recorded the sizes before they changed them
+        (append_runs), so this reads no more than a few lengths and copies two prefixes. Safe
+        while another thread appends: the sizes are read before `held` is asked, and an append
+        records in `held` before it changes anything."""
+        sizes = len(self._ids), len(self._weights), self._last
+        before = held.get(self)
+        n_ids, n_weights, last = sizes if before is None else before
+        return self._ids[:n_ids], self._weights[:n_weights], last
+
     @classmethod
     def from_arrays(cls, ids: npt.ArrayLike, weights_q: npt.ArrayLike) -> PostingList:
         """Bulk build from ascending document numbers (the fast path for loads and rebuilds)."""
@@ -171,12 +184,20 @@ def append_runs(
     bounds: npt.NDArray[np.int64],
     docs: npt.NDArray[np.int64],
     weights_q: npt.NDArray[np.uint8],
+    held: dict[PostingList, tuple[int, int, int]] | None = None,
 ) -> None:
     """Append docs[bounds[i]:bounds[i + 1]] (ascending, all above the list's last document)
     with their weights to plists[i], for every i: the deltas of all the runs are varint-encoded
-    in one vectorised call, so a batch of documents costs one slice per touched list."""
+    in one vectorised call, so a batch of documents costs one slice per touched list.
+
+    `held` (a snapshot's view, see `sizes`): each list not in it yet gets its sizes recorded
+    there before anything is appended to it."""
     if not plists:
         return
+    if held is not None:
+        for plist in plists:
+            if plist not in held:
+                held[plist] = (len(plist._ids), len(plist._weights), plist._last)
     starts = bounds[:-1]
     lasts = np.fromiter((p._last for p in plists), np.int64, len(plists))
     if (docs[starts] <= lasts).any():

@@ -27,6 +27,7 @@ import logging
 import mmap
 import os
 import struct
+import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -56,6 +57,26 @@ _RAW, _ARRAY, _JSON, _NONE = 0, 1, 2, 3
 _JSON_SLICE = 500
 _WRITE_SLICE = 8 << 20
 _COMPRESS_SLICE = 1 << 20
+# Python work between two chances for other threads to take the interpreter lock (Pacer), and
+# the sleep that gives them the chance.
+_PACE_S = 0.001
+_PAUSE_S = 0.0001
+
+
+class Pacer:
+    """Called often from a long Python loop of a snapshot: every _PACE_S of it, sleeps
+    _PAUSE_S so that a thread waiting for the interpreter lock takes it now. Otherwise that
+    thread waits for the switch interval (5 ms) each time it wants the lock back, and a search
+    that lets go of it a few dozen times (numpy calls) waited a hundred milliseconds or more
+    while a snapshot ran."""
+
+    def __init__(self) -> None:
+        self._due = time.perf_counter() + _PACE_S
+
+    def __call__(self) -> None:
+        if time.perf_counter() >= self._due:
+            time.sleep(_PAUSE_S)
+            self._due = time.perf_counter() + _PACE_S
 
 
 class JsonChunks:
@@ -150,10 +171,12 @@ def _write_section(f: BinaryIO, name: str, value: Any) -> None:
     else:
         kind, pieces = _JSON, _compressed(_json_pieces(value))
     length, crc = 0, 0
+    pace = Pacer()
     for piece in pieces:
         f.write(piece)
         length += len(piece)
         crc = zlib.crc32(piece, crc)
+        pace()
     end = f.tell()
     f.seek(at)
     f.write(_SECTION.pack(kind, length, crc))

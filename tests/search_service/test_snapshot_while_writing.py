@@ -1,0 +1,110 @@
+"""A snapshot taken while the feed keeps writing holds exactly the index it froze: every
+section equal to the snapshot of an index that applied the same changes up to the seq the
+snapshot names, and nothing of the writes after it."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from search_service.durable_index import SNAPSHOT_NAME, DurableIndex, FeedChange
+from search_service.engine import EngineParams
+from search_service.snapshot import flatten, read_snapshot, write_snapshot
+from tests.search_service.documents import DIM, doc, unit
+
+PARAMS = EngineParams(vector_dim=DIM)
+LABELS = ("tiger cat", "espresso", "moped", "beagle", "lakeside", "volcano", "pizza", "tabby")
+FIRST = 3000  # changes applied before the snapshot starts
+
+
+def change(seq: int) -> FeedChange:
+    """The feed's change `seq`: mostly puts (labels, tags, OCR words, a vector each), every
+    seventh a delete of an earlier image, every eleventh a new version of one."""
+    if seq % 7 == 0:
+        return FeedChange(seq, f"img{seq - 5}")
+    image = f"img{seq - 3}" if seq % 11 == 0 else f"img{seq}"
+    rng = np.random.default_rng(seq)
+    picked = rng.choice(len(LABELS), 3, replace=False)
+    labels = tuple((LABELS[i], float(p)) for i, p in zip(picked, (0.7, 0.2, 0.06), strict=True))
+    return FeedChange(
+        seq,
+        image,
+        doc(
+            image,
+            labels,
+            tags=(f"trip{seq % 13}", "holiday") if seq % 3 else (),
+            ocr_text=f"menu {seq} price{seq % 17}" if seq % 4 == 0 else "",
+            owner=f"owner{seq % 5}",
+            vector=unit(seq),
+        ),
+    )
+
+
+def sections(path):
+    return read_snapshot(path)
+
+
+def assert_same_sections(got: dict, want: dict) -> None:
+    assert sorted(got) == sorted(want)
+    for name in want:
+        a, b = got[name], want[name]
+        if isinstance(b, np.ndarray):
+            assert a.dtype == b.dtype and a.shape == b.shape, name
+            assert np.array_equal(a, b), name
+        else:
+            assert a == b, name
+
+
+def test_a_snapshot_taken_while_writes_go_on_holds_exactly_the_index_it_froze(tmp_path):
+    live = DurableIndex.open(
+        tmp_path / "live", PARAMS, snapshot_every=10**9, snapshot_interval_s=float("inf")
+    )
+    for seq in range(1, FIRST + 1):
+        live.apply([change(seq)])
+    written_during: list[int] = []
+    snapshotting = threading.Event()
+    done = threading.Event()
+
+    def writer() -> None:
+        seq = FIRST
+        while not done.is_set() or seq < FIRST + 50:
+            seq += 1
+            live.apply([change(seq)])
+            if snapshotting.is_set() and not done.is_set():
+                written_during.append(seq)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    while live.applied_seq < FIRST + 20:  # the writer is under way
+        pass
+    snapshotting.set()
+    live.snapshot()
+    done.set()
+    thread.join()
+
+    got = sections(tmp_path / "live" / SNAPSHOT_NAME)
+    frozen_seq = int(got["seq"])
+    # The snapshot was taken amid the writes and did not hold them off meanwhile.
+    assert FIRST + 20 <= frozen_seq < live.applied_seq
+    assert written_during, "no write finished while the snapshot was written"
+    # The same changes up to that seq, applied one by one (as the writer did) to a fresh index.
+    reference = DurableIndex.open(None, PARAMS)
+    for seq in range(1, frozen_seq + 1):
+        reference.apply([change(seq)])
+    write_snapshot(
+        tmp_path / "reference.snap",
+        flatten({"seq": frozen_seq, "engine": reference._index.frozen_state()}),
+    )
+    assert_same_sections(got, sections(tmp_path / "reference.snap"))
+    live._unsaved = 0
+    live.close()
+
+    restored = DurableIndex.open(tmp_path / "live", PARAMS)
+    assert restored.applied_seq == frozen_seq and len(restored) == len(reference)
+    for query in ("holiday", "tiger cat", "menu", "price3", "trip5 espresso"):
+        assert [h.image_id for h in restored.search(query, limit=50).hits] == [
+            h.image_id for h in reference.search(query, limit=50).hits
+        ], query
+    assert restored.suggest("tri") == reference.suggest("tri")
+    restored.close()
