@@ -224,19 +224,17 @@ def _thread_cpu_s(thread: threading.Thread | None) -> float:
         return 0.0
 
 
-# Feed replay settings compared in one run: storage's message growth (max_backlog_batch), the
-# consumer's gathering (max_gather) and, as a probe only, the index's put_many batch
-# (durable_index._APPLY_BATCH, 256 in the service).
-FEED_SETTINGS: dict[str, tuple[int, int, int]] = {
-    "256 a message, applied a message at a time": (0, 0, 256),
-    "growing to 4096, gathered to 4096": (4096, 4096, 256),
-    "same, index batches of 4096 (probe)": (4096, 4096, 4096),
+# Feed replay settings compared in one run: storage's message growth (max_backlog_batch) and
+# the consumer's gathering (max_gather); (0, 0) is the paging before either existed.
+FEED_SETTINGS: dict[str, tuple[int, int]] = {
+    "256 a message, applied a message at a time": (0, 0),
+    "growing to 4096, gathered to 4096": (4096, 4096),
 }
 
 
 def bench_feed_replay(
     images: int = FEED_IMAGES,
-    settings: dict[str, tuple[int, int, int]] = FEED_SETTINGS,
+    settings: dict[str, tuple[int, int]] = FEED_SETTINGS,
     rounds: int = 3,
 ) -> dict[str, dict[str, float]]:
     """Fresh indexes replaying a real storage service's change feed to its head, once per
@@ -249,7 +247,6 @@ def bench_feed_replay(
     from imagerepo.common.v1 import common_pb2
     from imagerepo.storage.v1 import storage_service_pb2 as spb
     from imagerepo.storage.v1 import storage_service_pb2_grpc as sgrpc
-    from search_service import durable_index
     from search_service.feed_consumer import FeedConsumer
     from search_service.storage_feed import StorageFeed
     from storage_service.columnstore.store import ColumnStore, StoreOptions
@@ -304,10 +301,8 @@ def bench_feed_replay(
             time.sleep(1.0)
             settled = stub.GetStats(spb.GetStatsRequest(), timeout=30).head_seq
         documents = 0
-        apply_batch = durable_index._APPLY_BATCH
         for r in range(rounds):
-            for n, (name, (backlog, gather, batch)) in enumerate(settings.items()):
-                durable_index._APPLY_BATCH = batch
+            for n, (name, (backlog, gather)) in enumerate(settings.items()):
                 index = DurableIndex.open(Path(tmp) / f"search-{n}-{r}", EngineParams())
                 source = StorageFeed(f"127.0.0.1:{port}", max_backlog_batch=backlog)
                 consumer = FeedConsumer(index, source, max_gather=gather)
@@ -324,7 +319,6 @@ def bench_feed_replay(
                 consumer.stop()
                 source.close()
                 index.close()
-                durable_index._APPLY_BATCH = apply_batch
                 runs[name].append((elapsed, cpu_s, thread_cpu))
         channel.close()
         server.stop(grace=None)
