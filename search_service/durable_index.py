@@ -523,8 +523,15 @@ class DurableIndex:
         return len(self._index)
 
     def warm(self) -> None:
+        """Touch what the first query needs, and build what the first write would (label kind
+        and concept tables: 0.15 s at 200k documents), before serving."""
         with self._write_lock, self._lock:
             self._index.warm()
+            index = self._index
+            kinds = index._docs.kinds  # the document store's label kind table (put_many's)
+            index.keywords.prepare_writes(kinds)
+            if index.concepts is not None:
+                index.concepts.kind_classes(kinds)
 
     def stats(self) -> Stats:
         with self._lock:

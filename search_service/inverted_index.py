@@ -442,6 +442,16 @@ class InvertedIndex:
             self._outer_array = np.asarray(known, np.int64)
         return self._outer_array
 
+    def prepare_writes(self, kinds: Sequence[tuple[str, tuple[str, ...], int]]) -> None:
+        """Build now what the next add_many would build first: this index's number, terms and
+        texts for each kind of the caller's label kind table `kinds` (add_many's `labels`), the
+        flat kind table and the concepts' table (after a restart: 0.15 s the first write
+        waited for)."""
+        self._outer_kinds(kinds)
+        self._kind_table()
+        if self.hierarchy is not None:
+            self._concept_table()
+
     def _joined_words(self, fno: int, values: list[str], value_docs: Any) -> tuple[Any, ...] | None:
         """(document, term) of every word of a text field's values and (document, text) of
         their suggestions: the values split by one regex (joined_ascii_words), each word looked
