@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from search_service.document import Document, Label, Status
+from search_service.snapshot import Pacer
 
 # Fields kept in the per-document tuple: every Document field but labels and the vector
 # (the vector index keeps vectors).
@@ -418,6 +419,8 @@ def _join(items: list[str]) -> tuple[bytes, npt.NDArray[np.int64]]:
 # Python objects converted or joined per call while columns are made for a snapshot: one call
 # over a million holds the GIL for tens of milliseconds, and searches run alongside.
 _CHUNK = 32_768
+# Rows turned into columns between two chances for other threads to run (Pacer).
+_PACED_ROWS = 4096
 
 
 def _array(values: list[Any], dtype: Any) -> npt.NDArray[Any]:
@@ -427,6 +430,17 @@ def _array(values: list[Any], dtype: Any) -> npt.NDArray[Any]:
     out = np.empty(len(values), dtype)
     for start in range(0, len(values), _CHUNK):
         out[start : start + _CHUNK] = values[start : start + _CHUNK]
+    return out
+
+
+def _strings(rows: list[tuple[object, ...] | None], at: int) -> list[str]:
+    """Field `at` of each row as a string ("" for a removed row), _PACED_ROWS at a time with a
+    chance for other threads between (Pacer)."""
+    out: list[str] = []
+    pace = Pacer()
+    for start in range(0, len(rows), _PACED_ROWS):
+        out += [str(r[at]) if r is not None else "" for r in rows[start : start + _PACED_ROWS]]
+        pace()
     return out
 
 
@@ -450,14 +464,17 @@ def _columns(
     new: dict[str, Any] = {}
     for name in _STRINGS:
         at = plain_at[name]
-        new[name] = [str(r[at]) if r is not None else "" for r in rows]
+        new[name] = _strings(rows, at)
     extras = []
     odd = []
     label_counts = []
     label_kinds: list[bytes] = []  # "<u2" and "<f8" per document, joined once below
     label_probs: list[bytes] = []
     tags_at, colours_at = plain_at["tags"], plain_at["colours"]
+    pace = Pacer()
     for docno, row in enumerate(rows):
+        if not docno % _PACED_ROWS:
+            pace()
         if row is None:
             extras.append("")
             label_counts.append(0)
