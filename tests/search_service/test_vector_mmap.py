@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -189,4 +190,42 @@ def test_the_format_4_fixture_loads_with_its_rows_mapped(tmp_path, monkeypatch):
     assert index._index.vectors.mapped_chunks() == 2
     for name, v in zip(("chelsea", "coffee", "rocket"), features, strict=False):
         assert index.similar(vector=v, k=1).hits[0][0] == name
+    index.close()
+
+
+def test_searches_running_while_snapshots_swap_the_chunks_find_the_same_rows(tmp_path):
+    """Each snapshot swaps whole chunks for maps of the new file while a thread searches:
+    every answer it gets is the one found before (rows read from either array are equal)."""
+    params = EngineParams(vector_dim=DIM)
+    _filled(tmp_path, params, 64).close()
+    index = DurableIndex.open(tmp_path, params, snapshot_every=10**9, snapshot_interval_s=3600)
+    queries = range(0, 64, 3)
+
+    def answers() -> list[list[tuple[str, float]]]:  # the first 64 documents' hits
+        out = []
+        for q in queries:
+            hits = index.similar(vector=unit(q), k=64 + 6 * CHUNK).hits
+            out.append([h for h in hits if not h[0].startswith("far")][:5])
+        return out
+
+    expected = answers()
+    stop = threading.Event()
+    seen: list[bool] = []
+
+    def search() -> None:
+        while not stop.is_set():
+            seen.append(answers() == expected)
+
+    thread = threading.Thread(target=search)
+    thread.start()
+    try:
+        for round_ in range(6):
+            for i in range(CHUNK):  # a new whole chunk each round, far from every query
+                index.put(doc(f"far{round_}-{i}", vector=-unit(i % 3)))
+            index.snapshot()
+    finally:
+        stop.set()
+        thread.join()
+    assert seen and all(seen)
+    assert index._index.vectors.mapped_chunks() == (64 + 6 * CHUNK) // CHUNK
     index.close()
