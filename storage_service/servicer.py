@@ -13,11 +13,13 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+import numpy as np
+from google.protobuf.message import Message
 from prometheus_client import Gauge
 
 from imagerepo.common.v1 import common_pb2
@@ -163,7 +165,36 @@ _THUMBNAIL_STATE = {
 }
 
 
-def to_proto(meta: ImageMeta, vector: list[float] | None = None) -> pb.ImageMetadata:
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def set_floats(message: Message, name: str, values: Sequence[float] | np.ndarray) -> None:
+    """Set a packed `repeated float` field from float32 bytes in one parse: a feature vector
+    of 1280 values costs about 5 us this way, 40-80 us as Python floats."""
+    message.ClearField(name)
+    if len(values) == 0:
+        return
+    raw = np.asarray(values, dtype="<f4").tobytes()
+    number = message.DESCRIPTOR.fields_by_name[name].number
+    message.MergeFromString(_varint(number << 3 | 2) + _varint(len(raw)) + raw)
+
+
+def to_proto(
+    meta: ImageMeta, vector: Sequence[float] | np.ndarray | None = None
+) -> pb.ImageMetadata:
+    reply = _to_proto(meta)
+    if vector is not None:
+        set_floats(reply, "feature_vector", vector)
+    return reply
+
+
+def _to_proto(meta: ImageMeta) -> pb.ImageMetadata:
     return pb.ImageMetadata(
         id=meta.id,
         filename=meta.filename,
@@ -188,7 +219,6 @@ def to_proto(meta: ImageMeta, vector: list[float] | None = None) -> pb.ImageMeta
         ocr_text=meta.ocr_text,
         tags=meta.tags,
         status=int(meta.status),  # type: ignore[arg-type]
-        feature_vector=vector or [],
         has_feature_vector=meta.has_feature_vector,
         feedback=[
             common_pb2.LabelFeedback(
@@ -374,7 +404,7 @@ class StorageServicer(AlbumServicer, pb_grpc.StorageServiceServicer):
                     )
                 meta, data = self._store.read_data(request.image_id)
             vector = (
-                self._store.feature_vector(request.image_id)
+                self._store.feature_vector_array(request.image_id)
                 if request.include_feature_vector
                 else None
             )
@@ -470,12 +500,12 @@ class StorageServicer(AlbumServicer, pb_grpc.StorageServiceServicer):
             snapshot_seq=page.snapshot_seq,
         )
 
-    def _vector_or_none(self, meta: ImageMeta) -> list[float] | None:
+    def _vector_or_none(self, meta: ImageMeta) -> np.ndarray | None:
         """The image's vector for a listing; None when it cannot be read (a damaged value: the
         listing goes on, the image says has_feature_vector with no values, and GetImage
         answers DATA_LOSS for it)."""
         try:
-            return self._store.feature_vector(meta.id)
+            return self._store.feature_vector_array(meta.id)
         except (DataLossError, ImageNotFoundError):
             log.warning("feature vector unreadable, left out of a listing", extra={"id": meta.id})
             return None
@@ -701,7 +731,9 @@ class StorageServicer(AlbumServicer, pb_grpc.StorageServiceServicer):
         for meta in images:
             try:
                 vector = (
-                    self._store.feature_vector(meta.id) if request.include_feature_vectors else None
+                    self._store.feature_vector_array(meta.id)
+                    if request.include_feature_vectors
+                    else None
                 )
             except DataLossError:
                 reply.unreadable_ids.append(meta.id)

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, NoReturn, TypeVar
 
 import grpc
+import numpy as np
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 
@@ -33,7 +34,7 @@ from service_runtime.contracts_v2 import (
     label_to_v2,
     timestamp_of_ms,
 )
-from storage_service.servicer import StorageServicer
+from storage_service.servicer import StorageServicer, set_floats
 
 M = TypeVar("M", bound=Message)
 
@@ -107,7 +108,6 @@ def image_to_v2(image: v1.ImageMetadata) -> pb.ImageMetadata:
         ocr_text=image.ocr_text,
         tags=list(image.tags),
         status=image.status,  # type: ignore[arg-type]  # same numbers in both versions
-        feature_vector=list(image.feature_vector),
         has_feature_vector=image.has_feature_vector,
         feedback=[feedback_to_v2(item) for item in image.feedback],
         status_detail=image.status_detail,
@@ -121,6 +121,7 @@ def image_to_v2(image: v1.ImageMetadata) -> pb.ImageMetadata:
         thumbnail_state=image.thumbnail_state,  # type: ignore[arg-type]  # same numbers
         thumbnail_detail=image.thumbnail_detail,
     )
+    set_floats(out, "feature_vector", np.asarray(image.feature_vector, np.float32))
     if image.status == common_v1.ANALYSIS_STATUS_READY:
         out.moderation_score = image.moderation_score
     return out
@@ -148,13 +149,6 @@ def verify_report_to_v2(report: v1.VerifyReport) -> pb.VerifyReport:
     stamp = timestamp_of_ms(report.finished_at_unix_ms)
     if stamp is not None:
         out.finish_time.CopyFrom(stamp)
-    return out
-
-
-def change_to_v2(change: v1.Change) -> pb.Change:
-    out = pb.Change(seq=change.seq, kind=change.kind, image_id=change.image_id)  # type: ignore[arg-type]
-    if change.HasField("image"):
-        out.image.CopyFrom(image_to_v2(change.image))
     return out
 
 
@@ -331,12 +325,18 @@ class StorageServicerV2(pb_grpc.StorageServiceServicer):
         for page in pages:
             message = page.reply
             out = pb.WatchChangesResponse(
-                changes=[change_to_v2(c) for c in message.changes],
-                head_seq=message.head_seq,
-                horizon_seq=message.horizon_seq,
-                more=page.more,
+                head_seq=message.head_seq, horizon_seq=message.horizon_seq, more=page.more
             )
-            for proto, change in zip(out.changes, page.changes, strict=True):
+            # Every change of an image in a message carries the same metadata (see v1's
+            # _change_to_proto): it is translated once.
+            made: dict[str, tuple[object, pb.ImageMetadata]] = {}
+            for old, change in zip(message.changes, page.changes, strict=True):
+                proto = out.changes.add(seq=old.seq, kind=old.kind, image_id=old.image_id)  # type: ignore[arg-type]
+                if old.HasField("image"):
+                    known = made.get(change.image_id)
+                    if known is None or known[0] is not change.image:
+                        known = made[change.image_id] = (change.image, image_to_v2(old.image))
+                    proto.image.CopyFrom(known[1])
                 if change.damage:
                     proto.damage.reason = change.damage
             yield out

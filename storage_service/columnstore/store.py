@@ -1948,11 +1948,16 @@ class ColumnStore:
         return meta, _read(ref, "data")
 
     def feature_vector(self, image_id: str) -> list[float]:
+        return self.feature_vector_array(image_id).tolist()
+
+    def feature_vector_array(self, image_id: str) -> np.ndarray:
+        """The image's feature vector as float32 (empty if none): what a reply copies from
+        without a Python float per value."""
         with self._lock:
             ref = self._entry(image_id).vector
         if ref is None:
-            return []
-        return vectors.decode_list(_read(ref, "feature_vector"))
+            return np.empty(0, np.float32)
+        return vectors.decode(_read(ref, "feature_vector"))
 
     def thumbnail(self, image_id: str, size: ThumbnailSize) -> Thumbnail:
         """ThumbnailsPendingError while they are not made yet (see thumbnailer.py);
