@@ -9,12 +9,14 @@ import threading
 from collections.abc import Iterator
 
 import grpc
+import numpy as np
 import pytest
 
 from imagerepo.storage.v2 import storage_service_pb2 as pb
 from imagerepo.storage.v2 import storage_service_pb2_grpc as pb_grpc
 from service_runtime.grpc_server import channel_options
 from storage_service.columnstore.model import AnnotationUpdate
+from storage_service.columnstore.policy import FEATURE_DIM
 from storage_service.columnstore.store import ColumnStore, StoreOptions
 from storage_service.server import build_server
 
@@ -92,3 +94,30 @@ def test_once_caught_up_a_live_change_comes_alone_and_at_once(served, small_imag
     finally:
         call.cancel()
         reader.join(10)
+
+
+def test_feature_vectors_arrive_exactly_as_stored_in_v2_replies(served, small_images):
+    # Vectors are copied into replies as packed float32 bytes: the values must be exactly the
+    # ones storage holds, in the feed (both changes of the image) and in GetImage.
+    store, stub = served
+    rng = np.random.default_rng(7)
+    vector = rng.standard_normal(FEATURE_DIM).astype(np.float32)
+    image_id = store.put("v.jpg", "", small_images[0]).image.id
+    update = AnnotationUpdate(
+        fields=frozenset({"feature_vector"}), feature_vector=tuple(vector.tolist())
+    )
+    store.update_annotations(image_id, update)
+    stored = store.feature_vector(image_id)
+    assert len(stored) == FEATURE_DIM
+
+    replies = stub.WatchChanges(
+        pb.WatchChangesRequest(follow=False, include_feature_vector=True), timeout=10
+    )
+    changes = [c for r in replies for c in r.changes]
+    assert len(changes) == 2
+    assert all(list(c.image.feature_vector) == stored for c in changes)
+    got = stub.GetImage(pb.GetImageRequest(image_id=image_id, include_feature_vector=True))
+    assert list(got.image.feature_vector) == stored
+    assert got.image.has_feature_vector
+    plain = stub.GetImage(pb.GetImageRequest(image_id=image_id))
+    assert list(plain.image.feature_vector) == [] and plain.image.has_feature_vector
