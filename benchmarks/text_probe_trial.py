@@ -34,7 +34,9 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -125,7 +127,7 @@ def other_wallpapers(max_side: int = 1024) -> dict[str, Image.Image]:
     return out
 
 
-def _cpu_ms(fn: Callable[[object], object], items: list, rounds: int = 5) -> float:
+def _cpu_ms(fn: Callable[[Any], object], items: list, rounds: int = 5) -> float:
     for item in items:
         fn(item)
     started = time.process_time()
@@ -439,6 +441,10 @@ def feature_probe_trial(sets: dict[str, Judged], costs: tuple[float, float]) -> 
             print(f"  {kind} features, C={c}: " + "; ".join(cells), flush=True)
 
 
+def _detect_at(detector: TextProbe, side: int, rgb: Image.Image) -> np.ndarray:
+    return detector._detect(text_prefilter.thumbnail(rgb, side))
+
+
 def low_resolution_trial(detector: TextProbe, sets: dict[str, Judged]) -> None:
     """The detector on a smaller thumbnail as a lenient first stage: its highest text
     probability anywhere, against the lowest such value on the text photos the probe finds."""
@@ -454,11 +460,7 @@ def low_resolution_trial(detector: TextProbe, sets: dict[str, Judged]) -> None:
             for name, j in sets.items()
         }
         some = next(iter(sets.values())).photos.values()
-        cost = _cpu_ms(
-            lambda rgb, s=side: detector._detect(text_prefilter.thumbnail(rgb, s)),
-            list(some),
-            rounds=1,
-        )
+        cost = _cpu_ms(partial(_detect_at, detector, side), list(some), rounds=1)
         lowest = min(float(peaks[n][j.found].min()) for n, j in sets.items() if j.has_text)
         rejected = [
             f"{n}: {int(((peaks[n] < lowest) & j.prefilter).sum())} of {int(j.prefilter.sum())}"
@@ -494,7 +496,9 @@ def _moderation_variant(gap: float | None, jpeg: str) -> Callable[[Image.Image],
             _, encoded = cv2.imencode(
                 ".jpg", np.asarray(crop)[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 75]
             )
-            pixels = np.ascontiguousarray(cv2.imdecode(encoded, cv2.IMREAD_COLOR)[:, :, ::-1])
+            bgr = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
+            assert bgr is not None
+            pixels = np.ascontiguousarray(bgr[:, :, ::-1])
         else:
             pixels = np.asarray(crop)
         out = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR).astype(np.float32)
