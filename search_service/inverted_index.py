@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import calendar
+import functools
 import math
 import time
 from collections import Counter, OrderedDict
@@ -1006,7 +1007,13 @@ class InvertedIndex:
         appended to after this (PostingList.sizes). The rest are callables, evaluated later
         while writes go on: each posting list is read as it stood at this view (a few lengths
         and two prefix copies, no decoding), and the loop over them hands the interpreter lock
-        to other threads every millisecond (Pacer)."""
+        to other threads every millisecond (Pacer).
+
+        The terms (field numbers, and the words as one NUL-separated text) and the suggestion
+        table (its texts so, each one's document count, and (entry, field, count) for the
+        per-field counts) are arrays and text, written and read by a few C calls; JSON held
+        them before (snapshot format 4), and holds them still in the unlikely case a word holds
+        a NUL."""
         made, lists = self._made, len(self._made)
         held: dict[PostingList, tuple[int, int, int]] = {}
         self._held = held
@@ -1016,26 +1023,34 @@ class InvertedIndex:
         live = self._live
         lengths = np.stack([self._lengths[f].view() for f in FIELDS])
         built: dict[str, Any] = {}
+        table: dict[str, Any] = {}
 
         def postings() -> dict[str, Any]:
             if built:
                 return built
-            terms, ids_parts, weight_parts, lasts = [], [], [], []
+            fields, words, ids_parts, weight_parts, lasts = [], [], [], [], []
             pace = Pacer()
             for start in range(0, lists, _SNAPSHOT_LISTS):
                 for key, plist in made[start : min(lists, start + _SNAPSHOT_LISTS)]:
                     ids_b, weights_b, last = plist.sizes(held)
                     if not weights_b:
                         continue
-                    terms.append([key[0], key[1]])
+                    fields.append(key[0])
+                    words.append(key[1])
                     ids_parts.append(ids_b)
                     weight_parts.append(weights_b)
                     lasts.append(last)
                 pace()
             if self._held is held:  # read: appends need not record sizes any more
                 self._held = None
+            text = _nul_joined(words)
+            pairs = (
+                None if text is not None else [[f, w] for f, w in zip(fields, words, strict=True)]
+            )
             built.update(
-                terms=terms,
+                term_fields=np.asarray(fields, np.int8),
+                term_text=text,
+                terms=pairs,
                 ids_blob=_joined(ids_parts, pace),
                 ids_offsets=_offsets(ids_parts),
                 weights_blob=_joined(weight_parts, pace),
@@ -1044,42 +1059,88 @@ class InvertedIndex:
             )
             return built
 
-        def meta() -> dict[str, Any]:
+        def suggestions() -> dict[str, Any]:
+            if table:
+                return table
             entries = list(surface.items())
-            table: dict[str, list[Any]] = {}
+            texts: list[str] = []
+            counts: list[int] = []
+            f_entry: list[int] = []
+            f_field: list[int] = []
+            f_count: list[int] = []
             pace = Pacer()
             for start in range(0, len(entries), _SNAPSHOT_LISTS):
-                table.update((t, [e[0], e[1]]) for t, e in entries[start : start + _SNAPSHOT_LISTS])
+                for i, (text, entry) in enumerate(entries[start : start + _SNAPSHOT_LISTS], start):
+                    texts.append(text)
+                    counts.append(entry[0])
+                    for name, count in entry[1].items():
+                        f_entry.append(i)
+                        f_field.append(_FIELD_NO[name])
+                        f_count.append(count)
                 pace()
-            return {
-                "terms": postings()["terms"],
-                "length_sums": length_sums,
-                "live": live,
-                "surface": table,
-            }
+            joined = _nul_joined(texts)
+            table.update(
+                surface_text=joined,
+                surface_counts=np.asarray(counts, np.int64),
+                surface_field_entry=np.asarray(f_entry, np.int64),
+                surface_field=np.asarray(f_field, np.int8),
+                surface_field_count=np.asarray(f_count, np.int64),
+                json=None if joined is not None else {t: [e[0], e[1]] for t, e in entries},
+            )
+            return table
 
-        return {
-            "meta": meta,
-            "ids_blob": lambda: postings()["ids_blob"],
-            "ids_offsets": lambda: postings()["ids_offsets"],
-            "weights_blob": lambda: postings()["weights_blob"],
-            "weights_offsets": lambda: postings()["weights_offsets"],
-            "lasts": lambda: postings()["lasts"],
-            "lengths": lengths,
-        }
+        def meta() -> dict[str, Any]:
+            out = {"length_sums": length_sums, "live": live}
+            if postings()["terms"] is not None:
+                out["terms"] = postings()["terms"]
+            if suggestions()["json"] is not None:
+                out["surface"] = suggestions()["json"]
+            return out
+
+        def part(name: str) -> Any:
+            return postings()[name]
+
+        def suggestion_part(name: str) -> Any:
+            return suggestions()[name]
+
+        state: dict[str, Any] = {"meta": meta}
+        for name in ("term_fields", "term_text", "ids_blob", "ids_offsets"):
+            state[name] = functools.partial(part, name)
+        for name in ("weights_blob", "weights_offsets", "lasts"):
+            state[name] = functools.partial(part, name)
+        state["lengths"] = lengths
+        for name in (
+            "surface_text",
+            "surface_counts",
+            "surface_field_entry",
+            "surface_field",
+            "surface_field_count",
+        ):
+            state[name] = functools.partial(suggestion_part, name)
+        return state
 
     @classmethod
     def from_state(cls, state: dict[str, Any], params: BM25Params | None = None) -> InvertedIndex:
+        """From state() (or a snapshot of format 4: terms and suggestions in the JSON meta)."""
         index = cls(params)
         meta = state["meta"]
         ids_blob, w_blob = state["ids_blob"], state["weights_blob"]
         io, wo, lasts = state["ids_offsets"], state["weights_offsets"], state["lasts"]
-        for i, (fno, term) in enumerate(meta["terms"]):
-            key = (fno, term)
-            plist = index._postings[key] = PostingList.from_raw(
-                ids_blob[io[i] : io[i + 1]], w_blob[wo[i] : wo[i + 1]], int(lasts[i])
+        if state.get("term_text") is not None:
+            words = _nul_split(state["term_text"])
+            terms: Iterable[tuple[int, str]] = zip(
+                state["term_fields"].tolist(), words, strict=True
             )
-            index._made.append((key, plist))
+        else:
+            terms = meta["terms"]
+        io, wo, lasts = io.tolist(), wo.tolist(), lasts.tolist()
+        postings, made = index._postings, index._made
+        for i, (fno, term) in enumerate(terms):
+            key = (fno, term)
+            plist = postings[key] = PostingList.from_raw(
+                ids_blob[io[i] : io[i + 1]], w_blob[wo[i] : wo[i + 1]], lasts[i]
+            )
+            made.append((key, plist))
         lengths = state["lengths"]
         for i, name in enumerate(FIELDS):
             # A snapshot from before a field existed: nothing of it was indexed.
@@ -1088,7 +1149,19 @@ class InvertedIndex:
         index._length_sums = dict.fromkeys(FIELDS, 0.0)
         index._length_sums.update({k: float(v) for k, v in meta["length_sums"].items()})
         index._live = int(meta["live"])
-        index._surface = {t: [c, f, 0] for t, (c, f) in meta["surface"].items()}
+        if state.get("surface_text") is not None:
+            texts = _nul_split(state["surface_text"])
+            entries: list[list[Any]] = [[c, {}, 0] for c in state["surface_counts"].tolist()]
+            for i, f, c in zip(
+                state["surface_field_entry"].tolist(),
+                state["surface_field"].tolist(),
+                state["surface_field_count"].tolist(),
+                strict=True,
+            ):
+                entries[i][1][FIELDS[f]] = c
+            index._surface = dict(zip(texts, entries, strict=True))
+        else:
+            index._surface = {t: [c, f, 0] for t, (c, f) in meta["surface"].items()}
         return index
 
     def warm(self) -> None:
@@ -1118,6 +1191,19 @@ def _joined(parts: list[bytearray], pace: Pacer) -> bytearray:
         out += b"".join(parts[start : start + _SNAPSHOT_LISTS])
         pace()
     return out
+
+
+def _nul_joined(texts: list[str]) -> bytes | None:
+    """The texts as one utf-8 text, each followed by a NUL; None if a text holds a NUL."""
+    joined = "\0".join(texts) + "\0" if texts else ""
+    if joined.count("\0") != len(texts):
+        return None
+    return joined.encode()
+
+
+def _nul_split(data: Any) -> list[str]:
+    """Inverse of _nul_joined."""
+    return bytes(data).decode().split("\0")[:-1]
 
 
 def _offsets(parts: list[bytearray]) -> npt.NDArray[np.int64]:

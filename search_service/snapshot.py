@@ -44,8 +44,11 @@ MAGIC = b"IRSEARCH"
 #    snapshot is not read (its seq means nothing to the feed); the feed replays from 0.
 # 4: documents as columns (doc_store.py) instead of one JSON list; a version 3 snapshot is
 #    still read (its documents rebuilt one by one) and the next snapshot is written as 4.
-FORMAT_VERSION = 4
-READABLE_VERSIONS = (3, 4)
+# 5: the keyword index's terms and suggestion table as arrays and NUL-separated text instead
+#    of JSON in its meta (inverted_index.py): a few C calls to write and read instead of
+#    seconds of Python at 1M documents; a version 4 snapshot is still read.
+FORMAT_VERSION = 5
+READABLE_VERSIONS = (3, 4, 5)
 # Array sections read as read-only memory maps of the snapshot file instead of copies in
 # anonymous memory (the int8 vector rows and their factors: 1.3 KB of the 3.4 KB a document
 # takes): the kernel pages them in as they are read and may drop them under memory pressure.

@@ -100,14 +100,16 @@ def test_batches_index_exactly_what_one_document_at_a_time_analysis_gives(hierar
 
     state = index.state()
     got = {}
-    for fno, term in state["meta"]["terms"]:
+    words = state["term_text"].decode().split("\0")[:-1]  # each term followed by a NUL
+    for fno, term in zip(state["term_fields"].tolist(), words, strict=True):
         ids, weights = index._postings[(fno, term)].decode()
         got[(FIELDS[fno], term)] = (ids.tolist(), weights.tolist())
     assert got == expected
     for i, name in enumerate(FIELDS):
         assert state["lengths"][i].tolist() == lengths[name], name
         assert state["meta"]["length_sums"][name] == sum(lengths[name])
-    assert {t: [c, f] for t, (c, f) in state["meta"]["surface"].items()} == surface
+    restored = InvertedIndex.from_state(state, BM25Params(hierarchy=hierarchy))
+    assert {t: [c, f] for t, (c, f, _) in restored._surface.items()} == surface
 
 
 def _postings(index: InvertedIndex) -> dict[tuple[str, str], tuple[list[int], list[int]]]:

@@ -460,7 +460,7 @@ def test_a_format_4_snapshot_with_one_array_of_vector_rows_loads_into_chunks(tmp
     index.close()
 
     new = read_snapshot(tmp_path / SNAPSHOT_NAME)
-    assert read_snapshot_version(tmp_path / SNAPSHOT_NAME) == FORMAT_VERSION == 4
+    assert read_snapshot_version(tmp_path / SNAPSHOT_NAME) == FORMAT_VERSION == 5
     rows, factors = new["engine.vectors.rows"], new["engine.vectors.factors"]
     assert rows.shape == (9, features.shape[1]) and rows.dtype == np.int8
     assert rows[:8].tobytes() == old["engine.vectors.rows"].tobytes()
@@ -497,3 +497,41 @@ def test_vector_rows_over_several_chunks_are_written_as_one_array_and_load_back(
     reopened.put(doc("after", vector=unit(10**6)))
     assert reopened.similar(vector=unit(10**6), k=1).hits[0][0] == "after"
     reopened.close()
+
+
+def test_terms_and_suggestions_are_saved_as_arrays_and_text_and_load_back(tmp_path):
+    """Format 5: the keyword index's terms and suggestion table as arrays and NUL-separated
+    text (no JSON of them in its meta); a text that holds a NUL itself (none the tokenizer
+    makes) sends the suggestion table to the meta's JSON, as format 4 kept it."""
+    index = DurableIndex.open(tmp_path, PARAMS)
+    _fill(index)
+    index.put(doc("café", (("espresso", 0.6),), tags=("Zürich trip",), ocr_text="crème brûlée"))
+    index.snapshot()
+
+    sections = read_snapshot(tmp_path / SNAPSHOT_NAME)
+    meta = json.loads(json.dumps(sections["engine.keywords.meta"]))
+    assert "terms" not in meta and "surface" not in meta
+    assert b"z\xc3\xbcrich trip\x00" in sections["engine.keywords.surface_text"]
+    keywords = index._index.keywords
+    reopened = DurableIndex.open(tmp_path, PARAMS)
+    again = reopened._index.keywords
+    assert again._surface == {t: [c, f, 0] for t, (c, f, _) in keywords._surface.items()}
+    assert [k for k, _ in again._made] == [k for k, _ in keywords._made]
+    assert _ids(reopened, "brûlée") == ["café"] and _ids(reopened, "zürich") == ["café"]
+    assert (
+        reopened.suggest("zü")
+        == index.suggest("zü")
+        == [("zürich", 1, "tags"), ("zürich trip", 1, "tags")]
+    )
+    reopened.close()
+
+    index._index.keywords._surface["odd\0text"] = [1, {"tags": 1}, 0]
+    index._unsaved = 1
+    index.close()
+    sections = read_snapshot(tmp_path / SNAPSHOT_NAME)
+    assert sections["engine.keywords.surface_text"] is None
+    assert sections["engine.keywords.meta"]["surface"]["odd\0text"] == [1, {"tags": 1}]
+    last = DurableIndex.open(tmp_path, PARAMS)
+    assert last._index.keywords._surface["odd\0text"] == [1, {"tags": 1}, 0]
+    assert last.suggest("zü") == [("zürich", 1, "tags"), ("zürich trip", 1, "tags")]
+    last.close()
