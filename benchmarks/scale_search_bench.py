@@ -450,15 +450,20 @@ def _snapshot_and_restart(
         work, index.params, snapshot_every=1 << 62, snapshot_interval_s=float("inf")
     )
     durable._index = index
-    extra = corpus.batch(n, 3 * 20_000)
     modes = (
+        ("none", "no snapshot: the same threads for 5 s, the machine's own stalls"),
         ("before", "the old way, under the write lock"),
         ("after", "frozen view, saving the vector index too"),
         ("after", "frozen view, vector index saved"),
     )
+    extra = corpus.batch(n, 4 * 20_000)
     for i, (mode, how) in enumerate(modes):
         stalls = _during_snapshot(
-            durable, queries, extra[i * 20_000 : (i + 1) * 20_000], old_way=mode == "before"
+            durable,
+            queries,
+            extra[i * 20_000 : (i + 1) * 20_000],
+            old_way=mode == "before",
+            no_snapshot_s=5.0 if mode == "none" else 0.0,
         )
         print(
             f"snapshot {mode:6} ({how}): {stalls['snapshot_s']:.1f} s; "
@@ -487,18 +492,39 @@ def _snapshot_and_restart(
         f"restart: {size:,.0f} MB snapshot loaded in {load_s:.1f} s (CPU {load_cpu:.1f} s) "
         f"({len(reopened):,} documents), first query {first:.1f} ms"
     )
+    t = time.perf_counter()
+    reopened.warm()  # as the service does before serving: it builds the write path's tables
+    warm_s = time.perf_counter() - t
+    later = corpus.batch(n + 4 * 20_000, 2)
+    t = time.perf_counter()
+    reopened.put(later[0])
+    first_write = (time.perf_counter() - t) * 1000
+    t = time.perf_counter()
+    reopened.put(later[1])
+    second_write = (time.perf_counter() - t) * 1000
+    print(
+        f"  warm {warm_s:.1f} s; then the first write {first_write:.1f} ms, the second "
+        f"{second_write:.1f} ms"
+    )
+    reopened._unsaved = 0
     reopened.close()
 
 
 def _during_snapshot(
-    durable: DurableIndex, queries: list[str], writes: list[Document], old_way: bool
+    durable: DurableIndex,
+    queries: list[str],
+    writes: list[Document],
+    old_way: bool,
+    no_snapshot_s: float = 0.0,
 ) -> dict[str, float]:
     done = threading.Event()
     counts = {"searches": 0, "writes": 0}
     worst = {"search": 0.0, "write": 0.0}
 
     def snap() -> None:
-        if old_way:  # as before: the whole state built and written under the write lock
+        if no_snapshot_s:
+            time.sleep(no_snapshot_s)
+        elif old_way:  # as before: the whole state built and written under the write lock
             with durable._write_lock, collector_paused():
                 state = {"seq": durable.applied_seq, "engine": durable._index.state()}
                 assert durable.data_dir is not None
