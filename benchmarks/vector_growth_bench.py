@@ -12,11 +12,13 @@ write that doubles it copies every row; run this against an older checkout of se
 in anonymous memory or mapped from the snapshot file. Builds N synthetic documents of the scale
 bench (benchmarks/scale_search_bench.py: labels, text, 1280-d vectors; no concept space) with
 their faiss index, prints RssAnon/RssFile (/proc/self/status) of the build and where its bytes
-go per document, writes the snapshot as the durable index does, then restarts from it in two
-fresh processes: the vector rows read into memory (snapshot.MAPPED_SECTIONS off, as before) and
-mapped from the file. Each prints its restart time, RssAnon/RssFile growth, and similar-image
+go per document, writes the snapshot as the durable index does, then restarts from it in three
+fresh processes: the vector rows read into memory (snapshot.MAPPED_SECTIONS off, as before),
+mapped from the file (MADV_RANDOM, the default), and mapped with the kernel's default
+read-around (MADV_NORMAL). Each prints its restart time, RssAnon/RssFile growth, and similar-image
 p50 with the file's pages in the page cache (warm) and evicted before each query (cold:
-madvise(MADV_DONTNEED) on the mappings, then posix_fadvise(POSIX_FADV_DONTNEED) on the file).
+madvise(MADV_DONTNEED) on the mappings, then posix_fadvise(POSIX_FADV_DONTNEED) on the file),
+and one exact scan of every row, warm and evicted.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from search_service import snapshot
+from search_service import snapshot, vector_index
 from search_service.vector_index import AnnParams, VectorIndex, _mapping_of
 
 DIM = 1280
@@ -219,7 +221,7 @@ def mapped_build(n: int) -> None:
     print(f"snapshot {size:,.0f} MB written in {time.perf_counter() - t:.1f} s", flush=True)
     del durable, index
     gc.collect()
-    for mode in ("copied", "mapped", "mapped-random"):
+    for mode in ("copied", "mapped", "mapped-normal"):
         subprocess.run(
             [sys.executable, "-m", "benchmarks.vector_growth_bench", "--restart", str(work), mode],
             check=True,
@@ -264,6 +266,8 @@ def restart(work: Path, mode: str) -> None:
 
     if mode == "copied":
         snapshot.MAPPED_SECTIONS = frozenset()
+    if mode == "mapped-normal":  # the kernel's default read-around on a fault
+        vector_index.MAP_ADVICE = mmap.MADV_NORMAL
     gc.collect()
     path = work / "index.snap"
     base = _status_mb()
@@ -274,9 +278,6 @@ def restart(work: Path, mode: str) -> None:
     opened = _status_mb()
     index = durable._index
     n = len(index)
-    if mode == "mapped-random":  # no read-ahead around a fault (rescoring reads random rows)
-        for m in _mappings(index):
-            m.madvise(mmap.MADV_RANDOM)
     queries = _similar_queries(index, 300)
     for q in queries[:50]:
         index.similar(vector=q, k=10)
@@ -288,7 +289,16 @@ def restart(work: Path, mode: str) -> None:
         warm_cpu.append(time.thread_time() - c)
         warm.append(time.perf_counter() - t)
     used = _status_mb()
+    cached_warm = _cached_mb(path)
+    scans = []  # exact search over every row: warm, then (mapped) evicted first
+    for cold_scan in (False, True) if mode != "copied" else (False,):
+        if cold_scan:
+            _evict(index, path)
+        t = time.perf_counter()
+        index.vectors.search(queries[1], 10, index.vectors.present(), exact=True)
+        scans.append(f"{'cold' if cold_scan else 'warm'} {time.perf_counter() - t:.2f} s")
     cold, cold_cpu = [], []
+    cached = ""
     if mode != "copied":
         for q in queries[250:300]:
             _evict(index, path)
@@ -296,6 +306,7 @@ def restart(work: Path, mode: str) -> None:
             index.similar(vector=q, k=10)
             cold_cpu.append(time.thread_time() - c)
             cold.append(time.perf_counter() - t)
+        cached = _cached_mb(path)
     load = os.getloadavg()
     anon = opened["RssAnon"] - base["RssAnon"]
     print(
@@ -304,16 +315,16 @@ def restart(work: Path, mode: str) -> None:
         f"+{opened['RssFile'] - base['RssFile']:,.0f} MB after the load, "
         f"+{used['RssFile'] - base['RssFile']:,.0f} MB after 250 similar queries "
         f"({index.vectors.mapped_chunks()} of {len(index.vectors._vectors.chunks)} chunks "
-        f"mapped; file in page cache {_cached_mb(path)}); similar p50 warm "
+        f"mapped; file in page cache {cached_warm}); similar p50 warm "
         f"{np.median(warm) * 1000:.2f} ms (CPU {np.median(warm_cpu) * 1000:.2f} ms)"
         + (
             f", cold {np.median(cold) * 1000:.2f} ms (CPU {np.median(cold_cpu) * 1000:.2f} ms;"
             f" p90 {np.percentile(cold, 90) * 1000:.1f} ms; cache after eviction and one query"
-            f" {_cached_mb(path)})"
+            f" {cached})"
             if cold
             else ""
         )
-        + f"; load {load[0]:.1f}",
+        + f"; exact scan {', '.join(scans)}; load {load[0]:.1f}",
         flush=True,
     )
     if mode == "mapped":

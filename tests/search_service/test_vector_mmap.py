@@ -229,3 +229,37 @@ def test_searches_running_while_snapshots_swap_the_chunks_find_the_same_rows(tmp
     assert seen and all(seen)
     assert index._index.vectors.mapped_chunks() == (64 + 6 * CHUNK) // CHUNK
     index.close()
+
+
+def _vm_flags(directory: Path) -> list[set[str]]:
+    """VmFlags of each mapping of a file in `directory` (/proc/self/smaps)."""
+    out, inside = [], False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            if line[0] in "0123456789abcdef" and "-" in line.split()[0]:
+                inside = str(directory) in line
+            elif inside and line.startswith("VmFlags:"):
+                out.append(set(line.split()[1:]))
+    return out
+
+
+def test_mapped_rows_are_read_a_page_at_a_time_except_while_scanned(tmp_path):
+    """Rescoring reads random rows: the maps ask for no read-around (MADV_RANDOM, "rr" in
+    smaps); an exact scan asks for read-ahead while it runs and gives it back."""
+    params = EngineParams(vector_dim=DIM)
+    _filled(tmp_path, params).close()
+    index = DurableIndex.open(tmp_path, params)
+    assert index._index.vectors.mapped_chunks() == 5
+
+    flags = _vm_flags(tmp_path)
+    assert flags and all("rr" in f and "sr" not in f for f in flags), flags
+    vectors = index._index.vectors
+    with vectors._scanning():
+        assert all("sr" in f and "rr" not in f for f in _vm_flags(tmp_path))
+    hits = vectors.search(unit(4), 1, vectors.present(), exact=True)
+    assert hits.docs.tolist() == [4]
+    assert all("rr" in f for f in _vm_flags(tmp_path))
+    index.snapshot()  # the new file's maps too
+    gc.collect()
+    assert all("rr" in f for f in _vm_flags(tmp_path))
+    index.close()
