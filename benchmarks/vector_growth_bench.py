@@ -327,7 +327,28 @@ def restart(work: Path, mode: str) -> None:
         + f"; exact scan {', '.join(scans)}; load {load[0]:.1f}",
         flush=True,
     )
-    if mode == "mapped":
+    if mode == "mapped":  # rows added after the restart: anonymous until a snapshot holds them
+        from benchmarks.scale_search_bench import Corpus
+
+        added = Corpus(seed=99).batch(n, 2 * vector_index.CHUNK_ROWS)
+        before_adds = _status_mb()["RssAnon"]
+        with durable._write_lock, durable._lock:
+            index.vectors.reserve(len(added))
+            index.put_many(added)
+        del added
+        gc.collect()
+        after_adds = _status_mb()["RssAnon"]
+        t = time.perf_counter()
+        durable.snapshot()
+        snap_s = time.perf_counter() - t
+        gc.collect()
+        print(
+            f"  {2 * vector_index.CHUNK_ROWS:,} documents added: RssAnon "
+            f"+{after_adds - before_adds:,.0f} MB; the next snapshot ({snap_s:.1f} s) maps their "
+            f"rows: RssAnon {_status_mb()['RssAnon'] - after_adds:+,.0f} MB, "
+            f"{index.vectors.mapped_chunks()} chunks mapped",
+            flush=True,
+        )
         seen: set[int] = set()
         print(f"  doc store B/document: {_attributes(index._docs, n, seen)}", flush=True)
         print(f"  keyword index B/document: {_attributes(index.keywords, n, seen)}", flush=True)
