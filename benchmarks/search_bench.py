@@ -225,9 +225,11 @@ def _thread_cpu_s(thread: threading.Thread | None) -> float:
 
 
 # Feed replay settings compared in one run: storage's message growth (max_backlog_batch) and
-# the consumer's gathering (max_gather); (0, 0) is the paging before either existed.
+# the consumer's gathering (max_gather); (0, 0) is the paging before either existed, (0, 4096)
+# search's default.
 FEED_SETTINGS: dict[str, tuple[int, int]] = {
     "256 a message, applied a message at a time": (0, 0),
+    "256 a message, gathered to 4096 (default)": (0, 4096),
     "growing to 4096, gathered to 4096": (4096, 4096),
 }
 

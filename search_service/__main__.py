@@ -44,7 +44,7 @@ def main() -> None:
         source,
         config.feed_retry_initial_s,
         config.feed_retry_max_s,
-        max_gather=config.feed_max_backlog_batch,
+        max_gather=config.feed_gather_changes,
     )
     feed_metrics.register(feed)
     server, port, health = build_server(

@@ -37,10 +37,13 @@ class SearchConfig:
     # Reconnect backoff while storage is unreachable: from the first to the largest pause.
     feed_retry_initial_s: float = 0.5
     feed_retry_max_s: float = 10.0
-    # Changes per feed message when caught up (live latency), and the most a message grows to
-    # while a backlog is replayed (full messages double up to it; storage caps it at 4096).
+    # Changes per feed message; the most a message grows to while a backlog is replayed (full
+    # messages double up to it, storage caps it at 4096; 0 = no growth, the default: larger
+    # messages measured slower to take in); and how many changes of a backlog are gathered
+    # into one index apply (a message that catches up is applied at once).
     feed_max_batch: int = 256
-    feed_max_backlog_batch: int = 4096
+    feed_max_backlog_batch: int = 0
+    feed_gather_changes: int = 4096
     # Deadline of each call to the vision service, and the pause between retries while it is
     # not reachable at start.
     vision_timeout_s: float = 10.0
@@ -79,6 +82,7 @@ class SearchConfig:
             feed_max_backlog_batch=int(
                 env.get("SEARCH_FEED_MAX_BACKLOG_BATCH", cls.feed_max_backlog_batch)
             ),
+            feed_gather_changes=int(env.get("SEARCH_FEED_GATHER_CHANGES", cls.feed_gather_changes)),
             vision_timeout_s=float(env.get("SEARCH_VISION_TIMEOUT_S", cls.vision_timeout_s)),
             vision_retry_s=float(env.get("SEARCH_VISION_RETRY_S", cls.vision_retry_s)),
         )

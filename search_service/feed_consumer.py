@@ -27,7 +27,6 @@ from search_service.document import Document
 from search_service.durable_index import DurableIndex
 from search_service.errors import InvalidDocumentError
 from search_service.storage_feed import (
-    DEFAULT_MAX_BACKLOG_BATCH,
     DamagedChange,
     FeedBatch,
     FeedCompactedError,
@@ -39,6 +38,9 @@ from search_service.storage_feed import (
 log = logging.getLogger(__name__)
 
 _PROGRESS_EVERY_S = 5.0
+# While storage says more changes follow at once, batches are gathered up to this many changes
+# and applied together (the index gets one large apply per gathered run).
+DEFAULT_GATHER = 4096
 
 
 class FeedSource(Protocol):
@@ -76,7 +78,7 @@ class FeedConsumer:
         retry_initial_s: float = 0.5,
         retry_max_s: float = 10.0,
         replay_lag: int = 1000,
-        max_gather: int = DEFAULT_MAX_BACKLOG_BATCH,
+        max_gather: int = DEFAULT_GATHER,
     ) -> None:
         self._index = index
         self._source = source

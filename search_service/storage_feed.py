@@ -157,10 +157,12 @@ def _changes(changes: Iterable[storage_pb.Change]) -> list[FeedChange]:
     return out
 
 
-# Changes per feed message when caught up (live latency), and the most a message may grow to
-# while a backlog is replayed (storage doubles a full message's size up to it).
+# Changes per feed message, and the most a message may grow to while a backlog is replayed
+# (storage doubles a full message's size up to it; 0 = no growth). Growth is off by default:
+# at 5,000 photos messages grown to storage's 3.5 MiB cut cost the consumer 15-20% more CPU per
+# change than messages of 256 (benchmarks/search_bench.py main_feed).
 DEFAULT_MAX_BATCH = 256
-DEFAULT_MAX_BACKLOG_BATCH = 4096
+DEFAULT_MAX_BACKLOG_BATCH = 0
 
 
 class StorageFeed:
