@@ -17,9 +17,16 @@ starts empty at seq 0 and the feed replays everything. There is no journal of se
 A snapshot is taken every `snapshot_every` applied changes or `snapshot_interval_s` seconds
 (whichever comes first, see `maybe_snapshot`), after a rebuild and at shutdown. It stops
 neither writes nor searches: under the write lock it only freezes a view of the index (copies
-of the few arrays writes change in place, views of what only grows, each posting list's
-filled length: tens of milliseconds at 1M documents), then writes that view to disk with no
-lock held while the consumer keeps applying changes. The approximate vector index is saved
+of the few arrays writes change in place, views of what only grows, the number of posting
+lists, whose sizes appends made afterwards record before they change them: tens of
+milliseconds at 1M documents), then writes that view to disk with no lock held while the
+consumer keeps applying changes. The snapshot's own Python loops (posting lists, the
+suggestion table, document rows, section pieces) let waiting threads take the interpreter
+lock every millisecond (snapshot.Pacer), so a search or write waits about that long each time
+it wants the lock back, not the 5 ms switch interval. A forked writer process was tried and
+not kept: gRPC's fork handlers run in the child and start its event engine's threads again
+over the parent's descriptors (closing them made the child abort). The approximate vector
+index is saved
 when it has grown by a quarter (or 100k rows) since its last save and at shutdown (0.12 s for
 1M vectors). With no data dir the
 index lives in memory only (tests, benchmarks, the contract check), and `put`/`remove` write
