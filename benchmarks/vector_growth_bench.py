@@ -105,9 +105,11 @@ def _deep_bytes(root: Any, seen: set[int]) -> tuple[int, int]:
                 mapped += obj.nbytes if id(_mapping_of(obj)) not in seen else 0
                 seen.add(id(_mapping_of(obj)))
             else:
-                stack.append(obj.base)
+                base = obj.base
+                stack.append(base.obj if isinstance(base, memoryview) else base)
             continue
-        if isinstance(obj, mmap.mmap):
+        if isinstance(obj, mmap.mmap):  # an anonymous one (chunks in memory)
+            anon += len(obj)
             continue
         anon += sys.getsizeof(obj)
         stack.extend(gc.get_referents(obj))

@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+import mmap
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+# A ChunkedRows chunk this large or larger is a memory map of its own (see _new_chunk).
+_OWN_MAP_BYTES = 1 << 20
 
 
 class GrowableArray:
@@ -94,9 +98,18 @@ class ChunkedRows:
         return self._size
 
     def _new_chunk(self) -> npt.NDArray[Any]:
-        # np.empty: pages are mapped when first written, so a new chunk costs no copy and
-        # nearly no time; a row is never read before an append fills it.
-        return np.empty((self.chunk_rows, *self.row_shape), self.dtype)
+        # Pages are mapped when first written, so a new chunk costs no copy and nearly no
+        # time; a row is never read before an append fills it. A large chunk is a mapping of
+        # its own (private, anonymous), so that dropping it always gives its memory back: the
+        # C allocator, once one such block has been freed, takes blocks up to 32 MB from its
+        # heap instead, and a chunk freed there (swapped for a map of a snapshot file) stayed
+        # resident.
+        shape = (self.chunk_rows, *self.row_shape)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * self.dtype.itemsize
+        if nbytes < _OWN_MAP_BYTES:
+            return np.empty(shape, self.dtype)
+        memory = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE)
+        return np.frombuffer(memory, self.dtype).reshape(shape)
 
     def extend(self, rows: npt.ArrayLike) -> None:
         arr = np.asarray(rows, dtype=self.dtype)

@@ -602,7 +602,10 @@ def _advise(arrays: list[npt.NDArray[Any]], advice: int) -> None:
 
 
 def _mapping_of(arr: npt.NDArray[Any]) -> mmap.mmap | None:
-    """The memory map an array is a view of, if any."""
+    """The read-only memory map of a file an array is a view of, if any (a chunk made in
+    memory may be an anonymous map of its own: that is writeable, and not this)."""
+    if arr.flags.writeable:
+        return None
     base: Any = arr
     while base is not None:
         if isinstance(base, mmap.mmap):

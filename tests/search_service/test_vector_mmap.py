@@ -270,6 +270,10 @@ def test_a_snapshot_gives_back_the_anonymous_memory_of_the_rows_it_maps(tmp_path
     much (their chunks become maps of the file and the anonymous ones are freed)."""
     monkeypatch.setattr(vector_index, "CHUNK_ROWS", 16_384)
     dim, rows = 1024, 4 * 16_384
+    # A 20 MB block freed: glibc's malloc then serves blocks up to that size from its heap,
+    # where a freed 16 MB chunk may stay resident (a service frees such blocks all the time).
+    big = np.ones(20 << 20, np.uint8)
+    del big
     vectors = VectorIndex(dim, AnnParams(threshold=10**9))
     rng = np.random.default_rng(2)
     for start in range(0, rows, 4096):
