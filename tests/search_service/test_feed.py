@@ -25,8 +25,7 @@ from tests.search_service.storage_support import (
     eventually,
     label,
 )
-from tests.storage_service.conftest import jpeg_variant, put
-from tests.storage_service.test_feed_damage import damage_row_meta
+from tests.storage_service.conftest import damage_row_meta, jpeg_variant, put
 
 
 class Search:

@@ -16,6 +16,7 @@ from imagerepo.storage.v1 import storage_service_pb2_grpc as pb_grpc
 from service_runtime.grpc_server import channel_options
 from storage_service.columnstore.image_check import prepare_image
 from storage_service.columnstore.model import PreparedImage
+from storage_service.columnstore.segment_reader import SegmentReader
 from storage_service.columnstore.store import ColumnStore, StoreOptions
 from storage_service.server import build_server
 
@@ -142,3 +143,19 @@ def small_images(photo_jpegs: dict[str, bytes]) -> list[PreparedImage]:
             im.save(buf, "JPEG", quality=70 + i)
             out.append(prepare_image(buf.getvalue()))
     return out
+
+
+def damage_row_meta(data_dir: Path, image_id: str) -> str:
+    """Flip a byte in the middle of the image's first row_meta frame on disk (its PUT row);
+    returns the segment's file name."""
+    for path in sorted((data_dir / "segments").glob("*.seg")):
+        reader = SegmentReader(path)
+        ids = reader.ids()
+        if image_id in ids:
+            offset, length = reader.blob_location("row_meta", ids.index(image_id))
+            del reader
+            raw = bytearray(path.read_bytes())
+            raw[offset + length // 2] ^= 0xFF
+            path.write_bytes(bytes(raw))
+            return path.name
+    raise AssertionError(f"{image_id} is in no segment")

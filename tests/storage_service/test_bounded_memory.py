@@ -23,6 +23,7 @@ from storage_service.columnstore.schema import RowKind
 from storage_service.columnstore.segment_reader import SegmentReader
 from storage_service.columnstore.segment_writer import write_segment
 from storage_service.columnstore.store import ColumnStore, StoreOptions
+from tests.storage_service.conftest import damage_row_meta
 
 # Every put flushes after a few photos; tests decide when compaction happens.
 OPTS = StoreOptions(
@@ -82,20 +83,6 @@ def test_open_reads_the_index_not_the_rows(tmp_path, small_images):
     reopened.close()
 
 
-def _damage_row_meta(data_dir, image_id):
-    for path in sorted((data_dir / "segments").glob("*.seg")):
-        reader = SegmentReader(path)
-        ids = reader.ids()
-        if image_id in ids:
-            offset, length = reader.blob_location("row_meta", ids.index(image_id))
-            del reader
-            raw = bytearray(path.read_bytes())
-            raw[offset + length // 2] ^= 0xFF
-            path.write_bytes(bytes(raw))
-            return
-    raise AssertionError(f"{image_id} is in no segment")
-
-
 @pytest.mark.parametrize("order", [ListOrder.UPLOADED_NEWEST, ListOrder.TAKEN_NEWEST])
 def test_a_damaged_metadata_record_is_left_out_of_its_page_and_counted(
     tmp_path, small_images, order
@@ -105,7 +92,7 @@ def test_a_damaged_metadata_record_is_left_out_of_its_page_and_counted(
     store.flush()
     store.close()
     victim = metas[3]
-    _damage_row_meta(tmp_path / "s", victim.id)
+    damage_row_meta(tmp_path / "s", victim.id)
     reopened = ColumnStore.open(tmp_path / "s", OPTS)
 
     def walk(**kw):

@@ -22,28 +22,11 @@ from service_runtime.grpc_server import channel_options
 from storage_service.columnstore import wal
 from storage_service.columnstore.errors import DataLossError
 from storage_service.columnstore.model import AnnotationUpdate, ChangeKind, ThumbState
-from storage_service.columnstore.segment_reader import SegmentReader
 from storage_service.columnstore.store import ColumnStore, StoreOptions
 from storage_service.server import build_server
-from tests.storage_service.conftest import put
+from tests.storage_service.conftest import damage_row_meta, put
 
 OPTS = StoreOptions(memtable_bytes=1 << 30, compact_min_segments=1000, compact_dead_fraction=2.0)
-
-
-def damage_row_meta(data_dir: Path, image_id: str) -> str:
-    """Flip a byte in the middle of the image's first row_meta frame on disk (its PUT row);
-    returns the segment's file name."""
-    for path in sorted((data_dir / "segments").glob("*.seg")):
-        reader = SegmentReader(path)
-        ids = reader.ids()
-        if image_id in ids:
-            offset, length = reader.blob_location("row_meta", ids.index(image_id))
-            del reader
-            raw = bytearray(path.read_bytes())
-            raw[offset + length // 2] ^= 0xFF
-            path.write_bytes(bytes(raw))
-            return path.name
-    raise AssertionError(f"{image_id} is in no segment")
 
 
 def _store_with_damage(tmp_path: Path, small_images) -> tuple[Path, list[str], str, str]:
