@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import calendar
 import functools
+import itertools
 import math
 import time
 from collections import Counter, OrderedDict
@@ -58,8 +59,10 @@ _VOCAB_LIMIT = 200_000
 _DECODED_CACHE_ENTRIES = 4096
 # Documents whose concept weights are summed in one array (documents x concepts).
 _CONCEPT_DOCS = 256
-# Posting lists a snapshot reads between two chances for other threads to run (Pacer).
+# Posting lists a snapshot reads between two chances for other threads to run (Pacer), and
+# Python values it converts to an array or text at once.
 _SNAPSHOT_LISTS = 512
+_PACED_VALUES = 32_768
 
 
 @dataclass(frozen=True)
@@ -1043,34 +1046,35 @@ class InvertedIndex:
                 pace()
             if self._held is held:  # read: appends need not record sizes any more
                 self._held = None
-            text = _nul_joined(words)
+            text = _nul_joined(words, pace)
             pairs = (
                 None if text is not None else [[f, w] for f, w in zip(fields, words, strict=True)]
             )
             built.update(
-                term_fields=np.asarray(fields, np.int8),
+                term_fields=_paced_array(fields, np.int8, pace),
                 term_text=text,
                 terms=pairs,
                 ids_blob=_joined(ids_parts, pace),
-                ids_offsets=_offsets(ids_parts),
+                ids_offsets=_offsets(ids_parts, pace),
                 weights_blob=_joined(weight_parts, pace),
-                weights_offsets=_offsets(weight_parts),
-                lasts=np.asarray(lasts, dtype=np.int64),
+                weights_offsets=_offsets(weight_parts, pace),
+                lasts=_paced_array(lasts, np.int64, pace),
             )
             return built
 
         def suggestions() -> dict[str, Any]:
             if table:
                 return table
-            entries = list(surface.items())
+            items = iter(surface.items())  # the frozen copy: no other thread changes it
             texts: list[str] = []
             counts: list[int] = []
             f_entry: list[int] = []
             f_field: list[int] = []
             f_count: list[int] = []
             pace = Pacer()
-            for start in range(0, len(entries), _SNAPSHOT_LISTS):
-                for i, (text, entry) in enumerate(entries[start : start + _SNAPSHOT_LISTS], start):
+            for start in range(0, len(surface), _SNAPSHOT_LISTS):
+                part = itertools.islice(items, _SNAPSHOT_LISTS)
+                for i, (text, entry) in enumerate(part, start):
                     texts.append(text)
                     counts.append(entry[0])
                     for name, count in entry[1].items():
@@ -1078,14 +1082,14 @@ class InvertedIndex:
                         f_field.append(_FIELD_NO[name])
                         f_count.append(count)
                 pace()
-            joined = _nul_joined(texts)
+            joined = _nul_joined(texts, pace)
             table.update(
                 surface_text=joined,
-                surface_counts=np.asarray(counts, np.int64),
-                surface_field_entry=np.asarray(f_entry, np.int64),
-                surface_field=np.asarray(f_field, np.int8),
-                surface_field_count=np.asarray(f_count, np.int64),
-                json=None if joined is not None else {t: [e[0], e[1]] for t, e in entries},
+                surface_counts=_paced_array(counts, np.int64, pace),
+                surface_field_entry=_paced_array(f_entry, np.int64, pace),
+                surface_field=_paced_array(f_field, np.int8, pace),
+                surface_field_count=_paced_array(f_count, np.int64, pace),
+                json=None if joined is not None else {t: [e[0], e[1]] for t, e in surface.items()},
             )
             return table
 
@@ -1193,12 +1197,30 @@ def _joined(parts: list[bytearray], pace: Pacer) -> bytearray:
     return out
 
 
-def _nul_joined(texts: list[str]) -> bytes | None:
-    """The texts as one utf-8 text, each followed by a NUL; None if a text holds a NUL."""
-    joined = "\0".join(texts) + "\0" if texts else ""
-    if joined.count("\0") != len(texts):
-        return None
-    return joined.encode()
+def _nul_joined(texts: list[str], pace: Pacer | None = None) -> bytes | None:
+    """The texts as one utf-8 text, each followed by a NUL; None if a text holds a NUL. Made
+    _PACED_VALUES texts at a time (one call over a million holds the interpreter lock for
+    tens of milliseconds), with `pace` between."""
+    pieces = []
+    for start in range(0, len(texts), _PACED_VALUES):
+        part = texts[start : start + _PACED_VALUES]
+        joined = "\0".join(part) + "\0"
+        if joined.count("\0") != len(part):
+            return None
+        pieces.append(joined.encode())
+        if pace is not None:
+            pace()
+    return b"".join(pieces)
+
+
+def _paced_array(values: list[Any], dtype: Any, pace: Pacer) -> npt.NDArray[Any]:
+    """np.asarray(values, dtype), converted _PACED_VALUES values at a time with `pace`
+    between."""
+    out = np.empty(len(values), dtype)
+    for start in range(0, len(values), _PACED_VALUES):
+        out[start : start + _PACED_VALUES] = values[start : start + _PACED_VALUES]
+        pace()
+    return out
 
 
 def _nul_split(data: Any) -> list[str]:
@@ -1206,10 +1228,14 @@ def _nul_split(data: Any) -> list[str]:
     return bytes(data).decode().split("\0")[:-1]
 
 
-def _offsets(parts: list[bytearray]) -> npt.NDArray[np.int64]:
+def _offsets(parts: list[bytearray], pace: Pacer) -> npt.NDArray[np.int64]:
     """Where each of `parts` starts in their join, and the end."""
     out = np.zeros(len(parts) + 1, np.int64)
-    np.cumsum(np.fromiter(map(len, parts), np.int64, len(parts)), out=out[1:])
+    for start in range(0, len(parts), _PACED_VALUES):
+        part = parts[start : start + _PACED_VALUES]
+        out[start + 1 : start + 1 + len(part)] = list(map(len, part))
+        pace()
+    np.cumsum(out, out=out)
     return out
 
 
