@@ -149,6 +149,9 @@ class InvertedIndex:
         # The last snapshot view's sizes of the lists appended to since it was taken (see
         # PostingList.sizes); None once the snapshot has read them.
         self._held: dict[PostingList, tuple[int, int, int]] | None = None
+        # The same for the per-field lengths: (documents in the view, docno -> lengths before
+        # a removal zeroed them).
+        self._held_lengths: tuple[int, dict[int, list[float]]] | None = None
         self._lengths = {f: GrowableArray(np.float32) for f in FIELDS}
         self._length_sums = dict.fromkeys(FIELDS, 0.0)
         self._live = 0
@@ -763,6 +766,9 @@ class InvertedIndex:
     def remove(self, docno: int, doc: Document) -> None:
         """Forget `doc`'s statistics; its postings stay but the caller no longer allows it."""
         analysis = self.analyse(doc)
+        held = self._held_lengths
+        if held is not None and docno < held[0] and docno not in held[1]:
+            held[1][docno] = [float(self._lengths[name][docno]) for name in FIELDS]
         for name in FIELDS:
             self._length_sums[name] -= analysis.lengths[name]
             self._lengths[name][docno] = 0.0
@@ -1024,7 +1030,11 @@ class InvertedIndex:
         self._surface_generation += 1  # from now on, entries change as copies
         length_sums = dict(self._length_sums)
         live = self._live
-        lengths = np.stack([self._lengths[f].view() for f in FIELDS])
+        # The lengths as views (appends only add past them, a grown array leaves them be);
+        # removals after this record a row's lengths before they zero them.
+        views = [self._lengths[f].view() for f in FIELDS]
+        held_rows: dict[int, list[float]] = {}
+        self._held_lengths = (len(views[0]), held_rows)
         built: dict[str, Any] = {}
         table: dict[str, Any] = {}
 
@@ -1112,6 +1122,15 @@ class InvertedIndex:
             state[name] = functools.partial(part, name)
         for name in ("weights_blob", "weights_offsets", "lasts"):
             state[name] = functools.partial(part, name)
+
+        def lengths() -> npt.NDArray[np.float32]:
+            out = np.stack(views)
+            for docno, row in list(held_rows.items()):
+                out[:, docno] = row
+            if self._held_lengths is not None and self._held_lengths[1] is held_rows:
+                self._held_lengths = None
+            return out
+
         state["lengths"] = lengths
         for name in (
             "surface_text",

@@ -10,6 +10,7 @@ import numpy as np
 
 from search_service.durable_index import SNAPSHOT_NAME, DurableIndex, FeedChange
 from search_service.engine import EngineParams
+from search_service.label_embeddings import load_cached
 from search_service.snapshot import flatten, read_snapshot, write_snapshot
 from tests.search_service.documents import DIM, doc, unit
 
@@ -56,10 +57,20 @@ def assert_same_sections(got: dict, want: dict) -> None:
             assert a == b, name
 
 
-def test_a_snapshot_taken_while_writes_go_on_holds_exactly_the_index_it_froze(tmp_path):
+def _no_embedding(texts: list[str]) -> list[np.ndarray]:
+    raise RuntimeError("queries are not embedded here (keyword search only)")
+
+
+def test_a_snapshot_taken_while_writes_go_on_holds_exactly_the_index_it_froze(
+    tmp_path, label_cache
+):
+    """With concept weights too (the real label embeddings): removals after the freeze zero
+    concept rows and lengths the snapshot must still hold."""
+    names, embeddings = load_cached(label_cache.parent)
     live = DurableIndex.open(
         tmp_path / "live", PARAMS, snapshot_every=10**9, snapshot_interval_s=float("inf")
     )
+    live.attach_semantic(names, embeddings, _no_embedding)
     for seq in range(1, FIRST + 1):
         live.apply([change(seq)])
     written_during: list[int] = []
@@ -90,12 +101,14 @@ def test_a_snapshot_taken_while_writes_go_on_holds_exactly_the_index_it_froze(tm
     assert written_during, "no write finished while the snapshot was written"
     # The same changes up to that seq, applied one by one (as the writer did) to a fresh index.
     reference = DurableIndex.open(None, PARAMS)
+    reference.attach_semantic(names, embeddings, _no_embedding)
     for seq in range(1, frozen_seq + 1):
         reference.apply([change(seq)])
     write_snapshot(
         tmp_path / "reference.snap",
         flatten({"seq": frozen_seq, "engine": reference._index.frozen_state()}),
     )
+    assert "engine.concepts.probs" in got
     assert_same_sections(got, sections(tmp_path / "reference.snap"))
     live._unsaved = 0
     live.close()
@@ -103,8 +116,8 @@ def test_a_snapshot_taken_while_writes_go_on_holds_exactly_the_index_it_froze(tm
     restored = DurableIndex.open(tmp_path / "live", PARAMS)
     assert restored.applied_seq == frozen_seq and len(restored) == len(reference)
     for query in ("holiday", "tiger cat", "menu", "price3", "trip5 espresso"):
-        assert [h.image_id for h in restored.search(query, limit=50).hits] == [
-            h.image_id for h in reference.search(query, limit=50).hits
+        assert [h.image_id for h in restored.search(query, limit=50, semantic=False).hits] == [
+            h.image_id for h in reference.search(query, limit=50, semantic=False).hits
         ], query
     assert restored.suggest("tri") == reference.suggest("tri")
     restored.close()
