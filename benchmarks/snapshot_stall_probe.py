@@ -13,15 +13,22 @@ PROBE_MODES=as-is,interval alternates rounds with the interpreter's switch inter
 default and at 1 ms. PROBE_ANN=1 builds the faiss IVF index after loading and saves it at
 every snapshot.
 
-At 300k documents and load 5-12 (2 cores shared): no step holds the GIL for long any more
-(the sleeper's longest waits are mostly 20-60 ms, the machine's run queue included); the
-stalls come from sharing the GIL with the snapshot's Python-level work, chiefly making the
-keyword meta (1.4-3 s: the terms and surface table built as Python lists and dicts) and
-encoding it (0.6-1.2 s), and from the first write after a restart (158 ms alone: the keyword
-index builds its per-kind and concept tables). At 1M (load 8): longest search 287-351 ms,
-write 200-240 ms, view frozen in 65 ms; the longest fell while the 1.3 GB of vector rows were
-written (2.1-4.5 s of file writes, which release the GIL: the sleeper still woke up to 80 ms
-late, so the page cache's writeback is the suspect, not measured apart).
+Each round first runs the same threads for PROBE_BASELINE_S (3 s) with no snapshot: the
+stalls the machine makes by itself in the same run, printed as "[no snapshot]".
+
+Last session, at 1M (load 8): longest search 287-351 ms, write 200-240 ms, view frozen in
+65 ms; the waits came from sharing the GIL with the snapshot's Python work on the keyword
+metadata (terms and suggestion table as JSON, every posting list decoded or counted). This
+session (posting lists read from recorded sizes, terms and suggestion table as arrays and
+text, every long loop paced by snapshot.Pacer, lengths and concept weights not copied under
+the write lock), 1M documents at load 2.4-2.6: longest search 91-98 ms against 39-41 ms with no
+snapshot in the same run, longest write 228-232 ms (the freeze, 282 ms that run; other writes
+113-168 ms) against 37-41 ms; a later run after the freeze stopped copying lengths and concept
+weights: freeze 65 ms, longest write 135-203 ms against 18-67 ms (its searches stalled 0.4-1.4 s
+with no snapshot at all while the writing thread ran 6x faster than in the earlier runs; not
+explained). At 200k (load 5): searches 52-55 ms, writes 60-83 ms while the snapshot ran, the
+same as with no snapshot (64-139 / 26-59 ms); before this session's changes in the same
+conditions 94-141 / 127-147 ms.
 """
 
 from __future__ import annotations
