@@ -322,9 +322,9 @@ def _read_section(f: BinaryIO, path: Path) -> tuple[str, Any]:
     raise IndexFormatError(f"{path}: section {name!r} has unknown kind {kind}")
 
 
-def _array(payload: np.ndarray, path: Path, name: str) -> np.ndarray:
-    """An .npy payload as an array over the payload's own memory (no copy)."""
-    head = io.BytesIO(payload[:4096].tobytes())
+def _npy_header(head: io.BytesIO, path: Path, name: str) -> tuple[Any, bool, np.dtype, int]:
+    """Shape, Fortran order, dtype and element count from an .npy header; `head` is left at
+    the first byte of the data. Object arrays are refused (they would need pickle)."""
     try:
         major, _minor = np.lib.format.read_magic(head)
         if major == 1:
@@ -335,7 +335,13 @@ def _array(payload: np.ndarray, path: Path, name: str) -> np.ndarray:
         raise IndexFormatError(f"{path}: section {name!r} is not an array") from exc
     if dtype.hasobject:
         raise IndexFormatError(f"{path}: section {name!r} holds objects")
-    count = int(np.prod(shape, dtype=np.int64))
+    return shape, fortran, dtype, int(np.prod(shape, dtype=np.int64))
+
+
+def _array(payload: np.ndarray, path: Path, name: str) -> np.ndarray:
+    """An .npy payload as an array over the payload's own memory (no copy)."""
+    head = io.BytesIO(payload[:4096].tobytes())
+    shape, fortran, dtype, count = _npy_header(head, path, name)
     arr = np.frombuffer(payload.data, dtype=dtype, count=count, offset=head.tell())
     return arr.reshape(shape, order="F" if fortran else "C")
 
@@ -399,17 +405,7 @@ def _map_array(fd: int, path: Path, name: str, start: int, length: int) -> np.nd
     aligned = start - start % mmap.ALLOCATIONGRANULARITY
     head_len = min(length, 4096)
     head = io.BytesIO(os.pread(fd, head_len, start))
-    try:
-        major, _minor = np.lib.format.read_magic(head)
-        if major == 1:
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(head)
-        else:
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(head)
-    except ValueError as exc:
-        raise IndexFormatError(f"{path}: section {name!r} is not an array") from exc
-    if dtype.hasobject:
-        raise IndexFormatError(f"{path}: section {name!r} holds objects")
-    count = int(np.prod(shape, dtype=np.int64))
+    shape, fortran, dtype, count = _npy_header(head, path, name)
     if count * dtype.itemsize + head.tell() > length:
         raise IndexFormatError(f"{path}: section {name!r} is shorter than its array")
     if count == 0:
