@@ -5,6 +5,7 @@ snapshot names, and nothing of the writes after it."""
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 
@@ -87,8 +88,10 @@ def test_a_snapshot_taken_while_writes_go_on_holds_exactly_the_index_it_froze(
 
     thread = threading.Thread(target=writer)
     thread.start()
+    deadline = time.monotonic() + 60
     while live.applied_seq < FIRST + 20:  # the writer is under way
-        pass
+        assert thread.is_alive() and time.monotonic() < deadline, "the writer did not get going"
+        time.sleep(0.001)
     snapshotting.set()
     live.snapshot()
     done.set()
