@@ -193,6 +193,8 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
             reply.replay_progress = feed.replay_progress
             reply.following = feed.connected
             reply.feed_error = feed.last_error
+            reply.feed_damaged_changes = feed.damaged_changes
+            reply.last_damaged_change = feed.last_damaged
         return reply
 
     def Rebuild(self, request_iterator: Iterator[pb.RebuildRequest], context: grpc.ServicerContext):

@@ -286,4 +286,6 @@ class SearchServicerV2(pb_grpc.SearchServiceServicer):
             replay_progress=old.replay_progress,
             following=old.following,
             feed_error=old.feed_error,
+            feed_damaged_changes=old.feed_damaged_changes,
+            last_damaged_change=old.last_damaged_change,
         )

@@ -12,6 +12,8 @@ import pytest
 
 from imagerepo.search.v1 import search_service_pb2 as search_pb
 from imagerepo.search.v1 import search_service_pb2_grpc as search_grpc
+from imagerepo.search.v2 import search_service_pb2 as search_v2_pb
+from imagerepo.search.v2 import search_service_pb2_grpc as search_v2_grpc
 from imagerepo.storage.v1 import storage_service_pb2 as storage_pb
 from search_service.durable_index import DurableIndex
 from search_service.feed_consumer import FeedConsumer
@@ -48,6 +50,7 @@ class Search:
         self._server: grpc.Server | None = None
         self._channel: grpc.Channel | None = None
         self.stub: search_grpc.SearchServiceStub
+        self.v2: search_v2_grpc.SearchServiceStub
 
     def start(self) -> Search:
         self.index = DurableIndex.open(self.data_dir, snapshot_every=self.snapshot_every)
@@ -65,6 +68,7 @@ class Search:
         self.feed.start()
         self._channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         self.stub = search_grpc.SearchServiceStub(self._channel)
+        self.v2 = search_v2_grpc.SearchServiceStub(self._channel)
         return self
 
     def stop(self) -> None:
@@ -391,6 +395,11 @@ def test_a_damaged_row_in_storage_is_recorded_and_the_feed_goes_past_it(tmp_path
         assert status.damaged_changes == 2 and victim in status.last_damaged
         assert "checksum" in status.last_damaged
         assert status.connected and not status.last_error
+        # Operators see it in GetStats too (v1, and v2 through its translation).
+        stats = search.stats()
+        assert stats.feed_damaged_changes == 2 and victim in stats.last_damaged_change
+        v2 = search.v2.GetStats(search_v2_pb.GetStatsRequest(), timeout=10)
+        assert v2.feed_damaged_changes == 2 and v2.last_damaged_change == stats.last_damaged_change
     finally:
         search.stop()
         storage.stop()
