@@ -92,6 +92,7 @@ class SeaweedFS:
         p, g = self.ports, self.grpc
         args = [
             str(binary),
+            f"-logdir={self.workdir}",  # its own log files, not /tmp
             "server",
             f"-dir={self.workdir / 'data'}",
             "-ip=127.0.0.1",
@@ -149,6 +150,10 @@ class SeaweedFS:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+        # Killed, it leaves the local sockets it makes in /tmp (whatever TMPDIR says).
+        for port in {*self.ports.values(), *self.grpc.values()}:
+            for sock in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+                sock.unlink(missing_ok=True)
 
     def client(self):  # type: ignore[no-untyped-def]
         return boto3.client(
