@@ -77,33 +77,58 @@ class _OutgoingMetadata(
 # Calls that change nothing (or compute a pure function of their request): retried on another
 # replica when one answers UNAVAILABLE. Writes are not, as a write may have been applied
 # before the replica went away (gRPC still retries transparently a call no server ever saw).
+# Every method of every imagerepo service (v1 and v2) is in exactly one of IDEMPOTENT_METHODS
+# and NOT_RETRIED_METHODS: tests/service_runtime/test_retry_policy.py checks both against the
+# generated protos, so a new method cannot be left out of either unnoticed.
+_STORAGE_READS = (
+    "GetImage",
+    "BatchGetImages",
+    "ReadImageData",
+    # Makes and stores a PENDING image's thumbnails on demand: the same answer again.
+    "GetThumbnail",
+    "FindByFilename",
+    "FindBySha256",
+    "ListImages",
+    "GetStats",
+    "WatchChanges",
+    "ListAlbums",
+    "GetAlbum",
+)
+_STORAGE_WRITES = (
+    "PutImage",
+    "UpdateAnnotations",
+    "DeleteImage",
+    "Compact",
+    # Records its report (GetStats.last_verify) and runs one at a time: an operator's call.
+    "Verify",
+    "ClaimAnalysis",
+    "CompleteAnalysis",
+    "CreateAlbum",
+    "RenameAlbum",
+    "DeleteAlbum",
+    "AddToAlbum",
+    "RemoveFromAlbum",
+)
+_VISION_PURE = ("Analyze", "EmbedText", "ListModels", "ListLabels")
+_SEARCH_READS = ("Search", "SimilarImages", "FindDuplicates", "Suggest", "GetStats")
+
 IDEMPOTENT_METHODS: dict[str, tuple[str, ...]] = {
-    "imagerepo.storage.v1.StorageService": (
-        "GetImage",
-        "ReadImageData",
-        "GetThumbnail",
-        "FindByFilename",
-        "ListImages",
-        "GetStats",
-        "FindBySha256",
-        "BatchGetImages",
-        "WatchChanges",
-    ),
-    "imagerepo.vision.v1.VisionService": (
-        "Analyze",
-        "AnalyzeBatch",
-        "EmbedText",
-        "ListModels",
-        "ListLabels",
-    ),
-    "imagerepo.search.v1.SearchService": (
-        "Search",
-        "SimilarImages",
-        "FindDuplicates",
-        "Suggest",
-        "GetStats",
-    ),
+    "imagerepo.storage.v1.StorageService": _STORAGE_READS,
+    "imagerepo.storage.v2.StorageService": _STORAGE_READS,
+    "imagerepo.vision.v1.VisionService": _VISION_PURE,
+    "imagerepo.vision.v2.VisionService": _VISION_PURE,
+    "imagerepo.search.v1.SearchService": _SEARCH_READS,
+    "imagerepo.search.v2.SearchService": _SEARCH_READS,
     "grpc.health.v1.Health": ("Check",),
+}
+
+NOT_RETRIED_METHODS: dict[str, tuple[str, ...]] = {
+    "imagerepo.storage.v1.StorageService": _STORAGE_WRITES,
+    "imagerepo.storage.v2.StorageService": _STORAGE_WRITES,
+    "imagerepo.search.v1.SearchService": ("IndexImage", "RemoveImage", "Rebuild"),
+    "imagerepo.vision.v1.VisionService": (),
+    "imagerepo.vision.v2.VisionService": (),
+    "imagerepo.search.v2.SearchService": (),
 }
 
 RETRY_POLICY: dict[str, Any] = {
