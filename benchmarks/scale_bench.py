@@ -17,6 +17,13 @@ an owner-filtered listing (with its total), and a compaction's time and peak mem
 full Compact; SQLite: VACUUM). Printed side by side, with ratios, the load average, and a
 linear extrapolation to 10M images.
 
+SCALE_OPEN_ONLY=1 measures only the open (peak memory during it, resident memory after it, wall
+and CPU time), SCALE_OPEN_ROUNDS times, alternating with SCALE_BEFORE's code when given.
+
+SCALE_BEFORE=<dir> (a checkout of older code, e.g. `git archive <commit> | tar -x -C <dir>`)
+measures the store a second time with that code, in the same run on the same files, and prints
+it beside ours ("before").
+
 If benchmarks/scale_search_bench.py exists (the search half), its main() runs after this
 (SCALE_SEARCH=0 skips it).
 The built stores are kept in SCALE_DIR (default /tmp/imagerepo-scale) and reused by N.
@@ -24,6 +31,7 @@ The built stores are kept in SCALE_DIR (default /tmp/imagerepo-scale) and reused
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import io
@@ -248,6 +256,24 @@ def _rss_bytes() -> int:
     return 0
 
 
+def _reset_peak() -> bool:
+    """Reset this process's resident high-water mark (VmHWM); False where Linux will not."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _hwm_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 class _PeakRss:
     """Samples this process's RSS every 20 ms while in use; `peak` is the highest seen."""
 
@@ -299,6 +325,30 @@ def _sample(n: int) -> tuple[list[str], list[str], list[str]]:
     return ids, names, owners
 
 
+def _index_parts(store: Any) -> dict[str, float]:
+    """MB of each part of the store's in-memory index (what this code has of them)."""
+    parts: dict[str, float] = {}
+
+    def put(name: str, what: Callable[[], int]) -> None:
+        # Older code may lack a part (or keep it as a plain list): not measured.
+        with contextlib.suppress(AttributeError, TypeError):
+            parts[name] = what() / 2**20
+
+    arrays = getattr(store, "_arr", None)
+    put("slot arrays", lambda: sum(v.nbytes for v in vars(arrays).values() if hasattr(v, "nbytes")))
+    put("ids", lambda: store._slot_ids.nbytes)
+    put("id -> slot map", lambda: store._slot_of.nbytes)
+    lists = ("_visible", "_by_owner", "_by_owner_status", "_by_status", "_favourites", "_trash")
+    put("sorted id lists", lambda: sum(getattr(store, x).nbytes for x in lists))
+    put("filename/sha256 hashes", lambda: store._filename_hashes.nbytes + store._sha_hashes.nbytes)
+    put(
+        "date-taken keys",
+        lambda: store._taken_all.nbytes + sum(t.nbytes for t in store._taken_by_owner.values()),
+    )
+    put("change-feed history", lambda: store._history.nbytes())
+    return parts
+
+
 def measure_store(store_dir: Path, n: int, compact: bool) -> dict[str, Any]:
     from storage_service.columnstore.model import ListOrder
     from storage_service.columnstore.store import ColumnStore, StoreOptions
@@ -307,12 +357,29 @@ def measure_store(store_dir: Path, n: int, compact: bool) -> dict[str, Any]:
     gc.collect()
     base = _rss_bytes()
     options = StoreOptions(compact_min_segments=10_000, compact_dead_fraction=2.0)
-    t = time.perf_counter()
-    store = ColumnStore.open(store_dir, options)
-    open_s = time.perf_counter() - t
+    exact = _reset_peak()
+    with _PeakRss() as sampled:
+        t = time.perf_counter()
+        cpu = time.process_time()
+        store = ColumnStore.open(store_dir, options)
+        open_cpu = time.process_time() - cpu
+        open_s = time.perf_counter() - t
+    # The kernel's high-water mark when it can be reset (exact), else 20 ms samples.
+    peak = _hwm_bytes() if exact else sampled.peak
     gc.collect()
-    out: dict[str, Any] = {"open_s": open_s, "rss_mb": (_rss_bytes() - base) / 2**20}
+    out: dict[str, Any] = {
+        "open_s": open_s,
+        "open_cpu_s": open_cpu,
+        "rss_mb": (_rss_bytes() - base) / 2**20,
+        "open_peak_mb": (peak - base) / 2**20,
+    }
+    if os.environ.get("SCALE_OPEN_ONLY") == "1":
+        out["images"] = store.stats().image_count
+        out["index_mb"] = _index_parts(store)
+        store.close()
+        return out
     out["images"] = store.stats().image_count
+    out["index_mb"] = _index_parts(store)
     random.Random(1).shuffle(ids)
     out["get_id"] = _timed(store.get, ids)
     out["get_filename"] = _timed(store.find_by_filename, names)
@@ -458,12 +525,18 @@ def measure_sqlite(db_path: Path, n: int, compact: bool) -> dict[str, Any]:
     return out
 
 
-def _child(kind: str, path: Path, n: int, compact: bool) -> dict[str, Any]:
+def _child(
+    kind: str, path: Path, n: int, compact: bool, tree: Path | None = None
+) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "benchmarks.scale_bench", kind, str(path), str(n)]
+    if tree and os.environ.get("SCALE_OPEN_ONLY") == "1":
+        # This file's open measurement (peak memory) with the older tree's store code.
+        cmd[1:3] = [str(Path(__file__).resolve())]
     if compact:
         cmd.append("compact")
-    print(f"measuring {kind} ...", flush=True)
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    print(f"measuring {kind}{f' with the code in {tree}' if tree else ''} ...", flush=True)
+    env = dict(os.environ, PYTHONPATH=str(tree)) if tree else None
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tree, env=env)
     if done.returncode:
         print(done.stderr[-4000:], file=sys.stderr)
         raise SystemExit(f"{kind} measurement failed")
@@ -474,6 +547,34 @@ def _child(kind: str, path: Path, n: int, compact: bool) -> dict[str, Any]:
 def _fmt_row(name: str, ours: float, theirs: float, unit: str) -> str:
     ratio = ours / theirs if theirs else float("inf")
     return f"  {name:<34} {ours:>10.3f} {unit:<3} {theirs:>10.3f} {unit:<3} {ratio:>8.2f}x"
+
+
+def report_before(ours: dict[str, Any], before: dict[str, Any]) -> None:
+    print(f"\n  {'':<34} {'ours':>14} {'before':>14} {'ours/before':>9}")
+    print(_fmt_row("resident memory after open", ours["rss_mb"], before["rss_mb"], "MB"))
+    if "open_peak_mb" in before:
+        print(
+            _fmt_row("peak memory during open", ours["open_peak_mb"], before["open_peak_mb"], "MB")
+        )
+    print(_fmt_row("open", ours["open_s"], before["open_s"], "s"))
+    if "open_cpu_s" in before:
+        print(_fmt_row("open, CPU", ours["open_cpu_s"], before["open_cpu_s"], "s"))
+    for key, name in (
+        ("get_id", "get by id"),
+        ("get_filename", "get by filename"),
+        ("owner_page", "owner page 1 (+ total)"),
+        ("owner_page6", "owner pages 1-6 (+ totals)"),
+        ("taken_page", "owner page by date taken"),
+    ):
+        if key in ours and key in before:
+            for q in ("p50_ms", "p99_ms"):
+                print(_fmt_row(f"{name} {q[:3]}", ours[key][q], before[key][q], "ms"))
+    if "churn" in ours and "churn" in before:
+        print(
+            _fmt_row(
+                "1000 deletes + puts", ours["churn"]["seconds"], before["churn"]["seconds"], "s"
+            )
+        )
 
 
 def report(n: int, ours: dict[str, Any], theirs: dict[str, Any]) -> None:
@@ -489,6 +590,8 @@ def report(n: int, ours: dict[str, Any], theirs: dict[str, Any]) -> None:
         )
     )
     print(_fmt_row("open", ours["open_s"], theirs["open_s"], "s"))
+    if "open_peak_mb" in ours:
+        print(f"  peak memory during open: {ours['open_peak_mb']:.0f} MB (ours)")
     for key, name in (
         ("get_id", "get by id"),
         ("get_filename", "get by filename"),
@@ -519,6 +622,11 @@ def report(n: int, ours: dict[str, Any], theirs: dict[str, Any]) -> None:
     print(
         f"  bytes per live image after open: {ours['rss_mb'] * 2**20 / max(ours['images'], 1):.0f}"
     )
+    if ours.get("index_mb"):
+        print(
+            "  of which the index (MB): "
+            + ", ".join(f"{k} {v:.1f}" for k, v in ours["index_mb"].items())
+        )
     if "compact_s" in ours:
         print(_fmt_row("compaction time", ours["compact_s"], theirs["compact_s"], "s"))
         print(
@@ -534,6 +642,28 @@ def report(n: int, ours: dict[str, Any], theirs: dict[str, Any]) -> None:
     )
 
 
+def open_rounds(work: Path, n: int, before_tree: Path | None) -> None:
+    """SCALE_OPEN_ONLY=1: only open the store (peak and resident memory, wall and CPU time),
+    SCALE_OPEN_ROUNDS times (3), alternating with the code in SCALE_BEFORE when given, each in
+    a fresh process on the same files."""
+    rounds = int(os.environ.get("SCALE_OPEN_ROUNDS", "3"))
+    trees: list[tuple[str, Path | None]] = [("ours", None)]
+    if before_tree is not None:
+        trees.append(("before", before_tree))
+    print(f"\n  {'open':<8} {'peak MB':>8} {'resident MB':>12} {'wall s':>7} {'CPU s':>6}  load")
+    for r in range(rounds):
+        for name, tree in trees if r % 2 == 0 else trees[::-1]:
+            got = _child("store", work, n, False, tree)
+            print(
+                f"  {name:<8} {got.get('open_peak_mb', float('nan')):>8.0f} "
+                f"{got['rss_mb']:>12.0f} {got['open_s']:>7.2f} "
+                f"{got.get('open_cpu_s', float('nan')):>6.2f}  "
+                f"{os.getloadavg()[0]:.1f} ({got['images']:,} images; date-taken indexes "
+                f"{got.get('index_mb', {}).get('date-taken keys', float('nan')):.1f} MB)",
+                flush=True,
+            )
+
+
 def main() -> None:
     n = int(os.environ.get("N", "100000"))
     root = Path(os.environ.get("SCALE_DIR", "/tmp/imagerepo-scale"))
@@ -547,13 +677,34 @@ def main() -> None:
     work_db = root / f"work-{n}.db"
     shutil.copyfile(db_path, work_db)
     print(f"churn: {churn(n, work, work_db):,} deletes and re-annotations", flush=True)
+    before_tree = os.environ.get("SCALE_BEFORE", "")
+    if os.environ.get("SCALE_OPEN_ONLY") == "1":
+        try:
+            open_rounds(work, n, Path(before_tree).resolve() if before_tree else None)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+            work_db.unlink(missing_ok=True)
+        return
+    before = None
     try:
+        if before_tree:
+            # On a copy of its own: the measurement writes (churn through the API, Compact).
+            again = root / f"work-before-{n}"
+            shutil.rmtree(again, ignore_errors=True)
+            shutil.copytree(work, again)
         ours = _child("store", work, n, compact)
+        if before_tree:
+            try:
+                before = _child("store", again, n, compact, Path(before_tree).resolve())
+            finally:
+                shutil.rmtree(again, ignore_errors=True)
         theirs = _child("sqlite", work_db, n, compact)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         work_db.unlink(missing_ok=True)
     report(n, ours, theirs)
+    if before is not None:
+        report_before(ours, before)
     if os.environ.get("SCALE_SEARCH", "1") == "0":
         return
     try:

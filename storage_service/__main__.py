@@ -73,6 +73,7 @@ def main() -> None:
         max_image_bytes=config.max_image_bytes,
         max_image_pixels=config.max_image_pixels,
         decode_memory_bytes=config.decode_memory_bytes,
+        decode_wait_s=config.decode_wait_s,
     )
     server.start()
     # SERVING only now: the log has been replayed and every acknowledged write is readable.

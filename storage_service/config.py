@@ -10,6 +10,7 @@ from pathlib import Path
 from storage_service.columnstore import policy
 from storage_service.columnstore.fs import FileSystem
 from storage_service.columnstore.store import StoreOptions
+from storage_service.servicer import DECODE_WAIT_S
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,9 @@ class StorageConfig:
     max_image_pixels: int = policy.DEFAULT_MAX_PIXELS
     # Memory all concurrent upload decodes may use together; sets the per-mode pixel limit.
     decode_memory_bytes: int = policy.DEFAULT_DECODE_MEMORY_BYTES
+    # How long a decode waits for that memory before the call answers BUSY (UNAVAILABLE);
+    # shorter than the gateway's deadline (see servicer.DECODE_WAIT_S).
+    decode_wait_s: float = DECODE_WAIT_S
     memtable_bytes: int = StoreOptions.memtable_bytes
     compact_min_segments: int = StoreOptions.compact_min_segments
     # The change feed keeps at least this many recent seqs (WatchChanges from older ones is
@@ -50,6 +54,7 @@ class StorageConfig:
             decode_memory_bytes=int(
                 env.get("STORAGE_DECODE_MEMORY_BYTES", cls.decode_memory_bytes)
             ),
+            decode_wait_s=float(env.get("STORAGE_DECODE_WAIT_S", cls.decode_wait_s)),
             memtable_bytes=int(env.get("STORAGE_MEMTABLE_BYTES", cls.memtable_bytes)),
             compact_min_segments=int(
                 env.get("STORAGE_COMPACT_MIN_SEGMENTS", cls.compact_min_segments)

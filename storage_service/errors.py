@@ -5,7 +5,9 @@ errors map by errno (a full disk is RESOURCE_EXHAUSTED, anything else UNAVAILABL
 other exception is INTERNAL with a short message (the traceback goes to the log), so a client
 never sees UNKNOWN. Where a client must branch on the cause, the status carries a
 `google.rpc.ErrorInfo` detail (domain "storage.imagerepo") with a reason: the reasons are
-listed in protos/imagerepo/storage/v1/storage_service.proto.
+listed in protos/imagerepo/storage/v1/storage_service.proto. A BUSY answer also carries a
+`google.rpc.RetryInfo` detail: how long the client should wait before asking again
+(BUSY_RETRY_S); the gateway sends it on as Retry-After.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -53,6 +55,10 @@ BACKGROUND_ERROR = "BACKGROUND_ERROR"
 IO_ERROR = "IO_ERROR"
 BUSY = "BUSY"
 STORAGE_FULL_MESSAGE = "storage is full"
+# The RetryInfo delay of every BUSY answer. The background thumbnailer tries an image its
+# decode memory was busy for again after 1 s: a client that waits twice that asks after the
+# thumbnailer's own second try (which may have made the very thumbnail asked for), not before.
+BUSY_RETRY_S = 2.0
 
 STATUS_OF: dict[type[StoreError], grpc.StatusCode] = {
     ImageNotFoundError: grpc.StatusCode.NOT_FOUND,
@@ -108,7 +114,8 @@ def abort(
     reason: str = "",
     **metadata: str,
 ) -> NoReturn:
-    """End the call with `code`, a short message and, given a reason, an ErrorInfo detail."""
+    """End the call with `code`, a short message and, given a reason, an ErrorInfo detail (and
+    for BUSY a RetryInfo one)."""
     message = _short(message)
     if not reason:
         context.abort(code, message)
@@ -119,8 +126,22 @@ def abort(
     )
     detail = any_pb2.Any()
     detail.Pack(info)
-    status = status_pb2.Status(code=code.value[0], message=message, details=[detail])
-    context.abort_with_status(rpc_status.to_status(status))
+    details = [detail]
+    if reason == BUSY:
+        retry = any_pb2.Any()
+        delay = duration_pb2.Duration()
+        delay.FromMilliseconds(round(BUSY_RETRY_S * 1000))
+        retry.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+        details.append(retry)
+    answer = rpc_status.to_status(
+        status_pb2.Status(code=code.value[0], message=message, details=details)
+    )
+    if reason == BUSY:
+        # A negative pushback: clients' retry policies (service_runtime/channels.py retries
+        # reads on UNAVAILABLE) do not ask again at once: that would wait for the memory again.
+        pushback = (("grpc-retry-pushback-ms", "-1"),)
+        answer = answer._replace(trailing_metadata=(*answer.trailing_metadata, *pushback))
+    context.abort_with_status(answer)
     raise AssertionError("unreachable")  # abort raises
 
 

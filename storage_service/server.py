@@ -12,7 +12,7 @@ from service_runtime.health import ServiceHealth, enable_reflection
 from storage_service import SERVICE_NAME
 from storage_service.columnstore import policy
 from storage_service.columnstore.store import ColumnStore
-from storage_service.servicer import HEARTBEAT_S, StorageServicer
+from storage_service.servicer import DECODE_WAIT_S, HEARTBEAT_S, StorageServicer
 from storage_service.servicer_v2 import StorageServicerV2
 
 # v2 of the contract, served beside v1 by the same servicer until v1's clients move.
@@ -40,6 +40,7 @@ def build_server(
     max_image_bytes: int = policy.DEFAULT_MAX_IMAGE_BYTES,
     max_image_pixels: int = policy.DEFAULT_MAX_PIXELS,
     decode_memory_bytes: int = policy.DEFAULT_DECODE_MEMORY_BYTES,
+    decode_wait_s: float = DECODE_WAIT_S,
     heartbeat_s: float = HEARTBEAT_S,
 ) -> tuple[grpc.Server, int, ServiceHealth]:
     """A server (not started, health NOT_SERVING) and the port it bound; the caller owns
@@ -50,6 +51,7 @@ def build_server(
         max_image_bytes=max_image_bytes,
         max_image_pixels=max_image_pixels,
         decode_memory_bytes=decode_memory_bytes,
+        decode_wait_s=decode_wait_s,
         heartbeat_s=heartbeat_s,
         # Half the threads at most for change-feed followers: the rest serve other calls.
         max_streams=max(1, max_workers // 2),

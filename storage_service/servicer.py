@@ -72,6 +72,14 @@ HEARTBEAT_S = 3.0
 WATCH_POLL_S = 0.5
 DEFAULT_LEASE_MS = 60_000
 MAX_LEASE_MS = 24 * 3600 * 1000
+# How long a decode waits for memory other decodes hold before the call answers UNAVAILABLE
+# with reason BUSY (STORAGE_DECODE_WAIT_S). Under the gateway's 10 s deadline even twice over:
+# a thumbnail asked for while the background thumbnailer waits to make that image alone waits
+# for it (up to this long), then for memory itself (this long again), so the caller hears BUSY
+# in 8 s at most instead of running out of its deadline. A batch of the thumbnailer holds an
+# image only while making it and stops at its first busy decode, so that holds for batched
+# images too (docs/storage.md).
+DECODE_WAIT_S = 4.0
 
 
 def _require_id(image_id: str, context: grpc.ServicerContext) -> None:
@@ -300,6 +308,7 @@ class StorageServicer(AlbumServicer, pb_grpc.StorageServiceServicer):
         max_image_bytes: int = policy.DEFAULT_MAX_IMAGE_BYTES,
         max_image_pixels: int = DEFAULT_MAX_PIXELS,
         decode_memory_bytes: int = policy.DEFAULT_DECODE_MEMORY_BYTES,
+        decode_wait_s: float = DECODE_WAIT_S,
         heartbeat_s: float = HEARTBEAT_S,
         max_streams: int = 8,
     ) -> None:
@@ -313,7 +322,7 @@ class StorageServicer(AlbumServicer, pb_grpc.StorageServiceServicer):
         self._stopping = threading.Event()
         self._max_image_bytes = max_image_bytes
         self._max_image_pixels = max_image_pixels
-        self._budget = DecodeBudget(decode_memory_bytes)
+        self._budget = DecodeBudget(decode_memory_bytes, wait_s=decode_wait_s)
         self._verify_lock = threading.Lock()
         # Thumbnails are made after the put's ack, in the background (or on the first
         # GetThumbnail): see columnstore/thumbnailer.py.
@@ -786,6 +795,11 @@ class StorageServicer(AlbumServicer, pb_grpc.StorageServiceServicer):
     @property
     def feed_damaged_changes(self) -> int:
         return self._store.feed_damaged_count
+
+    @property
+    def decode_budget(self) -> DecodeBudget:
+        """The decode memory the uploads and the thumbnailer share (each decode reserves it)."""
+        return self._budget
 
     def _change_to_proto(
         self,

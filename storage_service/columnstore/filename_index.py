@@ -1,14 +1,22 @@
-"""An exact-match secondary index: key (a filename, a sha256, an owner, a status) -> image ids,
-kept sorted, so lookups, counts and pages cost O(page), never a scan of every image.
+"""Exact-match secondary indexes: key (an owner, a status, a filename) -> images, kept sorted
+by id, so lookups, counts and pages cost O(page), never a scan of every image.
 
-Ids start with their creation time in hex, so sorting ids sorts by age. The index lives in
-memory and is rebuilt from the segments' filename and sha256 columns at every open, so it can
-never disagree with them after a crash.
+Ids start with their creation time in hex, so sorting ids sorts by age. The indexes live in
+memory and are rebuilt from the segments at every open, so they can never disagree with them
+after a crash.
+
+`SlotIndex` (the store's listings) keeps slots, 4 bytes an entry, in an `array('i')` per key,
+ordered by the slots' ids (read from the store's IdArray): no Python object per image. A slot
+must leave every list before its id changes (the store removes a deleted image from its lists
+before it frees the slot). `FilenameIndex` keeps id strings (for the few images of damaged
+segments, which have no slot).
 """
 
 from __future__ import annotations
 
 import bisect
+from array import array
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -55,6 +63,70 @@ class FilenameIndex:
             self._ids[key] = sorted_ids
         else:
             self._ids.pop(key, None)
+
+
+class SlotIndex:
+    """key -> slots sorted by their ids (`ids[slot]`), oldest first."""
+
+    def __init__(self, ids: Sequence[str]) -> None:
+        self._ids = ids
+        self._slots: dict[str, array[int]] = {}
+
+    def add(self, key: str, slot: int) -> None:
+        slots = self._slots.get(key)
+        if slots is None:
+            slots = self._slots[key] = array("i")
+        ids = self._ids
+        image_id = ids[slot]
+        # New images have the newest ids: appended, no search.
+        if not slots or ids[slots[-1]] < image_id:
+            slots.append(slot)
+            return
+        i = bisect.bisect_left(slots, image_id, key=ids.__getitem__)
+        if i == len(slots) or slots[i] != slot:
+            slots.insert(i, slot)
+
+    def remove(self, key: str, slot: int) -> None:
+        """Unlist `slot` (while `ids[slot]` is still the id it was listed under)."""
+        slots = self._slots.get(key)
+        if not slots:
+            return
+        i = bisect.bisect_left(slots, self._ids[slot], key=self._ids.__getitem__)
+        if i < len(slots) and slots[i] == slot:
+            del slots[i]
+        if not slots:
+            del self._slots[key]
+
+    def slots(self, key: str) -> Sequence[int]:
+        """The slots under `key`, oldest id first (the index's own array: do not modify)."""
+        return self._slots.get(key, _EMPTY)
+
+    def before(self, key: str, image_id: str) -> int:
+        """How many slots under `key` have an id below `image_id` (a page token's place)."""
+        slots = self._slots.get(key, _EMPTY)
+        return bisect.bisect_left(slots, image_id, key=self._ids.__getitem__)
+
+    def count(self, key: str) -> int:
+        return len(self._slots.get(key, ()))
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._slots.values())
+
+    @property
+    def nbytes(self) -> int:
+        return sum(v.itemsize * len(v) for v in self._slots.values())
+
+    def load(self, key: str, sorted_slots: np.ndarray) -> None:
+        """Set the slots under `key` at once (sorted by id), at open."""
+        if len(sorted_slots):
+            slots = array("i")
+            slots.frombytes(np.ascontiguousarray(sorted_slots, dtype=np.intc).tobytes())
+            self._slots[key] = slots
+        else:
+            self._slots.pop(key, None)
+
+
+_EMPTY: array[int] = array("i")
 
 
 # A discarded entry of the sorted arrays (dropped at the next pass).

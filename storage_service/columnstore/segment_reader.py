@@ -19,6 +19,7 @@ import orjson
 from storage_service.columnstore import format as fmt
 from storage_service.columnstore.errors import DataLossError
 from storage_service.columnstore.fs import FileSystem, OsFileSystem
+from storage_service.columnstore.id_array import pack_column
 from storage_service.columnstore.schema import BY_NAME, FIXED_DTYPES, SMALL_COLUMNS, Kind
 from storage_service.columnstore.taken_index import date_taken_ms
 
@@ -231,6 +232,34 @@ class SegmentReader:
             if "id_backup" not in self._columns:
                 raise
         return self._column_block("id_backup", Kind.STR)
+
+    def id_table(self) -> tuple[np.ndarray, dict[int, str]]:
+        """The id column as fixed-width bytes (id_array.pack_column: u8[rows, 16], and the
+        rows whose id is not 32 lowercase hex digits), from its backup copy when the first
+        copy is damaged: what opening a store reads, with no Python string per id."""
+        try:
+            return self._id_block("id")
+        except DataLossError:
+            if "id_backup" not in self._columns:
+                raise
+        return self._id_block("id_backup")
+
+    def _id_block(self, name: str) -> tuple[np.ndarray, dict[int, str]]:
+        entry = self._columns[name]
+        stored = self._pread(entry["length"], entry["offset"])
+        if fmt.checksum(stored) != entry["crc"]:
+            raise DataLossError(self.name, f"column {name!r} block checksum mismatch")
+        try:
+            compressed = entry["flags"] & fmt.FLAG_COMPRESSED
+            data = fmt._decompress(stored, entry["raw"]) if compressed else stored
+            rows = self.row_count
+            lengths = np.frombuffer(fmt.unshuffle(bytes(data[: 4 * rows]), 4), dtype="<u4")
+            body = bytes(data[4 * rows :])
+            if int(lengths.sum()) != len(body):
+                raise ValueError("id lengths do not match the block")
+            return pack_column(lengths, body)
+        except Exception as e:  # noqa: BLE001 - any decode failure of verified bytes is loss
+            raise DataLossError(self.name, f"column {name!r} does not decode: {e}") from e
 
     def _column_block(self, name: str, kind: Kind) -> list[Any]:
         entry = self._columns[name]

@@ -1,10 +1,11 @@
 """Image id -> slot, in one fixed-width array (4 bytes a table entry, no Python object per
 image): open addressing with linear probing, at most half full.
 
-The table holds slots only, not keys: a slot's id is the store's `ids[slot]`, compared on
-lookup, so the ids are kept once (the store needs them anyway). The probe start is Python's
-`hash()` of the id (cached in the string, randomised per process: the table lives in memory
-only and is rebuilt at every open). Removal shifts the following entries back (no
+The table holds slots only, not keys: a slot's id is the store's `ids[slot]` (an IdArray of
+fixed-width bytes, id_array.py), compared on lookup, so the ids are kept once (the store needs
+them anyway). The probe start is the IdArray's stable hash of the id, computed from a string
+key and from a stored slot's bytes alike (vectorised when many slots are placed at once).
+Removal shifts the following entries back (no
 tombstones), so a long-running store with churn never degrades. Building from many slots at
 once (at open, or when the table grows) is vectorised: each round places, per free table
 position, one of the keys that want it and moves the others one step on.
@@ -14,17 +15,18 @@ Not thread-safe: the store calls it with its lock held.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import overload
 
 import numpy as np
+
+from .id_array import IdArray
 
 EMPTY = -1
 _MIN_CAPACITY = 1024
 
 
 class SlotMap:
-    def __init__(self, ids: Sequence[str]) -> None:
+    def __init__(self, ids: IdArray) -> None:
         # ids[slot] is the id of every slot in the table (the store's own list: shared).
         self._ids = ids
         self._count = 0
@@ -53,12 +55,13 @@ class SlotMap:
     def get(self, key: str, default: int) -> int: ...
     def get(self, key: str, default: int | None = None) -> int | None:
         view, ids, mask = self._view, self._ids, self._mask
-        i = hash(key) & mask
+        h, raw = ids.key(key)
+        i = h & mask
         while True:
             slot = view[i]
             if slot == EMPTY:
                 return default
-            if ids[slot] == key:
+            if ids.matches(slot, key, raw):
                 return slot
             i = (i + 1) & mask
 
@@ -76,7 +79,7 @@ class SlotMap:
         if 2 * (self._count + 1) > len(self._table):
             self._rebuild(2 * len(self._table))
         view, mask = self._view, self._mask
-        i = hash(key) & mask
+        i = self._ids.key(key)[0] & mask
         while view[i] != EMPTY:
             i = (i + 1) & mask
         view[i] = slot
@@ -85,12 +88,13 @@ class SlotMap:
     def remove(self, key: str) -> int | None:
         """Unmap `key` (call before its slot's id changes); its slot, or None."""
         view, ids, mask = self._view, self._ids, self._mask
-        i = hash(key) & mask
+        h, raw = ids.key(key)
+        i = h & mask
         while True:
             slot = view[i]
             if slot == EMPTY:
                 return None
-            if ids[slot] == key:
+            if ids.matches(slot, key, raw):
                 break
             i = (i + 1) & mask
         # Backward shift: move later entries of the probe run into the hole when their home
@@ -101,7 +105,7 @@ class SlotMap:
             moving = view[j]
             if moving == EMPTY:
                 break
-            home = hash(ids[moving]) & mask
+            home = ids.hash_at(moving) & mask
             if (hole < j and (home <= hole or home > j)) or (
                 hole > j and (home <= hole and home > j)
             ):
@@ -128,12 +132,8 @@ class SlotMap:
         self._place(slots)
 
     def _place(self, slots: np.ndarray) -> None:
-        ids = self._ids
         table, mask = self._table, self._mask
-        keys = map(ids.__getitem__, slots.tolist())
-        hashes = np.fromiter(map(hash, keys), np.int64, len(slots))
-        pos = hashes & np.int64(mask)
-        del hashes
+        pos = (self._ids.hashes(slots) & np.uint64(mask)).astype(np.int64)
         pending = slots
         while len(pending):
             free = np.flatnonzero(table[pos] == EMPTY)

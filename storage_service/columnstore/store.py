@@ -36,7 +36,6 @@ import os
 import secrets
 import threading
 import time
-import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -63,9 +62,10 @@ from storage_service.columnstore.errors import (
     ThumbnailsPendingError,
 )
 from storage_service.columnstore.feed import ChangeHistory
-from storage_service.columnstore.filename_index import FilenameIndex, HashIndex
+from storage_service.columnstore.filename_index import FilenameIndex, HashIndex, SlotIndex
 from storage_service.columnstore.format import key_hash
 from storage_service.columnstore.fs import File, FileSystem, OsFileSystem, read_file
+from storage_service.columnstore.id_array import IdArray
 from storage_service.columnstore.manifest import Manifest, ManifestDamagedError
 from storage_service.columnstore.model import (
     ANNOTATION_FIELDS,
@@ -173,6 +173,9 @@ class StoreOptions:
         vectors.check_encoding(self.vector_encoding)
 
 
+# What a _SegmentIndex column holds once _load_view has gathered it.
+_NO_ROWS = np.empty(0, dtype=np.int64)
+
 # A slot's row lives in the memtable (then its row number is the row's seq), not a segment.
 IN_MEMTABLE = -1
 
@@ -194,7 +197,9 @@ class _SlotArrays:
         ("trashed_at", np.int64),
         ("created", np.int64),
         ("byte_size", np.int64),
-        ("taken", np.int64),
+        # Its date-taken sort key (taken_index.sort_key): kept here once, the date-taken
+        # indexes hold slots.
+        ("taken_key", np.uint64),
         ("epoch", np.uint32),
     )
 
@@ -210,7 +215,7 @@ class _SlotArrays:
     trashed_at: np.ndarray
     created: np.ndarray
     byte_size: np.ndarray
-    taken: np.ndarray
+    taken_key: np.ndarray
     epoch: np.ndarray
 
     def __init__(self, capacity: int = 1024) -> None:
@@ -221,7 +226,9 @@ class _SlotArrays:
     def ensure(self, size: int) -> None:
         if size <= self.capacity:
             return
-        capacity = max(size, self.capacity * 2)
+        # An eighth more at a time: the first put after open copies the arrays without
+        # doubling them.
+        capacity = max(size, self.capacity + self.capacity // 8 + 1024)
         for name, dtype in self.FIELDS:
             grown = np.zeros(capacity, dtype=dtype)
             old = getattr(self, name)
@@ -252,13 +259,17 @@ class _SegmentIndex:
     taken: np.ndarray
     filename_hash: np.ndarray
     sha_hash: np.ndarray
-    ids: list[str]
+    # The ids as fixed-width bytes, u8[rows, 16], and {row: id} of those kept as strings
+    # (id_array.pack_column): no Python string per row.
+    ids: np.ndarray
+    odd_ids: dict[int, str]
     # Into the store's owner names (see owner_id): the strings are dropped at once.
     owners: np.ndarray
 
     @classmethod
     def read(cls, segment: SegmentReader, owner_id: Callable[[str], int]) -> _SegmentIndex:
         taken, names, shas = segment.index_arrays()
+        ids, odd_ids = segment.id_table()
         owners = segment.column("owner")
         codes = {o: owner_id(o) for o in set(owners)}
         owner_codes = np.fromiter(map(codes.__getitem__, owners), np.int32, len(owners))
@@ -277,7 +288,8 @@ class _SegmentIndex:
             taken,
             names,
             shas,
-            segment.ids(),
+            ids,
+            odd_ids,
             owner_codes,
         )
 
@@ -605,25 +617,28 @@ class ColumnStore:
         self._unreadable_rows = 0
         # Every live image has a slot: its epoch is bumped whenever it leaves the listings
         # (trash, delete), which makes its date-taken entries stale. A deleted image's slot
-        # goes to _free_slots and is reused by a later put (its epoch kept, so entries of the
-        # image before stay stale); opening renumbers the live ones 0..n-1.
-        self._slot_ids: list[str] = []
+        # goes to _free_slots (its date-taken entries detached: taken_index.TakenIndex.detach)
+        # and is reused by a later put (its epoch kept, so entries of the
+        # image before stay stale); opening renumbers the live ones 0..n-1. The ids are
+        # fixed-width bytes (id_array.py); the map and the lists below hold slots only.
+        self._slot_ids = IdArray()
         self._slot_of = SlotMap(self._slot_ids)
         self._free_slots = array.array("i")
         # Visible (not trashed) images by date taken: all of them, and per owner.
-        self._taken_all = TakenIndex()
+        self._taken_all = TakenIndex(self._taken_keys)
         self._taken_by_owner: dict[str, TakenIndex] = {}
         # While the store opens, date-taken entries are built once at the end.
         self._loading = False
-        self._by_status = FilenameIndex()
+        # Slots sorted by id, per key (filename_index.SlotIndex).
+        self._by_status = SlotIndex(self._slot_ids)
         # The starred images (key "1"), so the favourites page is O(page) like the others.
-        self._favourites = FilenameIndex()
+        self._favourites = SlotIndex(self._slot_ids)
         # Images in the trash (key "1"), and every image not in it (key ""): listings page
         # through these, so trashed images cost nothing there.
-        self._trash = FilenameIndex()
-        self._visible = FilenameIndex()
-        self._by_owner = FilenameIndex()
-        self._by_owner_status = FilenameIndex()
+        self._trash = SlotIndex(self._slot_ids)
+        self._visible = SlotIndex(self._slot_ids)
+        self._by_owner = SlotIndex(self._slot_ids)
+        self._by_owner_status = SlotIndex(self._slot_ids)
         self._raw_image_bytes = 0
         self._segments: list[SegmentReader] = []
         # Segments the manifest names that cannot be read at all: id -> reason.
@@ -932,112 +947,157 @@ class ColumnStore:
         return found
 
     def _load_view(self, loaded: list[_SegmentIndex]) -> None:
-        """The in-memory view of every segment row at once (at open): rows applied in seq
-        order by id only, then every array, list and index filled in bulk."""
-        if not loaded:
+        """The in-memory view of every segment row at once (at open), with no Python object
+        per row: each image's rows grouped by their fixed-width id bytes and resolved with
+        numpy as applying them in seq order would, then every array, list and index filled in
+        bulk. Each segment's column is dropped as soon as it is gathered, so the peak stays
+        near one copy of the fixed-width columns."""
+        lengths = [len(x.seq) for x in loaded]
+        if not sum(lengths):
             return
-        seq = np.concatenate([x.seq for x in loaded])
-        kind = np.concatenate([x.kind for x in loaded])
-        src = np.concatenate([np.full(len(x.seq), x.segment_id, np.int32) for x in loaded])
-        row = np.concatenate([np.arange(len(x.seq), dtype=np.int64) for x in loaded])
-        lease_only = np.concatenate([x.lease_only for x in loaded])
-        ids: list[str] = [i for x in loaded for i in x.ids]
-        owners = np.concatenate([x.owners for x in loaded])
-        order = np.argsort(seq, kind="stable")
-        # A plain dict while the rows are walked (the fastest here), dropped for the SlotMap.
-        slot_of: dict[str, int] = {}
-        slot_ids = self._slot_ids
-        # Per slot: its PUT row and newest row (indexes into the rows above), and whether it
-        # is live; numpy, so no Python number outlives the loop.
-        img = np.zeros(len(seq), dtype=np.int64)
-        ann = np.zeros(len(seq), dtype=np.int64)
-        alive = np.zeros(len(seq), dtype=np.uint8)
-        count = 0
-        horizon = self._horizon
-        history = self._history
-        put, annotate = int(RowKind.PUT), int(RowKind.ANNOTATE)
-        # In chunks, so the Python numbers walked over are never a million at once.
-        for g, k, sq, lo in (
-            row
-            for at in range(0, len(order), 65536)
-            for row in zip(
-                order[at : at + 65536].tolist(),
-                kind[order[at : at + 65536]].tolist(),
-                seq[order[at : at + 65536]].tolist(),
-                lease_only[order[at : at + 65536]].tolist(),
-                strict=True,
-            )
-        ):
-            image_id = ids[g]
-            slot = slot_of.get(image_id)
-            if k == put:
-                if slot is None:
-                    slot_of[image_id] = count
-                    slot_ids.append(image_id)
-                    img[count] = ann[count] = g
-                    alive[count] = 1
-                    count += 1
-            elif k == annotate:
-                if slot is not None:
-                    ann[slot] = g
-            elif slot is not None:
-                alive[slot] = 0
-                del slot_of[image_id]
-            if sq >= horizon and not lo and sq > history.last_seq:
-                history.append(sq, k, image_id)
-        del slot_of
-        # Only the live images keep a slot: renumbered 0..n-1 in the order of their PUTs.
-        keep = np.flatnonzero(alive[:count])
-        slot_ids[:] = [slot_ids[i] for i in keep.tolist()]
-        count = len(keep)
-        alive[:count] = 1
+
+        def take(name: str) -> np.ndarray:
+            out = np.concatenate([getattr(x, name) for x in loaded])
+            for x in loaded:
+                setattr(x, name, _NO_ROWS)
+            return out
+
+        bounds = np.cumsum([0, *lengths])
+        segment_ids = np.array([x.segment_id for x in loaded], dtype=np.int32)
+        seq = take("seq")
+        kind = take("kind")
+        # Ids of another shape than 32 lowercase hex digits are numbered (odd_code > 0), so
+        # they group apart from hex ids (their 16 bytes are zero).
+        odd_ids: dict[int, str] = {}
+        odd_numbers: dict[str, int] = {}
+        for x, at in zip(loaded, bounds.tolist(), strict=False):
+            for r, image_id in x.odd_ids.items():
+                odd_ids[at + r] = image_id
+            x.odd_ids = {}
+        id_rows = take("ids")
+        words = id_rows.view(">u8").astype(np.uint64)
+        sort_keys = [seq, words[:, 1], words[:, 0]]
+        if odd_ids:
+            odd_code = np.zeros(len(seq), dtype=np.int64)
+            for r, image_id in odd_ids.items():
+                odd_code[r] = odd_numbers.setdefault(image_id, len(odd_numbers) + 1)
+            sort_keys.append(odd_code)
+        # Each image's rows together, in seq order: its state is decided by them alone (a PUT
+        # makes it live unless it is already, an annotation moves its newest row while live,
+        # a tombstone ends it), as applying every row in seq order would.
+        order = np.lexsort(sort_keys)
+        n_rows = len(order)
+        new_group = np.zeros(n_rows, dtype=bool)
+        new_group[0] = True
+        for key in sort_keys[1:]:
+            sorted_key = key[order]
+            new_group[1:] |= sorted_key[1:] != sorted_key[:-1]
+            del sorted_key
+        del sort_keys, words
+        starts = np.flatnonzero(new_group)
+        group = np.cumsum(new_group) - 1
+        del new_group
+        s_kind = kind[order]
+        pos = np.arange(n_rows, dtype=np.int64)
+        # The last tombstone, the first PUT after it, the last annotation after that PUT.
+        is_del = (s_kind != RowKind.PUT) & (s_kind != RowKind.ANNOTATE)
+        last_del = np.maximum.reduceat(np.where(is_del, pos, -1), starts)
+        del is_del
+        after_del = pos > last_del[group]
+        del last_del
+        none = np.int64(n_rows)
+        first_put = np.minimum.reduceat(
+            np.where((s_kind == RowKind.PUT) & after_del, pos, none), starts
+        )
+        del after_del
+        live_group = first_put < none
+        after_put = pos > np.where(live_group, first_put, none)[group]
+        last_ann = np.maximum.reduceat(
+            np.where((s_kind == RowKind.ANNOTATE) & after_put, pos, -1), starts
+        )
+        del after_put, pos, group, s_kind, starts
+        newest = np.where(last_ann >= 0, last_ann, first_put)
+        gi = order[first_put[live_group]]
+        ga = order[newest[live_group]]
+        del order, first_put, newest, last_ann, live_group
+        # Only the live images get a slot: numbered 0..n-1 in the order of their PUTs.
+        by_put = np.argsort(seq[gi], kind="stable")
+        gi, ga = gi[by_put], ga[by_put]
+        del by_put
+        count = len(gi)
+        lease_only = take("lease_only")
+        # The change feed: every row at or above the horizon that is not a lease-only claim.
+        in_feed = np.flatnonzero((seq >= self._horizon) & (lease_only == 0) & (seq > 0))
+        del lease_only
+        in_feed = in_feed[np.argsort(seq[in_feed], kind="stable")]
+        in_feed = in_feed[seq[in_feed] > self._history.last_seq]
+        if len(in_feed) > 1:  # a seq twice (never written so): its first row, as before
+            in_feed = in_feed[np.concatenate(([True], np.diff(seq[in_feed]) > 0))]
+        if len(in_feed):
+            feed_odd = {}
+            if odd_ids:
+                odd_rows = np.fromiter(odd_ids, np.int64, len(odd_ids))
+                at = np.flatnonzero(np.isin(in_feed, odd_rows))
+                feed_odd = {int(i): odd_ids[int(in_feed[i])] for i in at.tolist()}
+            self._history.extend(seq[in_feed], kind[in_feed], id_rows[in_feed], feed_odd)
+        del in_feed, seq, kind
         a = self._arr
         a.ensure(count)
-        gi = img[keep]
-        ga = ann[keep]
-        del keep
-        cat = {
-            name: np.concatenate([getattr(x, name) for x in loaded])
-            for name in ("status", "favourite", "has_vector", "trashed_at", "created", "byte_size")
-        }
-        taken = np.concatenate([x.taken for x in loaded])
-        names = np.concatenate([x.filename_hash for x in loaded])
-        shas = np.concatenate([x.sha_hash for x in loaded])
-        a.alive[:count] = alive[:count]
-        a.img_src[:count], a.img_row[:count] = src[gi], row[gi]
-        a.ann_src[:count], a.ann_row[:count] = src[ga], row[ga]
-        a.owner[:count] = owners[gi]
-        a.created[:count] = cat["created"][gi]
-        a.byte_size[:count] = cat["byte_size"][gi]
-        a.taken[:count] = taken[gi]
-        for name in ("status", "favourite", "has_vector", "trashed_at"):
-            getattr(a, name)[:count] = cat[name][ga]
+        slot_odd = {}
+        if odd_ids:
+            odd_rows = np.fromiter(odd_ids, np.int64, len(odd_ids))
+            at = np.flatnonzero(np.isin(gi, odd_rows))
+            slot_odd = {int(i): odd_ids[int(gi[i])] for i in at.tolist()}
+        self._slot_ids.assign_raw(id_rows[gi], slot_odd)
+        del id_rows, odd_ids
+        # Where each slot's rows are: (segment id, row in it) from the concatenated position.
+        for g, src, row in ((gi, a.img_src, a.img_row), (ga, a.ann_src, a.ann_row)):
+            part = np.searchsorted(bounds, g, side="right") - 1
+            src[:count] = segment_ids[part]
+            row[:count] = g - bounds[part]
+            del part
+        a.alive[:count] = 1
+        # One column at a time: the PUT row's, or the newest row's.
+        for name, column, rows in (
+            ("owners", "owner", gi),
+            ("created", "created", gi),
+            ("byte_size", "byte_size", gi),
+            ("status", "status", ga),
+            ("favourite", "favourite", ga),
+            ("has_vector", "has_vector", ga),
+            ("trashed_at", "trashed_at", ga),
+        ):
+            getattr(a, column)[:count] = take(name)[rows]
+        # Date-taken keys: (taken + offset) << bits | crc32(id) low bits, as sort_key.
+        taken = np.clip(take("taken")[gi] + TAKEN_OFFSET_MS, 0, (1 << 43) - 1)
+        crcs = self._slot_ids.crc32s(np.arange(count)) & np.uint64((1 << HASH_BITS) - 1)
+        a.taken_key[:count] = (taken.astype(np.uint64) << np.uint64(HASH_BITS)) | crcs
+        del taken, crcs
+        names = take("filename_hash")[gi]
+        shas = take("sha_hash")[gi]
+        del gi, ga
         live = np.arange(count)
         self._slot_of.bulk_load(live)
-        self._live = len(live)
-        self._raw_image_bytes = int(a.byte_size[live].sum())
-        self._filename_hashes.bulk_load(names[gi][live], live)
-        self._sha_hashes.bulk_load(shas[gi][live], live)
+        self._live = count
+        self._raw_image_bytes = int(a.byte_size[:count].sum())
+        self._filename_hashes.bulk_load(names, live)
+        del names
+        self._sha_hashes.bulk_load(shas, live)
+        del shas
         self._build_lists(live)
 
     def _build_lists(self, live: np.ndarray) -> None:
         """Every id list and date-taken index of the live slots `live`, in one sort each."""
         a = self._arr
-        all_ids = np.empty(len(self._slot_ids), dtype=object)
-        all_ids[:] = self._slot_ids
-        live_ids = all_ids[live]
-        by_id = np.argsort(live_ids, kind="stable")
-        slots = live[by_id]
-        sorted_ids = live_ids[by_id]
-        del all_ids, live_ids
+        slots = live[self._slot_ids.argsort(live)]
         trashed = a.trashed_at[slots] != 0
         shown = ~trashed
-        self._trash.load("1", sorted_ids[trashed].tolist())
-        self._visible.load("", sorted_ids[shown].tolist())
-        self._favourites.load("1", sorted_ids[shown & (a.favourite[slots] != 0)].tolist())
+        self._trash.load("1", slots[trashed])
+        self._visible.load("", slots[shown])
+        self._favourites.load("1", slots[shown & (a.favourite[slots] != 0)])
         status = a.status[slots]
         for value in np.unique(status[shown]).tolist():
-            self._by_status.load(str(value), sorted_ids[shown & (status == value)].tolist())
+            self._by_status.load(str(value), slots[shown & (status == value)])
         owners = a.owner[slots]
         for key_of, index in (
             (lambda o, st: self._owner_names[o], self._by_owner),
@@ -1052,16 +1112,9 @@ class ColumnStore:
                 if not len(part) or group[part[0]] < 0:
                     continue
                 o, st = int(owners[part[0]]), int(status[part[0]])
-                index.load(key_of(o, st), sorted_ids[part].tolist())
-        # Date taken: (taken + offset) << bits | crc32(id) low bits, as taken_index.sort_key.
+                index.load(key_of(o, st), slots[part])
         visible_slots = slots[shown]
-        crcs = np.fromiter(
-            (zlib.crc32(i.encode()) for i in sorted_ids[shown].tolist()),
-            np.uint64,
-            len(visible_slots),
-        ) & np.uint64((1 << HASH_BITS) - 1)
-        taken = np.clip(a.taken[visible_slots] + TAKEN_OFFSET_MS, 0, (1 << 43) - 1)
-        keys = (taken.astype(np.uint64) << np.uint64(HASH_BITS)) | crcs
+        keys = a.taken_key[visible_slots]
         epochs = a.epoch[visible_slots]
         self._taken_all.bulk_load(keys, visible_slots, epochs)
         self._taken_by_owner = {}
@@ -1107,6 +1160,9 @@ class ColumnStore:
 
     # --- applying changes to the in-memory view -------------------------------------------------
 
+    def _taken_keys(self) -> np.ndarray:
+        return self._arr.taken_key
+
     def _new_slot(self, image_id: str) -> int:
         if self._free_slots:
             slot = self._free_slots.pop()
@@ -1129,6 +1185,12 @@ class ColumnStore:
             self._filename_hashes.discard(key_hash(meta.filename), slot)
             self._sha_hashes.discard(key_hash(meta.sha256), slot)
         self._meta_cache.pop(slot, None)
+        # Its date-taken entries read their key through the slot: detached before a later
+        # put gives the slot another key.
+        self._taken_all.detach(slot)
+        owned = self._taken_by_owner.get(self._owner_names[int(self._arr.owner[slot])])
+        if owned is not None:
+            owned.detach(slot)
         self._slot_of.remove(self._slot_ids[slot])
         self._slot_ids[slot] = ""
         self._free_slots.append(slot)
@@ -1136,44 +1198,43 @@ class ColumnStore:
     def _taken_index(self, owner: str) -> TakenIndex:
         index = self._taken_by_owner.get(owner)
         if index is None:
-            index = self._taken_by_owner[owner] = TakenIndex()
+            index = self._taken_by_owner[owner] = TakenIndex(self._taken_keys)
         return index
 
     def _index_add(self, slot: int, taken: bool = True) -> None:
         a = self._arr
-        image_id = self._slot_ids[slot]
         if a.trashed_at[slot]:
             # In the trash: listed only there (not in listings, the queue or favourites).
-            self._trash.add("1", image_id)
+            self._trash.add("1", slot)
             return
-        self._visible.add("", image_id)
+        self._visible.add("", slot)
         owner = self._owner_names[int(a.owner[slot])]
         if taken:
-            key, epoch = sort_key(int(a.taken[slot]), image_id), int(a.epoch[slot])
+            key = int(a.taken_key[slot])
+            epoch = int(a.epoch[slot])
             self._taken_all.add(key, slot, epoch)
             self._taken_index(owner).add(key, slot, epoch)
         status = str(int(a.status[slot]))
-        self._by_status.add(status, image_id)
-        self._by_owner.add(owner, image_id)
-        self._by_owner_status.add(f"{owner}\0{status}", image_id)
+        self._by_status.add(status, slot)
+        self._by_owner.add(owner, slot)
+        self._by_owner_status.add(f"{owner}\0{status}", slot)
         if a.favourite[slot]:
-            self._favourites.add("1", image_id)
+            self._favourites.add("1", slot)
 
     def _index_remove(self, slot: int, taken: bool = True) -> None:
         a = self._arr
-        image_id = self._slot_ids[slot]
         owner = self._owner_names[int(a.owner[slot])]
         if taken and not a.trashed_at[slot]:
             a.epoch[slot] += 1
             self._taken_all.removed()
             self._taken_index(owner).removed()
         status = str(int(a.status[slot]))
-        self._by_status.remove(status, image_id)
-        self._by_owner.remove(owner, image_id)
-        self._by_owner_status.remove(f"{owner}\0{status}", image_id)
-        self._favourites.remove("1", image_id)
-        self._trash.remove("1", image_id)
-        self._visible.remove("", image_id)
+        self._by_status.remove(status, slot)
+        self._by_owner.remove(owner, slot)
+        self._by_owner_status.remove(f"{owner}\0{status}", slot)
+        self._favourites.remove("1", slot)
+        self._trash.remove("1", slot)
+        self._visible.remove("", slot)
 
     def _apply(
         self,
@@ -1204,7 +1265,7 @@ class ColumnStore:
             a.trashed_at[slot] = int(values.get("trashed_at_ms", 0))
             a.created[slot] = created
             a.byte_size[slot] = int(values.get("byte_size", 0))
-            a.taken[slot] = date_taken_ms(exif, created)[0]
+            a.taken_key[slot] = sort_key(date_taken_ms(exif, created)[0], image_id)
             self._filename_hashes.add(key_hash(values.get("filename", "")), slot)
             self._sha_hashes.add(key_hash(values.get("sha256", "")), slot)
             self._index_add(slot)
@@ -1505,7 +1566,9 @@ class ColumnStore:
         self._next_seq += 1
         return seq
 
-    def _new_id(self) -> tuple[str, int]:
+    def _new_id(self, suffix: str) -> tuple[str, int]:
+        """A new image id: creation ms, a counter, `suffix` (16 random hex digits, drawn
+        before the lock is taken: a system call)."""
         now_ms = int(time.time() * 1000)
         if now_ms <= self._last_id_ms:
             now_ms = self._last_id_ms
@@ -1514,7 +1577,7 @@ class ColumnStore:
             self._last_id_ms = now_ms
             self._id_counter = 0
         # Time first, so ids sort by age (newest-first listing is a reverse scan).
-        return f"{now_ms:012x}{self._id_counter:04x}{secrets.token_hex(8)}", now_ms
+        return f"{now_ms:012x}{self._id_counter:04x}{suffix}", now_ms
 
     # --- writes --------------------------------------------------------------------------------
 
@@ -1556,6 +1619,32 @@ class ColumnStore:
             "thumb_small": image.thumb_small,
             "thumb_preview": image.thumb_preview,
         }
+        suffix = secrets.token_hex(8)
+        # The log's group commit waits for this put's record while another's fsync starts.
+        wal = self._wal
+        wal.begin_write()
+        try:
+            pending, meta, duplicates = self._put_locked(
+                values, blobs, image, owner, keep_duplicate, suffix
+            )
+            if pending is None:
+                return PutResult(meta, (), already_stored=True)
+            self._commit(pending)
+        finally:
+            wal.end_write()
+        return PutResult(meta, duplicates)
+
+    def _put_locked(
+        self,
+        values: dict[str, Any],
+        blobs: dict[str, bytes],
+        image: PreparedImage,
+        owner: str,
+        keep_duplicate: bool,
+        suffix: str,
+    ) -> tuple[_Pending | None, ImageMeta, tuple[str, ...]]:
+        """put's work under the store lock: (the logged row, its metadata, the duplicates),
+        or (None, the live duplicate, ()) when it is kept instead."""
         with self._lock:
             self._check_writable()
             if not keep_duplicate:
@@ -1565,9 +1654,9 @@ class ColumnStore:
                 for other in self._live_matches(self._sha_hashes, image.sha256, "sha256"):
                     existing = self._meta(other)
                     if existing.owner == owner and not existing.trashed_at_ms:
-                        return PutResult(existing, (), already_stored=True)
+                        return None, existing, ()
                 self._check_writable()
-            image_id, created_ms = self._new_id()
+            image_id, created_ms = self._new_id(suffix)
             values["id"] = image_id
             values["created_at_ms"] = created_ms
             # Copies in the trash do not count: they are not in the library any more.
@@ -1580,8 +1669,7 @@ class ColumnStore:
             meta = _meta_from(values)
             pending = self._submit(row, (image.sha256, owner))
             pending.meta = meta
-        self._commit(pending)
-        return PutResult(meta, duplicates)
+        return pending, meta, duplicates
 
     def update_annotations(self, image_id: str, update: AnnotationUpdate) -> ImageMeta:
         unknown = update.fields - ANNOTATION_FIELDS
@@ -1657,9 +1745,9 @@ class ColumnStore:
         cutoff = now - self.options.trash_retention_ms
         with self._lock:
             due = [
-                i
-                for i in self._trash.ids("1")
-                if everything or self._arr.trashed_at[self._slot_of[i]] <= cutoff
+                self._slot_ids[slot]
+                for slot in self._trash.slots("1")
+                if everything or self._arr.trashed_at[slot] <= cutoff
             ]
         purged = []
         for image_id in due:
@@ -1700,9 +1788,10 @@ class ColumnStore:
             self._check_writable()
             # Rows are only submitted here (applied after their fsync, outside this loop), so
             # the PENDING index does not change under the iteration.
-            for image_id in self._by_status.ids(str(int(AnalysisStatus.PENDING))):
+            for slot in self._by_status.slots(str(int(AnalysisStatus.PENDING))):
                 if len(pendings) >= max_images:
                     break
+                image_id = self._slot_ids[slot]
                 if image_id in self._pending_ids:
                     continue
                 entry = self._entry(image_id)
@@ -2112,32 +2201,32 @@ class ColumnStore:
             raise InvalidRequestError("a taken range needs a LIST_ORDER_TAKEN_* order")
         after = _decode_token(page_token) if page_token else None
         with self._lock:
+            slots: Sequence[int]
             if favourite_only or trashed_only:
                 # Few images are starred or trashed: filter that list by owner and status.
                 a = self._arr
                 owner_id = self._owner_ids.get(owner, -1)
-                ids = [
-                    i
-                    for i in (self._trash if trashed_only else self._favourites).ids("1")
-                    if (not owner or a.owner[self._slot_of[i]] == owner_id)
-                    and (
-                        status is AnalysisStatus.UNSPECIFIED or a.status[self._slot_of[i]] == status
-                    )
+                slots = [
+                    slot
+                    for slot in (self._trash if trashed_only else self._favourites).slots("1")
+                    if (not owner or a.owner[slot] == owner_id)
+                    and (status is AnalysisStatus.UNSPECIFIED or a.status[slot] == status)
                 ]
             elif owner and status is not AnalysisStatus.UNSPECIFIED:
-                ids = self._by_owner_status.ids(f"{owner}\0{int(status)}")
+                slots = self._by_owner_status.slots(f"{owner}\0{int(status)}")
             elif owner:
-                ids = self._by_owner.ids(owner)
+                slots = self._by_owner.slots(owner)
             elif status is not AnalysisStatus.UNSPECIFIED:
-                ids = self._by_status.ids(str(int(status)))
+                slots = self._by_status.slots(str(int(status)))
             else:
-                ids = self._visible.ids("")
-            end = bisect.bisect_left(ids, after) if after is not None else len(ids)
-            slot_of = self._slot_of
+                slots = self._visible.slots("")
+            end = len(slots)
+            if after is not None:
+                end = bisect.bisect_left(slots, after, key=self._slot_ids.__getitem__)
             found, skipped = self._readable_metas(
-                (slot_of[ids[j]] for j in range(end - 1, -1, -1)), size + 1
+                (slots[j] for j in range(end - 1, -1, -1)), size + 1
             )
-            total = len(ids)
+            total = len(slots)
             unreadable = self._unreadable_count() + skipped
             snapshot = self._feed_head
         more = len(found) > size
@@ -2170,11 +2259,8 @@ class ColumnStore:
                 a = self._arr
                 owner_id = self._owner_ids.get(owner, -1)
                 ranked = sorted(
-                    (sort_key(int(a.taken[slot]), self._slot_ids[slot]), self._slot_ids[slot], slot)
-                    for slot in (
-                        self._slot_of[i]
-                        for i in (self._trash if trashed_only else self._favourites).ids("1")
-                    )
+                    (int(a.taken_key[slot]), self._slot_ids[slot], slot)
+                    for slot in (self._trash if trashed_only else self._favourites).slots("1")
                     if (not owner or a.owner[slot] == owner_id)
                     and (status is AnalysisStatus.UNSPECIFIED or a.status[slot] == status)
                 )
@@ -2191,7 +2277,7 @@ class ColumnStore:
                 found, skipped = self._readable_metas((r[2] for r in ranked), size + 1)
             else:
                 index = (
-                    (self._taken_by_owner.get(owner) or TakenIndex())
+                    (self._taken_by_owner.get(owner) or TakenIndex(self._taken_keys))
                     if owner
                     else (self._taken_all)
                 )
@@ -2246,9 +2332,9 @@ class ColumnStore:
             images, raw = self._live, self._raw_image_bytes
             unreadable = self._unreadable_count()
             bg = f"{self._bg_error[0]}: {self._bg_error[1]}" if self._bg_error else ""
-            pending_ids = self._by_status.ids(str(int(AnalysisStatus.PENDING)))
-            pending_count = len(pending_ids)
-            oldest_ms = int(self._arr.created[self._slot_of[pending_ids[0]]]) if pending_ids else 0
+            pending_slots = self._by_status.slots(str(int(AnalysisStatus.PENDING)))
+            pending_count = len(pending_slots)
+            oldest_ms = int(self._arr.created[pending_slots[0]]) if pending_slots else 0
             head, horizon = self._feed_head, self._horizon
             feed_damaged = self._feed_damaged_count
         columns: dict[str, list[int]] = {c.name: [0, 0] for c in COLUMNS}

@@ -28,7 +28,13 @@ the acknowledged path costs about a tenth of the CPU; the work is the same, only
   thread), so during a burst of puts the acks keep the CPU and the thumbnails catch up after.
 - On demand: `thumbnail()` of an image whose thumbnails are not made yet makes them at once
   (and stores them), so a gallery never shows a hole; a worker and a reader never make the
-  same image's at once.
+  same image's at once. A batch claims each image only when its turn comes and lets it go once
+  stored or failed, stops at its first decode that waited in vain for decode memory (BUSY; the
+  rest are tried again a second later) and takes no new image after `BATCH_MAX_S`: a reader
+  asking for an image of a batch waits for that image's own decode (and the batch's store),
+  not for the batch's other decodes, and hears BUSY at once when that decode was busy. (Claimed
+  together and let go together, with the memory held, a batch kept a reader up to 8 decode
+  waits: 25-28 s with the 4 s wait, past the gateway's 10 s deadline.)
 - An image whose full decode fails (corrupt past its header, which the structural check
   cannot see) keeps its bytes and is marked ThumbState.FAILED with the decoder's message as
   `thumb_detail`; GetThumbnail then says so (INVALID_ARGUMENT, reason INVALID_IMAGE).
@@ -82,11 +88,30 @@ WORKER_NICE = 10
 # Images a worker makes before storing their rows together (one fsync for the batch): what is
 # queued when it starts, up to this many. 1: a row and an fsync per image (the path before).
 BATCH_SIZE = 8
+# A batch takes no new image once it has run this long (the rest wait for the worker's next
+# batch): an image it made waits for the batch's store, and a reader asking for it with it.
+# A batch of 8 made with free decode memory takes a few tens of milliseconds.
+BATCH_MAX_S = 1.0
 # While puts arrive, a worker makes one image at a time and waits this long after each (0: one
 # at a time, no pause).
 FOREGROUND_YIELD_S = 0.005
 # (content type, small, its size, preview, its size), as store.set_thumbnails takes them.
 Made = tuple[str, bytes, tuple[int, int], bytes, tuple[int, int]]
+
+
+class _Claim:
+    """One thread making one image's thumbnails; others asking for them wait on `done`."""
+
+    __slots__ = ("busy", "done")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        # Its decode waited the whole decode wait for memory in vain (DecodeBusyError).
+        self.busy = False
+
+
+class _NotReachedError(Exception):
+    """A batch ran out of its time before this image's turn: the worker takes it next."""
 
 
 @dataclass(frozen=True)
@@ -117,12 +142,14 @@ class Thumbnailer:
         nice: int | None = None,
         batch_size: int | None = None,
         yield_s: float | None = None,
+        batch_max_s: float = BATCH_MAX_S,
     ) -> None:
         self._store = store
         self._budget = budget
         self._workers = max(1, workers)
         self._batch_size = max(1, batch_size or BATCH_SIZE)
         self._yield_s = FOREGROUND_YIELD_S if yield_s is None else yield_s
+        self._batch_max_s = batch_max_s
         self._queue: queue.Queue[tuple[int, str]] = queue.Queue(maxsize=queue_size)
         self._checkpoint_every_s = checkpoint_every_s
         self._nice = WORKER_NICE if nice is None else nice
@@ -131,7 +158,7 @@ class Thumbnailer:
         # seq of each queued or running put -> its image id.
         self._outstanding: dict[int, str] = {}
         # Image ids being made now (by a worker or on demand) -> set when done.
-        self._making: dict[str, threading.Event] = {}
+        self._making: dict[str, _Claim] = {}
         self._cursor = self._read_checkpoint()
         self._saved = self._cursor
         self._made = self._failed = self._on_demand = 0
@@ -209,34 +236,52 @@ class Thumbnailer:
         """Make the thumbnails of these images (those still PENDING and not being made by
         another thread) and store them together: one log write each, one fsync for all.
         Returns each image's metadata (None: deleted) and the errors of those not made (a
-        decode that could not get its memory, ...); an error storing them raises."""
-        claimed: dict[str, threading.Event] = {}
-        others: dict[str, threading.Event] = {}
-        with self._lock:
-            for image_id in image_ids:
-                if image_id in claimed or image_id in others:
-                    continue
-                running = self._making.get(image_id)
-                if running is None:
-                    claimed[image_id] = self._making[image_id] = threading.Event()
-                else:
-                    others[image_id] = running
+        decode that could not get its memory, ...); an error storing them raises.
+
+        Each image is claimed only when its turn comes and let go as soon as nothing more
+        will be done with it here (stored, or failed), so a reader asking for an image of the
+        batch waits at most for that one image's decode, not for the batch. The batch stops
+        at its first busy decode (the images after it answer DecodeBusyError too, unclaimed:
+        the worker tries them again later) and takes no new image once it has run for
+        `batch_max_s` (those answer _NotReachedError)."""
+        started = time.monotonic()
+        claimed: dict[str, _Claim] = {}
+        others: dict[str, _Claim] = {}
         results: dict[str, ImageMeta | None] = {}
         errors: dict[str, Exception] = {}
+        busy: DecodeBusyError | None = None
         try:
             items: list[tuple[str, Made | None, str]] = []
-            for image_id in claimed:
+            for index, image_id in enumerate(image_ids):
+                if image_id in claimed or image_id in others or image_id in errors:
+                    continue
+                if busy is not None:
+                    errors[image_id] = busy
+                    continue
+                if index and time.monotonic() - started > self._batch_max_s:
+                    errors[image_id] = _NotReachedError(image_id)
+                    continue
+                with self._lock:
+                    running = self._making.get(image_id)
+                    if running is None:
+                        claim = claimed[image_id] = self._making[image_id] = _Claim()
+                    else:
+                        others[image_id] = running
+                        continue
                 try:
                     current = self._store.get(image_id)
                     if current.thumb_state is not ThumbState.PENDING:
                         results[image_id] = current
+                        self._release(claimed.pop(image_id), image_id)
                         continue
                     _meta, data = self._store.read_data(image_id)
                 except ImageNotFoundError:
                     results[image_id] = None
+                    self._release(claimed.pop(image_id), image_id)
                     continue
                 except DataLossError as e:  # this image's bytes are damaged: not the others
                     errors[image_id] = e
+                    self._release(claimed.pop(image_id), image_id)
                     continue
                 try:
                     thumbs = render_thumbnails(data, budget=self._budget)
@@ -247,8 +292,16 @@ class Thumbnailer:
                     )
                     items.append((image_id, None, str(e)))
                     continue
+                except DecodeBusyError as e:
+                    # The memory stayed taken for a whole wait: the next decodes would wait
+                    # as long. Whoever waits on this image hears BUSY at once.
+                    busy = errors[image_id] = e
+                    claim.busy = True
+                    self._release(claimed.pop(image_id), image_id)
+                    continue
                 except Exception as e:  # noqa: BLE001 - the others of the batch are still stored
                     errors[image_id] = e
+                    self._release(claimed.pop(image_id), image_id)
                     continue
                 made = (
                     thumbs.content_type,
@@ -269,17 +322,27 @@ class Thumbnailer:
                 self._made += made_count
                 self._failed += failed_count
         finally:
-            with self._lock:
-                for image_id, done in claimed.items():
-                    del self._making[image_id]
-                    done.set()
+            for image_id, claim in claimed.items():
+                self._release(claim, image_id)
         for image_id, running in others.items():
-            # Being made by another thread: wait, then make it here if that one did not.
-            running.wait(60.0)
+            # Being made by another thread: wait for it (one image's decode at most), then
+            # make it here if that one did not; BUSY if its decode waited in vain.
+            running.done.wait(60.0)
+            if running.busy:
+                errors[image_id] = DecodeBusyError(
+                    "storage is busy decoding other large images; try again shortly"
+                )
+                continue
             more, more_errors = self._make_many([image_id])
             results.update(more)
             errors.update(more_errors)
         return results, errors
+
+    def _release(self, claim: _Claim, image_id: str) -> None:
+        with self._lock:
+            if self._making.get(image_id) is claim:
+                del self._making[image_id]
+        claim.done.set()
 
     # --- the feed and the workers ------------------------------------------------------------
 
@@ -357,11 +420,16 @@ class Thumbnailer:
     def _work(self) -> None:
         self._lower_priority()
         seen = self._store.head_seq
+        # Images a batch did not reach (busy decode memory, or out of time): taken first next.
+        carried: list[tuple[int, str]] = []
         while not self._stop.is_set() and not self._store.is_closing:
-            try:
-                batch = [self._queue.get(timeout=0.5)]
-            except queue.Empty:
-                continue
+            if carried:
+                batch, carried = carried[:1], carried[1:]
+            else:
+                try:
+                    batch = [self._queue.get(timeout=0.5)]
+                except queue.Empty:
+                    continue
             head = self._store.head_seq
             if head != seen:
                 # Puts arrived since this worker's last image: they come first. One image,
@@ -372,6 +440,8 @@ class Thumbnailer:
                     self._stop.wait(self._yield_s)
             else:
                 # Catching up: what else is queued, up to a batch: its rows share one fsync.
+                take = min(len(carried), self._batch_size - len(batch))
+                batch, carried = batch + carried[:take], carried[take:]
                 while len(batch) < self._batch_size:
                     try:
                         batch.append(self._queue.get_nowait())
@@ -382,17 +452,19 @@ class Thumbnailer:
             except (StoreClosedError, StorageFullError, BackgroundError) as e:
                 # Not stored: they stay PENDING and outstanding (the checkpoint does not pass).
                 log.warning("thumbnails not stored", extra={"images": len(batch), "error": str(e)})
-                if isinstance(e, StoreClosedError) or not self._retry(batch):
+                if isinstance(e, StoreClosedError) or not self._retry(batch + carried):
                     return
+                carried = []
                 continue
             except Exception:  # noqa: BLE001 - one batch must not stop the thumbnailer
                 log.exception("thumbnailer failed on a batch", extra={"images": len(batch)})
                 errors = {}
-            retry = []
+            busy = False
             for seq, image_id in batch:
                 error = errors.get(image_id)
-                if isinstance(error, DecodeBusyError):
-                    retry.append((seq, image_id))
+                if isinstance(error, (DecodeBusyError, _NotReachedError)):
+                    carried.append((seq, image_id))
+                    busy = busy or isinstance(error, DecodeBusyError)
                     continue
                 if error is not None:
                     log.error(
@@ -401,8 +473,9 @@ class Thumbnailer:
                     )
                 with self._lock:
                     self._outstanding.pop(seq, None)
-            if retry and not self._retry(retry):
-                return
+            if busy:
+                # Decode memory stayed taken: a second before trying these again.
+                self._stop.wait(1.0)
 
     def _retry(self, items: list[tuple[int, str]]) -> bool:
         """Queue again, a second later, images whose thumbnails could not be stored now."""

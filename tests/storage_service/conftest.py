@@ -6,6 +6,7 @@ import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -159,3 +160,15 @@ def damage_row_meta(data_dir: Path, image_id: str) -> str:
             path.write_bytes(bytes(raw))
             return path.name
     raise AssertionError(f"{image_id} is in no segment")
+
+
+def listed_ids(store: ColumnStore, page_size: int, **kw: Any) -> list[str]:
+    """Every image id a listing gives, following its page tokens (`kw`: list_images' filters)."""
+    out: list[str] = []
+    token = ""
+    while True:
+        page = store.list_images(page_size, token, **kw)
+        out += [m.id for m in page.images]
+        token = page.next_page_token
+        if not token:
+            return out

@@ -5,6 +5,7 @@ only when it drops older rows; wait_for_change wakes on a visible change."""
 from __future__ import annotations
 
 import errno
+import random
 import threading
 import time
 
@@ -12,10 +13,12 @@ import pytest
 
 from storage_service.columnstore import vectors
 from storage_service.columnstore.errors import BackgroundError, HistoryCompactedError
-from storage_service.columnstore.feed import ChangeHistory
+from storage_service.columnstore.feed import CHUNK, ChangeHistory
 from storage_service.columnstore.fs import Fault, FaultInjectingFileSystem
+from storage_service.columnstore.id_array import id_bytes
 from storage_service.columnstore.model import AnnotationUpdate, ChangeKind
 from storage_service.columnstore.store import ColumnStore, StoreOptions
+from tests.storage_service.test_slot_map import ODD_IDS
 
 BIG = StoreOptions(memtable_bytes=1 << 30, retry_initial_s=0.05, retry_max_s=0.2)
 PUT, ANNOTATE, DELETE = ChangeKind.PUT, ChangeKind.ANNOTATE, ChangeKind.DELETE
@@ -241,8 +244,8 @@ def test_the_history_is_compact_and_trims(tmp_path):
     for seq in range(1, 100_001):
         history.append(seq * 2, 1 + seq % 3, f"{seq:032x}")
     assert len(history) == 100_000
-    # numpy chunks, not a Python object per change: about 41 bytes each.
-    assert history.nbytes() < 100_000 * 60
+    # numpy chunks, not a Python object per change: about 25 bytes each.
+    assert history.nbytes() < 100_000 * 30
     assert history.after(2 * 50_000, 2) == [
         (2 * 50_001, 1 + 50_001 % 3, f"{50_001:032x}"),
         (2 * 50_002, 1 + 50_002 % 3, f"{50_002:032x}"),
@@ -265,3 +268,61 @@ def test_fsync_and_flush_observers_are_called(tmp_path, small_images):
     store.flush()
     assert len(flushes) == 1 and flushes[0] > 0
     store.close()
+
+
+def test_the_history_keeps_ids_as_16_bytes_and_round_trips_every_shape_exactly():
+    # Ids as the store makes them (32 lowercase hex digits) with odd ones among them: hex
+    # look-alikes, the all-zero id (its bytes equal an odd id's zero bytes), "" and non-ASCII.
+    rng = random.Random(7)
+    n = 12 * CHUNK  # a whole number of chunks: nothing left in the Python tail
+    odd = [*ODD_IDS, "", "0" * 32 + "\x00", "00" * 15 + "0\x00", "é" * 32]
+    ids = [f"{rng.getrandbits(128):032x}" for _ in range(n)]
+    ids[0] = "0" * 32
+    for k, odd_id in enumerate(odd):
+        ids[1 + k * (n // len(odd))] = odd_id
+        ids[2 + k * (n // len(odd))] = "0" * 32
+    changes = [(3 * i + 1, 1 + i % 3, image_id) for i, image_id in enumerate(ids)]
+    history = ChangeHistory()
+    for change in changes:
+        history.append(*change)
+    assert len(history) == n
+    assert history.after(0, n + 5) == changes
+    # Paged across chunk boundaries, from seqs between changes: the same sequence.
+    got, after = [], 0
+    while page := history.after(after, 1000 - 7):
+        got += page
+        after = page[-1][0] + 1
+    assert got == changes
+    # 8 bytes of seq, 1 of kind, 16 of id per change (41 with 32-byte ids), odd ids aside.
+    assert history.nbytes() == 25 * n + 100 * len(odd)
+    # After a trim (part of a chunk and whole chunks gone): the rest exactly, the side
+    # table trimmed with it; then appends in the tail, odd and hex.
+    cut = n // 2 + 11
+    history.trim_below(changes[cut][0])
+    more = [(3 * n + 1, 1, "x"), (3 * n + 2, 2, ids[5]), (3 * n + 3, 3, "")]
+    for change in more:
+        history.append(*change)
+    assert history.after(0, n) == changes[cut:] + more
+    assert history.after(changes[-2][0], 3) == [changes[-1], *more[:2]]
+    # The side table holds the frozen changes' odd ids only (the tail keeps its strings).
+    assert len(history._odd) == sum(1 for _s, _k, i in changes[cut:] if id_bytes(i) is None)
+
+
+def test_odd_ids_in_the_feed_survive_flushes_and_a_restart(tmp_path, small_images):
+    # The store's id counter past four hex digits makes 33-digit ids (kept in the side table).
+    store = ColumnStore.open(tmp_path / "s", StoreOptions(memtable_bytes=20_000))
+    ids = [store.put(f"{i}.jpg", "", im).image.id for i, im in enumerate(small_images[:4])]
+    store._last_id_ms, store._id_counter = int(time.time() * 1000) + 600_000, 0xFFFF
+    ids += [store.put(f"o{i}.jpg", "", im).image.id for i, im in enumerate(small_images[4:8])]
+    assert [id_bytes(i) is None for i in ids] == [False] * 4 + [True] * 4
+    store.flush()
+    store.update_annotations(ids[5], _tag("x"))
+    store.update_annotations(ids[1], _tag("y"))
+    store.delete(ids[6])
+    before = _feed(store)
+    assert [i for _s, _k, i in before] == ids + [ids[5], ids[1], ids[6]]
+    store.close()
+
+    reopened = ColumnStore.open(tmp_path / "s", StoreOptions(memtable_bytes=20_000))
+    assert _feed(reopened) == before
+    reopened.close()

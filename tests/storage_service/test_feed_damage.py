@@ -29,17 +29,21 @@ from tests.storage_service.conftest import damage_row_meta, put
 OPTS = StoreOptions(memtable_bytes=1 << 30, compact_min_segments=1000, compact_dead_fraction=2.0)
 
 
-def _store_with_damage(tmp_path: Path, small_images) -> tuple[Path, list[str], str, str]:
+def _store_with_damage(
+    tmp_path: Path, small_images, data_dir: Path | None = None
+) -> tuple[Path, list[str], str, str]:
     """Six images (the third tagged later) flushed to a segment, then the third's metadata
-    row damaged on disk: (data dir, ids, victim, segment name)."""
-    store = ColumnStore.open(tmp_path / "s", OPTS)
+    row damaged on disk: (data dir, ids, victim, segment name). In `data_dir` when given,
+    else tmp_path / "s"."""
+    data_dir = data_dir or tmp_path / "s"
+    store = ColumnStore.open(data_dir, OPTS)
     ids = [store.put(f"{i}.jpg", "ann", im).image.id for i, im in enumerate(small_images[:6])]
     store.update_annotations(ids[2], AnnotationUpdate(add_tags=("x",)))
     store.flush()
     store.close()
     victim = ids[2]
-    segment = damage_row_meta(tmp_path / "s", victim)
-    return tmp_path / "s", ids, victim, segment
+    segment = damage_row_meta(data_dir, victim)
+    return data_dir, ids, victim, segment
 
 
 def test_a_damaged_metadata_row_is_delivered_marked_and_the_feed_goes_on(
@@ -151,25 +155,18 @@ def test_watch_changes_over_grpc_marks_the_damaged_change_and_counts_it(tmp_path
         store.close()
 
 
-def test_the_thumbnailer_reads_past_a_damaged_row(tmp_path, small_images):
+def test_the_thumbnailer_reads_past_a_damaged_row(tmp_path, small_images, storage_runner):
     # The thumbnailer follows the same feed from its checkpoint: without one it reads from the
     # start, through the damaged row, and still makes the thumbnails of a later put.
-    data_dir, _ids, victim, _segment = _store_with_damage(tmp_path, small_images)
+    data_dir, _ids, victim, _segment = _store_with_damage(
+        tmp_path, small_images, storage_runner.data_dir
+    )
     (data_dir / "thumbnailer.json").unlink(missing_ok=True)
-    store = ColumnStore.open(data_dir, OPTS)
-    server, port, health = build_server(store, "127.0.0.1:0")
-    server.start()
-    health.set_serving(True)
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=channel_options())
-    try:
-        # Over gRPC, a put's thumbnails are made after the ack, by the thumbnailer.
-        later = put(pb1_grpc.StorageServiceStub(channel), small_images[7].data, "l.jpg").image.id
-        deadline = time.monotonic() + 20
-        while store.get(later).thumb_state is not ThumbState.MADE:
-            assert time.monotonic() < deadline, "the thumbnailer is stuck behind the damage"
-            time.sleep(0.05)
-        assert store.feed_damaged_count >= 1
-    finally:
-        channel.close()
-        server.stop(grace=None)
-        store.close()
+    service = storage_runner.start()
+    # Over gRPC, a put's thumbnails are made after the ack, by the thumbnailer.
+    later = put(service.stub, small_images[7].data, "l.jpg").image.id
+    deadline = time.monotonic() + 20
+    while service.store.get(later).thumb_state is not ThumbState.MADE:
+        assert time.monotonic() < deadline, "the thumbnailer is stuck behind the damage"
+        time.sleep(0.05)
+    assert service.store.feed_damaged_count >= 1

@@ -1,6 +1,6 @@
-"""The id -> slot map (slot_map.py) on its own, and the store reusing deleted images' slots:
-collisions, growth, removal, bulk load, reuse then reopen, and a kill -9 in the middle of
-churn."""
+"""The id -> slot map (slot_map.py, over the fixed-width ids of id_array.py) on its own, and
+the store reusing deleted images' slots: collisions, odd ids, growth, removal, bulk load, reuse
+then reopen, and a kill -9 in the middle of churn."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 
+from storage_service.columnstore.id_array import IdArray
 from storage_service.columnstore.image_check import prepare_image
 from storage_service.columnstore.model import (
     AnnotationUpdate,
@@ -24,14 +25,21 @@ from storage_service.columnstore.model import (
 from storage_service.columnstore.slot_map import SlotMap
 from storage_service.columnstore.store import ColumnStore
 from tests.conftest import REPO_ROOT
-from tests.storage_service.conftest import SMALL_MEMTABLE
+from tests.storage_service.conftest import SMALL_MEMTABLE, listed_ids
 
 
-class _Colliding(str):
-    """An id whose hash is the same as every other's: every key lands in one probe run."""
-
-    def __hash__(self) -> int:
-        return 12345
+def _colliding_ids(count: int, mask: int = 1023) -> list[str]:
+    """Real 32-hex ids (as the store makes them) whose hashes share their low bits: every one
+    lands in the same probe run of a table of mask + 1 entries."""
+    rng = np.random.default_rng(11)
+    found: list[str] = []
+    while len(found) < count:
+        raw = rng.integers(0, 256, size=(200_000, 16), dtype=np.uint8)
+        pool = IdArray()
+        pool.assign([row.tobytes().hex() for row in raw])
+        hashes = pool.hashes(np.arange(len(pool)))
+        found += [pool[i] for i in np.flatnonzero((hashes & np.uint64(mask)) == 7).tolist()]
+    return found[:count]
 
 
 def _check(m: SlotMap, model: dict[str, int], absent: list[str]) -> None:
@@ -46,25 +54,45 @@ def _check(m: SlotMap, model: dict[str, int], absent: list[str]) -> None:
 
 
 def test_every_key_colliding_is_still_found_and_removed(tmp_path):
-    ids: list[str] = []
+    colliding = _colliding_ids(301)
+    ids = IdArray()
     m = SlotMap(ids)
+    assert len({ids.key(k)[0] & (m.capacity - 1) for k in colliding}) == 1
     model: dict[str, int] = {}
     for i in range(300):
-        ids.append(_Colliding(f"id{i}"))
-        m.add(ids[i], i)
-        model[ids[i]] = i
-    _check(m, model, [_Colliding("nope"), "id1x"])
+        ids.append(colliding[i])
+        m.add(colliding[i], i)
+        model[colliding[i]] = i
+    assert m.capacity == 1024  # still one probe run of 300
+    _check(m, model, [colliding[300], "id1x", colliding[0].upper()])
     # Remove from the front, the middle and the end of the single probe run.
     for i in [0, 150, 299, *range(1, 100, 3)]:
-        assert m.remove(ids[i]) == i
-        del model[ids[i]]
-        _check(m, model, [ids[i]])
-    assert m.remove(_Colliding("never")) is None
+        assert m.remove(colliding[i]) == i
+        del model[colliding[i]]
+        ids[i] = ""
+        _check(m, model, [colliding[i]])
+    assert m.remove(colliding[300]) is None
+
+
+# Ids the store never makes but must still tell apart: shorter, longer, upper case, spaces,
+# non-ASCII, empty-looking, and a 33-digit id (a counter past four hex digits).
+ODD_IDS = [
+    "id1",
+    "x",
+    "0" * 31,
+    "0" * 33,
+    "f" * 34,
+    "A" * 32,
+    "ab " * 10 + "ab",
+    "ünïcödé-ïd",
+    "0196f0a1b2c3" + "10000" + "a" * 16,
+    "../etc/passwd",
+]
 
 
 def test_random_adds_and_removes_agree_with_a_dict_through_growth_and_bulk_load():
     rng = random.Random(3)
-    ids: list[str] = []
+    ids = IdArray()
     free: list[int] = []
     m = SlotMap(ids)
     model: dict[str, int] = {}
@@ -79,7 +107,10 @@ def test_random_adds_and_removes_agree_with_a_dict_through_growth_and_bulk_load(
             free.append(slot)
             removed.append(key)
         else:
-            key = f"{rng.getrandbits(128):032x}"
+            if step % 997 == 0:
+                key = f"{rng.choice(ODD_IDS)}-{step}"
+            else:
+                key = f"{rng.getrandbits(128):032x}"
             slot = free.pop() if free else len(ids)
             if slot == len(ids):
                 ids.append(key)
@@ -90,6 +121,7 @@ def test_random_adds_and_removes_agree_with_a_dict_through_growth_and_bulk_load(
         capacities.add(m.capacity)
         assert 2 * len(m) <= m.capacity
     assert len(capacities) > 3  # it grew several times
+    assert 0 < ids.odd_count - len(free) < 40
     _check(m, model, removed[-500:])
     # Rebuilt at once from the live slots: the same answers.
     live = np.array(sorted(model.values()), dtype=np.int64)
@@ -99,21 +131,13 @@ def test_random_adds_and_removes_agree_with_a_dict_through_growth_and_bulk_load(
     assert again.nbytes == 4 * again.capacity
 
 
-def test_bulk_load_with_colliding_keys():
-    ids = [_Colliding(f"c{i}") for i in range(200)] + [f"plain{i}" for i in range(2000)]
+def test_bulk_load_with_colliding_and_odd_keys():
+    keys = _colliding_ids(200) + [f"plain{i}" for i in range(2000)] + ODD_IDS
+    ids = IdArray()
+    ids.assign(keys)
     m = SlotMap(ids)
     m.bulk_load(np.arange(len(ids)))
-    _check(m, {k: i for i, k in enumerate(ids)}, ["c-1", _Colliding("c-1")])
-
-
-def _listing(store: ColumnStore, **kw) -> list[str]:
-    out, token = [], ""
-    while True:
-        page = store.list_images(7, token, **kw)
-        out += [m.id for m in page.images]
-        token = page.next_page_token
-        if not token:
-            return out
+    _check(m, {k: i for i, k in enumerate(keys)}, ["c-1", keys[0].upper(), "", " " + keys[1]])
 
 
 def test_deleted_slots_are_reused_by_later_puts_and_reopen_agrees(tmp_path, small_images):
@@ -129,10 +153,10 @@ def test_deleted_slots_are_reused_by_later_puts_and_reopen_agrees(tmp_path, smal
     again = [store.put(f"{i}.jpg", "ann", im).image.id for i, im in enumerate(small_images[:6])]
     assert len(store._slot_ids) == slots_before  # no new slot: the six freed ones were reused
     live = ids[6:] + again
-    assert _listing(store) == sorted(live, reverse=True)
-    assert _listing(store, owner="ann") == sorted(live, reverse=True)
+    assert listed_ids(store, 7) == sorted(live, reverse=True)
+    assert listed_ids(store, 7, owner="ann") == sorted(live, reverse=True)
     # A deleted image's date-taken entries do not come back through its reused slot.
-    by_taken = _listing(store, order=ListOrder.TAKEN_NEWEST)
+    by_taken = listed_ids(store, 7, order=ListOrder.TAKEN_NEWEST)
     assert sorted(by_taken) == sorted(live) and len(by_taken) == len(live)
     assert store.list_images(favourite_only=True).images == ()
     for i, image_id in enumerate(again):
@@ -154,7 +178,7 @@ def test_deleted_slots_are_reused_by_later_puts_and_reopen_agrees(tmp_path, smal
 
     reopened = ColumnStore.open(tmp_path / "s", SMALL_MEMTABLE)
     assert len(reopened._slot_ids) == len(live)  # only live images have a slot after open
-    assert _listing(reopened) == sorted(live, reverse=True)
+    assert listed_ids(reopened, 7) == sorted(live, reverse=True)
     for i, image_id in enumerate(again):
         assert [m.id for m in reopened.find_by_filename(f"{i}.jpg")] == [image_id]
     assert [(c.kind, c.image_id) for c in reopened.changes(0, limit=1000).changes] == kinds
@@ -249,7 +273,7 @@ def test_kill_9_in_the_middle_of_churn_keeps_every_acknowledged_write(tmp_path):
                 trying = ""
         store = ColumnStore.open(data, SMALL_MEMTABLE)
         try:
-            listed = _listing(store)
+            listed = listed_ids(store, 7)
             # The write the kill cut short may or may not have happened, nothing else.
             if trying and trying not in listed:
                 acked[trying] = False
