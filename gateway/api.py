@@ -15,7 +15,7 @@ from gateway import operations as ops
 from gateway.clients import match_field_word
 from gateway.errors import BadRequestError, ServiceError, error_body
 from gateway.image_json import STATUS_NAMES, image_json, iso_time, label_json
-from gateway.placeholders import STATE_HEADER, failed_thumbnail_detail, thumbnail_failed
+from gateway.placeholders import STATE_HEADER, thumbnail_unavailable
 from gateway.state import state
 from imagerepo.storage.v2 import storage_service_pb2 as storage_pb
 from imagerepo.vision.v2 import vision_service_pb2 as vision_pb
@@ -245,11 +245,12 @@ def thumbnail(image_id: str) -> Any:
     try:
         thumb = state().clients.get_thumbnail(image_id, THUMBNAIL_SIZES[size_name])
     except ServiceError as exc:
-        failed = failed_thumbnail_detail(image_id, exc)
-        if failed is None:
+        # No thumbnail will come of it (404), or storage is too busy to make it now (503 with
+        # Retry-After): a placeholder picture either way (gateway/placeholders).
+        answer = thumbnail_unavailable(image_id, exc)
+        if answer is None:
             raise
-        # No thumbnail will come of it: a placeholder picture with a 404 (gateway/placeholders).
-        return thumbnail_failed(failed)
+        return answer
     # A PENDING image's thumbnail is made by storage when first asked for: this is it too.
     response = Response(thumb.data, mimetype=thumb.content_type or "image/webp")
     response.headers["Cache-Control"] = IMMUTABLE

@@ -116,6 +116,8 @@ def create_app(config: GatewayConfig, clients: ServiceClients | None = None) -> 
             "csrf_field": CSRF_FIELD,
             "csrf_token": st.access.csrf_token,
             "keys_required": st.access.keys_required,
+            # app.js's first wait before asking again for a thumbnail storage was busy for.
+            "thumb_retry_after_s": st.config.thumbnail_retry_after_s,
         }
 
     @app.before_request

@@ -57,6 +57,9 @@ class GatewayConfig:
     similar_min_similarity: float = 0.35
     # Served originals keep their GPS position only when this is set (GATEWAY_KEEP_GPS=1).
     keep_gps: bool = False
+    # A thumbnail storage could not make yet (its decode memory busy with other large images)
+    # answers 503 with this Retry-After, in seconds; the pages ask again after it.
+    thumbnail_retry_after_s: int = 2
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> GatewayConfig:
@@ -104,6 +107,9 @@ class GatewayConfig:
                 env.get("GATEWAY_SIMILAR_MIN_SIMILARITY", cls.similar_min_similarity)
             ),
             keep_gps=env.get("GATEWAY_KEEP_GPS", "").lower() in ("1", "true", "yes"),
+            thumbnail_retry_after_s=int(
+                env.get("GATEWAY_THUMBNAIL_RETRY_AFTER_S", cls.thumbnail_retry_after_s)
+            ),
         )
 
 

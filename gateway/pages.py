@@ -31,7 +31,7 @@ from gateway.ingest import PENDING
 from gateway.integrity import integrity_summary
 from gateway.mosaic import MAX_COLUMNS, render_mosaic
 from gateway.mosaic_tiles import NoTilesError
-from gateway.placeholders import failed_thumbnail_detail, thumbnail_failed
+from gateway.placeholders import thumbnail_unavailable
 from gateway.state import state
 
 pages = Blueprint("pages", __name__)
@@ -412,11 +412,12 @@ def mosaic_image(image_id: str) -> Any:
     try:
         thumb = st.clients.get_thumbnail(image_id, THUMBNAIL_SIZES["preview"])
     except ServiceError as exc:
-        failed = failed_thumbnail_detail(image_id, exc)
-        if failed is None:
+        # Nothing to rebuild (or not yet): the thumbnail URL's placeholder and 404 (the page
+        # says why), or its 503 while storage is busy.
+        answer = thumbnail_unavailable(image_id, exc)
+        if answer is None:
             raise
-        # Nothing to rebuild: the thumbnail URL's placeholder and 404 (the page says why).
-        return thumbnail_failed(failed)
+        return answer
     try:
         tile_set = st.tiles.tile_set()
     except NoTilesError as exc:

@@ -379,12 +379,21 @@ function setupViewer() {
     if (node) openFor(node, e);
   });
   // Past the last photo loaded, the next page of the gallery comes in first (no wrap round
-  // while older photos exist).
-  async function step(by) {
+  // while older photos exist). Steps run one after another: "next" pressed again while that
+  // page comes in moves on from where the first press landed, not from the same photo again.
+  let stepping = Promise.resolve();
+  function step(by) {
+    const go = () => stepNow(by);
+    stepping = stepping.then(go, go);
+    return stepping;
+  }
+  async function stepNow(by) {
+    if (box.hidden) return;
     const all = items();
     if (by > 0 && current === all.length - 1 && document.getElementById("older")) {
       const id = all[current].dataset.id;
       await loadOlder();
+      if (box.hidden) return;  // closed meanwhile: it stays closed
       current = items().findIndex((n) => n.dataset.id === id);  // where it is now
     }
     show(current + by, false);
@@ -395,6 +404,24 @@ function setupViewer() {
   zoom.addEventListener("click", toggleZoom);
   img.addEventListener("click", toggleZoom);
   remove.addEventListener("click", deleteCurrent);
+  // A preview drawn while storage was too busy to make it (the "Preview being made" picture):
+  // the photo's state is asked once, and a pending one is asked again until it is made (the
+  // viewer's own retry, beside its tile's), then loaded; a damaged one gets the sign.
+  img.addEventListener("load", async () => {
+    const item = items()[current];
+    if (!item || item.dataset.thumbState !== "pending" || item.dataset.lbAsked === img.src) return;
+    item.dataset.lbAsked = img.src;
+    try {
+      const reply = await fetch(`/api/images/${encodeURIComponent(item.dataset.id)}`, { headers: { Accept: "application/json" } });
+      const image = reply.ok ? await reply.json() : null;
+      if (!image || image.thumbnail_state !== "pending" || items()[current] !== item) return;
+      askAgainUntilMade(img, stage, async () => {
+        item.dataset.noPreview = "";
+        item.dataset.thumbState = "failed";
+        if (items()[current] === item) show(current, false);
+      });
+    } catch (_) { /* left as it is */ }
+  });
   // A preview that fails to load (its tile drawn before storage found the file damaged): when
   // the photo's thumbnails failed, the viewer shows the sign instead.
   img.addEventListener("error", async () => {
@@ -565,8 +592,13 @@ function setupSelection() {
       const next = neighbour(tile, e.key);
       if (next) move(next);
       // Past the last photo loaded in the gallery, the older ones come in first.
+      // A key pressed again while they come moves on from where the last press landed.
       else if (e.key === "ArrowRight" || e.key === "ArrowDown") {
-        loadOlder().then((more) => { const again = more && neighbour(tile, e.key); if (again) move(again); });
+        loadOlder().then((more) => {
+          const here = document.activeElement && document.activeElement.closest("figure.tile");
+          const again = more && here && neighbour(here, e.key);
+          if (again) move(again);
+        });
       }
     }
   });
@@ -743,6 +775,47 @@ function setupConfirm(root) {
   });
 }
 
+// A pending photo's <img> that is still pending once it has loaded drew the placeholder of a
+// thumbnail storage was too busy to make (503, "Preview being made", Retry-After). The URL is
+// asked again (HEAD, never from the cache) after the gateway's Retry-After (the page's
+// data-thumb-retry-s; an <img> cannot read its answer's headers), then after each answer's
+// Retry-After, up to RETRY_TRIES times; once it answers the thumbnail, `holder` becomes
+// data-thumb-state "ready" and the <img> loads it again; a damaged file found meanwhile calls
+// `onFailed`. While it waits, `holder` carries data-thumb-retry (the number of asks so far).
+const RETRY_FIRST_S = 2, RETRY_TRIES = 30;
+
+async function askAgainUntilMade(img, holder, onFailed) {
+  if (holder.dataset.thumbRetry) return;
+  holder.dataset.thumbRetry = "0";
+  const src = img.getAttribute("src"), srcset = img.getAttribute("srcset");
+  const url = img.currentSrc || img.src;
+  let wait = Number(document.body.dataset.thumbRetryS) || RETRY_FIRST_S;
+  try {
+    for (let tries = 1; tries <= RETRY_TRIES; tries++) {
+      await new Promise((done) => setTimeout(done, wait * 1000));
+      if (!holder.isConnected) return;
+      holder.dataset.thumbRetry = String(tries);
+      let reply;
+      try { reply = await fetch(url, { method: "HEAD", cache: "no-store" }); } catch (_) { continue; }
+      const thumbState = reply.headers.get("X-Thumbnail-State");
+      if (reply.status === 503 && thumbState === "pending") {
+        wait = Math.min(60, Math.max(1, Number(reply.headers.get("Retry-After")) || RETRY_FIRST_S));
+        continue;
+      }
+      if (thumbState === "failed") { await onFailed(); return; }
+      if (!reply.ok) continue;  // storage away for a moment: ask again
+      holder.dataset.thumbState = "ready";
+      if (img.getAttribute("src") !== src) return;  // the <img> shows something else by now
+      img.removeAttribute("srcset"); img.removeAttribute("src");
+      if (srcset) img.setAttribute("srcset", srcset);
+      img.setAttribute("src", src);
+      return;
+    }
+  } finally {
+    delete holder.dataset.thumbRetry;
+  }
+}
+
 // --- photos whose previews could not be made ---------------------------------------------------
 
 // Storage keeps a file damaged past its header as uploaded but can make no thumbnail of it
@@ -785,14 +858,19 @@ const THUMB_SRC = /\/api\/images\/([^/?#]+)\/thumbnail/;
 
 function setupNoPreview() {
   const asked = new WeakSet();
-  async function imageOf(img) {
-    const match = THUMB_SRC.exec(img.currentSrc || img.src || "");
-    if (!match || asked.has(img)) return undefined;
-    asked.add(img);
+  async function stateOf(id) {
     try {
-      const reply = await fetch(`/api/images/${match[1]}`, { headers: { Accept: "application/json" } });
+      const reply = await fetch(`/api/images/${id}`, { headers: { Accept: "application/json" } });
       return reply.ok ? await reply.json() : null;
     } catch (_) { return null; }
+  }
+  async function imageOf(img) {
+    const match = THUMB_SRC.exec(img.currentSrc || img.src || "");
+    const holder = img.closest("[data-thumb-state][data-id]");
+    const id = match ? match[1] : holder && encodeURIComponent(holder.dataset.id);
+    if (!id || asked.has(img)) return undefined;
+    asked.add(img);
+    return stateOf(id);
   }
   function showSign(img, image) {
     if (img.id === "preview") { location.reload(); return; }  // the page draws the sign and why
@@ -817,11 +895,18 @@ function setupNoPreview() {
   // gets the sign, and the viewer says why.
   async function settled(img) {
     const holder = img.closest('[data-thumb-state="pending"]');
-    if (!holder) return;
+    if (!holder || holder.dataset.thumbRetry) return;  // asked again already
     const image = await imageOf(img);
     if (image === undefined || !image) return;
     holder.dataset.thumbState = image.thumbnail_state;
     if (image.thumbnail_state === "failed") showSign(img, image);
+    else if (image.thumbnail_state === "pending") retryLater(img, holder, image);
+  }
+  function retryLater(img, holder, image) {
+    askAgainUntilMade(img, holder, async () => {
+      const now = await stateOf(encodeURIComponent(image.id));
+      if (now) { holder.dataset.thumbState = "failed"; showSign(img, now); }
+    });
   }
   document.addEventListener("error", (e) => {
     if (e.target instanceof HTMLImageElement && e.target.id !== "lb-image") failed(e.target);

@@ -21,7 +21,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from tests.support import png_damaged_in_pixels
 
-from .browser_support import PHONE, SHOTS, fresh_photo, new_context, shoot, upload
+from .browser_support import PHONE, SHOTS, fresh_photo, page_in, shoot, upload
 from .test_api_schemas import check
 
 WIDE = {"width": 1280, "height": 900}
@@ -80,10 +80,7 @@ def test_the_gallery_tile_is_a_sign_with_the_name_not_a_broken_image(
     browser: Browser, url, library, viewport, scheme
 ):
     image_id = library["image"]["id"]
-    context = new_context(browser, viewport, scheme)
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    try:
+    with page_in(browser, viewport, scheme) as page:
         page.goto(f"{url}/")
         tile = page.locator(f'figure.tile[data-id="{image_id}"]')
         sign = tile.locator(".no-preview")
@@ -101,16 +98,11 @@ def test_the_gallery_tile_is_a_sign_with_the_name_not_a_broken_image(
         assert page.locator("figure.tile img.thumb").count() == 3
         assert page.evaluate(BROKEN) == []
         shoot(page, f"no-preview-gallery-{viewport['width']}-{scheme}")
-    finally:
-        context.close()
 
 
 def test_the_viewer_says_why_and_still_downloads_and_deletes(browser: Browser, url, library):
     image_id = library["image"]["id"]
-    context = new_context(browser, WIDE)
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    try:
+    with page_in(browser, WIDE) as page:
         page.goto(f"{url}/")
         page.locator(f'figure.tile[data-id="{image_id}"] .thumb-link').click()
         sign = page.locator("#lb-no-preview")
@@ -135,8 +127,6 @@ def test_the_viewer_says_why_and_still_downloads_and_deletes(browser: Browser, u
         with page.expect_download() as download:
             page.locator("#lb-download").click()
         assert download.value.path().read_bytes() == library["sent"]
-    finally:
-        context.close()
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
@@ -145,10 +135,7 @@ def test_the_image_page_says_why_and_offers_the_original(
     browser: Browser, url, library, viewport, scheme
 ):
     image = library["image"]
-    context = new_context(browser, viewport, scheme)
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    try:
+    with page_in(browser, viewport, scheme) as page:
         page.goto(f"{url}/images/{image['id']}")
         preview = page.locator("section.preview")
         expect(preview.locator(".no-preview")).to_be_visible()
@@ -160,8 +147,6 @@ def test_the_image_page_says_why_and_offers_the_original(
         page.wait_for_function("() => [...document.images].every(i => i.complete)")
         assert page.evaluate(BROKEN) == []
         shoot(page, f"no-preview-image-{viewport['width']}-{scheme}")
-    finally:
-        context.close()
 
 
 def test_an_img_drawn_for_it_anyway_shows_the_placeholder_picture(page: Page, url, library):
@@ -191,10 +176,7 @@ def test_its_mosaic_page_says_why_instead_of_a_broken_image(
     browser: Browser, url, library, viewport, scheme
 ):
     image = library["image"]
-    context = new_context(browser, viewport, scheme)
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    try:
+    with page_in(browser, viewport, scheme) as page:
         page.goto(f"{url}/images/{image['id']}/mosaic")
         expect(page.locator("#mosaic-unavailable")).to_be_visible()
         sign = page.locator(".mosaic-no-preview .no-preview")
@@ -210,8 +192,6 @@ def test_its_mosaic_page_says_why_instead_of_a_broken_image(
         assert box and box["x"] >= 0 and box["x"] + box["width"] <= viewport["width"]
         assert page.evaluate("() => document.documentElement.scrollWidth") <= viewport["width"]
         shoot(page, f"no-preview-mosaic-{viewport['width']}-{scheme}")
-    finally:
-        context.close()
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
@@ -222,10 +202,7 @@ def test_its_thumbnail_in_an_img_is_the_placeholder_picture(
     """<img> tags of both thumbnail sizes, at a tile's shapes (cropped as the gallery crops),
     draw the placeholder in the reader's colour scheme; the URL opened itself shows it too."""
     image = library["image"]
-    context = new_context(browser, viewport, scheme)
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    try:
+    with page_in(browser, viewport, scheme) as page:
         opened = page.goto(f"{url}{image['links']['thumbnail']}")
         assert opened is not None and opened.status == 404
         assert opened.headers["x-thumbnail-state"] == "failed"
@@ -268,8 +245,6 @@ def test_its_thumbnail_in_an_img_is_the_placeholder_picture(
         assert sizes == [[300, 300]] * 4
         assert page.evaluate(BROKEN) == []
         shoot(page, f"no-preview-thumbnail-imgs-{viewport['width']}-{scheme}", full=False)
-    finally:
-        context.close()
 
 
 def test_move_to_trash_from_the_viewer(page: Page, url, library):
