@@ -11,8 +11,10 @@ when it does not.
 from __future__ import annotations
 
 import io
+import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ import numpy as np
 import pytest
 import requests
 from PIL import Image
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect, sync_playwright
 
 from tests.conftest import REPO_ROOT
 
@@ -39,6 +41,11 @@ SHOTS = ARTIFACTS / "screenshots"
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1366, "height": 900}
 
+# `expect(...)` assertions wait up to 30 s for what they assert (Playwright's default is 5 s):
+# the machines these tests run on are shared 2-core hosts where a thumbnail or a fetched page
+# can take seconds under load. Only a failing assertion waits that long.
+expect.set_options(timeout=30_000)
+
 
 # --- fixtures (registered in tests/integration/conftest.py) -----------------------------------
 
@@ -55,11 +62,8 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
     """A desktop page (1366 px, light) in a context of its own."""
-    context = new_context(browser)
-    opened = context.new_page()
-    opened.set_default_timeout(60_000)
-    yield opened
-    context.close()
+    with page_in(browser) as opened:
+        yield opened
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +108,52 @@ def new_context(
     )
 
 
+@contextmanager
+def page_in(
+    browser: Browser,
+    viewport: dict[str, int] = DESKTOP,
+    scheme: str = "light",
+    scale: float | None = None,
+    *,
+    timeout_ms: float = 60_000,
+    **extra: Any,
+) -> Iterator[Page]:
+    """A page in a context of its own (`new_context`'s size, colour scheme, scale and extra
+    context options), waiting up to `timeout_ms` for what it is told to wait for; the context
+    is closed on leaving, whatever happened."""
+    context = new_context(browser, viewport, scheme, scale, **extra)
+    try:
+        opened = context.new_page()
+        opened.set_default_timeout(timeout_ms)
+        yield opened
+    finally:
+        context.close()
+
+
+def follow(link: Locator) -> None:
+    """Click a plain link (as without script) and wait until the page it points to has loaded:
+    a click only starts the navigation, and what is read at once is still the old page, or no
+    page at all."""
+    href = link.evaluate("a => a.href")
+    assert href != link.page.url, f"{href} is the page already: nothing to wait for"
+    link.click()
+    link.page.wait_for_url(lambda at: at == href)
+
+
+# An init script for the gallery: no infinite scroll, and its next page (fetched by the viewer's
+# "next" or the keys past the last photo loaded) held until `window.releaseOlder()` is called,
+# so keys can be pressed while it is on its way, however fast the machine is.
+HOLD_OLDER = """(() => {
+    delete window.IntersectionObserver;
+    const fetchNow = window.fetch.bind(window);
+    let release;
+    const released = new Promise((done) => { release = done; });
+    window.releaseOlder = () => release();
+    window.fetch = (what, ...rest) => String(what).includes("page=")
+        ? released.then(() => fetchNow(what, ...rest)) : fetchNow(what, ...rest);
+})()"""
+
+
 def shoot(page: Page, name: str, full: bool = True) -> Path:
     """A screenshot saved as tests/artifacts/screenshots/<name>.png, once the page is quiet;
     asserted not blank."""
@@ -117,6 +167,22 @@ def shoot(page: Page, name: str, full: bool = True) -> Path:
     return path
 
 
+def shoot_widths(
+    browser: Browser, url: str, pages: dict[str, str], schemes: tuple[str, ...] = ("light",)
+) -> None:
+    """Screenshots `<name>-<width>-<scheme>` of each page (name -> path under `url`) at desktop
+    (1366 px) and phone (390 px) widths in each colour scheme, each asserted to fit its width
+    (no sideways scrolling)."""
+    for scheme in schemes:
+        for width, viewport in (("1366", DESKTOP), ("390", PHONE)):
+            with page_in(browser, viewport, scheme) as shot:
+                for name, path in pages.items():
+                    shot.goto(url + path)
+                    shoot(shot, f"{name}-{width}-{scheme}")
+                    scroll_width = shot.evaluate("document.documentElement.scrollWidth")
+                    assert scroll_width <= viewport["width"], (name, width, scheme)
+
+
 def fresh_photo(photo: bytes, exif: Image.Exif | None = None, quality: int = 90) -> bytes:
     """A real photo as new JPEG bytes (a unique comment, optional EXIF): stored, never an exact
     duplicate of another upload."""
@@ -127,6 +193,23 @@ def fresh_photo(photo: bytes, exif: Image.Exif | None = None, quality: int = 90)
             out, "JPEG", quality=quality, comment=uuid.uuid4().hex.encode(), **extra
         )
     return out.getvalue()
+
+
+def wait_searchable(url: str, query: str, ids: list[str], timeout_s: float = 120.0) -> None:
+    """Wait until a search for `query` finds every one of `ids`. Search follows storage's
+    change feed, and an upload is searchable only once its analysis is stored, so a photo
+    uploaded a moment ago may not be found yet; a test that searches for fresh uploads waits
+    here first, and fails with what was found if they never all appear."""
+    deadline = time.monotonic() + timeout_s
+    found: set[str] = set()
+    while time.monotonic() < deadline:
+        reply = requests.get(f"{url}/api/search", params={"q": query, "page_size": 100}, timeout=60)
+        reply.raise_for_status()
+        found = {h["image"]["id"] for h in reply.json()["hits"]}
+        if set(ids) <= found:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"search for {query!r} found {sorted(found)} of {sorted(ids)}")
 
 
 def upload(

@@ -10,7 +10,7 @@ import uuid
 import requests
 from playwright.sync_api import Browser, Page, expect
 
-from .browser_support import DESKTOP, PHONE, new_context, shoot, upload
+from .browser_support import DESKTOP, PHONE, page_in, shoot, upload, wait_searchable
 from .conftest import fresh_jpeg
 
 
@@ -32,7 +32,7 @@ def _album_id(page: Page) -> str:
 
 
 def test_album_create_add_remove_rename_delete_in_the_browser(
-    browser: Browser, gateway_url, photo_jpegs
+    browser: Browser, page: Page, gateway_url, photo_jpegs
 ):
     url = gateway_url
     tag = f"t{uuid.uuid4().hex[:6]}"
@@ -42,9 +42,6 @@ def test_album_create_add_remove_rename_delete_in_the_browser(
     ]
     outside = _upload(url, fresh_jpeg(photo_jpegs["coffee"]), f"album-{tag}-outside.jpg")
     name = f"Holiday {tag}"
-    context = new_context(browser)
-    page = context.new_page()
-    page.set_default_timeout(60_000)
     page.on("dialog", lambda dialog: dialog.accept())
 
     # Create from the Albums page: it opens the new, empty album.
@@ -70,13 +67,11 @@ def test_album_create_add_remove_rename_delete_in_the_browser(
     _tile(page, ids[2]).locator(".pick").check()
     expect(page.locator("#bulk-add-album")).to_be_visible()
     page.select_option("#bulk-album", album_id)
-    phone = new_context(browser, PHONE)
-    phone_page = phone.new_page()
-    phone_page.goto(url + "/")
-    _tile(phone_page, ids[1]).locator(".pick").check()
-    shoot(phone_page, "bulk-album-390-light", full=False)
-    assert phone_page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
-    phone.close()
+    with page_in(browser, PHONE) as phone_page:
+        phone_page.goto(url + "/")
+        _tile(phone_page, ids[1]).locator(".pick").check()
+        shoot(phone_page, "bulk-album-390-light", full=False)
+        assert phone_page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     page.click("#bulk-add-album")
     expect(page.locator("#album-notice")).to_contain_text("Added 2 photos")
     grid = page.locator("#album-grid figure.tile")
@@ -87,6 +82,7 @@ def test_album_create_add_remove_rename_delete_in_the_browser(
     expect(page.locator("#album-count")).to_contain_text("3 photos")
 
     # Search in the album: only its photos, though a fourth shares the word.
+    wait_searchable(url, tag, [*ids, outside])
     page.fill("#album-q", tag)
     page.locator("#album-q").press("Enter")
     expect(page.locator("#album-filter")).to_contain_text(name)
@@ -98,17 +94,17 @@ def test_album_create_add_remove_rename_delete_in_the_browser(
     # Screenshots of the album page and the albums list: desktop and phone, light and dark.
     for scheme in ("light", "dark"):
         for width, viewport in (("1366", DESKTOP), ("390", PHONE)):
-            shot_context = new_context(browser, viewport, scheme)
-            shot = shot_context.new_page()
-            for path, shot_name in ((f"/albums/{album_id}", "album"), ("/albums", "albums")):
-                shot.goto(url + path)
-                shoot(shot, f"{shot_name}-{width}-{scheme}")
+            with page_in(browser, viewport, scheme) as shot:
+                for path, shot_name in ((f"/albums/{album_id}", "album"), ("/albums", "albums")):
+                    shot.goto(url + path)
+                    shoot(shot, f"{shot_name}-{width}-{scheme}")
+                    assert (
+                        shot.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
+                    )
+                shot.goto(f"{url}/images/{ids[0]}")
+                shot.locator("#image-albums").scroll_into_view_if_needed()
+                shoot(shot, f"image-albums-{width}-{scheme}", full=False)
                 assert shot.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
-            shot.goto(f"{url}/images/{ids[0]}")
-            shot.locator("#image-albums").scroll_into_view_if_needed()
-            shoot(shot, f"image-albums-{width}-{scheme}", full=False)
-            assert shot.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
-            shot_context.close()
 
     # Remove the middle one by selecting it on the album page.
     _tile(page, ids[1]).locator(".pick").check()
@@ -138,18 +134,14 @@ def test_album_create_add_remove_rename_delete_in_the_browser(
     expect(page.locator(f'.album-card[data-album="{album_id}"]')).to_have_count(0)
     assert requests.get(f"{url}/api/albums/{album_id}", timeout=30).status_code == 404
     assert requests.get(f"{url}/api/images/{ids[0]}", timeout=30).status_code == 200
-    context.close()
 
 
-def test_add_to_album_from_the_viewer(browser: Browser, gateway_url, photo_jpegs):
+def test_add_to_album_from_the_viewer(page: Page, gateway_url, photo_jpegs):
     url = gateway_url
     image_id = _upload(url, fresh_jpeg(photo_jpegs["coffee"]), f"viewer-{uuid.uuid4().hex[:6]}.jpg")
     album = requests.post(
         f"{url}/api/albums", json={"name": f"Viewer {uuid.uuid4().hex[:6]}"}, timeout=30
     ).json()
-    context = new_context(browser)
-    page = context.new_page()
-    page.set_default_timeout(60_000)
 
     page.goto(url + "/")
     _tile(page, image_id).locator(".thumb-link").click()
@@ -161,4 +153,3 @@ def test_add_to_album_from_the_viewer(browser: Browser, gateway_url, photo_jpegs
     expect(page.locator("#lightbox")).to_be_visible()  # choosing an album kept the viewer open
     assert _members(url, album["id"]) == [image_id]
     shoot(page, "viewer-album-1366-light", full=False)
-    context.close()

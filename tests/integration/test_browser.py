@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Page, expect
 
-from .browser_support import ARTIFACTS
+from .browser_support import ARTIFACTS, wait_searchable
 from .conftest import GatewayServer, Stack, fresh_jpeg
 
 
@@ -94,6 +94,7 @@ def test_upload_search_open_tag_report_and_delete_in_browser(
     _screenshot(page, "gallery")
 
     # Search as you type offers completions; the results say why each matched.
+    wait_searchable(gateway_url, "espresso", [image_id])
     page.fill("#q", "espr")
     expect(page.locator("#suggestions [role=option][data-value='espresso']")).to_have_count(1)
     expect(page.locator("#q")).to_have_attribute("aria-expanded", "true")
@@ -163,8 +164,9 @@ def test_status_and_mosaic_pages_render(page: Page, gateway_url: str, tmp_path, 
 @pytest.fixture
 def strict_gateway(stack: Stack) -> Iterator[GatewayServer]:
     """A gateway over the same services that treats every image as over the moderation
-    threshold (no explicit photo is needed to see the blur)."""
-    server = stack.start_gateway(moderation_threshold=0.0)
+    threshold (no explicit photo is needed to see the blur; a score can be exactly 0, and only
+    a score above the threshold is blurred)."""
+    server = stack.start_gateway(moderation_threshold=-1.0)
     yield server
     server.stop()
 

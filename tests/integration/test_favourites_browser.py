@@ -9,7 +9,7 @@ import uuid
 import requests
 from playwright.sync_api import Browser, Page, expect
 
-from .browser_support import DESKTOP, PHONE, new_context, shoot, upload
+from .browser_support import page_in, shoot_widths, upload
 from .conftest import fresh_jpeg
 
 
@@ -26,13 +26,10 @@ def _star_on_tile(page: Page, image_id: str):
 
 
 def test_star_on_a_tile_toggles_in_one_click_and_fills_the_favourites_page(
-    browser: Browser, gateway_url, photo_jpegs
+    browser: Browser, page: Page, gateway_url, photo_jpegs
 ):
     url = gateway_url
     image = _upload(url, fresh_jpeg(photo_jpegs["coffee"]))
-    context = new_context(browser)
-    page = context.new_page()
-    page.set_default_timeout(60_000)
     page.goto(url + "/")
     star = _star_on_tile(page, image["id"])
     expect(star).to_have_attribute("aria-pressed", "false")
@@ -44,13 +41,7 @@ def test_star_on_a_tile_toggles_in_one_click_and_fills_the_favourites_page(
 
     page.goto(url + "/favourites")
     expect(page.locator(f'#favourites figure.tile[data-id="{image["id"]}"]')).to_be_visible()
-    for width, viewport in (("1366", DESKTOP), ("390", PHONE)):
-        shot_context = new_context(browser, viewport)
-        shot = shot_context.new_page()
-        shot.goto(url + "/favourites")
-        shoot(shot, f"favourites-{width}-light")
-        assert shot.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
-        shot_context.close()
+    shoot_widths(browser, url, {"favourites": "/favourites"})
 
     # Unstar from the Favourites page: storage forgets it, the page no longer lists it.
     _star_on_tile(page, image["id"]).click()
@@ -58,31 +49,25 @@ def test_star_on_a_tile_toggles_in_one_click_and_fills_the_favourites_page(
     assert not _starred(url, image["id"])
     page.goto(url + "/favourites")
     expect(page.locator(f'figure.tile[data-id="{image["id"]}"]')).to_have_count(0)
-    context.close()
 
 
 def test_star_on_the_image_page_works_without_script(browser: Browser, gateway_url, photo_jpegs):
     url = gateway_url
     image = _upload(url, fresh_jpeg(photo_jpegs["astronaut"]))
-    context = new_context(browser, java_script_enabled=False)
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    page.goto(f"{url}/images/{image['id']}")
-    page.locator("section.preview button.star").click()  # a plain form post, then back here
-    expect(page.locator("section.preview button.star")).to_have_attribute("aria-pressed", "true")
-    assert page.url.endswith(f"/images/{image['id']}")
+    with page_in(browser, java_script_enabled=False) as page:
+        page.goto(f"{url}/images/{image['id']}")
+        page.locator("section.preview button.star").click()  # a plain form post, then back here
+        star = page.locator("section.preview button.star")
+        expect(star).to_have_attribute("aria-pressed", "true")
+        assert page.url.endswith(f"/images/{image['id']}")
     assert _starred(url, image["id"])
-    context.close()
 
 
 def test_viewer_stars_the_photo_and_offers_undo_after_a_delete(
-    browser: Browser, gateway_url, photo_jpegs
+    page: Page, gateway_url, photo_jpegs
 ):
     url = gateway_url
     image = _upload(url, fresh_jpeg(photo_jpegs["china"]))
-    context = new_context(browser)
-    page = context.new_page()
-    page.set_default_timeout(60_000)
     page.goto(f"{url}/#view={image['id']}")
     star = page.locator("#lb-star")
     expect(star).to_have_attribute("aria-pressed", "false")
@@ -103,4 +88,3 @@ def test_viewer_stars_the_photo_and_offers_undo_after_a_delete(
     expect(page.locator(f'#gallery figure.tile[data-id="{image["id"]}"]')).to_have_count(1)
     got = requests.get(f"{url}/api/images/{image['id']}", timeout=30).json()
     assert got["trashed_at"] is None and got["favourite"] is True
-    context.close()

@@ -22,7 +22,7 @@ import skimage
 from PIL import Image
 from playwright.sync_api import Browser, Page, expect
 
-from .browser_support import DESKTOP, PHONE, fresh_photo, new_context, shoot, upload
+from .browser_support import DESKTOP, HOLD_OLDER, PHONE, fresh_photo, page_in, shoot, upload
 from .conftest import Stack
 
 # A real photo larger than the 1024 px preview (scikit-image's retina, 1411 x 1411).
@@ -116,22 +116,19 @@ def test_the_trash_and_favourites_bars_work_without_script(browser: Browser, url
     _trash(url, binned["id"])
     starred = _upload(url, fresh_photo(photo_jpegs["camera"]))
     _star(url, starred["id"])
-    context = new_context(browser, java_script_enabled=False)
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    page.goto(f"{url}/trash")
-    page.locator(f'figure.tile[data-id="{binned["id"]}"] .pick').check()
-    page.click("#bulk-restore")
-    expect(page.locator("#trash-notice")).to_have_text("Restored 1 image to the gallery.")
-    assert page.url.startswith(f"{url}/trash")
-    assert _image(url, binned["id"]).json()["trashed_at"] is None
+    with page_in(browser, java_script_enabled=False) as page:
+        page.goto(f"{url}/trash")
+        page.locator(f'figure.tile[data-id="{binned["id"]}"] .pick').check()
+        page.click("#bulk-restore")
+        expect(page.locator("#trash-notice")).to_have_text("Restored 1 image to the gallery.")
+        assert page.url.startswith(f"{url}/trash")
+        assert _image(url, binned["id"]).json()["trashed_at"] is None
 
-    page.goto(f"{url}/favourites")
-    page.locator(f'figure.tile[data-id="{starred["id"]}"] .pick').check()
-    page.click("#bulk-unfavourite")
-    expect(page.locator("#bulk-notice")).to_have_text("Removed 1 image from your favourites.")
-    assert _image(url, starred["id"]).json()["favourite"] is False
-    context.close()
+        page.goto(f"{url}/favourites")
+        page.locator(f'figure.tile[data-id="{starred["id"]}"] .pick').check()
+        page.click("#bulk-unfavourite")
+        expect(page.locator("#bulk-notice")).to_have_text("Removed 1 image from your favourites.")
+        assert _image(url, starred["id"]).json()["favourite"] is False
 
 
 def test_acting_on_a_selection_in_an_album_comes_back_to_the_album(page: Page, url, photo_jpegs):
@@ -236,27 +233,53 @@ def test_space_and_shift_arrows_select_a_range_from_the_keyboard(page: Page, url
 def test_shift_arrow_past_the_last_photo_loaded_brings_in_older_ones(
     browser: Browser, own_stack: Stack, url, photo_jpegs
 ):
-    for photo in ("coffee", "chelsea", "rocket"):
+    # Four at least (two pages of two), whatever ran before: selecting reaches the fourth.
+    for photo in ("coffee", "chelsea", "rocket", "astronaut"):
         _upload(url, fresh_photo(photo_jpegs[photo]))
     small = own_stack.start_gateway(gallery_page_size=2)
     try:
-        context = new_context(browser)
-        page = context.new_page()
-        page.set_default_timeout(60_000)
-        # No infinite scroll: only the keys can bring older photos in.
-        page.add_init_script("delete window.IntersectionObserver")
-        page.goto(f"{small.url}/")
-        expect(page.locator("#gallery figure.tile")).to_have_count(2)
-        page.locator("#gallery figure.tile .pick").first.focus()
-        page.keyboard.press("Space")
-        tiles = "Array.from(document.querySelectorAll('#gallery figure.tile'))"
-        at = f"n => {tiles}.indexOf(document.activeElement.closest('figure.tile')) === n"
-        for step in (1, 2, 3):
+        with page_in(browser) as page:
+            # No infinite scroll: only the keys can bring older photos in.
+            page.add_init_script("delete window.IntersectionObserver")
+            page.goto(f"{small.url}/")
+            expect(page.locator("#gallery figure.tile")).to_have_count(2)
+            page.locator("#gallery figure.tile .pick").first.focus()
+            page.keyboard.press("Space")
+            tiles = "Array.from(document.querySelectorAll('#gallery figure.tile'))"
+            at = f"n => {tiles}.indexOf(document.activeElement.closest('figure.tile')) === n"
+            for step in (1, 2, 3):
+                page.keyboard.press("Shift+ArrowRight")
+                page.wait_for_function(at, arg=step)
+            expect(page.locator("#selected-count")).to_have_text("4 selected")
+            assert page.locator("#gallery figure.tile").count() >= 4
+    finally:
+        small.stop()
+
+
+def test_shift_arrow_pressed_again_while_older_photos_come_in_moves_on_twice(
+    browser: Browser, own_stack: Stack, url, photo_jpegs
+):
+    for photo in ("rocket", "china", "flower", "coffee"):  # two pages, whatever ran before
+        _upload(url, fresh_photo(photo_jpegs[photo]))
+    small = own_stack.start_gateway(gallery_page_size=2)
+    tiles = "Array.from(document.querySelectorAll('#gallery figure.tile'))"
+    at = f"n => {tiles}.indexOf(document.activeElement.closest('figure.tile')) === n"
+    try:
+        with page_in(browser) as page:
+            page.add_init_script(HOLD_OLDER)
+            page.goto(f"{small.url}/")
+            page.locator("#gallery figure.tile .pick").first.focus()
+            page.keyboard.press("Space")
             page.keyboard.press("Shift+ArrowRight")
-            page.wait_for_function(at, arg=step)
-        expect(page.locator("#selected-count")).to_have_text("4 selected")
-        assert page.locator("#gallery figure.tile").count() >= 4
-        context.close()
+            expect(page.locator("#selected-count")).to_have_text("2 selected")
+
+            # The next page is on its way (held) while Shift+Right is pressed twice.
+            page.keyboard.press("Shift+ArrowRight")
+            page.keyboard.press("Shift+ArrowRight")
+            page.evaluate("releaseOlder()")
+
+            expect(page.locator("#selected-count")).to_have_text("4 selected")
+            page.wait_for_function(at, arg=3)
     finally:
         small.stop()
 
@@ -276,34 +299,31 @@ def _open_image_page(
     browser: Browser, url: str, image_id: str, viewport, scale, shot: str = ""
 ) -> dict:
     """The image page at this screen: what its photo fetched (bytes per kind) and shows."""
-    context = new_context(browser, viewport, scale=scale)
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    fetched: dict[str, int] = {"preview": 0, "original": 0}
+    with page_in(browser, viewport, scale=scale) as page:
+        fetched: dict[str, int] = {"preview": 0, "original": 0}
 
-    def count(response) -> None:
-        path = response.url.split("?")[0]
-        if path.endswith(f"/api/images/{image_id}/original"):
-            fetched["original"] += len(response.body())
-        elif path.endswith(f"/api/images/{image_id}/thumbnail") and "preview" in response.url:
-            fetched["preview"] += len(response.body())
+        def count(response) -> None:
+            path = response.url.split("?")[0]
+            if path.endswith(f"/api/images/{image_id}/original"):
+                fetched["original"] += len(response.body())
+            elif path.endswith(f"/api/images/{image_id}/thumbnail") and "preview" in response.url:
+                fetched["preview"] += len(response.body())
 
-    page.on("response", count)
-    page.goto(f"{url}/images/{image_id}")
-    page.wait_for_function("() => document.getElementById('preview').complete")
-    page.wait_for_load_state("networkidle")
-    shown = page.locator("#preview").evaluate(_SHOWN)
-    if shot:
-        shoot(page, shot, full=False)
-    # The viewer over the page chooses the same way.
-    page.click("#full-size")
-    viewer = page.locator("#lb-image")
-    page.wait_for_function(
-        "img => img.complete && img.naturalWidth > 0", arg=viewer.element_handle()
-    )
-    page.wait_for_load_state("networkidle")
-    shown["viewer"] = viewer.evaluate(_SHOWN)
-    context.close()
+        page.on("response", count)
+        page.goto(f"{url}/images/{image_id}")
+        page.wait_for_function("() => document.getElementById('preview').complete")
+        page.wait_for_load_state("networkidle")
+        shown = page.locator("#preview").evaluate(_SHOWN)
+        if shot:
+            shoot(page, shot, full=False)
+        # The viewer over the page chooses the same way.
+        page.click("#full-size")
+        viewer = page.locator("#lb-image")
+        page.wait_for_function(
+            "img => img.complete && img.naturalWidth > 0", arg=viewer.element_handle()
+        )
+        page.wait_for_load_state("networkidle")
+        shown["viewer"] = viewer.evaluate(_SHOWN)
     return {**shown, **fetched}
 
 
@@ -370,46 +390,44 @@ def test_tiles_being_analysed_update_without_a_reload_then_polling_stops(
     browser: Browser, own_stack: Stack, url, photo_jpegs
 ):
     # Nothing pending: the page asks nothing.
-    context = new_context(browser)
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    calls = _api_calls(page)
-    page.goto(f"{url}/")
-    expect(page.locator('figure.tile[data-status="pending"]')).to_have_count(0)
-    page.wait_for_timeout(5000)
-    assert calls == []
-
-    own_stack.stop_analysis()
-    try:
-        waiting = _upload(url, fresh_photo(photo_jpegs["chelsea"]), "waiting.jpg", wait=False)
-        assert waiting["status"] == "pending"
+    with page_in(browser) as page:
+        calls = _api_calls(page)
         page.goto(f"{url}/")
-        tile = page.locator(f'figure.tile[data-id="{waiting["id"]}"]')
-        expect(tile.locator(".badge")).to_have_text("analysing")
-        image_page = context.new_page()
-        image_page.goto(f"{url}/images/{waiting['id']}")
-        expect(image_page.locator("#analysis-state")).to_be_visible()
-        page.evaluate("window.notReloaded = true")
-        image_page.evaluate("window.notReloaded = true")
-        page.wait_for_timeout(3000)
-        assert any("status=pending" in c for c in calls)  # asking while it waits
-    finally:
-        own_stack.start_analysis()
+        expect(page.locator('figure.tile[data-status="pending"]')).to_have_count(0)
+        page.wait_for_timeout(5000)
+        assert calls == []
 
-    expect(tile.locator(".badge")).to_have_count(0, timeout=60_000)
-    assert tile.get_attribute("data-status") == "ready"
-    assert page.evaluate("window.notReloaded") is True
-    ready = _image(url, waiting["id"]).json()
-    assert tile.locator("img.thumb").get_attribute("alt") == ready["alt"]
-    # The image page swapped in its labels and similar photos, in place.
-    expect(image_page.locator(".details .labels li").first).to_be_visible(timeout=60_000)
-    expect(image_page.locator("#analysis-state")).not_to_contain_text("once it is done")
-    assert image_page.evaluate("window.notReloaded") is True
-    # Done: no more asking.
-    asked = len(calls)
-    page.wait_for_timeout(6000)
-    assert len(calls) == asked
-    context.close()
+        own_stack.stop_analysis()
+        try:
+            waiting = _upload(url, fresh_photo(photo_jpegs["chelsea"]), "waiting.jpg", wait=False)
+            assert waiting["status"] == "pending"
+            # Asking while it waits (the first ask comes 2 s after the page is drawn).
+            with page.expect_request(lambda r: "status=pending" in r.url):
+                page.goto(f"{url}/")
+                tile = page.locator(f'figure.tile[data-id="{waiting["id"]}"]')
+                expect(tile.locator(".badge")).to_have_text("analysing")
+                image_page = page.context.new_page()
+                image_page.goto(f"{url}/images/{waiting['id']}")
+                expect(image_page.locator("#analysis-state")).to_be_visible()
+                page.evaluate("window.notReloaded = true")
+                image_page.evaluate("window.notReloaded = true")
+            assert any("status=pending" in c for c in calls)
+        finally:
+            own_stack.start_analysis()
+
+        expect(tile.locator(".badge")).to_have_count(0, timeout=60_000)
+        assert tile.get_attribute("data-status") == "ready"
+        assert page.evaluate("window.notReloaded") is True
+        ready = _image(url, waiting["id"]).json()
+        assert tile.locator("img.thumb").get_attribute("alt") == ready["alt"]
+        # The image page swapped in its labels and similar photos, in place.
+        expect(image_page.locator(".details .labels li").first).to_be_visible(timeout=60_000)
+        expect(image_page.locator("#analysis-state")).not_to_contain_text("once it is done")
+        assert image_page.evaluate("window.notReloaded") is True
+        # Done: no more asking.
+        asked = len(calls)
+        page.wait_for_timeout(6000)
+        assert len(calls) == asked
 
 
 # --- how the bars look -------------------------------------------------------------------------
@@ -421,20 +439,17 @@ def test_screenshots_of_the_selection_bars(browser: Browser, url, photo_jpegs, s
         _star(url, _upload(url, fresh_photo(photo_jpegs[photo]))["id"])
         _trash(url, _upload(url, fresh_photo(photo_jpegs[photo]))["id"])
     for width, viewport, scale in (("1366", DESKTOP, 1), ("390", PHONE, 2)):
-        context = new_context(browser, viewport, scheme, scale)
-        page = context.new_page()
-        page.set_default_timeout(60_000)
-        for name, grid in (("favourites", "#favourites"), ("trash", "#trash")):
-            page.goto(f"{url}/{name}")
-            picks = page.locator(f"{grid} figure.tile .pick")
-            picks.nth(0).focus()
-            page.keyboard.press("Space")
-            page.keyboard.press("Shift+ArrowRight")
-            expect(page.locator("#selected-count")).to_have_text("2 selected")
-            shoot(page, f"{name}-selecting-{width}-{scheme}", full=False)
-            assert page.evaluate("document.scrollingElement.scrollWidth") <= viewport["width"]
-            # Every action of the bar is on screen, none cut off at the side.
-            for button in page.locator("#bulk-form .bulk-actions button").all():
-                box = button.bounding_box()
-                assert box and box["x"] >= 0 and box["x"] + box["width"] <= viewport["width"]
-        context.close()
+        with page_in(browser, viewport, scheme, scale) as page:
+            for name, grid in (("favourites", "#favourites"), ("trash", "#trash")):
+                page.goto(f"{url}/{name}")
+                picks = page.locator(f"{grid} figure.tile .pick")
+                picks.nth(0).focus()
+                page.keyboard.press("Space")
+                page.keyboard.press("Shift+ArrowRight")
+                expect(page.locator("#selected-count")).to_have_text("2 selected")
+                shoot(page, f"{name}-selecting-{width}-{scheme}", full=False)
+                assert page.evaluate("document.scrollingElement.scrollWidth") <= viewport["width"]
+                # Every action of the bar is on screen, none cut off at the side.
+                for button in page.locator("#bulk-form .bulk-actions button").all():
+                    box = button.bounding_box()
+                    assert box and box["x"] >= 0 and box["x"] + box["width"] <= viewport["width"]

@@ -9,7 +9,7 @@ import uuid
 import requests
 from playwright.sync_api import Browser, expect
 
-from .browser_support import DESKTOP, PHONE, new_context, shoot, upload
+from .browser_support import page_in, shoot_widths, upload
 from .conftest import fresh_jpeg
 from .test_api_schemas import check
 
@@ -72,43 +72,33 @@ def test_delete_offers_undo_then_trash_page_restores_and_empties(
     url = gateway_url
     first = _upload(url, fresh_jpeg(photo_jpegs["chelsea"]))
     second = _upload(url, fresh_jpeg(photo_jpegs["astronaut"]))
-    context = new_context(browser)
-    page = context.new_page()
-    page.set_default_timeout(60_000)
+    with page_in(browser) as page:
+        # Delete from the image page (asks first), then Undo from the gallery's notice.
+        page.goto(f"{url}/images/{first['id']}")
+        messages: list[str] = []
+        page.once("dialog", lambda dialog: (messages.append(dialog.message), dialog.accept()))
+        page.click("#delete-button")
+        page.wait_for_url("**/?deleted=*")
+        assert "to the trash" in messages[0]
+        expect(page.locator("#deleted-notice")).to_contain_text("moved to the trash")
+        expect(page.locator(f'#gallery figure.tile[data-id="{first["id"]}"]')).to_have_count(0)
+        page.click(f"#restore-{first['id']}")
+        expect(page.locator(f'#gallery figure.tile[data-id="{first["id"]}"]')).to_have_count(1)
+        assert first["id"] in _listed(url)
 
-    # Delete from the image page (asks first), then Undo from the gallery's notice.
-    page.goto(f"{url}/images/{first['id']}")
-    messages: list[str] = []
-    page.once("dialog", lambda dialog: (messages.append(dialog.message), dialog.accept()))
-    page.click("#delete-button")
-    page.wait_for_url("**/?deleted=*")
-    assert "to the trash" in messages[0]
-    expect(page.locator("#deleted-notice")).to_contain_text("moved to the trash")
-    expect(page.locator(f'#gallery figure.tile[data-id="{first["id"]}"]')).to_have_count(0)
-    page.click(f"#restore-{first['id']}")
-    expect(page.locator(f'#gallery figure.tile[data-id="{first["id"]}"]')).to_have_count(1)
-    assert first["id"] in _listed(url)
+        # Both to the trash; the Trash page lists them, restores one, empties the rest.
+        for image in (first, second):
+            requests.delete(f"{url}/api/images/{image['id']}", timeout=60)
+        page.goto(f"{url}/trash")
+        expect(page.locator(f'#trash figure.tile[data-id="{first["id"]}"]')).to_be_visible()
+        expect(page.locator(f'#trash figure.tile[data-id="{second["id"]}"]')).to_be_visible()
+        shoot_widths(browser, url, {"trash": "/trash"})
+        page.click(f"#restore-{first['id']}")
+        expect(page.locator(f'#trash figure.tile[data-id="{first["id"]}"]')).to_have_count(0)
+        assert first["id"] in _listed(url)
 
-    # Both to the trash; the Trash page lists them, restores one, empties the rest.
-    for image in (first, second):
-        requests.delete(f"{url}/api/images/{image['id']}", timeout=60)
-    page.goto(f"{url}/trash")
-    expect(page.locator(f'#trash figure.tile[data-id="{first["id"]}"]')).to_be_visible()
-    expect(page.locator(f'#trash figure.tile[data-id="{second["id"]}"]')).to_be_visible()
-    for width, viewport in (("1366", DESKTOP), ("390", PHONE)):
-        shot_context = new_context(browser, viewport)
-        shot = shot_context.new_page()
-        shot.goto(url + "/trash")
-        shoot(shot, f"trash-{width}-light")
-        assert shot.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
-        shot_context.close()
-    page.click(f"#restore-{first['id']}")
-    expect(page.locator(f'#trash figure.tile[data-id="{first["id"]}"]')).to_have_count(0)
-    assert first["id"] in _listed(url)
-
-    page.once("dialog", lambda dialog: dialog.accept())
-    page.click("#empty-trash")
-    expect(page.locator("#trash-notice")).to_contain_text("for good")
-    expect(page.locator("#trash-empty")).to_be_visible()
-    assert requests.get(f"{url}/api/images/{second['id']}", timeout=30).status_code == 404
-    context.close()
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.click("#empty-trash")
+        expect(page.locator("#trash-notice")).to_contain_text("for good")
+        expect(page.locator("#trash-empty")).to_be_visible()
+        assert requests.get(f"{url}/api/images/{second['id']}", timeout=30).status_code == 404
