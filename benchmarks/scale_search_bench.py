@@ -31,6 +31,7 @@ part runs in a fresh process so its resident memory is its own.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import io
 import json
@@ -47,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import ann_bench
+from benchmarks.vector_growth_bench import status_mb
 from search_service.concepts import load_hierarchy
 from search_service.document import Document, Label
 from search_service.durable_index import DurableIndex
@@ -520,8 +522,16 @@ def _during_snapshot(
     done = threading.Event()
     counts = {"searches": 0, "writes": 0}
     worst = {"search": 0.0, "write": 0.0}
+    snap_cpu = [0.0]
 
     def snap() -> None:
+        cpu = time.thread_time()
+        try:
+            _snap()
+        finally:
+            snap_cpu[0] = time.thread_time() - cpu
+
+    def _snap() -> None:
         if no_snapshot_s:
             time.sleep(no_snapshot_s)
         elif old_way:  # as before: the whole state built and written under the write lock
@@ -557,11 +567,168 @@ def _during_snapshot(
         th.join()
     return {
         "snapshot_s": time.perf_counter() - started,
+        "snapshot_cpu_s": snap_cpu[0],
         "searches": counts["searches"],
         "writes": counts["writes"],
         "search_max_ms": worst["search"] * 1000,
         "write_max_ms": worst["write"] * 1000,
     }
+
+
+# ---- the document store folded onto the snapshot file ------------------------------------------
+
+
+def docs_bench(n: int) -> None:
+    """`python -m benchmarks.scale_search_bench --docs N`: the document store kept as rows
+    after a snapshot (as before) against folded onto the snapshot file (doc_store.py), in the
+    same process: N documents of this bench (no concept space, no faiss index), then three
+    snapshots each written while a thread searches and one writes: rows kept (the fold off),
+    the first fold, and one of the folded store; RssAnon per document after each; then two
+    restarts in fresh processes, the document columns read into memory (as before) or mapped."""
+    from search_service import doc_store
+
+    print(f"\n-- document store folded onto the snapshot: {n:,} documents ({_load()}) --")
+    work = Path(tempfile.mkdtemp(prefix="scale-docs-"))
+    params = EngineParams(ann=AnnParams(threshold=1 << 62))
+    corpus = Corpus()
+    index = SearchIndex(params)
+    gc.collect()
+    base = status_mb()
+    t = time.perf_counter()
+    with collector_paused():
+        for start in range(0, n, BATCH):
+            index.put_many(corpus.batch(start, min(BATCH, n - start)))
+            if (start + BATCH) % (10 * BATCH) == 0:
+                print(
+                    f"  built {start + BATCH:,}/{n:,} ({time.perf_counter() - t:.0f} s)", flush=True
+                )
+    gc.collect()
+    built = status_mb()
+    print(
+        f"built in {time.perf_counter() - t:.0f} s: RssAnon "
+        f"{(built['RssAnon'] - base['RssAnon']) * 2**20 / n:,.0f} B/document",
+        flush=True,
+    )
+    durable = DurableIndex.open(
+        work, params, snapshot_every=1 << 62, snapshot_interval_s=float("inf")
+    )
+    durable._index = index
+    queries = corpus.queries(QUERIES)
+    writes = 5_000
+    rows = ("rows", False, "the store kept as rows (the fold off, as before)")
+    folded = ("folded", True, "the store folded: its base's arrays written as they are")
+    rounds = (
+        ("none", False, "no snapshot, 5 s: the machine's own stalls"),
+        rows,
+        rows,
+        ("fold", True, "the first fold (rows turned into columns, then mapped)"),
+        folded,
+        folded,
+        folded,
+    )
+    extra = corpus.batch(n, len(rounds) * writes)
+    for i, (name, fold, how) in enumerate(rounds):
+        doc_store.FOLD_AFTER_SNAPSHOT = fold
+        gc.collect()
+        before = status_mb()
+        stalls = _during_snapshot(
+            durable,
+            queries,
+            extra[i * writes : (i + 1) * writes],
+            old_way=False,
+            no_snapshot_s=5.0 if name == "none" else 0.0,
+        )
+        gc.collect()
+        after = status_mb()
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # what the allocator holds but could give back
+        trimmed = status_mb()
+        docs = durable._index._docs
+        print(
+            f"snapshot {name:6} ({how}): {stalls['snapshot_s']:.2f} s (CPU "
+            f"{stalls['snapshot_cpu_s']:.2f} s); {stalls['searches']} searches, longest "
+            f"{stalls['search_max_ms']:,.0f} ms; {stalls['writes']} writes, longest "
+            f"{stalls['write_max_ms']:,.0f} ms; freeze {durable.longest_freeze_s * 1000:.0f} ms; "
+            f"RssAnon {after['RssAnon'] - before['RssAnon']:+,.0f} MB, now "
+            f"{(after['RssAnon'] - base['RssAnon']) * 2**20 / len(docs):,.0f} B/document "
+            f"({(trimmed['RssAnon'] - base['RssAnon']) * 2**20 / len(docs):,.0f} after "
+            f"malloc_trim); {docs.mapped_count:,} documents mapped; {_load()}",
+            flush=True,
+        )
+        durable.longest_freeze_s = 0.0
+    durable._unsaved = 1
+    durable.close()
+    size = (work / "index.snap").stat().st_size / 2**20
+    print(f"snapshot file {size:,.0f} MB", flush=True)
+    del durable, index
+    gc.collect()
+    for mode in ("copied", "mapped", "copied", "mapped"):
+        subprocess.run(
+            [sys.executable, "-m", "benchmarks.scale_search_bench", "--docs-restart", str(work)]
+            + [mode],
+            check=True,
+        )
+    for p in work.glob("*"):
+        p.unlink()
+    work.rmdir()
+
+
+def docs_restart(work: Path, mode: str) -> None:
+    """Open the durable index in `work` with the document columns read into memory (copied) or
+    mapped; print restart time, RssAnon per document, the first query and a snapshot written
+    while a thread searches and one writes."""
+    from search_service import snapshot
+
+    if mode == "copied":
+        snapshot.MAPPED_SECTIONS = frozenset(
+            s for s in snapshot.MAPPED_SECTIONS if not s.startswith("engine.doc_columns.")
+        )
+    gc.collect()
+    base = status_mb()
+    t, c = time.perf_counter(), time.process_time()
+    # No snapshot of its own (as in docs_bench): with the defaults (every 1000 changes) the
+    # write that made the 1000th change ran a whole snapshot itself (put -> maybe_snapshot),
+    # after waiting for the one measured here, and was counted as a 3.5-5.5 s write at 1M.
+    durable = DurableIndex.open(
+        work,
+        EngineParams(ann=AnnParams(threshold=1 << 62)),
+        snapshot_every=1 << 62,
+        snapshot_interval_s=float("inf"),
+    )
+    load_s, load_cpu = time.perf_counter() - t, time.process_time() - c
+    gc.collect()
+    opened = status_mb()
+    n = len(durable._index._docs)
+    corpus = Corpus(seed=5)
+    queries = corpus.queries(QUERIES)
+    t = time.perf_counter()
+    durable.search(queries[0], limit=TOP, semantic=False)
+    first_ms = (time.perf_counter() - t) * 1000
+    lat = []
+    for q in queries:
+        t = time.perf_counter()
+        hits = durable.search(q, limit=TOP, semantic=False).hits
+        for hit in hits[:5]:  # read the documents of a page, as the servicer does
+            durable.get(hit.image_id)
+        lat.append(time.perf_counter() - t)
+    p50, p99 = _pct(lat)
+    durable.warm()
+    stalls = _during_snapshot(durable, queries, corpus.batch(n + 10**6, 5_000), old_way=False)
+    gc.collect()
+    print(
+        f"restart, document columns {mode}: {load_s:.2f} s (CPU {load_cpu:.2f} s), RssAnon "
+        f"{(opened['RssAnon'] - base['RssAnon']) * 2**20 / n:,.0f} B/document, RssFile "
+        f"+{opened['RssFile'] - base['RssFile']:,.0f} MB; first query {first_ms:.1f} ms, "
+        f"keyword query + 5 documents read p50 {p50:.2f} ms p99 {p99:.2f} ms; snapshot after it "
+        f"{stalls['snapshot_s']:.2f} s (CPU {stalls['snapshot_cpu_s']:.2f} s), longest search "
+        f"{stalls['search_max_ms']:,.0f} ms, {stalls['writes']} writes, longest "
+        f"{stalls['write_max_ms']:,.0f} ms (view "
+        f"frozen in {durable.longest_freeze_s * 1000:,.0f} ms); RssAnon "
+        f"now {(status_mb()['RssAnon'] - base['RssAnon']) * 2**20 / n:,.0f} B/document; "
+        f"{_load()}",
+        flush=True,
+    )
+    durable._unsaved = 0
+    durable.close()
 
 
 # ---- compact vectors on real photo features ---------------------------------------------------
@@ -655,6 +822,11 @@ def main() -> None:
 if __name__ == "__main__":
     if sys.argv[1:] == ["recall"]:
         vector_recall()
+    elif sys.argv[1:2] == ["--docs"]:
+        for arg in sys.argv[2:] or ["100000"]:
+            docs_bench(int(arg))
+    elif sys.argv[1:2] == ["--docs-restart"]:
+        docs_restart(Path(sys.argv[2]), sys.argv[3])
     elif sys.argv[1:]:
         run(int(sys.argv[1]))
     else:

@@ -10,8 +10,9 @@ waited for the interpreter lock). Printed per round: the longest search and writ
 longest wait of the sleeper, the snapshot's steps (time to make each section's value, time to
 write it) and, for the longest stalls, which snapshot step ran meanwhile.
 PROBE_MODES=as-is,interval alternates rounds with the interpreter's switch interval at its
-default and at 1 ms. PROBE_ANN=1 builds the faiss IVF index after loading and saves it at
-every snapshot.
+default and at 1 ms; PROBE_MODES=as-is,noyield with the snapshot's pauses waiting for the
+searches in flight (snapshot.Foreground) or not. PROBE_ANN=1 builds the faiss IVF index
+after loading and saves it at every snapshot.
 
 Each round first runs the same threads for PROBE_BASELINE_S (3 s) with no snapshot: the
 stalls the machine makes by itself in the same run, printed as "[no snapshot]".
@@ -29,12 +30,59 @@ with no snapshot at all while the writing thread ran 6x faster than in the earli
 explained). At 200k (load 5): searches 52-55 ms, writes 60-83 ms while the snapshot ran, the
 same as with no snapshot (64-139 / 26-59 ms); before this session's changes in the same
 conditions 94-141 / 127-147 ms.
+
+This session (the fair index lock, rwlock.py; PROBE_LOCKS=fair,rlock runs both in the same
+run): 100k documents, load 4, puts one at a time and searches, no snapshot, three rounds each:
+searches waited for the lock at most 7.8-16 ms with the fair lock against 57-70 ms with RLock
+(longest search 16-36 against 62-75 ms); writes 204-217/s against 257-280/s (puts and searches
+now alternate one for one: 611-650 of each, RLock 774-841 puts to 497-617 searches). 1M at
+load 7.5-8.2 (other work on the machine), one round each: no snapshot, lock waits 34 ms
+(p99 18) against 15 ms (p99 11), longest search 42 against 102 ms, writes 95/s against
+128/s; while a snapshot was written, lock waits 126 ms (p99 24) against 179 ms (p99 61),
+longest search 289 against 362 ms, writes 49/s against 60/s, the freeze 21 against 138 ms.
+The feed alone (PROBE_FEED=1 PROBE_PUTS=0) at 100k: the same changes/s with either lock at
+each apply batch (6.1k / 8.2k / 10.2k for 64 / 128 / 256); the longest search waits follow
+the batch's hold (15 / 28 / 42 ms), see durable_index._APPLY_BATCH.
+
+PROBE_FREEZE_ONLY=1 at 1M (1.19M documents, 600k suggestion texts, load 1.0): the keyword
+index's freeze under the writers' lock 0.07-0.10 ms CPU now that it no longer copies the
+suggestion table (inverted_index._FrozenSurface), against 7-75 ms CPU for that copy timed in
+the same run; the snapshot's read of the view instead lists the texts in one 3 ms call and
+reads their entries in 1-2 ms slices (214-269 ms CPU in all, paced, outside the lock).
+
+Round 17, 1.19M documents (PROBE_STACKS_MS=15 names the holders): the snapshot thread held
+the interpreter lock 25-150 ms at a time appending every posting list to one bytearray and
+150-220 ms freeing the frozen view's 1.2M list copies when it returned; with those gone the
+sleeper was never late more than 16 ms, yet searches still took 90-140 ms (40 ms CPU, half the
+rest waiting for a CPU). PROBE_MODES=as-is,noyield, load 3.2-3.7: searches p99 44-46 ms,
+longest 53-88 ms with the snapshot's pauses waiting for searches in flight, 81-88 / 91-267 ms
+without (no snapshot: 39-58 / 45-75 ms); snapshot 18-20 s against 7-11 s. PROBE_FEED=1 at load
+7-9: p99 194-225 / 305-369 ms, 157-266 ms with no snapshot (a feed part's hold of the index
+lock). PROBE_FIRST=1 (1M built in the process, load 2.5-2.7): the first snapshot 42 s, p99
+38 ms, longest 73 ms, the second p99 37 / 53 ms (no snapshot 29-31 / 33-126 ms); before the
+frozen view let go of the rows, the first one's end freed them at once (449 ms). A feed
+apply's parts at 64 upserts while searches come in (PROBE_FEED=1, load 1.1): p99 50 ms, longest
+64 ms during a snapshot (no snapshot 49-51 / 49-52; pauses not waiting 135 / 171 ms); with
+PROBE_APPLY_BATCHES=64,256 (load 1.7-2.2, before that change): 49 / 73 against 83 / 252 ms.
+Round 18, the same with 256 really 256 while searched (1.22M documents, load 1.6-1.8, one
+round each): parts of 64, p99 47 / longest 49 ms with no snapshot, 50 / 72 ms during one (the
+index lock held at most 40 / 30 ms, feed 2730 / 1579 changes/s); parts of 256, 72 / 72 and
+58 / 92 ms (held 50 / 71 ms, feed 4092 / 1523 changes/s). Not re-measured at load 7-9. A
+re-put's replaced document is now analysed before the index lock (engine.prepare_removals):
+a part of 64 re-puts held it 9.6 ms CPU against 14.0 at 20k documents (/tmp profile, the
+analysis ~0.25 ms a document moved to the writers' lock only).
+With that change (load 1.0-1.4): 64, p99 46 / 50 ms, longest 768 (one 766 ms CPU hold of the
+writers' lock, not explained) / 59 ms; 256, 65 / 65 and 51 / 67 ms. This probe's feed puts new
+images (each one's two changes fall in one part), so it makes no re-puts: the prepared removal
+is not exercised here.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -42,24 +90,217 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import scale_search_bench as bench
+from search_service import durable_index as durable_module
 from search_service import snapshot as snap_module
-from search_service.durable_index import DurableIndex
+from search_service.durable_index import DurableIndex, FeedChange
 from search_service.engine import EngineParams, SearchIndex
 from search_service.gc_control import collector_paused
+from search_service.rwlock import FairRWLock
 from search_service.semantic import ConceptSpace
 from search_service.vector_index import AnnParams
 
 PARAMS = EngineParams(ann=AnnParams(threshold=1 << 62))
 WRITES = 20_000
+# PROBE_FEED=1: a feed thread applies changes meanwhile, FEED_GATHER at a time (the consumer's
+# gathered batch), each new image put twice (PENDING, then READY analysed) as storage's feed
+# sends them.
+FEED = os.environ.get("PROBE_FEED") == "1"
+FEED_GATHER = 4096
+FEED_IMAGES_PER_ROUND = 20_000
+# PROBE_LOCKS=fair,rlock: each round once with each index lock (rlock: the threading.RLock of
+# before, one lock for searches and writes alike).
+LOCKS = os.environ.get("PROBE_LOCKS", "fair").split(",")
+# PROBE_APPLY_BATCHES=64,256: upserts a feed apply puts in under the lock at once
+# (durable_index's _APPLY_BATCH and _APPLY_BATCH_SEARCHED both, so 256 is 256 while searches
+# come in), each in turn in the same run like the locks.
+_BATCHES = os.environ.get("PROBE_APPLY_BATCHES", str(durable_module._APPLY_BATCH))
+APPLY_BATCHES = [int(b) for b in _BATCHES.split(",")]
+# PROBE_APPLY=parts,whole: a feed apply takes the writers' lock once per part (as the index
+# does), or holds it for the whole apply (durable_index.APPLY_WHOLE, before), each in turn.
+APPLY_MODES = os.environ.get("PROBE_APPLY", "parts").split(",")
+# PROBE_PUTS=0: no thread putting documents one at a time.
+PUTS = os.environ.get("PROBE_PUTS", "1") != "0"
+# PROBE_SNAPSHOT=0: only the rounds with no snapshot.
+SNAPSHOTS = os.environ.get("PROBE_SNAPSHOT", "1") != "0"
+# PROBE_FREEZE_ONLY=1: no threads, no snapshot written: each round times (thread CPU and
+# wall) the keyword index's freeze under the writers' lock, the copy of the suggestion table
+# the freeze made before (dict(_surface), for comparison in the same run), the listing of
+# the table's texts the snapshot now makes when it reads the view (one C call, outside the
+# lock) and that whole read, with writes applied between the freeze and the read.
+FREEZE_ONLY = os.environ.get("PROBE_FREEZE_ONLY") == "1"
 # Each round first runs its threads this long with no snapshot (PROBE_BASELINE_S).
 BASELINE_S = float(os.environ.get("PROBE_BASELINE_S", "3"))
 _CURRENT: list[Any] = []  # the round's Timeline, for the timed freeze parts
+# PROBE_FIRST=1: the index is built in this process (documents as rows, no snapshot read)
+# under /tmp/snapshot-stall-probe-first-N, so the first round's snapshot is an index's first
+# (every document turned from rows into columns); later rounds are after the fold.
+FIRST = os.environ.get("PROBE_FIRST") == "1"
+# PROBE_STACKS_MS=20: when the sleeper wakes this late (ms), it notes where every other thread
+# is at that moment (sys._current_frames): the thread that held the interpreter lock has just
+# let go of it, so its innermost frames name the call that held it. The snapshot thread's
+# places are summed per place after each round (0: off).
+STACKS_MS = float(os.environ.get("PROBE_STACKS_MS", "0"))
+# A sleeper in a process of its own (no interpreter lock shared with this one) wakes every
+# 0.5 ms too and reports its late wakes (>= 5 ms): a wake of this process's sleeper as late
+# as that one's in the same moment is the machine's CPUs (its load), not the interpreter lock.
+_OS_SLEEPER = """
+import sys, time
+while True:
+    t = time.perf_counter(); time.sleep(0.0005); w = time.perf_counter()
+    if w - t - 0.0005 >= 0.005:
+        print(f"{w} {w - t - 0.0005}", flush=True)
+"""
+
+
+class OsSleeper:
+    """The sleeper process (see _OS_SLEEPER) and its late wakes: (woke at, how late), on the
+    same clock as time.perf_counter here (CLOCK_MONOTONIC)."""
+
+    def __init__(self) -> None:
+        self.late: list[tuple[float, float]] = []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _OS_SLEEPER], stdout=subprocess.PIPE, text=True
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            woke, late = map(float, line.split())
+            self.late.append((woke, late))
+
+    def late_in(self, start: float, end: float) -> float:
+        """The longest late wake of the sleeper process overlapping [start, end]."""
+        return max((w for t, w in self.late if t >= start and t - w <= end), default=0.0)
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+_OS: list[OsSleeper] = []
+
+
+class _RLockBoth:
+    """The index lock of before: one threading.RLock, searches and writes alike."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+
+    def read(self) -> Any:
+        return self._lock
+
+    def __enter__(self) -> Any:
+        return self._lock.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._lock.__exit__(*exc)
+
+
+class _Timed:
+    """The index lock (or the writers' lock), timed: how long each search waited for the read
+    side, how long each writer held the write side (the wait a search, or a put, can meet
+    behind one write), and the holding thread's CPU time meanwhile (what the hold costs on a
+    machine with a core free: the wall time of a hold grows with the machine's load)."""
+
+    def __init__(self, lock: Any) -> None:
+        self.lock = lock
+        self.read_waits: list[float] = []
+        self.write_holds: list[float] = []
+        self.hold_cpu: list[float] = []
+        self._held_at = 0.0
+        self._cpu_at = 0.0
+        self._depth = 0
+        self._read = _TimedRead(self)
+
+    def read(self) -> Any:
+        return self._read
+
+    def __enter__(self) -> None:
+        self.lock.__enter__()
+        self._depth += 1
+        if self._depth == 1:
+            self._held_at = time.perf_counter()
+            self._cpu_at = time.thread_time()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            self.write_holds.append(time.perf_counter() - self._held_at)
+            self.hold_cpu.append(time.thread_time() - self._cpu_at)
+        self.lock.__exit__(*exc)
+
+
+class _TimedRead:
+    def __init__(self, timed: _Timed) -> None:
+        self.timed = timed
+
+    def __enter__(self) -> None:
+        t = time.perf_counter()
+        self.timed.lock.read().__enter__()
+        self.timed.read_waits.append(time.perf_counter() - t)
+
+    def __exit__(self, *exc: Any) -> None:
+        self.timed.lock.read().__exit__(*exc)
+
+
+def _use_lock(durable: DurableIndex, kind: str) -> _Timed:
+    """kind: "fair" (as the index has it), "rlock" (before), "fair-index" (the fair lock for
+    the index, the writers' own lock an RLock)."""
+    make = FairRWLock if kind.startswith("fair") else _RLockBoth
+    timed = _Timed(make())
+    durable._lock = timed  # type: ignore[assignment]
+    writers = _Timed((_RLockBoth if kind == "fair-index" else make)())
+    durable._write_lock = writers  # type: ignore[assignment]
+    return timed
+
+
+class Feed:
+    """New images for the feed thread: (seq, doc) pairs, each image put twice."""
+
+    def __init__(self, durable: DurableIndex, docs: list[Any]) -> None:
+        self.durable = durable
+        self.docs = docs
+        self.next = 0
+        self.applied = 0  # changes applied by the current round
+
+    def run(self, done: threading.Event) -> None:
+        end = min(len(self.docs), self.next + FEED_IMAGES_PER_ROUND)  # each round its own
+        while not done.is_set() and self.next < end:
+            seq = self.durable.applied_seq
+            changes = []
+            for d in self.docs[self.next : min(end, self.next + FEED_GATHER // 2)]:
+                changes.append(FeedChange(seq + 1, d.image_id, d))
+                changes.append(FeedChange(seq + 2, d.image_id, d))
+                seq += 2
+            self.next += FEED_GATHER // 2
+            self.durable.apply(changes)
+            self.applied += len(changes)
+        if self.next >= end:
+            print("    (the feed ran out of images this round)", flush=True)
+        self.next = end
 
 
 class Timeline:
     def __init__(self) -> None:
         self.steps: list[tuple[str, float, float]] = []  # (what, start, end)
         self.late: list[tuple[float, float]] = []  # (woke at, how late)
+        # (woke at, how late, {thread name: innermost frames}) for the wakes past
+        # PROBE_STACKS_MS
+        self.stacks: list[tuple[float, float, dict[str, str]]] = []
+
+
+_NAMED = ("snapshot", "writer", "feed", "MainThread")
+
+
+def _where(frame: Any, depth: int = 4) -> str:
+    """The innermost `depth` frames of a stack, innermost first, as file:line function."""
+    out: list[str] = []
+    while frame is not None and len(out) < depth:
+        code = frame.f_code
+        out.append(f"{Path(code.co_filename).name}:{frame.f_lineno} {code.co_name}")
+        frame = frame.f_back
+    return " < ".join(out)
 
 
 def _instrument(timeline: Timeline) -> Any:
@@ -81,6 +322,26 @@ def _instrument(timeline: Timeline) -> Any:
 def _open(n: int) -> tuple[DurableIndex, Any, Any, list[str], bench.Corpus]:
     names, embeddings, client, server = bench._label_embeddings()
     corpus = bench.Corpus()
+    if FIRST:
+        work = Path(f"/tmp/snapshot-stall-probe-first-{n}")
+        shutil.rmtree(work, ignore_errors=True)
+        t = time.perf_counter()
+        index = SearchIndex(PARAMS)
+        index.attach_semantic(ConceptSpace(names, embeddings), client.embed)
+        with collector_paused():
+            for start in range(0, n, bench.BATCH):
+                index.extend(corpus.batch(start, min(bench.BATCH, n - start)))
+        durable = DurableIndex.open(
+            work, PARAMS, snapshot_every=1 << 62, snapshot_interval_s=float("inf")
+        )
+        durable.attach_semantic(names, embeddings, client.embed)
+        durable._index = index
+        print(f"built {len(durable):,} documents in {time.perf_counter() - t:.0f} s", flush=True)
+        durable.warm()
+        queries = corpus.queries(bench.QUERIES)
+        for q in queries:
+            durable._index.query_embedding(q)
+        return durable, client, server, queries, corpus
     work = Path(f"/tmp/snapshot-stall-probe-{n}")
     if not (work / "index.snap").exists():
         shutil.rmtree(work, ignore_errors=True)
@@ -94,15 +355,19 @@ def _open(n: int) -> tuple[DurableIndex, Any, Any, list[str], bench.Corpus]:
         durable._unsaved = 1
         durable.close()
         corpus = bench.Corpus()
-    else:
+    elif os.environ.get("PROBE_SKIP_STREAM") != "1":
         for start in range(0, n, bench.BATCH):  # the same random stream as the build
             corpus.batch(start, min(bench.BATCH, n - start))
+    # PROBE_SKIP_STREAM=1: the new documents (numbered from n on, as always) and the queries
+    # come from a fresh stream of the same distribution instead of the build's continuation;
+    # at 1M that skips minutes of making documents only to throw them away.
     t = time.perf_counter()
     durable = DurableIndex.open(
         work, PARAMS, snapshot_every=1 << 62, snapshot_interval_s=float("inf")
     )
     durable.attach_semantic(names, embeddings, client.embed)
     print(f"opened {len(durable):,} documents in {time.perf_counter() - t:.1f} s", flush=True)
+    durable.warm()  # as the service does before serving (the first write's tables)
     if os.environ.get("PROBE_ANN") == "1":  # with faiss IVF, saved at every snapshot
         t = time.perf_counter()
         durable._index.vectors.build_ann()
@@ -138,7 +403,13 @@ def _time_freeze(durable: DurableIndex, timeline: Timeline) -> None:
 
 
 def round_(
-    durable: DurableIndex, queries: list[str], writes: list[Any], mode: str, baseline_s: float = 0
+    durable: DurableIndex,
+    queries: list[str],
+    writes: list[Any],
+    mode: str,
+    baseline_s: float = 0,
+    feed: Feed | None = None,
+    lock: str = "fair",
 ) -> None:
     """mode (PROBE_MODES, comma-separated, alternated by round): "as-is", or "interval" (the
     interpreter's switch interval at 1 ms instead of 5 while the snapshot is written).
@@ -151,6 +422,7 @@ def round_(
     _time_freeze(durable, timeline)
     done = threading.Event()
     searches: list[tuple[float, float]] = []
+    yields: list[int] = []  # the snapshot's pauses that waited for a search in flight
     puts: list[tuple[float, float]] = []
 
     def snap() -> None:
@@ -165,15 +437,21 @@ def round_(
         interval = sys.getswitchinterval()
         if mode == "interval":
             sys.setswitchinterval(0.001)
+        yield_max = snap_module.YIELD_MAX_S
+        if mode == "noyield":  # the snapshot's pauses do not wait for searches in flight
+            snap_module.YIELD_MAX_S = 0.0
+        waits = snap_module.FOREGROUND.waits
         try:
             durable.snapshot()
         finally:
             sys.setswitchinterval(interval)
+            snap_module.YIELD_MAX_S = yield_max
+        yields.append(snap_module.FOREGROUND.waits - waits)
         timeline.steps.append(("whole snapshot", t, time.perf_counter()))
         done.set()
 
     def write() -> None:
-        for doc in writes:
+        for doc in writes if PUTS else ():
             if done.is_set():
                 return
             t = time.perf_counter()
@@ -181,21 +459,69 @@ def round_(
             puts.append((t, time.perf_counter()))
 
     def sleeper() -> None:
+        # Each other thread's CPU clock: the thread whose CPU time grew by most of a late
+        # wake's wait is the one that ran meanwhile (held the interpreter lock, or ran C code
+        # without it); its place is marked with a "*".
+        me = threading.get_ident()
+        clocks = {
+            th.name: time.pthread_getcpuclockid(th.ident)
+            for th in threading.enumerate()
+            if th.ident is not None and th.ident != me and th.name in _NAMED
+        }
+        cpu = {n: time.clock_gettime(c) for n, c in clocks.items()}
         while not done.is_set():
             t = time.perf_counter()
             time.sleep(0.0005)
             woke = time.perf_counter()
-            timeline.late.append((woke, woke - t - 0.0005))
+            late = woke - t - 0.0005
+            timeline.late.append((woke, late))
+            if not STACKS_MS:
+                continue
+            now = {}
+            for n, c in clocks.items():
+                try:
+                    now[n] = time.clock_gettime(c)
+                except OSError:  # the thread has ended
+                    now[n] = cpu[n]
+            ran = {n: now[n] - cpu[n] for n in now}
+            cpu = now
+            if late * 1000 >= STACKS_MS:
+                # The frames are let go of at once: a frame held keeps its locals alive (a
+                # memoryview over a posting list would stop a put from growing it).
+                names = {th.ident: th.name for th in threading.enumerate()}
+                frames = sys._current_frames()
+                where = {
+                    names.get(k, str(k)): ("*" if ran.get(names.get(k, ""), 0) > late / 2 else "")
+                    + _where(f)
+                    for k, f in frames.items()
+                    if k != me
+                }
+                del frames
+                timeline.stacks.append((woke, late, where))
 
-    threads = [threading.Thread(target=f) for f in (snap, write, sleeper)]
+    workers: list[Any] = [snap, write, sleeper]
+    if feed is not None:
+        feed.applied = 0
+        workers.append(lambda: feed.run(done))
+    names = ["snapshot", "writer", "sleeper", "feed"]
+    threads = [threading.Thread(target=f, name=n) for f, n in zip(workers, names, strict=False)]
     cpu = time.process_time()
     for th in threads:
-        th.start()
+        if th.name != "sleeper":
+            th.start()
+    for th in threads:
+        if th.name == "sleeper":
+            th.start()
     i = 0
+    # start -> the search's thread CPU time, and its time runnable but waiting for a CPU
+    # (the kernel's run delay: the machine's CPUs, not a lock)
+    search_cpu: dict[float, tuple[float, float]] = {}
+    stat = f"/proc/self/task/{threading.get_native_id()}/schedstat"
     while not done.is_set():
-        t = time.perf_counter()
+        t, c, d = time.perf_counter(), time.thread_time(), _run_delay(stat)
         durable.search(queries[i % len(queries)], limit=bench.TOP)
         searches.append((t, time.perf_counter()))
+        search_cpu[t] = (time.thread_time() - c, _run_delay(stat) - d)
         i += 1
     for th in threads:
         th.join()
@@ -206,9 +532,49 @@ def round_(
         return sorted(spans, key=lambda s: s[0] - s[1])[:3]
 
     whole = timeline.steps[-1][2] - timeline.steps[-1][1]
+    rates = f"; writes {len(puts) / whole:.0f}/s" + (
+        f", feed applied {feed.applied / whole:.0f} changes/s" if feed is not None else ""
+    )
+    timed = durable._lock
+    if isinstance(timed, _Timed):
+        waits = sorted(timed.read_waits, reverse=True)
+        holds = sorted(timed.write_holds, reverse=True)
+        rates += (
+            "; searches' longest waits for the lock "
+            + ", ".join(f"{w * 1000:.1f}" for w in waits[:3])
+            + f" ms (p99 {waits[len(waits) // 100] * 1000:.1f})" * bool(waits)
+            + "; writers' longest holds "
+            + ", ".join(f"{h * 1000:.1f}" for h in holds[:3])
+            + " ms (holder's CPU: longest "
+            + ", ".join(f"{h * 1000:.1f}" for h in sorted(timed.hold_cpu, reverse=True)[:3])
+            + " ms)"
+        )
+        timed.read_waits.clear()
+        timed.write_holds.clear()
+        timed.hold_cpu.clear()
+    writers = durable._write_lock
+    if isinstance(writers, _Timed):  # what a put waits for: a feed apply's part, or all of it
+        rates += (
+            "; writers' lock (a put waits for it) longest holds "
+            + ", ".join(f"{h * 1000:.0f}" for h in sorted(writers.write_holds, reverse=True)[:3])
+            + " ms, holder's CPU "
+            + ", ".join(f"{h * 1000:.0f}" for h in sorted(writers.hold_cpu, reverse=True)[:3])
+            + " ms"
+        )
+        writers.write_holds.clear()
+        writers.hold_cpu.clear()
     if baseline_s:
+        ms = sorted((b - a) * 1000 for a, b in searches)
+        if ms:
+            rates += (
+                f"; searches p50 {ms[len(ms) // 2]:.0f} ms, p99 {ms[len(ms) * 99 // 100]:.0f} ms"
+            )
+        if timeline.late:
+            mean = sum(w for _, w in timeline.late) / len(timeline.late)
+            rates += f"; sleeper's mean wait {mean * 1000:.2f} ms"
         print(
-            f"[no snapshot] {whole:.2f} s (process CPU {cpu:.1f} s); {len(searches)} searches, "
+            f"[{lock} lock, no snapshot] {whole:.2f} s (process CPU {cpu:.1f} s){rates}; "
+            f"{len(searches)} searches, "
             "longest "
             + ", ".join(f"{(b - a) * 1000:.0f}" for a, b in longest(searches))
             + f" ms; {len(puts)} writes, longest "
@@ -221,9 +587,17 @@ def round_(
             flush=True,
         )
         return
+    ms = sorted((b - a) * 1000 for a, b in searches)
+    if ms:
+        rates += f"; searches p50 {ms[len(ms) // 2]:.0f} ms, p99 {ms[len(ms) * 99 // 100]:.0f} ms"
+    if timeline.late:  # the mean wait for the interpreter lock after a sleep (a handover)
+        mean = sum(w for _, w in timeline.late) / len(timeline.late)
+        rates += f"; sleeper's mean wait {mean * 1000:.2f} ms"
+    if yields:
+        rates += f"; pauses that waited for a search {yields[0]}"
     print(
-        f"[{mode}] snapshot {whole:.2f} s (process CPU {cpu:.1f} s, freeze "
-        f"{durable.longest_freeze_s * 1000:.0f} ms); {len(searches)} searches, longest "
+        f"[{lock} lock, {mode}] snapshot {whole:.2f} s (process CPU {cpu:.1f} s, freeze "
+        f"{durable.longest_freeze_s * 1000:.0f} ms){rates}; {len(searches)} searches, longest "
         + ", ".join(f"{(b - a) * 1000:.0f}" for a, b in longest(searches))
         + f" ms; {len(puts)} writes, longest "
         + ", ".join(f"{(b - a) * 1000:.0f}" for a, b in longest(puts))
@@ -236,27 +610,170 @@ def round_(
     for what, a, b in timeline.steps[:-1]:
         if b - a > 0.01:
             print(f"    {what:40} {(a - start) * 1000:7.0f} +{(b - a) * 1000:6.0f} ms")
+    _print_stacks(timeline)
     for kind, spans in (("search", searches), ("write", puts)):
         for a, b in longest(spans):
             during = [w for w, s, e in timeline.steps[:-1] if s < b and e > a]
             waits = [w for t, w in timeline.late if a <= t <= b and w > 0.01]
+            cpu_ms = (
+                f" ({search_cpu[a][0] * 1000:.0f} ms CPU, {search_cpu[a][1] * 1000:.0f} ms "
+                "waiting for a CPU)"
+                if kind == "search"
+                else ""
+            )
             print(
-                f"    {kind} at {(a - start) * 1000:.0f} ms took {(b - a) * 1000:.0f} ms; "
+                f"    {kind} at {(a - start) * 1000:.0f} ms took {(b - a) * 1000:.0f} ms{cpu_ms}; "
                 f"sleeper waits in it {[round(w * 1000) for w in waits][:6]} ms; during "
                 f"{during[:4]}"
             )
+
+
+def _run_delay(path: str) -> float:
+    """A thread's time runnable but not running so far (schedstat's second field), s."""
+    try:
+        with open(path) as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _print_stacks(timeline: Timeline) -> None:
+    """PROBE_STACKS_MS: the places the sleeper found each thread at after its late wakes,
+    summed per place (the snapshot thread's first), the worst first."""
+    if not timeline.stacks:
+        return
+    # A wake the other process's sleeper was at least half as late for: the machine's CPUs.
+    os_late = _OS[0].late_in if _OS else (lambda a, b: 0.0)
+    cpu = [os_late(woke - late, woke) >= late / 2 for woke, late, _ in timeline.stacks]
+    print(
+        f"    sleeper woke >= {STACKS_MS:.0f} ms late {len(timeline.stacks)} times "
+        f"({sum(cpu)} of them with the sleeper process late too: the CPUs, not the lock); "
+        "places at the other wakes:"
+    )
+    for name in ("snapshot", "writer", "MainThread", "feed"):
+        sums: dict[str, list[float]] = {}
+        for (_, late, where), by_cpu in zip(timeline.stacks, cpu, strict=True):
+            if name in where and not by_cpu:
+                sums.setdefault(where[name], []).append(late)
+        for place, lates in sorted(sums.items(), key=lambda x: -sum(x[1]))[:6]:
+            print(
+                f"      {name:10} {len(lates):3}x, {sum(lates) * 1000:5.0f} ms in all, longest "
+                f"{max(lates) * 1000:4.0f}: {place}"
+            )
+    print("    the longest of those wakes (* the thread that ran meanwhile):")
+    others = [x for x, by_cpu in zip(timeline.stacks, cpu, strict=True) if not by_cpu]
+    for _, late, where in sorted(others, key=lambda x: -x[1])[:5]:
+        print(f"      {late * 1000:.0f} ms:")
+        for name in _NAMED:
+            if name in where:
+                print(f"        {name:10} {where[name]}")
+
+
+def _docs(corpus: bench.Corpus, start: int, count: int) -> list[Any]:
+    out: list[Any] = []
+    for at in range(start, start + count, bench.BATCH):
+        out += corpus.batch(at, min(bench.BATCH, start + count - at))
+    return out
+
+
+def _timed(call: Any) -> tuple[Any, float, float]:
+    """call()'s value, thread CPU ms and wall ms."""
+    c, w = time.thread_time(), time.perf_counter()
+    out = call()
+    return out, (time.thread_time() - c) * 1000, (time.perf_counter() - w) * 1000
+
+
+def freeze_rounds(durable: DurableIndex, corpus: bench.Corpus, n: int, rounds: int) -> None:
+    """PROBE_FREEZE_ONLY=1 (see there)."""
+    keywords = durable._index.keywords
+    print(f"suggestion table: {len(keywords._surface):,} texts", flush=True)
+    docs = _docs(corpus, n, 200 * rounds)
+    passes: list[tuple[int, float]] = []  # the collector's passes: (generation, start)
+
+    def noted(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            passes.append((info["generation"], time.perf_counter()))
+
+    gc.callbacks.append(noted)
+    walks: list[tuple[float, float]] = []  # the view's walk (_read_frozen_surface): CPU, wall
+    walk = keywords._read_frozen_surface
+
+    def timed_walk(view: Any) -> Any:
+        out, c, w = _timed(lambda: walk(view))
+        walks.append((c, w))
+        return out
+
+    keywords._read_frozen_surface = timed_walk  # type: ignore[method-assign]
+    for r in range(rounds):
+        with durable._write_lock:
+            _, copy_cpu, copy_wall = _timed(lambda: dict(keywords._surface))
+        with durable._write_lock:
+            passes.clear()
+            state, cpu, wall = _timed(keywords.frozen_state)
+            collected = [g for g, _ in passes]
+        for d in docs[r * 200 : (r + 1) * 200]:  # writes between the freeze and the read
+            durable.put(d)
+        _, list_cpu, list_wall = _timed(lambda: list(keywords._surface))
+        _, read_cpu, read_wall = _timed(state["surface_text"])
+        # A snapshot reads the posting lists and lengths too, which drops their records of
+        # the writes since the freeze; not read here, the next freeze would drop them (0.3-0.4
+        # ms after 200 puts at 1M, under the lock, not the freeze's own cost).
+        keywords._held = None
+        keywords._held_lengths = None
+        print(
+            f"  round {r + 1}: freeze under the writers' lock {cpu:.2f} ms CPU ({wall:.2f} wall"
+            f"{f', collector passes of generations {collected} in it' if collected else ''}); "
+            f"dict(_surface) as the freeze did before {copy_cpu:.1f} ms CPU ({copy_wall:.1f} "
+            f"wall); outside the lock: list of texts {list_cpu:.1f} ms CPU ({list_wall:.1f} "
+            f"wall), the whole paced read of the table {read_cpu:.0f} ms CPU ({read_wall:.0f} "
+            f"wall; the view's walk {walks[-1][0]:.0f} ms CPU of it); "
+            f"load {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
+        del state
+    gc.callbacks.remove(noted)
+    del keywords._read_frozen_surface
 
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 300_000
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
     durable, client, server, queries, corpus = _open(n)
-    extra = corpus.batch(n, WRITES * rounds)
+    if STACKS_MS:
+        _OS.append(OsSleeper())
+    if FREEZE_ONLY:
+        freeze_rounds(durable, corpus, n, rounds)
+        durable._unsaved = 0
+        durable.close()
+        client.close()
+        server.stop(grace=None)
+        return
+    configs = [(lock, batch, a) for lock in LOCKS for batch in APPLY_BATCHES for a in APPLY_MODES]
+    extra = _docs(corpus, n, WRITES * rounds * len(configs)) if PUTS else []
+    feed_images = FEED_IMAGES_PER_ROUND * rounds * len(configs) * (1 + SNAPSHOTS)
+    feed = Feed(durable, _docs(corpus, n + len(extra), feed_images)) if FEED else None
     modes = os.environ.get("PROBE_MODES", "as-is").split(",")
+    print(
+        f"locks {LOCKS}, feed {'on' if FEED else 'off'}, apply batches {APPLY_BATCHES}, "
+        f"puts one at a time {'on' if PUTS else 'off'}, snapshots {'on' if SNAPSHOTS else 'off'}, "
+        f"feed applies {APPLY_MODES}",
+        flush=True,
+    )
     for r in range(rounds):
-        part = extra[r * WRITES : (r + 1) * WRITES]
-        round_(durable, queries, part[: WRITES // 2], "as-is", baseline_s=BASELINE_S)
-        round_(durable, queries, part[WRITES // 2 :], modes[r % len(modes)])
+        for k, (lock, batch, apply) in enumerate(configs):  # each in turn, in the same run
+            _use_lock(durable, lock)
+            durable_module._APPLY_BATCH = batch
+            durable_module._APPLY_BATCH_SEARCHED = batch  # else min(batch, 64) with searches
+            durable_module.APPLY_WHOLE = apply == "whole"
+            print(f"  -- {lock} lock, apply batch {batch}, apply {apply}", flush=True)
+            at = (r * len(configs) + k) * WRITES
+            part = extra[at : at + WRITES]
+            round_(durable, queries, part[: WRITES // 2], "as-is", BASELINE_S, feed, lock)
+            if SNAPSHOTS:
+                round_(durable, queries, part[WRITES // 2 :], modes[r % len(modes)], 0, feed, lock)
+    _use_lock(durable, "fair")
+    for sleeper in _OS:
+        sleeper.stop()
     durable._unsaved = 0
     durable.close()
     client.close()

@@ -13,7 +13,8 @@ in anonymous memory or mapped from the snapshot file. Builds N synthetic documen
 bench (benchmarks/scale_search_bench.py: labels, text, 1280-d vectors; no concept space) with
 their faiss index, prints RssAnon/RssFile (/proc/self/status) of the build and where its bytes
 go per document, writes the snapshot as the durable index does, then restarts from it in three
-fresh processes: the vector rows read into memory (snapshot.MAPPED_SECTIONS off, as before),
+fresh processes: the vector rows (and since the document store maps its columns, those
+too) read into memory (snapshot.MAPPED_SECTIONS off, as before),
 mapped from the file (MADV_RANDOM, the default), and mapped with the kernel's default
 read-around (MADV_NORMAL). Each prints its restart time, RssAnon/RssFile growth, and similar-image
 p50 with the file's pages in the page cache (warm) and evicted before each query (cold:
@@ -36,7 +37,8 @@ from typing import Any
 import numpy as np
 
 from search_service import snapshot, vector_index
-from search_service.vector_index import AnnParams, VectorIndex, _mapping_of
+from search_service.snapshot import mapping_of
+from search_service.vector_index import AnnParams, VectorIndex
 
 DIM = 1280
 BATCH = 10_000
@@ -77,7 +79,7 @@ def run(n: int) -> None:
     )
 
 
-def _status_mb() -> dict[str, float]:
+def status_mb() -> dict[str, float]:
     """RssAnon and RssFile of this process, MB."""
     out = {}
     with open("/proc/self/status") as f:
@@ -101,9 +103,9 @@ def _deep_bytes(root: Any, seen: set[int]) -> tuple[int, int]:
         if isinstance(obj, np.ndarray):
             if obj.base is None:
                 anon += obj.nbytes
-            elif _mapping_of(obj) is not None:
-                mapped += obj.nbytes if id(_mapping_of(obj)) not in seen else 0
-                seen.add(id(_mapping_of(obj)))
+            elif mapping_of(obj) is not None:
+                mapped += obj.nbytes if id(mapping_of(obj)) not in seen else 0
+                seen.add(id(mapping_of(obj)))
             else:
                 base = obj.base
                 stack.append(base.obj if isinstance(base, memoryview) else base)
@@ -193,7 +195,7 @@ def mapped_build(n: int) -> None:
     work = Path(tempfile.mkdtemp(prefix="vector-mmap-"))
     params = EngineParams(ann=AnnParams(threshold=1 << 62))
     gc.collect()
-    base = _status_mb()
+    base = status_mb()
     corpus = Corpus()
     index = SearchIndex(params)
     started = time.perf_counter()
@@ -205,7 +207,7 @@ def mapped_build(n: int) -> None:
     index.vectors.build_ann()
     ann_s = time.perf_counter() - t
     gc.collect()
-    built = _status_mb()
+    built = status_mb()
     anon = built["RssAnon"] - base["RssAnon"]
     print(
         f"built in {build_s:.0f} s (+ faiss {ann_s:.0f} s): RssAnon +{anon:,.0f} MB "
@@ -234,7 +236,7 @@ def _mappings(index: Any) -> list[mmap.mmap]:
     maps = {}
     for rows in (index.vectors._vectors, index.vectors._factors):
         for c in rows.chunks:
-            m = _mapping_of(c)
+            m = mapping_of(c)
             if m is not None:
                 maps[id(m)] = m
     return list(maps.values())
@@ -272,12 +274,12 @@ def restart(work: Path, mode: str) -> None:
         vector_index.MAP_ADVICE = mmap.MADV_NORMAL
     gc.collect()
     path = work / "index.snap"
-    base = _status_mb()
+    base = status_mb()
     t, c = time.perf_counter(), time.process_time()
     durable = DurableIndex.open(work, EngineParams(ann=AnnParams(threshold=20_000)))
     load_s, load_cpu = time.perf_counter() - t, time.process_time() - c
     gc.collect()
-    opened = _status_mb()
+    opened = status_mb()
     index = durable._index
     n = len(index)
     queries = _similar_queries(index, 300)
@@ -290,7 +292,7 @@ def restart(work: Path, mode: str) -> None:
         index.similar(vector=q, k=10)
         warm_cpu.append(time.thread_time() - c)
         warm.append(time.perf_counter() - t)
-    used = _status_mb()
+    used = status_mb()
     cached_warm = _cached_mb(path)
     scans = []  # exact search over every row: warm, then (mapped) evicted first
     for cold_scan in (False, True) if mode != "copied" else (False,):
@@ -333,13 +335,13 @@ def restart(work: Path, mode: str) -> None:
         from benchmarks.scale_search_bench import Corpus
 
         added = Corpus(seed=99).batch(n, 2 * vector_index.CHUNK_ROWS)
-        before_adds = _status_mb()["RssAnon"]
+        before_adds = status_mb()["RssAnon"]
         with durable._write_lock, durable._lock:
             index.vectors.reserve(len(added))
             index.put_many(added)
         del added
         gc.collect()
-        after_adds = _status_mb()["RssAnon"]
+        after_adds = status_mb()["RssAnon"]
         t = time.perf_counter()
         durable.snapshot()
         snap_s = time.perf_counter() - t
@@ -347,7 +349,7 @@ def restart(work: Path, mode: str) -> None:
         print(
             f"  {2 * vector_index.CHUNK_ROWS:,} documents added: RssAnon "
             f"+{after_adds - before_adds:,.0f} MB; the next snapshot ({snap_s:.1f} s) maps their "
-            f"rows: RssAnon {_status_mb()['RssAnon'] - after_adds:+,.0f} MB, "
+            f"rows: RssAnon {status_mb()['RssAnon'] - after_adds:+,.0f} MB, "
             f"{index.vectors.mapped_chunks()} chunks mapped",
             flush=True,
         )

@@ -14,24 +14,49 @@ labels one array of kinds and one of probabilities with each document's offset, 
 colours a compact JSON per document (empty when it has neither). A store loaded from columns
 keeps them as its base and reads a document from them when asked (no per-document Python
 objects at load: restart time is reading the arrays); documents added later are rows as above.
+
+Mapped (since this session): read from a snapshot file, the columns are read-only memory maps
+of it (snapshot.MAPPED_SECTIONS), not copies in anonymous memory; only `alive` is this store's
+own writable copy (removal clears it; the file is never written). After a snapshot that froze
+this store's columns is in place, the store folds: the documents it froze (base and rows) are
+from then on read from that file's mapped columns, the rows added since stay rows, and the
+next snapshot writes the base's arrays as they are (no Python loop over its documents). The
+fold swaps one reference (readers take it once per call: none sees half of it), under the
+store's own lock that every change to the store takes; removals made between the freeze and
+the fold are replayed on the new `alive` (a short log of them). The replaced base's mapping
+(an older file) is let go once no reader holds it.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import logging
+import mmap
 import operator
 import struct
+import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import fields
-from typing import Any, cast
+from pathlib import Path
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import numpy.typing as npt
 
 from search_service.document import Document, Label, Status
-from search_service.snapshot import Pacer
+from search_service.snapshot import (
+    ArrayParts,
+    BytesParts,
+    Deferred,
+    Pacer,
+    map_sections,
+    mapping_of,
+)
+
+log = logging.getLogger(__name__)
 
 # Fields kept in the per-document tuple: every Document field but labels and the vector
 # (the vector index keeps vectors).
@@ -58,26 +83,78 @@ COLUMNS = (
     "odd_labels",
     "kinds",
 )
+# Columns a fold maps from the snapshot file (every column but alive, odd_labels and kinds,
+# which the store keeps itself).
+_FOLDED = tuple(c for c in COLUMNS if c not in ("alive", "odd_labels", "kinds"))
+# Fold after each snapshot that froze the store (False: keep rows and copies, as before; for
+# the benchmark's before/after).
+FOLD_AFTER_SNAPSHOT = True
+# Documents are read at random: no read-around on the mapped columns.
+MAP_ADVICE = mmap.MADV_RANDOM
+# Removals remembered for a fold still to come (past this, the fold reads alive afresh).
+_LOG_LIMIT = 1 << 16
+
+
+class _Stored(NamedTuple):
+    """What the store reads: documents [0, base.count) from `base`, the rest from `rows`
+    (rows are appended to in place, and a removed one set to None; the base only by
+    removal, in its own alive copy). Replaced whole by a fold."""
+
+    base: _Columns | None
+    rows: list[tuple[object, ...] | None]
+
+    @property
+    def base_count(self) -> int:
+        return 0 if self.base is None else self.base.count
+
+    def present(self, docno: int) -> bool:
+        base = self.base_count
+        if docno < base:
+            assert self.base is not None
+            return bool(self.base.alive[docno])
+        return self.rows[docno - base] is not None
+
+
+class _FrozenRows:
+    """The rows of a frozen view (frozen_columns), copied on write: the row list as it was
+    (`rows`, only ever appended to, its first `count` entries the view's) and the rows a
+    removal cleared since the freeze, as they were (`saved`, by row number). Nothing is copied
+    under the writers' lock; thaw() reads them afterwards."""
+
+    __slots__ = ("rows", "count", "saved", "__weakref__")
+
+    def __init__(self, rows: list[tuple[object, ...] | None], count: int) -> None:
+        self.rows = rows
+        self.count = count
+        self.saved: dict[int, tuple[object, ...] | None] = {}
 
 
 class DocumentStore:
     def __init__(self) -> None:
-        # Documents numbered from len(base) on, as rows; the ones below it are in the base.
-        self._rows: list[tuple[object, ...] | None] = []
-        self._base: _Columns | None = None
+        # Documents numbered from base.count on, as rows; the ones below it are in the base.
+        self._s = _Stored(None, [])
         self._kinds: list[tuple[str, tuple[str, ...], int]] = []
         self._kind_of: dict[tuple[str, tuple[str, ...], int], int] = {}
         self._recent: OrderedDict[int, Document] = OrderedDict()
+        # Taken by every change to the store and by a fold's swap.
+        self._lock = threading.Lock()
+        # Document numbers removed, for the fold of a frozen view: entry i is removal number
+        # _log_start + i.
+        self._removed: list[int] = []
+        self._log_start = 0
+        self.folds = 0
+        # Frozen views whose rows are not read yet (see _FrozenRows): a removal keeps the row
+        # it clears for them. Weak: a view given up (a failed snapshot) stops costing anything.
+        self._views: weakref.WeakSet[_FrozenRows] = weakref.WeakSet()
 
     def __len__(self) -> int:
-        return self._base_count + len(self._rows)
-
-    @property
-    def _base_count(self) -> int:
-        return 0 if self._base is None else self._base.count
+        s = self._s
+        return s.base_count + len(s.rows)
 
     def append(self, doc: Document | None) -> None:
-        self._rows.append(None if doc is None else self._encode(doc))
+        row = None if doc is None else self._encode(doc)
+        with self._lock:
+            self._s.rows.append(row)
 
     @property
     def kinds(self) -> list[tuple[str, tuple[str, ...], int]]:
@@ -120,9 +197,9 @@ class DocumentStore:
         packed_probs = probabilities.astype("<f8").tobytes()
         ends = np.cumsum([len(doc.labels) for doc in docs]).tolist()
         start = 0
-        rows = self._rows
+        new = []
         for doc, end in zip(docs, ends, strict=True):
-            rows.append(
+            new.append(
                 (
                     *_plain(doc),
                     packed_kinds[2 * start : 2 * end],
@@ -130,22 +207,21 @@ class DocumentStore:
                 )
             )
             start = end
+        with self._lock:
+            self._s.rows.extend(new)
 
     def _present(self, docno: int) -> bool:
-        base = self._base_count
-        if docno < base:
-            assert self._base is not None
-            return bool(self._base.alive[docno])
-        return self._rows[docno - base] is not None
+        return self._s.present(docno)
 
     def __getitem__(self, docno: int) -> Document | None:
-        found = self._recent.get(docno)
+        found = self._recent.pop(docno, None)  # not get + move_to_end: searches run at once
         if found is not None:
-            self._recent.move_to_end(docno)
+            self._recent[docno] = found
             return found
-        if not self._present(docno):
+        s = self._s
+        if not s.present(docno):
             return None
-        doc = self._read(docno)
+        doc = self._read(s, docno)
         self._recent[docno] = doc
         if len(self._recent) > _RECENT:
             self._recent.popitem(last=False)
@@ -155,12 +231,22 @@ class DocumentStore:
         """Only removal: a document number is never reused for another document."""
         if doc is not None:
             raise ValueError("a stored document can only be removed")
-        base = self._base_count
-        if docno < base:
-            assert self._base is not None
-            self._base.alive[docno] = False
-        else:
-            self._rows[docno - base] = None
+        with self._lock:
+            s = self._s
+            base = s.base_count
+            if docno < base:
+                assert s.base is not None
+                s.base.alive[docno] = False
+            else:
+                at = docno - base
+                for view in self._views:  # copy on write: the row as a frozen view holds it
+                    if view.rows is s.rows and at < view.count and at not in view.saved:
+                        view.saved[at] = s.rows[at]
+                s.rows[at] = None
+            self._removed.append(docno)
+            if len(self._removed) > _LOG_LIMIT:  # no fold for a long while: forget them
+                self._log_start += len(self._removed)
+                self._removed = []
         self._recent.pop(docno, None)
 
     def __iter__(self) -> Iterator[Document | None]:
@@ -173,82 +259,163 @@ class DocumentStore:
         full = self._recent.get(docno)
         if full is not None:
             return full
-        if not self._present(docno):
+        s = self._s
+        if not s.present(docno):
             raise KeyError(docno)
-        return self._read(docno, min_probability)
+        return self._read(s, docno, min_probability)
 
     def field(self, docno: int, name: str) -> object:
         """One plain field of a stored document, without rebuilding it."""
-        if not self._present(docno):
+        s = self._s
+        if not s.present(docno):
             raise KeyError(docno)
-        base = self._base_count
+        base = s.base_count
         if docno < base:
-            assert self._base is not None
-            return self._base.field(docno, name)
-        row = self._rows[docno - base]
+            assert s.base is not None
+            return s.base.field(docno, name)
+        row = s.rows[docno - base]
         assert row is not None
         return row[_PLAIN.index(name)]
 
-    def _read(self, docno: int, min_probability: float = -1.0) -> Document:
-        base = self._base_count
+    def _read(self, s: _Stored, docno: int, min_probability: float = -1.0) -> Document:
+        base = s.base_count
         if docno < base:
-            assert self._base is not None
-            return self._base.document(docno, self._kinds, min_probability)
-        row = self._rows[docno - base]
+            assert s.base is not None
+            return s.base.document(docno, self._kinds, min_probability)
+        row = s.rows[docno - base]
         assert row is not None
         return self._decode(row, min_probability)
+
+    @property
+    def mapped_count(self) -> int:
+        """How many documents are read from columns mapped from a snapshot file."""
+        base = self._s.base
+        return base.count if base is not None and base.mapped else 0
 
     # ---- columns (the snapshot's form) ------------------------------------------------------
 
     def frozen_columns(self) -> dict[str, Callable[[], Any]]:
         """The documents as of now, as columns made when first asked for (cheap to take under
-        the writers' lock: rows are never changed in place, the base only by removal, and
-        that is copied here); one callable per column, for a snapshot's sections."""
-        base = self._base
-        base_alive = None if base is None else base.alive.copy()
-        rows = list(self._rows)
+        the writers' lock, whatever the number of rows: the base's alive flags are copied, the
+        rows are not: rows are never changed in place but by removal, which copies the row it
+        clears for the view, see _FrozenRows); one callable per column, for a snapshot's
+        sections (the base's columns as parts: written as they are, never joined). Once a
+        snapshot holding them is in place, the store folds onto that file (see the module
+        docstring)."""
+        with self._lock:
+            s = self._s
+            base = s.base
+            base_alive = None if base is None else base.alive.copy()
+            view = _FrozenRows(s.rows, len(s.rows))
+            self._views.add(view)
+            removed_at = self._log_start + len(self._removed)
         kinds = list(self._kinds)
+        count = len(base_alive if base_alive is not None else ()) + view.count
         built: dict[str, Any] = {}
 
         def column(name: str) -> Any:
             if not built:
+                rows = self._thaw(view)
                 built.update(_columns(base, base_alive, rows, kinds))
+                _release(rows)
             return built[name]
 
-        return {name: functools.partial(column, name) for name in COLUMNS}
+        def written(path: Path, name: str) -> None:
+            prefix = name[: -len("alive")]
+            self._fold(path, prefix, count, removed_at)
+
+        out: dict[str, Callable[[], Any]] = {
+            name: functools.partial(column, name) for name in COLUMNS
+        }
+        if FOLD_AFTER_SNAPSHOT:
+            out["alive"] = Deferred(out["alive"], written)
+        return out
+
+    def _thaw(self, view: _FrozenRows) -> list[tuple[object, ...] | None]:
+        """The rows of a frozen view as they were at the freeze: read a slice at a time under
+        the store's lock (a write waits for one slice at most), then the rows removals cleared
+        since put back. The view stops collecting removals."""
+        rows: list[tuple[object, ...] | None] = []
+        pace = Pacer()
+        for start in range(0, view.count, _PACED_ROWS):
+            with self._lock:
+                rows += view.rows[start : min(start + _PACED_ROWS, view.count)]
+            pace()
+        with self._lock:
+            self._views.discard(view)
+            saved = view.saved
+            # The view lets go of the row list: kept, it outlived the fold (which frees the
+            # rows it folds a slice at a time) and freed them all at once when the snapshot
+            # ended (a million rows at an index's first snapshot: the interpreter lock held
+            # 450 ms at 1M documents).
+            view.rows, view.saved = [], {}
+        for at, row in saved.items():
+            rows[at] = row
+        return rows
+
+    def _fold(self, path: Path, prefix: str, count: int, removed_at: int) -> None:
+        """Documents [0, count), frozen when the removal log was at `removed_at`, read from
+        now on from the columns of the snapshot at `path` (sections `prefix` + column)."""
+        mapped = map_sections(path, [prefix + c for c in (*_FOLDED, "alive", "odd_labels")])
+        columns = {c: mapped[prefix + c] for c in (*_FOLDED, "alive", "odd_labels")}
+        if len(columns["alive"]) != count:
+            raise ValueError(f"{path} holds {len(columns['alive'])} documents, not {count}")
+        folded = _Columns(columns)
+        # The rows the fold lets go of, sliced before taking the lock (a million at the first
+        # fold, 8-13 ms): a write waits on that lock holding the index's.
+        before = self._s
+        before_rows = before.rows[: max(0, count - before.base_count)]
+        with self._lock:
+            s = self._s
+            if count < s.base_count or count > s.base_count + len(s.rows):
+                return  # not a view of this store as it is now (nothing to fold)
+            at = removed_at - self._log_start
+            if at >= 0:
+                late = [d for d in self._removed[at:] if d < count]
+                folded.alive[late] = False
+                self._log_start = removed_at
+                self._removed = self._removed[at:]
+            else:  # the log was cut meanwhile: take alive from the store as it is
+                folded.alive[:] = [s.present(d) for d in range(count)]
+            folded_rows = before_rows if s is before else s.rows[: count - s.base_count]
+            self._s = _Stored(folded, s.rows[count - s.base_count :])
+            self.folds += 1
+        del s, before, before_rows  # the rows' other holders: freed below, not all at once
+        _release(folded_rows)  # a slice at a time: ten million objects at 1M documents
 
     def columns(self) -> dict[str, Any]:
-        return {name: make() for name, make in self.frozen_columns().items()}
+        return {name: _whole(make()) for name, make in self.frozen_columns().items()}
 
     @classmethod
     def from_columns(cls, columns: dict[str, Any]) -> DocumentStore:
         store = cls()
         store._kinds = [(n, tuple(s), int(c)) for n, s, c in columns["kinds"]]
         store._kind_of = {k: i for i, k in enumerate(store._kinds)}
-        store._base = _Columns(columns)
+        store._s = _Stored(_Columns(columns), [])
         return store
 
     def image_ids(self) -> list[str]:
         """Every document's image id, removed ones too (for the id map at load)."""
-        ids = [] if self._base is None else self._base.strings("image_id")
-        return ids + [str(r[0]) if r is not None else "" for r in self._rows]
+        s = self._s
+        ids = [] if s.base is None else s.base.strings("image_id")
+        return ids + [str(r[0]) if r is not None else "" for r in s.rows]
 
     def label_counts(self, min_probability: float) -> dict[str, int]:
         """Label name -> live documents holding it at `min_probability` or above (each label
         counted, as the engine counts them)."""
         counts: dict[str, int] = {}
-        if self._base is not None:
-            for k, c in self._base.kind_counts(min_probability).items():
+        s = self._s
+        if s.base is not None:
+            for k, c in s.base.kind_counts(min_probability).items():
                 name = self._kinds[k][0]
                 counts[name] = counts.get(name, 0) + c
-            for docno in self._base.odd_labels:
-                if self._base.alive[docno]:
-                    for label in self._base.document(docno, self._kinds).labels:
+            for docno in s.base.odd_labels:
+                if s.base.alive[docno]:
+                    for label in s.base.document(docno, self._kinds).labels:
                         if label.probability >= min_probability:
                             counts[label.name] = counts.get(label.name, 0) + 1
-        base = self._base_count
-        for docno in range(base, len(self)):
-            doc = self[docno]
+        for row in list(s.rows):
+            doc = None if row is None else self._decode(row)
             for label in doc.labels if doc is not None else ():
                 if label.probability >= min_probability:
                     counts[label.name] = counts.get(label.name, 0) + 1
@@ -317,27 +484,43 @@ class _Columns:
     """Documents read from columns (see the module docstring); `alive` is this store's own."""
 
     def __init__(self, columns: dict[str, Any]) -> None:
-        self.count = int(len(columns["alive"]))
-        self.alive = np.array(columns["alive"], np.bool_)  # a copy: removal changes it
-        self._blobs = {name: bytes(columns[f"{name}_blob"]) for name in (*_STRINGS, "extras")}
-        self._offsets = {
-            name: np.asarray(columns[f"{name}_offsets"], np.int64) for name in self._blobs
+        self.count = int(len(_whole(columns["alive"])))
+        self.alive = np.array(_whole(columns["alive"]), np.bool_)  # a copy: removal changes it
+        # Blobs as uint8 arrays (maps of the file or over bytes), read through memoryviews.
+        self._blobs = {
+            name: _bytes_array(columns[f"{name}_blob"]) for name in (*_STRINGS, "extras")
         }
-        self._numbers = {name: np.asarray(columns[name]) for name, _ in _NUMBERS}
-        self.label_offsets = np.asarray(columns["label_offsets"], np.int64)
-        self.label_kinds = np.asarray(columns["label_kinds"], np.uint16)
-        self.label_probs = np.asarray(columns["label_probs"], np.float64)
+        self._views = {name: blob.data for name, blob in self._blobs.items()}
+        self._offsets = {
+            name: np.asarray(_whole(columns[f"{name}_offsets"]), np.int64) for name in self._blobs
+        }
+        self._numbers = {name: np.asarray(_whole(columns[name])) for name, _ in _NUMBERS}
+        self.label_offsets = np.asarray(_whole(columns["label_offsets"]), np.int64)
+        self.label_kinds = np.asarray(_whole(columns["label_kinds"]), np.uint16)
+        self.label_probs = np.asarray(_whole(columns["label_probs"]), np.float64)
         # Documents whose labels are in their extras (more kinds than a table holds).
-        self.odd_labels = [int(d) for d in columns["odd_labels"]]
+        self.odd_labels = [int(d) for d in _whole(columns["odd_labels"])]
+        arrays = [
+            *self._blobs.values(),
+            *self._offsets.values(),
+            *self._numbers.values(),
+            self.label_offsets,
+            self.label_kinds,
+            self.label_probs,
+        ]
+        mappings = {id(m): m for m in map(mapping_of, arrays) if m is not None}
+        self.mapped = bool(mappings)
+        for mapping in mappings.values():
+            mapping.madvise(MAP_ADVICE)
 
     def string(self, name: str, docno: int) -> str:
         offsets = self._offsets[name]
-        return self._blobs[name][int(offsets[docno]) : int(offsets[docno + 1]) - 1].decode()
+        return str(self._views[name][int(offsets[docno]) : int(offsets[docno + 1]) - 1], "utf-8")
 
     def strings(self, name: str) -> list[str]:
-        blob = self._blobs[name]
-        if blob.count(b"\0") == self.count:  # no NUL inside an item: split in one go
-            return blob.decode().split("\0")[: self.count]
+        text = str(self._views[name], "utf-8")
+        if text.count("\0") == self.count:  # no NUL inside an item: split in one go
+            return text.split("\0")[: self.count]
         return [self.string(name, d) for d in range(self.count)]
 
     def field(self, docno: int, name: str) -> object:
@@ -391,7 +574,8 @@ class _Columns:
         return dict(zip(found.tolist(), counts[found].tolist(), strict=True))
 
     def take(self, alive: npt.NDArray[np.bool_]) -> dict[str, Any]:
-        """These columns as written (with `alive` as of the frozen view)."""
+        """These columns as written (with `alive` as of the frozen view): the arrays
+        themselves (maps of the file for a mapped base), never copied."""
         out: dict[str, Any] = {}
         for name, blob in self._blobs.items():
             out[f"{name}_blob"] = blob
@@ -407,48 +591,113 @@ class _Columns:
         return out
 
 
-def _join(items: list[str]) -> tuple[bytes, npt.NDArray[np.int64]]:
-    """Strings as one NUL-separated utf-8 blob and each one's offset (item i is
-    blob[offsets[i]:offsets[i + 1] - 1])."""
-    encoded = [s.encode() + b"\0" for s in items]
+def _release(rows: list[Any]) -> None:
+    """Empty `rows` a slice at a time with a chance for other threads between (Pacer):
+    letting go of a million rows at once frees ten million objects holding the GIL for
+    half a second."""
+    pace = Pacer()
+    while rows:
+        del rows[-_PACED_ROWS:]
+        pace()
+
+
+def _whole(value: Any) -> Any:
+    """A column given as parts (ArrayParts, BytesParts: a frozen view's) as one value."""
+    if isinstance(value, ArrayParts):
+        return value.to_array()
+    if isinstance(value, BytesParts):
+        return value.to_bytes()
+    return value
+
+
+def _bytes_array(value: Any) -> npt.NDArray[np.uint8]:
+    """A blob (bytes, parts, or a uint8 array such as a map of a snapshot) as a uint8 array,
+    without a copy where it is one already."""
+    value = _whole(value)
+    if isinstance(value, np.ndarray):
+        return value.view(np.uint8).reshape(-1)
+    return np.frombuffer(bytes(value), np.uint8)
+
+
+def _parts(old: Any, new: npt.NDArray[Any], dtype: Any) -> ArrayParts:
+    """Column `old` (a base's array, kept as it is) followed by `new`, as one section."""
+    old = np.asarray(old)
+    if old.dtype != np.dtype(dtype):
+        old = old.astype(dtype)
+    return ArrayParts([old, np.asarray(new, dtype)], dtype, ())
+
+
+def _join(items: list[str]) -> tuple[BytesParts, npt.NDArray[np.int64]]:
+    """Strings as one NUL-separated utf-8 blob (as pieces, _PACED_ROWS strings each: no
+    joined copy, whose C call held the interpreter lock 0.5 ms a MB) and each one's offset
+    (item i is blob[offsets[i]:offsets[i + 1] - 1])."""
+    encoded = _paced(lambda part: [s.encode() + b"\0" for s in part], items)
     offsets = np.zeros(len(encoded) + 1, np.int64)
-    np.cumsum(_array([len(e) for e in encoded], np.int64), out=offsets[1:])
-    return bytes(_joined(encoded)), offsets
+    np.cumsum(
+        _array(_paced(lambda part: [len(e) for e in part], encoded), np.int64), out=offsets[1:]
+    )
+    pieces = _joined_pieces(encoded)
+    _release(encoded)  # a million bytes objects at an index's first snapshot: freed paced
+    return BytesParts(pieces), offsets
 
 
-# Python objects converted or joined per call while columns are made for a snapshot: one call
-# over a million holds the GIL for tens of milliseconds, and searches run alongside.
-_CHUNK = 32_768
-# Rows turned into columns between two chances for other threads to run (Pacer).
+# Rows (or values) turned into columns between two chances for other threads to run (Pacer):
+# one call over a million holds the interpreter lock for tens of milliseconds, and searches
+# run alongside.
 _PACED_ROWS = 4096
 
 
 def _array(values: list[Any], dtype: Any) -> npt.NDArray[Any]:
-    """np.asarray(values, dtype), converted _CHUNK values at a time."""
-    if len(values) <= _CHUNK:
+    """np.asarray(values, dtype), converted _PACED_ROWS values at a time with a chance for
+    other threads between (Pacer)."""
+    if len(values) <= _PACED_ROWS:
         return np.asarray(values, dtype)
     out = np.empty(len(values), dtype)
-    for start in range(0, len(values), _CHUNK):
-        out[start : start + _CHUNK] = values[start : start + _CHUNK]
+    pace = Pacer()
+    for start in range(0, len(values), _PACED_ROWS):
+        out[start : start + _PACED_ROWS] = values[start : start + _PACED_ROWS]
+        pace()
     return out
 
 
-def _strings(rows: list[tuple[object, ...] | None], at: int) -> list[str]:
-    """Field `at` of each row as a string ("" for a removed row), _PACED_ROWS at a time with a
-    chance for other threads between (Pacer)."""
-    out: list[str] = []
+def _paced(make: Callable[[list[Any]], list[Any]], items: list[Any]) -> list[Any]:
+    """make(items), _PACED_ROWS items at a time with a chance for other threads between
+    (Pacer): one list comprehension over a million rows keeps a search that wants the
+    interpreter lock back waiting a switch interval (5 ms) each time, for its whole length."""
+    out: list[Any] = []
     pace = Pacer()
-    for start in range(0, len(rows), _PACED_ROWS):
-        out += [str(r[at]) if r is not None else "" for r in rows[start : start + _PACED_ROWS]]
+    for start in range(0, len(items), _PACED_ROWS):
+        out += make(items[start : start + _PACED_ROWS])
+        pace()
+    return out
+
+
+def _field_or_zero(at: int, rows: list[tuple[object, ...] | None]) -> list[object]:
+    return [r[at] if r is not None else 0 for r in rows]
+
+
+def _strings(rows: list[tuple[object, ...] | None], at: int) -> list[str]:
+    """Field `at` of each row as a string ("" for a removed row), paced."""
+    return _paced(lambda part: [str(r[at]) if r is not None else "" for r in part], rows)
+
+
+def _joined_pieces(parts: list[bytes]) -> list[bytes]:
+    """b"".join(parts) as pieces, each the join of _PACED_ROWS parts, paced."""
+    out = []
+    pace = Pacer()
+    for start in range(0, len(parts), _PACED_ROWS):
+        out.append(b"".join(parts[start : start + _PACED_ROWS]))
         pace()
     return out
 
 
 def _joined(parts: list[bytes]) -> bytearray:
-    """b"".join(parts), _CHUNK parts at a time."""
+    """b"".join(parts), _PACED_ROWS parts at a time, paced."""
     out = bytearray()
-    for start in range(0, len(parts), _CHUNK):
-        out += b"".join(parts[start : start + _CHUNK])
+    pace = Pacer()
+    for start in range(0, len(parts), _PACED_ROWS):
+        out += b"".join(parts[start : start + _PACED_ROWS])
+        pace()
     return out
 
 
@@ -504,35 +753,41 @@ def _columns(
     old = None if base is None else base.take(base_alive)  # type: ignore[arg-type]
     for name in (*_STRINGS, "extras"):
         blob, offsets = _join(new[name])
+        _release(new[name])  # the extras' texts are this call's own: freed paced
         if old is not None:
-            blob = old[f"{name}_blob"] + blob
-            offsets = np.concatenate(
-                [old[f"{name}_offsets"][:-1], offsets + old[f"{name}_offsets"][-1]]
+            old_offsets = old[f"{name}_offsets"]
+            out[f"{name}_blob"] = BytesParts([old[f"{name}_blob"], *blob.parts])
+            out[f"{name}_offsets"] = _parts(
+                old_offsets[:-1], offsets + int(old_offsets[-1]), np.int64
             )
-        out[f"{name}_blob"] = blob
-        out[f"{name}_offsets"] = offsets
+        else:
+            out[f"{name}_blob"] = blob
+            out[f"{name}_offsets"] = offsets
     for name, dtype in _NUMBERS:
         at = plain_at[name]
-        values = _array([r[at] if r is not None else 0 for r in rows], dtype)
-        out[name] = values if old is None else np.concatenate([old[name], values])
+        values = _array(_paced(functools.partial(_field_or_zero, at), rows), dtype)
+        out[name] = values if old is None else _parts(old[name], values, dtype)
     label_offsets = np.zeros(n + 1, np.int64)
     np.cumsum(_array(label_counts, np.int64), out=label_offsets[1:])
     kinds_arr = np.frombuffer(_joined(label_kinds), np.dtype("<u2")).astype(np.uint16, copy=False)
     probs_arr = np.frombuffer(_joined(label_probs), np.dtype("<f8")).astype(np.float64, copy=False)
-    alive = _array([r is not None for r in rows], np.bool_)
+    alive = _array(_paced(lambda part: [r is not None for r in part], rows), np.bool_)
     odd_arr = np.asarray(odd, np.int64) + base_count
+    offsets_out: Any = label_offsets
+    kinds_out: Any = kinds_arr
+    probs_out: Any = probs_arr
     if old is not None:
-        label_offsets = np.concatenate(
-            [old["label_offsets"][:-1], label_offsets + old["label_offsets"][-1]]
+        offsets_out = _parts(
+            old["label_offsets"][:-1], label_offsets + int(old["label_offsets"][-1]), np.int64
         )
-        kinds_arr = np.concatenate([old["label_kinds"], kinds_arr])
-        probs_arr = np.concatenate([old["label_probs"], probs_arr])
+        kinds_out = _parts(old["label_kinds"], kinds_arr, np.uint16)
+        probs_out = _parts(old["label_probs"], probs_arr, np.float64)
         alive = np.concatenate([old["alive"], alive])
         odd_arr = np.concatenate([old["odd_labels"], odd_arr])
     out.update(
-        label_offsets=label_offsets,
-        label_kinds=kinds_arr,
-        label_probs=probs_arr,
+        label_offsets=offsets_out,
+        label_kinds=kinds_out,
+        label_probs=probs_out,
         alive=alive,
         odd_labels=odd_arr,
         kinds=[[name, list(syn), c] for name, syn, c in kinds],

@@ -15,7 +15,15 @@ starts empty at seq 0 and the feed replays everything. There is no journal of se
                    with the rows added and removed since
 
 A snapshot is taken every `snapshot_every` applied changes or `snapshot_interval_s` seconds
-(whichever comes first, see `maybe_snapshot`), after a rebuild and at shutdown. It stops
+(whichever comes first, see `maybe_snapshot`), after a rebuild and at shutdown. One
+background thread of the index writes the snapshots due by count or interval: `maybe_snapshot`
+only asks it, so the write (or feed apply) that crossed the count returns at once and the feed
+goes on applying while the snapshot is written (7-14 s at 1M documents); a request made while
+one is being written leaves one more after it (if still due then). A background snapshot that
+fails is logged, counted (`snapshot_failures`, `last_snapshot_error`) and raised once from the
+next `maybe_snapshot` call, as the synchronous one raised to its caller before. A rebuild,
+the end of a replay and `close()` (after it has stopped and joined the thread) still write
+theirs synchronously. A snapshot stops
 neither writes nor searches: under the write lock it only freezes a view of the index (copies
 of the few arrays writes change in place, views of what only grows, the number of posting
 lists, whose sizes appends made afterwards record before they change them: tens of
@@ -23,7 +31,10 @@ milliseconds at 1M documents), then writes that view to disk with no lock held w
 consumer keeps applying changes. The snapshot's own Python loops (posting lists, the
 suggestion table, document rows, section pieces) let waiting threads take the interpreter
 lock every millisecond (snapshot.Pacer), so a search or write waits about that long each time
-it wants the lock back, not the 5 ms switch interval. A forked writer process was tried and
+it wants the lock back, not the 5 ms switch interval; and those pauses, and the ones between
+the 2 MB slices it writes, wait while a search is in flight (snapshot.Foreground, at most
+10 ms a pause): a search has the interpreter lock and a CPU to itself, the snapshot goes on
+between searches. A forked writer process was tried and
 not kept: gRPC's fork handlers run in the child and start its event engine's threads again
 over the parent's descriptors (closing them made the child abort). The approximate vector
 index is saved
@@ -31,14 +42,27 @@ when it has grown by a quarter (or 100k rows) since its last save and at shutdow
 1M vectors). With no data dir the
 index lives in memory only (tests, benchmarks, the contract check), and `put`/`remove` write
 to it directly.
+
+Locks (rwlock.FairRWLock, handed over in arrival order): searches share the read side of
+`_lock`, so two run at once (their numpy work releases the interpreter lock); a change to the
+index holds its write side alone, and a search that arrives while a writer waits queues
+behind it. A writer putting documents one at a time therefore lets a waiting search in after
+each put instead of re-taking the lock at once (threading.RLock, used before, let a writing
+thread starve searches: 227 ms at 1M with no snapshot running), and a stream of searches
+cannot keep a writer out. A feed apply takes the write side once per _APPLY_BATCH upserts
+(_APPLY_BATCH_SEARCHED while searches come in)
+(and once per removal): a search waits at most one such batch. It takes the writers' lock
+once per part (_APPLY_BATCH upserts): a direct write or a snapshot's freeze waits for one
+part, not for the whole apply (a backlog's gathered apply is 16 parts).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,8 +80,17 @@ from search_service.engine import (
 )
 from search_service.errors import IndexFormatError, InvalidDocumentError
 from search_service.gc_control import collector_paused
+from search_service.inverted_index import Analysis
+from search_service.rwlock import FairRWLock
 from search_service.semantic import ConceptSpace
-from search_service.snapshot import flatten, read_snapshot, unflatten, write_snapshot
+from search_service.snapshot import (
+    FOREGROUND,
+    flatten,
+    read_snapshot,
+    unflatten,
+    write_snapshot,
+    yielding,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +101,27 @@ _ANN_RESAVE_SHARE = 0.25
 _ANN_RESAVE_ROWS = 100_000
 _PROGRESS_EVERY = 10_000
 _SKIPPED_REPORTED = 20
-# Upserts of the feed put into the index at once (the read lock is held that long).
+# Changes of the feed put into the index at once (the lock's write side is held that long,
+# searches wait). Measured with benchmarks/snapshot_stall_probe.py (PROBE_FEED=1), fair lock,
+# each image put twice as the feed sends it: at 1M, put_many alone takes 7 / 11.5 / 19 ms for
+# 64 / 128 / 256 documents (a fixed part of about 3 ms a call); at load 6-8 the feed applied
+# 4.1k / 8.2k / 12.2k changes/s with batches of 128 / 256 / 512, searches waiting at most
+# 34 (one 352 ms hold aside, not explained) / 66 / 87 ms for the lock (100k at load 3:
+# 64 / 128 / 256 -> 6.1k / 8.2k / 10.2k changes/s, waits 15 / 28 / 42 ms). Half the batch
+# halves the feed's rate for somewhat shorter waits: 256 kept. Each part of an apply (this
+# many upserts, or twice this many changes) takes the writers' lock on its own.
 _APPLY_BATCH = 256
+# While searches come in (one in flight, or one started in the last _SEARCHED_S), a part holds
+# this many upserts instead: at 1.19M documents with a feed apply, a thread putting documents
+# and a snapshot being written (stall probe, load 1.7-1.9), parts of 64 let searches wait at
+# most 73 ms (p99 49) against 252 ms (p99 83) with 256, and the feed applied 1852 against 1466
+# changes/s meanwhile (2730 against 4092 with no snapshot); a replay with no searches keeps 256.
+_APPLY_BATCH_SEARCHED = 64
+_SEARCHED_S = 1.0
+# True: a feed apply holds the writers' lock from its first part to its last, so a direct
+# write or a snapshot's freeze waits for the whole apply (before; for the stall probe's
+# before/after in one run).
+APPLY_WHOLE = False
 
 
 @dataclass(frozen=True)
@@ -92,6 +144,9 @@ class Stats:
     load_time_s: float
     semantic_ready: bool
     applied_seq: int
+    # Background snapshots that failed, and the last one's error (empty: none).
+    snapshot_failures: int = 0
+    last_snapshot_error: str = ""
 
 
 @dataclass(frozen=True)
@@ -116,10 +171,13 @@ class DurableIndex:
         self.params = params or EngineParams()
         self.snapshot_every = snapshot_every
         self.snapshot_interval_s = snapshot_interval_s
-        # Readers and the swap of one index for another take `_lock`; every writer (and a
-        # snapshot, which must see no write half done) takes `_write_lock` first.
-        self._lock = threading.RLock()
-        self._write_lock = threading.RLock()
+        # Searches share `_lock`'s read side; a change to the index (and the swap of one index
+        # for another) holds its write side, and every writer (and a snapshot, which must see
+        # no write half done) takes `_write_lock` first. Both hand over in arrival order
+        # (rwlock.py): a writer putting documents one at a time cannot re-take them at once
+        # and starve searches or a snapshot's freeze.
+        self._lock = FairRWLock()
+        self._write_lock = FairRWLock()
         # One snapshot at a time (it is written outside the other two).
         self._snapshot_lock = threading.Lock()
         # The longest time a snapshot held the write lock (freezing its view), seconds.
@@ -128,6 +186,8 @@ class DurableIndex:
         # The last storage feed seq applied (0: none, replay from the start).
         self._seq = 0
         self._unsaved = 0
+        # Of those, the changes the snapshot being written holds (frozen, not yet on disk).
+        self._unsaved_in_snapshot = 0
         self._saved_at = time.monotonic()
         self._semantic: tuple[list[str], Any, TextEmbedder] | None = None
         self.load_time_s = 0.0
@@ -137,6 +197,19 @@ class DurableIndex:
         # onto the fresh index before it is swapped in so that none is lost.
         self._writes_during_rebuild: list[list[Document | str]] = []
         self._lock_key: Path | None = None
+        # The background snapshot thread (started by the first request) and its state, all
+        # under `_requests`: a request pending (its by_count: see maybe_snapshot), one being
+        # written, stop asked (close).
+        self._requests = threading.Condition(threading.Lock())
+        self._requested: bool | None = None  # None: no request; else by_count of the requests
+        self._writing = False
+        self._stopping = False
+        self._snapshotter: threading.Thread | None = None
+        # Background snapshots that failed, the last one's error, and that error until the next
+        # maybe_snapshot call raises it.
+        self.snapshot_failures = 0
+        self.last_snapshot_error = ""
+        self._failed: Exception | None = None
 
     @classmethod
     def open(
@@ -214,9 +287,44 @@ class DurableIndex:
         """Apply feed changes in order and advance `applied_seq`; returns the reasons of
         documents the index could not take (each such image is left out of the index, never
         fails the batch). Changes at or below `applied_seq` are skipped (already applied).
-        Consecutive upserts go into the index a batch at a time (put_many), at most
-        _APPLY_BATCH under the read lock at once."""
+
+        The changes go in a part at a time (_APPLY_BATCH upserts, or twice that many changes
+        of any kind), each part under the writers' lock on its own: a direct write, a
+        snapshot's freeze or a rebuild's swap waiting for that lock goes in between two parts,
+        not after the whole apply (a backlog's gathered apply of 4096 changes took 16 parts'
+        time). At each part's end the index holds exactly the changes up to `applied_seq`, so
+        a snapshot taken between parts is the index at its seq. `changes` is read with no lock
+        held. Consecutive upserts go into the index a batch at a time (put_many)."""
         rejected: list[str] = []
+        with self._write_lock if APPLY_WHOLE else contextlib.nullcontext():
+            part: list[FeedChange] = []
+            upserts = 0
+            batch = self._apply_batch()
+            for change in changes:
+                part.append(change)
+                upserts += change.doc is not None
+                if upserts >= batch or len(part) >= 2 * batch:
+                    self._apply_part(part, rejected, batch)
+                    part = []
+                    upserts = 0
+                    batch = self._apply_batch()
+            if part:
+                self._apply_part(part, rejected, batch)
+        return rejected
+
+    @staticmethod
+    def _apply_batch() -> int:
+        """Upserts in a feed apply's next part: fewer while searches come in (a search waits
+        for one part's hold of the index lock at most)."""
+        if FOREGROUND.searched_within(_SEARCHED_S):
+            return min(_APPLY_BATCH, _APPLY_BATCH_SEARCHED)
+        return _APPLY_BATCH
+
+    def _apply_part(
+        self, changes: list[FeedChange], rejected: list[str], batch: int = _APPLY_BATCH
+    ) -> None:
+        """One part of apply(), under the writers' lock; the index's own lock is taken once per
+        put_many batch and once per removal (a search waits for one of those at most)."""
         with self._write_lock:
             pending: list[FeedChange] = []
             pending_ids: set[str] = set()
@@ -232,8 +340,11 @@ class DurableIndex:
                         if c.doc is not None:
                             latest.pop(c.image_id, None)
                             latest[c.image_id] = c.doc
+                    docs = list(latest.values())
+                    # The replaced documents' analyses, before searches wait for the lock.
+                    removed = self._index.prepare_removals(docs)
                     with self._lock:
-                        self._put_many_locked(list(latest.values()))
+                        self._put_many_locked(docs, removed)
                         self._seq = max(self._seq, pending[-1].seq)
                         self._unsaved += len(pending)
                     pending.clear()
@@ -252,7 +363,7 @@ class DurableIndex:
                     else:
                         pending.append(change)
                         pending_ids.add(change.image_id)
-                        if len(pending) >= _APPLY_BATCH:
+                        if len(pending) >= batch:
                             flush()
                         continue
                 # Out of the index: a delete, an image not searchable (yet), a refused document.
@@ -266,10 +377,9 @@ class DurableIndex:
                         self._seq = change.seq
                     self._unsaved += 1
             flush()
-            if last > self._seq:  # the batch ended with removals after its last put
+            if last > self._seq:  # the part ended with removals after its last put
                 with self._lock:
                     self._seq = last
-        return rejected
 
     def advance_to(self, seq: int) -> None:
         """Record that every change up to `seq` is applied (a resync's listing holds them)."""
@@ -305,8 +415,12 @@ class DurableIndex:
             writes.append(doc)
         self._compact_if_needed()
 
-    def _put_many_locked(self, docs: list[Document]) -> None:
-        self._index.put_many(docs)
+    def _put_many_locked(
+        self,
+        docs: list[Document],
+        removed: Mapping[int, tuple[Document, Analysis]] | None = None,
+    ) -> None:
+        self._index.put_many(docs, removed)
         for writes in self._writes_during_rebuild:
             writes.extend(docs)
         self._compact_if_needed()
@@ -326,18 +440,82 @@ class DurableIndex:
             self._index = self._index.compacted()
 
     def maybe_snapshot(self, by_count: bool = True) -> bool:
-        """Take a snapshot when `snapshot_every` changes (unless `by_count` is False: during a
-        replay, where a whole-index snapshot every N changes would rewrite the growing index
-        over and over) or `snapshot_interval_s` seconds (with at least one change) have passed
-        since the last one; True when one was taken."""
-        if self.data_dir is None or self._unsaved == 0:
+        """Ask the background thread for a snapshot when `snapshot_every` changes (unless
+        `by_count` is False: during a replay, where a whole-index snapshot every N changes would
+        rewrite the growing index over and over) or `snapshot_interval_s` seconds (with at least
+        one change) have passed since the last one; True when one was due and asked for (it is
+        written after this returns: `wait_for_snapshots`). Raises, once, the error of a
+        background snapshot that failed since the last call."""
+        failed, self._failed = self._failed, None
+        if failed is not None:
+            raise failed
+        if self.data_dir is None or not self._due(by_count):
             return False
-        due = (by_count and self._unsaved >= self.snapshot_every) or (
-            time.monotonic() - self._saved_at >= self.snapshot_interval_s
+        with self._requests:
+            if self._stopping:
+                return False
+            self._requested = by_count or bool(self._requested)
+            if self._snapshotter is None:
+                self._snapshotter = threading.Thread(
+                    target=self._snapshot_loop, name="index-snapshot", daemon=True
+                )
+                self._snapshotter.start()
+            self._requests.notify_all()
+        return True
+
+    def _due(self, by_count: bool) -> bool:
+        # Changes the snapshot being written already holds do not count.
+        unsaved = self._unsaved - self._unsaved_in_snapshot
+        return unsaved > 0 and (
+            (by_count and unsaved >= self.snapshot_every)
+            or time.monotonic() - self._saved_at >= self.snapshot_interval_s
         )
-        if due:
-            self.snapshot()
-        return due
+
+    def wait_for_snapshots(self, timeout: float | None = None) -> bool:
+        """Wait until no snapshot is asked for or being written; False on timeout."""
+        with self._requests:
+            return self._requests.wait_for(
+                lambda: self._requested is None and not self._writing, timeout
+            )
+
+    def _snapshot_loop(self) -> None:
+        while True:
+            with self._requests:
+                self._requests.wait_for(lambda: self._requested is not None or self._stopping)
+                if self._stopping:
+                    return
+                by_count = bool(self._requested)
+                self._requested = None
+                # Asked while the last one was written: is it still due, now that that one
+                # holds the changes it froze?
+                self._writing = self._due(by_count)
+                if not self._writing:
+                    self._requests.notify_all()
+                    continue
+            try:
+                self.snapshot()
+            except Exception as exc:  # the thread goes on; the next request tries again
+                self.snapshot_failures += 1
+                self.last_snapshot_error = f"{type(exc).__name__}: {exc}"
+                self._failed = exc
+                log.exception(
+                    "background snapshot failed; the index keeps serving, the next one retries",
+                    extra={"failures": self.snapshot_failures, "applied_seq": self._seq},
+                )
+            finally:
+                with self._requests:
+                    self._writing = False
+                    self._requests.notify_all()
+
+    def _stop_snapshotter(self) -> None:
+        """Stop the background thread, after the snapshot it is writing (if any)."""
+        with self._requests:
+            self._stopping = True
+            self._requested = None
+            thread = self._snapshotter
+            self._requests.notify_all()
+        if thread is not None:
+            thread.join()
 
     def rebuild(
         self, docs: Iterable[Document | InvalidDocumentError], seq: int | None = None
@@ -423,15 +601,19 @@ class DurableIndex:
                 engine = self._index.frozen_state()
                 state = {"seq": self._seq, "engine": engine}
                 taken = self._unsaved
+                self._unsaved_in_snapshot = taken
                 ann = vectors.ann_saved
                 if ann is not None:  # saved for this very index (not one replaced since)
                     engine["vectors"]["ann_file"] = ann[0]
                     engine["vectors"]["ann_rows"] = ann[1]
                 freeze_s = time.perf_counter() - frozen_at
             self.longest_freeze_s = max(self.longest_freeze_s, freeze_s)
-            with collector_paused():
-                size = write_snapshot(self.data_dir / SNAPSHOT_NAME, flatten(state))
-                del state
+            try:
+                with collector_paused(), yielding():  # pauses wait for searches in flight
+                    size = write_snapshot(self.data_dir / SNAPSHOT_NAME, flatten(state))
+                    del state
+            finally:
+                self._unsaved_in_snapshot = 0
             keep = ann[0] if ann is not None else None
             for old in self.data_dir.glob(ANN_PATTERN):
                 if old.name != keep:
@@ -474,6 +656,7 @@ class DurableIndex:
 
     def close(self) -> None:
         # Not under the write lock: a snapshot takes its own lock first, then the write lock.
+        self._stop_snapshotter()
         if self._unsaved:
             self.snapshot(final=True)
         with self._write_lock:
@@ -497,7 +680,7 @@ class DurableIndex:
         embedding = None
         if semantic and not self._index.is_date_query(query):
             embedding = self._index.query_embedding(query)
-        with self._lock:
+        with FOREGROUND, self._lock.read():
             # semantic only with an embedding in hand: never a second try at a failing vision.
             return self._index.search(
                 query, filters, limit, offset, embedding is not None, embedding, sort
@@ -511,19 +694,19 @@ class DurableIndex:
         filters: Filters | None = None,
         exact: bool = False,
     ) -> SimilarResult:
-        with self._lock:
+        with FOREGROUND, self._lock.read():
             return self._index.similar(image_id, vector, k, filters, exact)
 
     def duplicates(self, near_threshold: float = 0.0, image_id: str = "") -> Duplicates:
-        with self._lock:
+        with self._lock.read():
             return self._index.duplicates(near_threshold, image_id)
 
     def suggest(self, prefix: str, limit: int = 10) -> list[tuple[str, int, str]]:
-        with self._lock:
+        with FOREGROUND, self._lock.read():
             return self._index.suggest(prefix, limit)
 
     def get(self, image_id: str) -> Document:
-        with self._lock:
+        with self._lock.read():
             return self._index.get(image_id)
 
     def __len__(self) -> int:
@@ -541,7 +724,7 @@ class DurableIndex:
                 index.concepts.kind_classes(kinds)
 
     def stats(self) -> Stats:
-        with self._lock:
+        with self._lock.read():
             index = self._index
             disk = 0
             if self.data_dir is not None:
@@ -559,4 +742,6 @@ class DurableIndex:
                 load_time_s=self.load_time_s,
                 semantic_ready=index.semantic_ready,
                 applied_seq=self._seq,
+                snapshot_failures=self.snapshot_failures,
+                last_snapshot_error=self.last_snapshot_error,
             )

@@ -14,7 +14,7 @@ import math
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from search_service.fusion import RRF_K, reciprocal_rank_fusion
 from search_service.growable import GrowableArray
 from search_service.inverted_index import (
     MONTH_WORDS,
+    Analysis,
     BM25Params,
     InvertedIndex,
     KeywordMatches,
@@ -195,11 +196,32 @@ class SearchIndex:
         """Add `doc`, replacing any earlier document of the same image."""
         self.put_many([doc])
 
-    def put_many(self, docs: Sequence[Document]) -> None:
+    def prepare_removals(self, docs: Sequence[Document]) -> dict[int, tuple[Document, Analysis]]:
+        """The keyword analyses of the documents that put_many(docs) replaces, by document
+        number: made before taking the index lock (under the writers' lock only, so no write
+        changes them meanwhile) and handed to put_many, whose removals then do not tokenise
+        the replaced documents again while searches wait (a re-put's main cost), nor read
+        them back from the document store."""
+        out: dict[int, tuple[Document, Analysis]] = {}
+        ids = self._ids
+        for d in docs:
+            docno = ids.get(d.image_id)
+            if docno is not None:
+                old = self._docs[docno]
+                if old is not None:
+                    out[docno] = (old, self.keywords.analyse(old))
+        return out
+
+    def put_many(
+        self,
+        docs: Sequence[Document],
+        removed: Mapping[int, tuple[Document, Analysis]] | None = None,
+    ) -> None:
         """put() each of `docs`, in order; vectors, concept weights and the filter columns are
         filled a batch at a time, and every label is numbered once (its kind in the document
         store's table) for the keyword index, the document store and the concept space alike.
-        Every document is validated before any is added."""
+        Every document is validated before any is added. `removed`: prepare_removals(docs),
+        made since the index last changed."""
         if len({d.image_id for d in docs}) != len(docs):  # one image twice: one at a time
             for doc in docs:
                 self.put_many([doc])
@@ -211,7 +233,7 @@ class SearchIndex:
         self._validate_many(docs, probs, moderation, taken)
         ids = self._ids
         for image_id in [d.image_id for d in docs if d.image_id in ids]:
-            self.remove(image_id)
+            self.remove(image_id, removed)
         self._writes += 1
         first = len(self._docs)
         kinds = self._docs.label_kinds(labels)
@@ -277,14 +299,17 @@ class SearchIndex:
             for doc in docs:
                 self.validate(doc)
 
-    def remove(self, image_id: str) -> bool:
+    def remove(
+        self, image_id: str, prepared: Mapping[int, tuple[Document, Analysis]] | None = None
+    ) -> bool:
         docno = self._ids.pop(image_id, None)
         if docno is None:
             return False
         self._writes += 1
-        doc = self._docs[docno]
+        ready = prepared.get(docno) if prepared else None
+        doc = ready[0] if ready else self._docs[docno]
         assert doc is not None
-        self.keywords.remove(docno, doc)
+        self.keywords.remove(docno, doc, ready[1] if ready else None)
         self.vectors.remove(docno)
         if self.concepts is not None:
             self.concepts.remove(docno)

@@ -10,12 +10,15 @@ are dead.
 
 from __future__ import annotations
 
+import array
 import bisect
 import calendar
 import functools
 import itertools
 import math
+import threading
 import time
+import weakref
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +31,7 @@ from search_service.concepts import ConceptHierarchy, load_hierarchy
 from search_service.document import Document, Label
 from search_service.growable import GrowableArray
 from search_service.postings import WEIGHT_LEVELS, PostingList, append_runs, quantise_weight
-from search_service.snapshot import Pacer
+from search_service.snapshot import BytesParts, Pacer
 from search_service.tokenizer import Tokenizer, joined_ascii_words
 
 # New fields go at the end (field numbers are stored in snapshots).
@@ -63,6 +66,9 @@ _CONCEPT_DOCS = 256
 # Python values it converts to an array or text at once.
 _SNAPSHOT_LISTS = 512
 _PACED_VALUES = 32_768
+# Texts of a frozen suggestion table read by one C call (_read_frozen_surface): a slice's
+# look-ups and inserts miss the cache at every text (~0.4 us each at 1M), about 1-2 ms.
+_PACED_TEXTS = 4096
 
 
 @dataclass(frozen=True)
@@ -135,10 +141,26 @@ class Analysis:
     surface: dict[str, set[str]]
 
 
+class _FrozenSurface:
+    """The suggestion table of a frozen view (frozen_state), copied on write: the live table
+    itself (`table`) and, for each text a write changed since the freeze, its entry as it was
+    then (`saved`; None: the text was not in the table). Entries the freeze saw are never
+    changed in place after it (the generation bump makes a write replace them by a copy), so
+    the view is the live table with `saved` laid over it, and nothing is copied under the
+    writers' lock; _read_frozen_surface reads it afterwards."""
+
+    __slots__ = ("table", "saved", "__weakref__")
+
+    def __init__(self, table: dict[str, list[Any]]) -> None:
+        self.table = table
+        self.saved: dict[str, list[Any] | None] = {}
+
+
 class InvertedIndex:
     def __init__(self, params: BM25Params | None = None) -> None:
         self.params = params or BM25Params()
-        self._tokenizer = Tokenizer()
+        # One tokenizer per thread (its stemmer is not thread-safe): searches share the index.
+        self._tokenizers = threading.local()
         self.hierarchy: ConceptHierarchy | None = (
             load_hierarchy() if self.params.hierarchy else None
         )
@@ -161,6 +183,13 @@ class InvertedIndex:
         self._surface: dict[str, list[Any]] = {}
         self._surface_generation = 0
         self._sorted_surface: list[str] | None = None
+        # Frozen views of the suggestion table not read yet (see _FrozenSurface): a write
+        # saves a text's entry for each of them before it first changes it. A tuple replaced
+        # whole under _surface_views_lock (a snapshot's reader drops its view without the
+        # writers' lock: a writer reads the tuple once, never a set changing under it); weak,
+        # so a view never read (its snapshot failed) goes with its state.
+        self._surface_views: tuple[weakref.ref[_FrozenSurface], ...] = ()
+        self._surface_views_lock = threading.Lock()
         # Label phrase -> (words, stems): label names repeat across images (1000 classes).
         self._concepts_cache: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self._stem_concepts_cache: dict[str, list[tuple[int, str]]] = {}
@@ -168,6 +197,9 @@ class InvertedIndex:
         self._decoded: OrderedDict[tuple[int, str], tuple[npt.NDArray[np.int64], Any]] = (
             OrderedDict()
         )
+        # Searches run side by side (the index's read lock is shared): the cache's look-up
+        # and move, or insert and evict, go together.
+        self._decoded_lock = threading.Lock()
         # The batch vocabulary (add_many): terms and suggestion texts numbered, label kinds,
         # colours and text values analysed, concepts' terms as flat tables.
         self._vocab: dict[tuple[int, str], int] = {}
@@ -748,9 +780,13 @@ class InvertedIndex:
         field_docs = per_field[nonzero].tolist()
         j, ends = 0, len(field_rank)
         surface, generation, text_list = self._surface, self._surface_generation, self._text_list
+        saves = self._surface_saves()
         for r, text_id in enumerate(texts[starts].tolist()):
             text = text_list[text_id]
             entry = surface.get(text)
+            for saved in saves:  # copy on write: the entry as a frozen view holds it
+                if text not in saved:
+                    saved[text] = entry
             if entry is None:
                 entry = surface[text] = [0, {}, generation]
                 self._sorted_surface = None
@@ -763,9 +799,11 @@ class InvertedIndex:
                 counts[name] = counts.get(name, 0) + field_docs[j]
                 j += 1
 
-    def remove(self, docno: int, doc: Document) -> None:
-        """Forget `doc`'s statistics; its postings stay but the caller no longer allows it."""
-        analysis = self.analyse(doc)
+    def remove(self, docno: int, doc: Document, analysis: Analysis | None = None) -> None:
+        """Forget `doc`'s statistics; its postings stay but the caller no longer allows it.
+        `analysis`: analyse(doc), made beforehand (outside the index lock) by the caller."""
+        if analysis is None:
+            analysis = self.analyse(doc)
         held = self._held_lengths
         if held is not None and docno < held[0] and docno not in held[1]:
             held[1][docno] = [float(self._lengths[name][docno]) for name in FIELDS]
@@ -778,8 +816,12 @@ class InvertedIndex:
     def _count_surface(self, analysis: Analysis, delta: int) -> None:
         surface = self._surface
         generation = self._surface_generation
+        saves = self._surface_saves()
         for text, fields in analysis.surface.items():
             entry = surface.get(text)
+            for saved in saves:  # copy on write: the entry as a frozen view holds it
+                if text not in saved:
+                    saved[text] = entry
             if entry is None:
                 entry = surface[text] = [0, {}, generation]
                 self._sorted_surface = None
@@ -792,6 +834,14 @@ class InvertedIndex:
             if entry[0] <= 0:
                 del surface[text]
                 self._sorted_surface = None
+
+    def _surface_saves(self) -> list[dict[str, list[Any] | None]]:
+        """The `saved` tables of the frozen views of this suggestion table not read yet."""
+        views = self._surface_views
+        if not views:
+            return []
+        found = (ref() for ref in views)
+        return [v.saved for v in found if v is not None and v.table is self._surface]
 
     # ---- reads ------------------------------------------------------------------------------
 
@@ -876,11 +926,19 @@ class InvertedIndex:
 
     # ---- internals --------------------------------------------------------------------------
 
+    @property
+    def _tokenizer(self) -> Tokenizer:
+        found: Tokenizer | None = getattr(self._tokenizers, "tokenizer", None)
+        if found is None:
+            found = self._tokenizers.tokenizer = Tokenizer()
+        return found
+
     def _decoded_postings(self, key: tuple[int, str]) -> tuple[Any, Any] | None:
-        cached = self._decoded.get(key)
-        if cached is not None:
-            self._decoded.move_to_end(key)
-            return cached
+        with self._decoded_lock:
+            cached = self._decoded.get(key)
+            if cached is not None:
+                self._decoded.move_to_end(key)
+                return cached
         plist = self._postings.get(key)
         if plist is None:
             return None
@@ -890,9 +948,10 @@ class InvertedIndex:
             tf = weights_q.astype(np.float32) * (self.params.label_tf_scale / 255.0)
         else:
             tf = weights_q.astype(np.float32)
-        self._decoded[key] = (ids, tf)
-        if len(self._decoded) > _DECODED_CACHE_ENTRIES:
-            self._decoded.popitem(last=False)
+        with self._decoded_lock:
+            self._decoded[key] = (ids, tf)
+            if len(self._decoded) > _DECODED_CACHE_ENTRIES:
+                self._decoded.popitem(last=False)
         return ids, tf
 
     def _term_scores(self, fno: int, term: str) -> tuple[Any, Any] | None:
@@ -1007,11 +1066,14 @@ class InvertedIndex:
 
     def state(self) -> dict[str, Any]:
         """Everything needed to restore the index, as arrays, bytes and JSON-ready values."""
-        return {k: v() if callable(v) else v for k, v in self.frozen_state().items()}
+        out = {k: v() if callable(v) else v for k, v in self.frozen_state().items()}
+        return {k: v.to_bytes() if isinstance(v, BytesParts) else v for k, v in out.items()}
 
     def frozen_state(self) -> dict[str, Any]:
-        """state() as of now, taken cheaply (under the writers' lock): the lengths copied, the
-        surface table copied shallowly (surface entries are copied on write after this), the
+        """state() as of now, taken cheaply (under the writers' lock): the per-field length
+        sums copied, the suggestion table not copied (a write saves an entry for the view
+        before it first changes it, see _FrozenSurface; 600k texts at 1.19M documents took
+        8-15 ms CPU to copy under the lock), the
         number of posting lists made so far noted and a record begun of the sizes of the lists
         appended to after this (PostingList.sizes). The rest are callables, evaluated later
         while writes go on: each posting list is read as it stood at this view (a few lengths
@@ -1026,7 +1088,10 @@ class InvertedIndex:
         made, lists = self._made, len(self._made)
         held: dict[PostingList, tuple[int, int, int]] = {}
         self._held = held
-        surface = dict(self._surface)
+        frozen_surface = _FrozenSurface(self._surface)  # no copy: see _FrozenSurface
+        with self._surface_views_lock:
+            kept = tuple(ref for ref in self._surface_views if ref() is not None)
+            self._surface_views = (*kept, weakref.ref(frozen_surface))
         self._surface_generation += 1  # from now on, entries change as copies
         length_sums = dict(self._length_sums)
         live = self._live
@@ -1041,19 +1106,42 @@ class InvertedIndex:
         def postings() -> dict[str, Any]:
             if built:
                 return built
-            fields, words, ids_parts, weight_parts, lasts = [], [], [], [], []
+            # The lists' bytes go straight into pieces of about _PIECE_BYTES (written one after
+            # another as one section), their sizes, fields and last documents into C arrays:
+            # no Python object per list is left to free at the end (1.2M copies at 1.19M
+            # documents, whose freeing held the interpreter lock 100-200 ms) and no C call
+            # copies more than a piece (appending every list to one bytearray of 68 MB held it
+            # 25-125 ms at a time).
+            words: list[str] = []
+            fields, lasts = array.array("b"), array.array("q")
+            ids_sizes, weight_sizes = array.array("q"), array.array("q")
+            ids_pieces: list[bytearray] = []
+            weight_pieces: list[bytearray] = []
+            ids_buf, weights_buf = bytearray(), bytearray()
             pace = Pacer()
             for start in range(0, lists, _SNAPSHOT_LISTS):
                 for key, plist in made[start : min(lists, start + _SNAPSHOT_LISTS)]:
-                    ids_b, weights_b, last = plist.sizes(held)
-                    if not weights_b:
+                    ids_b, weights_b, last = plist.sizes(held)  # copies: a long list's, a
+                    if not weights_b:  # C call as long as it (0.5 ms a MB)
                         continue
                     fields.append(key[0])
                     words.append(key[1])
-                    ids_parts.append(ids_b)
-                    weight_parts.append(weights_b)
                     lasts.append(last)
+                    ids_sizes.append(len(ids_b))
+                    weight_sizes.append(len(weights_b))
+                    ids_buf += ids_b
+                    weights_buf += weights_b
+                    if len(ids_buf) >= _PIECE_BYTES:
+                        ids_pieces.append(ids_buf)
+                        ids_buf = bytearray()
+                        pace()
+                    if len(weights_buf) >= _PIECE_BYTES:
+                        weight_pieces.append(weights_buf)
+                        weights_buf = bytearray()
+                        pace()
                 pace()
+            ids_pieces.append(ids_buf)
+            weight_pieces.append(weights_buf)
             if self._held is held:  # read: appends need not record sizes any more
                 self._held = None
             text = _nul_joined(words, pace)
@@ -1061,26 +1149,28 @@ class InvertedIndex:
                 None if text is not None else [[f, w] for f, w in zip(fields, words, strict=True)]
             )
             built.update(
-                term_fields=_paced_array(fields, np.int8, pace),
+                term_fields=np.array(fields, np.int8),
                 term_text=text,
                 terms=pairs,
-                ids_blob=_joined(ids_parts, pace),
-                ids_offsets=_offsets(ids_parts, pace),
-                weights_blob=_joined(weight_parts, pace),
-                weights_offsets=_offsets(weight_parts, pace),
-                lasts=_paced_array(lasts, np.int64, pace),
+                ids_blob=BytesParts(ids_pieces),
+                ids_offsets=_starts(ids_sizes),
+                weights_blob=BytesParts(weight_pieces),
+                weights_offsets=_starts(weight_sizes),
+                lasts=np.array(lasts, np.int64),
             )
             return built
 
         def suggestions() -> dict[str, Any]:
             if table:
                 return table
-            items = iter(surface.items())  # the frozen copy: no other thread changes it
+            surface = self._read_frozen_surface(frozen_surface)
+            items = iter(surface.items())  # the view's own table: no other thread changes it
             texts: list[str] = []
-            counts: list[int] = []
-            f_entry: list[int] = []
-            f_field: list[int] = []
-            f_count: list[int] = []
+            # C arrays, not lists: no Python int per entry left to free at the end.
+            counts = array.array("q")
+            f_entry = array.array("q")
+            f_field = array.array("b")
+            f_count = array.array("q")
             pace = Pacer()
             for start in range(0, len(surface), _SNAPSHOT_LISTS):
                 part = itertools.islice(items, _SNAPSHOT_LISTS)
@@ -1095,10 +1185,10 @@ class InvertedIndex:
             joined = _nul_joined(texts, pace)
             table.update(
                 surface_text=joined,
-                surface_counts=_paced_array(counts, np.int64, pace),
-                surface_field_entry=_paced_array(f_entry, np.int64, pace),
-                surface_field=_paced_array(f_field, np.int8, pace),
-                surface_field_count=_paced_array(f_count, np.int64, pace),
+                surface_counts=np.array(counts, np.int64),
+                surface_field_entry=np.array(f_entry, np.int64),
+                surface_field=np.array(f_field, np.int8),
+                surface_field_count=np.array(f_count, np.int64),
                 json=None if joined is not None else {t: [e[0], e[1]] for t, e in surface.items()},
             )
             return table
@@ -1141,6 +1231,46 @@ class InvertedIndex:
         ):
             state[name] = functools.partial(suggestion_part, name)
         return state
+
+    def _read_frozen_surface(self, view: _FrozenSurface) -> dict[str, list[Any]]:
+        """The suggestion table of a frozen view as it was at the freeze, read while writes go
+        on (they run under the caller's writers' lock, this does not): the live table's texts
+        listed (one C call, no thread switch inside it), their entries read a slice at a time
+        with pauses, then every text in `saved` takes its saved entry (or leaves: None). A
+        write saves an entry before it first changes it, so a text changed before its entry
+        was read is in `saved` when that is copied below, and the entry read of a text not in
+        it is the frozen one. The view stops collecting changes."""
+        live, saved = view.table, view.saved
+        while True:
+            try:
+                texts = list(live)
+                break
+            except RuntimeError:  # changed while listed (not expected: one C call)
+                continue
+        out: dict[str, Any] = {}  # entries (None only for texts in `saved`)
+        pace = Pacer()
+        for start in range(0, len(texts), _PACED_TEXTS):
+            part = texts[start : start + _PACED_TEXTS]
+            entries = list(map(live.get, part))  # C calls, no Python loop over the texts
+            out.update(zip(part, entries, strict=True))
+            pace()
+        with self._surface_views_lock:  # writes stop saving for it (a write in progress
+            # may still add a text: its entry is the frozen one all the same)
+            self._surface_views = tuple(
+                ref for ref in self._surface_views if ref() not in (None, view)
+            )
+        while True:
+            try:
+                extra = dict(saved)
+                break
+            except RuntimeError:
+                continue
+        for text, entry in extra.items():
+            if entry is None:
+                out.pop(text, None)
+            else:
+                out[text] = entry
+        return out
 
     @classmethod
     def from_state(cls, state: dict[str, Any], params: BM25Params | None = None) -> InvertedIndex:
@@ -1207,12 +1337,15 @@ def _flat(rows: list[list[int]]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.
     return starts, np.asarray([x for r in rows for x in r], np.int64)
 
 
-def _joined(parts: list[bytearray], pace: Pacer) -> bytearray:
-    """b"".join(parts), _SNAPSHOT_LISTS parts at a time (pacing between)."""
-    out = bytearray()
-    for start in range(0, len(parts), _SNAPSHOT_LISTS):
-        out += b"".join(parts[start : start + _SNAPSHOT_LISTS])
-        pace()
+# A snapshot's posting bytes go out as pieces of about this size (written one after another
+# as one section): a copy into fresh memory holds the interpreter lock 0.5 ms a MB.
+_PIECE_BYTES = 1 << 20
+
+
+def _starts(sizes: array.array[int]) -> npt.NDArray[np.int64]:
+    """Where each of the parts of these sizes starts in their join, and the end."""
+    out = np.zeros(len(sizes) + 1, np.int64)
+    np.cumsum(np.array(sizes, np.int64), out=out[1:])
     return out
 
 
@@ -1232,30 +1365,9 @@ def _nul_joined(texts: list[str], pace: Pacer | None = None) -> bytes | None:
     return b"".join(pieces)
 
 
-def _paced_array(values: list[Any], dtype: Any, pace: Pacer) -> npt.NDArray[Any]:
-    """np.asarray(values, dtype), converted _PACED_VALUES values at a time with `pace`
-    between."""
-    out = np.empty(len(values), dtype)
-    for start in range(0, len(values), _PACED_VALUES):
-        out[start : start + _PACED_VALUES] = values[start : start + _PACED_VALUES]
-        pace()
-    return out
-
-
 def _nul_split(data: Any) -> list[str]:
     """Inverse of _nul_joined."""
     return bytes(data).decode().split("\0")[:-1]
-
-
-def _offsets(parts: list[bytearray], pace: Pacer) -> npt.NDArray[np.int64]:
-    """Where each of `parts` starts in their join, and the end."""
-    out = np.zeros(len(parts) + 1, np.int64)
-    for start in range(0, len(parts), _PACED_VALUES):
-        part = parts[start : start + _PACED_VALUES]
-        out[start + 1 : start + 1 + len(part)] = list(map(len, part))
-        pace()
-    np.cumsum(out, out=out)
-    return out
 
 
 def _ints(values: list[int]) -> npt.NDArray[np.int64]:

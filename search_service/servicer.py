@@ -184,6 +184,8 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
             applied_seq=s.applied_seq,
             head_seq=s.applied_seq,
             replay_progress=1.0,
+            snapshot_failures=s.snapshot_failures,
+            last_snapshot_error=s.last_snapshot_error,
         )
         if self._feed is not None:
             feed = self._feed.status()

@@ -288,4 +288,6 @@ class SearchServicerV2(pb_grpc.SearchServiceServicer):
             feed_error=old.feed_error,
             feed_damaged_changes=old.feed_damaged_changes,
             last_damaged_change=old.last_damaged_change,
+            snapshot_failures=old.snapshot_failures,
+            last_snapshot_error=old.last_snapshot_error,
         )

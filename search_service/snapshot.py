@@ -21,12 +21,14 @@ patched once the payload is out.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import mmap
 import os
 import struct
+import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -53,22 +55,126 @@ READABLE_VERSIONS = (3, 4, 5)
 # anonymous memory (the int8 vector rows and their factors: 1.3 KB of the 3.4 KB a document
 # takes): the kernel pages them in as they are read and may drop them under memory pressure.
 # Their owner never writes to them (rows are only appended); see map_section.
-MAPPED_SECTIONS = frozenset({"engine.vectors.rows", "engine.vectors.factors"})
+# Since this session also the document store's columns (doc_store.py: strings as blobs and
+# offsets, the number columns, labels as kinds and probabilities; about 410 B a document): a raw
+# section (a blob) maps as a read-only uint8 array. The bytes on disk are the same as before.
+_DOC_MAPPED = (
+    *(
+        f"{name}_{part}"
+        for name in (
+            "image_id",
+            "filename",
+            "owner",
+            "ocr_text",
+            "sha256",
+            "camera_make",
+            "camera_model",
+            "extras",
+        )
+        for part in ("blob", "offsets")
+    ),
+    "moderation_score",
+    "status",
+    "created_at_unix_ms",
+    "taken_at_unix_s",
+    "favourite",
+    "label_offsets",
+    "label_kinds",
+    "label_probs",
+)
+MAPPED_SECTIONS = frozenset(
+    {
+        "engine.vectors.rows",
+        "engine.vectors.factors",
+        *(f"engine.doc_columns.{name}" for name in _DOC_MAPPED),
+    }
+)
 _HEADER = struct.Struct("<8sII")
 _SECTION = struct.Struct("<BQI")
 _RAW, _ARRAY, _JSON, _NONE = 0, 1, 2, 3
 _JSON_SLICE = 500
-_WRITE_SLICE = 8 << 20
+# Bytes written (or checked) per call; a pause between two (2 MB: the kernel's copy of a
+# slice into the page cache is a millisecond or so of a CPU a search may want).
+_WRITE_SLICE = 2 << 20
 _COMPRESS_SLICE = 1 << 20
 # Python work between two chances for other threads to take the interpreter lock (Pacer), and
 # the sleep that gives them the chance.
 _PACE_S = 0.001
 _PAUSE_S = 0.0001
+# The longest a pause waits for the searches in flight to end (Foreground): a steady stream
+# of searches slows a snapshot's work to about _PACE_S in every YIELD_MAX_S, never stops it.
+YIELD_MAX_S = 0.01
+
+
+class Foreground:
+    """The searches in flight in this process (each inside `with FOREGROUND:`). A snapshot's
+    pauses (Pacer, and between the slices it writes) wait while one is in flight, up to
+    YIELD_MAX_S at a time: a search then has the interpreter lock and a CPU to itself instead
+    of taking turns with the snapshot's work at each of its numpy calls (at 1M documents on 2
+    cores a search that needs 40 ms of CPU took 90-140 ms while a snapshot was written, half
+    of it waiting for a CPU). Between searches the snapshot goes on."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self.active = 0
+        # Pauses that found a search in flight and waited for it (tests, the stall probe).
+        self.waits = 0
+        # When the last search started (time.monotonic()).
+        self.last_started = float("-inf")
+
+    def __enter__(self) -> None:
+        with self._cond:
+            self.active += 1
+            self.last_started = time.monotonic()
+
+    def searched_within(self, seconds: float) -> bool:
+        """True while a search is in flight or one started in the last `seconds`."""
+        return bool(self.active) or time.monotonic() - self.last_started < seconds
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self.active -= 1
+            if not self.active:
+                self._cond.notify_all()
+
+    def wait_idle(self, timeout: float) -> None:
+        """Return once no search is in flight, or after `timeout` seconds."""
+        if not self.active:
+            return
+        with self._cond:
+            if self.active:
+                self.waits += 1
+                self._cond.wait_for(lambda: not self.active, timeout)
+
+
+FOREGROUND = Foreground()
+_yielding = threading.local()
+
+
+@contextlib.contextmanager
+def yielding() -> Iterator[None]:
+    """The calling thread's pauses wait for the searches in flight (Foreground) while inside
+    this: a snapshot writing its frozen view, with no lock held (a pause under a lock that a
+    search waits for would only make both wait)."""
+    was = getattr(_yielding, "on", False)
+    _yielding.on = True
+    try:
+        yield
+    finally:
+        _yielding.on = was
+
+
+def pause() -> None:
+    """A snapshot's pause: a chance for a thread waiting for the interpreter lock to take it,
+    and inside yielding(), a wait while a search is in flight (Foreground)."""
+    time.sleep(_PAUSE_S)
+    if getattr(_yielding, "on", False):
+        FOREGROUND.wait_idle(YIELD_MAX_S)
 
 
 class Pacer:
-    """Called often from a long Python loop of a snapshot: every _PACE_S of it, sleeps
-    _PAUSE_S so that a thread waiting for the interpreter lock takes it now. Otherwise that
+    """Called often from a long Python loop of a snapshot: every _PACE_S of it, pauses (see
+    pause()) so that a thread waiting for the interpreter lock takes it now. Otherwise that
     thread waits for the switch interval (5 ms) each time it wants the lock back, and a search
     that lets go of it a few dozen times (numpy calls) waited a hundred milliseconds or more
     while a snapshot ran."""
@@ -78,7 +184,7 @@ class Pacer:
 
     def __call__(self) -> None:
         if time.perf_counter() >= self._due:
-            time.sleep(_PAUSE_S)
+            pause()
             self._due = time.perf_counter() + _PACE_S
 
 
@@ -120,6 +226,31 @@ class ArrayParts:
         if not self.parts:
             return np.empty(self.shape, self.dtype)
         return np.concatenate(self.parts)
+
+
+class BytesParts:
+    """One raw (bytes) section given as parts written one after another: the file holds the
+    same bytes as for b"".join(parts), and no joined copy is ever made."""
+
+    def __init__(self, parts: list[Any]) -> None:
+        self.parts = parts
+
+    def to_bytes(self) -> bytes:
+        return b"".join(memoryview(p).cast("B") for p in self.parts)
+
+
+class Deferred:
+    """A section's value made when its turn comes (make()), and on_written(path, name) called
+    once the snapshot holding it is in place (renamed and its directory synced)."""
+
+    def __init__(
+        self, make: Callable[[], Any], on_written: Callable[[Path, str], None] | None = None
+    ) -> None:
+        self.make = make
+        self.on_written = on_written
+
+    def __call__(self) -> Any:
+        return self.make()
 
 
 def write_snapshot(path: Path, sections: dict[str, Any], version: int = FORMAT_VERSION) -> int:
@@ -169,6 +300,8 @@ def _write_section(f: BinaryIO, name: str, value: Any) -> None:
         kind, pieces = _ARRAY, _array_pieces(value)
     elif isinstance(value, ArrayParts):
         kind, pieces = _ARRAY, _parts_pieces(value)
+    elif isinstance(value, BytesParts):
+        kind, pieces = _RAW, (s for p in value.parts for s in _slices(memoryview(p).cast("B")))
     elif isinstance(value, JsonChunks):
         kind, pieces = _JSON, _compressed(iter(value.pieces))
     else:
@@ -302,8 +435,8 @@ def _read_section(f: BinaryIO, path: Path) -> tuple[str, Any]:
         kind, length, crc = _SECTION.unpack(f.read(_SECTION.size))
     except (struct.error, UnicodeDecodeError) as exc:
         raise IndexFormatError(f"{path} is truncated or damaged") from exc
-    if kind == _ARRAY and name in MAPPED_SECTIONS:
-        return name, _read_mapped(f, path, name, length, crc)
+    if kind in (_ARRAY, _RAW) and name in MAPPED_SECTIONS:
+        return name, _read_mapped(f, path, name, length, crc, kind)
     # Read straight into memory an array can then use as is (np.empty: not zeroed first).
     payload = np.empty(length, np.uint8)
     view = memoryview(payload.data)
@@ -347,12 +480,13 @@ def _array(payload: np.ndarray, path: Path, name: str) -> np.ndarray:
 
 
 def _written(path: Path, sections: dict[str, Any]) -> None:
-    """Tell the array sections that asked (ArrayParts.on_written) that `path` now holds them.
-    The snapshot is in place already: a failing hook is logged, not raised."""
+    """Tell the sections that asked (ArrayParts.on_written, Deferred.on_written) that `path`
+    now holds them. The snapshot is in place already: a failing hook is logged, not raised."""
     for name, value in sections.items():
-        if isinstance(value, ArrayParts) and value.on_written is not None:
+        hook = getattr(value, "on_written", None)
+        if isinstance(value, ArrayParts | Deferred) and hook is not None:
             try:
-                value.on_written(path, name)
+                hook(path, name)
             except (OSError, ValueError, IndexFormatError):
                 logging.getLogger(__name__).exception(
                     "snapshot written, but mapping its section failed",
@@ -360,10 +494,12 @@ def _written(path: Path, sections: dict[str, Any]) -> None:
                 )
 
 
-def _read_mapped(f: BinaryIO, path: Path, name: str, length: int, crc: int) -> np.ndarray:
-    """An array section checked against its checksum (read once, a slice at a time, through
-    the page cache: no anonymous copy), then mapped read-only from the file; `f` is left past
-    it."""
+def _read_mapped(
+    f: BinaryIO, path: Path, name: str, length: int, crc: int, kind: int = _ARRAY
+) -> np.ndarray:
+    """An array (or raw) section checked against its checksum (read once, a slice at a time,
+    through the page cache: no anonymous copy), then mapped read-only from the file (a raw one
+    as a uint8 array); `f` is left past it."""
     start = f.tell()
     buf = bytearray(min(length, _WRITE_SLICE))
     view = memoryview(buf)
@@ -376,12 +512,23 @@ def _read_mapped(f: BinaryIO, path: Path, name: str, length: int, crc: int) -> n
         done += n
     if done != length or got_crc != crc:
         raise IndexFormatError(f"{path}: section {name!r} is damaged (checksum mismatch)")
+    if kind == _RAW:
+        return _map_raw(f.fileno(), start, length)
     return _map_array(f.fileno(), path, name, start, length)
 
 
 def map_section(path: Path, name: str) -> np.ndarray:
     """Array section `name` of the snapshot at `path`, mapped read-only (not read, not checked:
     for a snapshot this process has just written)."""
+    return map_sections(path, [name])[name]
+
+
+def map_sections(path: Path, names: Iterable[str]) -> dict[str, np.ndarray]:
+    """Sections `names` of the snapshot at `path` (arrays, and raw ones as uint8 arrays), mapped
+    read-only, found in one pass over the section headers (not read, not checked: for a
+    snapshot this process has just written)."""
+    wanted = set(names)
+    out: dict[str, np.ndarray] = {}
     with path.open("rb") as f:
         head = f.read(_HEADER.size)
         if len(head) < _HEADER.size or head[:8] != MAGIC:
@@ -390,12 +537,41 @@ def map_section(path: Path, name: str) -> np.ndarray:
             (name_len,) = struct.unpack("<H", f.read(2))
             found = f.read(name_len).decode()
             kind, length, _crc = _SECTION.unpack(f.read(_SECTION.size))
-            if found == name:
-                if kind != _ARRAY:
-                    break
-                return _map_array(f.fileno(), path, name, f.tell(), length)
+            if found in wanted:
+                if kind == _ARRAY:
+                    out[found] = _map_array(f.fileno(), path, found, f.tell(), length)
+                elif kind == _RAW:
+                    out[found] = _map_raw(f.fileno(), f.tell(), length)
             f.seek(length, os.SEEK_CUR)
-    raise IndexFormatError(f"{path} has no array section {name!r}")
+    missing = wanted - set(out)
+    if missing:
+        raise IndexFormatError(f"{path} has no array section {sorted(missing)[0]!r}")
+    return out
+
+
+def _map_raw(fd: int, start: int, length: int) -> np.ndarray:
+    """Bytes [start, start + length) of the file as a read-only uint8 array over a private
+    mapping of that range (see _map_array)."""
+    if length == 0:
+        return np.frombuffer(b"", np.uint8)
+    aligned = start - start % mmap.ALLOCATIONGRANULARITY
+    mapped = mmap.mmap(fd, start + length - aligned, access=mmap.ACCESS_READ, offset=aligned)
+    return np.frombuffer(mapped, np.uint8, count=length, offset=start - aligned)
+
+
+def mapping_of(arr: Any) -> mmap.mmap | None:
+    """The read-only memory map of a file an array is a view of, if any (an array made in
+    memory may be an anonymous map of its own: that is writeable, and not this)."""
+    if not isinstance(arr, np.ndarray) or arr.flags.writeable:
+        return None
+    base: Any = arr
+    while base is not None:
+        if isinstance(base, mmap.mmap):
+            return base
+        base = getattr(base, "base", None)
+        if isinstance(base, memoryview):
+            base = base.obj
+    return None
 
 
 def _map_array(fd: int, path: Path, name: str, start: int, length: int) -> np.ndarray:
@@ -432,7 +608,8 @@ def flatten(state: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     for key, value in state.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict) and any(
-            isinstance(v, np.ndarray | bytes | dict | JsonChunks | ArrayParts) or callable(v)
+            isinstance(v, np.ndarray | bytes | dict | JsonChunks | ArrayParts | BytesParts)
+            or callable(v)
             for v in value.values()
         ):
             out.update(flatten(value, name + "."))

@@ -42,7 +42,7 @@ import numpy.typing as npt
 
 from search_service.ann import AnnIndex, AnnShape
 from search_service.growable import ChunkedRows, GrowableArray
-from search_service.snapshot import ArrayParts, map_section
+from search_service.snapshot import ArrayParts, map_section, mapping_of
 
 log = logging.getLogger(__name__)
 
@@ -485,7 +485,7 @@ class VectorIndex:
         (MADV_SEQUENTIAL), which MAP_ADVICE turns off for rescoring; a page at a time, a scan
         of evicted rows took 3-8x as long (MADV_WILLNEED first did not help)."""
         chunks = self._vectors.chunks + self._factors.chunks
-        if MAP_ADVICE == mmap.MADV_NORMAL or all(_mapping_of(c) is None for c in chunks):
+        if MAP_ADVICE == mmap.MADV_NORMAL or all(mapping_of(c) is None for c in chunks):
             yield
             return
         _advise(chunks, mmap.MADV_SEQUENTIAL)
@@ -496,7 +496,7 @@ class VectorIndex:
 
     def mapped_chunks(self) -> int:
         """How many chunks of vector rows are views of a snapshot file."""
-        return sum(1 for c in self._vectors.chunks if _mapping_of(c) is not None)
+        return sum(1 for c in self._vectors.chunks if mapping_of(c) is not None)
 
     def state(self) -> dict[str, Any]:
         return {
@@ -595,25 +595,10 @@ def _advise(arrays: list[npt.NDArray[Any]], advice: int) -> None:
     """madvise(advice) over each memory map these arrays are views of (once each)."""
     done: set[int] = set()
     for arr in arrays:
-        mapping = _mapping_of(arr)
+        mapping = mapping_of(arr)
         if mapping is not None and id(mapping) not in done:
             done.add(id(mapping))
             mapping.madvise(advice)
-
-
-def _mapping_of(arr: npt.NDArray[Any]) -> mmap.mmap | None:
-    """The read-only memory map of a file an array is a view of, if any (a chunk made in
-    memory may be an anonymous map of its own: that is writeable, and not this)."""
-    if arr.flags.writeable:
-        return None
-    base: Any = arr
-    while base is not None:
-        if isinstance(base, mmap.mmap):
-            return base
-        base = getattr(base, "base", None)
-        if isinstance(base, memoryview):
-            base = base.obj
-    return None
 
 
 def quantise(

@@ -197,7 +197,7 @@ def test_snapshots_are_taken_every_n_changes(tmp_path):
 
     index.apply([FeedChange(3, "c", doc("c"))])
 
-    assert index.maybe_snapshot()
+    assert index.maybe_snapshot() and index.wait_for_snapshots(30)
     assert _read_seq(tmp_path) == 3
 
 
@@ -207,7 +207,8 @@ def test_snapshots_are_taken_after_the_interval_with_a_single_change(tmp_path):
 
     index.apply([FeedChange(7, "a", doc("a"))])
 
-    assert index.maybe_snapshot() and _read_seq(tmp_path) == 7
+    assert index.maybe_snapshot() and index.wait_for_snapshots(30)
+    assert _read_seq(tmp_path) == 7
 
 
 def _read_seq(directory) -> int:
@@ -339,6 +340,7 @@ def test_direct_writes_snapshot_every_n_changes_too(tmp_path):
 
     _fill(index)  # three puts and a remove
 
+    assert index.wait_for_snapshots(30)  # written by the index's snapshot thread
     assert (tmp_path / SNAPSHOT_NAME).exists()
     assert DurableIndex.open(tmp_path, PARAMS).search("espresso").total == 1
 

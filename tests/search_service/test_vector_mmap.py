@@ -16,9 +16,10 @@ import pytest
 from search_service import snapshot, vector_index
 from search_service.durable_index import SNAPSHOT_NAME, DurableIndex
 from search_service.engine import EngineParams
-from search_service.snapshot import flatten, read_snapshot, unflatten, write_snapshot
-from search_service.vector_index import AnnParams, VectorIndex, _mapping_of
+from search_service.snapshot import flatten, mapping_of, read_snapshot, unflatten, write_snapshot
+from search_service.vector_index import AnnParams, VectorIndex
 from tests.search_service.documents import DIM, doc, unit
+from tests.search_service.memory_support import anon_kb, status_kb
 
 CHUNK = 8  # rows per chunk in these tests (the service's 16,384 would need that many puts)
 DOCS = 44  # five whole chunks and four rows in a sixth
@@ -56,14 +57,6 @@ def _held_snapshots(directory: Path) -> tuple[list[str], list[str]]:
     return maps, fds
 
 
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise AssertionError(field)
-
-
 @pytest.mark.parametrize("threshold", [10**9, 20], ids=["exact", "faiss"])
 def test_a_restart_maps_the_whole_chunks_and_answers_the_same(tmp_path, threshold):
     params = EngineParams(vector_dim=DIM, ann=AnnParams(threshold=threshold))
@@ -78,9 +71,9 @@ def test_a_restart_maps_the_whole_chunks_and_answers_the_same(tmp_path, threshol
     chunks = vectors._vectors.chunks
     assert vectors.mapped_chunks() == DOCS // CHUNK == 5
     for chunk in chunks[:5] + vectors._factors.chunks[:5]:
-        mapping = _mapping_of(chunk)
+        mapping = mapping_of(chunk)
         assert mapping is not None and not chunk.flags.writeable
-    assert _mapping_of(chunks[5]) is None  # the partial last chunk is copied: it takes rows
+    assert mapping_of(chunks[5]) is None  # the partial last chunk is copied: it takes rows
     assert _answers(reopened, range(DOCS)) == before
     assert reopened.similar(vector=unit(3), k=1).approximate == (threshold == 20)
     reopened.close()
@@ -154,7 +147,7 @@ def test_mapped_rows_take_no_anonymous_memory(tmp_path, monkeypatch):
     gc.collect()
 
     def restored_anon_mb() -> tuple[float, VectorIndex]:
-        anon = _status_kb("RssAnon")
+        anon = anon_kb()
         state = unflatten(read_snapshot(path))["engine"]["vectors"]
         restored = VectorIndex.restore(state, dim, AnnParams(threshold=10**9))
         del state
@@ -162,7 +155,7 @@ def test_mapped_rows_take_no_anonymous_memory(tmp_path, monkeypatch):
         hits = restored.search(query, 10, np.ones(rows, np.bool_))  # reads every row
         assert hits.docs.tolist() == expected.docs.tolist()
         assert hits.similarities.tolist() == expected.similarities.tolist()
-        return (_status_kb("RssAnon") - anon) / 1024, restored
+        return (anon_kb() - anon) / 1024, restored
 
     mapped_mb, restored = restored_anon_mb()
     assert restored.mapped_chunks() == 4
@@ -231,13 +224,18 @@ def test_searches_running_while_snapshots_swap_the_chunks_find_the_same_rows(tmp
     index.close()
 
 
-def _vm_flags(directory: Path) -> list[set[str]]:
-    """VmFlags of each mapping of a file in `directory` (/proc/self/smaps)."""
+def _vm_flags(directory: Path, arrays: list[np.ndarray] | None = None) -> list[set[str]]:
+    """VmFlags of each mapping of a file in `directory` (/proc/self/smaps); with `arrays`,
+    only of the mappings holding one of them (the document store maps the same file)."""
+    addresses = [a.__array_interface__["data"][0] for a in arrays or []]
     out, inside = [], False
     with open("/proc/self/smaps") as f:
         for line in f:
             if line[0] in "0123456789abcdef" and "-" in line.split()[0]:
-                inside = str(directory) in line
+                start, end = (int(x, 16) for x in line.split()[0].split("-"))
+                inside = str(directory) in line and (
+                    arrays is None or any(start <= a < end for a in addresses)
+                )
             elif inside and line.startswith("VmFlags:"):
                 out.append(set(line.split()[1:]))
     return out
@@ -254,8 +252,10 @@ def test_mapped_rows_are_read_a_page_at_a_time_except_while_scanned(tmp_path):
     flags = _vm_flags(tmp_path)
     assert flags and all("rr" in f and "sr" not in f for f in flags), flags
     vectors = index._index.vectors
+    rows = vectors._vectors.chunks + vectors._factors.chunks
     with vectors._scanning():
-        assert all("sr" in f and "rr" not in f for f in _vm_flags(tmp_path))
+        scanned = _vm_flags(tmp_path, [c for c in rows if mapping_of(c) is not None])
+        assert scanned and all("sr" in f and "rr" not in f for f in scanned)
     hits = vectors.search(unit(4), 1, vectors.present(), exact=True)
     assert hits.docs.tolist() == [4]
     assert all("rr" in f for f in _vm_flags(tmp_path))
@@ -279,12 +279,12 @@ def test_a_snapshot_gives_back_the_anonymous_memory_of_the_rows_it_maps(tmp_path
     for start in range(0, rows, 4096):
         vectors.add_many(start, list(rng.standard_normal((4096, dim)).astype(np.float32)))
     gc.collect()
-    before = _status_kb("RssAnon")
+    before = status_kb("RssAnon")
 
     write_snapshot(tmp_path / "x.snap", flatten({"engine": {"vectors": vectors.frozen_state()}}))
     gc.collect()
 
     assert vectors.mapped_chunks() == 4
-    assert (before - _status_kb("RssAnon")) / 1024 > 56
+    assert (before - status_kb("RssAnon")) / 1024 > 56
     query = rng.standard_normal(dim).astype(np.float32)
     assert vectors.search(query, 3, np.ones(rows, np.bool_)).docs.size == 3
