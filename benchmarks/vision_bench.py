@@ -21,6 +21,12 @@ by, Debian's mate-backgrounds included); the classifier cascade (int8 EfficientN
 float for near ties) against the float model alone, on one thread and over gRPC with the
 default tasks in alternating rounds, and what it serves against the float model on its tuning
 set and on the held-out sets (top-1 agreement, top-5, probabilities, features, recall@10);
+the moderation cascade that runs where the CPU has bf16 (OpenVINO's int8 copy first, float
+outside the manifest's "ov_int8" band; with VISION_OV_INT8=0 the float graph in bf16 and the
+"bf16" band) against the service as without bf16 (VISION_BF16=0: the onnxruntime int8
+cascade), two servers in
+alternating rounds over gRPC with the default tasks, by thread group, and each engine's memory
+(benchmarks/bf16_trial.py measures each model's runtimes and agreement alone);
 how each probe (the old one, the one in use at 320 px, and the same at 256 and 288 px) does
 on the photos with and without text and on smaller signs; every model file's sha256; the load
 average (the machine is shared).
@@ -58,6 +64,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from benchmarks.text_probe_trial import _previous_moderation_input
 from imagerepo.vision.v1 import vision_service_pb2 as pb
 from imagerepo.vision.v1 import vision_service_pb2_grpc as pb_grpc
 from service_runtime.grpc_server import channel_options
@@ -84,6 +91,7 @@ from vision_service.agreement import (
 from vision_service.config import VisionConfig
 from vision_service.engine import CLASSIFIER, MODERATION, OCR_DET, OCR_REC, VisionEngine
 from vision_service.models.classifier import ImageClassifier, recorded_cascade
+from vision_service.models.colours import dominant_colours
 from vision_service.models.moderation import ModerationModel, moderation_input
 from vision_service.models.ocr import PROBE_MAX_SIDE, TextProbe, _engine_params
 from vision_service.preprocess import (
@@ -96,7 +104,13 @@ from vision_service.preprocess import (
 from vision_service.registry import load_registry
 from vision_service.server import build_server
 from vision_service.servicer import EngineSlot
-from vision_service.sessions import SessionThreads, open_session
+from vision_service.sessions import (
+    OpenVinoSession,
+    SessionThreads,
+    cpu_has_bf16,
+    open_session,
+    openvino_installed,
+)
 from vision_service.text_prefilter import may_hold_text
 
 ROUND_S = 8.0
@@ -483,6 +497,299 @@ def classifier_cascade_service_rounds(config: VisionConfig, photos: list[bytes])
     print(f"  ({_load()})")
 
 
+def _native_tids() -> set[int]:
+    return {int(t) for t in os.listdir("/proc/self/task")}
+
+
+def _bf16_service_rounds_run_here() -> bool:
+    """The bf16 A/B rounds need /proc (CPU by thread) and a CPU with native bf16; says which
+    is missing."""
+    if not os.path.isdir("/proc/self/task"):
+        print("  (no /proc here)")
+        return False
+    if not cpu_has_bf16():
+        print("  OpenVINO reports no native bf16 on this CPU: the service runs as with 0")
+        return False
+    return True
+
+
+def bf16_service_rounds(config: VisionConfig, photos: list[bytes]) -> None:
+    """Before/after for the moderation cascade that runs where the CPU has bf16 (VISION_BF16):
+    two servers in this process, one as without bf16 (VISION_BF16=0: the onnxruntime int8 ->
+    float cascade) and one with it (OpenVINO's int8 copy -> float with the default
+    VISION_OV_INT8=1, the "ov_int8" band; the float graph in bf16 -> float, the "bf16" band,
+    with VISION_OV_INT8=0), default tasks over gRPC from 8 clients,
+    alternating twice on the benchmark's photos and on the text-free set: CPU per image in all
+    and by thread group (from /proc). OpenVINO computes in its own stream threads (one per
+    batch worker), counted with the moderation batches; memory of each engine (RSS growth)."""
+    first = "OpenVINO int8 copy" if config.ov_int8 else "float graph in bf16"
+    print(
+        f"-- moderation cascade where the CPU has bf16 ({first} first): VISION_BF16=0 / 1, "
+        f"alternating rounds ({_load()}) --"
+    )
+    if not _bf16_service_rounds_run_here():
+        return
+    engine = _alternating_service_rounds(
+        config,
+        photos,
+        {
+            "VISION_BF16=0": dataclasses.replace(config, bf16="0"),
+            "VISION_BF16=1": dataclasses.replace(config, bf16="1"),
+        },
+        keep="VISION_BF16=1",
+    )
+    if engine is not None:
+        moderation = engine._moderation
+        print(
+            f"  first-stage path: {moderation.scored - moderation.fell_back} of "
+            f"{moderation.scored} images scored by it (band {list(moderation.band or ())}) "
+            f"({_load()})",
+            flush=True,
+        )
+        engine.close()
+
+
+def classifier_bf16_service_rounds(config: VisionConfig, photos: list[bytes]) -> None:
+    """Before/after for EfficientNet-Lite0's bf16 -> float cascade (the manifest's "bf16"
+    band on the top-1 margin, VISION_BF16_CLASSIFIER): two servers in this process, both with
+    the bf16 cascades on (VISION_BF16=1), the classifier on onnxruntime's float graph alone
+    (0) or as the cascade (1); default tasks over gRPC from 8 clients, alternating twice on
+    the benchmark's photos and on the text-free set, CPU per image in all and by thread
+    group; then the share of images the cascade's bf16 run answered."""
+    print(
+        f"-- classifier as a bf16 -> float cascade: VISION_BF16_CLASSIFIER=0 / 1, alternating "
+        f"rounds ({_load()}) --"
+    )
+    if not _bf16_service_rounds_run_here():
+        return
+    engine = _alternating_service_rounds(
+        config,
+        photos,
+        {
+            "VISION_BF16_CLASSIFIER=0": dataclasses.replace(
+                config, bf16="1", bf16_classifier=False
+            ),
+            "VISION_BF16_CLASSIFIER=1": dataclasses.replace(config, bf16="1", bf16_classifier=True),
+        },
+        keep="VISION_BF16_CLASSIFIER=1",
+    )
+    if engine is not None:
+        classifier = engine._classifier
+        print(
+            f"  bf16 path: {classifier.scored - classifier.fell_back} of {classifier.scored} "
+            f"images classified in bf16 (band {list(classifier.band or ())}) ({_load()})",
+            flush=True,
+        )
+        engine.close()
+
+
+def _alternating_service_rounds(
+    config: VisionConfig,
+    photos: list[bytes],
+    variants: dict[str, VisionConfig],
+    keep: str = "",
+) -> VisionEngine | None:
+    """Two engines (`variants`: label -> config) behind two servers in this process, default
+    tasks over gRPC from 8 clients, alternating twice on `photos` and on the text-free set:
+    CPU per image in all and by thread group (from /proc; threads an engine started, such as
+    OpenVINO's streams, counted with the model batches that run them), and each engine's
+    memory. Returns the engine labelled `keep` still open (the caller closes it)."""
+    textless = [jpeg_bytes(im) for im in textless_photos().values()]
+    engines: dict[str, VisionEngine] = {}
+    own_threads: dict[str, set[int]] = {}
+    for mode, variant in variants.items():
+        rss, tids = _rss_mib(), _native_tids()
+        engines[mode] = VisionEngine.load(variant)
+        own_threads[mode] = _native_tids() - tids
+        print(f"  {mode}: engine RSS +{_rss_mib() - rss:.0f} MiB", flush=True)
+    engine_threads = set().union(*own_threads.values())
+    servers = {}
+    for mode, engine in engines.items():
+        server, port, health = build_server("127.0.0.1:0", config, EngineSlot(engine))
+        server.start()
+        health.set_serving(True)
+        servers[mode] = (server, port)
+    groups = (
+        ("request threads", ("ThreadPoolExecutor",)),
+        ("classifier", ("batcher-classifier",)),
+        ("moderation", ("batcher-moderation",)),
+    )
+    modes = list(variants)
+    try:
+        for what, mix in ((f"{len(photos)} benchmark photos", photos), ("text-free set", textless)):
+            totals: dict[str, list[float]] = {m: [] for m in modes}
+            parts: dict[str, dict[str, list[float]]] = {m: {} for m in modes}
+            for _ in range(2):
+                for mode in modes:
+                    before = _thread_cpu_ms()
+                    rate = service_throughput(servers[mode][1], mix, CLIENTS, [])
+                    after = _thread_cpu_ms()
+                    used: dict[str, float] = {}
+                    for tid, (name, cpu) in after.items():
+                        spent = cpu - before.get(tid, (name, 0.0))[1]
+                        label = "other (gRPC core, server loop)"
+                        if tid in engine_threads:
+                            label = "OpenVINO streams (classifier, moderation)"
+                        for group, prefixes in groups:
+                            if name.startswith(prefixes):
+                                label = group
+                        used[label] = used.get(label, 0.0) + spent
+                    total = sum(used.values()) or 1.0
+                    totals[mode].append(rate.cpu_ms_per_image)
+                    for label, cpu in used.items():
+                        share = rate.cpu_ms_per_image * cpu / total
+                        parts[mode].setdefault(label, []).append(share)
+            a, b = modes
+            off, on = np.mean(totals[a]), np.mean(totals[b])
+            print(
+                f"  {what:<22} CPU ms/img {a} {off:6.2f} "
+                f"({' / '.join(f'{v:.2f}' for v in totals[a])}), "
+                f"{b} {on:6.2f} ({' / '.join(f'{v:.2f}' for v in totals[b])}), "
+                f"{off / on:.2f}x less ({_load()})",
+                flush=True,
+            )
+            for label in sorted(set(parts[a]) | set(parts[b])):
+                print(
+                    f"    {label:<42} {np.mean(parts[a].get(label, [0.0])):6.2f} -> "
+                    f"{np.mean(parts[b].get(label, [0.0])):6.2f} ms/img"
+                )
+    finally:
+        for server, _ in servers.values():
+            server.stop(grace=None)
+        for mode, engine in engines.items():
+            if mode != keep:
+                engine.close()
+    return engines.get(keep)
+
+
+def _runtime_ms(session, x: np.ndarray, images: int = 48) -> float:
+    """Process CPU ms per image of `session` run on batch `x` (OpenVINO's stream threads
+    included), after two warm-up runs."""
+    name = session.get_inputs()[0].name
+    session.run(None, {name: x})
+    session.run(None, {name: x})
+    return _cpu_ms(
+        lambda _: session.run(None, {name: x}), [0], repeat=max(2, images // len(x))
+    ) / len(x)
+
+
+def runtime_trial(config: VisionConfig, photos: list[bytes]) -> None:
+    """OpenVINO f32 against onnxruntime f32 (one thread each) for the float graphs the service
+    runs, per image by batch size, with the largest output difference on the real photos; then
+    where OpenVINO's threads spend their CPU (the calling thread against the whole process, one
+    and two streams) and onnxruntime's spin-wait with one and two intra-op threads; then the
+    service with spin-waiting two-thread sessions against the default in alternating rounds."""
+    print(f"-- float runtimes: onnxruntime f32 vs OpenVINO f32, one thread ({_load()}) --")
+    if not openvino_installed():
+        print("  (OpenVINO is not installed)")
+        return
+    registry = load_registry(config.models_dir)
+    one = SessionThreads(1, 1)
+    decoded = [decode_image(p, max_pixels=config.max_image_pixels).rgb for p in photos]
+    lite0 = registry[CLASSIFIER].path(registry[CLASSIFIER].model_role(False))
+    nsfw = registry[MODERATION].path("reference")
+    detector = registry[OCR_DET].path()
+    cases = (
+        (
+            "EfficientNet-Lite0",
+            lite0,
+            np.stack([classifier_input(im) for im in decoded]),
+            (1, 2, 4, 8),
+        ),
+        ("open_nsfw float", nsfw, np.stack([moderation_input(im) for im in decoded]), (1, 2, 8)),
+        ("OCR detector (probe)", detector, None, (1,)),
+    )
+    for what, path, real, batches in cases:
+        ort_session = open_session(path, one)
+        ov_session = OpenVinoSession(path, "f32", one, streams=1)
+        # The detector's input: the first 3:2 photo's probe thumbnail (320x224), as served.
+        x_all = real if real is not None else _probe_tensor(decoded[0])
+        name = ort_session.get_inputs()[0].name
+        a = ort_session.run(None, {name: x_all})[0]
+        b = ov_session.run(None, {name: x_all})[0]
+        figures = []
+        for batch in batches:
+            x = np.ascontiguousarray(np.resize(x_all, (batch, *x_all.shape[1:])))
+            figures.append(f"{_runtime_ms(ort_session, x):.2f} / {_runtime_ms(ov_session, x):.2f}")
+        print(
+            f"  {what:<22} ms/img onnxruntime / OpenVINO at batch "
+            f"{' / '.join(map(str, batches))}: {'; '.join(figures)}; first output max "
+            f"|diff| {float(np.abs(a - b).max()):.2e}",
+            flush=True,
+        )
+    xml = registry[MODERATION].path("ov_int8")
+    x2 = np.ascontiguousarray(np.stack([moderation_input(im) for im in decoded[:2]]))
+    for streams in (1, 2):
+        session = OpenVinoSession(xml, "bf16", one, streams=streams)
+        name = session.get_inputs()[0].name
+        _runtime_ms(session, x2, 4)
+        process, thread = time.process_time(), time.thread_time()
+        for _ in range(24):
+            session.run(None, {name: x2})
+        print(
+            f"  OpenVINO int8 open_nsfw, {streams} stream(s), batch 2: calling thread "
+            f"{1000 * (time.thread_time() - thread) / 48:.2f} of "
+            f"{1000 * (time.process_time() - process) / 48:.2f} CPU ms/img in the process"
+        )
+    tensors = np.stack([classifier_input(im) for im in decoded[:2]])
+    for intra in (1, 2):
+        spin = [
+            _runtime_ms(open_session(lite0, SessionThreads(intra, 1, s)), tensors, 96)
+            for s in (False, True)
+        ]
+        print(
+            f"  onnxruntime EfficientNet-Lite0, {intra} intra-op thread(s), batch 2: "
+            f"{spin[0]:.2f} ms/img without spin-wait, {spin[1]:.2f} with ({_load()})",
+            flush=True,
+        )
+    engine = _alternating_service_rounds(
+        config,
+        photos,
+        {
+            "default (1 thread, no spin)": config,
+            "2 intra-op threads, spinning": dataclasses.replace(
+                config, intra_op_threads=2, ort_spin=True
+            ),
+        },
+    )
+    if engine is not None:
+        engine.close()
+
+
+def colours_thumbnail_trial(config: VisionConfig, photos: list[bytes]) -> None:
+    """Dominant colours from the text probe's 320 px box thumbnail (already made for the
+    probe) instead of from the decoded image (tried, not used): CPU per photo and how many
+    real-photo inputs get other colour names."""
+    from vision_service.models.colours import dominant_colours
+    from vision_service.text_prefilter import thumbnail
+
+    def decoded_of(data: bytes) -> Image.Image:
+        return decode_image(
+            data,
+            max_pixels=config.max_image_pixels,
+            min_long_side=PROBE_MAX_SIDE,
+            min_short_side=CLASSIFIER_RESIZE,
+        ).rgb
+
+    def names(rgb: Image.Image) -> list[str]:
+        return [c.name for c in dominant_colours(rgb)]
+
+    bench = [decoded_of(p) for p in photos]
+    thumbs = [Image.fromarray(thumbnail(rgb, PROBE_MAX_SIDE)) for rgb in bench]
+    images = [*photo_variants().values(), *textless_photos().values(), *text_photos().values()]
+    decoded = [decoded_of(jpeg_bytes(im)) for im in images]
+    differ = sum(
+        names(rgb) != names(Image.fromarray(thumbnail(rgb, PROBE_MAX_SIDE))) for rgb in decoded
+    )
+    print(
+        f"-- dominant colours from the probe's thumbnail (not used) --\n"
+        f"  CPU per photo: from the decoded image {_cpu_ms(dominant_colours, bench, 20):.3f} ms, "
+        f"from the thumbnail {_cpu_ms(dominant_colours, thumbs, 20):.3f} ms; other colour "
+        f"names (or order) on {differ} of {len(decoded)} real-photo inputs ({_load()})",
+        flush=True,
+    )
+
+
 def _probe_tensor(rgb: Image.Image) -> np.ndarray:
     """The probe's detector input for one decoded photo, made as the service makes it (one
     box-filtered thumbnail, text_prefilter.thumbnail, normalised as TextProbe._detect)."""
@@ -643,6 +950,17 @@ def analysis_cost(config: VisionConfig, photos: list[bytes]) -> None:
             on = "top-1 margin" if entry.cascade_on == "top1_margin" else "score"
             kind = f"int8 first, float where the int8 {on} is outside {list(entry.cascade_band)}"
         print(f"{name}: runs {entry.path().name} [{kind}] sha256 {entry.sha256}")
+        if entry.bf16_band is not None:
+            first = f"OpenVINO bf16 first, kept in {list(entry.bf16_band)}"
+            if config.ov_int8 and entry.ov_int8_band is not None:
+                first = (
+                    f"OpenVINO int8 copy first (VISION_OV_INT8=1), kept in "
+                    f"{list(entry.ov_int8_band)}"
+                )
+            print(
+                f"  where the CPU has bf16 (VISION_BF16={config.bf16}, in use: "
+                f"{config.use_bf16()}): {first}"
+            )
         if "reference" in entry.files:
             ref = entry.files["reference"]
             print(f"  float reference {ref.path.name} sha256 {ref.sha256}")
@@ -655,15 +973,18 @@ def analysis_cost(config: VisionConfig, photos: list[bytes]) -> None:
         if "reference" in registry[n].files
     ]
     int8 = f"int8 {'+'.join(adopted) or 'none'}"
+    bf16 = config.use_bf16() and registry[MODERATION].bf16_band is not None
     setups = [
-        ("before: float CNNs, old probe", False, True, False),
-        ("float CNNs, new probe", False, False, False),
-        (f"{int8}, new probe", True, False, False),
-        (f"after: {int8}, prefilter + new probe", True, False, True),
+        ("before: float CNNs, old probe", False, True, False, "0"),
+        ("float CNNs, new probe", False, False, False, "0"),
+        (f"{int8}, new probe", True, False, False, "0"),
+        (f"{'' if bf16 else 'after: '}{int8}, prefilter + new probe", True, False, True, "0"),
     ]
+    if bf16:
+        setups.append(("after: bf16 moderation cascade, prefilter", True, False, True, "1"))
     results = []
-    for label, quantized, legacy, prefilter in setups:
-        engine = VisionEngine.load(dataclasses.replace(config, quantized=quantized))
+    for label, quantized, legacy, prefilter, bf16_mode in setups:
+        engine = VisionEngine.load(dataclasses.replace(config, quantized=quantized, bf16=bf16_mode))
         engine._probe.prefilter = prefilter
         if legacy:
             engine._probe = LegacyProbe(config)  # type: ignore[assignment]
@@ -677,7 +998,7 @@ def analysis_cost(config: VisionConfig, photos: list[bytes]) -> None:
             engine.close()
         results.append((label, rate))
         print(
-            f"{label:<38} {rate.images_per_s:7.1f} img/s  {rate.cpu_ms_per_image:6.2f} "
+            f"{label:<44} {rate.images_per_s:7.1f} img/s  {rate.cpu_ms_per_image:6.2f} "
             f"CPU ms/img  ({CLIENTS} clients over gRPC, default tasks)",
             flush=True,
         )
@@ -689,7 +1010,11 @@ def analysis_cost(config: VisionConfig, photos: list[bytes]) -> None:
     )
     prefilter_service_rounds(config, photos)
     classifier_cascade_service_rounds(config, photos)
+    bf16_service_rounds(config, photos)
+    classifier_bf16_service_rounds(config, photos)
     thread_breakdown(config, photos)
+    runtime_trial(config, photos)
+    colours_thumbnail_trial(config, photos)
 
     print("-- each step's CPU per image, one thread --", flush=True)
     decoded = [
@@ -720,7 +1045,12 @@ def analysis_cost(config: VisionConfig, photos: list[bytes]) -> None:
             ),
         ),
         ("classifier input", _cpu_ms(classifier_input, decoded)),
-        ("moderation input", _cpu_ms(moderation_input, decoded)),
+        (
+            "moderation input before (Pillow's JPEG decode)",
+            _cpu_ms(_previous_moderation_input, decoded),
+        ),
+        ("moderation input (OpenCV's JPEG decode)", _cpu_ms(moderation_input, decoded)),
+        ("colours", _cpu_ms(dominant_colours, decoded)),
         ("old text probe (480 px, RapidOCR)", _cpu_ms(legacy.likely_has_text, decoded)),
         ("text prefilter (edge density, 320 px grey)", _cpu_ms(may_hold_text, decoded)),
         (
@@ -743,7 +1073,7 @@ def analysis_cost(config: VisionConfig, photos: list[bytes]) -> None:
                 (f"{name} int8, batch 8", _batch_ms(open_session(entry.path(), threads), x))
             )
     for what, ms in steps:
-        print(f"  {what:<42} {ms:6.2f} CPU ms")
+        print(f"  {what:<48} {ms:6.2f} CPU ms")
     moderation_cascade_trial(config, mod_x)
     classifier_cascade_trial(config, clf_x)
     session_options(config, decoded)
@@ -882,14 +1212,21 @@ def _thread_cpu_ms() -> dict[int, tuple[str, float]]:
     return out
 
 
-def _round_by_thread(port: int, mix: list[bytes]) -> tuple[Rate, dict[str, float]]:
+def _round_by_thread(
+    port: int,
+    mix: list[bytes],
+    renamed: set[int] | frozenset[int] = frozenset(),
+    as_name: str = "",
+) -> tuple[Rate, dict[str, float]]:
     """One service_throughput round from CLIENTS clients and the CPU ms the threads of this
-    process used meanwhile, summed by thread name."""
+    process used meanwhile, summed by thread name (the native threads in `renamed` under
+    `as_name`)."""
     before = _thread_cpu_ms()
     rate = service_throughput(port, mix, CLIENTS, [])
     after = _thread_cpu_ms()
     used: dict[str, float] = {}
     for tid, (name, cpu) in after.items():
+        name = as_name if tid in renamed else name
         used[name] = used.get(name, 0.0) + cpu - before.get(tid, (name, 0.0))[1]
     return rate, used
 
@@ -904,7 +1241,7 @@ def _share(used: dict[str, float], prefix: str) -> float:
 _THREAD_GROUPS = (
     ("ThreadPoolExecutor", "request threads: gRPC handler, decode, inputs, colours, text probe"),
     ("batcher-classifier", "classifier batches (EfficientNet-Lite0)"),
-    ("batcher-moderation", "moderation batches (open_nsfw)"),
+    ("batcher-moderation", "moderation batches (open_nsfw; OpenVINO's threads with bf16)"),
 )
 
 
@@ -918,13 +1255,17 @@ def thread_breakdown(config: VisionConfig, photos: list[bytes]) -> None:
         print("  (no /proc here)")
         return
     textless = [jpeg_bytes(im) for im in textless_photos().values()]
+    tids = _native_tids()
     engine = VisionEngine.load(config)
+    # Threads the engine started: OpenVINO's stream threads when the bf16 cascade runs
+    # (onnxruntime at one intra-op thread starts none); they run the moderation batches.
+    engine_threads = _native_tids() - tids - {t.native_id for t in threading.enumerate()}
     server, port, health = build_server("127.0.0.1:0", config, EngineSlot(engine))
     server.start()
     health.set_serving(True)
     try:
         for what, mix in ((f"{len(photos)} benchmark photos", photos), ("text-free set", textless)):
-            rate, used = _round_by_thread(port, mix)
+            rate, used = _round_by_thread(port, mix, engine_threads, "batcher-moderation")
             groups = {label: 0.0 for _, label in _THREAD_GROUPS} | {
                 "gRPC core, server loop, other": 0.0
             }

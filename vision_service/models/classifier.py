@@ -1,7 +1,16 @@
 """EfficientNet-Lite0 on ImageNet-1k: top-k labels (softmax probabilities, with synonyms) and
 the pooled 1280-d feature vector, L2-normalised, for similar-image search.
 
-The manifest serves the float model alone. models/quantize.py also records an int8 -> float
+With VISION_BF16_CLASSIFIER=1 where the CPU computes in bfloat16 (VISION_BF16), the manifest's
+"bf16" band makes it a bf16 -> float cascade: OpenVINO runs the float graph in bf16 first
+(about 5.3 against 9.5 ms per image on one thread) and its answer is kept where its top-1
+leads the second by at least the band's lower end (models/bf16_cascade.py: above every
+bf16/float top-1 disagreement on the tuning and held-out photos, and keeping similar-image
+recall@10 over the mixed features at 0.98 there; models/bf16.json); onnxruntime's float graph
+answers for the rest. Off by default: in the service it saved 0.8 of 35.5 ms per image on the
+benchmark's photos (75% answered in bf16) and nothing on text-free photos (more fall back, and
+a fallback pays both runs). Otherwise the float model answers alone.
+models/quantize.py also records an int8 -> float
 cascade (models/quantization.json, "cascade") that keeps the float top-1 on every held-out
 photo and costs less CPU, but moves label probabilities that search ranks by (up to 0.35; the
 set of labels >= 0.05 differs on 11-13% of inputs); `recorded_cascade` builds it for the tests
@@ -28,7 +37,7 @@ import onnxruntime as ort
 
 from vision_service.errors import ModelFileError
 from vision_service.registry import ModelEntry, sha256_of
-from vision_service.sessions import SessionThreads, open_session
+from vision_service.sessions import OpenVinoSession, SessionThreads, open_session
 
 FEATURE_DIM = 1280
 
@@ -89,7 +98,7 @@ class ImageClassifier:
 
     def __init__(
         self,
-        session: ort.InferenceSession,
+        session: ort.InferenceSession | OpenVinoSession,
         classes: tuple[ImageClass, ...],
         fallback: ort.InferenceSession | None = None,
         band: tuple[float, float] | None = None,
@@ -107,11 +116,26 @@ class ImageClassifier:
 
     @classmethod
     def load(
-        cls, entry: ModelEntry, threads: SessionThreads, quantized: bool = True
+        cls,
+        entry: ModelEntry,
+        threads: SessionThreads,
+        quantized: bool = True,
+        bf16: bool = False,
+        streams: int = 1,
     ) -> ImageClassifier:
-        """The manifest's cascade when `quantized` and the entry has one, else the one graph
+        """The manifest's bf16 cascade when `bf16` and the entry has one (OpenVINO runs the
+        float graph in bf16 with `streams` concurrent runs, onnxruntime's float graph the
+        rest), else its int8 cascade when `quantized` and the entry has one, else the one graph
         `entry.model_role(quantized)` names."""
         classes = load_classes(entry.path("labels"))
+        if bf16 and entry.bf16_band is not None:
+            float_path = entry.path(entry.model_role(False))
+            return cls(
+                OpenVinoSession(float_path, "bf16", threads, streams=streams),
+                classes,
+                fallback=open_session(float_path, threads),
+                band=entry.bf16_band,
+            )
         if quantized and entry.cascade_band is not None:
             if entry.cascade_on != "top1_margin":
                 raise ModelFileError(
@@ -127,7 +151,9 @@ class ImageClassifier:
         return cls(open_session(entry.path(entry.model_role(quantized)), threads), classes)
 
     @staticmethod
-    def _run(session: ort.InferenceSession, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _run(
+        session: ort.InferenceSession | OpenVinoSession, batch: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         logits, features = session.run(["logits", "features"], {"input": batch})
         probabilities = softmax(logits.astype(np.float64)).astype(np.float32)
         return probabilities, l2_normalise(features.astype(np.float32))
@@ -148,6 +174,11 @@ class ImageClassifier:
             self.scored += len(probabilities)
             self.fell_back += len(redo)
         return [Classification(p, f) for p, f in zip(probabilities, unit, strict=True)]
+
+    @property
+    def bf16(self) -> bool:
+        """Whether the first stage runs in bf16 through OpenVINO (the bf16 cascade)."""
+        return isinstance(self._session, OpenVinoSession)
 
     def top_labels(self, probabilities: np.ndarray, k: int) -> list[Label]:
         k = max(1, min(k, len(self.classes)))

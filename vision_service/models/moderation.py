@@ -11,6 +11,15 @@ within 0.005 of the float model on the real-photo set, held-out variants of it a
 photos); the float model scores the rest of the batch. The int8 copy alone moves some scores
 by 0.033-0.071, over issue 13's 0.02; the cascade's scores stay within 0.02 everywhere on those
 sets (tests/vision_service/test_quantized.py).
+
+Where the CPU computes in bfloat16 (VISION_BF16, vision_service.config), the first stage is
+instead the float graph run by OpenVINO in bf16 (9.6 against 20.1 ms per image on one thread,
+cheaper than the int8 copy's 11.9) with the manifest's "bf16" band, chosen by
+models/bf16_cascade.py where its scores stayed within 0.005 of the float model's
+(tests/vision_service/test_bf16_cascade.py). There, with VISION_OV_INT8 on (the default),
+the first stage is instead open_nsfw's int8 copy made by NNCF (models/ov_int8.py), run by
+OpenVINO with the bf16 hint, with the manifest's "ov_int8" band
+(tests/vision_service/test_ov_int8_cascade.py).
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ from PIL import Image
 
 from vision_service.errors import ModelFileError
 from vision_service.registry import ModelEntry
-from vision_service.sessions import SessionThreads, open_session
+from vision_service.sessions import OpenVinoSession, SessionThreads, open_session
 
 _RESIZE = 256
 _CROP = 224
@@ -41,12 +50,16 @@ def moderation_input(rgb: Image.Image) -> np.ndarray:
     # scores were calibrated with.
     buf = io.BytesIO()
     crop.save(buf, format="JPEG")
-    with Image.open(buf) as decoded:
-        decoded.load()
-        rgb8 = np.asarray(decoded if decoded.mode == "RGB" else decoded.convert("RGB"))
-    # Channel swap on the uint8 pixels, then one float conversion and an in-place subtraction:
-    # the same values as float(RGB)[..., ::-1] - mean, for a quarter of its CPU.
-    pixels = cv2.cvtColor(rgb8, cv2.COLOR_RGB2BGR).astype(np.float32)
+    # Decoded by OpenCV straight to BGR: the same libjpeg-turbo pixels as Pillow's decoder
+    # (identical on every real-photo input tried; tests/vision_service/test_preprocess.py
+    # holds the whole input to the reference package's), without Pillow's decode loop and
+    # the channel swap: 0.5 -> 0.3 ms. Then one float conversion, one in-place subtraction.
+    bgr = cv2.imdecode(
+        np.frombuffer(buf.getbuffer(), np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+    )
+    if bgr is None:  # cannot happen for a JPEG Pillow just wrote; says so if it ever does
+        raise ValueError("OpenCV could not decode the moderation input's JPEG round trip")
+    pixels = bgr.astype(np.float32)
     pixels -= _MEAN_BGR
     return pixels
 
@@ -57,7 +70,7 @@ class ModerationModel:
 
     def __init__(
         self,
-        session: ort.InferenceSession,
+        session: ort.InferenceSession | OpenVinoSession,
         fallback: ort.InferenceSession | None = None,
         band: tuple[float, float] | None = None,
     ) -> None:
@@ -74,10 +87,32 @@ class ModerationModel:
 
     @classmethod
     def load(
-        cls, entry: ModelEntry, threads: SessionThreads, quantized: bool = True
+        cls,
+        entry: ModelEntry,
+        threads: SessionThreads,
+        quantized: bool = True,
+        bf16: bool = False,
+        streams: int = 1,
+        ov_int8: bool = False,
     ) -> ModerationModel:
-        """The manifest's cascade when `quantized` and the entry has one, else the one graph
-        `entry.model_role(quantized)` names."""
+        """The manifest's bf16 cascade when `bf16` and the entry has one (OpenVINO runs the
+        float graph in bf16 with `streams` concurrent runs, onnxruntime's float graph the
+        rest), else its int8 cascade when `quantized` and the entry has one, else the one
+        graph `entry.model_role(quantized)` names. With `bf16` and `ov_int8`, the entry's
+        OpenVINO int8 cascade where it has one (its "ov_int8" graph with the bf16 hint first)."""
+        if bf16 and ov_int8 and entry.ov_int8_band is not None:
+            return cls(
+                OpenVinoSession(entry.path("ov_int8"), "bf16", threads, streams=streams),
+                fallback=open_session(entry.path("reference"), threads),
+                band=entry.ov_int8_band,
+            )
+        if bf16 and entry.bf16_band is not None:
+            float_path = entry.path(entry.model_role(False))
+            return cls(
+                OpenVinoSession(float_path, "bf16", threads, streams=streams),
+                fallback=open_session(float_path, threads),
+                band=entry.bf16_band,
+            )
         if quantized and entry.cascade_band is not None:
             if entry.cascade_on != "score":
                 raise ModelFileError(
@@ -90,6 +125,17 @@ class ModerationModel:
                 band=entry.cascade_band,
             )
         return cls(open_session(entry.path(entry.model_role(quantized)), threads))
+
+    @property
+    def bf16(self) -> bool:
+        """Whether the first stage runs with OpenVINO's bf16 hint (the manifest's bf16
+        cascade, or its OpenVINO int8 cascade)."""
+        return isinstance(self._session, OpenVinoSession) and self._session.precision == "bf16"
+
+    @property
+    def ov_int8(self) -> bool:
+        """Whether the first stage is the OpenVINO int8 copy (the manifest's ov_int8 cascade)."""
+        return isinstance(self._session, OpenVinoSession) and self._session.int8
 
     def nsfw_scores(self, batch: np.ndarray) -> list[float]:
         """`batch` is float32[N,224,224,3] from `moderation_input`; one score per image."""
