@@ -20,7 +20,6 @@ RuntimeError (two threads doing so would wait for each other forever).
 from __future__ import annotations
 
 import threading
-from types import TracebackType
 
 
 class FairRWLock:
@@ -113,12 +112,7 @@ class FairRWLock:
         self.acquire_write()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.release_write()
 
     # ---- state (tests, diagnostics) ----------------------------------------------------------
@@ -174,10 +168,5 @@ class _ReadSide:
     def __enter__(self) -> None:
         self._lock.acquire_read()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._lock.release_read()
