@@ -1,14 +1,22 @@
-"""A held snapshot writer for tests of what a snapshot holds while writes go on: the real
-writer (snapshot.write_snapshot), held before it writes until the test releases it."""
+"""For tests of what a snapshot holds while writes go on: the real snapshot writer
+(snapshot.write_snapshot) held before it writes until the test releases it, an index that
+snapshots only when told to, and the checks that a snapshot's sections are the reference's."""
 
 from __future__ import annotations
 
 import errno
 import threading
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+import pytest
+
+from search_service import durable_index
 from search_service.durable_index import DurableIndex
-from search_service.snapshot import read_snapshot, write_snapshot
+from search_service.engine import EngineParams
+from search_service.inverted_index import FIELDS
+from search_service.snapshot import flatten, read_snapshot, write_snapshot
 
 WAIT_S = 30.0  # the most any step may take before the test fails instead of hanging
 
@@ -55,3 +63,74 @@ class SnapshotInThread:
         self._thread.join(WAIT_S)
         assert not self._thread.is_alive(), "the snapshot did not finish"
         assert not self._failure, self._failure
+
+
+def hold_snapshots(monkeypatch: pytest.MonkeyPatch) -> HeldWriter:
+    """A HeldWriter in the place of the snapshot writer DurableIndex calls."""
+    held = HeldWriter()
+    monkeypatch.setattr(durable_index, "write_snapshot", held)
+    return held
+
+
+def snapshot_held_after_freeze(index: DurableIndex, held: HeldWriter) -> SnapshotInThread:
+    """index.snapshot() started on a thread of its own, once it has frozen the index and is
+    held before reading anything of it."""
+    snapshot = SnapshotInThread(index, held)
+    assert held.entered.wait(WAIT_S), "the snapshot never reached its writer"
+    return snapshot
+
+
+def open_live(path: Path, params: EngineParams) -> DurableIndex:
+    """A DurableIndex at `path` that snapshots only when the test calls snapshot()."""
+    return DurableIndex.open(path, params, snapshot_every=10**9, snapshot_interval_s=float("inf"))
+
+
+def reopen(live: DurableIndex, path: Path, params: EngineParams) -> DurableIndex:
+    """Closes `live` without a snapshot of its own (the one on disk stays the one under test)
+    and opens `path` again, as a restart does."""
+    live._unsaved = 0
+    live.close()
+    return DurableIndex.open(path, params)
+
+
+def reference_sections(reference: DurableIndex, seq: int, path: Path) -> dict[str, Any]:
+    """The sections of a snapshot of `reference` named `seq`, written to `path` by the real
+    writer and read back."""
+    write_snapshot(path, flatten({"seq": seq, "engine": reference._index.frozen_state()}))
+    return read_snapshot(path)
+
+
+def written_table(sections: dict[str, Any]) -> dict[str, tuple[int, dict[str, int]]]:
+    """The suggestion table a snapshot's sections hold (whatever the order of its texts)."""
+    prefix = "engine.keywords."
+    texts = bytes(sections[prefix + "surface_text"]).decode().split("\0")[:-1]
+    counts = sections[prefix + "surface_counts"].tolist()
+    assert len(texts) == len(counts) == len(set(texts))
+    table: dict[str, tuple[int, dict[str, int]]] = {
+        t: (c, {}) for t, c in zip(texts, counts, strict=True)
+    }
+    for i, f, c in zip(
+        sections[prefix + "surface_field_entry"].tolist(),
+        sections[prefix + "surface_field"].tolist(),
+        sections[prefix + "surface_field_count"].tolist(),
+        strict=True,
+    ):
+        table[texts[i]][1][FIELDS[f]] = c
+    return table
+
+
+def assert_same_sections(got: dict[str, Any], want: dict[str, Any]) -> None:
+    """Every section of `want` in `got`, equal (arrays of the same dtype and shape); the
+    suggestion table compared as a table: its texts' order follows the live table's (a text
+    removed after the freeze, or removed and added again, moves), not the reference's."""
+    assert sorted(got) == sorted(want)
+    assert written_table(got) == written_table(want)
+    for name in want:
+        if name.startswith("engine.keywords.surface_"):
+            continue
+        a, b = got[name], want[name]
+        if isinstance(b, np.ndarray):
+            assert a.dtype == b.dtype and a.shape == b.shape, name
+            assert np.array_equal(a, b), name
+        else:
+            assert a == b, name

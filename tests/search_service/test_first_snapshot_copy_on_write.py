@@ -14,13 +14,18 @@ from pathlib import Path
 
 import numpy as np
 
-from search_service import durable_index
 from search_service.durable_index import SNAPSHOT_NAME, DurableIndex, FeedChange
 from search_service.engine import EngineParams
-from search_service.snapshot import flatten, read_snapshot, write_snapshot
+from search_service.snapshot import read_snapshot
 from tests.search_service.documents import DIM, doc, unit
-from tests.search_service.snapshot_support import WAIT_S, HeldWriter, SnapshotInThread
-from tests.search_service.test_suggestions_copy_on_write import written_table
+from tests.search_service.snapshot_support import (
+    assert_same_sections,
+    hold_snapshots,
+    open_live,
+    reference_sections,
+    reopen,
+    snapshot_held_after_freeze,
+)
 
 PARAMS = EngineParams(vector_dim=DIM)
 LABELS = ("tiger cat", "espresso", "moped", "beagle", "lakeside", "volcano", "pizza", "tabby")
@@ -51,15 +56,11 @@ def change(seq: int) -> FeedChange:
 
 
 def test_writes_after_the_freeze_do_not_reach_the_first_snapshot(tmp_path: Path, monkeypatch):
-    held = HeldWriter()
-    monkeypatch.setattr(durable_index, "write_snapshot", held)
-    live = DurableIndex.open(
-        tmp_path / "live", PARAMS, snapshot_every=10**9, snapshot_interval_s=float("inf")
-    )
+    held = hold_snapshots(monkeypatch)
+    live = open_live(tmp_path / "live", PARAMS)
     live.apply(change(seq) for seq in range(1, FIRST + 1))
     assert live._index._docs.mapped_count == 0  # rows: this is the conversion under test
-    snapshot = SnapshotInThread(live, held)
-    assert held.entered.wait(WAIT_S)  # frozen at FIRST; nothing read yet
+    snapshot = snapshot_held_after_freeze(live, held)  # frozen at FIRST; nothing read yet
     for seq in range(FIRST + 1, FIRST + AFTER + 1):  # the feed goes on meanwhile
         live.apply([change(seq)])
     snapshot.finish()
@@ -68,28 +69,10 @@ def test_writes_after_the_freeze_do_not_reach_the_first_snapshot(tmp_path: Path,
     assert int(got["seq"]) == FIRST
     reference = DurableIndex.open(None, PARAMS)
     reference.apply(change(seq) for seq in range(1, FIRST + 1))
-    write_snapshot(
-        tmp_path / "reference.snap",
-        flatten({"seq": FIRST, "engine": reference._index.frozen_state()}),
-    )
-    want = read_snapshot(tmp_path / "reference.snap")
-    assert sorted(got) == sorted(want)
-    # The suggestion table as a table: its texts' order follows the live table's (a text
-    # removed and added again after the freeze moves), not the reference's.
-    assert written_table(got) == written_table(want)
-    for name in want:
-        if name.startswith("engine.keywords.surface_"):
-            continue
-        a, b = got[name], want[name]
-        if isinstance(b, np.ndarray):
-            assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b), name
-        else:
-            assert a == b, name
+    assert_same_sections(got, reference_sections(reference, FIRST, tmp_path / "reference.snap"))
 
     # A restart reads exactly that and replays the rest of the feed from its seq.
-    live._unsaved = 0  # keep the held snapshot as the one on disk
-    live.close()
-    restored = DurableIndex.open(tmp_path / "live", PARAMS)
+    restored = reopen(live, tmp_path / "live", PARAMS)
     assert restored.applied_seq == FIRST
     for image_id in reference._index._ids:
         assert restored.get(image_id) == reference.get(image_id)

@@ -12,9 +12,14 @@ import numpy as np
 from search_service.durable_index import SNAPSHOT_NAME, DurableIndex, FeedChange
 from search_service.engine import EngineParams
 from search_service.label_embeddings import load_cached
-from search_service.snapshot import flatten, read_snapshot, write_snapshot
+from search_service.snapshot import read_snapshot
 from tests.search_service.documents import DIM, doc, unit
-from tests.search_service.test_suggestions_copy_on_write import written_table
+from tests.search_service.snapshot_support import (
+    assert_same_sections,
+    open_live,
+    reference_sections,
+    reopen,
+)
 
 PARAMS = EngineParams(vector_dim=DIM)
 LABELS = ("tiger cat", "espresso", "moped", "beagle", "lakeside", "volcano", "pizza", "tabby")
@@ -44,26 +49,6 @@ def change(seq: int) -> FeedChange:
     )
 
 
-def sections(path):
-    return read_snapshot(path)
-
-
-def assert_same_sections(got: dict, want: dict) -> None:
-    assert sorted(got) == sorted(want)
-    # The suggestion table as a table: its texts' order follows the live table's (a text
-    # removed after the freeze comes last), not the reference's.
-    assert written_table(got) == written_table(want)
-    for name in want:
-        if name.startswith("engine.keywords.surface_"):
-            continue
-        a, b = got[name], want[name]
-        if isinstance(b, np.ndarray):
-            assert a.dtype == b.dtype and a.shape == b.shape, name
-            assert np.array_equal(a, b), name
-        else:
-            assert a == b, name
-
-
 def _no_embedding(texts: list[str]) -> list[np.ndarray]:
     raise RuntimeError("queries are not embedded here (keyword search only)")
 
@@ -74,9 +59,7 @@ def test_a_snapshot_taken_while_writes_go_on_holds_exactly_the_index_it_froze(
     """With concept weights too (the real label embeddings): removals after the freeze zero
     concept rows and lengths the snapshot must still hold."""
     names, embeddings = load_cached(label_cache.parent)
-    live = DurableIndex.open(
-        tmp_path / "live", PARAMS, snapshot_every=10**9, snapshot_interval_s=float("inf")
-    )
+    live = open_live(tmp_path / "live", PARAMS)
     live.attach_semantic(names, embeddings, _no_embedding)
     for seq in range(1, FIRST + 1):
         live.apply([change(seq)])
@@ -114,7 +97,7 @@ def test_a_snapshot_taken_while_writes_go_on_holds_exactly_the_index_it_froze(
     thread.join()
     reader.join()
 
-    got = sections(tmp_path / "live" / SNAPSHOT_NAME)
+    got = read_snapshot(tmp_path / "live" / SNAPSHOT_NAME)
     frozen_seq = int(got["seq"])
     # The snapshot was taken amid the writes and did not hold them off meanwhile.
     assert FIRST + 20 <= frozen_seq < live.applied_seq
@@ -125,16 +108,12 @@ def test_a_snapshot_taken_while_writes_go_on_holds_exactly_the_index_it_froze(
     reference.attach_semantic(names, embeddings, _no_embedding)
     for seq in range(1, frozen_seq + 1):
         reference.apply([change(seq)])
-    write_snapshot(
-        tmp_path / "reference.snap",
-        flatten({"seq": frozen_seq, "engine": reference._index.frozen_state()}),
-    )
     assert "engine.concepts.probs" in got
-    assert_same_sections(got, sections(tmp_path / "reference.snap"))
-    live._unsaved = 0
-    live.close()
+    assert_same_sections(
+        got, reference_sections(reference, frozen_seq, tmp_path / "reference.snap")
+    )
 
-    restored = DurableIndex.open(tmp_path / "live", PARAMS)
+    restored = reopen(live, tmp_path / "live", PARAMS)
     assert restored.applied_seq == frozen_seq and len(restored) == len(reference)
     for query in ("holiday", "tiger cat", "menu", "price3", "trip5 espresso"):
         assert [h.image_id for h in restored.search(query, limit=50, semantic=False).hits] == [

@@ -12,15 +12,18 @@ after the freeze and before it reads anything, while the feed applies more chang
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from search_service import durable_index
 from search_service.durable_index import SNAPSHOT_NAME, DurableIndex, FeedChange
 from search_service.engine import EngineParams
-from search_service.inverted_index import FIELDS
 from search_service.snapshot import read_snapshot
 from tests.search_service.documents import DIM, doc, unit
-from tests.search_service.snapshot_support import WAIT_S, HeldWriter, SnapshotInThread
+from tests.search_service.snapshot_support import (
+    hold_snapshots,
+    open_live,
+    reopen,
+    snapshot_held_after_freeze,
+    written_table,
+)
 
 PARAMS = EngineParams(vector_dim=DIM)
 LABELS = ("tiger cat", "espresso", "moped", "beagle", "lakeside")
@@ -66,33 +69,12 @@ def live_table(index: DurableIndex) -> dict[str, tuple[int, dict[str, int]]]:
     return {t: (e[0], dict(e[1])) for t, e in index._index.keywords._surface.items()}
 
 
-def written_table(sections: dict[str, Any]) -> dict[str, tuple[int, dict[str, int]]]:
-    """The suggestion table a snapshot's sections hold (whatever the order of its texts)."""
-    prefix = "engine.keywords."
-    texts = bytes(sections[prefix + "surface_text"]).decode().split("\0")[:-1]
-    counts = sections[prefix + "surface_counts"].tolist()
-    assert len(texts) == len(counts) == len(set(texts))
-    table = {t: (c, {}) for t, c in zip(texts, counts, strict=True)}
-    for i, f, c in zip(
-        sections[prefix + "surface_field_entry"].tolist(),
-        sections[prefix + "surface_field"].tolist(),
-        sections[prefix + "surface_field_count"].tolist(),
-        strict=True,
-    ):
-        table[texts[i]][1][FIELDS[f]] = c
-    return table
-
-
 def test_suggestion_changes_after_the_freeze_do_not_reach_the_snapshot(tmp_path: Path, monkeypatch):
-    held = HeldWriter()
-    monkeypatch.setattr(durable_index, "write_snapshot", held)
-    live = DurableIndex.open(
-        tmp_path / "live", PARAMS, snapshot_every=10**9, snapshot_interval_s=float("inf")
-    )
+    held = hold_snapshots(monkeypatch)
+    live = open_live(tmp_path / "live", PARAMS)
     live.apply(change(seq) for seq in range(1, FIRST + 1))
     at_freeze = live_table(live)
-    snapshot = SnapshotInThread(live, held)
-    assert held.entered.wait(WAIT_S)  # frozen at FIRST; nothing read yet
+    snapshot = snapshot_held_after_freeze(live, held)  # frozen at FIRST; nothing read yet
     for seq in range(FIRST + 1, FIRST + AFTER + 1):  # the feed goes on meanwhile
         live.apply([change(seq)])
     live.put(change(FIRST).doc)  # a direct write too (no seq of its own)
@@ -113,9 +95,7 @@ def test_suggestion_changes_after_the_freeze_do_not_reach_the_snapshot(tmp_path:
     assert written_table(got) == at_freeze
 
     # A restart reads exactly that and replays the rest of the feed from its seq.
-    live._unsaved = 0  # keep the held snapshot as the one on disk
-    live.close()
-    restored = DurableIndex.open(tmp_path / "live", PARAMS)
+    restored = reopen(live, tmp_path / "live", PARAMS)
     assert restored.applied_seq == FIRST
     assert live_table(restored) == at_freeze
     restored.apply(change(seq) for seq in range(1, FIRST + AFTER + 1))
