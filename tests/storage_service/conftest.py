@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,8 +15,9 @@ from PIL import Image
 from imagerepo.storage.v1 import storage_service_pb2 as pb
 from imagerepo.storage.v1 import storage_service_pb2_grpc as pb_grpc
 from service_runtime.grpc_server import channel_options
+from storage_service.columnstore.id_array import IdArray
 from storage_service.columnstore.image_check import prepare_image
-from storage_service.columnstore.model import PreparedImage
+from storage_service.columnstore.model import AnalysisStatus, AnnotationUpdate, PreparedImage
 from storage_service.columnstore.segment_reader import SegmentReader
 from storage_service.columnstore.store import ColumnStore, StoreOptions
 from storage_service.server import build_server
@@ -30,6 +31,9 @@ SMALL_MEMTABLE = StoreOptions(
     compact_dead_fraction=2.0,
     feed_retention_seqs=0,
 )
+
+# The update the analysis worker stores once an image is analysed.
+MARK_READY = AnnotationUpdate(fields=frozenset({"status"}), status=AnalysisStatus.READY)
 
 
 @pytest.fixture
@@ -172,3 +176,24 @@ def listed_ids(store: ColumnStore, page_size: int, **kw: Any) -> list[str]:
         token = page.next_page_token
         if not token:
             return out
+
+
+def put_images(
+    store: ColumnStore, images: Sequence[PreparedImage], owners: Sequence[str] = ("",)
+) -> list[str]:
+    """Puts each image as `<i>.jpg`, owned by `owners` in turn; their ids, in that order."""
+    return [
+        store.put(f"{i}.jpg", owners[i % len(owners)], image).image.id
+        for i, image in enumerate(images)
+    ]
+
+
+def take_slot(ids: IdArray, free: list[int], image_id: str) -> int:
+    """Gives `image_id` a slot as the store does (the slot freed last, else a new one at the
+    end of `ids`) and returns it."""
+    slot = free.pop() if free else len(ids)
+    if slot == len(ids):
+        ids.append(image_id)
+    else:
+        ids[slot] = image_id
+    return slot

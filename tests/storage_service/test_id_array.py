@@ -18,7 +18,13 @@ from storage_service.columnstore.id_array import IdArray, id_bytes, key_hash
 from storage_service.columnstore.model import AnalysisStatus, AnnotationUpdate
 from storage_service.columnstore.store import ColumnStore
 from tests.conftest import REPO_ROOT
-from tests.storage_service.conftest import SMALL_MEMTABLE, listed_ids
+from tests.storage_service.conftest import (
+    MARK_READY,
+    SMALL_MEMTABLE,
+    listed_ids,
+    put_images,
+    take_slot,
+)
 from tests.storage_service.test_slot_map import ODD_IDS
 
 
@@ -135,11 +141,7 @@ def test_slot_lists_stay_sorted_by_id_through_adds_removes_and_slot_reuse():
         image_id = pool[step] if rng.random() < 0.8 else rng.choice([*pool[:step], *ODD_IDS])
         image_id = image_id if image_id not in used else f"{image_id}-{step}"
         used.add(image_id)
-        slot = free.pop() if free else len(arr)
-        if slot == len(arr):
-            arr.append(image_id)
-        else:
-            arr[slot] = image_id
+        slot = take_slot(arr, free, image_id)
         index.add(key, slot)
         index.add(key, slot)  # twice: listed once
         model[key].add(slot)
@@ -162,7 +164,7 @@ def test_slot_lists_stay_sorted_by_id_through_adds_removes_and_slot_reuse():
 
 def test_the_store_keeps_its_ids_fixed_width_and_tells_odd_lookups_apart(tmp_path, small_images):
     store = ColumnStore.open(tmp_path / "s", SMALL_MEMTABLE)
-    ids = [store.put(f"{i}.jpg", "ann", im).image.id for i, im in enumerate(small_images[:12])]
+    ids = put_images(store, small_images[:12], ("ann",))
     assert all(id_bytes(i) is not None for i in ids)
     assert store._slot_ids.odd_count == 0
     assert list(store._slot_ids) == ids
@@ -184,10 +186,8 @@ def test_images_changed_out_of_order_are_listed_newest_first_in_every_list(tmp_p
     # Starring, analysing, trashing and restoring in shuffled order puts old images back into
     # the middle of the id-sorted lists; every listing still pages newest first.
     store = ColumnStore.open(tmp_path / "s", SMALL_MEMTABLE)
-    ids = [
-        store.put(f"{i}.jpg", "ann" if i % 3 else "bob", im).image.id
-        for i, im in enumerate(small_images[:14])
-    ]
+    in_turn = ("bob", "ann", "ann")  # the owners: bob every third image
+    ids = put_images(store, small_images[:14], in_turn)
     rng = random.Random(4)
     starred, done, trashed = rng.sample(ids, 8), rng.sample(ids, 9), rng.sample(ids, 4)
     for image_id in starred:
@@ -195,9 +195,7 @@ def test_images_changed_out_of_order_are_listed_newest_first_in_every_list(tmp_p
             image_id, AnnotationUpdate(fields=frozenset({"favourite"}), favourite=True)
         )
     for image_id in done:
-        store.update_annotations(
-            image_id, AnnotationUpdate(fields=frozenset({"status"}), status=AnalysisStatus.READY)
-        )
+        store.update_annotations(image_id, MARK_READY)
     for image_id in trashed:
         store.update_annotations(
             image_id, AnnotationUpdate(fields=frozenset({"trashed"}), trashed=True)
@@ -210,7 +208,7 @@ def test_images_changed_out_of_order_are_listed_newest_first_in_every_list(tmp_p
     def expect(keep) -> list[str]:
         return sorted((i for i in ids if keep(i)), reverse=True)
 
-    owners = {i: "ann" if k % 3 else "bob" for k, i in enumerate(ids)}
+    owners = {i: in_turn[k % len(in_turn)] for k, i in enumerate(ids)}
     for _round in range(2):
         assert listed_ids(store, 5) == expect(lambda i: i not in in_trash)
         assert listed_ids(store, 5, favourite_only=True) == expect(

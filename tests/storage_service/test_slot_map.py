@@ -25,7 +25,7 @@ from storage_service.columnstore.model import (
 from storage_service.columnstore.slot_map import SlotMap
 from storage_service.columnstore.store import ColumnStore
 from tests.conftest import REPO_ROOT
-from tests.storage_service.conftest import SMALL_MEMTABLE, listed_ids
+from tests.storage_service.conftest import SMALL_MEMTABLE, listed_ids, put_images, take_slot
 
 
 def _colliding_ids(count: int, mask: int = 1023) -> list[str]:
@@ -111,11 +111,7 @@ def test_random_adds_and_removes_agree_with_a_dict_through_growth_and_bulk_load(
                 key = f"{rng.choice(ODD_IDS)}-{step}"
             else:
                 key = f"{rng.getrandbits(128):032x}"
-            slot = free.pop() if free else len(ids)
-            if slot == len(ids):
-                ids.append(key)
-            else:
-                ids[slot] = key
+            slot = take_slot(ids, free, key)
             m.add(key, slot)
             model[key] = slot
         capacities.add(m.capacity)
@@ -142,7 +138,7 @@ def test_bulk_load_with_colliding_and_odd_keys():
 
 def test_deleted_slots_are_reused_by_later_puts_and_reopen_agrees(tmp_path, small_images):
     store = ColumnStore.open(tmp_path / "s", SMALL_MEMTABLE)
-    ids = [store.put(f"{i}.jpg", "ann", im).image.id for i, im in enumerate(small_images[:10])]
+    ids = put_images(store, small_images[:10], ("ann",))
     store.update_annotations(
         ids[2], AnnotationUpdate(fields=frozenset({"favourite"}), favourite=True)
     )
@@ -150,7 +146,7 @@ def test_deleted_slots_are_reused_by_later_puts_and_reopen_agrees(tmp_path, smal
     for image_id in ids[:6]:
         store.delete(image_id)
     # The same names again (so the filename index holds the reused slots under the same key).
-    again = [store.put(f"{i}.jpg", "ann", im).image.id for i, im in enumerate(small_images[:6])]
+    again = put_images(store, small_images[:6], ("ann",))
     assert len(store._slot_ids) == slots_before  # no new slot: the six freed ones were reused
     live = ids[6:] + again
     assert listed_ids(store, 7) == sorted(live, reverse=True)
@@ -190,7 +186,7 @@ def test_churn_does_not_grow_the_view(tmp_path, small_images):
     # sha256 indexes stay the size of what is live (before, every image ever put kept a slot).
     store = ColumnStore.open(tmp_path / "s", SMALL_MEMTABLE)
     images = small_images[:8]
-    live = [store.put(f"{i}.jpg", "ann", im).image.id for i, im in enumerate(images)]
+    live = put_images(store, images, ("ann",))
     for round_ in range(6):
         # Half of them go and come back (the same photos and names: new images).
         for image_id in live[round_ % 2 :: 2]:

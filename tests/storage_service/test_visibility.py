@@ -12,6 +12,7 @@ from storage_service.columnstore.errors import BackgroundError
 from storage_service.columnstore.fs import Fault, FaultInjectingFileSystem
 from storage_service.columnstore.model import AnalysisStatus, AnnotationUpdate
 from storage_service.columnstore.store import ColumnStore, StoreOptions
+from tests.storage_service.conftest import MARK_READY, put_images
 
 FAST_RETRY = StoreOptions(memtable_bytes=1 << 30, retry_initial_s=0.05, retry_max_s=0.2)
 
@@ -61,9 +62,7 @@ def test_a_failed_fsync_leaves_the_row_invisible_and_writes_resume_once_fsync_wo
         assert time.monotonic() < deadline, store.stats().background_error
         time.sleep(0.05)
     later = store.put("c.jpg", "", small_images[2]).image.id
-    store.update_annotations(
-        later, AnnotationUpdate(fields=frozenset({"status"}), status=AnalysisStatus.READY)
-    )
+    store.update_annotations(later, MARK_READY)
     store.close()
 
     reopened = ColumnStore.open(tmp_path / "s", FAST_RETRY)
@@ -74,13 +73,9 @@ def test_a_failed_fsync_leaves_the_row_invisible_and_writes_resume_once_fsync_wo
 
 def test_status_and_owner_listings_and_counts_come_from_kept_indexes(tmp_path, small_images):
     store = ColumnStore.open(tmp_path / "s", FAST_RETRY)
-    ids = [
-        store.put(f"{i}.jpg", "ann" if i % 2 else "bob", im).image.id
-        for i, im in enumerate(small_images[:6])
-    ]
-    ready = AnnotationUpdate(fields=frozenset({"status"}), status=AnalysisStatus.READY)
+    ids = put_images(store, small_images[:6], ("bob", "ann"))
     for image_id in ids[:3]:
-        store.update_annotations(image_id, ready)
+        store.update_annotations(image_id, MARK_READY)
     store.delete(ids[1])
 
     def listed(**kw) -> tuple[list[str], int]:
@@ -129,7 +124,7 @@ class _NoScans:
 
 def test_filtered_listings_and_totals_never_walk_every_image(tmp_path, small_images):
     store = ColumnStore.open(tmp_path / "s", FAST_RETRY)
-    ids = [store.put(f"{i}.jpg", "ann", im).image.id for i, im in enumerate(small_images[:4])]
+    ids = put_images(store, small_images[:4], ("ann",))
     store.update_annotations(
         ids[0], AnnotationUpdate(fields=frozenset({"status"}), status=AnalysisStatus.FAILED)
     )
