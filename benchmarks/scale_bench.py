@@ -248,12 +248,17 @@ def churn(n: int, store_dir: Path, db_path: Path) -> int:
 # --- measured in a child process --------------------------------------------------------------
 
 
-def _rss_bytes() -> int:
+def _status_bytes(field: str) -> int:
+    """A size this process's /proc/self/status gives in kB (`VmRSS`, `VmHWM`), in bytes."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def _rss_bytes() -> int:
+    return _status_bytes("VmRSS")
 
 
 def _reset_peak() -> bool:
@@ -267,11 +272,7 @@ def _reset_peak() -> bool:
 
 
 def _hwm_bytes() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
+    return _status_bytes("VmHWM")
 
 
 class _PeakRss:
