@@ -134,6 +134,34 @@ def other_wallpapers(max_side: int = 1024) -> dict[str, Image.Image]:
     return out
 
 
+def trial_photos(tuned: str) -> dict[str, tuple[bool, dict[str, Image.Image]]]:
+    """The sets the prefilter was tuned on (named `<tuned>: ...`: the trials tell them by that
+    prefix) and the held-out ones (`held out: ...`; Debian's other wallpapers, and signs on
+    them and on mate's, where installed), as made, not yet analysed; each with whether its
+    photos hold text."""
+    sets = {
+        f"{tuned}: the 42 earlier text photos": (True, {**text_photos(), **small_sign_photos()}),
+        f"{tuned}: font signs": (True, tuning_font_signs()),
+        f"{tuned}: text-free photos and crops": (False, textless_photos()),
+        "held out: font signs 4-7%": (True, heldout_font_signs()),
+    }
+    walls = other_wallpapers()
+    if walls:
+        bases = {**walls, **debian_photos()}
+        signs = font_sign_photos(bases, installed_fonts(), (0.045, 0.055, 0.07, 0.09), salt=23)
+        sets["held out: other Debian wallpapers"] = (False, walls)
+        sets["held out: signs on them and on mate's"] = (True, signs)
+    return sets
+
+
+def analysed_trial_sets() -> dict[str, tuple[bool, dict[str, Image.Image]]]:
+    """trial_photos("tuned") as the service analyses them (as_analysed)."""
+    return {
+        name: (has_text, as_analysed(images))
+        for name, (has_text, images) in trial_photos("tuned").items()
+    }
+
+
 def _cpu_ms(fn: Callable[[Any], object], items: list, rounds: int = 5) -> float:
     for item in items:
         fn(item)
@@ -372,21 +400,8 @@ def judged_sets(detector: TextProbe) -> dict[str, Judged]:
         )
         for kind, suffix in (("float", ""), ("int8", "_int8"))
     }
-    walls = other_wallpapers()
-    raw: dict[str, tuple[bool, dict[str, Image.Image]]] = {
-        "tuning: the 42 earlier text photos": (True, {**text_photos(), **small_sign_photos()}),
-        "tuning: font signs": (True, tuning_font_signs()),
-        "tuning: text-free photos and crops": (False, textless_photos()),
-        "held out: font signs 4-7%": (True, heldout_font_signs()),
-    }
-    if walls:
-        signs = font_sign_photos(
-            {**walls, **debian_photos()}, installed_fonts(), (0.045, 0.055, 0.07, 0.09), salt=23
-        )
-        raw["held out: other Debian wallpapers"] = (False, walls)
-        raw["held out: signs on them and on mate's"] = (True, signs)
     out = {}
-    for name, (has_text, images) in raw.items():
+    for name, (has_text, images) in trial_photos("tuning").items():
         photos = as_analysed(images)
         rgbs = list(photos.values())
         out[name] = Judged(
@@ -556,6 +571,17 @@ def near_miss(probabilities: np.ndarray) -> float:
     return float(best)
 
 
+def _passed_thumbnails(images: dict[str, Image.Image]) -> list[np.ndarray]:
+    """The probe's thumbnails of the photos its prefilter passes (those a detector runs on)."""
+    out = []
+    for rgb in images.values():
+        thumb = text_prefilter.thumbnail(rgb)
+        if text_prefilter.judged(rgb.size) and not text_prefilter.thumbnail_may_hold_text(thumb):
+            continue  # the prefilter rejects it: no detector runs
+        out.append(thumb)
+    return out
+
+
 def bf16_detector_trial(sets: dict[str, tuple[bool, dict]]) -> None:
     """The probe's detector in bf16 (OpenVINO, static shapes) against onnxruntime's float run:
     alone, and as a cascade that keeps the bf16 verdict unless it says "no text" with a region
@@ -571,12 +597,7 @@ def bf16_detector_trial(sets: dict[str, tuple[bool, dict]]) -> None:
     maps: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     for name, (_, images) in sets.items():
         rows = []
-        for rgb in images.values():
-            thumb = text_prefilter.thumbnail(rgb)
-            if text_prefilter.judged(rgb.size) and not text_prefilter.thumbnail_may_hold_text(
-                thumb
-            ):
-                continue  # the prefilter rejects it: no detector runs
+        for thumb in _passed_thumbnails(images):
             detector._session = float_session
             exact = detector._detect(thumb)
             detector._session = bf16  # type: ignore[assignment]
@@ -658,15 +679,10 @@ def flat_background_trial(sets: dict[str, tuple[bool, dict]]) -> None:
 
     judged: dict[str, list[tuple[bool, np.ndarray]]] = {}
     for name, (_, images) in sets.items():
-        rows = []
-        for rgb in images.values():
-            thumb = text_prefilter.thumbnail(rgb)
-            if text_prefilter.judged(rgb.size) and not text_prefilter.thumbnail_may_hold_text(
-                thumb
-            ):
-                continue
-            rows.append((bool(_text_like_regions(detector._detect(thumb))), thumb))
-        judged[name] = rows
+        judged[name] = [
+            (bool(_text_like_regions(detector._detect(thumb))), thumb)
+            for thumb in _passed_thumbnails(images)
+        ]
     print(f"-- prefilter feature tried: a flat background beside the dense window ({_load()}) --")
     for flat in (8, 12, 20):
         for window in ((24, 12), (32, 16), (48, 24)):
@@ -840,21 +856,7 @@ def main() -> None:
         input_trial()
         return
     if "--bf16" in sys.argv or "--flat" in sys.argv:
-        trial_sets = {
-            "tuned: the 42 earlier text photos": (
-                True,
-                as_analysed({**text_photos(), **small_sign_photos()}),
-            ),
-            "tuned: font signs": (True, as_analysed(tuning_font_signs())),
-            "tuned: text-free photos and crops": (False, as_analysed(textless_photos())),
-            "held out: font signs 4-7%": (True, as_analysed(heldout_font_signs())),
-        }
-        walls = other_wallpapers()
-        if walls:
-            bases = {**walls, **debian_photos()}
-            signs = font_sign_photos(bases, installed_fonts(), (0.045, 0.055, 0.07, 0.09), salt=23)
-            trial_sets["held out: other Debian wallpapers"] = (False, as_analysed(walls))
-            trial_sets["held out: signs on them and on mate's"] = (True, as_analysed(signs))
+        trial_sets = analysed_trial_sets()
         if "--bf16" in sys.argv:
             bf16_detector_trial(trial_sets)
         if "--flat" in sys.argv:
@@ -869,21 +871,8 @@ def main() -> None:
         raise SystemExit(
             "needs the DejaVu and Liberation fonts (fonts-dejavu-core, -extra, fonts-liberation)"
         )
-    textfree = as_analysed(textless_photos())
-    step_costs(previous, probe, list(textfree.values()))
-    earlier = as_analysed({**text_photos(), **small_sign_photos()})
-    sets: dict[str, tuple[bool, dict]] = {
-        "tuned: the 42 earlier text photos": (True, earlier),
-        "tuned: font signs": (True, as_analysed(tuning_font_signs())),
-        "tuned: text-free photos and crops": (False, textfree),
-        "held out: font signs 4-7%": (True, as_analysed(heldout_font_signs())),
-    }
-    walls = other_wallpapers()
-    if walls:
-        bases = {**walls, **debian_photos()}
-        signs = font_sign_photos(bases, installed_fonts(), (0.045, 0.055, 0.07, 0.09), salt=23)
-        sets["held out: other Debian wallpapers"] = (False, as_analysed(walls))
-        sets["held out: signs on them and on mate's"] = (True, as_analysed(signs))
+    sets = analysed_trial_sets()
+    step_costs(previous, probe, list(sets["tuned: text-free photos and crops"][1].values()))
     decisions(previous, probe, detector, sets)
 
 
