@@ -17,57 +17,33 @@ import numpy as np
 import pytest
 
 from models.bf16_cascade import BF16_MAX_DIFF, moderation_band
-from tests.vision_service.agreement_sets import cascade_sets
-from tests.vision_service.photo_sets import model_inputs
-from vision_service.agreement import MAX_MODERATION_DIFF, nsfw_scores
+from tests.vision_service.cascade_support import (
+    THREADS,
+    bf16_hinted_cascade,
+    chosen_on_scores,
+    copy_moderation_manifest,
+    held_out,
+    needs_bf16,
+    served_scores,
+)
+from vision_service.agreement import MAX_MODERATION_DIFF
 from vision_service.config import VisionConfig
 from vision_service.engine import MODERATION, AnalysisRequest, Task
 from vision_service.errors import ModelFileError
-from vision_service.models.moderation import ModerationModel
 from vision_service.registry import load_registry
-from vision_service.sessions import OpenVinoSession, SessionThreads, cpu_has_bf16, open_session
+from vision_service.sessions import OpenVinoSession, cpu_has_bf16
 
-THREADS = SessionThreads(intra_op=1, inter_op=1)
-needs_bf16 = pytest.mark.skipif(
-    not cpu_has_bf16(), reason="OpenVINO reports no native bf16 on this CPU"
-)
-
-
-@pytest.fixture(scope="module")
-def entry(models_dir):
-    return load_registry(models_dir)[MODERATION]
+# Fixtures (tests/vision_service/conftest.py): moderation_entry, open_nsfw's in the manifest;
+# moderation_sets, its inputs of the tuning, held-out and unseen sets; float_nsfw_scores, the
+# float model's scores of them.
 
 
-@pytest.fixture(scope="module")
-def sets() -> dict[str, np.ndarray]:
-    """Moderation inputs of the tuning, held-out and unseen sets."""
-    return {what: model_inputs(images)[1] for what, images in cascade_sets().items() if images}
-
-
-@pytest.fixture(scope="module")
-def float_scores(entry, sets) -> dict[str, np.ndarray]:
-    session = open_session(entry.path(entry.model_role(False)), THREADS)
-    return {what: nsfw_scores(session, x) for what, x in sets.items()}
-
-
-def _served(entry, band: tuple[float, float]) -> ModerationModel:
-    """The service's bf16 cascade, with `band` instead of the manifest's where asked."""
-    model = ModerationModel.load(entry, THREADS, bf16=True)
-    model.band = band
-    return model
-
-
-def _held_out(sets: dict[str, np.ndarray], scores: dict[str, np.ndarray]):
-    """Inputs the band was judged on but not chosen on (held-out variants; unseen photos)."""
-    keys = [k for k in ("held_out", "unseen") if k in sets]
-    return np.concatenate([sets[k] for k in keys]), np.concatenate([scores[k] for k in keys])
-
-
-def test_the_manifest_band_is_the_one_the_script_recorded(models_dir, entry):
+def test_the_manifest_band_is_the_one_the_script_recorded(models_dir, moderation_entry):
     report = json.loads((models_dir / "bf16.json").read_text())[MODERATION]
     assert report["adopted"] is True
-    assert entry.bf16_band == tuple(report["accept"])
-    assert report["float_sha256"] == entry.files[entry.model_role(False)].sha256
+    assert moderation_entry.bf16_band == tuple(report["accept"])
+    float_role = moderation_entry.model_role(False)
+    assert report["float_sha256"] == moderation_entry.files[float_role].sha256
     assert report["max_diff_allowed_in_band"] == BF16_MAX_DIFF < MAX_MODERATION_DIFF
     for what in ("tuning", "held_out", "unseen"):
         assert report[what]["max_score_diff"] <= BF16_MAX_DIFF, (what, report[what])
@@ -75,23 +51,26 @@ def test_the_manifest_band_is_the_one_the_script_recorded(models_dir, entry):
 
 
 @needs_bf16
-def test_the_band_is_the_one_the_rule_picks_on_tuning_and_held_out(entry, sets, float_scores):
-    bf16 = OpenVinoSession(entry.path(entry.model_role(False)), "bf16", THREADS)
-    scores = {k: (float_scores[k], nsfw_scores(bf16, sets[k])) for k in ("tuning", "held_out")}
+def test_the_band_is_the_one_the_rule_picks_on_tuning_and_held_out(
+    moderation_entry, moderation_sets, float_nsfw_scores
+):
+    path = moderation_entry.path(moderation_entry.model_role(False))
+    bf16 = OpenVinoSession(path, "bf16", THREADS)
+    scores = chosen_on_scores(bf16, moderation_sets, float_nsfw_scores)
 
-    assert moderation_band(scores) == entry.bf16_band
+    assert moderation_band(scores) == moderation_entry.bf16_band
 
 
 @needs_bf16
 def test_the_served_cascade_follows_the_float_model_on_held_out_and_unseen_photos(
-    entry, sets, float_scores
+    moderation_entry, moderation_sets, float_nsfw_scores
 ):
     """Every served score within 0.005 of the float model's (the issue's rule is 0.02), most
     of them from the bf16 run."""
-    assert entry.bf16_band is not None, "the manifest ships open_nsfw with a bf16 band"
-    x, reference = _held_out(sets, float_scores)
-    model = _served(entry, entry.bf16_band)
-    served = np.concatenate([model.nsfw_scores(x[i : i + 8]) for i in range(0, len(x), 8)])
+    assert moderation_entry.bf16_band is not None, "the manifest ships open_nsfw with a bf16 band"
+    x, reference = held_out(moderation_sets, float_nsfw_scores)
+    model = bf16_hinted_cascade(moderation_entry, moderation_entry.bf16_band)
+    served = served_scores(model, x)
 
     assert len(x) >= 217
     assert np.abs(served - reference).max() <= BF16_MAX_DIFF
@@ -100,13 +79,13 @@ def test_the_served_cascade_follows_the_float_model_on_held_out_and_unseen_photo
 
 @needs_bf16
 @pytest.mark.parametrize("band", [(0.0, 1.0), (0.0, 0.115)])
-def test_a_wider_band_breaks_it(entry, sets, float_scores, band):
+def test_a_wider_band_breaks_it(moderation_entry, moderation_sets, float_nsfw_scores, band):
     """bf16 alone ((0, 1)) moves an unseen photo's score by more than the issue's 0.02; the
     band the 0.01 rule would pick (0.115) lets in a score 0.009 off: the test above guards the
     band."""
-    x, reference = _held_out(sets, float_scores)
-    model = _served(entry, band)
-    served = np.concatenate([model.nsfw_scores(x[i : i + 8]) for i in range(0, len(x), 8)])
+    x, reference = held_out(moderation_sets, float_nsfw_scores)
+    model = bf16_hinted_cascade(moderation_entry, band)
+    served = served_scores(model, x)
 
     assert np.abs(served - reference).max() > BF16_MAX_DIFF
     if band == (0.0, 1.0):
@@ -115,16 +94,19 @@ def test_a_wider_band_breaks_it(entry, sets, float_scores, band):
 
 
 @needs_bf16
-def test_outside_the_band_the_float_model_answers(entry, sets, float_scores):
-    model = _served(entry, (1.0, 1.0))
-    served = model.nsfw_scores(sets["tuning"][:16])
+def test_outside_the_band_the_float_model_answers(
+    moderation_entry, moderation_sets, float_nsfw_scores
+):
+    model = bf16_hinted_cascade(moderation_entry, (1.0, 1.0))
+    served = model.nsfw_scores(moderation_sets["tuning"][:16])
 
     assert model.fell_back == model.scored == 16
-    assert np.array_equal(served, float_scores["tuning"][:16])
+    assert np.array_equal(served, float_nsfw_scores["tuning"][:16])
 
 
-def test_openvino_runs_one_inference_thread_per_stream(entry):
-    session = OpenVinoSession(entry.path(entry.model_role(False)), "bf16", THREADS, streams=2)
+def test_openvino_runs_one_inference_thread_per_stream(moderation_entry):
+    path = moderation_entry.path(moderation_entry.model_role(False))
+    session = OpenVinoSession(path, "bf16", THREADS, streams=2)
 
     assert session.property("NUM_STREAMS") == "2"
     assert session.property("INFERENCE_NUM_THREADS") == "2"
@@ -164,14 +146,7 @@ def test_the_service_runs_the_bf16_cascade_where_the_cpu_has_bf16(engine, photo_
     [({"accept": [0.5, 0.1]}, "must lie in [0, 1]"), ({"band": [0.0, 0.1]}, '"accept"')],
 )
 def test_a_bf16_band_the_manifest_cannot_run_is_refused(models_dir, tmp_path, bf16, message):
-    manifest = json.loads((models_dir / "manifest.json").read_text())
-    moderation = next(m for m in manifest["models"] if m["name"] == MODERATION)
-    manifest["models"] = [moderation]
-    moderation["bf16"] = bf16
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
-    for file in moderation["files"].values():  # the entry's files in models/ (int8 graphs)
-        if "package" not in file:
-            (tmp_path / file["file"]).write_bytes((models_dir / file["file"]).read_bytes())
+    copy_moderation_manifest(models_dir, tmp_path, {"bf16": bf16})
 
     with pytest.raises(ModelFileError, match=re.escape(message)):
         load_registry(tmp_path)

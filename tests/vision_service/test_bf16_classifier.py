@@ -22,8 +22,12 @@ import numpy as np
 import pytest
 
 from models.bf16_cascade import MIN_RECALL_AT_10, classifier_margin
-from tests.vision_service.agreement_sets import cascade_sets
-from tests.vision_service.photo_sets import model_inputs
+from tests.vision_service.cascade_support import (
+    CLASSIFIER_INPUT,
+    THREADS,
+    cascade_inputs,
+    needs_bf16,
+)
 from vision_service.agreement import (
     MIN_TOP1_AGREEMENT,
     CascadeAgreement,
@@ -35,13 +39,9 @@ from vision_service.config import VisionConfig
 from vision_service.engine import CLASSIFIER, VisionEngine
 from vision_service.models.classifier import ImageClassifier
 from vision_service.registry import load_registry
-from vision_service.sessions import OpenVinoSession, SessionThreads, cpu_has_bf16, open_session
+from vision_service.sessions import OpenVinoSession, open_session
 
-THREADS = SessionThreads(intra_op=1, inter_op=1)
 SETS = ("tuning", "held_out", "unseen")
-needs_bf16 = pytest.mark.skipif(
-    not cpu_has_bf16(), reason="OpenVINO reports no native bf16 on this CPU"
-)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def entry(models_dir):
 @pytest.fixture(scope="module")
 def sets() -> dict[str, np.ndarray]:
     """Classifier inputs of the tuning, held-out and unseen sets."""
-    return {what: model_inputs(images)[0] for what, images in cascade_sets().items() if images}
+    return cascade_inputs(CLASSIFIER_INPUT)
 
 
 @pytest.fixture(scope="module")

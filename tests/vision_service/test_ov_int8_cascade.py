@@ -17,58 +17,37 @@ import numpy as np
 import pytest
 
 from models.ov_int8 import SERVED_PRECISION, band_of
-from tests.vision_service.agreement_sets import cascade_sets
-from tests.vision_service.photo_sets import model_inputs
-from vision_service.agreement import CASCADE_MAX_DIFF, MAX_MODERATION_DIFF, nsfw_scores
+from tests.vision_service.cascade_support import (
+    THREADS,
+    bf16_hinted_cascade,
+    chosen_on_scores,
+    copy_moderation_manifest,
+    held_out,
+    needs_bf16,
+    served_scores,
+)
+from vision_service.agreement import CASCADE_MAX_DIFF, MAX_MODERATION_DIFF
 from vision_service.config import VisionConfig
 from vision_service.engine import MODERATION, AnalysisRequest, Task
 from vision_service.errors import ModelFileError
 from vision_service.models.moderation import ModerationModel
 from vision_service.registry import load_registry
-from vision_service.sessions import OpenVinoSession, SessionThreads, cpu_has_bf16, open_session
+from vision_service.sessions import OpenVinoSession, cpu_has_bf16
 
-THREADS = SessionThreads(intra_op=1, inter_op=1)
-needs_bf16 = pytest.mark.skipif(
-    not cpu_has_bf16(), reason="OpenVINO reports no native bf16 on this CPU"
-)
-
-
-@pytest.fixture(scope="module")
-def entry(models_dir):
-    return load_registry(models_dir)[MODERATION]
-
-
-@pytest.fixture(scope="module")
-def sets() -> dict[str, np.ndarray]:
-    """Moderation inputs of the tuning, held-out and unseen sets."""
-    return {what: model_inputs(images)[1] for what, images in cascade_sets().items() if images}
-
-
-@pytest.fixture(scope="module")
-def float_scores(entry, sets) -> dict[str, np.ndarray]:
-    session = open_session(entry.path("reference"), THREADS)
-    return {what: nsfw_scores(session, x) for what, x in sets.items()}
+# Fixtures (tests/vision_service/conftest.py): moderation_entry, open_nsfw's in the manifest;
+# moderation_sets, its inputs of the tuning, held-out and unseen sets; float_nsfw_scores, the
+# float model's scores of them.
 
 
 def _served(entry, band: tuple[float, float]) -> ModerationModel:
     """The service's OpenVINO int8 cascade, with `band` instead of the manifest's."""
-    model = ModerationModel.load(entry, THREADS, bf16=True, ov_int8=True)
+    model = bf16_hinted_cascade(entry, band, ov_int8=True)
     assert model.ov_int8 and model.bf16
-    model.band = band
     return model
 
 
-def _scored(model: ModerationModel, x: np.ndarray) -> np.ndarray:
-    return np.concatenate([model.nsfw_scores(x[i : i + 8]) for i in range(0, len(x), 8)])
-
-
-def _held_out(sets: dict[str, np.ndarray], scores: dict[str, np.ndarray]):
-    """Inputs the band was judged on but not chosen on (held-out variants; unseen photos)."""
-    keys = [k for k in ("held_out", "unseen") if k in sets]
-    return np.concatenate([sets[k] for k in keys]), np.concatenate([scores[k] for k in keys])
-
-
-def test_the_manifest_band_and_files_are_the_ones_the_script_recorded(models_dir, entry):
+def test_the_manifest_band_and_files_are_the_ones_the_script_recorded(models_dir, moderation_entry):
+    entry = moderation_entry
     report = json.loads((models_dir / "ov_int8.json").read_text())
     assert report["adopted"] is True
     assert entry.ov_int8_band == tuple(report["accept"])
@@ -83,39 +62,42 @@ def test_the_manifest_band_and_files_are_the_ones_the_script_recorded(models_dir
 
 
 @needs_bf16
-def test_the_band_is_the_one_the_rule_picks_on_tuning_and_held_out(entry, sets, float_scores):
-    int8 = OpenVinoSession(entry.path("ov_int8"), SERVED_PRECISION, THREADS)
-    scores = {k: (float_scores[k], nsfw_scores(int8, sets[k])) for k in ("tuning", "held_out")}
+def test_the_band_is_the_one_the_rule_picks_on_tuning_and_held_out(
+    moderation_entry, moderation_sets, float_nsfw_scores
+):
+    int8 = OpenVinoSession(moderation_entry.path("ov_int8"), SERVED_PRECISION, THREADS)
+    scores = chosen_on_scores(int8, moderation_sets, float_nsfw_scores)
 
-    assert band_of(scores) == entry.ov_int8_band
+    assert band_of(scores) == moderation_entry.ov_int8_band
 
 
 @needs_bf16
 def test_the_served_cascade_follows_the_float_model_on_held_out_and_unseen_photos(
-    entry, sets, float_scores
+    moderation_entry, moderation_sets, float_nsfw_scores
 ):
     """Every served score within the issue's 0.02 of the float model's, most of them from the
     int8 run, and within the 0.01 the band was chosen by on the held-out variants."""
-    assert entry.ov_int8_band is not None, "the manifest ships open_nsfw with an ov_int8 band"
-    model = _served(entry, entry.ov_int8_band)
-    x, reference = _held_out(sets, float_scores)
-    served = _scored(model, x)
+    band = moderation_entry.ov_int8_band
+    assert band is not None, "the manifest ships open_nsfw with an ov_int8 band"
+    model = _served(moderation_entry, band)
+    x, reference = held_out(moderation_sets, float_nsfw_scores)
+    served = served_scores(model, x)
 
     assert len(x) >= 217
     assert np.abs(served - reference).max() <= MAX_MODERATION_DIFF
     assert 0 < model.fell_back <= model.scored // 5, (model.fell_back, model.scored)
-    held = _scored(_served(entry, entry.ov_int8_band), sets["held_out"])
-    assert np.abs(held - float_scores["held_out"]).max() <= CASCADE_MAX_DIFF
+    held = served_scores(_served(moderation_entry, band), moderation_sets["held_out"])
+    assert np.abs(held - float_nsfw_scores["held_out"]).max() <= CASCADE_MAX_DIFF
 
 
 @needs_bf16
 @pytest.mark.parametrize("band", [(0.0, 1.0), (0.0, 0.06)])
-def test_a_wider_band_breaks_it(entry, sets, float_scores, band):
+def test_a_wider_band_breaks_it(moderation_entry, moderation_sets, float_nsfw_scores, band):
     """int8 alone ((0, 1)) moves an unseen photo's score by 0.075; a band of 0.06 lets in
     held-out and unseen scores over 0.02 off: the test above guards the band."""
-    model = _served(entry, band)
-    x, reference = _held_out(sets, float_scores)
-    served = _scored(model, x)
+    model = _served(moderation_entry, band)
+    x, reference = held_out(moderation_sets, float_nsfw_scores)
+    served = served_scores(model, x)
 
     assert np.abs(served - reference).max() > MAX_MODERATION_DIFF
     if band == (0.0, 1.0):
@@ -123,12 +105,14 @@ def test_a_wider_band_breaks_it(entry, sets, float_scores, band):
 
 
 @needs_bf16
-def test_outside_the_band_the_float_model_answers(entry, sets, float_scores):
-    model = _served(entry, (1.0, 1.0))
-    served = model.nsfw_scores(sets["tuning"][:16])
+def test_outside_the_band_the_float_model_answers(
+    moderation_entry, moderation_sets, float_nsfw_scores
+):
+    model = _served(moderation_entry, (1.0, 1.0))
+    served = model.nsfw_scores(moderation_sets["tuning"][:16])
 
     assert model.fell_back == model.scored == 16
-    assert np.array_equal(served, float_scores["tuning"][:16])
+    assert np.array_equal(served, float_nsfw_scores["tuning"][:16])
 
 
 def test_vision_ov_int8_setting():
@@ -137,7 +121,8 @@ def test_vision_ov_int8_setting():
     assert VisionConfig.from_env({"VISION_OV_INT8": "1"}).ov_int8 is True
 
 
-def test_without_the_setting_or_bf16_the_earlier_cascades_run(entry):
+def test_without_the_setting_or_bf16_the_earlier_cascades_run(moderation_entry):
+    entry = moderation_entry
     assert ModerationModel.load(entry, THREADS, bf16=True, ov_int8=False).ov_int8 is False
     int8 = ModerationModel.load(entry, THREADS, bf16=False, ov_int8=True)
     assert not int8.ov_int8 and not int8.bf16
@@ -167,16 +152,7 @@ def test_the_service_runs_the_ov_int8_cascade_where_the_cpu_has_bf16(engine, pho
 def test_an_ov_int8_cascade_the_manifest_cannot_run_is_refused(
     models_dir, tmp_path, drop, spec, message
 ):
-    manifest = json.loads((models_dir / "manifest.json").read_text())
-    moderation = next(m for m in manifest["models"] if m["name"] == MODERATION)
-    manifest["models"] = [moderation]
-    moderation["ov_int8"] = spec
-    if drop:
-        del moderation["files"][drop]
-    for file in moderation["files"].values():
-        if "package" not in file:
-            (tmp_path / file["file"]).write_bytes((models_dir / file["file"]).read_bytes())
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    copy_moderation_manifest(models_dir, tmp_path, {"ov_int8": spec}, drop_file=drop)
 
     with pytest.raises(ModelFileError, match=re.escape(message)):
         load_registry(tmp_path)

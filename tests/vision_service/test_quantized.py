@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from tests.vision_service.agreement_sets import judged_photos, more_variants, unseen_photos
+from tests.vision_service.cascade_support import THREADS, copy_moderation_manifest, served_scores
 from tests.vision_service.photo_sets import debian_photos, model_inputs, photo_variants, real_photos
 from vision_service.agreement import (
     MAX_MODERATION_DIFF,
@@ -28,9 +29,7 @@ from vision_service.errors import ModelFileError
 from vision_service.models.classifier import ImageClassifier
 from vision_service.models.moderation import ModerationModel
 from vision_service.registry import load_registry
-from vision_service.sessions import SessionThreads, open_session
-
-THREADS = SessionThreads(intra_op=1, inter_op=1)
+from vision_service.sessions import open_session
 
 
 @pytest.fixture(scope="module")
@@ -137,12 +136,8 @@ def _cascade_agreement(
         band=band,
     )
     exact = ModerationModel(open_session(entry.path("reference"), THREADS))
-    got = np.array(
-        [s for i in range(0, len(inputs), 8) for s in cascade.nsfw_scores(inputs[i : i + 8])]
-    )
-    want = np.array(
-        [s for i in range(0, len(inputs), 8) for s in exact.nsfw_scores(inputs[i : i + 8])]
-    )
+    got = served_scores(cascade, inputs)
+    want = served_scores(exact, inputs)
     diff = np.abs(got - want)
     agreement = ModerationAgreement(
         inputs=len(inputs),
@@ -257,16 +252,8 @@ def test_a_cascade_the_manifest_cannot_run_is_refused(
     models_dir, tmp_path, cascade, keep_reference, message
 ):
     """A copy of the real manifest and int8 file, with the moderation entry's cascade broken."""
-    manifest = json.loads((models_dir / "manifest.json").read_text())
-    entry = next(m for m in manifest["models"] if m["name"] == MODERATION)
-    manifest["models"] = [entry]
-    entry["cascade"] = cascade
-    if not keep_reference:
-        del entry["files"]["reference"]
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
-    for file in entry["files"].values():  # the entry's files in models/ (int8 graphs)
-        if "package" not in file:
-            (tmp_path / file["file"]).write_bytes((models_dir / file["file"]).read_bytes())
+    drop_file = None if keep_reference else "reference"
+    copy_moderation_manifest(models_dir, tmp_path, {"cascade": cascade}, drop_file=drop_file)
 
     with pytest.raises(ModelFileError, match=re.escape(message)):
         load_registry(tmp_path)
