@@ -27,18 +27,18 @@ Nothing here is served; it prints figures only.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from models.quantize import CASCADE_BAND_STEP, CASCADE_MAX_DIFF
+from benchmarks.vision_bench import _load
 from tests.vision_service.agreement_sets import cascade_sets
 from tests.vision_service.photo_sets import model_inputs
 from vision_service.agreement import (
+    CASCADE_BAND_STEP,
+    CASCADE_MAX_DIFF,
     ClassifierOutputs,
     cascade_agreement,
     classifier_outputs,
@@ -58,17 +58,15 @@ MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 ONE_THREAD = SessionThreads(intra_op=1, inter_op=1)
 
 
-def _load() -> str:
-    one, five, _ = os.getloadavg()
-    return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores"
-
-
-def _cpu_ms_per_image(run: Callable[[], object], images: int, repeat: int = 4) -> float:
-    run()
+def _cpu_ms_per_image(session, x: np.ndarray, repeat: int = 4) -> float:
+    """Process CPU ms per image of `session` (onnxruntime's run surface, an OpenVinoSession
+    too) run on batch `x` `repeat` times, after one warm-up run."""
+    name = session.get_inputs()[0].name
+    session.run(None, {name: x})
     started = time.process_time()
     for _ in range(repeat):
-        run()
-    return 1000.0 * (time.process_time() - started) / (repeat * images)
+        session.run(None, {name: x})
+    return 1000.0 * (time.process_time() - started) / (repeat * len(x))
 
 
 def speeds(paths: dict[str, Path], tensors: dict[str, np.ndarray], rounds: int) -> dict:
@@ -85,10 +83,7 @@ def speeds(paths: dict[str, Path], tensors: dict[str, np.ndarray], rounds: int) 
         samples: dict[str, list[float]] = {what: [] for what in sessions}
         for _ in range(rounds):
             for what, session in sessions.items():
-                name = session.get_inputs()[0].name
-                samples[what].append(
-                    _cpu_ms_per_image(lambda s=session, n=name, x=x: s.run(None, {n: x}), len(x))
-                )
+                samples[what].append(_cpu_ms_per_image(session, x))
         out[model] = {what: statistics.median(v) for what, v in samples.items()}
         ref = sessions["onnxruntime f32"]
         name = ref.get_inputs()[0].name
@@ -250,9 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ms = speeds(paths, tensors, args.rounds)
     int8 = open_session(registry["open-nsfw"].path("onnx"), ONE_THREAD)
-    name = int8.get_inputs()[0].name
-    x = tensors["open-nsfw"]
-    ms["open-nsfw"]["int8"] = _cpu_ms_per_image(lambda: int8.run(None, {name: x}), len(x))
+    ms["open-nsfw"]["int8"] = _cpu_ms_per_image(int8, tensors["open-nsfw"])
     print(f"  open-nsfw int8 (onnxruntime, served first stage): {ms['open-nsfw']['int8']:.2f}")
     print(f"-- classifier: bf16 vs float on the agreement sets ({_load()}) --", flush=True)
     classifier_trial(

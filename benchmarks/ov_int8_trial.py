@@ -24,16 +24,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
-import os
 import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.bf16_trial import MODELS_DIR, ONE_THREAD, _cpu_ms_per_image
 from benchmarks.vision_bench import (
     CLIENTS,
+    _load,
     _native_tids,
     _photos,
     _thread_cpu_ms,
@@ -53,25 +53,8 @@ from vision_service.models.ocr import _DET_OFFSET, _DET_SCALE
 from vision_service.registry import load_registry
 from vision_service.server import build_server
 from vision_service.servicer import EngineSlot
-from vision_service.sessions import OpenVinoSession, SessionThreads, cpu_has_bf16, open_session
+from vision_service.sessions import OpenVinoSession, cpu_has_bf16, open_session
 from vision_service.text_prefilter import thumbnail
-
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
-ONE_THREAD = SessionThreads(intra_op=1, inter_op=1)
-
-
-def _load() -> str:
-    one, five, _ = os.getloadavg()
-    return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores"
-
-
-def _cpu_ms(session, x: np.ndarray, repeat: int) -> float:
-    name = session.get_inputs()[0].name
-    session.run(None, {name: x})
-    started = time.process_time()
-    for _ in range(repeat):
-        session.run(None, {name: x})
-    return 1000.0 * (time.process_time() - started) / (repeat * len(x))
 
 
 def _detector_input(rgb) -> np.ndarray:
@@ -170,7 +153,7 @@ def speeds(rounds: int, work: Path) -> None:
         repeat = 20 if len(x) == 1 else 4
         for _ in range(rounds):
             for what, session in sessions.items():
-                samples[what].append(_cpu_ms(session, x, repeat))
+                samples[what].append(_cpu_ms_per_image(session, x, repeat))
         print(
             f"  {model:<20} "
             + "  ".join(f"{what} {statistics.median(v):.2f}" for what, v in samples.items()),
