@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import re
 from collections import Counter
+from collections.abc import Iterator
 from datetime import datetime
 
 import pytest
@@ -72,6 +73,17 @@ def library(url: str, photo_jpegs) -> dict[str, dict]:
             requests.delete(f"{url}/api/images/{image['id']}", timeout=30).raise_for_status()
         images[name] = image
     return images
+
+
+@pytest.fixture
+def two_a_page(own_stack: Stack, library) -> Iterator[str]:
+    """The URL of a gateway of its own over the module's stack (the library uploaded), showing
+    two photos a page; stopped after the test, whatever happened."""
+    small = own_stack.start_gateway(gallery_page_size=2)
+    try:
+        yield small.url
+    finally:
+        small.stop()
 
 
 def _main_pages(library: dict[str, dict]) -> dict[str, str]:
@@ -360,81 +372,68 @@ def test_every_control_reached_by_tab_shows_its_focus(page: Page, url, library, 
 
 
 def test_a_shared_viewer_link_opens_a_photo_not_on_the_first_page(
-    browser: Browser, own_stack: Stack, library
+    browser: Browser, two_a_page: str, library
 ):
-    small = own_stack.start_gateway(gallery_page_size=2)
-    try:
-        with page_in(browser) as page:
-            # The first page alone: infinite scroll would bring more in while it is read.
-            page.add_init_script("delete window.IntersectionObserver")
-            page.goto(f"{small.url}/")
-            first_page = page.locator("#gallery figure.tile").evaluate_all(
-                "ts => ts.map(t => t.dataset.id)"
-            )
-        assert len(first_page) == 2
-        far = next(
-            image
-            for image in library.values()
-            if image["id"] not in first_page
-            and image["filename"] not in ("old scan.jpg", "camera.jpg")
+    with page_in(browser) as page:
+        # The first page alone: infinite scroll would bring more in while it is read.
+        page.add_init_script("delete window.IntersectionObserver")
+        page.goto(f"{two_a_page}/")
+        first_page = page.locator("#gallery figure.tile").evaluate_all(
+            "ts => ts.map(t => t.dataset.id)"
         )
+    assert len(first_page) == 2
+    far = next(
+        image
+        for image in library.values()
+        if image["id"] not in first_page and image["filename"] not in ("old scan.jpg", "camera.jpg")
+    )
 
-        # Opened afresh, as a shared link is (not a hash change on a page that holds it).
-        with page_in(browser) as page:
-            page.goto(f"{small.url}/#view={far['id']}")
+    # Opened afresh, as a shared link is (not a hash change on a page that holds it).
+    with page_in(browser) as page:
+        page.goto(f"{two_a_page}/#view={far['id']}")
 
-            expect(page.locator("#lightbox")).to_be_visible()
-            expect(page.locator("#lb-caption")).to_have_text(re.compile(re.escape(far["filename"])))
-            assert far["id"] in page.url
-    finally:
-        small.stop()
+        expect(page.locator("#lightbox")).to_be_visible()
+        expect(page.locator("#lb-caption")).to_have_text(re.compile(re.escape(far["filename"])))
+        assert far["id"] in page.url
 
 
 def test_next_past_the_last_photo_loaded_brings_in_older_ones(
-    browser: Browser, own_stack: Stack, library
+    browser: Browser, two_a_page: str, library
 ):
-    small = own_stack.start_gateway(gallery_page_size=2)
-    try:
-        with page_in(browser, {"width": 1366, "height": 2000}) as page:
-            # No infinite scroll: only the viewer's own "next" can bring older photos in.
-            page.add_init_script("delete window.IntersectionObserver")
-            page.goto(f"{small.url}/")
-            page.locator("#gallery figure.tile .thumb-link").first.click()
-            expect(page.locator("#lb-position")).to_contain_text("1 of")
+    with page_in(browser, {"width": 1366, "height": 2000}) as page:
+        # No infinite scroll: only the viewer's own "next" can bring older photos in.
+        page.add_init_script("delete window.IntersectionObserver")
+        page.goto(f"{two_a_page}/")
+        page.locator("#gallery figure.tile .thumb-link").first.click()
+        expect(page.locator("#lb-position")).to_contain_text("1 of")
 
-            seen = [page.evaluate("location.hash")]
-            for _ in range(4):
-                page.keyboard.press("ArrowRight")
-                page.wait_for_function("was => location.hash !== was", arg=seen[-1])
-                seen.append(page.evaluate("location.hash"))
+        seen = [page.evaluate("location.hash")]
+        for _ in range(4):
+            page.keyboard.press("ArrowRight")
+            page.wait_for_function("was => location.hash !== was", arg=seen[-1])
+            seen.append(page.evaluate("location.hash"))
 
-            assert len(set(seen)) == 5  # five different photos: it did not wrap round after two
-    finally:
-        small.stop()
+        assert len(set(seen)) == 5  # five different photos: it did not wrap round after two
 
 
 def test_next_pressed_again_while_older_photos_come_in_moves_on_twice(
-    browser: Browser, own_stack: Stack, library
+    browser: Browser, two_a_page: str, library
 ):
-    small = own_stack.start_gateway(gallery_page_size=2)
-    try:
-        with page_in(browser) as page:
-            page.add_init_script(HOLD_OLDER)
-            page.goto(f"{small.url}/")
-            page.locator("#gallery figure.tile .thumb-link").first.click()
-            page.keyboard.press("ArrowRight")
-            expect(page.locator("#lb-position")).to_have_text("2 of 2")  # the last one loaded
+    with page_in(browser) as page:
+        page.add_init_script(HOLD_OLDER)
+        page.goto(f"{two_a_page}/")
+        page.locator("#gallery figure.tile .thumb-link").first.click()
+        page.keyboard.press("ArrowRight")
+        expect(page.locator("#lb-position")).to_have_text("2 of 2")  # the last one loaded
 
-            # The next page is on its way (held) while "next" is pressed twice.
-            page.keyboard.press("ArrowRight")
-            page.keyboard.press("ArrowRight")
-            page.evaluate("releaseOlder()")
+        # The next page is on its way (held) while "next" is pressed twice.
+        page.keyboard.press("ArrowRight")
+        page.keyboard.press("ArrowRight")
+        page.evaluate("releaseOlder()")
 
-            expect(page.locator("#lb-position")).to_have_text("4 of 4")
-            fourth = page.locator("#gallery figure.tile").nth(3).get_attribute("data-id")
-            expect(page).to_have_url(re.compile(f"#view={fourth}$"))
-    finally:
-        small.stop()
+        expect(page.locator("#lb-position")).to_have_text("4 of 4")
+        fourth = page.locator("#gallery figure.tile").nth(3).get_attribute("data-id")
+        expect(page).to_have_url(re.compile(f"#view={fourth}$"))
 
 
 # --- bulk wording -------------------------------------------------------------------------------
@@ -521,50 +520,44 @@ def _upload_years(library: dict[str, dict]) -> list[str]:
     return [f"{year} · {count}" for year, count in sorted(years.items(), reverse=True)]
 
 
-def test_months_run_on_across_pages_in_date_taken_order(
-    browser: Browser, own_stack: Stack, library
-):
-    small = own_stack.start_gateway(gallery_page_size=2)
-    try:
-        with page_in(browser, java_script_enabled=False) as page:
-            page.goto(f"{small.url}/")
-            pages = []
-            while True:
-                pages.append(_months_shown(page))
-                if not page.locator("#older").count():
-                    break
-                follow(page.locator("#older"))
-        assert pages == [
-            _upload_months(library),
-            ["August 2021"],
-            ["July 2019", "May 2017"],
-            ["March 2015"],
-            ["March 2015"],
-            ["March 2015"],
-        ]
+def test_months_run_on_across_pages_in_date_taken_order(browser: Browser, two_a_page: str, library):
+    with page_in(browser, java_script_enabled=False) as page:
+        page.goto(f"{two_a_page}/")
+        pages = []
+        while True:
+            pages.append(_months_shown(page))
+            if not page.locator("#older").count():
+                break
+            follow(page.locator("#older"))
+    assert pages == [
+        _upload_months(library),
+        ["August 2021"],
+        ["July 2019", "May 2017"],
+        ["March 2015"],
+        ["March 2015"],
+        ["March 2015"],
+    ]
 
-        with page_in(browser, {"width": 1366, "height": 500}) as page:
-            page.goto(f"{small.url}/")
-            tiles = page.locator("#gallery figure.tile")
-            for _ in range(len(TAKEN_NEWEST)):  # a page at most each turn
-                shown = tiles.count()  # before asking whether more are coming: none is missed
-                if not page.locator("#older").count():
-                    break
-                page.mouse.wheel(0, 4000)
-                expect(tiles).not_to_have_count(shown)
-            expect(tiles).to_have_count(len(TAKEN_NEWEST))
-            expect(page.locator("#older")).to_have_count(0)
-            captions = tiles.evaluate_all("ts => ts.map(t => t.dataset.caption)")
-            assert captions == TAKEN_NEWEST
-            assert _months_shown(page) == [
-                *_upload_months(library),
-                "August 2021",
-                "July 2019",
-                "May 2017",
-                "March 2015",
-            ]
-    finally:
-        small.stop()
+    with page_in(browser, {"width": 1366, "height": 500}) as page:
+        page.goto(f"{two_a_page}/")
+        tiles = page.locator("#gallery figure.tile")
+        for _ in range(len(TAKEN_NEWEST)):  # a page at most each turn
+            shown = tiles.count()  # before asking whether more are coming: none is missed
+            if not page.locator("#older").count():
+                break
+            page.mouse.wheel(0, 4000)
+            expect(tiles).not_to_have_count(shown)
+        expect(tiles).to_have_count(len(TAKEN_NEWEST))
+        expect(page.locator("#older")).to_have_count(0)
+        captions = tiles.evaluate_all("ts => ts.map(t => t.dataset.caption)")
+        assert captions == TAKEN_NEWEST
+        assert _months_shown(page) == [
+            *_upload_months(library),
+            "August 2021",
+            "July 2019",
+            "May 2017",
+            "March 2015",
+        ]
 
 
 def test_the_year_links_jump_and_count_and_the_order_can_be_reversed(page: Page, url, library):
