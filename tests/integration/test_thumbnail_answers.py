@@ -118,6 +118,19 @@ def _state(stub: pb_grpc.StorageServiceStub, image_id: str) -> int:
     return int(reply.image.thumbnail_state)
 
 
+# What an <img> asks for (Chromium's Accept).
+IMG_ACCEPT = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8"
+
+
+def _check_placeholder(reply, svg: bytes, lines: list[str]) -> None:  # type: ignore[no-untyped-def]
+    """`reply` is the placeholder picture `svg`: 300 px square, its text `lines`."""
+    assert reply.mimetype == "image/svg+xml"
+    assert reply.get_data() == svg
+    drawn = ET.fromstring(reply.get_data())
+    assert drawn.get("width") == drawn.get("height") == "300"
+    assert [t.text for t in drawn.iter("{http://www.w3.org/2000/svg}text")] == lines
+
+
 @pytest.fixture(scope="module")
 def photos(setup: Setup, photo_jpegs: dict[str, bytes], photo_paths: dict[str, Path]) -> dict:
     whole = {
@@ -173,17 +186,12 @@ def test_a_failed_photos_thumbnail_is_a_placeholder_picture_with_404(setup, phot
     # What an <img> asks for: the first ask finds the file damaged.
     reply = setup.client.get(
         f"/api/images/{image_id}/thumbnail",
-        headers={"Accept": "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8"},
+        headers={"Accept": IMG_ACCEPT},
     )
 
     check("get", "/api/images/{image_id}/thumbnail", _Response(reply))
     assert reply.status_code == 404
-    assert reply.mimetype == "image/svg+xml"
-    assert reply.get_data() == FAILED_SVG
-    svg = ET.fromstring(reply.get_data())
-    assert svg.get("width") == svg.get("height") == "300"
-    texts = [t.text for t in svg.iter("{http://www.w3.org/2000/svg}text")]
-    assert texts == ["No preview", "file is damaged"]
+    _check_placeholder(reply, FAILED_SVG, ["No preview", "file is damaged"])
     image = setup.client.get(f"/api/images/{image_id}").json
     assert image["thumbnail_state"] == "failed"
     assert reply.headers["X-Thumbnail-State"] == "failed"
@@ -304,8 +312,6 @@ def test_a_tile_drawn_while_pending_becomes_the_sign_once_found_damaged(
 
 # --- storage too busy to make a pending thumbnail -----------------------------------------------
 
-IMG_ACCEPT = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8"
-
 
 @contextmanager
 def storage_busy(servicer: StorageServicer) -> Iterator[None]:
@@ -339,12 +345,7 @@ def test_a_thumbnail_storage_is_too_busy_to_make_answers_503_with_retry_after(se
         mosaic = setup.client.get(f"/images/{image_id}/mosaic.jpg")
 
     _check_pending_answer(picture)
-    assert picture.mimetype == "image/svg+xml"
-    assert picture.get_data() == PENDING_SVG
-    svg = ET.fromstring(picture.get_data())
-    assert svg.get("width") == svg.get("height") == "300"
-    texts = [t.text for t in svg.iter("{http://www.w3.org/2000/svg}text")]
-    assert texts == ["Preview", "being made"]
+    _check_placeholder(picture, PENDING_SVG, ["Preview", "being made"])
     _check_pending_answer(as_json)
     body = as_json.json
     assert as_json.mimetype == "application/json"
