@@ -71,23 +71,41 @@ def moderation_band(scores: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[f
     return chosen_band(scores, CHOSEN_ON, BF16_MAX_DIFF, BF16_BAND_STEP)
 
 
+def band_rule(max_diff: float, step: float) -> str:
+    """How a moderation band is chosen (here and in models/ov_int8.py), as the reports say."""
+    return (
+        f"widest [0, t] whose accepted inputs stay within {max_diff} of the float "
+        f"model on the {' and '.join(CHOSEN_ON)} sets together, rounded down to "
+        f"{step}; judged on the unseen photos"
+    )
+
+
+def judged_band(
+    scores: dict[str, tuple[np.ndarray, np.ndarray]],
+    band: tuple[float, float],
+    max_diff: float,
+    first_stage: str,
+) -> tuple[dict[str, dict], bool]:
+    """Each set's figures for the cascade with `band` (`band_figures`, scores as (float,
+    `first_stage`) pairs), and whether it is adopted: every set's scores within issue 13's
+    MAX_MODERATION_DIFF of the float model's."""
+    per_set = {
+        what: band_figures(r, c, band, max_diff, first_stage) for what, (r, c) in scores.items()
+    }
+    return per_set, all(s["max_score_diff"] <= MAX_MODERATION_DIFF for s in per_set.values())
+
+
 def moderation_figures(path: Path, sets: dict[str, np.ndarray]) -> dict:
     ref_s = open_session(path, ONE_THREAD)
     bf16_s = OpenVinoSession(path, "bf16", ONE_THREAD)
     scores = {what: (nsfw_scores(ref_s, x), nsfw_scores(bf16_s, x)) for what, x in sets.items()}
     band = moderation_band(scores)
-    per_set = {
-        what: band_figures(r, b, band, BF16_MAX_DIFF, "bf16") for what, (r, b) in scores.items()
-    }
+    per_set, adopted = judged_band(scores, band, BF16_MAX_DIFF, "bf16")
     return {
-        "adopted": all(s["max_score_diff"] <= MAX_MODERATION_DIFF for s in per_set.values()),
+        "adopted": adopted,
         "on": "score",
         "accept": [band[0], band[1]],
-        "rule": (
-            f"widest [0, t] whose accepted inputs stay within {BF16_MAX_DIFF} of the float "
-            f"model on the {' and '.join(CHOSEN_ON)} sets together, rounded down to "
-            f"{BF16_BAND_STEP}; judged on the unseen photos"
-        ),
+        "rule": band_rule(BF16_MAX_DIFF, BF16_BAND_STEP),
         "max_diff_allowed_in_band": BF16_MAX_DIFF,
         "cpu_ms_per_image_batch8_one_thread": {
             "onnxruntime_f32": cpu_ms_per_input(ref_s, sets["tuning"]),
@@ -163,12 +181,22 @@ def classifier_figures(path: Path, sets: dict[str, np.ndarray]) -> dict:
     return figures
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def bf16_script_args(doc: str, argv: list[str] | None) -> argparse.Namespace | None:
+    """The arguments of a script that chooses a band with OpenVINO's bf16 hint (here and
+    models/ov_int8.py): --out, the models directory. None, having said why, where OpenVINO
+    reports no native bf16 (it would compute in f32: nothing to measure)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "models")
     args = parser.parse_args(argv)
     if not cpu_has_bf16():
         print("OpenVINO reports no native bf16 on this CPU (or is not installed): nothing to do")
+        return None
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = bf16_script_args(__doc__, argv)
+    if args is None:
         return 1
     import openvino as ov
 

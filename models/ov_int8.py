@@ -30,7 +30,6 @@ entry (band and file hashes) to copy into models/manifest.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -40,31 +39,30 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from models.bf16_cascade import (  # noqa: E402
+    CHOSEN_ON,
+    ONE_THREAD,
+    band_rule,
+    bf16_script_args,
+    judged_band,
+)
 from tests.vision_service.agreement_sets import cascade_sets, judged_photos  # noqa: E402
 from tests.vision_service.photo_sets import calibration_variants, model_inputs  # noqa: E402
 from vision_service.agreement import (  # noqa: E402
     CASCADE_BAND_STEP,
     CASCADE_MAX_DIFF,
     MAX_MODERATION_DIFF,
-    band_figures,
     chosen_band,
     cpu_ms_per_input,
     nsfw_scores,
 )
 from vision_service.registry import load_registry, sha256_of  # noqa: E402
-from vision_service.sessions import (  # noqa: E402
-    OpenVinoSession,
-    SessionThreads,
-    cpu_has_bf16,
-    open_session,
-)
+from vision_service.sessions import OpenVinoSession, open_session  # noqa: E402
 
 MODEL = "open-nsfw"
 IR_NAME = "open_nsfw_int8_ov"
 SERVED_PRECISION = "bf16"
 FLOAT_CONVS = 1  # leading convs kept in float
-CHOSEN_ON = ("tuning", "held_out")
-ONE_THREAD = SessionThreads(intra_op=1, inter_op=1)
 
 
 def quantize(float_path: Path, calibration: np.ndarray, out_dir: Path) -> Path:
@@ -97,11 +95,8 @@ def band_of(scores: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[float, fl
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "models")
-    args = parser.parse_args(argv)
-    if not cpu_has_bf16():
-        print("OpenVINO reports no native bf16 on this CPU (or is not installed): nothing to do")
+    args = bf16_script_args(__doc__, argv)
+    if args is None:
         return 1
     import nncf
     import openvino as ov
@@ -116,10 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     bf16_s = OpenVinoSession(float_path, "bf16", ONE_THREAD)
     scores = {what: (nsfw_scores(ref_s, x), nsfw_scores(int8_s, x)) for what, x in inputs.items()}
     band = band_of(scores)
-    per_set = {
-        what: band_figures(r, q, band, CASCADE_MAX_DIFF, "int8") for what, (r, q) in scores.items()
-    }
-    adopted = all(s["max_score_diff"] <= MAX_MODERATION_DIFF for s in per_set.values())
+    per_set, adopted = judged_band(scores, band, CASCADE_MAX_DIFF, "int8")
     report = {
         "openvino": ov.__version__,
         "nncf": nncf.__version__,
@@ -137,11 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         "adopted": adopted,
         "on": "score",
         "accept": [band[0], band[1]],
-        "rule": (
-            f"widest [0, t] whose accepted inputs stay within {CASCADE_MAX_DIFF} of the float "
-            f"model on the {' and '.join(CHOSEN_ON)} sets together, rounded down to "
-            f"{CASCADE_BAND_STEP}; judged on the unseen photos (rule {MAX_MODERATION_DIFF})"
-        ),
+        "rule": band_rule(CASCADE_MAX_DIFF, CASCADE_BAND_STEP) + f" (rule {MAX_MODERATION_DIFF})",
         "cpu_ms_per_image_batch8_one_thread": {
             "onnxruntime_f32": cpu_ms_per_input(ref_s, inputs["tuning"]),
             "openvino_bf16": cpu_ms_per_input(bf16_s, inputs["tuning"]),
