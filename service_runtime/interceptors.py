@@ -39,7 +39,15 @@ def _code_name(context: grpc.ServicerContext, failed: bool) -> str:
     code = context.code()  # type: ignore[attr-defined]
     if isinstance(code, grpc.StatusCode):
         return code.name
-    return "UNKNOWN" if failed else "OK"
+    if not failed:
+        return "OK"
+    if not context.is_active():
+        # The call ended before its handler did: the client cancelled it (a reader that stops
+        # after the first chunk, a follower closing its feed), its deadline passed, or the
+        # server is stopping. None of them is a fault of the service: no UNKNOWN, no warning.
+        left = context.time_remaining()
+        return "DEADLINE_EXCEEDED" if left is not None and left <= 0 else "CANCELLED"
+    return "UNKNOWN"
 
 
 class ServiceInterceptor(grpc.ServerInterceptor):
