@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -199,17 +200,49 @@ def wait_searchable(url: str, query: str, ids: list[str], timeout_s: float = 120
     """Wait until a search for `query` finds every one of `ids`. Search follows storage's
     change feed, and an upload is searchable only once its analysis is stored, so a photo
     uploaded a moment ago may not be found yet; a test that searches for fresh uploads waits
-    here first, and fails with what was found if they never all appear."""
-    deadline = time.monotonic() + timeout_s
+    here first, and fails with what was found if they never all appear.
+
+    An upload that waited for its analysis (the default) is normally found at once: the
+    gateway answers it once the image is READY and search has applied storage's head. When
+    this has to wait, it says so in a warning (pytest's warnings summary) with what storage
+    and search said of the missing images at first, so that a lag shows in CI's log."""
+    started = time.monotonic()
+    deadline = started + timeout_s
     found: set[str] = set()
+    first_state = ""
     while time.monotonic() < deadline:
         reply = requests.get(f"{url}/api/search", params={"q": query, "page_size": 100}, timeout=60)
         reply.raise_for_status()
         found = {h["image"]["id"] for h in reply.json()["hits"]}
         if set(ids) <= found:
+            if first_state:
+                waited = time.monotonic() - started
+                warnings.warn(
+                    f"search for {query!r} found all {len(ids)} uploads only after "
+                    f"{waited:.1f} s; at first {first_state}",
+                    stacklevel=2,
+                )
             return
+        if not first_state:
+            first_state = indexing_state(url, [i for i in ids if i not in found])
         time.sleep(0.2)
-    raise AssertionError(f"search for {query!r} found {sorted(found)} of {sorted(ids)}")
+    raise AssertionError(
+        f"search for {query!r} found {sorted(found)} of {sorted(ids)}; at first {first_state}; "
+        f"now {indexing_state(url, [i for i in ids if i not in found])}"
+    )
+
+
+def indexing_state(url: str, ids: list[str]) -> str:
+    """What storage and search say of images search does not find: each one's analysis status
+    (or the HTTP status of its read) and the change-feed consumers' lag from /api/status
+    (search: applied_seq against storage's head_seq, following; analysis: images pending)."""
+    statuses: dict[str, Any] = {}
+    for image_id in ids:
+        reply = requests.get(f"{url}/api/images/{image_id}", timeout=60)
+        statuses[image_id] = reply.json().get("status") if reply.ok else reply.status_code
+    report = requests.get(f"{url}/api/status", timeout=60)
+    consumers = report.json().get("consumers") if report.ok else report.status_code
+    return f"{len(ids)} missing, statuses {statuses}, feed consumers {consumers}"
 
 
 def upload(
