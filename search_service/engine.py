@@ -452,11 +452,20 @@ class SearchIndex:
         if sort not in SORTS:
             raise InvalidDocumentError(f"sort must be one of {', '.join(SORTS)}")
         translation = self.translator.translate(query) if self.translator else None
+        typed = query
         if translation is not None:
             query = translation.english
         terms = self.keywords.query_terms(query)
         allowed = self.allowed(filters)
         matches = self.keywords.match(terms, allowed)
+        if translation is not None:
+            # A translated word may be the library's own word too: "tee" (German for tea) in
+            # a file named "album-tee946d-coffee.jpg". The query as typed matches as well as
+            # its translation, or searching a filename, tag or OCR word finds only the photos
+            # its translation happens to describe.
+            matches = _either(
+                matches, self.keywords.match(self.keywords.query_terms(typed), allowed)
+            )
 
         semantic_docs = np.zeros(0, np.int64)
         semantic_sims = np.zeros(0, np.float32)
@@ -877,6 +886,27 @@ class SearchIndex:
 def is_date_query(words: list[str]) -> bool:
     """Only years, day numbers and month names ("june 2019")."""
     return bool(words) and all(w.isdigit() or w in MONTH_WORDS for w in words)
+
+
+def _either(first: KeywordMatches, second: KeywordMatches) -> KeywordMatches:
+    """The documents either keyword match found, each with the better of its two scores. A
+    match of every term wins over the other side's fallback to any term (as one query's
+    does); two fallbacks, or two full matches, are joined."""
+    if first.fell_back_to_or != second.fell_back_to_or:
+        full, fallback = (second, first) if first.fell_back_to_or else (first, second)
+        return full if full.docs.size else fallback
+    if not second.docs.size:
+        return first
+    if not first.docs.size:
+        return second
+    docs = np.union1d(first.docs, second.docs)
+    scores = np.zeros(docs.size, np.float32)
+    for side in (first, second):
+        at = np.searchsorted(docs, side.docs)
+        scores[at] = np.maximum(scores[at], side.scores)
+    # The same (field, term) posting list is the same part whichever query used it.
+    parts = list({(p[0], p[1]): p for p in [*first.parts, *second.parts]}.values())
+    return KeywordMatches(docs, scores, first.fell_back_to_or, parts)
 
 
 def _in_sorted(

@@ -9,7 +9,7 @@ import pytest
 
 from search_service import build_multilingual
 from search_service.document import Document, Label
-from search_service.engine import EngineParams, SearchIndex
+from search_service.engine import EngineParams, Filters, SearchIndex
 from search_service.multilingual import TABLE, load_translator
 from tests.search_service import eval_set
 
@@ -85,6 +85,32 @@ def test_a_foreign_query_finds_the_same_photos_as_the_english_word(foreign, engl
     ids = [h.image_id for h in untranslated.hits]
     assert untranslated.closest or ids != [h.image_id for h in got.hits]
     assert not got.closest
+
+
+def test_a_library_word_that_is_also_a_foreign_word_still_finds_its_photos():
+    """The query as typed matches as well as its translation: "tee" (German for tea) in the
+    file names of three photos of an album finds all three, not only the one its translation
+    describes (the album browser test's random tag "tee946d" found the coffee photo alone)."""
+    index = SearchIndex(EngineParams(vector_dim=4))
+    for name, label in (("coffee", "espresso"), ("astronaut", "suit"), ("chelsea", "tabby")):
+        index.put(Document(name, filename=f"album-tee946d-{name}.jpg", labels=(Label(label, 0.8),)))
+    index.put(Document("outside", filename="album-tee946d-outside.jpg"))
+    index.put(Document("cup", labels=(Label("espresso", 0.8),)))
+    album = Filters(allowed_ids=frozenset({"coffee", "astronaut", "chelsea"}))
+
+    got = index.search("tee946d", album)
+
+    assert sorted(h.image_id for h in got.hits) == ["astronaut", "chelsea", "coffee"]
+    assert not got.fell_back_to_or
+    assert {h.image_id for h in index.search("tee946d").hits} == {
+        "coffee",
+        "astronaut",
+        "chelsea",
+        "outside",
+    }
+    # The translation still answers too: "Tee" finds the espresso in a cup named nothing.
+    tea = index.search("Tee")
+    assert "cup" in {h.image_id for h in tea.hits} and "searched for" in tea.note
 
 
 def test_the_committed_table_is_what_the_generator_builds():
