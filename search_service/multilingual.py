@@ -5,7 +5,9 @@ annotations plus a short hand-written list, committed) maps the Snowball stem of
 to one English word: "Katze"/"Katzen" -> cat, "fleur" -> flower, "playa" -> beach. A query word
 search already knows in English (a class name, a concept, a colour or tone word, a number) is
 left alone, so English queries are unchanged; any other word found in the table is replaced,
-and the search runs on the English query. No model: a lookup per word.
+and the search runs on the English query, its keywords also matched as typed (engine.py: a
+word of the library's own, "tee" in a file name, is not lost to its translation, tea). No
+model: a lookup per word.
 """
 
 from __future__ import annotations
