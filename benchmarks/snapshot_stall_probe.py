@@ -75,10 +75,53 @@ With that change (load 1.0-1.4): 64, p99 46 / 50 ms, longest 768 (one 766 ms CPU
 writers' lock, not explained) / 59 ms; 256, 65 / 65 and 51 / 67 ms. This probe's feed puts new
 images (each one's two changes fall in one part), so it makes no re-puts: the prepared removal
 is not exercised here.
+
+Round 19: PROBE_REPUT=1 (re-puts), PROBE_GC_FREEZE=1, PROBE_FEED_IMAGES, the collector's
+passes per round and inside the longest lock holds. 1.04M documents (the 1M index built in
+9 min 40 s at load ~9, grown by the runs' own snapshots), feed + a thread putting one at a time
++ searches, PROBE_STACKS_MS=30, one run of two rounds per line unless said.
+The 0.77 s hold of round 18 was the cyclic collector: a full (generation 2) pass over the
+documents this probe makes before its rounds (a Document and its 20 Labels, ~23 tracked
+objects), run in the feed thread while it held the writers' lock. Reproduced with re-puts at
+load 3.6 (240k documents made): a 1688 ms hold of the writers' lock with a 1652 ms generation-2
+pass (1533 ms CPU) in it, searches p99 1682 ms in that 3 s round. Timed with PROBE_GC_FREEZE=1:
+a full pass over the 5.49M tracked objects 1372-1522 ms CPU (round 18's runs made fewer
+documents); after the freeze no generation-2 pass fell in any round. A service makes no such
+store; what a change leaves tracked (a /tmp script, 20k documents, no snapshot between): 3.0
+objects a new put, 10.4 a re-put, a full pass over 60k / 270k of them 26 / 100 ms CPU.
+Two faults of the probe fixed: with no PROBE_APPLY_BATCHES it set both part sizes to 256, so
+a plain run measured parts of 256 while searched, not the index's 64 (now the index's own
+sizes); and a run's "new" images had the numbers the last run's feed put, kept by its
+snapshots (now numbered past the index's; rounds print the feed upserts that replaced a
+document: 0 for new images).
+- New images, parts of 256 while searched (the old default, before those fixes), load
+  4.5-5.2, the feed's 20k images ran out during the snapshots: no snapshot p99 71-89 ms,
+  longest 90-92 ms, 5.5-6.8k changes/s; during one (26 s) p99 76-92 ms, longest 161-215 ms
+  (the longest 196 ms waiting for a CPU), 1.5k changes/s.
+- New images, parts of 64, collector frozen, load 7.3-7.6 (three busy loops in the probe's
+  own scheduler group; loops started with setsid, each its own autogroup, left the probe 20%
+  of a CPU and were stopped), load 7.3-8.4: no snapshot p99 310 / 640 ms (34 / 16 searches in
+  3 s), during a snapshot (42-44 s) p99 189 / 239 ms, longest 242 / 459 ms, 742-777 changes/s.
+  Parts hold the index lock 30-80 ms of CPU and 4-10x that in wall time at this load (the
+  holder waits for a CPU while holding it); three held it 801-889 ms (135-193 ms CPU). At
+  load 7-9, p99 is not under 100 ms with parts of 64.
+- Re-puts, parts of 64, collector not frozen, load 3.4-4.0: besides the pass above, no
+  snapshot p99 53 ms, during one (27-30 s) p99 73-98 ms, longest 95-156 ms; 942-1052
+  changes/s (1167-1363 with no snapshot).
+- Re-puts, collector frozen, load 2.4-2.9: no snapshot p99 49-52 ms, longest 53-62 ms,
+  1361-2730 changes/s; during a snapshot (33-34 s) p99 72-76 ms but longest 492-583 ms, 957-993
+  changes/s: once each round a part of 64 re-puts held the index lock 460-530 ms (129-195 ms
+  CPU, against 30-50 ms for the other parts). At one such wake the feed was in
+  postings.append_runs and the snapshot in PostingList.sizes, at another the feed in a
+  re-put's removal (_count_surface, the suggestion entries' copy on write). Not explained;
+  the lead: at the long wakes of the snapshot rounds the feed is mostly in the suggestion
+  table's counting (_count_surface_batch for new images, _count_surface for removals) while
+  the snapshot reads that table's frozen view (_read_frozen_surface), with new images too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import shutil
@@ -106,15 +149,31 @@ WRITES = 20_000
 # sends them.
 FEED = os.environ.get("PROBE_FEED") == "1"
 FEED_GATHER = 4096
-FEED_IMAGES_PER_ROUND = 20_000
+# PROBE_GC_FREEZE=1: after making the rounds' documents (this probe's own, a service has no
+# such store of them), time one full collection and move every object into the collector's
+# permanent generation (gc.freeze), so no later pass walks them; off, a full pass that falls
+# in a round walks them all, in whichever thread allocated last (see the collector's passes
+# printed per round and inside the longest lock holds).
+GC_FREEZE = os.environ.get("PROBE_GC_FREEZE") == "1"
+# PROBE_FEED_IMAGES: images the feed has for each round (it stops when they run out; at 1M a
+# snapshot at load 5 outlasts 20k images' 40k changes).
+FEED_IMAGES_PER_ROUND = int(os.environ.get("PROBE_FEED_IMAGES", "20000"))
+# PROBE_REPUT=1: the feed re-puts images already in the index instead of putting new ones:
+# each change is an existing image (a random one of the N built, none twice before all N once) with
+# another document's labels, tags, OCR text and vector (the image changed and was analysed
+# again), one change per image, so every upsert replaces a document and its old analysis is
+# made by engine.prepare_removals before the index lock.
+REPUT = os.environ.get("PROBE_REPUT") == "1"
 # PROBE_LOCKS=fair,rlock: each round once with each index lock (rlock: the threading.RLock of
 # before, one lock for searches and writes alike).
 LOCKS = os.environ.get("PROBE_LOCKS", "fair").split(",")
 # PROBE_APPLY_BATCHES=64,256: upserts a feed apply puts in under the lock at once
 # (durable_index's _APPLY_BATCH and _APPLY_BATCH_SEARCHED both, so 256 is 256 while searches
-# come in), each in turn in the same run like the locks.
-_BATCHES = os.environ.get("PROBE_APPLY_BATCHES", str(durable_module._APPLY_BATCH))
-APPLY_BATCHES = [int(b) for b in _BATCHES.split(",")]
+# come in), each in turn in the same run like the locks. Unset: the index's own sizes (256,
+# 64 while searched: 64 here, where searches always come in); before this round the default
+# was 256 for both, so a run without it measured parts of 256, not the index as it is.
+_BATCHES = os.environ.get("PROBE_APPLY_BATCHES", "")
+APPLY_BATCHES: list[int | None] = [int(b) for b in _BATCHES.split(",")] if _BATCHES else [None]
 # PROBE_APPLY=parts,whole: a feed apply takes the writers' lock once per part (as the index
 # does), or holds it for the whole apply (durable_index.APPLY_WHOLE, before), each in turn.
 APPLY_MODES = os.environ.get("PROBE_APPLY", "parts").split(",")
@@ -181,6 +240,53 @@ class OsSleeper:
 _OS: list[OsSleeper] = []
 
 
+class Collections:
+    """The cyclic garbage collector's passes (gc.callbacks): (start, end, generation, the
+    thread that ran it, its thread CPU time in the pass). A pass runs in whichever thread
+    allocated past the threshold, holding the interpreter lock and whatever locks that thread
+    holds."""
+
+    def __init__(self) -> None:
+        self.passes: list[tuple[float, float, int, str, float]] = []
+        self._start = (0.0, 0.0)
+        gc.callbacks.append(self._note)
+
+    def _note(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._start = (time.perf_counter(), time.thread_time())
+        else:
+            self.passes.append(
+                (
+                    self._start[0],
+                    time.perf_counter(),
+                    info["generation"],
+                    threading.current_thread().name,
+                    time.thread_time() - self._start[1],
+                )
+            )
+
+    def within(self, start: float, end: float) -> list[tuple[float, float, int, str, float]]:
+        return [p for p in self.passes if p[0] < end and p[1] > start]
+
+    def summary(self, start: float, end: float) -> str:
+        passes = self.within(start, end)
+        if not passes:
+            return "; collector: no passes"
+        full = [p for p in passes if p[2] == 2]
+        worst = sorted(passes, key=lambda p: p[0] - p[1])[:3]
+        return (
+            f"; collector: {len(passes)} passes ({len(full)} of generation 2, "
+            f"{sum(p[1] - p[0] for p in full) * 1000:.0f} ms in all), longest "
+            + ", ".join(
+                f"{(b - a) * 1000:.0f} ms ({c * 1000:.0f} CPU, gen {g}, {t})"
+                for a, b, g, t, c in worst
+            )
+        )
+
+
+_GC = Collections()
+
+
 class _RLockBoth:
     """The index lock of before: one threading.RLock, searches and writes alike."""
 
@@ -208,6 +314,7 @@ class _Timed:
         self.read_waits: list[float] = []
         self.write_holds: list[float] = []
         self.hold_cpu: list[float] = []
+        self.hold_spans: list[tuple[float, float, float]] = []  # (start, end, holder's CPU)
         self._held_at = 0.0
         self._cpu_at = 0.0
         self._depth = 0
@@ -226,8 +333,10 @@ class _Timed:
     def __exit__(self, *exc: Any) -> None:
         self._depth -= 1
         if self._depth == 0:
-            self.write_holds.append(time.perf_counter() - self._held_at)
+            end = time.perf_counter()
+            self.write_holds.append(end - self._held_at)
             self.hold_cpu.append(time.thread_time() - self._cpu_at)
+            self.hold_spans.append((self._held_at, end, self.hold_cpu[-1]))
         self.lock.__exit__(*exc)
 
 
@@ -256,29 +365,71 @@ def _use_lock(durable: DurableIndex, kind: str) -> _Timed:
 
 
 class Feed:
-    """New images for the feed thread: (seq, doc) pairs, each image put twice."""
+    """New images for the feed thread: (seq, doc) pairs, each image put twice; or with
+    `reput_of` (PROBE_REPUT=1) the images 0..reput_of-1 already in the index, each re-put once
+    with the next document's contents. New images are numbered past every image the index
+    holds: a run's snapshots keep the images its feed put, and the next run's feed made the
+    same numbers again (before this round, the first tens of thousands of a later run's "new"
+    images replaced the same documents)."""
 
-    def __init__(self, durable: DurableIndex, docs: list[Any]) -> None:
+    def __init__(self, durable: DurableIndex, docs: list[Any], reput_of: int = 0) -> None:
         self.durable = durable
         self.docs = docs
         self.next = 0
         self.applied = 0  # changes applied by the current round
+        self.replaced = 0  # of them, upserts that replaced a document in the index
+        if reput_of:
+            import numpy as np
+
+            rng = np.random.default_rng(bench.SEED + 1)  # every image once before any twice
+            order = np.concatenate(
+                [rng.permutation(reput_of) for _ in range(-(-len(docs) // reput_of))]
+            )
+            self.docs = [_as_image(d, int(k)) for d, k in zip(docs, order.tolist(), strict=False)]
+        else:
+            index = durable._index
+            k = int(docs[0].image_id.removeprefix("img-")) if docs else 0
+            renamed = []
+            for d in docs:
+                while f"img-{k:08d}" in index:
+                    k += 1
+                renamed.append(_as_image(d, k))
+                k += 1
+            self.docs = renamed
+        self.reput = bool(reput_of)
 
     def run(self, done: threading.Event) -> None:
         end = min(len(self.docs), self.next + FEED_IMAGES_PER_ROUND)  # each round its own
         while not done.is_set() and self.next < end:
             seq = self.durable.applied_seq
             changes = []
-            for d in self.docs[self.next : min(end, self.next + FEED_GATHER // 2)]:
+            step = FEED_GATHER if self.reput else FEED_GATHER // 2
+            index = self.durable._index
+            for d in self.docs[self.next : min(end, self.next + step)]:
+                self.replaced += d.image_id in index
                 changes.append(FeedChange(seq + 1, d.image_id, d))
-                changes.append(FeedChange(seq + 2, d.image_id, d))
-                seq += 2
-            self.next += FEED_GATHER // 2
+                seq += 1
+                if not self.reput:
+                    changes.append(FeedChange(seq + 1, d.image_id, d))
+                    seq += 1
+            self.next += step
             self.durable.apply(changes)
             self.applied += len(changes)
         if self.next >= end:
             print("    (the feed ran out of images this round)", flush=True)
         self.next = end
+
+
+def _as_image(doc: Any, k: int) -> Any:
+    """`doc`'s labels, tags, OCR text and vector as image k of the corpus (its id, file name,
+    owner and checksum): image k changed and analysed again."""
+    return dataclasses.replace(
+        doc,
+        image_id=f"img-{k:08d}",
+        filename=f"IMG_{k:07d}.jpg",
+        owner=f"user{k % bench.OWNERS}",
+        sha256=f"{k:064x}",
+    )
 
 
 class Timeline:
@@ -502,6 +653,7 @@ def round_(
     workers: list[Any] = [snap, write, sleeper]
     if feed is not None:
         feed.applied = 0
+        feed.replaced = 0
         workers.append(lambda: feed.run(done))
     names = ["snapshot", "writer", "sleeper", "feed"]
     threads = [threading.Thread(target=f, name=n) for f, n in zip(workers, names, strict=False)]
@@ -550,7 +702,9 @@ def round_(
             + " ms)"
         )
         timed.read_waits.clear()
+        rates += _collected_in(timed.hold_spans)
         timed.write_holds.clear()
+        timed.hold_spans.clear()
         timed.hold_cpu.clear()
     writers = durable._write_lock
     if isinstance(writers, _Timed):  # what a put waits for: a feed apply's part, or all of it
@@ -561,8 +715,13 @@ def round_(
             + ", ".join(f"{h * 1000:.0f}" for h in sorted(writers.hold_cpu, reverse=True)[:3])
             + " ms"
         )
+        rates += _collected_in(writers.hold_spans)
         writers.write_holds.clear()
         writers.hold_cpu.clear()
+        writers.hold_spans.clear()
+    rates += _GC.summary(t0, time.perf_counter())
+    if feed is not None:
+        rates += f"; feed upserts that replaced a document {feed.replaced}"
     if baseline_s:
         ms = sorted((b - a) * 1000 for a, b in searches)
         if ms:
@@ -626,6 +785,27 @@ def round_(
                 f"sleeper waits in it {[round(w * 1000) for w in waits][:6]} ms; during "
                 f"{during[:4]}"
             )
+
+
+def _collected_in(spans: list[tuple[float, float, float]]) -> str:
+    """The collector's passes inside the two longest holds of a lock over 50 ms (a pass in the
+    holding thread keeps the lock held as long as it runs)."""
+    out = ""
+    for a, b, _ in sorted(spans, key=lambda s: s[0] - s[1])[:2]:
+        inside = _GC.within(a, b)
+        if inside and b - a > 0.05:
+            ms = sum(min(e, b) - max(s, a) for s, e, *_ in inside) * 1000
+            out += (
+                f" (in the {(b - a) * 1000:.0f} ms hold: {len(inside)} collector passes, "
+                f"{ms:.0f} ms"
+                + "".join(
+                    f"; gen {g} {(e - s) * 1000:.0f} ms ({c * 1000:.0f} CPU) in {t}"
+                    for s, e, g, t, c in inside
+                    if e - s >= 0.005
+                )
+                + ")"
+            )
+    return out
 
 
 def _run_delay(path: str) -> float:
@@ -751,21 +931,37 @@ def main() -> None:
     configs = [(lock, batch, a) for lock in LOCKS for batch in APPLY_BATCHES for a in APPLY_MODES]
     extra = _docs(corpus, n, WRITES * rounds * len(configs)) if PUTS else []
     feed_images = FEED_IMAGES_PER_ROUND * rounds * len(configs) * (1 + SNAPSHOTS)
-    feed = Feed(durable, _docs(corpus, n + len(extra), feed_images)) if FEED else None
+    feed_docs = _docs(corpus, n + len(extra), feed_images) if FEED else []
+    feed = Feed(durable, feed_docs, n if REPUT else 0) if FEED else None
     modes = os.environ.get("PROBE_MODES", "as-is").split(",")
+    if GC_FREEZE:
+        tracked = len(gc.get_objects())
+        c, t = time.thread_time(), time.perf_counter()
+        gc.collect()
+        print(
+            f"a full collection over {tracked:,} tracked objects (the probe's documents "
+            f"made): {(time.thread_time() - c) * 1000:.0f} ms CPU, "
+            f"{(time.perf_counter() - t) * 1000:.0f} ms; frozen",
+            flush=True,
+        )
+        gc.freeze()
     print(
         f"locks {LOCKS}, feed {'on' if FEED else 'off'}, apply batches {APPLY_BATCHES}, "
         f"puts one at a time {'on' if PUTS else 'off'}, snapshots {'on' if SNAPSHOTS else 'off'}, "
-        f"feed applies {APPLY_MODES}",
+        f"feed applies {APPLY_MODES}, feed {'re-puts' if REPUT else 'new images'}",
         flush=True,
     )
     for r in range(rounds):
         for k, (lock, batch, apply) in enumerate(configs):  # each in turn, in the same run
             _use_lock(durable, lock)
-            durable_module._APPLY_BATCH = batch
-            durable_module._APPLY_BATCH_SEARCHED = batch  # else min(batch, 64) with searches
+            if batch is not None:
+                durable_module._APPLY_BATCH = batch
+                durable_module._APPLY_BATCH_SEARCHED = batch  # else min(batch, 64) if searched
             durable_module.APPLY_WHOLE = apply == "whole"
-            print(f"  -- {lock} lock, apply batch {batch}, apply {apply}", flush=True)
+            sizes = (
+                f"{durable_module._APPLY_BATCH} ({durable_module._APPLY_BATCH_SEARCHED} searched)"
+            )
+            print(f"  -- {lock} lock, apply batch {sizes}, apply {apply}", flush=True)
             at = (r * len(configs) + k) * WRITES
             part = extra[at : at + WRITES]
             round_(durable, queries, part[: WRITES // 2], "as-is", BASELINE_S, feed, lock)
