@@ -119,14 +119,69 @@ def written_table(sections: dict[str, Any]) -> dict[str, tuple[int, dict[str, in
     return table
 
 
+# The sections of the posting lists, written in the order the index made the lists.
+_POSTING_SECTIONS = frozenset(
+    "engine.keywords." + name
+    for name in (
+        "term_fields",
+        "term_text",
+        "ids_blob",
+        "ids_offsets",
+        "weights_blob",
+        "weights_offsets",
+        "lasts",
+    )
+)
+
+
+def written_postings(sections: dict[str, Any]) -> dict[tuple[str, str], tuple[bytes, bytes, int]]:
+    """The posting lists a snapshot's sections hold, (field, word) -> (id bytes, weight bytes,
+    last document), whatever their order. The order is the one the index made the lists in,
+    and that follows how its changes were cut into put_many batches: DurableIndex.apply takes
+    64 upserts a part while a search started in the last second (in this process: another
+    test's), 256 otherwise, and a batch makes its new lists in its own term order. So an index
+    and a reference given the same changes hold the same lists, in an order that may differ."""
+    prefix = "engine.keywords."
+    fields = sections[prefix + "term_fields"].tolist()
+    text = sections[prefix + "term_text"]
+    if text is None:  # a word holds a NUL: the terms are in the meta section (JSON)
+        words = [w for _, w in sections[prefix + "meta"]["terms"]]
+    else:
+        words = bytes(text).decode().split("\0")[:-1]
+    ids, weights = bytes(sections[prefix + "ids_blob"]), bytes(sections[prefix + "weights_blob"])
+    id_at = sections[prefix + "ids_offsets"].tolist()
+    weight_at = sections[prefix + "weights_offsets"].tolist()
+    lasts = sections[prefix + "lasts"].tolist()
+    assert len(fields) == len(words) == len(lasts) == len(id_at) - 1 == len(weight_at) - 1
+    assert id_at[-1] == len(ids) and weight_at[-1] == len(weights)
+    table = {
+        (FIELDS[f], w): (
+            ids[id_at[i] : id_at[i + 1]],
+            weights[weight_at[i] : weight_at[i + 1]],
+            lasts[i],
+        )
+        for i, (f, w) in enumerate(zip(fields, words, strict=True))
+    }
+    assert len(table) == len(fields), "a posting list written twice"
+    return table
+
+
 def assert_same_sections(got: dict[str, Any], want: dict[str, Any]) -> None:
     """Every section of `want` in `got`, equal (arrays of the same dtype and shape); the
     suggestion table compared as a table: its texts' order follows the live table's (a text
-    removed after the freeze, or removed and added again, moves), not the reference's."""
+    removed after the freeze, or removed and added again, moves), not the reference's; the
+    posting lists also (written_postings: their order follows how the changes were batched)."""
     assert sorted(got) == sorted(want)
     assert written_table(got) == written_table(want)
+    got_lists, want_lists = written_postings(got), written_postings(want)
+    differ = sorted(
+        key
+        for key in got_lists.keys() | want_lists.keys()
+        if got_lists.get(key) != want_lists.get(key)
+    )
+    assert not differ, f"{len(differ)} posting lists differ, (field, word) {differ[:10]}"
     for name in want:
-        if name.startswith("engine.keywords.surface_"):
+        if name.startswith("engine.keywords.surface_") or name in _POSTING_SECTIONS:
             continue
         a, b = got[name], want[name]
         if isinstance(b, np.ndarray):
