@@ -2,7 +2,9 @@
 
 Documents get dense numbers in arrival order; every component is a column over those numbers.
 Removing marks the number dead; an update is a removal plus an add under a new number. When
-too many numbers are dead the engine rebuilds itself from its live documents (compaction).
+too many numbers are dead (needs_compaction) the index is rebuilt from its live documents
+(compaction): DurableIndex does it in a background thread from live_documents(), while the
+old index serves; compacted() is the same rebuild in one call.
 Not thread-safe on its own: DurableIndex serialises access.
 """
 
@@ -340,6 +342,11 @@ class SearchIndex:
             space = ConceptSpace(self.concepts.label_names, self.concepts.embeddings)
             fresh.attach_semantic(space, self._embedder)
         return fresh
+
+    def live_documents(self, start: int, stop: int) -> list[Document]:
+        """The live documents numbered start..stop-1 (with their vectors), in number order."""
+        docs = self._docs
+        return [self._doc_with_vector(d) for d in range(start, stop) if docs[d] is not None]
 
     def extend(self, docs: Iterable[Document]) -> int:
         """put_many() over `docs`, _EXTEND_BATCH at a time; how many were added."""
