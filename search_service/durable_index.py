@@ -137,6 +137,11 @@ _CATCH_UP_TAIL = 256
 # documents, batches of 2048 / 256: the compaction 3.4 / 6.0 s, searches' longest 294 / 77 ms).
 _REBUILD_BATCH = 256
 _CATCH_UP_ROUNDS = 8
+# After a background compaction fails, no other starts until a backoff has passed: the
+# DurableIndex's compaction_backoff_s at first, doubled after each failure in a row up to this,
+# back to the first after a compaction succeeds (else every write would start a full rebuild
+# that fails again).
+_COMPACT_BACKOFF_MAX_S = 3600.0
 
 
 class _CompactionStoppedError(Exception):
@@ -185,11 +190,15 @@ class DurableIndex:
         params: EngineParams | None = None,
         snapshot_every: int = 1000,
         snapshot_interval_s: float = 60.0,
+        compaction_backoff_s: float = 30.0,
     ) -> None:
         self.data_dir = data_dir
         self.params = params or EngineParams()
         self.snapshot_every = snapshot_every
         self.snapshot_interval_s = snapshot_interval_s
+        # After a failed background compaction, the first wait before another may start
+        # (doubled after each failure in a row, up to _COMPACT_BACKOFF_MAX_S).
+        self.compaction_backoff_s = compaction_backoff_s
         # Searches share `_lock`'s read side; a change to the index (and the swap of one index
         # for another) holds its write side, and every writer (and a snapshot, which must see
         # no write half done) takes `_write_lock` first. Both hand over in arrival order
@@ -234,6 +243,12 @@ class DurableIndex:
         self._compacting = False
         self._compactor: threading.Thread | None = None
         self.compactions = 0
+        # Background compactions that failed (never reset); after one, none starts before
+        # `_compact_retry_at` (on `_clock`, monotonic); the failures since the last success.
+        self.compaction_failures = 0
+        self._clock = time.monotonic
+        self._compact_retry_at = 0.0
+        self._compact_failed_in_a_row = 0
 
     @classmethod
     def open(
@@ -242,12 +257,13 @@ class DurableIndex:
         params: EngineParams | None = None,
         snapshot_every: int = 1000,
         snapshot_interval_s: float = 60.0,
+        compaction_backoff_s: float = 30.0,
     ) -> DurableIndex:
         """Load the snapshot in `data_dir` (created if missing).
 
         Raises DataDirLockedError when another process serves `data_dir`.
         """
-        durable = cls(data_dir, params, snapshot_every, snapshot_interval_s)
+        durable = cls(data_dir, params, snapshot_every, snapshot_interval_s, compaction_backoff_s)
         started = time.perf_counter()
         if data_dir is not None:
             data_dir.mkdir(parents=True, exist_ok=True)
@@ -464,11 +480,11 @@ class DurableIndex:
         documents outside the locks (`rebuild`, seq unchanged): searches and writes go on, the
         writes made meanwhile are replayed onto the compacted index before it is swapped in.
         Compacting inline (before) held both locks for the whole rebuild: tens of seconds at
-        1M documents."""
+        1M documents. After a compaction failed, none starts until its backoff has passed."""
         if self._compacting or not self._index.needs_compaction():
             return
         with self._requests:
-            if self._stopping or self._compacting:
+            if self._stopping or self._compacting or self._clock() < self._compact_retry_at:
                 return
             self._compacting = True
             index = self._index
@@ -484,11 +500,30 @@ class DurableIndex:
     def _compact(self, index: SearchIndex) -> None:
         try:
             self._rebuild(self._live_documents(index), None, replaces=index)
-            self.compactions += 1
+            with self._requests:
+                self.compactions += 1
+                self._compact_retry_at = 0.0
+                self._compact_failed_in_a_row = 0
         except _CompactionStoppedError as exc:
             log.info("background compaction stopped", extra={"reason": str(exc)})
-        except Exception:  # the old index keeps serving; the next write asks again
-            log.exception("background compaction failed; the index keeps serving uncompacted")
+        except Exception:  # the old index keeps serving; a write after the backoff asks again
+            with self._requests:
+                self.compaction_failures += 1
+                doublings = min(self._compact_failed_in_a_row, 32)
+                self._compact_failed_in_a_row += 1
+                wait_s = min(self.compaction_backoff_s * 2.0**doublings, _COMPACT_BACKOFF_MAX_S)
+                self._compact_retry_at = self._clock() + wait_s
+            log.exception(
+                "background compaction failed; the index keeps serving uncompacted, the next "
+                "compaction starts no sooner than retry_in_s from now",
+                extra={
+                    "failures": self.compaction_failures,
+                    "retry_in_s": wait_s,
+                    "retry_at": time.strftime(
+                        "%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + wait_s)
+                    ),
+                },
+            )
         finally:
             with self._requests:
                 self._compacting = False

@@ -2,8 +2,9 @@
 rebuilt from its live documents outside the locks (DurableIndex.rebuild's mechanism) while
 searches and writes go on; the writes made meanwhile are in the compacted index, the dead
 documents are gone (but one number for each image changed after the compaction read it),
-`applied_seq` is unchanged, close() stops a compaction cleanly, and a compaction of an index
-that a rebuild replaced meanwhile gives up.
+`applied_seq` is unchanged, close() stops a compaction cleanly, a compaction of an index
+that a rebuild replaced meanwhile gives up, and after a failed compaction none starts again
+until a backoff has passed (doubling, capped, reset by a success).
 
 The compaction is held while it streams the live documents by a wrapper around
 DurableIndex._live_documents (the compaction's own document iterator) that waits for the test
@@ -271,3 +272,99 @@ def test_an_index_in_memory_compacts_too():
     assert index.search("tiger cat", limit=5000).total == sum(
         1 for i in range(1000, FIRST) if i % 4 == 0
     )
+
+
+class FailingStream:
+    """Wraps DurableIndex._live_documents: while `failing`, the compaction fails (MemoryError)
+    after a few documents; counts the compactions started."""
+
+    def __init__(self, original: Callable[..., Iterator[Document]]) -> None:
+        self.original = original
+        self.failing = True
+        self.calls = 0
+
+    def __call__(self, durable: DurableIndex, index: SearchIndex) -> Iterator[Document]:
+        self.calls += 1
+        for n, document in enumerate(self.original(durable, index)):
+            if self.failing and n == 10:
+                raise MemoryError("compaction fails on purpose")
+            yield document
+
+
+def test_a_failing_compaction_is_retried_only_after_a_backoff(monkeypatch, caplog):
+    stream = FailingStream(DurableIndex._live_documents)
+
+    def live_documents(durable: DurableIndex, index: SearchIndex) -> Iterator[Document]:
+        return stream(durable, index)
+
+    monkeypatch.setattr(DurableIndex, "_live_documents", live_documents)
+    index = DurableIndex(None, PARAMS, compaction_backoff_s=10.0)
+    now = [1000.0]
+    index._clock = lambda: now[0]
+    version = 0
+
+    def write() -> None:
+        """A re-put (one more dead number: compaction stays due), then wait for any compaction
+        it started to end."""
+        nonlocal version
+        version += 1
+        index.put(image(1000 + version % 500, version))
+        assert index.wait_for_compaction(WAIT_S)
+
+    def failures_logged() -> list[float]:
+        return [
+            r.retry_in_s  # type: ignore[attr-defined]
+            for r in caplog.records
+            if r.getMessage().startswith("background compaction failed")
+        ]
+
+    for i in range(FIRST):
+        index.put(image(i))
+    for i in range(1000):
+        index.remove(f"img{i}")  # compaction due at the last one: it fails
+    assert index.wait_for_compaction(WAIT_S)
+    assert (stream.calls, index.compaction_failures, index.compactions) == (1, 1, 0)
+
+    # Within the backoff (10 s), writes that find compaction due start none.
+    for _ in range(50):
+        write()
+    now[0] += 9.9
+    write()
+    assert (stream.calls, index.compaction_failures) == (1, 1)
+    assert failures_logged() == [10.0]  # once per attempt, with the wait
+    assert index._index.needs_compaction()
+
+    # After it, the next write starts one; it fails again: the wait doubles (20 s).
+    now[0] += 0.1
+    write()
+    assert (stream.calls, index.compaction_failures) == (2, 2)
+    for _ in range(20):
+        write()
+    now[0] += 19.9
+    write()
+    assert stream.calls == 2
+    assert failures_logged() == [10.0, 20.0]
+
+    # The third attempt succeeds: compacted, the failures still counted.
+    stream.failing = False
+    now[0] += 0.1
+    write()
+    assert (stream.calls, index.compactions, index.compaction_failures) == (3, 1, 2)
+    assert index._index.numbered == len(index) == 1000
+    assert not index._index.needs_compaction()
+
+    # A success resets the wait: the next failure waits the first 10 s again.
+    stream.failing = True
+    for i in range(2000, 3500):
+        index.put(image(i))
+    for i in range(2000, 3500):
+        index.put(image(i, 1))  # compaction due at the 1072nd: it fails, the rest wait
+    assert index.wait_for_compaction(WAIT_S)
+    assert (stream.calls, index.compactions, index.compaction_failures) == (4, 1, 3)
+    assert failures_logged() == [10.0, 20.0, 10.0]
+    # The wait doubles up to an hour at most.
+    index._compact_failed_in_a_row = 20
+    now[0] += 10.0
+    write()
+    assert stream.calls == 5
+    assert failures_logged()[-1] == durable_index._COMPACT_BACKOFF_MAX_S == 3600.0
