@@ -30,6 +30,7 @@ def main() -> None:
             config.engine_params(),
             config.snapshot_every,
             config.snapshot_interval_s,
+            config.compaction_backoff_s,
         )
     except DataDirLockedError as exc:
         log.error("search not started: %s", exc)

@@ -34,6 +34,9 @@ class SearchConfig:
     # changes, or this many seconds after the first unsaved one, whichever comes first.
     snapshot_every: int = 1000
     snapshot_interval_s: float = 60.0
+    # After a background compaction of the index fails, the first wait before another may
+    # start (doubled after each failure in a row up to an hour, reset by a success).
+    compaction_backoff_s: float = 30.0
     # Reconnect backoff while storage is unreachable: from the first to the largest pause.
     feed_retry_initial_s: float = 0.5
     feed_retry_max_s: float = 10.0
@@ -73,6 +76,9 @@ class SearchConfig:
             snapshot_every=int(env.get("SEARCH_SNAPSHOT_EVERY", cls.snapshot_every)),
             snapshot_interval_s=float(
                 env.get("SEARCH_SNAPSHOT_INTERVAL_S", cls.snapshot_interval_s)
+            ),
+            compaction_backoff_s=float(
+                env.get("SEARCH_COMPACTION_BACKOFF_S", cls.compaction_backoff_s)
             ),
             feed_retry_initial_s=float(
                 env.get("SEARCH_FEED_RETRY_INITIAL_S", cls.feed_retry_initial_s)

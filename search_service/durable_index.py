@@ -171,6 +171,11 @@ class Stats:
     # Background snapshots that failed, and the last one's error (empty: none).
     snapshot_failures: int = 0
     last_snapshot_error: str = ""
+    # Background compactions of the index that completed and that failed, and the last
+    # failure's error (empty: none failed).
+    compactions: int = 0
+    compaction_failures: int = 0
+    last_compaction_error: str = ""
 
 
 @dataclass(frozen=True)
@@ -246,6 +251,7 @@ class DurableIndex:
         # Background compactions that failed (never reset); after one, none starts before
         # `_compact_retry_at` (on `_clock`, monotonic); the failures since the last success.
         self.compaction_failures = 0
+        self.last_compaction_error = ""
         self._clock = time.monotonic
         self._compact_retry_at = 0.0
         self._compact_failed_in_a_row = 0
@@ -506,9 +512,10 @@ class DurableIndex:
                 self._compact_failed_in_a_row = 0
         except _CompactionStoppedError as exc:
             log.info("background compaction stopped", extra={"reason": str(exc)})
-        except Exception:  # the old index keeps serving; a write after the backoff asks again
+        except Exception as exc:  # the old index serves on; a write after the backoff retries
             with self._requests:
                 self.compaction_failures += 1
+                self.last_compaction_error = f"{type(exc).__name__}: {exc}"
                 doublings = min(self._compact_failed_in_a_row, 32)
                 self._compact_failed_in_a_row += 1
                 wait_s = min(self.compaction_backoff_s * 2.0**doublings, _COMPACT_BACKOFF_MAX_S)
@@ -925,4 +932,7 @@ class DurableIndex:
                 applied_seq=self._seq,
                 snapshot_failures=self.snapshot_failures,
                 last_snapshot_error=self.last_snapshot_error,
+                compactions=self.compactions,
+                compaction_failures=self.compaction_failures,
+                last_compaction_error=self.last_compaction_error,
             )

@@ -186,6 +186,9 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
             replay_progress=1.0,
             snapshot_failures=s.snapshot_failures,
             last_snapshot_error=s.last_snapshot_error,
+            compactions=s.compactions,
+            compaction_failures=s.compaction_failures,
+            last_compaction_error=s.last_compaction_error,
         )
         if self._feed is not None:
             feed = self._feed.status()

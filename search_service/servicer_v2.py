@@ -290,4 +290,7 @@ class SearchServicerV2(pb_grpc.SearchServiceServicer):
             last_damaged_change=old.last_damaged_change,
             snapshot_failures=old.snapshot_failures,
             last_snapshot_error=old.last_snapshot_error,
+            compactions=old.compactions,
+            compaction_failures=old.compaction_failures,
+            last_compaction_error=old.last_compaction_error,
         )

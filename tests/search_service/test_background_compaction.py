@@ -4,7 +4,8 @@ searches and writes go on; the writes made meanwhile are in the compacted index,
 documents are gone (but one number for each image changed after the compaction read it),
 `applied_seq` is unchanged, close() stops a compaction cleanly, a compaction of an index
 that a rebuild replaced meanwhile gives up, and after a failed compaction none starts again
-until a backoff has passed (doubling, capped, reset by a success).
+until a backoff has passed (doubling, capped, reset by a success); GetStats reports
+compactions, failures and the last failure's error.
 
 The compaction is held while it streams the live documents by a wrapper around
 DurableIndex._live_documents (the compaction's own document iterator) that waits for the test
@@ -16,12 +17,18 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
+import grpc
 import pytest
 
+from imagerepo.search.v1 import search_service_pb2 as v1
+from imagerepo.search.v1 import search_service_pb2_grpc as v1_grpc
+from imagerepo.search.v2 import search_service_pb2 as v2
+from imagerepo.search.v2 import search_service_pb2_grpc as v2_grpc
 from search_service import durable_index
 from search_service.document import Document
 from search_service.durable_index import DurableIndex, FeedChange
 from search_service.engine import EngineParams, SearchIndex
+from search_service.server import build_server
 from tests.search_service.documents import DIM, doc, unit
 
 PARAMS = EngineParams(vector_dim=DIM)
@@ -368,3 +375,52 @@ def test_a_failing_compaction_is_retried_only_after_a_backoff(monkeypatch, caplo
     write()
     assert stream.calls == 5
     assert failures_logged()[-1] == durable_index._COMPACT_BACKOFF_MAX_S == 3600.0
+
+
+def test_get_stats_reports_compactions_and_the_last_failure(monkeypatch) -> None:
+    """An operator sees through GetStats (v1 and v2) that compaction fails, and why: a real
+    server on a free port, the index's own compaction thread."""
+    stream = FailingStream(DurableIndex._live_documents)
+
+    def live_documents(durable: DurableIndex, index: SearchIndex) -> Iterator[Document]:
+        return stream(durable, index)
+
+    monkeypatch.setattr(DurableIndex, "_live_documents", live_documents)
+    index = DurableIndex(None, PARAMS, compaction_backoff_s=10.0)
+    now = [1000.0]
+    index._clock = lambda: now[0]
+    server, port, health = build_server("127.0.0.1:0", index=index)
+    server.start()
+    health.set_serving(True)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub1 = v1_grpc.SearchServiceStub(channel)
+            stub2 = v2_grpc.SearchServiceStub(channel)
+            before = stub1.GetStats(v1.GetStatsRequest(), timeout=10)
+            assert (before.compactions, before.compaction_failures) == (0, 0)
+            assert before.last_compaction_error == ""
+
+            for i in range(FIRST):
+                index.put(image(i))
+            for i in range(1000):
+                index.remove(f"img{i}")  # compaction due at the last one: it fails
+            assert index.wait_for_compaction(WAIT_S)
+            failed = [
+                stub.GetStats(req, timeout=10)
+                for stub, req in ((stub1, v1.GetStatsRequest()), (stub2, v2.GetStatsRequest()))
+            ]
+
+            stream.failing = False
+            now[0] += 10.0  # past the backoff: the next write starts one, which succeeds
+            index.put(image(5000))
+            assert index.wait_for_compaction(WAIT_S)
+            done = stub2.GetStats(v2.GetStatsRequest(), timeout=10)
+    finally:
+        server.stop(grace=None)
+    for got in failed:
+        assert (got.compactions, got.compaction_failures) == (0, 1)
+        assert got.last_compaction_error == "MemoryError: compaction fails on purpose"
+        assert got.document_count == 1000  # still serving, uncompacted
+    assert (done.compactions, done.compaction_failures) == (1, 1)
+    assert done.last_compaction_error == "MemoryError: compaction fails on purpose"
+    assert done.document_count == 1001
