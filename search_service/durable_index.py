@@ -73,6 +73,7 @@ from search_service.engine import (
     Duplicates,
     EngineParams,
     Filters,
+    PreparedPut,
     SearchIndex,
     SearchResult,
     SimilarResult,
@@ -122,6 +123,10 @@ _SEARCHED_S = 1.0
 # write or a snapshot's freeze waits for the whole apply (before; for the stall probe's
 # before/after in one run).
 APPLY_WHOLE = False
+# True: a feed part is worked out before the index lock is taken (SearchIndex.prepare_put) and
+# searches wait only for its appends and counts (apply_put); False: only the replaced
+# documents' analyses are (before; for the stall probe's before/after in one run).
+PREPARE_PARTS = True
 # A background compaction reads the live documents of the index this many document numbers at a
 # time, each slice under the read side of the index lock: searches go on, but a writer waits
 # for one slice, and searches that come after the waiting writer wait too (at 20k documents
@@ -370,14 +375,22 @@ class DurableIndex:
         self, changes: list[FeedChange], rejected: list[str], batch: int = _APPLY_BATCH
     ) -> None:
         """One part of apply(), under the writers' lock; the index's own lock is taken once per
-        put_many batch and once per removal (a search waits for one of those at most)."""
+        put_many batch and once per removal (a search waits for one of those at most). A batch
+        is worked out before that (SearchIndex.prepare_put, under the writers' lock only, so no
+        other write changes the index in between) and the lock is held for its appends and
+        counts only (apply_put)."""
         with self._write_lock:
             pending: list[FeedChange] = []
             pending_ids: set[str] = set()
 
             def flush() -> None:
                 if pending:
-                    self._index.vectors.reserve(len(pending))  # searches go on meanwhile
+                    # Room in the arrays the part grows (doubling one copies it), made while
+                    # searches go on.
+                    if PREPARE_PARTS:
+                        self._index.reserve(len(pending))
+                    else:
+                        self._index.vectors.reserve(len(pending))
                     # An image put twice in a batch (the feed's put, then its analysis) goes in
                     # once, as its last version: put_many takes a batch with one image twice a
                     # document at a time (17x the CPU per document).
@@ -387,10 +400,18 @@ class DurableIndex:
                             latest.pop(c.image_id, None)
                             latest[c.image_id] = c.doc
                     docs = list(latest.values())
-                    # The replaced documents' analyses, before searches wait for the lock.
-                    removed = self._index.prepare_removals(docs)
+                    # The part worked out before searches wait for the lock (prepare_put:
+                    # validated, replaced documents analysed, labels numbered, postings
+                    # encoded, suggestion counts grouped, vectors quantised); under it only
+                    # the appends and counts. No other write comes in between: this thread
+                    # holds the writers' lock.
+                    prepared: PreparedPut | Mapping[int, tuple[Document, Analysis]]
+                    if PREPARE_PARTS:
+                        prepared = self._index.prepare_put(docs)
+                    else:  # before: only the replaced documents' analyses
+                        prepared = self._index.prepare_removals(docs)
                     with self._lock:
-                        self._put_many_locked(docs, removed)
+                        self._put_many_locked(docs, prepared)
                         self._seq = max(self._seq, pending[-1].seq)
                         self._unsaved += len(pending)
                     pending.clear()
@@ -464,9 +485,14 @@ class DurableIndex:
     def _put_many_locked(
         self,
         docs: list[Document],
-        removed: Mapping[int, tuple[Document, Analysis]] | None = None,
+        prepared: PreparedPut | Mapping[int, tuple[Document, Analysis]] | None = None,
     ) -> None:
-        self._index.put_many(docs, removed)
+        """put_many(docs); `prepared`: their prepare_put, or (PREPARE_PARTS off) the replaced
+        documents' prepare_removals."""
+        if isinstance(prepared, PreparedPut):
+            self._index.apply_put(prepared)
+        else:
+            self._index.put_many(docs, prepared)
         for writes in self._writes_during_rebuild:
             writes.extend(docs)
         self._compact_if_needed()

@@ -40,11 +40,12 @@ from search_service.inverted_index import (
     BM25Params,
     InvertedIndex,
     KeywordMatches,
+    PreparedAdd,
     Reason,
 )
 from search_service.multilingual import QueryTranslator, load_translator
 from search_service.semantic import LABEL_TEMPLATE, ConceptSpace
-from search_service.vector_index import AnnParams, VectorIndex
+from search_service.vector_index import AnnParams, PreparedVectors, VectorIndex
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +146,31 @@ class Duplicates:
     near: list[tuple[list[str], float]]
 
 
+@dataclass
+class PreparedPut:
+    """A put_many worked out before the index lock is taken (SearchIndex.prepare_put)."""
+
+    index: SearchIndex
+    docs: Sequence[Document]
+    # Documents in the index when it was made (their count is the batch's first number).
+    first: int
+    removed: Mapping[int, tuple[Document, Analysis]] | None = None
+    probs: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    moderation: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    taken: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    # The labels' kind numbers in the document store's table (None: too many kinds).
+    kinds: npt.NDArray[np.int64] | None = None
+    keywords: PreparedAdd | None = None
+    vectors: PreparedVectors | None = None
+    # Live documents gained per label name (labels at the keyword floor or above).
+    label_counts: list[tuple[str, int]] = field(default_factory=list)
+    # The labels' classes in this concept space.
+    concepts: ConceptSpace | None = None
+    classes: npt.NDArray[np.int64] | None = None
+    # One image twice in the batch: put a document at a time.
+    one_at_a_time: bool = False
+
+
 class SearchIndex:
     def __init__(self, params: EngineParams | None = None) -> None:
         self.params = params or EngineParams()
@@ -224,54 +250,114 @@ class SearchIndex:
         store's table) for the keyword index, the document store and the concept space alike.
         Every document is validated before any is added. `removed`: prepare_removals(docs),
         made since the index last changed."""
+        self.apply_put(self.prepare_put(docs, removed))
+
+    def prepare_put(
+        self,
+        docs: Sequence[Document],
+        removed: Mapping[int, tuple[Document, Analysis]] | None = None,
+    ) -> PreparedPut:
+        """What put_many(docs) does to the index, worked out without changing anything a
+        search reads, for apply_put to put in: a writer makes it before taking the lock
+        searches wait on, so they wait only for apply_put's appends and counts (measured
+        with benchmarks/snapshot_stall_probe.py, see DurableIndex._apply_part). Validates
+        every document (InvalidDocumentError), analyses the documents they replace
+        (prepare_removals, unless given), numbers their labels (new kinds go at the end of the
+        document store's append-only table), prepares the keyword postings, lengths and
+        suggestion counts (InvertedIndex.prepare_add: the batch vocabulary, write side only)
+        and quantises the vectors. No other write may run between the two but removals:
+        apply_put makes it again (the same result as put_many then) if documents were added
+        meanwhile."""
         if len({d.image_id for d in docs}) != len(docs):  # one image twice: one at a time
-            for doc in docs:
-                self.put_many([doc])
-            return
+            return PreparedPut(self, docs, len(self._docs), one_at_a_time=True)
         labels = [lb for d in docs for lb in d.labels]
         probs = np.asarray([lb.probability for lb in labels], np.float64)
         moderation = np.asarray([d.moderation_score for d in docs], np.float64)
         taken = np.asarray([d.taken_at_unix_s for d in docs], np.int64)
         self._validate_many(docs, probs, moderation, taken)
-        ids = self._ids
-        for image_id in [d.image_id for d in docs if d.image_id in ids]:
-            self.remove(image_id, removed)
-        self._writes += 1
+        if removed is None:
+            removed = self.prepare_removals(docs)
         first = len(self._docs)
         kinds = self._docs.label_kinds(labels)
-        counts = [len(d.labels) for d in docs]
+        out = PreparedPut(self, docs, first, removed, probs, moderation, taken, kinds)
         if kinds is None:  # more kinds than the store numbers: a document at a time
-            self.keywords.add_many(first, docs)
+            out.keywords = self.keywords.prepare_add(first, docs)
+        else:
+            out.keywords = self.keywords.prepare_add(first, docs, (kinds, self._docs.kinds, probs))
+            floor = self.params.bm25.min_label_probability
+            per_kind = np.bincount(kinds[probs >= floor])
+            table = self._docs.kinds
+            out.label_counts = [
+                (table[kind][0], n)
+                for kind, n in zip(
+                    np.flatnonzero(per_kind).tolist(), per_kind[per_kind > 0].tolist(), strict=True
+                )
+            ]
+            if self.concepts is not None:
+                out.concepts = self.concepts
+                out.classes = self.concepts.kind_classes(self._docs.kinds)[kinds]
+        out.vectors = self.vectors.prepare_add([d.feature_vector for d in docs])
+        return out
+
+    def apply_put(self, prepared: PreparedPut) -> None:
+        """Put a prepare_put into the index (see there); one made before documents were added
+        (or by another index) is made again first."""
+        if prepared.index is not self or prepared.first != len(self._docs):
+            prepared = self.prepare_put(prepared.docs, prepared.removed)
+        docs = prepared.docs
+        if prepared.one_at_a_time:
+            for doc in docs:
+                self.put_many([doc])
+            return
+        assert prepared.keywords is not None and prepared.vectors is not None
+        ids = self._ids
+        for image_id in [d.image_id for d in docs if d.image_id in ids]:
+            self.remove(image_id, prepared.removed)
+        self._writes += 1
+        first, kinds, probs = prepared.first, prepared.kinds, prepared.probs
+        self.keywords.apply_add(prepared.keywords)
+        if kinds is None:
             for doc in docs:
                 self._docs.append(doc)
         else:
-            self.keywords.add_many(first, docs, (kinds, self._docs.kinds, probs))
             self._docs.extend(docs, kinds, probs)  # without vectors (self.vectors holds them)
         ids.update(zip([d.image_id for d in docs], range(first, first + len(docs)), strict=True))
-        floor = self.params.bm25.min_label_probability
         if kinds is None:
-            self._label_docs.update(lb.name for lb in labels if lb.probability >= floor)
+            floor = self.params.bm25.min_label_probability
+            self._label_docs.update(
+                lb.name for d in docs for lb in d.labels if lb.probability >= floor
+            )
         else:
-            per_kind = np.bincount(kinds[probs >= floor])
-            table = self._docs.kinds
-            for kind, n in zip(
-                np.flatnonzero(per_kind).tolist(), per_kind[per_kind > 0].tolist(), strict=True
-            ):
-                self._label_docs[table[kind][0]] += n
-        self.vectors.add_many(first, [d.feature_vector for d in docs])
+            label_docs = self._label_docs
+            for name, n in prepared.label_counts:
+                label_docs[name] += n
+        vectors = [d.feature_vector for d in docs]
+        self.vectors.add_many(first, vectors, prepared.vectors)
         if self.concepts is not None:
             if kinds is None:
                 self.concepts.add_many(first, [d.labels for d in docs])
             else:
-                classes = self.concepts.kind_classes(self._docs.kinds)[kinds]
-                self.concepts.add_rows(first, counts, classes, probs)
+                classes = prepared.classes
+                if prepared.concepts is not self.concepts or classes is None:  # attached since
+                    classes = self.concepts.kind_classes(self._docs.kinds)[kinds]
+                self.concepts.add_rows(first, [len(d.labels) for d in docs], classes, probs)
         owners = self._owner_codes
         self._alive.extend(np.ones(len(docs), np.bool_))
         self._owner.extend([owners.setdefault(d.owner, len(owners)) for d in docs])
-        self._moderation.extend(moderation)
+        self._moderation.extend(prepared.moderation)
         self._status.extend([int(d.status) for d in docs])
-        self._taken.extend(taken)
+        self._taken.extend(prepared.taken)
         self._favourite.extend([d.favourite for d in docs])
+
+    def reserve(self, extra: int) -> None:
+        """Room for `extra` more documents in the per-document arrays and vector rows, made now:
+        growing an array copies it (tens of milliseconds for the concept rows at 1M), so a
+        writer calls this before taking the lock searches wait on (GrowableArray.reserve)."""
+        self.vectors.reserve(extra)
+        for arr in (self._alive, self._owner, self._moderation, self._status, self._taken):
+            arr.reserve(extra)
+        self._favourite.reserve(extra)
+        self.keywords.reserve(extra)
 
     def _validate_many(
         self,

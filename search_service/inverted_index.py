@@ -30,7 +30,14 @@ import numpy.typing as npt
 from search_service.concepts import ConceptHierarchy, load_hierarchy
 from search_service.document import Document, Label
 from search_service.growable import GrowableArray
-from search_service.postings import WEIGHT_LEVELS, PostingList, append_runs, quantise_weight
+from search_service.postings import (
+    WEIGHT_LEVELS,
+    EncodedRuns,
+    PostingList,
+    append_encoded,
+    encode_runs,
+    quantise_weight,
+)
 from search_service.snapshot import BytesParts, Pacer
 from search_service.tokenizer import Tokenizer, joined_ascii_words
 
@@ -139,6 +146,24 @@ class Analysis:
     lengths: dict[str, float]
     # surface word or label phrase -> fields it appears in (for suggestions)
     surface: dict[str, set[str]]
+
+
+@dataclass
+class PreparedAdd:
+    """A batch of documents as add_many puts it into the index (InvertedIndex.prepare_add),
+    made before the index lock is taken."""
+
+    first: int
+    count: int
+    # The posting lists the batch appends to: (field, term), the list (None: new, made by
+    # apply_add) and what to append to each (postings.encode_runs).
+    keys: list[tuple[int, str]]
+    plists: list[PostingList | None]
+    encoded: EncodedRuns
+    # Per field, each document's length.
+    lengths: npt.NDArray[np.float64]
+    # Suggestion texts: (text, documents holding it, [(field, documents holding it there)]).
+    surface: list[tuple[str, int, list[tuple[str, int]]]]
 
 
 class _FrozenSurface:
@@ -312,19 +337,35 @@ class InvertedIndex:
         labels: tuple[Any, Sequence[tuple[str, tuple[str, ...], int]], Any] | None = None,
     ) -> None:
         """add() each of `docs` under first, first + 1, ...: the postings, lengths and
-        suggestion counts analyse() gives, made a batch at a time. Label and concept terms come
-        from tables per label kind and per concept (1000 classes, analysed once); free text
-        (OCR, filenames, owners) is split by one regex over the batch's joined values and its
-        words looked up in a table of the words seen before; other text fields from a cache of
-        their values' analysis. Postings are grouped by term with radix sorts (no comparison
-        sort of the batch) and appended with numpy, one slice per touched list. `labels`: the
-        documents' labels as already numbered by the caller (kind numbers into an append-only
-        table of (name, synonyms, class number), and probabilities, all labels in order)."""
+        suggestion counts analyse() gives, made a batch at a time (prepare_add, then
+        apply_add). `labels`: the documents' labels as already numbered by the caller (kind
+        numbers into an append-only table of (name, synonyms, class number), and
+        probabilities, all labels in order)."""
+        self.apply_add(self.prepare_add(first, docs, labels))
+
+    def prepare_add(
+        self,
+        first: int,
+        docs: Sequence[Document],
+        labels: tuple[Any, Sequence[tuple[str, tuple[str, ...], int]], Any] | None = None,
+    ) -> PreparedAdd:
+        """What add_many(first, docs, labels) puts into the index, made without changing
+        anything a search reads: a writer makes it before it takes the lock searches wait on
+        and hands it to apply_add under that lock, so searches wait only for the appends.
+        It changes the batch vocabulary (write side only), so no other write may run between
+        the two but removals (apply_add refuses it once documents were added meanwhile).
+
+        Label and concept terms come from tables per label kind and per concept (1000 classes,
+        analysed once); free text (OCR, filenames, owners) is split by one regex over the
+        batch's joined values and its words looked up in a table of the words seen before;
+        other text fields from a cache of their values' analysis. Postings are grouped by term
+        with radix sorts (no comparison sort of the batch) and varint-encoded per touched list
+        with numpy."""
         if first != len(self._lengths["labels"]):
             raise ValueError(f"document numbers must be dense: got {first}")
         count = len(docs)
         if not count:
-            return
+            return PreparedAdd(first, 0, [], [], ([], [], [], []), np.zeros((0, 0)), [])
         vocab_size = len(self._vocab) + len(self._parts) + len(self._words)
         vocab_size += sum(len(p) for p in self._phrase_texts.values())
         if vocab_size + len(self._tok_term) > _VOCAB_LIMIT:
@@ -416,7 +457,7 @@ class InvertedIndex:
         firsts = _pair_starts(pt, pd)
         p_q = np.maximum.reduceat(pq, firsts) if firsts.size else pq[:0]
         pt, pd = pt[firsts], pd[firsts]
-        self._append_postings(first, pt, pd, p_q)
+        postings = [(pt, pd, p_q)]
         # Text fields: words counted per (term, document).
         if c_parts:
             cd, ct = (np.concatenate(a) for a in zip(*c_parts, strict=True))
@@ -424,9 +465,11 @@ class InvertedIndex:
             ct, cd = ct[order], cd[order]
             firsts = _pair_starts(ct, cd)
             occurrences = np.diff(np.append(firsts, ct.size))
-            self._append_postings(
-                first, ct[firsts], cd[firsts], np.minimum(occurrences, 255).astype(np.uint8)
-            )
+            postings.append((ct[firsts], cd[firsts], np.minimum(occurrences, 255).astype(np.uint8)))
+        # The two kinds of fields hold different terms: joined, each term is still one run.
+        keys, plists, encoded = self._encode_postings(
+            first, *(np.concatenate(a) for a in zip(*postings, strict=True))
+        )
         # Lengths: words of the text fields, distinct terms of the probability fields.
         nf = len(FIELDS)
         lengths = text_lengths
@@ -434,14 +477,48 @@ class InvertedIndex:
         fields.extend(self._term_field[len(fields) :])
         per_field = fields.view()[pt] * count + pd
         lengths += np.bincount(per_field, minlength=nf * count).reshape(nf, count)
+        s_parts.sort(key=lambda part: part[2])  # by field
+        sd, st = (np.concatenate([part[i] for part in s_parts]) for i in (0, 1))
+        sf = np.repeat([part[2] for part in s_parts], [len(part[0]) for part in s_parts])
+        surface = self._surface_counts(count, sd, st, sf.astype(np.int64))
+        return PreparedAdd(first, count, keys, plists, encoded, lengths, surface)
+
+    def apply_add(self, prepared: PreparedAdd) -> None:
+        """Put a prepare_add into the index: append the encoded postings (making the lists
+        new to it), extend the lengths, count the suggestions. Raises ValueError when documents
+        were added since it was prepared (its numbers and encodings are then wrong)."""
+        first, count = prepared.first, prepared.count
+        if first != len(self._lengths["labels"]):
+            raise ValueError(f"document numbers must be dense: got {first}")
+        if not count:
+            return
+        plists = prepared.plists
+        if None in plists:
+            postings, made = self._postings, self._made
+            for j, key in enumerate(prepared.keys):
+                if plists[j] is None:  # new since prepared: made here, where searches wait
+                    plist = postings.get(key)
+                    if plist is None:
+                        plist = postings[key] = PostingList()
+                        made.append((key, plist))
+                    plists[j] = plist
+        decoded = self._decoded
+        if decoded:  # decoded lists that change are decoded again when next asked for
+            for key in prepared.keys:
+                decoded.pop(key, None)
+        append_encoded(plists, prepared.encoded, self._held)  # type: ignore[arg-type]
+        lengths = prepared.lengths
         for fno, name in enumerate(FIELDS):
             self._lengths[name].extend(lengths[fno])
             self._length_sums[name] += float(lengths[fno].sum())
         self._live += count
-        s_parts.sort(key=lambda part: part[2])  # by field
-        sd, st = (np.concatenate([part[i] for part in s_parts]) for i in (0, 1))
-        sf = np.repeat([part[2] for part in s_parts], [len(part[0]) for part in s_parts])
-        self._count_surface_batch(count, sd, st, sf.astype(np.int64))
+        self._count_surface_batch(prepared.surface)
+
+    def reserve(self, extra: int) -> None:
+        """Room for `extra` more documents' lengths, made before the lock searches wait on (see
+        GrowableArray.reserve)."""
+        for lengths in self._lengths.values():
+            lengths.reserve(extra)
 
     def _label_kinds(self, docs: Sequence[Document]) -> tuple[Any, Any]:
         """Kind (this index's numbers) and probability of every label of `docs`, in order."""
@@ -578,11 +655,14 @@ class InvertedIndex:
             t_doc += [i] * len(texts)
         return _ints(w_doc), _ints(w_term), _ints(t_doc), _ints(t_text)
 
-    def _append_postings(self, first: int, terms: Any, docs: Any, q: npt.NDArray[np.uint8]) -> None:
-        """Append postings given as (term, document offset) pairs, distinct and sorted by term
-        then document, with their weights."""
+    def _encode_postings(
+        self, first: int, terms: Any, docs: Any, q: npt.NDArray[np.uint8]
+    ) -> tuple[list[tuple[int, str]], list[PostingList | None], EncodedRuns]:
+        """For postings given as (term, document offset) pairs, distinct and sorted by term
+        then document, with their weights: the touched lists' keys, the lists (None: not made
+        yet) and the bytes to append to each (postings.encode_runs)."""
         if not terms.size:
-            return
+            return [], [], ([], [], [], [])
         starts = np.flatnonzero(np.diff(terms, prepend=-1))
         bounds = np.append(starts, terms.size)
         vocab_keys, by_term = self._vocab_keys, self._plist_of_term
@@ -591,20 +671,13 @@ class InvertedIndex:
         touched = terms[starts].tolist()
         plists = [by_term[term] for term in touched]
         if None in plists:
-            postings, made = self._postings, self._made
+            postings = self._postings
             for j, term in enumerate(touched):
-                if plists[j] is None:
-                    key = vocab_keys[term]
-                    plist = postings.get(key)
-                    if plist is None:
-                        plist = postings[key] = PostingList()
-                        made.append((key, plist))
-                    plists[j] = by_term[term] = plist
-        decoded = self._decoded
-        if decoded:  # decoded lists that change are decoded again when next asked for
-            for term in touched:
-                decoded.pop(vocab_keys[term], None)
-        append_runs(plists, bounds, docs + first, q, self._held)  # type: ignore[arg-type]
+                if plists[j] is None:  # a list made since is found (and kept) here
+                    plists[j] = by_term[term] = postings.get(vocab_keys[term])
+        lasts = np.fromiter((-1 if p is None else p.last for p in plists), np.int64, len(plists))
+        keys = [vocab_keys[term] for term in touched]
+        return keys, plists, encode_runs(lasts, bounds, docs + first, q)
 
     def _concept_postings(self, h_doc: Any, h_cls: Any, h_p: Any) -> tuple[Any, Any, Any, Any, Any]:
         """For labels (document, class, probability): (document, term, weight) of the concepts
@@ -754,12 +827,15 @@ class InvertedIndex:
         self._concept_flat = None
         self._kind_flat = None
 
-    def _count_surface_batch(self, count: int, sd: Any, st: Any, sf: Any) -> None:
-        """_count_surface(+1) for a batch given as (document, text, field) triples, ordered by
-        field."""
+    def _surface_counts(
+        self, count: int, sd: Any, st: Any, sf: Any
+    ) -> list[tuple[str, int, list[tuple[str, int]]]]:
+        """For a batch given as (document, text, field) triples, ordered by field: each text
+        with the documents holding it and, per field, the documents holding it there (what
+        _count_surface_batch adds)."""
         nf = len(FIELDS)
         if not st.size:
-            return
+            return []
         # Sorted by (text, document, field): stable radix sorts by document then text of
         # entries that come by field, not a sort of the keys.
         order = _stable_order(sd)
@@ -778,11 +854,22 @@ class InvertedIndex:
         field_rank = (nonzero // nf).tolist()
         field_no = (nonzero % nf).tolist()
         field_docs = per_field[nonzero].tolist()
+        text_list = self._text_list
+        out: list[tuple[str, int, list[tuple[str, int]]]] = []
         j, ends = 0, len(field_rank)
-        surface, generation, text_list = self._surface, self._surface_generation, self._text_list
-        saves = self._surface_saves()
         for r, text_id in enumerate(texts[starts].tolist()):
-            text = text_list[text_id]
+            fields: list[tuple[str, int]] = []
+            while j < ends and field_rank[j] == r:
+                fields.append((FIELDS[field_no[j]], field_docs[j]))
+                j += 1
+            out.append((text_list[text_id], docs_per_text[r], fields))
+        return out
+
+    def _count_surface_batch(self, counted: list[tuple[str, int, list[tuple[str, int]]]]) -> None:
+        """_count_surface(+1) for a batch, as _surface_counts gives it."""
+        surface, generation = self._surface, self._surface_generation
+        saves = self._surface_saves()
+        for text, docs, fields in counted:
             entry = surface.get(text)
             for saved in saves:  # copy on write: the entry as a frozen view holds it
                 if text not in saved:
@@ -792,12 +879,10 @@ class InvertedIndex:
                 self._sorted_surface = None
             elif entry[2] != generation:  # a snapshot holds this one: change a copy
                 entry = surface[text] = [entry[0], dict(entry[1]), generation]
-            entry[0] += docs_per_text[r]
+            entry[0] += docs
             counts = entry[1]
-            while j < ends and field_rank[j] == r:
-                name = FIELDS[field_no[j]]
-                counts[name] = counts.get(name, 0) + field_docs[j]
-                j += 1
+            for name, n in fields:
+                counts[name] = counts.get(name, 0) + n
 
     def remove(self, docno: int, doc: Document, analysis: Analysis | None = None) -> None:
         """Forget `doc`'s statistics; its postings stay but the caller no longer allows it.

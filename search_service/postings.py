@@ -194,12 +194,26 @@ def append_runs(
     there before anything is appended to it."""
     if not plists:
         return
-    if held is not None:
-        for plist in plists:
-            if plist not in held:
-                held[plist] = (len(plist._ids), len(plist._weights), plist._last)
-    starts = bounds[:-1]
     lasts = np.fromiter((p._last for p in plists), np.int64, len(plists))
+    append_encoded(plists, encode_runs(lasts, bounds, docs, weights_q), held)
+
+
+# Runs encoded for appending (encode_runs): per list, its id bytes, weight bytes, new last
+# document and number of postings.
+EncodedRuns = tuple[list[bytes], list[bytes], list[int], list[int]]
+
+
+def encode_runs(
+    lasts: npt.NDArray[np.int64],
+    bounds: npt.NDArray[np.int64],
+    docs: npt.NDArray[np.int64],
+    weights_q: npt.NDArray[np.uint8],
+) -> EncodedRuns:
+    """The bytes append_runs would append to lists whose last documents are `lasts` (-1:
+    empty), a list of them per list: made without touching a list, so a writer can make them
+    before it takes the lock searches wait on and append them under it (append_encoded), as
+    long as no other writer appends to those lists meanwhile."""
+    starts = bounds[:-1]
     if (docs[starts] <= lasts).any():
         raise ValueError("postings must be added in order")
     prev = np.empty_like(docs)
@@ -212,12 +226,27 @@ def append_runs(
     np.cumsum(widths, out=byte_bounds[1:])
     byte_at = byte_bounds[bounds].tolist()
     at = bounds.tolist()
-    last_docs = docs[bounds[1:] - 1].tolist()
     weights = np.ascontiguousarray(weights_q, np.uint8).tobytes()
-    for plist, b0, b1, a0, a1, last in zip(
-        plists, byte_at, byte_at[1:], at, at[1:], last_docs, strict=False
-    ):
-        plist._ids += data[b0:b1]
-        plist._weights += weights[a0:a1]
+    return (
+        [data[b0:b1] for b0, b1 in zip(byte_at, byte_at[1:], strict=False)],
+        [weights[a0:a1] for a0, a1 in zip(at, at[1:], strict=False)],
+        docs[bounds[1:] - 1].tolist(),
+        np.diff(bounds).tolist(),
+    )
+
+
+def append_encoded(
+    plists: list[PostingList],
+    encoded: EncodedRuns,
+    held: dict[PostingList, tuple[int, int, int]] | None = None,
+) -> None:
+    """Append encode_runs' bytes to the lists they were made for (`held`: see append_runs)."""
+    if held is not None:
+        for plist in plists:
+            if plist not in held:
+                held[plist] = (len(plist._ids), len(plist._weights), plist._last)
+    for plist, ids_b, weights_b, last, count in zip(plists, *encoded, strict=True):
+        plist._ids += ids_b
+        plist._weights += weights_b
         plist._last = last
-        plist.count += a1 - a0
+        plist.count += count

@@ -97,6 +97,10 @@ class AnnParams:
         return AnnShape(self.pca_dims, self.max_lists, self.nprobe, self.candidates, self.codec)
 
 
+# VectorIndex.prepare_add: quantised rows, their factors, and their documents' offsets.
+PreparedVectors = tuple[npt.NDArray[np.int8], npt.NDArray[np.float32], npt.NDArray[np.int64]]
+
+
 class VectorIndex:
     """Vectors stored as rows in arrival order; a document without a vector takes no row."""
 
@@ -128,18 +132,20 @@ class VectorIndex:
     def add(self, docno: int, vector: npt.NDArray[np.float32] | None) -> None:
         self.add_many(docno, [vector])
 
-    def add_many(self, first: int, vectors: list[npt.NDArray[np.float32] | None]) -> None:
+    def add_many(
+        self,
+        first: int,
+        vectors: list[npt.NDArray[np.float32] | None],
+        prepared: PreparedVectors | None = None,
+    ) -> None:
         """Documents first, first + 1, ... with these vectors (None: no vector), quantised in
-        one go."""
+        one go (`prepared`: prepare_add(vectors), made beforehand, outside the index lock)."""
         if first != len(self._row_of):
             raise ValueError(f"document numbers must be dense: got {first}")
-        present = [i for i, v in enumerate(vectors) if v is not None]
-        data = self._stacked([vectors[i] for i in present])
-        q, factors, nonzero = self._quantised(data)
-        kept = np.flatnonzero(nonzero)
-        if kept.size < len(present):  # all-zero vectors: no row
-            q, factors = q[kept], factors[kept]
-        docs = first + np.asarray(present, np.int64)[kept]
+        if prepared is None:
+            prepared = self.prepare_add(vectors)
+        q, factors, kept = prepared
+        docs = first + kept
         with self._lock:
             row_of = np.full(len(vectors), -1, np.int64)
             start = len(self._row_live)
@@ -159,6 +165,18 @@ class VectorIndex:
                     self._build_in_background()
                 else:
                     self.build_ann()
+
+    def prepare_add(self, vectors: list[npt.NDArray[np.float32] | None]) -> PreparedVectors:
+        """The rows add_many stores for these vectors: quantised rows, their factors, and the
+        offsets (in `vectors`) of the documents they belong to (a missing or all-zero vector
+        takes no row). Reads nothing of the index: made before taking the index lock."""
+        present = [i for i, v in enumerate(vectors) if v is not None]
+        data = self._stacked([vectors[i] for i in present])
+        q, factors, nonzero = self._quantised(data)
+        kept = np.flatnonzero(nonzero)
+        if kept.size < len(present):  # all-zero vectors: no row
+            q, factors = q[kept], factors[kept]
+        return q, factors, np.asarray(present, np.int64)[kept]
 
     def reserve(self, extra: int) -> None:
         """Room for `extra` more documents and rows, made now: the vector rows' next chunk if
