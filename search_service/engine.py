@@ -155,6 +155,10 @@ class PreparedPut:
     # Documents in the index when it was made (their count is the batch's first number).
     first: int
     removed: Mapping[int, tuple[Document, Analysis]] | None = None
+    # Of those, the documents it replaces, whose suggestion and label counts it takes off a
+    # batch at a time (keywords.taken_off, label_removals).
+    removing: frozenset[int] = frozenset()
+    label_removals: list[tuple[str, int]] = field(default_factory=list)
     probs: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
     moderation: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
     taken: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
@@ -279,12 +283,28 @@ class SearchIndex:
             removed = self.prepare_removals(docs)
         first = len(self._docs)
         kinds = self._docs.label_kinds(labels)
-        out = PreparedPut(self, docs, first, removed, probs, moderation, taken, kinds)
+        out = PreparedPut(
+            self, docs, first, removed, probs=probs, moderation=moderation, taken=taken, kinds=kinds
+        )
+        # The replaced documents whose analyses are at hand: their suggestion and label counts
+        # are taken off a batch at a time (apply_put removes them uncounted).
+        ids = self._ids
+        removing = [
+            n for n in (ids.get(d.image_id) for d in docs) if n is not None and n in removed
+        ]
+        analyses = [removed[docno][1] for docno in removing]
+        out.removing = frozenset(removing)
+        floor = self.params.bm25.min_label_probability
+        gone = Counter(
+            lb.name for n in removing for lb in removed[n][0].labels if lb.probability >= floor
+        )
+        out.label_removals = list(gone.items())
         if kinds is None:  # more kinds than the store numbers: a document at a time
-            out.keywords = self.keywords.prepare_add(first, docs)
+            out.keywords = self.keywords.prepare_add(first, docs, None, analyses)
         else:
-            out.keywords = self.keywords.prepare_add(first, docs, (kinds, self._docs.kinds, probs))
-            floor = self.params.bm25.min_label_probability
+            out.keywords = self.keywords.prepare_add(
+                first, docs, (kinds, self._docs.kinds, probs), analyses
+            )
             per_kind = np.bincount(kinds[probs >= floor])
             table = self._docs.kinds
             out.label_counts = [
@@ -302,7 +322,13 @@ class SearchIndex:
     def apply_put(self, prepared: PreparedPut) -> None:
         """Put a prepare_put into the index (see there); one made before documents were added
         (or by another index) is made again first."""
-        if prepared.index is not self or prepared.first != len(self._docs):
+        ids = self._ids
+        replaced = {d.image_id: ids[d.image_id] for d in prepared.docs if d.image_id in ids}
+        if (
+            prepared.index is not self
+            or prepared.first != len(self._docs)
+            or not prepared.removing <= set(replaced.values())  # one removed meanwhile
+        ):
             prepared = self.prepare_put(prepared.docs, prepared.removed)
         docs = prepared.docs
         if prepared.one_at_a_time:
@@ -310,9 +336,13 @@ class SearchIndex:
                 self.put_many([doc])
             return
         assert prepared.keywords is not None and prepared.vectors is not None
-        ids = self._ids
-        for image_id in [d.image_id for d in docs if d.image_id in ids]:
-            self.remove(image_id, prepared.removed)
+        for image_id, docno in replaced.items():
+            self.remove(image_id, prepared.removed, counted=docno not in prepared.removing)
+        label_docs = self._label_docs
+        for name, n in prepared.label_removals:
+            label_docs[name] -= n
+            if label_docs[name] <= 0:
+                del label_docs[name]
         self._writes += 1
         first, kinds, probs = prepared.first, prepared.kinds, prepared.probs
         self.keywords.apply_add(prepared.keywords)
@@ -388,8 +418,13 @@ class SearchIndex:
                 self.validate(doc)
 
     def remove(
-        self, image_id: str, prepared: Mapping[int, tuple[Document, Analysis]] | None = None
+        self,
+        image_id: str,
+        prepared: Mapping[int, tuple[Document, Analysis]] | None = None,
+        counted: bool = True,
     ) -> bool:
+        """`counted` False: the document's suggestion and label counts are left for the caller
+        to take off (apply_put, a batch at a time)."""
         docno = self._ids.pop(image_id, None)
         if docno is None:
             return False
@@ -397,13 +432,14 @@ class SearchIndex:
         ready = prepared.get(docno) if prepared else None
         doc = ready[0] if ready else self._docs[docno]
         assert doc is not None
-        self.keywords.remove(docno, doc, ready[1] if ready else None)
+        self.keywords.remove(docno, doc, ready[1] if ready else None, counted)
         self.vectors.remove(docno)
         if self.concepts is not None:
             self.concepts.remove(docno)
         self._docs[docno] = None
         self._alive[docno] = False
-        self._count_classes(doc, -1)
+        if counted:
+            self._count_classes(doc, -1)
         return True
 
     def _count_classes(self, doc: Document, delta: int) -> None:

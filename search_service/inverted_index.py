@@ -164,6 +164,8 @@ class PreparedAdd:
     lengths: npt.NDArray[np.float64]
     # Suggestion texts: (text, documents holding it, [(field, documents holding it there)]).
     surface: list[tuple[str, int, list[tuple[str, int]]]]
+    # The same for the documents the caller removes just before (surface_removals).
+    taken_off: list[tuple[str, int, list[tuple[str, int]]]]
 
 
 class _FrozenSurface:
@@ -348,6 +350,7 @@ class InvertedIndex:
         first: int,
         docs: Sequence[Document],
         labels: tuple[Any, Sequence[tuple[str, tuple[str, ...], int]], Any] | None = None,
+        removing: Sequence[Analysis] = (),
     ) -> PreparedAdd:
         """What add_many(first, docs, labels) puts into the index, made without changing
         anything a search reads: a writer makes it before it takes the lock searches wait on
@@ -360,12 +363,14 @@ class InvertedIndex:
         batch's joined values and its words looked up in a table of the words seen before;
         other text fields from a cache of their values' analysis. Postings are grouped by term
         with radix sorts (no comparison sort of the batch) and varint-encoded per touched list
-        with numpy."""
+        with numpy. `removing`: the analyses of documents the caller removes just before
+        apply_add with remove(counted=False): their suggestion counts are taken off there, a
+        text at a time (surface_removals) rather than a document at a time."""
         if first != len(self._lengths["labels"]):
             raise ValueError(f"document numbers must be dense: got {first}")
         count = len(docs)
         if not count:
-            return PreparedAdd(first, 0, [], [], ([], [], [], []), np.zeros((0, 0)), [])
+            return PreparedAdd(first, 0, [], [], ([], [], [], []), np.zeros((0, 0)), [], [])
         vocab_size = len(self._vocab) + len(self._parts) + len(self._words)
         vocab_size += sum(len(p) for p in self._phrase_texts.values())
         if vocab_size + len(self._tok_term) > _VOCAB_LIMIT:
@@ -481,7 +486,8 @@ class InvertedIndex:
         sd, st = (np.concatenate([part[i] for part in s_parts]) for i in (0, 1))
         sf = np.repeat([part[2] for part in s_parts], [len(part[0]) for part in s_parts])
         surface = self._surface_counts(count, sd, st, sf.astype(np.int64))
-        return PreparedAdd(first, count, keys, plists, encoded, lengths, surface)
+        taken_off = self.surface_removals(removing)
+        return PreparedAdd(first, count, keys, plists, encoded, lengths, surface, taken_off)
 
     def apply_add(self, prepared: PreparedAdd) -> None:
         """Put a prepare_add into the index: append the encoded postings (making the lists
@@ -490,6 +496,7 @@ class InvertedIndex:
         first, count = prepared.first, prepared.count
         if first != len(self._lengths["labels"]):
             raise ValueError(f"document numbers must be dense: got {first}")
+        self._count_surface_batch(prepared.taken_off, -1)
         if not count:
             return
         plists = prepared.plists
@@ -865,8 +872,28 @@ class InvertedIndex:
             out.append((text_list[text_id], docs_per_text[r], fields))
         return out
 
-    def _count_surface_batch(self, counted: list[tuple[str, int, list[tuple[str, int]]]]) -> None:
-        """_count_surface(+1) for a batch, as _surface_counts gives it."""
+    def surface_removals(
+        self, analyses: Sequence[Analysis]
+    ) -> list[tuple[str, int, list[tuple[str, int]]]]:
+        """The suggestion counts the documents of these analyses hold, summed per text (in
+        _surface_counts' form): what their removals take off the table."""
+        docs: Counter[str] = Counter()
+        fields: dict[str, Counter[str]] = {}
+        for analysis in analyses:
+            for text, names in analysis.surface.items():
+                docs[text] += 1
+                per_field = fields.get(text)
+                if per_field is None:
+                    per_field = fields[text] = Counter()
+                per_field.update(names)
+        return [(text, n, list(fields[text].items())) for text, n in docs.items()]
+
+    def _count_surface_batch(
+        self, counted: list[tuple[str, int, list[tuple[str, int]]]], sign: int = 1
+    ) -> None:
+        """_count_surface(sign) for a batch, as _surface_counts (or surface_removals) gives it:
+        each text once with its documents, where _count_surface counts a document at a time.
+        Taking off (sign -1), a text whose count reaches 0 leaves the table, as there."""
         surface, generation = self._surface, self._surface_generation
         saves = self._surface_saves()
         for text, docs, fields in counted:
@@ -879,16 +906,34 @@ class InvertedIndex:
                 self._sorted_surface = None
             elif entry[2] != generation:  # a snapshot holds this one: change a copy
                 entry = surface[text] = [entry[0], dict(entry[1]), generation]
-            entry[0] += docs
+            entry[0] += sign * docs
             counts = entry[1]
             for name, n in fields:
-                counts[name] = counts.get(name, 0) + n
+                counts[name] = counts.get(name, 0) + sign * n
+            if sign < 0 and entry[0] <= 0:
+                del surface[text]
+                self._sorted_surface = None
 
-    def remove(self, docno: int, doc: Document, analysis: Analysis | None = None) -> None:
+    def remove(
+        self,
+        docno: int,
+        doc: Document,
+        analysis: Analysis | None = None,
+        counted: bool = True,
+    ) -> None:
         """Forget `doc`'s statistics; its postings stay but the caller no longer allows it.
-        `analysis`: analyse(doc), made beforehand (outside the index lock) by the caller."""
+        `analysis`: analyse(doc), made beforehand (outside the index lock) by the caller.
+        `counted` False: its suggestion counts are left for the caller to take off (apply_add
+        of a prepare_add given its analysis in `removing`)."""
+        if not counted:
+            self._remove_lengths(docno, analysis if analysis is not None else self.analyse(doc))
+            return
         if analysis is None:
             analysis = self.analyse(doc)
+        self._remove_lengths(docno, analysis)
+        self._count_surface(analysis, -1)
+
+    def _remove_lengths(self, docno: int, analysis: Analysis) -> None:
         held = self._held_lengths
         if held is not None and docno < held[0] and docno not in held[1]:
             held[1][docno] = [float(self._lengths[name][docno]) for name in FIELDS]
@@ -896,7 +941,6 @@ class InvertedIndex:
             self._length_sums[name] -= analysis.lengths[name]
             self._lengths[name][docno] = 0.0
         self._live -= 1
-        self._count_surface(analysis, -1)
 
     def _count_surface(self, analysis: Analysis, delta: int) -> None:
         surface = self._surface

@@ -104,6 +104,10 @@ def _contents(index: SearchIndex) -> dict[str, Any]:
     }
 
 
+def _nonzero(surface: dict[str, Any]) -> dict[str, Any]:
+    return {t: (n, {f: c for f, c in fields.items() if c}) for t, (n, fields) in surface.items()}
+
+
 def _noting(monkeypatch: pytest.MonkeyPatch, durable: DurableIndex) -> dict[str, list[bool]]:
     """Per step of a part: whether the index lock was held, each time it ran."""
     seen: dict[str, list[bool]] = {}
@@ -154,13 +158,27 @@ def test_prepared_parts_give_the_same_index_as_parts_made_under_the_lock(monkeyp
         monkeypatch.setattr(durable_index, "PREPARE_PARTS", prepare)
         durable = DurableIndex.open(None, PARAMS)
         durable.attach_semantic(list(CLASSES), _concepts().embeddings, _embed)
-        durable.apply(changes)
+        durable.apply(changes[:40])  # apart: the beach images then replace indexed ones
+        durable.apply(changes[40:])
         return durable
 
     prepared, unprepared = applied(True), applied(False)
+    # And an index that only ever held the documents left at the end.
+    last: dict[str, Document | None] = {}
+    for change in changes:
+        last.pop(change.image_id, None)
+        last[change.image_id] = change.doc
+    fresh = _index([d for d in last.values() if d is not None])
 
-    assert _contents(prepared._index) == _contents(unprepared._index)
+    got = _contents(prepared._index)
+    assert got == _contents(unprepared._index)
     assert prepared.applied_seq == unprepared.applied_seq == changes[-1].seq
+    want = _contents(fresh)
+    for what in ("length_sums", "live", "label_docs"):
+        assert got[what] == want[what], what
+    # A removal leaves a field's count at 0 in a text's entry (the fresh index has none).
+    assert _nonzero(got["surface"]) == want["surface"]
+    assert [sorted(hits) for hits in got["hits"]] == [sorted(hits) for hits in want["hits"]]
 
 
 def test_a_put_between_prepare_and_apply_gives_the_serial_result() -> None:
@@ -185,30 +203,43 @@ def test_a_put_between_prepare_and_apply_gives_the_serial_result() -> None:
 
 def test_a_removal_between_prepare_and_apply_keeps_the_prepared_work(monkeypatch) -> None:
     base = [cafe(i) for i in range(20)] + [kayak(i) for i in range(3)]
-    # The batch re-puts img2 and img4 (their analyses prepared) and brings kayak words.
+    # The batch re-puts img2 and img4 (their analyses and counts prepared) and brings kayak
+    # words.
     batch = [beach(2), beach(4), kayak(7)]
     index = _index(base)
     prepared = index.prepare_put(batch)
     remade: list[int] = []
     prepare_add = InvertedIndex.prepare_add
     monkeypatch.setattr(
-        InvertedIndex,
-        "prepare_add",
-        lambda self, *a: remade.append(1) or prepare_add(self, *a),
+        InvertedIndex, "prepare_add", lambda self, *a: remade.append(1) or prepare_add(self, *a)
     )
 
     # Removals change suggestion counts, lengths and live documents the batch also changes:
-    # the last kayak0 goes (its texts' entries with it), img2 goes before its re-put.
-    index.remove("kayak0")
-    index.remove("kayak1")
-    index.remove("kayak2")
-    index.remove("img2")
+    # the last kayak goes (its texts' entries with it), and img6 (cafe words like img2's).
+    for image_id in ("kayak0", "kayak1", "kayak2", "img6"):
+        index.remove(image_id)
     index.apply_put(prepared)
     made_again = len(remade)
 
     serial = _index(base)
-    for image_id in ("kayak0", "kayak1", "kayak2", "img2"):
+    for image_id in ("kayak0", "kayak1", "kayak2", "img6"):
         serial.remove(image_id)
     serial.put_many(batch)
     assert _contents(index) == _contents(serial)
-    assert made_again == 0  # removals leave a prepared part as it was made
+    assert made_again == 0  # removals of other images leave a prepared part as it was made
+
+
+def test_removing_an_image_the_part_replaces_between_prepare_and_apply() -> None:
+    base = [cafe(i) for i in range(20)]
+    batch = [beach(2), beach(4), beach(5)]
+    index = _index(base)
+    prepared = index.prepare_put(batch)
+
+    # img2's counts were to be taken off with the batch's: it is gone already.
+    index.remove("img2")
+    index.apply_put(prepared)
+
+    serial = _index(base)
+    serial.remove("img2")
+    serial.put_many(batch)
+    assert _contents(index) == _contents(serial)
