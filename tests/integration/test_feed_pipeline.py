@@ -90,6 +90,22 @@ def analyze_calls_ok() -> float:
     return value or 0.0
 
 
+def feed_streams_started() -> float:
+    """WatchChanges streams the in-process storage servers started (their interceptor's
+    counter, storage's v1 and v2 services)."""
+    return sum(
+        REGISTRY.get_sample_value(
+            "grpc_server_started_total",
+            {
+                "grpc_service": f"imagerepo.storage.{version}.StorageService",
+                "grpc_method": "WatchChanges",
+            },
+        )
+        or 0.0
+        for version in ("v1", "v2")
+    )
+
+
 @dataclass
 class Pipeline:
     """Storage and vision as real gRPC servers in this process, workers as real processes."""
@@ -364,8 +380,17 @@ def test_images_wait_pending_while_vision_is_down_and_are_analysed_when_it_retur
 
 def test_a_put_wakes_the_worker_through_the_change_feed(pipeline: Pipeline):
     # It polls only every 10 minutes: the feed is what tells it about the new image.
+    streams = feed_streams_started()
     proc = pipeline.start_worker("w1", ANALYSIS_POLL_INTERVAL_S="600")
-    time.sleep(0.5)  # its first claim found nothing; now it waits on the feed
+    # Put only once its feed stream has reached storage: the feed reads storage's head, then
+    # watches from there, while its lane makes its first (empty) claim at once. A put between
+    # that claim and the head read is in neither and waits for the 10-minute poll, so the
+    # fixed 0.5 s pause that stood here was a race with the worker's start on a busy machine.
+    deadline = time.monotonic() + 60
+    while feed_streams_started() <= streams:
+        assert proc.poll() is None, "the worker exited"
+        assert time.monotonic() < deadline, "the worker never opened its change feed"
+        time.sleep(0.05)
 
     image_id = pipeline.put("a.jpg", photo_variants(1)[0])
     image = pipeline.wait_until([image_id], lambda m: m.status == READY, timeout_s=60)[image_id]
