@@ -9,6 +9,7 @@ import time
 import pytest
 import requests
 
+from .browser_support import wait_searchable
 from .conftest import fresh_jpeg
 from .test_gateway_e2e import unique, upload
 
@@ -69,7 +70,12 @@ def test_a_word_the_library_knows_needs_no_note(stack, cat_id, http, gateway_url
 
 
 def test_a_word_nothing_is_close_to_says_so_in_words(stack, cat_id, http, gateway_url):
-    body = _search(http, gateway_url, "1887", cat_id)
+    # The cat is indexed first (so the library has labels to be close to); no photo matches
+    # "1887", so waiting for the cat among its hits would only wait out the whole deadline.
+    wait_searchable(gateway_url, "cat", [cat_id])
+    reply = http.get(f"{gateway_url}/api/search", params={"q": "1887", "page_size": 50})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
     assert body["hits"] == [] and body["closest"] == []
     assert body["note"] == "no photo matches '1887', and nothing in the library is close to it"
     page = http.get(f"{gateway_url}/search", params={"q": "1887"}, timeout=30)
