@@ -122,6 +122,37 @@ document: 0 for new images).
   searches), during a snapshot (44 s) p99 312 ms, longest 699 ms, 562 changes/s; the index
   lock held up to 641 ms with 62 ms CPU: at that load a hold is mostly the holder waiting for a
   CPU.
+
+Round 20: a feed part worked out before the index lock (SearchIndex.prepare_put; PROBE_PREPARE=
+off,on alternates it with the old path, durable_index.PREPARE_PARTS), PROBE_BUSY=3 (the busy
+loops as processes of the probe's own), and each round prints the feed thread's index lock
+holds (CPU and wall p50 / p90 / mean / longest) apart from the writer's. 1.00-1.07M documents,
+new images, parts of 64 (32 images put twice), feed + writer + searches, collector frozen, two
+rounds, old / new: the feed's holds took 6.4-7.7 / 3.5-4.2 ms CPU at p50 (p90 7.6-9.2 /
+4.2-5.1, longest 19-53 / 9-20) and 19-26 / 11.5-13 ms wall at p50 (p90 31-42 / 17.5-24); with
+no snapshot searches p50 42-52 / 31 ms, p99 131-159 / 135-140 ms (load 2.6-7.9); during a
+snapshot (50-57 s) their p99 wait for the lock 54-80 / 37-50 ms, searches p50 37-40 / 40 ms,
+p99 163-172 / 163-174 ms, longest 305-531 / 277-311 ms (load 5.2-8.1), feed 700-792 / 642-654
+changes/s. The 30-80 ms CPU per part of round 19 were the longest holds' CPU (as printed
+then): the typical part took 6-8 ms CPU at load 7-8 (4.5 ms with the machine idle, the rest
+the busy loops sharing the cores), its long ones held collector passes (one gen-1 pass of
+270 ms wall, 13 ms CPU in a 393 ms hold; the 531 ms search waited for it). Halving the hold
+did not move p99: at load 7-8 a search's own 8-40 ms of CPU waits several times that for a
+CPU (a 251 ms search: 32 ms CPU, 238 ms runnable but not running; 234 ms: 40 and 161), which
+no lock change reaches.
+- Re-puts (PROBE_REPUT=1, parts of 64 re-puts), the same three busy loops, load 5.8-7.5, two
+  rounds, old / new (the part prepared, its removals still counted a document at a time):
+  with no snapshot the feed's holds took 23-37 / 11-12 ms CPU at p50 (p90 45-69 / 29-34)
+  and 92-106 / 22-25 ms wall at p50 (p90 290-366 / 58-71); searches p50 49-51 / 24-26 ms,
+  p99 327-431 / 103-340 ms (27-41 / 82-88 searches in 3 s; the 340 ms one held a generation-2
+  collector pass). During a snapshot (37-50 s): holds 18-19 / 13-14 ms CPU at p50 (p90 23-26 /
+  15-16), 43-46 / 26-35 ms wall (longest 103-692 / 117-280); the searches' p99 wait for the
+  lock 82-217 / 66-121 ms; searches p50 41-48 / 26-37 ms, p99 126-401 / 132-232 ms, longest
+  171-707 / 177-746 ms; feed 444-542 / 396-531 changes/s. Re-puts were the 30-80 ms parts:
+  the removals (suggestion counts a document at a time) were half of the hold left, now summed
+  per text before the lock (engine.prepare_put, InvertedIndex.surface_removals): by the /tmp
+  harness over DurableIndex.apply at 1M and load 8-8.5, a part's hold 22.1 -> 8.7 ms CPU at
+  p50 (wall 63.7 -> 20.8, longest 732 -> 90 ms), the apply's whole CPU unchanged (40 ms).
 """
 
 from __future__ import annotations
@@ -182,6 +213,22 @@ APPLY_BATCHES: list[int | None] = [int(b) for b in _BATCHES.split(",")] if _BATC
 # PROBE_APPLY=parts,whole: a feed apply takes the writers' lock once per part (as the index
 # does), or holds it for the whole apply (durable_index.APPLY_WHOLE, before), each in turn.
 APPLY_MODES = os.environ.get("PROBE_APPLY", "parts").split(",")
+# PROBE_PREPARE=on,off: a feed part is worked out before the index lock (on: as the index
+# does, durable_index.PREPARE_PARTS) or mostly under it (off: only the replaced documents'
+# analyses before it, as before), each in turn.
+PREPARE_MODES = os.environ.get("PROBE_PREPARE", "on").split(",")
+# PROBE_BUSY=3: this many busy loops (processes of the probe's own, in its session and so its
+# scheduler group) spin while the rounds run, for the load 7-9 case on 2 cores; stopped at the
+# end.
+BUSY = int(os.environ.get("PROBE_BUSY", "0"))
+# A busy loop that ends once the probe is gone (a run that dies leaves none spinning).
+_BUSY_LOOP = """
+import os
+parent = os.getppid()
+while os.getppid() == parent:
+    for _ in range(1_000_000):
+        pass
+"""
 # PROBE_PUTS=0: no thread putting documents one at a time.
 PUTS = os.environ.get("PROBE_PUTS", "1") != "0"
 # PROBE_SNAPSHOT=0: only the rounds with no snapshot.
@@ -320,6 +367,7 @@ class _Timed:
         self.write_holds: list[float] = []
         self.hold_cpu: list[float] = []
         self.hold_spans: list[tuple[float, float, float]] = []  # (start, end, holder's CPU)
+        self.hold_threads: list[str] = []  # the holding thread's name, per hold
         self._held_at = 0.0
         self._cpu_at = 0.0
         self._depth = 0
@@ -342,6 +390,7 @@ class _Timed:
             self.write_holds.append(end - self._held_at)
             self.hold_cpu.append(time.thread_time() - self._cpu_at)
             self.hold_spans.append((self._held_at, end, self.hold_cpu[-1]))
+            self.hold_threads.append(threading.current_thread().name)
         self.lock.__exit__(*exc)
 
 
@@ -706,6 +755,24 @@ def round_(
             + ", ".join(f"{h * 1000:.1f}" for h in sorted(timed.hold_cpu, reverse=True)[:3])
             + " ms)"
         )
+        feed_holds = [
+            (h, c)
+            for h, c, name in zip(
+                timed.write_holds, timed.hold_cpu, timed.hold_threads, strict=True
+            )
+            if name == "feed"
+        ]
+        if feed_holds:  # the feed thread's holds: a part's put_many (or a removal)
+            cpus = sorted(c for _, c in feed_holds)
+            walls = sorted(h for h, _ in feed_holds)
+            k = len(cpus)
+            rates += (
+                f"; the feed's index lock holds {k}: CPU p50 {cpus[k // 2] * 1000:.1f} / p90 "
+                f"{cpus[k * 9 // 10] * 1000:.1f} / mean {sum(cpus) / k * 1000:.1f} / longest "
+                f"{cpus[-1] * 1000:.1f} ms, wall p50 {walls[k // 2] * 1000:.1f} / p90 "
+                f"{walls[k * 9 // 10] * 1000:.1f} / longest {walls[-1] * 1000:.1f} ms"
+            )
+        timed.hold_threads.clear()
         timed.read_waits.clear()
         rates += _collected_in(timed.hold_spans)
         timed.write_holds.clear()
@@ -723,6 +790,7 @@ def round_(
         rates += _collected_in(writers.hold_spans)
         writers.write_holds.clear()
         writers.hold_cpu.clear()
+        writers.hold_threads.clear()
         writers.hold_spans.clear()
     rates += _GC.summary(t0, time.perf_counter())
     if feed is not None:
@@ -933,7 +1001,13 @@ def main() -> None:
         client.close()
         server.stop(grace=None)
         return
-    configs = [(lock, batch, a) for lock in LOCKS for batch in APPLY_BATCHES for a in APPLY_MODES]
+    configs = [
+        (lock, batch, a, prep)
+        for lock in LOCKS
+        for batch in APPLY_BATCHES
+        for a in APPLY_MODES
+        for prep in PREPARE_MODES
+    ]
     extra = _docs(corpus, n, WRITES * rounds * len(configs)) if PUTS else []
     feed_images = FEED_IMAGES_PER_ROUND * rounds * len(configs) * (1 + SNAPSHOTS)
     feed_docs = _docs(corpus, n + len(extra), feed_images) if FEED else []
@@ -953,26 +1027,35 @@ def main() -> None:
     print(
         f"locks {LOCKS}, feed {'on' if FEED else 'off'}, apply batches {APPLY_BATCHES}, "
         f"puts one at a time {'on' if PUTS else 'off'}, snapshots {'on' if SNAPSHOTS else 'off'}, "
-        f"feed applies {APPLY_MODES}, feed {'re-puts' if REPUT else 'new images'}",
+        f"feed applies {APPLY_MODES}, feed {'re-puts' if REPUT else 'new images'}, "
+        f"parts prepared before the lock {PREPARE_MODES}, busy loops {BUSY}",
         flush=True,
     )
+    busy = [subprocess.Popen([sys.executable, "-c", _BUSY_LOOP]) for _ in range(BUSY)]
     for r in range(rounds):
-        for k, (lock, batch, apply) in enumerate(configs):  # each in turn, in the same run
+        for k, (lock, batch, apply, prep) in enumerate(configs):  # each in turn, in one run
             _use_lock(durable, lock)
             if batch is not None:
                 durable_module._APPLY_BATCH = batch
                 durable_module._APPLY_BATCH_SEARCHED = batch  # else min(batch, 64) if searched
             durable_module.APPLY_WHOLE = apply == "whole"
+            durable_module.PREPARE_PARTS = prep == "on"
             sizes = (
                 f"{durable_module._APPLY_BATCH} ({durable_module._APPLY_BATCH_SEARCHED} searched)"
             )
-            print(f"  -- {lock} lock, apply batch {sizes}, apply {apply}", flush=True)
+            print(
+                f"  -- {lock} lock, apply batch {sizes}, apply {apply}, prepared {prep}",
+                flush=True,
+            )
             at = (r * len(configs) + k) * WRITES
             part = extra[at : at + WRITES]
             round_(durable, queries, part[: WRITES // 2], "as-is", BASELINE_S, feed, lock)
             if SNAPSHOTS:
                 round_(durable, queries, part[WRITES // 2 :], modes[r % len(modes)], 0, feed, lock)
     _use_lock(durable, "fair")
+    for loop in busy:
+        loop.kill()
+        loop.wait()
     for sleeper in _OS:
         sleeper.stop()
     durable._unsaved = 0
