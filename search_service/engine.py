@@ -268,10 +268,11 @@ class SearchIndex:
         every document (InvalidDocumentError), analyses the documents they replace
         (prepare_removals, unless given), numbers their labels (new kinds go at the end of the
         document store's append-only table), prepares the keyword postings, lengths and
-        suggestion counts (InvertedIndex.prepare_add: the batch vocabulary, write side only)
-        and quantises the vectors. No other write may run between the two but removals:
-        apply_put makes it again (the same result as put_many then) if documents were added
-        meanwhile."""
+        suggestion counts (InvertedIndex.prepare_add: the batch vocabulary, write side only),
+        sums the replaced documents' suggestion and label counts, and quantises the vectors.
+        Another write between the two leaves the result put_many's: removals of other images
+        leave it valid; after documents were added, or an image it replaces was removed,
+        apply_put makes it again first (under the lock, as put_many did)."""
         if len({d.image_id for d in docs}) != len(docs):  # one image twice: one at a time
             return PreparedPut(self, docs, len(self._docs), one_at_a_time=True)
         labels = [lb for d in docs for lb in d.labels]
@@ -320,8 +321,10 @@ class SearchIndex:
         return out
 
     def apply_put(self, prepared: PreparedPut) -> None:
-        """Put a prepare_put into the index (see there); one made before documents were added
-        (or by another index) is made again first."""
+        """Put a prepare_put into the index: remove the documents it replaces (their counts
+        taken off as summed), append, count and extend the columns. One made before documents
+        were added or an image it replaces was removed (or by another index) is made again
+        first."""
         ids = self._ids
         replaced = {d.image_id: ids[d.image_id] for d in prepared.docs if d.image_id in ids}
         if (
