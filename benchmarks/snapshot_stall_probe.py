@@ -153,6 +153,15 @@ no lock change reaches.
   per text before the lock (engine.prepare_put, InvertedIndex.surface_removals): by the /tmp
   harness over DurableIndex.apply at 1M and load 8-8.5, a part's hold 22.1 -> 8.7 ms CPU at
   p50 (wall 63.7 -> 20.8, longest 732 -> 90 ms), the apply's whole CPU unchanged (40 ms).
+- Re-puts again with that too, no busy loops of the probe's own but load 11-18 from other
+  work (another session's busy loops and browser tests), two rounds, old / new: holds 19-22 /
+  9-11 ms CPU at p50 during a snapshot and in round 2 with none (p90 23-25 / 11.5-12; round
+  1's 25 holds with no snapshot 21 ms, not explained), 28-134 / 11-19 ms wall at p50; the
+  searches' p99 wait for the lock 138-385 / 20-182 ms; searches with no snapshot p99 377-386 /
+  109-557 ms (33-60 / 31-96 searches in 3 s), during a snapshot p99 388-562 / 207-323 ms,
+  longest 684-877 / 379-2287 ms (the 2287 ms search: 30 ms CPU, 2045 ms runnable, no
+  collector pass in the round); feed 293-381 / 317-488 changes/s. At that load the CPUs, not
+  the lock, set the searches' tail.
 """
 
 from __future__ import annotations
