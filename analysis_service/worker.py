@@ -131,6 +131,10 @@ class Worker:
                     # From the head: older work is found by claiming, not by replaying.
                     after = int(self._storage.stats().head_seq)
                     self._seen_seq = max(self._seen_seq, after)
+                    # An image stored after the lanes' last claim but at or before this head
+                    # is not in the feed from here: claim once more now (else it waits for the
+                    # next poll: up to poll_interval_s right after a start or a reconnect).
+                    self._wakeup()
                 watch = self._storage.watch(after)
                 with self._watch_lock:
                     if self._stopping.is_set():
