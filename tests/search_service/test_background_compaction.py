@@ -298,7 +298,10 @@ class FailingStream:
             yield document
 
 
-def test_a_failing_compaction_is_retried_only_after_a_backoff(monkeypatch, caplog):
+@pytest.fixture
+def failing(monkeypatch) -> tuple[DurableIndex, FailingStream, list[float]]:
+    """An index in memory whose compactions fail (until `stream.failing` is cleared), its
+    backoff 10 s on a clock the test sets (`now[0]`)."""
     stream = FailingStream(DurableIndex._live_documents)
 
     def live_documents(durable: DurableIndex, index: SearchIndex) -> Iterator[Document]:
@@ -308,6 +311,11 @@ def test_a_failing_compaction_is_retried_only_after_a_backoff(monkeypatch, caplo
     index = DurableIndex(None, PARAMS, compaction_backoff_s=10.0)
     now = [1000.0]
     index._clock = lambda: now[0]
+    return index, stream, now
+
+
+def test_a_failing_compaction_is_retried_only_after_a_backoff(failing, caplog):
+    index, stream, now = failing
     version = 0
 
     def write() -> None:
@@ -377,18 +385,10 @@ def test_a_failing_compaction_is_retried_only_after_a_backoff(monkeypatch, caplo
     assert failures_logged()[-1] == durable_index._COMPACT_BACKOFF_MAX_S == 3600.0
 
 
-def test_get_stats_reports_compactions_and_the_last_failure(monkeypatch) -> None:
+def test_get_stats_reports_compactions_and_the_last_failure(failing) -> None:
     """An operator sees through GetStats (v1 and v2) that compaction fails, and why: a real
     server on a free port, the index's own compaction thread."""
-    stream = FailingStream(DurableIndex._live_documents)
-
-    def live_documents(durable: DurableIndex, index: SearchIndex) -> Iterator[Document]:
-        return stream(durable, index)
-
-    monkeypatch.setattr(DurableIndex, "_live_documents", live_documents)
-    index = DurableIndex(None, PARAMS, compaction_backoff_s=10.0)
-    now = [1000.0]
-    index._clock = lambda: now[0]
+    index, stream, now = failing
     server, port, health = build_server("127.0.0.1:0", index=index)
     server.start()
     health.set_serving(True)
