@@ -17,18 +17,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-import grpc
 import pytest
 
 from imagerepo.search.v1 import search_service_pb2 as v1
-from imagerepo.search.v1 import search_service_pb2_grpc as v1_grpc
 from imagerepo.search.v2 import search_service_pb2 as v2
 from imagerepo.search.v2 import search_service_pb2_grpc as v2_grpc
 from search_service import durable_index
 from search_service.document import Document
 from search_service.durable_index import DurableIndex, FeedChange
 from search_service.engine import EngineParams, SearchIndex
-from search_service.server import build_server
+from tests.search_service.conftest import serve
 from tests.search_service.documents import DIM, doc, unit
 
 PARAMS = EngineParams(vector_dim=DIM)
@@ -389,33 +387,30 @@ def test_get_stats_reports_compactions_and_the_last_failure(failing) -> None:
     """An operator sees through GetStats (v1 and v2) that compaction fails, and why: a real
     server on a free port, the index's own compaction thread."""
     index, stream, now = failing
-    server, port, health = build_server("127.0.0.1:0", index=index)
-    server.start()
-    health.set_serving(True)
+    server, stub1, channel = serve(index)
+    stub2 = v2_grpc.SearchServiceStub(channel)
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub1 = v1_grpc.SearchServiceStub(channel)
-            stub2 = v2_grpc.SearchServiceStub(channel)
-            before = stub1.GetStats(v1.GetStatsRequest(), timeout=10)
-            assert (before.compactions, before.compaction_failures) == (0, 0)
-            assert before.last_compaction_error == ""
+        before = stub1.GetStats(v1.GetStatsRequest(), timeout=10)
+        assert (before.compactions, before.compaction_failures) == (0, 0)
+        assert before.last_compaction_error == ""
 
-            for i in range(FIRST):
-                index.put(image(i))
-            for i in range(1000):
-                index.remove(f"img{i}")  # compaction due at the last one: it fails
-            assert index.wait_for_compaction(WAIT_S)
-            failed = [
-                stub.GetStats(req, timeout=10)
-                for stub, req in ((stub1, v1.GetStatsRequest()), (stub2, v2.GetStatsRequest()))
-            ]
+        for i in range(FIRST):
+            index.put(image(i))
+        for i in range(1000):
+            index.remove(f"img{i}")  # compaction due at the last one: it fails
+        assert index.wait_for_compaction(WAIT_S)
+        failed = [
+            stub.GetStats(req, timeout=10)
+            for stub, req in ((stub1, v1.GetStatsRequest()), (stub2, v2.GetStatsRequest()))
+        ]
 
-            stream.failing = False
-            now[0] += 10.0  # past the backoff: the next write starts one, which succeeds
-            index.put(image(5000))
-            assert index.wait_for_compaction(WAIT_S)
-            done = stub2.GetStats(v2.GetStatsRequest(), timeout=10)
+        stream.failing = False
+        now[0] += 10.0  # past the backoff: the next write starts one, which succeeds
+        index.put(image(5000))
+        assert index.wait_for_compaction(WAIT_S)
+        done = stub2.GetStats(v2.GetStatsRequest(), timeout=10)
     finally:
+        channel.close()
         server.stop(grace=None)
     for got in failed:
         assert (got.compactions, got.compaction_failures) == (0, 1)
