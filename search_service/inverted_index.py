@@ -891,9 +891,9 @@ class InvertedIndex:
     def _count_surface_batch(
         self, counted: list[tuple[str, int, list[tuple[str, int]]]], sign: int = 1
     ) -> None:
-        """_count_surface(sign) for a batch, as _surface_counts (or surface_removals) gives it:
-        each text once with its documents, where _count_surface counts a document at a time.
-        Taking off (sign -1), a text whose count reaches 0 leaves the table, as there."""
+        """Count a batch into the suggestion table (sign 1) or take it off (-1), as
+        _surface_counts (or surface_removals) gives it: each text once with its documents.
+        Taking off, a text whose count reaches 0 leaves the table."""
         surface, generation = self._surface, self._surface_generation
         saves = self._surface_saves()
         for text, docs, fields in counted:
@@ -931,7 +931,7 @@ class InvertedIndex:
         if analysis is None:
             analysis = self.analyse(doc)
         self._remove_lengths(docno, analysis)
-        self._count_surface(analysis, -1)
+        self._count_surface_batch(self.surface_removals([analysis]), -1)
 
     def _remove_lengths(self, docno: int, analysis: Analysis) -> None:
         held = self._held_lengths
@@ -941,28 +941,6 @@ class InvertedIndex:
             self._length_sums[name] -= analysis.lengths[name]
             self._lengths[name][docno] = 0.0
         self._live -= 1
-
-    def _count_surface(self, analysis: Analysis, delta: int) -> None:
-        surface = self._surface
-        generation = self._surface_generation
-        saves = self._surface_saves()
-        for text, fields in analysis.surface.items():
-            entry = surface.get(text)
-            for saved in saves:  # copy on write: the entry as a frozen view holds it
-                if text not in saved:
-                    saved[text] = entry
-            if entry is None:
-                entry = surface[text] = [0, {}, generation]
-                self._sorted_surface = None
-            elif entry[2] != generation:  # a snapshot holds this one: change a copy
-                entry = surface[text] = [entry[0], dict(entry[1]), generation]
-            entry[0] += delta
-            counts = entry[1]
-            for name in fields:
-                counts[name] = counts.get(name, 0) + delta
-            if entry[0] <= 0:
-                del surface[text]
-                self._sorted_surface = None
 
     def _surface_saves(self) -> list[dict[str, list[Any] | None]]:
         """The `saved` tables of the frozen views of this suggestion table not read yet."""
