@@ -1,17 +1,33 @@
 """What a failed call means for the image, and how long to pause when a service is away.
 
 Pure decisions, no gRPC: the clients turn a failed call into `CallFailedError` (service,
-status code name, message) and the worker asks `classify` what to do with the image.
+status code name, message, and for a vision call how long it waited and how many other calls
+vision answered meanwhile) and the worker asks `classify` what to do with the image.
 
     vision INVALID_ARGUMENT, FAILED_PRECONDITION   the image is the problem: FAILED, with why
-    UNAVAILABLE, DEADLINE_EXCEEDED,                the service is: stays PENDING, storage backs
-    RESOURCE_EXHAUSTED, CANCELLED, ...             the image off (next_attempt) and retries it
+    UNAVAILABLE, RESOURCE_EXHAUSTED, CANCELLED     the service is: stays PENDING, storage backs
+                                                   the image off (next_attempt), the lane pauses;
+                                                   never counted against the image
+    vision DEADLINE_EXCEEDED, vision answered      vision is away or stuck: the same as
+      no other call while this one waited          UNAVAILABLE
+    vision DEADLINE_EXCEEDED, vision answered      this image is the slow one: PENDING and
+      other calls while this one waited            retried; FAILED at the MAX_ATTEMPTS-th claim
+                                                   if the try before also ended this way
+    INTERNAL, UNKNOWN, ... (and DEADLINE_EXCEEDED  PENDING and retried; FAILED at the
+      from storage)                                MAX_ATTEMPTS-th claim
     storage NOT_FOUND                              deleted meanwhile: nothing to write back
     storage ABORTED (LEASE_LOST)                   another worker has it now: drop our result
 
-A failure that keeps coming back for the same image (a model error, a call that always runs
-out of time) is made permanent after `MAX_ATTEMPTS` claims, so nothing stays pending forever;
-an outage (UNAVAILABLE) never is: the image waits for the service to come back.
+A failure that keeps coming back for the same image (a model error, a call that runs out of
+time while vision answers other images) is made permanent after `MAX_ATTEMPTS` claims, so
+nothing stays pending forever; an outage never is by the worker: not UNAVAILABLE, and not a
+vision so slow or stuck that it answered nothing while the call waited. Storage's `attempts`
+counts every claim, outage claims too, so a slow-image timeout makes the image FAILED only
+when its previous try also timed out on its own (its last_error says so): after a long outage
+an image with many attempts gets one more try instead of failing on its first slow call.
+
+Storage has a cap of its own (`StoreOptions.analysis_max_attempts`, 10): an image claimed that
+often is FAILED at its next claim whatever the failures were, outages included.
 """
 
 from __future__ import annotations
@@ -24,18 +40,35 @@ PERMANENT_VISION_CODES = frozenset({"INVALID_ARGUMENT", "FAILED_PRECONDITION"})
 # The service is away or overloaded: says nothing about the image.
 OUTAGE_CODES = frozenset({"UNAVAILABLE", "RESOURCE_EXHAUSTED", "CANCELLED"})
 MAX_ATTEMPTS = 8
+# In the reason written for a vision call that ran out of time while vision answered others;
+# found again in the image's last_error on its next claim.
+SLOW_ALONE = "while it answered"
 
 
 class CallFailedError(Exception):
-    """A call to another service failed with a gRPC status (its code's name) and message."""
+    """A call to another service failed with a gRPC status (its code's name) and message.
 
-    def __init__(self, service: str, code: str, details: str, reason: str = "") -> None:
+    A vision call also says how long it waited (`waited_s`) and how many other calls vision
+    answered meanwhile (`others_answered`): None when not known."""
+
+    def __init__(
+        self,
+        service: str,
+        code: str,
+        details: str,
+        reason: str = "",
+        *,
+        waited_s: float | None = None,
+        others_answered: int | None = None,
+    ) -> None:
         super().__init__(f"{service}: {code}: {details}")
         self.service = service
         self.code = code
         self.details = details
         # The google.rpc ErrorInfo reason, when the service sent one (LEASE_LOST, ...).
         self.reason = reason
+        self.waited_s = waited_s
+        self.others_answered = others_answered
 
 
 class Kind(enum.Enum):
@@ -55,12 +88,15 @@ class Verdict:
         return self.kind is Kind.PERMANENT
 
 
-def classify(error: CallFailedError, attempts: int = 1) -> Verdict:
-    """What to do with an image whose analysis failed with `error` on its `attempts`-th claim."""
+def classify(error: CallFailedError, attempts: int = 1, last_error: str = "") -> Verdict:
+    """What to do with an image whose analysis failed with `error` on its `attempts`-th claim;
+    `last_error` is what the image's previous try left (from the claim)."""
     if error.service == "storage" and error.code == "NOT_FOUND":
         return Verdict(Kind.GONE, "the image was deleted")
     if error.service == "vision" and error.code in PERMANENT_VISION_CODES:
         return Verdict(Kind.PERMANENT, f"vision cannot analyse this image: {error.details}")
+    if error.service == "vision" and error.code == "DEADLINE_EXCEEDED":
+        return _vision_deadline(error, attempts, last_error)
     if error.code in OUTAGE_CODES:
         return Verdict(
             Kind.TRANSIENT, f"{error.service} unavailable ({error.code}): {error.details}"
@@ -74,9 +110,54 @@ def classify(error: CallFailedError, attempts: int = 1) -> Verdict:
     return Verdict(Kind.TRANSIENT, f"{error.service} failed ({error.code}): {error.details}")
 
 
+def slow_alone(error: CallFailedError) -> bool:
+    """A vision call ran out of time while vision answered other calls: the image is slow,
+    not vision."""
+    return (
+        error.service == "vision"
+        and error.code == "DEADLINE_EXCEEDED"
+        and (error.others_answered or 0) > 0
+    )
+
+
+def _vision_deadline(error: CallFailedError, attempts: int, last_error: str) -> Verdict:
+    waited = "its deadline" if error.waited_s is None else f"{error.waited_s:.1f} s"
+    if not slow_alone(error):
+        # Vision answered nothing at all meanwhile (stopped, stuck, overloaded, away): an
+        # outage; whatever the attempts, the image waits for it.
+        return Verdict(
+            Kind.TRANSIENT,
+            f"vision unavailable (DEADLINE_EXCEEDED): it answered nothing for {waited}; "
+            "waiting for it",
+        )
+    others = error.others_answered or 0
+    slow = (
+        f"it did not answer in {waited} {SLOW_ALONE} {others} other "
+        f"image{'' if others == 1 else 's'}"
+    )
+    if attempts >= MAX_ATTEMPTS and _was_slow_alone(last_error):
+        return Verdict(
+            Kind.PERMANENT,
+            f"vision failed on this image {attempts} times (last: DEADLINE_EXCEEDED: {slow})",
+        )
+    if attempts >= MAX_ATTEMPTS:
+        # `attempts` counts outage claims too: after a long outage an image may reach the
+        # limit on its first slow try. It fails only if the next one is slow as well.
+        count = f"{attempts} attempts; failed for good if the next one is as slow"
+    else:
+        count = f"{attempts} of {MAX_ATTEMPTS} attempts"
+    return Verdict(Kind.TRANSIENT, f"vision failed (DEADLINE_EXCEEDED): {slow} ({count})")
+
+
+def _was_slow_alone(last_error: str) -> bool:
+    return "DEADLINE_EXCEEDED" in last_error and SLOW_ALONE in last_error
+
+
 def is_outage(error: CallFailedError) -> bool:
     """A failure that says the service is away (pause claiming), not that the image is bad."""
-    return error.code in OUTAGE_CODES or error.code == "DEADLINE_EXCEEDED"
+    if error.code == "DEADLINE_EXCEEDED":
+        return not slow_alone(error)
+    return error.code in OUTAGE_CODES
 
 
 class Backoff:

@@ -1,5 +1,9 @@
 """What a failed call means for the image: FAILED with a plain reason when vision refuses it,
-left PENDING when a service is away, nothing when it is gone; and the pause while away."""
+left PENDING when a service is away, nothing when it is gone; and the pause while away.
+
+A vision call that runs out of time is the image's fault only when vision answered other
+calls while it waited: a vision that answered nothing (stopped, stuck, overloaded) is an
+outage, and no number of such timeouts fails the image."""
 
 from __future__ import annotations
 
@@ -33,12 +37,79 @@ def test_a_service_away_is_transient_however_often():
         assert is_outage(error)
 
 
-def test_a_deadline_is_transient_until_it_keeps_coming_back():
-    error = CallFailedError("vision", "DEADLINE_EXCEEDED", "Deadline Exceeded")
+def vision_timeout(others_answered: int | None) -> CallFailedError:
+    return CallFailedError(
+        "vision",
+        "DEADLINE_EXCEEDED",
+        "Deadline Exceeded",
+        waited_s=2.4,
+        others_answered=others_answered,
+    )
 
-    assert classify(error, attempts=1).kind is Kind.TRANSIENT
-    assert classify(error, attempts=MAX_ATTEMPTS).kind is Kind.PERMANENT
-    assert f"{MAX_ATTEMPTS} times" in classify(error, attempts=MAX_ATTEMPTS).reason
+
+def test_a_vision_timeout_while_vision_answered_nothing_never_fails_the_image():
+    slow_before = classify(vision_timeout(5), attempts=MAX_ATTEMPTS - 1).reason
+
+    for error in (vision_timeout(0), vision_timeout(None)):
+        for attempts in (1, MAX_ATTEMPTS, MAX_ATTEMPTS * 10):
+            verdict = classify(error, attempts, last_error=slow_before)
+
+            assert verdict.kind is Kind.TRANSIENT, (error.others_answered, attempts)
+            assert verdict.reason == (
+                "vision unavailable (DEADLINE_EXCEEDED): it answered nothing for 2.4 s; "
+                "waiting for it"
+            )
+            assert is_outage(error)
+
+
+def test_a_vision_timeout_while_vision_answered_others_counts_against_the_image():
+    verdict = classify(vision_timeout(5), attempts=3)
+
+    assert verdict.kind is Kind.TRANSIENT
+    assert verdict.reason == (
+        "vision failed (DEADLINE_EXCEEDED): it did not answer in 2.4 s while it answered "
+        "5 other images (3 of 8 attempts)"
+    )
+    assert not is_outage(vision_timeout(5))
+
+
+def test_an_image_slow_on_every_try_is_failed_on_its_max_attempts_th_claim():
+    last_error = ""
+    verdicts = []
+
+    for attempts in range(1, MAX_ATTEMPTS + 1):
+        verdict = classify(vision_timeout(1), attempts, last_error)
+        verdicts.append(verdict.kind)
+        last_error = verdict.reason
+
+    assert verdicts == [Kind.TRANSIENT] * (MAX_ATTEMPTS - 1) + [Kind.PERMANENT]
+    assert last_error == (
+        f"vision failed on this image {MAX_ATTEMPTS} times (last: DEADLINE_EXCEEDED: it did "
+        "not answer in 2.4 s while it answered 1 other image)"
+    )
+
+
+def test_after_a_long_outage_an_images_first_slow_try_is_not_its_last():
+    outage = classify(vision_timeout(0), attempts=29).reason
+
+    first = classify(vision_timeout(5), attempts=30, last_error=outage)
+    second = classify(vision_timeout(5), attempts=31, last_error=first.reason)
+
+    assert first.kind is Kind.TRANSIENT
+    assert first.reason.endswith("(30 attempts; failed for good if the next one is as slow)")
+    assert second.kind is Kind.PERMANENT
+
+
+def test_other_failures_are_made_permanent_after_max_attempts_as_before():
+    for error in (
+        CallFailedError("vision", "INTERNAL", "model error"),
+        CallFailedError("storage", "DEADLINE_EXCEEDED", "Deadline Exceeded"),
+    ):
+        assert classify(error, attempts=MAX_ATTEMPTS - 1).kind is Kind.TRANSIENT
+        verdict = classify(error, attempts=MAX_ATTEMPTS)
+
+        assert verdict.kind is Kind.PERMANENT
+        assert f"failed on this image {MAX_ATTEMPTS} times" in verdict.reason
 
 
 def test_an_image_deleted_meanwhile_is_gone():
