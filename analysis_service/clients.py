@@ -2,13 +2,17 @@
 `CallFailedError`, so the worker's loop knows nothing of gRPC.
 
 Vision's Analyze calls of a batch go out at once (gRPC futures, no thread per call), so the
-service's micro-batcher sees the whole batch together and runs its models full.
+service's micro-batcher sees the whole batch together and runs its models full. The vision
+client counts the calls vision answered (all lanes together), so a call that ran out of time
+can say whether vision answered others meanwhile: the image was the slow one, or vision was.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -17,7 +21,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from analysis_service.failures import CallFailedError
+from analysis_service.failures import OUTAGE_CODES, CallFailedError
 from imagerepo.common.v2 import common_pb2
 from imagerepo.storage.v2 import storage_service_pb2 as storage_pb
 from imagerepo.storage.v2 import storage_service_pb2_grpc as storage_grpc
@@ -45,11 +49,26 @@ def _reason(error: grpc.RpcError) -> str:
     return ""
 
 
-def call_failed(service: str, error: grpc.RpcError) -> CallFailedError:
+def _code_name(error: grpc.RpcError) -> str:
     code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
+    return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+
+
+def call_failed(
+    service: str,
+    error: grpc.RpcError,
+    waited_s: float | None = None,
+    others_answered: int | None = None,
+) -> CallFailedError:
     details = (error.details() if isinstance(error, grpc.Call) else str(error)) or ""
-    name = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
-    return CallFailedError(service, name, details, _reason(error))
+    return CallFailedError(
+        service,
+        _code_name(error),
+        details,
+        _reason(error),
+        waited_s=waited_s,
+        others_answered=others_answered,
+    )
 
 
 @dataclass(frozen=True)
@@ -57,6 +76,8 @@ class Claim:
     image_id: str
     generation: int
     attempts: int
+    # What the image's previous try left ("" on its first).
+    last_error: str = ""
 
 
 @dataclass(frozen=True)
@@ -75,6 +96,17 @@ class FeedMessage:
     changes: list[tuple[int, bool]]
 
 
+@dataclass
+class _AnalyzeCall:
+    """One Analyze call of a batch: when it started, vision's answer count then, and once it
+    failed, how long it waited and how many calls vision answered meanwhile."""
+
+    started_s: float
+    answered_before: int
+    waited_s: float | None = None
+    others_answered: int | None = None
+
+
 class StorageClient:
     def __init__(self, channel: grpc.Channel, timeout_s: float) -> None:
         self._stub = storage_grpc.StorageServiceStub(channel)
@@ -90,7 +122,10 @@ class StorageClient:
             reply = self._stub.ClaimAnalysis(request, timeout=self._timeout_s)
         except grpc.RpcError as exc:
             raise call_failed("storage", exc) from None
-        return [Claim(c.image.id, c.generation, c.image.analysis.attempts) for c in reply.images]
+        return [
+            Claim(c.image.id, c.generation, c.image.analysis.attempts, c.image.analysis.last_error)
+            for c in reply.images
+        ]
 
     def read_image(self, image_id: str) -> bytes:
         request = storage_pb.ReadImageDataRequest(image_id=image_id)
@@ -182,6 +217,15 @@ class VisionClient:
         self._stub = vision_grpc.VisionServiceStub(channel)
         self._timeout_s = timeout_s
         self._top_k = top_k
+        # Calls vision answered (with a result or an error of its own: anything but a sign
+        # that it is away), by every lane of this worker; only grows.
+        self._answered = 0  # guarded by _answered_lock
+        self._answered_lock = threading.Lock()
+
+    @property
+    def answered(self) -> int:
+        with self._answered_lock:
+            return self._answered
 
     def analyse_batch(
         self, images: Sequence[bytes], abandon: threading.Event
@@ -189,16 +233,18 @@ class VisionClient:
         """Analyze every image at once (labels, features, moderation, OCR where there is
         text); per image its answer or why it failed. Setting `abandon` cancels what is left
         (those fail with CANCELLED)."""
-        futures = [
-            self._stub.Analyze.future(
+        remaining = threading.Semaphore(0)
+        calls: list[_AnalyzeCall] = []
+        futures = []
+        for data in images:
+            call = _AnalyzeCall(time.monotonic(), self.answered)
+            future = self._stub.Analyze.future(
                 vision_pb.AnalyzeRequest(image_data=data, top_k=self._top_k),
                 timeout=self._timeout_s,
             )
-            for data in images
-        ]
-        remaining = threading.Semaphore(0)
-        for future in futures:
-            future.add_done_callback(lambda _f: remaining.release())
+            future.add_done_callback(functools.partial(self._settled, call, remaining))
+            calls.append(call)
+            futures.append(future)
         for _ in futures:
             while True:
                 if abandon.is_set():
@@ -207,11 +253,34 @@ class VisionClient:
                 if remaining.acquire(timeout=0.05):
                     break
         results: list[vision_pb.AnalyzeResponse | CallFailedError] = []
-        for future in futures:
+        for call, future in zip(calls, futures, strict=True):
             try:
                 results.append(future.result())
             except grpc.FutureCancelledError:
                 results.append(CallFailedError("vision", "CANCELLED", "the worker is stopping"))
             except grpc.RpcError as exc:
-                results.append(call_failed("vision", exc))
+                results.append(call_failed("vision", exc, call.waited_s, call.others_answered))
         return results
+
+    def _settled(
+        self, call: _AnalyzeCall, remaining: threading.Semaphore, future: grpc.Future
+    ) -> None:
+        """A call ended (on a gRPC thread): count an answer, or note how long this call
+        waited in vain and how many calls vision answered meanwhile."""
+        try:
+            if future.cancelled():
+                return
+            error = future.exception()
+            if error is None or _code_name(error) not in _NO_ANSWER_CODES:
+                with self._answered_lock:
+                    self._answered += 1
+            else:
+                call.waited_s = time.monotonic() - call.started_s
+                call.others_answered = self.answered - call.answered_before
+        finally:
+            remaining.release()
+
+
+# A call that ended with one of these got no answer from vision (an error vision raised
+# itself, INTERNAL or UNKNOWN, is an answer: vision is there).
+_NO_ANSWER_CODES = OUTAGE_CODES | {"DEADLINE_EXCEEDED"}

@@ -268,7 +268,7 @@ class Worker:
 
     def _settle(self, claim: Claim, error: CallFailedError) -> None:
         """Write back why an image could not be analysed (or nothing, if it is gone)."""
-        verdict = classify(error, claim.attempts)
+        verdict = classify(error, claim.attempts, claim.last_error)
         metrics.FAILURES.labels(error.service, verdict.kind.value, error.code).inc()
         if verdict.kind is Kind.GONE:
             self._count("deleted")
