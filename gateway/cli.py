@@ -6,14 +6,17 @@ feed, so a lost index is rebuilt by replaying the feed when search starts.)"""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import sys
 import textwrap
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 # requests, tqdm and the importer are imported inside the functions: the command starts (and
 # takes its Ctrl-C handler) before their import time, so an early Ctrl-C ends it quietly too.
@@ -131,14 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     imp.add_argument(
         "--grace",
-        type=float,
+        type=_seconds(allow_zero=True),
         default=5.0,
         metavar="SECONDS",
         help="after Ctrl-C, how long to wait for uploads in flight (default: 5)",
     )
     imp.add_argument(
         "--timeout",
-        type=float,
+        type=_seconds(allow_zero=False),
         default=120.0,
         metavar="SECONDS",
         help="deadline of each HTTP request (default: 120)",
@@ -146,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     for command in (imp,):
         command.add_argument(
             "--url",
+            type=_gateway_url,
             default=os.environ.get("IMAGEREPO_URL", DEFAULT_URL),
             help=f"the gateway (default: $IMAGEREPO_URL or {DEFAULT_URL})",
         )
@@ -167,6 +171,36 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be 1 or more")
     return value
+
+
+def _seconds(allow_zero: bool) -> Callable[[str], float]:
+    """A duration argument: a finite number of seconds, above 0 (or 0 too when allowed);
+    requests would otherwise fail on the first upload with a traceback."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+        if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+            least = "0 or more" if allow_zero else "more than 0"
+            raise argparse.ArgumentTypeError(f"must be a number of seconds, {least}: {text!r}")
+        return value
+
+    return parse
+
+
+def _gateway_url(text: str) -> str:
+    """The gateway's base URL; a bare `host:port` (as people type it) means http://."""
+    url = text.strip()
+    if "://" not in url:
+        url = "http://" + url
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(
+            f"not a gateway URL: {text!r} (e.g. http://127.0.0.1:8080)"
+        )
+    return url
 
 
 def _size(text: str) -> int:

@@ -141,3 +141,45 @@ def test_importer_that_is_asked_to_stop_sends_nothing(tmp_path):
 
     assert summary.interrupted and summary.exit_status == 130
     assert summary.not_started == 1
+
+
+@pytest.mark.parametrize("timeout", ["0", "-1", "nan", "inf"])
+def test_import_with_a_timeout_that_is_not_a_positive_number_is_a_usage_error(
+    timeout, tmp_path, capsys
+):
+    (tmp_path / "p.jpg").write_bytes(b"data")
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["import", str(tmp_path), "--timeout", timeout, "--no-progress"])
+
+    assert exit_info.value.code == 2
+    assert "--timeout" in capsys.readouterr().err
+
+
+def test_import_with_a_negative_grace_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["import", str(tmp_path), "--grace", "-3"])
+
+    assert exit_info.value.code == 2
+    assert "--grace" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("url", ["ftp://127.0.0.1:21", "http://", "http:///api"])
+def test_import_with_a_url_that_is_not_http_is_a_usage_error(url, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["import", str(tmp_path), "--url", url])
+
+    assert exit_info.value.code == 2
+    assert "--url" in capsys.readouterr().err
+
+
+def test_import_url_without_a_scheme_means_http(tmp_path, capsys):
+    (tmp_path / "p.jpg").write_bytes(b"data")
+    from tests.support import free_port
+
+    code = main(["import", str(tmp_path), "--url", f"127.0.0.1:{free_port()}", "--no-progress"])
+
+    out, err = capsys.readouterr()
+    assert code == 3
+    assert "cannot connect to http://127.0.0.1:" in err
+    assert "1 not started" in out
