@@ -266,8 +266,9 @@ def delete_album(album_id: str) -> Any:
 @api.post("/albums/<album_id>/images")
 def add_album_images(album_id: str) -> Any:
     writer = state().access.require_api_writer()
+    ids = _ids_from_json()
     _writable_album(album_id, writer)
-    reply = state().clients.add_to_album(album_id, _ids_from_json())
+    reply = state().clients.add_to_album(album_id, ids)
     return jsonify(
         {
             "album": album_json(reply.album),
@@ -281,8 +282,9 @@ def add_album_images(album_id: str) -> Any:
 @api.delete("/albums/<album_id>/images")
 def remove_album_images(album_id: str) -> Any:
     writer = state().access.require_api_writer()
+    ids = _ids_from_json()
     _writable_album(album_id, writer)
-    reply = state().clients.remove_from_album(album_id, _ids_from_json())
+    reply = state().clients.remove_from_album(album_id, ids)
     return jsonify(
         {
             "album": album_json(reply.album),

@@ -18,7 +18,7 @@ import io
 import time
 import unicodedata
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -131,8 +131,12 @@ def location(image_id: str) -> Coordinates | None:
 # --- selections --------------------------------------------------------------------------------
 
 
-def selection(raw: Iterable[Any]) -> list[str]:
+def selection(raw: Any) -> list[str]:
     """Image ids from a request (a list, repeated fields or comma-separated), in order."""
+    if isinstance(raw, str):  # one id (or "a,b"), never its characters one by one
+        raw = [raw]
+    if not isinstance(raw, list | tuple):
+        raise BadRequestError("ids must be a list of image ids")
     ids: list[str] = []
     for item in raw:
         if not isinstance(item, str):

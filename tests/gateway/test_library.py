@@ -54,6 +54,17 @@ def test_selection_accepts_lists_repeats_and_commas_once_each():
         selection([",".join(str(i) for i in range(501))])
 
 
+def test_selection_of_one_string_is_that_id_not_its_characters():
+    assert selection("abc") == ["abc"]
+    assert selection("a,b") == ["a", "b"]
+
+
+@pytest.mark.parametrize("raw", [5, None, {"a": 1}, True, 1.5])
+def test_selection_that_is_not_a_list_is_a_bad_request(raw):
+    with pytest.raises(BadRequestError, match="list of image ids"):
+        selection(raw)
+
+
 def test_a_near_group_that_is_one_exact_copy_is_not_shown_again():
     same = [{"id": "a", "sha256": "s1"}, {"id": "b", "sha256": "s1"}]
     alike = [{"id": "a", "sha256": "s1"}, {"id": "c", "sha256": "s2"}]

@@ -1,0 +1,27 @@
+"""Routes that act on a selection of photos, without any service running: a selection that is
+not a list of id strings is refused with a 400 naming it, before any service is asked (it was
+a 500, or a string taken apart into one-letter ids)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/images/bulk-delete", {"ids": 5}),
+        ("/api/images/bulk-delete", {"ids": {"a": 1}}),
+        ("/api/images/bulk-tags", {"ids": None, "add": ["x"]}),
+        ("/api/albums", {"name": "z", "image_ids": 7}),
+        ("/api/albums/a1/images", {"ids": {"a": 1}}),
+        ("/api/duplicates/resolve", {"keep": "a", "remove": [1]}),
+    ],
+)
+def test_ids_that_are_not_a_list_of_strings_are_a_400_before_any_service_is_asked(
+    offline_app, path, body
+):
+    reply = offline_app.test_client().post(path, json=body)
+
+    assert reply.status_code == 400
+    assert "ids" in reply.json["error"]["message"]
