@@ -1,0 +1,158 @@
+"""A vision that answers nothing (its process stopped with SIGSTOP: every call runs out of
+time) is an outage: a good photo is claimed again and again past MAX_ATTEMPTS and stays
+PENDING, and is analysed once vision runs again.
+
+Real parts: storage server in this process, vision as a process (`python -m vision_service`,
+the real models), the worker's real loop and clients in this process. Storage backs a failed
+image off for 50-100 ms instead of seconds so the claims come quickly; storage's own cap on
+claims (`analysis_max_attempts`, which counts every claim, outages included) is off here: this
+test is about the worker's rule, not storage's."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from analysis_service.clients import StorageClient, VisionClient
+from analysis_service.config import AnalysisConfig
+from analysis_service.failures import MAX_ATTEMPTS
+from analysis_service.worker import Worker
+from imagerepo.common.v1 import common_pb2
+from imagerepo.storage.v1 import storage_service_pb2 as pb
+from imagerepo.storage.v1 import storage_service_pb2_grpc as pbg
+from service_runtime.channels import open_channel
+from service_runtime.grpc_server import channel_options
+from service_runtime.probe import is_serving
+from storage_service.columnstore.store import ColumnStore, StoreOptions
+from storage_service.server import build_server
+from tests.conftest import REPO_ROOT
+from tests.support import free_port, real_photo_paths
+
+PENDING = common_pb2.ANALYSIS_STATUS_PENDING
+READY = common_pb2.ANALYSIS_STATUS_READY
+# Generous: the claims come about one a second; the machine may be loaded.
+WAIT_S = 90.0
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> Iterator[str]:
+    """A real storage server on a free port with a fast analysis backoff and no claim cap."""
+    store = ColumnStore.open(
+        tmp_path / "storage",
+        StoreOptions(
+            analysis_backoff_initial_ms=50, analysis_backoff_max_ms=100, analysis_max_attempts=0
+        ),
+    )
+    server, port, health = build_server(store, "127.0.0.1:0")
+    server.start()
+    health.set_serving(True)
+    yield f"127.0.0.1:{port}"
+    server.stop(None).wait()
+    store.close()
+
+
+@pytest.fixture
+def vision_process() -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`python -m vision_service` on a free port, serving (its models loaded)."""
+    address = f"127.0.0.1:{free_port()}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vision_service"],
+        cwd=REPO_ROOT,
+        env=dict(os.environ, VISION_PORT=address.rsplit(":", 1)[1], LOG_LEVEL="WARNING"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not is_serving(address, timeout_s=1.0):
+            assert proc.poll() is None, "vision exited while starting"
+            assert time.monotonic() < deadline, "vision never served"
+            time.sleep(0.2)
+        yield proc, address
+    finally:
+        proc.send_signal(signal.SIGCONT)  # a stopped process would not see the SIGTERM
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def test_a_stopped_vision_leaves_a_good_photo_pending_past_max_attempts_then_it_is_analysed(
+    storage: str, vision_process: tuple[subprocess.Popen[bytes], str]
+) -> None:
+    proc, vision_address = vision_process
+    # Lease 1.7 s: each vision call may wait 1.0 s. One image per claim and four lanes, so
+    # another lane claims the image again while the last one pauses after its outage.
+    config = AnalysisConfig(
+        storage_address=storage,
+        vision_address=vision_address,
+        worker_id="w",
+        batch_size=1,
+        batches_in_flight=4,
+        lease_ms=1700,
+        poll_interval_s=0.1,
+        stats_interval_s=60.0,
+    )
+    assert config.call_timeout_s == pytest.approx(1.02)
+    channel = open_channel(storage, channel_options())
+    stub = pbg.StorageServiceStub(channel)
+    worker = Worker(
+        config,
+        StorageClient(open_channel(storage, channel_options()), config.rpc_timeout_s),
+        VisionClient(
+            open_channel(vision_address, channel_options()), config.call_timeout_s, config.top_k
+        ),
+    )
+
+    def image() -> pb.ImageMetadata:
+        return stub.GetImage(pb.GetImageRequest(image_id=image_id), timeout=30).image
+
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        image_id = put(stub, real_photo_paths()["rocket"].read_bytes())
+        worker.start()
+        deadline = time.monotonic() + WAIT_S
+        while (meta := image()).analysis.attempts <= MAX_ATTEMPTS:
+            assert meta.status == PENDING, (meta.status_detail, meta.analysis.attempts)
+            assert time.monotonic() < deadline, f"only {meta.analysis.attempts} claims"
+            time.sleep(0.1)
+
+        assert meta.status == PENDING
+        assert meta.analysis.last_error.startswith(
+            "vision unavailable (DEADLINE_EXCEEDED): it answered nothing for 1."
+        ), meta.analysis.last_error
+
+        proc.send_signal(signal.SIGCONT)
+        deadline = time.monotonic() + WAIT_S
+        while (meta := image()).status == PENDING:
+            assert time.monotonic() < deadline, meta.analysis.last_error
+            time.sleep(0.1)
+
+        assert meta.status == READY, meta.status_detail
+        assert meta.labels
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        worker.stop(0)
+        channel.close()
+
+
+def put(stub: pbg.StorageServiceStub, data: bytes) -> str:
+    reply = stub.PutImage(
+        iter(
+            [
+                pb.PutImageRequest(header=pb.PutImageHeader(filename="rocket.jpg", owner="a")),
+                pb.PutImageRequest(chunk=data),
+            ]
+        ),
+        timeout=30,
+    )
+    return str(reply.image.id)
