@@ -348,9 +348,7 @@ def search() -> Any:
     by_filename: list[dict[str, Any]] = []
     search_error = ""
     if query:
-        by_filename = [
-            image_json(i, _threshold()) for i in state().clients.find_by_filename(query, 20)
-        ]
+        by_filename = [image_json(i, _threshold()) for i in _exact_filename(query)]
         sort = request.args.get("sort", "")
         period = request.args.get("taken_from", ""), request.args.get("taken_until", "")
         try:
@@ -366,8 +364,8 @@ def search() -> Any:
             else:
                 results = ops.search_results(query, 40, request.args.get("page", ""))
         except ServiceError as exc:
-            if exc.service != "search":
-                raise
+            if exc.service != "search" or exc.status < 500:
+                raise  # a request search refuses (a page link it did not issue) is a 400
             # Exact filenames come from storage: still worth showing while search is away.
             search_error = exc.message
     return render_template(
@@ -377,6 +375,17 @@ def search() -> Any:
         by_filename=by_filename,
         search_error=search_error,
     )
+
+
+def _exact_filename(query: str) -> list[Any]:
+    """Images named exactly `query`; none when it cannot be a filename (storage refuses a
+    name over 255 bytes, yet a query that long is still searched)."""
+    try:
+        return list(state().clients.find_by_filename(query, 20))
+    except ServiceError as exc:
+        if exc.service != "storage" or exc.code != grpc.StatusCode.INVALID_ARGUMENT:
+            raise
+        return []
 
 
 @pages.post("/search/similar")
