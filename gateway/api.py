@@ -13,7 +13,7 @@ from flask import Blueprint, Response, jsonify, request, stream_with_context
 from gateway import library
 from gateway import operations as ops
 from gateway.clients import match_field_word
-from gateway.errors import BadRequestError, ServiceError, error_body
+from gateway.errors import BadRequestError, NotFoundError, ServiceError, error_body
 from gateway.image_json import STATUS_NAMES, image_json, iso_time, label_json
 from gateway.placeholders import STATE_HEADER, thumbnail_unavailable
 from gateway.state import state
@@ -208,8 +208,14 @@ def original(image_id: str) -> Any:
 @api.get("/images/zip")
 def zip_download() -> Any:
     ids = library.selection(request.args.getlist("ids"))
-    response = Response(stream_with_context(library.zip_stream(ids)), mimetype="application/zip")
-    name = f"imagerepo-{len(ids)}-photos.zip"
+    # Looked up before the 200 goes out: storage away is a 503 (not a truncated archive), a
+    # selection of which nothing exists a 404 (not an empty one).
+    images = ops.images_by_id(ids)
+    found = [images[i] for i in ids if i in images]
+    if not found:
+        raise NotFoundError("none of the selected photos exists (any more)")
+    response = Response(stream_with_context(library.zip_stream(found)), mimetype="application/zip")
+    name = f"imagerepo-{len(found)}-photos.zip"
     response.headers.set("Content-Disposition", "attachment", filename=name)
     response.headers["Cache-Control"] = "no-store"
     return response

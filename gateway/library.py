@@ -194,17 +194,13 @@ class _Pipe(io.RawIOBase):
         return out
 
 
-def zip_stream(ids: list[str]) -> Iterator[bytes]:
-    """A zip of the originals, produced as it is written (ids gone meanwhile are skipped)."""
+def zip_stream(images: list[storage_pb.ImageMetadata]) -> Iterator[bytes]:
+    """A zip of these images' originals, produced as it is written."""
     st = state()
-    images = ops.images_by_id(ids)
     pipe = _Pipe()
     names: set[str] = set()
     with zipfile.ZipFile(pipe, "w", zipfile.ZIP_STORED) as archive:  # type: ignore[arg-type]
-        for image_id in ids:
-            image = images.get(image_id)
-            if image is None:
-                continue
+        for image in images:
             name = _unique(download_name(image.filename, image.id, image.format), names)
             moment = time.gmtime(image.create_time.ToMilliseconds() / 1000)[:6]
             info = zipfile.ZipInfo(name, date_time=moment)  # type: ignore[arg-type]

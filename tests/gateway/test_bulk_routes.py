@@ -25,3 +25,10 @@ def test_ids_that_are_not_a_list_of_strings_are_a_400_before_any_service_is_aske
 
     assert reply.status_code == 400
     assert "ids" in reply.json["error"]["message"]
+
+
+def test_a_zip_while_storage_is_away_is_a_503_not_a_broken_download(offline_app):
+    reply = offline_app.test_client().get("/api/images/zip?ids=a,b")
+
+    assert reply.status_code == 503
+    assert reply.json["error"]["message"]
