@@ -31,6 +31,7 @@ def main() -> None:
             config.snapshot_every,
             config.snapshot_interval_s,
             config.compaction_backoff_s,
+            compaction_memory_headroom_bytes=config.compaction_memory_headroom_bytes(),
         )
     except DataDirLockedError as exc:
         log.error("search not started: %s", exc)

@@ -37,6 +37,12 @@ class SearchConfig:
     # After a background compaction of the index fails, the first wait before another may
     # start (doubled after each failure in a row up to an hour, reset by a success).
     compaction_backoff_s: float = 30.0
+    # A compaction builds the fresh index beside the old one: it starts only if its estimated
+    # memory and this much more fit in the memory available (MemAvailable, and the cgroup v2
+    # limit when there is one), else it is postponed (GetStats compactions_postponed) and
+    # tried again after the backoff above. compaction_memory_check False: no such check.
+    compaction_memory_headroom_mb: int = 512
+    compaction_memory_check: bool = True
     # Reconnect backoff while storage is unreachable: from the first to the largest pause.
     feed_retry_initial_s: float = 0.5
     feed_retry_max_s: float = 10.0
@@ -80,6 +86,11 @@ class SearchConfig:
             compaction_backoff_s=float(
                 env.get("SEARCH_COMPACTION_BACKOFF_S", cls.compaction_backoff_s)
             ),
+            compaction_memory_headroom_mb=int(
+                env.get("SEARCH_COMPACTION_MEMORY_HEADROOM_MB", cls.compaction_memory_headroom_mb)
+            ),
+            compaction_memory_check=env.get("SEARCH_COMPACTION_MEMORY_CHECK", "1").lower()
+            not in ("0", "false", "no", "off"),
             feed_retry_initial_s=float(
                 env.get("SEARCH_FEED_RETRY_INITIAL_S", cls.feed_retry_initial_s)
             ),
@@ -92,6 +103,12 @@ class SearchConfig:
             vision_timeout_s=float(env.get("SEARCH_VISION_TIMEOUT_S", cls.vision_timeout_s)),
             vision_retry_s=float(env.get("SEARCH_VISION_RETRY_S", cls.vision_retry_s)),
         )
+
+    def compaction_memory_headroom_bytes(self) -> int | None:
+        """The DurableIndex's compaction_memory_headroom_bytes: None when the check is off."""
+        if not self.compaction_memory_check:
+            return None
+        return self.compaction_memory_headroom_mb * 2**20
 
     def engine_params(self) -> EngineParams:
         return EngineParams(
