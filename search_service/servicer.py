@@ -189,6 +189,8 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
             compactions=s.compactions,
             compaction_failures=s.compaction_failures,
             last_compaction_error=s.last_compaction_error,
+            compactions_postponed=s.compactions_postponed,
+            last_compaction_postponed=s.last_compaction_postponed,
         )
         if self._feed is not None:
             feed = self._feed.status()

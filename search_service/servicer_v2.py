@@ -293,4 +293,6 @@ class SearchServicerV2(pb_grpc.SearchServiceServicer):
             compactions=old.compactions,
             compaction_failures=old.compaction_failures,
             last_compaction_error=old.last_compaction_error,
+            compactions_postponed=old.compactions_postponed,
+            last_compaction_postponed=old.last_compaction_postponed,
         )

@@ -243,7 +243,7 @@ class GetStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetStatsResponse(_message.Message):
-    __slots__ = ("document_count", "term_count", "posting_bytes", "index_disk_bytes", "vector_count", "approximate_index", "vector_backend", "load_time_s", "applied_seq", "head_seq", "lag_seqs", "replaying", "replay_progress", "following", "feed_error", "feed_damaged_changes", "last_damaged_change", "snapshot_failures", "last_snapshot_error", "compactions", "compaction_failures", "last_compaction_error")
+    __slots__ = ("document_count", "term_count", "posting_bytes", "index_disk_bytes", "vector_count", "approximate_index", "vector_backend", "load_time_s", "applied_seq", "head_seq", "lag_seqs", "replaying", "replay_progress", "following", "feed_error", "feed_damaged_changes", "last_damaged_change", "snapshot_failures", "last_snapshot_error", "compactions", "compaction_failures", "last_compaction_error", "compactions_postponed", "last_compaction_postponed")
     DOCUMENT_COUNT_FIELD_NUMBER: _ClassVar[int]
     TERM_COUNT_FIELD_NUMBER: _ClassVar[int]
     POSTING_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -266,6 +266,8 @@ class GetStatsResponse(_message.Message):
     COMPACTIONS_FIELD_NUMBER: _ClassVar[int]
     COMPACTION_FAILURES_FIELD_NUMBER: _ClassVar[int]
     LAST_COMPACTION_ERROR_FIELD_NUMBER: _ClassVar[int]
+    COMPACTIONS_POSTPONED_FIELD_NUMBER: _ClassVar[int]
+    LAST_COMPACTION_POSTPONED_FIELD_NUMBER: _ClassVar[int]
     document_count: int
     term_count: int
     posting_bytes: int
@@ -288,7 +290,9 @@ class GetStatsResponse(_message.Message):
     compactions: int
     compaction_failures: int
     last_compaction_error: str
-    def __init__(self, document_count: _Optional[int] = ..., term_count: _Optional[int] = ..., posting_bytes: _Optional[int] = ..., index_disk_bytes: _Optional[int] = ..., vector_count: _Optional[int] = ..., approximate_index: _Optional[bool] = ..., vector_backend: _Optional[str] = ..., load_time_s: _Optional[float] = ..., applied_seq: _Optional[int] = ..., head_seq: _Optional[int] = ..., lag_seqs: _Optional[int] = ..., replaying: _Optional[bool] = ..., replay_progress: _Optional[float] = ..., following: _Optional[bool] = ..., feed_error: _Optional[str] = ..., feed_damaged_changes: _Optional[int] = ..., last_damaged_change: _Optional[str] = ..., snapshot_failures: _Optional[int] = ..., last_snapshot_error: _Optional[str] = ..., compactions: _Optional[int] = ..., compaction_failures: _Optional[int] = ..., last_compaction_error: _Optional[str] = ...) -> None: ...
+    compactions_postponed: int
+    last_compaction_postponed: str
+    def __init__(self, document_count: _Optional[int] = ..., term_count: _Optional[int] = ..., posting_bytes: _Optional[int] = ..., index_disk_bytes: _Optional[int] = ..., vector_count: _Optional[int] = ..., approximate_index: _Optional[bool] = ..., vector_backend: _Optional[str] = ..., load_time_s: _Optional[float] = ..., applied_seq: _Optional[int] = ..., head_seq: _Optional[int] = ..., lag_seqs: _Optional[int] = ..., replaying: _Optional[bool] = ..., replay_progress: _Optional[float] = ..., following: _Optional[bool] = ..., feed_error: _Optional[str] = ..., feed_damaged_changes: _Optional[int] = ..., last_damaged_change: _Optional[str] = ..., snapshot_failures: _Optional[int] = ..., last_snapshot_error: _Optional[str] = ..., compactions: _Optional[int] = ..., compaction_failures: _Optional[int] = ..., last_compaction_error: _Optional[str] = ..., compactions_postponed: _Optional[int] = ..., last_compaction_postponed: _Optional[str] = ...) -> None: ...
 
 class RebuildRequest(_message.Message):
     __slots__ = ("document",)
