@@ -36,6 +36,10 @@ WAIT_S = 30.0
 SEARCH_BOUND_S = 5.0
 FIRST = 2000  # images put first; re-putting 1000 of them makes compaction due
 QUERIES = ("tiger cat", "espresso", "moped", "sofa", "img17", "lynx espresso", "menu")
+# These tests expect compactions to start: with no memory check (the default's 512 MB headroom
+# would postpone them on a machine with under about 0.7 GB available;
+# test_compaction_memory_guard.py tests the check).
+UNGUARDED = {"compaction_memory_headroom_bytes": None}
 
 
 def image(i: int, version: int = 0) -> Document:
@@ -129,7 +133,9 @@ def test_searches_and_writes_go_on_while_a_compaction_runs(
     tmp_path, held, monkeypatch, catch_up_tail
 ):
     monkeypatch.setattr(durable_index, "_CATCH_UP_TAIL", catch_up_tail)
-    index = DurableIndex.open(tmp_path, PARAMS, snapshot_every=10**6, snapshot_interval_s=3600)
+    index = DurableIndex.open(
+        tmp_path, PARAMS, snapshot_every=10**6, snapshot_interval_s=3600, **UNGUARDED
+    )
     reference = SearchIndex(PARAMS)  # the same changes, never compacted
     applied: list[int] = []
     # In a thread: a write that compacted inline would wait for the held stream under the locks.
@@ -221,7 +227,9 @@ def test_searches_and_writes_go_on_while_a_compaction_runs(
 
 
 def test_close_stops_a_running_compaction_and_keeps_the_index(tmp_path, held):
-    index = DurableIndex.open(tmp_path, PARAMS, snapshot_every=10**6, snapshot_interval_s=3600)
+    index = DurableIndex.open(
+        tmp_path, PARAMS, snapshot_every=10**6, snapshot_interval_s=3600, **UNGUARDED
+    )
     reference = SearchIndex(PARAMS)
     feeder = in_thread(lambda: make_compaction_due(index, reference))
     assert held.entered.wait(WAIT_S)
@@ -243,7 +251,9 @@ def test_close_stops_a_running_compaction_and_keeps_the_index(tmp_path, held):
 
 
 def test_a_compaction_gives_up_when_a_rebuild_replaced_the_index(tmp_path, held):
-    index = DurableIndex.open(tmp_path, PARAMS, snapshot_every=10**6, snapshot_interval_s=3600)
+    index = DurableIndex.open(
+        tmp_path, PARAMS, snapshot_every=10**6, snapshot_interval_s=3600, **UNGUARDED
+    )
     feeder = in_thread(lambda: make_compaction_due(index, SearchIndex(PARAMS)))
     try:
         assert held.entered.wait(WAIT_S)
@@ -262,7 +272,7 @@ def test_a_compaction_gives_up_when_a_rebuild_replaced_the_index(tmp_path, held)
 
 
 def test_an_index_in_memory_compacts_too():
-    index = DurableIndex(None, PARAMS)
+    index = DurableIndex(None, PARAMS, **UNGUARDED)
     for i in range(FIRST):
         index.put(image(i))
     for i in range(1000):
@@ -306,7 +316,7 @@ def failing(monkeypatch) -> tuple[DurableIndex, FailingStream, list[float]]:
         return stream(durable, index)
 
     monkeypatch.setattr(DurableIndex, "_live_documents", live_documents)
-    index = DurableIndex(None, PARAMS, compaction_backoff_s=10.0)
+    index = DurableIndex(None, PARAMS, compaction_backoff_s=10.0, **UNGUARDED)
     now = [1000.0]
     index._clock = lambda: now[0]
     return index, stream, now
