@@ -361,6 +361,15 @@ class Importer:
                     in_flight[str(job.path)] = job
                 try:
                     outcome = self.gateway.upload(job.path)
+                except requests.RequestException as exc:
+                    # The connection broke once the upload was sent (requests' errors are
+                    # OSErrors too, but the file is fine): the photo may have landed.
+                    outcome = FileOutcome(
+                        str(job.path),
+                        FAILED,
+                        f"the gateway's answer broke off ({exc}); a re-run checks whether"
+                        " it was stored",
+                    )
                 except OSError as exc:
                     outcome = FileOutcome(
                         str(job.path), FAILED, f"unreadable ({exc.strerror or exc})"

@@ -3,9 +3,13 @@ arguments and the complete help (uploads against a real stack: tests/integration
 
 from __future__ import annotations
 
+import http.server
+import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -183,3 +187,53 @@ def test_import_url_without_a_scheme_means_http(tmp_path, capsys):
     assert code == 3
     assert "cannot connect to http://127.0.0.1:" in err
     assert "1 not started" in out
+
+
+class _GatewayThatBreaksOffUploads(http.server.BaseHTTPRequestHandler):
+    """Answers the lookup (nothing stored), then cuts every upload's answer short: a gateway
+    killed while it answers."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.path.startswith("/api/images/lookup"):
+            body = json.dumps({"matches": []}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        self.send_response(201)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self.wfile.write(b'10\r\n{"results": [{"r')
+        self.wfile.flush()
+        self.connection.shutdown(socket.SHUT_RDWR)
+
+
+def test_an_upload_whose_answer_breaks_off_is_failed_not_called_unreadable(tmp_path, capsys):
+    (tmp_path / "p.jpg").write_bytes(b"data")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _GatewayThatBreaksOffUploads)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    try:
+        code = main(
+            ["import", str(tmp_path), "--url", f"http://127.0.0.1:{server.server_port}"]
+            + ["--no-progress"]
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    out, _err = capsys.readouterr()
+    assert code == 1
+    failed = [line for line in out.splitlines() if "p.jpg" in line]
+    assert len(failed) == 1 and failed[0].lstrip().startswith("failed")
+    assert "unreadable" not in failed[0]
+    assert "re-run" in failed[0]
