@@ -4,7 +4,7 @@ which would replay, find compaction due again and be killed again): counted apar
 failures, described with its figures in GetStats, logged once, tried again after a backoff.
 
 The figures come from files the tests write in a tmp dir as /proc and the cgroup v2 tree
-would hold them (durable_index.MemoryFiles), or from the real ones with a headroom no machine
+would hold them (compaction_memory.MemoryFiles), or from the real ones with a headroom no machine
 has."""
 
 from __future__ import annotations
@@ -17,15 +17,15 @@ import pytest
 from imagerepo.search.v1 import search_service_pb2 as v1
 from imagerepo.search.v2 import search_service_pb2 as v2
 from imagerepo.search.v2 import search_service_pb2_grpc as v2_grpc
-from search_service import durable_index
-from search_service.config import SearchConfig
-from search_service.durable_index import (
+from search_service import compaction_memory as memory_guard
+from search_service.compaction_memory import (
     AvailableMemory,
-    DurableIndex,
     MemoryFiles,
     available_memory,
     compaction_memory,
 )
+from search_service.config import SearchConfig
+from search_service.durable_index import DurableIndex
 from search_service.engine import EngineParams, SearchIndex
 from tests.search_service.conftest import serve
 from tests.search_service.documents import DIM
@@ -357,7 +357,7 @@ def test_config_reads_the_memory_headroom_and_can_turn_the_check_off():
     assert SearchConfig.from_env({}).compaction_memory_headroom_bytes() == 512 * MB
     assert (
         SearchConfig.from_env({}).compaction_memory_headroom_bytes()
-        == durable_index.DEFAULT_COMPACTION_MEMORY_HEADROOM_BYTES
+        == memory_guard.DEFAULT_COMPACTION_MEMORY_HEADROOM_BYTES
     )
     headroom = {"SEARCH_COMPACTION_MEMORY_HEADROOM_MB": "2048"}
     assert SearchConfig.from_env(headroom).compaction_memory_headroom_bytes() == 2 * GB
