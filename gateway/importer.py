@@ -163,18 +163,34 @@ class Gateway:
 
     def lookup(self, sha256s: list[str]) -> dict[str, str]:
         """sha256 -> id of an image holding those bytes for this importer's owner."""
-        reply = self._send(
-            "post", "/api/images/lookup", json={"sha256": sha256s}, what="ask what is stored"
-        )
-        if reply.status_code != 200:
-            raise GatewayUnreachableError(
-                f"the gateway could not say what it stores: {_message(reply)}"
+        try:
+            reply = self._send(
+                "post", "/api/images/lookup", json={"sha256": sha256s}, what="ask what is stored"
             )
+            if reply.status_code != 200:
+                raise GatewayUnreachableError(
+                    f"the gateway could not say what it stores: {_message(reply)}"
+                )
+            body = reply.json()
+            matches = body.get("matches") if isinstance(body, dict) else None
+            if not isinstance(matches, list):
+                raise ValueError("no list of matches")
+        except ValueError as exc:  # not JSON (requests' JSONDecodeError), or not a lookup's
+            raise self._not_a_gateway(reply) from exc
+        except requests.RequestException as exc:
+            raise GatewayUnreachableError(f"the gateway's answer broke off: {exc}") from exc
         found: dict[str, str] = {}
-        for match in reply.json().get("matches", []):
+        for match in matches:
             if match.get("images"):
                 found[match["sha256"]] = match["images"][0]["id"]
         return found
+
+    def _not_a_gateway(self, reply: requests.Response) -> GatewayUnreachableError:
+        kind = reply.headers.get("Content-Type", "no content type")
+        return GatewayUnreachableError(
+            f"{self.base_url} is not an imagerepo gateway (it answered the lookup with"
+            f" HTTP {reply.status_code}, {kind}); check --url"
+        )
 
     def upload(self, path: Path) -> FileOutcome:
         """Send one file; the gateway stores it unless its bytes are in the library already

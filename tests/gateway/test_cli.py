@@ -237,3 +237,39 @@ def test_an_upload_whose_answer_breaks_off_is_failed_not_called_unreadable(tmp_p
     assert len(failed) == 1 and failed[0].lstrip().startswith("failed")
     assert "unreadable" not in failed[0]
     assert "re-run" in failed[0]
+
+
+class _NotAGateway(http.server.BaseHTTPRequestHandler):
+    """Some other web server on the port: 200 and a web page to every request."""
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = b"<html><body>Welcome to nginx!</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_import_against_a_server_that_is_not_a_gateway_stops_with_one_message(tmp_path, capsys):
+    (tmp_path / "p.jpg").write_bytes(b"data")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotAGateway)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    try:
+        code = main(
+            ["import", str(tmp_path), "--url", f"http://127.0.0.1:{server.server_port}"]
+            + ["--no-progress"]
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    out, err = capsys.readouterr()
+    assert code == 3
+    assert "not an imagerepo gateway" in err
+    assert "1 not started" in out
