@@ -235,9 +235,9 @@ def bulk_tags() -> Any:
     add, remove = body.get("add", []), body.get("remove", [])
     if not isinstance(add, list) or not isinstance(remove, list):
         raise BadRequestError("'add' and 'remove' must be lists of strings")
-    images = library.tag_many(library.selection(body.get("ids", [])), add, remove)
+    images, missing = library.tag_many(library.selection(body.get("ids", [])), add, remove)
     threshold = st.config.moderation_threshold
-    return jsonify(images=[image_json(image, threshold) for image in images])
+    return jsonify(images=[image_json(image, threshold) for image in images], missing=missing)
 
 
 @api.get("/images/<image_id>/thumbnail")

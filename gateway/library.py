@@ -18,7 +18,7 @@ import io
 import time
 import unicodedata
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -171,8 +171,33 @@ def delete_many(ids: list[str]) -> dict[str, list[str]]:
     return {"deleted": deleted, "missing": missing}
 
 
-def tag_many(ids: list[str], add: list[str], remove: list[str]) -> list[storage_pb.ImageMetadata]:
-    return [ops.set_tags(image_id, add, remove) for image_id in ids]
+def tag_many(
+    ids: list[str], add: list[str], remove: list[str]
+) -> tuple[list[storage_pb.ImageMetadata], list[str]]:
+    """Tag each image: (the images as they are now, the ids gone meanwhile)."""
+    return _each_present(ids, lambda image_id: ops.set_tags(image_id, add, remove))
+
+
+def unfavourite_many(ids: list[str]) -> tuple[list[storage_pb.ImageMetadata], list[str]]:
+    """Take each image out of the favourites: (the images, the ids gone meanwhile)."""
+    return _each_present(ids, lambda image_id: ops.set_favourite(image_id, False))
+
+
+def _each_present(
+    ids: list[str], act: Callable[[str], storage_pb.ImageMetadata]
+) -> tuple[list[storage_pb.ImageMetadata], list[str]]:
+    """`act` on each id; one deleted meanwhile (in another tab) is reported, not a 404 for
+    the whole selection after the ones before it were changed."""
+    done: list[storage_pb.ImageMetadata] = []
+    missing: list[str] = []
+    for image_id in ids:
+        try:
+            done.append(act(image_id))
+        except ServiceError as exc:
+            if exc.code != grpc.StatusCode.NOT_FOUND:
+                raise
+            missing.append(image_id)
+    return done, missing
 
 
 class _Pipe(io.RawIOBase):

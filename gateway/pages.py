@@ -108,12 +108,11 @@ def bulk() -> Any:
         notice = f"Moved {_photos(len(done['deleted']))} to the trash."
     elif action == "tag":
         tags = [t for t in request.form.get("tags", "").split(",") if t.strip()]
-        library.tag_many(ids, tags, [])
-        notice = f"Tagged {_photos(len(ids))}: {', '.join(tags)}."
+        tagged, gone = library.tag_many(ids, tags, [])
+        notice = f"Tagged {_photos(len(tagged))}: {', '.join(tags)}." + _gone(len(gone))
     elif action == "unfavourite":
-        for image_id in ids:
-            ops.set_favourite(image_id, False)
-        notice = f"Removed {_photos(len(ids))} from your favourites."
+        unstarred, gone = library.unfavourite_many(ids)
+        notice = f"Removed {_photos(len(unstarred))} from your favourites." + _gone(len(gone))
     elif action == "restore":
         restored = _in_trash(ids)
         for image_id in restored:
@@ -150,6 +149,10 @@ _BULK_PAGES = (
 
 def _photos(n: int) -> str:
     return f"{n} image{'' if n == 1 else 's'}"
+
+
+def _gone(n: int) -> str:
+    return f" {_photos(n)} {'was' if n == 1 else 'were'} no longer there." if n else ""
 
 
 def _skipped(n: int) -> str:
