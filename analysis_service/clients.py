@@ -10,6 +10,7 @@ can say whether vision answered others meanwhile: the image was the slow one, or
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import threading
 import time
@@ -20,6 +21,7 @@ import grpc
 from google.protobuf.duration_pb2 import Duration
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from PIL import Image
 
 from analysis_service.failures import OUTAGE_CODES, CallFailedError
 from imagerepo.common.v2 import common_pb2
@@ -262,6 +264,12 @@ class VisionClient:
                 results.append(call_failed("vision", exc, call.waited_s, call.others_answered))
         return results
 
+    def probe(self, abandon: threading.Event) -> bool:
+        """Analyze a small grey picture with the images' own request and deadline: True
+        when vision answered (with anything but a sign that it is away)."""
+        (outcome,) = self.analyse_batch([_probe_picture()], abandon)
+        return not isinstance(outcome, CallFailedError) or outcome.code not in _NO_ANSWER_CODES
+
     def _settled(
         self, call: _AnalyzeCall, remaining: threading.Semaphore, future: grpc.Future
     ) -> None:
@@ -279,6 +287,13 @@ class VisionClient:
                 call.others_answered = self.answered - call.answered_before
         finally:
             remaining.release()
+
+
+@functools.cache
+def _probe_picture() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (64, 64), (128, 128, 128)).save(out, "PNG")
+    return out.getvalue()
 
 
 # A call that ended with one of these got no answer from vision (an error vision raised

@@ -42,6 +42,10 @@ class AnalysisConfig:
     # GetStats (pending count, head seq) for the lag metrics every this many seconds.
     stats_interval_s: float = 5.0
     rpc_timeout_s: float = 10.0
+    # Once vision has answered nothing for this long, claim nothing and probe it instead:
+    # storage counts every claim against the image (and fails it after 10), so claiming
+    # through a long outage would fail the photos it reaches.
+    outage_hold_s: float = 10.0
     analyze_timeout_s: float = 30.0
     top_k: int = ANALYSIS_TOP_K
     # On SIGTERM: finish the batches in flight for this long, then give their images back.
@@ -55,6 +59,10 @@ class AnalysisConfig:
             raise AnalysisConfigError("ANALYSIS_BATCH and ANALYSIS_BATCHES_IN_FLIGHT must be >= 1")
         if self.lease_ms < 1000:
             raise AnalysisConfigError(f"ANALYSIS_LEASE_MS must be >= 1000, not {self.lease_ms}")
+        if self.outage_hold_s < 0:
+            raise AnalysisConfigError(
+                f"ANALYSIS_OUTAGE_HOLD_S must be >= 0, not {self.outage_hold_s}"
+            )
         if not self.worker_id.strip():
             raise AnalysisConfigError("ANALYSIS_WORKER_ID must not be empty")
 
@@ -78,6 +86,7 @@ class AnalysisConfig:
             poll_interval_s=float(env.get("ANALYSIS_POLL_INTERVAL_S", cls.poll_interval_s)),
             stats_interval_s=float(env.get("ANALYSIS_STATS_INTERVAL_S", cls.stats_interval_s)),
             rpc_timeout_s=float(env.get("ANALYSIS_RPC_TIMEOUT_S", cls.rpc_timeout_s)),
+            outage_hold_s=float(env.get("ANALYSIS_OUTAGE_HOLD_S", cls.outage_hold_s)),
             analyze_timeout_s=float(env.get("ANALYSIS_ANALYZE_TIMEOUT_S", cls.analyze_timeout_s)),
             top_k=int(env.get("ANALYSIS_TOP_K", cls.top_k)),
             grace_s=float(env.get("ANALYSIS_GRACE_S", cls.grace_s)),

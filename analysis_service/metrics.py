@@ -38,3 +38,8 @@ OLDEST_PENDING_S = Gauge(
     "imagerepo_analysis_oldest_pending_age_seconds",
     "How long the oldest PENDING image has waited (from GetStats).",
 )
+CLAIMS_HELD = Gauge(
+    "imagerepo_analysis_claims_held",
+    "1 while the worker claims nothing because vision has answered nothing for "
+    "ANALYSIS_OUTAGE_HOLD_S (it probes vision instead), else 0.",
+)

@@ -7,9 +7,13 @@
                                                    -> CompleteAnalysis(result | failure)
 
 Several lanes (`batches_in_flight`) run this loop at once, so one batch is read and written
-while another is on vision. Leases live in storage: a second worker, or a killed one's
-successor, needs nothing from this process. A result whose lease was lost (another worker
-claimed the image after our lease ran out) is dropped: storage refuses it by generation.
+while another is on vision. Once vision has answered nothing for `outage_hold_s` (every call
+of a batch unavailable or out of time with no answer to any other), the lanes claim nothing
+and one of them probes vision instead until it answers: storage counts every claim against the
+image, so claiming through a long outage would in the end fail good photos. Leases live in
+storage: a second worker, or a killed one's successor, needs nothing from this process. A
+result whose lease was lost (another worker claimed the image after our lease ran out) is
+dropped: storage refuses it by generation.
 
 It knows nothing of gRPC: the clients raise `CallFailedError` and `failures.classify` decides.
 """
@@ -47,6 +51,7 @@ class Storage(Protocol):
 
 class Vision(Protocol):
     def analyse_batch(self, images: list[bytes], abandon: threading.Event) -> list[Any]: ...
+    def probe(self, abandon: threading.Event) -> bool: ...
 
 
 class Worker:
@@ -69,6 +74,12 @@ class Worker:
         self._head_seq = 0
         self._done = 0
         self._counts_lock = threading.Lock()
+        # When vision last started to answer nothing (None: it answers).
+        self._vision_away_since: float | None = None  # guarded by _away_lock
+        self._away_lock = threading.Lock()
+        # One lane probes vision at a time, with this pause between probes.
+        self._probe_lock = threading.Lock()
+        self._probe_backoff = Backoff(first_s=0.5, max_s=5.0)  # guarded by _probe_lock
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -196,6 +207,9 @@ class Worker:
         # At most 10 s: once vision is back, the queue moves again within seconds.
         backoff = Backoff(first_s=0.5, max_s=10.0)
         while not self._stopping.is_set():
+            if self._claims_held():
+                self._wait_for_vision()
+                continue
             with self._wake:
                 seen = self._wake_count
             try:
@@ -224,6 +238,50 @@ class Worker:
             else:
                 backoff.succeeded()
 
+    # --- vision away: hold the claims, probe it -------------------------------------------
+
+    def _vision_answered(self, answered: bool) -> None:
+        with self._away_lock:
+            if answered:
+                self._vision_away_since = None
+            elif self._vision_away_since is None:
+                self._vision_away_since = time.monotonic()
+        if answered:
+            metrics.CLAIMS_HELD.set(0)
+
+    def _claims_held(self) -> bool:
+        with self._away_lock:
+            since = self._vision_away_since
+        return since is not None and time.monotonic() - since >= self._config.outage_hold_s
+
+    def _wait_for_vision(self) -> None:
+        """Probe vision, one lane at a time, until it answers; the other lanes look again
+        every half second."""
+        if not self._probe_lock.acquire(blocking=False):
+            self._stopping.wait(0.5)
+            return
+        try:
+            if not self._claims_held():
+                return
+            metrics.CLAIMS_HELD.set(1)
+            if self._vision.probe(self._abandon):
+                self._probe_backoff.succeeded()
+                self._vision_answered(True)
+                log.info("vision answers again: claiming again")
+                self._wakeup()
+                return
+            delay = self._probe_backoff.failed()
+            if self._probe_backoff.failures == 1 or self._probe_backoff.failures % 20 == 0:
+                log.warning(
+                    "vision answers nothing: claiming nothing until it does",
+                    extra={"probes": self._probe_backoff.failures, "retry_s": delay},
+                )
+            self._stopping.wait(delay)
+        finally:
+            self._probe_lock.release()
+
+    # --- one batch ----------------------------------------------------------------------------
+
     def process(self, claims: list[Claim]) -> bool:
         """Analyse one claimed batch and write every outcome back; True when every image
         failed because a service was away."""
@@ -239,6 +297,9 @@ class Worker:
                 readable
             )
         failures = [o for o in outcomes if isinstance(o, CallFailedError)]
+        if outcomes and not self._abandon.is_set():
+            away = [f for f in failures if f.service == "vision" and is_outage(f)]
+            self._vision_answered(len(away) < len(outcomes))
         list(
             self._pool.map(
                 lambda pair: self._complete(*pair),

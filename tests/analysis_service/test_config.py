@@ -29,6 +29,7 @@ def test_settings_come_from_the_environment():
             "ANALYSIS_BATCH": "16",
             "ANALYSIS_LEASE_MS": "5000",
             "ANALYSIS_WORKER_ID": "w1",
+            "ANALYSIS_OUTAGE_HOLD_S": "30",
             "IMAGEREPO_METRICS_PORT": "9100",
         }
     )
@@ -36,6 +37,7 @@ def test_settings_come_from_the_environment():
     assert config.vision_address == "dns:///vision:50052"
     assert (config.batch_size, config.lease_ms, config.worker_id) == (16, 5000, "w1")
     assert config.metrics_port == 9100
+    assert config.outage_hold_s == 30.0
 
 
 def test_a_vision_call_never_outlives_the_lease():
@@ -44,7 +46,10 @@ def test_a_vision_call_never_outlives_the_lease():
     assert config.call_timeout_s == 3.0
 
 
-@pytest.mark.parametrize("env", [{"ANALYSIS_BATCH": "0"}, {"ANALYSIS_LEASE_MS": "10"}])
+@pytest.mark.parametrize(
+    "env",
+    [{"ANALYSIS_BATCH": "0"}, {"ANALYSIS_LEASE_MS": "10"}, {"ANALYSIS_OUTAGE_HOLD_S": "-1"}],
+)
 def test_values_that_cannot_work_are_refused(env):
     with pytest.raises(AnalysisConfigError):
         AnalysisConfig.from_env(env)

@@ -1,12 +1,12 @@
 """A vision that answers nothing (its process stopped with SIGSTOP: every call runs out of
-time) is an outage: a good photo is claimed again and again past MAX_ATTEMPTS and stays
-PENDING, and is analysed once vision runs again.
+time) is an outage: a good photo claimed again and again past MAX_ATTEMPTS stays PENDING;
+once the outage has lasted ANALYSIS_OUTAGE_HOLD_S the worker claims nothing more and probes
+vision instead; the photo is analysed once vision runs again.
 
 Real parts: storage server in this process, vision as a process (`python -m vision_service`,
-the real models), the worker's real loop and clients in this process. Storage backs a failed
-image off for 50-100 ms instead of seconds so the claims come quickly; storage's own cap on
-claims (`analysis_max_attempts`, which counts every claim, outages included) is off here: this
-test is about the worker's rule, not storage's."""
+the real models, shared by the tests here), the worker's real loop and clients in this
+process. Storage backs a failed image off for 50-100 ms instead of seconds so the claims come
+quickly."""
 
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from analysis_service.clients import StorageClient, VisionClient
 from analysis_service.config import AnalysisConfig
@@ -39,26 +40,33 @@ PENDING = common_pb2.ANALYSIS_STATUS_PENDING
 READY = common_pb2.ANALYSIS_STATUS_READY
 # Generous: the claims come about one a second; the machine may be loaded.
 WAIT_S = 90.0
+# Without the hold, about five more claims would come in this time.
+HELD_FOR_S = 6.0
 
 
-@pytest.fixture
-def storage(tmp_path: Path) -> Iterator[str]:
-    """A real storage server on a free port with a fast analysis backoff and no claim cap."""
+def open_storage(data_dir: Path, max_claims: int) -> tuple[str, Callable[[], None]]:
+    """A real storage server on a free port with a fast analysis backoff; its address and
+    how to stop it. `max_claims` is storage's own cap (0: none)."""
     store = ColumnStore.open(
-        tmp_path / "storage",
+        data_dir,
         StoreOptions(
-            analysis_backoff_initial_ms=50, analysis_backoff_max_ms=100, analysis_max_attempts=0
+            analysis_backoff_initial_ms=50,
+            analysis_backoff_max_ms=100,
+            analysis_max_attempts=max_claims,
         ),
     )
     server, port, health = build_server(store, "127.0.0.1:0")
     server.start()
     health.set_serving(True)
-    yield f"127.0.0.1:{port}"
-    server.stop(None).wait()
-    store.close()
+
+    def stop() -> None:
+        server.stop(None).wait()
+        store.close()
+
+    return f"127.0.0.1:{port}", stop
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def vision_process() -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """`python -m vision_service` on a free port, serving (its models loaded)."""
     address = f"127.0.0.1:{free_port()}"
@@ -86,42 +94,46 @@ def vision_process() -> Iterator[tuple[subprocess.Popen[bytes], str]]:
             proc.wait(timeout=10)
 
 
-def test_a_stopped_vision_leaves_a_good_photo_pending_past_max_attempts_then_it_is_analysed(
-    storage: str, vision_process: tuple[subprocess.Popen[bytes], str]
-) -> None:
-    proc, vision_address = vision_process
+def start_worker(storage: str, vision: str, outage_hold_s: float) -> Worker:
     # Lease 1.7 s: each vision call may wait 1.0 s. One image per claim and four lanes, so
     # another lane claims the image again while the last one pauses after its outage.
     config = AnalysisConfig(
         storage_address=storage,
-        vision_address=vision_address,
+        vision_address=vision,
         worker_id="w",
         batch_size=1,
         batches_in_flight=4,
         lease_ms=1700,
         poll_interval_s=0.1,
         stats_interval_s=60.0,
+        outage_hold_s=outage_hold_s,
     )
     assert config.call_timeout_s == pytest.approx(1.02)
-    channel = open_channel(storage, channel_options())
-    stub = pbg.StorageServiceStub(channel)
     worker = Worker(
         config,
         StorageClient(open_channel(storage, channel_options()), config.rpc_timeout_s),
-        VisionClient(
-            open_channel(vision_address, channel_options()), config.call_timeout_s, config.top_k
-        ),
+        VisionClient(open_channel(vision, channel_options()), config.call_timeout_s, 5),
     )
+    worker.start()
+    return worker
 
-    def image() -> pb.ImageMetadata:
-        return stub.GetImage(pb.GetImageRequest(image_id=image_id), timeout=30).image
 
+def test_a_stopped_vision_leaves_a_good_photo_pending_past_max_attempts_then_it_is_analysed(
+    tmp_path: Path, vision_process: tuple[subprocess.Popen[bytes], str]
+) -> None:
+    # Storage's own cap (which counts every claim, outages included) is off, and the worker
+    # never stops claiming: this is about the worker's rule for the timeouts alone.
+    proc, vision_address = vision_process
+    storage, stop_storage = open_storage(tmp_path / "storage", max_claims=0)
+    channel = open_channel(storage, channel_options())
+    stub = pbg.StorageServiceStub(channel)
     proc.send_signal(signal.SIGSTOP)
+    worker = None
     try:
         image_id = put(stub, real_photo_paths()["rocket"].read_bytes())
-        worker.start()
+        worker = start_worker(storage, vision_address, outage_hold_s=600)
         deadline = time.monotonic() + WAIT_S
-        while (meta := image()).analysis.attempts <= MAX_ATTEMPTS:
+        while (meta := image(stub, image_id)).analysis.attempts <= MAX_ATTEMPTS:
             assert meta.status == PENDING, (meta.status_detail, meta.analysis.attempts)
             assert time.monotonic() < deadline, f"only {meta.analysis.attempts} claims"
             time.sleep(0.1)
@@ -132,17 +144,67 @@ def test_a_stopped_vision_leaves_a_good_photo_pending_past_max_attempts_then_it_
         ), meta.analysis.last_error
 
         proc.send_signal(signal.SIGCONT)
-        deadline = time.monotonic() + WAIT_S
-        while (meta := image()).status == PENDING:
-            assert time.monotonic() < deadline, meta.analysis.last_error
-            time.sleep(0.1)
+        meta = wait_analysed(stub, image_id)
 
         assert meta.status == READY, meta.status_detail
         assert meta.labels
     finally:
         proc.send_signal(signal.SIGCONT)
-        worker.stop(0)
+        if worker is not None:
+            worker.stop(0)
         channel.close()
+        stop_storage()
+
+
+def test_a_long_vision_outage_stops_the_claims_until_a_probe_answers(
+    tmp_path: Path, vision_process: tuple[subprocess.Popen[bytes], str]
+) -> None:
+    # Storage's cap as deployed (10 claims): without the hold it would fail the photo.
+    proc, vision_address = vision_process
+    storage, stop_storage = open_storage(tmp_path / "storage", max_claims=10)
+    channel = open_channel(storage, channel_options())
+    stub = pbg.StorageServiceStub(channel)
+    proc.send_signal(signal.SIGSTOP)
+    worker = None
+    try:
+        image_id = put(stub, real_photo_paths()["rocket"].read_bytes())
+        worker = start_worker(storage, vision_address, outage_hold_s=2.0)
+        deadline = time.monotonic() + WAIT_S
+        while REGISTRY.get_sample_value("imagerepo_analysis_claims_held") != 1:
+            assert time.monotonic() < deadline, "the worker never held its claims"
+            time.sleep(0.1)
+        time.sleep(1.5)  # a claim decided just before the hold is written by now
+        held_at = image(stub, image_id).analysis.attempts
+        time.sleep(HELD_FOR_S)
+
+        meta = image(stub, image_id)
+        assert meta.status == PENDING
+        assert meta.analysis.attempts == held_at
+        assert held_at < 10
+
+        proc.send_signal(signal.SIGCONT)
+        meta = wait_analysed(stub, image_id)
+
+        assert meta.status == READY, meta.status_detail
+        assert REGISTRY.get_sample_value("imagerepo_analysis_claims_held") == 0
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        if worker is not None:
+            worker.stop(0)
+        channel.close()
+        stop_storage()
+
+
+def image(stub: pbg.StorageServiceStub, image_id: str) -> pb.ImageMetadata:
+    return stub.GetImage(pb.GetImageRequest(image_id=image_id), timeout=30).image
+
+
+def wait_analysed(stub: pbg.StorageServiceStub, image_id: str) -> pb.ImageMetadata:
+    deadline = time.monotonic() + WAIT_S
+    while (meta := image(stub, image_id)).status == PENDING:
+        assert time.monotonic() < deadline, meta.analysis.last_error
+        time.sleep(0.1)
+    return meta
 
 
 def put(stub: pbg.StorageServiceStub, data: bytes) -> str:
