@@ -27,7 +27,8 @@ when its previous try also timed out on its own (its last_error says so): after 
 an image with many attempts gets one more try instead of failing on its first slow call.
 
 Storage has a cap of its own (`StoreOptions.analysis_max_attempts`, 10): an image claimed that
-often is FAILED at its next claim whatever the failures were, outages included.
+often is FAILED at its next claim whatever the failures were, outages included. So the worker
+also stops claiming once vision has answered nothing for `outage_hold_s` (worker.py).
 """
 
 from __future__ import annotations
