@@ -173,7 +173,7 @@ def test_a_long_vision_outage_stops_the_claims_until_a_probe_answers(
         while REGISTRY.get_sample_value("imagerepo_analysis_claims_held") != 1:
             assert time.monotonic() < deadline, "the worker never held its claims"
             time.sleep(0.1)
-        time.sleep(1.5)  # a claim decided just before the hold is written by now
+        time.sleep(3.0)  # a claim decided just before the hold is written by now
         held_at = image(stub, image_id).analysis.attempts
         time.sleep(HELD_FOR_S)
 
