@@ -192,7 +192,10 @@ def image_page(image_id: str) -> Any:
     similar: list[dict[str, Any]] = []
     duplicates: list[dict[str, Any]] = []
     related_error = ""
-    if image["status"] == "ready":
+    # In the trash: search has dropped it (no similar images to ask for); the page offers
+    # Restore instead of "Move to trash".
+    trashed_days_left = _days_left(stored) if stored.HasField("trash_time") else None
+    if image["status"] == "ready" and trashed_days_left is None:
         try:
             similar = ops.similar_results(
                 image_id=image_id, k=8, min_similarity=st.config.similar_min_similarity
@@ -218,7 +221,15 @@ def image_page(image_id: str) -> Any:
         duplicates=duplicates,
         related_error=related_error,
         analysis=analysis_view(stored),
+        trashed_days_left=trashed_days_left,
     )
+
+
+def _days_left(stored: Any) -> int:
+    """Whole days until storage deletes a trashed image for good (0: today)."""
+    retention_ms = state().config.trash_retention_days * 86_400_000
+    left_ms = stored.trash_time.ToMilliseconds() + retention_ms - time.time() * 1000
+    return max(0, math.ceil(left_ms / 86_400_000))
 
 
 def analysis_view(image: Any) -> dict[str, Any]:
@@ -260,13 +271,10 @@ def trash() -> Any:
     reply = st.clients.list_images(
         page_size=st.config.gallery_page_size, page_token=token, trashed_only=True
     )
-    retention_ms = st.config.trash_retention_days * 86_400_000
-    now_ms = time.time() * 1000
     images = []
     for stored in reply.images:
         image = image_json(stored, _threshold())
-        left_ms = stored.trash_time.ToMilliseconds() + retention_ms - now_ms
-        image["days_left"] = max(0, math.ceil(left_ms / 86_400_000))
+        image["days_left"] = _days_left(stored)
         images.append(image)
     return render_template(
         "trash.html",
