@@ -230,23 +230,27 @@ class VisionClient:
             return self._answered
 
     def analyse_batch(
-        self, images: Sequence[bytes], abandon: threading.Event
+        self, images: Sequence[bytes], abandon: threading.Event, probe_if_quiet: bool = True
     ) -> list[vision_pb.AnalyzeResponse | CallFailedError]:
         """Analyze every image at once (labels, features, moderation, OCR where there is
         text); per image its answer or why it failed. Setting `abandon` cancels what is left
-        (those fail with CANCELLED)."""
+        (those fail with CANCELLED).
+
+        When vision has answered nothing at all for half the deadline, a probe goes out
+        (`probe_if_quiet`): if vision answers it while an image's call still waits, that image
+        is the slow one, even when nothing else is being analysed."""
+        started = time.monotonic()
+        answered_before = self.answered
         remaining = threading.Semaphore(0)
         calls: list[_AnalyzeCall] = []
         futures = []
         for data in images:
             call = _AnalyzeCall(time.monotonic(), self.answered)
-            future = self._stub.Analyze.future(
-                vision_pb.AnalyzeRequest(image_data=data, top_k=self._top_k),
-                timeout=self._timeout_s,
-            )
+            future = self._analyze(data)
             future.add_done_callback(functools.partial(self._settled, call, remaining))
             calls.append(call)
             futures.append(future)
+        probe_at = started + self._timeout_s / 2 if probe_if_quiet else float("inf")
         for _ in futures:
             while True:
                 if abandon.is_set():
@@ -254,6 +258,15 @@ class VisionClient:
                         future.cancel()  # a no-op for those already answered
                 if remaining.acquire(timeout=0.05):
                     break
+                if time.monotonic() >= probe_at:
+                    probe_at = float("inf")
+                    if self.answered == answered_before:
+                        # Not waited for: its answer only counts, in _settled.
+                        self._analyze(_probe_picture()).add_done_callback(
+                            functools.partial(
+                                self._settled, _AnalyzeCall(0.0, 0), threading.Semaphore(0)
+                            )
+                        )
         results: list[vision_pb.AnalyzeResponse | CallFailedError] = []
         for call, future in zip(calls, futures, strict=True):
             try:
@@ -267,8 +280,14 @@ class VisionClient:
     def probe(self, abandon: threading.Event) -> bool:
         """Analyze a small grey picture with the images' own request and deadline: True
         when vision answered (with anything but a sign that it is away)."""
-        (outcome,) = self.analyse_batch([_probe_picture()], abandon)
+        (outcome,) = self.analyse_batch([_probe_picture()], abandon, probe_if_quiet=False)
         return not isinstance(outcome, CallFailedError) or outcome.code not in _NO_ANSWER_CODES
+
+    def _analyze(self, data: bytes) -> grpc.Future:
+        return self._stub.Analyze.future(  # type: ignore[no-any-return]
+            vision_pb.AnalyzeRequest(image_data=data, top_k=self._top_k),
+            timeout=self._timeout_s,
+        )
 
     def _settled(
         self, call: _AnalyzeCall, remaining: threading.Semaphore, future: grpc.Future

@@ -2,7 +2,8 @@
 
 Pure decisions, no gRPC: the clients turn a failed call into `CallFailedError` (service,
 status code name, message, and for a vision call how long it waited and how many other calls
-vision answered meanwhile) and the worker asks `classify` what to do with the image.
+vision answered meanwhile, a probe sent when vision had been quiet for half the deadline
+included) and the worker asks `classify` what to do with the image.
 
     vision INVALID_ARGUMENT, FAILED_PRECONDITION   the image is the problem: FAILED, with why
     UNAVAILABLE, RESOURCE_EXHAUSTED, CANCELLED     the service is: stays PENDING, storage backs
