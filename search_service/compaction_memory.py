@@ -5,18 +5,30 @@ the process's cgroup v2 still has. Reads /proc and cgroup files through paths a 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-# A compaction builds the fresh index of the live documents beside the old one, so for a while
-# the process holds both. Its estimate: the process's resident memory x live / numbered
-# documents x this factor. Measured with benchmarks/compaction_probe.py at 1M documents
-# (700k live): 4.0 GB resident before, 6.7 GB at the peak: +2.7 GB = 0.96 x (4.0 GB x 0.7),
-# rounded up to 1. Resident memory is VmRSS (anonymous and file pages), as the probe measured
-# it: much of a loaded index is mapped from its snapshot (file pages), and the fresh index holds
-# the same data in anonymous memory. At 100k documents (70k live; this session, load 2) the
-# estimate is 816 MB for +435 MB measured (anonymous memory): the process's fixed part
-# (interpreter, libraries) weighs more in a small index, and the estimate errs high there.
+# A compaction builds the fresh index of the live documents beside the old one, and the fresh
+# one holds all of its data in anonymous memory (rows, chunks, posting lists), while much of a
+# loaded index is mapped read-only from its snapshot file (vector rows and factors, document
+# columns: snapshot.MAPPED_SECTIONS) and counts in resident memory only for the pages searches
+# have touched. So the estimate is (the process's anonymous resident memory, RssAnon, + the
+# whole size of what it maps from the index's snapshot, resident or not) x live / numbered
+# documents x this factor. VmRSS x live / numbered, used before, counted the mapped pages only
+# as far as they were paged in: right after a restart, or on an index searches touch sparsely,
+# it said far too little (10M documents: ~10 GB anonymous + ~17 GB mapped; it could have said
+# ~8 GB for a need of ~19 GB). RssAnon also holds what is not the index (interpreter,
+# libraries, the concept space: 365-370 MB in the probe before it opened the index, its
+# in-process embedding server included); it is not taken off, so the estimate errs high by
+# that much x live / numbered, which shows on a small index only. The need it stands for is
+# the growth of anonymous memory: the old index's mapped pages the compaction reads in are
+# file pages the kernel can take back (MemAvailable and the cgroup figure count them free).
+# Measured with benchmarks/compaction_probe.py (2 cores, load 2.4-4.8), at the compaction's
+# start and its peak: 100k documents (70k live), warmed and searched 10 s: RssAnon 846 MB,
+# 165 MB mapped; estimate 708 MB for RssAnon +488 MB (VmRSS +488). Restarted cold (not
+# warmed, the snapshot dropped from the page cache): RssAnon 717 MB, 165 MB mapped (about
+# 33 MB of it resident); estimate 617 MB for RssAnon +502 MB (VmRSS +601 MB).
 _COMPACT_MEMORY_FACTOR = 1.0
 # Memory left free after a compaction's estimate (the DurableIndex default; the service reads
 # SEARCH_COMPACTION_MEMORY_HEADROOM_MB): a compaction that would leave less is postponed.
@@ -32,6 +44,7 @@ class MemoryFiles:
     meminfo: Path = Path("/proc/meminfo")
     cgroup: Path = Path("/proc/self/cgroup")
     cgroup_root: Path = Path("/sys/fs/cgroup")
+    maps: Path = Path("/proc/self/maps")
 
 
 # The real files, the default everywhere.
@@ -52,7 +65,8 @@ class CompactionMemory:
 
     live: int
     numbered: int
-    resident_bytes: int
+    anonymous_bytes: int  # RssAnon
+    mapped_bytes: int  # the index's snapshot files mapped, resident or not
     needed_bytes: int
     headroom_bytes: int
     available: AvailableMemory | None  # None: nothing to read it from (no /proc)
@@ -73,9 +87,11 @@ class CompactionMemory:
             else "available memory unknown"
         )
         return (
-            f"it needs about {_size(self.needed_bytes)} (the process's {_size(self.resident_bytes)}"
-            f" resident x {self.live:,} live / {self.numbered:,} numbered documents) and "
-            f"{_size(self.headroom_bytes)} headroom, {available}"
+            f"it needs about {_size(self.needed_bytes)} (the process's "
+            f"{_size(self.anonymous_bytes)} anonymous + {_size(self.mapped_bytes)} mapped from "
+            f"the index's snapshot, x {self.live:,} live / {self.numbered:,} numbered documents"
+            f" x {_COMPACT_MEMORY_FACTOR:g}) and {_size(self.headroom_bytes)} headroom, "
+            f"{available}"
         )
 
 
@@ -83,10 +99,45 @@ def _size(n: int) -> str:
     return f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{n / 2**20:.0f} MB"
 
 
-def resident_bytes(files: MemoryFiles = PROC_FILES) -> int | None:
-    """The process's resident memory (VmRSS in /proc/self/status), None when unreadable."""
-    kib = _field_kib(files.status, "VmRSS")
+def anonymous_bytes(files: MemoryFiles = PROC_FILES) -> int | None:
+    """The process's anonymous resident memory (RssAnon in /proc/self/status), None when
+    unreadable."""
+    kib = _field_kib(files.status, "RssAnon")
     return None if kib is None else kib * 1024
+
+
+def mapped_bytes(directory: Path, files: MemoryFiles = PROC_FILES) -> int:
+    """The size of this process's memory maps of files in `directory` (the index's data dir:
+    its snapshot's mapped sections), whether their pages are resident or not; 0 when the maps
+    cannot be read. A map of a file deleted since (a replaced snapshot a search still reads)
+    is left out: it is let go once that search ends, and the index reads the new file.
+
+    Read from /proc/self/maps rather than summed over the index's own arrays: those are
+    private to VectorIndex (its chunks of rows) and DocumentStore (its base's columns), and
+    the maps follow whatever the index maps from its data dir, a section mapped later too.
+    /proc/self/maps (not smaps) gives each map's range without walking its pages: a few
+    thousand lines to read at 10M documents."""
+    try:
+        text = files.maps.read_text()
+    except OSError:
+        return 0
+    # As the kernel names it (symbolic links resolved); os.sep after it: not a sibling
+    # directory whose name starts the same.
+    prefix = os.path.realpath(directory) + os.sep
+    total = 0
+    for line in text.splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) < 6:
+            continue  # anonymous: no path
+        path = fields[5]
+        if not path.startswith(prefix) or path.endswith(" (deleted)"):
+            continue
+        start, _, end = fields[0].partition("-")
+        try:
+            total += int(end, 16) - int(start, 16)
+        except ValueError:
+            continue
+    return total
 
 
 def available_memory(files: MemoryFiles = PROC_FILES) -> AvailableMemory | None:
@@ -103,16 +154,22 @@ def available_memory(files: MemoryFiles = PROC_FILES) -> AvailableMemory | None:
 
 
 def compaction_memory(
-    live: int, numbered: int, headroom_bytes: int, files: MemoryFiles = PROC_FILES
+    live: int,
+    numbered: int,
+    headroom_bytes: int,
+    files: MemoryFiles = PROC_FILES,
+    data_dir: Path | None = None,
 ) -> CompactionMemory | None:
-    """The memory guard's figures for compacting `live` of `numbered` documents (see
-    _COMPACT_MEMORY_FACTOR); None when the process's resident memory cannot be read."""
-    resident = resident_bytes(files)
-    if resident is None:
+    """The memory guard's figures for compacting `live` of `numbered` documents of an index
+    whose snapshot is in `data_dir` (None: an index in memory only, nothing mapped); see
+    _COMPACT_MEMORY_FACTOR. None when the process's anonymous memory cannot be read."""
+    anonymous = anonymous_bytes(files)
+    if anonymous is None:
         return None
-    needed = int(resident * _COMPACT_MEMORY_FACTOR * live / max(1, numbered))
+    mapped = 0 if data_dir is None else mapped_bytes(data_dir, files)
+    needed = int((anonymous + mapped) * _COMPACT_MEMORY_FACTOR * live / max(1, numbered))
     return CompactionMemory(
-        live, numbered, resident, needed, headroom_bytes, available_memory(files)
+        live, numbered, anonymous, mapped, needed, headroom_bytes, available_memory(files)
     )
 
 

@@ -618,7 +618,11 @@ class DurableIndex:
         if self.compaction_memory_headroom_bytes is None:
             return True
         memory = compaction_memory(
-            live, numbered, self.compaction_memory_headroom_bytes, self.memory_files
+            live,
+            numbered,
+            self.compaction_memory_headroom_bytes,
+            self.memory_files,
+            self.data_dir,
         )
         if memory is None or memory.fits:
             with self._requests:

@@ -5,7 +5,8 @@ failures, described with its figures in GetStats, logged once, tried again after
 
 The figures come from files the tests write in a tmp dir as /proc and the cgroup v2 tree
 would hold them (compaction_memory.MemoryFiles), or from the real ones with a headroom no machine
-has."""
+has; what an index maps from its snapshot from the real /proc/self/maps of a real index
+restarted in a tmp dir."""
 
 from __future__ import annotations
 
@@ -18,17 +19,21 @@ from imagerepo.search.v1 import search_service_pb2 as v1
 from imagerepo.search.v2 import search_service_pb2 as v2
 from imagerepo.search.v2 import search_service_pb2_grpc as v2_grpc
 from search_service import compaction_memory as memory_guard
+from search_service import vector_index
 from search_service.compaction_memory import (
     AvailableMemory,
     MemoryFiles,
     available_memory,
     compaction_memory,
+    mapped_bytes,
 )
 from search_service.config import SearchConfig
-from search_service.durable_index import DurableIndex
+from search_service.durable_index import SNAPSHOT_NAME, DurableIndex
 from search_service.engine import EngineParams, SearchIndex
+from search_service.snapshot import mapping_of
+from search_service.vector_index import AnnParams
 from tests.search_service.conftest import serve
-from tests.search_service.documents import DIM
+from tests.search_service.documents import DIM, doc, unit
 from tests.search_service.test_background_compaction import FIRST, QUERIES, image
 
 PARAMS = EngineParams(vector_dim=DIM)
@@ -43,19 +48,20 @@ Buffers:          103948 kB
 STATUS = """Name:\tpython
 VmPeak:\t 9000000 kB
 VmRSS:\t {rss_kib} kB
-RssAnon:\t  700000 kB
+RssAnon:\t {anon_kib} kB
 RssFile:\t  300000 kB
 """
+FACTOR = memory_guard._COMPACT_MEMORY_FACTOR
 
 
 def proc_files(
     root: Path,
     available_bytes: int = 16 * GB,
-    rss_bytes: int = 1 * GB,
+    anon_bytes: int = 1 * GB,
     cgroup: str = "0::/\n",
 ) -> MemoryFiles:
     """/proc/meminfo, /proc/self/status and /proc/self/cgroup as the kernel writes them, in
-    `root`, and an empty cgroup v2 tree (no limit) beside them."""
+    `root`, and an empty cgroup v2 tree (no limit) beside them; the real /proc/self/maps."""
     (root / "proc").mkdir(exist_ok=True)
     files = MemoryFiles(
         status=root / "proc" / "status",
@@ -64,7 +70,9 @@ def proc_files(
         cgroup_root=root / "cgroup",
     )
     files.meminfo.write_text(MEMINFO.format(available_kib=available_bytes // 1024))
-    files.status.write_text(STATUS.format(rss_kib=rss_bytes // 1024))
+    files.status.write_text(
+        STATUS.format(rss_kib=anon_bytes // 1024 + 300000, anon_kib=anon_bytes // 1024)
+    )
     files.cgroup.write_text(cgroup)
     files.cgroup_root.mkdir(exist_ok=True)
     return files
@@ -144,24 +152,113 @@ def test_no_files_to_read_gives_no_figures(tmp_path):
     assert compaction_memory(700, 1000, 0, files) is None
 
 
-def test_the_estimate_is_resident_memory_scaled_by_live_over_numbered_documents(tmp_path):
-    # benchmarks/compaction_probe.py at 1M documents: 4.0 GB resident, 700k live, the
-    # compaction took 2.7 GB more at its peak.
-    files = proc_files(tmp_path, available_bytes=3 * GB, rss_bytes=4 * GB)
+def test_the_estimate_is_anonymous_memory_and_the_snapshot_maps_scaled_by_live_over_numbered(
+    tmp_path,
+):
+    # 1M documents, 700k live: 1.2 GB anonymous, 2.8 GB of the snapshot mapped (2 GB + 0.8 GB),
+    # however little of it is resident. Not counted: a replaced snapshot a search still maps,
+    # another directory's snapshot, a library, anonymous maps.
+    files = proc_files(tmp_path, available_bytes=3 * GB, anon_bytes=1200 * MB)
+    data = tmp_path / "data"
+    data.mkdir()
+    files = MemoryFiles(**{**vars(files), "maps": tmp_path / "proc" / "maps"})
+    files.maps.write_text(
+        f"7f0000000000-7f0080000000 r--s 00000000 08:01 1234    {data}/{SNAPSHOT_NAME}\n"
+        f"7f0080000000-7f00b3333000 r--s 80000000 08:01 1234    {data}/{SNAPSHOT_NAME}\n"
+        f"7f0100000000-7f0140000000 r--s 00000000 08:01 1200    {data}/{SNAPSHOT_NAME} (deleted)\n"
+        f"7f0200000000-7f0240000000 r--s 00000000 08:01 1300    {data}-old/{SNAPSHOT_NAME}\n"
+        "7f0300000000-7f0300200000 r-xp 00000000 08:01 99      /usr/lib/libc.so.6\n"
+        "7f0400000000-7f0440000000 rw-p 00000000 00:00 0 \n"
+        "7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0       [stack]\n"
+    )
+    mapped = 2 * GB + 0x33333000
 
-    memory = compaction_memory(700_000, 1_000_000, 512 * MB, files)
+    memory = compaction_memory(700_000, 1_000_000, 512 * MB, files, data)
 
     assert memory is not None
-    assert memory.needed_bytes == int(4 * GB * 0.7)
-    assert memory.needed_bytes >= 2.7 * GB
-    assert not memory.fits  # 2.8 GB + 512 MB > 3 GB
+    assert (memory.anonymous_bytes, memory.mapped_bytes) == (1200 * MB, mapped)
+    assert memory.needed_bytes == int((1200 * MB + mapped) * FACTOR * 0.7)
+    assert not memory.fits  # more than 2.8 GB + 512 MB > 3 GB
     assert memory.describe() == (
-        "it needs about 2.8 GB (the process's 4.0 GB resident x 700,000 live / 1,000,000 "
-        f"numbered documents) and 512 MB headroom, 3.0 GB available (MemAvailable in "
+        f"it needs about {memory.needed_bytes / GB:.1f} GB (the process's 1.2 GB anonymous + "
+        f"2.8 GB mapped from the index's snapshot, x 700,000 live / 1,000,000 numbered "
+        f"documents x {FACTOR:g}) and 512 MB headroom, 3.0 GB available (MemAvailable in "
         f"{files.meminfo})"
     )
-    roomier = compaction_memory(700_000, 1_000_000, 200 * MB, files)
-    assert roomier is not None and roomier.fits
+    in_memory_only = compaction_memory(700_000, 1_000_000, 512 * MB, files, None)
+    assert in_memory_only is not None and in_memory_only.mapped_bytes == 0
+
+
+def smaps_resident(directory: Path) -> int:
+    """Bytes of this process's maps of files in `directory` that are resident (Rss)."""
+    total, ours = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split(maxsplit=5)
+            if "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+                ours = len(head) == 6 and head[5].startswith(f"{directory}/")
+            elif ours and line.startswith("Rss:"):
+                total += int(line.split()[1]) * 1024
+    return total
+
+
+def restarted_index(path: Path, count: int, dim: int, **kwargs: object) -> DurableIndex:
+    """An index of `count` documents with `dim`-dimensional vectors, snapshotted, closed and
+    opened again from that snapshot: its vector rows (whole chunks) and document columns are
+    maps of the file that nothing has read yet."""
+    params = EngineParams(vector_dim=dim, ann=AnnParams(threshold=10**9))
+    index = DurableIndex.open(path, params, snapshot_every=10**9, snapshot_interval_s=3600)
+    for i in range(count):
+        index.put(doc(f"img{i}", (("tiger cat", 0.9),), vector=unit(i, dim)))
+    index.close()
+    return DurableIndex.open(path, params, snapshot_every=10**9, snapshot_interval_s=3600, **kwargs)
+
+
+def test_a_restarted_index_counts_the_rows_it_maps_though_none_is_resident(tmp_path, monkeypatch):
+    monkeypatch.setattr(vector_index, "CHUNK_ROWS", 8)  # whole chunks are mapped
+    index = restarted_index(tmp_path / "data", 256, 4096)
+    vectors = index._index.vectors
+    rows = [c for c in vectors._vectors.chunks + vectors._factors.chunks if mapping_of(c)]
+    rows_bytes = sum(c.nbytes for c in rows)
+    assert rows_bytes >= 256 * 4096  # 1 MB of int8 rows, mapped, ...
+    assert smaps_resident(tmp_path / "data") < rows_bytes // 2  # ... and not paged in
+    files = proc_files(tmp_path, anon_bytes=100 * MB)
+
+    memory = compaction_memory(200, 256, 0, files, tmp_path / "data")
+
+    assert memory is not None
+    snapshot_bytes = (tmp_path / "data" / SNAPSHOT_NAME).stat().st_size
+    assert rows_bytes <= memory.mapped_bytes <= snapshot_bytes + 2 * MB
+    assert memory.mapped_bytes == mapped_bytes(tmp_path / "data")
+    assert memory.needed_bytes == int((100 * MB + memory.mapped_bytes) * FACTOR * 200 / 256)
+    index.close()
+
+
+def test_a_compaction_its_snapshots_mapped_rows_would_not_fit_is_postponed(tmp_path, monkeypatch):
+    """Right after a restart the index's vector rows are mapped and not yet read: the fresh
+    index will hold them all in anonymous memory, so they count though not resident."""
+    monkeypatch.setattr(vector_index, "CHUNK_ROWS", 8)
+    files = proc_files(tmp_path, anon_bytes=1 * MB)
+    index = restarted_index(
+        tmp_path / "data", 3000, 1024, compaction_memory_headroom_bytes=0, memory_files=files
+    )
+    mapped = mapped_bytes(tmp_path / "data")
+    assert mapped >= 3000 * 1024
+    # Room for the anonymous part's share, and for half the mapped part's.
+    room = int((1 * MB + mapped // 2) * FACTOR * 2 / 3)
+    files.meminfo.write_text(MEMINFO.format(available_kib=room // 1024))
+
+    for i in range(1000):
+        index.remove(f"img{i}")
+    assert index.wait_for_compaction(WAIT_S)
+
+    assert (index.compactions, index.compactions_postponed) == (0, 1)
+    assert index._index.numbered == 3000 and len(index) == 2000
+    assert (
+        f"(the process's 1 MB anonymous + {mapped / MB:.0f} MB mapped from the index's snapshot,"
+        f" x 2,000 live / 3,000 numbered documents x {FACTOR:g})"
+    ) in index.last_compaction_postponed
+    index.close()
 
 
 # ---- the index -----------------------------------------------------------------------------
@@ -218,8 +315,9 @@ def test_a_compaction_that_does_not_fit_is_postponed_and_the_index_serves_on(cap
 
 
 def test_a_postponed_compaction_is_retried_after_a_backoff_and_runs_once_it_fits(tmp_path, caplog):
-    # 1 GB resident: a compaction of 1000 of 2000 documents needs 512 MB, and 512 MB headroom.
-    files = proc_files(tmp_path, available_bytes=800 * MB, rss_bytes=1 * GB)
+    # 1 GB anonymous (no data dir: nothing mapped): a compaction of 1000 of 2000 documents
+    # needs 512 MB x the factor, and 512 MB headroom.
+    files = proc_files(tmp_path, available_bytes=800 * MB, anon_bytes=1 * GB)
     index = DurableIndex(
         None,
         PARAMS,
@@ -245,8 +343,9 @@ def test_a_postponed_compaction_is_retried_after_a_backoff_and_runs_once_it_fits
     make_compaction_due(index, reference)
     assert index.compactions_postponed == 1
     assert (
-        ": it needs about 512 MB (the process's 1.0 GB resident x 1,000 live / 2,000 numbered "
-        f"documents) and 512 MB headroom, 800 MB available (MemAvailable in {files.meminfo}); "
+        f": it needs about {int(GB * FACTOR / 2) // MB} MB (the process's 1.0 GB anonymous + "
+        f"0 MB mapped from the index's snapshot, x 1,000 live / 2,000 numbered documents x "
+        f"{FACTOR:g}) and 512 MB headroom, 800 MB available (MemAvailable in {files.meminfo}); "
         "next try no sooner than "
     ) in index.last_compaction_postponed
     assert index.last_compaction_postponed.endswith("(in 10 s)")
@@ -284,7 +383,7 @@ def test_a_postponed_compaction_is_retried_after_a_backoff_and_runs_once_it_fits
 
 def test_a_cgroup_limit_postpones_a_compaction_the_machine_would_fit(tmp_path):
     files = proc_files(
-        tmp_path, available_bytes=16 * GB, rss_bytes=1 * GB, cgroup="0::/docker/abc123\n"
+        tmp_path, available_bytes=16 * GB, anon_bytes=1 * GB, cgroup="0::/docker/abc123\n"
     )
     limit_cgroup(files, "docker/abc123", str(2 * GB), 1200 * MB)
     index = DurableIndex(None, PARAMS, memory_files=files)  # the default headroom, 512 MB
@@ -293,8 +392,9 @@ def test_a_cgroup_limit_postpones_a_compaction_the_machine_would_fit(tmp_path):
 
     assert (index.compactions, index.compactions_postponed) == (0, 1)
     assert (
-        "it needs about 512 MB (the process's 1.0 GB resident x 1,000 live / 2,000 numbered "
-        "documents) and 512 MB headroom, 848 MB available (cgroup /docker/abc123: memory.max "
+        f"it needs about {int(GB * FACTOR / 2) // MB} MB (the process's 1.0 GB anonymous + 0 MB "
+        f"mapped from the index's snapshot, x 1,000 live / 2,000 numbered documents x "
+        f"{FACTOR:g}) and 512 MB headroom, 848 MB available (cgroup /docker/abc123: memory.max "
         "2.0 GB - 1.2 GB in use)"
     ) in index.last_compaction_postponed
 
@@ -304,7 +404,7 @@ def test_with_room_or_with_the_check_off_it_compacts_as_before(tmp_path):
     roomy = DurableIndex(
         None,
         PARAMS,
-        memory_files=proc_files(tmp_path / "roomy", available_bytes=2 * GB, rss_bytes=GB),
+        memory_files=proc_files(tmp_path / "roomy", available_bytes=2 * GB, anon_bytes=GB),
     )
     unchecked = DurableIndex(
         None,
@@ -324,7 +424,7 @@ def test_with_room_or_with_the_check_off_it_compacts_as_before(tmp_path):
 def test_get_stats_reports_a_postponed_compaction(tmp_path):
     """An operator sees through GetStats (v1 and v2) that compaction is postponed, and why: a
     real server on a free port, the index's own compaction thread."""
-    files = proc_files(tmp_path, available_bytes=800 * MB, rss_bytes=1 * GB)
+    files = proc_files(tmp_path, available_bytes=800 * MB, anon_bytes=1 * GB)
     index = DurableIndex(None, PARAMS, memory_files=files)
     server, stub1, channel = serve(index)
     stub2 = v2_grpc.SearchServiceStub(channel)
