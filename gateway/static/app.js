@@ -283,6 +283,7 @@ function setupViewer() {
     position.textContent = `${current + 1} of ${all.length}`;
     details.href = item.dataset.page;
     download.href = item.dataset.download;
+    remove.textContent = "trashed" in item.dataset ? "Delete for good" : "Delete";
     syncStar(item);
     if (box.hidden) {
       opener = document.activeElement;
@@ -334,15 +335,20 @@ function setupViewer() {
     setSource(item, zoomed);
   }
 
+  // A photo already in the trash (the Trash page, a trashed photo's page) is deleted for good:
+  // moving it "to the trash" again would only drop its tile and offer an Undo that restores it.
   async function deleteCurrent() {
     const item = items()[current];
-    if (!item || !window.confirm(`Move ${item.dataset.caption || "this photo"} to the trash?`)) return;
-    const reply = await fetch(`/api/images/${encodeURIComponent(item.dataset.id)}`, { method: "DELETE", headers: { "X-CSRF-Token": csrfToken() } });
+    if (!item) return;
+    const trashed = "trashed" in item.dataset;
+    const name = item.dataset.caption || "this photo";
+    if (!window.confirm(trashed ? `Delete ${name} for good? This cannot be undone.` : `Move ${name} to the trash?`)) return;
+    const reply = await fetch(`/api/images/${encodeURIComponent(item.dataset.id)}${trashed ? "?permanent=1" : ""}`, { method: "DELETE", headers: { "X-CSRF-Token": csrfToken() } });
     if (!reply.ok && reply.status !== 404) { caption.textContent = `Could not delete: the server answered ${reply.status}`; return; }
-    if (item.matches("section.preview")) { location.href = "/?deleted=" + encodeURIComponent(item.dataset.id); return; }
+    if (item.matches("section.preview")) { location.href = trashed ? "/trash" : "/?deleted=" + encodeURIComponent(item.dataset.id); return; }
     document.querySelectorAll(`figure.tile[data-id="${CSS.escape(item.dataset.id)}"]`).forEach((n) => n.remove());
     document.dispatchEvent(new CustomEvent("tiles:changed"));
-    offerUndo(item.dataset.id, item.dataset.caption);
+    if (!trashed) offerUndo(item.dataset.id, item.dataset.caption);
     if (items().length) show(current, false); else close();
   }
 
