@@ -42,6 +42,16 @@ class StorageConfig:
     segment_cache_dir: Path | None = None
     # How new feature vectors are written: int8 (default), float16 or float32; all are read.
     vector_encoding: str = StoreOptions.vector_encoding
+    # An image claimed for analysis this many times without a result is FAILED at its next
+    # claim; claims a worker gave back as an outage (a service away) do not count.
+    analysis_max_attempts: int = StoreOptions.analysis_max_attempts
+
+    def __post_init__(self) -> None:
+        if self.analysis_max_attempts < 1:
+            raise ValueError(
+                "STORAGE_ANALYSIS_MAX_ATTEMPTS must be at least 1, "
+                f"not {self.analysis_max_attempts}"
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> StorageConfig:
@@ -77,6 +87,9 @@ class StorageConfig:
             if env.get("STORAGE_SEGMENT_CACHE_DIR")
             else None,
             vector_encoding=env.get("STORAGE_VECTOR_ENCODING", cls.vector_encoding).strip().lower(),
+            analysis_max_attempts=_whole_number(
+                env, "STORAGE_ANALYSIS_MAX_ATTEMPTS", cls.analysis_max_attempts
+            ),
         )
 
     def file_system(self, env: Mapping[str, str] = os.environ) -> FileSystem | None:
@@ -102,4 +115,15 @@ class StorageConfig:
             feed_retention_seqs=self.feed_retention_seqs,
             trash_retention_ms=int(self.trash_retention_days * 86_400_000),
             vector_encoding=self.vector_encoding,
+            analysis_max_attempts=self.analysis_max_attempts,
         )
+
+
+def _whole_number(env: Mapping[str, str], name: str, default: int) -> int:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, not {text!r}") from None

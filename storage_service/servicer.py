@@ -941,6 +941,16 @@ class StorageServicer(AlbumServicer, pb_grpc.StorageServiceServicer):
     def CompleteAnalysis(
         self, request: pb.CompleteAnalysisRequest, context: grpc.ServicerContext
     ) -> pb.CompleteAnalysisResponse:
+        return self.complete_analysis(request, context)
+
+    def complete_analysis(
+        self,
+        request: pb.CompleteAnalysisRequest,
+        context: grpc.ServicerContext,
+        outage: bool = False,
+    ) -> pb.CompleteAnalysisResponse:
+        """CompleteAnalysis; v2 adds what v1 cannot say: a failure is an outage (a service
+        was away), whose claim storage gives back instead of counting it."""
         _require_id(request.image_id, context)
         which = request.WhichOneof("outcome")
         outcome: AnalysisResult | AnalysisFailure
@@ -966,7 +976,7 @@ class StorageServicer(AlbumServicer, pb_grpc.StorageServiceServicer):
                 )
             elif which == "failure":
                 reason = policy.clip_status_detail(request.failure.reason) or "analysis failed"
-                outcome = AnalysisFailure(reason, request.failure.permanent)
+                outcome = AnalysisFailure(reason, request.failure.permanent, outage)
             else:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, "give either a result or a failure")
             meta = self._store.complete_analysis(request.image_id, request.generation, outcome)

@@ -374,7 +374,9 @@ class StorageServicerV2(pb_grpc.StorageServiceServicer):
             )
         elif outcome == "failure":
             old.failure.CopyFrom(scalars(request.failure, v1.AnalysisFailure()))
-        reply = self._v1.CompleteAnalysis(old, context)
+        # v1's AnalysisFailure has no `outage`: it goes beside the request.
+        outage = outcome == "failure" and request.failure.outage
+        reply = self._v1.complete_analysis(old, context, outage)
         return pb.CompleteAnalysisResponse(image=image_to_v2(reply.image))
 
     # --- albums -----------------------------------------------------------------------------

@@ -215,6 +215,10 @@ class AnalysisFailure:
     reason: str
     # True: status FAILED for good; False: retried after a backoff.
     permanent: bool = False
+    # A service the analysis needs was away (unavailable, or answered nothing in time), not a
+    # problem of this image: a transient failure that gives its claim back (attempts - 1), so
+    # outages never use up analysis_max_attempts. Ignored when permanent.
+    outage: bool = False
 
 
 @dataclass(frozen=True)

@@ -146,7 +146,8 @@ class StoreOptions:
     analysis_backoff_initial_ms: int = 2_000
     analysis_backoff_max_ms: int = 300_000
     # An image claimed this many times without a result (workers killed by it, or transient
-    # failures every time) is marked FAILED instead of being claimed again; 0: no limit.
+    # failures every time) is marked FAILED instead of being claimed again; 0: no limit. A
+    # claim given back as an outage (AnalysisFailure.outage) does not count.
     analysis_max_attempts: int = 10
     # A merge reads and writes at most this many rows at once (its memory is about 1.5 KB a
     # row), so compaction's memory is bounded whatever the size of the store: a full Compact
@@ -1842,7 +1843,14 @@ class ColumnStore:
         """Record a claimed image's analysis, only if `generation` is still the image's
         (LeaseLostError otherwise, and nothing changes). A result makes it READY; a permanent
         failure FAILED with the reason; a transient one leaves it PENDING with the lease
-        released and the next attempt after a backoff that doubles with each attempt."""
+        released and the next attempt after a backoff that doubles with each attempt.
+
+        A transient failure marked `outage` (a service was away, the image is not to blame)
+        also gives its claim back: attempts - 1, written in the same row, so outages never
+        bring the image to analysis_max_attempts. Its backoff is the one this claim would
+        have had, so it does not grow with outage claims: pacing claims while a service is
+        away is the claimer's job (the worker pauses its lanes and holds its claims), and a
+        backoff grown through a long outage would keep the image waiting minutes after it."""
         now = int(time.time() * 1000) if now_ms is None else now_ms
         with self._lock:
             self._check_writable()
@@ -1878,10 +1886,11 @@ class ColumnStore:
                     analysis=AnalysisState(state.attempts, outcome.reason, state.generation),
                 )
             else:
+                attempts = max(0, state.attempts - 1) if outcome.outage else state.attempts
                 new_meta = dataclasses.replace(
                     meta,
                     analysis=AnalysisState(
-                        state.attempts,
+                        attempts,
                         outcome.reason,
                         state.generation,
                         next_attempt_ms=now + self._backoff_ms(state.attempts),

@@ -615,12 +615,14 @@ class AnalysisResult(_message.Message):
     def __init__(self, labels: _Optional[_Iterable[_Union[_common_pb2.Label, _Mapping]]] = ..., moderation_score: _Optional[float] = ..., ocr_text: _Optional[str] = ..., feature_vector: _Optional[_Iterable[float]] = ..., colours: _Optional[_Iterable[_Union[_common_pb2.ColourShare, _Mapping]]] = ...) -> None: ...
 
 class AnalysisFailure(_message.Message):
-    __slots__ = ("reason", "permanent")
+    __slots__ = ("reason", "permanent", "outage")
     REASON_FIELD_NUMBER: _ClassVar[int]
     PERMANENT_FIELD_NUMBER: _ClassVar[int]
+    OUTAGE_FIELD_NUMBER: _ClassVar[int]
     reason: str
     permanent: bool
-    def __init__(self, reason: _Optional[str] = ..., permanent: _Optional[bool] = ...) -> None: ...
+    outage: bool
+    def __init__(self, reason: _Optional[str] = ..., permanent: _Optional[bool] = ..., outage: _Optional[bool] = ...) -> None: ...
 
 class CompleteAnalysisResponse(_message.Message):
     __slots__ = ("image",)
