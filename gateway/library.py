@@ -28,7 +28,7 @@ from flask import Response, send_file
 
 from gateway import operations as ops
 from gateway.clients import match_field_word
-from gateway.errors import BadRequestError, ServiceError
+from gateway.errors import BadRequestError, ConflictError, ServiceError
 from gateway.exif_privacy import Coordinates, gps_coordinates, strip_gps
 from gateway.image_json import image_json
 from gateway.state import state
@@ -268,7 +268,12 @@ def resolve_group(keep: str, remove: list[str]) -> dict[str, list[str]]:
         raise BadRequestError("say which image to keep (keep)")
     if keep in remove:
         raise BadRequestError("the image to keep cannot also be removed")
-    state().clients.get_image(keep)  # 404 before anything is deleted
+    # Before anything is deleted: 404 for a photo that is gone, 409 for one moved to the trash
+    # meanwhile (else every copy would end in the trash, deleted for good once it expires).
+    if state().clients.get_image(keep).HasField("trash_time"):
+        raise ConflictError(
+            "the copy to keep is in the trash: restore it, or choose another copy to keep"
+        )
     return delete_many(remove)
 
 
