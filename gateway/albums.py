@@ -19,6 +19,7 @@ import grpc
 from flask import jsonify, redirect, render_template, request, url_for
 
 from gateway import library
+from gateway import operations as ops
 from gateway.api import api
 from gateway.clients import match_field_word
 from gateway.errors import BadRequestError, ForbiddenError, NotFoundError, ServiceError
@@ -231,7 +232,11 @@ def create_album() -> Any:
     raw_ids = body.get("image_ids", body.get("ids", [])) if isinstance(body, dict) else []
     ids = library.selection(raw_ids) if raw_ids else []
     album = state().clients.create_album(_name_from_json(), owner, ids)
-    response = jsonify(album_json(album))
+    # Storage leaves out, without a word, the ids it cannot add (gone, or another owner's):
+    # name them, as adding to an album does.
+    known = ops.images_by_id(ids) if ids else {}
+    missing = [i for i in ids if i not in known or known[i].owner != album.owner]
+    response = jsonify({**album_json(album), "not_found": missing})
     response.status_code = 201
     response.headers["Location"] = f"/api/albums/{album.id}"
     return response
