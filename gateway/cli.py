@@ -34,7 +34,7 @@ _IMPORT_DESCRIPTION = textwrap.dedent(
     directory or machine, never stores a photo twice; two importers on the same folder at
     once do not either. No local state file is kept. Hidden files and folders are
     skipped, and so is every file without an image extension, over --max-size, empty or
-    unreadable, each listed with its reason.
+    unreadable, each listed with its reason; a symlinked folder is listed, not followed.
     Image extensions: {suffixes}.
 
     Ctrl-C stops new uploads at once, waits up to --grace seconds for the ones in flight,

@@ -115,7 +115,16 @@ def discover(
             for dirpath, dirnames, filenames in os.walk(root, onerror=_walk_error(skipped)):
                 for hidden in sorted(d for d in dirnames if d.startswith(".")):
                     skipped.append(Skipped(str(Path(dirpath) / hidden), "hidden folder"))
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                # os.walk does not enter a symlinked folder (it may loop or reach far): say
+                # so, rather than leave its photos out without a word.
+                for name in sorted(d for d in dirnames if not d.startswith(".")):
+                    if os.path.islink(os.path.join(dirpath, name)):
+                        skipped.append(Skipped(str(Path(dirpath) / name), _LINKED_FOLDER))
+                dirnames[:] = sorted(
+                    d
+                    for d in dirnames
+                    if not d.startswith(".") and not os.path.islink(os.path.join(dirpath, d))
+                )
                 for name in sorted(filenames):
                     if name.startswith("."):
                         skipped.append(Skipped(str(Path(dirpath) / name), "hidden file"))
@@ -126,6 +135,9 @@ def discover(
         else:
             skipped.append(Skipped(str(root), "not found"))
     return found, skipped
+
+
+_LINKED_FOLDER = "symlinked folder, not followed (import it by its own path)"
 
 
 def _walk_error(skipped: list[Skipped]) -> Callable[[OSError], None]:

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -273,3 +274,19 @@ def test_import_against_a_server_that_is_not_a_gateway_stops_with_one_message(tm
     assert code == 3
     assert "not an imagerepo gateway" in err
     assert "1 not started" in out
+
+
+def test_discover_names_a_symlinked_folder_it_does_not_walk(tmp_path):
+    (tmp_path / "root").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "far.jpg").write_bytes(b"data")
+    (tmp_path / "root" / "near.jpg").write_bytes(b"data")
+    (tmp_path / "root" / "linked").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "root" / "loop").symlink_to(tmp_path / "root")
+
+    found, skipped = discover([tmp_path / "root"])
+
+    assert [c.path.name for c in found] == ["near.jpg"]
+    reasons = {Path(s.path).name: s.reason for s in skipped}
+    assert set(reasons) == {"linked", "loop"}
+    assert all(r.startswith("symlinked folder, not followed") for r in reasons.values())
