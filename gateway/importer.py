@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import queue
+import stat
 import threading
 import time
 from collections import Counter
@@ -91,9 +92,13 @@ def discover(
             if resolved in seen:
                 return
             seen.add(resolved)
-            size = path.stat().st_size
+            info = path.stat()
         except OSError as exc:
             skipped.append(Skipped(str(path), f"unreadable ({exc.strerror or exc})"))
+            return
+        size = info.st_size
+        if not stat.S_ISREG(info.st_mode):  # a pipe or a device (reading it could block)
+            skipped.append(Skipped(str(path), "not a regular file"))
             return
         suffix = path.suffix.lower()
         if suffix not in IMAGE_SUFFIXES:

@@ -290,3 +290,12 @@ def test_discover_names_a_symlinked_folder_it_does_not_walk(tmp_path):
     reasons = {Path(s.path).name: s.reason for s in skipped}
     assert set(reasons) == {"linked", "loop"}
     assert all(r.startswith("symlinked folder, not followed") for r in reasons.values())
+
+
+def test_discover_skips_what_is_not_a_regular_file_saying_so(tmp_path):
+    os.mkfifo(tmp_path / "pipe.jpg")
+
+    found, skipped = discover([tmp_path])
+
+    assert found == []
+    assert skipped == [Skipped(str(tmp_path / "pipe.jpg"), "not a regular file")]
