@@ -153,8 +153,10 @@ class StorageClient:
             )
         )
 
-    def fail(self, image_id: str, generation: int, reason: str, permanent: bool) -> None:
-        failure = storage_pb.AnalysisFailure(reason=reason, permanent=permanent)
+    def fail(
+        self, image_id: str, generation: int, reason: str, permanent: bool, outage: bool = False
+    ) -> None:
+        failure = storage_pb.AnalysisFailure(reason=reason, permanent=permanent, outage=outage)
         self._complete(
             storage_pb.CompleteAnalysisRequest(
                 image_id=image_id, generation=generation, failure=failure

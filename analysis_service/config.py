@@ -43,8 +43,8 @@ class AnalysisConfig:
     stats_interval_s: float = 5.0
     rpc_timeout_s: float = 10.0
     # Once vision has answered nothing for this long, claim nothing and probe it instead:
-    # storage counts every claim against the image (and fails it after 10), so claiming
-    # through a long outage would fail the photos it reaches.
+    # every claim through an outage ends the same way (given back: it does not count against
+    # the image in a storage that knows AnalysisFailure.outage, but an older one counts it).
     outage_hold_s: float = 10.0
     analyze_timeout_s: float = 30.0
     top_k: int = ANALYSIS_TOP_K

@@ -6,11 +6,12 @@ vision answered meanwhile, a probe sent when vision had been quiet for half the 
 included) and the worker asks `classify` what to do with the image.
 
     vision INVALID_ARGUMENT, FAILED_PRECONDITION   the image is the problem: FAILED, with why
-    UNAVAILABLE, RESOURCE_EXHAUSTED, CANCELLED     the service is: stays PENDING, storage backs
-                                                   the image off (next_attempt), the lane pauses;
+    UNAVAILABLE, RESOURCE_EXHAUSTED, CANCELLED     the service is (an outage): stays PENDING,
+                                                   storage backs the image off (next_attempt)
+                                                   and gives the claim back, the lane pauses;
                                                    never counted against the image
-    vision DEADLINE_EXCEEDED, vision answered      vision is away or stuck: the same as
-      no other call while this one waited          UNAVAILABLE
+    vision DEADLINE_EXCEEDED, vision answered      vision is away or stuck: an outage, the
+      no other call while this one waited          same as UNAVAILABLE
     vision DEADLINE_EXCEEDED, vision answered      this image is the slow one: PENDING and
       other calls while this one waited            retried; FAILED at the MAX_ATTEMPTS-th claim
                                                    if the try before also ended this way
@@ -22,14 +23,17 @@ included) and the worker asks `classify` what to do with the image.
 A failure that keeps coming back for the same image (a model error, a call that runs out of
 time while vision answers other images) is made permanent after `MAX_ATTEMPTS` claims, so
 nothing stays pending forever; an outage never is by the worker: not UNAVAILABLE, and not a
-vision so slow or stuck that it answered nothing while the call waited. Storage's `attempts`
-counts every claim, outage claims too, so a slow-image timeout makes the image FAILED only
-when its previous try also timed out on its own (its last_error says so): after a long outage
-an image with many attempts gets one more try instead of failing on its first slow call.
+vision so slow or stuck that it answered nothing while the call waited.
 
-Storage has a cap of its own (`StoreOptions.analysis_max_attempts`, 10): an image claimed that
-often is FAILED at its next claim whatever the failures were, outages included. So the worker
-also stops claiming once vision has answered nothing for `outage_hold_s` (worker.py).
+An outage verdict (`Verdict.outage`) is written back with `AnalysisFailure.outage` set, and
+storage gives that claim back (attempts - 1): its own cap (STORAGE_ANALYSIS_MAX_ATTEMPTS, 10,
+which FAILs an image claimed that often at its next claim) and `attempts` here count only the
+claims that said something about the image. Claims that never came back (a worker killed, a
+lease run out) still count, and so did outage claims before storage knew the flag: so a
+slow-image timeout makes the image FAILED only when its previous try also timed out on its
+own (its last_error says so), never on its first slow try after an outage. The worker also
+stops claiming once vision has answered nothing for `outage_hold_s` (worker.py), so a long
+outage does not churn the queue.
 """
 
 from __future__ import annotations
@@ -84,6 +88,9 @@ class Verdict:
     kind: Kind
     # One plain sentence for the image's last_error / status_detail.
     reason: str
+    # A service the analysis needs was away (unavailable, or answered nothing in time), not a
+    # problem of this image: storage does not count the claim against it.
+    outage: bool = False
 
     @property
     def permanent(self) -> bool:
@@ -101,7 +108,9 @@ def classify(error: CallFailedError, attempts: int = 1, last_error: str = "") ->
         return _vision_deadline(error, attempts, last_error)
     if error.code in OUTAGE_CODES:
         return Verdict(
-            Kind.TRANSIENT, f"{error.service} unavailable ({error.code}): {error.details}"
+            Kind.TRANSIENT,
+            f"{error.service} unavailable ({error.code}): {error.details}",
+            outage=True,
         )
     if attempts >= MAX_ATTEMPTS:
         return Verdict(
@@ -131,6 +140,7 @@ def _vision_deadline(error: CallFailedError, attempts: int, last_error: str) -> 
             Kind.TRANSIENT,
             f"vision unavailable (DEADLINE_EXCEEDED): it answered nothing for {waited}; "
             "waiting for it",
+            outage=True,
         )
     others = error.others_answered or 0
     slow = (
@@ -143,8 +153,9 @@ def _vision_deadline(error: CallFailedError, attempts: int, last_error: str) -> 
             f"vision failed on this image {attempts} times (last: DEADLINE_EXCEEDED: {slow})",
         )
     if attempts >= MAX_ATTEMPTS:
-        # `attempts` counts outage claims too: after a long outage an image may reach the
-        # limit on its first slow try. It fails only if the next one is slow as well.
+        # `attempts` may count outage claims (a storage that does not give them back, leases
+        # run out during an outage): an image may reach the limit on its first slow try. It
+        # fails only if the next one is slow as well.
         count = f"{attempts} attempts; failed for good if the next one is as slow"
     else:
         count = f"{attempts} of {MAX_ATTEMPTS} attempts"

@@ -9,11 +9,12 @@
 Several lanes (`batches_in_flight`) run this loop at once, so one batch is read and written
 while another is on vision. Once vision has answered nothing for `outage_hold_s` (every call
 of a batch unavailable or out of time with no answer to any other), the lanes claim nothing
-and one of them probes vision instead until it answers: storage counts every claim against the
-image, so claiming through a long outage would in the end fail good photos. Leases live in
-storage: a second worker, or a killed one's successor, needs nothing from this process. A
-result whose lease was lost (another worker claimed the image after our lease ran out) is
-dropped: storage refuses it by generation.
+and one of them probes vision instead until it answers: claiming through a long outage would
+only churn the queue (storage gives an outage's claim back, so it does not fail the photos,
+but each claim would end the same way). Leases live in storage: a second worker, or a killed
+one's successor, needs nothing from this process. A result whose lease was lost (another
+worker claimed the image after our lease ran out) is dropped: storage refuses it by
+generation.
 
 It knows nothing of gRPC: the clients raise `CallFailedError` and `failures.classify` decides.
 """
@@ -44,7 +45,9 @@ class Storage(Protocol):
     def claim(self, worker_id: str, max_images: int, lease_ms: int) -> list[Claim]: ...
     def read_image(self, image_id: str) -> bytes: ...
     def complete(self, image_id: str, generation: int, analysis: Any) -> None: ...
-    def fail(self, image_id: str, generation: int, reason: str, permanent: bool) -> None: ...
+    def fail(
+        self, image_id: str, generation: int, reason: str, permanent: bool, outage: bool = False
+    ) -> None: ...
     def stats(self) -> QueueStats: ...
     def watch(self, after_seq: int) -> Any: ...
 
@@ -337,7 +340,10 @@ class Worker:
         stopping = error.code == "CANCELLED" and self._abandon.is_set()
         reason = f"analysis worker {self._config.worker_id} stopped" if stopping else verdict.reason
         try:
-            self._storage.fail(claim.image_id, claim.generation, reason, verdict.permanent)
+            # An outage gives the claim back in storage: it does not count against the image.
+            self._storage.fail(
+                claim.image_id, claim.generation, reason, verdict.permanent, verdict.outage
+            )
         except CallFailedError as exc:
             self._write_failed(claim, exc)
             return

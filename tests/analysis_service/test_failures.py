@@ -1,5 +1,6 @@
 """What a failed call means for the image: FAILED with a plain reason when vision refuses it,
-left PENDING when a service is away, nothing when it is gone; and the pause while away.
+left PENDING when a service is away (an outage: storage gives the claim back), nothing when it
+is gone; and the pause while away.
 
 A vision call that runs out of time is the image's fault only when vision answered other
 calls while it waited: a vision that answered nothing (stopped, stuck, overloaded) is an
@@ -132,3 +133,25 @@ def test_backoff_doubles_up_to_its_cap_and_resets_after_a_success():
 
     assert delays == [0.5, 1.0, 2.0, 3.0, 3.0]
     assert backoff.failed() == 0.5
+
+
+def test_only_a_service_away_is_an_outage_whose_claim_storage_gives_back():
+    outages = [
+        CallFailedError("vision", "UNAVAILABLE", "connection refused"),
+        CallFailedError("storage", "RESOURCE_EXHAUSTED", "busy"),
+        CallFailedError("vision", "CANCELLED", "the worker is stopping"),
+        vision_timeout(0),
+        vision_timeout(None),
+    ]
+    counted = [
+        CallFailedError("vision", "INVALID_ARGUMENT", "cannot identify image file"),
+        CallFailedError("vision", "INTERNAL", "model error"),
+        CallFailedError("storage", "DEADLINE_EXCEEDED", "Deadline Exceeded"),
+        vision_timeout(5),
+    ]
+
+    for error in outages:
+        assert classify(error, attempts=MAX_ATTEMPTS * 10).outage, (error.service, error.code)
+    for error in counted:
+        for attempts in (1, MAX_ATTEMPTS):
+            assert not classify(error, attempts).outage, (error.service, error.code, attempts)

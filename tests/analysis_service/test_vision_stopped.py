@@ -1,7 +1,8 @@
 """A vision that answers nothing (its process stopped with SIGSTOP: every call runs out of
-time) is an outage: a good photo claimed again and again past MAX_ATTEMPTS stays PENDING;
-once the outage has lasted ANALYSIS_OUTAGE_HOLD_S the worker claims nothing more and probes
-vision instead; the photo is analysed once vision runs again.
+time) is an outage: a good photo claimed again and again past storage's own cap (10, as
+deployed) stays PENDING, because the worker writes each failure back as an outage and storage
+gives those claims back; once the outage has lasted ANALYSIS_OUTAGE_HOLD_S the worker claims
+nothing more and probes vision instead; the photo is analysed once vision runs again.
 
 Real parts: storage server in this process, vision as a process (`python -m vision_service`,
 the real models, shared by the tests here), the worker's real loop and clients in this
@@ -23,7 +24,6 @@ from prometheus_client import REGISTRY
 
 from analysis_service.clients import StorageClient, VisionClient
 from analysis_service.config import AnalysisConfig
-from analysis_service.failures import MAX_ATTEMPTS
 from analysis_service.worker import Worker
 from imagerepo.common.v1 import common_pb2
 from imagerepo.storage.v1 import storage_service_pb2 as pb
@@ -42,6 +42,8 @@ READY = common_pb2.ANALYSIS_STATUS_READY
 WAIT_S = 90.0
 # Without the hold, about five more claims would come in this time.
 HELD_FOR_S = 6.0
+# Storage's cap as deployed: without the give-back the photo is FAILED at the claim after.
+STORAGE_CAP = 10
 
 
 def open_storage(data_dir: Path, max_claims: int) -> tuple[str, Callable[[], None]]:
@@ -118,13 +120,13 @@ def start_worker(storage: str, vision: str, outage_hold_s: float) -> Worker:
     return worker
 
 
-def test_a_stopped_vision_leaves_a_good_photo_pending_past_max_attempts_then_it_is_analysed(
+def test_a_stopped_vision_leaves_a_good_photo_pending_past_storages_cap_then_it_is_analysed(
     tmp_path: Path, vision_process: tuple[subprocess.Popen[bytes], str]
 ) -> None:
-    # Storage's own cap (which counts every claim, outages included) is off, and the worker
-    # never stops claiming: this is about the worker's rule for the timeouts alone.
+    # The worker never stops claiming: this is about the worker's rule for the timeouts and
+    # storage giving the outage claims back, with storage's cap as deployed.
     proc, vision_address = vision_process
-    storage, stop_storage = open_storage(tmp_path / "storage", max_claims=0)
+    storage, stop_storage = open_storage(tmp_path / "storage", max_claims=STORAGE_CAP)
     channel = open_channel(storage, channel_options())
     stub = pbg.StorageServiceStub(channel)
     proc.send_signal(signal.SIGSTOP)
@@ -133,12 +135,16 @@ def test_a_stopped_vision_leaves_a_good_photo_pending_past_max_attempts_then_it_
         image_id = put(stub, real_photo_paths()["rocket"].read_bytes())
         worker = start_worker(storage, vision_address, outage_hold_s=600)
         deadline = time.monotonic() + WAIT_S
-        while (meta := image(stub, image_id)).analysis.attempts <= MAX_ATTEMPTS:
-            assert meta.status == PENDING, (meta.status_detail, meta.analysis.attempts)
-            assert time.monotonic() < deadline, f"only {meta.analysis.attempts} claims"
+        # Every claim bumps the generation (given back or not); the 11th would fail the photo
+        # if its claims counted.
+        while (meta := image(stub, image_id)).analysis.generation <= STORAGE_CAP:
+            assert meta.status == PENDING, (meta.status_detail, meta.analysis.generation)
+            assert meta.analysis.attempts <= 1
+            assert time.monotonic() < deadline, f"only {meta.analysis.generation} claims"
             time.sleep(0.1)
 
-        assert meta.status == PENDING
+        assert meta.status == PENDING, meta.status_detail
+        assert meta.analysis.attempts <= 1
         assert meta.analysis.last_error.startswith(
             "vision unavailable (DEADLINE_EXCEEDED): it answered nothing for 1."
         ), meta.analysis.last_error
@@ -159,9 +165,9 @@ def test_a_stopped_vision_leaves_a_good_photo_pending_past_max_attempts_then_it_
 def test_a_long_vision_outage_stops_the_claims_until_a_probe_answers(
     tmp_path: Path, vision_process: tuple[subprocess.Popen[bytes], str]
 ) -> None:
-    # Storage's cap as deployed (10 claims): without the hold it would fail the photo.
+    # The claims (the generation) stop while the worker holds them.
     proc, vision_address = vision_process
-    storage, stop_storage = open_storage(tmp_path / "storage", max_claims=10)
+    storage, stop_storage = open_storage(tmp_path / "storage", max_claims=STORAGE_CAP)
     channel = open_channel(storage, channel_options())
     stub = pbg.StorageServiceStub(channel)
     proc.send_signal(signal.SIGSTOP)
@@ -174,13 +180,13 @@ def test_a_long_vision_outage_stops_the_claims_until_a_probe_answers(
             assert time.monotonic() < deadline, "the worker never held its claims"
             time.sleep(0.1)
         time.sleep(3.0)  # a claim decided just before the hold is written by now
-        held_at = image(stub, image_id).analysis.attempts
+        held_at = image(stub, image_id).analysis.generation
         time.sleep(HELD_FOR_S)
 
         meta = image(stub, image_id)
         assert meta.status == PENDING
-        assert meta.analysis.attempts == held_at
-        assert held_at < 10
+        assert meta.analysis.generation == held_at
+        assert meta.analysis.attempts == 0  # every claim given back
 
         proc.send_signal(signal.SIGCONT)
         meta = wait_analysed(stub, image_id)
