@@ -17,12 +17,13 @@ from search_service.storage_feed import StorageFeed
 from search_service.vision_client import VisionClient
 from service_runtime.logs import configure_logging
 from service_runtime.serve import serve_until_signalled
+from service_runtime.settings import load_or_exit
 
 log = logging.getLogger("search_service")
 
 
 def main() -> None:
-    config = SearchConfig.from_env()
+    config = load_or_exit("search", SearchConfig.from_env)
     configure_logging("search", config.log_level)
     try:
         index = DurableIndex.open(

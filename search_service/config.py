@@ -10,6 +10,7 @@ from pathlib import Path
 from search_service.engine import EngineParams
 from search_service.vector_index import AnnParams
 from service_runtime.ports import Ports
+from service_runtime.settings import env_float, env_int
 
 
 @dataclass(frozen=True)
@@ -62,46 +63,46 @@ class SearchConfig:
     def from_env(cls, env: Mapping[str, str] = os.environ) -> SearchConfig:
         return cls(
             host=env.get("SEARCH_HOST", cls.host),
-            port=int(env.get("SEARCH_PORT", cls.port)),
+            port=env_int(env, "SEARCH_PORT", cls.port),
             data_dir=Path(env.get("SEARCH_DATA_DIR", str(cls.data_dir))),
             vision_address=env.get("SEARCH_VISION_ADDR", cls.vision_address),
             storage_address=env.get("SEARCH_STORAGE_ADDR") or _storage_address(env),
-            max_workers=int(env.get("SEARCH_MAX_WORKERS", cls.max_workers)),
-            grace_s=float(env.get("SEARCH_GRACE_S", cls.grace_s)),
+            max_workers=env_int(env, "SEARCH_MAX_WORKERS", cls.max_workers),
+            grace_s=env_float(env, "SEARCH_GRACE_S", cls.grace_s),
             log_level=env.get("LOG_LEVEL", cls.log_level),
-            ann_threshold=int(env.get("SEARCH_ANN_THRESHOLD", cls.ann_threshold)),
-            moderation_threshold=float(
-                env.get("SEARCH_MODERATION_THRESHOLD", cls.moderation_threshold)
+            ann_threshold=env_int(env, "SEARCH_ANN_THRESHOLD", cls.ann_threshold),
+            moderation_threshold=env_float(
+                env, "SEARCH_MODERATION_THRESHOLD", cls.moderation_threshold
             ),
-            near_duplicate_threshold=float(
-                env.get("SEARCH_NEAR_DUPLICATE_THRESHOLD", cls.near_duplicate_threshold)
+            near_duplicate_threshold=env_float(
+                env, "SEARCH_NEAR_DUPLICATE_THRESHOLD", cls.near_duplicate_threshold
             ),
-            semantic_min_similarity=float(
-                env.get("SEARCH_SEMANTIC_MIN_SIMILARITY", cls.semantic_min_similarity)
+            semantic_min_similarity=env_float(
+                env, "SEARCH_SEMANTIC_MIN_SIMILARITY", cls.semantic_min_similarity
             ),
-            snapshot_every=int(env.get("SEARCH_SNAPSHOT_EVERY", cls.snapshot_every)),
-            snapshot_interval_s=float(
-                env.get("SEARCH_SNAPSHOT_INTERVAL_S", cls.snapshot_interval_s)
+            snapshot_every=env_int(env, "SEARCH_SNAPSHOT_EVERY", cls.snapshot_every),
+            snapshot_interval_s=env_float(
+                env, "SEARCH_SNAPSHOT_INTERVAL_S", cls.snapshot_interval_s
             ),
-            compaction_backoff_s=float(
-                env.get("SEARCH_COMPACTION_BACKOFF_S", cls.compaction_backoff_s)
+            compaction_backoff_s=env_float(
+                env, "SEARCH_COMPACTION_BACKOFF_S", cls.compaction_backoff_s
             ),
-            compaction_memory_headroom_mb=int(
-                env.get("SEARCH_COMPACTION_MEMORY_HEADROOM_MB", cls.compaction_memory_headroom_mb)
+            compaction_memory_headroom_mb=env_int(
+                env, "SEARCH_COMPACTION_MEMORY_HEADROOM_MB", cls.compaction_memory_headroom_mb
             ),
             compaction_memory_check=env.get("SEARCH_COMPACTION_MEMORY_CHECK", "1").lower()
             not in ("0", "false", "no", "off"),
-            feed_retry_initial_s=float(
-                env.get("SEARCH_FEED_RETRY_INITIAL_S", cls.feed_retry_initial_s)
+            feed_retry_initial_s=env_float(
+                env, "SEARCH_FEED_RETRY_INITIAL_S", cls.feed_retry_initial_s
             ),
-            feed_retry_max_s=float(env.get("SEARCH_FEED_RETRY_MAX_S", cls.feed_retry_max_s)),
-            feed_max_batch=int(env.get("SEARCH_FEED_MAX_BATCH", cls.feed_max_batch)),
-            feed_max_backlog_batch=int(
-                env.get("SEARCH_FEED_MAX_BACKLOG_BATCH", cls.feed_max_backlog_batch)
+            feed_retry_max_s=env_float(env, "SEARCH_FEED_RETRY_MAX_S", cls.feed_retry_max_s),
+            feed_max_batch=env_int(env, "SEARCH_FEED_MAX_BATCH", cls.feed_max_batch),
+            feed_max_backlog_batch=env_int(
+                env, "SEARCH_FEED_MAX_BACKLOG_BATCH", cls.feed_max_backlog_batch
             ),
-            feed_gather_changes=int(env.get("SEARCH_FEED_GATHER_CHANGES", cls.feed_gather_changes)),
-            vision_timeout_s=float(env.get("SEARCH_VISION_TIMEOUT_S", cls.vision_timeout_s)),
-            vision_retry_s=float(env.get("SEARCH_VISION_RETRY_S", cls.vision_retry_s)),
+            feed_gather_changes=env_int(env, "SEARCH_FEED_GATHER_CHANGES", cls.feed_gather_changes),
+            vision_timeout_s=env_float(env, "SEARCH_VISION_TIMEOUT_S", cls.vision_timeout_s),
+            vision_retry_s=env_float(env, "SEARCH_VISION_RETRY_S", cls.vision_retry_s),
         )
 
     def compaction_memory_headroom_bytes(self) -> int | None:

@@ -12,6 +12,7 @@ from typing import NoReturn
 from service_runtime.logs import configure_logging
 from service_runtime.metrics import STORAGE_FLUSH_SECONDS, STORAGE_FSYNC_SECONDS
 from service_runtime.serve import serve_until_signalled
+from service_runtime.settings import load_or_exit
 from storage_service.columnstore.errors import DataDirLockedError, StoreError
 from storage_service.columnstore.store import ColumnStore
 from storage_service.config import StorageConfig
@@ -49,7 +50,7 @@ def _refuse_to_start(message: str) -> NoReturn:
 
 
 def main() -> None:
-    config = StorageConfig.from_env()
+    config = load_or_exit("storage", StorageConfig.from_env)
     configure_logging("storage", config.log_level)
     return_large_buffers_to_the_os()
     try:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from service_runtime.settings import env_float, env_int
 from storage_service.columnstore import policy
 from storage_service.columnstore.fs import FileSystem
 from storage_service.columnstore.store import StoreOptions
@@ -57,37 +58,37 @@ class StorageConfig:
     def from_env(cls, env: Mapping[str, str] = os.environ) -> StorageConfig:
         return cls(
             host=env.get("STORAGE_HOST", cls.host),
-            port=int(env.get("STORAGE_PORT", cls.port)),
+            port=env_int(env, "STORAGE_PORT", cls.port),
             data_dir=Path(env.get("STORAGE_DATA_DIR", str(cls.data_dir))),
-            max_image_bytes=int(env.get("STORAGE_MAX_IMAGE_BYTES", cls.max_image_bytes)),
-            max_image_pixels=int(env.get("STORAGE_MAX_IMAGE_PIXELS", cls.max_image_pixels)),
-            decode_memory_bytes=int(
-                env.get("STORAGE_DECODE_MEMORY_BYTES", cls.decode_memory_bytes)
+            max_image_bytes=env_int(env, "STORAGE_MAX_IMAGE_BYTES", cls.max_image_bytes),
+            max_image_pixels=env_int(env, "STORAGE_MAX_IMAGE_PIXELS", cls.max_image_pixels),
+            decode_memory_bytes=env_int(
+                env, "STORAGE_DECODE_MEMORY_BYTES", cls.decode_memory_bytes
             ),
-            decode_wait_s=float(env.get("STORAGE_DECODE_WAIT_S", cls.decode_wait_s)),
-            memtable_bytes=int(env.get("STORAGE_MEMTABLE_BYTES", cls.memtable_bytes)),
-            compact_min_segments=int(
-                env.get("STORAGE_COMPACT_MIN_SEGMENTS", cls.compact_min_segments)
+            decode_wait_s=env_float(env, "STORAGE_DECODE_WAIT_S", cls.decode_wait_s),
+            memtable_bytes=env_int(env, "STORAGE_MEMTABLE_BYTES", cls.memtable_bytes),
+            compact_min_segments=env_int(
+                env, "STORAGE_COMPACT_MIN_SEGMENTS", cls.compact_min_segments
             ),
-            feed_retention_seqs=int(
-                env.get("STORAGE_FEED_RETENTION_SEQS", cls.feed_retention_seqs)
+            feed_retention_seqs=env_int(
+                env, "STORAGE_FEED_RETENTION_SEQS", cls.feed_retention_seqs
             ),
-            trash_retention_days=float(
-                env.get("STORAGE_TRASH_RETENTION_DAYS", cls.trash_retention_days)
+            trash_retention_days=env_float(
+                env, "STORAGE_TRASH_RETENTION_DAYS", cls.trash_retention_days
             ),
-            max_workers=int(env.get("STORAGE_MAX_WORKERS", cls.max_workers)),
-            grace_s=float(env.get("STORAGE_GRACE_S", cls.grace_s)),
+            max_workers=env_int(env, "STORAGE_MAX_WORKERS", cls.max_workers),
+            grace_s=env_float(env, "STORAGE_GRACE_S", cls.grace_s),
             log_level=env.get("LOG_LEVEL", cls.log_level),
             segments_url=env.get("STORAGE_SEGMENTS_URL", ""),
             s3_endpoint=env.get("STORAGE_S3_ENDPOINT", ""),
-            segment_cache_bytes=int(
-                env.get("STORAGE_SEGMENT_CACHE_BYTES", cls.segment_cache_bytes)
+            segment_cache_bytes=env_int(
+                env, "STORAGE_SEGMENT_CACHE_BYTES", cls.segment_cache_bytes
             ),
             segment_cache_dir=Path(env["STORAGE_SEGMENT_CACHE_DIR"])
             if env.get("STORAGE_SEGMENT_CACHE_DIR")
             else None,
             vector_encoding=env.get("STORAGE_VECTOR_ENCODING", cls.vector_encoding).strip().lower(),
-            analysis_max_attempts=_whole_number(
+            analysis_max_attempts=env_int(
                 env, "STORAGE_ANALYSIS_MAX_ATTEMPTS", cls.analysis_max_attempts
             ),
         )
@@ -117,13 +118,3 @@ class StorageConfig:
             vector_encoding=self.vector_encoding,
             analysis_max_attempts=self.analysis_max_attempts,
         )
-
-
-def _whole_number(env: Mapping[str, str], name: str, default: int) -> int:
-    text = env.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError(f"{name} must be a whole number, not {text!r}") from None

@@ -7,6 +7,7 @@ import sys
 
 from service_runtime.logs import configure_logging
 from service_runtime.serve import serve_until_signalled
+from service_runtime.settings import load_or_exit
 from vision_service.config import VisionConfig
 from vision_service.engine import VisionEngine
 from vision_service.errors import ModelFileError
@@ -17,7 +18,7 @@ log = logging.getLogger("vision_service")
 
 
 def main() -> None:
-    config = VisionConfig.from_env()
+    config = load_or_exit("vision", VisionConfig.from_env)
     configure_logging("vision", config.log_level)
     slot = EngineSlot()
     server, port, health = build_server(f"{config.host}:{config.port}", config, slot)

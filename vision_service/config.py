@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from service_runtime.settings import env_float, env_int
+
 
 @dataclass(frozen=True)
 class VisionConfig:
@@ -66,24 +68,24 @@ class VisionConfig:
     def from_env(cls, env: Mapping[str, str] = os.environ) -> VisionConfig:
         return cls(
             host=env.get("VISION_HOST", cls.host),
-            port=int(env.get("VISION_PORT", cls.port)),
+            port=env_int(env, "VISION_PORT", cls.port),
             models_dir=Path(env.get("VISION_MODELS_DIR", str(cls.models_dir))),
-            max_workers=int(env.get("VISION_MAX_WORKERS", cls.max_workers)),
-            grace_s=float(env.get("VISION_GRACE_S", cls.grace_s)),
+            max_workers=env_int(env, "VISION_MAX_WORKERS", cls.max_workers),
+            grace_s=env_float(env, "VISION_GRACE_S", cls.grace_s),
             log_level=env.get("LOG_LEVEL", cls.log_level),
-            intra_op_threads=int(env.get("VISION_INTRA_OP_THREADS", cls.intra_op_threads)),
-            inter_op_threads=int(env.get("VISION_INTER_OP_THREADS", cls.inter_op_threads)),
-            batch_workers=int(env.get("VISION_BATCH_WORKERS", cls.batch_workers)),
-            ocr_threads=int(env.get("VISION_OCR_THREADS", cls.ocr_threads)),
-            ocr_engines=int(env.get("VISION_OCR_ENGINES", cls.ocr_engines)),
+            intra_op_threads=env_int(env, "VISION_INTRA_OP_THREADS", cls.intra_op_threads),
+            inter_op_threads=env_int(env, "VISION_INTER_OP_THREADS", cls.inter_op_threads),
+            batch_workers=env_int(env, "VISION_BATCH_WORKERS", cls.batch_workers),
+            ocr_threads=env_int(env, "VISION_OCR_THREADS", cls.ocr_threads),
+            ocr_engines=env_int(env, "VISION_OCR_ENGINES", cls.ocr_engines),
             quantized=env.get("VISION_QUANTIZED", "1").lower() in ("1", "true", "yes"),
             bf16=_bf16_mode(env.get("VISION_BF16", cls.bf16)),
             ov_int8=env.get("VISION_OV_INT8", "1").lower() in ("1", "true", "yes"),
             bf16_classifier=env.get("VISION_BF16_CLASSIFIER", "0").lower() in ("1", "true", "yes"),
             ort_spin=env.get("VISION_ORT_SPIN", "0").lower() in ("1", "true", "yes"),
-            batch_max_size=int(env.get("VISION_BATCH_MAX_SIZE", cls.batch_max_size)),
-            batch_max_wait_ms=float(env.get("VISION_BATCH_MAX_WAIT_MS", cls.batch_max_wait_ms)),
-            max_image_pixels=int(env.get("VISION_MAX_IMAGE_PIXELS", cls.max_image_pixels)),
+            batch_max_size=env_int(env, "VISION_BATCH_MAX_SIZE", cls.batch_max_size),
+            batch_max_wait_ms=env_float(env, "VISION_BATCH_MAX_WAIT_MS", cls.batch_max_wait_ms),
+            max_image_pixels=env_int(env, "VISION_MAX_IMAGE_PIXELS", cls.max_image_pixels),
         )
 
 

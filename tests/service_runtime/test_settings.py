@@ -1,0 +1,93 @@
+"""A setting that cannot be used stops a service with one line naming it, not a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from search_service.config import SearchConfig
+from service_runtime.settings import SettingError, env_float, env_int
+from storage_service.config import StorageConfig
+from vision_service.config import VisionConfig
+
+
+def test_numbers_are_read_by_name_with_the_default_when_unset_or_empty():
+    env = {"A": " 12 ", "B": "", "C": "0.25"}
+
+    assert env_int(env, "A", 5) == 12
+    assert env_int(env, "B", 5) == 5
+    assert env_int(env, "MISSING", 5) == 5
+    assert env_float(env, "C", 1.0) == 0.25
+
+
+@pytest.mark.parametrize(
+    ("read", "value", "message"),
+    [
+        (env_int, "abc", "N must be a whole number, not 'abc'"),
+        (env_int, "1.5", "N must be a whole number, not '1.5'"),
+        (env_float, "ten", "N must be a number, not 'ten'"),
+        (env_float, "nan", "N must be a finite number, not 'nan'"),
+        (env_float, "inf", "N must be a finite number, not 'inf'"),
+    ],
+)
+def test_a_bad_number_names_the_setting_and_the_value(read, value, message):
+    with pytest.raises(SettingError) as caught:
+        read({"N": value}, "N", 1)
+
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    ("config", "name"),
+    [
+        (StorageConfig, "STORAGE_MEMTABLE_BYTES"),
+        (SearchConfig, "SEARCH_SNAPSHOT_EVERY"),
+        (VisionConfig, "VISION_BATCH_MAX_SIZE"),
+    ],
+)
+def test_every_service_config_names_its_bad_setting(config, name):
+    with pytest.raises(SettingError, match=f"^{name} must be a whole number, not 'lots'$"):
+        config.from_env({name: "lots"})
+
+
+@pytest.mark.parametrize(
+    ("module", "setting", "line"),
+    [
+        (
+            "storage_service",
+            {"STORAGE_FEED_RETENTION_SEQS": "many"},
+            "storage: not started: STORAGE_FEED_RETENTION_SEQS must be a whole number, not 'many'",
+        ),
+        (
+            "storage_service",
+            {"STORAGE_ANALYSIS_MAX_ATTEMPTS": "0"},
+            "storage: not started: STORAGE_ANALYSIS_MAX_ATTEMPTS must be at least 1, not 0",
+        ),
+        (
+            "search_service",
+            {"SEARCH_SNAPSHOT_INTERVAL_S": "soon"},
+            "search: not started: SEARCH_SNAPSHOT_INTERVAL_S must be a number, not 'soon'",
+        ),
+        (
+            "vision_service",
+            {"VISION_BATCH_MAX_WAIT_MS": "nan"},
+            "vision: not started: VISION_BATCH_MAX_WAIT_MS must be a finite number, not 'nan'",
+        ),
+    ],
+)
+def test_a_service_started_with_a_bad_setting_exits_2_with_one_line(
+    tmp_path, module, setting, line
+):
+    env = {**os.environ, **setting, "STORAGE_DATA_DIR": str(tmp_path / "storage")}
+    env["SEARCH_DATA_DIR"] = str(tmp_path / "search")
+
+    done = subprocess.run(
+        [sys.executable, "-m", module], env=env, capture_output=True, text=True, timeout=120
+    )
+
+    assert done.returncode == 2
+    assert done.stderr.strip() == line
+    assert not (tmp_path / "storage").exists() and not (tmp_path / "search").exists()
