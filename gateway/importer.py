@@ -164,6 +164,17 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def upload_name(path: Path) -> str:
+    """The file's name as sent: a name on disk that is not UTF-8 (Latin-1 from an old camera,
+    a Windows zip, a Samba share) cannot be sent as it is; it is read as Windows-1252, which
+    gets those right ("caf\xe9.jpg" -> "café.jpg")."""
+    raw = os.fsencode(path.name)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("cp1252", errors="replace")
+
+
 class Gateway:
     """The two REST calls the importer makes, with their error handling."""
 
@@ -216,7 +227,10 @@ class Gateway:
             data = f.read()
         # wait=0: answered once stored; the analysis workers catch up at their own pace.
         reply = self._send(
-            "post", "/api/images?wait=0", files={"file": (path.name, data)}, what=f"upload {path}"
+            "post",
+            "/api/images?wait=0",
+            files={"file": (upload_name(path), data)},
+            what=f"upload {path}",
         )
         return _outcome_of(reply, str(path))
 
@@ -411,6 +425,8 @@ class Importer:
                     fatal.append(exc)
                     self.stop.set()
                     outcome = FileOutcome(str(job.path), FAILED, str(exc))
+                except Exception as exc:  # a worker that died would be waited for for ever
+                    outcome = FileOutcome(str(job.path), FAILED, f"could not be sent: {exc!r}")
                 with lock:
                     in_flight.pop(str(job.path), None)
                 done.put(outcome)
