@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,7 +33,9 @@ def load_cached(data_dir: Path) -> tuple[list[str], npt.NDArray[np.float32]] | N
         with np.load(path, allow_pickle=False) as data:
             names = [str(n) for n in data["names"]]
             embeddings = np.asarray(data["embeddings"], np.float32)
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        # A damaged cache (a .npz is a zip: cut short, it has no central directory; a flipped
+        # byte fails its CRC) is recomputed; it must never keep search from starting.
         log.warning("label embedding cache unreadable, recomputing", extra={"reason": str(exc)})
         return None
     if len(names) != len(embeddings) or not names:

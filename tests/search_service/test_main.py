@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 
 from imagerepo.search.v1 import search_service_pb2 as pb
@@ -170,3 +171,16 @@ def test_a_second_service_on_the_same_data_dir_refuses_to_start(tmp_path):
     assert second.returncode != 0
     assert f"is in use by another search process (pid {first.proc.pid})" in second.stderr
     assert "SEARCH_DATA_DIR" in second.stderr
+
+
+@pytest.mark.parametrize("kept", [0.5, 0.999])
+def test_starts_when_the_label_embedding_cache_is_cut_short(tmp_path, kept):
+    cache = tmp_path / CACHE_NAME
+    np.savez(cache, names=np.asarray(["cat", "dog"]), embeddings=np.ones((2, 4), np.float32))
+    whole = cache.read_bytes()
+    cache.write_bytes(whole[: int(len(whole) * kept)])
+
+    with running(tmp_path, "127.0.0.1:9", "127.0.0.1:9") as service:
+        assert is_serving(f"127.0.0.1:{service.port}")
+
+    assert "label embedding cache unreadable, recomputing" in service.messages()
