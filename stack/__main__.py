@@ -147,11 +147,11 @@ def run(env: Mapping[str, str], out: Output) -> int:
         return 1
     data_dir.mkdir(parents=True, exist_ok=True)
     pid_file = data_dir / PID_FILE
-    other = _running_pid(pid_file)
+    other = running_pid(pid_file)
     if other is not None:
         out.event(f"imagerepo already runs from {data_dir} (pid {other})", level="ERROR")
         return 1
-    pid_file.write_text(f"{os.getpid()}\n")
+    write_pid_file(pid_file, os.getpid())
 
     children = [
         Child(
@@ -198,18 +198,58 @@ def run(env: Mapping[str, str], out: Output) -> int:
         out.event("stopped")
 
 
-def _running_pid(pid_file: Path) -> int | None:
+def write_pid_file(pid_file: Path, pid: int) -> None:
+    """`pid` and its process's start time: a pid alone is reused once its process is gone."""
+    start = _process_start(pid)
+    pid_file.write_text(f"{pid} {start}\n" if start is not None else f"{pid}\n")
+
+
+def running_pid(pid_file: Path) -> int | None:
+    """The pid of the launcher that wrote `pid_file`, if it still runs.
+
+    A launcher killed with -9, or a reboot, leaves the file behind, and its pid may since have
+    gone to another process: that one is neither refused as a second launcher nor sent SIGTERM
+    by `stop`. The start time written beside the pid tells them apart (a file without one is
+    believed only while the pid runs `-m stack`)."""
     try:
-        pid = int(pid_file.read_text().strip())
-    except (OSError, ValueError):
+        fields = pid_file.read_text().split()
+        pid = int(fields[0])
+        start = fields[1] if len(fields) > 1 else None
+    except (OSError, ValueError, IndexError):
         return None
-    return pid if pid != os.getpid() and pid_alive(pid) else None
+    if pid == os.getpid() or not pid_alive(pid):
+        return None
+    if start is not None:
+        actual = _process_start(pid)
+        return pid if actual is None or actual == start else None
+    return pid if _runs_stack(pid) else None
+
+
+def _process_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (/proc/<pid>/stat field 22), or
+    None where /proc is not there."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    # Fields after the command name, which is in parentheses and may hold spaces: state is
+    # field 3, so field 22 is the 20th of these.
+    after_name = stat.rpartition(")")[2].split()
+    return after_name[19] if len(after_name) > 19 else None
+
+
+def _runs_stack(pid: int) -> bool:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return True  # no /proc: the pid alone, as before
+    return any(a == b"-m" and b == b"stack" for a, b in zip(argv, argv[1:], strict=False))
 
 
 def stop(env: Mapping[str, str], out: Output, timeout_s: float = 60.0) -> int:
     """SIGTERM the supervisor whose pid file is in the data dir and wait for it to finish."""
     data_dir = Path(env.get("IMAGEREPO_DATA_DIR", "data")).resolve()
-    pid = _running_pid(data_dir / PID_FILE)
+    pid = running_pid(data_dir / PID_FILE)
     if pid is None:
         out.event(f"imagerepo is not running from {data_dir}")
         return 0

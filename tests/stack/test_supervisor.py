@@ -16,7 +16,7 @@ import pytest
 
 from gateway.config import GatewayConfig
 from service_runtime.ports import Ports
-from stack.__main__ import listen_ports, stack_env
+from stack.__main__ import listen_ports, running_pid, stack_env, write_pid_file
 from stack.output import Output
 from stack.supervisor import MAX_FAILED_STARTS, Child, GaveUpError, Supervisor
 from tests.conftest import REPO_ROOT
@@ -129,6 +129,47 @@ def test_stop_without_a_running_stack_says_so(tmp_path: Path):
 
     assert result.returncode == 0
     assert "imagerepo is not running" in result.stdout
+
+
+def test_stop_leaves_alone_another_process_that_now_has_the_pid_in_a_stale_pid_file(
+    tmp_path: Path,
+):
+    # A launcher killed with -9 (or a reboot) leaves stack.pid behind; its pid is then reused.
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / "stack.pid").write_text(f"{other.pid}\n")
+
+        result = subprocess.run(
+            [sys.executable, "-m", "stack", "stop"],
+            cwd=REPO_ROOT,
+            env=dict(os.environ, IMAGEREPO_DATA_DIR=str(tmp_path), IMAGEREPO_LOG_FORMAT="text"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+        assert other.poll() is None, "stop killed a process that is not imagerepo"
+        assert result.returncode == 0
+        assert "imagerepo is not running" in result.stdout
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_pid_file_names_the_launcher_by_pid_and_start_time(tmp_path: Path):
+    pid_file = tmp_path / "stack.pid"
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        write_pid_file(pid_file, other.pid)
+        assert running_pid(pid_file) == other.pid
+
+        # The same pid, but a process started at another time: not the one that wrote it.
+        pid, start = pid_file.read_text().split()
+        pid_file.write_text(f"{pid} {int(start) + 1}\n")
+        assert running_pid(pid_file) is None
+    finally:
+        other.kill()
+        other.wait()
 
 
 SERVICE_LINE = json.dumps(
