@@ -4,6 +4,7 @@ warm up, serve until SIGTERM."""
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 
 from search_service import feed_metrics
@@ -37,6 +38,15 @@ def main() -> None:
     except DataDirLockedError as exc:
         log.error("search not started: %s", exc)
         raise SystemExit(f"search not started: {exc}") from None
+    except OSError as exc:
+        # A directory that cannot be made or written (read-only, a file in the way, no
+        # permission): one line naming it and the setting, not a traceback on every restart.
+        print(
+            f"search: not started: cannot open {config.data_dir}: {exc} "
+            "(SEARCH_DATA_DIR chooses the directory)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from None
     source = StorageFeed(
         config.storage_address,
         max_batch=config.feed_max_batch,

@@ -184,3 +184,22 @@ def test_starts_when_the_label_embedding_cache_is_cut_short(tmp_path, kept):
         assert is_serving(f"127.0.0.1:{service.port}")
 
     assert "label embedding cache unreadable, recomputing" in service.messages()
+
+
+def test_a_data_dir_that_cannot_be_made_is_named_in_one_line(tmp_path):
+    (tmp_path / "a-file").write_text("not a directory")
+    data_dir = tmp_path / "a-file" / "search"
+
+    result = subprocess.run(
+        [sys.executable, "-m", "search_service"],
+        cwd=REPO_ROOT,
+        env={**os.environ, "SEARCH_PORT": "0", "SEARCH_DATA_DIR": str(data_dir)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 2
+    assert f"search: not started: cannot open {data_dir}: " in result.stderr
+    assert "SEARCH_DATA_DIR" in result.stderr
+    assert "Traceback" not in result.stderr
