@@ -129,6 +129,12 @@ function makeUploader(list) {
     return pump();
   }
 
+  // Leaving the page drops every photo not yet sent, without a word: the browser asks first.
+  window.addEventListener("beforeunload", (e) => {
+    if (state.active.size === 0 && state.queue.length === 0) return;
+    e.preventDefault();
+    e.returnValue = "";
+  });
   if (cancel) cancel.addEventListener("click", () => {
     for (const job of state.queue.splice(0)) {
       state.cancelled += 1;
