@@ -4,7 +4,6 @@ warm up, serve until SIGTERM."""
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 
 from search_service import feed_metrics
@@ -16,9 +15,11 @@ from search_service.semantic_link import connect_semantic, keep_trying
 from search_service.server import build_server
 from search_service.storage_feed import StorageFeed
 from search_service.vision_client import VisionClient
+from service_runtime.grpc_server import ListenError
 from service_runtime.logs import configure_logging
+from service_runtime.security import SecurityConfigError
 from service_runtime.serve import serve_until_signalled
-from service_runtime.settings import load_or_exit
+from service_runtime.settings import SettingError, load_or_exit, not_started
 
 log = logging.getLogger("search_service")
 
@@ -41,12 +42,10 @@ def main() -> None:
     except OSError as exc:
         # A directory that cannot be made or written (read-only, a file in the way, no
         # permission): one line naming it and the setting, not a traceback on every restart.
-        print(
-            f"search: not started: cannot open {config.data_dir}: {exc} "
-            "(SEARCH_DATA_DIR chooses the directory)",
-            file=sys.stderr,
+        not_started(
+            "search",
+            f"cannot open {config.data_dir}: {exc} (SEARCH_DATA_DIR chooses the directory)",
         )
-        raise SystemExit(2) from None
     source = StorageFeed(
         config.storage_address,
         max_batch=config.feed_max_batch,
@@ -60,11 +59,18 @@ def main() -> None:
         max_gather=config.feed_gather_changes,
     )
     feed_metrics.register(feed)
-    server, port, health = build_server(
-        f"{config.host}:{config.port}", config.max_workers, index, feed
-    )
-    # Started NOT_SERVING: probes wait while semantic expansion links up and caches warm.
-    server.start()
+    try:
+        server, port, health = build_server(
+            f"{config.host}:{config.port}", config.max_workers, index, feed
+        )
+        # Started NOT_SERVING: probes wait while semantic expansion links up and caches warm.
+        server.start()
+    except ListenError as exc:
+        index.close()
+        not_started("search", exc.naming("SEARCH_HOST, SEARCH_PORT"))
+    except (SettingError, SecurityConfigError) as exc:  # IMAGEREPO_METRICS_PORT, TLS files
+        index.close()
+        not_started("search", str(exc))
     client = VisionClient(config.vision_address, config.vision_timeout_s)
     stop_retrying = threading.Event()
     if not connect_semantic(index, client, config.data_dir):

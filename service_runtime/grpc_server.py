@@ -10,8 +10,10 @@ made, unless a test passes them.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import socket
 import threading
 from collections.abc import Mapping
 from concurrent import futures
@@ -27,6 +29,48 @@ log = logging.getLogger(__name__)
 # Images travel in chunks of at most 1 MiB, but GetImage may carry a small image whole and
 # annotation updates carry a 1280-d vector: leave headroom above the 4 MiB default.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+class ListenError(RuntimeError):
+    """An address a service cannot listen on; the message says which and why.
+
+    grpc says only "Failed to bind to address ...; set GRPC_VERBOSITY=debug ..." and the
+    metrics server raises a bare "[Errno 98] Address already in use": neither says whether
+    the port is taken, the host is not this machine's, or which setting chose it."""
+
+    def __init__(self, why: str, settings: str = "") -> None:
+        super().__init__(why)
+        self.settings = settings
+
+    def naming(self, settings: str) -> str:
+        """The message with the settings that chose the address: its own (the metrics
+        endpoint's), else `settings` (the service's host and port variables)."""
+        return f"{self} ({self.settings or settings} choose it)"
+
+
+def why_not_listening(host: str, port: int) -> str:
+    """Why binding (host, port) fails, found by trying it with a plain socket."""
+    try:
+        infos = socket.getaddrinfo(
+            host.strip("[]") or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except (socket.gaierror, UnicodeError):
+        return f"unknown host {host!r}"
+    family, kind, proto, _, sockaddr = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        # As the servers do: a port held only by TIME_WAIT connections is free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(sockaddr)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return "the port is in use"
+            if exc.errno == errno.EADDRNOTAVAIL:
+                return f"{host} is not an address of this machine"
+            if exc.errno == errno.EACCES:
+                return "permission denied (ports below 1024 need privileges)"
+            return exc.strerror or str(exc)
+    return "it could not be bound"
 
 
 class RuntimeServer(grpc.Server):
@@ -51,10 +95,16 @@ class RuntimeServer(grpc.Server):
         self._server.add_registered_method_handlers(service_name, method_handlers)
 
     def add_insecure_port(self, address: str) -> int:
-        """Bind `address`: with TLS configured, as a TLS port (see the module docstring)."""
-        if self.security.tls:
-            return self._server.add_secure_port(address, self.security.server_credentials())
-        return self._server.add_insecure_port(address)
+        """Bind `address`: with TLS configured, as a TLS port (see the module docstring).
+        ListenError when it cannot be bound."""
+        try:
+            if self.security.tls:
+                return self._server.add_secure_port(address, self.security.server_credentials())
+            return self._server.add_insecure_port(address)
+        except RuntimeError:
+            host, _, port = address.rpartition(":")
+            why = why_not_listening(host, int(port)) if port.isdigit() else "not host:port"
+            raise ListenError(f"cannot listen on {address}: {why}") from None
 
     def add_secure_port(self, address: str, server_credentials: grpc.ServerCredentials) -> int:
         return self._server.add_secure_port(address, server_credentials)
@@ -63,7 +113,14 @@ class RuntimeServer(grpc.Server):
         self._server.start()
         if self._metrics_address is not None and self.metrics is None:
             host, port = self._metrics_address
-            self.metrics = start_metrics_server(port, host)
+            try:
+                self.metrics = start_metrics_server(port, host)
+            except OSError:
+                self._server.stop(None)
+                raise ListenError(
+                    f"cannot serve metrics on {host}:{port}: {why_not_listening(host, port)}",
+                    "IMAGEREPO_METRICS_HOST, IMAGEREPO_METRICS_PORT",
+                ) from None
 
     def stop(self, grace: float | None) -> threading.Event:
         if self.metrics is not None:

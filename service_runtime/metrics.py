@@ -16,6 +16,8 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from service_runtime.settings import env_int
+
 log = logging.getLogger(__name__)
 
 # Buckets from 1 ms (a cached lookup) to 60 s (OCR of a page on a busy CPU).
@@ -93,7 +95,7 @@ def start_metrics_server(port: int, host: str = "127.0.0.1") -> MetricsServer:
 
 
 def metrics_address_from_env(env: Mapping[str, str] = os.environ) -> tuple[str, int] | None:
-    raw = env.get("IMAGEREPO_METRICS_PORT", "").strip()
-    if not raw:
+    port = env_int(env, "IMAGEREPO_METRICS_PORT", -1)
+    if port < 0:
         return None
-    return env.get("IMAGEREPO_METRICS_HOST", "127.0.0.1"), int(raw)
+    return env.get("IMAGEREPO_METRICS_HOST", "127.0.0.1"), port

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Callable, Mapping
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 T = TypeVar("T")
 
@@ -51,5 +51,10 @@ def load_or_exit(service: str, load: Callable[[], T]) -> T:
     try:
         return load()
     except ValueError as exc:  # SettingError, and the configs' own range checks
-        print(f"{service}: not started: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        not_started(service, str(exc))
+
+
+def not_started(service: str, why: str) -> NoReturn:
+    """One line on stderr, "<service>: not started: <why>", and exit status 2."""
+    print(f"{service}: not started: {why}", file=sys.stderr)
+    raise SystemExit(2)

@@ -9,10 +9,12 @@ import logging
 import sys
 from typing import NoReturn
 
+from service_runtime.grpc_server import ListenError
 from service_runtime.logs import configure_logging
 from service_runtime.metrics import STORAGE_FLUSH_SECONDS, STORAGE_FSYNC_SECONDS
+from service_runtime.security import SecurityConfigError
 from service_runtime.serve import serve_until_signalled
-from service_runtime.settings import load_or_exit
+from service_runtime.settings import SettingError, load_or_exit, not_started
 from storage_service.columnstore.errors import DataDirLockedError, StoreError
 from storage_service.columnstore.store import ColumnStore
 from storage_service.config import StorageConfig
@@ -45,8 +47,7 @@ def return_large_buffers_to_the_os() -> None:
 
 
 def _refuse_to_start(message: str) -> NoReturn:
-    print(f"storage: not started: {message}", file=sys.stderr)
-    sys.exit(2)
+    not_started("storage", message)
 
 
 def main() -> None:
@@ -67,16 +68,23 @@ def main() -> None:
         # A store that cannot be opened safely (a damaged manifest, an unreadable directory)
         # says what is wrong in one line; nothing is served and nothing is changed.
         _refuse_to_start(f"cannot open {config.data_dir}: {e}")
-    server, port, health = build_server(
-        store,
-        f"{config.host}:{config.port}",
-        max_workers=config.max_workers,
-        max_image_bytes=config.max_image_bytes,
-        max_image_pixels=config.max_image_pixels,
-        decode_memory_bytes=config.decode_memory_bytes,
-        decode_wait_s=config.decode_wait_s,
-    )
-    server.start()
+    try:
+        server, port, health = build_server(
+            store,
+            f"{config.host}:{config.port}",
+            max_workers=config.max_workers,
+            max_image_bytes=config.max_image_bytes,
+            max_image_pixels=config.max_image_pixels,
+            decode_memory_bytes=config.decode_memory_bytes,
+            decode_wait_s=config.decode_wait_s,
+        )
+        server.start()
+    except ListenError as e:
+        store.close()
+        _refuse_to_start(e.naming("STORAGE_HOST, STORAGE_PORT"))
+    except (SettingError, SecurityConfigError) as e:  # IMAGEREPO_METRICS_PORT, TLS files
+        store.close()
+        _refuse_to_start(str(e))
     # SERVING only now: the log has been replayed and every acknowledged write is readable.
     health.set_serving(True)
     log.info("serving", extra={"port": port, "data_dir": str(config.data_dir)})

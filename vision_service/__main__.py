@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import sys
 
+from service_runtime.grpc_server import ListenError
 from service_runtime.logs import configure_logging
+from service_runtime.security import SecurityConfigError
 from service_runtime.serve import serve_until_signalled
-from service_runtime.settings import load_or_exit
+from service_runtime.settings import SettingError, load_or_exit, not_started
 from vision_service.config import VisionConfig
 from vision_service.engine import VisionEngine
 from vision_service.errors import ModelFileError
@@ -21,8 +23,13 @@ def main() -> None:
     config = load_or_exit("vision", VisionConfig.from_env)
     configure_logging("vision", config.log_level)
     slot = EngineSlot()
-    server, port, health = build_server(f"{config.host}:{config.port}", config, slot)
-    server.start()
+    try:
+        server, port, health = build_server(f"{config.host}:{config.port}", config, slot)
+        server.start()
+    except ListenError as exc:
+        not_started("vision", exc.naming("VISION_HOST, VISION_PORT"))
+    except (SettingError, SecurityConfigError) as exc:  # IMAGEREPO_METRICS_PORT, TLS files
+        not_started("vision", str(exc))
     log.info("started; loading models", extra={"port": port, "models_dir": str(config.models_dir)})
     try:
         slot.set(VisionEngine.load(config))
