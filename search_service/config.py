@@ -10,7 +10,7 @@ from pathlib import Path
 from search_service.engine import EngineParams
 from search_service.vector_index import AnnParams
 from service_runtime.ports import Ports
-from service_runtime.settings import env_float, env_int
+from service_runtime.settings import env_bool, env_float, env_int, env_log_level
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class SearchConfig:
             storage_address=env.get("SEARCH_STORAGE_ADDR") or _storage_address(env),
             max_workers=env_int(env, "SEARCH_MAX_WORKERS", cls.max_workers),
             grace_s=env_float(env, "SEARCH_GRACE_S", cls.grace_s),
-            log_level=env.get("LOG_LEVEL", cls.log_level),
+            log_level=env_log_level(env, cls.log_level),
             ann_threshold=env_int(env, "SEARCH_ANN_THRESHOLD", cls.ann_threshold),
             moderation_threshold=env_float(
                 env, "SEARCH_MODERATION_THRESHOLD", cls.moderation_threshold
@@ -90,8 +90,9 @@ class SearchConfig:
             compaction_memory_headroom_mb=env_int(
                 env, "SEARCH_COMPACTION_MEMORY_HEADROOM_MB", cls.compaction_memory_headroom_mb
             ),
-            compaction_memory_check=env.get("SEARCH_COMPACTION_MEMORY_CHECK", "1").lower()
-            not in ("0", "false", "no", "off"),
+            compaction_memory_check=env_bool(
+                env, "SEARCH_COMPACTION_MEMORY_CHECK", cls.compaction_memory_check
+            ),
             feed_retry_initial_s=env_float(
                 env, "SEARCH_FEED_RETRY_INITIAL_S", cls.feed_retry_initial_s
             ),

@@ -45,6 +45,39 @@ def env_float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+_ON = ("1", "true", "yes", "on")
+_OFF = ("0", "false", "no", "off")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """`name` as a switch (1/0, true/false, yes/no, on/off); `default` when unset or empty.
+
+    Anything else is refused: "maybe" or a typo ("ture") would otherwise quietly mean off (or
+    on), and the operator would never learn the setting did nothing."""
+    text = env.get(name, "").strip().lower()
+    if not text:
+        return default
+    if text in _ON:
+        return True
+    if text in _OFF:
+        return False
+    raise SettingError(
+        f"{name} must be 1 or 0 (true/false, yes/no, on/off), not {env.get(name, '').strip()!r}"
+    )
+
+
+def env_log_level(env: Mapping[str, str], default: str = "INFO") -> str:
+    """LOG_LEVEL, upper-cased, one of LOG_LEVELS (logging raised "Unknown level" from a
+    traceback, after the service had read the rest of its settings)."""
+    text = env.get("LOG_LEVEL", "").strip()
+    if not text:
+        return default
+    if text.upper() not in LOG_LEVELS:
+        raise SettingError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {text!r}")
+    return text.upper()
+
+
 def load_or_exit(service: str, load: Callable[[], T]) -> T:
     """`load()` (a config's `from_env`); on a setting that cannot be used, one line on stderr,
     "<service>: not started: <what is wrong>", and exit status 2 (no traceback)."""

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from service_runtime.settings import env_float, env_int
+from service_runtime.settings import env_float, env_int, env_log_level
 from storage_service.columnstore import policy
 from storage_service.columnstore.fs import FileSystem
 from storage_service.columnstore.store import StoreOptions
@@ -78,7 +78,7 @@ class StorageConfig:
             ),
             max_workers=env_int(env, "STORAGE_MAX_WORKERS", cls.max_workers),
             grace_s=env_float(env, "STORAGE_GRACE_S", cls.grace_s),
-            log_level=env.get("LOG_LEVEL", cls.log_level),
+            log_level=env_log_level(env, cls.log_level),
             segments_url=env.get("STORAGE_SEGMENTS_URL", ""),
             s3_endpoint=env.get("STORAGE_S3_ENDPOINT", ""),
             segment_cache_bytes=env_int(

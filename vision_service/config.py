@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from service_runtime.settings import env_float, env_int
+from service_runtime.settings import env_bool, env_float, env_int, env_log_level
 
 
 @dataclass(frozen=True)
@@ -72,17 +72,17 @@ class VisionConfig:
             models_dir=Path(env.get("VISION_MODELS_DIR", str(cls.models_dir))),
             max_workers=env_int(env, "VISION_MAX_WORKERS", cls.max_workers),
             grace_s=env_float(env, "VISION_GRACE_S", cls.grace_s),
-            log_level=env.get("LOG_LEVEL", cls.log_level),
+            log_level=env_log_level(env, cls.log_level),
             intra_op_threads=env_int(env, "VISION_INTRA_OP_THREADS", cls.intra_op_threads),
             inter_op_threads=env_int(env, "VISION_INTER_OP_THREADS", cls.inter_op_threads),
             batch_workers=env_int(env, "VISION_BATCH_WORKERS", cls.batch_workers),
             ocr_threads=env_int(env, "VISION_OCR_THREADS", cls.ocr_threads),
             ocr_engines=env_int(env, "VISION_OCR_ENGINES", cls.ocr_engines),
-            quantized=env.get("VISION_QUANTIZED", "1").lower() in ("1", "true", "yes"),
+            quantized=env_bool(env, "VISION_QUANTIZED", cls.quantized),
             bf16=_bf16_mode(env.get("VISION_BF16", cls.bf16)),
-            ov_int8=env.get("VISION_OV_INT8", "1").lower() in ("1", "true", "yes"),
-            bf16_classifier=env.get("VISION_BF16_CLASSIFIER", "0").lower() in ("1", "true", "yes"),
-            ort_spin=env.get("VISION_ORT_SPIN", "0").lower() in ("1", "true", "yes"),
+            ov_int8=env_bool(env, "VISION_OV_INT8", cls.ov_int8),
+            bf16_classifier=env_bool(env, "VISION_BF16_CLASSIFIER", cls.bf16_classifier),
+            ort_spin=env_bool(env, "VISION_ORT_SPIN", cls.ort_spin),
             batch_max_size=env_int(env, "VISION_BATCH_MAX_SIZE", cls.batch_max_size),
             batch_max_wait_ms=env_float(env, "VISION_BATCH_MAX_WAIT_MS", cls.batch_max_wait_ms),
             max_image_pixels=env_int(env, "VISION_MAX_IMAGE_PIXELS", cls.max_image_pixels),

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from search_service.config import SearchConfig
-from service_runtime.settings import SettingError, env_float, env_int
+from service_runtime.settings import SettingError, env_bool, env_float, env_int, env_log_level
 from storage_service.config import StorageConfig
 from vision_service.config import VisionConfig
 
@@ -38,6 +38,55 @@ def test_a_bad_number_names_the_setting_and_the_value(read, value, message):
         read({"N": value}, "N", 1)
 
     assert str(caught.value) == message
+
+
+def test_switches_read_the_usual_words_with_the_default_when_unset_or_empty():
+    on = ("1", "true", "Yes", "ON", " on ")
+    off = ("0", "false", "No", "OFF")
+
+    assert all(env_bool({"S": word}, "S", False) for word in on)
+    assert not any(env_bool({"S": word}, "S", True) for word in off)
+    assert env_bool({"S": ""}, "S", True) is True
+    assert env_bool({}, "S", False) is False
+
+
+def test_a_switch_that_is_neither_on_nor_off_names_the_setting_and_the_value():
+    with pytest.raises(SettingError) as caught:
+        env_bool({"S": "maybe"}, "S", True)
+
+    assert str(caught.value) == "S must be 1 or 0 (true/false, yes/no, on/off), not 'maybe'"
+
+
+def test_log_levels_are_checked_by_name():
+    assert env_log_level({}) == "INFO"
+    assert env_log_level({"LOG_LEVEL": " debug "}) == "DEBUG"
+    with pytest.raises(SettingError) as caught:
+        env_log_level({"LOG_LEVEL": "LOUD"})
+
+    assert str(caught.value) == (
+        "LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, not 'LOUD'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("config", "name"),
+    [
+        (SearchConfig, "SEARCH_COMPACTION_MEMORY_CHECK"),
+        (VisionConfig, "VISION_QUANTIZED"),
+        (VisionConfig, "VISION_OV_INT8"),
+        (VisionConfig, "VISION_BF16_CLASSIFIER"),
+        (VisionConfig, "VISION_ORT_SPIN"),
+    ],
+)
+def test_every_service_config_names_its_bad_switch(config, name):
+    with pytest.raises(SettingError, match=f"^{name} must be 1 or 0 "):
+        config.from_env({name: "maybe"})
+
+
+@pytest.mark.parametrize("config", [StorageConfig, SearchConfig, VisionConfig])
+def test_every_service_config_names_a_bad_log_level(config):
+    with pytest.raises(SettingError, match="^LOG_LEVEL must be one of "):
+        config.from_env({"LOG_LEVEL": "verbose"})
 
 
 @pytest.mark.parametrize(
@@ -70,6 +119,18 @@ def test_every_service_config_names_its_bad_setting(config, name):
             "search_service",
             {"SEARCH_SNAPSHOT_INTERVAL_S": "soon"},
             "search: not started: SEARCH_SNAPSHOT_INTERVAL_S must be a number, not 'soon'",
+        ),
+        (
+            "storage_service",
+            {"LOG_LEVEL": "LOUD"},
+            "storage: not started: LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, "
+            "CRITICAL, not 'LOUD'",
+        ),
+        (
+            "search_service",
+            {"SEARCH_COMPACTION_MEMORY_CHECK": "maybe"},
+            "search: not started: SEARCH_COMPACTION_MEMORY_CHECK must be 1 or 0 (true/false, "
+            "yes/no, on/off), not 'maybe'",
         ),
         (
             "vision_service",
