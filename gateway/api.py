@@ -50,6 +50,22 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
     return value
 
 
+# The values the OpenAPI document lists (any case); "" is absent.
+_YES = ("1", "true")
+_NO = ("", "0", "false")
+
+
+def _flag_arg(name: str) -> bool:
+    """A yes/no query parameter; another word is a 400 rather than a silent "no" (which made
+    `?favourite=yes` list every photo, and `?permanent=yes` only move to the trash)."""
+    raw = request.args.get(name, "").strip().lower()
+    if raw in _YES:
+        return True
+    if raw in _NO:
+        return False
+    raise BadRequestError(f"{name} must be 1 or 0 (or true/false)")
+
+
 def _float_arg(name: str, default: float, low: float, high: float) -> float:
     raw = request.args.get(name)
     if raw is None or raw == "":
@@ -139,8 +155,8 @@ def list_images() -> Any:
         page_token=request.args.get("page_token", ""),
         owner=request.args.get("owner", ""),
         status=statuses.get(status_name, 0),
-        favourite_only=request.args.get("favourite", "") in ("1", "true"),
-        trashed_only=request.args.get("trashed", "") in ("1", "true"),
+        favourite_only=_flag_arg("favourite"),
+        trashed_only=_flag_arg("trashed"),
         order=library.ORDERS[order],
         taken_from_unix_ms=taken_from,
         taken_to_unix_ms=taken_to,
@@ -278,7 +294,7 @@ def _not_modified(etag: str) -> Response:
 def delete(image_id: str) -> Any:
     st = state()
     st.access.require_api_writer()
-    permanent = request.args.get("permanent", "") in ("1", "true")
+    permanent = _flag_arg("permanent")
     deleted = ops.delete_image(image_id, permanent=permanent)
     return jsonify(
         deleted=image_json(deleted, st.config.moderation_threshold),
@@ -320,7 +336,7 @@ def search() -> Any:
     token = request.args.get("page_token", "")
     sort = request.args.get("sort", "")
     period = request.args.get("taken_from", ""), request.args.get("taken_until", "")
-    favourites = request.args.get("favourites", "") in ("1", "true")
+    favourites = _flag_arg("favourites")
     from gateway import albums  # imports this module: late
 
     if albums.album_search_wanted(query):
