@@ -247,7 +247,10 @@ class VisionClient:
         calls: list[_AnalyzeCall] = []
         futures = []
         for data in images:
-            call = _AnalyzeCall(time.monotonic(), self.answered)
+            # Counted from the batch's start, not from this call's: the calls of a batch go out
+            # together, and an answer to one sent just before this one (an in-process vision
+            # answers within the loop) is still an answer while this image waited.
+            call = _AnalyzeCall(time.monotonic(), answered_before)
             future = self._analyze(data)
             future.add_done_callback(functools.partial(self._settled, call, remaining))
             calls.append(call)
