@@ -16,6 +16,15 @@ function el(tag, attrs, text) {
   return node;
 }
 
+// Why the gateway refused a request, in its own words (its JSON error), else the status.
+async function refusal(reply) {
+  try {
+    const body = await reply.json();
+    if (body && body.error && body.error.message) return body.error.message;
+  } catch (_) { /* not JSON: say the status */ }
+  return `the server answered ${reply.status}`;
+}
+
 // --- upload ------------------------------------------------------------------------------------
 
 const RESULT_WORDS = { stored: "stored", duplicate: "stored (duplicate)", already_stored: "already in your library" };
@@ -350,7 +359,7 @@ function setupViewer() {
     const name = item.dataset.caption || "this photo";
     if (!window.confirm(trashed ? `Delete ${name} for good? This cannot be undone.` : `Move ${name} to the trash?`)) return;
     const reply = await fetch(`/api/images/${encodeURIComponent(item.dataset.id)}${trashed ? "?permanent=1" : ""}`, { method: "DELETE", headers: { "X-CSRF-Token": csrfToken() } });
-    if (!reply.ok && reply.status !== 404) { caption.textContent = `Could not delete: the server answered ${reply.status}`; return; }
+    if (!reply.ok && reply.status !== 404) { caption.textContent = `Could not delete: ${await refusal(reply)}`; return; }
     if (item.matches("section.preview")) { location.href = trashed ? "/trash" : "/?deleted=" + encodeURIComponent(item.dataset.id); return; }
     document.querySelectorAll(`figure.tile[data-id="${CSS.escape(item.dataset.id)}"]`).forEach((n) => n.remove());
     document.dispatchEvent(new CustomEvent("tiles:changed"));
@@ -1065,7 +1074,7 @@ async function toggleStar(form) {
         headers: { "Content-Type": "application/json", "X-CSRF-Token": csrfToken() },
         body: JSON.stringify({ favourite: want }),
       });
-      if (!reply.ok) { button.title = `Could not change: the server answered ${reply.status}`; return; }
+      if (!reply.ok) { button.title = `Could not change: ${await refusal(reply)}`; return; }
       const name = (button.getAttribute("aria-label") || "").split(": ").slice(1).join(": ");
       button.setAttribute("aria-pressed", String(want));
       button.textContent = want ? "\u2605" : "\u2606";
@@ -1086,7 +1095,7 @@ function offerUndo(id, name) {
   const undo = el("button", { type: "button", id: "undo-delete" }, "Undo");
   undo.addEventListener("click", async () => {
     const reply = await fetch(`/api/images/${encodeURIComponent(id)}/restore`, { method: "POST", headers: { "X-CSRF-Token": csrfToken() } });
-    if (reply.ok) location.reload(); else notice.textContent = `Could not restore: the server answered ${reply.status}`;
+    if (reply.ok) location.reload(); else notice.textContent = `Could not restore: ${await refusal(reply)}`;
   });
   notice.append(undo);
   main.prepend(notice);
