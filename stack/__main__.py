@@ -135,6 +135,20 @@ def run(env: Mapping[str, str], out: Output) -> int:
     except (ValueError, SecurityConfigError) as exc:
         out.event(f"bad setting: {exc}", level="ERROR")
         return 2
+    pid_file = data_dir / PID_FILE
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        # Written and removed again: a directory the services could not write either is
+        # named here, once, not by each of them failing to start five times.
+        pid_file.with_suffix(".check").write_text("")
+        pid_file.with_suffix(".check").unlink()
+    except OSError as exc:
+        out.event(
+            f"cannot use the data dir {data_dir}: {exc.strerror or exc} (IMAGEREPO_DATA_DIR "
+            "chooses it)",
+            level="ERROR",
+        )
+        return 2
     busy = [(w, host, port) for w, host, port in listen_ports(envs) if port_in_use(host, port)]
     if busy:
         for what, host, port in busy:
@@ -145,8 +159,6 @@ def run(env: Mapping[str, str], out: Output) -> int:
                 port=port,
             )
         return 1
-    data_dir.mkdir(parents=True, exist_ok=True)
-    pid_file = data_dir / PID_FILE
     other = running_pid(pid_file)
     if other is not None:
         out.event(f"imagerepo already runs from {data_dir} (pid {other})", level="ERROR")

@@ -238,6 +238,26 @@ def test_a_bad_port_setting_is_named_and_nothing_starts(tmp_path: Path):
     assert "started" not in result.stdout
 
 
+def test_a_data_dir_that_cannot_be_made_is_named_and_nothing_starts(tmp_path: Path):
+    (tmp_path / "a-file").write_text("not a directory")
+    data_dir = tmp_path / "a-file" / "data"
+
+    result = subprocess.run(
+        [sys.executable, "-m", "stack"],
+        cwd=REPO_ROOT,
+        env=dict(os.environ, IMAGEREPO_DATA_DIR=str(data_dir), IMAGEREPO_LOG_FORMAT="text"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 2
+    assert f"cannot use the data dir {data_dir}: " in result.stdout
+    assert "IMAGEREPO_DATA_DIR" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "started" not in result.stdout
+
+
 def test_a_service_that_keeps_failing_is_restarted_with_growing_delays_then_given_up(tmp_path):
     stream = io.StringIO()
     broken = Child(
