@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import threading
 import time
 import warnings
@@ -199,12 +200,14 @@ def structure_problem(data: bytes, format_name: str) -> str | None:
     return None
 
 
-def _open(data: bytes) -> Image.Image:
-    """The image's header read (no pixels), or ImageRefusedError."""
+def _open(data: bytes, max_pixels: int) -> Image.Image:
+    """The image's header read (no pixels), or ImageRefusedError. `max_pixels` decides, not
+    Pillow's own bomb limits: its warning (from 89.5M pixels) is ignored, and its error (from
+    twice that) is reported against `max_pixels`."""
     if not data:
         raise ImageRefusedError("the image is empty")
     with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             return Image.open(io.BytesIO(data))
         except UnidentifiedImageError as e:
@@ -213,12 +216,22 @@ def _open(data: bytes) -> Image.Image:
                 f"(accepted: {policy.ACCEPTED_FORMAT_NAMES})",
                 reason=policy.UNSUPPORTED_FORMAT,
             ) from e
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise ImageRefusedError(
-                f"decompression bomb refused: {e}", reason=policy.IMAGE_TOO_LARGE
-            ) from e
+        except Image.DecompressionBombError as e:
+            raise _bomb(e, max_pixels) from e
         except Exception as e:  # noqa: BLE001 - any decoder failure means bad input
             raise ImageRefusedError(f"the image header cannot be read: {e}") from e
+
+
+def _bomb(error: Image.DecompressionBombError, max_pixels: int) -> ImageRefusedError:
+    """Pillow's bomb error in our terms: the image's pixels against our limit (Pillow says
+    "Image size (N pixels) exceeds limit of <its own limit> pixels")."""
+    found = re.search(r"\((\d+) pixels\)", str(error))
+    size = f"{int(found.group(1))} pixels" if found else "more pixels than Pillow reads"
+    return ImageRefusedError(
+        f"decompression bomb refused: the image has {size}, over the limit of {max_pixels}",
+        reason=policy.IMAGE_TOO_LARGE,
+        limit="max_image_pixels",
+    )
 
 
 def _draft(image: Image.Image, format_name: str, data_bytes: int) -> None:
@@ -245,7 +258,7 @@ def check_image(
     if not DEFER_THUMBNAILS:
         return prepare_image(data, max_pixels=max_pixels, budget=budget)
     budget = budget or _SHARED_BUDGET
-    with _open(data) as image:
+    with _open(data, max_pixels) as image:
         format_name = image.format or ""
         problem = structure_problem(data, format_name)
         if problem is None or problem:
@@ -321,9 +334,10 @@ def _decode(
     data: bytes, max_pixels: int, budget: DecodeBudget
 ) -> tuple[thumbs_mod.Thumbnails, str, str, dict[str, str]]:
     with warnings.catch_warnings():
-        # Our own pixel limit is authoritative; Pillow's bomb warning is an error here.
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        image = _open(data)
+        # Our own pixel limit is authoritative (policy.check_pixels, before any pixel is
+        # decoded); Pillow's bomb warning would refuse photos under it.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = _open(data, max_pixels)
         with image:
             format_name = image.format or ""
             content_type = policy.check_format(format_name)
@@ -336,10 +350,8 @@ def _decode(
             with budget.reserve(cost):
                 try:
                     image.load()
-                except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-                    raise ImageRefusedError(
-                        f"decompression bomb refused: {e}", reason=policy.IMAGE_TOO_LARGE
-                    ) from e
+                except Image.DecompressionBombError as e:
+                    raise _bomb(e, max_pixels) from e
                 except Exception as e:  # noqa: BLE001
                     raise ImageRefusedError(f"the image is truncated or corrupt: {e}") from e
                 exif = exif_summary(image)

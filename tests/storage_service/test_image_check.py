@@ -106,3 +106,28 @@ def test_decompression_bomb_is_refused_before_decoding():
 
     with pytest.raises(InvalidImageError, match="bomb"):
         prepare_image(buf.getvalue(), max_pixels=50_000_000)
+
+
+def _blank_png(width: int, height: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("1", (width, height)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_a_photo_under_our_pixel_limit_is_kept_though_pillow_would_warn():
+    # 94.1M pixels: over Pillow's own warning limit (89.5M), under the 100M storage allows.
+    prepared = prepare_image(_blank_png(9700, 9700), max_pixels=100_000_000)
+
+    assert (prepared.width, prepared.height) == (9700, 9700)
+
+
+def test_a_bomb_over_pillows_own_error_limit_is_refused_against_ours():
+    # 225M pixels: Pillow refuses it in its header read (over twice its 89.5M); the message
+    # names the image's pixels and the limit storage is configured with, not Pillow's.
+    with pytest.raises(InvalidImageError) as refused:
+        prepare_image(_blank_png(15000, 15000), max_pixels=100_000_000)
+
+    message = str(refused.value)
+    assert message == (
+        "decompression bomb refused: the image has 225000000 pixels, over the limit of 100000000"
+    )
