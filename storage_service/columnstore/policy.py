@@ -263,7 +263,7 @@ def clean_filename(raw: str | None) -> str:
         raise PolicyError(
             "the filename holds '<' or '>', which filenames here may not use", limit="filename"
         )
-    if "/" in name or "\\" in name or name in {".", ".."} or name.startswith(".."):
+    if "/" in name or "\\" in name or name in {".", ".."}:
         raise PolicyError(
             f"the filename {name[:64]!r} holds a path; send the file's name only, without folders",
             limit="filename",

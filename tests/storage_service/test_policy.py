@@ -156,6 +156,21 @@ def test_hostile_filenames_are_refused_and_nothing_is_stored(
     assert storage.stub.ListImages(pb.ListImagesRequest()).total_count == 0
 
 
+@pytest.mark.parametrize("filename", ["..jpg", "...", "..hidden.png"])
+def test_names_that_start_with_two_dots_are_no_path_and_are_kept(storage, photo_jpegs, filename):
+    stored = put(storage.stub, photo_jpegs["rocket"], filename).image
+
+    assert stored.filename == filename
+
+
+@pytest.mark.parametrize("filename", ["..", "."])
+def test_the_parent_and_current_folder_names_are_refused(storage, photo_jpegs, filename):
+    code, details, _ = _refusal(lambda: put(storage.stub, photo_jpegs["coffee"], filename))
+
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "holds a path" in details
+
+
 @pytest.mark.parametrize("filename", ["fleur été 🌸.jpg", "ракета.jpg", "東京タワー.png"])
 def test_names_in_any_script_are_kept_and_found_in_either_normal_form(
     storage, photo_jpegs, filename
