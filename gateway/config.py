@@ -9,6 +9,7 @@ from pathlib import Path
 
 from service_runtime.ports import Ports
 from service_runtime.security import TransportSecurity
+from service_runtime.settings import env_float, env_int
 
 
 @dataclass(frozen=True)
@@ -82,33 +83,33 @@ class GatewayConfig:
             api_keys=keys,
             admin_keys=admin_keys,
             private=None if not private else private in ("1", "true", "yes", "on"),
-            login_attempts_per_minute=int(
-                env.get("GATEWAY_LOGIN_ATTEMPTS_PER_MINUTE", cls.login_attempts_per_minute)
+            login_attempts_per_minute=env_int(
+                env, "GATEWAY_LOGIN_ATTEMPTS_PER_MINUTE", cls.login_attempts_per_minute
             ),
             secret_key_file=Path(secret_file) if secret_file else None,
             data_dir=Path(data_dir),
             security=TransportSecurity.from_env(env),
-            rpc_timeout_s=float(env.get("GATEWAY_RPC_TIMEOUT_S", cls.rpc_timeout_s)),
-            max_upload_bytes=int(env.get("GATEWAY_MAX_UPLOAD_BYTES", cls.max_upload_bytes)),
-            threads=int(env.get("GATEWAY_THREADS", cls.threads)),
+            rpc_timeout_s=env_float(env, "GATEWAY_RPC_TIMEOUT_S", cls.rpc_timeout_s),
+            max_upload_bytes=env_int(env, "GATEWAY_MAX_UPLOAD_BYTES", cls.max_upload_bytes),
+            threads=env_int(env, "GATEWAY_THREADS", cls.threads),
             log_level=env.get("LOG_LEVEL", cls.log_level),
-            analyze_timeout_s=float(env.get("GATEWAY_ANALYZE_TIMEOUT_S", cls.analyze_timeout_s)),
+            analyze_timeout_s=env_float(env, "GATEWAY_ANALYZE_TIMEOUT_S", cls.analyze_timeout_s),
             secret_key=env.get("GATEWAY_SECRET_KEY", cls.secret_key),
-            analysis_wait_s=float(env.get("GATEWAY_ANALYSIS_WAIT_S", cls.analysis_wait_s)),
-            moderation_threshold=float(
-                env.get("GATEWAY_MODERATION_THRESHOLD", cls.moderation_threshold)
+            analysis_wait_s=env_float(env, "GATEWAY_ANALYSIS_WAIT_S", cls.analysis_wait_s),
+            moderation_threshold=env_float(
+                env, "GATEWAY_MODERATION_THRESHOLD", cls.moderation_threshold
             ),
-            gallery_page_size=int(env.get("GATEWAY_PAGE_SIZE", cls.gallery_page_size)),
-            trash_retention_days=float(
-                env.get("STORAGE_TRASH_RETENTION_DAYS", cls.trash_retention_days)
+            gallery_page_size=env_int(env, "GATEWAY_PAGE_SIZE", cls.gallery_page_size),
+            trash_retention_days=env_float(
+                env, "STORAGE_TRASH_RETENTION_DAYS", cls.trash_retention_days
             ),
-            mosaic_max_images=int(env.get("GATEWAY_MOSAIC_MAX_IMAGES", cls.mosaic_max_images)),
-            similar_min_similarity=float(
-                env.get("GATEWAY_SIMILAR_MIN_SIMILARITY", cls.similar_min_similarity)
+            mosaic_max_images=env_int(env, "GATEWAY_MOSAIC_MAX_IMAGES", cls.mosaic_max_images),
+            similar_min_similarity=env_float(
+                env, "GATEWAY_SIMILAR_MIN_SIMILARITY", cls.similar_min_similarity
             ),
             keep_gps=env.get("GATEWAY_KEEP_GPS", "").lower() in ("1", "true", "yes"),
-            thumbnail_retry_after_s=int(
-                env.get("GATEWAY_THUMBNAIL_RETRY_AFTER_S", cls.thumbnail_retry_after_s)
+            thumbnail_retry_after_s=env_int(
+                env, "GATEWAY_THUMBNAIL_RETRY_AFTER_S", cls.thumbnail_retry_after_s
             ),
         )
 
