@@ -282,11 +282,13 @@ class VisionClient:
                 results.append(call_failed("vision", exc, call.waited_s, call.others_answered))
         return results
 
-    def probe(self, abandon: threading.Event) -> bool:
-        """Analyze a small grey picture with the images' own request and deadline: True
-        when vision answered (with anything but a sign that it is away)."""
+    def probe(self, abandon: threading.Event) -> CallFailedError | None:
+        """Analyze a small grey picture with the images' own request and deadline: None when
+        vision answered (with anything but a sign that it is away), else how the call failed."""
         (outcome,) = self.analyse_batch([_probe_picture()], abandon, probe_if_quiet=False)
-        return not isinstance(outcome, CallFailedError) or outcome.code not in _NO_ANSWER_CODES
+        if isinstance(outcome, CallFailedError) and outcome.code in _NO_ANSWER_CODES:
+            return outcome
+        return None
 
     def _analyze(self, data: bytes) -> grpc.Future:
         return self._stub.Analyze.future(  # type: ignore[no-any-return]

@@ -9,9 +9,10 @@ included) and the worker asks `classify` what to do with the image.
     UNAVAILABLE, RESOURCE_EXHAUSTED, CANCELLED     the service is (an outage): stays PENDING,
                                                    storage backs the image off (next_attempt)
                                                    and gives the claim back, the lane pauses;
-                                                   never counted against the image
+                                                   vision UNAVAILABLE given back only if vision
+                                                   was known away at the call, else counted
     vision DEADLINE_EXCEEDED, vision answered      vision is away or stuck: an outage, the
-      no other call while this one waited          same as UNAVAILABLE
+      no other call while this one waited          same as vision UNAVAILABLE
     vision DEADLINE_EXCEEDED, vision answered      this image is the slow one: PENDING and
       other calls while this one waited            retried; FAILED at the MAX_ATTEMPTS-th claim
                                                    if the try before also ended this way
@@ -25,10 +26,14 @@ time while vision answers other images) is made permanent after `MAX_ATTEMPTS` c
 nothing stays pending forever; an outage never is by the worker: not UNAVAILABLE, and not a
 vision so slow or stuck that it answered nothing while the call waited.
 
-An outage verdict (`Verdict.outage`) is written back with `AnalysisFailure.outage` set, and
+An outage verdict with `Verdict.outage` set is written back with `AnalysisFailure.outage`, and
 storage gives that claim back (attempts - 1): its own cap (STORAGE_ANALYSIS_MAX_ATTEMPTS, 10,
 which FAILs an image claimed that often at its next claim) and `attempts` here count only the
-claims that said something about the image. Claims that never came back (a worker killed, a
+claims that said something about the image. A vision that went away (UNAVAILABLE, or a timeout
+with no answer to anything) says something when the call went out to a vision thought present:
+the image may be what crashed or froze it, so that claim counts (once; the verdict is still
+TRANSIENT). Only when vision was already known away at the call (`vision_away_at_send`, which
+the worker passes in) is it given back. Claims that never came back (a worker killed, a
 lease run out) still count, and so did outage claims before storage knew the flag: so a
 slow-image timeout makes the image FAILED only when its previous try also timed out on its
 own (its last_error says so), never on its first slow try after an outage. The worker also
@@ -46,6 +51,8 @@ PERMANENT_VISION_CODES = frozenset({"INVALID_ARGUMENT", "FAILED_PRECONDITION"})
 # The service is away or overloaded: says nothing about the image.
 OUTAGE_CODES = frozenset({"UNAVAILABLE", "RESOURCE_EXHAUSTED", "CANCELLED"})
 MAX_ATTEMPTS = 8
+# Added to the reason of a vision outage that counts: vision went away while it had the image.
+COUNTED_IN_FLIGHT = " (counted: vision went away while it had this image)"
 # In the reason written for a vision call that ran out of time while vision answered others;
 # found again in the image's last_error on its next claim.
 SLOW_ALONE = "while it answered"
@@ -97,20 +104,37 @@ class Verdict:
         return self.kind is Kind.PERMANENT
 
 
-def classify(error: CallFailedError, attempts: int = 1, last_error: str = "") -> Verdict:
+def classify(
+    error: CallFailedError,
+    attempts: int = 1,
+    last_error: str = "",
+    *,
+    vision_away_at_send: bool = False,
+) -> Verdict:
     """What to do with an image whose analysis failed with `error` on its `attempts`-th claim;
-    `last_error` is what the image's previous try left (from the claim)."""
+    `last_error` is what the image's previous try left (from the claim).
+
+    `vision_away_at_send`: vision was already known to answer nothing when this image's call
+    went out (the worker then sends no image, only a probe, so the image never reached it).
+    Only then is a vision outage given back (`Verdict.outage`); a vision that went away
+    (UNAVAILABLE, or a timeout with no answer to anything) while it had the image still
+    counts the claim once, since this image may be the one that took it down."""
     if error.service == "storage" and error.code == "NOT_FOUND":
         return Verdict(Kind.GONE, "the image was deleted")
     if error.service == "vision" and error.code in PERMANENT_VISION_CODES:
         return Verdict(Kind.PERMANENT, f"vision cannot analyse this image: {error.details}")
     if error.service == "vision" and error.code == "DEADLINE_EXCEEDED":
-        return _vision_deadline(error, attempts, last_error)
+        return _vision_deadline(error, attempts, last_error, vision_away_at_send)
     if error.code in OUTAGE_CODES:
+        # RESOURCE_EXHAUSTED is an answer (vision there, busy), CANCELLED the worker's own
+        # give-back at shutdown: neither can come from an image taking vision down.
+        went_away = error.service == "vision" and error.code == "UNAVAILABLE"
+        give_back = not went_away or vision_away_at_send
         return Verdict(
             Kind.TRANSIENT,
-            f"{error.service} unavailable ({error.code}): {error.details}",
-            outage=True,
+            f"{error.service} unavailable ({error.code}): {error.details}"
+            + ("" if give_back else COUNTED_IN_FLIGHT),
+            outage=give_back,
         )
     if attempts >= MAX_ATTEMPTS:
         return Verdict(
@@ -131,16 +155,19 @@ def slow_alone(error: CallFailedError) -> bool:
     )
 
 
-def _vision_deadline(error: CallFailedError, attempts: int, last_error: str) -> Verdict:
+def _vision_deadline(
+    error: CallFailedError, attempts: int, last_error: str, vision_away_at_send: bool
+) -> Verdict:
     waited = "its deadline" if error.waited_s is None else f"{error.waited_s:.1f} s"
     if not slow_alone(error):
         # Vision answered nothing at all meanwhile (stopped, stuck, overloaded, away): an
-        # outage; whatever the attempts, the image waits for it.
+        # outage; the worker never fails the image for it. Given back only if vision was
+        # already known away when the call went out: frozen by this very image, it counts.
         return Verdict(
             Kind.TRANSIENT,
             f"vision unavailable (DEADLINE_EXCEEDED): it answered nothing for {waited}; "
-            "waiting for it",
-            outage=True,
+            "waiting for it" + ("" if vision_away_at_send else COUNTED_IN_FLIGHT),
+            outage=vision_away_at_send,
         )
     others = error.others_answered or 0
     slow = (

@@ -11,10 +11,13 @@ while another is on vision. Once vision has answered nothing for `outage_hold_s`
 of a batch unavailable or out of time with no answer to any other), the lanes claim nothing
 and one of them probes vision instead until it answers: claiming through a long outage would
 only churn the queue (storage gives an outage's claim back, so it does not fail the photos,
-but each claim would end the same way). Leases live in storage: a second worker, or a killed
-one's successor, needs nothing from this process. A result whose lease was lost (another
-worker claimed the image after our lease ran out) is dropped: storage refuses it by
-generation.
+but each claim would end the same way). Before that, a batch claimed while vision is known
+away is not sent: a probe goes instead, and the batch is given back unless vision answers it.
+So the images that go to vision go to one thought present, and if it goes away with them (an
+image that crashes or freezes it) their claims count, once each. Leases live in storage: a
+second worker, or a killed one's successor, needs nothing from this process. A result whose
+lease was lost (another worker claimed the image after our lease ran out) is dropped: storage
+refuses it by generation.
 
 It knows nothing of gRPC: the clients raise `CallFailedError` and `failures.classify` decides.
 """
@@ -54,7 +57,7 @@ class Storage(Protocol):
 
 class Vision(Protocol):
     def analyse_batch(self, images: list[bytes], abandon: threading.Event) -> list[Any]: ...
-    def probe(self, abandon: threading.Event) -> bool: ...
+    def probe(self, abandon: threading.Event) -> CallFailedError | None: ...
 
 
 class Worker:
@@ -252,6 +255,10 @@ class Worker:
         if answered:
             metrics.CLAIMS_HELD.set(0)
 
+    def _vision_known_away(self) -> bool:
+        with self._away_lock:
+            return self._vision_away_since is not None
+
     def _claims_held(self) -> bool:
         with self._away_lock:
             since = self._vision_away_since
@@ -267,7 +274,7 @@ class Worker:
             if not self._claims_held():
                 return
             metrics.CLAIMS_HELD.set(1)
-            if self._vision.probe(self._abandon):
+            if self._vision.probe(self._abandon) is None:
                 self._probe_backoff.succeeded()
                 self._vision_answered(True)
                 log.info("vision answers again: claiming again")
@@ -293,24 +300,50 @@ class Worker:
         read = list(self._pool.map(self._read, claims))
         readable = [(claim, data) for claim, data in zip(claims, read, strict=True) if data]
         outcomes: list[Any] = []
+        away_at_send = False
         if readable and not self._abandon.is_set():
-            outcomes = self._vision.analyse_batch([data for _, data in readable], self._abandon)
+            outcomes, away_at_send = self._analyse([data for _, data in readable], started)
         elif readable:
             outcomes = [CallFailedError("vision", "CANCELLED", "the worker is stopping")] * len(
                 readable
             )
         failures = [o for o in outcomes if isinstance(o, CallFailedError)]
-        if outcomes and not self._abandon.is_set():
+        if outcomes and not self._abandon.is_set() and not away_at_send:
+            # Vision known away: only a probe went out, and _analyse noted its answer.
             away = [f for f in failures if f.service == "vision" and is_outage(f)]
             self._vision_answered(len(away) < len(outcomes))
         list(
             self._pool.map(
-                lambda pair: self._complete(*pair),
+                lambda pair: self._complete(pair[0], pair[1], away_at_send),
                 zip([c for c, _ in readable], outcomes, strict=True),
             )
         )
         metrics.BATCH_SECONDS.observe(time.monotonic() - started)
         return bool(outcomes) and len(failures) == len(outcomes) and all(map(is_outage, failures))
+
+    def _analyse(self, images: list[bytes], started: float) -> tuple[list[Any], bool]:
+        """The batch's outcomes from vision, and whether vision was known away when they were
+        decided (then no image went to it: the claims are given back, not counted).
+
+        While vision is known away (a batch or probe got no answer, none since), a probe goes
+        instead of the images: a call sent into a known outage says nothing about its image,
+        but one sent to a vision that then goes away with it (a crash, a freeze) counts once,
+        since any image of the batch may be what took it down. Without the probe the first
+        batch after a restart would go out while vision was still "known away", and an image
+        that crashes vision at once would be given back after every restart, forever."""
+        if self._vision_known_away():
+            failure = self._vision.probe(self._abandon)
+            if failure is not None:
+                return [failure] * len(images), True
+            self._vision_answered(True)
+            if time.monotonic() - started + self._config.call_timeout_s > (
+                self._config.lease_ms / 1000
+            ):
+                # The probe took so long that the batch could outlive its lease: give it back
+                # (claimed again at once, vision now thought present).
+                late = CallFailedError("vision", "UNAVAILABLE", "vision answered again late")
+                return [late] * len(images), True
+        return self._vision.analyse_batch(images, self._abandon), False
 
     def _read(self, claim: Claim) -> bytes | None:
         try:
@@ -319,9 +352,9 @@ class Worker:
             self._settle(claim, exc)
             return None
 
-    def _complete(self, claim: Claim, outcome: Any) -> None:
+    def _complete(self, claim: Claim, outcome: Any, away_at_send: bool) -> None:
         if isinstance(outcome, CallFailedError):
-            self._settle(claim, outcome)
+            self._settle(claim, outcome, away_at_send)
             return
         try:
             self._storage.complete(claim.image_id, claim.generation, outcome)
@@ -330,9 +363,13 @@ class Worker:
             return
         self._count("ready")
 
-    def _settle(self, claim: Claim, error: CallFailedError) -> None:
+    def _settle(
+        self, claim: Claim, error: CallFailedError, vision_away_at_send: bool = False
+    ) -> None:
         """Write back why an image could not be analysed (or nothing, if it is gone)."""
-        verdict = classify(error, claim.attempts, claim.last_error)
+        verdict = classify(
+            error, claim.attempts, claim.last_error, vision_away_at_send=vision_away_at_send
+        )
         metrics.FAILURES.labels(error.service, verdict.kind.value, error.code).inc()
         if verdict.kind is Kind.GONE:
             self._count("deleted")
@@ -340,7 +377,8 @@ class Worker:
         stopping = error.code == "CANCELLED" and self._abandon.is_set()
         reason = f"analysis worker {self._config.worker_id} stopped" if stopping else verdict.reason
         try:
-            # An outage gives the claim back in storage: it does not count against the image.
+            # An outage known before the call (or not vision's) gives the claim back in
+            # storage: it does not count against the image.
             self._storage.fail(
                 claim.image_id, claim.generation, reason, verdict.permanent, verdict.outage
             )

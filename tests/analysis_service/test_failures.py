@@ -1,6 +1,6 @@
 """What a failed call means for the image: FAILED with a plain reason when vision refuses it,
-left PENDING when a service is away (an outage: storage gives the claim back), nothing when it
-is gone; and the pause while away.
+left PENDING when a service is away (an outage: storage gives the claim back, unless vision
+went away while it had the image), nothing when it is gone; and the pause while away.
 
 A vision call that runs out of time is the image's fault only when vision answered other
 calls while it waited: a vision that answered nothing (stopped, stuck, overloaded) is an
@@ -53,13 +53,16 @@ def test_a_vision_timeout_while_vision_answered_nothing_never_fails_the_image():
 
     for error in (vision_timeout(0), vision_timeout(None)):
         for attempts in (1, MAX_ATTEMPTS, MAX_ATTEMPTS * 10):
-            verdict = classify(error, attempts, last_error=slow_before)
+            for away_at_send in (False, True):
+                verdict = classify(
+                    error, attempts, last_error=slow_before, vision_away_at_send=away_at_send
+                )
 
-            assert verdict.kind is Kind.TRANSIENT, (error.others_answered, attempts)
-            assert verdict.reason == (
-                "vision unavailable (DEADLINE_EXCEEDED): it answered nothing for 2.4 s; "
-                "waiting for it"
-            )
+                assert verdict.kind is Kind.TRANSIENT, (error.others_answered, attempts)
+                assert verdict.reason.startswith(
+                    "vision unavailable (DEADLINE_EXCEEDED): it answered nothing for 2.4 s; "
+                    "waiting for it"
+                )
             assert is_outage(error)
 
 
@@ -135,11 +138,16 @@ def test_backoff_doubles_up_to_its_cap_and_resets_after_a_success():
     assert backoff.failed() == 0.5
 
 
-def test_only_a_service_away_is_an_outage_whose_claim_storage_gives_back():
-    outages = [
-        CallFailedError("vision", "UNAVAILABLE", "connection refused"),
+def test_only_an_outage_known_before_the_call_or_not_of_visions_making_is_given_back():
+    given_back_always = [
+        CallFailedError("storage", "UNAVAILABLE", "connection refused"),
         CallFailedError("storage", "RESOURCE_EXHAUSTED", "busy"),
+        CallFailedError("vision", "RESOURCE_EXHAUSTED", "busy"),
         CallFailedError("vision", "CANCELLED", "the worker is stopping"),
+    ]
+    # Vision went away: given back only when it was known away before the call went out.
+    vision_away = [
+        CallFailedError("vision", "UNAVAILABLE", "Stream removed (Socket closed)"),
         vision_timeout(0),
         vision_timeout(None),
     ]
@@ -150,8 +158,21 @@ def test_only_a_service_away_is_an_outage_whose_claim_storage_gives_back():
         vision_timeout(5),
     ]
 
-    for error in outages:
-        assert classify(error, attempts=MAX_ATTEMPTS * 10).outage, (error.service, error.code)
+    for error in given_back_always:
+        for away_at_send in (False, True):
+            verdict = classify(error, MAX_ATTEMPTS * 10, vision_away_at_send=away_at_send)
+            assert verdict.outage, (error.service, error.code, away_at_send)
+    for error in vision_away:
+        in_flight = classify(error, MAX_ATTEMPTS * 10, vision_away_at_send=False)
+        known = classify(error, MAX_ATTEMPTS * 10, vision_away_at_send=True)
+
+        assert (in_flight.kind, known.kind) == (Kind.TRANSIENT, Kind.TRANSIENT)
+        assert not in_flight.outage, error.code
+        assert in_flight.reason.endswith("(counted: vision went away while it had this image)")
+        assert known.outage, error.code
+        assert "counted" not in known.reason
     for error in counted:
         for attempts in (1, MAX_ATTEMPTS):
-            assert not classify(error, attempts).outage, (error.service, error.code, attempts)
+            for away_at_send in (False, True):
+                verdict = classify(error, attempts, vision_away_at_send=away_at_send)
+                assert not verdict.outage, (error.service, error.code, attempts)

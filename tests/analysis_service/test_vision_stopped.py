@@ -1,8 +1,11 @@
 """A vision that answers nothing (its process stopped with SIGSTOP: every call runs out of
 time) is an outage: a good photo claimed again and again past storage's own cap (10, as
-deployed) stays PENDING, because the worker writes each failure back as an outage and storage
-gives those claims back; once the outage has lasted ANALYSIS_OUTAGE_HOLD_S the worker claims
-nothing more and probes vision instead; the photo is analysed once vision runs again.
+deployed) stays PENDING. Its first claim, sent before the worker knew vision was away (as a
+batch in flight when vision stops), counts one attempt: any image of that batch may be what
+stopped vision. Every later claim finds vision known away, sends it a probe instead of the
+photo and is given back, so the attempts stay at 1. Once the outage has lasted
+ANALYSIS_OUTAGE_HOLD_S the worker claims nothing more and probes vision instead; the photo is
+analysed once vision runs again.
 
 Real parts: storage server in this process, vision as a process (`python -m vision_service`,
 the real models, shared by the tests here), the worker's real loop and clients in this
@@ -136,18 +139,22 @@ def test_a_stopped_vision_leaves_a_good_photo_pending_past_storages_cap_then_it_
         worker = start_worker(storage, vision_address, outage_hold_s=600)
         deadline = time.monotonic() + WAIT_S
         # Every claim bumps the generation (given back or not); the 11th would fail the photo
-        # if its claims counted.
+        # if its claims counted. Attempts: 1 counted, plus 1 while a claim is in flight.
         while (meta := image(stub, image_id)).analysis.generation <= STORAGE_CAP:
             assert meta.status == PENDING, (meta.status_detail, meta.analysis.generation)
-            assert meta.analysis.attempts <= 1
+            assert meta.analysis.attempts <= 2, meta.analysis
             assert time.monotonic() < deadline, f"only {meta.analysis.generation} claims"
             time.sleep(0.1)
+        while (meta := image(stub, image_id)).analysis.lease_owner:
+            assert time.monotonic() < deadline, "never seen between two claims"
+            time.sleep(0.005)
 
         assert meta.status == PENDING, meta.status_detail
-        assert meta.analysis.attempts <= 1
+        assert meta.analysis.attempts == 1  # the first claim, sent before vision was known away
         assert meta.analysis.last_error.startswith(
             "vision unavailable (DEADLINE_EXCEEDED): it answered nothing for 1."
         ), meta.analysis.last_error
+        assert "counted" not in meta.analysis.last_error  # a probe's: the photo was not sent
 
         proc.send_signal(signal.SIGCONT)
         meta = wait_analysed(stub, image_id)
@@ -186,7 +193,7 @@ def test_a_long_vision_outage_stops_the_claims_until_a_probe_answers(
         meta = image(stub, image_id)
         assert meta.status == PENDING
         assert meta.analysis.generation == held_at
-        assert meta.analysis.attempts == 0  # every claim given back
+        assert meta.analysis.attempts == 1  # the first claim counted, every later one given back
 
         proc.send_signal(signal.SIGCONT)
         meta = wait_analysed(stub, image_id)

@@ -1,0 +1,154 @@
+"""An image whose analysis kills vision (a segfault in a native library, the supervisor
+restarts it) costs one attempt per crash, so storage's cap ends it: it is FAILED after CAP
+crashes instead of taking vision down after every restart forever. The worker sends no image
+to a vision it knows is away, only a probe; so every call that went out went to a vision
+thought present, and one that vision takes down with it counts (once), while the claims made
+during the restarts are given back. A good photo put beside it is analysed.
+
+Real parts: a storage server on a free port in this process (cap of CAP claims, backoff
+50-100 ms), the worker's real loop and clients; vision is a stand-in process
+(tests/analysis_service/poison_vision.py) that answers at once but dies on an image holding
+b"POISON", restarted by the test on the same port each time it dies. The vision channel
+reconnects every 0.1-0.2 s (gRPC's default backoff grows to minutes) to keep the test short."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from analysis_service.clients import StorageClient, VisionClient
+from analysis_service.config import AnalysisConfig
+from analysis_service.worker import Worker
+from imagerepo.common.v1 import common_pb2
+from imagerepo.storage.v1 import storage_service_pb2 as pb
+from imagerepo.storage.v1 import storage_service_pb2_grpc as pbg
+from service_runtime.channels import open_channel
+from service_runtime.grpc_server import channel_options
+from storage_service.columnstore.store import ColumnStore, StoreOptions
+from storage_service.server import build_server
+from tests.analysis_service.poison_vision import POISON
+from tests.conftest import REPO_ROOT
+from tests.support import free_port, real_photo_paths
+
+CAP = 3
+# Generous: each crash costs a restart (~0.5 s) and the lane's pause after it.
+WAIT_S = 60.0
+FAST_RECONNECT = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 200),
+]
+
+
+class RestartedVision:
+    """The stand-in vision on `port`, started again each time it dies; `deaths` counts."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.deaths = 0
+        self._stop = threading.Event()
+        self._proc = self._start()
+        self._thread = threading.Thread(target=self._supervise, daemon=True)
+        self._thread.start()
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tests.analysis_service.poison_vision", str(self.port)],
+            cwd=REPO_ROOT,
+            stdout=subprocess.DEVNULL,
+        )
+
+    def _supervise(self) -> None:
+        while not self._stop.wait(0.02):
+            if self._proc.poll() is not None:
+                self.deaths += 1
+                self._proc = self._start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._proc.kill()
+        self._proc.wait(10)
+
+
+def test_an_image_that_kills_vision_is_failed_at_storages_cap_and_a_good_one_is_analysed(
+    tmp_path: Path,
+) -> None:
+    store = ColumnStore.open(
+        tmp_path / "storage",
+        StoreOptions(
+            analysis_backoff_initial_ms=50, analysis_backoff_max_ms=100, analysis_max_attempts=CAP
+        ),
+    )
+    server, port, health = build_server(store, "127.0.0.1:0")
+    server.start()
+    health.set_serving(True)
+    storage = f"127.0.0.1:{port}"
+    vision = RestartedVision(free_port())
+    # One image per claim, one lane: the good photo never shares a call with the poison.
+    config = AnalysisConfig(
+        storage_address=storage,
+        vision_address=f"127.0.0.1:{vision.port}",
+        worker_id="w",
+        batch_size=1,
+        batches_in_flight=1,
+        lease_ms=3000,
+        poll_interval_s=0.1,
+        stats_interval_s=60.0,
+        outage_hold_s=600.0,
+    )
+    worker = Worker(
+        config,
+        StorageClient(open_channel(storage, channel_options()), config.rpc_timeout_s),
+        VisionClient(
+            open_channel(config.vision_address, channel_options() + FAST_RECONNECT),
+            config.call_timeout_s,
+            5,
+        ),
+    )
+    channel = open_channel(storage, channel_options())
+    stub = pbg.StorageServiceStub(channel)
+    try:
+        photo = real_photo_paths()["rocket"].read_bytes()
+        poison_id = put(stub, photo + POISON, "poison.jpg")
+        good_id = put(stub, photo, "good.jpg")
+        worker.start()
+        deadline = time.monotonic() + WAIT_S
+        while (poison := image(stub, poison_id)).status == common_pb2.ANALYSIS_STATUS_PENDING:
+            assert time.monotonic() < deadline, (vision.deaths, poison.analysis)
+            time.sleep(0.05)
+        while (good := image(stub, good_id)).status == common_pb2.ANALYSIS_STATUS_PENDING:
+            assert time.monotonic() < deadline, good.analysis
+            time.sleep(0.05)
+
+        assert poison.status == common_pb2.ANALYSIS_STATUS_FAILED
+        assert poison.status_detail.startswith(f"gave up after {CAP} attempts"), poison
+        assert vision.deaths == CAP  # one attempt per crash, none given back
+        assert good.status == common_pb2.ANALYSIS_STATUS_READY, good.status_detail
+        assert good.analysis.attempts == 1
+    finally:
+        worker.stop(0)
+        vision.stop()
+        channel.close()
+        server.stop(None).wait()
+        store.close()
+
+
+def image(stub: pbg.StorageServiceStub, image_id: str) -> pb.ImageMetadata:
+    return stub.GetImage(pb.GetImageRequest(image_id=image_id), timeout=30).image
+
+
+def put(stub: pbg.StorageServiceStub, data: bytes, filename: str) -> str:
+    reply = stub.PutImage(
+        iter(
+            [
+                pb.PutImageRequest(header=pb.PutImageHeader(filename=filename, owner="a")),
+                pb.PutImageRequest(chunk=data),
+            ]
+        ),
+        timeout=30,
+    )
+    return str(reply.image.id)
