@@ -4,7 +4,10 @@ stops them all on request.
 A service that exits on its own is started again after 1 s, then 2, 4, ... up to 30 s while it
 keeps crashing; the delay resets once it has stayed up for a minute. One that fails
 MAX_FAILED_STARTS times in a row without ever answering its health check is given up on, and
-the whole stack stops with a non-zero status (a broken install or config, not a crash).
+the whole stack stops with a non-zero status (a broken install or config, not a crash). One
+that exits with NOT_STARTED_EXIT before serving is given up on at once: the services exit 2
+only after saying, in one line, which setting or data directory they cannot use, and
+restarting cannot change that.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ MAX_BACKOFF_S = 30.0
 STABLE_AFTER_S = 60.0
 MAX_FAILED_STARTS = 5
 STOP_TIMEOUT_S = 20.0
+# service_runtime.settings.not_started: a setting, address or data directory it cannot use.
+NOT_STARTED_EXIT = 2
 _PR_SET_PDEATHSIG = 1
 
 
@@ -129,6 +134,17 @@ class Supervisor:
                 child.backoff_s = FIRST_BACKOFF_S
 
     def _crashed(self, child: Child, code: int, now: float) -> None:
+        if child.reader is not None:
+            # Its last lines (why it stopped) are printed before what the launcher says of it.
+            child.reader.join(timeout=2)
+        if not child.serving and code == NOT_STARTED_EXIT:
+            self.out.event(
+                f"{child.name} did not start: a setting or its data directory cannot be used "
+                "(its own line above says which); giving up",
+                level="ERROR",
+                exit_code=code,
+            )
+            raise GaveUpError(child.name)
         if not child.serving:
             child.failed_starts += 1
         if child.failed_starts >= MAX_FAILED_STARTS:

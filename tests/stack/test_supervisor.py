@@ -283,3 +283,35 @@ def test_a_service_that_keeps_failing_is_restarted_with_growing_delays_then_give
     ]
     assert messages.count("broken restarted") == MAX_FAILED_STARTS - 1
     assert messages[-1] == "broken failed to start 5 times in a row; giving up"
+
+
+def test_a_service_that_refuses_a_setting_is_given_up_on_at_its_first_exit(tmp_path):
+    stream = io.StringIO()
+    refusing = Child(
+        "search",
+        "search_service",
+        dict(
+            os.environ,
+            SEARCH_DATA_DIR=str(tmp_path / "search"),
+            SEARCH_COMPACTION_MEMORY_CHECK="maybe",  # exits 2: "search: not started: ..."
+        ),
+        probe=lambda: False,
+        backoff_s=0.05,
+    )
+    supervisor = Supervisor([refusing], Output(stream, fmt="json"))
+    supervisor.start_all()
+    deadline = time.monotonic() + 60
+    with pytest.raises(GaveUpError):
+        while time.monotonic() < deadline:
+            supervisor.tick()
+            time.sleep(0.02)
+    supervisor.stop_all()
+
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    messages = [line["message"] for line in lines]
+    assert "search restarted" not in messages  # retrying cannot fix a setting
+    assert messages[-1] == (
+        "search did not start: a setting or its data directory cannot be used (its own line "
+        "above says which); giving up"
+    )
+    assert any("SEARCH_COMPACTION_MEMORY_CHECK must be 1 or 0" in m for m in messages)
