@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 
 from service_runtime.grpc_server import ListenError
 from service_runtime.logs import configure_logging
@@ -36,7 +35,9 @@ def main() -> None:
     except ModelFileError as exc:
         log.error("refusing to serve: %s", exc)
         server.stop(grace=None)
-        sys.exit(1)
+        # Exit 2, like a bad setting: a missing or altered model file stays so however often
+        # vision is restarted (python -m stack gives up at once instead of loading it 5 times).
+        not_started("vision", f"{exc} (VISION_MODELS_DIR is {config.models_dir})")
     health.set_serving(True)
     log.info("serving", extra={"port": port, "models": [m.name for m in slot.get().models]})
     serve_until_signalled(server, health, grace_s=config.grace_s, on_stop=slot.close)

@@ -66,5 +66,7 @@ def test_service_process_refuses_to_start_on_a_tampered_model(models_dir, tmp_pa
     process = _start(tampered, free_port())
     output, _ = process.communicate(timeout=60)
 
-    assert process.returncode == 1
+    assert process.returncode == 2
     assert "checksum mismatch" in output and "PP-OCRv6_rec_tiny.onnx" in output
+    assert output.strip().splitlines()[-1].startswith("vision: not started: ")
+    assert output.strip().endswith(f"(VISION_MODELS_DIR is {tampered})")
