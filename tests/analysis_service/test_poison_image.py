@@ -34,6 +34,10 @@ from tests.conftest import REPO_ROOT
 from tests.support import free_port, real_photo_paths
 
 CAP = 3
+# A real vision takes seconds to load its models. Restarted at once, the stand-in could be back
+# within the channel's own retry of the failed call (Analyze is retried on UNAVAILABLE, up to 3
+# tries 50-150 ms apart) and die twice for one claim.
+RESTART_DELAY_S = 0.5
 # Generous: each crash costs a restart (~0.5 s) and the lane's pause after it.
 WAIT_S = 60.0
 FAST_RECONNECT = [
@@ -44,13 +48,15 @@ FAST_RECONNECT = [
 
 
 class RestartedVision:
-    """The stand-in vision on `port`, started again each time it dies; `deaths` counts."""
+    """The stand-in vision on `port` (serving once this returns), started again
+    RESTART_DELAY_S after each time it dies; `deaths` counts."""
 
     def __init__(self, port: int) -> None:
         self.port = port
         self.deaths = 0
         self._stop = threading.Event()
         self._proc = self._start()
+        assert self._proc.stdout is not None and self._proc.stdout.readline() == b"serving\n"
         self._thread = threading.Thread(target=self._supervise, daemon=True)
         self._thread.start()
 
@@ -58,14 +64,15 @@ class RestartedVision:
         return subprocess.Popen(
             [sys.executable, "-m", "tests.analysis_service.poison_vision", str(self.port)],
             cwd=REPO_ROOT,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
         )
 
     def _supervise(self) -> None:
         while not self._stop.wait(0.02):
             if self._proc.poll() is not None:
                 self.deaths += 1
-                self._proc = self._start()
+                if not self._stop.wait(RESTART_DELAY_S):
+                    self._proc = self._start()
 
     def stop(self) -> None:
         self._stop.set()
@@ -127,6 +134,7 @@ def test_an_image_that_kills_vision_is_failed_at_storages_cap_and_a_good_one_is_
         assert poison.status == common_pb2.ANALYSIS_STATUS_FAILED
         assert poison.status_detail.startswith(f"gave up after {CAP} attempts"), poison
         assert vision.deaths == CAP  # one attempt per crash, none given back
+        assert "(counted: vision went away while it had this image)" in poison.status_detail
         assert good.status == common_pb2.ANALYSIS_STATUS_READY, good.status_detail
         assert good.analysis.attempts == 1
     finally:
