@@ -59,6 +59,10 @@ class SearchConfig:
     vision_timeout_s: float = 10.0
     vision_retry_s: float = 5.0
 
+    def __post_init__(self) -> None:
+        if self.max_workers < 1:
+            raise ValueError(f"SEARCH_MAX_WORKERS must be at least 1, not {self.max_workers}")
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> SearchConfig:
         return cls(

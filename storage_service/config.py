@@ -48,6 +48,13 @@ class StorageConfig:
     analysis_max_attempts: int = StoreOptions.analysis_max_attempts
 
     def __post_init__(self) -> None:
+        # Half the threads at most serve change-feed followers (build_server): with one, a
+        # follower would hold it and every other call would wait behind the stream forever.
+        if self.max_workers < 2:
+            raise ValueError(
+                f"STORAGE_MAX_WORKERS must be at least 2, not {self.max_workers} (one thread "
+                "serves a change-feed follower, the others every other call)"
+            )
         if self.analysis_max_attempts < 1:
             raise ValueError(
                 "STORAGE_ANALYSIS_MAX_ATTEMPTS must be at least 1, "

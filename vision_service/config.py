@@ -54,6 +54,10 @@ class VisionConfig:
     # Decompression-bomb guard: images above this many pixels are refused.
     max_image_pixels: int = 40_000_000
 
+    def __post_init__(self) -> None:
+        if self.max_workers < 1:
+            raise ValueError(f"VISION_MAX_WORKERS must be at least 1, not {self.max_workers}")
+
     def use_bf16(self) -> bool:
         """Whether the bf16 cascades run (VISION_BF16 resolved on this machine)."""
         from vision_service.sessions import cpu_has_bf16, openvino_installed

@@ -83,6 +83,19 @@ def test_every_service_config_names_its_bad_switch(config, name):
         config.from_env({name: "maybe"})
 
 
+@pytest.mark.parametrize(
+    ("config", "name", "value", "least"),
+    [
+        (StorageConfig, "STORAGE_MAX_WORKERS", "1", 2),
+        (SearchConfig, "SEARCH_MAX_WORKERS", "0", 1),
+        (VisionConfig, "VISION_MAX_WORKERS", "-4", 1),
+    ],
+)
+def test_too_few_server_threads_are_refused_by_name(config, name, value, least):
+    with pytest.raises(ValueError, match=f"^{name} must be at least {least}, not {value}"):
+        config.from_env({name: value})
+
+
 @pytest.mark.parametrize("config", [StorageConfig, SearchConfig, VisionConfig])
 def test_every_service_config_names_a_bad_log_level(config):
     with pytest.raises(SettingError, match="^LOG_LEVEL must be one of "):
@@ -119,6 +132,12 @@ def test_every_service_config_names_its_bad_setting(config, name):
             "search_service",
             {"SEARCH_SNAPSHOT_INTERVAL_S": "soon"},
             "search: not started: SEARCH_SNAPSHOT_INTERVAL_S must be a number, not 'soon'",
+        ),
+        (
+            "storage_service",
+            {"STORAGE_MAX_WORKERS": "0"},
+            "storage: not started: STORAGE_MAX_WORKERS must be at least 2, not 0 (one thread "
+            "serves a change-feed follower, the others every other call)",
         ),
         (
             "storage_service",
