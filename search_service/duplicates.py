@@ -3,12 +3,23 @@
 Exact copies count once among near duplicates: near groups are built over one representative
 per sha256, so a photo uploaded twice and its resized copy make one exact group and one near
 group of two representatives, never a near group restating the exact one.
+
+A featureless image, one whose vector is as alike to a plain one-colour image's as
+FEATURELESS_SIMILARITY (`plain_vectors.json`, built by `build_plain_vectors.py` with the real
+model), is in no near group: the model sees nothing in it, so two of them are alike without
+being copies. MATE's transparent wallpapers are white drawings in the alpha channel; on white
+(vision's preprocess) seven distinct ones were blank pages, one near group at cosine 0.971, and
+"Keep one" would have trashed six. Exact copies of such an image are still grouped by sha256.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +34,13 @@ _NEIGHBOURS = 16
 # Candidates the approximate index passes on to be rescored per representative: a near
 # duplicate (cosine 0.9+) is far closer than anything else, so a few suffice.
 _CANDIDATES = 4 * _NEIGHBOURS
+PLAIN_VECTORS = Path(__file__).with_name("plain_vectors.json")
+# Cosine to the nearest plain image at or above which an image is featureless. Measured on the
+# int8 vectors as stored (tests/search_service/test_near_duplicates_real.py): MATE's seven
+# transparent wallpapers and their variants 0.899-1.0; wallpapers and photos with content at
+# most 0.609 (the MATE set, tuned on) and 0.543 (Lomiri wallpapers, scikit-image and
+# scikit-learn photos, held out).
+FEATURELESS_SIMILARITY = 0.8
 
 
 @dataclass(frozen=True)
@@ -42,14 +60,41 @@ def exact_groups(shas: Sequence[tuple[int, str]]) -> list[DuplicateGroup]:
     return sorted(groups, key=lambda g: (-len(g.docs), g.docs))
 
 
+@cache
+def plain_vectors(path: Path = PLAIN_VECTORS) -> npt.NDArray[np.float32]:
+    """Unit feature vectors of plain one-colour images, one a row."""
+    table = json.loads(path.read_text(encoding="utf-8"))
+    rows = np.frombuffer(base64.b64decode(table["int8"]), np.int8).astype(np.float32)
+    rows = rows.reshape(table["shape"])
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    return rows
+
+
+def with_features(
+    reps: npt.NDArray[np.int64], vectors: VectorIndex, plain: npt.NDArray[np.float32]
+) -> npt.NDArray[np.int64]:
+    """The representatives that are not featureless (all when `plain` is another model's)."""
+    if not plain.size or plain.shape[1:] != (vectors.dim,) or not reps.size:
+        return reps
+    keep = np.ones(reps.size, np.bool_)
+    for start in range(0, reps.size, _BLOCK):
+        block = vectors.vectors_of(reps[start : start + _BLOCK]) @ plain.T
+        keep[start : start + _BLOCK] = block.max(axis=1) < FEATURELESS_SIMILARITY
+    return reps[keep]
+
+
 def near_groups(
     representatives: npt.NDArray[np.int64],
     vectors: VectorIndex,
     threshold: float,
     exact_pairs_limit: int = _EXACT_PAIRS_LIMIT,
+    plain: npt.NDArray[np.float32] | None = None,
 ) -> list[DuplicateGroup]:
-    """Connected groups of representatives whose vectors are at least `threshold` alike."""
+    """Connected groups of representatives whose vectors are at least `threshold` alike,
+    featureless ones (alike to one of the `plain` vectors; default the committed ones) left
+    out."""
     reps = np.asarray(representatives, np.int64)
+    reps = with_features(reps, vectors, plain_vectors() if plain is None else plain)
     parent = {int(d): int(d) for d in reps}
 
     def find(x: int) -> int:
