@@ -7,6 +7,8 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from service_runtime.settings import env_float, env_int
+
 # Labels asked of vision per image: search indexes every one above its probability floor and
 # adds their WordNet hypernyms (the gateway's ingest asked for the same 20).
 ANALYSIS_TOP_K = 20
@@ -73,24 +75,32 @@ class AnalysisConfig:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> AnalysisConfig:
-        metrics = env.get("ANALYSIS_METRICS_PORT") or env.get("IMAGEREPO_METRICS_PORT") or ""
+        # The worker's own port, else the one all services share; unset: no metrics endpoint.
+        metrics_name = next(
+            (
+                n
+                for n in ("ANALYSIS_METRICS_PORT", "IMAGEREPO_METRICS_PORT")
+                if env.get(n, "").strip()
+            ),
+            "",
+        )
         return cls(
             host=env.get("ANALYSIS_HOST", cls.host),
-            port=int(env.get("ANALYSIS_PORT", cls.port)),
+            port=env_int(env, "ANALYSIS_PORT", cls.port),
             storage_address=env.get("ANALYSIS_STORAGE_ADDR", cls.storage_address),
             vision_address=env.get("ANALYSIS_VISION_ADDR", cls.vision_address),
             worker_id=env.get("ANALYSIS_WORKER_ID", "").strip() or default_worker_id(),
-            batch_size=int(env.get("ANALYSIS_BATCH", cls.batch_size)),
-            batches_in_flight=int(env.get("ANALYSIS_BATCHES_IN_FLIGHT", cls.batches_in_flight)),
-            lease_ms=int(env.get("ANALYSIS_LEASE_MS", cls.lease_ms)),
-            poll_interval_s=float(env.get("ANALYSIS_POLL_INTERVAL_S", cls.poll_interval_s)),
-            stats_interval_s=float(env.get("ANALYSIS_STATS_INTERVAL_S", cls.stats_interval_s)),
-            rpc_timeout_s=float(env.get("ANALYSIS_RPC_TIMEOUT_S", cls.rpc_timeout_s)),
-            outage_hold_s=float(env.get("ANALYSIS_OUTAGE_HOLD_S", cls.outage_hold_s)),
-            analyze_timeout_s=float(env.get("ANALYSIS_ANALYZE_TIMEOUT_S", cls.analyze_timeout_s)),
-            top_k=int(env.get("ANALYSIS_TOP_K", cls.top_k)),
-            grace_s=float(env.get("ANALYSIS_GRACE_S", cls.grace_s)),
+            batch_size=env_int(env, "ANALYSIS_BATCH", cls.batch_size),
+            batches_in_flight=env_int(env, "ANALYSIS_BATCHES_IN_FLIGHT", cls.batches_in_flight),
+            lease_ms=env_int(env, "ANALYSIS_LEASE_MS", cls.lease_ms),
+            poll_interval_s=env_float(env, "ANALYSIS_POLL_INTERVAL_S", cls.poll_interval_s),
+            stats_interval_s=env_float(env, "ANALYSIS_STATS_INTERVAL_S", cls.stats_interval_s),
+            rpc_timeout_s=env_float(env, "ANALYSIS_RPC_TIMEOUT_S", cls.rpc_timeout_s),
+            outage_hold_s=env_float(env, "ANALYSIS_OUTAGE_HOLD_S", cls.outage_hold_s),
+            analyze_timeout_s=env_float(env, "ANALYSIS_ANALYZE_TIMEOUT_S", cls.analyze_timeout_s),
+            top_k=env_int(env, "ANALYSIS_TOP_K", cls.top_k),
+            grace_s=env_float(env, "ANALYSIS_GRACE_S", cls.grace_s),
             log_level=env.get("LOG_LEVEL", cls.log_level),
             metrics_host=env.get("IMAGEREPO_METRICS_HOST", cls.metrics_host),
-            metrics_port=int(metrics) if metrics.strip() else None,
+            metrics_port=env_int(env, metrics_name, 0) if metrics_name else None,
         )

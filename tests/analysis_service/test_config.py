@@ -58,3 +58,21 @@ def test_values_that_cannot_work_are_refused(env):
 def test_an_empty_worker_id_is_refused():
     with pytest.raises(AnalysisConfigError):
         AnalysisConfig(worker_id=" ")
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"ANALYSIS_LEASE_MS": "long"}, "ANALYSIS_LEASE_MS must be a whole number, not 'long'"),
+        (
+            {"ANALYSIS_OUTAGE_HOLD_S": "nan"},
+            "ANALYSIS_OUTAGE_HOLD_S must be a finite number, not 'nan'",
+        ),
+        ({"IMAGEREPO_METRICS_PORT": "x"}, "IMAGEREPO_METRICS_PORT must be a whole number, not 'x'"),
+    ],
+)
+def test_a_setting_that_is_no_number_is_named(env, message):
+    with pytest.raises(ValueError) as refused:
+        AnalysisConfig.from_env(env)
+
+    assert str(refused.value) == message
