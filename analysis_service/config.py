@@ -7,7 +7,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from service_runtime.settings import env_float, env_int
+from service_runtime.settings import env_float, env_int, env_log_level
 
 # Labels asked of vision per image: search indexes every one above its probability floor and
 # adds their WordNet hypernyms (the gateway's ingest asked for the same 20).
@@ -100,7 +100,7 @@ class AnalysisConfig:
             analyze_timeout_s=env_float(env, "ANALYSIS_ANALYZE_TIMEOUT_S", cls.analyze_timeout_s),
             top_k=env_int(env, "ANALYSIS_TOP_K", cls.top_k),
             grace_s=env_float(env, "ANALYSIS_GRACE_S", cls.grace_s),
-            log_level=env.get("LOG_LEVEL", cls.log_level),
+            log_level=env_log_level(env, cls.log_level),
             metrics_host=env.get("IMAGEREPO_METRICS_HOST", cls.metrics_host),
             metrics_port=env_int(env, metrics_name, 0) if metrics_name else None,
         )

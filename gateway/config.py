@@ -9,7 +9,7 @@ from pathlib import Path
 
 from service_runtime.ports import Ports
 from service_runtime.security import TransportSecurity
-from service_runtime.settings import env_float, env_int
+from service_runtime.settings import env_bool, env_float, env_int, env_log_level
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,13 @@ class GatewayConfig:
     def from_env(cls, env: Mapping[str, str] = os.environ) -> GatewayConfig:
         admin_keys = _keys(env, "IMAGEREPO_ADMIN_KEYS")
         keys = _keys(env, "IMAGEREPO_API_KEYS") | admin_keys
-        private = env.get("IMAGEREPO_PRIVATE", "").strip().lower()
+        # Unset: private when keys are set; a word that is no switch ("ture") is refused, never
+        # read as off: a typo must not make the gallery public.
+        private = (
+            env_bool(env, "IMAGEREPO_PRIVATE", False)
+            if env.get("IMAGEREPO_PRIVATE", "").strip()
+            else None
+        )
         # Every address from the same ports `python -m stack` starts the services on.
         ports = Ports.from_env(env)
         addresses = ports.addresses(env)
@@ -82,7 +88,7 @@ class GatewayConfig:
             search_address=addresses["GATEWAY_SEARCH_ADDR"],
             api_keys=keys,
             admin_keys=admin_keys,
-            private=None if not private else private in ("1", "true", "yes", "on"),
+            private=private,
             login_attempts_per_minute=env_int(
                 env, "GATEWAY_LOGIN_ATTEMPTS_PER_MINUTE", cls.login_attempts_per_minute
             ),
@@ -92,7 +98,7 @@ class GatewayConfig:
             rpc_timeout_s=env_float(env, "GATEWAY_RPC_TIMEOUT_S", cls.rpc_timeout_s),
             max_upload_bytes=env_int(env, "GATEWAY_MAX_UPLOAD_BYTES", cls.max_upload_bytes),
             threads=env_int(env, "GATEWAY_THREADS", cls.threads),
-            log_level=env.get("LOG_LEVEL", cls.log_level),
+            log_level=env_log_level(env, cls.log_level),
             analyze_timeout_s=env_float(env, "GATEWAY_ANALYZE_TIMEOUT_S", cls.analyze_timeout_s),
             secret_key=env.get("GATEWAY_SECRET_KEY", cls.secret_key),
             analysis_wait_s=env_float(env, "GATEWAY_ANALYSIS_WAIT_S", cls.analysis_wait_s),
@@ -107,7 +113,7 @@ class GatewayConfig:
             similar_min_similarity=env_float(
                 env, "GATEWAY_SIMILAR_MIN_SIMILARITY", cls.similar_min_similarity
             ),
-            keep_gps=env.get("GATEWAY_KEEP_GPS", "").lower() in ("1", "true", "yes"),
+            keep_gps=env_bool(env, "GATEWAY_KEEP_GPS", False),
             thumbnail_retry_after_s=env_int(
                 env, "GATEWAY_THUMBNAIL_RETRY_AFTER_S", cls.thumbnail_retry_after_s
             ),

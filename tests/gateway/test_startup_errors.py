@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from gateway.config import GatewayConfig
 from tests.conftest import REPO_ROOT
 
 
@@ -55,3 +56,29 @@ def test_a_bad_number_stops_the_gateway_naming_it(tmp_path, setting, line):
 
     assert done.returncode == 2
     assert done.stderr.strip() == f"gateway: not started: {line}"
+
+
+@pytest.mark.parametrize("word", ["ture", "maybe", "2"])
+def test_a_private_switch_that_is_no_switch_is_refused_not_read_as_public(word):
+    keys = {"IMAGEREPO_API_KEYS": "alice:secret1234567890"}
+
+    with pytest.raises(ValueError, match=f"^IMAGEREPO_PRIVATE must be 1 or 0 .*not '{word}'$"):
+        GatewayConfig.from_env({**keys, "IMAGEREPO_PRIVATE": word})
+
+
+def test_the_private_switch_still_reads_its_words_and_defaults_to_the_keys():
+    keys = {"IMAGEREPO_API_KEYS": "alice:secret1234567890"}
+
+    assert GatewayConfig.from_env(keys).private is None
+    assert GatewayConfig.from_env({**keys, "IMAGEREPO_PRIVATE": "off"}).private is False
+    assert GatewayConfig.from_env({**keys, "IMAGEREPO_PRIVATE": "Yes"}).private is True
+
+
+def test_an_unknown_log_level_stops_the_gateway_naming_it(tmp_path):
+    done = _start(tmp_path, LOG_LEVEL="LOUD")
+
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "gateway: not started: LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, "
+        "not 'LOUD'"
+    )
