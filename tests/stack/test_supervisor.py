@@ -259,7 +259,6 @@ def test_a_data_dir_that_cannot_be_made_is_named_and_nothing_starts(tmp_path: Pa
 
 
 def test_a_service_that_keeps_failing_is_restarted_with_growing_delays_then_given_up(tmp_path):
-    stream = io.StringIO()
     broken = Child(
         "broken",
         "imagerepo_no_such_module",  # python -m fails at once with status 1
@@ -267,16 +266,8 @@ def test_a_service_that_keeps_failing_is_restarted_with_growing_delays_then_give
         probe=lambda: False,
         backoff_s=0.05,
     )
-    supervisor = Supervisor([broken], Output(stream, fmt="json"))
-    supervisor.start_all()
-    deadline = time.monotonic() + 30
-    with pytest.raises(GaveUpError):
-        while time.monotonic() < deadline:
-            supervisor.tick()
-            time.sleep(0.02)
-    supervisor.stop_all()
+    messages = _supervise_until_given_up(broken, timeout_s=30)
 
-    messages = [json.loads(line)["message"] for line in stream.getvalue().splitlines()]
     exits = [m for m in messages if m.startswith("broken exited")]
     assert exits == [
         f"broken exited with code 1; restarting in {d:g}s" for d in (0.05, 0.1, 0.2, 0.4)
@@ -286,7 +277,6 @@ def test_a_service_that_keeps_failing_is_restarted_with_growing_delays_then_give
 
 
 def test_a_service_that_refuses_a_setting_is_given_up_on_at_its_first_exit(tmp_path):
-    stream = io.StringIO()
     refusing = Child(
         "search",
         "search_service",
@@ -298,20 +288,26 @@ def test_a_service_that_refuses_a_setting_is_given_up_on_at_its_first_exit(tmp_p
         probe=lambda: False,
         backoff_s=0.05,
     )
-    supervisor = Supervisor([refusing], Output(stream, fmt="json"))
-    supervisor.start_all()
-    deadline = time.monotonic() + 60
-    with pytest.raises(GaveUpError):
-        while time.monotonic() < deadline:
-            supervisor.tick()
-            time.sleep(0.02)
-    supervisor.stop_all()
+    messages = _supervise_until_given_up(refusing, timeout_s=60)
 
-    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
-    messages = [line["message"] for line in lines]
     assert "search restarted" not in messages  # retrying cannot fix a setting
     assert messages[-1] == (
         "search did not start: a setting or its data directory cannot be used (its own line "
         "above says which); giving up"
     )
     assert any("SEARCH_COMPACTION_MEMORY_CHECK must be 1 or 0" in m for m in messages)
+
+
+def _supervise_until_given_up(child: Child, timeout_s: float) -> list[str]:
+    """Run a supervisor of `child` until it gives up (GaveUpError, else the test fails after
+    `timeout_s`); the messages it printed, in order."""
+    stream = io.StringIO()
+    supervisor = Supervisor([child], Output(stream, fmt="json"))
+    supervisor.start_all()
+    deadline = time.monotonic() + timeout_s
+    with pytest.raises(GaveUpError):
+        while time.monotonic() < deadline:
+            supervisor.tick()
+            time.sleep(0.02)
+    supervisor.stop_all()
+    return [json.loads(line)["message"] for line in stream.getvalue().splitlines()]
