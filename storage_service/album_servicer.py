@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -94,8 +95,6 @@ class AlbumServicer:
     _albums_table: AlbumStore | None = None
     _albums_closed = False
     _albums_open_lock = threading.Lock()
-    # (the image store's report, that report with the album table's check added)
-    _albums_verified: tuple[VerifyReport, VerifyReport] | None = None
 
     def albums(self) -> AlbumStore:
         """The album table, opened on first use (never again once closed)."""
@@ -146,7 +145,9 @@ class AlbumServicer:
 
     def verify_albums(self, report: VerifyReport) -> VerifyReport:
         """The image store's verify `report` with the album table's files checked and added
-        (files, bytes, damage); remembered, so GetStats' last_verify shows it too."""
+        (files, bytes, damage); recorded as the store's last verify (kept in LAST_VERIFY),
+        so GetStats' last_verify shows it, after a restart too."""
+        started = time.monotonic()
         try:
             check = self.check_albums()
         except OSError as e:
@@ -159,22 +160,16 @@ class AlbumServicer:
             blocks_checked=report.blocks_checked + check.files_checked,
             bytes_checked=report.bytes_checked + check.bytes_checked,
             damaged=(*report.damaged, *check.damaged),
+            finished_at_ms=int(time.time() * 1000),
+            duration_ms=report.duration_ms + int((time.monotonic() - started) * 1000),
         )
         if check.damaged:
             log.error(
                 "verify: album table damage",
                 extra={"damaged": [f"{d.path}: {d.detail}" for d in check.damaged]},
             )
-        self._albums_verified = (report, merged)
+        self._store.record_verify(merged)
         return merged
-
-    def with_album_verify(self, report: VerifyReport | None) -> VerifyReport | None:
-        """The image store's last verify as verify_albums completed it (that report as it is
-        when the store ran a verify by itself)."""
-        known = self._albums_verified
-        if report is not None and known is not None and known[0] is report:
-            return known[1]
-        return report
 
     def CreateAlbum(
         self, request: pb.CreateAlbumRequest, context: grpc.ServicerContext

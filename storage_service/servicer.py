@@ -603,7 +603,7 @@ class StorageServicer(AlbumServicer, pb_grpc.StorageServiceServicer):
     ) -> pb.GetStatsResponse:
         with store_errors(context):
             stats = self._store.stats()
-            last_verify = self.with_album_verify(self._store.last_verify)
+            last_verify = self._store.last_verify
         reply = pb.GetStatsResponse(
             image_count=stats.image_count,
             deleted_count=stats.deleted_count,
@@ -671,7 +671,7 @@ class StorageServicer(AlbumServicer, pb_grpc.StorageServiceServicer):
 
         def work() -> None:
             try:
-                report = self.verify_albums(self._store.verify(progress=on_progress))
+                report = self.verify_albums(self._store.verify(progress=on_progress, record=False))
                 events.put(("report", report))
             except BaseException as e:  # noqa: BLE001 - handed to the RPC thread
                 events.put(("error", e))

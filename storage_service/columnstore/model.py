@@ -317,6 +317,8 @@ class VerifyReport:
     bytes_checked: int
     damaged: tuple[DamagedItem, ...]
     finished_at_ms: int
+    # How long it took (kept in LAST_VERIFY; GetStats has no field for it).
+    duration_ms: int = 0
 
     @property
     def ok(self) -> bool:

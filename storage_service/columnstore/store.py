@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from storage_service.columnstore import vectors
+from storage_service.columnstore import vectors, verify_record
 from storage_service.columnstore import wal as wal_mod
 from storage_service.columnstore.compaction import MergedRow, merge_segments, pick_tier
 from storage_service.columnstore.errors import (
@@ -672,7 +672,11 @@ class ColumnStore:
         self._bg_error: tuple[str, BaseException] | None = None
         self._quarantined = 0
         self._damaged_blobs_copied = 0
+        # The last verify's report (LAST_VERIFY, loaded at open) and the image ids it found
+        # damaged: those still live are counted as unreadable until a verify says otherwise.
         self._last_verify: VerifyReport | None = None
+        self._verify_damaged_ids: frozenset[str] = frozenset()
+        self._verify_save_lock = threading.Lock()
         self._manifest = Manifest()
         self._wal: wal_mod.WriteAheadLog
         self._flusher: threading.Thread
@@ -777,8 +781,9 @@ class ColumnStore:
         partial = [
             seg_dir / n for n in fs.listdir(seg_dir) if n[:-4].isdigit() and n.endswith(".tmp")
         ]
-        if fs.exists(self.data_dir / "MANIFEST.tmp"):
-            partial.append(self.data_dir / "MANIFEST.tmp")
+        for name in ("MANIFEST.tmp", f"{verify_record.NAME}.tmp"):
+            if fs.exists(self.data_dir / name):
+                partial.append(self.data_dir / name)
         for path in partial:
             log.info("removing a partial output", extra={"path": str(path)})
             fs.unlink(path)
@@ -859,6 +864,7 @@ class ColumnStore:
             self._manifest = dataclasses.replace(self._manifest, feed_horizon=self._horizon)
         self._load_view(loaded)
         del loaded
+        self._load_last_verify()
         _release_free_heap()
         for row in logged:
             self._mem_rows[row.seq] = row
@@ -2174,7 +2180,13 @@ class ColumnStore:
             return self._metas(slots[:limit] if limit > 0 else slots)
 
     def _unreadable_count(self) -> int:
-        return self._unreadable_rows + sum(1 for i in self._damaged if i not in self._slot_of)
+        """Rows known unreadable: whole segments, images whose small columns are damaged, and
+        live images the last verify found damaged (their bytes answer data loss). Lock held."""
+        return (
+            self._unreadable_rows
+            + sum(1 for i in self._damaged if i not in self._slot_of)
+            + sum(1 for i in self._verify_damaged_ids if i in self._slot_of)
+        )
 
     def list_images(
         self,
@@ -2395,12 +2407,48 @@ class ColumnStore:
 
     @property
     def last_verify(self) -> VerifyReport | None:
+        """The last verify's report, from this run or, after a restart, from LAST_VERIFY."""
         return self._last_verify
 
-    def verify(self, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
+    def _load_last_verify(self) -> None:
+        """Load LAST_VERIFY at open; one that cannot be trusted goes to quarantine (the next
+        verify writes a new one)."""
+        try:
+            report = verify_record.load(self._fs, self.data_dir)
+        except verify_record.VerifyRecordDamagedError as e:
+            self._quarantine(self.data_dir / verify_record.NAME, str(e))
+            return
+        except OSError as e:
+            log.error("last verify result unreadable", extra={"error": str(e)})
+            return
+        if report is not None:
+            self._last_verify = report
+            self._verify_damaged_ids = frozenset(i for d in report.damaged for i in d.image_ids)
+
+    def record_verify(self, report: VerifyReport) -> None:
+        """Make `report` the last verify's, here and in LAST_VERIFY (replaced atomically), so
+        a restart still shows it. A disk that refuses the write is logged, not raised: the
+        report is still the last one until the process ends."""
+        with self._verify_save_lock:
+            try:
+                verify_record.save(self._fs, self.data_dir, report)
+            except OSError as e:
+                log.error(
+                    "verify result not saved: a restart will not show it",
+                    extra={"error": str(e)},
+                )
+            with self._lock:
+                self._last_verify = report
+                self._verify_damaged_ids = frozenset(i for d in report.damaged for i in d.image_ids)
+
+    def verify(
+        self, progress: Callable[[int, int], None] | None = None, *, record: bool = True
+    ) -> VerifyReport:
         """Read and check every block of every segment, the MANIFEST and the log files;
-        `progress(done, total)` in bytes. Reports what is damaged and the image ids affected.
+        `progress(done, total)` in bytes. Reports what is damaged and the image ids affected,
+        and (`record`) keeps the report as the last verify (see record_verify).
         Runs without the store lock (segments are immutable; readers keep going)."""
+        started = time.monotonic()
         with self._lock:
             segments = list(self._segments)
             unreadable = dict(self._unreadable)
@@ -2471,11 +2519,18 @@ class ColumnStore:
             bytes_checked=done,
             damaged=tuple(found),
             finished_at_ms=int(time.time() * 1000),
+            duration_ms=int((time.monotonic() - started) * 1000),
         )
-        self._last_verify = report
+        if record:
+            self.record_verify(report)
         log.info(
             "verify finished",
-            extra={"damaged": len(found), "bytes": done, "files": report.files_checked},
+            extra={
+                "damaged": len(found),
+                "bytes": done,
+                "files": report.files_checked,
+                "duration_ms": report.duration_ms,
+            },
         )
         return report
 
