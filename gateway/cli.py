@@ -39,7 +39,10 @@ _IMPORT_DESCRIPTION = textwrap.dedent(
 
     Ctrl-C stops new uploads at once, waits up to --grace seconds for the ones in flight,
     prints the summary and exits with status 130; run the same command again to finish.
-    A gateway that cannot be reached stops the run early with one message.
+    A gateway that cannot be reached, or answers that its services are away, is asked
+    again with backoff for up to --retry-for seconds (a gateway restarting is ridden
+    through; a photo whose upload is retried is still stored once); one that stays away
+    that long stops the run early with one message.
     """
 )
 
@@ -50,7 +53,8 @@ IMPORT_EPILOG = textwrap.dedent(
       1    some files were refused (not an image, too large, unreadable) or failed, or
            the gateway refused the importer (a missing or wrong API key)
       2    bad arguments
-      3    the gateway could not be reached or stopped answering (nothing more was sent)
+      3    the gateway could not be reached or stopped answering for --retry-for seconds
+           (nothing more was sent)
       130  interrupted (Ctrl-C or SIGTERM)
 
     examples:
@@ -91,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gateway.importer import DEFAULT_MAX_BYTES, IMAGE_SUFFIXES
+    from gateway.importer import DEFAULT_MAX_BYTES, DEFAULT_RETRY_FOR_S, IMAGE_SUFFIXES
 
     parser = argparse.ArgumentParser(
         prog="imagerepo",
@@ -145,6 +149,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=120.0,
         metavar="SECONDS",
         help="deadline of each HTTP request (default: 120)",
+    )
+    imp.add_argument(
+        "--retry-for",
+        type=_seconds(allow_zero=True),
+        default=DEFAULT_RETRY_FOR_S,
+        metavar="SECONDS",
+        help="while the gateway is unreachable (or answers 502/503/504/429), keep retrying"
+        f" each request for this long before giving up; 0 gives up at once"
+        f" (default: {DEFAULT_RETRY_FOR_S:g})",
     )
     for command in (imp,):
         command.add_argument(
@@ -240,8 +253,18 @@ def _import_command(args: argparse.Namespace, stop: threading.Event) -> int:
 
     from gateway.importer import Gateway, Importer
 
+    def notice(message: str) -> None:
+        tqdm.write(f"imagerepo: {message}", file=sys.stderr)
+
     importer = Importer(
-        Gateway(args.url, args.api_key, args.timeout),
+        Gateway(
+            args.url,
+            args.api_key,
+            args.timeout,
+            retry_for_s=args.retry_for,
+            stop=stop,
+            on_notice=notice,
+        ),
         workers=args.workers,
         max_bytes=args.max_size,
         dry_run=args.dry_run,

@@ -11,7 +11,11 @@ whichever directory or machine, never stores a photo twice.
 
 Ctrl-C (SIGINT or SIGTERM) stops new uploads at once, waits `grace_s` for those in flight,
 and the run ends with its summary and exit status 130. A gateway that cannot be reached, or
-stops answering, ends the run early with one message.
+answers that its services are away (502/503/504/429), is asked again with backoff for up to
+`retry_for_s` (60 s by default: long enough for a supervisor to restart a killed gateway); one
+that stays away that long ends the run early with one message. A retried upload is harmless:
+storage keeps one copy of the same bytes per owner, so an upload whose first attempt did land
+comes back as "already in the library".
 """
 
 from __future__ import annotations
@@ -38,7 +42,12 @@ DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 LOOKUP_BATCH = 500
 # HTTP statuses that say "the gateway or a service behind it is away": retried, then fatal.
 TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
-TRANSIENT_RETRIES = 3
+# How long one request keeps being retried while the gateway is away (a gateway killed under
+# `make run` is back in about 3 s; a container restart or an upgrade takes longer).
+DEFAULT_RETRY_FOR_S = 60.0
+# Waits between attempts: 0.5 s, doubling, at most this (a gateway back is noticed quickly).
+RETRY_FIRST_WAIT_S = 0.5
+RETRY_MAX_WAIT_S = 4.0
 
 # Outcomes of one file.
 STORED = "stored"
@@ -74,6 +83,10 @@ class GatewayUnreachableError(Exception):
 
 class ImportRefusedError(Exception):
     """The gateway refused the importer as a whole (a missing or wrong API key)."""
+
+
+class RetryStoppedError(Exception):
+    """The importer was asked to stop (Ctrl-C) while it waited for the gateway to come back."""
 
 
 def discover(
@@ -178,10 +191,25 @@ def upload_name(path: Path) -> str:
 class Gateway:
     """The two REST calls the importer makes, with their error handling."""
 
-    def __init__(self, base_url: str, api_key: str, timeout_s: float) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        timeout_s: float,
+        retry_for_s: float = DEFAULT_RETRY_FOR_S,
+        stop: threading.Event | None = None,
+        on_notice: Callable[[str], None] = lambda _message: None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._timeout_s = timeout_s
+        self._retry_for_s = retry_for_s
+        # Set (Ctrl-C): a request waiting for the gateway to come back gives up at once.
+        self._stop = stop if stop is not None else threading.Event()
+        # Told once when the gateway goes away and once when it is back (not per worker).
+        self._on_notice = on_notice
+        self._outage_lock = threading.Lock()
+        self._away_since: float | None = None
         self._local = threading.local()
 
     def _session(self) -> requests.Session:
@@ -235,12 +263,13 @@ class Gateway:
         return _outcome_of(reply, str(path))
 
     def _send(self, method: str, route: str, what: str, **kwargs: Any) -> requests.Response:
-        """One request, retried while the gateway is away; GatewayUnreachableError when it
-        stays away, ImportRefusedError when it refuses the importer."""
-        last = ""
-        for attempt in range(TRANSIENT_RETRIES):
-            if attempt:
-                time.sleep(0.5 * 2**attempt)
+        """One request, retried with backoff for up to retry_for_s while the gateway is away
+        (refused or reset connections, an answer cut off, 502/503/504/429);
+        GatewayUnreachableError when it stays away, ImportRefusedError when it refuses the
+        importer, RetryStoppedError when the importer is stopped meanwhile."""
+        deadline: float | None = None
+        wait_s = RETRY_FIRST_WAIT_S
+        while True:
             try:
                 reply = self._session().request(
                     method,
@@ -250,18 +279,50 @@ class Gateway:
                     **kwargs,
                 )
             except requests.ConnectionError:
+                # Refused (not up yet) or reset (killed mid-request): an upload sent again is
+                # harmless, its bytes are stored once per owner.
                 last = f"cannot connect to {self.base_url} (is it running? `make run` starts it)"
-                continue
+            except requests.exceptions.ChunkedEncodingError as exc:
+                # Killed mid-answer: the upload may have landed; sent again, it is found.
+                last = (
+                    f"the gateway's answer broke off ({exc}); a re-run checks whether it was stored"
+                )
             except requests.Timeout:
                 last = f"no answer from {self.base_url} within {self._timeout_s:.0f} s"
-                continue
-            if reply.status_code in TRANSIENT_STATUSES:
-                last = f"HTTP {reply.status_code}: {_message(reply)}"
-                continue
-            if reply.status_code in (401, 403):
-                raise ImportRefusedError(f"the gateway refused to {what}: {_message(reply)}")
-            return reply
-        raise GatewayUnreachableError(last)
+            else:
+                if reply.status_code in TRANSIENT_STATUSES:
+                    last = f"HTTP {reply.status_code}: {_message(reply)}"
+                else:
+                    self._back()
+                    if reply.status_code in (401, 403):
+                        raise ImportRefusedError(
+                            f"the gateway refused to {what}: {_message(reply)}"
+                        )
+                    return reply
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + self._retry_for_s
+                self._away(last)
+            if now >= deadline:
+                raise GatewayUnreachableError(last)
+            if self._stop.wait(min(wait_s, deadline - now)):
+                raise RetryStoppedError(last)
+            wait_s = min(wait_s * 2, RETRY_MAX_WAIT_S)
+
+    def _away(self, why: str) -> None:
+        with self._outage_lock:
+            if self._away_since is not None or self._retry_for_s <= 0:
+                return
+            self._away_since = time.monotonic()
+        self._on_notice(f"gateway unreachable ({why}), retrying for up to {self._retry_for_s:g} s")
+
+    def _back(self) -> None:
+        with self._outage_lock:
+            if self._away_since is None:
+                return
+            away_s = time.monotonic() - self._away_since
+            self._away_since = None
+        self._on_notice(f"gateway back after {away_s:.1f} s; going on")
 
 
 def _message(reply: requests.Response) -> str:
@@ -384,6 +445,8 @@ class Importer:
         except ImportRefusedError as exc:
             summary.stopped = str(exc)
             summary.refused = True
+        except RetryStoppedError:
+            pass  # Ctrl-C while a lookup waited for the gateway: an interrupted run
         summary.elapsed_s = time.perf_counter() - started
         summary.interrupted = self.stop.is_set() and not summary.stopped
         unreadable_now = len(summary.skipped) - skipped_before
@@ -420,6 +483,10 @@ class Importer:
                 except OSError as exc:
                     outcome = FileOutcome(
                         str(job.path), FAILED, f"unreadable ({exc.strerror or exc})"
+                    )
+                except RetryStoppedError:
+                    outcome = FileOutcome(
+                        str(job.path), INTERRUPTED, "stopped while the gateway was away"
                     )
                 except (GatewayUnreachableError, ImportRefusedError) as exc:
                     fatal.append(exc)

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -124,15 +125,47 @@ def test_import_against_a_gateway_that_is_down_stops_with_one_message(tmp_path, 
         (tmp_path / f"p{i}.jpg").write_bytes(b"data %d" % i)
     from tests.support import free_port
 
-    code = main(
-        ["import", str(tmp_path), "--url", f"http://127.0.0.1:{free_port()}", "--no-progress"]
-    )
+    url = f"http://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+
+    code = main(["import", str(tmp_path), "--url", url, "--no-progress", "--retry-for", "1.5"])
 
     out, err = capsys.readouterr()
     assert code == 3
+    assert 1.5 <= time.monotonic() - started < 10, "retried for --retry-for, then gave up"
+    assert err.count("gateway unreachable") == 1, "said once, not once per worker"
+    assert "retrying for up to 1.5 s" in err
     assert err.count("not answering") == 1
     assert "cannot connect" in err
     assert "stored 0" in out and "5 not started" in out
+
+
+def test_import_stopped_while_waiting_for_the_gateway_is_interrupted_at_once(tmp_path):
+    for i in range(3):
+        (tmp_path / f"p{i}.jpg").write_bytes(b"data %d" % i)
+    from gateway.importer import Gateway
+    from tests.support import free_port
+
+    stop = threading.Event()
+    gateway = Gateway(f"http://127.0.0.1:{free_port()}", "", 5.0, retry_for_s=60, stop=stop)
+    importer = Importer(gateway, stop=stop)
+    threading.Timer(0.5, stop.set).start()
+    started = time.monotonic()
+
+    summary = importer.run([tmp_path])
+
+    assert time.monotonic() - started < 3, "a Ctrl-C does not wait out the 60 s of retries"
+    assert summary.interrupted and not summary.stopped
+    assert summary.exit_status == 130
+
+
+@pytest.mark.parametrize("retry_for", ["-1", "nan", "soon"])
+def test_import_with_a_retry_time_that_is_not_seconds_is_a_usage_error(tmp_path, capsys, retry_for):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["import", str(tmp_path), "--retry-for", retry_for, "--no-progress"])
+
+    assert exit_info.value.code == 2
+    assert "--retry-for" in capsys.readouterr().err
 
 
 def test_importer_that_is_asked_to_stop_sends_nothing(tmp_path):
@@ -182,7 +215,10 @@ def test_import_url_without_a_scheme_means_http(tmp_path, capsys):
     (tmp_path / "p.jpg").write_bytes(b"data")
     from tests.support import free_port
 
-    code = main(["import", str(tmp_path), "--url", f"127.0.0.1:{free_port()}", "--no-progress"])
+    code = main(
+        ["import", str(tmp_path), "--url", f"127.0.0.1:{free_port()}", "--no-progress"]
+        + ["--retry-for", "0"]
+    )
 
     out, err = capsys.readouterr()
     assert code == 3
@@ -218,7 +254,9 @@ class _GatewayThatBreaksOffUploads(http.server.BaseHTTPRequestHandler):
         self.connection.shutdown(socket.SHUT_RDWR)
 
 
-def test_an_upload_whose_answer_breaks_off_is_failed_not_called_unreadable(tmp_path, capsys):
+def test_an_upload_whose_answer_keeps_breaking_off_is_failed_not_called_unreadable(
+    tmp_path, capsys
+):
     (tmp_path / "p.jpg").write_bytes(b"data")
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _GatewayThatBreaksOffUploads)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -226,14 +264,15 @@ def test_an_upload_whose_answer_breaks_off_is_failed_not_called_unreadable(tmp_p
     try:
         code = main(
             ["import", str(tmp_path), "--url", f"http://127.0.0.1:{server.server_port}"]
-            + ["--no-progress"]
+            + ["--no-progress", "--retry-for", "1"]
         )
     finally:
         server.shutdown()
         server.server_close()
 
-    out, _err = capsys.readouterr()
-    assert code == 1
+    out, err = capsys.readouterr()
+    assert code == 3, "retried for --retry-for (a gateway killed mid-answer comes back)"
+    assert "retrying for up to 1 s" in err
     failed = [line for line in out.splitlines() if "p.jpg" in line]
     assert len(failed) == 1 and failed[0].lstrip().startswith("failed")
     assert "unreadable" not in failed[0]
