@@ -18,6 +18,8 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from werkzeug.exceptions import HTTPException
 
+from gateway.sizes import size_text
+
 log = logging.getLogger(__name__)
 
 # What a caller of the gateway should see when a service answers with each code. A service's
@@ -197,9 +199,8 @@ def register_error_handlers(app: Flask) -> None:
     def _http_error(exc: HTTPException) -> Any:
         status = exc.code or 500
         if status == 413:
-            message = (
-                f"the upload is larger than the limit of {app.config['MAX_CONTENT_LENGTH']} bytes"
-            )
+            limit = size_text(app.config["MAX_CONTENT_LENGTH"], exact=True)
+            message = f"the upload is larger than the limit of {limit}"
         else:
             message = exc.description or HTTPStatus(status).phrase
         return render_error(status, message)

@@ -32,6 +32,7 @@ from gateway.integrity import integrity_summary
 from gateway.mosaic import MAX_COLUMNS, render_mosaic
 from gateway.mosaic_tiles import NoTilesError
 from gateway.placeholders import thumbnail_unavailable
+from gateway.sizes import size_text
 from gateway.state import state
 
 pages = Blueprint("pages", __name__)
@@ -180,7 +181,8 @@ def upload() -> Any:
         owner = state().access.require_form_writer()
         keep = request.form.get("keep_duplicate") == "1"
         results = [ops.ingest_file(f, owner, keep) for f in ops.uploaded_files()]
-    return render_template("upload.html", results=results)
+    limit = size_text(state().config.max_upload_bytes)
+    return render_template("upload.html", results=results, max_upload=limit)
 
 
 @pages.get("/images/<image_id>")

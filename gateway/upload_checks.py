@@ -15,6 +15,7 @@ import warnings
 from PIL import Image
 
 from gateway.errors import BadRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
+from gateway.sizes import size_text
 from storage_service.columnstore import policy
 
 MAX_FILENAME_BYTES = policy.MAX_FILENAME_BYTES
@@ -45,7 +46,8 @@ def check_upload(filename: str, data: bytes, max_bytes: int) -> str:
         raise BadRequestError(f"{filename}: the file is empty (0 bytes)")
     if len(data) > max_bytes:
         raise PayloadTooLargeError(
-            f"{filename}: {len(data)} bytes is over the upload limit of {max_bytes} bytes"
+            f"{filename}: {size_text(len(data))} is over the upload limit of"
+            f" {size_text(max_bytes, exact=True)}"
         )
     content_type = sniff_image_type(data)
     if content_type is None:

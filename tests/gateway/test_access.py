@@ -153,7 +153,31 @@ def test_oversized_request_is_413_json(offline_app):
     )
 
     assert reply.status_code == 413
-    assert "larger than the limit" in reply.json["error"]["message"]
+    assert reply.json["error"]["message"] == (
+        "the upload is larger than the limit of 50 MiB (52428800 bytes)"
+    )
+
+
+def test_oversized_upload_from_the_page_is_413_html_in_mib():
+    app = create_app(offline_config(max_upload_bytes=50_000))
+    try:
+        reply = app.test_client().post(
+            "/upload",
+            data={"files": (io.BytesIO(b"\xff" * 50_001), "big.jpg")},
+            headers={"Accept": "text/html"},
+        )
+    finally:
+        stop_app(app)
+
+    assert reply.status_code == 413
+    assert reply.mimetype == "text/html"
+    assert "larger than the limit of 48.8 KiB (50000 bytes)" in reply.get_data(as_text=True)
+
+
+def test_upload_page_says_the_size_limit_as_people_read_it(offline_app):
+    page = offline_app.test_client().get("/upload").get_data(as_text=True)
+
+    assert "up to 50 MiB each" in page
 
 
 def test_pages_send_security_headers(offline_app):

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from gateway.errors import BadRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
+from gateway.sizes import size_text
 from gateway.upload_checks import check_upload, clean_filename, sniff_image_type
 
 
@@ -50,8 +51,24 @@ def test_check_upload_refuses_empty_file():
 def test_check_upload_refuses_file_over_limit(photo_jpegs):
     data = photo_jpegs["rocket"]
 
-    with pytest.raises(PayloadTooLargeError, match="over the upload limit"):
+    with pytest.raises(PayloadTooLargeError, match="over the upload limit") as refused:
         check_upload("rocket.jpg", data, len(data) - 1)
+
+    assert f"of {(len(data) - 1) / 1024:.1f} KiB ({len(data) - 1} bytes)" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("size", "exact", "text"),
+    [
+        (512, True, "512 bytes"),
+        (50_000, False, "48.8 KiB"),
+        (50 * 1024 * 1024, True, "50 MiB (52428800 bytes)"),
+        (64_172_000, False, "61.2 MiB"),
+        (2 * 1024**3, False, "2 GiB"),
+    ],
+)
+def test_size_text_reads_as_people_say_sizes(size, exact, text):
+    assert size_text(size, exact=exact) == text
 
 
 def test_check_upload_returns_sniffed_type_of_png_named_jpg(photo_jpegs):
