@@ -44,6 +44,9 @@ class AnalysisConfig:
     # GetStats (pending count, head seq) for the lag metrics every this many seconds.
     stats_interval_s: float = 5.0
     rpc_timeout_s: float = 10.0
+    # At a start, storage not answering yet is logged at INFO ("waiting for storage") for
+    # this long; a WARNING only if it still has not answered after it (storage_reach.py).
+    storage_wait_s: float = 10.0
     # Once vision has answered nothing for this long, claim nothing and probe it instead:
     # every claim through an outage ends the same way (given back: it does not count against
     # the image in a storage that knows AnalysisFailure.outage, but an older one counts it).
@@ -64,6 +67,10 @@ class AnalysisConfig:
         if self.outage_hold_s < 0:
             raise AnalysisConfigError(
                 f"ANALYSIS_OUTAGE_HOLD_S must be >= 0, not {self.outage_hold_s}"
+            )
+        if self.storage_wait_s < 0:
+            raise AnalysisConfigError(
+                f"ANALYSIS_STORAGE_WAIT_S must be >= 0, not {self.storage_wait_s}"
             )
         if not self.worker_id.strip():
             raise AnalysisConfigError("ANALYSIS_WORKER_ID must not be empty")
@@ -96,6 +103,7 @@ class AnalysisConfig:
             poll_interval_s=env_float(env, "ANALYSIS_POLL_INTERVAL_S", cls.poll_interval_s),
             stats_interval_s=env_float(env, "ANALYSIS_STATS_INTERVAL_S", cls.stats_interval_s),
             rpc_timeout_s=env_float(env, "ANALYSIS_RPC_TIMEOUT_S", cls.rpc_timeout_s),
+            storage_wait_s=env_float(env, "ANALYSIS_STORAGE_WAIT_S", cls.storage_wait_s),
             outage_hold_s=env_float(env, "ANALYSIS_OUTAGE_HOLD_S", cls.outage_hold_s),
             analyze_timeout_s=env_float(env, "ANALYSIS_ANALYZE_TIMEOUT_S", cls.analyze_timeout_s),
             top_k=env_int(env, "ANALYSIS_TOP_K", cls.top_k),

@@ -35,6 +35,7 @@ from analysis_service import metrics
 from analysis_service.clients import Claim, FeedMessage, QueueStats
 from analysis_service.config import AnalysisConfig
 from analysis_service.failures import Backoff, CallFailedError, Kind, classify, is_outage
+from analysis_service.storage_reach import StorageReach
 from vision_service.analysis_copy import bytes_for_analysis
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,8 @@ class Worker:
         # One lane probes vision at a time, with this pause between probes.
         self._probe_lock = threading.Lock()
         self._probe_backoff = Backoff(first_s=0.5, max_s=5.0)  # guarded by _probe_lock
+        # Quiet while storage has never answered (a normal start): see storage_reach.py.
+        self._storage_reach = StorageReach(config.storage_address, config.storage_wait_s)
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -147,6 +150,7 @@ class Worker:
                 if after is None:
                     # From the head: older work is found by claiming, not by replaying.
                     after = int(self._storage.stats().head_seq)
+                    self._storage_reach.answered()
                     self._seen_seq = max(self._seen_seq, after)
                     # An image stored after the lanes' last claim but at or before this head
                     # is not in the feed from here: claim once more now (else it waits for the
@@ -159,13 +163,14 @@ class Worker:
                     self._watch = watch
                 for message in watch:
                     backoff.succeeded()
+                    self._storage_reach.answered()
                     after = self._on_feed(message, after)
             except CallFailedError as exc:
                 if exc.code == "OUT_OF_RANGE":
                     after = None  # compacted past us: start again from the head
                     continue
                 delay = backoff.failed()
-                if backoff.failures == 1 or backoff.failures % 10 == 0:
+                if self._storage_reach.warn(exc, backoff.failures):
                     log.warning(
                         "change feed unavailable; polling meanwhile",
                         extra={"error": str(exc), "retry_s": delay},
@@ -192,6 +197,7 @@ class Worker:
                 stats = self._storage.stats()
             except CallFailedError:
                 continue
+            self._storage_reach.answered()
             metrics.PENDING.set(stats.pending_count)
             metrics.OLDEST_PENDING_S.set(stats.oldest_pending_age_s)
             self._head_seq = max(self._head_seq, int(stats.head_seq))
@@ -224,13 +230,14 @@ class Worker:
                 )
             except CallFailedError as exc:
                 delay = backoff.failed()
-                if backoff.failures == 1 or backoff.failures % 10 == 0:
+                if self._storage_reach.warn(exc, backoff.failures):
                     log.warning(
                         "cannot claim work from storage",
                         extra={"error": str(exc), "retry_s": delay},
                     )
                 self._stopping.wait(delay)
                 continue
+            self._storage_reach.answered()
             if not claims:
                 with self._wake:
                     if self._wake_count == seen and not self._stopping.is_set():

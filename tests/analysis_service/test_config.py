@@ -30,6 +30,7 @@ def test_settings_come_from_the_environment():
             "ANALYSIS_LEASE_MS": "5000",
             "ANALYSIS_WORKER_ID": "w1",
             "ANALYSIS_OUTAGE_HOLD_S": "30",
+            "ANALYSIS_STORAGE_WAIT_S": "2.5",
             "IMAGEREPO_METRICS_PORT": "9100",
         }
     )
@@ -38,6 +39,7 @@ def test_settings_come_from_the_environment():
     assert (config.batch_size, config.lease_ms, config.worker_id) == (16, 5000, "w1")
     assert config.metrics_port == 9100
     assert config.outage_hold_s == 30.0
+    assert config.storage_wait_s == 2.5
 
 
 def test_a_vision_call_never_outlives_the_lease():
@@ -48,7 +50,12 @@ def test_a_vision_call_never_outlives_the_lease():
 
 @pytest.mark.parametrize(
     "env",
-    [{"ANALYSIS_BATCH": "0"}, {"ANALYSIS_LEASE_MS": "10"}, {"ANALYSIS_OUTAGE_HOLD_S": "-1"}],
+    [
+        {"ANALYSIS_BATCH": "0"},
+        {"ANALYSIS_LEASE_MS": "10"},
+        {"ANALYSIS_OUTAGE_HOLD_S": "-1"},
+        {"ANALYSIS_STORAGE_WAIT_S": "-1"},
+    ],
 )
 def test_values_that_cannot_work_are_refused(env):
     with pytest.raises(AnalysisConfigError):
