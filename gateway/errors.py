@@ -169,7 +169,17 @@ def error_body(status: int, message: str) -> dict[str, Any]:
 
 
 def _wants_json() -> bool:
-    return request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
+    if request.path.startswith("/api/"):
+        # A page's own link or no-JS form (Download zip, a download link) is a browser
+        # navigation asking for HTML first: it gets the error page, not raw JSON. Scripts,
+        # curl and requests send */* (or ask for JSON) and get JSON.
+        return not _navigation_wants_html()
+    return request.accept_mimetypes.best == "application/json"
+
+
+def _navigation_wants_html() -> bool:
+    accept = request.accept_mimetypes
+    return request.method == "GET" and accept["text/html"] > accept["application/json"]
 
 
 def render_error(status: int, message: str) -> Any:

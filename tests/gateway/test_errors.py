@@ -65,6 +65,37 @@ def test_page_with_storage_down_is_503_html(offline_app):
     assert b"storage service is unavailable" in reply.data
 
 
+# What Chromium sends when a page's link or no-JS form is followed.
+BROWSER_NAVIGATION = (
+    "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"
+)
+
+
+def test_zip_from_the_page_with_storage_down_is_the_503_error_page(offline_app):
+    client = offline_app.test_client()
+
+    reply = client.get(
+        "/api/images/zip", query_string={"ids": "a1,b2"}, headers={"Accept": BROWSER_NAVIGATION}
+    )
+
+    assert reply.status_code == 503
+    assert reply.mimetype == "text/html"
+    assert b'id="error-message"' in reply.data
+    assert b"storage service is unavailable" in reply.data
+
+
+@pytest.mark.parametrize("accept", [None, "*/*", "application/json", "application/json, text/html"])
+def test_zip_asked_for_by_a_script_with_storage_down_is_503_json(offline_app, accept):
+    headers = {"Accept": accept} if accept else {}
+
+    reply = offline_app.test_client().get(
+        "/api/images/zip", query_string={"ids": "a1"}, headers=headers
+    )
+
+    assert reply.status_code == 503
+    assert reply.json["error"]["status"] == 503
+
+
 def test_unknown_api_path_is_404_json(offline_app):
     reply = offline_app.test_client().get("/api/no-such-thing")
 
