@@ -218,7 +218,13 @@ def original(image_id: str) -> Any:
     if request.if_none_match.contains(etag):
         return _not_modified(etag)
     image = state().clients.get_image(image_id)
-    return library.serve_original(image, as_attachment=bool(request.args.get("download")))
+    return library.serve_original(image, as_attachment=_download_arg())
+
+
+def _download_arg() -> bool:
+    """?download=1 (or any value but 0/false, as the OpenAPI document always said): an
+    attachment; absent, empty, 0 or false: inline (shown in the browser), with its filename."""
+    return request.args.get("download", "").strip().lower() not in _NO
 
 
 @api.get("/images/zip")
