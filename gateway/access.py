@@ -246,7 +246,15 @@ def client_address() -> str:
 
 # Reachable by anyone, even when private: probes, the login form and the files it needs.
 OPEN_ENDPOINTS = frozenset(
-    {"api.health", "api.openapi", "static", "pages.login", "pages.logout", "pages.static"}
+    {
+        "api.health",
+        "api.openapi",
+        "static",
+        "pages.favicon",
+        "pages.login",
+        "pages.logout",
+        "pages.static",
+    }
 )
 # They run the models on the caller's picture: a key (or a login) whenever keys are set.
 MODEL_ENDPOINTS = frozenset({"api.predict", "api.similar_to_upload", "pages.search_similar"})

@@ -14,9 +14,11 @@ import grpc
 from flask import (
     Blueprint,
     Response,
+    current_app,
     redirect,
     render_template,
     request,
+    send_from_directory,
     session,
     url_for,
 )
@@ -172,6 +174,16 @@ def _in_trash(ids: list[str]) -> list[str]:
             if exc.code != grpc.StatusCode.NOT_FOUND:
                 raise
     return kept
+
+
+@pages.get("/favicon.ico")
+def favicon() -> Any:
+    """The site icon for clients that ask /favicon.ico whatever the page says (the pages link
+    static/favicon.svg): the same SVG, so no request for it ends in a 404."""
+    assert current_app.static_folder is not None
+    response = send_from_directory(current_app.static_folder, "favicon.svg", max_age=86400)
+    response.mimetype = "image/svg+xml"
+    return response
 
 
 @pages.route("/upload", methods=["GET", "POST"])

@@ -180,6 +180,20 @@ def test_upload_page_says_the_size_limit_as_people_read_it(offline_app):
     assert "up to 50 MiB each" in page
 
 
+@pytest.mark.parametrize("app_fixture", ["offline_app", "keyed_app"])
+def test_site_icon_answers_where_pages_link_it_and_at_favicon_ico(request, app_fixture):
+    client = request.getfixturevalue(app_fixture).test_client()
+    page = client.get("/login").get_data(as_text=True)
+    linked = re.search(r'<link rel="icon" href="([^"]+)" type="image/svg\+xml">', page)
+    assert linked, "the pages link their icon"
+
+    answers = [client.get(url) for url in (linked.group(1), "/favicon.ico")]
+
+    assert [a.status_code for a in answers] == [200, 200], "open even on a private gateway"
+    assert [a.mimetype for a in answers] == ["image/svg+xml"] * 2
+    assert answers[0].data == answers[1].data and answers[1].data.startswith(b"<svg")
+
+
 def test_pages_send_security_headers(offline_app):
     reply = offline_app.test_client().get("/upload")
 
