@@ -17,18 +17,11 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
+from collections.abc import Callable
 
-from analysis_service.clients import StorageClient, VisionClient
-from analysis_service.config import AnalysisConfig
 from analysis_service.worker import Worker
 from imagerepo.common.v1 import common_pb2
-from imagerepo.storage.v1 import storage_service_pb2 as pb
-from imagerepo.storage.v1 import storage_service_pb2_grpc as pbg
-from service_runtime.channels import open_channel
-from service_runtime.grpc_server import channel_options
-from storage_service.columnstore.store import ColumnStore, StoreOptions
-from storage_service.server import build_server
+from tests.analysis_service.conftest import RunningStorage, image, put, worker_config
 from tests.analysis_service.poison_vision import POISON
 from tests.conftest import REPO_ROOT
 from tests.support import free_port, real_photo_paths
@@ -82,47 +75,24 @@ class RestartedVision:
 
 
 def test_an_image_that_kills_vision_is_failed_at_storages_cap_and_a_good_one_is_analysed(
-    tmp_path: Path,
+    start_storage: Callable[[int], RunningStorage], start_worker: Callable[..., Worker]
 ) -> None:
-    store = ColumnStore.open(
-        tmp_path / "storage",
-        StoreOptions(
-            analysis_backoff_initial_ms=50, analysis_backoff_max_ms=100, analysis_max_attempts=CAP
-        ),
-    )
-    server, port, health = build_server(store, "127.0.0.1:0")
-    server.start()
-    health.set_serving(True)
-    storage = f"127.0.0.1:{port}"
+    storage = start_storage(CAP)
+    stub = storage.stub
     vision = RestartedVision(free_port())
-    # One image per claim, one lane: the good photo never shares a call with the poison.
-    config = AnalysisConfig(
-        storage_address=storage,
-        vision_address=f"127.0.0.1:{vision.port}",
-        worker_id="w",
-        batch_size=1,
-        batches_in_flight=1,
-        lease_ms=3000,
-        poll_interval_s=0.1,
-        stats_interval_s=60.0,
-        outage_hold_s=600.0,
-    )
-    worker = Worker(
-        config,
-        StorageClient(open_channel(storage, channel_options()), config.rpc_timeout_s),
-        VisionClient(
-            open_channel(config.vision_address, channel_options() + FAST_RECONNECT),
-            config.call_timeout_s,
-            5,
-        ),
-    )
-    channel = open_channel(storage, channel_options())
-    stub = pbg.StorageServiceStub(channel)
     try:
         photo = real_photo_paths()["rocket"].read_bytes()
         poison_id = put(stub, photo + POISON, "poison.jpg")
         good_id = put(stub, photo, "good.jpg")
-        worker.start()
+        # One image per claim, one lane: the good photo never shares a call with the poison.
+        config = worker_config(
+            storage.address,
+            f"127.0.0.1:{vision.port}",
+            batches_in_flight=1,
+            lease_ms=3000,
+            outage_hold_s=600.0,
+        )
+        start_worker(config, vision_options=FAST_RECONNECT)
         deadline = time.monotonic() + WAIT_S
         while (poison := image(stub, poison_id)).status == common_pb2.ANALYSIS_STATUS_PENDING:
             assert time.monotonic() < deadline, (vision.deaths, poison.analysis)
@@ -138,25 +108,4 @@ def test_an_image_that_kills_vision_is_failed_at_storages_cap_and_a_good_one_is_
         assert good.status == common_pb2.ANALYSIS_STATUS_READY, good.status_detail
         assert good.analysis.attempts == 1
     finally:
-        worker.stop(0)
         vision.stop()
-        channel.close()
-        server.stop(None).wait()
-        store.close()
-
-
-def image(stub: pbg.StorageServiceStub, image_id: str) -> pb.ImageMetadata:
-    return stub.GetImage(pb.GetImageRequest(image_id=image_id), timeout=30).image
-
-
-def put(stub: pbg.StorageServiceStub, data: bytes, filename: str) -> str:
-    reply = stub.PutImage(
-        iter(
-            [
-                pb.PutImageRequest(header=pb.PutImageHeader(filename=filename, owner="a")),
-                pb.PutImageRequest(chunk=data),
-            ]
-        ),
-        timeout=30,
-    )
-    return str(reply.image.id)

@@ -20,22 +20,22 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
 
-from analysis_service.clients import StorageClient, VisionClient
-from analysis_service.config import AnalysisConfig
 from analysis_service.worker import Worker
 from imagerepo.common.v1 import common_pb2
 from imagerepo.storage.v1 import storage_service_pb2 as pb
 from imagerepo.storage.v1 import storage_service_pb2_grpc as pbg
-from service_runtime.channels import open_channel
-from service_runtime.grpc_server import channel_options
 from service_runtime.probe import is_serving
-from storage_service.columnstore.store import ColumnStore, StoreOptions
-from storage_service.server import build_server
+from tests.analysis_service.conftest import (
+    RunningStorage,
+    between_claims,
+    image,
+    put,
+    worker_config,
+)
 from tests.conftest import REPO_ROOT
 from tests.support import free_port, real_photo_paths
 
@@ -47,28 +47,6 @@ WAIT_S = 90.0
 HELD_FOR_S = 6.0
 # Storage's cap as deployed: without the give-back the photo is FAILED at the claim after.
 STORAGE_CAP = 10
-
-
-def open_storage(data_dir: Path, max_claims: int) -> tuple[str, Callable[[], None]]:
-    """A real storage server on a free port with a fast analysis backoff; its address and
-    how to stop it. `max_claims` is storage's own cap (0: none)."""
-    store = ColumnStore.open(
-        data_dir,
-        StoreOptions(
-            analysis_backoff_initial_ms=50,
-            analysis_backoff_max_ms=100,
-            analysis_max_attempts=max_claims,
-        ),
-    )
-    server, port, health = build_server(store, "127.0.0.1:0")
-    server.start()
-    health.set_serving(True)
-
-    def stop() -> None:
-        server.stop(None).wait()
-        store.close()
-
-    return f"127.0.0.1:{port}", stop
 
 
 @pytest.fixture(scope="module")
@@ -99,117 +77,106 @@ def vision_process() -> Iterator[tuple[subprocess.Popen[bytes], str]]:
             proc.wait(timeout=10)
 
 
-def start_worker(storage: str, vision: str, outage_hold_s: float) -> Worker:
-    # Lease 1.7 s: each vision call may wait 1.0 s. One image per claim and four lanes, so
-    # another lane claims the image again while the last one pauses after its outage.
-    config = AnalysisConfig(
-        storage_address=storage,
-        vision_address=vision,
-        worker_id="w",
-        batch_size=1,
-        batches_in_flight=4,
-        lease_ms=1700,
-        poll_interval_s=0.1,
-        stats_interval_s=60.0,
-        outage_hold_s=outage_hold_s,
-    )
-    assert config.call_timeout_s == pytest.approx(1.02)
-    worker = Worker(
-        config,
-        StorageClient(open_channel(storage, channel_options()), config.rpc_timeout_s),
-        VisionClient(open_channel(vision, channel_options()), config.call_timeout_s, 5),
-    )
-    worker.start()
-    return worker
+@pytest.fixture
+def stopped_vision(
+    vision_process: tuple[subprocess.Popen[bytes], str], start_worker: Callable[..., Worker]
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """The vision process stopped (SIGSTOP: every call to it runs out of time), let go on
+    (SIGCONT) after the test. It asks for start_worker so that it is torn down first: vision
+    runs again before the worker stops, not holding the worker's calls to their deadline."""
+    proc, _address = vision_process
+    proc.send_signal(signal.SIGSTOP)
+    yield vision_process
+    proc.send_signal(signal.SIGCONT)
+
+
+@pytest.fixture
+def claim_rocket(
+    start_storage: Callable[[int], RunningStorage],
+    start_worker: Callable[..., Worker],
+    stopped_vision: tuple[subprocess.Popen[bytes], str],
+) -> Callable[..., tuple[pbg.StorageServiceStub, str]]:
+    """`claim_rocket(outage_hold_s)`: a good photo stored (storage's cap as deployed) and a
+    worker claiming it, its vision the stopped one; (the storage stub, the image id)."""
+
+    def start(outage_hold_s: float) -> tuple[pbg.StorageServiceStub, str]:
+        storage = start_storage(STORAGE_CAP)
+        image_id = put(storage.stub, real_photo_paths()["rocket"].read_bytes(), "rocket.jpg")
+        # Lease 1.7 s: each vision call may wait 1.0 s. One image per claim and four lanes, so
+        # another lane claims the image again while the last one pauses after its outage.
+        config = worker_config(
+            storage.address,
+            stopped_vision[1],
+            batches_in_flight=4,
+            lease_ms=1700,
+            outage_hold_s=outage_hold_s,
+        )
+        assert config.call_timeout_s == pytest.approx(1.02)
+        start_worker(config)
+        return storage.stub, image_id
+
+    return start
 
 
 def test_a_stopped_vision_leaves_a_good_photo_pending_past_storages_cap_then_it_is_analysed(
-    tmp_path: Path, vision_process: tuple[subprocess.Popen[bytes], str]
+    stopped_vision: tuple[subprocess.Popen[bytes], str],
+    claim_rocket: Callable[..., tuple[pbg.StorageServiceStub, str]],
 ) -> None:
     # The worker never stops claiming: this is about the worker's rule for the timeouts and
     # storage giving the outage claims back, with storage's cap as deployed.
-    proc, vision_address = vision_process
-    storage, stop_storage = open_storage(tmp_path / "storage", max_claims=STORAGE_CAP)
-    channel = open_channel(storage, channel_options())
-    stub = pbg.StorageServiceStub(channel)
-    proc.send_signal(signal.SIGSTOP)
-    worker = None
-    try:
-        image_id = put(stub, real_photo_paths()["rocket"].read_bytes())
-        worker = start_worker(storage, vision_address, outage_hold_s=600)
-        deadline = time.monotonic() + WAIT_S
-        # Every claim bumps the generation (given back or not); the 11th would fail the photo
-        # if its claims counted. Attempts: 1 counted, plus 1 while a claim is in flight.
-        while (meta := image(stub, image_id)).analysis.generation <= STORAGE_CAP:
-            assert meta.status == PENDING, (meta.status_detail, meta.analysis.generation)
-            assert meta.analysis.attempts <= 2, meta.analysis
-            assert time.monotonic() < deadline, f"only {meta.analysis.generation} claims"
-            time.sleep(0.1)
-        while (meta := image(stub, image_id)).analysis.lease_owner:
-            assert time.monotonic() < deadline, "never seen between two claims"
-            time.sleep(0.005)
+    proc, _address = stopped_vision
 
-        assert meta.status == PENDING, meta.status_detail
-        assert meta.analysis.attempts == 1  # the first claim, sent before vision was known away
-        assert meta.analysis.last_error.startswith(
-            "vision unavailable (DEADLINE_EXCEEDED): it answered nothing for 1."
-        ), meta.analysis.last_error
-        assert "counted" not in meta.analysis.last_error  # a probe's: the photo was not sent
+    stub, image_id = claim_rocket(outage_hold_s=600)
+    deadline = time.monotonic() + WAIT_S
+    # Every claim bumps the generation (given back or not); the 11th would fail the photo
+    # if its claims counted. Attempts: 1 counted, plus 1 while a claim is in flight.
+    while (meta := image(stub, image_id)).analysis.generation <= STORAGE_CAP:
+        assert meta.status == PENDING, (meta.status_detail, meta.analysis.generation)
+        assert meta.analysis.attempts <= 2, meta.analysis
+        assert time.monotonic() < deadline, f"only {meta.analysis.generation} claims"
+        time.sleep(0.1)
+    meta = between_claims(stub, image_id, deadline)
 
-        proc.send_signal(signal.SIGCONT)
-        meta = wait_analysed(stub, image_id)
+    assert meta.status == PENDING, meta.status_detail
+    assert meta.analysis.attempts == 1  # the first claim, sent before vision was known away
+    assert meta.analysis.last_error.startswith(
+        "vision unavailable (DEADLINE_EXCEEDED): it answered nothing for 1."
+    ), meta.analysis.last_error
+    assert "counted" not in meta.analysis.last_error  # a probe's: the photo was not sent
 
-        assert meta.status == READY, meta.status_detail
-        assert meta.labels
-    finally:
-        proc.send_signal(signal.SIGCONT)
-        if worker is not None:
-            worker.stop(0)
-        channel.close()
-        stop_storage()
+    proc.send_signal(signal.SIGCONT)
+    meta = wait_analysed(stub, image_id)
+
+    assert meta.status == READY, meta.status_detail
+    assert meta.labels
 
 
 def test_a_long_vision_outage_stops_the_claims_until_a_probe_answers(
-    tmp_path: Path, vision_process: tuple[subprocess.Popen[bytes], str]
+    stopped_vision: tuple[subprocess.Popen[bytes], str],
+    claim_rocket: Callable[..., tuple[pbg.StorageServiceStub, str]],
 ) -> None:
     # The claims (the generation) stop while the worker holds them.
-    proc, vision_address = vision_process
-    storage, stop_storage = open_storage(tmp_path / "storage", max_claims=STORAGE_CAP)
-    channel = open_channel(storage, channel_options())
-    stub = pbg.StorageServiceStub(channel)
-    proc.send_signal(signal.SIGSTOP)
-    worker = None
-    try:
-        image_id = put(stub, real_photo_paths()["rocket"].read_bytes())
-        worker = start_worker(storage, vision_address, outage_hold_s=2.0)
-        deadline = time.monotonic() + WAIT_S
-        while REGISTRY.get_sample_value("imagerepo_analysis_claims_held") != 1:
-            assert time.monotonic() < deadline, "the worker never held its claims"
-            time.sleep(0.1)
-        time.sleep(3.0)  # a claim decided just before the hold is written by now
-        held_at = image(stub, image_id).analysis.generation
-        time.sleep(HELD_FOR_S)
+    proc, _address = stopped_vision
 
-        meta = image(stub, image_id)
-        assert meta.status == PENDING
-        assert meta.analysis.generation == held_at
-        assert meta.analysis.attempts == 1  # the first claim counted, every later one given back
+    stub, image_id = claim_rocket(outage_hold_s=2.0)
+    deadline = time.monotonic() + WAIT_S
+    while REGISTRY.get_sample_value("imagerepo_analysis_claims_held") != 1:
+        assert time.monotonic() < deadline, "the worker never held its claims"
+        time.sleep(0.1)
+    time.sleep(3.0)  # a claim decided just before the hold is written by now
+    held_at = image(stub, image_id).analysis.generation
+    time.sleep(HELD_FOR_S)
 
-        proc.send_signal(signal.SIGCONT)
-        meta = wait_analysed(stub, image_id)
+    meta = image(stub, image_id)
+    assert meta.status == PENDING
+    assert meta.analysis.generation == held_at
+    assert meta.analysis.attempts == 1  # the first claim counted, every later one given back
 
-        assert meta.status == READY, meta.status_detail
-        assert REGISTRY.get_sample_value("imagerepo_analysis_claims_held") == 0
-    finally:
-        proc.send_signal(signal.SIGCONT)
-        if worker is not None:
-            worker.stop(0)
-        channel.close()
-        stop_storage()
+    proc.send_signal(signal.SIGCONT)
+    meta = wait_analysed(stub, image_id)
 
-
-def image(stub: pbg.StorageServiceStub, image_id: str) -> pb.ImageMetadata:
-    return stub.GetImage(pb.GetImageRequest(image_id=image_id), timeout=30).image
+    assert meta.status == READY, meta.status_detail
+    assert REGISTRY.get_sample_value("imagerepo_analysis_claims_held") == 0
 
 
 def wait_analysed(stub: pbg.StorageServiceStub, image_id: str) -> pb.ImageMetadata:
@@ -218,16 +185,3 @@ def wait_analysed(stub: pbg.StorageServiceStub, image_id: str) -> pb.ImageMetada
         assert time.monotonic() < deadline, meta.analysis.last_error
         time.sleep(0.1)
     return meta
-
-
-def put(stub: pbg.StorageServiceStub, data: bytes) -> str:
-    reply = stub.PutImage(
-        iter(
-            [
-                pb.PutImageRequest(header=pb.PutImageHeader(filename="rocket.jpg", owner="a")),
-                pb.PutImageRequest(chunk=data),
-            ]
-        ),
-        timeout=30,
-    )
-    return str(reply.image.id)

@@ -18,10 +18,10 @@ from pathlib import Path
 from analysis_service.clients import StorageClient, VisionClient
 from analysis_service.config import AnalysisConfig
 from analysis_service.worker import Worker
-from imagerepo.storage.v1 import storage_service_pb2 as pb
 from imagerepo.storage.v1 import storage_service_pb2_grpc as pbg
 from service_runtime.channels import open_channel
 from service_runtime.grpc_server import channel_options
+from tests.analysis_service.conftest import put
 from tests.integration.storage_factory import open_storage
 from tests.support import real_photo_paths
 
@@ -73,20 +73,12 @@ def test_a_photo_stored_while_the_worker_starts_is_claimed_without_waiting_for_a
         time.sleep(0.2)  # every lane's first claim came back empty
         assert storage.claimed == []
         data = real_photo_paths()["coffee"].read_bytes()
-        reply = pbg.StorageServiceStub(channel).PutImage(
-            iter(
-                [
-                    pb.PutImageRequest(header=pb.PutImageHeader(filename="a.png", owner="a")),
-                    pb.PutImageRequest(chunk=data),
-                ]
-            ),
-            timeout=30,
-        )
+        image_id = put(pbg.StorageServiceStub(channel), data, "a.png")
         storage.stored.set()
         deadline = time.monotonic() + CLAIMED_WITHIN_S
-        while reply.image.id not in storage.claimed and time.monotonic() < deadline:
+        while image_id not in storage.claimed and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert reply.image.id in storage.claimed, (
+        assert image_id in storage.claimed, (
             "a photo stored before the feed's first head read waited for the next poll"
         )
     finally:
