@@ -1,15 +1,20 @@
 """`imagerepo import` rides through a gateway restart: the gateway process is killed (kill -9,
 as a crash under `make run`'s supervisor) in the middle of an import and started again on its
 port some seconds later; the import waits for it, goes on, and ends with every photo stored
-exactly once and exit status 0."""
+exactly once and exit status 0. An upload that reached storage but whose answer was lost is
+sent again and found: "already in the library", never a second copy."""
 
 from __future__ import annotations
 
 import hashlib
+import http.server
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +22,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from gateway.cli import main
 from tests.conftest import REPO_ROOT
 from tests.support import free_port
 
@@ -95,13 +101,13 @@ def gateway_process(stack: Stack, tmp_path) -> Iterator[GatewayProcess]:
     gateway.stop()
 
 
-def _photos(root: Path, photo_jpegs) -> list[Path]:
+def _photos(root: Path, photo_jpegs, count: int = PHOTOS, tag: int = 700) -> list[Path]:
     root.mkdir(parents=True)
     names = sorted(photo_jpegs)
     paths = []
-    for i in range(PHOTOS):
+    for i in range(count):
         path = root / f"{names[i % len(names)]}-{i:03}.jpg"
-        path.write_bytes(fresh_photo(photo_jpegs[names[i % len(names)]], 700 + i, side=320))
+        path.write_bytes(fresh_photo(photo_jpegs[names[i % len(names)]], tag + i, side=320))
         paths.append(path)
     return paths
 
@@ -150,3 +156,58 @@ def test_import_rides_through_a_gateway_killed_and_restarted(
     stored = int(out.split("stored ")[-1].split(",")[0])
     already = int(out.split("already in the library ")[-1].split(",")[0])
     assert stored + already == PHOTOS, out
+
+
+class _LosesEachFirstUploadAnswer(http.server.BaseHTTPRequestHandler):
+    """In front of the real gateway: passes every request on, but the first time each file is
+    uploaded it drops the connection once the gateway has answered (stored), as a gateway
+    killed between storing a photo and answering would."""
+
+    protocol_version = "HTTP/1.1"
+    gateway_url = ""
+    seen: set[bytes] = set()
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        headers = {k: v for k, v in self.headers.items() if k.lower() in ("content-type",)}
+        reply = requests.post(self.gateway_url + self.path, data=body, headers=headers, timeout=60)
+        named = re.search(rb'filename="([^"]+)"', body)
+        if self.path.startswith("/api/images?") and named and named.group(1) not in self.seen:
+            self.seen.add(named.group(1))
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self.send_response(reply.status_code)
+        self.send_header("Content-Type", reply.headers.get("Content-Type", "application/json"))
+        self.send_header("Content-Length", str(len(reply.content)))
+        self.end_headers()
+        self.wfile.write(reply.content)
+
+
+def test_an_upload_stored_but_not_answered_is_retried_and_found_already_stored(
+    tmp_path, gateway_url, photo_jpegs, capsys
+):
+    photos = _photos(tmp_path / "photos", photo_jpegs, count=3, tag=950)
+    handler = type("Handler", (_LosesEachFirstUploadAnswer,), {"gateway_url": gateway_url})
+    handler.seen = set()
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+
+    try:
+        code = main(
+            ["import", str(tmp_path / "photos"), "--url", f"127.0.0.1:{proxy.server_port}"]
+            + ["--no-progress", "--workers", "2"]
+        )
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+
+    out, err = capsys.readouterr()
+    assert len(handler.seen) == 3, "each file's first answer was lost"
+    assert code == 0, out + err
+    assert "stored 0, already in the library 3, rejected 0, failed 0" in out
+    assert _copies_of_each(gateway_url, photos) == [1, 1, 1]
+    assert "retrying for up to 60 s" in err
