@@ -15,7 +15,7 @@ from gateway.errors import ApiError, BadRequestError, ConflictError, ServiceErro
 from gateway.image_json import STATUS_NAMES, image_json
 from gateway.ingest import FAILED, PENDING
 from gateway.state import state
-from gateway.upload_checks import check_upload, clean_filename
+from gateway.upload_checks import check_upload, clean_filename, upload_filename
 from imagerepo.common.v2 import common_pb2
 from imagerepo.storage.v2 import storage_service_pb2 as storage_pb
 from imagerepo.vision.v2 import vision_service_pb2 as vision_pb
@@ -44,7 +44,7 @@ def ingest_file(
     entry, never an exception. Bytes the owner has stored already are answered with that
     image ("already_stored", 200)."""
     st = state()
-    raw_name = upload.filename or ""
+    raw_name = upload_filename(upload)
     try:
         filename = clean_filename(raw_name)
         data = upload.read()
@@ -154,7 +154,7 @@ def analyse_upload(tasks: tuple[int, ...] = ()) -> tuple[str, vision_pb.AnalyzeR
     """Analyse one uploaded image without storing it."""
     st = state()
     upload = uploaded_files()[0]
-    filename = clean_filename(upload.filename)
+    filename = clean_filename(upload_filename(upload))
     data = upload.read()
     check_upload(filename, data, st.config.max_upload_bytes)
     return filename, st.clients.analyze(bytes_for_analysis(data), tasks=tasks)

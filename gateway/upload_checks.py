@@ -10,9 +10,11 @@ truncated files, decompression bombs and anything else outside the policy.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 
 from PIL import Image
+from werkzeug.datastructures import FileStorage
 
 from gateway.errors import BadRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
 from gateway.sizes import size_text
@@ -24,6 +26,27 @@ MAX_FILENAME_BYTES = policy.MAX_FILENAME_BYTES
 def sniff_image_type(data: bytes) -> str | None:
     """The image content type the bytes start with, or None when they are no accepted image."""
     return policy.sniff_content_type(data)
+
+
+# The quoted filename parameter of a multipart part's Content-Disposition, as sent.
+_QUOTED_FILENAME = re.compile(r'filename="((?:[^"\\]|\\.)*)"')
+
+
+def upload_filename(upload: FileStorage) -> str:
+    """The uploaded file's name as the client sent it.
+
+    Werkzeug reads the quoted name with every backslash as an escape, so a client that sends
+    backslashes raw (python-requests: `..\\..\\windows\\evil.jpg`) would have it stored as
+    `....windowsevil.jpg`, a name nobody sent. Browsers never escape with a backslash (HTML
+    writes `"` as %22) and curl escapes only `"` and `\\` itself: a backslash that does not
+    escape a quote is part of the name, and the name then holds a path separator, which
+    clean_filename refuses."""
+    header = upload.headers.get("Content-Disposition", "")
+    found = _QUOTED_FILENAME.search(header)
+    if found is None:
+        return upload.filename or ""
+    raw = found.group(1).replace('\\"', '"')
+    return raw if "\\" in raw else upload.filename or ""
 
 
 def clean_filename(raw: str | None) -> str:

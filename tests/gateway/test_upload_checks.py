@@ -6,10 +6,11 @@ import io
 
 import pytest
 from PIL import Image
+from werkzeug.datastructures import FileStorage, Headers
 
 from gateway.errors import BadRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
 from gateway.sizes import size_text
-from gateway.upload_checks import check_upload, clean_filename, sniff_image_type
+from gateway.upload_checks import check_upload, clean_filename, sniff_image_type, upload_filename
 
 
 def _encoded(photo: bytes, fmt: str) -> bytes:
@@ -126,3 +127,23 @@ def test_clean_filename_refuses_what_storage_refuses(name, message):
 def test_check_upload_names_an_image_format_that_is_not_accepted(photo_jpegs, fmt):
     with pytest.raises(UnsupportedMediaTypeError, match=f"the {fmt} format is not accepted"):
         check_upload(f"logo.{fmt.lower()}", _encoded(photo_jpegs["coffee"], fmt), 10**8)
+
+
+@pytest.mark.parametrize(
+    ("sent", "parsed", "name"),
+    [
+        # python-requests sends backslashes raw; werkzeug took them for escapes.
+        (r'filename="..\..\windows\evil.jpg"', "....windowsevil.jpg", r"..\..\windows\evil.jpg"),
+        # curl escapes a quote: the name is the quote, no backslash.
+        (r'filename="say \"cheese\".jpg"', 'say "cheese".jpg', 'say "cheese".jpg'),
+        ('filename="fleur été.jpg"', "fleur été.jpg", "fleur été.jpg"),
+    ],
+)
+def test_the_filename_is_read_as_sent(sent, parsed, name):
+    upload = FileStorage(
+        io.BytesIO(b""),
+        filename=parsed,
+        headers=Headers({"Content-Disposition": f'form-data; name="file"; {sent}'}),
+    )
+
+    assert upload_filename(upload) == name
