@@ -12,11 +12,13 @@ import signal
 import sys
 import textwrap
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+from service_runtime.ports import Ports
 
 # requests, tqdm and the importer are imported inside the functions: the command starts (and
 # takes its Ctrl-C handler) before their import time, so an early Ctrl-C ends it quietly too.
@@ -94,6 +96,16 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(sig, handler)
 
 
+def default_gateway_url(env: Mapping[str, str] = os.environ) -> str:
+    """Where `make run`'s gateway listens: GATEWAY_PORT or IMAGEREPO_BASE_PORT on loopback,
+    else DEFAULT_URL (also when those settings cannot be read)."""
+    try:
+        port = Ports.from_env(env).ports["gateway"]
+    except ValueError:
+        return DEFAULT_URL
+    return f"http://127.0.0.1:{port}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from gateway.importer import DEFAULT_MAX_BYTES, DEFAULT_RETRY_FOR_S, IMAGE_SUFFIXES
 
@@ -163,8 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument(
             "--url",
             type=_gateway_url,
-            default=os.environ.get("IMAGEREPO_URL", DEFAULT_URL),
-            help=f"the gateway (default: $IMAGEREPO_URL or {DEFAULT_URL})",
+            default=os.environ.get("IMAGEREPO_URL") or default_gateway_url(),
+            help="the gateway (default: $IMAGEREPO_URL, else the port $GATEWAY_PORT or"
+            f" $IMAGEREPO_BASE_PORT give, as `make run` uses them, else {DEFAULT_URL})",
         )
         command.add_argument(
             "--api-key",

@@ -13,7 +13,7 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import grpc
@@ -21,6 +21,7 @@ import grpc
 from imagerepo.storage.v2 import storage_service_pb2 as storage_pb
 from imagerepo.storage.v2 import storage_service_pb2_grpc as storage_grpc
 from service_runtime.channels import open_channel
+from service_runtime.ports import Ports
 from service_runtime.security import SecurityConfigError, TransportSecurity
 
 DEFAULT_STORAGE_ADDRESS = "127.0.0.1:50051"
@@ -101,6 +102,16 @@ def describe(report: storage_pb.VerifyReport) -> list[str]:
     return lines
 
 
+def default_storage_address(env: Mapping[str, str] = os.environ) -> str:
+    """Where `make run`'s storage listens, as the gateway dials it: GATEWAY_STORAGE_ADDR, else
+    STORAGE_PORT or IMAGEREPO_BASE_PORT + 1 on loopback, else 127.0.0.1:50051 (also when those
+    settings cannot be read: the verify then names the address it could not reach)."""
+    try:
+        return Ports.from_env(env).addresses(env)["GATEWAY_STORAGE_ADDR"]
+    except ValueError:
+        return env.get("GATEWAY_STORAGE_ADDR") or DEFAULT_STORAGE_ADDRESS
+
+
 def add_verify_parser(commands: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = commands.add_parser(
         "verify",
@@ -120,9 +131,10 @@ def add_verify_parser(commands: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--storage",
-        default=os.environ.get("GATEWAY_STORAGE_ADDR", DEFAULT_STORAGE_ADDRESS),
+        default=default_storage_address(),
         metavar="HOST:PORT",
-        help="the storage service's gRPC address (default: $GATEWAY_STORAGE_ADDR or "
+        help="the storage service's gRPC address (default: $GATEWAY_STORAGE_ADDR, else the port"
+        " $STORAGE_PORT or $IMAGEREPO_BASE_PORT + 1 give, as `make run` uses them, else "
         f"{DEFAULT_STORAGE_ADDRESS})",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")

@@ -338,3 +338,34 @@ def test_discover_skips_what_is_not_a_regular_file_saying_so(tmp_path):
 
     assert found == []
     assert skipped == [Skipped(str(tmp_path / "pipe.jpg"), "not a regular file")]
+
+
+@pytest.mark.parametrize(
+    ("env", "storage", "url"),
+    [
+        ({}, "127.0.0.1:50051", "http://127.0.0.1:8080"),
+        ({"IMAGEREPO_BASE_PORT": "18400"}, "127.0.0.1:18401", "http://127.0.0.1:18400"),
+        (
+            {"STORAGE_PORT": "6001", "GATEWAY_PORT": "6000"},
+            "127.0.0.1:6001",
+            "http://127.0.0.1:6000",
+        ),
+        (
+            {"GATEWAY_STORAGE_ADDR": "db:7000", "IMAGEREPO_URL": "http://gw:1"},
+            "db:7000",
+            "http://gw:1",
+        ),
+        ({"IMAGEREPO_BASE_PORT": "x"}, "127.0.0.1:50051", "http://127.0.0.1:8080"),
+    ],
+)
+def test_verify_and_import_find_the_stack_where_make_run_put_it(monkeypatch, env, storage, url):
+    for name in ("IMAGEREPO_BASE_PORT", "STORAGE_PORT", "GATEWAY_PORT", "GATEWAY_STORAGE_ADDR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("IMAGEREPO_URL", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    parser = build_parser()
+
+    assert parser.parse_args(["verify"]).storage == storage
+    assert parser.parse_args(["import", "photos"]).url == url
