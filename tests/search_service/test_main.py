@@ -158,14 +158,7 @@ def test_serves_keyword_search_when_vision_is_down(tmp_path, photo_jpegs, storag
 
 def test_a_second_service_on_the_same_data_dir_refuses_to_start(tmp_path):
     with running(tmp_path, "127.0.0.1:9", "127.0.0.1:9") as first:
-        second = subprocess.run(
-            [sys.executable, "-m", "search_service"],
-            cwd=REPO_ROOT,
-            env={**os.environ, "SEARCH_PORT": "0", "SEARCH_DATA_DIR": str(tmp_path)},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        second = _start_once(str(tmp_path))
         assert first.proc.poll() is None  # the first one keeps serving
 
     assert second.returncode != 0
@@ -190,16 +183,21 @@ def test_a_data_dir_that_cannot_be_made_is_named_in_one_line(tmp_path):
     (tmp_path / "a-file").write_text("not a directory")
     data_dir = tmp_path / "a-file" / "search"
 
-    result = subprocess.run(
-        [sys.executable, "-m", "search_service"],
-        cwd=REPO_ROOT,
-        env={**os.environ, "SEARCH_PORT": "0", "SEARCH_DATA_DIR": str(data_dir)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = _start_once(str(data_dir))
 
     assert result.returncode == 2
     assert f"search: not started: cannot open {data_dir}: " in result.stderr
     assert "SEARCH_DATA_DIR" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _start_once(data_dir: str) -> subprocess.CompletedProcess[str]:
+    """`python -m search_service` on `data_dir` and any free port, expected to exit: its end."""
+    return subprocess.run(
+        [sys.executable, "-m", "search_service"],
+        cwd=REPO_ROOT,
+        env={**os.environ, "SEARCH_PORT": "0", "SEARCH_DATA_DIR": data_dir},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

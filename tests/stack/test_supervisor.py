@@ -91,18 +91,10 @@ def test_a_port_in_use_is_named_and_nothing_starts(tmp_path: Path):
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         taken = holder.getsockname()[1]
-        result = subprocess.run(
-            [sys.executable, "-m", "stack"],
-            cwd=REPO_ROOT,
-            env=dict(
-                os.environ,
-                IMAGEREPO_DATA_DIR=str(tmp_path / "data"),
-                IMAGEREPO_BASE_PORT=str(taken - 2),  # vision lands on the taken port
-                IMAGEREPO_LOG_FORMAT="json",
-            ),
-            capture_output=True,
-            text=True,
-            timeout=60,
+        result = _stack(
+            IMAGEREPO_DATA_DIR=str(tmp_path / "data"),
+            IMAGEREPO_BASE_PORT=str(taken - 2),  # vision lands on the taken port
+            IMAGEREPO_LOG_FORMAT="json",
         )
 
     lines = [json.loads(line) for line in result.stdout.splitlines()]
@@ -118,14 +110,7 @@ def test_a_port_in_use_is_named_and_nothing_starts(tmp_path: Path):
 
 
 def test_stop_without_a_running_stack_says_so(tmp_path: Path):
-    result = subprocess.run(
-        [sys.executable, "-m", "stack", "stop"],
-        cwd=REPO_ROOT,
-        env=dict(os.environ, IMAGEREPO_DATA_DIR=str(tmp_path), IMAGEREPO_LOG_FORMAT="text"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = _stack("stop", IMAGEREPO_DATA_DIR=str(tmp_path), IMAGEREPO_LOG_FORMAT="text")
 
     assert result.returncode == 0
     assert "imagerepo is not running" in result.stdout
@@ -139,14 +124,7 @@ def test_stop_leaves_alone_another_process_that_now_has_the_pid_in_a_stale_pid_f
     try:
         (tmp_path / "stack.pid").write_text(f"{other.pid}\n")
 
-        result = subprocess.run(
-            [sys.executable, "-m", "stack", "stop"],
-            cwd=REPO_ROOT,
-            env=dict(os.environ, IMAGEREPO_DATA_DIR=str(tmp_path), IMAGEREPO_LOG_FORMAT="text"),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = _stack("stop", IMAGEREPO_DATA_DIR=str(tmp_path), IMAGEREPO_LOG_FORMAT="text")
 
         assert other.poll() is None, "stop killed a process that is not imagerepo"
         assert result.returncode == 0
@@ -219,18 +197,8 @@ def test_output_is_json_when_not_a_terminal():
 
 
 def test_a_bad_port_setting_is_named_and_nothing_starts(tmp_path: Path):
-    result = subprocess.run(
-        [sys.executable, "-m", "stack"],
-        cwd=REPO_ROOT,
-        env=dict(
-            os.environ,
-            IMAGEREPO_DATA_DIR=str(tmp_path),
-            IMAGEREPO_BASE_PORT="eighty",
-            IMAGEREPO_LOG_FORMAT="text",
-        ),
-        capture_output=True,
-        text=True,
-        timeout=60,
+    result = _stack(
+        IMAGEREPO_DATA_DIR=str(tmp_path), IMAGEREPO_BASE_PORT="eighty", IMAGEREPO_LOG_FORMAT="text"
     )
 
     assert result.returncode == 2
@@ -242,14 +210,7 @@ def test_a_data_dir_that_cannot_be_made_is_named_and_nothing_starts(tmp_path: Pa
     (tmp_path / "a-file").write_text("not a directory")
     data_dir = tmp_path / "a-file" / "data"
 
-    result = subprocess.run(
-        [sys.executable, "-m", "stack"],
-        cwd=REPO_ROOT,
-        env=dict(os.environ, IMAGEREPO_DATA_DIR=str(data_dir), IMAGEREPO_LOG_FORMAT="text"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = _stack(IMAGEREPO_DATA_DIR=str(data_dir), IMAGEREPO_LOG_FORMAT="text")
 
     assert result.returncode == 2
     assert f"cannot use the data dir {data_dir}: " in result.stdout
@@ -311,3 +272,15 @@ def _supervise_until_given_up(child: Child, timeout_s: float) -> list[str]:
             time.sleep(0.02)
     supervisor.stop_all()
     return [json.loads(line)["message"] for line in stream.getvalue().splitlines()]
+
+
+def _stack(*args: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    """`python -m stack ARGS` run to its end with these settings added to the environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "stack", *args],
+        cwd=REPO_ROOT,
+        env=dict(os.environ, **settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
