@@ -13,24 +13,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from service_runtime.settings import env_port
+
 GRPC_ROLES = ("storage", "vision", "search")
 ROLES = (*GRPC_ROLES, "gateway")
 DEFAULT_PORTS = {"gateway": 8080, "storage": 50051, "vision": 50052, "search": 50053}
 BASE_OFFSETS = {"gateway": 0, "storage": 1, "vision": 2, "search": 3}
 METRICS_OFFSET = 10
-
-
-def _int(env: Mapping[str, str], name: str) -> int | None:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a port number, not {raw!r}") from None
-    if not 0 < value < 65536:
-        raise ValueError(f"{name} must be between 1 and 65535, not {value}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -40,10 +29,10 @@ class Ports:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Ports:
-        base = _int(env, "IMAGEREPO_BASE_PORT")
+        base = env_port(env, "IMAGEREPO_BASE_PORT")
         ports: dict[str, int] = {}
         for role in ROLES:
-            explicit = _int(env, f"{role.upper()}_PORT")
+            explicit = env_port(env, f"{role.upper()}_PORT")
             if explicit is not None:
                 ports[role] = explicit
             elif base is not None:
@@ -51,7 +40,7 @@ class Ports:
             else:
                 ports[role] = DEFAULT_PORTS[role]
         metrics = {
-            role: _int(env, f"{role.upper()}_METRICS_PORT") or ports[role] + METRICS_OFFSET
+            role: env_port(env, f"{role.upper()}_METRICS_PORT") or ports[role] + METRICS_OFFSET
             for role in GRPC_ROLES
         }
         return cls(ports, metrics)

@@ -31,6 +31,20 @@ def env_int(env: Mapping[str, str], name: str, default: int) -> int:
         raise SettingError(f"{name} must be a whole number, not {text!r}") from None
 
 
+def env_port(env: Mapping[str, str], name: str) -> int | None:
+    """`name` as a TCP port (1-65535); None when unset or empty."""
+    text = env.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise SettingError(f"{name} must be a port number, not {text!r}") from None
+    if not 0 < value < 65536:
+        raise SettingError(f"{name} must be between 1 and 65535, not {value}")
+    return value
+
+
 def env_float(env: Mapping[str, str], name: str, default: float) -> float:
     """`name` as a finite number; `default` when unset or empty."""
     text = env.get(name, "").strip()

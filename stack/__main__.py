@@ -24,6 +24,7 @@ from pathlib import Path
 from service_runtime.ports import GRPC_ROLES, Ports
 from service_runtime.probe import http_ok, is_serving
 from service_runtime.security import SecurityConfigError, TransportSecurity
+from service_runtime.settings import env_port
 from stack.output import Output
 from stack.supervisor import Child, GaveUpError, Supervisor, pid_alive
 
@@ -71,20 +72,11 @@ def stack_env(data_dir: Path, base: Mapping[str, str]) -> dict[str, dict[str, st
 def _analysis_ports(env: Mapping[str, str]) -> tuple[int, int]:
     """(health port, metrics port) of the analysis worker: ANALYSIS_PORT, else base + 4, else
     50054; metrics ANALYSIS_METRICS_PORT, else its port + 10."""
-
-    def number(name: str) -> int | None:
-        raw = env.get(name, "").strip()
-        if not raw:
-            return None
-        if not raw.isdigit() or not 0 < int(raw) < 65536:
-            raise ValueError(f"{name} must be a port number, not {raw!r}")
-        return int(raw)
-
-    base = number("IMAGEREPO_BASE_PORT")
-    port = number("ANALYSIS_PORT") or (
+    base = env_port(env, "IMAGEREPO_BASE_PORT")
+    port = env_port(env, "ANALYSIS_PORT") or (
         base + ANALYSIS_BASE_OFFSET if base is not None else ANALYSIS_DEFAULT_PORT
     )
-    return port, number("ANALYSIS_METRICS_PORT") or port + 10
+    return port, env_port(env, "ANALYSIS_METRICS_PORT") or port + 10
 
 
 def listen_ports(envs: Mapping[str, Mapping[str, str]]) -> list[tuple[str, str, int]]:

@@ -9,7 +9,14 @@ import sys
 import pytest
 
 from search_service.config import SearchConfig
-from service_runtime.settings import SettingError, env_bool, env_float, env_int, env_log_level
+from service_runtime.settings import (
+    SettingError,
+    env_bool,
+    env_float,
+    env_int,
+    env_log_level,
+    env_port,
+)
 from storage_service.config import StorageConfig
 from vision_service.config import VisionConfig
 
@@ -171,3 +178,21 @@ def test_a_service_started_with_a_bad_setting_exits_2_with_one_line(
     assert done.returncode == 2
     assert done.stderr.strip() == line
     assert not (tmp_path / "storage").exists() and not (tmp_path / "search").exists()
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("eighty", "P must be a port number, not 'eighty'"),
+        ("0", "P must be between 1 and 65535, not 0"),
+        ("70000", "P must be between 1 and 65535, not 70000"),
+    ],
+)
+def test_a_port_setting_is_a_number_in_range(value, message):
+    assert env_port({"P": " 8080 "}, "P") == 8080
+    assert env_port({}, "P") is None
+
+    with pytest.raises(SettingError) as refused:
+        env_port({"P": value}, "P")
+
+    assert str(refused.value) == message
